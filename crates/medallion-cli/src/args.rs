@@ -1,0 +1,89 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// medallion: bronze → silver → gold pipelines on a Delta Lake lakehouse, with nothing lost.
+///
+/// A project is a directory with `medallion.toml` (sources, silver contracts, gold models) and SQL
+/// files. Data goes to the lake: a local directory (default `./lake` in the project).
+#[derive(Debug, Parser)]
+#[command(name = "medallion", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Project directory (holding medallion.toml).
+    #[arg(long, short = 'p', global = true, env = "MEDALLION_PROJECT", default_value = ".", value_name = "DIR")]
+    pub project: PathBuf,
+    /// Lake location, overriding the project's `lake` (a directory path).
+    #[arg(long, global = true, env = "MEDALLION_LAKE", value_name = "LAKE")]
+    pub lake: Option<String>,
+    /// Output format on stdout: human-readable text, or JSON Lines (one object per line with a `type`).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Less output on stderr (errors only).
+    #[arg(long, short = 'q', global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// More output on stderr: -v stage timings, -vv debug, -vvv trace.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Files decoded in parallel (default: the number of cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Tables for people.
+    Text,
+    /// JSON Lines for programs.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a working orders project with sample data in DIR (then: cd DIR && medallion run).
+    Init {
+        /// Directory to create the project in.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Check the project: every problem is reported at once, with its file and line.
+    Validate,
+    /// Land raw files (or stdin, `-`) in a source's bronze layer, exactly once per content.
+    Ingest {
+        /// The source, as declared in [sources.<name>].
+        source: String,
+        /// Files to ingest; `-` reads standard input. Gzip is detected.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Run the pipeline: ingest configured paths, promote pending bronze batches to silver, rebuild gold.
+    ///
+    /// Exit code 1 when a node failed (rejected records alone are not a failure).
+    Run,
+    /// Every table's rows, Delta version, files and dead-letter count, and the last run.
+    Status,
+    /// Print rows of a table: `orders`, `silver.orders`, `quarantine.orders`, `gold.daily_revenue`.
+    Show {
+        /// Table name.
+        table: String,
+        /// Rows to print.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run a SQL query (DataFusion) over the lake's tables.
+    Sql {
+        /// The query.
+        query: String,
+    },
+}

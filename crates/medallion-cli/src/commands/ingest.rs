@@ -1,0 +1,45 @@
+//! `medallion ingest`.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use medallion::bronze::ingest::{IngestStatus, ingest};
+
+use super::open;
+use crate::Outcome;
+use crate::args::{Format, Global};
+use crate::output::{json_line, table, thousands};
+
+pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let src = project.source(source)?;
+    let now = chrono_now();
+    let mut rows = vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
+    for file in files {
+        let content = if file == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+            buf
+        } else {
+            std::fs::read(file).with_context(|| format!("cannot read {file}"))?
+        };
+        let outcome = ingest(&lake, &src.name, src.format, file, content, now).await?;
+        if g.format == Format::Json {
+            json_line("ingested", serde_json::to_value(&outcome)?)?;
+        }
+        let status = match outcome.status {
+            IngestStatus::Ingested => "ingested",
+            IngestStatus::AlreadyIngested => "already ingested",
+            IngestStatus::Recovered => "recovered",
+        };
+        rows.push(vec![file.clone(), status.into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]);
+    }
+    if g.format == Format::Text {
+        print!("{}", table(&rows));
+    }
+    Ok(Outcome::Ok)
+}
+
+fn chrono_now() -> medallion::orchestration::run::Now {
+    medallion::orchestration::run::now()
+}

@@ -1,0 +1,32 @@
+//! One module per verb; shared loading of the project and lake.
+
+pub mod ingest;
+pub mod init;
+pub mod query;
+pub mod run;
+pub mod status;
+pub mod validate;
+
+use anyhow::{Context, Result};
+use medallion::project::Project;
+use medallion::storage::Lake;
+
+use crate::args::Global;
+
+/// Loads the project (`--project`) with `--lake` applied, and opens its lake.
+pub async fn open(g: &Global) -> Result<(Project, Lake)> {
+    let project = Project::load(&g.project).await?.with_lake(g.lake.clone());
+    let lake = Lake::open(&project.lake, &project.root)
+        .with_context(|| format!("cannot open the lake `{}`", project.lake))?;
+    Ok((project, lake))
+}
+
+/// Files decoded in parallel.
+pub fn threads(g: &Global) -> usize {
+    g.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)
+}
+
+/// Whether progress output on stderr is wanted.
+pub fn show_progress(g: &Global) -> bool {
+    g.quiet == 0 && g.verbose == 0
+}

@@ -1,0 +1,126 @@
+//! `medallion run`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use medallion::orchestration::run::{RunOptions, RunSummary, now, run as run_project};
+
+use super::{open, show_progress, threads};
+use crate::Outcome;
+use crate::args::{Format, Global};
+use crate::output::{json_line, table, thousands};
+
+pub async fn run(g: &Global) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let spinner = (show_progress(g) && g.format == Format::Text).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(format!("running `{}` on {}", project.name, lake.display()));
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    });
+    let opts = RunOptions { threads: threads(g), now: now() };
+    let summary = run_project(&project, &lake, &opts).await;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let summary = summary?;
+    match g.format {
+        Format::Json => print_json(&summary)?,
+        Format::Text => print_text(&summary, g.verbose > 0),
+    }
+    if !summary.ok() {
+        for f in &summary.failed {
+            eprintln!("error: {}: {}", f.node, f.error);
+        }
+        for s in &summary.skipped {
+            eprintln!("not run: {s} (an upstream node failed)");
+        }
+    }
+    Ok(if summary.ok() { Outcome::Ok } else { Outcome::Failed })
+}
+
+fn print_json(s: &RunSummary) -> Result<()> {
+    for i in &s.ingested {
+        json_line("ingested", serde_json::to_value(i)?)?;
+    }
+    for p in &s.silver {
+        json_line("node_finished", serde_json::json!({ "node": format!("silver/{}", p.table), "silver": p }))?;
+    }
+    for b in &s.gold {
+        json_line("node_finished", serde_json::json!({ "node": format!("gold/{}", b.model), "gold": b }))?;
+    }
+    for f in &s.failed {
+        json_line("node_failed", serde_json::to_value(f)?)?;
+    }
+    json_line("summary", serde_json::to_value(s)?)
+}
+
+fn print_text(s: &RunSummary, timings: bool) {
+    println!("run {} of `{}`: {}", s.run_id, s.project, if s.ok() { "ok" } else { "FAILED" });
+    if !s.ingested.is_empty() {
+        let mut rows = vec![vec!["ingested".to_string(), "status".into(), "batch".into(), "records".into()]];
+        for i in &s.ingested {
+            rows.push(vec![i.input.clone(), format!("{:?}", i.status).to_lowercase(), i.batch_id.clone(), thousands(i.records)]);
+        }
+        print!("\n{}", table(&rows));
+    }
+    let mut rows = vec![vec![
+        "silver".to_string(),
+        "batches".into(),
+        "read".into(),
+        "inserted".into(),
+        "updated".into(),
+        "superseded".into(),
+        "rejected".into(),
+        "version".into(),
+    ]];
+    for p in &s.silver {
+        rows.push(vec![
+            if p.resumed { format!("{} (resumed)", p.table) } else { p.table.clone() },
+            p.batches.to_string(),
+            thousands(p.read),
+            thousands(p.inserted),
+            thousands(p.updated),
+            thousands(p.superseded),
+            thousands(p.rejected),
+            p.silver_version.map_or("-".into(), |v| v.to_string()),
+        ]);
+    }
+    if s.silver.is_empty() {
+        println!("\nsilver: no pending bronze batches");
+    } else {
+        print!("\n{}", table(&rows));
+    }
+    let mut rows = vec![vec!["gold".to_string(), "rows".into(), "version".into(), "status".into()]];
+    for b in &s.gold {
+        rows.push(vec![
+            b.model.clone(),
+            thousands(b.rows),
+            b.version.map_or("-".into(), |v| v.to_string()),
+            if b.rebuilt { "rebuilt".into() } else { "up to date".into() },
+        ]);
+    }
+    if !s.gold.is_empty() {
+        print!("\n{}", table(&rows));
+    }
+    let t = &s.totals;
+    println!(
+        "\naccounting: read {} = promoted {} + superseded {} + rejected {}",
+        thousands(t.read),
+        thousands(t.promoted),
+        thousands(t.superseded),
+        thousands(t.rejected)
+    );
+    if timings {
+        for p in &s.silver {
+            let mut stages: Vec<_> = p.timings_ms.iter().collect();
+            stages.sort();
+            let text: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v} ms")).collect();
+            eprintln!("silver/{}: {}", p.table, text.join(", "));
+        }
+        for b in &s.gold {
+            eprintln!("gold/{}: {} ms", b.model, b.duration_ms);
+        }
+        eprintln!("run: {} ms", s.duration_ms);
+    }
+}

@@ -1,0 +1,77 @@
+//! `medallion status`.
+
+use anyhow::Result;
+use medallion::catalog::count_rows;
+use medallion::observability::runlog;
+use medallion::storage::Layer;
+use medallion::storage::delta::Table;
+
+use super::open;
+use crate::Outcome;
+use crate::args::{Format, Global};
+use crate::output::{json_line, table, thousands};
+
+pub async fn run(g: &Global) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let mut entries: Vec<(Layer, String, Option<String>)> = Vec::new();
+    for t in project.silver.values() {
+        entries.push((Layer::Silver, t.name.clone(), t.owner.clone()));
+    }
+    for m in project.gold.values() {
+        entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone())));
+    }
+    let last = runlog::recent(&lake, 1).await?.into_iter().next();
+    let mut rows = vec![vec![
+        "layer".to_string(),
+        "table".into(),
+        "owner".into(),
+        "rows".into(),
+        "version".into(),
+        "files".into(),
+        "bytes".into(),
+        "dead letter".into(),
+    ]];
+    for (layer, name, owner) in &entries {
+        let t = Table::open(&lake, *layer, name).await?;
+        let rows_n = count_rows(&lake, &project, *layer, name).await?;
+        let (files, bytes) = t.files()?;
+        let dead = if *layer == Layer::Silver { Some(count_rows(&lake, &project, Layer::Quarantine, name).await?) } else { None };
+        if g.format == Format::Json {
+            json_line(
+                "table",
+                serde_json::json!({
+                    "layer": layer, "table": name, "owner": owner, "rows": rows_n, "version": t.version(),
+                    "files": files, "bytes": bytes, "dead_letter_rows": dead,
+                }),
+            )?;
+        }
+        rows.push(vec![
+            layer.to_string(),
+            name.clone(),
+            owner.clone().unwrap_or_else(|| "-".into()),
+            thousands(rows_n),
+            t.version().map_or("-".into(), |v| v.to_string()),
+            files.to_string(),
+            thousands(bytes),
+            dead.map_or("-".into(), thousands),
+        ]);
+    }
+    if g.format == Format::Json {
+        json_line("last_run", last.unwrap_or(serde_json::Value::Null))?;
+    } else {
+        print!("{}", table(&rows));
+        match last {
+            Some(run) => {
+                let failed = run.get("failed").and_then(|f| f.as_array()).map_or(0, Vec::len);
+                println!(
+                    "\nlast run: {} at {} ({})",
+                    run.get("run_id").and_then(|v| v.as_str()).unwrap_or("?"),
+                    run.get("started_at").and_then(|v| v.as_str()).unwrap_or("?"),
+                    if failed == 0 { "ok".to_string() } else { format!("{failed} node(s) failed") }
+                );
+            }
+            None => println!("\nno run yet"),
+        }
+    }
+    Ok(Outcome::Ok)
+}

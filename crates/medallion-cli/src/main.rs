@@ -1,0 +1,77 @@
+//! The `medallion` binary: parses arguments, runs a command, renders errors, sets the exit code.
+//!
+//! Exit codes: 0 ok; 1 the command finished but something failed (a node of a run); 2 the tool
+//! could not run (bad project, unreadable lake, bad arguments).
+
+mod args;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+/// What a command reports back.
+pub enum Outcome {
+    /// Everything went well.
+    Ok,
+    /// The command finished but something failed.
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.quiet, cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init { dir } => commands::init::run(g, &dir),
+        Command::Validate => commands::validate::run(g).await,
+        Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
+        Command::Run => commands::run::run(g).await,
+        Command::Status => commands::status::run(g).await,
+        Command::Show { table, limit } => commands::query::show(g, &table, limit).await,
+        Command::Sql { query } => commands::query::sql(g, &query).await,
+    }
+}
+
+fn init_tracing(quiet: u8, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (q, _) if q > 0 => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        (_, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,medallion={level}")));
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -1,0 +1,105 @@
+//! Rendering to stdout: aligned text tables and JSON Lines.
+
+use std::io::Write;
+
+use anyhow::Result;
+use medallion::arrow::array::RecordBatch;
+
+/// Schema version of every JSON line.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Writes one JSON line with `type` and `schema_version` added.
+pub fn json_line(kind: &str, value: serde_json::Value) -> Result<()> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("type".into(), kind.into());
+    obj.insert("schema_version".into(), SCHEMA_VERSION.into());
+    if let serde_json::Value::Object(m) = value {
+        obj.extend(m);
+    } else {
+        obj.insert("value".into(), value);
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &obj)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A plain aligned table: first row is the header; numeric-looking cells are right-aligned.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let Some(header) = rows.first() else { return String::new() };
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = widths[c].saturating_sub(cell.chars().count());
+            let numeric = !cell.is_empty() && cell.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.');
+            if c > 0 {
+                line.push_str("  ");
+            }
+            if numeric && c > 0 {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Prints record batches as a text grid or JSON Lines (`type: "row"`).
+pub fn batches(batches: &[RecordBatch], json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut buf = Vec::new();
+        {
+            let mut writer = medallion::arrow::json::LineDelimitedWriter::new(&mut buf);
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+        for line in String::from_utf8(buf)?.lines() {
+            let row: serde_json::Value = serde_json::from_str(line)?;
+            drop(out);
+            json_line("row", serde_json::json!({ "row": row }))?;
+            out = std::io::stdout().lock();
+        }
+    } else {
+        let text = medallion::arrow::util::pretty::pretty_format_batches(batches)?;
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(859_566), "859,566");
+        assert_eq!(thousands(12), "12");
+        let t = table(&[vec!["table".into(), "rows".into()], vec!["orders".into(), "1,000".into()]]);
+        assert_eq!(t, "table    rows\norders  1,000\n");
+    }
+}

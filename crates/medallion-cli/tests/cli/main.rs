@@ -1,0 +1,166 @@
+//! End-to-end tests of the `medallion` binary: exit codes, stdout/stderr, golden output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_medallion"));
+    c.env_remove("MEDALLION_PROJECT").env_remove("MEDALLION_LAKE").env("NO_COLOR", "1");
+    c
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    bin().args(args).current_dir(dir).stdin(Stdio::null()).output().expect("runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Compares with a golden file; `MEDALLION_UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, actual: &str) {
+    let path = fixtures().join("golden").join(name);
+    if std::env::var_os("MEDALLION_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden {}; run with MEDALLION_UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "golden {name} differs (MEDALLION_UPDATE_GOLDEN=1 to accept)");
+}
+
+/// Replaces run ids, batch ids, versions-independent noise and durations.
+fn redact(s: &str) -> String {
+    s.split('\n')
+        .map(|line| {
+            line.split(' ')
+                .map(|w| {
+                    let is_uuid = w.len() == 36 && w.chars().filter(|c| *c == '-').count() == 4;
+                    let is_run = w.len() == 25 && w.starts_with("20") && w.contains('T') && w.contains('-');
+                    if is_uuid { "[batch]".to_string() } else if is_run { "[run]".to_string() } else { w.to_string() }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_and_line() {
+    let out = run(&["validate"], &fixtures().join("broken"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "stdout carries data only");
+    golden("validate_broken.txt", &text(&out.stderr));
+}
+
+#[test]
+fn validate_json_lists_problems() {
+    let out = run(&["validate", "--format", "json"], &fixtures().join("broken"));
+    assert_eq!(out.status.code(), Some(2));
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let problems = lines.iter().filter(|l| l["type"] == "problem").count();
+    assert!(problems >= 8, "{lines:#?}");
+    assert!(lines.iter().all(|l| l["schema_version"] == 1));
+    assert_eq!(lines.last().map(|l| l["ok"].clone()), Some(serde_json::Value::Bool(false)));
+}
+
+#[test]
+fn missing_project_exits_2_with_a_hint() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = run(&["run"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("medallion.toml") && err.contains("medallion init"), "{err}");
+}
+
+#[test]
+fn init_run_status_show_sql() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    let out = run(&["init", proj.to_str().expect("utf8")], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code() == Some(2), "init never overwrites");
+
+    let out = run(&["validate"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = run(&["run"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let first = text(&out.stdout);
+    assert!(first.contains("accounting: read 3,000 = promoted"), "{first}");
+    golden("run_init_sample.txt", &redact(&first));
+
+    let out = run(&["run"], &proj);
+    assert_eq!(out.status.code(), Some(0));
+    let second = redact(&text(&out.stdout));
+    assert!(second.contains("no pending bronze batches") && second.contains("up to date"), "{second}");
+    assert!(second.contains("already_ingested"), "{second}");
+
+    let out = run(&["status"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = text(&out.stdout);
+    assert!(status.contains("silver  orders") && status.contains("gold    daily_revenue"), "{status}");
+
+    let out = run(&["show", "quarantine.orders", "-n", "2", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0]["row"]["_errors"].as_array().is_some_and(|e| !e.is_empty()), "{rows:#?}");
+
+    let out = run(&["sql", "SELECT count(*) AS n FROM gold.daily_revenue WHERE revenue <= 0"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("| 0 |"), "{}", text(&out.stdout));
+
+    let out = run(&["show", "nope"], &proj);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown table `nope`"), "{}", text(&out.stderr));
+
+    let out = run(&["sql", "SELECT * FROM nope"], &proj);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn run_json_is_json_lines_with_types() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let out = run(&["run", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().expect("type")).collect();
+    assert_eq!(types, vec!["ingested", "ingested", "ingested", "node_finished", "node_finished", "summary"]);
+    let t = &lines[5]["totals"];
+    let sum = t["promoted"].as_u64().unwrap_or(0) + t["superseded"].as_u64().unwrap_or(0) + t["rejected"].as_u64().unwrap_or(0);
+    assert_eq!(t["read"].as_u64(), Some(sum));
+}
+
+#[test]
+fn ingest_from_stdin_is_exactly_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let record = b"{\"order_id\": 1, \"customer_id\": 2, \"amount\": 3.5, \"currency\": \"EUR\", \"order_date\": \"2024-01-02\", \"region\": \"uk\", \"source\": \"web\"}\nnot json\n";
+    for expected in ["ingested", "already ingested"] {
+        let mut child = bin()
+            .args(["ingest", "orders", "-"])
+            .current_dir(&proj)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), record).expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains(expected), "{}", text(&out.stdout));
+    }
+    let out = run(&["ingest", "nosuch", "x"], &proj);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown source `nosuch` (known: orders)"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,66 @@
+//! Listing a source's bronze batches, oldest first by `_ingested_at` (not by path: two batches of
+//! one day would otherwise sort by their random ids).
+
+use std::io::{BufRead, BufReader};
+
+use flate2::read::MultiGzDecoder;
+
+
+use crate::error::Result;
+use crate::storage::Lake;
+
+/// One bronze batch file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchFile {
+    /// Object path in the lake.
+    pub path: String,
+    /// Batch id (the file's stem).
+    pub batch_id: String,
+    /// Size in bytes (compressed).
+    pub size: u64,
+    /// `_ingested_at` of its first record, if readable.
+    pub ingested_at: Option<String>,
+}
+
+/// Every `*.ndjson.gz` under `bronze/<source>/`, sorted by path (ingest times not read).
+pub async fn list(lake: &Lake, source: &str) -> Result<Vec<BatchFile>> {
+    let prefix = format!("bronze/{source}");
+    let objects = lake.list(&prefix).await?;
+    Ok(objects
+        .into_iter()
+        .filter_map(|meta| {
+            let path = meta.location.to_string();
+            let name = path.rsplit('/').next()?;
+            let batch_id = name.strip_suffix(".ndjson.gz")?.to_string();
+            Some(BatchFile { path, batch_id, size: meta.size, ingested_at: None })
+        })
+        .collect())
+}
+
+/// Reads each batch's first `_ingested_at` and sorts oldest first (unreadable ones last, by path).
+pub async fn order_by_ingestion(lake: &Lake, mut files: Vec<BatchFile>) -> Result<Vec<BatchFile>> {
+    for file in &mut files {
+        if let Some(bytes) = lake.get(&file.path).await? {
+            file.ingested_at = first_ingested_at(&bytes);
+        }
+    }
+    files.sort_by(|a, b| match (&a.ingested_at, &b.ingested_at) {
+        (Some(x), Some(y)) => x.cmp(y).then_with(|| a.path.cmp(&b.path)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.path.cmp(&b.path),
+    });
+    Ok(files)
+}
+
+fn first_ingested_at(gz: &[u8]) -> Option<String> {
+    let mut reader = BufReader::new(MultiGzDecoder::new(gz));
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    #[derive(serde::Deserialize)]
+    struct First {
+        #[serde(rename = "_ingested_at")]
+        ingested_at: String,
+    }
+    serde_json::from_str::<First>(&line).ok().map(|f| f.ingested_at)
+}

@@ -1,0 +1,438 @@
+//! Streaming a bronze batch back as columns of raw JSON tokens.
+//!
+//! ```text
+//! gzip bytes ─▶ lines (chunks of CHUNK_LINES) ─▶ RawChunk { per wanted field: kind + text }
+//!                    │
+//!                    └─▶ BadLine (not UTF-8, not JSON, not an object, corrupt/truncated gzip)
+//! ```
+//!
+//! Only the fields a contract needs are extracted; every other field is skipped without being
+//! materialised (it stays in bronze and in the raw line kept for the dead letter). Type coercion
+//! happens later, column by column ([`crate::silver::coerce`]).
+
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+
+use flate2::read::MultiGzDecoder;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, SOURCE};
+
+/// Lines per chunk handed to validation.
+pub const CHUNK_LINES: usize = 65_536;
+
+/// What a field held in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// The key was absent.
+    Missing = 0,
+    /// JSON `null`.
+    Null = 1,
+    /// A JSON string (text is the unescaped content).
+    String = 2,
+    /// A JSON number (text is its literal).
+    Number = 3,
+    /// `true` / `false` (text is the literal).
+    Bool = 4,
+    /// An object or array (text is the raw JSON).
+    Nested = 5,
+}
+
+/// One extracted field over the rows of a chunk.
+#[derive(Debug, Default)]
+pub struct RawField {
+    /// Kind per row.
+    pub kinds: Vec<Kind>,
+    /// Text per row (empty for missing/null), concatenated; `offsets[i]..offsets[i+1]`.
+    pub data: String,
+    /// Offsets into `data`, one more than rows.
+    pub offsets: Vec<u32>,
+}
+
+impl RawField {
+    fn with_capacity(rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        RawField { kinds: Vec::with_capacity(rows), data: String::new(), offsets }
+    }
+
+    fn push(&mut self, kind: Kind, text: &str) {
+        self.kinds.push(kind);
+        self.data.push_str(text);
+        self.offsets.push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
+    }
+
+    /// Text of row `i`.
+    pub fn text(&self, i: usize) -> &str {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+    }
+}
+
+/// Rows (JSON objects) of one chunk, by wanted field.
+#[derive(Debug)]
+pub struct RawChunk {
+    /// One per wanted field, in the order given to the decoder.
+    pub fields: Vec<RawField>,
+    /// `_batch_id`, `_ingested_at`, `_source` of each row.
+    pub provenance: [RawField; 3],
+    /// 1-based line number of each row in its file.
+    pub lines: Vec<u64>,
+    /// The chunk's text; `spans[i]` is row i's raw line.
+    pub text: String,
+    /// Span of each row's line in `text`.
+    pub spans: Vec<Range<u32>>,
+}
+
+impl RawChunk {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Raw JSON text of row `i`.
+    pub fn raw(&self, i: usize) -> &str {
+        let r = &self.spans[i];
+        &self.text[r.start as usize..r.end as usize]
+    }
+}
+
+/// A line that could not become a row, or an unreadable rest of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// 1-based line number (for an unreadable tail: the line where reading stopped).
+    pub line: u64,
+    /// The raw text (lossy UTF-8).
+    pub raw: String,
+    /// Short rule name: `invalid_utf8`, `invalid_json`, `not_an_object`, `corrupt_record`, `unreadable_file`.
+    pub rule: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Decodes one gzip NDJSON batch, calling `on_chunk` for each chunk of rows and collecting bad lines.
+/// A decompression error ends the file: rows read before it are still delivered.
+pub fn decode_batch(
+    gz: &[u8],
+    wanted: &[String],
+    mut on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
+    let mut reader = BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz));
+    let mut bad = Vec::new();
+    let mut builder = ChunkBuilder::new(wanted);
+    let mut line_no: u64 = 0;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                line_no += 1;
+                builder.push_line(&buf, line_no, &mut bad);
+                if builder.rows() >= CHUNK_LINES {
+                    on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted)).finish())?;
+                }
+            }
+            Err(e) => {
+                // Whatever was read of an unterminated line is kept as its own bad line.
+                if !buf.is_empty() {
+                    line_no += 1;
+                    bad.push(BadLine {
+                        line: line_no,
+                        raw: String::from_utf8_lossy(&buf).into_owned(),
+                        rule: "truncated_line",
+                        message: format!("line {line_no} is cut off by a decompression error"),
+                    });
+                }
+                bad.push(BadLine {
+                    line: line_no + 1,
+                    raw: String::new(),
+                    rule: "unreadable_file",
+                    message: format!("gzip stream unreadable after line {line_no}: {e}; the rest of the file is lost"),
+                });
+                break;
+            }
+        }
+    }
+    if builder.rows() > 0 {
+        on_chunk(builder.finish())?;
+    }
+    Ok(bad)
+}
+
+struct ChunkBuilder<'w> {
+    wanted: &'w [String],
+    chunk: RawChunk,
+}
+
+impl<'w> ChunkBuilder<'w> {
+    fn new(wanted: &'w [String]) -> Self {
+        let rows = CHUNK_LINES;
+        ChunkBuilder {
+            wanted,
+            chunk: RawChunk {
+                fields: wanted.iter().map(|_| RawField::with_capacity(rows)).collect(),
+                provenance: [RawField::with_capacity(rows), RawField::with_capacity(rows), RawField::with_capacity(rows)],
+                lines: Vec::with_capacity(rows),
+                text: String::new(),
+                spans: Vec::with_capacity(rows),
+            },
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.chunk.lines.len()
+    }
+
+    fn finish(self) -> RawChunk {
+        self.chunk
+    }
+
+    fn push_line(&mut self, raw: &[u8], line: u64, bad: &mut Vec<BadLine>) {
+        let trimmed = trim_ascii(raw);
+        if trimmed.is_empty() {
+            return; // blank lines are not records
+        }
+        let text = match std::str::from_utf8(trimmed) {
+            Ok(t) => t,
+            Err(e) => {
+                bad.push(BadLine {
+                    line,
+                    raw: String::from_utf8_lossy(trimmed).into_owned(),
+                    rule: "invalid_utf8",
+                    message: format!("invalid UTF-8 at byte {} of line {line}", e.valid_up_to()),
+                });
+                return;
+            }
+        };
+        if !text.starts_with('{') {
+            let what = if text.starts_with('[') { "an array" } else { "not an object" };
+            let (rule, message) = match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => ("not_an_object", format!("line {line} is {what}, not a JSON object")),
+                Err(e) => ("invalid_json", format!("line {line} is not valid JSON: {e}")),
+            };
+            bad.push(BadLine { line, raw: text.to_string(), rule, message });
+            return;
+        }
+        let n = self.wanted.len();
+        let mut slots: Vec<Option<&RawValue>> = vec![None; n + 4];
+        let parsed = {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let r = Extract { wanted: self.wanted, slots: &mut slots }.deserialize(&mut de);
+            r.and_then(|()| de.end())
+        };
+        if let Err(e) = parsed {
+            bad.push(BadLine { line, raw: text.to_string(), rule: "invalid_json", message: format!("line {line} is not valid JSON: {e}") });
+            return;
+        }
+        if let Some(corrupt) = slots[n + 3] {
+            let original = serde_json::from_str::<String>(corrupt.get()).unwrap_or_else(|_| corrupt.get().to_string());
+            bad.push(BadLine {
+                line,
+                raw: original,
+                rule: "corrupt_record",
+                message: format!("line {line} was not a JSON object when ingested; kept as text"),
+            });
+            return;
+        }
+        for (field, slot) in self.chunk.fields.iter_mut().zip(&slots[..n]) {
+            push_token(field, *slot);
+        }
+        for (field, slot) in self.chunk.provenance.iter_mut().zip(&slots[n..n + 3]) {
+            push_token(field, *slot);
+        }
+        let start = u32::try_from(self.chunk.text.len()).unwrap_or(u32::MAX);
+        self.chunk.text.push_str(text);
+        let end = u32::try_from(self.chunk.text.len()).unwrap_or(u32::MAX);
+        self.chunk.spans.push(start..end);
+        self.chunk.lines.push(line);
+    }
+}
+
+fn push_token(field: &mut RawField, value: Option<&RawValue>) {
+    let Some(value) = value else {
+        field.push(Kind::Missing, "");
+        return;
+    };
+    let raw = value.get();
+    match raw.as_bytes().first() {
+        Some(b'"') => {
+            let inner = &raw[1..raw.len() - 1];
+            if inner.contains('\\') {
+                let s: String = serde_json::from_str(raw).unwrap_or_default();
+                field.push(Kind::String, &s);
+            } else {
+                field.push(Kind::String, inner);
+            }
+        }
+        Some(b'n') => field.push(Kind::Null, ""),
+        Some(b't' | b'f') => field.push(Kind::Bool, raw),
+        Some(b'{' | b'[') => field.push(Kind::Nested, raw),
+        _ => field.push(Kind::Number, raw),
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let mut s = b;
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() { s = rest } else { break }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() { s = rest } else { break }
+    }
+    s
+}
+
+/// Extracts the wanted fields (then `_batch_id`, `_ingested_at`, `_source`, `_corrupt_record`)
+/// of one JSON object as raw values; the last occurrence of a duplicated key wins.
+struct Extract<'a, 'w> {
+    wanted: &'w [String],
+    slots: &'w mut Vec<Option<&'a RawValue>>,
+}
+
+impl<'de, 'w> DeserializeSeed<'de> for Extract<'de, 'w> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'w> Visitor<'de> for Extract<'de, 'w> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(slot) = map.next_key_seed(KeySlot { wanted: self.wanted })? {
+            match slot {
+                Some(i) => self.slots[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps a key to its slot index, if wanted.
+struct KeySlot<'w> {
+    wanted: &'w [String],
+}
+
+impl<'de, 'w> DeserializeSeed<'de> for KeySlot<'w> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'w> Visitor<'de> for KeySlot<'w> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        let n = self.wanted.len();
+        if key.starts_with('_') {
+            return Ok(match key {
+                BATCH_ID => Some(n),
+                INGESTED_AT => Some(n + 1),
+                SOURCE => Some(n + 2),
+                CORRUPT_RECORD => Some(n + 3),
+                _ => self.wanted.iter().position(|w| w == key),
+            });
+        }
+        Ok(self.wanted.iter().position(|w| w == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text).expect("write");
+        e.finish().expect("finish")
+    }
+
+    fn decode(gzipped: &[u8], wanted: &[&str]) -> (Vec<RawChunk>, Vec<BadLine>) {
+        let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        let mut chunks = Vec::new();
+        let bad = decode_batch(gzipped, &wanted, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .expect("decode");
+        (chunks, bad)
+    }
+
+    #[test]
+    fn extracts_tokens_by_kind() {
+        let text = br#"{"a": 1.50, "b": "x\"y", "c": null, "_batch_id": "b1", "extra": {"k": [1]}, "d": true, "e": [1]}
+{"b": "plain"}
+"#;
+        let (chunks, bad) = decode(&gz(text), &["a", "b", "c", "d", "e"]);
+        assert!(bad.is_empty());
+        let c = &chunks[0];
+        assert_eq!(c.rows(), 2);
+        assert_eq!((c.fields[0].kinds[0], c.fields[0].text(0)), (Kind::Number, "1.50"));
+        assert_eq!((c.fields[1].kinds[0], c.fields[1].text(0)), (Kind::String, "x\"y"));
+        assert_eq!(c.fields[2].kinds[0], Kind::Null);
+        assert_eq!((c.fields[3].kinds[0], c.fields[3].text(0)), (Kind::Bool, "true"));
+        assert_eq!(c.fields[4].kinds[0], Kind::Nested);
+        assert_eq!(c.fields[0].kinds[1], Kind::Missing);
+        assert_eq!(c.provenance[0].text(0), "b1");
+        assert_eq!(c.lines, vec![1, 2]);
+        assert!(c.raw(0).contains("\"extra\""));
+    }
+
+    #[test]
+    fn bad_lines_are_kept_with_reasons() {
+        let mut text = b"{\"a\": 1}\nnot json\n[1,2]\n{\"a\": \xff}\n\n{\"a\": 2\n{\"_corrupt_record\": \"oops\"}\n".to_vec();
+        text.extend_from_slice(b"{\"a\": 3}\n");
+        let (chunks, bad) = decode(&gz(&text), &["a"]);
+        assert_eq!(chunks[0].rows(), 2);
+        assert_eq!(chunks[0].lines, vec![1, 8]);
+        let rules: Vec<(u64, &str)> = bad.iter().map(|b| (b.line, b.rule)).collect();
+        assert_eq!(
+            rules,
+            vec![(2, "invalid_json"), (3, "not_an_object"), (4, "invalid_utf8"), (6, "invalid_json"), (7, "corrupt_record")]
+        );
+        assert_eq!(bad[4].raw, "oops");
+    }
+
+    #[test]
+    fn truncated_gzip_keeps_what_was_read() {
+        let mut text = Vec::new();
+        for i in 0..5000 {
+            text.extend_from_slice(format!("{{\"a\": {i}, \"pad\": \"{}\"}}\n", "x".repeat(i % 50)).as_bytes());
+        }
+        let full = gz(&text);
+        let cut = &full[..full.len() / 2];
+        let (chunks, bad) = decode(cut, &["a"]);
+        let rows: usize = chunks.iter().map(RawChunk::rows).sum();
+        assert!(rows > 0 && rows < 5000, "{rows}");
+        assert_eq!(bad.last().map(|b| b.rule), Some("unreadable_file"));
+    }
+}

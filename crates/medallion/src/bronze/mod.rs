@@ -1,0 +1,28 @@
+//! Bronze: raw records landed as immutable gzip NDJSON batches, never rejected, never rewritten.
+//!
+//! ```text
+//! input file ──ingest──▶ bronze/<source>/<YYYY-MM-DD>/<batch_id>.ndjson.gz
+//!                        (+ _batch_id, _ingested_at, _source on every record)
+//! ```
+//!
+//! [`ingest`] lands new input exactly once per content; [`batches`] lists the batches of a source
+//! (including files written by other systems in the same layout); [`decode`] streams a batch back
+//! as columns of raw JSON tokens for silver.
+
+pub mod batches;
+pub mod decode;
+pub mod ingest;
+
+/// Provenance field: the batch a record arrived in.
+pub const BATCH_ID: &str = "_batch_id";
+/// Provenance field: when the batch was ingested (UTC).
+pub const INGESTED_AT: &str = "_ingested_at";
+/// Provenance field: the source's name.
+pub const SOURCE: &str = "_source";
+/// Field under which ingest keeps a line that was not a JSON object, as text.
+pub const CORRUPT_RECORD: &str = "_corrupt_record";
+
+/// Object path of a bronze batch.
+pub fn batch_path(source: &str, date: &str, batch_id: &str) -> String {
+    format!("bronze/{source}/{date}/{batch_id}.ndjson.gz")
+}

@@ -1,0 +1,134 @@
+//! The library's one error type.
+//!
+//! User mistakes (a broken project, an unreadable lake, a bad SQL model) carry the file, table or
+//! rule they are about. [`Error::Internal`] is reserved for bugs.
+
+use std::path::PathBuf;
+
+use crate::spec::Diagnostic;
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in medallion.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The project has one or more problems; each carries its own location.
+    #[error("the project has {} problem(s):\n{}", .0.len(), render_diagnostics(.0))]
+    InvalidProject(Vec<Diagnostic>),
+
+    /// A file of the project (or an input file) could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// The lake (object store) failed.
+    #[error("lake storage error at `{location}`: {source}")]
+    Storage {
+        /// Object path inside the lake.
+        location: String,
+        /// The cause.
+        source: object_store::Error,
+    },
+
+    /// A Delta table operation failed.
+    #[error("delta table `{table}`: {source}")]
+    Delta {
+        /// Table, as `layer/name`.
+        table: String,
+        /// The cause.
+        source: deltalake::DeltaTableError,
+    },
+
+    /// A SQL expression or query failed to plan or run.
+    #[error("{context}: {source}")]
+    Sql {
+        /// What was being evaluated (table, column, rule or model file).
+        context: String,
+        /// The cause.
+        source: datafusion::error::DataFusionError,
+    },
+
+    /// A gold model's template could not be rendered.
+    #[error("gold model `{model}` ({}): {message}", file.display())]
+    Template {
+        /// The model.
+        model: String,
+        /// Its SQL file.
+        file: PathBuf,
+        /// The renderer's message.
+        message: String,
+    },
+
+    /// An input file given to `ingest` is unusable as a whole (not a readable file at all).
+    #[error("cannot ingest {input} into source `{source_name}`: {message}")]
+    Ingest {
+        /// The source.
+        source_name: String,
+        /// The input (path or `-`).
+        input: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A name given on the command line is not declared in the project.
+    #[error("unknown {kind} `{name}`{}", hint(.known))]
+    Unknown {
+        /// What kind of thing (source, table).
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+
+    /// The run's record accounting does not add up: a bug or lost data, never acceptable.
+    #[error("accounting mismatch for `{table}`: read {read} != promoted {promoted} + superseded {superseded} + rejected {rejected}")]
+    Accounting {
+        /// The silver table.
+        table: String,
+        /// Bronze records read.
+        read: u64,
+        /// Rows promoted.
+        promoted: u64,
+        /// Records superseded.
+        superseded: u64,
+        /// Records rejected.
+        rejected: u64,
+    },
+
+    /// A bug in medallion.
+    #[error("internal error (this is a bug in medallion): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether the error is the user's project or input (exit 2 at the CLI) rather than a failed run.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::InvalidProject(_) | Error::Unknown { .. } | Error::Ingest { .. } | Error::Io { .. })
+    }
+
+    pub(crate) fn sql(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
+        Error::Sql { context: context.into(), source }
+    }
+
+    pub(crate) fn delta(table: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
+        Error::Delta { table: table.into(), source }
+    }
+
+    pub(crate) fn arrow(context: impl Into<String>, source: datafusion::arrow::error::ArrowError) -> Self {
+        Error::sql(context, datafusion::error::DataFusionError::ArrowError(Box::new(source), None))
+    }
+}
+
+fn render_diagnostics(diags: &[Diagnostic]) -> String {
+    diags.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+}
+
+fn hint(known: &[String]) -> String {
+    if known.is_empty() { String::new() } else { format!(" (known: {})", known.join(", ")) }
+}

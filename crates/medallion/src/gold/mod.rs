@@ -1,0 +1,5 @@
+//! Gold: SQL models over silver and other gold tables, rebuilt in dependency order and written as
+//! Delta tables in one overwrite commit each.
+
+pub mod build;
+pub mod models;

@@ -1,0 +1,45 @@
+//! # medallion
+//!
+//! Medallion-architecture pipelines (bronze → silver → gold) on a Delta Lake lakehouse.
+//!
+//! A [`project::Project`] declares bronze sources, silver contracts and gold SQL models. A run
+//! ([`orchestration::run::run`]) lands raw input in bronze ([`bronze`]), validates and promotes it
+//! into silver ([`silver`]), and rebuilds gold models ([`gold`]). Every bronze record ends up
+//! promoted, superseded by a newer duplicate, or in the dead letter with its reasons.
+//!
+//! ## Glossary
+//! - **layer**: bronze (raw, immutable), silver (typed, deduplicated), gold (SQL models);
+//!   quarantine holds the dead letter of each silver table.
+//! - **source**: a named stream of raw records landing in bronze.
+//! - **batch**: one immutable bronze file, `bronze/<source>/<date>/<batch_id>.ndjson.gz`.
+//! - **contract**: a silver table's typed columns, transforms and checks.
+//! - **promotion**: one pass of pending batches into a silver table, recorded as an intent in the
+//!   ledger and committed with a Delta application transaction.
+//! - **model**: a gold SQL query over silver and gold tables.
+//! - **run**: one execution of the whole project, recorded in the run log.
+//!
+//! ## Cargo features
+//! None yet: the local-filesystem lake is always available.
+
+#![warn(missing_docs)]
+
+pub mod bronze;
+pub mod catalog;
+pub mod error;
+pub mod gold;
+pub mod init;
+pub mod observability;
+pub mod orchestration;
+pub mod project;
+pub mod sample;
+pub mod silver;
+pub mod spec;
+pub mod storage;
+
+pub use error::{Error, Result};
+
+/// This library's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The Arrow version medallion is built with, for callers that handle its record batches.
+pub use datafusion::arrow;

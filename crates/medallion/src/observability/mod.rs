@@ -1,0 +1,3 @@
+//! Observability: the run log in `_medallion/runs/`.
+
+pub mod runlog;

@@ -1,0 +1,200 @@
+//! A whole run: ingest configured source paths, promote every silver table, rebuild gold models
+//! in dependency order, and record the run in the run log.
+//!
+//! ```text
+//! sources.paths ─ingest─▶ bronze ─promote─▶ silver + quarantine ─build─▶ gold (DAG order)
+//!                                                   │ failure
+//!                                                   └─▶ dependent gold models are not run
+//! ```
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::bronze::ingest::{IngestOutcome, ingest};
+use crate::error::{Error, Result};
+use crate::gold::build::{Build, build};
+use crate::observability::runlog;
+use crate::project::Project;
+use crate::silver::promote::{PromoteOptions, Promotion, promote};
+use crate::storage::Lake;
+
+/// A point in time, UTC.
+pub type Now = chrono::DateTime<chrono::Utc>;
+
+/// The current time (the default clock).
+pub fn now() -> Now {
+    chrono::Utc::now()
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Files decoded in parallel.
+    pub threads: usize,
+    /// The clock: the run's start time.
+    pub now: Now,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        RunOptions { threads, now: chrono::Utc::now() }
+    }
+}
+
+/// A node that failed, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeFailure {
+    /// `silver/<table>` or `gold/<model>`.
+    pub node: String,
+    /// The error.
+    pub error: String,
+}
+
+/// Totals over a run's silver promotions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Bronze records read.
+    pub read: u64,
+    /// Rows inserted or updated in silver.
+    pub promoted: u64,
+    /// Valid records that lost to newer ones.
+    pub superseded: u64,
+    /// Records sent to the dead letter.
+    pub rejected: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Schema version of this record.
+    pub schema_version: u32,
+    /// Run id.
+    pub run_id: String,
+    /// Project name.
+    pub project: String,
+    /// Start (RFC 3339, UTC).
+    pub started_at: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Inputs ingested from configured paths.
+    pub ingested: Vec<IngestOutcome>,
+    /// Silver promotions.
+    pub silver: Vec<Promotion>,
+    /// Gold builds.
+    pub gold: Vec<Build>,
+    /// Nodes that failed.
+    pub failed: Vec<NodeFailure>,
+    /// Nodes not run because something upstream failed.
+    pub skipped: Vec<String>,
+    /// Silver totals.
+    pub totals: Totals,
+    /// medallion version.
+    pub tool_version: String,
+}
+
+impl RunSummary {
+    /// Whether every node succeeded.
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Runs the whole project. Errors that stop a node are recorded in the summary; an error
+/// returned here means the run could not proceed at all (e.g. the lake is unreadable).
+pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<RunSummary> {
+    let t0 = Instant::now();
+    let run_id = format!("{}-{}", opts.now.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut summary = RunSummary {
+        schema_version: 1,
+        run_id: run_id.clone(),
+        project: project.name.clone(),
+        started_at: opts.now.to_rfc3339(),
+        duration_ms: 0,
+        ingested: Vec::new(),
+        silver: Vec::new(),
+        gold: Vec::new(),
+        failed: Vec::new(),
+        skipped: Vec::new(),
+        totals: Totals::default(),
+        tool_version: crate::VERSION.to_string(),
+    };
+    let mut broken: BTreeSet<String> = BTreeSet::new();
+
+    for source in project.sources.values() {
+        match ingest_paths(project, lake, source, opts).await {
+            Ok(outcomes) => summary.ingested.extend(outcomes),
+            Err(e) => {
+                summary.failed.push(NodeFailure { node: format!("bronze/{}", source.name), error: e.to_string() });
+                broken.insert(source.name.clone());
+            }
+        }
+    }
+
+    let promote_opts = PromoteOptions { run_id: run_id.clone(), now_micros: opts.now.timestamp_micros(), threads: opts.threads };
+    for table in project.silver.values() {
+        if broken.contains(&table.source) {
+            summary.skipped.push(format!("silver/{}", table.name));
+            broken.insert(table.name.clone());
+            continue;
+        }
+        match promote(lake, table, &promote_opts).await {
+            Ok(promotions) => summary.silver.extend(promotions),
+            Err(e) => {
+                summary.failed.push(NodeFailure { node: format!("silver/{}", table.name), error: e.to_string() });
+                broken.insert(table.name.clone());
+            }
+        }
+    }
+
+    for name in &project.gold_order {
+        let Some(model) = project.gold.get(name) else { continue };
+        if model.refs.iter().any(|r| broken.contains(r)) {
+            summary.skipped.push(format!("gold/{name}"));
+            broken.insert(name.clone());
+            continue;
+        }
+        match build(lake, project, model, &run_id).await {
+            Ok(b) => summary.gold.push(b),
+            Err(e) => {
+                summary.failed.push(NodeFailure { node: format!("gold/{name}"), error: e.to_string() });
+                broken.insert(name.clone());
+            }
+        }
+    }
+
+    for p in &summary.silver {
+        summary.totals.read += p.read;
+        summary.totals.promoted += p.promoted();
+        summary.totals.superseded += p.superseded;
+        summary.totals.rejected += p.rejected;
+    }
+    summary.duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    runlog::record(lake, &summary).await?;
+    Ok(summary)
+}
+
+/// Ingests every file matching the source's configured paths (exactly once per content).
+async fn ingest_paths(project: &Project, lake: &Lake, source: &crate::project::Source, opts: &RunOptions) -> Result<Vec<IngestOutcome>> {
+    let mut out = Vec::new();
+    for pattern in &source.paths {
+        let full = project.root.join(pattern);
+        let full = full.to_string_lossy();
+        let paths = glob::glob(&full).map_err(|e| Error::Ingest {
+            source_name: source.name.clone(),
+            input: pattern.clone(),
+            message: e.to_string(),
+        })?;
+        for path in paths.flatten() {
+            if !path.is_file() {
+                continue;
+            }
+            let content = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            let shown = path.strip_prefix(&project.root).unwrap_or(&path).display().to_string();
+            out.push(ingest(lake, &source.name, source.format, &shown, content, opts.now).await?);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,333 @@
+//! The validated project: raw specs ([`crate::spec`]) checked as a whole, contracts compiled,
+//! gold models rendered, ordered and planned. [`Project::load`] reports every problem at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Error, Result};
+use crate::gold::models::render;
+use crate::orchestration::dag::topological_order;
+use crate::silver::contract::Contract;
+use crate::spec::{Diagnostic, Duration, Located, Refresh, SourceFormat, load_specs};
+
+/// Default lake location, relative to the project.
+pub const DEFAULT_LAKE: &str = "./lake";
+
+/// A bronze source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Name.
+    pub name: String,
+    /// Raw format.
+    pub format: SourceFormat,
+    /// Paths/globs (relative to the project) ingested by `run`.
+    pub paths: Vec<String>,
+}
+
+/// A silver table.
+#[derive(Debug, Clone)]
+pub struct SilverTable {
+    /// Name.
+    pub name: String,
+    /// Its source.
+    pub source: String,
+    /// Compiled contract.
+    pub contract: Arc<Contract>,
+    /// Primary key.
+    pub keys: Vec<String>,
+    /// Dedup ordering column.
+    pub order_by: String,
+    /// Partition columns.
+    pub partition_by: Vec<String>,
+    /// Owner.
+    pub owner: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// A gold model.
+#[derive(Debug, Clone)]
+pub struct GoldModel {
+    /// Name.
+    pub name: String,
+    /// SQL file, relative to the project.
+    pub file: PathBuf,
+    /// Rendered SQL.
+    pub sql: String,
+    /// Tables it reads.
+    pub refs: Vec<String>,
+    /// Owner.
+    pub owner: String,
+    /// Refresh cadence.
+    pub refresh: Refresh,
+    /// SLA.
+    pub sla: Duration,
+    /// Description.
+    pub description: Option<String>,
+    /// Output schema, from planning.
+    pub schema: SchemaRef,
+}
+
+/// A loaded, valid project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Project directory.
+    pub root: PathBuf,
+    /// Name.
+    pub name: String,
+    /// Lake location as configured (or overridden).
+    pub lake: String,
+    /// Sources.
+    pub sources: BTreeMap<String, Source>,
+    /// Silver tables.
+    pub silver: BTreeMap<String, SilverTable>,
+    /// Gold models.
+    pub gold: BTreeMap<String, GoldModel>,
+    /// Gold models in dependency order.
+    pub gold_order: Vec<String>,
+}
+
+impl Project {
+    /// Loads and validates the project at `root`.
+    pub async fn load(root: &Path) -> Result<Project> {
+        let specs = load_specs(root);
+        let mut diags = specs.diagnostics;
+        let text_of = |file: &Path| std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        let line_of = |file: &Path, needle: &str, from: Option<usize>| -> Option<usize> {
+            let text = text_of(file);
+            let skip = from.unwrap_or(1).saturating_sub(1);
+            text.lines().enumerate().skip(skip).find(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).or(from)
+        };
+
+        let (name, lake) = match &specs.project {
+            Some(p) => {
+                if p.spec.name.trim().is_empty() {
+                    diags.push(Diagnostic::new(&p.file, "[project]", "name must not be empty").with_line(p.line));
+                }
+                (p.spec.name.clone(), p.spec.lake.clone().unwrap_or_else(|| DEFAULT_LAKE.to_string()))
+            }
+            None => (String::new(), DEFAULT_LAKE.to_string()),
+        };
+
+        let mut sources = BTreeMap::new();
+        for (n, s) in &specs.sources {
+            check_ident(&mut diags, s, "source", n);
+            for p in &s.spec.paths {
+                if let Err(e) = glob::Pattern::new(p) {
+                    diags.push(Diagnostic::new(&s.file, format!("source `{n}`"), format!("invalid path pattern `{p}`: {e}")).with_line(line_of(&s.file, p, s.line)));
+                }
+            }
+            sources.insert(n.clone(), Source { name: n.clone(), format: s.spec.format, paths: s.spec.paths.clone() });
+        }
+
+        let mut silver = BTreeMap::new();
+        for (n, t) in &specs.silver {
+            check_ident(&mut diags, t, "silver table", n);
+            let subject = format!("silver table `{n}`");
+            let spec = &t.spec;
+            let source = spec.source.clone().unwrap_or_else(|| n.clone());
+            if !specs.sources.contains_key(&source) {
+                let known: Vec<_> = specs.sources.keys().cloned().collect();
+                diags.push(
+                    Diagnostic::new(&t.file, &subject, format!("source `{source}` is not declared"))
+                        .with_line(t.line)
+                        .with_hint(if known.is_empty() { format!("add a [sources.{source}] section") } else { format!("declared sources: {}", known.join(", ")) }),
+                );
+            }
+            if spec.columns.is_empty() {
+                diags.push(Diagnostic::new(&t.file, &subject, "the contract has no columns").with_line(t.line));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for c in &spec.columns {
+                let line = line_of(&t.file, &format!("\"{}\"", c.name), t.line);
+                if !seen.insert(c.name.as_str()) {
+                    diags.push(Diagnostic::new(&t.file, &subject, format!("column `{}` is declared twice", c.name)).with_line(line));
+                }
+                if c.name.starts_with('_') || !is_ident(&c.name) {
+                    diags.push(
+                        Diagnostic::new(&t.file, &subject, format!("invalid column name `{}`", c.name))
+                            .with_line(line)
+                            .with_hint("use lower-case letters, digits and `_`, not starting with `_` (reserved for provenance)"),
+                    );
+                }
+            }
+            let has = |c: &str| spec.columns.iter().any(|x| x.name == c);
+            if spec.primary_key.is_empty() {
+                diags.push(Diagnostic::new(&t.file, &subject, "primary_key must name at least one column").with_line(t.line));
+            }
+            for k in &spec.primary_key {
+                if !has(k) {
+                    diags.push(Diagnostic::new(&t.file, &subject, format!("primary_key column `{k}` is not in the contract")).with_line(line_of(&t.file, "primary_key", t.line)));
+                }
+            }
+            let order_by = spec.order_by.clone().unwrap_or_else(|| crate::bronze::INGESTED_AT.to_string());
+            if order_by != crate::bronze::INGESTED_AT && !has(&order_by) {
+                diags.push(
+                    Diagnostic::new(&t.file, &subject, format!("order_by column `{order_by}` is not in the contract"))
+                        .with_line(line_of(&t.file, "order_by", t.line))
+                        .with_hint("use a contract column or `_ingested_at`"),
+                );
+            }
+            for p in &spec.partition_by {
+                if !has(p) {
+                    diags.push(Diagnostic::new(&t.file, &subject, format!("partition_by column `{p}` is not in the contract")).with_line(line_of(&t.file, "partition_by", t.line)));
+                }
+            }
+            match Contract::compile(spec) {
+                Ok(contract) => {
+                    silver.insert(
+                        n.clone(),
+                        SilverTable {
+                            name: n.clone(),
+                            source,
+                            contract: Arc::new(contract),
+                            keys: spec.primary_key.clone(),
+                            order_by,
+                            partition_by: spec.partition_by.clone(),
+                            owner: spec.owner.clone(),
+                            description: spec.description.clone(),
+                        },
+                    );
+                }
+                Err(errors) => {
+                    for e in errors {
+                        let line = e.needle.as_deref().and_then(|needle| line_of(&t.file, needle, t.line)).or(t.line);
+                        diags.push(Diagnostic::new(&t.file, format!("{subject}, {}", e.subject), e.message).with_line(line));
+                    }
+                }
+            }
+        }
+
+        for (n, sql_file) in &specs.gold_sql_files {
+            if !specs.gold.contains_key(n) {
+                diags.push(
+                    Diagnostic::new(sql_file, format!("gold model `{n}`"), "SQL file without a declaration (owner, refresh, sla)")
+                        .with_hint(format!("add [gold.{n}] to medallion.toml or create gold/{n}.toml")),
+                );
+            }
+        }
+        let is_table = |x: &str| specs.silver.contains_key(x) || specs.gold.contains_key(x);
+        let mut rendered = BTreeMap::new();
+        for (n, g) in &specs.gold {
+            check_ident(&mut diags, g, "gold model", n);
+            let subject = format!("gold model `{n}`");
+            if specs.silver.contains_key(n) {
+                diags.push(Diagnostic::new(&g.file, &subject, "a silver table has the same name").with_line(g.line).with_hint("table names are shared by silver and gold; rename one"));
+            }
+            let refresh = g.spec.refresh.parse::<Refresh>();
+            let sla = g.spec.sla.parse::<Duration>();
+            if let Err(e) = &refresh {
+                diags.push(Diagnostic::new(&g.file, &subject, e.clone()).with_line(line_of(&g.file, "refresh", g.line)));
+            }
+            if let Err(e) = &sla {
+                diags.push(Diagnostic::new(&g.file, &subject, e.clone()).with_line(line_of(&g.file, "sla", g.line)));
+            }
+            let file = PathBuf::from(g.spec.sql.clone().unwrap_or_else(|| format!("gold/{n}.sql")));
+            let template = match std::fs::read_to_string(root.join(&file)) {
+                Ok(t) => t,
+                Err(e) => {
+                    diags.push(Diagnostic::new(&g.file, &subject, format!("cannot read its SQL file {}: {e}", file.display())).with_line(g.line));
+                    continue;
+                }
+            };
+            match render(&template, &is_table) {
+                Ok(r) => {
+                    if let (Ok(refresh), Ok(sla)) = (refresh, sla) {
+                        rendered.insert(n.clone(), (r, g.clone(), file, refresh, sla));
+                    }
+                }
+                Err(message) => diags.push(Diagnostic::new(&file, &subject, message)),
+            }
+        }
+        let deps: BTreeMap<String, Vec<String>> = rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
+        let gold_order = match topological_order(&deps) {
+            Ok(order) => order,
+            Err(cycle) => {
+                for n in &cycle {
+                    if let Some((_, _, file, ..)) = rendered.get(n) {
+                        diags.push(Diagnostic::new(file, format!("gold model `{n}`"), format!("is part of a reference cycle: {}", cycle.join(" → "))));
+                    }
+                }
+                Vec::new()
+            }
+        };
+
+        // Plan every model against the silver contracts' schemas and upstream models' outputs.
+        let mut gold = BTreeMap::new();
+        if diags.is_empty() {
+            let ctx = SessionContext::new();
+            for t in silver.values() {
+                register_empty(&ctx, &t.name, t.contract.schema.clone())?;
+            }
+            for n in &gold_order {
+                let Some((r, g, file, refresh, sla)) = rendered.remove(n) else { continue };
+                match ctx.sql(&r.sql).await {
+                    Ok(df) => {
+                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                        register_empty(&ctx, n, schema.clone())?;
+                        gold.insert(
+                            n.clone(),
+                            GoldModel {
+                                name: n.clone(),
+                                file,
+                                sql: r.sql,
+                                refs: r.refs,
+                                owner: g.spec.owner.clone(),
+                                refresh,
+                                sla,
+                                description: g.spec.description.clone(),
+                                schema,
+                            },
+                        );
+                    }
+                    Err(e) => diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), format!("SQL does not plan: {}", e.to_string().lines().next().unwrap_or_default()))),
+                }
+            }
+        }
+        if !diags.is_empty() {
+            return Err(Error::InvalidProject(diags));
+        }
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, gold, gold_order })
+    }
+
+    /// Uses `lake` instead of the configured location.
+    pub fn with_lake(self, lake: Option<String>) -> Self {
+        match lake {
+            Some(lake) => Project { lake, ..self },
+            None => self,
+        }
+    }
+
+    /// The source, or an error listing known ones.
+    pub fn source(&self, name: &str) -> Result<&Source> {
+        self.sources.get(name).ok_or_else(|| Error::Unknown { kind: "source", name: name.to_string(), known: self.sources.keys().cloned().collect() })
+    }
+}
+
+fn register_empty(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<()> {
+    let table = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::sql(format!("table `{name}`"), e))?;
+    ctx.register_table(name, Arc::new(table)).map_err(|e| Error::sql(format!("table `{name}`"), e))?;
+    Ok(())
+}
+
+fn check_ident<T>(diags: &mut Vec<Diagnostic>, item: &Located<T>, kind: &str, name: &str) {
+    if !is_ident(name) {
+        diags.push(
+            Diagnostic::new(&item.file, format!("{kind} `{name}`"), "invalid name")
+                .with_line(item.line)
+                .with_hint("names are lower-case letters, digits and `_`, starting with a letter"),
+        );
+    }
+}
+
+/// `[a-z][a-z0-9_]*` (also `_`-prefixed for internal names is refused by callers).
+pub fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}

@@ -1,0 +1,17 @@
+//! Silver: typed contracts, vectorised validation, dead letter, dedup and guarded MERGE.
+//!
+//! ```text
+//! bronze batch ─decode─▶ RawChunk ─coerce─▶ typed batch ─transforms─▶ ─checks─▶ valid │ rejected
+//!                                                                        │            │
+//!                                        latest per key (dedup) ◀────────┘            ▼
+//!                                                │                         quarantine/<table>
+//!                                                ▼
+//!                              MERGE into silver/<table> (newer-wins guard)
+//! ```
+
+pub mod coerce;
+pub mod contract;
+pub mod dedup;
+pub mod promote;
+pub mod quarantine;
+pub mod validate;

@@ -1,0 +1,115 @@
+//! The dead letter: rejected records with their raw text and every reason, as a Delta table at
+//! `quarantine/<table>`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+
+use super::contract::timestamp_type;
+use crate::error::{Error, Result};
+
+/// Why a record was rejected: one failed rule.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reason {
+    /// The column, for column rules.
+    pub column: Option<String>,
+    /// Rule: `required`, `type`, `range`, `finite`, a check's SQL, or a bronze rule (`invalid_json`…).
+    pub rule: String,
+    /// What was wrong, with the offending value.
+    pub message: String,
+}
+
+/// One rejected record.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The raw record (JSON text, every field it had).
+    pub raw: String,
+    /// All failed rules.
+    pub reasons: Vec<Reason>,
+    /// Its batch.
+    pub batch_id: String,
+    /// Its source.
+    pub source: String,
+    /// The bronze file.
+    pub source_file: String,
+    /// 1-based line in the bronze file.
+    pub line: u64,
+    /// Batch ingest time (µs since epoch, UTC).
+    pub ingested_at: Option<i64>,
+}
+
+fn reason_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("column", DataType::Utf8, true),
+        Field::new("rule", DataType::Utf8, true),
+        Field::new("message", DataType::Utf8, true),
+    ])
+}
+
+/// Schema of `quarantine/<table>`.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("_raw", DataType::Utf8, true),
+        Field::new("_errors", DataType::List(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true))), true),
+        Field::new("_batch_id", DataType::Utf8, true),
+        Field::new("_source", DataType::Utf8, true),
+        Field::new("_source_file", DataType::Utf8, true),
+        Field::new("_line", DataType::Int64, true),
+        Field::new("_ingested_at", timestamp_type(), true),
+        Field::new("_failed_at", timestamp_type(), true),
+        Field::new("_run_id", DataType::Utf8, true),
+    ]))
+}
+
+/// Builds one quarantine batch from rejected records.
+pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<RecordBatch> {
+    let n = rows.len();
+    let mut raw = StringBuilder::with_capacity(n, n * 200);
+    let mut errors = ListBuilder::new(StructBuilder::from_fields(reason_fields(), n))
+        .with_field(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true)));
+    let mut batch_id = StringBuilder::new();
+    let mut source = StringBuilder::new();
+    let mut file = StringBuilder::new();
+    let mut line = Int64Builder::with_capacity(n);
+    let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut failed = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut run = StringBuilder::new();
+    for r in rows {
+        raw.append_value(&r.raw);
+        let items = errors.values();
+        for reason in &r.reasons {
+            let fields = items.field_builder::<StringBuilder>(0).ok_or_else(|| internal("column"))?;
+            fields.append_option(reason.column.as_deref());
+            items.field_builder::<StringBuilder>(1).ok_or_else(|| internal("rule"))?.append_value(&reason.rule);
+            items.field_builder::<StringBuilder>(2).ok_or_else(|| internal("message"))?.append_value(&reason.message);
+            items.append(true);
+        }
+        errors.append(true);
+        batch_id.append_value(&r.batch_id);
+        source.append_value(&r.source);
+        file.append_value(&r.source_file);
+        line.append_value(i64::try_from(r.line).unwrap_or(i64::MAX));
+        ingested.append_option(r.ingested_at);
+        failed.append_value(failed_at);
+        run.append_value(run_id);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(raw.finish()),
+        Arc::new(errors.finish()),
+        Arc::new(batch_id.finish()),
+        Arc::new(source.finish()),
+        Arc::new(file.finish()),
+        Arc::new(line.finish()),
+        Arc::new(ingested.finish()),
+        Arc::new(failed.finish()),
+        Arc::new(run.finish()),
+    ];
+    RecordBatch::try_new(schema(), columns).map_err(|e| Error::arrow("building the quarantine batch", e))
+}
+
+fn internal(what: &str) -> Error {
+    Error::Internal(format!("quarantine reason builder lacks `{what}`"))
+}

@@ -1,0 +1,210 @@
+//! Validating one chunk of raw rows against a compiled contract, vectorised: coercion per column,
+//! transforms and checks as DataFusion expressions over the whole batch, one filter to split
+//! valid rows from rejected ones. Reasons are assembled only for rejected rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::arrow::array::AsArray;
+
+use super::coerce::{Fault, coerce, parse_timestamp};
+use super::contract::{Contract, arrow_type};
+use super::quarantine::{Reason, Rejected};
+use crate::bronze::decode::{Kind, RawChunk, RawField};
+use crate::error::{Error, Result};
+use crate::spec::ColumnType;
+
+/// Where a chunk comes from: used for provenance fallbacks and dead-letter rows.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Batch id (file stem).
+    pub batch_id: String,
+    /// Source name.
+    pub source: String,
+    /// Bronze object path.
+    pub file: String,
+    /// The batch's `_ingested_at` (from its first record), as text.
+    pub ingested_at: Option<String>,
+}
+
+/// The outcome of validating a chunk.
+#[derive(Debug)]
+pub struct Validated {
+    /// Valid rows in the silver schema.
+    pub valid: RecordBatch,
+    /// Rejected rows with reasons.
+    pub rejected: Vec<Rejected>,
+}
+
+/// Validates `chunk` (its fields in contract column order).
+pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Result<Validated> {
+    let n = chunk.rows();
+    let mut faults: Vec<Vec<Fault>> = Vec::with_capacity(contract.columns.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(contract.schema.fields().len());
+    for (column, field) in contract.columns.iter().zip(&chunk.fields) {
+        let c = coerce(field, column.ty, column.required);
+        arrays.push(c.array);
+        faults.push(c.faults);
+    }
+    let file_ts = origin.ingested_at.as_deref().and_then(parse_timestamp);
+    arrays.push(provenance_text(&chunk.provenance[0], &origin.batch_id));
+    arrays.push(provenance_time(&chunk.provenance[1], file_ts));
+    arrays.push(provenance_text(&chunk.provenance[2], &origin.source));
+    let mut batch = RecordBatch::try_new(contract.schema.clone(), arrays)
+        .map_err(|e| Error::arrow(format!("building rows of {}", origin.file), e))?;
+
+    // Transforms, in column order, each seeing the previous ones' results.
+    let mut transform_null: Vec<Option<Vec<bool>>> = vec![None; contract.columns.len()];
+    for (i, column) in contract.columns.iter().enumerate() {
+        let Some((sql, expr)) = &column.transform else { continue };
+        let out = expr
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(n))
+            .map_err(|e| Error::sql(format!("transform `{sql}` of column `{}`", column.name), e))?;
+        let out = cast(&out, &arrow_type(column.ty))
+            .map_err(|e| Error::arrow(format!("transform `{sql}` of column `{}`", column.name), e))?;
+        let before = batch.column(i);
+        if column.required {
+            let lost: Vec<bool> = (0..n).map(|r| before.is_valid(r) && out.is_null(r)).collect();
+            if lost.iter().any(|&l| l) {
+                transform_null[i] = Some(lost);
+            }
+        }
+        let mut cols = batch.columns().to_vec();
+        cols[i] = out;
+        batch = RecordBatch::try_new(contract.schema.clone(), cols)
+            .map_err(|e| Error::arrow(format!("transform of column `{}`", column.name), e))?;
+    }
+    // A transform may produce NaN/inf (e.g. a division): never let it through a float column.
+    for (i, column) in contract.columns.iter().enumerate() {
+        if column.ty == ColumnType::Float64 {
+            let values = batch.column(i).as_primitive::<Float64Type>();
+            for r in 0..n {
+                if values.is_valid(r) && !values.value(r).is_finite() && faults[i][r] == Fault::None {
+                    faults[i][r] = Fault::NotFinite;
+                }
+            }
+        }
+    }
+
+    // Checks: a row fails when the expression is false, or null although every column it reads
+    // is present (a null input is already reported by coercion, or allowed for optional columns).
+    let mut check_fails: Vec<Option<Vec<bool>>> = Vec::with_capacity(contract.checks.len());
+    for check in &contract.checks {
+        let result = check
+            .expr
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(n))
+            .map_err(|e| Error::sql(format!("check `{}`", check.rule), e))?;
+        let result = result.as_boolean();
+        let fails: Vec<bool> = (0..n)
+            .map(|r| {
+                if result.is_valid(r) {
+                    !result.value(r)
+                } else {
+                    check.refs.iter().all(|&c| batch.column(c).is_valid(r))
+                }
+            })
+            .collect();
+        check_fails.push(fails.iter().any(|&f| f).then_some(fails));
+    }
+
+    let mut keep = vec![true; n];
+    for f in &faults {
+        for (k, fault) in keep.iter_mut().zip(f) {
+            *k &= *fault == Fault::None;
+        }
+    }
+    for f in transform_null.iter().chain(&check_fails).flatten() {
+        for (k, fail) in keep.iter_mut().zip(f) {
+            *k &= !fail;
+        }
+    }
+    let mask = BooleanArray::from(keep.clone());
+    let valid = filter_record_batch(&batch, &mask).map_err(|e| Error::arrow("filtering valid rows", e))?;
+
+    let ingested = batch.column(contract.columns.len() + 1).as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+    let batch_ids = batch.column(contract.columns.len()).as_string::<i32>();
+    let sources = batch.column(contract.columns.len() + 2).as_string::<i32>();
+    let mut rejected = Vec::new();
+    for r in (0..n).filter(|&r| !keep[r]) {
+        let mut reasons = Vec::new();
+        for (c, column) in contract.columns.iter().enumerate() {
+            let field = &chunk.fields[c];
+            let fault = faults[c][r];
+            if fault != Fault::None {
+                let (rule, message) = fault.describe(field.kinds[r], field.text(r), column.ty);
+                reasons.push(Reason { column: Some(column.name.clone()), rule: rule.to_string(), message });
+            }
+            if transform_null[c].as_ref().is_some_and(|t| t[r]) {
+                let sql = column.transform.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
+                reasons.push(Reason {
+                    column: Some(column.name.clone()),
+                    rule: "transform".into(),
+                    message: format!("transform `{sql}` gave null for {}", shown(field, r)),
+                });
+            }
+        }
+        for (check, fails) in contract.checks.iter().zip(&check_fails) {
+            if fails.as_ref().is_some_and(|f| f[r]) {
+                let message = match &check.column {
+                    Some(col) => {
+                        let idx = contract.columns.iter().position(|c| &c.name == col).unwrap_or(0);
+                        format!("check failed for {}", shown(&chunk.fields[idx], r))
+                    }
+                    None => "check failed".to_string(),
+                };
+                reasons.push(Reason { column: check.column.clone(), rule: check.rule.clone(), message });
+            }
+        }
+        rejected.push(Rejected {
+            raw: chunk.raw(r).to_string(),
+            reasons,
+            batch_id: batch_ids.value(r).to_string(),
+            source: sources.value(r).to_string(),
+            source_file: origin.file.clone(),
+            line: chunk.lines[r],
+            ingested_at: ingested.is_valid(r).then(|| ingested.value(r)),
+        });
+    }
+    Ok(Validated { valid, rejected })
+}
+
+fn shown(field: &RawField, r: usize) -> String {
+    match field.kinds[r] {
+        Kind::String => format!("{:?}", field.text(r)),
+        Kind::Missing => "a missing value".into(),
+        Kind::Null => "null".into(),
+        _ => field.text(r).to_string(),
+    }
+}
+
+fn provenance_text(field: &RawField, fallback: &str) -> ArrayRef {
+    let values: StringArray = (0..field.len())
+        .map(|i| Some(if field.kinds[i] == Kind::String { field.text(i) } else { fallback }))
+        .collect();
+    Arc::new(values)
+}
+
+fn provenance_time(field: &RawField, fallback: Option<i64>) -> ArrayRef {
+    let mut last: Option<(&str, Option<i64>)> = None;
+    let values: TimestampMicrosecondArray = (0..field.len())
+        .map(|i| {
+            if field.kinds[i] != Kind::String {
+                return fallback;
+            }
+            let text = field.text(i);
+            match last {
+                Some((t, v)) if t == text => v,
+                _ => {
+                    let v = parse_timestamp(text).or(fallback);
+                    last = Some((text, v));
+                    v
+                }
+            }
+        })
+        .collect();
+    Arc::new(values.with_timezone("UTC"))
+}

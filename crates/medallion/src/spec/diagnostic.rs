@@ -1,0 +1,56 @@
+//! A located problem in a project.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// One problem in a project, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// File, relative to the project root.
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What it is about, e.g. "silver table `orders`, column `amount`".
+    pub subject: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, when obvious.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    /// A problem in `file` about `subject`.
+    pub fn new(file: impl Into<PathBuf>, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { file: file.into(), line: None, subject: subject.into(), message: message.into(), hint: None }
+    }
+
+    /// Sets the line.
+    pub fn with_line(self, line: Option<usize>) -> Self {
+        Self { line, ..self }
+    }
+
+    /// Sets the hint.
+    pub fn with_hint(self, hint: impl Into<String>) -> Self {
+        Self { hint: Some(hint.into()), ..self }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.subject.is_empty() {
+            write!(f, ": {}", self.message)?;
+        } else {
+            write!(f, ": {}: {}", self.subject, self.message)?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! Reading a project directory into raw specs, collecting every problem with its file and line.
+//!
+//! Layout (all optional except `medallion.toml`):
+//!
+//! ```text
+//! medallion.toml        [project], [sources.*], [silver.*], [gold.*]
+//! silver/<name>.toml    one silver table (the body of a [silver.<name>] section)
+//! gold/<name>.toml      one gold model's header (the body of a [gold.<name>] section)
+//! gold/<name>.sql       the model's SQL (Jinja: {{ ref('orders') }})
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+
+use super::{Diagnostic, GoldSpec, ProjectSpec, SilverSpec, SourceSpec};
+
+/// A spec with where it was declared.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    /// The spec.
+    pub spec: T,
+    /// File relative to the project root.
+    pub file: PathBuf,
+    /// 1-based line of its declaration.
+    pub line: Option<usize>,
+}
+
+/// Everything read from a project directory, before semantic validation.
+#[derive(Debug, Default)]
+pub struct LoadedSpecs {
+    /// `[project]`, if present and well-formed.
+    pub project: Option<Located<ProjectSpec>>,
+    /// Sources by name.
+    pub sources: BTreeMap<String, Located<SourceSpec>>,
+    /// Silver tables by name.
+    pub silver: BTreeMap<String, Located<SilverSpec>>,
+    /// Gold models by name.
+    pub gold: BTreeMap<String, Located<GoldSpec>>,
+    /// `gold/*.sql` files found on disk, by model name.
+    pub gold_sql_files: BTreeMap<String, PathBuf>,
+    /// Problems found so far.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The main file's top level; unknown sections are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MainFile {
+    project: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    silver: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    gold: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+/// The name of a project's main file.
+pub const PROJECT_FILE: &str = "medallion.toml";
+
+/// Reads every spec file of the project at `root`. Never stops at the first problem.
+pub fn load_specs(root: &Path) -> LoadedSpecs {
+    let mut out = LoadedSpecs::default();
+    let main = PathBuf::from(PROJECT_FILE);
+    match std::fs::read_to_string(root.join(&main)) {
+        Err(e) => out.diagnostics.push(
+            Diagnostic::new(&main, "", format!("cannot read the project file: {e}"))
+                .with_hint(format!("run `medallion init {}` to create a project, or pass --project DIR", root.display())),
+        ),
+        Ok(text) => load_main(&text, &main, &mut out),
+    }
+    for (name, file, text) in section_files(root, "silver", &mut out.diagnostics) {
+        insert(&mut out.silver, &mut out.diagnostics, "silver table", name, &file, &text, whole_file(&text));
+    }
+    for (name, file, text) in section_files(root, "gold", &mut out.diagnostics) {
+        insert(&mut out.gold, &mut out.diagnostics, "gold model", name, &file, &text, whole_file(&text));
+    }
+    if let Ok(entries) = std::fs::read_dir(root.join("gold")) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sql")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                out.gold_sql_files.insert(stem.to_string(), PathBuf::from("gold").join(entry.file_name()));
+            }
+        }
+    }
+    out
+}
+
+fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
+    let doc: MainFile = match toml::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            out.diagnostics.push(toml_error(file, text, "", &e));
+            return;
+        }
+    };
+    match doc.project {
+        None => out.diagnostics.push(
+            Diagnostic::new(file, "", "missing [project] section").with_hint("add `[project]` with `name = \"...\"`"),
+        ),
+        Some(value) => {
+            let line = line_of(text, value.span().start);
+            match typed::<ProjectSpec>(value.clone().into_inner()) {
+                Ok(spec) => out.project = Some(Located { spec, file: file.to_path_buf(), line: Some(line) }),
+                Err(e) => out.diagnostics.push(field_error(file, text, "[project]", &e, value.span())),
+            }
+        }
+    }
+    for (name, value) in doc.sources {
+        let span = value.span();
+        insert_value(&mut out.sources, &mut out.diagnostics, "source", name, file, text, value.into_inner(), span);
+    }
+    for (name, value) in doc.silver {
+        let span = value.span();
+        insert_value(&mut out.silver, &mut out.diagnostics, "silver table", name, file, text, value.into_inner(), span);
+    }
+    for (name, value) in doc.gold {
+        let span = value.span();
+        insert_value(&mut out.gold, &mut out.diagnostics, "gold model", name, file, text, value.into_inner(), span);
+    }
+}
+
+/// `<root>/<dir>/*.toml`, sorted, as (stem, relative path, text).
+fn section_files(root: &Path, dir: &str, diags: &mut Vec<Diagnostic>) -> Vec<(String, PathBuf, String)> {
+    let Ok(entries) = std::fs::read_dir(root.join(dir)) else { return Vec::new() };
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+        let rel = PathBuf::from(dir).join(path.file_name().unwrap_or_default());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => out.push((stem, rel, text)),
+            Err(e) => diags.push(Diagnostic::new(rel, "", format!("cannot read: {e}"))),
+        }
+    }
+    out
+}
+
+fn whole_file(text: &str) -> std::ops::Range<usize> {
+    0..text.len()
+}
+
+/// Parses a whole file as one spec and inserts it.
+fn insert<T: DeserializeOwned>(
+    map: &mut BTreeMap<String, Located<T>>,
+    diags: &mut Vec<Diagnostic>,
+    kind: &str,
+    name: String,
+    file: &Path,
+    text: &str,
+    span: std::ops::Range<usize>,
+) {
+    match toml::from_str::<toml::Value>(text) {
+        Ok(value) => insert_value(map, diags, kind, name, file, text, value, span),
+        Err(e) => diags.push(toml_error(file, text, &format!("{kind} `{name}`"), &e)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_value<T: DeserializeOwned>(
+    map: &mut BTreeMap<String, Located<T>>,
+    diags: &mut Vec<Diagnostic>,
+    kind: &str,
+    name: String,
+    file: &Path,
+    text: &str,
+    value: toml::Value,
+    span: std::ops::Range<usize>,
+) {
+    let subject = format!("{kind} `{name}`");
+    let line = Some(line_of(text, span.start));
+    if let Some(prev) = map.get(&name) {
+        diags.push(
+            Diagnostic::new(file, &subject, format!("declared twice (also in {})", prev.file.display())).with_line(line),
+        );
+        return;
+    }
+    match typed::<T>(value) {
+        Ok(spec) => {
+            map.insert(name, Located { spec, file: file.to_path_buf(), line });
+        }
+        Err(e) => diags.push(field_error(file, text, &subject, &e, span)),
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, toml::de::Error> {
+    T::deserialize(value)
+}
+
+/// A syntax or top-level error from the TOML parser, which knows its own span.
+fn toml_error(file: &Path, text: &str, subject: &str, e: &toml::de::Error) -> Diagnostic {
+    let line = e.span().map(|s| line_of(text, s.start));
+    let message = e.message().trim().to_string();
+    let d = Diagnostic::new(file, subject, message.clone()).with_line(line);
+    match quoted_field(&message) {
+        Some(field) if message.starts_with("unknown field") => d.with_hint(format!("remove or rename `{field}`")),
+        _ => d,
+    }
+}
+
+/// An error from deserialising one section: locate the offending key inside the section when the
+/// message names one, otherwise point at the section.
+fn field_error(file: &Path, text: &str, subject: &str, e: &toml::de::Error, span: std::ops::Range<usize>) -> Diagnostic {
+    let message = e.message().trim().to_string();
+    let section_line = line_of(text, span.start);
+    let key_line = quoted_field(&message).and_then(|field| find_key(text, span.start, &field));
+    let d = Diagnostic::new(file, subject, message.clone()).with_line(Some(key_line.unwrap_or(section_line)));
+    if message.starts_with("unknown field") {
+        let field = quoted_field(&message).unwrap_or_default();
+        d.with_hint(format!("`{field}` is not a known key here; check its spelling"))
+    } else if message.starts_with("missing field") {
+        let field = quoted_field(&message).unwrap_or_default();
+        d.with_hint(format!("add `{field} = ...`"))
+    } else {
+        d
+    }
+}
+
+/// The first `name` between backticks in a serde message.
+fn quoted_field(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// The line of the first `key =` (or `key=`, or `{ key =`) at or after byte `from`.
+fn find_key(text: &str, from: usize, key: &str) -> Option<usize> {
+    let from_line = line_of(text, from);
+    text.lines().enumerate().skip(from_line.saturating_sub(1)).find_map(|(i, line)| {
+        let mut rest = line;
+        while let Some(pos) = rest.find(key) {
+            let before = rest[..pos].trim_end();
+            let after = rest[pos + key.len()..].trim_start();
+            let boundary = before.is_empty() || before.ends_with('{') || before.ends_with(',');
+            if boundary && after.starts_with('=') {
+                return Some(i + 1);
+            }
+            rest = &rest[pos + key.len()..];
+        }
+        None
+    })
+}
+
+/// 1-based line of byte offset `pos`.
+pub(crate) fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn unknown_keys_are_located_and_all_reported() {
+        let dir = project(&[
+            (
+                "medallion.toml",
+                "[project]\nname = \"p\"\n\n[sources.orders]\nformat = \"ndjson\"\npathz = []\n\n[silver.orders]\nprimary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\", chekcs = [] },\n]\n",
+            ),
+            ("gold/rev.toml", "owner = \"a\"\nrefresh = \"daily\"\n"),
+        ]);
+        let specs = load_specs(dir.path());
+        let rendered: Vec<String> = specs.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(specs.diagnostics.len(), 3, "{rendered:#?}");
+        assert!(rendered[0].starts_with("medallion.toml:6: source `orders`: unknown field `pathz`"), "{}", rendered[0]);
+        assert!(rendered[1].starts_with("medallion.toml:11: silver table `orders`: unknown field `chekcs`"), "{}", rendered[1]);
+        assert!(rendered[2].starts_with("gold/rev.toml:1: gold model `rev`: missing field `sla`"), "{}", rendered[2]);
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        let dir = project(&[("medallion.toml", "[project]\nname = \"p\"\nlake = \n")]);
+        let specs = load_specs(dir.path());
+        assert_eq!(specs.diagnostics.len(), 1);
+        assert_eq!(specs.diagnostics[0].line, Some(3), "{}", specs.diagnostics[0]);
+    }
+
+    #[test]
+    fn missing_project_file_suggests_init() {
+        let dir = project(&[]);
+        let specs = load_specs(dir.path());
+        assert_eq!(specs.diagnostics.len(), 1);
+        assert!(specs.diagnostics[0].to_string().contains("medallion init"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Delta Lake access: the only module that imports deltalake.
+//!
+//! Every commit medallion makes carries an application transaction (`txn` app id + version):
+//! delta-rs records it but does not refuse a second commit with the same one, so callers read
+//! [`txn_version`] first and skip a commit that already landed (a retry never duplicates).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use serde_json::Value;
+
+use super::{Lake, Layer};
+use crate::error::{Error, Result};
+
+pub use deltalake::operations::merge::MergeMetrics;
+
+/// A Delta table of the lake, opened at its latest version (or not yet created).
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// `layer/name`, for messages.
+    pub label: String,
+    inner: DeltaTable,
+    exists: bool,
+}
+
+/// An idempotency marker for one commit: `app_id` at `version`.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    /// Application id, e.g. `medallion/silver/orders`.
+    pub app_id: String,
+    /// Monotonic version of that application's progress.
+    pub version: i64,
+}
+
+impl Table {
+    /// Opens `layer/name`; a table that does not exist yet is returned with `exists() == false`.
+    pub async fn open(lake: &Lake, layer: Layer, name: &str) -> Result<Table> {
+        let label = format!("{layer}/{name}");
+        let url = lake.table_url(layer, name)?;
+        let mut inner = DeltaTableBuilder::from_url(url)
+            .map_err(|e| Error::delta(&label, e))?
+            .build()
+            .map_err(|e| Error::delta(&label, e))?;
+        // The kernel refuses to open a missing location; a table exists once its log has an entry.
+        let exists = lake.any_under(&format!("{layer}/{name}/_delta_log")).await?
+            && match inner.load().await {
+                Ok(()) => true,
+                Err(DeltaTableError::NotATable(_)) => false,
+                Err(e) => return Err(Error::delta(&label, e)),
+            };
+        Ok(Table { label, inner, exists })
+    }
+
+    /// Whether the table has at least one commit.
+    pub fn exists(&self) -> bool {
+        self.exists
+    }
+
+    /// Latest version, if the table exists.
+    pub fn version(&self) -> Option<i64> {
+        if self.exists { self.inner.version().and_then(|v| i64::try_from(v).ok()) } else { None }
+    }
+
+    /// The last recorded version for `app_id`, if any.
+    pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
+        if !self.exists {
+            return Ok(None);
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        snapshot
+            .transaction_version(self.inner.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| Error::delta(&self.label, e))
+    }
+
+    /// The `info` metadata of the latest commit (empty if none).
+    pub async fn last_commit_info(&self) -> Result<HashMap<String, Value>> {
+        if !self.exists {
+            return Ok(HashMap::new());
+        }
+        let mut infos: Vec<_> = self.inner.history(Some(1)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        Ok(infos.pop().map(|c| c.info).unwrap_or_default())
+    }
+
+    /// Number of live files and their total size in bytes.
+    pub fn files(&self) -> Result<(usize, u64)> {
+        if !self.exists {
+            return Ok((0, 0));
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        let log = snapshot.snapshot().log_data();
+        let mut count = 0;
+        let mut bytes = 0u64;
+        for file in log.iter() {
+            count += 1;
+            bytes += u64::try_from(file.size()).unwrap_or(0);
+        }
+        Ok((count, bytes))
+    }
+
+    /// A DataFusion provider reading the table's live files through its log.
+    pub async fn provider(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+        self.inner.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(&self.label, e))?;
+        self.inner.table_provider().await.map_err(|e| Error::sql(format!("reading {}", self.label), e))
+    }
+
+    /// Writes `batches` in one commit: appended, or replacing the table's content.
+    pub async fn write(self, batches: Vec<RecordBatch>, write: WriteOptions) -> Result<Table> {
+        let label = self.label.clone();
+        let mode = if write.overwrite { SaveMode::Overwrite } else { SaveMode::Append };
+        let mut builder = self
+            .inner
+            .write(batches)
+            .with_save_mode(mode)
+            .with_commit_properties(commit_properties(write.txn, write.metadata));
+        if !self.exists && !write.partition_by.is_empty() {
+            builder = builder.with_partition_columns(write.partition_by);
+        }
+        if write.overwrite {
+            builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        }
+        let inner = builder.await.map_err(|e| Error::delta(&label, e))?;
+        Ok(Table { label, inner, exists: true })
+    }
+
+    /// Upserts `source` (unique per key) by `keys`: inserts new keys, and updates a matched row
+    /// only when the source is newer by `order_by` (so an older record never overwrites a newer
+    /// one, whatever order batches arrive in). `bounds` narrows the target scan.
+    pub async fn upsert(self, source: DataFrame, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
+        let label = self.label.clone();
+        let mut predicate: Vec<String> =
+            upsert.keys.iter().map(|k| format!("target.{k} = source.{k}")).collect();
+        predicate.extend(upsert.bounds);
+        let guard = format!("source.{o} > target.{o}", o = upsert.order_by);
+        let columns = upsert.columns;
+        let (inner, metrics) = self
+            .inner
+            .merge(source, predicate.join(" AND "))
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(commit_properties(upsert.txn, upsert.metadata))
+            .when_matched_update(|u| {
+                columns.iter().fold(u.predicate(guard), |u, c| u.update(c.as_str(), format!("source.{c}")))
+            })
+            .map_err(|e| Error::delta(&label, e))?
+            .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), format!("source.{c}"))))
+            .map_err(|e| Error::delta(&label, e))?
+            .await
+            .map_err(|e| Error::delta(&label, e))?;
+        Ok((Table { label, inner, exists: true }, metrics))
+    }
+}
+
+/// Options of [`Table::write`].
+#[derive(Debug, Default)]
+pub struct WriteOptions {
+    /// Replace the content (one commit) rather than append.
+    pub overwrite: bool,
+    /// Partition columns, used when the write creates the table.
+    pub partition_by: Vec<String>,
+    /// Idempotency marker.
+    pub txn: Option<Txn>,
+    /// Stored in the commit's `info`.
+    pub metadata: HashMap<String, Value>,
+}
+
+/// Options of [`Table::upsert`].
+#[derive(Debug)]
+pub struct Upsert {
+    /// Key columns.
+    pub keys: Vec<String>,
+    /// Column deciding which version is newer.
+    pub order_by: String,
+    /// Every column of the table.
+    pub columns: Vec<String>,
+    /// Extra conjuncts over `target.*` bounding the scan (key ranges).
+    pub bounds: Vec<String>,
+    /// Idempotency marker.
+    pub txn: Option<Txn>,
+    /// Stored in the commit's `info`.
+    pub metadata: HashMap<String, Value>,
+}
+
+fn commit_properties(txn: Option<Txn>, metadata: HashMap<String, Value>) -> CommitProperties {
+    let props = CommitProperties::default().with_metadata(metadata);
+    match txn {
+        Some(t) => props.with_application_transaction(Transaction::new(t.app_id, t.version)),
+        None => props,
+    }
+}

@@ -1,0 +1,172 @@
+//! The lake: a root location with a fixed layout, accessed through `object_store`.
+//!
+//! ```text
+//! <lake>/bronze/<source>/<YYYY-MM-DD>/<batch_id>.ndjson.gz   immutable raw batches
+//! <lake>/silver/<table>/                                      Delta table
+//! <lake>/quarantine/<table>/                                  Delta table: dead letter
+//! <lake>/gold/<model>/                                        Delta table
+//! <lake>/_medallion/                                          the tool's own state
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// The layer a Delta table belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    /// Validated, deduplicated tables.
+    Silver,
+    /// Rejected records with their reasons.
+    Quarantine,
+    /// SQL models.
+    Gold,
+}
+
+impl Layer {
+    /// Directory name in the lake.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Layer::Silver => "silver",
+            Layer::Quarantine => "quarantine",
+            Layer::Gold => "gold",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir())
+    }
+}
+
+/// An opened lake.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    root_url: Url,
+    display: String,
+}
+
+impl Lake {
+    /// Opens (creating if needed) the lake at `location`: a directory path, relative paths being
+    /// resolved against `base` (the project directory), or a `file://` URL.
+    pub fn open(location: &str, base: &Path) -> Result<Lake> {
+        let dir: PathBuf = if let Some(rest) = location.strip_prefix("file://") {
+            PathBuf::from(rest)
+        } else if location.contains("://") {
+            return Err(Error::InvalidProject(vec![crate::spec::Diagnostic::new(
+                "medallion.toml",
+                "[project] lake",
+                format!("unsupported lake URL `{location}`: this build supports local directories and file:// URLs"),
+            )
+            .with_hint("use a directory path such as `./lake`")]));
+        } else if Path::new(location).is_absolute() {
+            PathBuf::from(location)
+        } else {
+            base.join(location)
+        };
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        let dir = dir.canonicalize().map_err(|source| Error::Io { path: dir.clone(), source })?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|source| Error::Storage { location: dir.display().to_string(), source })?;
+        let root_url = Url::from_directory_path(&dir)
+            .map_err(|()| Error::Internal(format!("cannot make a URL of {}", dir.display())))?;
+        Ok(Lake { store: Arc::new(store), root_url, display: dir.display().to_string() })
+    }
+
+    /// Human-readable location.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// URL of the Delta table `layer/name`.
+    pub fn table_url(&self, layer: Layer, name: &str) -> Result<Url> {
+        self.root_url
+            .join(&format!("{}/{name}/", layer.dir()))
+            .map_err(|e| Error::Internal(format!("table url for {layer}/{name}: {e}")))
+    }
+
+    /// Reads an object, `None` if it does not exist.
+    pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
+        let location = ObjectPath::from(path);
+        match self.store.get(&location).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|source| storage(path, source))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(storage(path, source)),
+        }
+    }
+
+    /// Writes an object atomically, replacing any previous one.
+    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&ObjectPath::from(path), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|source| storage(path, source))
+    }
+
+    /// Writes an object only if none exists there; returns whether this call created it.
+    pub async fn put_if_absent(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&ObjectPath::from(path), PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(source) => Err(storage(path, source)),
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &str) -> Result<bool> {
+        match self.store.head(&ObjectPath::from(path)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(storage(path, source)),
+        }
+    }
+
+    /// Every object under `prefix`, sorted by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let location = ObjectPath::from(prefix);
+        let mut items: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&location))
+            .try_collect()
+            .await
+            .map_err(|source| storage(prefix, source))?;
+        items.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(items)
+    }
+
+    /// Whether any object exists under `prefix` (reads at most one listing entry).
+    pub async fn any_under(&self, prefix: &str) -> Result<bool> {
+        let location = ObjectPath::from(prefix);
+        match self.store.list(Some(&location)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(source)) => Err(storage(prefix, source)),
+        }
+    }
+
+    /// Deletes an object if it exists.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        match self.store.delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(storage(path, source)),
+        }
+    }
+}
+
+fn storage(path: &str, source: object_store::Error) -> Error {
+    Error::Storage { location: path.to_string(), source }
+}

@@ -1,0 +1,86 @@
+//! Shared fixtures: the orders example project, generated bronze data, table readers.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use medallion::arrow::array::{Array, AsArray, RecordBatch};
+use medallion::arrow::datatypes::{Decimal128Type, Int64Type};
+use medallion::catalog::session;
+use medallion::orchestration::run::{RunOptions, RunSummary, run};
+use medallion::project::Project;
+use medallion::sample::{SampleBatch, SampleSpec, generate};
+use medallion::storage::Lake;
+
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders")
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub project: Project,
+    pub lake: Lake,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = Project::load(&example_dir()).await.expect("example project loads");
+        let project = project.with_lake(Some(dir.path().join("lake").display().to_string()));
+        let lake = Lake::open(&project.lake, &project.root).expect("lake");
+        Env { dir, project, lake }
+    }
+
+    pub fn lake_dir(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    /// Writes a batch in the bronze layout, as another system would.
+    pub fn land(&self, batch: &SampleBatch) -> PathBuf {
+        let path = self.lake_dir().join(format!("bronze/orders/{}/{}.ndjson.gz", batch.date, batch.batch_id));
+        write_gz(&path, batch.bronze_ndjson("orders").as_bytes());
+        path
+    }
+
+    pub async fn run(&self) -> RunSummary {
+        let summary = run(&self.project, &self.lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now() })
+            .await
+            .expect("run");
+        assert!(summary.ok(), "run failed: {:?}", summary.failed);
+        summary
+    }
+
+    pub async fn query(&self, sql: &str) -> Vec<RecordBatch> {
+        let ctx = session(&self.lake, &self.project).await.expect("session");
+        ctx.sql(sql).await.expect("plan").collect().await.expect("collect")
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        let b = self.query(sql).await;
+        b[0].column(0).as_primitive::<Int64Type>().value(0)
+    }
+
+    /// Sum of a decimal(…,2) column in cents.
+    pub async fn sum_cents(&self, sql: &str) -> i128 {
+        let b = self.query(sql).await;
+        let a = b[0].column(0).as_primitive::<Decimal128Type>();
+        if a.is_null(0) { 0 } else { a.value(0) }
+    }
+}
+
+/// A column's values as strings (whatever the string encoding, e.g. Utf8View).
+pub fn strings(col: &medallion::arrow::array::ArrayRef) -> Vec<String> {
+    let utf8 = medallion::arrow::compute::cast(col, &medallion::arrow::datatypes::DataType::Utf8).expect("cast");
+    let a = utf8.as_string::<i32>();
+    (0..a.len()).map(|i| a.value(i).to_string()).collect()
+}
+
+pub fn write_gz(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).expect("gz");
+    std::fs::write(path, e.finish().expect("gz")).expect("write");
+}
+
+pub fn sample(rows: u64, batches: u32, seed: u64) -> (Vec<SampleBatch>, medallion::sample::Expected) {
+    generate(&SampleSpec { rows, batches, seed })
+}

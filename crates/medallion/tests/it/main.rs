@@ -1,0 +1,6 @@
+//! Integration tests of the library: whole runs over lakes in temporary directories.
+
+mod bad_input;
+mod common;
+mod pipeline;
+mod recovery;

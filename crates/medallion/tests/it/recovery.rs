@@ -1,0 +1,54 @@
+//! Exactly-once: re-ingesting is a no-op; an interrupted promotion is resumed with the same batches.
+
+use medallion::bronze::ingest::{IngestStatus, ingest};
+use medallion::orchestration::ledger::{self, Intent};
+use medallion::spec::SourceFormat;
+
+use crate::common::{Env, sample};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ingesting_the_same_content_twice_lands_one_batch() {
+    let env = Env::new().await;
+    let (batches, expected) = sample(2_000, 1, 3);
+    let content = batches[0].landing_ndjson().into_bytes();
+    let now = medallion::orchestration::run::now();
+    let first = ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", content.clone(), now).await.expect("ingest");
+    assert_eq!(first.status, IngestStatus::Ingested);
+    assert_eq!(first.records, expected.records);
+    let second = ingest(&env.lake, "orders", SourceFormat::Ndjson, "copy.ndjson", content.clone(), now).await.expect("ingest");
+    assert_eq!(second.status, IngestStatus::AlreadyIngested);
+    assert_eq!(second.batch_id, first.batch_id);
+
+    // A crash after the marker but before the batch landed: the next ingest completes that batch.
+    std::fs::remove_file(env.lake_dir().join(&first.path)).expect("rm");
+    let third = ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", content, now).await.expect("ingest");
+    assert_eq!((third.status, third.batch_id.as_str()), (IngestStatus::Recovered, first.batch_id.as_str()));
+
+    let s = env.run().await;
+    assert_eq!(s.totals.read, expected.records);
+    assert_eq!(s.totals.rejected, expected.invalid);
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_intent_is_resumed_with_exactly_its_batches() {
+    let env = Env::new().await;
+    let (batches, expected) = sample(9_000, 3, 5);
+    env.land(&batches[0]);
+    env.run().await;
+    // A run that recorded its intent for batch 2 and then died; batch 3 arrives afterwards.
+    env.land(&batches[1]);
+    let pending = medallion::bronze::batches::list(&env.lake, "orders").await.expect("list");
+    let b2: Vec<_> = pending.into_iter().filter(|b| b.batch_id == batches[1].batch_id).collect();
+    let b2 = medallion::bronze::batches::order_by_ingestion(&env.lake, b2).await.expect("order");
+    ledger::record(&env.lake, "orders", &Intent { version: 2, run_id: "crashed".into(), batches: b2 }).await.expect("intent");
+    env.land(&batches[2]);
+
+    let s = env.run().await;
+    assert_eq!(s.silver.len(), 2, "the open intent, then the new batch");
+    assert!(s.silver[0].resumed && s.silver[0].intent == 2 && s.silver[0].batches == 1);
+    assert!(!s.silver[1].resumed && s.silver[1].intent == 3 && s.silver[1].batches == 1);
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM quarantine.orders").await as u64, expected.invalid);
+    assert_eq!(env.sum_cents("SELECT sum(revenue) FROM gold.daily_revenue").await, expected.amount_cents);
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Interop: medallion runs the orders example on data from ../shared/bench/gen_orders.py, then the
+# Python `deltalake` and `polars` packages read the silver, quarantine and gold tables back and
+# check them against the generator's manifest and against what medallion itself reads.
+# Usage: tests/interop/run.sh PATH/TO/medallion
+set -euo pipefail
+bin=$(realpath "$1")
+root=$(cd "$(dirname "$0")/../.." && pwd)
+venv="${MEDALLION_VENV:-$HOME/.cache/medallion-venv}"
+gen="$root/../shared/bench/gen_orders.py"
+rows="${MEDALLION_INTEROP_ROWS:-200000}"
+
+if ! "$venv/bin/python" -c "import deltalake, polars, pyarrow" 2>/dev/null; then
+  echo "interop: creating the Python venv at $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet deltalake==1.6.6 pyarrow==26.0.1 polars==2.1.0 polars-runtime-32==2.1.0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ -f "$gen" ]; then
+  python3 "$gen" --rows "$rows" --batches 10 --seed 42 --out "$work/data" >/dev/null
+else
+  echo "interop: $gen not found (../shared beside the clone); cannot run" >&2
+  exit 1
+fi
+
+"$bin" -q run --project "$root/examples/orders" --lake "$work/data" > "$work/run1.txt"
+"$bin" -q run --project "$root/examples/orders" --lake "$work/data" --format json > "$work/run2.jsonl"
+"$bin" show gold.daily_revenue --limit 1000000 --project "$root/examples/orders" --lake "$work/data" --format json > "$work/gold.jsonl"
+"$bin" sql "SELECT count(*) AS n, count(DISTINCT order_id) AS keys, CAST(sum(amount) AS VARCHAR) AS total FROM silver.orders" \
+  --project "$root/examples/orders" --lake "$work/data" --format json > "$work/silver.jsonl"
+
+"$venv/bin/python" "$root/tests/interop/check_tables.py" "$work/data" "$work/run2.jsonl" "$work/gold.jsonl" "$work/silver.jsonl"
