@@ -24,27 +24,36 @@ pub fn json_line(kind: &str, value: serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// A plain aligned table: first row is the header; numeric-looking cells are right-aligned.
+/// A plain aligned table: the first row is the header; columns whose cells are all numbers (or
+/// `-`) are right-aligned, header included.
 pub fn table(rows: &[Vec<String>]) -> String {
     let Some(header) = rows.first() else { return String::new() };
     let widths: Vec<usize> = (0..header.len())
         .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
         .collect();
+    let numeric: Vec<bool> = (0..header.len())
+        .map(|c| {
+            c > 0
+                && rows.len() > 1
+                && rows[1..].iter().all(|r| {
+                    r.get(c).is_some_and(|s| s == "-" || (!s.is_empty() && s.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.')))
+                })
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            let pad = widths[c].saturating_sub(cell.chars().count());
-            let numeric = !cell.is_empty() && cell.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.');
+            let pad = " ".repeat(widths[c].saturating_sub(cell.chars().count()));
             if c > 0 {
                 line.push_str("  ");
             }
-            if numeric && c > 0 {
-                line.push_str(&" ".repeat(pad));
+            if numeric[c] {
+                line.push_str(&pad);
                 line.push_str(cell);
             } else {
                 line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
+                line.push_str(&pad);
             }
         }
         out.push_str(line.trim_end());

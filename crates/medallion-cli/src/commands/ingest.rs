@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use medallion::bronze::ingest::{IngestStatus, ingest};
+use medallion::bronze::ingest::ingest;
 
 use super::open;
 use crate::Outcome;
@@ -27,12 +27,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         if g.format == Format::Json {
             json_line("ingested", serde_json::to_value(&outcome)?)?;
         }
-        let status = match outcome.status {
-            IngestStatus::Ingested => "ingested",
-            IngestStatus::AlreadyIngested => "already ingested",
-            IngestStatus::Recovered => "recovered",
-        };
-        rows.push(vec![file.clone(), status.into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]);
+        rows.push(vec![file.clone(), outcome.status.label().into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]);
     }
     if g.format == Format::Text {
         print!("{}", table(&rows));

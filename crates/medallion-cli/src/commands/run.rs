@@ -60,7 +60,7 @@ fn print_text(s: &RunSummary, timings: bool) {
     if !s.ingested.is_empty() {
         let mut rows = vec![vec!["ingested".to_string(), "status".into(), "batch".into(), "records".into()]];
         for i in &s.ingested {
-            rows.push(vec![i.input.clone(), format!("{:?}", i.status).to_lowercase(), i.batch_id.clone(), thousands(i.records)]);
+            rows.push(vec![i.input.clone(), i.status.label().to_string(), i.batch_id.clone(), thousands(i.records)]);
         }
         print!("\n{}", table(&rows));
     }

@@ -99,7 +99,7 @@ fn init_run_status_show_sql() {
     assert_eq!(out.status.code(), Some(0));
     let second = redact(&text(&out.stdout));
     assert!(second.contains("no pending bronze batches") && second.contains("up to date"), "{second}");
-    assert!(second.contains("already_ingested"), "{second}");
+    assert!(second.contains("already ingested"), "{second}");
 
     let out = run(&["status"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -35,6 +35,17 @@ pub enum IngestStatus {
     Recovered,
 }
 
+impl IngestStatus {
+    /// A short label for people.
+    pub fn label(&self) -> &'static str {
+        match self {
+            IngestStatus::Ingested => "ingested",
+            IngestStatus::AlreadyIngested => "already ingested",
+            IngestStatus::Recovered => "recovered",
+        }
+    }
+}
+
 /// The result of ingesting one input.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestOutcome {
