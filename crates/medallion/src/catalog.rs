@@ -56,9 +56,8 @@ fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) 
     ctx.register_table(name, provider).map(|_| ()).map_err(|e| Error::sql(format!("registering `{name}`"), e))
 }
 
-/// Row count of `layer/name` (0 if it does not exist).
-pub async fn count_rows(lake: &Lake, project: &Project, layer: Layer, name: &str) -> Result<u64> {
-    let ctx = session(lake, project).await?;
+/// Row count of `layer/name` in a [`session`] (0 if the table does not exist yet).
+pub async fn count_rows(ctx: &SessionContext, layer: Layer, name: &str) -> Result<u64> {
     let sql = format!("SELECT count(*) AS n FROM {}.{name}", layer.dir());
     let context = format!("counting {layer}/{name}");
     let df = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;

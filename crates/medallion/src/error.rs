@@ -107,11 +107,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the error is the user's project or input (exit 2 at the CLI) rather than a failed run.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, Error::InvalidProject(_) | Error::Unknown { .. } | Error::Ingest { .. } | Error::Io { .. })
-    }
-
     pub(crate) fn sql(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
         Error::Sql { context: context.into(), source }
     }

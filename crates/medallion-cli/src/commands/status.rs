@@ -1,7 +1,7 @@
 //! `medallion status`.
 
 use anyhow::Result;
-use medallion::catalog::count_rows;
+use medallion::catalog::{count_rows, session};
 use medallion::observability::runlog;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
@@ -21,6 +21,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone())));
     }
     let last = runlog::recent(&lake, 1).await?.into_iter().next();
+    let ctx = session(&lake, &project).await?;
     let mut rows = vec![vec![
         "layer".to_string(),
         "table".into(),
@@ -33,9 +34,9 @@ pub async fn run(g: &Global) -> Result<Outcome> {
     ]];
     for (layer, name, owner) in &entries {
         let t = Table::open(&lake, *layer, name).await?;
-        let rows_n = count_rows(&lake, &project, *layer, name).await?;
+        let rows_n = count_rows(&ctx, *layer, name).await?;
         let (files, bytes) = t.files()?;
-        let dead = if *layer == Layer::Silver { Some(count_rows(&lake, &project, Layer::Quarantine, name).await?) } else { None };
+        let dead = if *layer == Layer::Silver { Some(count_rows(&ctx, Layer::Quarantine, name).await?) } else { None };
         if g.format == Format::Json {
             json_line(
                 "table",

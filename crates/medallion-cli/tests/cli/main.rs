@@ -164,3 +164,22 @@ fn ingest_from_stdin_is_exactly_once() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown source `nosuch` (known: orders)"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_failing_gold_model_exits_1_and_stops_only_its_dependents() {
+    let lake = tempfile::tempdir().expect("tmp");
+    let project = fixtures().join("failing_gold");
+    let out = bin()
+        .args(["run", "--project", project.to_str().expect("utf8"), "--lake", lake.path().to_str().expect("utf8")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert!(stdout.contains("read 3 = promoted 2 + superseded 0 + rejected 1"), "{stdout}");
+    assert!(stdout.contains("region_counts"), "{stdout}");
+    assert!(stderr.contains("error: gold/region_numbers: gold model `region_numbers` (gold/region_numbers.sql)"), "{stderr}");
+    assert!(stderr.contains("not run: gold/downstream"), "{stderr}");
+}

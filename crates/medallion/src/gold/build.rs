@@ -48,7 +48,8 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
     if table.exists() {
         let info = table.last_commit_info().await?;
         if info.get("medallion").and_then(|m| m.get("fingerprint")) == Some(&fingerprint) {
-            let rows = catalog::count_rows(lake, project, Layer::Gold, &model.name).await?;
+            let ctx = catalog::session(lake, project).await?;
+            let rows = catalog::count_rows(&ctx, Layer::Gold, &model.name).await?;
             return Ok(Build { model: model.name.clone(), rebuilt: false, rows, version: table.version(), inputs, duration_ms: ms(t0) });
         }
     }
