@@ -101,6 +101,17 @@ pub enum Error {
         rejected: u64,
     },
 
+    /// The tool's own state in the lake disagrees with a table (e.g. a table was deleted by hand).
+    #[error("`{table}`: {message} (hint: {hint})")]
+    InconsistentState {
+        /// The table, as `layer/name`.
+        table: String,
+        /// What disagrees.
+        message: String,
+        /// How to resolve it.
+        hint: String,
+    },
+
     /// A bug in medallion.
     #[error("internal error (this is a bug in medallion): {0}")]
     Internal(String),

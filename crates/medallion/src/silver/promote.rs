@@ -84,6 +84,20 @@ pub async fn promote(lake: &Lake, table: &SilverTable, opts: &PromoteOptions) ->
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let mut committed = silver.txn_version(&app).await?.unwrap_or(0);
     let intents = ledger::intents(lake, &table.name).await?;
+    if let Some((&last, _)) = intents.last_key_value()
+        && last > committed + 1
+    {
+        return Err(Error::InconsistentState {
+            table: format!("silver/{}", table.name),
+            message: format!(
+                "the ledger records {last} promotions but the table has only {committed} (was the table deleted or restored by hand?)"
+            ),
+            hint: format!(
+                "to rebuild silver/{t} from bronze, delete silver/{t}, quarantine/{t} and _medallion/ledger/silver/{t} together",
+                t = table.name
+            ),
+        });
+    }
     let mut done: HashSet<String> = intents
         .range(..=committed)
         .flat_map(|(_, i)| i.batches.iter().map(|b| b.path.clone()))

@@ -52,3 +52,18 @@ async fn an_open_intent_is_resumed_with_exactly_its_batches() {
     assert_eq!(env.scalar_i64("SELECT count(*) FROM quarantine.orders").await as u64, expected.invalid);
     assert_eq!(env.sum_cents("SELECT sum(revenue) FROM gold.daily_revenue").await, expected.amount_cents);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silver_table_deleted_by_hand_is_reported_not_silently_repromoted() {
+    let env = Env::new().await;
+    let (batches, _) = sample(3_000, 3, 9);
+    for b in &batches {
+        env.land(b);
+        env.run().await;
+    }
+    std::fs::remove_dir_all(env.lake_dir().join("silver/orders")).expect("rm");
+    let s = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default()).await.expect("run");
+    assert_eq!(s.failed.len(), 1);
+    assert!(s.failed[0].error.contains("the ledger records 3 promotions but the table has only 0"), "{}", s.failed[0].error);
+    assert_eq!(s.skipped, vec!["gold/daily_revenue".to_string()]);
+}
