@@ -5,7 +5,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use medallion::bronze::ingest::ingest;
 
-use super::open;
+use super::{open, spinner};
 use crate::Outcome;
 use crate::args::{Format, Global};
 use crate::output::{json_line, table, thousands};
@@ -23,7 +23,12 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         } else {
             std::fs::read(file).with_context(|| format!("cannot read {file}"))?
         };
-        let outcome = ingest(&lake, &src.name, src.format, file, content, now).await?;
+        let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
+        let outcome = ingest(&lake, &src.name, src.format, file, content, now).await;
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        let outcome = outcome?;
         if g.format == Format::Json {
             json_line("ingested", serde_json::to_value(&outcome)?)?;
         }

@@ -26,7 +26,13 @@ pub fn threads(g: &Global) -> usize {
     g.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)
 }
 
-/// Whether progress output on stderr is wanted.
-pub fn show_progress(g: &Global) -> bool {
-    g.quiet == 0 && g.verbose == 0
+/// A spinner on stderr with `message`, unless quiet, verbose or JSON output (indicatif also hides
+/// it when stderr is not a terminal).
+pub fn spinner(g: &Global, message: String) -> Option<indicatif::ProgressBar> {
+    (g.quiet == 0 && g.verbose == 0 && g.format == crate::args::Format::Text).then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(message);
+        pb.enable_steady_tick(std::time::Duration::from_millis(120));
+        pb
+    })
 }

@@ -1,23 +1,16 @@
 //! `medallion run`.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use medallion::orchestration::run::{RunOptions, RunSummary, now, run as run_project};
 
-use super::{open, show_progress, threads};
+use super::{open, spinner, threads};
 use crate::Outcome;
 use crate::args::{Format, Global};
 use crate::output::{json_line, table, thousands};
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let spinner = (show_progress(g) && g.format == Format::Text).then(|| {
-        let pb = indicatif::ProgressBar::new_spinner();
-        pb.set_message(format!("running `{}` on {}", project.name, lake.display()));
-        pb.enable_steady_tick(Duration::from_millis(120));
-        pb
-    });
+    let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let opts = RunOptions { threads: threads(g), now: now() };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
