@@ -162,7 +162,7 @@ async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: 
     p.rejected = rejected.len() as u64;
     let valid_rows: u64 = valid.iter().map(|b| b.num_rows() as u64).sum();
     if valid_rows + p.rejected != p.read {
-        return Err(accounting(&p, valid_rows));
+        return Err(accounting(&p));
     }
 
     // Dead letter first: it is skipped on resume if this intent's rejects already landed.
@@ -226,12 +226,12 @@ async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: 
     p.timings_ms.insert("merge", ms(t3));
     p.superseded = valid_rows - p.promoted();
     if p.read != p.inserted + p.updated + p.superseded + p.rejected || p.promoted() > unique {
-        return Err(accounting(&p, valid_rows));
+        return Err(accounting(&p));
     }
     Ok(p)
 }
 
-fn accounting(p: &Promotion, _valid: u64) -> Error {
+fn accounting(p: &Promotion) -> Error {
     Error::Accounting { table: p.table.clone(), read: p.read, promoted: p.promoted(), superseded: p.superseded, rejected: p.rejected }
 }
 

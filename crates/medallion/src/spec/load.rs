@@ -74,10 +74,10 @@ pub fn load_specs(root: &Path) -> LoadedSpecs {
         Ok(text) => load_main(&text, &main, &mut out),
     }
     for (name, file, text) in section_files(root, "silver", &mut out.diagnostics) {
-        insert(&mut out.silver, &mut out.diagnostics, "silver table", name, &file, &text, whole_file(&text));
+        insert_file(&mut out.silver, &mut out.diagnostics, &Site { kind: "silver table", file: &file, text: &text }, name);
     }
     for (name, file, text) in section_files(root, "gold", &mut out.diagnostics) {
-        insert(&mut out.gold, &mut out.diagnostics, "gold model", name, &file, &text, whole_file(&text));
+        insert_file(&mut out.gold, &mut out.diagnostics, &Site { kind: "gold model", file: &file, text: &text }, name);
     }
     if let Ok(entries) = std::fs::read_dir(root.join("gold")) {
         for entry in entries.flatten() {
@@ -114,15 +114,15 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
     }
     for (name, value) in doc.sources {
         let span = value.span();
-        insert_value(&mut out.sources, &mut out.diagnostics, "source", name, file, text, value.into_inner(), span);
+        insert_value(&mut out.sources, &mut out.diagnostics, &Site { kind: "source", file, text }, name, value.into_inner(), span);
     }
     for (name, value) in doc.silver {
         let span = value.span();
-        insert_value(&mut out.silver, &mut out.diagnostics, "silver table", name, file, text, value.into_inner(), span);
+        insert_value(&mut out.silver, &mut out.diagnostics, &Site { kind: "silver table", file, text }, name, value.into_inner(), span);
     }
     for (name, value) in doc.gold {
         let span = value.span();
-        insert_value(&mut out.gold, &mut out.diagnostics, "gold model", name, file, text, value.into_inner(), span);
+        insert_value(&mut out.gold, &mut out.diagnostics, &Site { kind: "gold model", file, text }, name, value.into_inner(), span);
     }
 }
 
@@ -147,37 +147,31 @@ fn section_files(root: &Path, dir: &str, diags: &mut Vec<Diagnostic>) -> Vec<(St
     out
 }
 
-fn whole_file(text: &str) -> std::ops::Range<usize> {
-    0..text.len()
+/// Where specs are being read from: their kind (for messages), file and its text.
+struct Site<'a> {
+    kind: &'a str,
+    file: &'a Path,
+    text: &'a str,
 }
 
-/// Parses a whole file as one spec and inserts it.
-fn insert<T: DeserializeOwned>(
-    map: &mut BTreeMap<String, Located<T>>,
-    diags: &mut Vec<Diagnostic>,
-    kind: &str,
-    name: String,
-    file: &Path,
-    text: &str,
-    span: std::ops::Range<usize>,
-) {
-    match toml::from_str::<toml::Value>(text) {
-        Ok(value) => insert_value(map, diags, kind, name, file, text, value, span),
-        Err(e) => diags.push(toml_error(file, text, &format!("{kind} `{name}`"), &e)),
+/// Parses a whole file as one spec named `name` and inserts it.
+fn insert_file<T: DeserializeOwned>(map: &mut BTreeMap<String, Located<T>>, diags: &mut Vec<Diagnostic>, site: &Site<'_>, name: String) {
+    match toml::from_str::<toml::Value>(site.text) {
+        Ok(value) => insert_value(map, diags, site, name, value, 0..site.text.len()),
+        Err(e) => diags.push(toml_error(site.file, site.text, &format!("{} `{name}`", site.kind), &e)),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Inserts the spec `name` declared by `value` at `span` of the site's text.
 fn insert_value<T: DeserializeOwned>(
     map: &mut BTreeMap<String, Located<T>>,
     diags: &mut Vec<Diagnostic>,
-    kind: &str,
+    site: &Site<'_>,
     name: String,
-    file: &Path,
-    text: &str,
     value: toml::Value,
     span: std::ops::Range<usize>,
 ) {
+    let Site { kind, file, text } = *site;
     let subject = format!("{kind} `{name}`");
     let line = Some(line_of(text, span.start));
     if let Some(prev) = map.get(&name) {
