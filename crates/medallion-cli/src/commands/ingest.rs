@@ -15,7 +15,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
     let src = project.source(source)?;
     let now = chrono_now();
     let mut rows = vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
-    for file in files {
+    for (i, file) in files.iter().enumerate() {
         let content = if file == "-" {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
@@ -24,7 +24,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
             std::fs::read(file).with_context(|| format!("cannot read {file}"))?
         };
         let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
-        let outcome = ingest(&lake, &src.name, src.format, file, content, now).await;
+        let outcome = ingest(&lake, &src.name, src.format, file, content, medallion::orchestration::run::later(now, i)).await;
         if let Some(pb) = progress {
             pb.finish_and_clear();
         }

@@ -31,18 +31,21 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         "files".into(),
         "bytes".into(),
         "dead letter".into(),
+        "last run".into(),
     ]];
     for (layer, name, owner) in &entries {
         let t = Table::open(&lake, *layer, name).await?;
         let rows_n = count_rows(&ctx, *layer, name).await?;
         let (files, bytes) = t.files()?;
+        let info = t.last_commit_info().await?;
+        let last_run = info.get("medallion").and_then(|m| m.get("run_id")).and_then(|r| r.as_str()).map(str::to_string);
         let dead = if *layer == Layer::Silver { Some(count_rows(&ctx, Layer::Quarantine, name).await?) } else { None };
         if g.format == Format::Json {
             json_line(
                 "table",
                 serde_json::json!({
                     "layer": layer, "table": name, "owner": owner, "rows": rows_n, "version": t.version(),
-                    "files": files, "bytes": bytes, "dead_letter_rows": dead,
+                    "files": files, "bytes": bytes, "dead_letter_rows": dead, "last_run": last_run,
                 }),
             )?;
         }
@@ -55,6 +58,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
             files.to_string(),
             thousands(bytes),
             dead.map_or("-".into(), thousands),
+            last_run.unwrap_or_else(|| "-".into()),
         ]);
     }
     if g.format == Format::Json {

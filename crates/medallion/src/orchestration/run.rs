@@ -28,6 +28,11 @@ pub fn now() -> Now {
     chrono::Utc::now()
 }
 
+/// `now` plus `i` microseconds: distinct, ordered ingest times for inputs given together.
+pub fn later(now: Now, i: usize) -> Now {
+    now + chrono::Duration::microseconds(i64::try_from(i).unwrap_or(i64::MAX))
+}
+
 /// Settings of a run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -193,7 +198,9 @@ async fn ingest_paths(project: &Project, lake: &Lake, source: &crate::project::S
             }
             let content = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
             let shown = path.strip_prefix(&project.root).unwrap_or(&path).display().to_string();
-            out.push(ingest(lake, &source.name, source.format, &shown, content, opts.now).await?);
+            // Files given together get strictly increasing ingest times in their (sorted) order,
+            // so duplicates across them resolve by that order, not by random batch ids.
+            out.push(ingest(lake, &source.name, source.format, &shown, content, later(opts.now, out.len())).await?);
         }
     }
     Ok(out)
