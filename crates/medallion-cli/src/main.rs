@@ -59,15 +59,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
 }
 
 fn init_tracing(quiet: u8, verbose: u8) {
-    let level = match (quiet, verbose) {
+    // Other crates (delta-rs, DataFusion) log internal details users cannot act on: keep them one
+    // level quieter than medallion's own messages.
+    let directives = match (quiet, verbose) {
         (q, _) if q > 0 => "error",
-        (_, 0) => "warn",
-        (_, 1) => "info",
-        (_, 2) => "debug",
-        _ => "trace",
+        (_, 0) => "error,medallion=warn",
+        (_, 1) => "warn,medallion=info",
+        (_, 2) => "info,medallion=debug",
+        _ => "debug,medallion=trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,medallion={level}")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
 }
