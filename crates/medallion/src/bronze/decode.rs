@@ -174,6 +174,8 @@ pub fn decode_batch(
 struct ChunkBuilder<'w> {
     wanted: &'w [String],
     chunk: RawChunk,
+    /// Byte range of each wanted field's value in the current line (reused across lines).
+    slots: Vec<Option<Range<usize>>>,
 }
 
 impl<'w> ChunkBuilder<'w> {
@@ -188,6 +190,7 @@ impl<'w> ChunkBuilder<'w> {
                 text: String::new(),
                 spans: Vec::with_capacity(rows),
             },
+            slots: vec![None; wanted.len() + 4],
         }
     }
 
@@ -226,18 +229,20 @@ impl<'w> ChunkBuilder<'w> {
             return;
         }
         let n = self.wanted.len();
-        let mut slots: Vec<Option<&RawValue>> = vec![None; n + 4];
+        self.slots.fill(None);
         let parsed = {
             let mut de = serde_json::Deserializer::from_str(text);
-            let r = Extract { wanted: self.wanted, slots: &mut slots }.deserialize(&mut de);
+            let r = Extract { wanted: self.wanted, base: text.as_ptr() as usize, slots: &mut self.slots }.deserialize(&mut de);
             r.and_then(|()| de.end())
         };
+        let slots = &self.slots;
+        let value = |i: usize| slots[i].clone().map(|r| &text[r]);
         if let Err(e) = parsed {
             bad.push(BadLine { line, raw: text.to_string(), rule: "invalid_json", message: format!("line {line} is not valid JSON: {e}") });
             return;
         }
-        if let Some(corrupt) = slots[n + 3] {
-            let original = serde_json::from_str::<String>(corrupt.get()).unwrap_or_else(|_| corrupt.get().to_string());
+        if let Some(corrupt) = value(n + 3) {
+            let original = serde_json::from_str::<String>(corrupt).unwrap_or_else(|_| corrupt.to_string());
             bad.push(BadLine {
                 line,
                 raw: original,
@@ -246,11 +251,11 @@ impl<'w> ChunkBuilder<'w> {
             });
             return;
         }
-        for (field, slot) in self.chunk.fields.iter_mut().zip(&slots[..n]) {
-            push_token(field, *slot);
+        for (i, field) in self.chunk.fields.iter_mut().enumerate() {
+            push_token(field, value(i));
         }
-        for (field, slot) in self.chunk.provenance.iter_mut().zip(&slots[n..n + 3]) {
-            push_token(field, *slot);
+        for (i, field) in self.chunk.provenance.iter_mut().enumerate() {
+            push_token(field, value(n + i));
         }
         let start = u32::try_from(self.chunk.text.len()).unwrap_or(u32::MAX);
         self.chunk.text.push_str(text);
@@ -260,12 +265,11 @@ impl<'w> ChunkBuilder<'w> {
     }
 }
 
-fn push_token(field: &mut RawField, value: Option<&RawValue>) {
-    let Some(value) = value else {
+fn push_token(field: &mut RawField, raw: Option<&str>) {
+    let Some(raw) = raw else {
         field.push(Kind::Missing, "");
         return;
     };
-    let raw = value.get();
     match raw.as_bytes().first() {
         Some(b'"') => {
             let inner = &raw[1..raw.len() - 1];
@@ -296,12 +300,14 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 
 /// Extracts the wanted fields (then `_batch_id`, `_ingested_at`, `_source`, `_corrupt_record`)
 /// of one JSON object as raw values; the last occurrence of a duplicated key wins.
-struct Extract<'a, 'w> {
+struct Extract<'w> {
     wanted: &'w [String],
-    slots: &'w mut Vec<Option<&'a RawValue>>,
+    /// Address of the line's first byte: values are recorded as ranges relative to it.
+    base: usize,
+    slots: &'w mut [Option<Range<usize>>],
 }
 
-impl<'de, 'w> DeserializeSeed<'de> for Extract<'de, 'w> {
+impl<'de, 'w> DeserializeSeed<'de> for Extract<'w> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -309,7 +315,7 @@ impl<'de, 'w> DeserializeSeed<'de> for Extract<'de, 'w> {
     }
 }
 
-impl<'de, 'w> Visitor<'de> for Extract<'de, 'w> {
+impl<'de, 'w> Visitor<'de> for Extract<'w> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,7 +325,11 @@ impl<'de, 'w> Visitor<'de> for Extract<'de, 'w> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(slot) = map.next_key_seed(KeySlot { wanted: self.wanted })? {
             match slot {
-                Some(i) => self.slots[i] = Some(map.next_value::<&'de RawValue>()?),
+                Some(i) => {
+                    let raw = map.next_value::<&'de RawValue>()?.get();
+                    let start = raw.as_ptr() as usize - self.base;
+                    self.slots[i] = Some(start..start + raw.len());
+                }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
