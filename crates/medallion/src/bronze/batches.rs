@@ -40,9 +40,15 @@ pub async fn list(lake: &Lake, source: &str) -> Result<Vec<BatchFile>> {
 /// Reads each batch's first `_ingested_at` and sorts oldest first (unreadable ones last, by path).
 pub async fn order_by_ingestion(lake: &Lake, mut files: Vec<BatchFile>) -> Result<Vec<BatchFile>> {
     for file in &mut files {
-        if let Some(bytes) = lake.get(&file.path).await? {
-            file.ingested_at = first_ingested_at(&bytes);
-        }
+        // The first line is within the first 64 KiB unless a record is huge: then read it all.
+        file.ingested_at = match lake.get_prefix(&file.path, 64 * 1024).await? {
+            Some(head) => match first_ingested_at(&head) {
+                Some(t) => Some(t),
+                None if (head.len() as u64) < file.size => lake.get(&file.path).await?.and_then(|b| first_ingested_at(&b)),
+                None => None,
+            },
+            None => None,
+        };
     }
     files.sort_by(|a, b| match (&a.ingested_at, &b.ingested_at) {
         (Some(x), Some(y)) => x.cmp(y).then_with(|| a.path.cmp(&b.path)),
@@ -63,4 +69,26 @@ fn first_ingested_at(gz: &[u8]) -> Option<String> {
         ingested_at: String,
     }
     serde_json::from_str::<First>(&line).ok().map(|f| f.ingested_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn reads_the_first_ingest_time_from_a_prefix_of_the_file() {
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&format!("{{\"_ingested_at\": \"2024-03-0{}T00:00:00+00:00\", \"n\": {i}}}\n", 1 + i % 2));
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).expect("gz");
+        let gz = e.finish().expect("gz");
+        assert!(gz.len() > 4096);
+        assert_eq!(first_ingested_at(&gz[..4096]).as_deref(), Some("2024-03-01T00:00:00+00:00"));
+        assert_eq!(first_ingested_at(&gz[..20]), None, "too short for a whole line");
+        assert_eq!(first_ingested_at(b"not gzip"), None);
+    }
 }

@@ -107,6 +107,24 @@ impl Lake {
         }
     }
 
+    /// Reads at most the first `len` bytes of an object, `None` if it does not exist.
+    pub async fn get_prefix(&self, path: &str, len: u64) -> Result<Option<Bytes>> {
+        let location = ObjectPath::from(path);
+        let size = match self.store.head(&location).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(storage(path, source)),
+        };
+        if size == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        match self.store.get_range(&location, 0..size.min(len)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(storage(path, source)),
+        }
+    }
+
     /// Writes an object atomically, replacing any previous one.
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         self.store
