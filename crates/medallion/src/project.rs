@@ -241,7 +241,16 @@ impl Project {
                         rendered.insert(n.clone(), (r, g.clone(), file, refresh, sla));
                     }
                 }
-                Err(message) => diags.push(Diagnostic::new(&file, &subject, message)),
+                Err(message) => {
+                    // Point at the offending reference: `ref('x')` or `x` quoted in the message.
+                    let needle = message
+                        .split_once("ref('")
+                        .and_then(|(_, rest)| rest.split_once("')"))
+                        .map(|(name, _)| format!("ref('{name}')"))
+                        .or_else(|| message.split('`').nth(1).map(str::to_string));
+                    let line = needle.and_then(|n| line_of(&file, &n, None).filter(|_| text_of(&file).contains(&n)));
+                    diags.push(Diagnostic::new(&file, &subject, message).with_line(line));
+                }
             }
         }
         let deps: BTreeMap<String, Vec<String>> = rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
