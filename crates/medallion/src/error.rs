@@ -75,6 +75,22 @@ pub enum Error {
         message: String,
     },
 
+    /// `init` found a project where it would write one.
+    #[error("{} already holds a project; init never overwrites (hint: choose an empty directory)", path.display())]
+    ProjectExists {
+        /// The existing project file.
+        path: PathBuf,
+    },
+
+    /// Another run is working on the same table right now.
+    #[error("`{table}`: {message} (hint: wait for the other run to finish, then run again)")]
+    Busy {
+        /// The table, as `layer/name`.
+        table: String,
+        /// What collided.
+        message: String,
+    },
+
     /// A name given on the command line is not declared in the project.
     #[error("unknown {kind} `{name}`{}", hint(.known))]
     Unknown {

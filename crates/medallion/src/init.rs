@@ -18,11 +18,7 @@ const PATHS_ON: &str = "paths = [\"landing/*.ndjson\"]";
 pub fn init(dir: &Path) -> Result<Vec<PathBuf>> {
     let main = dir.join("medallion.toml");
     if main.exists() {
-        return Err(Error::Ingest {
-            source_name: String::new(),
-            input: main.display().to_string(),
-            message: "a project already exists here; init never overwrites".into(),
-        });
+        return Err(Error::ProjectExists { path: main });
     }
     if !MEDALLION_TOML.contains(PATHS_OFF) {
         return Err(Error::Internal("the example project lost its paths line".into()));

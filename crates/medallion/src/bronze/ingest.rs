@@ -230,7 +230,12 @@ fn csv_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) {
                     }
                     obj.push_str(&json_string(&key));
                     obj.push_str(": ");
-                    obj.push_str(&json_string(&String::from_utf8_lossy(value)));
+                    // CSV cannot tell an empty value from a missing one: an empty cell is null.
+                    if value.is_empty() {
+                        obj.push_str("null");
+                    } else {
+                        obj.push_str(&json_string(&String::from_utf8_lossy(value)));
+                    }
                 }
                 obj.push('}');
                 emit(Record::Object(&obj));
@@ -270,10 +275,10 @@ mod tests {
         let (out, n, _) = to_ndjson(SourceFormat::Json, b"[{\"a\": 1}, {\"a\": \"2\"}]", P);
         assert_eq!(n, 2);
         assert!(out.starts_with("{\"a\": 1, "));
-        let (out, n, _) = to_ndjson(SourceFormat::Csv, b"a,b\n1,x\n2,\"y,z\",extra\n", P);
+        let (out, n, _) = to_ndjson(SourceFormat::Csv, b"a,b\n1,\n2,\"y,z\",extra\n", P);
         assert_eq!(n, 2);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], "{\"a\": \"1\", \"b\": \"x\", \"_batch_id\": \"b\"}");
+        assert_eq!(lines[0], "{\"a\": \"1\", \"b\": null, \"_batch_id\": \"b\"}");
         assert_eq!(lines[1], "{\"a\": \"2\", \"b\": \"y,z\", \"_extra_2\": \"extra\", \"_batch_id\": \"b\"}");
     }
 }

@@ -60,6 +60,9 @@ pub async fn record(lake: &Lake, table: &str, intent: &Intent) -> Result<()> {
     if lake.put_if_absent(&path, bytes).await? {
         Ok(())
     } else {
-        Err(Error::Internal(format!("ledger entry {path} already exists; another run may be promoting `{table}`")))
+        Err(Error::Busy {
+            table: format!("silver/{table}"),
+            message: format!("promotion {} was just recorded by another run ({path})", intent.version),
+        })
     }
 }
