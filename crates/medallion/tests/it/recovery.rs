@@ -67,3 +67,36 @@ async fn a_silver_table_deleted_by_hand_is_reported_not_silently_repromoted() {
     assert!(s.failed[0].error.contains("the ledger records 3 promotions but the table has only 0"), "{}", s.failed[0].error);
     assert_eq!(s.skipped, vec!["gold/daily_revenue".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_with_only_rejects_still_completes_its_promotion() {
+    let env = Env::new().await;
+    let (batches, _) = sample(2_000, 1, 21);
+    env.land(&batches[0]);
+    env.run().await;
+    let bad = "{\"_batch_id\": \"b9\", \"_ingested_at\": \"2030-01-01T00:00:00.000000+00:00\", \"_source\": \"orders\", \"order_id\": \"C-1\"}\nnot json\n";
+    crate::common::write_gz(&env.lake_dir().join("bronze/orders/2030-01-01/b9.ndjson.gz"), bad.as_bytes());
+    let s = env.run().await;
+    assert_eq!((s.totals.read, s.totals.rejected, s.totals.promoted), (2, 2, 0));
+    // The promotion is recorded as done: the next runs find nothing pending and no open intent.
+    for _ in 0..2 {
+        let again = env.run().await;
+        assert!(again.silver.is_empty(), "{:?}", again.silver);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table() {
+    let env = Env::new().await;
+    crate::common::write_gz(&env.lake_dir().join("bronze/orders/2030-01-01/b1.ndjson.gz"), b"[1]\n{}\n");
+    let s = env.run().await;
+    assert_eq!((s.totals.read, s.totals.rejected), (2, 2));
+    assert_eq!(s.silver[0].silver_version, Some(0));
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await, 0);
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM gold.daily_revenue").await, 0);
+    let (batches, expected) = sample(2_000, 1, 22);
+    env.land(&batches[0]);
+    let s = env.run().await;
+    assert_eq!(s.silver.len(), 1);
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
+}
