@@ -38,6 +38,8 @@ pub async fn session(lake: &Lake, project: &Project) -> Result<SessionContext> {
         let p = provider(lake, &ctx, Layer::Gold, &g.name, g.schema.clone()).await?;
         register(&ctx, &g.name, Arc::clone(&p))?;
         register(&ctx, &format!("gold.{}", g.name), p)?;
+        let q = provider(lake, &ctx, Layer::Quarantine, &g.name, quarantine::schema()).await?;
+        register(&ctx, &format!("quarantine.{}", g.name), q)?;
     }
     Ok(ctx)
 }

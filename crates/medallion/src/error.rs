@@ -128,6 +128,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// A `fail` expectation failed: nothing of this run was published for the node.
+    #[error("quality gate failed for {node}: {failed}; nothing was published and dependents were not run")]
+    GateFailed {
+        /// `silver/<table>` or `gold/<model>`.
+        node: String,
+        /// The failed expectations with their counts.
+        failed: String,
+    },
+
     /// A bug in medallion.
     #[error("internal error (this is a bug in medallion): {0}")]
     Internal(String),

@@ -15,6 +15,8 @@
 //! - **contract**: a silver table's typed columns, transforms and checks.
 //! - **promotion**: one pass of pending batches into a silver table, recorded as an intent in the
 //!   ledger and committed with a Delta application transaction.
+//! - **expectation / gate**: a row rule with an action (warn, drop, fail) checked on a run's
+//!   candidate data before it is committed.
 //! - **model**: a gold SQL query over silver and gold tables.
 //! - **run**: one execution of the whole project, recorded in the run log.
 //!
@@ -31,6 +33,7 @@ pub mod init;
 pub mod observability;
 pub mod orchestration;
 pub mod project;
+pub mod quality;
 pub mod sample;
 pub mod silver;
 pub mod spec;

@@ -71,6 +71,8 @@ pub struct GoldModel {
     pub description: Option<String>,
     /// Output schema, from planning.
     pub schema: SchemaRef,
+    /// Expectations checked on its result before it is written.
+    pub gates: Vec<crate::quality::gates::Gate>,
 }
 
 /// A loaded, valid project.
@@ -279,6 +281,16 @@ impl Project {
                     Ok(df) => {
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                         register_empty(&ctx, n, schema.clone())?;
+                        let gates = match crate::quality::gates::compile(&g.spec.expectations, &schema) {
+                            Ok(gates) => gates,
+                            Err(errors) => {
+                                for (name, message) in errors {
+                                    let line = line_of(&g.file, &format!("\"{name}\""), g.line);
+                                    diags.push(Diagnostic::new(&g.file, format!("gold model `{n}`, expectations"), message).with_line(line));
+                                }
+                                Vec::new()
+                            }
+                        };
                         gold.insert(
                             n.clone(),
                             GoldModel {
@@ -291,6 +303,7 @@ impl Project {
                                 sla,
                                 description: g.spec.description.clone(),
                                 schema,
+                                gates,
                             },
                         );
                     }

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use medallion::orchestration::run::{RunOptions, RunSummary, now, run as run_project};
+use medallion::spec::Action;
 
 use super::{open, spinner, threads};
 use crate::Outcome;
@@ -94,6 +95,23 @@ fn print_text(s: &RunSummary, timings: bool) {
         ]);
     }
     if !s.gold.is_empty() {
+        print!("\n{}", table(&rows));
+    }
+    let mut rows = vec![vec!["expectation".to_string(), "node".into(), "action".into(), "failing".into(), "checked".into(), "result".into()]];
+    let silver = s.silver.iter().map(|p| (format!("silver/{}", p.table), &p.expectations));
+    let gold = s.gold.iter().map(|b| (format!("gold/{}", b.model), &b.expectations));
+    for (node, results) in silver.chain(gold) {
+        for e in results {
+            let (action, outcome) = match e.action {
+                Action::Warn => ("warn", "warned"),
+                Action::Drop => ("drop", "dropped"),
+                Action::Fail => ("fail", "FAILED"),
+            };
+            let result = if e.passed() { "pass" } else { outcome };
+            rows.push(vec![e.name.clone(), node.clone(), action.into(), thousands(e.failing_rows), thousands(e.rows_checked), result.into()]);
+        }
+    }
+    if rows.len() > 1 {
         print!("\n{}", table(&rows));
     }
     let t = &s.totals;

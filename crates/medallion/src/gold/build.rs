@@ -9,9 +9,15 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::project::{GoldModel, Project};
+use crate::quality::gates::{GateResult, enforce};
+use crate::silver::quarantine::{self, Reason, Rejected};
+use crate::spec::Action;
 use crate::storage::delta::{Table, WriteOptions};
 use crate::storage::{Lake, Layer};
 
@@ -28,6 +34,10 @@ pub struct Build {
     pub version: Option<i64>,
     /// Versions of the tables it read.
     pub inputs: BTreeMap<String, Option<i64>>,
+    /// Expectation results on the result rows (empty when up to date).
+    pub expectations: Vec<GateResult>,
+    /// Rows dropped by `drop` expectations into `quarantine/<model>`.
+    pub dropped: u64,
     /// Milliseconds spent.
     pub duration_ms: u64,
 }
@@ -42,7 +52,13 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
         let t = Table::open(lake, layer, r).await?;
         inputs.insert(format!("{layer}/{r}"), t.version());
     }
-    let sql_hash: String = Sha256::digest(model.sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    // The fingerprint covers the SQL and the expectations: changing either rebuilds the model.
+    let mut hasher = Sha256::new();
+    hasher.update(model.sql.as_bytes());
+    for g in &model.gates {
+        hasher.update(format!("\0{}\0{:?}\0{}", g.name, g.action, g.sql).as_bytes());
+    }
+    let sql_hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let fingerprint = json!({ "inputs": inputs, "sql_sha256": sql_hash });
     let table = Table::open(lake, Layer::Gold, &model.name).await?;
     if table.exists() {
@@ -50,23 +66,104 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
         if info.get("medallion").and_then(|m| m.get("fingerprint")) == Some(&fingerprint) {
             let ctx = catalog::session(lake, project).await?;
             let rows = catalog::count_rows(&ctx, Layer::Gold, &model.name).await?;
-            return Ok(Build { model: model.name.clone(), rebuilt: false, rows, version: table.version(), inputs, duration_ms: ms(t0) });
+            return Ok(Build {
+                model: model.name.clone(),
+                rebuilt: false,
+                rows,
+                version: table.version(),
+                inputs,
+                expectations: Vec::new(),
+                dropped: 0,
+                duration_ms: ms(t0),
+            });
         }
     }
     let ctx = catalog::session(lake, project).await?;
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
     let df = ctx.sql(&model.sql).await.map_err(|e| Error::sql(&context, e))?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
+    // Write-audit-publish: expectations run on the result before anything is written.
+    let (batches, dropped, expectations) = audit(model, batches)?;
+    enforce(&format!("gold/{}", model.name), &expectations)?;
+    if !dropped.is_empty() {
+        let now = chrono::Utc::now().timestamp_micros();
+        let q = Table::open(lake, Layer::Quarantine, &model.name).await?;
+        q.write(vec![quarantine::to_batch(&dropped, now, run_id)?], WriteOptions::default()).await?;
+    }
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let batches = if batches.is_empty() {
-        vec![datafusion::arrow::array::RecordBatch::new_empty(model.schema.clone())]
+        vec![RecordBatch::new_empty(model.schema.clone())]
     } else {
         batches
     };
     let metadata: HashMap<String, Value> =
         HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
     let table = table.write(batches, WriteOptions { overwrite: true, metadata, ..Default::default() }).await?;
-    Ok(Build { model: model.name.clone(), rebuilt: true, rows, version: table.version(), inputs, duration_ms: ms(t0) })
+    Ok(Build {
+        model: model.name.clone(),
+        rebuilt: true,
+        rows,
+        version: table.version(),
+        inputs,
+        dropped: dropped.len() as u64,
+        expectations,
+        duration_ms: ms(t0),
+    })
+}
+
+/// Evaluates the model's expectations on its result: returns the rows to publish, the rows
+/// `drop` expectations removed (as dead-letter records), and every expectation's result.
+fn audit(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Vec<Rejected>, Vec<GateResult>)> {
+    let mut results: Vec<GateResult> = model.gates.iter().map(|g| g.result()).collect();
+    if model.gates.is_empty() {
+        return Ok((batches, Vec::new(), results));
+    }
+    let mut kept = Vec::with_capacity(batches.len());
+    let mut dropped = Vec::new();
+    for batch in batches {
+        let n = batch.num_rows();
+        let mut reasons: Vec<Vec<Reason>> = vec![Vec::new(); n];
+        for (gate, result) in model.gates.iter().zip(results.iter_mut()) {
+            let fails = gate.failing(&batch)?;
+            result.rows_checked += n as u64;
+            result.failing_rows += fails.iter().filter(|&&f| f).count() as u64;
+            if gate.action == Action::Drop {
+                for r in (0..n).filter(|&r| fails[r]) {
+                    reasons[r].push(Reason { column: None, rule: gate.name.clone(), message: format!("expectation `{}` failed: {}", gate.name, gate.sql) });
+                }
+            }
+        }
+        let drop_mask: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
+        if !drop_mask.iter().any(|&d| d) {
+            kept.push(batch);
+            continue;
+        }
+        let keep = BooleanArray::from(drop_mask.iter().map(|d| !d).collect::<Vec<_>>());
+        kept.push(filter_record_batch(&batch, &keep).map_err(|e| Error::arrow("dropping gold rows", e))?);
+        let gone = filter_record_batch(&batch, &BooleanArray::from(drop_mask)).map_err(|e| Error::arrow("dropping gold rows", e))?;
+        let mut buf = Vec::new();
+        {
+            // Every column, nulls included: the dead letter keeps the whole row.
+            let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
+            writer.write(&gone).map_err(|e| Error::arrow("dropped gold rows as JSON", e))?;
+            writer.finish().map_err(|e| Error::arrow("dropped gold rows as JSON", e))?;
+        }
+        let lines = String::from_utf8_lossy(&buf).lines().map(str::to_string).collect::<Vec<_>>();
+        for (raw, why) in lines.into_iter().zip(reasons.into_iter().filter(|r| !r.is_empty())) {
+            dropped.push(Rejected {
+                raw,
+                reasons: why,
+                batch_id: String::new(),
+                source: format!("gold/{}", model.name),
+                source_file: model.file.display().to_string(),
+                line: 0,
+                ingested_at: None,
+            });
+        }
+    }
+    Ok((kept, dropped, results))
 }
 
 fn ms(t: Instant) -> u64 {

@@ -9,6 +9,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
 use crate::bronze::{BATCH_ID, INGESTED_AT, SOURCE};
+use crate::quality::gates::Gate;
 use crate::spec::{ColumnType, SilverSpec};
 
 /// Arrow type of a contract column.
@@ -64,6 +65,8 @@ pub struct Contract {
     pub checks: Vec<Check>,
     /// The silver schema: contract columns, then `_batch_id`, `_ingested_at`, `_source`.
     pub schema: SchemaRef,
+    /// Expectations checked on rows that satisfy the contract.
+    pub gates: Vec<Gate>,
 }
 
 /// A problem compiling a contract: what it is about and what is wrong.
@@ -152,7 +155,16 @@ impl Contract {
                 Err(message) => errors.push(ContractError { subject: "checks".into(), message: format!("check `{sql}`: {message}"), needle: Some(sql.clone()) }),
             }
         }
-        if errors.is_empty() { Ok(Contract { columns, checks, schema }) } else { Err(errors) }
+        let gates = match crate::quality::gates::compile(&spec.expectations, &schema) {
+            Ok(g) => g,
+            Err(es) => {
+                for (name, message) in es {
+                    errors.push(ContractError { subject: "expectations".into(), message, needle: Some(format!("\"{name}\"")) });
+                }
+                Vec::new()
+            }
+        };
+        if errors.is_empty() { Ok(Contract { columns, checks, schema, gates }) } else { Err(errors) }
     }
 
     /// Names of the contract columns.

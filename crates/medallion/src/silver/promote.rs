@@ -24,6 +24,7 @@ use crate::bronze::decode::decode_batch;
 use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
 use crate::project::SilverTable;
+use crate::quality::gates::{GateResult, enforce};
 use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
 
@@ -55,6 +56,8 @@ pub struct Promotion {
     pub silver_version: Option<i64>,
     /// Quarantine version after this promotion's commit (if any rejects).
     pub quarantine_version: Option<i64>,
+    /// Expectation results over the promotion's candidate rows.
+    pub expectations: Vec<GateResult>,
     /// Stage timings in milliseconds.
     pub timings_ms: HashMap<&'static str, u64>,
 }
@@ -126,6 +129,7 @@ struct FileResult {
     valid: Vec<RecordBatch>,
     rejected: Vec<Rejected>,
     read: u64,
+    gate_counts: Vec<(u64, u64)>,
 }
 
 async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: bool, opts: &PromoteOptions) -> Result<Promotion> {
@@ -154,11 +158,19 @@ async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: 
 
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
+    p.expectations = table.contract.gates.iter().map(|g| g.result()).collect();
     for r in results {
         p.read += r.read;
         valid.extend(r.valid);
         rejected.extend(r.rejected);
+        for (res, (checked, failing)) in p.expectations.iter_mut().zip(r.gate_counts) {
+            res.rows_checked += checked;
+            res.failing_rows += failing;
+        }
     }
+    // Write-audit-publish: a failed `fail` gate stops here, before any commit. The intent stays
+    // open, so the next run retries exactly these batches (after the data or the rule is fixed).
+    enforce(&format!("silver/{}", table.name), &p.expectations)?;
     p.rejected = rejected.len() as u64;
     let valid_rows: u64 = valid.iter().map(|b| b.num_rows() as u64).sum();
     if valid_rows + p.rejected != p.read {
@@ -278,7 +290,7 @@ fn process_file(contract: &Contract, gz: &[u8], file: &BatchFile, source: &str) 
         ingested_at: file.ingested_at.clone(),
     };
     let wanted = contract.column_names();
-    let mut out = FileResult { valid: Vec::new(), rejected: Vec::new(), read: 0 };
+    let mut out = FileResult { valid: Vec::new(), rejected: Vec::new(), read: 0, gate_counts: vec![(0, 0); contract.gates.len()] };
     let bad = decode_batch(gz, &wanted, |chunk| {
         out.read += chunk.rows() as u64;
         let v = validate(contract, &chunk, &origin)?;
@@ -286,6 +298,10 @@ fn process_file(contract: &Contract, gz: &[u8], file: &BatchFile, source: &str) 
             out.valid.push(v.valid);
         }
         out.rejected.extend(v.rejected);
+        for (total, (checked, failing)) in out.gate_counts.iter_mut().zip(v.gate_counts) {
+            total.0 += checked;
+            total.1 += failing;
+        }
         Ok(())
     })?;
     let file_ts = origin.ingested_at.as_deref().and_then(super::coerce::parse_timestamp);

@@ -14,7 +14,7 @@ use super::contract::{Contract, arrow_type};
 use super::quarantine::{Reason, Rejected};
 use crate::bronze::decode::{Kind, RawChunk, RawField};
 use crate::error::{Error, Result};
-use crate::spec::ColumnType;
+use crate::spec::{Action, ColumnType};
 
 /// Where a chunk comes from: used for provenance fallbacks and dead-letter rows.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct Validated {
     pub valid: RecordBatch,
     /// Rejected rows with reasons.
     pub rejected: Vec<Rejected>,
+    /// Per expectation of the contract: (rows checked, rows failing), over rows valid by contract.
+    pub gate_counts: Vec<(u64, u64)>,
 }
 
 /// Validates `chunk` (its fields in contract column order).
@@ -122,6 +124,24 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             *k &= !fail;
         }
     }
+    // Expectations see only rows that satisfy the contract; `drop` ones reject their failures.
+    let contract_ok = keep.clone();
+    let mut gate_counts = Vec::with_capacity(contract.gates.len());
+    let mut gate_drops: Vec<Option<Vec<bool>>> = Vec::with_capacity(contract.gates.len());
+    for gate in &contract.gates {
+        let fails = gate.failing(&batch)?;
+        let checked = contract_ok.iter().filter(|&&ok| ok).count() as u64;
+        let failing: Vec<bool> = (0..n).map(|r| contract_ok[r] && fails[r]).collect();
+        gate_counts.push((checked, failing.iter().filter(|&&f| f).count() as u64));
+        if gate.action == Action::Drop && failing.iter().any(|&f| f) {
+            for (k, f) in keep.iter_mut().zip(&failing) {
+                *k &= !f;
+            }
+            gate_drops.push(Some(failing));
+        } else {
+            gate_drops.push(None);
+        }
+    }
     let mask = BooleanArray::from(keep.clone());
     let valid = filter_record_batch(&batch, &mask).map_err(|e| Error::arrow("filtering valid rows", e))?;
 
@@ -159,6 +179,11 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
                 reasons.push(Reason { column: check.column.clone(), rule: check.rule.clone(), message });
             }
         }
+        for (gate, drops) in contract.gates.iter().zip(&gate_drops) {
+            if drops.as_ref().is_some_and(|d| d[r]) {
+                reasons.push(Reason { column: None, rule: gate.name.clone(), message: format!("expectation `{}` failed: {}", gate.name, gate.sql) });
+            }
+        }
         rejected.push(Rejected {
             raw: chunk.raw(r).to_string(),
             reasons,
@@ -169,7 +194,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             ingested_at: ingested.is_valid(r).then(|| ingested.value(r)),
         });
     }
-    Ok(Validated { valid, rejected })
+    Ok(Validated { valid, rejected, gate_counts })
 }
 
 fn shown(field: &RawField, r: usize) -> String {

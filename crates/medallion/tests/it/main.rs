@@ -3,5 +3,6 @@
 mod bad_input;
 mod common;
 mod formats;
+mod gates;
 mod pipeline;
 mod recovery;
