@@ -88,3 +88,24 @@ async fn init_sample_through_configured_paths_matches_the_generator() {
     use medallion::arrow::array::AsArray;
     assert_eq!(cents[0].column(0).as_primitive::<medallion::arrow::datatypes::Decimal128Type>().value(0), expected.amount_cents);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_silver_table_merges_correctly() {
+    let mut env = Env::new().await;
+    if let Some(t) = env.project.silver.get_mut("orders") {
+        t.partition_by = vec!["order_date".into()];
+    }
+    let (batches, expected) = sample(8_000, 4, 13);
+    for b in &batches {
+        env.land(b);
+        env.run().await;
+    }
+    assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
+    assert_eq!(env.sum_cents("SELECT sum(amount) FROM silver.orders").await, expected.amount_cents);
+    let partitions = std::fs::read_dir(env.lake_dir().join("silver/orders"))
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("order_date="))
+        .count();
+    assert_eq!(partitions, 60, "one directory per order date");
+}
