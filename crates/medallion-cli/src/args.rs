@@ -73,6 +73,12 @@ pub enum Command {
     Run,
     /// Every table's rows, Delta version, files and dead-letter count, and the last run.
     Status,
+    /// Evaluate every expectation on the published tables; exit 1 if a `fail` expectation fails.
+    Test {
+        /// Only these tables (`orders` or `silver/orders`); all when omitted.
+        #[arg(long, short = 's', num_args = 1..)]
+        select: Vec<String>,
+    },
     /// Print rows of a table: `orders`, `silver.orders`, `quarantine.orders`, `gold.daily_revenue`.
     Show {
         /// Table name.

@@ -53,6 +53,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
         Command::Run => commands::run::run(g).await,
         Command::Status => commands::status::run(g).await,
+        Command::Test { select } => commands::test::run(g, &select).await,
         Command::Show { table, limit } => commands::query::show(g, &table, limit).await,
         Command::Sql { query } => commands::query::sql(g, &query).await,
     }

@@ -5,6 +5,7 @@ pub mod init;
 pub mod query;
 pub mod run;
 pub mod status;
+pub mod test;
 pub mod validate;
 
 use anyhow::{Context, Result};

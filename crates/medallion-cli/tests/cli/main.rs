@@ -183,3 +183,31 @@ fn a_failing_gold_model_exits_1_and_stops_only_its_dependents() {
     assert!(stderr.contains("error: gold/region_numbers: gold model `region_numbers` (gold/region_numbers.sql)"), "{stderr}");
     assert!(stderr.contains("not run: gold/downstream"), "{stderr}");
 }
+
+#[test]
+fn test_evaluates_expectations_on_published_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let out = run(&["test"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches(" pass").count(), 4, "{}", text(&out.stdout));
+
+    // A stricter rule on the published data: test reports it without running the pipeline.
+    let toml = proj.join("medallion.toml");
+    let spec = std::fs::read_to_string(&toml).expect("read").replace(
+        "{ name = \"revenue_positive\", expect = \"revenue > 0 AND min_amount > 0\", action = \"fail\" }",
+        "{ name = \"revenue_positive\", expect = \"order_count > 5\", action = \"fail\" }",
+    );
+    std::fs::write(&toml, spec).expect("write");
+    let out = run(&["test"], &proj);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("revenue_positive") && stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("revenue_positive on gold/daily_revenue: sample failing rows"), "{stdout}");
+    let out = run(&["test", "--select", "orders", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "silver only: {}", text(&out.stdout));
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.iter().filter(|l| l["type"] == "expectation_result").count(), 2);
+}

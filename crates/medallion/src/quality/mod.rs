@@ -7,3 +7,4 @@
 //! ```
 
 pub mod gates;
+pub mod test;
