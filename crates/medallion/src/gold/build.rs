@@ -64,8 +64,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
     if table.exists() {
         let info = table.last_commit_info().await?;
         if info.get("medallion").and_then(|m| m.get("fingerprint")) == Some(&fingerprint) {
-            let ctx = catalog::session(lake, project).await?;
-            let rows = catalog::count_rows(&ctx, Layer::Gold, &model.name).await?;
+            let rows = table.count_rows().await?;
             return Ok(Build {
                 model: model.name.clone(),
                 rebuilt: false,

@@ -112,6 +112,25 @@ impl Table {
         self.inner.table_provider().await.map_err(|e| Error::sql(format!("reading {}", self.label), e))
     }
 
+    /// Number of rows at the latest version (0 if the table does not exist).
+    pub async fn count_rows(&self) -> Result<u64> {
+        if !self.exists {
+            return Ok(0);
+        }
+        let ctx = SessionContext::new();
+        let context = format!("counting {}", self.label);
+        ctx.register_table("t", self.provider(&ctx).await?).map_err(|e| Error::sql(&context, e))?;
+        let batches = ctx.sql("SELECT count(*) FROM t").await.map_err(|e| Error::sql(&context, e))?;
+        let batches = batches.collect().await.map_err(|e| Error::sql(&context, e))?;
+        use datafusion::arrow::array::AsArray;
+        Ok(batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .map_or(0, |b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0))
+            .try_into()
+            .unwrap_or(0))
+    }
+
     /// Writes `batches` in one commit: appended, or replacing the table's content.
     pub async fn write(self, batches: Vec<RecordBatch>, write: WriteOptions) -> Result<Table> {
         let label = self.label.clone();
