@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
@@ -69,4 +69,20 @@ pub async fn count_rows(ctx: &SessionContext, layer: Layer, name: &str) -> Resul
         .filter(|b| b.num_rows() > 0)
         .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0))
         .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Each row of `batches` as one JSON object (every column, nulls included), for dead letters and
+/// sample rows.
+pub fn json_rows(batches: &[RecordBatch], context: &str) -> Result<Vec<String>> {
+    let mut buf = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
+        for b in batches {
+            writer.write(b).map_err(|e| Error::arrow(context, e))?;
+        }
+        writer.finish().map_err(|e| Error::arrow(context, e))?;
+    }
+    Ok(String::from_utf8_lossy(&buf).lines().map(str::to_string).collect())
 }

@@ -140,16 +140,7 @@ fn audit(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatc
         let keep = BooleanArray::from(drop_mask.iter().map(|d| !d).collect::<Vec<_>>());
         kept.push(filter_record_batch(&batch, &keep).map_err(|e| Error::arrow("dropping gold rows", e))?);
         let gone = filter_record_batch(&batch, &BooleanArray::from(drop_mask)).map_err(|e| Error::arrow("dropping gold rows", e))?;
-        let mut buf = Vec::new();
-        {
-            // Every column, nulls included: the dead letter keeps the whole row.
-            let mut writer = datafusion::arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
-            writer.write(&gone).map_err(|e| Error::arrow("dropped gold rows as JSON", e))?;
-            writer.finish().map_err(|e| Error::arrow("dropped gold rows as JSON", e))?;
-        }
-        let lines = String::from_utf8_lossy(&buf).lines().map(str::to_string).collect::<Vec<_>>();
+        let lines = catalog::json_rows(&[gone], "dropped gold rows as JSON")?;
         for (raw, why) in lines.into_iter().zip(reasons.into_iter().filter(|r| !r.is_empty())) {
             dropped.push(Rejected {
                 raw,

@@ -59,18 +59,8 @@ async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> 
     let mut samples = Vec::new();
     if bad > 0 {
         let rows = collect(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await?;
-        let mut buf = Vec::new();
-        {
-            let mut w = datafusion::arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
-            for b in &rows {
-                w.write(b).map_err(|e| Error::arrow(&context, e))?;
-            }
-            w.finish().map_err(|e| Error::arrow(&context, e))?;
-        }
-        for line in String::from_utf8_lossy(&buf).lines() {
-            samples.push(serde_json::from_str(line).map_err(|e| Error::Internal(format!("{context}: {e}")))?);
+        for line in catalog::json_rows(&rows, &context)? {
+            samples.push(serde_json::from_str(&line).map_err(|e| Error::Internal(format!("{context}: {e}")))?);
         }
     }
     let mut result = gate.result();
