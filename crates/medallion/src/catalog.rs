@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
@@ -56,19 +56,6 @@ async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, s
 
 fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
     ctx.register_table(name, provider).map(|_| ()).map_err(|e| Error::sql(format!("registering `{name}`"), e))
-}
-
-/// Row count of `layer/name` in a [`session`] (0 if the table does not exist yet).
-pub async fn count_rows(ctx: &SessionContext, layer: Layer, name: &str) -> Result<u64> {
-    let sql = format!("SELECT count(*) AS n FROM {}.{name}", layer.dir());
-    let context = format!("counting {layer}/{name}");
-    let df = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
-    let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
-    Ok(batches
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0))
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
 /// Each row of `batches` as one JSON object (every column, nulls included), for dead letters and

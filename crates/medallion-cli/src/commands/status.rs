@@ -1,7 +1,6 @@
 //! `medallion status`.
 
 use anyhow::Result;
-use medallion::catalog::{count_rows, session};
 use medallion::observability::runlog;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
@@ -21,7 +20,6 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone())));
     }
     let last = runlog::recent(&lake, 1).await?.into_iter().next();
-    let ctx = session(&lake, &project).await?;
     let mut rows = vec![vec![
         "layer".to_string(),
         "table".into(),
@@ -35,11 +33,11 @@ pub async fn run(g: &Global) -> Result<Outcome> {
     ]];
     for (layer, name, owner) in &entries {
         let t = Table::open(&lake, *layer, name).await?;
-        let rows_n = count_rows(&ctx, *layer, name).await?;
+        let rows_n = t.count_rows().await?;
         let (files, bytes) = t.files()?;
         let info = t.last_commit_info().await?;
         let last_run = info.get("medallion").and_then(|m| m.get("run_id")).and_then(|r| r.as_str()).map(str::to_string);
-        let dead = if *layer == Layer::Silver { Some(count_rows(&ctx, Layer::Quarantine, name).await?) } else { None };
+        let dead = if *layer == Layer::Silver { Some(Table::open(&lake, Layer::Quarantine, name).await?.count_rows().await?) } else { None };
         if g.format == Format::Json {
             json_line(
                 "table",
