@@ -126,11 +126,11 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
     }
     // Expectations see only rows that satisfy the contract; `drop` ones reject their failures.
     let contract_ok = keep.clone();
+    let checked = contract_ok.iter().filter(|&&ok| ok).count() as u64;
     let mut gate_counts = Vec::with_capacity(contract.gates.len());
     let mut gate_drops: Vec<Option<Vec<bool>>> = Vec::with_capacity(contract.gates.len());
     for gate in &contract.gates {
         let fails = gate.failing(&batch)?;
-        let checked = contract_ok.iter().filter(|&&ok| ok).count() as u64;
         let failing: Vec<bool> = (0..n).map(|r| contract_ok[r] && fails[r]).collect();
         gate_counts.push((checked, failing.iter().filter(|&&f| f).count() as u64));
         if gate.action == Action::Drop && failing.iter().any(|&f| f) {

@@ -107,18 +107,12 @@ impl Lake {
         }
     }
 
-    /// Reads at most the first `len` bytes of an object, `None` if it does not exist.
-    pub async fn get_prefix(&self, path: &str, len: u64) -> Result<Option<Bytes>> {
-        let location = ObjectPath::from(path);
-        let size = match self.store.head(&location).await {
-            Ok(meta) => meta.size,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => return Err(storage(path, source)),
-        };
-        if size == 0 {
+    /// Reads bytes `range` of an object, `None` if it does not exist.
+    pub async fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        if range.is_empty() {
             return Ok(Some(Bytes::new()));
         }
-        match self.store.get_range(&location, 0..size.min(len)).await {
+        match self.store.get_range(&ObjectPath::from(path), range).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(source) => Err(storage(path, source)),
