@@ -77,7 +77,6 @@ pub fn thousands(n: u64) -> String {
 
 /// Prints record batches as a text grid or JSON Lines (`type: "row"`).
 pub fn batches(batches: &[RecordBatch], json: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
     if json {
         let mut buf = Vec::new();
         {
@@ -89,13 +88,11 @@ pub fn batches(batches: &[RecordBatch], json: bool) -> Result<()> {
         }
         for line in String::from_utf8(buf)?.lines() {
             let row: serde_json::Value = serde_json::from_str(line)?;
-            drop(out);
             json_line("row", serde_json::json!({ "row": row }))?;
-            out = std::io::stdout().lock();
         }
     } else {
         let text = medallion::arrow::util::pretty::pretty_format_batches(batches)?;
-        writeln!(out, "{text}")?;
+        writeln!(std::io::stdout().lock(), "{text}")?;
     }
     Ok(())
 }
