@@ -38,6 +38,9 @@ pub struct Global {
     /// Files decoded in parallel (default: the number of cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// Pin the clock (RFC 3339): ingest times, freshness checks, run ids. For tests and replays.
+    #[arg(long, global = true, env = "MEDALLION_NOW", value_name = "TIME", hide = true)]
+    pub now: Option<String>,
 }
 
 /// Output format.

@@ -109,3 +109,52 @@ mod tests {
         assert_eq!(t, "table    rows\norders  1,000\n");
     }
 }
+
+/// Expectation results as a table: name, node, kind, action, failing rows, rows checked, what was
+/// observed (table-level kinds) and the outcome (upper-case when it stopped publication).
+pub fn expectations<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::quality::gates::GateResult)>) -> Option<String> {
+    use medallion::quality::gates::Outcome;
+    let mut rows = vec![vec![
+        "expectation".to_string(),
+        "node".into(),
+        "kind".into(),
+        "action".into(),
+        "failing".into(),
+        "checked".into(),
+        "observed".into(),
+        "outcome".into(),
+    ]];
+    for (node, e) in results {
+        let outcome = match e.outcome {
+            Outcome::Fail => "FAIL".to_string(),
+            o => o.label().to_string(),
+        };
+        let dropped = if e.dropped > 0 { format!(" ({} dropped)", thousands(e.dropped)) } else { String::new() };
+        rows.push(vec![
+            e.name.clone(),
+            node.to_string(),
+            e.kind.to_string(),
+            format!("{:?}", e.action).to_lowercase(),
+            format!("{}{dropped}", thousands(e.failing_rows)),
+            thousands(e.rows_checked),
+            e.observed.clone().unwrap_or_else(|| "-".into()),
+            outcome,
+        ]);
+    }
+    (rows.len() > 1).then(|| table(&rows))
+}
+
+/// The sample failing rows of results that did not pass.
+pub fn samples<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::quality::gates::GateResult)>) -> String {
+    let mut out = String::new();
+    for (node, e) in results {
+        if e.samples.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("\n{} on {node}: sample failing rows\n", e.name));
+        for s in &e.samples {
+            out.push_str(&format!("  {s}\n"));
+        }
+    }
+    out
+}

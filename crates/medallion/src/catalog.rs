@@ -1,8 +1,8 @@
 //! Querying the lake with DataFusion: every table of the project registered in one session.
 //!
 //! Silver and gold tables are reachable by plain name (`orders`) and qualified (`silver.orders`,
-//! `gold.daily_revenue`); dead letters only qualified (`quarantine.orders`). A table not created
-//! yet reads as empty with its declared schema.
+//! `gold.daily_revenue`); dead letters only qualified (`quarantine.orders`); expectation results
+//! as `medallion.expectations`. A table not created yet reads as empty with its declared schema.
 
 use std::sync::Arc;
 
@@ -14,44 +14,58 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
+use crate::quality::results;
 use crate::silver::quarantine;
 use crate::storage::delta::Table;
 use crate::storage::{Lake, Layer};
 
 /// A session with every table of `project` in `lake` registered.
 pub async fn session(lake: &Lake, project: &Project) -> Result<SessionContext> {
-    let ctx = SessionContext::new();
-    let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Internal("no default catalog".into()))?;
-    for layer in [Layer::Silver, Layer::Gold, Layer::Quarantine] {
-        catalog
-            .register_schema(layer.dir(), Arc::new(MemorySchemaProvider::new()))
-            .map_err(|e| Error::sql("registering schemas", e))?;
-    }
+    let ctx = new_session()?;
     for t in project.silver.values() {
         let p = provider(lake, &ctx, Layer::Silver, &t.name, t.contract.schema.clone()).await?;
-        register(&ctx, &t.name, Arc::clone(&p))?;
-        register(&ctx, &format!("silver.{}", t.name), p)?;
+        register_table(&ctx, Layer::Silver, &t.name, p)?;
         let q = provider(lake, &ctx, Layer::Quarantine, &t.name, quarantine::schema()).await?;
         register(&ctx, &format!("quarantine.{}", t.name), q)?;
     }
     for g in project.gold.values() {
         let p = provider(lake, &ctx, Layer::Gold, &g.name, g.schema.clone()).await?;
-        register(&ctx, &g.name, Arc::clone(&p))?;
-        register(&ctx, &format!("gold.{}", g.name), p)?;
+        register_table(&ctx, Layer::Gold, &g.name, p)?;
         let q = provider(lake, &ctx, Layer::Quarantine, &g.name, quarantine::schema()).await?;
         register(&ctx, &format!("quarantine.{}", g.name), q)?;
+    }
+    let results = provider(lake, &ctx, Layer::System, results::TABLE, results::schema()).await?;
+    register(&ctx, &format!("medallion.{}", results::TABLE), results)?;
+    Ok(ctx)
+}
+
+/// A session with the `silver`, `gold`, `quarantine` and `medallion` schemas and no tables.
+pub fn new_session() -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Internal("no default catalog".into()))?;
+    for schema in [Layer::Silver.dir(), Layer::Gold.dir(), Layer::Quarantine.dir(), "medallion"] {
+        catalog
+            .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
+            .map_err(|e| Error::sql("registering schemas", e))?;
     }
     Ok(ctx)
 }
 
+/// Registers a silver or gold table under its plain name and qualified (`silver.orders`).
+pub fn register_table(ctx: &SessionContext, layer: Layer, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
+    register(ctx, name, Arc::clone(&provider))?;
+    register(ctx, &format!("{layer}.{name}"), provider)
+}
+
+/// An empty table of `schema`.
+pub fn empty(schema: SchemaRef, name: &str) -> Result<Arc<dyn TableProvider>> {
+    let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::sql(format!("table `{name}`"), e))?;
+    Ok(Arc::new(empty))
+}
+
 async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
     let table = Table::open(lake, layer, name).await?;
-    if table.exists() {
-        table.provider(ctx).await
-    } else {
-        let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::sql(format!("{layer}/{name}"), e))?;
-        Ok(Arc::new(empty))
-    }
+    if table.exists() { table.provider(ctx).await } else { empty(schema, &format!("{layer}/{name}")) }
 }
 
 fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {

@@ -135,6 +135,8 @@ pub enum Error {
         node: String,
         /// The failed expectations with their counts.
         failed: String,
+        /// Every expectation's result on the candidate data.
+        results: Vec<crate::quality::gates::GateResult>,
     },
 
     /// A bug in medallion.

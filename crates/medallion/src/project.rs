@@ -1,19 +1,22 @@
 //! The validated project: raw specs ([`crate::spec`]) checked as a whole, contracts compiled,
 //! gold models rendered, ordered and planned. [`Project::load`] reports every problem at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::gold::models::render;
 use crate::orchestration::dag::topological_order;
+use crate::catalog;
+use crate::quality::checks::{self, Owner, THIS, TableCheck};
+use crate::quality::gates::Gate;
 use crate::silver::contract::Contract;
 use crate::spec::{Diagnostic, Duration, Located, Refresh, SourceFormat, load_specs};
+use crate::storage::Layer;
 
 /// Default lake location, relative to the project.
 pub const DEFAULT_LAKE: &str = "./lake";
@@ -48,6 +51,12 @@ pub struct SilverTable {
     pub owner: Option<String>,
     /// Description.
     pub description: Option<String>,
+    /// Maximum staleness consumers accept (the default freshness bound).
+    pub sla: Option<Duration>,
+    /// Set- and table-level expectations, checked on the merged candidate before the commit.
+    pub checks: Vec<TableCheck>,
+    /// Other silver tables its expectations read: promoted first; their failure skips this one.
+    pub depends_on: Vec<String>,
 }
 
 /// A gold model.
@@ -59,7 +68,7 @@ pub struct GoldModel {
     pub file: PathBuf,
     /// Rendered SQL.
     pub sql: String,
-    /// Tables it reads.
+    /// Tables it reads: in its SQL and in its expectations.
     pub refs: Vec<String>,
     /// Owner.
     pub owner: String,
@@ -71,8 +80,10 @@ pub struct GoldModel {
     pub description: Option<String>,
     /// Output schema, from planning.
     pub schema: SchemaRef,
-    /// Expectations checked on its result before it is written.
-    pub gates: Vec<crate::quality::gates::Gate>,
+    /// Row-level expectations checked on its result before it is written.
+    pub gates: Vec<Gate>,
+    /// Set- and table-level expectations checked on its result before it is written.
+    pub checks: Vec<TableCheck>,
 }
 
 /// A loaded, valid project.
@@ -88,6 +99,8 @@ pub struct Project {
     pub sources: BTreeMap<String, Source>,
     /// Silver tables.
     pub silver: BTreeMap<String, SilverTable>,
+    /// Silver tables in dependency order (expectations reading other silver tables).
+    pub silver_order: Vec<String>,
     /// Gold models.
     pub gold: BTreeMap<String, GoldModel>,
     /// Gold models in dependency order.
@@ -180,6 +193,14 @@ impl Project {
                     diags.push(Diagnostic::new(&t.file, &subject, format!("partition_by column `{p}` is not in the contract")).with_line(line_of(&t.file, "partition_by", t.line)));
                 }
             }
+            let sla = match spec.sla.as_deref().map(str::parse::<Duration>) {
+                Some(Err(e)) => {
+                    diags.push(Diagnostic::new(&t.file, &subject, e).with_line(line_of(&t.file, "sla", t.line)));
+                    None
+                }
+                Some(Ok(d)) => Some(d),
+                None => None,
+            };
             match Contract::compile(spec) {
                 Ok(contract) => {
                     silver.insert(
@@ -193,6 +214,9 @@ impl Project {
                             partition_by: spec.partition_by.clone(),
                             owner: spec.owner.clone(),
                             description: spec.description.clone(),
+                            sla,
+                            checks: Vec::new(),
+                            depends_on: Vec::new(),
                         },
                     );
                 }
@@ -256,7 +280,7 @@ impl Project {
             }
         }
         let deps: BTreeMap<String, Vec<String>> = rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
-        let gold_order = match topological_order(&deps) {
+        let mut gold_order = match topological_order(&deps) {
             Ok(order) => order,
             Err(cycle) => {
                 for n in &cycle {
@@ -270,27 +294,30 @@ impl Project {
 
         // Plan every model against the silver contracts' schemas and upstream models' outputs.
         let mut gold = BTreeMap::new();
+        let mut silver_order = Vec::new();
         if diags.is_empty() {
-            let ctx = SessionContext::new();
+            let ctx = catalog::new_session()?;
             for t in silver.values() {
-                register_empty(&ctx, &t.name, t.contract.schema.clone())?;
+                catalog::register_table(&ctx, Layer::Silver, &t.name, catalog::empty(t.contract.schema.clone(), &t.name)?)?;
             }
+            let results = crate::quality::results::schema();
+            ctx.register_table("medallion.expectations", catalog::empty(results, "medallion.expectations")?)
+                .map_err(|e| Error::sql("registering medallion.expectations", e))?;
+            let mut planned = Vec::new();
             for n in &gold_order {
                 let Some((r, g, file, refresh, sla)) = rendered.remove(n) else { continue };
                 match ctx.sql(&r.sql).await {
                     Ok(df) => {
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                        register_empty(&ctx, n, schema.clone())?;
-                        let gates = match crate::quality::gates::compile(&g.spec.expectations, &schema) {
-                            Ok(gates) => gates,
-                            Err(errors) => {
-                                for (name, message) in errors {
-                                    let line = line_of(&g.file, &format!("\"{name}\""), g.line);
-                                    diags.push(Diagnostic::new(&g.file, format!("gold model `{n}`, expectations"), message).with_line(line));
-                                }
-                                Vec::new()
+                        catalog::register_table(&ctx, Layer::Gold, n, catalog::empty(schema.clone(), n)?)?;
+                        let gates = crate::quality::gates::compile(&g.spec.expectations, &schema).unwrap_or_else(|errors| {
+                            for (name, message) in errors {
+                                let line = line_of(&g.file, &format!("\"{name}\""), g.line);
+                                diags.push(Diagnostic::new(&g.file, format!("gold model `{n}`, expectations"), message).with_line(line));
                             }
-                        };
+                            Vec::new()
+                        });
+                        planned.push((n.clone(), g.clone()));
                         gold.insert(
                             n.clone(),
                             GoldModel {
@@ -304,17 +331,88 @@ impl Project {
                                 description: g.spec.description.clone(),
                                 schema,
                                 gates,
+                                checks: Vec::new(),
                             },
                         );
                     }
                     Err(e) => diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), format!("SQL does not plan: {}", e.to_string().lines().next().unwrap_or_default()))),
                 }
             }
+
+            // Set- and table-level expectations, planned with every table known.
+            for (n, t) in &specs.silver {
+                let Some(table) = silver.get_mut(n) else { continue };
+                let owner = Owner { name: n, sla: table.sla };
+                let subject = format!("silver table `{n}`, expectations");
+                match compile_checks(&ctx, &t.spec.expectations, table.contract.schema.clone(), owner).await? {
+                    Ok(compiled) => {
+                        for c in &compiled {
+                            for r in c.refs.iter().filter(|r| !specs.silver.contains_key(*r)) {
+                                diags.push(
+                                    Diagnostic::new(&t.file, &subject, format!("expectation `{}` reads `{r}`, which is not a silver table", c.name))
+                                        .with_line(line_of(&t.file, &format!("\"{}\"", c.name), t.line))
+                                        .with_hint("silver is promoted before gold is built: silver expectations may read silver tables only"),
+                                );
+                            }
+                        }
+                        table.depends_on = compiled.iter().flat_map(|c| c.refs.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+                        table.checks = compiled;
+                    }
+                    Err(errors) => {
+                        for (name, message) in errors {
+                            diags.push(Diagnostic::new(&t.file, &subject, message).with_line(line_of(&t.file, &format!("\"{name}\""), t.line)));
+                        }
+                    }
+                }
+            }
+            for (name, g) in planned {
+                let Some(model) = gold.get_mut(&name) else { continue };
+                let owner = Owner { name: &name, sla: Some(model.sla) };
+                match compile_checks(&ctx, &g.spec.expectations, model.schema.clone(), owner).await? {
+                    Ok(compiled) => {
+                        let mut refs: BTreeSet<String> = model.refs.iter().cloned().collect();
+                        refs.extend(compiled.iter().flat_map(|c| c.refs.iter().cloned()));
+                        model.refs = refs.into_iter().collect();
+                        model.checks = compiled;
+                    }
+                    Err(errors) => {
+                        for (en, message) in errors {
+                            diags.push(Diagnostic::new(&g.file, format!("gold model `{name}`, expectations"), message).with_line(line_of(&g.file, &format!("\"{en}\""), g.line)));
+                        }
+                    }
+                }
+            }
+            // Expectations add edges: order again, and report cycles they create.
+            let silver_deps: BTreeMap<String, Vec<String>> = silver.iter().map(|(n, t)| (n.clone(), t.depends_on.clone())).collect();
+            match topological_order(&silver_deps) {
+                Ok(order) => silver_order = order,
+                Err(cycle) => {
+                    for n in &cycle {
+                        if let Some(t) = specs.silver.get(n) {
+                            let message = format!("its expectations and those of the tables they read make a cycle: {}", cycle.join(" → "));
+                            diags.push(Diagnostic::new(&t.file, format!("silver table `{n}`"), message).with_line(t.line));
+                        }
+                    }
+                }
+            }
+            let gold_deps: BTreeMap<String, Vec<String>> =
+                gold.iter().map(|(n, m)| (n.clone(), m.refs.iter().filter(|r| gold.contains_key(*r)).cloned().collect())).collect();
+            match topological_order(&gold_deps) {
+                Ok(order) => gold_order = order,
+                Err(cycle) => {
+                    for n in &cycle {
+                        if let Some(g) = specs.gold.get(n) {
+                            let message = format!("its SQL and expectations make a reference cycle: {}", cycle.join(" → "));
+                            diags.push(Diagnostic::new(&g.file, format!("gold model `{n}`"), message).with_line(g.line));
+                        }
+                    }
+                }
+            }
         }
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, gold, gold_order })
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order })
     }
 
     /// Uses `lake` instead of the configured location.
@@ -331,10 +429,17 @@ impl Project {
     }
 }
 
-fn register_empty(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<()> {
-    let table = MemTable::try_new(schema, vec![vec![]]).map_err(|e| Error::sql(format!("table `{name}`"), e))?;
-    ctx.register_table(name, Arc::new(table)).map_err(|e| Error::sql(format!("table `{name}`"), e))?;
-    Ok(())
+/// Compiles `specs`' set- and table-level expectations with [`THIS`] standing for a table of
+/// `schema`.
+async fn compile_checks(
+    ctx: &SessionContext,
+    specs: &[crate::spec::ExpectationSpec],
+    schema: SchemaRef,
+    owner: Owner<'_>,
+) -> Result<Result<Vec<TableCheck>, Vec<(String, String)>>> {
+    ctx.deregister_table(THIS).map_err(|e| Error::sql("planning expectations", e))?;
+    ctx.register_table(THIS, catalog::empty(schema, THIS)?).map_err(|e| Error::sql("planning expectations", e))?;
+    Ok(checks::compile(ctx, specs, owner).await)
 }
 
 fn check_ident<T>(diags: &mut Vec<Diagnostic>, item: &Located<T>, kind: &str, name: &str) {

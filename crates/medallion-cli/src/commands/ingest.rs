@@ -5,7 +5,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use medallion::bronze::ingest::ingest;
 
-use super::{open, spinner};
+use super::{clock, open, spinner};
 use crate::Outcome;
 use crate::args::{Format, Global};
 use crate::output::{json_line, table, thousands};
@@ -13,7 +13,7 @@ use crate::output::{json_line, table, thousands};
 pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let src = project.source(source)?;
-    let now = chrono_now();
+    let now = clock(g)?;
     let mut rows = vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
     for (i, file) in files.iter().enumerate() {
         let content = if file == "-" {
@@ -38,8 +38,4 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         print!("{}", table(&rows));
     }
     Ok(Outcome::Ok)
-}
-
-fn chrono_now() -> medallion::orchestration::run::Now {
-    medallion::orchestration::run::now()
 }

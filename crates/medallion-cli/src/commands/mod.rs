@@ -22,6 +22,16 @@ pub async fn open(g: &Global) -> Result<(Project, Lake)> {
     Ok((project, lake))
 }
 
+/// The clock: `--now`/`MEDALLION_NOW` when given, else the current time.
+pub fn clock(g: &Global) -> Result<medallion::orchestration::run::Now> {
+    match &g.now {
+        None => Ok(medallion::orchestration::run::now()),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.to_utc())
+            .with_context(|| format!("invalid --now/MEDALLION_NOW `{text}`: expected an RFC 3339 time such as 2024-03-01T00:00:00Z")),
+    }
+}
+
 /// Files decoded in parallel.
 pub fn threads(g: &Global) -> usize {
     g.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)

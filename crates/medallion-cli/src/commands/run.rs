@@ -1,18 +1,18 @@
 //! `medallion run`.
 
 use anyhow::Result;
-use medallion::orchestration::run::{RunOptions, RunSummary, now, run as run_project};
-use medallion::spec::Action;
+use medallion::orchestration::run::{RunOptions, RunSummary, run as run_project};
+use medallion::quality::gates::Outcome as GateOutcome;
 
-use super::{open, spinner, threads};
+use super::{clock, open, spinner, threads};
 use crate::Outcome;
 use crate::args::{Format, Global};
-use crate::output::{json_line, table, thousands};
+use crate::output::{expectations, json_line, samples, table, thousands};
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
-    let opts = RunOptions { threads: threads(g), now: now() };
+    let opts = RunOptions { threads: threads(g), now: clock(g)? };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
@@ -97,23 +97,12 @@ fn print_text(s: &RunSummary, timings: bool) {
     if !s.gold.is_empty() {
         print!("\n{}", table(&rows));
     }
-    let mut rows = vec![vec!["expectation".to_string(), "node".into(), "action".into(), "failing".into(), "checked".into(), "result".into()]];
-    let silver = s.silver.iter().map(|p| (format!("silver/{}", p.table), &p.expectations));
-    let gold = s.gold.iter().map(|b| (format!("gold/{}", b.model), &b.expectations));
-    for (node, results) in silver.chain(gold) {
-        for e in results {
-            let (action, outcome) = match e.action {
-                Action::Warn => ("warn", "warned"),
-                Action::Drop => ("drop", "dropped"),
-                Action::Fail => ("fail", "FAILED"),
-            };
-            let result = if e.passed() { "pass" } else { outcome };
-            rows.push(vec![e.name.clone(), node.clone(), action.into(), thousands(e.failing_rows), thousands(e.rows_checked), result.into()]);
-        }
+    let results = s.expectations();
+    if let Some(t) = expectations(results.iter().map(|(n, e)| (n.as_str(), e))) {
+        print!("\n{t}");
     }
-    if rows.len() > 1 {
-        print!("\n{}", table(&rows));
-    }
+    let failing = results.iter().filter(|(_, e)| e.outcome == GateOutcome::Fail).map(|(n, e)| (n.as_str(), e));
+    print!("{}", samples(failing));
     let t = &s.totals;
     println!(
         "\naccounting: read {} = promoted {} + superseded {} + rejected {}",

@@ -5,7 +5,8 @@ use std::process::{Command, Output, Stdio};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_medallion"));
-    c.env_remove("MEDALLION_PROJECT").env_remove("MEDALLION_LAKE").env("NO_COLOR", "1");
+    // A pinned clock keeps freshness figures in golden output stable.
+    c.env_remove("MEDALLION_PROJECT").env_remove("MEDALLION_LAKE").env("NO_COLOR", "1").env("MEDALLION_NOW", "2024-03-04T06:00:00Z");
     c
 }
 
@@ -192,7 +193,7 @@ fn test_evaluates_expectations_on_published_tables() {
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let out = run(&["test"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).matches(" pass").count(), 4, "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout).matches(" pass").count(), 11, "{}", text(&out.stdout));
 
     // A stricter rule on the published data: test reports it without running the pipeline.
     let toml = proj.join("medallion.toml");
@@ -209,5 +210,14 @@ fn test_evaluates_expectations_on_published_tables() {
     let out = run(&["test", "--select", "orders", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "silver only: {}", text(&out.stdout));
     let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
-    assert_eq!(lines.iter().filter(|l| l["type"] == "expectation_result").count(), 2);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "expectation_result").count(), 5);
+    // Published data that fails a table-level gate: test reports the measured value.
+    let out = run(&["test", "--select", "orders"], &proj.clone());
+    assert!(text(&out.stdout).contains("newest 2024-03-04T06:00:00Z, 0s old"), "{}", text(&out.stdout));
+    let later = bin().args(["test", "-s", "orders"]).env("MEDALLION_NOW", "2024-03-06T06:00:00Z").current_dir(&proj).output().expect("runs");
+    assert_eq!(later.status.code(), Some(0), "freshness only warns in the example");
+    assert!(text(&later.stdout).contains("newest 2024-03-04T06:00:00Z, 2d 0h old  warn"), "{}", text(&later.stdout));
+    // Every test's results are kept in the lake.
+    let out = run(&["sql", "SELECT command, count(*) AS n FROM medallion.expectations GROUP BY command ORDER BY command"], &proj);
+    assert!(text(&out.stdout).contains("| run     | 11 |") && text(&out.stdout).contains("| test    | 37 |"), "{}", text(&out.stdout));
 }

@@ -14,6 +14,8 @@ use datafusion::arrow::compute::filter_record_batch;
 
 use crate::catalog;
 use crate::error::{Error, Result};
+use crate::orchestration::run::Now;
+use crate::quality::audit::{Stage, audit};
 use crate::project::{GoldModel, Project};
 use crate::quality::gates::{GateResult, enforce};
 use crate::silver::quarantine::{self, Reason, Rejected};
@@ -44,7 +46,7 @@ pub struct Build {
 
 /// Builds `model` unless it is up to date.
 #[tracing::instrument(skip_all, fields(model = %model.name))]
-pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &str) -> Result<Build> {
+pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &str, now: Now) -> Result<Build> {
     let t0 = Instant::now();
     let mut inputs = BTreeMap::new();
     for r in &model.refs {
@@ -57,6 +59,9 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
     hasher.update(model.sql.as_bytes());
     for g in &model.gates {
         hasher.update(format!("\0{}\0{:?}\0{}", g.name, g.action, g.sql).as_bytes());
+    }
+    for c in &model.checks {
+        hasher.update(format!("\0{}\0{:?}\0{}", c.name, c.action, c.definition).as_bytes());
     }
     let sql_hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let fingerprint = json!({ "inputs": inputs, "sql_sha256": sql_hash });
@@ -82,12 +87,19 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
     let df = ctx.sql(&model.sql).await.map_err(|e| Error::sql(&context, e))?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
     // Write-audit-publish: expectations run on the result before anything is written.
-    let (batches, dropped, expectations) = audit(model, batches)?;
-    enforce(&format!("gold/{}", model.name), &expectations)?;
+    let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
+    if !model.checks.is_empty() {
+        let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
+        let audited = audit(&ctx, &model.checks, &schema, batches, Stage::Rows, now).await?;
+        let source = format!("gold/{}", model.name);
+        dropped.extend(quarantine::from_rows(&audited.removed, audited.reasons, &source, |_| model.file.display().to_string())?);
+        expectations.extend(audited.results);
+        batches = audited.kept;
+    }
+    enforce(&format!("gold/{}", model.name), &mut expectations)?;
     if !dropped.is_empty() {
-        let now = chrono::Utc::now().timestamp_micros();
         let q = Table::open(lake, Layer::Quarantine, &model.name).await?;
-        q.write(vec![quarantine::to_batch(&dropped, now, run_id)?], WriteOptions::default()).await?;
+        q.write(vec![quarantine::to_batch(&dropped, now.timestamp_micros(), run_id)?], WriteOptions::default()).await?;
     }
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let batches = if batches.is_empty() {
@@ -110,9 +122,9 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
     })
 }
 
-/// Evaluates the model's expectations on its result: returns the rows to publish, the rows
+/// Evaluates the model's row-level expectations on its result: returns the rows to publish, the rows
 /// `drop` expectations removed (as dead-letter records), and every expectation's result.
-fn audit(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Vec<Rejected>, Vec<GateResult>)> {
+fn audit_rows(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Vec<Rejected>, Vec<GateResult>)> {
     let mut results: Vec<GateResult> = model.gates.iter().map(|g| g.result()).collect();
     if model.gates.is_empty() {
         return Ok((batches, Vec::new(), results));
@@ -128,7 +140,7 @@ fn audit(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatc
             result.failing_rows += fails.iter().filter(|&&f| f).count() as u64;
             if gate.action == Action::Drop {
                 for r in (0..n).filter(|&r| fails[r]) {
-                    reasons[r].push(Reason { column: None, rule: gate.name.clone(), message: format!("expectation `{}` failed: {}", gate.name, gate.sql) });
+                    reasons[r].push(Reason::expectation(&gate.name, &gate.sql));
                 }
             }
         }
@@ -140,18 +152,8 @@ fn audit(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatc
         let keep = BooleanArray::from(drop_mask.iter().map(|d| !d).collect::<Vec<_>>());
         kept.push(filter_record_batch(&batch, &keep).map_err(|e| Error::arrow("dropping gold rows", e))?);
         let gone = filter_record_batch(&batch, &BooleanArray::from(drop_mask)).map_err(|e| Error::arrow("dropping gold rows", e))?;
-        let lines = catalog::json_rows(&[gone], "dropped gold rows as JSON")?;
-        for (raw, why) in lines.into_iter().zip(reasons.into_iter().filter(|r| !r.is_empty())) {
-            dropped.push(Rejected {
-                raw,
-                reasons: why,
-                batch_id: String::new(),
-                source: format!("gold/{}", model.name),
-                source_file: model.file.display().to_string(),
-                line: 0,
-                ingested_at: None,
-            });
-        }
+        let why: Vec<Vec<Reason>> = reasons.into_iter().filter(|r| !r.is_empty()).collect();
+        dropped.extend(quarantine::from_rows(&[gone], why, &format!("gold/{}", model.name), |_| model.file.display().to_string())?);
     }
     Ok((kept, dropped, results))
 }

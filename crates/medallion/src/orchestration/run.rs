@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::gold::build::{Build, build};
 use crate::observability::runlog;
 use crate::project::Project;
+use crate::quality::gates::GateResult;
+use crate::quality::results;
 use crate::silver::promote::{PromoteOptions, Promotion, promote};
 use crate::storage::Lake;
 
@@ -56,6 +58,19 @@ pub struct NodeFailure {
     pub node: String,
     /// The error.
     pub error: String,
+    /// When a quality gate failed: every expectation's result on the candidate data.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expectations: Vec<GateResult>,
+}
+
+impl NodeFailure {
+    fn new(node: String, error: Error) -> NodeFailure {
+        let expectations = match &error {
+            Error::GateFailed { results, .. } => results.clone(),
+            _ => Vec::new(),
+        };
+        NodeFailure { node, error: error.to_string(), expectations }
+    }
 }
 
 /// Totals over a run's silver promotions.
@@ -105,6 +120,14 @@ impl RunSummary {
     pub fn ok(&self) -> bool {
         self.failed.is_empty()
     }
+
+    /// Every expectation evaluated in the run, with its node: promoted, built and failed nodes.
+    pub fn expectations(&self) -> Vec<(String, GateResult)> {
+        let silver = self.silver.iter().flat_map(|p| p.expectations.iter().map(move |e| (format!("silver/{}", p.table), e.clone())));
+        let gold = self.gold.iter().flat_map(|b| b.expectations.iter().map(move |e| (format!("gold/{}", b.model), e.clone())));
+        let failed = self.failed.iter().flat_map(|f| f.expectations.iter().map(move |e| (f.node.clone(), e.clone())));
+        silver.chain(gold).chain(failed).collect()
+    }
 }
 
 /// Runs the whole project. Errors that stop a node are recorded in the summary; an error
@@ -132,23 +155,24 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
         match ingest_paths(project, lake, source, opts).await {
             Ok(outcomes) => summary.ingested.extend(outcomes),
             Err(e) => {
-                summary.failed.push(NodeFailure { node: format!("bronze/{}", source.name), error: e.to_string() });
+                summary.failed.push(NodeFailure::new(format!("bronze/{}", source.name), e));
                 broken.insert(source.name.clone());
             }
         }
     }
 
-    let promote_opts = PromoteOptions { run_id: run_id.clone(), now_micros: opts.now.timestamp_micros(), threads: opts.threads };
-    for table in project.silver.values() {
-        if broken.contains(&table.source) {
+    let promote_opts = PromoteOptions { run_id: run_id.clone(), now: opts.now, threads: opts.threads };
+    for name in &project.silver_order {
+        let Some(table) = project.silver.get(name) else { continue };
+        if broken.contains(&table.source) || table.depends_on.iter().any(|d| broken.contains(d)) {
             summary.skipped.push(format!("silver/{}", table.name));
             broken.insert(table.name.clone());
             continue;
         }
-        match promote(lake, table, &promote_opts).await {
+        match promote(lake, project, table, &promote_opts).await {
             Ok(promotions) => summary.silver.extend(promotions),
             Err(e) => {
-                summary.failed.push(NodeFailure { node: format!("silver/{}", table.name), error: e.to_string() });
+                summary.failed.push(NodeFailure::new(format!("silver/{}", table.name), e));
                 broken.insert(table.name.clone());
             }
         }
@@ -161,10 +185,10 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
             broken.insert(name.clone());
             continue;
         }
-        match build(lake, project, model, &run_id).await {
+        match build(lake, project, model, &run_id, opts.now).await {
             Ok(b) => summary.gold.push(b),
             Err(e) => {
-                summary.failed.push(NodeFailure { node: format!("gold/{name}"), error: e.to_string() });
+                summary.failed.push(NodeFailure::new(format!("gold/{name}"), e));
                 broken.insert(name.clone());
             }
         }
@@ -177,6 +201,7 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
         summary.totals.rejected += p.rejected;
     }
     summary.duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
     runlog::record(lake, &summary).await?;
     Ok(summary)
 }

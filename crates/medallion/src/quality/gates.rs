@@ -1,4 +1,5 @@
-//! Compiled row-level expectations and their evaluation over Arrow batches.
+//! Row-level expectations compiled to physical expressions and evaluated over Arrow batches, the
+//! result of any expectation, and the rule that stops publication when a `fail` one failed.
 
 use std::sync::Arc;
 
@@ -10,13 +11,18 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::spec::{Action, ExpectationSpec};
+use crate::spec::{Action, Check, ExpectationSpec};
 
-/// A compiled expectation.
+/// Sample failing rows kept per expectation.
+pub const SAMPLES: usize = 3;
+
+/// A compiled row-level expectation.
 #[derive(Debug, Clone)]
 pub struct Gate {
     /// Its name.
     pub name: String,
+    /// `expect`, `not_null`, `accepted_values`, `range` or `regex`.
+    pub kind: &'static str,
     /// What a failure does.
     pub action: Action,
     /// The SQL it checks.
@@ -24,27 +30,111 @@ pub struct Gate {
     expr: Arc<dyn PhysicalExpr>,
 }
 
-/// The outcome of one expectation over a run's candidate rows.
+/// What happened to an expectation in a run or a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// It held.
+    Pass,
+    /// It failed; the data was published anyway.
+    Warn,
+    /// It failed; failing rows went to the dead letter, the rest was published.
+    Drop,
+    /// It failed; nothing of the run was published for the table.
+    Fail,
+}
+
+impl Outcome {
+    /// Lower-case name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Warn => "warn",
+            Outcome::Drop => "drop",
+            Outcome::Fail => "fail",
+        }
+    }
+}
+
+/// The outcome of one expectation over a run's candidate data (or a published table).
 #[derive(Debug, Clone, Serialize)]
 pub struct GateResult {
     /// Expectation name.
     pub name: String,
+    /// Its kind (`range`, `unique`, `freshness`…).
+    pub kind: &'static str,
     /// Its action.
     pub action: Action,
+    /// What it checks: the SQL expression or query.
+    pub definition: String,
     /// Rows it was evaluated on.
     pub rows_checked: u64,
-    /// Rows that failed it.
+    /// Rows that failed it (row- and set-level kinds; for `sql`, the rows the query returned).
     pub failing_rows: u64,
+    /// Rows removed into the dead letter by a `drop` action.
+    pub dropped: u64,
+    /// Table-level kinds: the measured value (`rows = 0`, `newest 2024-03-01T00:00:00Z, 3h old`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
+    /// Table-level kinds: whether the measured value violates the bound.
+    pub violated: bool,
+    /// A few failing rows, as JSON objects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<serde_json::Value>,
+    /// pass, warn, drop or fail.
+    pub outcome: Outcome,
 }
 
 impl GateResult {
-    /// Whether it passed.
+    /// A fresh result (passing until counts say otherwise).
+    pub fn new(name: &str, kind: &'static str, action: Action, definition: &str) -> GateResult {
+        GateResult {
+            name: name.to_string(),
+            kind,
+            action,
+            definition: definition.to_string(),
+            rows_checked: 0,
+            failing_rows: 0,
+            dropped: 0,
+            observed: None,
+            violated: false,
+            samples: Vec::new(),
+            outcome: Outcome::Pass,
+        }
+    }
+
+    /// Whether it held.
     pub fn passed(&self) -> bool {
-        self.failing_rows == 0
+        self.failing_rows == 0 && !self.violated
+    }
+
+    /// Sets [`GateResult::outcome`] from the counts and the action; call once counting is done.
+    pub fn settle(&mut self) {
+        self.outcome = match (self.passed(), self.action) {
+            (true, _) => Outcome::Pass,
+            (false, Action::Warn) => Outcome::Warn,
+            (false, Action::Drop) => Outcome::Drop,
+            (false, Action::Fail) => Outcome::Fail,
+        };
+    }
+
+    /// Adds up to [`SAMPLES`] rows of `batch` (JSON objects) as samples.
+    pub fn add_samples(&mut self, batch: &RecordBatch) -> Result<()> {
+        let room = SAMPLES.saturating_sub(self.samples.len());
+        if room == 0 || batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let context = format!("sample rows of expectation `{}`", self.name);
+        let rows = batch.slice(0, room.min(batch.num_rows()));
+        for line in crate::catalog::json_rows(&[rows], &context)? {
+            self.samples.push(serde_json::from_str(&line).map_err(|e| Error::Internal(format!("{context}: {e}")))?);
+        }
+        Ok(())
     }
 }
 
-/// Compiles `specs` against `schema`; errors are (expectation name, message).
+/// Compiles the row-level expectations of `specs` against `schema` (other kinds are compiled by
+/// [`crate::quality::checks`]); errors are (expectation name, message).
 pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate>, Vec<(String, String)>> {
     let ctx = SessionContext::new();
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| vec![(String::new(), e.to_string())])?;
@@ -56,17 +146,18 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
             errors.push((spec.name.clone(), format!("expectation `{}` is declared twice", spec.name)));
             continue;
         }
-        let compiled = spec.to_sql().and_then(|sql| {
+        let compiled = spec.check().and_then(|check| {
+            let Check::Row { kind, sql } = check else { return Ok(None) };
             let first = |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
             let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(first)?;
             let expr = ctx.create_physical_expr(expr, &df_schema).map_err(first)?;
             match expr.data_type(schema).map_err(first)? {
-                DataType::Boolean => Ok(Gate { name: spec.name.clone(), action: spec.action, sql, expr }),
+                DataType::Boolean => Ok(Some(Gate { name: spec.name.clone(), kind, action: spec.action, sql, expr })),
                 other => Err(format!("must be a boolean expression, this one gives {other}")),
             }
         });
         match compiled {
-            Ok(g) => gates.push(g),
+            Ok(g) => gates.extend(g),
             Err(message) => errors.push((spec.name.clone(), format!("expectation `{}`: {message}", spec.name))),
         }
     }
@@ -88,20 +179,27 @@ impl Gate {
 
     /// A fresh result for this gate.
     pub fn result(&self) -> GateResult {
-        GateResult { name: self.name.clone(), action: self.action, rows_checked: 0, failing_rows: 0 }
+        GateResult::new(&self.name, self.kind, self.action, &self.sql)
     }
 }
 
-/// The `fail` gates that failed, as an error naming each, or `Ok` if none did.
-pub fn enforce(node: &str, results: &[GateResult]) -> Result<()> {
+/// Settles every result, then returns the `fail` ones that failed as an error naming each (the
+/// error carries all results, for the run log), or `Ok` if none did.
+pub fn enforce(node: &str, results: &mut [GateResult]) -> Result<()> {
+    for r in results.iter_mut() {
+        r.settle();
+    }
     let failed: Vec<String> = results
         .iter()
-        .filter(|r| r.action == Action::Fail && !r.passed())
-        .map(|r| format!("`{}` ({} of {} rows failed)", r.name, r.failing_rows, r.rows_checked))
+        .filter(|r| r.outcome == Outcome::Fail)
+        .map(|r| match &r.observed {
+            Some(observed) if r.failing_rows == 0 => format!("`{}` ({observed})", r.name),
+            _ => format!("`{}` ({} of {} rows failed)", r.name, r.failing_rows, r.rows_checked),
+        })
         .collect();
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(Error::GateFailed { node: node.to_string(), failed: failed.join(", ") })
+        Err(Error::GateFailed { node: node.to_string(), failed: failed.join(", "), results: results.to_vec() })
     }
 }

@@ -1,53 +1,72 @@
 //! `medallion test`: every expectation evaluated on the published tables (like `dbt test`).
 //!
-//! Each expectation runs as SQL over the table as readers see it:
-//! `SELECT count(*) … WHERE NOT coalesce((<expectation>), false)`, plus a few sample rows.
+//! Row-level expectations run as `SELECT count(*) … WHERE NOT coalesce((<expectation>), false)`
+//! over the table as readers see it; set- and table-level ones run with `this` standing for it.
+//! Results are appended to `_medallion/expectations` with command `test`.
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use super::gates::{Gate, GateResult};
+use super::checks::{self, THIS};
+use super::gates::{Gate, GateResult, Outcome, SAMPLES};
+use super::results;
 use crate::catalog;
 use crate::error::{Error, Result};
+use crate::orchestration::run::Now;
 use crate::project::Project;
 use crate::storage::Lake;
-
-/// Sample failing rows kept per expectation.
-const SAMPLES: usize = 3;
 
 /// One expectation's outcome on a published table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestOutcome {
     /// `silver/<table>` or `gold/<model>`.
     pub node: String,
-    /// Counts and action.
+    /// Counts, action, outcome and samples.
     pub result: GateResult,
-    /// A few failing rows, as JSON objects.
-    pub samples: Vec<serde_json::Value>,
 }
 
 /// Tests every expectation of the tables whose node (`silver/orders`) or name (`orders`) is in
-/// `select` (all when empty).
-pub async fn test(lake: &Lake, project: &Project, select: &[String]) -> Result<Vec<TestOutcome>> {
+/// `select` (all when empty), at time `now` (for freshness), and records the results.
+pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -> Result<Vec<TestOutcome>> {
     let ctx = catalog::session(lake, project).await?;
-    let silver = project.silver.values().map(|t| (format!("silver/{}", t.name), format!("silver.{}", t.name), &t.contract.gates));
-    let gold = project.gold.values().map(|m| (format!("gold/{}", m.name), format!("gold.{}", m.name), &m.gates));
+    let silver = project.silver.values().map(|t| (format!("silver/{}", t.name), format!("silver.{}", t.name), &t.contract.gates, &t.checks));
+    let gold = project.gold.values().map(|m| (format!("gold/{}", m.name), format!("gold.{}", m.name), &m.gates, &m.checks));
     let mut out = Vec::new();
-    for (node, table, gates) in silver.chain(gold) {
+    for (node, table, gates, table_checks) in silver.chain(gold) {
         let name = node.split_once('/').map_or(node.as_str(), |(_, n)| n);
         if !select.is_empty() && !select.iter().any(|s| s == &node || s == name) {
             continue;
         }
         for gate in gates {
-            out.push(run_one(&ctx, &node, &table, gate).await?);
+            out.push(TestOutcome { node: node.clone(), result: run_one(&ctx, &node, &table, gate).await? });
+        }
+        if !table_checks.is_empty() {
+            let provider = ctx.table_provider(table.as_str()).await.map_err(|e| Error::sql(format!("reading {node}"), e))?;
+            ctx.deregister_table(THIS).map_err(|e| Error::sql("registering `this`", e))?;
+            ctx.register_table(THIS, provider).map_err(|e| Error::sql("registering `this`", e))?;
+            let rows = checks::count_this(&ctx).await?;
+            let all: Vec<&checks::TableCheck> = table_checks.iter().collect();
+            for result in checks::evaluate(&ctx, &all, rows, now).await? {
+                out.push(TestOutcome { node: node.clone(), result });
+            }
         }
     }
+    for o in &mut out {
+        o.result.settle();
+        // A test removes nothing: a failing `drop` expectation on a published table warns.
+        if o.result.outcome == Outcome::Drop {
+            o.result.outcome = Outcome::Warn;
+        }
+    }
+    let run_id = format!("test-{}-{}", now.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let recorded: Vec<(String, GateResult)> = out.iter().map(|o| (o.node.clone(), o.result.clone())).collect();
+    results::record(lake, &run_id, "test", now, &recorded).await?;
     Ok(out)
 }
 
-async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> Result<TestOutcome> {
+async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> Result<GateResult> {
     let context = format!("expectation `{}` on {node}", gate.name);
     let failing = format!("NOT coalesce(({}), false)", gate.sql);
     let counts = collect(ctx, &format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}"), &context).await?;
@@ -56,17 +75,15 @@ async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> 
         .filter(|b| b.num_rows() > 0)
         .map(|b| (b.column(0).as_primitive::<Int64Type>().value(0), b.column(1).as_primitive::<Int64Type>().value(0)))
         .unwrap_or((0, 0));
-    let mut samples = Vec::new();
-    if bad > 0 {
-        let rows = collect(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await?;
-        for line in catalog::json_rows(&rows, &context)? {
-            samples.push(serde_json::from_str(&line).map_err(|e| Error::Internal(format!("{context}: {e}")))?);
-        }
-    }
     let mut result = gate.result();
     result.rows_checked = u64::try_from(rows).unwrap_or(0);
     result.failing_rows = u64::try_from(bad).unwrap_or(0);
-    Ok(TestOutcome { node: node.to_string(), result, samples })
+    if bad > 0 {
+        for b in collect(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await? {
+            result.add_samples(&b)?;
+        }
+    }
+    Ok(result)
 }
 
 async fn collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {

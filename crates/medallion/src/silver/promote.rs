@@ -21,9 +21,12 @@ use super::quarantine::{self, Reason, Rejected};
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
 use crate::bronze::decode::decode_batch;
+use crate::catalog;
 use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
-use crate::project::SilverTable;
+use crate::orchestration::run::Now;
+use crate::project::{Project, SilverTable};
+use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
 use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
@@ -74,15 +77,15 @@ impl Promotion {
 pub struct PromoteOptions {
     /// Run id, recorded in intents and the dead letter.
     pub run_id: String,
-    /// Failure timestamp for dead-letter rows (µs since epoch, UTC).
-    pub now_micros: i64,
+    /// The run's clock: failure time of dead-letter rows, `now` of freshness expectations.
+    pub now: Now,
     /// Files decoded in parallel.
     pub threads: usize,
 }
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
 #[tracing::instrument(skip_all, fields(table = %table.name))]
-pub async fn promote(lake: &Lake, table: &SilverTable, opts: &PromoteOptions) -> Result<Vec<Promotion>> {
+pub async fn promote(lake: &Lake, project: &Project, table: &SilverTable, opts: &PromoteOptions) -> Result<Vec<Promotion>> {
     let app = ledger::app_id(&table.name);
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let mut committed = silver.txn_version(&app).await?.unwrap_or(0);
@@ -108,7 +111,7 @@ pub async fn promote(lake: &Lake, table: &SilverTable, opts: &PromoteOptions) ->
     let mut out = Vec::new();
     if let Some(open) = intents.get(&(committed + 1)) {
         tracing::info!(intent = open.version, "resuming an interrupted promotion");
-        out.push(run_intent(lake, table, open, true, opts).await?);
+        out.push(run_intent(lake, project, table, open, true, opts).await?);
         done.extend(open.batches.iter().map(|b| b.path.clone()));
         committed += 1;
     }
@@ -120,7 +123,7 @@ pub async fn promote(lake: &Lake, table: &SilverTable, opts: &PromoteOptions) ->
     let pending = batches::order_by_ingestion(lake, pending).await?;
     let intent = Intent { version: committed + 1, run_id: opts.run_id.clone(), batches: pending };
     ledger::record(lake, &table.name, &intent).await?;
-    out.push(run_intent(lake, table, &intent, false, opts).await?);
+    out.push(run_intent(lake, project, table, &intent, false, opts).await?);
     Ok(out)
 }
 
@@ -132,7 +135,7 @@ struct FileResult {
     gate_counts: Vec<(u64, u64)>,
 }
 
-async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: bool, opts: &PromoteOptions) -> Result<Promotion> {
+async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, intent: &Intent, resumed: bool, opts: &PromoteOptions) -> Result<Promotion> {
     let mut p = Promotion { table: table.name.clone(), intent: intent.version, resumed, batches: intent.batches.len(), ..Default::default() };
     let app = ledger::app_id(&table.name);
     let txn = Txn { app_id: app.clone(), version: intent.version };
@@ -170,11 +173,44 @@ async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: 
     }
     // Write-audit-publish: a failed `fail` gate stops here, before any commit. The intent stays
     // open, so the next run retries exactly these batches (after the data or the rule is fixed).
-    enforce(&format!("silver/{}", table.name), &p.expectations)?;
-    p.rejected = rejected.len() as u64;
+    let node = format!("silver/{}", table.name);
+    enforce(&node, &mut p.expectations)?;
+    let contract_rejected = rejected.len() as u64;
     let valid_rows: u64 = valid.iter().map(|b| b.num_rows() as u64).sum();
-    if valid_rows + p.rejected != p.read {
+    if valid_rows + contract_rejected != p.read {
+        p.rejected = contract_rejected;
         return Err(accounting(&p));
+    }
+
+    let t2 = Instant::now();
+    let schema = table.contract.schema.clone();
+    let deduped = latest_per_key(&schema, &valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+    drop(valid);
+    p.timings_ms.insert("dedup", ms(t2));
+
+    // Set- and table-level expectations see the table as the merge would leave it.
+    let t_audit = Instant::now();
+    let file_of = |batch_id: &str| {
+        intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
+    };
+    let (deduped, table_dropped) = if table.checks.is_empty() {
+        (deduped, 0)
+    } else {
+        let ctx = catalog::session(lake, project).await?;
+        let target = format!("silver.{}", table.name);
+        let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
+        let audited = audit(&ctx, &table.checks, &schema, deduped, stage, opts.now).await?;
+        p.expectations.extend(audited.results);
+        enforce(&node, &mut p.expectations)?;
+        let dropped = quarantine::from_rows(&audited.removed, audited.reasons, &table.source, file_of)?;
+        let n = dropped.len() as u64;
+        rejected.extend(dropped);
+        (audited.kept, n)
+    };
+    p.rejected = rejected.len() as u64;
+    let unique: u64 = deduped.iter().map(|b| b.num_rows() as u64).sum();
+    if !table.checks.is_empty() {
+        p.timings_ms.insert("audit", ms(t_audit));
     }
 
     // Dead letter first: it is skipped on resume if this intent's rejects already landed.
@@ -182,20 +218,13 @@ async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: 
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
     if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
-        let batch = quarantine::to_batch(&rejected, opts.now_micros, &opts.run_id)?;
+        let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
             .write(vec![batch], WriteOptions { txn: Some(txn.clone()), metadata: commit_meta(&opts.run_id, intent), ..Default::default() })
             .await?;
         p.quarantine_version = q.version();
     }
     p.timings_ms.insert("dead_letter", ms(t1));
-
-    let t2 = Instant::now();
-    let schema = table.contract.schema.clone();
-    let deduped = latest_per_key(&schema, &valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
-    drop(valid);
-    let unique: u64 = deduped.iter().map(|b| b.num_rows() as u64).sum();
-    p.timings_ms.insert("dedup", ms(t2));
 
     let t3 = Instant::now();
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
@@ -236,7 +265,7 @@ async fn run_intent(lake: &Lake, table: &SilverTable, intent: &Intent, resumed: 
     };
     p.silver_version = silver.version();
     p.timings_ms.insert("merge", ms(t3));
-    p.superseded = valid_rows - p.promoted();
+    p.superseded = valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted());
     if p.read != p.inserted + p.updated + p.superseded + p.rejected || p.promoted() > unique {
         return Err(accounting(&p));
     }

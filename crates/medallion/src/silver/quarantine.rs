@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimestampMicrosecondType};
 
 use super::contract::timestamp_type;
 use crate::error::{Error, Result};
@@ -22,6 +22,13 @@ pub struct Reason {
     pub message: String,
 }
 
+impl Reason {
+    /// An expectation that failed: its name is the rule.
+    pub fn expectation(name: &str, definition: &str) -> Reason {
+        Reason { column: None, rule: name.to_string(), message: format!("expectation `{name}` failed: {definition}") }
+    }
+}
+
 /// One rejected record.
 #[derive(Debug, Clone)]
 pub struct Rejected {
@@ -35,7 +42,7 @@ pub struct Rejected {
     pub source: String,
     /// The bronze file.
     pub source_file: String,
-    /// 1-based line in the bronze file.
+    /// 1-based line in the bronze file; 0 when unknown (stored as null).
     pub line: u64,
     /// Batch ingest time (µs since epoch, UTC).
     pub ingested_at: Option<i64>,
@@ -91,7 +98,7 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
         batch_id.append_value(&r.batch_id);
         source.append_value(&r.source);
         file.append_value(&r.source_file);
-        line.append_value(i64::try_from(r.line).unwrap_or(i64::MAX));
+        line.append_option((r.line > 0).then(|| i64::try_from(r.line).unwrap_or(i64::MAX)));
         ingested.append_option(r.ingested_at);
         failed.append_value(failed_at);
         run.append_value(run_id);
@@ -108,6 +115,43 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
         Arc::new(run.finish()),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| Error::arrow("building the quarantine batch", e))
+}
+
+/// Typed rows removed by expectations after validation, as dead-letter records: each row as a
+/// JSON object (the raw bronze line is not kept past validation), with its reasons (in row
+/// order) and its provenance from `_batch_id`, `_source` and `_ingested_at` when it has them.
+/// `file_of` maps a batch id to its bronze file; `default_source` names rows without `_source`.
+pub fn from_rows(
+    batches: &[RecordBatch],
+    reasons: Vec<Vec<Reason>>,
+    default_source: &str,
+    file_of: impl Fn(&str) -> String,
+) -> Result<Vec<Rejected>> {
+    let lines = crate::catalog::json_rows(batches, "rows removed by expectations")?;
+    let mut out = Vec::with_capacity(lines.len());
+    let mut lines = lines.into_iter();
+    let mut reasons = reasons.into_iter();
+    for b in batches {
+        let text = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned());
+        let (batch_ids, sources) = (text(crate::bronze::BATCH_ID), text(crate::bronze::SOURCE));
+        let ingested = b.column_by_name(crate::bronze::INGESTED_AT).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned());
+        for r in 0..b.num_rows() {
+            let (Some(raw), Some(why)) = (lines.next(), reasons.next()) else {
+                return Err(Error::Internal("removed rows and their reasons differ in number".into()));
+            };
+            let batch_id = batch_ids.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r).to_string()).unwrap_or_default();
+            out.push(Rejected {
+                raw,
+                reasons: why,
+                source_file: file_of(&batch_id),
+                batch_id,
+                source: sources.as_ref().filter(|c| c.is_valid(r)).map_or_else(|| default_source.to_string(), |c| c.value(r).to_string()),
+                line: 0,
+                ingested_at: ingested.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r)),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn internal(what: &str) -> Error {

@@ -181,7 +181,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
         }
         for (gate, drops) in contract.gates.iter().zip(&gate_drops) {
             if drops.as_ref().is_some_and(|d| d[r]) {
-                reasons.push(Reason { column: None, rule: gate.name.clone(), message: format!("expectation `{}` failed: {}", gate.name, gate.sql) });
+                reasons.push(Reason::expectation(&gate.name, &gate.sql));
             }
         }
         rejected.push(Rejected {

@@ -43,7 +43,12 @@ pub enum Action {
     Fail,
 }
 
-/// A row-level expectation: its name, what it checks (exactly one kind) and its action.
+/// An expectation: its name, what it checks (exactly one kind) and its action.
+///
+/// Row-level kinds (`expect`, `not_null`, `accepted_values`, `range`, `regex`) are evaluated on
+/// every candidate row as it streams through validation; set-level kinds (`unique`,
+/// `relationships`) and table-level kinds (`row_count`, `freshness`, `null_fraction`, `sql`,
+/// `reconcile`) are evaluated with SQL on the table as it would be after the commit.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectationSpec {
@@ -52,6 +57,9 @@ pub struct ExpectationSpec {
     /// What a failure does (default `fail`).
     #[serde(default)]
     pub action: Action,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Any SQL boolean expression over the row.
     #[serde(default)]
     pub expect: Option<String>,
@@ -67,6 +75,47 @@ pub struct ExpectationSpec {
     /// A string column whose non-null values must match a regular expression.
     #[serde(default)]
     pub regex: Option<RegexSpec>,
+    /// Columns whose combined non-null values must be unique in the table.
+    #[serde(default)]
+    pub unique: Option<Columns>,
+    /// Every non-null value of a column exists in another table's column.
+    #[serde(default)]
+    pub relationships: Option<RelationshipSpec>,
+    /// Bounds on the table's row count.
+    #[serde(default)]
+    pub row_count: Option<RowCountSpec>,
+    /// The newest value of a timestamp/date column is no older than a maximum age.
+    #[serde(default)]
+    pub freshness: Option<FreshnessSpec>,
+    /// The share of nulls in a column is at most `max`.
+    #[serde(default)]
+    pub null_fraction: Option<NullFractionSpec>,
+    /// A query over `this` (and any other table) returning the failing rows.
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// An aggregate of this table equals an aggregate of another, within a tolerance.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileSpec>,
+}
+
+/// One column name or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Columns {
+    /// `unique = "order_id"`.
+    One(String),
+    /// `unique = ["customer_id", "order_date"]`.
+    Many(Vec<String>),
+}
+
+impl Columns {
+    /// The names.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Columns::One(c) => vec![c.clone()],
+            Columns::Many(cs) => cs.clone(),
+        }
+    }
 }
 
 /// `accepted_values = { column = "currency", values = ["USD", "EUR"] }`.
@@ -109,53 +158,251 @@ pub struct RegexSpec {
     pub pattern: String,
 }
 
-impl ExpectationSpec {
-    /// The expectation as one SQL boolean expression over a row (a null result fails), or why
-    /// it is malformed. Value-set, range and regex expectations let nulls pass: use `not_null`.
-    pub fn to_sql(&self) -> Result<String, String> {
-        let kinds = [self.expect.is_some(), self.not_null.is_some(), self.accepted_values.is_some(), self.range.is_some(), self.regex.is_some()];
-        if kinds.iter().filter(|k| **k).count() != 1 {
-            return Err("give exactly one of expect, not_null, accepted_values, range, regex".into());
+/// `relationships = { column = "customer_id", to = "customers", field = "customer_id" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationshipSpec {
+    /// Column of this table.
+    pub column: String,
+    /// The other table (`customers`, `silver.customers`, `gold.x`).
+    pub to: String,
+    /// Its column (default: the same name as `column`).
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+/// `row_count = { min = 1, max = 1000000 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowCountSpec {
+    /// Fewest rows allowed.
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// Most rows allowed.
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+/// `freshness = { column = "_ingested_at", max_age = "26h" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    /// A timestamp or date column.
+    pub column: String,
+    /// Maximum age of its newest value (default: the table's `sla`).
+    #[serde(default)]
+    pub max_age: Option<String>,
+}
+
+/// `null_fraction = { column = "email", max = 0.05 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NullFractionSpec {
+    /// Column.
+    pub column: String,
+    /// Largest share of nulls allowed, between 0 and 1.
+    pub max: f64,
+}
+
+/// `reconcile = { expr = "sum(revenue)", with = "silver.orders", with_expr = "sum(amount)" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSpec {
+    /// Aggregate over this table.
+    pub expr: String,
+    /// Rows of this table it covers (SQL boolean expression; default all).
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The other table.
+    pub with: String,
+    /// Aggregate over the other table.
+    pub with_expr: String,
+    /// Rows of the other table it covers.
+    #[serde(default)]
+    pub with_filter: Option<String>,
+    /// Largest absolute difference allowed (default 0).
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    /// Largest difference allowed relative to the larger magnitude (e.g. 0.001 = 0.1%).
+    #[serde(default)]
+    pub relative_tolerance: Option<f64>,
+}
+
+/// What an expectation checks, once its kind is known.
+#[derive(Debug, Clone)]
+pub enum Check<'a> {
+    /// A boolean expression per row (a null result fails).
+    Row {
+        /// `expect`, `not_null`, `accepted_values`, `range` or `regex`.
+        kind: &'static str,
+        /// The expression.
+        sql: String,
+    },
+    /// Unique combined values.
+    Unique(Vec<String>),
+    /// Referential integrity.
+    Relationships(&'a RelationshipSpec),
+    /// Row-count bounds.
+    RowCount(&'a RowCountSpec),
+    /// Newest value no older than a maximum age.
+    Freshness(&'a FreshnessSpec),
+    /// Null share bound.
+    NullFraction(&'a NullFractionSpec),
+    /// A query returning failing rows.
+    Sql(&'a str),
+    /// Aggregates agree.
+    Reconcile(&'a ReconcileSpec),
+}
+
+impl Check<'_> {
+    /// The kind's name, as in the project file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Row { kind, .. } => kind,
+            Check::Unique(_) => "unique",
+            Check::Relationships(_) => "relationships",
+            Check::RowCount(_) => "row_count",
+            Check::Freshness(_) => "freshness",
+            Check::NullFraction(_) => "null_fraction",
+            Check::Sql(_) => "sql",
+            Check::Reconcile(_) => "reconcile",
         }
-        if let Some(sql) = &self.expect {
-            return Ok(format!("({sql})"));
-        }
-        if let Some(col) = &self.not_null {
-            return Ok(format!("{} IS NOT NULL", ident(col)));
-        }
-        if let Some(a) = &self.accepted_values {
-            if a.values.is_empty() {
-                return Err("accepted_values needs at least one value".into());
-            }
-            let values = a.values.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
-            return Ok(format!("{c} IS NULL OR {c} IN ({})", values.join(", "), c = ident(&a.column)));
-        }
-        if let Some(r) = &self.range {
-            let c = ident(&r.column);
-            let mut parts = Vec::new();
-            if let Some(min) = &r.min {
-                parts.push(format!("{c} {} {}", if r.min_inclusive { ">=" } else { ">" }, literal(min)?));
-            }
-            if let Some(max) = &r.max {
-                parts.push(format!("{c} {} {}", if r.max_inclusive { "<=" } else { "<" }, literal(max)?));
-            }
-            if parts.is_empty() {
-                return Err("range needs min, max or both".into());
-            }
-            return Ok(format!("{c} IS NULL OR ({})", parts.join(" AND ")));
-        }
-        if let Some(r) = &self.regex {
-            return Ok(format!("{c} IS NULL OR regexp_like({c}, {})", quote(&r.pattern), c = ident(&r.column)));
-        }
-        Err("give exactly one of expect, not_null, accepted_values, range, regex".into())
+    }
+
+    /// Whether failures are rows that `drop` can remove (row- and set-level kinds).
+    pub fn droppable(&self) -> bool {
+        matches!(self, Check::Row { .. } | Check::Unique(_) | Check::Relationships(_))
     }
 }
 
-fn ident(name: &str) -> String {
+const KINDS: &str = "expect, not_null, accepted_values, range, regex, unique, relationships, row_count, freshness, null_fraction, sql, reconcile";
+
+impl ExpectationSpec {
+    /// What the expectation checks, or why it is malformed. Value-set, range, regex, unique
+    /// and relationship expectations let nulls pass: use `not_null`.
+    pub fn check(&self) -> Result<Check<'_>, String> {
+        let given = [
+            self.expect.is_some(),
+            self.not_null.is_some(),
+            self.accepted_values.is_some(),
+            self.range.is_some(),
+            self.regex.is_some(),
+            self.unique.is_some(),
+            self.relationships.is_some(),
+            self.row_count.is_some(),
+            self.freshness.is_some(),
+            self.null_fraction.is_some(),
+            self.sql.is_some(),
+            self.reconcile.is_some(),
+        ];
+        if given.iter().filter(|k| **k).count() != 1 {
+            return Err(format!("give exactly one of {KINDS}"));
+        }
+        let check = self.row_sql().map(|(kind, sql)| sql.map(|sql| Check::Row { kind, sql }));
+        let check = match check {
+            Some(c) => c?,
+            None => {
+                if let Some(u) = &self.unique {
+                    let cols = u.names();
+                    if cols.is_empty() {
+                        return Err("unique needs at least one column".into());
+                    }
+                    Check::Unique(cols)
+                } else if let Some(r) = &self.relationships {
+                    Check::Relationships(r)
+                } else if let Some(r) = &self.row_count {
+                    if r.min.is_none() && r.max.is_none() {
+                        return Err("row_count needs min, max or both".into());
+                    }
+                    if let (Some(lo), Some(hi)) = (r.min, r.max)
+                        && lo > hi
+                    {
+                        return Err(format!("row_count min {lo} is above max {hi}"));
+                    }
+                    Check::RowCount(r)
+                } else if let Some(f) = &self.freshness {
+                    if let Some(age) = &f.max_age {
+                        age.parse::<Duration>()?;
+                    }
+                    Check::Freshness(f)
+                } else if let Some(n) = &self.null_fraction {
+                    if !(0.0..=1.0).contains(&n.max) {
+                        return Err(format!("null_fraction max must be between 0 and 1, not {}", n.max));
+                    }
+                    Check::NullFraction(n)
+                } else if let Some(sql) = &self.sql {
+                    Check::Sql(sql)
+                } else if let Some(r) = &self.reconcile {
+                    for t in [r.tolerance, r.relative_tolerance].into_iter().flatten() {
+                        if !(t >= 0.0 && t.is_finite()) {
+                            return Err(format!("reconcile tolerances must be finite and not negative, not {t}"));
+                        }
+                    }
+                    Check::Reconcile(r)
+                } else {
+                    return Err(format!("give exactly one of {KINDS}"));
+                }
+            }
+        };
+        if self.action == Action::Drop && !check.droppable() {
+            return Err(format!(
+                "`{}` is a table-level expectation: its action can be `warn` or `fail`, not `drop`",
+                check.kind()
+            ));
+        }
+        Ok(check)
+    }
+
+    /// For row-level kinds: the kind and its SQL boolean expression (or why it is malformed).
+    fn row_sql(&self) -> Option<(&'static str, Result<String, String>)> {
+        if let Some(sql) = &self.expect {
+            return Some(("expect", Ok(format!("({sql})"))));
+        }
+        if let Some(col) = &self.not_null {
+            return Some(("not_null", Ok(format!("{} IS NOT NULL", ident(col)))));
+        }
+        if let Some(a) = &self.accepted_values {
+            let sql = if a.values.is_empty() {
+                Err("accepted_values needs at least one value".into())
+            } else {
+                a.values
+                    .iter()
+                    .map(literal)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|values| format!("{c} IS NULL OR {c} IN ({})", values.join(", "), c = ident(&a.column)))
+            };
+            return Some(("accepted_values", sql));
+        }
+        if let Some(r) = &self.range {
+            let c = ident(&r.column);
+            let bound = |v: &Option<toml::Value>, inclusive: bool, op: &str| -> Option<Result<String, String>> {
+                v.as_ref().map(|v| literal(v).map(|l| format!("{c} {op}{} {l}", if inclusive { "=" } else { "" })))
+            };
+            let parts: Result<Vec<String>, String> =
+                [bound(&r.min, r.min_inclusive, ">"), bound(&r.max, r.max_inclusive, "<")].into_iter().flatten().collect();
+            let sql = parts.and_then(|parts| {
+                if parts.is_empty() {
+                    Err("range needs min, max or both".into())
+                } else {
+                    Ok(format!("{c} IS NULL OR ({})", parts.join(" AND ")))
+                }
+            });
+            return Some(("range", sql));
+        }
+        if let Some(r) = &self.regex {
+            return Some(("regex", Ok(format!("{c} IS NULL OR regexp_like({c}, {})", quote(&r.pattern), c = ident(&r.column)))));
+        }
+        None
+    }
+}
+
+/// A column name quoted for SQL.
+pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn quote(s: &str) -> String {
+/// A string quoted as a SQL literal.
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -210,6 +457,9 @@ pub struct SilverSpec {
     /// Owner (team or person).
     #[serde(default)]
     pub owner: Option<String>,
+    /// Maximum staleness consumers accept (e.g. `26h`): the default `max_age` of `freshness`.
+    #[serde(default)]
+    pub sla: Option<String>,
     /// Columns identifying a record; duplicates are resolved per key.
     pub primary_key: Vec<String>,
     /// Column deciding which duplicate wins (greatest wins); default `_ingested_at`.

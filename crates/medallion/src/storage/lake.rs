@@ -31,6 +31,8 @@ pub enum Layer {
     Quarantine,
     /// SQL models.
     Gold,
+    /// medallion's own tables under `_medallion/` (expectation results).
+    System,
 }
 
 impl Layer {
@@ -40,6 +42,7 @@ impl Layer {
             Layer::Silver => "silver",
             Layer::Quarantine => "quarantine",
             Layer::Gold => "gold",
+            Layer::System => "_medallion",
         }
     }
 }

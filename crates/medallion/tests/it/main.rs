@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod common;
+mod expectations;
 mod formats;
 mod gates;
 mod pipeline;

@@ -3,6 +3,8 @@
 use medallion::bronze::ingest::{IngestStatus, ingest};
 use medallion::orchestration::ledger::{self, Intent};
 use medallion::spec::SourceFormat;
+use medallion::storage::Layer;
+use medallion::storage::delta::Table;
 
 use crate::common::{Env, sample};
 
@@ -86,14 +88,19 @@ async fn a_batch_with_only_rejects_still_completes_its_promotion() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table() {
+async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table_and_no_gold() {
     let env = Env::new().await;
     crate::common::write_gz(&env.lake_dir().join("bronze/orders/2030-01-01/b1.ndjson.gz"), b"[1]\n{}\n");
-    let s = env.run().await;
+    let s = env.try_run().await;
     assert_eq!((s.totals.read, s.totals.rejected), (2, 2));
     assert_eq!(s.silver[0].silver_version, Some(0));
     assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await, 0);
-    assert_eq!(env.scalar_i64("SELECT count(*) FROM gold.daily_revenue").await, 0);
+    // The example warns on an empty silver table, and refuses to publish an empty gold one.
+    let warned: Vec<_> = s.silver[0].expectations.iter().filter(|e| !e.passed()).map(|e| e.name.as_str()).collect();
+    assert_eq!(warned, ["has_orders", "fresh_orders"]);
+    assert_eq!(s.failed.len(), 1);
+    assert!(s.failed[0].error.contains("gold/daily_revenue: `has_days` (rows = 0)"), "{}", s.failed[0].error);
+    assert!(!Table::open(&env.lake, Layer::Gold, "daily_revenue").await.expect("open").exists());
     let (batches, expected) = sample(2_000, 1, 22);
     env.land(&batches[0]);
     let s = env.run().await;

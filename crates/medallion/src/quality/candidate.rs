@@ -1,0 +1,132 @@
+//! Staging a run's candidate data in a session, for set- and table-level expectations
+//! ([`super::checks`]): what the table would hold if this run were published.
+//!
+//! - gold (overwrite): the model's result rows;
+//! - silver (merge): the published rows not replaced by this run, plus the run's rows that the
+//!   MERGE would write (new keys, or newer than the published row by `order_by`): the same rule
+//!   as [`crate::storage::delta::Table::upsert`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use super::checks::{ROW_ID, ROWS, THIS};
+use crate::error::{Error, Result};
+use crate::spec::ident;
+
+const INCOMING: &str = "__medallion_incoming";
+const WINNERS: &str = "__medallion_winners";
+
+/// Stages `batches` (of `schema`) as the whole candidate table.
+pub async fn stage_rows(ctx: &SessionContext, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    replace(ctx, ROWS, memtable(schema, batches)?)?;
+    stage_this(ctx, schema).await
+}
+
+/// Stages the candidate of merging `batches` (unique per key) into `target` (a registered table
+/// name) by `keys`, newer by `order_by`.
+pub async fn stage_merge(
+    ctx: &SessionContext,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    target: &str,
+    keys: &[String],
+    order_by: &str,
+) -> Result<()> {
+    replace(ctx, INCOMING, memtable(schema, batches)?)?;
+    let context = "staging the merge candidate";
+    let on: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}", k = ident(k))).collect();
+    let target_keys: Vec<String> = keys.iter().map(|k| ident(k)).collect();
+    let winners = format!(
+        "SELECT s.* FROM {INCOMING} AS s LEFT JOIN (SELECT {tk}, {o} AS __medallion_order, true AS __medallion_hit FROM {target}) AS t ON {on} \
+         WHERE t.__medallion_hit IS NULL OR s.{o} > t.__medallion_order",
+        tk = target_keys.join(", "),
+        o = ident(order_by),
+        on = on.join(" AND ")
+    );
+    let df = ctx.sql(&winners).await.map_err(|e| Error::sql(context, e))?;
+    let with_id: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let rows = df.collect().await.map_err(|e| Error::sql(context, e))?;
+    let winners = MemTable::try_new(with_id, vec![rows]).map_err(|e| Error::sql(context, e))?;
+    replace(ctx, WINNERS, Arc::new(winners))?;
+    ctx.deregister_table(INCOMING).map_err(|e| Error::sql(context, e))?;
+
+    let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+    let same: Vec<String> = keys.iter().map(|k| format!("w.{k} = x.{k}", k = ident(k))).collect();
+    let kept = cols.iter().map(|c| format!("x.{c}")).collect::<Vec<_>>().join(", ");
+    let merged = format!(
+        "SELECT {kept}, CAST(NULL AS BIGINT) AS {ROW_ID} FROM {target} AS x WHERE NOT EXISTS (SELECT 1 FROM {WINNERS} AS w WHERE {same}) \
+         UNION ALL SELECT {cols}, {ROW_ID} FROM {WINNERS}",
+        same = same.join(" AND "),
+        cols = cols.join(", ")
+    );
+    let view = ctx.sql(&merged).await.map_err(|e| Error::sql(context, e))?.into_view();
+    replace(ctx, ROWS, view)?;
+    stage_this(ctx, schema).await
+}
+
+/// Splits `batches` into the rows whose position (numbered across batches, as staged) is not in
+/// `ids`, and those that are.
+pub fn split(batches: Vec<RecordBatch>, ids: &BTreeSet<i64>) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    if ids.is_empty() {
+        return Ok((batches, Vec::new()));
+    }
+    let mut kept = Vec::with_capacity(batches.len());
+    let mut removed = Vec::new();
+    let mut offset = 0i64;
+    for b in batches {
+        let n = b.num_rows() as i64;
+        let hit: Vec<bool> = (offset..offset + n).map(|i| ids.contains(&i)).collect();
+        offset += n;
+        if !hit.iter().any(|&h| h) {
+            kept.push(b);
+            continue;
+        }
+        let gone = BooleanArray::from(hit);
+        let keep = datafusion::arrow::compute::not(&gone).map_err(|e| Error::arrow("dropping rows", e))?;
+        removed.push(filter_record_batch(&b, &gone).map_err(|e| Error::arrow("dropping rows", e))?);
+        kept.push(filter_record_batch(&b, &keep).map_err(|e| Error::arrow("dropping rows", e))?);
+    }
+    Ok((kept, removed))
+}
+
+async fn stage_this(ctx: &SessionContext, schema: &SchemaRef) -> Result<()> {
+    let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+    let view = ctx
+        .sql(&format!("SELECT {} FROM {ROWS}", cols.join(", ")))
+        .await
+        .map_err(|e| Error::sql("staging the candidate", e))?
+        .into_view();
+    replace(ctx, THIS, view)
+}
+
+fn with_id_schema(schema: &SchemaRef) -> Schema {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(ROW_ID, DataType::Int64, true));
+    Schema::new(fields)
+}
+
+/// `batches` with [`ROW_ID`] numbering their rows from 0, as a table.
+fn memtable(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Arc<MemTable>> {
+    let with_id = Arc::new(with_id_schema(schema));
+    let mut offset = 0i64;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let n = b.num_rows() as i64;
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols.push(Arc::new(Int64Array::from_iter_values(offset..offset + n)));
+        offset += n;
+        out.push(RecordBatch::try_new(Arc::clone(&with_id), cols).map_err(|e| Error::arrow("numbering candidate rows", e))?);
+    }
+    Ok(Arc::new(MemTable::try_new(with_id, vec![out]).map_err(|e| Error::sql("staging the candidate", e))?))
+}
+
+fn replace(ctx: &SessionContext, name: &str, table: Arc<dyn datafusion::catalog::TableProvider>) -> Result<()> {
+    ctx.deregister_table(name).map_err(|e| Error::sql(format!("staging `{name}`"), e))?;
+    ctx.register_table(name, table).map(|_| ()).map_err(|e| Error::sql(format!("staging `{name}`"), e))
+}

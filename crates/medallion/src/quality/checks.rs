@@ -1,0 +1,384 @@
+//! Set- and table-level expectations (`unique`, `relationships`, `row_count`, `freshness`,
+//! `null_fraction`, `sql`, `reconcile`), evaluated with DataFusion SQL over a candidate table.
+//!
+//! A candidate is registered in a session under two names: [`THIS`], the table as it would be
+//! after the commit (what users' SQL sees), and [`ROWS`], the same rows plus a [`ROW_ID`] column
+//! that numbers the rows this run would write (null for rows already published). `drop`
+//! expectations select the ids of their failing rows from [`ROWS`]; published rows are never
+//! removed.
+
+use std::collections::BTreeSet;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+
+use super::gates::{GateResult, SAMPLES};
+use crate::error::{Error, Result};
+use crate::orchestration::run::Now;
+use crate::spec::{Action, Check, Duration, ExpectationSpec, ident};
+
+/// The candidate as users' SQL sees it.
+pub const THIS: &str = "this";
+/// The candidate with [`ROW_ID`].
+pub const ROWS: &str = "__medallion_rows";
+/// Numbers the rows a run would write; null for published rows.
+pub const ROW_ID: &str = "__medallion_row";
+
+/// A compiled set- or table-level expectation.
+#[derive(Debug, Clone)]
+pub struct TableCheck {
+    /// Name.
+    pub name: String,
+    /// Kind, as in the project file.
+    pub kind: &'static str,
+    /// What a failure does.
+    pub action: Action,
+    /// What it checks, for results.
+    pub definition: String,
+    /// Other tables it reads (plain names).
+    pub refs: Vec<String>,
+    query: Query,
+}
+
+#[derive(Debug, Clone)]
+enum Query {
+    /// Unique combined values: the columns.
+    Unique(Vec<String>),
+    /// Referential integrity: this column, the other table, its column.
+    Relationships { column: String, to: String, field: String },
+    /// A user query over `this` returning failing rows.
+    Failing(String),
+    RowCount { min: Option<u64>, max: Option<u64> },
+    NullFraction { column: String, max: f64 },
+    Freshness { column: String, max_age: Duration },
+    Reconcile { left: String, right: String, tolerance: f64, relative: f64 },
+}
+
+/// Where a check is declared, for its defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// The table's plain name (its own published version is not a dependency).
+    pub name: &'a str,
+    /// The table's SLA: the default freshness `max_age`.
+    pub sla: Option<Duration>,
+}
+
+/// Compiles the set- and table-level expectations of `specs`, planning their SQL in `ctx`, where
+/// [`THIS`] must be registered with the table's schema along with every table they may read.
+/// Errors are (expectation name, message); duplicates and malformed specs are reported by
+/// [`super::gates::compile`].
+pub async fn compile(ctx: &SessionContext, specs: &[ExpectationSpec], owner: Owner<'_>) -> Result<Vec<TableCheck>, Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for spec in specs {
+        let Ok(check) = spec.check() else { continue };
+        if matches!(check, Check::Row { .. }) {
+            continue;
+        }
+        match compile_one(ctx, spec, &check, owner).await {
+            Ok(c) => out.push(c),
+            Err(message) => errors.push((spec.name.clone(), format!("expectation `{}`: {message}", spec.name))),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+async fn compile_one(ctx: &SessionContext, spec: &ExpectationSpec, check: &Check<'_>, owner: Owner<'_>) -> Result<TableCheck, String> {
+    let query = match check {
+        Check::Row { .. } => return Err("a row-level expectation is not a table check".into()),
+        Check::Unique(cols) => Query::Unique(cols.clone()),
+        Check::Relationships(r) => Query::Relationships {
+            column: r.column.clone(),
+            to: r.to.clone(),
+            field: r.field.clone().unwrap_or_else(|| r.column.clone()),
+        },
+        Check::Sql(sql) => Query::Failing(sql.trim().trim_end_matches(';').to_string()),
+        Check::RowCount(r) => Query::RowCount { min: r.min, max: r.max },
+        Check::NullFraction(n) => Query::NullFraction { column: n.column.clone(), max: n.max },
+        Check::Freshness(f) => {
+            let max_age = match (&f.max_age, owner.sla) {
+                (Some(age), _) => age.parse::<Duration>()?,
+                (None, Some(sla)) => sla,
+                (None, None) => return Err("give freshness a `max_age`, or the table an `sla`".into()),
+            };
+            Query::Freshness { column: f.column.clone(), max_age }
+        }
+        Check::Reconcile(r) => {
+            let side = |expr: &str, table: &str, filter: &Option<String>| {
+                let filter = filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
+                format!("SELECT {expr} AS value FROM {table}{filter}")
+            };
+            Query::Reconcile {
+                left: side(&r.expr, THIS, &r.filter),
+                right: side(&r.with_expr, &r.with, &r.with_filter),
+                tolerance: r.tolerance.unwrap_or(0.0),
+                relative: r.relative_tolerance.unwrap_or(0.0),
+            }
+        }
+    };
+    let mut c = TableCheck {
+        name: spec.name.clone(),
+        kind: check.kind(),
+        action: spec.action,
+        definition: String::new(),
+        refs: Vec::new(),
+        query,
+    };
+    c.definition = c.describe();
+    let mut refs = BTreeSet::new();
+    for (sql, want) in c.planned_queries() {
+        let plan = ctx.sql(&sql).await.map_err(|e| first_line(&e.to_string()))?;
+        let plan = plan.logical_plan().clone();
+        let ty = plan.schema().field(0).data_type().clone();
+        match want {
+            Want::Rows => {}
+            Want::Time if !matches!(ty, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {
+                return Err(format!("freshness needs a timestamp or date column, this one is {ty}"));
+            }
+            Want::Number if !ty.is_numeric() => return Err(format!("reconcile needs numeric aggregates, `{}` gives {ty}", first_select(&sql))),
+            Want::Number if !is_global_aggregate(&plan) => {
+                return Err(format!("reconcile needs an aggregate over the whole table (like `sum(x)`), not `{}`", first_select(&sql)));
+            }
+            Want::Time | Want::Number => {}
+        }
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                refs.insert(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    c.refs = refs.into_iter().filter(|r| r != THIS && r != owner.name && !r.starts_with("__medallion")).collect();
+    Ok(c)
+}
+
+/// What a planned query must produce.
+enum Want {
+    Rows,
+    Time,
+    Number,
+}
+
+impl TableCheck {
+    /// Whether its failing rows can be dropped (an action of `drop` on `unique`/`relationships`).
+    pub fn drops(&self) -> bool {
+        self.action == Action::Drop
+    }
+
+    fn describe(&self) -> String {
+        match &self.query {
+            Query::Unique(cols) => format!("unique ({})", cols.join(", ")),
+            Query::Relationships { column, to, field } => format!("{column} references {to}.{field}"),
+            Query::Failing(sql) => sql.clone(),
+            Query::RowCount { min, max } => match (min, max) {
+                (Some(lo), Some(hi)) => format!("{lo} <= rows <= {hi}"),
+                (Some(lo), None) => format!("rows >= {lo}"),
+                (None, Some(hi)) => format!("rows <= {hi}"),
+                (None, None) => "any row count".into(),
+            },
+            Query::NullFraction { column, max } => format!("null fraction of {column} <= {max}"),
+            Query::Freshness { column, max_age } => format!("max({column}) no older than {}", human(max_age.seconds as i64)),
+            Query::Reconcile { left, right, tolerance, relative } => {
+                format!("({left}) = ({right}) within {tolerance} + {relative} relative")
+            }
+        }
+    }
+
+    /// The queries to plan at load time, with what each must produce.
+    fn planned_queries(&self) -> Vec<(String, Want)> {
+        match &self.query {
+            Query::Unique(_) | Query::Relationships { .. } | Query::Failing(_) => vec![(self.failing_sql(THIS).unwrap_or_default(), Want::Rows)],
+            Query::RowCount { .. } => Vec::new(),
+            Query::NullFraction { column, .. } => vec![(format!("SELECT {} FROM {THIS}", ident(column)), Want::Rows)],
+            Query::Freshness { column, .. } => vec![(format!("SELECT max({}) FROM {THIS}", ident(column)), Want::Time)],
+            Query::Reconcile { left, right, .. } => vec![(left.clone(), Want::Number), (right.clone(), Want::Number)],
+        }
+    }
+
+    /// For kinds whose failures are rows: the query returning them from `table`.
+    fn failing_sql(&self, table: &str) -> Option<String> {
+        match &self.query {
+            Query::Unique(cols) => {
+                let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+                let not_null: Vec<String> = list.iter().map(|c| format!("{c} IS NOT NULL")).collect();
+                let on: Vec<String> = list.iter().map(|c| format!("x.{c} = d.{c}")).collect();
+                Some(format!(
+                    "SELECT x.* FROM {table} AS x JOIN (SELECT {cols} FROM {table} WHERE {nn} GROUP BY {cols} HAVING count(*) > 1) AS d ON {on}",
+                    cols = list.join(", "),
+                    nn = not_null.join(" AND "),
+                    on = on.join(" AND ")
+                ))
+            }
+            Query::Relationships { column, to, field } => Some(format!(
+                "SELECT * FROM {table} AS x WHERE x.{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {to} AS r WHERE r.{f} = x.{c})",
+                c = ident(column),
+                f = ident(field)
+            )),
+            Query::Failing(sql) => Some(sql.clone()),
+            _ => None,
+        }
+    }
+
+    fn result(&self) -> GateResult {
+        GateResult::new(&self.name, self.kind, self.action, &self.definition)
+    }
+}
+
+/// Evaluates the `drop` checks on [`ROWS`]: per check, its result and the ids of its failing
+/// rows of this run (the rows to remove; published rows are never removed).
+pub async fn failing_ids(ctx: &SessionContext, checks: &[&TableCheck], columns: &[String], rows: u64) -> Result<Vec<(GateResult, BTreeSet<i64>)>> {
+    let mut results = Vec::new();
+    for check in checks {
+        let mut ids = BTreeSet::new();
+        let mut result = check.result();
+        result.rows_checked = rows;
+        let context = format!("expectation `{}`", check.name);
+        let failing = check.failing_sql(ROWS).ok_or_else(|| Error::Internal(format!("{context} cannot drop rows")))?;
+        for b in collect(ctx, &format!("SELECT {ROW_ID} FROM ({failing}) AS f"), &context).await? {
+            result.failing_rows += b.num_rows() as u64;
+            let col = b.column(0).as_primitive::<Int64Type>();
+            ids.extend((0..col.len()).filter(|&i| col.is_valid(i)).map(|i| col.value(i)));
+        }
+        result.dropped = ids.len() as u64;
+        if result.failing_rows > 0 {
+            let shown: Vec<String> = columns.iter().map(|c| format!("f.{}", ident(c))).collect();
+            let sample = format!("SELECT {} FROM ({failing}) AS f LIMIT {SAMPLES}", shown.join(", "));
+            for b in collect(ctx, &sample, &context).await? {
+                result.add_samples(&b)?;
+            }
+        }
+        results.push((result, ids));
+    }
+    Ok(results)
+}
+
+/// Evaluates `checks` on [`THIS`], of `rows` rows, at time `now`.
+pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], rows: u64, now: Now) -> Result<Vec<GateResult>> {
+    let mut out = Vec::new();
+    for check in checks {
+        let mut r = check.result();
+        r.rows_checked = rows;
+        let context = format!("expectation `{}`", check.name);
+        match &check.query {
+            Query::Unique(_) | Query::Relationships { .. } | Query::Failing(_) => {
+                let failing = check.failing_sql(THIS).unwrap_or_default();
+                r.failing_rows = count(ctx, &format!("SELECT count(*) FROM ({failing}) AS f"), &context).await?;
+                if r.failing_rows > 0 {
+                    for b in collect(ctx, &format!("SELECT * FROM ({failing}) AS f LIMIT {SAMPLES}"), &context).await? {
+                        r.add_samples(&b)?;
+                    }
+                }
+            }
+            Query::RowCount { min, max } => {
+                r.violated = min.is_some_and(|lo| rows < lo) || max.is_some_and(|hi| rows > hi);
+                r.observed = Some(format!("rows = {rows}"));
+            }
+            Query::NullFraction { column, max } => {
+                let nulls = count(ctx, &format!("SELECT count(*) FROM {THIS} WHERE {} IS NULL", ident(column)), &context).await?;
+                let fraction = if rows == 0 { 0.0 } else { nulls as f64 / rows as f64 };
+                r.violated = fraction > *max;
+                r.observed = Some(format!("null fraction {fraction:.4} ({nulls} of {rows} rows)"));
+            }
+            Query::Freshness { column, max_age } => {
+                let batches = collect(ctx, &format!("SELECT max({}) FROM {THIS}", ident(column)), &context).await?;
+                match newest_micros(&batches, &context)? {
+                    None => {
+                        r.violated = true;
+                        r.observed = Some(format!("no value in {column}"));
+                    }
+                    Some(newest) => {
+                        let age = (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000);
+                        r.violated = age > max_age.seconds as i64;
+                        let at = chrono::DateTime::from_timestamp_micros(newest)
+                            .map_or_else(|| newest.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        r.observed = Some(format!("newest {at}, {} old", human(age)));
+                    }
+                }
+            }
+            Query::Reconcile { left, right, tolerance, relative } => {
+                let a = scalar(ctx, left, &context).await?;
+                let b = scalar(ctx, right, &context).await?;
+                let (violated, observed) = match (a, b) {
+                    (None, None) => (false, "both sides are null".to_string()),
+                    (Some(a), None) => (true, format!("{a} vs null")),
+                    (None, Some(b)) => (true, format!("null vs {b}")),
+                    (Some(a), Some(b)) => {
+                        let diff = (a - b).abs();
+                        let allowed = tolerance + relative * a.abs().max(b.abs());
+                        (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}"))
+                    }
+                };
+                r.violated = violated;
+                r.observed = Some(observed);
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Rows of [`THIS`].
+pub async fn count_this(ctx: &SessionContext) -> Result<u64> {
+    count(ctx, &format!("SELECT count(*) FROM {THIS}"), "counting candidate rows").await
+}
+
+async fn collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?;
+    df.collect().await.map_err(|e| Error::sql(context, e))
+}
+
+async fn count(ctx: &SessionContext, sql: &str, context: &str) -> Result<u64> {
+    let batches = collect(ctx, sql, context).await?;
+    let n = batches.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+async fn scalar(ctx: &SessionContext, sql: &str, context: &str) -> Result<Option<f64>> {
+    let batches = collect(ctx, &format!("SELECT CAST(value AS DOUBLE) FROM ({sql}) AS v"), context).await?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    let col = b.column(0).as_primitive::<Float64Type>();
+    Ok(col.is_valid(0).then(|| col.value(0)))
+}
+
+fn newest_micros(batches: &[RecordBatch], context: &str) -> Result<Option<i64>> {
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    let col = cast(b.column(0), &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| Error::arrow(context, e))?;
+    let col = col.as_primitive::<TimestampMicrosecondType>();
+    Ok(col.is_valid(0).then(|| col.value(0)))
+}
+
+fn is_global_aggregate(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => is_global_aggregate(&p.input),
+        LogicalPlan::SubqueryAlias(a) => is_global_aggregate(&a.input),
+        LogicalPlan::Aggregate(a) => a.group_expr.is_empty(),
+        _ => false,
+    }
+}
+
+fn first_select(sql: &str) -> &str {
+    sql.strip_prefix("SELECT ").and_then(|s| s.split(" AS value FROM ").next()).unwrap_or(sql)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+/// `3d 4h`, `2h 5m`, `40s`, `-1m` (a clock behind the data).
+pub fn human(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let s = seconds.unsigned_abs();
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    let text = match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    };
+    format!("{sign}{text}")
+}

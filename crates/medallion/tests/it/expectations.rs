@@ -1,0 +1,282 @@
+//! Every expectation kind, passing and failing (cases in tests/fixtures/expectations/cases.toml);
+//! `drop` on set-level kinds; results kept in `_medallion/expectations`; bad configurations.
+
+use std::path::{Path, PathBuf};
+
+use medallion::orchestration::run::{Now, RunOptions, RunSummary, run};
+use medallion::project::Project;
+use medallion::storage::delta::Table;
+use medallion::storage::{Lake, Layer};
+use serde::Deserialize;
+
+use crate::common::{strings, write_gz};
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/expectations")
+}
+
+#[derive(Deserialize)]
+struct Cases {
+    case: Vec<Case>,
+    bad: Vec<Bad>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    on: String,
+    pass: String,
+    fail: String,
+}
+
+#[derive(Deserialize)]
+struct Bad {
+    on: String,
+    expectation: String,
+    message: String,
+    at: Option<String>,
+}
+
+fn cases() -> Cases {
+    toml::from_str(&std::fs::read_to_string(fixture_dir().join("cases.toml")).expect("cases")).expect("valid cases.toml")
+}
+
+const ORDERS: [&str; 4] = [
+    r#"{"order_id": 1, "customer_id": 1, "amount": 10, "region": "uk", "email": "a@x"}"#,
+    r#"{"order_id": 2, "customer_id": 2, "amount": 20, "region": "uk", "email": "b@x"}"#,
+    r#"{"order_id": 3, "customer_id": 1, "amount": 5, "region": "us"}"#,
+    r#"{"order_id": 4, "customer_id": 3, "amount": 7, "region": null, "email": "a@x"}"#,
+];
+
+/// A project of the fixture with `silver`/`gold` expectations, and its bronze data.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(silver: &str, gold: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(dir.path().join("gold")).expect("mkdir");
+        for f in ["gold/by_region.sql", "gold/downstream.sql"] {
+            std::fs::copy(fixture_dir().join(f), dir.path().join(f)).expect("copy");
+        }
+        let f = Fixture { dir };
+        f.configure(silver, gold);
+        f.land("orders", "b1", "2024-03-01T00:00:00+00:00", &ORDERS);
+        let customers = [r#"{"customer_id": 1, "name": "Ann"}"#, r#"{"customer_id": 2, "name": "Bob"}"#, r#"{"customer_id": 3, "name": "Cy"}"#];
+        f.land("customers", "c1", "2024-03-01T00:00:00+00:00", &customers);
+        f
+    }
+
+    fn configure(&self, silver: &str, gold: &str) {
+        let text = std::fs::read_to_string(fixture_dir().join("medallion.toml")).expect("read");
+        std::fs::write(self.dir.path().join("medallion.toml"), text.replace("SILVER", silver).replace("GOLD", gold)).expect("write");
+    }
+
+    fn land(&self, source: &str, batch: &str, at: &str, rows: &[&str]) {
+        let text: String = rows
+            .iter()
+            .map(|r| format!("{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n", &r[..r.len() - 1]))
+            .collect();
+        write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
+    }
+
+    async fn run(&self) -> (RunSummary, Project, Lake) {
+        let project = Project::load(self.dir.path()).await.expect("project loads");
+        let lake = Lake::open(&project.lake, &project.root).expect("lake");
+        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z") }).await.expect("run");
+        (s, project, lake)
+    }
+
+    fn log_files(&self, layer: &str, table: &str) -> Vec<String> {
+        let dir = self.dir.path().join(format!("lake/{layer}/{table}/_delta_log"));
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+fn at(text: &str) -> Now {
+    text.parse().expect("timestamp")
+}
+
+fn place(on: &str, expectation: &str) -> (String, String) {
+    match on {
+        "silver" => (expectation.to_string(), String::new()),
+        "gold" => (String::new(), expectation.to_string()),
+        other => panic!("unknown table `{other}` in cases.toml"),
+    }
+}
+
+async fn query(project: &Project, lake: &Lake, sql: &str) -> Vec<Vec<String>> {
+    let ctx = medallion::catalog::session(lake, project).await.expect("session");
+    let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+    let mut rows = Vec::new();
+    for b in &batches {
+        let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
+        for r in 0..b.num_rows() {
+            rows.push(cols.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_passes_and_fails_as_declared() {
+    for case in cases().case {
+        for (expectation, passes) in [(&case.pass, true), (&case.fail, false)] {
+            let (silver, gold) = place(&case.on, expectation);
+            let f = Fixture::new(&silver, &gold);
+            let (s, _, lake) = f.run().await;
+            let node = if case.on == "silver" { "silver/orders" } else { "gold/by_region" };
+            let result = s
+                .expectations()
+                .into_iter()
+                .find(|(n, e)| n == node && e.name == "c")
+                .unwrap_or_else(|| panic!("{expectation}: no result in {:?}", s.failed));
+            assert_eq!(result.1.passed(), passes, "{expectation}: {:?}", result.1);
+            if passes {
+                assert!(s.ok(), "{expectation}: {:?}", s.failed);
+                continue;
+            }
+            // A failed `fail` gate publishes nothing for the table and runs nothing downstream.
+            assert_eq!(s.failed.len(), 1, "{expectation}: {:?}", s.failed);
+            assert_eq!(s.failed[0].node, node);
+            assert!(s.failed[0].error.contains("quality gate failed") && s.failed[0].error.contains("`c`"), "{}", s.failed[0].error);
+            let (table, layer, skipped) = if case.on == "silver" {
+                ("orders", Layer::Silver, vec!["gold/by_region", "gold/downstream"])
+            } else {
+                ("by_region", Layer::Gold, vec!["gold/downstream"])
+            };
+            assert_eq!(s.skipped, skipped, "{expectation}");
+            assert!(!Table::open(&lake, layer, table).await.expect("open").exists(), "{expectation}: {layer}/{table} was written");
+            assert!(!Table::open(&lake, Layer::Quarantine, table).await.expect("open").exists(), "{expectation}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_gate_on_a_published_table_adds_no_version_and_no_log_file() {
+    let f = Fixture::new(r#"{ name = "email_unique", unique = "email", action = "warn" }"#, "");
+    let (s, _, lake) = f.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let before: Vec<Vec<String>> =
+        [("silver", "orders"), ("quarantine", "orders"), ("gold", "by_region"), ("gold", "downstream")].iter().map(|(l, t)| f.log_files(l, t)).collect();
+    let version = |layer, name| {
+        let lake = lake.clone();
+        async move { Table::open(&lake, layer, name).await.expect("open").version() }
+    };
+    let (silver_v, gold_v) = (version(Layer::Silver, "orders").await, version(Layer::Gold, "by_region").await);
+
+    // Same rule, now `fail`; a new batch brings order 5 with a rejected line and a duplicate email.
+    f.configure(r#"{ name = "email_unique", unique = "email", action = "fail" }"#, "");
+    f.land("orders", "b2", "2024-03-01T12:00:00+00:00", &[r#"{"order_id": 5, "customer_id": 2, "amount": 1, "email": "b@x"}"#, r#"{"order_id": "x"}"#]);
+    let (s, _, lake) = f.run().await;
+    assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+    assert!(s.failed[0].error.contains("`email_unique` (4 of 5 rows failed)"), "{}", s.failed[0].error);
+    assert_eq!(s.skipped, vec!["gold/by_region".to_string(), "gold/downstream".into()]);
+    let after: Vec<Vec<String>> =
+        [("silver", "orders"), ("quarantine", "orders"), ("gold", "by_region"), ("gold", "downstream")].iter().map(|(l, t)| f.log_files(l, t)).collect();
+    assert_eq!(after, before, "no commit may land after a failed gate");
+    assert_eq!(Table::open(&lake, Layer::Silver, "orders").await.expect("open").version(), silver_v);
+    assert_eq!(Table::open(&lake, Layer::Gold, "by_region").await.expect("open").version(), gold_v);
+    // The failure and its sample rows are in the run log's results.
+    let failed = &s.failed[0].expectations;
+    let unique = failed.iter().find(|e| e.name == "email_unique").expect("result");
+    assert_eq!((unique.failing_rows, unique.samples.len()), (4, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_sends_this_runs_failing_rows_to_quarantine_and_keeps_published_ones() {
+    let silver = r#"{ name = "email_unique", unique = "email", action = "drop" },
+  { name = "known_customer", relationships = { column = "customer_id", to = "customers" }, action = "drop" }"#;
+    let f = Fixture::new(silver, "");
+    let (s, project, lake) = f.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("orders");
+    // Orders 1 and 4 share a@x: both are this run's rows, both go.
+    assert_eq!((p.read, p.inserted, p.superseded, p.rejected), (4, 2, 0, 2));
+    let rules = query(
+        &project,
+        &lake,
+        "SELECT _batch_id, _source_file, CAST(_line AS VARCHAR), e['rule'] FROM (SELECT *, unnest(_errors) AS e FROM quarantine.orders) ORDER BY _raw",
+    )
+    .await;
+    assert_eq!(
+        rules,
+        vec![
+            vec!["b1".to_string(), "bronze/orders/2024-03-01/b1.ndjson.gz".into(), "".into(), "email_unique".into()],
+            vec!["b1".to_string(), "bronze/orders/2024-03-01/b1.ndjson.gz".into(), "".into(), "email_unique".into()],
+        ]
+    );
+    let raw = query(&project, &lake, "SELECT _raw FROM quarantine.orders ORDER BY _raw").await;
+    assert!(raw[0][0].starts_with(r#"{"order_id":1,"customer_id":1,"amount":10.00,"region":"uk","email":"a@x","_batch_id":"b1""#), "{raw:?}");
+    assert_eq!(query(&project, &lake, "SELECT order_id FROM silver.orders ORDER BY order_id").await, vec![vec!["2".to_string()], vec!["3".into()]]);
+
+    // Order 5 repeats published b@x and names an unknown customer: both reasons, and only it goes.
+    f.land(
+        "orders",
+        "b2",
+        "2024-03-01T12:00:00+00:00",
+        &[r#"{"order_id": 5, "customer_id": 9, "amount": 1, "email": "b@x"}"#, r#"{"order_id": 6, "customer_id": 2, "amount": 2, "email": "c@x"}"#],
+    );
+    let (s, project, lake) = f.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("orders");
+    assert_eq!((p.read, p.inserted, p.rejected), (2, 1, 1));
+    let results: Vec<(String, u64, u64)> = p.expectations.iter().map(|e| (e.name.clone(), e.failing_rows, e.dropped)).collect();
+    assert_eq!(results, vec![("email_unique".to_string(), 2, 1), ("known_customer".into(), 1, 1)]);
+    let reasons = query(&project, &lake, "SELECT e['rule'] FROM (SELECT unnest(_errors) AS e FROM quarantine.orders WHERE _raw LIKE '%\"order_id\":5%') ORDER BY 1").await;
+    assert_eq!(reasons, vec![vec!["email_unique".to_string()], vec!["known_customer".into()]]);
+    assert_eq!(
+        query(&project, &lake, "SELECT order_id FROM silver.orders ORDER BY order_id").await,
+        vec![vec!["2".to_string()], vec!["3".into()], vec!["6".into()]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warn_publishes_and_every_result_is_kept_in_the_lake() {
+    let f = Fixture::new(
+        r#"{ name = "big", sql = "SELECT * FROM this WHERE amount >= 10", action = "warn" }"#,
+        r#"{ name = "sums", reconcile = { expr = "sum(total)", with = "orders", with_expr = "sum(amount)" } }"#,
+    );
+    let (s, project, lake) = f.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    assert_eq!(query(&project, &lake, "SELECT count(*) FROM silver.orders").await, vec![vec!["4".to_string()]]);
+    let kept = query(
+        &project,
+        &lake,
+        "SELECT command, node, expectation, kind, action, outcome, CAST(failing_rows AS VARCHAR), coalesce(observed, '') FROM medallion.expectations ORDER BY node, expectation",
+    )
+    .await;
+    let row = |cells: [&str; 8]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        kept,
+        vec![
+            row(["run", "gold/by_region", "sums", "reconcile", "fail", "pass", "0", "42 vs 42, difference 0"]),
+            row(["run", "silver/orders", "big", "sql", "warn", "warn", "2", ""]),
+        ]
+    );
+    let samples = query(&project, &lake, "SELECT samples FROM medallion.expectations WHERE expectation = 'big'").await;
+    assert!(samples[0][0].contains(r#""order_id":1"#) && samples[0][0].contains(r#""order_id":2"#), "{samples:?}");
+    // `medallion test` evaluates the same on the published tables and appends its results.
+    let outcomes = medallion::quality::test::test(&lake, &project, &[], at("2024-03-02T00:00:00Z")).await.expect("test");
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(query(&project, &lake, "SELECT count(*) FROM medallion.expectations WHERE command = 'test'").await, vec![vec!["2".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_expectations_are_validate_errors_on_their_line() {
+    for bad in cases().bad {
+        let (silver, gold) = place(&bad.on, &bad.expectation);
+        let f = Fixture::new(&silver, &gold);
+        let text = std::fs::read_to_string(f.dir.path().join("medallion.toml")).expect("read");
+        let needle = bad.at.as_deref().unwrap_or(r#"name = "b""#);
+        let line = text.lines().position(|l| l.contains(needle)).map(|i| i + 1).expect("needle");
+        let err = Project::load(f.dir.path()).await.expect_err(&bad.expectation).to_string();
+        let located = err.lines().find(|l| l.contains(&bad.message));
+        let located = located.unwrap_or_else(|| panic!("{}: expected `{}` in\n{err}", bad.expectation, bad.message));
+        assert!(located.trim_start().starts_with(&format!("medallion.toml:{line}: ")), "{}: wrong place: {located}", bad.expectation);
+    }
+}
