@@ -301,18 +301,13 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], rows: u64, n
                 }
             }
             Query::Reconcile { left, right, tolerance, relative } => {
-                let a = scalar(ctx, left, &context).await?;
-                let b = scalar(ctx, right, &context).await?;
-                let (violated, observed) = match (a, b) {
-                    (None, None) => (false, "both sides are null".to_string()),
-                    (Some(a), None) => (true, format!("{a} vs null")),
-                    (None, Some(b)) => (true, format!("null vs {b}")),
-                    (Some(a), Some(b)) => {
-                        let diff = (a - b).abs();
-                        let allowed = tolerance + relative * a.abs().max(b.abs());
-                        (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}"))
-                    }
-                };
+                // An aggregate over no rows (sum → null) counts as 0: reconciliations compare sums
+                // and counts, and an empty side must equal an empty side.
+                let a = scalar(ctx, left, &context).await?.unwrap_or(0.0);
+                let b = scalar(ctx, right, &context).await?.unwrap_or(0.0);
+                let diff = (a - b).abs();
+                let allowed = tolerance + relative * a.abs().max(b.abs());
+                let (violated, observed) = (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}"));
                 r.violated = violated;
                 r.observed = Some(observed);
             }
