@@ -66,5 +66,14 @@ silver_stats = json.loads(silver_out.read_text().splitlines()[0])["row"]
 check("silver stats through medallion", (silver_stats["n"], silver_stats["keys"], silver_stats["total"]),
       (expected["silver_rows"], expected["silver_rows"], expected["gold_amount_sum"]))
 
+# Expectation results are a Delta table other readers can query too.
+results = pl.read_delta(str(lake / "_medallion" / "expectations"))
+check("expectation results recorded once (the rerun evaluated nothing)", results.height, 11)
+check("every example expectation passed or only warned",
+      sorted(set(results.filter(pl.col("outcome") != "pass")["expectation"].to_list())), ["fresh_orders"])
+recon = results.filter(pl.col("expectation") == "revenue_reconciles").to_dicts()[0]
+check("revenue reconciles gold with silver", (recon["outcome"], recon["failing_rows"]), ("pass", 0))
+check("expectation results through deltalake", DeltaTable(str(lake / "_medallion" / "expectations")).version(), 0)
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
