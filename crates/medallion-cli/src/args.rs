@@ -82,6 +82,28 @@ pub enum Command {
         #[arg(long, short = 's', num_args = 1..)]
         select: Vec<String>,
     },
+    /// Re-validate a silver table's dead-letter records against the current contract and promote
+    /// those that now pass (after a rule or coercion was fixed).
+    ///
+    /// Records that pass go through the normal silver path (dedup, expectations, MERGE where a
+    /// replayed old record never overwrites a newer one) and are marked replayed in the dead
+    /// letter; the others stay with their reasons updated. Running it twice promotes nothing twice.
+    Replay {
+        /// The silver table.
+        table: String,
+        /// Only records matching this SQL condition over the dead letter's columns
+        /// (e.g. "_batch_id = 'b1'" or "array_has(_errors['rule'], 'type')").
+        #[arg(long = "where", value_name = "SQL")]
+        filter: Option<String>,
+        /// Only report how many records would pass, by the reasons they had.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Summarise a table's dead letter: records by reason, batch and day, with sample records.
+    Quarantine {
+        /// The silver table or gold model.
+        table: String,
+    },
     /// Print rows of a table: `orders`, `silver.orders`, `quarantine.orders`, `gold.daily_revenue`.
     Show {
         /// Table name.

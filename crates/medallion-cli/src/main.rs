@@ -54,6 +54,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run => commands::run::run(g).await,
         Command::Status => commands::status::run(g).await,
         Command::Test { select } => commands::test::run(g, &select).await,
+        Command::Replay { table, filter, dry_run } => commands::replay::run(g, &table, filter, dry_run).await,
+        Command::Quarantine { table } => commands::replay::summary(g, &table).await,
         Command::Show { table, limit } => commands::query::show(g, &table, limit).await,
         Command::Sql { query } => commands::query::sql(g, &query).await,
     }

@@ -139,6 +139,15 @@ pub enum Error {
         results: Vec<crate::quality::gates::GateResult>,
     },
 
+    /// A rejection-rate gate held back some batches of a promotion (the rest was published).
+    #[error("rejection-rate gate for {node}: held back {batches}; they stay pending until the contract or the data is fixed, and dependents were not run")]
+    BatchesHeldBack {
+        /// `silver/<table>`.
+        node: String,
+        /// The batches with their rejected shares.
+        batches: String,
+    },
+
     /// A bug in medallion.
     #[error("internal error (this is a bug in medallion): {0}")]
     Internal(String),

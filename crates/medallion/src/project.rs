@@ -15,7 +15,7 @@ use crate::catalog;
 use crate::quality::checks::{self, Owner, THIS, TableCheck};
 use crate::quality::gates::Gate;
 use crate::silver::contract::Contract;
-use crate::spec::{Diagnostic, Duration, Located, Refresh, SourceFormat, load_specs};
+use crate::spec::{Diagnostic, Duration, Located, Refresh, RejectedFractionSpec, SourceFormat, load_specs};
 use crate::storage::Layer;
 
 /// Default lake location, relative to the project.
@@ -57,6 +57,8 @@ pub struct SilverTable {
     pub checks: Vec<TableCheck>,
     /// Other silver tables its expectations read: promoted first; their failure skips this one.
     pub depends_on: Vec<String>,
+    /// Bounds on the share of rejected records.
+    pub max_rejected_fraction: Option<RejectedFractionSpec>,
 }
 
 /// A gold model.
@@ -201,6 +203,14 @@ impl Project {
                 Some(Ok(d)) => Some(d),
                 None => None,
             };
+            let max_rejected_fraction = match spec.max_rejected_fraction.as_ref().map(|f| f.spec()) {
+                Some(Err(e)) => {
+                    diags.push(Diagnostic::new(&t.file, &subject, e).with_line(line_of(&t.file, "max_rejected_fraction", t.line)));
+                    None
+                }
+                Some(Ok(f)) => Some(f),
+                None => None,
+            };
             match Contract::compile(spec) {
                 Ok(contract) => {
                     silver.insert(
@@ -217,6 +227,7 @@ impl Project {
                             sla,
                             checks: Vec::new(),
                             depends_on: Vec::new(),
+                            max_rejected_fraction,
                         },
                     );
                 }

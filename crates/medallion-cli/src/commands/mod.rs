@@ -3,6 +3,7 @@
 pub mod ingest;
 pub mod init;
 pub mod query;
+pub mod replay;
 pub mod run;
 pub mod status;
 pub mod test;

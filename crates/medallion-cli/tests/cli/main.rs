@@ -221,3 +221,38 @@ fn test_evaluates_expectations_on_published_tables() {
     let out = run(&["sql", "SELECT command, count(*) AS n FROM medallion.expectations GROUP BY command ORDER BY command"], &proj);
     assert!(text(&out.stdout).contains("| run     | 11 |") && text(&out.stdout).contains("| test    | 37 |"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let out = run(&["quarantine", "orders"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(summary.starts_with("quarantine/orders: 148 outstanding record(s), 0 replayed"), "{summary}");
+    assert!(summary.contains("amount > 0 (amount): sample records"), "{summary}");
+
+    let toml = proj.join("medallion.toml");
+    let spec = std::fs::read_to_string(&toml)
+        .expect("read")
+        .replace("checks = [\"amount > 0\"]", "checks = [\"amount >= 0\"]")
+        .replace("revenue > 0 AND min_amount > 0", "revenue >= 0 AND min_amount >= 0");
+    std::fs::write(&toml, spec).expect("write");
+    let out = run(&["replay", "orders", "--dry-run"], &proj);
+    assert!(text(&out.stdout).starts_with("dry run: 49 of 148 records of quarantine/orders would pass"), "{}", text(&out.stdout));
+    let out = run(&["replay", "orders", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("json");
+    assert_eq!((r["type"].as_str(), r["selected"].as_u64(), r["passing"].as_u64(), r["rejected"].as_u64()), (Some("replay"), Some(148), Some(49), Some(99)));
+    let out = run(&["replay", "orders"], &proj);
+    assert!(text(&out.stdout).contains("none of the 99 outstanding records passes the current contract; nothing written"), "{}", text(&out.stdout));
+    let out = run(&["quarantine", "orders"], &proj);
+    assert!(text(&out.stdout).starts_with("quarantine/orders: 99 outstanding record(s), 49 replayed"), "{}", text(&out.stdout));
+    let out = run(&["replay", "daily_revenue"], &proj);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`daily_revenue` is not a silver table"), "{}", text(&out.stderr));
+    // The gold model is rebuilt over the replayed silver rows, and still reconciles.
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+}

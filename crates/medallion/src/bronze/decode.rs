@@ -123,12 +123,20 @@ pub struct BadLine {
 
 /// Decodes one gzip NDJSON batch, calling `on_chunk` for each chunk of rows and collecting bad lines.
 /// A decompression error ends the file: rows read before it are still delivered.
-pub fn decode_batch(
-    gz: &[u8],
+pub fn decode_batch(gz: &[u8], wanted: &[String], on_chunk: impl FnMut(RawChunk) -> crate::Result<()>) -> crate::Result<Vec<BadLine>> {
+    decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, on_chunk)
+}
+
+/// Like [`decode_batch`], over uncompressed NDJSON (dead-letter records being replayed).
+pub fn decode_ndjson(text: &[u8], wanted: &[String], on_chunk: impl FnMut(RawChunk) -> crate::Result<()>) -> crate::Result<Vec<BadLine>> {
+    decode_lines(text, wanted, on_chunk)
+}
+
+fn decode_lines(
+    mut reader: impl BufRead,
     wanted: &[String],
     mut on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
-    let mut reader = BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz));
     let mut bad = Vec::new();
     let mut builder = ChunkBuilder::new(wanted);
     let mut line_no: u64 = 0;

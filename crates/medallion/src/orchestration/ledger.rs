@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! _medallion/ledger/silver/<table>/<N>.json   intent N: the batches promotion N covers
-//!            │ written before any commit; never rewritten once written
+//!            │ written once its batches are validated, before any commit; never rewritten
 //!            ▼
 //! quarantine/<table>  commit with txn (medallion/silver/<table>, N)   (skipped if already there)
 //! silver/<table>      commit with txn (medallion/silver/<table>, N)   ← intent N is done
@@ -40,29 +40,80 @@ fn dir(table: &str) -> String {
     format!("_medallion/ledger/silver/{table}")
 }
 
-/// Every intent of `table`, by number.
-pub async fn intents(lake: &Lake, table: &str) -> Result<BTreeMap<i64, Intent>> {
+/// One dead-letter replay's intent: the records (`_id`s) it covers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplayIntent {
+    /// Its number, also the txn version of its silver and quarantine commits.
+    pub version: i64,
+    /// The run that wrote it.
+    pub run_id: String,
+    /// The dead-letter records it replays.
+    pub ids: Vec<String>,
+}
+
+/// The application id of a silver table's replay commits (silver MERGE and quarantine rewrite).
+pub fn replay_app_id(table: &str) -> String {
+    format!("medallion/replay/{table}")
+}
+
+fn replay_dir(table: &str) -> String {
+    format!("_medallion/ledger/replay/{table}")
+}
+
+/// Something kept in the ledger under a number.
+trait Numbered: Serialize + serde::de::DeserializeOwned {
+    fn number(&self) -> i64;
+}
+
+impl Numbered for Intent {
+    fn number(&self) -> i64 {
+        self.version
+    }
+}
+
+impl Numbered for ReplayIntent {
+    fn number(&self) -> i64 {
+        self.version
+    }
+}
+
+async fn list<T: Numbered>(lake: &Lake, dir: &str) -> Result<BTreeMap<i64, T>> {
     let mut out = BTreeMap::new();
-    for meta in lake.list(&dir(table)).await? {
+    for meta in lake.list(dir).await? {
         let path = meta.location.to_string();
         let Some(bytes) = lake.get(&path).await? else { continue };
-        let intent: Intent = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))?;
-        out.insert(intent.version, intent);
+        let item: T = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))?;
+        out.insert(item.number(), item);
     }
     Ok(out)
 }
 
-/// Records `intent`; refuses to replace an existing one.
-pub async fn record(lake: &Lake, table: &str, intent: &Intent) -> Result<()> {
-    let path = format!("{}/{:010}.json", dir(table), intent.version);
-    let bytes = serde_json::to_vec_pretty(intent).map_err(|e| Error::Internal(e.to_string()))?;
+async fn put<T: Numbered>(lake: &Lake, dir: &str, table: &str, item: &T) -> Result<()> {
+    let path = format!("{dir}/{:010}.json", item.number());
+    let bytes = serde_json::to_vec_pretty(item).map_err(|e| Error::Internal(e.to_string()))?;
     if lake.put_if_absent(&path, bytes).await? {
         Ok(())
     } else {
-        Err(Error::Busy {
-            table: format!("silver/{table}"),
-            message: format!("promotion {} was just recorded by another run ({path})", intent.version),
-        })
+        Err(Error::Busy { table: format!("silver/{table}"), message: format!("{path} was just recorded by another run") })
     }
+}
+
+/// Every intent of `table`, by number.
+pub async fn intents(lake: &Lake, table: &str) -> Result<BTreeMap<i64, Intent>> {
+    list(lake, &dir(table)).await
+}
+
+/// Records `intent`; refuses to replace an existing one.
+pub async fn record(lake: &Lake, table: &str, intent: &Intent) -> Result<()> {
+    put(lake, &dir(table), table, intent).await
+}
+
+/// Every replay intent of `table`, by number.
+pub async fn replay_intents(lake: &Lake, table: &str) -> Result<BTreeMap<i64, ReplayIntent>> {
+    list(lake, &replay_dir(table)).await
+}
+
+/// Records a replay intent; refuses to replace an existing one.
+pub async fn record_replay(lake: &Lake, table: &str, intent: &ReplayIntent) -> Result<()> {
+    put(lake, &replay_dir(table), table, intent).await
 }

@@ -30,6 +30,12 @@ pub fn now() -> Now {
     chrono::Utc::now()
 }
 
+/// A new run id: `[<kind>-]<UTC start>-<random>`, so ids sort by start time.
+pub fn new_run_id(kind: Option<&str>, now: Now) -> String {
+    let id = format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    kind.map_or_else(|| id.clone(), |k| format!("{k}-{id}"))
+}
+
 /// `now` plus `i` microseconds: distinct, ordered ingest times for inputs given together.
 pub fn later(now: Now, i: usize) -> Now {
     now + chrono::Duration::microseconds(i64::try_from(i).unwrap_or(i64::MAX))
@@ -134,7 +140,7 @@ impl RunSummary {
 /// returned here means the run could not proceed at all (e.g. the lake is unreadable).
 pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<RunSummary> {
     let t0 = Instant::now();
-    let run_id = format!("{}-{}", opts.now.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let run_id = new_run_id(None, opts.now);
     let mut summary = RunSummary {
         schema_version: 1,
         run_id: run_id.clone(),
@@ -170,7 +176,15 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
             continue;
         }
         match promote(lake, project, table, &promote_opts).await {
-            Ok(promotions) => summary.silver.extend(promotions),
+            Ok(promotions) => {
+                let held: Vec<String> = promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
+                summary.silver.extend(promotions);
+                if !held.is_empty() {
+                    let node = format!("silver/{}", table.name);
+                    summary.failed.push(NodeFailure::new(node.clone(), Error::BatchesHeldBack { node, batches: held.join(", ") }));
+                    broken.insert(table.name.clone());
+                }
+            }
             Err(e) => {
                 summary.failed.push(NodeFailure::new(format!("silver/{}", table.name), e));
                 broken.insert(table.name.clone());

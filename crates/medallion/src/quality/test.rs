@@ -60,7 +60,7 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
             o.result.outcome = Outcome::Warn;
         }
     }
-    let run_id = format!("test-{}-{}", now.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let run_id = crate::orchestration::run::new_run_id(Some("test"), now);
     let recorded: Vec<(String, GateResult)> = out.iter().map(|o| (o.node.clone(), o.result.clone())).collect();
     results::record(lake, &run_id, "test", now, &recorded).await?;
     Ok(out)

@@ -11,7 +11,9 @@
 
 pub mod coerce;
 pub mod contract;
+pub mod dead_letter;
 pub mod dedup;
 pub mod promote;
 pub mod quarantine;
+pub mod replay;
 pub mod validate;

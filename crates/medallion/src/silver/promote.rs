@@ -20,12 +20,13 @@ use super::dedup::latest_per_key;
 use super::quarantine::{self, Reason, Rejected};
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
-use crate::bronze::decode::decode_batch;
+use crate::bronze::decode::{decode_batch, decode_ndjson};
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
 use crate::orchestration::run::Now;
 use crate::project::{Project, SilverTable};
+use crate::spec::{Action, RejectedFractionSpec};
 use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
 use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
@@ -61,6 +62,8 @@ pub struct Promotion {
     pub quarantine_version: Option<i64>,
     /// Expectation results over the promotion's candidate rows.
     pub expectations: Vec<GateResult>,
+    /// Batches a rejection-rate gate (`fail`) kept out of this promotion: they stay pending.
+    pub held_back: Vec<HeldBack>,
     /// Stage timings in milliseconds.
     pub timings_ms: HashMap<&'static str, u64>,
 }
@@ -70,6 +73,30 @@ impl Promotion {
     pub fn promoted(&self) -> u64 {
         self.inserted + self.updated
     }
+}
+
+/// A batch whose rejected share exceeded `max_rejected_fraction.per_batch`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldBack {
+    /// Bronze file.
+    pub path: String,
+    /// Batch id.
+    pub batch_id: String,
+    /// Records read.
+    pub read: u64,
+    /// Records rejected.
+    pub rejected: u64,
+}
+
+impl HeldBack {
+    /// `<batch> (3.00% rejected: 30 of 1000)`.
+    pub fn describe(&self) -> String {
+        format!("{} ({:.2}% rejected: {} of {})", self.batch_id, 100.0 * fraction(self.rejected, self.read), self.rejected, self.read)
+    }
+}
+
+fn fraction(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
 /// Settings of a promotion.
@@ -111,7 +138,7 @@ pub async fn promote(lake: &Lake, project: &Project, table: &SilverTable, opts: 
     let mut out = Vec::new();
     if let Some(open) = intents.get(&(committed + 1)) {
         tracing::info!(intent = open.version, "resuming an interrupted promotion");
-        out.push(run_intent(lake, project, table, open, true, opts).await?);
+        out.push(run_intent(lake, project, table, open.clone(), true, opts).await?);
         done.extend(open.batches.iter().map(|b| b.path.clone()));
         committed += 1;
     }
@@ -122,20 +149,28 @@ pub async fn promote(lake: &Lake, project: &Project, table: &SilverTable, opts: 
     }
     let pending = batches::order_by_ingestion(lake, pending).await?;
     let intent = Intent { version: committed + 1, run_id: opts.run_id.clone(), batches: pending };
-    ledger::record(lake, &table.name, &intent).await?;
-    out.push(run_intent(lake, project, table, &intent, false, opts).await?);
+    out.push(run_intent(lake, project, table, intent, false, opts).await?);
     Ok(out)
 }
 
 /// What decoding and validating one file gave.
-struct FileResult {
-    valid: Vec<RecordBatch>,
-    rejected: Vec<Rejected>,
-    read: u64,
-    gate_counts: Vec<(u64, u64)>,
+pub(crate) struct FileResult {
+    /// Valid rows.
+    pub valid: Vec<RecordBatch>,
+    /// The input line of each valid row.
+    pub valid_lines: Vec<u64>,
+    /// Rejected records.
+    pub rejected: Vec<Rejected>,
+    /// Records read (rows and unreadable lines).
+    pub read: u64,
+    /// Per row-level expectation: rows checked, rows failing.
+    pub gate_counts: Vec<(u64, u64)>,
 }
 
-async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, intent: &Intent, resumed: bool, opts: &PromoteOptions) -> Result<Promotion> {
+/// Promotes the batches of `intent`. A new intent is recorded in the ledger once its batches are
+/// validated (after a rejection-rate gate may have held some back) and before any commit; a
+/// resumed one was recorded by the run it interrupted.
+async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut intent: Intent, resumed: bool, opts: &PromoteOptions) -> Result<Promotion> {
     let mut p = Promotion { table: table.name.clone(), intent: intent.version, resumed, batches: intent.batches.len(), ..Default::default() };
     let app = ledger::app_id(&table.name);
     let txn = Txn { app_id: app.clone(), version: intent.version };
@@ -143,13 +178,14 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, intent:
 
     // Decode and validate the batches, several files at once; results keep batch order.
     let contract = Arc::clone(&table.contract);
-    let results: Vec<FileResult> = futures::stream::iter(intent.batches.iter().cloned())
+    let mut results: Vec<FileResult> = futures::stream::iter(intent.batches.iter().cloned())
         .map(|file| {
             let contract = Arc::clone(&contract);
             let source = table.source.clone();
             async move {
                 let gz = lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
-                tokio::task::spawn_blocking(move || process_file(&contract, &gz, &file, &source))
+                let origin = Origin { batch_id: file.batch_id.clone(), source, file: file.path.clone(), ingested_at: file.ingested_at.clone() };
+                tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin))
                     .await
                     .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
             }
@@ -159,21 +195,55 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, intent:
         .await?;
     p.timings_ms.insert("read_validate", ms(t0));
 
+    let node = format!("silver/{}", table.name);
+    let mut rate_results = Vec::new();
+    if let Some(bounds) = &table.max_rejected_fraction {
+        let (per_batch, per_run) = rejection_gates(bounds, &intent, &results);
+        if let Some(mut r) = per_batch {
+            if !r.passed() && bounds.action == Action::Fail && !resumed {
+                // Hold the offending batches back: they stay pending for the next run.
+                let limit = bounds.per_batch.unwrap_or(1.0);
+                let mut kept = Vec::new();
+                for (file, res) in intent.batches.drain(..).zip(results.drain(..)) {
+                    let rejected = res.rejected.len() as u64;
+                    if fraction(rejected, res.read) > limit {
+                        p.held_back.push(HeldBack { path: file.path, batch_id: file.batch_id, read: res.read, rejected });
+                    } else {
+                        kept.push((file, res));
+                    }
+                }
+                (intent.batches, results) = kept.into_iter().unzip();
+                p.batches = intent.batches.len();
+                r.settle();
+                rate_results.push(r);
+            } else {
+                // Resumed intents keep their batches: the gate then stops the whole promotion.
+                p.expectations.push(r);
+            }
+        }
+        p.expectations.extend(per_run);
+        if intent.batches.is_empty() {
+            p.expectations.extend(rate_results);
+            return Ok(p);
+        }
+    }
+
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
-    p.expectations = table.contract.gates.iter().map(|g| g.result()).collect();
+    let mut row_results: Vec<GateResult> = table.contract.gates.iter().map(|g| g.result()).collect();
     for r in results {
         p.read += r.read;
         valid.extend(r.valid);
         rejected.extend(r.rejected);
-        for (res, (checked, failing)) in p.expectations.iter_mut().zip(r.gate_counts) {
+        for (res, (checked, failing)) in row_results.iter_mut().zip(r.gate_counts) {
             res.rows_checked += checked;
             res.failing_rows += failing;
         }
     }
+    row_results.append(&mut p.expectations);
+    p.expectations = row_results;
     // Write-audit-publish: a failed `fail` gate stops here, before any commit. The intent stays
     // open, so the next run retries exactly these batches (after the data or the rule is fixed).
-    let node = format!("silver/{}", table.name);
     enforce(&node, &mut p.expectations)?;
     let contract_rejected = rejected.len() as u64;
     let valid_rows: u64 = valid.iter().map(|b| b.num_rows() as u64).sum();
@@ -182,36 +252,18 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, intent:
         return Err(accounting(&p));
     }
 
-    let t2 = Instant::now();
-    let schema = table.contract.schema.clone();
-    let deduped = latest_per_key(&schema, &valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
-    drop(valid);
-    p.timings_ms.insert("dedup", ms(t2));
-
-    // Set- and table-level expectations see the table as the merge would leave it.
-    let t_audit = Instant::now();
     let file_of = |batch_id: &str| {
         intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
     };
-    let (deduped, table_dropped) = if table.checks.is_empty() {
-        (deduped, 0)
-    } else {
-        let ctx = catalog::session(lake, project).await?;
-        let target = format!("silver.{}", table.name);
-        let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
-        let audited = audit(&ctx, &table.checks, &schema, deduped, stage, opts.now).await?;
-        p.expectations.extend(audited.results);
-        enforce(&node, &mut p.expectations)?;
-        let dropped = quarantine::from_rows(&audited.removed, audited.reasons, &table.source, file_of)?;
-        let n = dropped.len() as u64;
-        rejected.extend(dropped);
-        (audited.kept, n)
-    };
-    p.rejected = rejected.len() as u64;
-    let unique: u64 = deduped.iter().map(|b| b.num_rows() as u64).sum();
-    if !table.checks.is_empty() {
-        p.timings_ms.insert("audit", ms(t_audit));
+    let (rows, _, dropped) = dedup_and_audit(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+    p.expectations.extend(rate_results);
+    if !resumed {
+        ledger::record(lake, &table.name, &intent).await?;
     }
+    let table_dropped = dropped.len() as u64;
+    rejected.extend(dropped);
+    p.rejected = rejected.len() as u64;
+    let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
 
     // Dead letter first: it is skipped on resume if this intent's rejects already landed.
     let t1 = Instant::now();
@@ -220,56 +272,136 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, intent:
     if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
         let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
-            .write(vec![batch], WriteOptions { txn: Some(txn.clone()), metadata: commit_meta(&opts.run_id, intent), ..Default::default() })
+            .write(vec![batch], WriteOptions { txn: Some(txn.clone()), metadata: commit_meta(&opts.run_id, &intent), ..Default::default() })
             .await?;
         p.quarantine_version = q.version();
     }
     p.timings_ms.insert("dead_letter", ms(t1));
 
     let t3 = Instant::now();
-    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let silver = if !silver.exists() {
-        p.inserted = unique;
-        silver
-            .write(deduped, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata: commit_meta(&opts.run_id, intent), overwrite: false })
-            .await?
-    } else if unique == 0 {
-        // Nothing valid: still record the intent as done, in an empty commit.
-        silver
-            .write(vec![RecordBatch::new_empty(schema.clone())], WriteOptions { txn: Some(txn), metadata: commit_meta(&opts.run_id, intent), ..Default::default() })
-            .await?
-    } else {
-        let bounds = key_bounds(&deduped, table);
-        let ctx = SessionContext::new();
-        let source = ctx.read_batches(deduped).map_err(|e| Error::sql("merge source", e))?;
-        let (silver, metrics) = silver
-            .upsert(
-                source,
-                Upsert {
-                    keys: table.keys.clone(),
-                    order_by: table.order_by.clone(),
-                    columns,
-                    bounds,
-                    txn: Some(txn),
-                    metadata: commit_meta(&opts.run_id, intent),
-                },
-            )
-            .await?;
-        if metrics.num_source_rows as u64 != unique {
-            return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
-        }
-        p.inserted = metrics.num_target_rows_inserted as u64;
-        p.updated = metrics.num_target_rows_updated as u64;
-        silver
-    };
-    p.silver_version = silver.version();
+    let merged = merge_into(lake, table, rows, txn, commit_meta(&opts.run_id, &intent)).await?;
+    (p.inserted, p.updated, p.silver_version) = (merged.inserted, merged.updated, merged.version);
     p.timings_ms.insert("merge", ms(t3));
     p.superseded = valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted());
     if p.read != p.inserted + p.updated + p.superseded + p.rejected || p.promoted() > unique {
         return Err(accounting(&p));
     }
     Ok(p)
+}
+
+/// Deduplicates `valid` (latest per key) and audits the merge candidate with the table's set-
+/// and table-level expectations (results appended to `expectations`; a failed `fail` one is an
+/// error): the rows to merge, and the rows `drop` expectations removed, as rows and as
+/// dead-letter records.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn dedup_and_audit(
+    lake: &Lake,
+    project: &Project,
+    table: &SilverTable,
+    valid: Vec<RecordBatch>,
+    now: Now,
+    file_of: impl Fn(&str) -> String,
+    expectations: &mut Vec<GateResult>,
+    timings: &mut HashMap<&'static str, u64>,
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, Vec<Rejected>)> {
+    let t = Instant::now();
+    let schema = table.contract.schema.clone();
+    let deduped = latest_per_key(&schema, &valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+    drop(valid);
+    timings.insert("dedup", ms(t));
+    if table.checks.is_empty() {
+        return Ok((deduped, Vec::new(), Vec::new()));
+    }
+    // Set- and table-level expectations see the table as the merge would leave it.
+    let t = Instant::now();
+    let ctx = catalog::session(lake, project).await?;
+    let target = format!("silver.{}", table.name);
+    let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
+    let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;
+    expectations.extend(audited.results);
+    enforce(&format!("silver/{}", table.name), expectations)?;
+    let dropped = quarantine::from_rows(&audited.removed, audited.reasons, &table.source, file_of)?;
+    timings.insert("audit", ms(t));
+    Ok((audited.kept, audited.removed, dropped))
+}
+
+/// What a merge into silver did.
+pub(crate) struct Merged {
+    pub inserted: u64,
+    pub updated: u64,
+    pub version: Option<i64>,
+}
+
+/// Merges `rows` (unique per key) into `table` in one commit carrying `txn`: creates the table
+/// on first write, and commits even when there is nothing to merge, so the txn is recorded.
+pub(crate) async fn merge_into(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let schema = table.contract.schema.clone();
+    let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    if !silver.exists() {
+        let silver = silver
+            .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, overwrite: false })
+            .await?;
+        return Ok(Merged { inserted: unique, updated: 0, version: silver.version() });
+    }
+    if unique == 0 {
+        let silver = silver.write(vec![RecordBatch::new_empty(schema)], WriteOptions { txn: Some(txn), metadata, ..Default::default() }).await?;
+        return Ok(Merged { inserted: 0, updated: 0, version: silver.version() });
+    }
+    let bounds = key_bounds(&rows, table);
+    let ctx = SessionContext::new();
+    let source = ctx.read_batches(rows).map_err(|e| Error::sql("merge source", e))?;
+    let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds, txn: Some(txn), metadata };
+    let (silver, metrics) = silver.upsert(source, upsert).await?;
+    if metrics.num_source_rows as u64 != unique {
+        return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
+    }
+    Ok(Merged { inserted: metrics.num_target_rows_inserted as u64, updated: metrics.num_target_rows_updated as u64, version: silver.version() })
+}
+
+/// The rejection-rate gates' results over the validated batches of `intent`.
+fn rejection_gates(bounds: &RejectedFractionSpec, intent: &Intent, results: &[FileResult]) -> (Option<GateResult>, Option<GateResult>) {
+    let read: u64 = results.iter().map(|r| r.read).sum();
+    let rejected: u64 = results.iter().map(|r| r.rejected.len() as u64).sum();
+    let per_batch = bounds.per_batch.map(|limit| {
+        let mut r = GateResult::new("max_rejected_fraction.per_batch", "rejected_fraction", bounds.action, &format!("rejected / read <= {limit} in every batch"));
+        r.rows_checked = read;
+        let over: Vec<String> = intent
+            .batches
+            .iter()
+            .zip(results)
+            .filter(|(_, res)| fraction(res.rejected.len() as u64, res.read) > limit)
+            .map(|(file, res)| {
+                r.failing_rows += res.rejected.len() as u64;
+                HeldBack { path: file.path.clone(), batch_id: file.batch_id.clone(), read: res.read, rejected: res.rejected.len() as u64 }.describe()
+            })
+            .collect();
+        r.violated = !over.is_empty();
+        r.observed = Some(if over.is_empty() {
+            format!("every batch at most {:.2}%", 100.0 * limit)
+        } else {
+            format!("{} of {} batches above {:.2}%: {}", over.len(), results.len(), 100.0 * limit, over.join(", "))
+        });
+        r
+    });
+    let per_run = bounds.per_run.map(|limit| {
+        let mut r = GateResult::new("max_rejected_fraction.per_run", "rejected_fraction", bounds.action, &format!("rejected / read <= {limit} over the promotion"));
+        r.rows_checked = read;
+        r.violated = fraction(rejected, read) > limit;
+        if r.violated {
+            r.failing_rows = rejected;
+        }
+        r.observed = Some(format!("{:.2}% rejected ({rejected} of {read})", 100.0 * fraction(rejected, read)));
+        r
+    });
+    (per_batch, per_run)
 }
 
 fn accounting(p: &Promotion) -> Error {
@@ -310,29 +442,32 @@ fn key_bounds(batches: &[RecordBatch], table: &SilverTable) -> Vec<String> {
     if lo > hi { Vec::new() } else { vec![format!("target.{key} >= {lo}"), format!("target.{key} <= {hi}")] }
 }
 
-/// Decodes and validates one bronze file (blocking).
-fn process_file(contract: &Contract, gz: &[u8], file: &BatchFile, source: &str) -> Result<FileResult> {
-    let origin = Origin {
-        batch_id: file.batch_id.clone(),
-        source: source.to_string(),
-        file: file.path.clone(),
-        ingested_at: file.ingested_at.clone(),
-    };
+/// Decodes and validates one file of NDJSON records (blocking): a bronze batch (gzip) or
+/// dead-letter records being replayed (plain).
+pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: &Origin) -> Result<FileResult> {
     let wanted = contract.column_names();
-    let mut out = FileResult { valid: Vec::new(), rejected: Vec::new(), read: 0, gate_counts: vec![(0, 0); contract.gates.len()] };
-    let bad = decode_batch(gz, &wanted, |chunk| {
+    let mut out = FileResult {
+        valid: Vec::new(),
+        valid_lines: Vec::new(),
+        rejected: Vec::new(),
+        read: 0,
+        gate_counts: vec![(0, 0); contract.gates.len()],
+    };
+    let on_chunk = |chunk: crate::bronze::decode::RawChunk| {
         out.read += chunk.rows() as u64;
-        let v = validate(contract, &chunk, &origin)?;
+        let v = validate(contract, &chunk, origin)?;
         if v.valid.num_rows() > 0 {
             out.valid.push(v.valid);
         }
+        out.valid_lines.extend(v.valid_lines);
         out.rejected.extend(v.rejected);
         for (total, (checked, failing)) in out.gate_counts.iter_mut().zip(v.gate_counts) {
             total.0 += checked;
             total.1 += failing;
         }
         Ok(())
-    })?;
+    };
+    let bad = if gzipped { decode_batch(bytes, &wanted, on_chunk)? } else { decode_ndjson(bytes, &wanted, on_chunk)? };
     let file_ts = origin.ingested_at.as_deref().and_then(super::coerce::parse_timestamp);
     out.read += bad.len() as u64;
     for b in bad {
@@ -340,10 +475,11 @@ fn process_file(contract: &Contract, gz: &[u8], file: &BatchFile, source: &str) 
             raw: b.raw,
             reasons: vec![Reason { column: None, rule: b.rule.to_string(), message: b.message }],
             batch_id: origin.batch_id.clone(),
-            source: source.to_string(),
+            source: origin.source.clone(),
             source_file: origin.file.clone(),
             line: b.line,
             ingested_at: file_ts,
+            history: None,
         });
     }
     Ok(out)

@@ -46,6 +46,26 @@ pub struct Rejected {
     pub line: u64,
     /// Batch ingest time (µs since epoch, UTC).
     pub ingested_at: Option<i64>,
+    /// For a record already in the dead letter that a replay re-examined: its stored identity and
+    /// what the replay did.
+    pub history: Option<Box<History>>,
+}
+
+/// A dead-letter record's identity and replay state, as stored.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// `_id`.
+    pub id: String,
+    /// When it was first rejected.
+    pub failed_at: Option<i64>,
+    /// The run that rejected it.
+    pub run_id: Option<String>,
+    /// When a replay promoted it out of the dead letter (None: still rejected).
+    pub replayed_at: Option<i64>,
+    /// The last replay that examined it.
+    pub replay_run_id: Option<String>,
+    /// `promoted`, `superseded`, `dropped` (moved to a new record by an expectation) or `rejected`.
+    pub replay_outcome: Option<String>,
 }
 
 fn reason_fields() -> Fields {
@@ -59,6 +79,7 @@ fn reason_fields() -> Fields {
 /// Schema of `quarantine/<table>`.
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("_id", DataType::Utf8, true),
         Field::new("_raw", DataType::Utf8, true),
         Field::new("_errors", DataType::List(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true))), true),
         Field::new("_batch_id", DataType::Utf8, true),
@@ -68,12 +89,21 @@ pub fn schema() -> SchemaRef {
         Field::new("_ingested_at", timestamp_type(), true),
         Field::new("_failed_at", timestamp_type(), true),
         Field::new("_run_id", DataType::Utf8, true),
+        Field::new("_replayed_at", timestamp_type(), true),
+        Field::new("_replay_run_id", DataType::Utf8, true),
+        Field::new("_replay_outcome", DataType::Utf8, true),
     ]))
 }
 
-/// Builds one quarantine batch from rejected records.
+/// Builds one quarantine batch from rejected records. New records get a fresh `_id`, `failed_at`
+/// and `run_id`; re-examined ones keep their [`History`].
 pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<RecordBatch> {
     let n = rows.len();
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let mut id = StringBuilder::new();
+    let mut replayed = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut replay_run = StringBuilder::new();
+    let mut replay_outcome = StringBuilder::new();
     let mut raw = StringBuilder::with_capacity(n, n * 200);
     let mut errors = ListBuilder::new(StructBuilder::from_fields(reason_fields(), n))
         .with_field(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true)));
@@ -84,7 +114,25 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
     let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut failed = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut run = StringBuilder::new();
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
+        match &r.history {
+            Some(h) => {
+                id.append_value(&h.id);
+                failed.append_option(h.failed_at);
+                run.append_option(h.run_id.as_deref());
+                replayed.append_option(h.replayed_at);
+                replay_run.append_option(h.replay_run_id.as_deref());
+                replay_outcome.append_option(h.replay_outcome.as_deref());
+            }
+            None => {
+                id.append_value(format!("{prefix}-{i}"));
+                failed.append_value(failed_at);
+                run.append_value(run_id);
+                replayed.append_null();
+                replay_run.append_null();
+                replay_outcome.append_null();
+            }
+        }
         raw.append_value(&r.raw);
         let items = errors.values();
         for reason in &r.reasons {
@@ -100,10 +148,9 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
         file.append_value(&r.source_file);
         line.append_option((r.line > 0).then(|| i64::try_from(r.line).unwrap_or(i64::MAX)));
         ingested.append_option(r.ingested_at);
-        failed.append_value(failed_at);
-        run.append_value(run_id);
     }
     let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
         Arc::new(raw.finish()),
         Arc::new(errors.finish()),
         Arc::new(batch_id.finish()),
@@ -113,6 +160,9 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
         Arc::new(ingested.finish()),
         Arc::new(failed.finish()),
         Arc::new(run.finish()),
+        Arc::new(replayed.finish()),
+        Arc::new(replay_run.finish()),
+        Arc::new(replay_outcome.finish()),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| Error::arrow("building the quarantine batch", e))
 }
@@ -148,6 +198,7 @@ pub fn from_rows(
                 source: sources.as_ref().filter(|c| c.is_valid(r)).map_or_else(|| default_source.to_string(), |c| c.value(r).to_string()),
                 line: 0,
                 ingested_at: ingested.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r)),
+                history: None,
             });
         }
     }

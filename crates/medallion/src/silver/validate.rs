@@ -34,6 +34,8 @@ pub struct Origin {
 pub struct Validated {
     /// Valid rows in the silver schema.
     pub valid: RecordBatch,
+    /// The input line of each valid row.
+    pub valid_lines: Vec<u64>,
     /// Rejected rows with reasons.
     pub rejected: Vec<Rejected>,
     /// Per expectation of the contract: (rows checked, rows failing), over rows valid by contract.
@@ -192,9 +194,11 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             source_file: origin.file.clone(),
             line: chunk.lines[r],
             ingested_at: ingested.is_valid(r).then(|| ingested.value(r)),
+            history: None,
         });
     }
-    Ok(Validated { valid, rejected, gate_counts })
+    let valid_lines = (0..n).filter(|&r| keep[r]).map(|r| chunk.lines[r]).collect();
+    Ok(Validated { valid, valid_lines, rejected, gate_counts })
 }
 
 fn shown(field: &RawField, r: usize) -> String {

@@ -476,6 +476,56 @@ pub struct SilverSpec {
     /// Quality gates evaluated on the run's candidate rows before anything is committed.
     #[serde(default)]
     pub expectations: Vec<ExpectationSpec>,
+    /// Largest share of rejected records: a number (per batch, action `fail`) or a table.
+    #[serde(default)]
+    pub max_rejected_fraction: Option<RejectedFraction>,
+}
+
+/// `max_rejected_fraction = 0.02` or `{ per_batch = 0.02, per_run = 0.01, action = "warn" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RejectedFraction {
+    /// Per batch, action `fail`.
+    PerBatch(f64),
+    /// Bounds and action.
+    Detailed(RejectedFractionSpec),
+}
+
+/// Bounds on the rejected share of bronze records.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectedFractionSpec {
+    /// Per batch: a batch above it is held back (`fail`: it stays pending) or reported (`warn`).
+    #[serde(default)]
+    pub per_batch: Option<f64>,
+    /// Per promotion (all its batches together): above it, nothing is published (`fail`).
+    #[serde(default)]
+    pub per_run: Option<f64>,
+    /// `warn` or `fail` (default).
+    #[serde(default)]
+    pub action: Action,
+}
+
+impl RejectedFraction {
+    /// The bounds, checked: between 0 and 1, at least one, action not `drop`.
+    pub fn spec(&self) -> Result<RejectedFractionSpec, String> {
+        let s = match self {
+            RejectedFraction::PerBatch(f) => RejectedFractionSpec { per_batch: Some(*f), per_run: None, action: Action::Fail },
+            RejectedFraction::Detailed(s) => *s,
+        };
+        if s.per_batch.is_none() && s.per_run.is_none() {
+            return Err("max_rejected_fraction needs per_batch, per_run or both".into());
+        }
+        for f in [s.per_batch, s.per_run].into_iter().flatten() {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(format!("max_rejected_fraction must be between 0 and 1, not {f}"));
+            }
+        }
+        if s.action == Action::Drop {
+            return Err("max_rejected_fraction's action can be `warn` or `fail`, not `drop`".into());
+        }
+        Ok(s)
+    }
 }
 
 /// One contract column.

@@ -133,11 +133,12 @@ async fn a_failed_silver_gate_publishes_nothing_and_the_fixed_rule_retries_the_s
         assert!(!Table::open(&lake, layer, "orders").await.expect("open").exists(), "{layer} must not be written");
     }
     drop(project);
-    // Fix the rule: the same batch is promoted by the next run.
+    // Fix the rule: the batch, still pending (no intent was recorded), is promoted by the next run.
     f.write(r#"{ name = "small_ids", expect = "order_id < 50" }"#, "");
     let (s, project, lake) = f.run().await;
     assert!(s.ok(), "{:?}", s.failed);
-    assert!(s.silver[0].resumed);
+    assert!(!s.silver[0].resumed);
+    assert_eq!(s.silver[0].batches, 1);
     assert_eq!(query(&project, &lake, "SELECT count(*) FROM silver.orders").await, vec![vec!["3".to_string()]]);
 }
 

@@ -7,3 +7,4 @@ mod formats;
 mod gates;
 mod pipeline;
 mod recovery;
+mod replay;

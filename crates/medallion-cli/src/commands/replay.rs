@@ -1,0 +1,100 @@
+//! `medallion replay` and `medallion quarantine`: getting dead-letter records back.
+
+use anyhow::{Result, bail};
+use medallion::orchestration::run::new_run_id;
+use medallion::silver::dead_letter::summarize;
+use medallion::silver::replay::{Replay, ReplayOptions, replay};
+
+use super::{clock, open};
+use crate::Outcome;
+use crate::args::{Format, Global};
+use crate::output::{expectations, json_line, table, thousands};
+
+pub async fn run(g: &Global, name: &str, filter: Option<String>, dry_run: bool) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let Some(silver) = project.silver.get(name) else {
+        let known: Vec<_> = project.silver.keys().cloned().collect();
+        bail!("`{name}` is not a silver table (silver tables: {}); only silver dead letters can be replayed", known.join(", "));
+    };
+    let now = clock(g)?;
+    let run_id = new_run_id(Some("replay"), now);
+    let r = replay(&lake, &project, silver, &ReplayOptions { run_id, now, filter, dry_run }).await?;
+    if g.format == Format::Json {
+        json_line("replay", serde_json::to_value(&r)?)?;
+    } else {
+        print_text(&r);
+    }
+    Ok(Outcome::Ok)
+}
+
+fn print_text(r: &Replay) {
+    if r.selected == 0 {
+        println!("quarantine/{}: no outstanding records to replay", r.table);
+        return;
+    }
+    let mut rows = vec![vec!["previous reason".to_string(), "column".into(), "records".into(), "pass now".into()]];
+    for c in &r.by_reason {
+        rows.push(vec![c.rule.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records), thousands(c.passing)]);
+    }
+    if !r.dry_run && r.intent.is_none() {
+        println!("quarantine/{}: none of the {} outstanding records passes the current contract; nothing written", r.table, thousands(r.selected));
+        return;
+    }
+    if r.dry_run {
+        println!("dry run: {} of {} records of quarantine/{} would pass the current contract\n", thousands(r.passing), thousands(r.selected), r.table);
+        print!("{}", table(&rows));
+        return;
+    }
+    println!(
+        "replay {} of quarantine/{}{}: {} records: promoted {} (inserted {}, updated {}) + superseded {} + still rejected {} + dropped {}",
+        r.intent.map_or("-".into(), |v| v.to_string()),
+        r.table,
+        if r.resumed { " (resumed)" } else { "" },
+        thousands(r.selected),
+        thousands(r.promoted()),
+        thousands(r.inserted),
+        thousands(r.updated),
+        thousands(r.superseded),
+        thousands(r.rejected),
+        thousands(r.dropped),
+    );
+    print!("\n{}", table(&rows));
+    let node = format!("silver/{}", r.table);
+    if let Some(t) = expectations(r.expectations.iter().map(|e| (node.as_str(), e))) {
+        print!("\n{t}");
+    }
+    println!(
+        "\nsilver version {}, quarantine version {}",
+        r.silver_version.map_or("-".into(), |v| v.to_string()),
+        r.quarantine_version.map_or("-".into(), |v| v.to_string())
+    );
+}
+
+pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let s = summarize(&lake, &project, name).await?;
+    if g.format == Format::Json {
+        json_line("dead_letter", serde_json::to_value(&s)?)?;
+        return Ok(Outcome::Ok);
+    }
+    println!("{}: {} outstanding record(s), {} replayed", s.table, thousands(s.outstanding), thousands(s.replayed));
+    if s.outstanding == 0 {
+        return Ok(Outcome::Ok);
+    }
+    let mut rows = vec![vec!["reason".to_string(), "column".into(), "records".into()]];
+    rows.extend(s.by_reason.iter().map(|c| vec![c.label.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records)]));
+    print!("\n{}", table(&rows));
+    let mut rows = vec![vec!["batch".to_string(), "records".into()]];
+    rows.extend(s.by_batch.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));
+    print!("\n{}", table(&rows));
+    let mut rows = vec![vec!["ingested on".to_string(), "records".into()]];
+    rows.extend(s.by_day.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));
+    print!("\n{}", table(&rows));
+    for (reason, raws) in &s.samples {
+        println!("\n{reason}: sample records");
+        for raw in raws {
+            println!("  {raw}");
+        }
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,113 @@
+//! A dead letter at a glance (`medallion quarantine <table>`): outstanding records by reason, by
+//! batch and by ingest day, with sample raw records for the most common reasons.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::catalog;
+use crate::error::{Error, Result};
+use crate::project::Project;
+use crate::spec::quote;
+use crate::storage::Lake;
+
+/// Reasons shown with samples.
+const TOP_REASONS: usize = 5;
+/// Samples per reason.
+const SAMPLES: usize = 3;
+/// Rows of the by-batch and by-day lists.
+const LIST: usize = 20;
+
+/// A count under a label.
+#[derive(Debug, Clone, Serialize)]
+pub struct Count {
+    /// What is counted (a rule, a batch, a day).
+    pub label: String,
+    /// The column, for column rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// Records.
+    pub records: u64,
+}
+
+/// The summary of one dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// `quarantine/<table>`.
+    pub table: String,
+    /// Records still in the dead letter.
+    pub outstanding: u64,
+    /// Records a replay moved out.
+    pub replayed: u64,
+    /// Outstanding records per reason (a record with several reasons counts under each).
+    pub by_reason: Vec<Count>,
+    /// Outstanding records per batch (most first).
+    pub by_batch: Vec<Count>,
+    /// Outstanding records per ingest day (newest first).
+    pub by_day: Vec<Count>,
+    /// Sample raw records of the most common reasons (`rule (column)`).
+    pub samples: Vec<(String, Vec<String>)>,
+}
+
+/// Summarises `quarantine/<table>` (a silver table or a gold model).
+pub async fn summarize(lake: &Lake, project: &Project, table: &str) -> Result<DeadLetter> {
+    if !project.silver.contains_key(table) && !project.gold.contains_key(table) {
+        let known = project.silver.keys().chain(project.gold.keys()).cloned().collect();
+        return Err(Error::Unknown { kind: "table", name: table.to_string(), known });
+    }
+    let ctx = catalog::session(lake, project).await?;
+    let q = format!("quarantine.{table}");
+    let counts = rows(&ctx, &format!("SELECT count(*) FILTER (WHERE _replayed_at IS NULL), count(*) FILTER (WHERE _replayed_at IS NOT NULL) FROM {q}")).await?;
+    let number = |i: usize| counts.first().and_then(|r| r.get(i)).and_then(|v| v.as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (outstanding, replayed) = (number(0), number(1));
+    let open = format!("(SELECT * FROM {q} WHERE _replayed_at IS NULL)");
+    let reasons = rows(
+        &ctx,
+        &format!("SELECT e['rule'], e['column'], count(DISTINCT _id) AS n FROM (SELECT _id, unnest(_errors) AS e FROM {open}) GROUP BY 1, 2 ORDER BY n DESC, 1"),
+    )
+    .await?;
+    let by_reason: Vec<Count> = reasons.into_iter().map(|r| Count { label: text(&r[0]), column: r[1].clone(), records: count(&r[2]) }).collect();
+    let by_batch = rows(&ctx, &format!("SELECT _batch_id, count(*) AS n FROM {open} GROUP BY 1 ORDER BY n DESC, 1 LIMIT {LIST}")).await?;
+    let by_day = rows(&ctx, &format!("SELECT CAST(CAST(_ingested_at AS DATE) AS VARCHAR), count(*) FROM {open} GROUP BY 1 ORDER BY 1 DESC LIMIT {LIST}")).await?;
+    let mut samples = Vec::new();
+    for reason in by_reason.iter().take(TOP_REASONS) {
+        let column = reason.column.as_deref().map_or_else(|| "e['column'] IS NULL".to_string(), |c| format!("e['column'] = {}", quote(c)));
+        let raws = rows(
+            &ctx,
+            &format!(
+                "SELECT _raw FROM (SELECT _raw, _ingested_at, _line, unnest(_errors) AS e FROM {open}) WHERE e['rule'] = {} AND {column} ORDER BY _ingested_at, _line LIMIT {SAMPLES}",
+                quote(&reason.label)
+            ),
+        )
+        .await?;
+        let label = reason.column.as_ref().map_or_else(|| reason.label.clone(), |c| format!("{} ({c})", reason.label));
+        samples.push((label, raws.into_iter().map(|r| text(&r[0])).collect()));
+    }
+    let plain = |rows: Vec<Vec<Option<String>>>| rows.into_iter().map(|r| Count { label: text(&r[0]), column: None, records: count(&r[1]) }).collect();
+    Ok(DeadLetter { table: format!("quarantine/{table}"), outstanding, replayed, by_reason, by_batch: plain(by_batch), by_day: plain(by_day), samples })
+}
+
+fn text(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn count(v: &Option<String>) -> u64 {
+    v.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Every row of a query as text cells.
+async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    let context = "summarising the dead letter";
+    let batches: Vec<RecordBatch> = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?.collect().await.map_err(|e| Error::sql(context, e))?;
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<ArrayRef> =
+            b.columns().iter().map(|c| cast(c, &DataType::Utf8)).collect::<std::result::Result<_, _>>().map_err(|e| Error::arrow(context, e))?;
+        for r in 0..b.num_rows() {
+            out.push(cols.iter().map(|c| c.is_valid(r).then(|| c.as_string::<i32>().value(r).to_string())).collect());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,252 @@
+//! Dead-letter replay after a contract fix, and rejection-rate gates.
+
+use std::path::Path;
+
+use medallion::orchestration::run::{RunOptions, RunSummary, run};
+use medallion::project::Project;
+use medallion::silver::replay::{Replay, ReplayOptions, replay};
+use medallion::storage::delta::Table;
+use medallion::storage::{Lake, Layer};
+
+use crate::common::{example_dir, sample, strings, write_gz};
+
+/// A project directory with its own lake.
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new(toml: &str) -> Dir {
+        let d = Dir { dir: tempfile::tempdir().expect("tmp") };
+        d.configure(toml);
+        d
+    }
+
+    /// A copy of the orders example.
+    fn example() -> Dir {
+        let d = Dir::new(&std::fs::read_to_string(example_dir().join("medallion.toml")).expect("read"));
+        std::fs::create_dir_all(d.dir.path().join("gold")).expect("mkdir");
+        std::fs::copy(example_dir().join("gold/daily_revenue.sql"), d.dir.path().join("gold/daily_revenue.sql")).expect("copy");
+        d
+    }
+
+    fn configure(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("medallion.toml"), toml).expect("write");
+    }
+
+    fn edit(&self, from: &str, to: &str) {
+        let path = self.dir.path().join("medallion.toml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "`{from}` not in medallion.toml");
+        std::fs::write(path, text.replace(from, to)).expect("write");
+    }
+
+    fn bronze(&self, source: &str, batch: &str, at: &str, lines: &[String]) {
+        let text: String = lines
+            .iter()
+            .map(|r| format!("{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n", &r[..r.len() - 1]))
+            .collect();
+        write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
+    }
+
+    async fn open(&self) -> (Project, Lake) {
+        let project = Project::load(self.dir.path()).await.expect("project loads");
+        let lake = Lake::open(&project.lake, &project.root).expect("lake");
+        (project, lake)
+    }
+
+    async fn run(&self) -> RunSummary {
+        let (project, lake) = self.open().await;
+        run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now() }).await.expect("run")
+    }
+
+    async fn replay(&self, filter: Option<&str>, dry_run: bool) -> Replay {
+        let (project, lake) = self.open().await;
+        let now = medallion::orchestration::run::now();
+        let opts = ReplayOptions { run_id: "replay-test".into(), now, filter: filter.map(str::to_string), dry_run };
+        replay(&lake, &project, &project.silver["orders"], &opts).await.expect("replay")
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let (project, lake) = self.open().await;
+        let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
+        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+        let mut rows = Vec::new();
+        for b in &batches {
+            let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
+            for r in 0..b.num_rows() {
+                rows.push(cols.iter().map(|c| c[r].clone()).collect());
+            }
+        }
+        rows
+    }
+
+    async fn version(&self, layer: Layer, table: &str) -> Option<i64> {
+        let (_, lake) = self.open().await;
+        Table::open(&lake, layer, table).await.expect("open").version()
+    }
+}
+
+fn copy_bronze(from: &Path, to: &Path) {
+    for entry in walk(&from.join("lake/bronze")) {
+        let dest = to.join("lake/bronze").join(entry.strip_prefix(from.join("lake/bronze")).expect("under"));
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&entry, dest).expect("copy");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+const SILVER_ROWS: &str = "SELECT * EXCLUDE (_ingested_at), CAST(_ingested_at AS VARCHAR) FROM silver.orders ORDER BY order_id";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_after_a_contract_fix_gives_what_a_fresh_run_gives_and_twice_is_a_no_op() {
+    let strict = Dir::example();
+    let (batches, _) = sample(3_000, 3, 17);
+    for b in &batches {
+        let path = strict.dir.path().join(format!("lake/bronze/orders/{}/{}.ndjson.gz", b.date, b.batch_id));
+        write_gz(&path, b.bronze_ndjson("orders").as_bytes());
+    }
+    let s = strict.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let quarantined = s.totals.rejected;
+
+    // The fix: zero amounts are fine after all (gold's own gate agrees).
+    let fix = ("checks = [\"amount > 0\"]", "checks = [\"amount >= 0\"]");
+    let gold_fix = ("revenue > 0 AND min_amount > 0", "revenue >= 0 AND min_amount >= 0");
+    strict.edit(fix.0, fix.1);
+    strict.edit(gold_fix.0, gold_fix.1);
+    let dry = strict.replay(None, true).await;
+    assert_eq!((dry.selected, dry.intent), (quarantined, None));
+    let zero = dry.by_reason.iter().find(|c| c.rule == "amount > 0").expect("amount reason");
+    assert!(zero.passing > 0 && zero.passing <= zero.records, "{zero:?}");
+    assert_eq!(dry.passing, dry.by_reason.iter().filter(|c| c.rule == "amount > 0").map(|c| c.passing).sum::<u64>());
+    assert_eq!(strict.version(Layer::Silver, "orders").await, Some(0), "a dry run writes nothing");
+
+    let r = strict.replay(None, false).await;
+    assert_eq!((r.selected, r.passing, r.intent), (quarantined, dry.passing, Some(1)));
+    assert_eq!(r.selected, r.promoted() + r.superseded + r.rejected + r.dropped, "{r:?}");
+    assert!(r.promoted() > 0);
+
+    // A fresh lake with the fixed contract over the same bronze holds the same silver rows.
+    let fresh = Dir::example();
+    fresh.edit(fix.0, fix.1);
+    fresh.edit(gold_fix.0, gold_fix.1);
+    copy_bronze(strict.dir.path(), fresh.dir.path());
+    let s = fresh.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    assert_eq!(strict.rows(SILVER_ROWS).await, fresh.rows(SILVER_ROWS).await);
+    let outstanding = "SELECT count(*) FROM quarantine.orders WHERE _replayed_at IS NULL";
+    assert_eq!(strict.rows(outstanding).await, fresh.rows("SELECT count(*) FROM quarantine.orders").await);
+    let marked = strict.rows("SELECT _replay_outcome, count(*) FROM quarantine.orders WHERE _replayed_at IS NOT NULL GROUP BY 1 ORDER BY 1").await;
+    let promoted: u64 = marked.iter().filter(|m| m[0] == "promoted").map(|m| m[1].parse::<u64>().expect("n")).sum();
+    assert_eq!(promoted, r.promoted(), "{marked:?}");
+    assert_eq!(strict.rows("SELECT DISTINCT _replay_run_id FROM quarantine.orders WHERE _replayed_at IS NOT NULL").await, vec![vec!["replay-test".to_string()]]);
+
+    // Twice: nothing passes any more, nothing is written.
+    let versions = (strict.version(Layer::Silver, "orders").await, strict.version(Layer::Quarantine, "orders").await);
+    let again = strict.replay(None, false).await;
+    assert_eq!((again.passing, again.promoted(), again.intent), (0, 0, None));
+    assert_eq!((strict.version(Layer::Silver, "orders").await, strict.version(Layer::Quarantine, "orders").await), versions);
+    // The pipeline still runs cleanly on top (gold reconciles with the replayed silver).
+    let s = strict.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+}
+
+const SMALL: &str = r#"[project]
+name = "small"
+
+[sources.orders]
+
+[silver.orders]
+primary_key = ["order_id"]
+columns = [
+  { name = "order_id", type = "int64" },
+  { name = "amount", type = "decimal(18,2)", checks = ["amount > 0"] },
+]
+RATE
+"#;
+
+fn orders(ids: std::ops::Range<i64>, bad: usize) -> Vec<String> {
+    ids.enumerate().map(|(i, id)| format!(r#"{{"order_id": {id}, "amount": {}}}"#, if i < bad { 0 } else { 5 })).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_never_lets_an_old_record_overwrite_a_newer_row_and_where_selects() {
+    let d = Dir::new(&SMALL.replace("RATE", ""));
+    // Order 1: zero (rejected) at 10:00, then 7 at 11:00. Order 2: zero at 11:00 after 3 at 10:00.
+    d.bronze("orders", "b1", "2024-03-01T10:00:00+00:00", &[r#"{"order_id": 1, "amount": 0}"#.into(), r#"{"order_id": 2, "amount": 3}"#.into(), r#"{"order_id": 3, "amount": 0}"#.into()]);
+    d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &[r#"{"order_id": 1, "amount": 7}"#.into(), r#"{"order_id": 2, "amount": 0}"#.into()]);
+    assert!(d.run().await.ok());
+    d.edit("amount > 0", "amount >= 0");
+    let only_b1 = d.replay(Some("_batch_id = 'b1'"), false).await;
+    assert_eq!((only_b1.selected, only_b1.inserted, only_b1.updated, only_b1.superseded), (2, 1, 0, 1));
+    let rest = d.replay(None, false).await;
+    assert_eq!((rest.selected, rest.inserted, rest.updated, rest.superseded), (1, 0, 1, 0));
+    assert_eq!(
+        d.rows("SELECT order_id, amount, _batch_id FROM silver.orders ORDER BY order_id").await,
+        vec![vec!["1".to_string(), "7.00".into(), "b2".into()], vec!["2".into(), "0.00".into(), "b2".into()], vec!["3".into(), "0.00".into(), "b1".into()]]
+    );
+    assert_eq!(
+        d.rows("SELECT _batch_id, _line, _replay_outcome FROM quarantine.orders ORDER BY _batch_id, _line").await,
+        vec![
+            vec!["b1".to_string(), "1".into(), "superseded".into()],
+            vec!["b1".into(), "3".into(), "promoted".into()],
+            vec!["b2".into(), "2".into(), "promoted".into()]
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejection_rate_gate_holds_back_a_batch_above_it_and_passes_one_below() {
+    let d = Dir::new(&SMALL.replace("RATE", "max_rejected_fraction = 0.02"));
+    d.bronze("orders", "b1", "2024-03-01T10:00:00+00:00", &orders(0..100, 3));
+    d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &orders(100..200, 1));
+    let s = d.run().await;
+    assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+    assert!(s.failed[0].error.contains("held back b1 (3.00% rejected: 3 of 100)"), "{}", s.failed[0].error);
+    let p = &s.silver[0];
+    assert_eq!((p.batches, p.read, p.inserted, p.rejected), (1, 100, 99, 1));
+    let gate = p.expectations.iter().find(|e| e.kind == "rejected_fraction").expect("gate result");
+    assert_eq!(gate.outcome, medallion::quality::gates::Outcome::Fail);
+    assert_eq!(d.rows("SELECT min(order_id), count(*) FROM silver.orders").await, vec![vec!["101".to_string(), "99".into()]]);
+
+    // Unchanged, the next run holds it back again and commits nothing.
+    let before = d.version(Layer::Silver, "orders").await;
+    let s = d.run().await;
+    assert_eq!(s.failed.len(), 1);
+    assert_eq!(d.version(Layer::Silver, "orders").await, before);
+
+    // Raised to 5%, the batch goes through.
+    d.edit("max_rejected_fraction = 0.02", "max_rejected_fraction = 0.05");
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["196".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_run_rejection_rate_fails_the_promotion_and_warn_only_records() {
+    let d = Dir::new(&SMALL.replace("RATE", "max_rejected_fraction = { per_run = 0.015 }"));
+    d.bronze("orders", "b1", "2024-03-01T10:00:00+00:00", &orders(0..100, 3));
+    d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &orders(100..200, 1));
+    let s = d.run().await;
+    assert_eq!(s.failed.len(), 1);
+    assert!(s.failed[0].error.contains("`max_rejected_fraction.per_run` (4 of 200 rows failed)"), "{}", s.failed[0].error);
+    assert_eq!(d.version(Layer::Silver, "orders").await, None);
+    assert_eq!(d.version(Layer::Quarantine, "orders").await, None);
+
+    d.edit("{ per_run = 0.015 }", "{ per_batch = 0.02, per_run = 0.015, action = \"warn\" }");
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let outcomes: Vec<(&str, &str)> =
+        s.silver[0].expectations.iter().filter(|e| e.kind == "rejected_fraction").map(|e| (e.name.as_str(), e.outcome.label())).collect();
+    assert_eq!(outcomes, vec![("max_rejected_fraction.per_batch", "warn"), ("max_rejected_fraction.per_run", "warn")]);
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["196".to_string()]]);
+}
