@@ -158,3 +158,14 @@ pub fn samples<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::qu
     }
     out
 }
+
+/// Schema-drift events as a table: source, field, change, types, first-seen batch and time.
+pub fn drift(events: &[medallion::bronze::drift::DriftEvent]) -> Option<String> {
+    let mut rows = vec![vec!["source".to_string(), "field".into(), "change".into(), "types".into(), "first seen in batch".into(), "ingested at".into()]];
+    for e in events {
+        let types = if e.types.is_empty() { "null".to_string() } else { e.types.join(", ") };
+        let types = if e.known.is_empty() { types } else { format!("{types} (was {})", e.known.join(", ")) };
+        rows.push(vec![e.source.clone(), e.field.clone(), e.change.replace('_', " "), types, e.batch_id.clone(), e.ingested_at.clone().unwrap_or_else(|| "-".into())]);
+    }
+    (rows.len() > 1).then(|| table(&rows))
+}

@@ -7,7 +7,7 @@ use medallion::quality::gates::Outcome as GateOutcome;
 use super::{clock, open, spinner, threads};
 use crate::Outcome;
 use crate::args::{Format, Global};
-use crate::output::{expectations, json_line, samples, table, thousands};
+use crate::output::{drift, expectations, json_line, samples, table, thousands};
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
@@ -103,6 +103,9 @@ fn print_text(s: &RunSummary, timings: bool) {
     }
     let failing = results.iter().filter(|(_, e)| e.outcome == GateOutcome::Fail).map(|(n, e)| (n.as_str(), e));
     print!("{}", samples(failing));
+    if let Some(t) = drift(&s.drift) {
+        print!("\nschema drift (bronze kept every record; check the contracts)\n{t}");
+    }
     let t = &s.totals;
     println!(
         "\naccounting: read {} = promoted {} + superseded {} + rejected {}",

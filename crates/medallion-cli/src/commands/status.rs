@@ -1,6 +1,7 @@
 //! `medallion status`.
 
 use anyhow::Result;
+use medallion::bronze::drift;
 use medallion::observability::runlog;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
@@ -8,7 +9,7 @@ use medallion::storage::delta::Table;
 use super::open;
 use crate::Outcome;
 use crate::args::{Format, Global};
-use crate::output::{json_line, table, thousands};
+use crate::output::{drift as drift_table, json_line, table, thousands};
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
@@ -59,10 +60,20 @@ pub async fn run(g: &Global) -> Result<Outcome> {
             last_run.unwrap_or_else(|| "-".into()),
         ]);
     }
+    let mut events = Vec::new();
+    for source in project.sources.keys() {
+        events.extend(drift::recorded(&lake, source).await?);
+    }
     if g.format == Format::Json {
+        for e in &events {
+            json_line("drift", serde_json::to_value(e)?)?;
+        }
         json_line("last_run", last.unwrap_or(serde_json::Value::Null))?;
     } else {
         print!("{}", table(&rows));
+        if let Some(t) = drift_table(&events) {
+            print!("\nschema drift\n{t}");
+        }
         match last {
             Some(run) => {
                 let failed = run.get("failed").and_then(|f| f.as_array()).map_or(0, Vec::len);

@@ -10,6 +10,7 @@
 //! materialised (it stays in bronze and in the raw line kept for the dead letter). Type coercion
 //! happens later, column by column ([`crate::silver::coerce`]).
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
 
@@ -23,7 +24,7 @@ use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, SOURCE};
 pub const CHUNK_LINES: usize = 65_536;
 
 /// What a field held in a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Kind {
     /// The key was absent.
@@ -49,6 +50,33 @@ pub struct RawField {
     pub data: String,
     /// Offsets into `data`, one more than rows.
     pub offsets: Vec<u32>,
+}
+
+impl Kind {
+    /// Every kind, by discriminant.
+    pub const ALL: [Kind; 6] = [Kind::Missing, Kind::Null, Kind::String, Kind::Number, Kind::Bool, Kind::Nested];
+
+    /// The kind of a raw JSON value.
+    pub fn of(raw: &str) -> Kind {
+        match raw.as_bytes().first() {
+            Some(b'"') => Kind::String,
+            Some(b'n') => Kind::Null,
+            Some(b't' | b'f') => Kind::Bool,
+            Some(b'{' | b'[') => Kind::Nested,
+            _ => Kind::Number,
+        }
+    }
+
+    /// JSON type name (`string`, `number`, `bool`, `nested`), None for missing and null.
+    pub fn json_type(self) -> Option<&'static str> {
+        match self {
+            Kind::Missing | Kind::Null => None,
+            Kind::String => Some("string"),
+            Kind::Number => Some("number"),
+            Kind::Bool => Some("bool"),
+            Kind::Nested => Some("nested"),
+        }
+    }
 }
 
 impl RawField {
@@ -93,6 +121,9 @@ pub struct RawChunk {
     pub text: String,
     /// Span of each row's line in `text`.
     pub spans: Vec<Range<u32>>,
+    /// Keys the decoder was not asked for, with each kind their values had in this chunk
+    /// (for schema-drift detection).
+    pub other_keys: Vec<(String, Kind)>,
 }
 
 impl RawChunk {
@@ -197,6 +228,7 @@ impl<'w> ChunkBuilder<'w> {
                 lines: Vec::with_capacity(rows),
                 text: String::new(),
                 spans: Vec::with_capacity(rows),
+                other_keys: Vec::new(),
             },
             slots: vec![None; wanted.len() + 4],
         }
@@ -240,7 +272,8 @@ impl<'w> ChunkBuilder<'w> {
         self.slots.fill(None);
         let parsed = {
             let mut de = serde_json::Deserializer::from_str(text);
-            let r = Extract { wanted: self.wanted, base: text.as_ptr() as usize, slots: &mut self.slots }.deserialize(&mut de);
+            let r = Extract { wanted: self.wanted, base: text.as_ptr() as usize, slots: &mut self.slots, other: &mut self.chunk.other_keys }
+                .deserialize(&mut de);
             r.and_then(|()| de.end())
         };
         let slots = &self.slots;
@@ -278,8 +311,8 @@ fn push_token(field: &mut RawField, raw: Option<&str>) {
         field.push(Kind::Missing, "");
         return;
     };
-    match raw.as_bytes().first() {
-        Some(b'"') => {
+    match Kind::of(raw) {
+        Kind::String => {
             let inner = &raw[1..raw.len() - 1];
             if inner.contains('\\') {
                 let s: String = serde_json::from_str(raw).unwrap_or_default();
@@ -288,10 +321,8 @@ fn push_token(field: &mut RawField, raw: Option<&str>) {
                 field.push(Kind::String, inner);
             }
         }
-        Some(b'n') => field.push(Kind::Null, ""),
-        Some(b't' | b'f') => field.push(Kind::Bool, raw),
-        Some(b'{' | b'[') => field.push(Kind::Nested, raw),
-        _ => field.push(Kind::Number, raw),
+        Kind::Null => field.push(Kind::Null, ""),
+        kind => field.push(kind, raw),
     }
 }
 
@@ -313,6 +344,8 @@ struct Extract<'w> {
     /// Address of the line's first byte: values are recorded as ranges relative to it.
     base: usize,
     slots: &'w mut [Option<Range<usize>>],
+    /// Other keys seen in the chunk, with their kinds (few: a linear scan is cheapest).
+    other: &'w mut Vec<(String, Kind)>,
 }
 
 impl<'de, 'w> DeserializeSeed<'de> for Extract<'w> {
@@ -333,13 +366,16 @@ impl<'de, 'w> Visitor<'de> for Extract<'w> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(slot) = map.next_key_seed(KeySlot { wanted: self.wanted })? {
             match slot {
-                Some(i) => {
+                Slot::Wanted(i) => {
                     let raw = map.next_value::<&'de RawValue>()?.get();
                     let start = raw.as_ptr() as usize - self.base;
                     self.slots[i] = Some(start..start + raw.len());
                 }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
+                Slot::Other(key) => {
+                    let kind = Kind::of(map.next_value::<&'de RawValue>()?.get());
+                    if !self.other.iter().any(|(k, t)| *t == kind && k == key.as_ref()) {
+                        self.other.push((key.into_owned(), kind));
+                    }
                 }
             }
         }
@@ -347,38 +383,54 @@ impl<'de, 'w> Visitor<'de> for Extract<'w> {
     }
 }
 
+/// Where a key goes: a wanted slot, or the other keys.
+enum Slot<'de> {
+    Wanted(usize),
+    Other(Cow<'de, str>),
+}
+
 /// Maps a key to its slot index, if wanted.
 struct KeySlot<'w> {
     wanted: &'w [String],
 }
 
-impl<'de, 'w> DeserializeSeed<'de> for KeySlot<'w> {
-    type Value = Option<usize>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, 'w> Visitor<'de> for KeySlot<'w> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+impl KeySlot<'_> {
+    fn slot(&self, key: &str) -> Option<usize> {
         let n = self.wanted.len();
         if key.starts_with('_') {
-            return Ok(match key {
+            return match key {
                 BATCH_ID => Some(n),
                 INGESTED_AT => Some(n + 1),
                 SOURCE => Some(n + 2),
                 CORRUPT_RECORD => Some(n + 3),
                 _ => self.wanted.iter().position(|w| w == key),
-            });
+            };
         }
-        Ok(self.wanted.iter().position(|w| w == key))
+        self.wanted.iter().position(|w| w == key)
+    }
+}
+
+impl<'de, 'w> DeserializeSeed<'de> for KeySlot<'w> {
+    type Value = Slot<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Slot<'de>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'w> Visitor<'de> for KeySlot<'w> {
+    type Value = Slot<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Slot<'de>, E> {
+        Ok(self.slot(key).map_or(Slot::Other(Cow::Borrowed(key)), Slot::Wanted))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Slot<'de>, E> {
+        Ok(self.slot(key).map_or_else(|| Slot::Other(Cow::Owned(key.to_string())), Slot::Wanted))
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod batches;
 pub mod decode;
+pub mod drift;
 pub mod ingest;
 
 /// Provenance field: the batch a record arrived in.

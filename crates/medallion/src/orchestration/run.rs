@@ -117,6 +117,8 @@ pub struct RunSummary {
     pub skipped: Vec<String>,
     /// Silver totals.
     pub totals: Totals,
+    /// New fields or JSON types sources started carrying (schema drift), noticed in this run.
+    pub drift: Vec<crate::bronze::drift::DriftEvent>,
     /// medallion version.
     pub tool_version: String,
 }
@@ -153,6 +155,7 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
         failed: Vec::new(),
         skipped: Vec::new(),
         totals: Totals::default(),
+        drift: Vec::new(),
         tool_version: crate::VERSION.to_string(),
     };
     let mut broken: BTreeSet<String> = BTreeSet::new();
@@ -209,6 +212,7 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
     }
 
     for p in &summary.silver {
+        summary.drift.extend(p.drift.iter().cloned());
         summary.totals.read += p.read;
         summary.totals.promoted += p.promoted();
         summary.totals.superseded += p.superseded;

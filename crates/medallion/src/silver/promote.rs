@@ -20,7 +20,8 @@ use super::dedup::latest_per_key;
 use super::quarantine::{self, Reason, Rejected};
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
-use crate::bronze::decode::{decode_batch, decode_ndjson};
+use crate::bronze::decode::{Kind, decode_batch, decode_ndjson};
+use crate::bronze::drift::{self, DriftEvent, Observed};
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
@@ -64,6 +65,8 @@ pub struct Promotion {
     pub expectations: Vec<GateResult>,
     /// Batches a rejection-rate gate (`fail`) kept out of this promotion: they stay pending.
     pub held_back: Vec<HeldBack>,
+    /// New fields or JSON types the source's records started carrying.
+    pub drift: Vec<DriftEvent>,
     /// Stage timings in milliseconds.
     pub timings_ms: HashMap<&'static str, u64>,
 }
@@ -165,6 +168,8 @@ pub(crate) struct FileResult {
     pub read: u64,
     /// Per row-level expectation: rows checked, rows failing.
     pub gate_counts: Vec<(u64, u64)>,
+    /// Fields the records carried (contract columns and others), with their kinds.
+    pub observed: Observed,
 }
 
 /// Promotes the batches of `intent`. A new intent is recorded in the ledger once its batches are
@@ -230,8 +235,10 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
 
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
+    let mut observed = Vec::with_capacity(results.len());
     let mut row_results: Vec<GateResult> = table.contract.gates.iter().map(|g| g.result()).collect();
     for r in results {
+        observed.push(r.observed);
         p.read += r.read;
         valid.extend(r.valid);
         rejected.extend(r.rejected);
@@ -282,6 +289,7 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     let merged = merge_into(lake, table, rows, txn, commit_meta(&opts.run_id, &intent)).await?;
     (p.inserted, p.updated, p.silver_version) = (merged.inserted, merged.updated, merged.version);
     p.timings_ms.insert("merge", ms(t3));
+    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &observed).await?;
     p.superseded = valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted());
     if p.read != p.inserted + p.updated + p.superseded + p.rejected || p.promoted() > unique {
         return Err(accounting(&p));
@@ -452,9 +460,21 @@ pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: 
         rejected: Vec::new(),
         read: 0,
         gate_counts: vec![(0, 0); contract.gates.len()],
+        observed: Observed::new(),
     };
     let on_chunk = |chunk: crate::bronze::decode::RawChunk| {
         out.read += chunk.rows() as u64;
+        for (name, field) in wanted.iter().zip(&chunk.fields) {
+            let mut seen = [false; 6];
+            for k in &field.kinds {
+                seen[*k as usize] = true;
+            }
+            let kinds = out.observed.entry(name.clone()).or_default();
+            kinds.extend(Kind::ALL.into_iter().filter(|k| seen[*k as usize] && *k != Kind::Missing));
+        }
+        for (name, kind) in &chunk.other_keys {
+            out.observed.entry(name.clone()).or_default().insert(*kind);
+        }
         let v = validate(contract, &chunk, origin)?;
         if v.valid.num_rows() > 0 {
             out.valid.push(v.valid);

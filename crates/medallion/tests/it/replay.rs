@@ -1,4 +1,4 @@
-//! Dead-letter replay after a contract fix, and rejection-rate gates.
+//! Dead-letter replay after a contract fix, rejection-rate gates, schema-drift alerts.
 
 use std::path::Path;
 
@@ -249,4 +249,26 @@ async fn a_per_run_rejection_rate_fails_the_promotion_and_warn_only_records() {
         s.silver[0].expectations.iter().filter(|e| e.kind == "rejected_fraction").map(|e| (e.name.as_str(), e.outcome.label())).collect();
     assert_eq!(outcomes, vec![("max_rejected_fraction.per_batch", "warn"), ("max_rejected_fraction.per_run", "warn")]);
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["196".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_fields_and_changed_json_types_are_recorded_with_the_batch_that_brought_them() {
+    let d = Dir::new(&SMALL.replace("RATE", ""));
+    d.bronze("orders", "b1", "2024-03-01T10:00:00+00:00", &[r#"{"order_id": 1, "amount": 5, "note": null}"#.into()]);
+    d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &[r#"{"order_id": 2, "amount": 5, "tier": "gold", "note": "x"}"#.into()]);
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let seen: Vec<(String, String, Vec<String>, String)> = s.drift.iter().map(|e| (e.field.clone(), e.change.clone(), e.types.clone(), e.batch_id.clone())).collect();
+    // b1 is the baseline; `note` was only null there, so its first type is not a change.
+    assert_eq!(seen, vec![("tier".to_string(), "new_field".to_string(), vec!["string".to_string()], "b2".to_string())]);
+
+    d.bronze("orders", "b3", "2024-03-01T12:00:00+00:00", &[r#"{"order_id": 3, "amount": "7.50", "tier": "silver"}"#.into()]);
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let e = &s.drift[0];
+    assert_eq!((e.field.as_str(), e.change.as_str(), e.types.clone(), e.known.clone(), e.batch_id.as_str()), ("amount", "new_type", vec!["string".to_string()], vec!["number".to_string()], "b3"));
+    assert_eq!(s.drift.len(), 1, "{:?}", s.drift);
+    let (_, lake) = d.open().await;
+    let all = medallion::bronze::drift::recorded(&lake, "orders").await.expect("recorded");
+    assert_eq!(all.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["tier", "amount"]);
 }
