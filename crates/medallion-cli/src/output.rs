@@ -110,6 +110,25 @@ mod tests {
     }
 }
 
+/// Writes to stdout, reporting failure (a closed pipe ends the command quietly, see `main`).
+pub fn stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    std::io::stdout().lock().write_fmt(args)
+}
+
+/// `print!` that returns the write error instead of panicking on a closed pipe.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!($($arg)*))? };
+}
+
+/// `println!` that returns the write error instead of panicking on a closed pipe.
+#[macro_export]
+macro_rules! sayln {
+    () => { $crate::output::stdout(format_args!("\n"))? };
+    ($($arg:tt)*) => { $crate::output::stdout(format_args!("{}\n", format_args!($($arg)*)))? };
+}
+
 /// Expectation results as a table: name, node, kind, action, failing rows, rows checked, what was
 /// observed (table-level kinds) and the outcome (upper-case when it stopped publication).
 pub fn expectations<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::quality::gates::GateResult)>) -> Option<String> {

@@ -7,6 +7,7 @@ use medallion::bronze::ingest::ingest;
 
 use super::{clock, open, spinner};
 use crate::Outcome;
+use crate::say;
 use crate::args::{Format, Global};
 use crate::output::{json_line, table, thousands};
 
@@ -35,7 +36,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         rows.push(vec![file.clone(), outcome.status.label().into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]);
     }
     if g.format == Format::Text {
-        print!("{}", table(&rows));
+        say!("{}", table(&rows));
     }
     Ok(Outcome::Ok)
 }

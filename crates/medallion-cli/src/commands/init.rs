@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::Outcome;
+use crate::sayln;
 use crate::args::{Format, Global};
 use crate::output::json_line;
 
@@ -14,7 +15,7 @@ pub fn run(g: &Global, dir: &Path) -> Result<Outcome> {
         json_line("init", serde_json::json!({ "dir": dir, "files": files }))?;
     } else {
         for f in &files {
-            println!("{}", dir.join(f).display());
+            sayln!("{}", dir.join(f).display());
         }
         if g.quiet == 0 {
             eprintln!("created an orders project with sample data in {}", dir.display());

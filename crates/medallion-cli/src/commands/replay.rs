@@ -7,6 +7,7 @@ use medallion::silver::replay::{Replay, ReplayOptions, replay};
 
 use super::{clock, open};
 use crate::Outcome;
+use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{expectations, json_line, table, thousands};
 
@@ -22,30 +23,30 @@ pub async fn run(g: &Global, name: &str, filter: Option<String>, dry_run: bool) 
     if g.format == Format::Json {
         json_line("replay", serde_json::to_value(&r)?)?;
     } else {
-        print_text(&r);
+        print_text(&r)?;
     }
     Ok(Outcome::Ok)
 }
 
-fn print_text(r: &Replay) {
+fn print_text(r: &Replay) -> Result<()> {
     if r.selected == 0 {
-        println!("quarantine/{}: no outstanding records to replay", r.table);
-        return;
+        sayln!("quarantine/{}: no outstanding records to replay", r.table);
+        return Ok(());
     }
     let mut rows = vec![vec!["previous reason".to_string(), "column".into(), "records".into(), "pass now".into()]];
     for c in &r.by_reason {
         rows.push(vec![c.rule.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records), thousands(c.passing)]);
     }
     if !r.dry_run && r.intent.is_none() {
-        println!("quarantine/{}: none of the {} outstanding records passes the current contract; nothing written", r.table, thousands(r.selected));
-        return;
+        sayln!("quarantine/{}: none of the {} outstanding records passes the current contract; nothing written", r.table, thousands(r.selected));
+        return Ok(());
     }
     if r.dry_run {
-        println!("dry run: {} of {} records of quarantine/{} would pass the current contract\n", thousands(r.passing), thousands(r.selected), r.table);
-        print!("{}", table(&rows));
-        return;
+        sayln!("dry run: {} of {} records of quarantine/{} would pass the current contract\n", thousands(r.passing), thousands(r.selected), r.table);
+        say!("{}", table(&rows));
+        return Ok(());
     }
-    println!(
+    sayln!(
         "replay {} of quarantine/{}{}: {} records: promoted {} (inserted {}, updated {}) + superseded {} + still rejected {} + dropped {}",
         r.intent.map_or("-".into(), |v| v.to_string()),
         r.table,
@@ -58,16 +59,17 @@ fn print_text(r: &Replay) {
         thousands(r.rejected),
         thousands(r.dropped),
     );
-    print!("\n{}", table(&rows));
+    say!("\n{}", table(&rows));
     let node = format!("silver/{}", r.table);
     if let Some(t) = expectations(r.expectations.iter().map(|e| (node.as_str(), e))) {
-        print!("\n{t}");
+        say!("\n{t}");
     }
-    println!(
+    sayln!(
         "\nsilver version {}, quarantine version {}",
         r.silver_version.map_or("-".into(), |v| v.to_string()),
         r.quarantine_version.map_or("-".into(), |v| v.to_string())
     );
+    Ok(())
 }
 
 pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
@@ -77,23 +79,23 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
         json_line("dead_letter", serde_json::to_value(&s)?)?;
         return Ok(Outcome::Ok);
     }
-    println!("{}: {} outstanding record(s), {} replayed", s.table, thousands(s.outstanding), thousands(s.replayed));
+    sayln!("{}: {} outstanding record(s), {} replayed", s.table, thousands(s.outstanding), thousands(s.replayed));
     if s.outstanding == 0 {
         return Ok(Outcome::Ok);
     }
     let mut rows = vec![vec!["reason".to_string(), "column".into(), "records".into()]];
     rows.extend(s.by_reason.iter().map(|c| vec![c.label.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records)]));
-    print!("\n{}", table(&rows));
+    say!("\n{}", table(&rows));
     let mut rows = vec![vec!["batch".to_string(), "records".into()]];
     rows.extend(s.by_batch.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));
-    print!("\n{}", table(&rows));
+    say!("\n{}", table(&rows));
     let mut rows = vec![vec!["ingested on".to_string(), "records".into()]];
     rows.extend(s.by_day.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));
-    print!("\n{}", table(&rows));
+    say!("\n{}", table(&rows));
     for (reason, raws) in &s.samples {
-        println!("\n{reason}: sample records");
+        sayln!("\n{reason}: sample records");
         for raw in raws {
-            println!("  {raw}");
+            sayln!("  {raw}");
         }
     }
     Ok(Outcome::Ok)

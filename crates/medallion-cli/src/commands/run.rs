@@ -6,6 +6,7 @@ use medallion::quality::gates::Outcome as GateOutcome;
 
 use super::{clock, open, spinner, threads};
 use crate::Outcome;
+use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift, expectations, json_line, samples, table, thousands};
 
@@ -20,7 +21,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
     let summary = summary?;
     match g.format {
         Format::Json => print_json(&summary)?,
-        Format::Text => print_text(&summary, g.verbose > 0),
+        Format::Text => print_text(&summary, g.verbose > 0)?,
     }
     if !summary.ok() {
         for f in &summary.failed {
@@ -49,14 +50,14 @@ fn print_json(s: &RunSummary) -> Result<()> {
     json_line("summary", serde_json::to_value(s)?)
 }
 
-fn print_text(s: &RunSummary, timings: bool) {
-    println!("run {} of `{}`: {}", s.run_id, s.project, if s.ok() { "ok" } else { "FAILED" });
+fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
+    sayln!("run {} of `{}`: {}", s.run_id, s.project, if s.ok() { "ok" } else { "FAILED" });
     if !s.ingested.is_empty() {
         let mut rows = vec![vec!["ingested".to_string(), "status".into(), "batch".into(), "records".into()]];
         for i in &s.ingested {
             rows.push(vec![i.input.clone(), i.status.label().to_string(), i.batch_id.clone(), thousands(i.records)]);
         }
-        print!("\n{}", table(&rows));
+        say!("\n{}", table(&rows));
     }
     let mut rows = vec![vec![
         "silver".to_string(),
@@ -81,9 +82,9 @@ fn print_text(s: &RunSummary, timings: bool) {
         ]);
     }
     if s.silver.is_empty() {
-        println!("\nsilver: no pending bronze batches");
+        sayln!("\nsilver: no pending bronze batches");
     } else {
-        print!("\n{}", table(&rows));
+        say!("\n{}", table(&rows));
     }
     let mut rows = vec![vec!["gold".to_string(), "rows".into(), "version".into(), "status".into()]];
     for b in &s.gold {
@@ -95,19 +96,19 @@ fn print_text(s: &RunSummary, timings: bool) {
         ]);
     }
     if !s.gold.is_empty() {
-        print!("\n{}", table(&rows));
+        say!("\n{}", table(&rows));
     }
     let results = s.expectations();
     if let Some(t) = expectations(results.iter().map(|(n, e)| (n.as_str(), e))) {
-        print!("\n{t}");
+        say!("\n{t}");
     }
     let failing = results.iter().filter(|(_, e)| e.outcome == GateOutcome::Fail).map(|(n, e)| (n.as_str(), e));
-    print!("{}", samples(failing));
+    say!("{}", samples(failing));
     if let Some(t) = drift(&s.drift) {
-        print!("\nschema drift (bronze kept every record; check the contracts)\n{t}");
+        say!("\nschema drift (bronze kept every record; check the contracts)\n{t}");
     }
     let t = &s.totals;
-    println!(
+    sayln!(
         "\naccounting: read {} = promoted {} + superseded {} + rejected {}",
         thousands(t.read),
         thousands(t.promoted),
@@ -126,4 +127,5 @@ fn print_text(s: &RunSummary, timings: bool) {
         }
         eprintln!("run: {} ms", s.duration_ms);
     }
+    Ok(())
 }

@@ -3,11 +3,13 @@
 use anyhow::Result;
 use medallion::bronze::drift;
 use medallion::observability::runlog;
+use medallion::silver::dead_letter::outstanding;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
 
 use super::open;
 use crate::Outcome;
+use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift as drift_table, json_line, table, thousands};
 
@@ -38,7 +40,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         let (files, bytes) = t.files()?;
         let info = t.last_commit_info().await?;
         let last_run = info.get("medallion").and_then(|m| m.get("run_id")).and_then(|r| r.as_str()).map(str::to_string);
-        let dead = if *layer == Layer::Silver { Some(Table::open(&lake, Layer::Quarantine, name).await?.count_rows().await?) } else { None };
+        let dead = if *layer == Layer::Silver { Some(outstanding(&lake, name).await?) } else { None };
         if g.format == Format::Json {
             json_line(
                 "table",
@@ -70,21 +72,21 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         }
         json_line("last_run", last.unwrap_or(serde_json::Value::Null))?;
     } else {
-        print!("{}", table(&rows));
+        say!("{}", table(&rows));
         if let Some(t) = drift_table(&events) {
-            print!("\nschema drift\n{t}");
+            say!("\nschema drift\n{t}");
         }
         match last {
             Some(run) => {
                 let failed = run.get("failed").and_then(|f| f.as_array()).map_or(0, Vec::len);
-                println!(
+                sayln!(
                     "\nlast run: {} at {} ({})",
                     run.get("run_id").and_then(|v| v.as_str()).unwrap_or("?"),
                     run.get("started_at").and_then(|v| v.as_str()).unwrap_or("?"),
                     if failed == 0 { "ok".to_string() } else { format!("{failed} node(s) failed") }
                 );
             }
-            None => println!("\nno run yet"),
+            None => sayln!("\nno run yet"),
         }
     }
     Ok(Outcome::Ok)

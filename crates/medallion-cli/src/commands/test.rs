@@ -6,6 +6,7 @@ use medallion::quality::test::test;
 
 use super::{clock, open};
 use crate::Outcome;
+use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{expectations, json_line, samples};
 
@@ -21,10 +22,10 @@ pub async fn run(g: &Global, select: &[String]) -> Result<Outcome> {
     } else {
         let results = || outcomes.iter().map(|o| (o.node.as_str(), &o.result));
         match expectations(results()) {
-            Some(t) => print!("{t}"),
-            None => println!("no expectations declared{}", if select.is_empty() { "" } else { " for the selection" }),
+            Some(t) => say!("{t}"),
+            None => sayln!("no expectations declared{}", if select.is_empty() { "" } else { " for the selection" }),
         }
-        print!("{}", samples(results()));
+        say!("{}", samples(results()));
     }
     Ok(if failed { Outcome::Failed } else { Outcome::Ok })
 }

@@ -5,6 +5,7 @@ use medallion::Error;
 use medallion::project::Project;
 
 use crate::Outcome;
+use crate::sayln;
 use crate::args::{Format, Global};
 use crate::output::json_line;
 
@@ -17,7 +18,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
                     serde_json::json!({ "ok": true, "project": p.name, "sources": p.sources.len(), "silver": p.silver.len(), "gold": p.gold.len() }),
                 )?;
             } else {
-                println!(
+                sayln!(
                     "ok: project `{}`: {} source(s), {} silver table(s), {} gold model(s)",
                     p.name,
                     p.sources.len(),

@@ -89,6 +89,18 @@ pub async fn summarize(lake: &Lake, project: &Project, table: &str) -> Result<De
     Ok(DeadLetter { table: format!("quarantine/{table}"), outstanding, replayed, by_reason, by_batch: plain(by_batch), by_day: plain(by_day), samples })
 }
 
+/// Records still in `quarantine/<table>` (not replayed out); 0 if it does not exist.
+pub async fn outstanding(lake: &Lake, table: &str) -> Result<u64> {
+    let t = crate::storage::delta::Table::open(lake, crate::storage::Layer::Quarantine, table).await?;
+    if !t.exists() {
+        return Ok(0);
+    }
+    let ctx = SessionContext::new();
+    ctx.register_table("q", t.provider(&ctx).await?).map_err(|e| Error::sql("counting the dead letter", e))?;
+    let r = rows(&ctx, "SELECT count(*) FROM q WHERE _replayed_at IS NULL").await?;
+    Ok(r.first().map_or(0, |r| count(&r[0])))
+}
+
 fn text(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "-".into())
 }
