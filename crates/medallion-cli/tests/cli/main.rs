@@ -106,6 +106,8 @@ fn init_run_status_show_sql() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let status = text(&out.stdout);
     assert!(status.contains("silver  orders") && status.contains("gold    daily_revenue"), "{status}");
+    // The sample's later batches carry fields the first did not: status shows where they began.
+    assert!(status.contains("schema drift") && status.contains("orders  tier        new field  string"), "{status}");
 
     let out = run(&["show", "quarantine.orders", "-n", "2", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

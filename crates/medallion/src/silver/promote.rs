@@ -203,8 +203,7 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     let node = format!("silver/{}", table.name);
     let mut rate_results = Vec::new();
     if let Some(bounds) = &table.max_rejected_fraction {
-        let (per_batch, per_run) = rejection_gates(bounds, &intent, &results);
-        if let Some(mut r) = per_batch {
+        if let Some(mut r) = per_batch_gate(bounds, &intent, &results) {
             if !r.passed() && bounds.action == Action::Fail && !resumed {
                 // Hold the offending batches back: they stay pending for the next run.
                 let limit = bounds.per_batch.unwrap_or(1.0);
@@ -226,11 +225,12 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
                 p.expectations.push(r);
             }
         }
-        p.expectations.extend(per_run);
         if intent.batches.is_empty() {
             p.expectations.extend(rate_results);
             return Ok(p);
         }
+        // Over what would be published (held-back batches excluded).
+        p.expectations.extend(per_run_gate(bounds, &results));
     }
 
     let mut valid = Vec::new();
@@ -374,11 +374,10 @@ pub(crate) async fn merge_into(
     Ok(Merged { inserted: metrics.num_target_rows_inserted as u64, updated: metrics.num_target_rows_updated as u64, version: silver.version() })
 }
 
-/// The rejection-rate gates' results over the validated batches of `intent`.
-fn rejection_gates(bounds: &RejectedFractionSpec, intent: &Intent, results: &[FileResult]) -> (Option<GateResult>, Option<GateResult>) {
+/// The per-batch rejection-rate gate over the validated batches of `intent`.
+fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[FileResult]) -> Option<GateResult> {
     let read: u64 = results.iter().map(|r| r.read).sum();
-    let rejected: u64 = results.iter().map(|r| r.rejected.len() as u64).sum();
-    let per_batch = bounds.per_batch.map(|limit| {
+    bounds.per_batch.map(|limit| {
         let mut r = GateResult::new("max_rejected_fraction.per_batch", "rejected_fraction", bounds.action, &format!("rejected / read <= {limit} in every batch"));
         r.rows_checked = read;
         let over: Vec<String> = intent
@@ -398,8 +397,14 @@ fn rejection_gates(bounds: &RejectedFractionSpec, intent: &Intent, results: &[Fi
             format!("{} of {} batches above {:.2}%: {}", over.len(), results.len(), 100.0 * limit, over.join(", "))
         });
         r
-    });
-    let per_run = bounds.per_run.map(|limit| {
+    })
+}
+
+/// The per-run rejection-rate gate over the validated batches of a promotion.
+fn per_run_gate(bounds: &RejectedFractionSpec, results: &[FileResult]) -> Option<GateResult> {
+    let read: u64 = results.iter().map(|r| r.read).sum();
+    let rejected: u64 = results.iter().map(|r| r.rejected.len() as u64).sum();
+    bounds.per_run.map(|limit| {
         let mut r = GateResult::new("max_rejected_fraction.per_run", "rejected_fraction", bounds.action, &format!("rejected / read <= {limit} over the promotion"));
         r.rows_checked = read;
         r.violated = fraction(rejected, read) > limit;
@@ -408,8 +413,7 @@ fn rejection_gates(bounds: &RejectedFractionSpec, intent: &Intent, results: &[Fi
         }
         r.observed = Some(format!("{:.2}% rejected ({rejected} of {read})", 100.0 * fraction(rejected, read)));
         r
-    });
-    (per_batch, per_run)
+    })
 }
 
 fn accounting(p: &Promotion) -> Error {

@@ -242,9 +242,18 @@ async fn a_per_run_rejection_rate_fails_the_promotion_and_warn_only_records() {
     assert_eq!(d.version(Layer::Silver, "orders").await, None);
     assert_eq!(d.version(Layer::Quarantine, "orders").await, None);
 
-    d.edit("{ per_run = 0.015 }", "{ per_batch = 0.02, per_run = 0.015, action = \"warn\" }");
+    // With a per-batch bound too, the per-run share is over what would be published: b2 alone.
+    d.edit("{ per_run = 0.015 }", "{ per_batch = 0.02, per_run = 0.015 }");
+    let s = d.run().await;
+    assert_eq!(s.failed.len(), 1);
+    assert!(s.failed[0].error.contains("held back b1"), "{}", s.failed[0].error);
+    let per_run = s.silver[0].expectations.iter().find(|e| e.name == "max_rejected_fraction.per_run").expect("per run");
+    assert_eq!((per_run.passed(), per_run.observed.as_deref()), (true, Some("1.00% rejected (1 of 100)")));
+
+    d.edit("{ per_batch = 0.02, per_run = 0.015 }", "{ per_batch = 0.02, per_run = 0.015, action = \"warn\" }");
     let s = d.run().await;
     assert!(s.ok(), "{:?}", s.failed);
+    // b1 alone is left: 3% is above both bounds, and only warns.
     let outcomes: Vec<(&str, &str)> =
         s.silver[0].expectations.iter().filter(|e| e.kind == "rejected_fraction").map(|e| (e.name.as_str(), e.outcome.label())).collect();
     assert_eq!(outcomes, vec![("max_rejected_fraction.per_batch", "warn"), ("max_rejected_fraction.per_run", "warn")]);
