@@ -23,7 +23,7 @@ use crate::storage::{Lake, Layer};
 pub async fn session(lake: &Lake, project: &Project) -> Result<SessionContext> {
     let ctx = new_session()?;
     for t in project.silver.values() {
-        let p = provider(lake, &ctx, Layer::Silver, &t.name, t.contract.schema.clone()).await?;
+        let p = provider(lake, &ctx, Layer::Silver, &t.name, t.schema.clone()).await?;
         register_table(&ctx, Layer::Silver, &t.name, p)?;
         let q = provider(lake, &ctx, Layer::Quarantine, &t.name, quarantine::schema()).await?;
         register(&ctx, &format!("quarantine.{}", t.name), q)?;

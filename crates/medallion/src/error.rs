@@ -148,6 +148,13 @@ pub enum Error {
         batches: String,
     },
 
+    /// A combination medallion does not support yet.
+    #[error("{what} is not supported yet")]
+    Unsupported {
+        /// What was asked.
+        what: String,
+    },
+
     /// A bug in medallion.
     #[error("internal error (this is a bug in medallion): {0}")]
     Internal(String),

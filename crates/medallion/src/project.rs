@@ -15,6 +15,7 @@ use crate::catalog;
 use crate::quality::checks::{self, Owner, THIS, TableCheck};
 use crate::quality::gates::Gate;
 use crate::silver::contract::Contract;
+use crate::silver::history::History;
 use crate::spec::{Diagnostic, Duration, Located, Refresh, RejectedFractionSpec, SourceFormat, load_specs};
 use crate::storage::Layer;
 
@@ -59,6 +60,10 @@ pub struct SilverTable {
     pub depends_on: Vec<String>,
     /// Bounds on the share of rejected records.
     pub max_rejected_fraction: Option<RejectedFractionSpec>,
+    /// How changes are kept (SCD 1 or 2).
+    pub history: History,
+    /// The table's schema (the contract's, plus the SCD 2 columns).
+    pub schema: SchemaRef,
 }
 
 /// A gold model.
@@ -213,6 +218,14 @@ impl Project {
             };
             match Contract::compile(spec) {
                 Ok(contract) => {
+                    let history = match History::compile(spec.history.as_ref(), &contract, &spec.primary_key, &order_by) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            diags.push(Diagnostic::new(&t.file, &subject, format!("history: {e}")).with_line(line_of(&t.file, "history", t.line)));
+                            History::Latest { delete: None }
+                        }
+                    };
+                    let schema = history.output_schema(&contract, &order_by);
                     silver.insert(
                         n.clone(),
                         SilverTable {
@@ -228,6 +241,8 @@ impl Project {
                             checks: Vec::new(),
                             depends_on: Vec::new(),
                             max_rejected_fraction,
+                            history,
+                            schema,
                         },
                     );
                 }
@@ -309,7 +324,7 @@ impl Project {
         if diags.is_empty() {
             let ctx = catalog::new_session()?;
             for t in silver.values() {
-                catalog::register_table(&ctx, Layer::Silver, &t.name, catalog::empty(t.contract.schema.clone(), &t.name)?)?;
+                catalog::register_table(&ctx, Layer::Silver, &t.name, catalog::empty(t.schema.clone(), &t.name)?)?;
             }
             let results = crate::quality::results::schema();
             ctx.register_table("medallion.expectations", catalog::empty(results, "medallion.expectations")?)
@@ -355,8 +370,16 @@ impl Project {
                 let Some(table) = silver.get_mut(n) else { continue };
                 let owner = Owner { name: n, sla: table.sla };
                 let subject = format!("silver table `{n}`, expectations");
-                match compile_checks(&ctx, &t.spec.expectations, table.contract.schema.clone(), owner).await? {
+                match compile_checks(&ctx, &t.spec.expectations, table.schema.clone(), owner).await? {
                     Ok(compiled) => {
+                        if matches!(table.history, History::Versions { .. })
+                            && let Some(c) = compiled.iter().find(|c| c.drops())
+                        {
+                            diags.push(
+                                Diagnostic::new(&t.file, &subject, format!("expectation `{}`: `drop` is not available on an scd = 2 table (it would cut history)", c.name))
+                                    .with_line(line_of(&t.file, &format!("\"{}\"", c.name), t.line)),
+                            );
+                        }
                         for c in &compiled {
                             for r in c.refs.iter().filter(|r| !specs.silver.contains_key(*r)) {
                                 diags.push(

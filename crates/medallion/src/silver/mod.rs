@@ -13,6 +13,7 @@ pub mod coerce;
 pub mod contract;
 pub mod dead_letter;
 pub mod dedup;
+pub mod history;
 pub mod promote;
 pub mod quarantine;
 pub mod replay;

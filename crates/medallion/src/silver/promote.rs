@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -27,6 +27,8 @@ use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
 use crate::orchestration::run::Now;
 use crate::project::{Project, SilverTable};
+use super::history::{self, History, Rebuilt};
+use datafusion::physical_expr::PhysicalExpr;
 use crate::spec::{Action, RejectedFractionSpec};
 use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
@@ -51,8 +53,10 @@ pub struct Promotion {
     pub read: u64,
     /// New keys written.
     pub inserted: u64,
-    /// Existing keys replaced by a newer record.
+    /// Existing keys replaced by a newer record (SCD 2: versions closed by a delete).
     pub updated: u64,
+    /// Keys removed by a delete record (SCD 1 with `delete_when`).
+    pub deleted: u64,
     /// Valid records that lost to a newer record.
     pub superseded: u64,
     /// Records sent to the dead letter.
@@ -72,9 +76,9 @@ pub struct Promotion {
 }
 
 impl Promotion {
-    /// Rows promoted (inserted + updated).
+    /// Records applied to silver (inserted + updated + deleted).
     pub fn promoted(&self) -> u64 {
-        self.inserted + self.updated
+        self.inserted + self.updated + self.deleted
     }
 }
 
@@ -262,15 +266,27 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     let file_of = |batch_id: &str| {
         intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
     };
-    let (rows, _, dropped) = dedup_and_audit(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+    // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
+    let mut table_dropped = 0;
+    let plan = match &table.history {
+        History::Versions { track, delete } => {
+            let t = Instant::now();
+            let (rows, counts) = rebuild_versions(lake, project, table, track, delete.as_ref(), &valid, opts.now, &mut p.expectations).await?;
+            p.timings_ms.insert("history", ms(t));
+            Publish::Replace { rows, counts }
+        }
+        History::Latest { delete } => {
+            let (rows, _, dropped) = dedup_and_audit(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+            table_dropped = dropped.len() as u64;
+            rejected.extend(dropped);
+            Publish::Merge { rows, delete: delete.clone() }
+        }
+    };
     p.expectations.extend(rate_results);
     if !resumed {
         ledger::record(lake, &table.name, &intent).await?;
     }
-    let table_dropped = dropped.len() as u64;
-    rejected.extend(dropped);
     p.rejected = rejected.len() as u64;
-    let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
 
     // Dead letter first: it is skipped on resume if this intent's rejects already landed.
     let t1 = Instant::now();
@@ -286,15 +302,73 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     p.timings_ms.insert("dead_letter", ms(t1));
 
     let t3 = Instant::now();
-    let merged = merge_into(lake, table, rows, txn, commit_meta(&opts.run_id, &intent)).await?;
-    (p.inserted, p.updated, p.silver_version) = (merged.inserted, merged.updated, merged.version);
+    let meta = commit_meta(&opts.run_id, &intent);
+    match plan {
+        Publish::Merge { rows, delete } => {
+            let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+            let merged = match delete {
+                None => merge_into(lake, table, rows, txn, meta).await?,
+                Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
+            };
+            (p.inserted, p.updated, p.deleted, p.silver_version) = (merged.inserted, merged.updated, merged.deleted, merged.version);
+            p.superseded = valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted());
+            if p.promoted() > unique {
+                return Err(accounting(&p));
+            }
+        }
+        Publish::Replace { rows, counts } => {
+            let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta };
+            p.silver_version = silver.write(rows, write).await?.version();
+            (p.inserted, p.updated, p.superseded) = (counts.inserted, counts.closed, counts.superseded);
+        }
+    }
     p.timings_ms.insert("merge", ms(t3));
     p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &observed).await?;
-    p.superseded = valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted());
-    if p.read != p.inserted + p.updated + p.superseded + p.rejected || p.promoted() > unique {
+    if p.read != p.promoted() + p.superseded + p.rejected {
         return Err(accounting(&p));
     }
     Ok(p)
+}
+
+/// What a promotion writes to silver.
+enum Publish {
+    /// Rows (unique per key) merged by key.
+    Merge { rows: Vec<RecordBatch>, delete: Option<Arc<dyn PhysicalExpr>> },
+    /// The table's whole new content (SCD 2 history), with what the run's records did.
+    Replace { rows: Vec<RecordBatch>, counts: Rebuilt },
+}
+
+/// SCD 2: the table's history rebuilt with `valid` merged in, audited by the table's set- and
+/// table-level expectations (results appended; a failed `fail` one is an error).
+#[allow(clippy::too_many_arguments)]
+async fn rebuild_versions(
+    lake: &Lake,
+    project: &Project,
+    table: &SilverTable,
+    track: &[usize],
+    delete: Option<&Arc<dyn PhysicalExpr>>,
+    valid: &[RecordBatch],
+    now: Now,
+    expectations: &mut Vec<GateResult>,
+) -> Result<(Vec<RecordBatch>, Rebuilt)> {
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let published = if silver.exists() {
+        let ctx = SessionContext::new();
+        let df = ctx.read_table(silver.provider(&ctx).await?).map_err(|e| Error::sql(format!("reading silver/{}", table.name), e))?;
+        df.collect().await.map_err(|e| Error::sql(format!("reading silver/{}", table.name), e))?
+    } else {
+        Vec::new()
+    };
+    let (rows, counts) = history::rebuild(&table.contract, &table.schema, &table.keys, &table.order_by, track, delete, &published, valid)?;
+    if table.checks.is_empty() {
+        return Ok((rows, counts));
+    }
+    let ctx = catalog::session(lake, project).await?;
+    let audited = audit(&ctx, &table.checks, &table.schema, rows, Stage::Rows, now).await?;
+    expectations.extend(audited.results);
+    enforce(&format!("silver/{}", table.name), expectations)?;
+    Ok((audited.kept, counts))
 }
 
 /// Deduplicates `valid` (latest per key) and audits the merge candidate with the table's set-
@@ -337,6 +411,7 @@ pub(crate) async fn dedup_and_audit(
 pub(crate) struct Merged {
     pub inserted: u64,
     pub updated: u64,
+    pub deleted: u64,
     pub version: Option<i64>,
 }
 
@@ -357,21 +432,26 @@ pub(crate) async fn merge_into(
         let silver = silver
             .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, overwrite: false })
             .await?;
-        return Ok(Merged { inserted: unique, updated: 0, version: silver.version() });
+        return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
     }
     if unique == 0 {
         let silver = silver.write(vec![RecordBatch::new_empty(schema)], WriteOptions { txn: Some(txn), metadata, ..Default::default() }).await?;
-        return Ok(Merged { inserted: 0, updated: 0, version: silver.version() });
+        return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
     }
     let bounds = key_bounds(&rows, table);
     let ctx = SessionContext::new();
     let source = ctx.read_batches(rows).map_err(|e| Error::sql("merge source", e))?;
-    let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds, txn: Some(txn), metadata };
+    let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds, txn: Some(txn), metadata, delete_column: None };
     let (silver, metrics) = silver.upsert(source, upsert).await?;
     if metrics.num_source_rows as u64 != unique {
         return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
     }
-    Ok(Merged { inserted: metrics.num_target_rows_inserted as u64, updated: metrics.num_target_rows_updated as u64, version: silver.version() })
+    Ok(Merged {
+        inserted: metrics.num_target_rows_inserted as u64,
+        updated: metrics.num_target_rows_updated as u64,
+        deleted: metrics.num_target_rows_deleted as u64,
+        version: silver.version(),
+    })
 }
 
 /// The per-batch rejection-rate gate over the validated batches of `intent`.
@@ -429,6 +509,113 @@ fn commit_meta(run_id: &str, intent: &Intent) -> HashMap<String, serde_json::Val
         "medallion".to_string(),
         json!({ "run_id": run_id, "intent": intent.version, "batches": intent.batches.iter().map(|b| &b.batch_id).collect::<Vec<_>>() }),
     )])
+}
+
+/// Column flagging delete records in a change-data merge source.
+const DELETE_FLAG: &str = "__medallion_delete";
+
+/// SCD 1 with deletes (change-data apply): `rows` (latest per key) merged in `order_by` order,
+/// delete records removing their key's row. A tombstone per deleted key (the delete's order value,
+/// in `_medallion/tombstones/<table>`) makes older records arriving later superseded instead of
+/// bringing the key back. Tombstones are committed first with the same txn, so a retry skips them.
+pub(crate) async fn apply_changes(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    delete: &Arc<dyn PhysicalExpr>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let context = format!("applying changes to silver/{}", table.name);
+    let schema = table.contract.schema.clone();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(datafusion::arrow::datatypes::Field::new(DELETE_FLAG, DataType::Boolean, false));
+    let flagged_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let mut flagged = Vec::with_capacity(rows.len());
+    for b in &rows {
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(history::deletes(delete, b)?));
+        flagged.push(RecordBatch::try_new(flagged_schema.clone(), cols).map_err(|e| Error::arrow(&context, e))?);
+    }
+    let ctx = SessionContext::new();
+    let src = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![flagged]).map_err(|e| Error::sql(&context, e))?;
+    ctx.register_table("r", Arc::new(src)).map_err(|e| Error::sql(&context, e))?;
+    let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
+    let keys: Vec<String> = table.keys.iter().map(|k| crate::spec::ident(k)).collect();
+    let order = crate::spec::ident(&table.order_by);
+    let kept = if tombs.exists() {
+        ctx.register_table("t", tombs.provider(&ctx).await?).map_err(|e| Error::sql(&context, e))?;
+        let on: Vec<String> = keys.iter().map(|k| format!("r.{k} = t.{k}")).collect();
+        let sql = format!("SELECT r.* FROM r LEFT JOIN t ON {} WHERE t.{order} IS NULL OR r.{order} >= t.{order}", on.join(" AND "));
+        ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?
+    } else {
+        ctx.sql("SELECT * FROM r").await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?
+    };
+    // Tombstones for this run's deletes.
+    if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {
+        ctx.deregister_table("k").map_err(|e| Error::sql(&context, e))?;
+        let kept_table = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![kept.clone()]).map_err(|e| Error::sql(&context, e))?;
+        ctx.register_table("k", Arc::new(kept_table)).map_err(|e| Error::sql(&context, e))?;
+        let sql = format!("SELECT {}, {order} FROM k WHERE {DELETE_FLAG}", keys.join(", "));
+        let deletes = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
+        let meta = metadata.clone();
+        if !tombs.exists() {
+            let batches = deletes.collect().await.map_err(|e| Error::sql(&context, e))?;
+            let batches = if batches.is_empty() { vec![RecordBatch::new_empty(tomb_schema(table)?)] } else { batches };
+            tombs.write(batches, WriteOptions { txn: Some(txn.clone()), metadata: meta, ..Default::default() }).await?;
+        } else {
+            let mut columns = table.keys.clone();
+            columns.push(table.order_by.clone());
+            let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds: Vec::new(), txn: Some(txn.clone()), metadata: meta, delete_column: None };
+            tombs.upsert(deletes, upsert).await?;
+        }
+    }
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let n_kept: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
+    if !silver.exists() {
+        // A new table: the non-delete records are its rows.
+        let mut inserts = Vec::new();
+        for b in &kept {
+            let flags = b.column(b.num_columns() - 1).as_boolean();
+            let keep = datafusion::arrow::compute::not(flags).map_err(|e| Error::arrow(&context, e))?;
+            let b = datafusion::arrow::compute::filter_record_batch(b, &keep).map_err(|e| Error::arrow(&context, e))?;
+            inserts.push(b.project(&(0..schema.fields().len()).collect::<Vec<_>>()).map_err(|e| Error::arrow(&context, e))?);
+        }
+        let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
+        let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
+        let silver = silver
+            .write(inserts, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, overwrite: false })
+            .await?;
+        return Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() });
+    }
+    if n_kept == 0 {
+        let silver = silver.write(vec![RecordBatch::new_empty(schema)], WriteOptions { txn: Some(txn), metadata, ..Default::default() }).await?;
+        return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
+    }
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let source = ctx.read_batches(kept).map_err(|e| Error::sql(&context, e))?;
+    let upsert = Upsert {
+        keys: table.keys.clone(),
+        order_by: table.order_by.clone(),
+        columns,
+        bounds: Vec::new(),
+        txn: Some(txn),
+        metadata,
+        delete_column: Some(DELETE_FLAG.to_string()),
+    };
+    let (silver, metrics) = silver.upsert(source, upsert).await?;
+    Ok(Merged {
+        inserted: metrics.num_target_rows_inserted as u64,
+        updated: metrics.num_target_rows_updated as u64,
+        deleted: metrics.num_target_rows_deleted as u64,
+        version: silver.version(),
+    })
+}
+
+fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {
+    let mut idx: Vec<usize> = table.keys.iter().filter_map(|k| table.contract.schema.index_of(k).ok()).collect();
+    idx.push(table.contract.schema.index_of(&table.order_by).map_err(|e| Error::arrow("tombstone schema", e))?);
+    Ok(Arc::new(table.contract.schema.project(&idx).map_err(|e| Error::arrow("tombstone schema", e))?))
 }
 
 /// For a single integer key, `target.k BETWEEN min AND max` of the source: lets the merge skip
@@ -503,7 +690,7 @@ pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: 
             source_file: origin.file.clone(),
             line: b.line,
             ingested_at: file_ts,
-            history: None,
+            stored: None,
         });
     }
     Ok(out)

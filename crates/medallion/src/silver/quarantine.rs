@@ -48,12 +48,12 @@ pub struct Rejected {
     pub ingested_at: Option<i64>,
     /// For a record already in the dead letter that a replay re-examined: its stored identity and
     /// what the replay did.
-    pub history: Option<Box<History>>,
+    pub stored: Option<Box<Stored>>,
 }
 
 /// A dead-letter record's identity and replay state, as stored.
 #[derive(Debug, Clone)]
-pub struct History {
+pub struct Stored {
     /// `_id`.
     pub id: String,
     /// When it was first rejected.
@@ -96,7 +96,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Builds one quarantine batch from rejected records. New records get a fresh `_id`, `failed_at`
-/// and `run_id`; re-examined ones keep their [`History`].
+/// and `run_id`; re-examined ones keep their [`Stored`] state.
 pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<RecordBatch> {
     let n = rows.len();
     let prefix = uuid::Uuid::new_v4().simple().to_string();
@@ -115,7 +115,7 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
     let mut failed = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut run = StringBuilder::new();
     for (i, r) in rows.iter().enumerate() {
-        match &r.history {
+        match &r.stored {
             Some(h) => {
                 id.append_value(&h.id);
                 failed.append_option(h.failed_at);
@@ -198,7 +198,7 @@ pub fn from_rows(
                 source: sources.as_ref().filter(|c| c.is_valid(r)).map_or_else(|| default_source.to_string(), |c| c.value(r).to_string()),
                 line: 0,
                 ingested_at: ingested.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r)),
-                history: None,
+                stored: None,
             });
         }
     }

@@ -22,8 +22,9 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::json;
 
+use super::history::History;
 use super::promote::{dedup_and_audit, merge_into, process};
-use super::quarantine::{self, History, Reason, Rejected};
+use super::quarantine::{self, Reason, Rejected, Stored};
 use super::validate::Origin;
 use crate::catalog;
 use crate::error::{Error, Result};
@@ -122,6 +123,9 @@ struct Record {
 /// interrupted replay first.
 #[tracing::instrument(skip_all, fields(table = %table.name))]
 pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
+    if !matches!(table.history, History::Latest { delete: None }) {
+        return Err(Error::Unsupported { what: format!("replaying the dead letter of silver/{} (a `history` table)", table.name) });
+    }
     let mut out = Replay { table: table.name.clone(), dry_run: opts.dry_run, ..Default::default() };
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     if !q.exists() {
@@ -268,7 +272,7 @@ pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &
             source_file: r.source_file.unwrap_or_default(),
             line: r.line.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
             ingested_at: r.ingested_at,
-            history: Some(Box::new(History {
+            stored: Some(Box::new(Stored {
                 id: r.id,
                 failed_at: r.failed_at,
                 run_id: r.run_id,
@@ -393,7 +397,7 @@ async fn record_outcomes(lake: &Lake, table: &SilverTable, replayed: Vec<RecordB
     ctx.register_table("r", Arc::new(MemTable::try_new(schema, vec![replayed]).map_err(|e| Error::sql(context, e))?))
         .map_err(|e| Error::sql(context, e))?;
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let silver = if silver.exists() { silver.provider(&ctx).await? } else { catalog::empty(table.contract.schema.clone(), "silver")? };
+    let silver = if silver.exists() { silver.provider(&ctx).await? } else { catalog::empty(table.schema.clone(), "silver")? };
     ctx.register_table("s", silver).map_err(|e| Error::sql(context, e))?;
     let dropped = match removed.first() {
         Some(b) => MemTable::try_new(b.schema(), vec![removed]).map_err(|e| Error::sql(context, e))?,

@@ -194,7 +194,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             source_file: origin.file.clone(),
             line: chunk.lines[r],
             ingested_at: ingested.is_valid(r).then(|| ingested.value(r)),
-            history: None,
+            stored: None,
         });
     }
     let valid_lines = (0..n).filter(|&r| keep[r]).map(|r| chunk.lines[r]).collect();

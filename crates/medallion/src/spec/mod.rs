@@ -479,6 +479,29 @@ pub struct SilverSpec {
     /// Largest share of rejected records: a number (per batch, action `fail`) or a table.
     #[serde(default)]
     pub max_rejected_fraction: Option<RejectedFraction>,
+    /// How changes are kept: SCD type 1 (latest per key, optional deletes) or 2 (full history).
+    #[serde(default)]
+    pub history: Option<HistorySpec>,
+}
+
+/// `history = { scd = 2, track = ["tier"], delete_when = "op = 'delete'" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySpec {
+    /// 1: one row per key, the latest by `order_by` (change-data apply); 2: one row per version
+    /// with `valid_from`, `valid_to`, `is_current`, `_sk`.
+    pub scd: u8,
+    /// SCD 2: columns whose change opens a new version (default: every non-key column not in
+    /// `exclude`).
+    #[serde(default)]
+    pub track: Option<Vec<String>>,
+    /// SCD 2: columns never tracked.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// A SQL boolean over the record marking it a delete (e.g. `op = 'D'`): SCD 1 removes the
+    /// key's row, SCD 2 closes its current version.
+    #[serde(default)]
+    pub delete_when: Option<String>,
 }
 
 /// `max_rejected_fraction = 0.02` or `{ per_batch = 0.02, per_run = 0.01, action = "warn" }`.

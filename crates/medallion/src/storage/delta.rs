@@ -160,17 +160,30 @@ impl Table {
         predicate.extend(upsert.bounds);
         let guard = format!("source.{o} > target.{o}", o = upsert.order_by);
         let columns = upsert.columns;
-        let (inner, metrics) = self
+        // With a delete column, a newer delete record removes the row and never inserts one.
+        let (update_when, insert_when) = match &upsert.delete_column {
+            Some(d) => (format!("{guard} AND NOT source.{d}"), Some(format!("NOT source.{d}"))),
+            None => (guard.clone(), None),
+        };
+        let mut merge = self
             .inner
             .merge(source, predicate.join(" AND "))
             .with_source_alias("source")
             .with_target_alias("target")
-            .with_commit_properties(commit_properties(upsert.txn, upsert.metadata))
-            .when_matched_update(|u| {
-                columns.iter().fold(u.predicate(guard), |u, c| u.update(c.as_str(), format!("source.{c}")))
-            })
+            .with_commit_properties(commit_properties(upsert.txn, upsert.metadata));
+        if let Some(d) = &upsert.delete_column {
+            merge = merge.when_matched_delete(|del| del.predicate(format!("{guard} AND source.{d}"))).map_err(|e| Error::delta(&label, e))?;
+        }
+        let (inner, metrics) = merge
+            .when_matched_update(|u| columns.iter().fold(u.predicate(update_when), |u, c| u.update(c.as_str(), format!("source.{c}"))))
             .map_err(|e| Error::delta(&label, e))?
-            .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), format!("source.{c}"))))
+            .when_not_matched_insert(|i| {
+                let i = match insert_when {
+                    Some(p) => i.predicate(p),
+                    None => i,
+                };
+                columns.iter().fold(i, |i, c| i.set(c.as_str(), format!("source.{c}")))
+            })
             .map_err(|e| Error::delta(&label, e))?
             .await
             .map_err(|e| Error::delta(&label, e))?;
@@ -202,6 +215,8 @@ pub struct Upsert {
     pub columns: Vec<String>,
     /// Extra conjuncts over `target.*` bounding the scan (key ranges).
     pub bounds: Vec<String>,
+    /// A boolean source column marking delete records.
+    pub delete_column: Option<String>,
     /// Idempotency marker.
     pub txn: Option<Txn>,
     /// Stored in the commit's `info`.

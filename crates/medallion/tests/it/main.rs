@@ -5,6 +5,7 @@ mod common;
 mod expectations;
 mod formats;
 mod gates;
+mod history;
 mod pipeline;
 mod recovery;
 mod replay;
