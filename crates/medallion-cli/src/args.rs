@@ -111,10 +111,24 @@ pub enum Command {
         /// Rows to print.
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: usize,
+        /// The table as it was: a Delta version (`3`) or a time (`2024-03-01T12:00:00Z`, `2024-03-01`).
+        #[arg(long, value_name = "VERSION|TIME")]
+        as_of: Option<String>,
     },
     /// Run a SQL query (DataFusion) over the lake's tables.
     Sql {
         /// The query.
         query: String,
+        /// Every table as it was at this time (`2024-03-01T12:00:00Z`, `2024-03-01`).
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+    },
+    /// A table's commits: version, time, operation, rows changed and the run that made each.
+    History {
+        /// `orders`, `silver.orders`, `gold.daily_revenue`, `quarantine.orders`.
+        table: String,
+        /// Most recent commits shown.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
     },
 }

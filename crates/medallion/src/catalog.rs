@@ -16,25 +16,35 @@ use crate::error::{Error, Result};
 use crate::project::Project;
 use crate::quality::results;
 use crate::silver::quarantine;
-use crate::storage::delta::Table;
+use crate::storage::delta::{AsOf, Table};
 use crate::storage::{Lake, Layer};
 
 /// A session with every table of `project` in `lake` registered.
 pub async fn session(lake: &Lake, project: &Project) -> Result<SessionContext> {
+    session_as_of(lake, project, None).await
+}
+
+/// A session with every table as it was at `as_of` (None: now). Tables created later read as
+/// empty.
+pub async fn session_as_of(lake: &Lake, project: &Project, as_of: Option<AsOf>) -> Result<SessionContext> {
     let ctx = new_session()?;
+    let provider = |layer: Layer, name: String, schema: SchemaRef| {
+        let ctx = ctx.clone();
+        async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
+    };
     for t in project.silver.values() {
-        let p = provider(lake, &ctx, Layer::Silver, &t.name, t.schema.clone()).await?;
+        let p = provider(Layer::Silver, t.name.clone(), t.schema.clone()).await?;
         register_table(&ctx, Layer::Silver, &t.name, p)?;
-        let q = provider(lake, &ctx, Layer::Quarantine, &t.name, quarantine::schema()).await?;
+        let q = provider(Layer::Quarantine, t.name.clone(), quarantine::schema()).await?;
         register(&ctx, &format!("quarantine.{}", t.name), q)?;
     }
     for g in project.gold.values() {
-        let p = provider(lake, &ctx, Layer::Gold, &g.name, g.schema.clone()).await?;
+        let p = provider(Layer::Gold, g.name.clone(), g.schema.clone()).await?;
         register_table(&ctx, Layer::Gold, &g.name, p)?;
-        let q = provider(lake, &ctx, Layer::Quarantine, &g.name, quarantine::schema()).await?;
+        let q = provider(Layer::Quarantine, g.name.clone(), quarantine::schema()).await?;
         register(&ctx, &format!("quarantine.{}", g.name), q)?;
     }
-    let results = provider(lake, &ctx, Layer::System, results::TABLE, results::schema()).await?;
+    let results = provider(Layer::System, results::TABLE.to_string(), results::schema()).await?;
     register(&ctx, &format!("medallion.{}", results::TABLE), results)?;
     Ok(ctx)
 }
@@ -63,8 +73,29 @@ pub fn empty(schema: SchemaRef, name: &str) -> Result<Arc<dyn TableProvider>> {
     Ok(Arc::new(empty))
 }
 
-async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
-    let table = Table::open(lake, layer, name).await?;
+/// The table a name used in SQL refers to: `orders`, `silver.orders`, `gold.x`, `quarantine.x`.
+pub fn resolve(project: &Project, name: &str) -> Option<(Layer, String)> {
+    let (layer, table) = match name.split_once('.') {
+        Some(("silver", t)) => (Layer::Silver, t),
+        Some(("gold", t)) => (Layer::Gold, t),
+        Some(("quarantine", t)) => (Layer::Quarantine, t),
+        Some(_) => return None,
+        None if project.gold.contains_key(name) => (Layer::Gold, name),
+        None => (Layer::Silver, name),
+    };
+    let known = match layer {
+        Layer::Silver => project.silver.contains_key(table),
+        Layer::Gold => project.gold.contains_key(table),
+        _ => project.silver.contains_key(table) || project.gold.contains_key(table),
+    };
+    known.then(|| (layer, table.to_string()))
+}
+
+async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, schema: SchemaRef, as_of: Option<AsOf>) -> Result<Arc<dyn TableProvider>> {
+    let table = match as_of {
+        None => Table::open(lake, layer, name).await?,
+        Some(at) => Table::open_as_of(lake, layer, name, at).await?,
+    };
     if table.exists() { table.provider(ctx).await } else { empty(schema, &format!("{layer}/{name}")) }
 }
 

@@ -148,6 +148,17 @@ pub enum Error {
         batches: String,
     },
 
+    /// Time travel to a version the table does not have.
+    #[error("{table} has no version {asked} (latest: {})", latest.map_or("none".to_string(), |v| v.to_string()))]
+    NoSuchVersion {
+        /// `layer/name`.
+        table: String,
+        /// What was asked.
+        asked: String,
+        /// The latest version.
+        latest: Option<i64>,
+    },
+
     /// A combination medallion does not support yet.
     #[error("{what} is not supported yet")]
     Unsupported {

@@ -1,32 +1,87 @@
-//! `medallion show` and `medallion sql`.
+//! `medallion show`, `medallion sql` and `medallion history`.
 
-use anyhow::{Context, Result};
-use medallion::catalog::session;
+use anyhow::{Context, Result, anyhow, bail};
+use medallion::catalog::{resolve, session_as_of};
+use medallion::storage::delta::{AsOf, Table};
 
 use super::open;
 use crate::Outcome;
 use crate::args::{Format, Global};
-use crate::output::batches;
+use crate::output::{batches, json_line, table as text_table, thousands};
+use crate::say;
 
-pub async fn show(g: &Global, table: &str, limit: usize) -> Result<Outcome> {
+fn as_of(text: Option<&str>) -> Result<Option<AsOf>> {
+    text.map(|t| t.parse::<AsOf>().map_err(|e| anyhow!("--as-of: {e}"))).transpose()
+}
+
+pub async fn show(g: &Global, table: &str, limit: usize, at: Option<&str>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let known = known_tables(&project);
-    if !known.iter().any(|k| k == table) {
+    let Some((layer, name)) = resolve(&project, table).filter(|_| known.iter().any(|k| k == table)) else {
         return Err(medallion::Error::Unknown { kind: "table", name: table.to_string(), known }.into());
+    };
+    let at = as_of(at)?;
+    let ctx = match at {
+        Some(AsOf::Version(_)) | None => session_as_of(&lake, &project, None).await?,
+        Some(time) => session_as_of(&lake, &project, Some(time)).await?,
+    };
+    if let Some(version) = at.filter(|a| matches!(a, AsOf::Version(_))) {
+        let t = Table::open_as_of(&lake, layer, &name, version).await?;
+        if !t.exists() {
+            bail!("{layer}/{name} does not exist yet");
+        }
+        ctx.deregister_table(table)?;
+        ctx.register_table(table, t.provider(&ctx).await?)?;
     }
-    let ctx = session(&lake, &project).await?;
     let df = ctx.sql(&format!("SELECT * FROM {table} LIMIT {limit}")).await.with_context(|| format!("reading `{table}`"))?;
     let rows = df.collect().await.with_context(|| format!("reading `{table}`"))?;
     batches(&rows, g.format == Format::Json)?;
     Ok(Outcome::Ok)
 }
 
-pub async fn sql(g: &Global, query: &str) -> Result<Outcome> {
+pub async fn sql(g: &Global, query: &str, at: Option<&str>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let ctx = session(&lake, &project).await?;
+    let at = as_of(at)?;
+    if matches!(at, Some(AsOf::Version(_))) {
+        bail!("--as-of for `sql` takes a time (versions differ per table; use `show <table> --as-of <version>`)");
+    }
+    let ctx = session_as_of(&lake, &project, at).await?;
     let df = ctx.sql(query).await.context("the query does not plan")?;
     let rows = df.collect().await.context("the query failed")?;
     batches(&rows, g.format == Format::Json)?;
+    Ok(Outcome::Ok)
+}
+
+pub async fn history(g: &Global, table: &str, limit: usize) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let Some((layer, name)) = resolve(&project, table) else {
+        return Err(medallion::Error::Unknown { kind: "table", name: table.to_string(), known: known_tables(&project) }.into());
+    };
+    let t = Table::open(&lake, layer, &name).await?;
+    let commits = t.commits().await?;
+    if g.format == Format::Json {
+        for c in commits.iter().take(limit) {
+            json_line("commit", serde_json::to_value(c)?)?;
+        }
+        return Ok(Outcome::Ok);
+    }
+    if commits.is_empty() {
+        say!("{layer}/{name}: no commits yet\n");
+        return Ok(Outcome::Ok);
+    }
+    let mut rows = vec![vec!["version".to_string(), "time".into(), "operation".into(), "inserted".into(), "updated".into(), "deleted".into(), "run".into()]];
+    for c in commits.iter().take(limit) {
+        rows.push(vec![
+            c.version.to_string(),
+            c.timestamp.map_or("-".into(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            c.operation.clone(),
+            thousands(c.rows.inserted),
+            thousands(c.rows.updated),
+            thousands(c.rows.deleted),
+            c.run_id.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    say!("{layer}/{name}\n{}", text_table(&rows));
     Ok(Outcome::Ok)
 }
 
@@ -36,7 +91,7 @@ fn known_tables(project: &medallion::project::Project) -> Vec<String> {
         out.extend([t.clone(), format!("silver.{t}"), format!("quarantine.{t}")]);
     }
     for m in project.gold.keys() {
-        out.extend([m.clone(), format!("gold.{m}")]);
+        out.extend([m.clone(), format!("gold.{m}"), format!("quarantine.{m}")]);
     }
     out
 }

@@ -31,6 +31,62 @@ pub struct Table {
     exists: bool,
 }
 
+/// A point in a table's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// A Delta version.
+    Version(i64),
+    /// The latest version committed at or before this time.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+
+    /// `12` (a version), `2024-03-01T12:00:00Z` (RFC 3339) or `2024-03-01` (the end of that day, UTC).
+    fn from_str(s: &str) -> Result<AsOf, String> {
+        let s = s.trim();
+        if let Ok(v) = s.parse::<i64>() {
+            return if v >= 0 { Ok(AsOf::Version(v)) } else { Err(format!("version {v} is negative")) };
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(AsOf::Time(t.to_utc()));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            && let Some(end) = d.and_hms_micro_opt(23, 59, 59, 999_999)
+        {
+            return Ok(AsOf::Time(end.and_utc()));
+        }
+        Err(format!("`{s}` is neither a version (0, 1, …) nor a time (2024-03-01T12:00:00Z or 2024-03-01)"))
+    }
+}
+
+/// One commit of a table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Commit {
+    /// Delta version.
+    pub version: i64,
+    /// Commit time.
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// `WRITE`, `MERGE`, `CREATE TABLE`…
+    pub operation: String,
+    /// Rows it inserted, updated, deleted or wrote (from the operation's metrics).
+    pub rows: RowChanges,
+    /// The medallion run that made it.
+    pub run_id: Option<String>,
+}
+
+/// Row counts of a commit.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RowChanges {
+    /// Rows added by a write, or inserted by a merge.
+    pub inserted: u64,
+    /// Rows updated by a merge.
+    pub updated: u64,
+    /// Rows deleted by a merge.
+    pub deleted: u64,
+}
+
 /// An idempotency marker for one commit: `app_id` at `version`.
 #[derive(Debug, Clone)]
 pub struct Txn {
@@ -57,6 +113,57 @@ impl Table {
                 Err(e) => return Err(Error::delta(&label, e)),
             };
         Ok(Table { label, inner, exists })
+    }
+
+    /// Opens `layer/name` as it was at `as_of`; a table created later is returned with
+    /// `exists() == false`; a version beyond the latest is an error.
+    pub async fn open_as_of(lake: &Lake, layer: Layer, name: &str, as_of: AsOf) -> Result<Table> {
+        let mut t = Table::open(lake, layer, name).await?;
+        if !t.exists {
+            return Ok(t);
+        }
+        let latest = t.version().unwrap_or(0);
+        let version = match as_of {
+            AsOf::Version(v) if v > latest => {
+                return Err(Error::NoSuchVersion { table: t.label.clone(), asked: v.to_string(), latest: Some(latest) });
+            }
+            AsOf::Version(v) => Some(v),
+            AsOf::Time(at) => t.commits().await?.into_iter().filter(|c| c.timestamp.is_some_and(|ts| ts <= at)).map(|c| c.version).max(),
+        };
+        let Some(version) = version else {
+            return Ok(Table { exists: false, ..t });
+        };
+        if version != latest {
+            let v = u64::try_from(version).map_err(|_| Error::Internal(format!("negative version {version}")))?;
+            t.inner.load_version(v).await.map_err(|e| Error::delta(&t.label, e))?;
+        }
+        Ok(t)
+    }
+
+    /// Every commit up to the loaded version, newest first.
+    pub async fn commits(&self) -> Result<Vec<Commit>> {
+        let Some(latest) = self.version() else { return Ok(Vec::new()) };
+        let infos: Vec<_> = self.inner.history(None).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        let count = |m: Option<&Value>, k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_u64).unwrap_or(0);
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let metrics = c.info.get("operationMetrics");
+                let rows = RowChanges {
+                    inserted: count(metrics, "num_target_rows_inserted") + count(metrics, "num_added_rows"),
+                    updated: count(metrics, "num_target_rows_updated"),
+                    deleted: count(metrics, "num_target_rows_deleted") + count(metrics, "num_deleted_rows"),
+                };
+                Commit {
+                    version: latest - i as i64,
+                    timestamp: c.timestamp.and_then(chrono::DateTime::from_timestamp_millis),
+                    operation: c.operation.clone().unwrap_or_default(),
+                    rows,
+                    run_id: c.info.get("medallion").and_then(|m| m.get("run_id")).and_then(Value::as_str).map(str::to_string),
+                }
+            })
+            .collect())
     }
 
     /// Whether the table has at least one commit.
