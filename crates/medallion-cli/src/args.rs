@@ -73,7 +73,11 @@ pub enum Command {
     /// Run the pipeline: ingest configured paths, promote pending bronze batches to silver, rebuild gold.
     ///
     /// Exit code 1 when a node failed (rejected records alone are not a failure).
-    Run,
+    Run {
+        /// Rebuild every gold model from scratch, incremental ones included.
+        #[arg(long)]
+        full_refresh: bool,
+    },
     /// Every table's rows, Delta version, files and dead-letter count, and the last run.
     Status,
     /// Evaluate every expectation on the published tables; exit 1 if a `fail` expectation fails.

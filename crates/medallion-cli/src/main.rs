@@ -51,7 +51,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Init { dir } => commands::init::run(g, &dir),
         Command::Validate => commands::validate::run(g).await,
         Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
-        Command::Run => commands::run::run(g).await,
+        Command::Run { full_refresh } => commands::run::run(g, full_refresh).await,
         Command::Status => commands::status::run(g).await,
         Command::Test { select } => commands::test::run(g, &select).await,
         Command::Replay { table, filter, dry_run } => commands::replay::run(g, &table, filter, dry_run).await,

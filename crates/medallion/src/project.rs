@@ -91,6 +91,8 @@ pub struct GoldModel {
     pub gates: Vec<Gate>,
     /// Set- and table-level expectations checked on its result before it is written.
     pub checks: Vec<TableCheck>,
+    /// Incremental by partition: (partition column, source table).
+    pub incremental: Option<(String, String)>,
 }
 
 /// A loaded, valid project.
@@ -358,6 +360,7 @@ impl Project {
                                 schema,
                                 gates,
                                 checks: Vec::new(),
+                                incremental: None,
                             },
                         );
                     }
@@ -399,6 +402,8 @@ impl Project {
                     }
                 }
             }
+            let rendered_refs: BTreeMap<String, Vec<String>> = gold.iter().map(|(n, m)| (n.clone(), m.refs.clone())).collect();
+            let gold_schemas: BTreeMap<String, SchemaRef> = gold.iter().map(|(n, m)| (n.clone(), m.schema.clone())).collect();
             for (name, g) in planned {
                 let Some(model) = gold.get_mut(&name) else { continue };
                 let owner = Owner { name: &name, sla: Some(model.sla) };
@@ -408,6 +413,29 @@ impl Project {
                         refs.extend(compiled.iter().flat_map(|c| c.refs.iter().cloned()));
                         model.refs = refs.into_iter().collect();
                         model.checks = compiled;
+                        if let Some(inc) = &g.spec.incremental {
+                            let subject = format!("gold model `{name}`, incremental");
+                            let line = line_of(&g.file, "incremental", g.line);
+                            let sql_refs: Vec<&String> = rendered_refs.get(&name).map(|r| r.iter().collect()).unwrap_or_default();
+                            let source = inc.source.clone().or_else(|| (sql_refs.len() == 1).then(|| sql_refs[0].clone()));
+                            let source_schema = source.as_ref().and_then(|s| silver.get(s).map(|t| t.schema.clone()).or_else(|| gold_schemas.get(s).cloned()));
+                            match (source, source_schema) {
+                                (None, _) => diags.push(Diagnostic::new(&g.file, &subject, "the model reads several tables: name the one whose changes decide the partitions with `source`").with_line(line)),
+                                (Some(s), None) => diags.push(Diagnostic::new(&g.file, &subject, format!("source `{s}` is not a silver or gold table")).with_line(line)),
+                                (Some(s), Some(schema)) => {
+                                    let col = &inc.partition_by;
+                                    if model.schema.index_of(col).is_err() || schema.index_of(col).is_err() {
+                                        diags.push(Diagnostic::new(&g.file, &subject, format!("partition_by `{col}` must be a column of the model's result and of `{s}`")).with_line(line));
+                                    } else if !sql_refs.contains(&&s) {
+                                        diags.push(Diagnostic::new(&g.file, &subject, format!("source `{s}` is not read by the model's SQL")).with_line(line));
+                                    } else if let Some(c) = model.checks.iter().find(|c| c.drops()) {
+                                        diags.push(Diagnostic::new(&g.file, &subject, format!("expectation `{}`: `drop` on set-level kinds is not available on incremental models", c.name)).with_line(line));
+                                    } else {
+                                        model.incremental = Some((col.clone(), s));
+                                    }
+                                }
+                            }
+                        }
                     }
                     Err(errors) => {
                         for (en, message) in errors {

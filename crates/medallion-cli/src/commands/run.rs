@@ -10,10 +10,10 @@ use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift, expectations, json_line, samples, table, thousands};
 
-pub async fn run(g: &Global) -> Result<Outcome> {
+pub async fn run(g: &Global, full_refresh: bool) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
-    let opts = RunOptions { threads: threads(g), now: clock(g)? };
+    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();

@@ -13,6 +13,8 @@ use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 
 use crate::catalog;
+use datafusion::prelude::SessionContext;
+use datafusion::arrow::array::Array;
 use crate::error::{Error, Result};
 use crate::orchestration::run::Now;
 use crate::quality::audit::{Stage, audit};
@@ -40,13 +42,28 @@ pub struct Build {
     pub expectations: Vec<GateResult>,
     /// Rows dropped by `drop` expectations into `quarantine/<model>`.
     pub dropped: u64,
+    /// Incremental builds: the partitions recomputed (None: a full build).
+    pub partitions: Option<usize>,
     /// Milliseconds spent.
     pub duration_ms: u64,
 }
 
-/// Builds `model` unless it is up to date.
+/// Settings of a build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The run.
+    pub run_id: String,
+    /// The clock.
+    pub now: Now,
+    /// Rebuild from scratch even when up to date or incremental.
+    pub full_refresh: bool,
+}
+
+/// Builds `model` unless it is up to date: in full, or for an incremental model whose only
+/// changed input is its source, only the partitions the source's changes touched.
 #[tracing::instrument(skip_all, fields(model = %model.name))]
-pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &str, now: Now) -> Result<Build> {
+pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &BuildOptions) -> Result<Build> {
+    let (run_id, now) = (opts.run_id.as_str(), opts.now);
     let t0 = Instant::now();
     let mut inputs = BTreeMap::new();
     for r in &model.refs {
@@ -66,9 +83,16 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
     let sql_hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let fingerprint = json!({ "inputs": inputs, "sql_sha256": sql_hash });
     let table = Table::open(lake, Layer::Gold, &model.name).await?;
-    if table.exists() {
+    let mut partitions: Option<Vec<String>> = None;
+    if table.exists() && !opts.full_refresh {
         let info = table.last_commit_info().await?;
-        if info.get("medallion").and_then(|m| m.get("fingerprint")) == Some(&fingerprint) {
+        let previous = info.get("medallion").and_then(|m| m.get("fingerprint")).cloned();
+        if let Some((column, source)) = &model.incremental
+            && let Some(prev) = &previous
+        {
+            partitions = touched(lake, project, column, source, prev, &fingerprint).await?;
+        }
+        if previous.as_ref() == Some(&fingerprint) {
             let rows = table.count_rows().await?;
             return Ok(Build {
                 model: model.name.clone(),
@@ -78,38 +102,67 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
                 inputs,
                 expectations: Vec::new(),
                 dropped: 0,
+                partitions: None,
                 duration_ms: ms(t0),
             });
         }
     }
     let ctx = catalog::session(lake, project).await?;
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
-    let df = ctx.sql(&model.sql).await.map_err(|e| Error::sql(&context, e))?;
+    // Incremental: only the touched partitions are computed (the filter on a grouping column
+    // reaches the scan), and they replace exactly those partitions.
+    let replace_where = match (&model.incremental, &partitions) {
+        (Some((column, _)), Some(values)) => Some(in_list(column, values)),
+        _ => None,
+    };
+    let sql = match &replace_where {
+        Some(predicate) => format!("SELECT * FROM ({}) AS m WHERE {predicate}", model.sql),
+        None => model.sql.clone(),
+    };
+    let df = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
     // Write-audit-publish: expectations run on the result before anything is written.
     let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
     if !model.checks.is_empty() {
         let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
-        let audited = audit(&ctx, &model.checks, &schema, batches, Stage::Rows, now).await?;
-        let source = format!("gold/{}", model.name);
-        dropped.extend(quarantine::from_rows(&audited.removed, audited.reasons, &source, |_| model.file.display().to_string())?);
-        expectations.extend(audited.results);
-        batches = audited.kept;
+        match &replace_where {
+            None => {
+                let audited = audit(&ctx, &model.checks, &schema, batches, Stage::Rows, now).await?;
+                let source = format!("gold/{}", model.name);
+                dropped.extend(quarantine::from_rows(&audited.removed, audited.reasons, &source, |_| model.file.display().to_string())?);
+                expectations.extend(audited.results);
+                batches = audited.kept;
+            }
+            Some(predicate) => {
+                // The candidate is the published rows outside the touched partitions plus the
+                // new ones (incremental models have no set-level `drop`: nothing is removed).
+                let mut candidate = untouched(&ctx, model, predicate, &schema).await?;
+                let fresh = batches.len();
+                candidate.extend(batches);
+                let mut audited = audit(&ctx, &model.checks, &schema, candidate, Stage::Rows, now).await?;
+                expectations.extend(audited.results);
+                batches = audited.kept.split_off(audited.kept.len() - fresh);
+            }
+        }
     }
     enforce(&format!("gold/{}", model.name), &mut expectations)?;
     if !dropped.is_empty() {
         let q = Table::open(lake, Layer::Quarantine, &model.name).await?;
         q.write(vec![quarantine::to_batch(&dropped, now.timestamp_micros(), run_id)?], WriteOptions::default()).await?;
     }
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let batches = if batches.is_empty() {
-        vec![RecordBatch::new_empty(model.schema.clone())]
-    } else {
-        batches
-    };
+    let written: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
+    let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
     let metadata: HashMap<String, Value> =
         HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
-    let table = table.write(batches, WriteOptions { overwrite: true, metadata, ..Default::default() }).await?;
+    let write = match (&replace_where, &partitions) {
+        // No partition touched: an empty commit records the new input versions.
+        (Some(_), Some(values)) if values.is_empty() => WriteOptions { metadata, ..Default::default() },
+        (Some(predicate), _) => WriteOptions { replace_where: Some(predicate.clone()), metadata, ..Default::default() },
+        _ => WriteOptions { overwrite: true, metadata, ..Default::default() },
+    };
+    let table = table.write(batches, write).await?;
+    let rows = if replace_where.is_some() { table.count_rows().await? } else { written };
     Ok(Build {
         model: model.name.clone(),
         rebuilt: true,
@@ -118,6 +171,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, run_id: &s
         inputs,
         dropped: dropped.len() as u64,
         expectations,
+        partitions: partitions.map(|p| p.len()),
         duration_ms: ms(t0),
     })
 }
@@ -156,6 +210,84 @@ fn audit_rows(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<Recor
         dropped.extend(quarantine::from_rows(&[gone], why, &format!("gold/{}", model.name), |_| model.file.display().to_string())?);
     }
     Ok((kept, dropped, results))
+}
+
+/// For an incremental model whose previous build had the same SQL and the same versions of every
+/// input but `source`: the `column` values (as SQL literals) of the source rows changed since
+/// that build. None when a full build is needed.
+async fn touched(lake: &Lake, project: &Project, column: &str, source: &str, prev: &Value, now: &Value) -> Result<Option<Vec<String>>> {
+    if prev.get("sql_sha256") != now.get("sql_sha256") {
+        return Ok(None);
+    }
+    let layer = if project.gold.contains_key(source) { Layer::Gold } else { Layer::Silver };
+    let key = format!("{layer}/{source}");
+    let (Some(prev_inputs), Some(now_inputs)) = (prev.get("inputs").and_then(Value::as_object), now.get("inputs").and_then(Value::as_object)) else {
+        return Ok(None);
+    };
+    let others_same = now_inputs.iter().filter(|(k, _)| **k != key).all(|(k, v)| prev_inputs.get(k) == Some(v));
+    let Some(after) = prev_inputs.get(&key).and_then(Value::as_i64) else { return Ok(None) };
+    if !others_same || prev_inputs.len() != now_inputs.len() {
+        return Ok(None);
+    }
+    let table = Table::open(lake, layer, source).await?;
+    let Some(values) = table.changed_values(column, after).await? else { return Ok(None) };
+    if values.num_columns() == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(literals(values.column(0)))
+}
+
+/// Each value as a SQL literal of its type (`NULL` for null); None for types without one here.
+fn literals(col: &datafusion::arrow::array::ArrayRef) -> Option<Vec<String>> {
+    use datafusion::arrow::datatypes::DataType;
+    let sql_type = match col.data_type() {
+        DataType::Date32 => "DATE",
+        DataType::Int64 | DataType::Int32 => "BIGINT",
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "VARCHAR",
+        DataType::Boolean => "BOOLEAN",
+        _ => return None,
+    };
+    let text = datafusion::arrow::compute::cast(col, &DataType::Utf8).ok()?;
+    let text = text.as_any().downcast_ref::<datafusion::arrow::array::StringArray>()?;
+    Some(
+        (0..text.len())
+            .map(|i| if text.is_null(i) { "NULL".to_string() } else { format!("CAST({} AS {sql_type})", crate::spec::quote(text.value(i))) })
+            .collect(),
+    )
+}
+
+/// `column IN (…)`, with `OR column IS NULL` when a null partition is among them.
+fn in_list(column: &str, values: &[String]) -> String {
+    let c = crate::spec::ident(column);
+    let non_null: Vec<&str> = values.iter().filter(|v| *v != "NULL").map(String::as_str).collect();
+    let mut parts = Vec::new();
+    if !non_null.is_empty() {
+        parts.push(format!("{c} IN ({})", non_null.join(", ")));
+    }
+    if non_null.len() != values.len() {
+        parts.push(format!("{c} IS NULL"));
+    }
+    if parts.is_empty() { "false".to_string() } else { format!("({})", parts.join(" OR ")) }
+}
+
+/// The published rows of `model` outside `predicate`, in `schema`'s types.
+async fn untouched(ctx: &SessionContext, model: &GoldModel, predicate: &str, schema: &datafusion::arrow::datatypes::SchemaRef) -> Result<Vec<RecordBatch>> {
+    let context = format!("reading gold/{} outside the touched partitions", model.name);
+    let sql = format!("SELECT * FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
+    let batches = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?;
+    batches
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::arrow(&context, e))?;
+            RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(&context, e))
+        })
+        .collect()
 }
 
 fn ms(t: Instant) -> u64 {

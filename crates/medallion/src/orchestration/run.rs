@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::bronze::ingest::{IngestOutcome, ingest};
 use crate::error::{Error, Result};
-use crate::gold::build::{Build, build};
+use crate::gold::build::{Build, BuildOptions, build};
 use crate::observability::runlog;
 use crate::project::Project;
 use crate::quality::gates::GateResult;
@@ -48,12 +48,14 @@ pub struct RunOptions {
     pub threads: usize,
     /// The clock: the run's start time.
     pub now: Now,
+    /// Rebuild every gold model from scratch (incremental ones included), even if up to date.
+    pub full_refresh: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now() }
+        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false }
     }
 }
 
@@ -202,7 +204,7 @@ pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<Ru
             broken.insert(name.clone());
             continue;
         }
-        match build(lake, project, model, &run_id, opts.now).await {
+        match build(lake, project, model, &BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh }).await {
             Ok(b) => summary.gold.push(b),
             Err(e) => {
                 summary.failed.push(NodeFailure::new(format!("gold/{name}"), e));

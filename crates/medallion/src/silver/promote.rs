@@ -318,7 +318,7 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
         }
         Publish::Replace { rows, counts } => {
             let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta };
+            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta, change_feed: true, replace_where: None };
             p.silver_version = silver.write(rows, write).await?.version();
             (p.inserted, p.updated, p.superseded) = (counts.inserted, counts.closed, counts.superseded);
         }
@@ -430,7 +430,7 @@ pub(crate) async fn merge_into(
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if !silver.exists() {
         let silver = silver
-            .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, overwrite: false })
+            .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: true, ..Default::default() })
             .await?;
         return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
     }
@@ -584,7 +584,7 @@ pub(crate) async fn apply_changes(
         let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
         let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
         let silver = silver
-            .write(inserts, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, overwrite: false })
+            .write(inserts, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: true, ..Default::default() })
             .await?;
         return Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() });
     }

@@ -597,4 +597,18 @@ pub struct GoldSpec {
     /// Quality gates evaluated on the model's result before it is written.
     #[serde(default)]
     pub expectations: Vec<ExpectationSpec>,
+    /// Rebuild only the partitions the source's changes touch (default: the whole model).
+    #[serde(default)]
+    pub incremental: Option<IncrementalSpec>,
+}
+
+/// `incremental = { partition_by = "order_date", source = "orders" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalSpec {
+    /// A column of the model's result that is also a column of `source`: the partitions.
+    pub partition_by: String,
+    /// The table whose changes decide the partitions to rebuild (default: the model's only input).
+    #[serde(default)]
+    pub source: Option<String>,
 }

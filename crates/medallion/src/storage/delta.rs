@@ -250,11 +250,53 @@ impl Table {
         if !self.exists && !write.partition_by.is_empty() {
             builder = builder.with_partition_columns(write.partition_by);
         }
-        if write.overwrite {
-            builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        if !self.exists && write.change_feed {
+            builder = builder.with_configuration([("delta.enableChangeDataFeed", Some("true"))]);
+        }
+        match write.replace_where {
+            Some(predicate) => builder = builder.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate),
+            None if write.overwrite => builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite),
+            None => {}
         }
         let inner = builder.await.map_err(|e| Error::delta(&label, e))?;
         Ok(Table { label, inner, exists: true })
+    }
+
+    /// Distinct values of `column` in the rows that changed after version `after` (inserted,
+    /// updated (before and after) or deleted), read from the change data feed; None when the
+    /// feed does not cover that range (e.g. the table was created without it).
+    pub async fn changed_values(&self, column: &str, after: i64) -> Result<Option<RecordBatch>> {
+        let Some(latest) = self.version() else { return Ok(None) };
+        if after >= latest {
+            return Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))));
+        }
+        let enabled = self.inner.snapshot().ok().and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned());
+        if enabled.as_deref() != Some("true") {
+            return Ok(None);
+        }
+        let ctx = SessionContext::new();
+        let start = u64::try_from(after + 1).map_err(|_| Error::Internal("negative version".into()))?;
+        let plan = match self.inner.clone().scan_cdf().with_starting_version(start).build(&ctx.state(), None).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::info!(table = %self.label, error = %e, "no change data feed for this range; full refresh");
+                return Ok(None);
+            }
+        };
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.map_err(|e| Error::sql(format!("reading changes of {}", self.label), e))?;
+        let Some(schema) = batches.first().map(RecordBatch::schema) else {
+            return Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))));
+        };
+        let context = format!("changed values of {}.{column}", self.label);
+        let mem = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(|e| Error::sql(&context, e))?;
+        ctx.register_table("changes", Arc::new(mem)).map_err(|e| Error::sql(&context, e))?;
+        let df = ctx.sql(&format!("SELECT DISTINCT {} FROM changes", crate::spec::ident(column))).await.map_err(|e| Error::sql(&context, e))?;
+        let out = df.collect().await.map_err(|e| Error::sql(&context, e))?;
+        let schema = out.first().map(RecordBatch::schema);
+        match schema {
+            None => Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())))),
+            Some(schema) => datafusion::arrow::compute::concat_batches(&schema, &out).map(Some).map_err(|e| Error::arrow(&context, e)),
+        }
     }
 
     /// Upserts `source` (unique per key) by `keys`: inserts new keys, and updates a matched row
@@ -309,6 +351,10 @@ pub struct WriteOptions {
     pub txn: Option<Txn>,
     /// Stored in the commit's `info`.
     pub metadata: HashMap<String, Value>,
+    /// Replace only the rows matching this SQL predicate (every written row must match it).
+    pub replace_where: Option<String>,
+    /// When the write creates the table: record a change data feed (for incremental readers).
+    pub change_feed: bool,
 }
 
 /// Options of [`Table::upsert`].
