@@ -10,9 +10,12 @@ use crate::sample::{SampleSpec, generate};
 
 const MEDALLION_TOML: &str = include_str!("../../../examples/orders/medallion.toml");
 const DAILY_REVENUE_SQL: &str = include_str!("../../../examples/orders/gold/daily_revenue.sql");
+const REVENUE_BY_TIER_SQL: &str = include_str!("../../../examples/orders/gold/revenue_by_tier.sql");
 const GITIGNORE: &str = include_str!("../../../examples/orders/.gitignore");
-const PATHS_OFF: &str = "# paths = [\"landing/*.ndjson\"]";
-const PATHS_ON: &str = "paths = [\"landing/*.ndjson\"]";
+const PATHS: [(&str, &str); 2] = [
+    ("# paths = [\"landing/orders-*.ndjson\"]", "paths = [\"landing/orders-*.ndjson\"]"),
+    ("# paths = [\"landing/customers*.ndjson\"]", "paths = [\"landing/customers*.ndjson\"]"),
+];
 
 /// Files written by [`init`], relative to the project directory.
 pub fn init(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -20,13 +23,21 @@ pub fn init(dir: &Path) -> Result<Vec<PathBuf>> {
     if main.exists() {
         return Err(Error::ProjectExists { path: main });
     }
-    if !MEDALLION_TOML.contains(PATHS_OFF) {
-        return Err(Error::Internal("the example project lost its paths line".into()));
+    let mut toml = MEDALLION_TOML.to_string();
+    for (off, on) in PATHS {
+        if !toml.contains(off) {
+            return Err(Error::Internal(format!("the example project lost its line `{off}`")));
+        }
+        toml = toml.replace(off, on);
     }
     let (batches, _) = generate(&SampleSpec { rows: 3_000, batches: 3, seed: 42 });
+    let mut customers = crate::sample::customers(&batches, 42).join("\n");
+    customers.push('\n');
     let mut files: Vec<(PathBuf, String)> = vec![
-        ("medallion.toml".into(), MEDALLION_TOML.replace(PATHS_OFF, PATHS_ON)),
+        ("medallion.toml".into(), toml),
         ("gold/daily_revenue.sql".into(), DAILY_REVENUE_SQL.to_string()),
+        ("gold/revenue_by_tier.sql".into(), REVENUE_BY_TIER_SQL.to_string()),
+        ("landing/customers.ndjson".into(), customers),
         (".gitignore".into(), GITIGNORE.replace("landing/\n", "")),
     ];
     for b in &batches {

@@ -244,6 +244,49 @@ fn uuid_like(rng: &mut Rng) -> String {
     )
 }
 
+/// Tiers of the sample customers.
+const TIERS: [&str; 3] = ["bronze", "silver", "gold"];
+
+/// Customer master data for the customers of `batches`' orders, as a CRM would export it: one
+/// record per customer as of 2023-12-01, and later records (at midnight UTC, in January and
+/// February 2024) for the customers whose tier changed; some change twice, some re-send an
+/// unchanged tier.
+pub fn customers(batches: &[SampleBatch], seed: u64) -> Vec<String> {
+    let mut ids: Vec<u64> = batches
+        .iter()
+        .flat_map(|b| &b.records)
+        .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .filter_map(|v| v.get("customer_id").and_then(serde_json::Value::as_u64))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut rng = Rng(seed ^ 0xC057);
+    let mut out = Vec::new();
+    let record = |id: u64, tier: &str, day: &str| {
+        format!(r#"{{"customer_id": {id}, "name": "Customer {id}", "tier": "{tier}", "updated_at": "{day}T00:00:00Z"}}"#)
+    };
+    for id in ids {
+        let mut tier = rng.below(3) as usize;
+        out.push(record(id, TIERS[tier], "2023-12-01"));
+        let changes = match rng.below(100) {
+            0..=24 => 1,
+            25..=29 => 2,
+            _ => 0,
+        };
+        let mut day = 1 + rng.below(20);
+        for _ in 0..changes {
+            tier = (tier + 1 + rng.below(2) as usize) % 3;
+            let date = if day <= 31 { format!("2024-01-{day:02}") } else { format!("2024-02-{:02}", day - 31) };
+            out.push(record(id, TIERS[tier], &date));
+            day += 5 + rng.below(20);
+        }
+        if rng.below(100) < 5 {
+            out.push(record(id, TIERS[tier], "2024-02-28"));
+        }
+    }
+    out
+}
+
 impl SampleBatch {
     /// The batch as bronze NDJSON, every record carrying its provenance (as other systems write it).
     pub fn bronze_ndjson(&self, source: &str) -> String {

@@ -93,7 +93,7 @@ fn init_run_status_show_sql() {
     let out = run(&["run"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let first = text(&out.stdout);
-    assert!(first.contains("accounting: read 3,000 = promoted"), "{first}");
+    assert!(first.contains("accounting: read 6,972 = promoted"), "{first}");
     golden("run_init_sample.txt", &redact(&first));
 
     let out = run(&["run"], &proj);
@@ -137,8 +137,8 @@ fn run_json_is_json_lines_with_types() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().expect("type")).collect();
-    assert_eq!(types, vec!["ingested", "ingested", "ingested", "node_finished", "node_finished", "summary"]);
-    let t = &lines[5]["totals"];
+    assert_eq!(types, vec!["ingested"; 4].into_iter().chain(vec!["node_finished"; 4]).chain(["summary"]).collect::<Vec<_>>());
+    let t = &lines[8]["totals"];
     let sum = t["promoted"].as_u64().unwrap_or(0) + t["superseded"].as_u64().unwrap_or(0) + t["rejected"].as_u64().unwrap_or(0);
     assert_eq!(t["read"].as_u64(), Some(sum));
 }
@@ -165,7 +165,7 @@ fn ingest_from_stdin_is_exactly_once() {
     }
     let out = run(&["ingest", "nosuch", "x"], &proj);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("unknown source `nosuch` (known: orders)"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unknown source `nosuch` (known: customers, orders)"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn test_evaluates_expectations_on_published_tables() {
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let out = run(&["test"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).matches(" pass").count(), 11, "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout).matches(" pass").count(), 12, "{}", text(&out.stdout));
 
     // A stricter rule on the published data: test reports it without running the pipeline.
     let toml = proj.join("medallion.toml");
@@ -221,7 +221,7 @@ fn test_evaluates_expectations_on_published_tables() {
     assert!(text(&later.stdout).contains("newest 2024-03-04T06:00:00Z, 2d 0h old  warn"), "{}", text(&later.stdout));
     // Every test's results are kept in the lake.
     let out = run(&["sql", "SELECT command, count(*) AS n FROM medallion.expectations GROUP BY command ORDER BY command"], &proj);
-    assert!(text(&out.stdout).contains("| run     | 11 |") && text(&out.stdout).contains("| test    | 37 |"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("| run     | 12 |") && text(&out.stdout).contains("| test    | 39 |"), "{}", text(&out.stdout));
 }
 
 #[test]

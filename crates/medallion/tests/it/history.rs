@@ -60,6 +60,12 @@ impl Lakehouse {
 
     /// Lands one bronze batch of JSON records for `source` and runs the pipeline.
     pub async fn run_with(&mut self, source: &str, records: &[String]) -> RunSummary {
+        self.land(source, records);
+        self.run().await
+    }
+
+    /// Lands one bronze batch of JSON records for `source`.
+    pub fn land(&mut self, source: &str, records: &[String]) {
         self.batches += 1;
         let at = format!("2024-03-01T{:02}:00:00+00:00", self.batches);
         let batch = format!("b{:02}", self.batches);
@@ -68,6 +74,10 @@ impl Lakehouse {
             .map(|r| format!("{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n", &r[..r.len() - 1]))
             .collect();
         write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
+    }
+
+    /// Runs the pipeline; every node must succeed.
+    pub async fn run(&self) -> RunSummary {
         let (project, lake) = self.open().await;
         let s = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: false }).await.expect("run");
         assert!(s.ok(), "{:?}", s.failed);
@@ -284,4 +294,27 @@ async fn an_incremental_model_equals_a_full_refresh_after_random_increments() {
         assert!(s.ok() && s.gold[0].partitions.is_none() && s.gold[0].rebuilt, "{:?}", s.failed);
         assert_eq!(lh.rows(BY_DAY).await, incremental, "seed {seed}: full refresh gives the same content");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_joins_each_order_to_the_tier_valid_on_its_day() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders");
+    let mut lh = Lakehouse::new(&std::fs::read_to_string(example.join("medallion.toml")).expect("read"));
+    std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
+    for f in ["gold/daily_revenue.sql", "gold/revenue_by_tier.sql"] {
+        std::fs::copy(example.join(f), lh.dir.path().join(f)).expect("copy");
+    }
+    let customer = |tier: &str, day: &str| format!(r#"{{"customer_id": 1, "name": "Ann", "tier": "{tier}", "updated_at": "{day}T00:00:00Z"}}"#);
+    lh.land("customers", &[customer("bronze", "2023-12-01"), customer("silver", "2024-01-10"), customer("gold", "2024-01-20")]);
+    let order = |id: u32, day: &str, customer: u32| {
+        format!(r#"{{"order_id": {id}, "customer_id": {customer}, "amount": 10, "currency": "USD", "order_date": "{day}", "region": "uk", "source": "web"}}"#)
+    };
+    let s = lh
+        .run_with("orders", &[order(1, "2024-01-09", 1), order(2, "2024-01-10", 1), order(3, "2024-01-19", 1), order(4, "2024-01-20", 1), order(5, "2024-01-20", 2)])
+        .await;
+    assert!(s.gold.iter().all(|b| b.expectations.iter().all(|e| e.passed())), "{:?}", s.gold);
+    assert_eq!(
+        lh.rows("SELECT CAST(order_date AS VARCHAR), tier, order_count FROM gold.revenue_by_tier ORDER BY 1, 2").await,
+        vec!["2024-01-09 bronze 1", "2024-01-10 silver 1", "2024-01-19 silver 1", "2024-01-20 gold 1", "2024-01-20 unknown 1"]
+    );
 }

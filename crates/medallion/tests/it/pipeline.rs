@@ -79,10 +79,13 @@ async fn init_sample_through_configured_paths_matches_the_generator() {
     let s = medallion::orchestration::run::run(&project, &lake, &Default::default()).await.expect("run");
     assert!(s.ok(), "{:?}", s.failed);
     let (_, expected) = sample(3_000, 3, 42);
-    assert_eq!(s.ingested.len(), 3);
-    assert_eq!(s.totals.read, expected.records);
-    assert_eq!(s.totals.rejected, expected.invalid);
-    assert_eq!(s.totals.promoted, expected.silver_rows);
+    assert_eq!(s.ingested.len(), 4, "three order files and the customers");
+    let orders = s.silver.iter().find(|p| p.table == "orders").expect("orders promoted");
+    assert_eq!(orders.read, expected.records);
+    assert_eq!(orders.rejected, expected.invalid);
+    assert_eq!(orders.promoted(), expected.silver_rows);
+    let customers = s.silver.iter().find(|p| p.table == "dim_customers").expect("customers promoted");
+    assert_eq!((customers.rejected, customers.read), (0, customers.promoted() + customers.superseded));
     let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
     let cents = ctx.sql("SELECT sum(revenue) FROM gold.daily_revenue").await.expect("plan").collect().await.expect("run");
     use medallion::arrow::array::AsArray;

@@ -26,7 +26,9 @@ impl Dir {
     fn example() -> Dir {
         let d = Dir::new(&std::fs::read_to_string(example_dir().join("medallion.toml")).expect("read"));
         std::fs::create_dir_all(d.dir.path().join("gold")).expect("mkdir");
-        std::fs::copy(example_dir().join("gold/daily_revenue.sql"), d.dir.path().join("gold/daily_revenue.sql")).expect("copy");
+        for f in ["gold/daily_revenue.sql", "gold/revenue_by_tier.sql"] {
+            std::fs::copy(example_dir().join(f), d.dir.path().join(f)).expect("copy");
+        }
         d
     }
 
