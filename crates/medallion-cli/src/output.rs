@@ -97,18 +97,6 @@ pub fn batches(batches: &[RecordBatch], json: bool) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats() {
-        assert_eq!(thousands(859_566), "859,566");
-        assert_eq!(thousands(12), "12");
-        let t = table(&[vec!["table".into(), "rows".into()], vec!["orders".into(), "1,000".into()]]);
-        assert_eq!(t, "table    rows\norders  1,000\n");
-    }
-}
 
 /// Writes to stdout, reporting failure (a closed pipe ends the command quietly, see `main`).
 pub fn stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
@@ -187,4 +175,17 @@ pub fn drift(events: &[medallion::bronze::drift::DriftEvent]) -> Option<String> 
         rows.push(vec![e.source.clone(), e.field.clone(), e.change.replace('_', " "), types, e.batch_id.clone(), e.ingested_at.clone().unwrap_or_else(|| "-".into())]);
     }
     (rows.len() > 1).then(|| table(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(859_566), "859,566");
+        assert_eq!(thousands(12), "12");
+        let t = table(&[vec!["table".into(), "rows".into()], vec!["orders".into(), "1,000".into()]]);
+        assert_eq!(t, "table    rows\norders  1,000\n");
+    }
 }

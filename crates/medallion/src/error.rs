@@ -159,13 +159,6 @@ pub enum Error {
         latest: Option<i64>,
     },
 
-    /// A combination medallion does not support yet.
-    #[error("{what} is not supported yet")]
-    Unsupported {
-        /// What was asked.
-        what: String,
-    },
-
     /// A bug in medallion.
     #[error("internal error (this is a bug in medallion): {0}")]
     Internal(String),

@@ -267,21 +267,9 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
         intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
     };
     // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
-    let mut table_dropped = 0;
-    let plan = match &table.history {
-        History::Versions { track, delete } => {
-            let t = Instant::now();
-            let (rows, counts) = rebuild_versions(lake, project, table, track, delete.as_ref(), &valid, opts.now, &mut p.expectations).await?;
-            p.timings_ms.insert("history", ms(t));
-            Publish::Replace { rows, counts }
-        }
-        History::Latest { delete } => {
-            let (rows, _, dropped) = dedup_and_audit(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
-            table_dropped = dropped.len() as u64;
-            rejected.extend(dropped);
-            Publish::Merge { rows, delete: delete.clone() }
-        }
-    };
+    let (plan, _, dropped) = plan(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+    let table_dropped = dropped.len() as u64;
+    rejected.extend(dropped);
     p.expectations.extend(rate_results);
     if !resumed {
         ledger::record(lake, &table.name, &intent).await?;
@@ -302,26 +290,15 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     p.timings_ms.insert("dead_letter", ms(t1));
 
     let t3 = Instant::now();
-    let meta = commit_meta(&opts.run_id, &intent);
-    match plan {
-        Publish::Merge { rows, delete } => {
-            let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
-            let merged = match delete {
-                None => merge_into(lake, table, rows, txn, meta).await?,
-                Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
-            };
-            (p.inserted, p.updated, p.deleted, p.silver_version) = (merged.inserted, merged.updated, merged.deleted, merged.version);
-            p.superseded = valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted());
-            if p.promoted() > unique {
-                return Err(accounting(&p));
-            }
-        }
-        Publish::Replace { rows, counts } => {
-            let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta, change_feed: true, replace_where: None };
-            p.silver_version = silver.write(rows, write).await?.version();
-            (p.inserted, p.updated, p.superseded) = (counts.inserted, counts.closed, counts.superseded);
-        }
+    let unique = plan.rows();
+    let published = publish(lake, table, plan, txn, commit_meta(&opts.run_id, &intent)).await?;
+    (p.inserted, p.updated, p.deleted, p.silver_version) = (published.inserted, published.updated, published.deleted, published.version);
+    p.superseded = match published.superseded {
+        Some(n) => n,
+        None => valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted()),
+    };
+    if published.superseded.is_none() && p.promoted() > unique {
+        return Err(accounting(&p));
     }
     p.timings_ms.insert("merge", ms(t3));
     p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &observed).await?;
@@ -331,12 +308,78 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     Ok(p)
 }
 
-/// What a promotion writes to silver.
-enum Publish {
+/// What a promotion (or a replay) writes to silver.
+pub(crate) enum Publish {
     /// Rows (unique per key) merged by key.
     Merge { rows: Vec<RecordBatch>, delete: Option<Arc<dyn PhysicalExpr>> },
     /// The table's whole new content (SCD 2 history), with what the run's records did.
     Replace { rows: Vec<RecordBatch>, counts: Rebuilt },
+}
+
+impl Publish {
+    /// Rows it writes.
+    fn rows(&self) -> u64 {
+        match self {
+            Publish::Merge { rows, .. } | Publish::Replace { rows, .. } => rows.iter().map(|b| b.num_rows() as u64).sum(),
+        }
+    }
+}
+
+/// What publishing did.
+pub(crate) struct Published {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Known for SCD 2 (records that changed nothing); for merges, derived by the caller.
+    pub superseded: Option<u64>,
+    pub version: Option<i64>,
+}
+
+/// Writes `plan` to `table` in one commit carrying `txn` (plus tombstones for deletes).
+pub(crate) async fn publish(lake: &Lake, table: &SilverTable, plan: Publish, txn: Txn, meta: HashMap<String, serde_json::Value>) -> Result<Published> {
+    match plan {
+        Publish::Merge { rows, delete } => {
+            let merged = match delete {
+                None => merge_into(lake, table, rows, txn, meta).await?,
+                Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
+            };
+            Ok(Published { inserted: merged.inserted, updated: merged.updated, deleted: merged.deleted, superseded: None, version: merged.version })
+        }
+        Publish::Replace { rows, counts } => {
+            let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta, change_feed: true, replace_where: None };
+            let version = silver.write(rows, write).await?.version();
+            Ok(Published { inserted: counts.inserted, updated: counts.closed, deleted: 0, superseded: Some(counts.superseded), version })
+        }
+    }
+}
+
+/// Prepares what `valid` records change in `table`: SCD 2 rebuilds the history, SCD 1 dedups
+/// (latest per key) and audits the merge candidate. Also returns the rows `drop` expectations
+/// removed, as rows and as dead-letter records.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn plan(
+    lake: &Lake,
+    project: &Project,
+    table: &SilverTable,
+    valid: Vec<RecordBatch>,
+    now: Now,
+    file_of: impl Fn(&str) -> String,
+    expectations: &mut Vec<GateResult>,
+    timings: &mut HashMap<&'static str, u64>,
+) -> Result<(Publish, Vec<RecordBatch>, Vec<Rejected>)> {
+    match &table.history {
+        History::Versions { track, delete } => {
+            let t = Instant::now();
+            let (rows, counts) = rebuild_versions(lake, project, table, track, delete.as_ref(), &valid, now, expectations).await?;
+            timings.insert("history", ms(t));
+            Ok((Publish::Replace { rows, counts }, Vec::new(), Vec::new()))
+        }
+        History::Latest { delete } => {
+            let (rows, removed, dropped) = dedup_and_audit(lake, project, table, valid, now, file_of, expectations, timings).await?;
+            Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
+        }
+    }
 }
 
 /// SCD 2: the table's history rebuilt with `valid` merged in, audited by the table's set- and

@@ -22,8 +22,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::json;
 
-use super::history::History;
-use super::promote::{dedup_and_audit, merge_into, process};
+use super::promote::{plan, process, publish};
 use super::quarantine::{self, Reason, Rejected, Stored};
 use super::validate::Origin;
 use crate::catalog;
@@ -79,8 +78,10 @@ pub struct Replay {
     pub passing: u64,
     /// New silver keys.
     pub inserted: u64,
-    /// Silver rows replaced by a replayed, newer record.
+    /// Silver rows replaced by a replayed, newer record (SCD 2: versions closed by a delete).
     pub updated: u64,
+    /// Keys removed by replayed delete records (SCD 1 with `delete_when`).
+    pub deleted: u64,
     /// Passing records that lost to a newer record (in silver or in the replay).
     pub superseded: u64,
     /// Records still rejected (reasons updated).
@@ -99,9 +100,9 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Records moved out of the dead letter into silver (inserted + updated).
+    /// Records moved out of the dead letter into silver (inserted + updated + deleted).
     pub fn promoted(&self) -> u64 {
-        self.inserted + self.updated
+        self.inserted + self.updated + self.deleted
     }
 }
 
@@ -123,9 +124,6 @@ struct Record {
 /// interrupted replay first.
 #[tracing::instrument(skip_all, fields(table = %table.name))]
 pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
-    if !matches!(table.history, History::Latest { delete: None }) {
-        return Err(Error::Unsupported { what: format!("replaying the dead letter of silver/{} (a `history` table)", table.name) });
-    }
     let mut out = Replay { table: table.name.clone(), dry_run: opts.dry_run, ..Default::default() };
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     if !q.exists() {
@@ -218,8 +216,7 @@ pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &
     let replayed = numbered(&valid, &valid_records)?;
     let mut timings = HashMap::new();
     let file_of = |batch: &str| file_of.get(batch).cloned().unwrap_or_default();
-    let (rows, removed, dropped) =
-        dedup_and_audit(lake, project, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
+    let (publish_plan, removed, dropped) = plan(lake, project, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
     out.dropped = dropped.len() as u64;
 
     let intent = match open {
@@ -235,16 +232,20 @@ pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &
     let meta = HashMap::from([("medallion".to_string(), json!({ "run_id": opts.run_id, "replay": intent.version }))]);
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let merge_now = out.passing > 0 && silver.txn_version(&app).await?.unwrap_or(0) < intent.version;
+    let mut superseded = None;
     if merge_now {
-        let merged = merge_into(lake, table, rows, txn.clone(), meta.clone()).await?;
-        (out.inserted, out.updated, out.silver_version) = (merged.inserted, merged.updated, merged.version);
+        let published = publish(lake, table, publish_plan, txn.clone(), meta.clone()).await?;
+        (out.inserted, out.updated, out.deleted, out.silver_version) = (published.inserted, published.updated, published.deleted, published.version);
+        superseded = published.superseded;
     } else {
         out.silver_version = silver.version();
     }
 
     // Which passing records silver now holds, and which an expectation dropped.
     let outcomes = record_outcomes(lake, table, replayed, removed).await?;
-    if merge_now {
+    if let Some(n) = superseded {
+        out.superseded = n;
+    } else if merge_now {
         out.superseded = out.passing.saturating_sub(out.dropped).saturating_sub(out.promoted());
     } else {
         // The MERGE's metrics are gone with the interrupted run: count from what silver holds.

@@ -318,3 +318,22 @@ async fn the_example_joins_each_order_to_the_tier_valid_on_its_day() {
         vec!["2024-01-09 bronze 1", "2024-01-10 silver 1", "2024-01-19 silver 1", "2024-01-20 gold 1", "2024-01-20 unknown 1"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_into_an_scd2_table_places_the_fixed_record_in_history() {
+    let strict = SCD2.replace(r#"{ name = "tier", type = "string" }"#, r#"{ name = "tier", type = "string", checks = ["tier IN ('bronze', 'silver', 'gold')"] }"#);
+    let mut lh = Lakehouse::new(&strict);
+    let s = lh.run_with("customers", &[record("1 silver d1"), record("1 platinum d5"), record("1 gold d9")]).await;
+    assert_eq!(s.silver[0].rejected, 1);
+    std::fs::write(lh.dir.path().join("medallion.toml"), strict.replace("'gold')", "'gold', 'platinum')")).expect("write");
+    let (project, lake) = lh.open().await;
+    let opts = medallion::silver::replay::ReplayOptions { run_id: "r".into(), now: medallion::orchestration::run::now(), filter: None, dry_run: false };
+    let r = medallion::silver::replay::replay(&lake, &project, &project.silver["dim_customers"], &opts).await.expect("replay");
+    assert_eq!((r.selected, r.inserted, r.superseded, r.rejected), (1, 1, 0, 0));
+    let got = lh
+        .rows("SELECT tier, CAST(date_part('day', valid_from) AS BIGINT), coalesce(CAST(CAST(date_part('day', valid_to) AS BIGINT) AS VARCHAR), '-') FROM silver.dim_customers ORDER BY valid_from")
+        .await;
+    assert_eq!(got, vec!["silver 1 5", "platinum 5 9", "gold 9 -"]);
+    let marked = lh.rows("SELECT _replay_outcome FROM quarantine.dim_customers").await;
+    assert_eq!(marked, vec!["promoted"]);
+}
