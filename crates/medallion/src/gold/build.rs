@@ -111,10 +111,17 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
     // Incremental: only the touched partitions are computed (the filter on a grouping column
     // reaches the scan), and they replace exactly those partitions.
-    let replace_where = match (&model.incremental, &partitions) {
+    let mut replace_where = match (&model.incremental, &partitions) {
         (Some((column, _)), Some(values)) => Some(in_list(column, values)),
         _ => None,
     };
+    // When the changes touch every published partition, a full build is the same work, cheaper.
+    if let (Some(predicate), Some(values)) = (&replace_where, &partitions)
+        && !values.is_empty()
+        && covers_all(&ctx, model, predicate).await?
+    {
+        (replace_where, partitions) = (None, None);
+    }
     let sql = match &replace_where {
         Some(predicate) => format!("SELECT * FROM ({}) AS m WHERE {predicate}", model.sql),
         None => model.sql.clone(),
@@ -268,6 +275,15 @@ fn in_list(column: &str, values: &[String]) -> String {
         parts.push(format!("{c} IS NULL"));
     }
     if parts.is_empty() { "false".to_string() } else { format!("({})", parts.join(" OR ")) }
+}
+
+/// Whether every published row of `model` matches `predicate`.
+async fn covers_all(ctx: &SessionContext, model: &GoldModel, predicate: &str) -> Result<bool> {
+    let context = format!("counting gold/{} outside the touched partitions", model.name);
+    let sql = format!("SELECT count(*) FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
+    let b = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?;
+    use datafusion::arrow::array::AsArray;
+    Ok(b.first().filter(|b| b.num_rows() > 0).is_some_and(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) == 0))
 }
 
 /// The published rows of `model` outside `predicate`, in `schema`'s types.
