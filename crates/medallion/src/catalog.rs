@@ -27,25 +27,42 @@ pub async fn session(lake: &Lake, project: &Project) -> Result<SessionContext> {
 /// A session with every table as it was at `as_of` (None: now). Tables created later read as
 /// empty.
 pub async fn session_as_of(lake: &Lake, project: &Project, as_of: Option<AsOf>) -> Result<SessionContext> {
+    session_with(lake, project, as_of, None).await
+}
+
+/// A session with only the silver and gold tables named in `tables` (no dead letters, no
+/// results): opening a Delta table reads its log, so a node's audit opens only what it reads.
+pub async fn session_for(lake: &Lake, project: &Project, tables: &[&str]) -> Result<SessionContext> {
+    session_with(lake, project, None, Some(tables)).await
+}
+
+async fn session_with(lake: &Lake, project: &Project, as_of: Option<AsOf>, only: Option<&[&str]>) -> Result<SessionContext> {
     let ctx = new_session()?;
+    let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
     let provider = |layer: Layer, name: String, schema: SchemaRef| {
         let ctx = ctx.clone();
         async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
     };
-    for t in project.silver.values() {
+    for t in project.silver.values().filter(|t| wanted(&t.name)) {
         let p = provider(Layer::Silver, t.name.clone(), t.schema.clone()).await?;
         register_table(&ctx, Layer::Silver, &t.name, p)?;
-        let q = provider(Layer::Quarantine, t.name.clone(), quarantine::schema()).await?;
-        register(&ctx, &format!("quarantine.{}", t.name), q)?;
+        if only.is_none() {
+            let q = provider(Layer::Quarantine, t.name.clone(), quarantine::schema()).await?;
+            register(&ctx, &format!("quarantine.{}", t.name), q)?;
+        }
     }
-    for g in project.gold.values() {
+    for g in project.gold.values().filter(|g| wanted(&g.name)) {
         let p = provider(Layer::Gold, g.name.clone(), g.schema.clone()).await?;
         register_table(&ctx, Layer::Gold, &g.name, p)?;
-        let q = provider(Layer::Quarantine, g.name.clone(), quarantine::schema()).await?;
-        register(&ctx, &format!("quarantine.{}", g.name), q)?;
+        if only.is_none() {
+            let q = provider(Layer::Quarantine, g.name.clone(), quarantine::schema()).await?;
+            register(&ctx, &format!("quarantine.{}", g.name), q)?;
+        }
     }
-    let results = provider(Layer::System, results::TABLE.to_string(), results::schema()).await?;
-    register(&ctx, &format!("medallion.{}", results::TABLE), results)?;
+    if only.is_none() {
+        let results = provider(Layer::System, results::TABLE.to_string(), results::schema()).await?;
+        register(&ctx, &format!("medallion.{}", results::TABLE), results)?;
+    }
     Ok(ctx)
 }
 

@@ -66,6 +66,13 @@ pub struct SilverTable {
     pub schema: SchemaRef,
 }
 
+impl SilverTable {
+    /// The tables its expectations read, itself included.
+    pub fn reads(&self) -> Vec<&str> {
+        std::iter::once(self.name.as_str()).chain(self.depends_on.iter().map(String::as_str)).collect()
+    }
+}
+
 /// A gold model.
 #[derive(Debug, Clone)]
 pub struct GoldModel {

@@ -107,7 +107,9 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
             });
         }
     }
-    let ctx = catalog::session(lake, project).await?;
+    let mut reads: Vec<&str> = model.refs.iter().map(String::as_str).collect();
+    reads.push(&model.name);
+    let ctx = catalog::session_for(lake, project, &reads).await?;
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
     // Incremental: only the touched partitions are computed (the filter on a grouping column
     // reaches the scan), and they replace exactly those partitions.

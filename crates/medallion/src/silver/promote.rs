@@ -407,7 +407,7 @@ async fn rebuild_versions(
     if table.checks.is_empty() {
         return Ok((rows, counts));
     }
-    let ctx = catalog::session(lake, project).await?;
+    let ctx = catalog::session_for(lake, project, &table.reads()).await?;
     let audited = audit(&ctx, &table.checks, &table.schema, rows, Stage::Rows, now).await?;
     expectations.extend(audited.results);
     enforce(&format!("silver/{}", table.name), expectations)?;
@@ -439,7 +439,7 @@ pub(crate) async fn dedup_and_audit(
     }
     // Set- and table-level expectations see the table as the merge would leave it.
     let t = Instant::now();
-    let ctx = catalog::session(lake, project).await?;
+    let ctx = catalog::session_for(lake, project, &table.reads()).await?;
     let target = format!("silver.{}", table.name);
     let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
     let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;
