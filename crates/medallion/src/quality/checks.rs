@@ -257,10 +257,27 @@ pub async fn failing_ids(ctx: &SessionContext, checks: &[&TableCheck], columns: 
     Ok(results)
 }
 
-/// Evaluates `checks` on [`THIS`], of `rows` rows, at time `now`.
-pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], rows: u64, now: Now) -> Result<Vec<GateResult>> {
+/// Evaluates `checks` on [`THIS`] at time `now`. The row count and every null-fraction and
+/// freshness aggregate come from one scan.
+pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) -> Result<Vec<GateResult>> {
+    let mut exprs = vec!["count(*)".to_string()];
+    let mut slot: Vec<Option<usize>> = vec![None; checks.len()];
+    for (i, check) in checks.iter().enumerate() {
+        let expr = match &check.query {
+            Query::NullFraction { column, .. } => format!("count(*) FILTER (WHERE {} IS NULL)", ident(column)),
+            Query::Freshness { column, .. } => format!("max({})", ident(column)),
+            _ => continue,
+        };
+        slot[i] = Some(exprs.len());
+        exprs.push(expr);
+    }
+    let aggregates = collect(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows").await?;
+    let Some(aggregates) = aggregates.into_iter().find(|b| b.num_rows() > 0) else {
+        return Err(Error::Internal("an aggregate over the candidate returned no row".into()));
+    };
+    let rows = u64::try_from(aggregates.column(0).as_primitive::<Int64Type>().value(0)).unwrap_or(0);
     let mut out = Vec::new();
-    for check in checks {
+    for (check, slot) in checks.iter().zip(slot) {
         let mut r = check.result();
         r.rows_checked = rows;
         let context = format!("expectation `{}`", check.name);
@@ -278,15 +295,15 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], rows: u64, n
                 r.violated = min.is_some_and(|lo| rows < lo) || max.is_some_and(|hi| rows > hi);
                 r.observed = Some(format!("rows = {rows}"));
             }
-            Query::NullFraction { column, max } => {
-                let nulls = count(ctx, &format!("SELECT count(*) FROM {THIS} WHERE {} IS NULL", ident(column)), &context).await?;
+            Query::NullFraction { max, .. } => {
+                let col = aggregates.column(slot.unwrap_or(0)).as_primitive::<Int64Type>();
+                let nulls = u64::try_from(col.value(0)).unwrap_or(0);
                 let fraction = if rows == 0 { 0.0 } else { nulls as f64 / rows as f64 };
                 r.violated = fraction > *max;
                 r.observed = Some(format!("null fraction {fraction:.4} ({nulls} of {rows} rows)"));
             }
             Query::Freshness { column, max_age } => {
-                let batches = collect(ctx, &format!("SELECT max({}) FROM {THIS}", ident(column)), &context).await?;
-                match newest_micros(&batches, &context)? {
+                match newest_micros(aggregates.column(slot.unwrap_or(0)), &context)? {
                     None => {
                         r.violated = true;
                         r.observed = Some(format!("no value in {column}"));
@@ -340,9 +357,8 @@ async fn scalar(ctx: &SessionContext, sql: &str, context: &str) -> Result<Option
     Ok(col.is_valid(0).then(|| col.value(0)))
 }
 
-fn newest_micros(batches: &[RecordBatch], context: &str) -> Result<Option<i64>> {
-    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
-    let col = cast(b.column(0), &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| Error::arrow(context, e))?;
+fn newest_micros(col: &datafusion::arrow::array::ArrayRef, context: &str) -> Result<Option<i64>> {
+    let col = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| Error::arrow(context, e))?;
     let col = col.as_primitive::<TimestampMicrosecondType>();
     Ok(col.is_valid(0).then(|| col.value(0)))
 }
