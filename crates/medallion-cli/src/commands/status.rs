@@ -3,11 +3,12 @@
 use anyhow::Result;
 use medallion::bronze::drift;
 use medallion::observability::runlog;
+use medallion::quality::checks::human;
 use medallion::silver::dead_letter::outstanding;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
 
-use super::open;
+use super::{clock, open};
 use crate::Outcome;
 use crate::{say, sayln};
 use crate::args::{Format, Global};
@@ -15,14 +16,24 @@ use crate::output::{drift as drift_table, json_line, table, thousands};
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let mut entries: Vec<(Layer, String, Option<String>)> = Vec::new();
+    let now = clock(g)?;
+    let mut entries: Vec<(Layer, String, Option<String>, Option<u64>)> = Vec::new();
     for t in project.silver.values() {
-        entries.push((Layer::Silver, t.name.clone(), t.owner.clone()));
+        entries.push((Layer::Silver, t.name.clone(), t.owner.clone(), t.sla.map(|d| d.seconds)));
     }
     for m in project.gold.values() {
-        entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone())));
+        entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone()), Some(m.sla.seconds)));
     }
     let last = runlog::recent(&lake, 1).await?.into_iter().next();
+    // Rejected share per silver table in the last run.
+    let rejected_share = |table: &str| -> Option<f64> {
+        let promotions = last.as_ref()?.get("silver")?.as_array()?;
+        let (read, rejected) = promotions
+            .iter()
+            .filter(|p| p.get("table").and_then(|t| t.as_str()) == Some(table))
+            .fold((0u64, 0u64), |(r, j), p| (r + p.get("read").and_then(|v| v.as_u64()).unwrap_or(0), j + p.get("rejected").and_then(|v| v.as_u64()).unwrap_or(0)));
+        (read > 0).then(|| rejected as f64 / read as f64)
+    };
     let mut rows = vec![vec![
         "layer".to_string(),
         "table".into(),
@@ -32,21 +43,34 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         "files".into(),
         "bytes".into(),
         "dead letter".into(),
+        "rejected".into(),
+        "updated".into(),
+        "sla".into(),
         "last run".into(),
     ]];
-    for (layer, name, owner) in &entries {
+    let mut late = Vec::new();
+    for (layer, name, owner, sla) in &entries {
         let t = Table::open(&lake, *layer, name).await?;
         let rows_n = t.count_rows().await?;
         let (files, bytes) = t.files()?;
         let info = t.last_commit_info().await?;
         let last_run = info.get("medallion").and_then(|m| m.get("run_id")).and_then(|r| r.as_str()).map(str::to_string);
         let dead = if *layer == Layer::Silver { Some(outstanding(&lake, name).await?) } else { None };
+        let share = if *layer == Layer::Silver { rejected_share(name) } else { None };
+        let updated = t.recent_commits(Some(1)).await?.first().and_then(|c| c.timestamp);
+        let age = updated.map(|u| (now - u).num_seconds());
+        let is_late = matches!((age, sla), (Some(a), Some(s)) if a > *s as i64) || (sla.is_some() && updated.is_none());
+        if is_late {
+            late.push(format!("{layer}/{name}"));
+        }
         if g.format == Format::Json {
             json_line(
                 "table",
                 serde_json::json!({
                     "layer": layer, "table": name, "owner": owner, "rows": rows_n, "version": t.version(),
                     "files": files, "bytes": bytes, "dead_letter_rows": dead, "last_run": last_run,
+                    "rejected_fraction_last_run": share, "updated_at": updated.map(|u| u.to_rfc3339()),
+                    "age_seconds": age, "sla_seconds": sla, "late": is_late,
                 }),
             )?;
         }
@@ -59,6 +83,12 @@ pub async fn run(g: &Global) -> Result<Outcome> {
             files.to_string(),
             thousands(bytes),
             dead.map_or("-".into(), thousands),
+            share.map_or("-".into(), |f| format!("{:.2}%", 100.0 * f)),
+            age.map_or("never".into(), |a| format!("{} ago", human(a))),
+            match sla {
+                Some(s) => format!("{}{}", human(*s as i64), if is_late { " LATE" } else { "" }),
+                None => "-".into(),
+            },
             last_run.unwrap_or_else(|| "-".into()),
         ]);
     }
@@ -73,6 +103,9 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         json_line("last_run", last.unwrap_or(serde_json::Value::Null))?;
     } else {
         say!("{}", table(&rows));
+        if !late.is_empty() {
+            sayln!("\nlate (older than their SLA): {}", late.join(", "));
+        }
         if let Some(t) = drift_table(&events) {
             say!("\nschema drift\n{t}");
         }

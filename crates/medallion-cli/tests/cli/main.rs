@@ -108,6 +108,10 @@ fn init_run_status_show_sql() {
     assert!(status.contains("silver  orders") && status.contains("gold    daily_revenue"), "{status}");
     // The sample's later batches carry fields the first did not: status shows where they began.
     assert!(status.contains("schema drift") && status.contains("orders  tier        new field  string"), "{status}");
+    // Tables older than their SLA stand out.
+    let later = bin().args(["status"]).env("MEDALLION_NOW", "2099-01-01T00:00:00Z").current_dir(&proj).output().expect("runs");
+    let later = text(&later.stdout);
+    assert!(later.contains("LATE") && later.contains("late (older than their SLA): silver/orders, gold/daily_revenue"), "{later}");
 
     let out = run(&["show", "quarantine.orders", "-n", "2", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

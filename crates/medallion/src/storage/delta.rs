@@ -142,8 +142,13 @@ impl Table {
 
     /// Every commit up to the loaded version, newest first.
     pub async fn commits(&self) -> Result<Vec<Commit>> {
+        self.recent_commits(None).await
+    }
+
+    /// The `limit` most recent commits (all when None), newest first.
+    pub async fn recent_commits(&self, limit: Option<usize>) -> Result<Vec<Commit>> {
         let Some(latest) = self.version() else { return Ok(Vec::new()) };
-        let infos: Vec<_> = self.inner.history(None).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        let infos: Vec<_> = self.inner.history(limit).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
         let count = |m: Option<&Value>, k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_u64).unwrap_or(0);
         Ok(infos
             .into_iter()
