@@ -148,6 +148,15 @@ pub enum Error {
         batches: String,
     },
 
+    /// Another process holds the lake.
+    #[error("the lake is in use by {holder}\n  hint: {hint}")]
+    Locked {
+        /// Who.
+        holder: String,
+        /// What to do.
+        hint: String,
+    },
+
     /// Time travel to a version the table does not have.
     #[error("{table} has no version {asked} (latest: {})", latest.map_or("none".to_string(), |v| v.to_string()))]
     NoSuchVersion {

@@ -16,6 +16,7 @@ use crate::bronze::ingest::{IngestOutcome, ingest};
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
 use crate::observability::runlog;
+use crate::orchestration::lock;
 use crate::project::Project;
 use crate::quality::gates::GateResult;
 use crate::quality::results;
@@ -143,8 +144,15 @@ impl RunSummary {
 /// Runs the whole project. Errors that stop a node are recorded in the summary; an error
 /// returned here means the run could not proceed at all (e.g. the lake is unreadable).
 pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<RunSummary> {
-    let t0 = Instant::now();
     let run_id = new_run_id(None, opts.now);
+    let lock = lock::acquire(lake, &format!("run {run_id}"), opts.now).await?;
+    let summary = run_locked(project, lake, opts, run_id).await;
+    lock.release().await?;
+    summary
+}
+
+async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: String) -> Result<RunSummary> {
+    let t0 = Instant::now();
     let mut summary = RunSummary {
         schema_version: 1,
         run_id: run_id.clone(),

@@ -124,6 +124,13 @@ struct Record {
 /// interrupted replay first.
 #[tracing::instrument(skip_all, fields(table = %table.name))]
 pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
+    let lock = crate::orchestration::lock::acquire(lake, &format!("replay {} ({})", table.name, opts.run_id), opts.now).await?;
+    let out = replay_locked(lake, project, table, opts).await;
+    lock.release().await?;
+    out
+}
+
+async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
     let mut out = Replay { table: table.name.clone(), dry_run: opts.dry_run, ..Default::default() };
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     if !q.exists() {

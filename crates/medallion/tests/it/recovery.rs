@@ -107,3 +107,37 @@ async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table_and_no_go
     assert_eq!(s.silver.len(), 1);
     assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
+    use medallion::orchestration::lock::{self, Holder, PATH};
+    let env = Env::new().await;
+    let now = medallion::orchestration::run::now();
+    // A live holder (this very process): a run fails fast, naming it.
+    let held = lock::acquire(&env.lake, "run by someone else", now).await.expect("lock");
+    let err = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default()).await.expect_err("locked").to_string();
+    assert!(err.contains("the lake is in use by run by someone else (pid"), "{err}");
+    held.release().await.expect("release");
+    assert!(medallion::orchestration::run::run(&env.project, &env.lake, &Default::default()).await.is_ok());
+    assert!(!env.lake.exists(PATH).await.expect("exists"), "a run gives the lock back");
+
+    // Left behind by a killed process of this host, or silent for too long elsewhere: taken over.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    let old = (now - chrono::Duration::minutes(10)).to_rfc3339();
+    let fresh = now.to_rfc3339();
+    let cases = [
+        (Holder { what: "killed run".into(), host: host.clone(), pid: 4_000_000, since: fresh.clone(), heartbeat: fresh.clone(), token: "a".into() }, true),
+        (Holder { what: "silent run".into(), host: "elsewhere".into(), pid: 1, since: old.clone(), heartbeat: old, token: "b".into() }, true),
+        (Holder { what: "busy run".into(), host: "elsewhere".into(), pid: 1, since: fresh.clone(), heartbeat: fresh, token: "c".into() }, false),
+    ];
+    for (holder, stale) in cases {
+        env.lake.put(PATH, serde_json::to_vec(&holder).expect("json")).await.expect("put");
+        let got = lock::acquire(&env.lake, "next run", now).await;
+        assert_eq!(got.is_ok(), stale, "{holder:?}: {:?}", got.as_ref().err());
+        if let Ok(l) = got {
+            assert_eq!(l.holder().what, "next run");
+            l.release().await.expect("release");
+        }
+        env.lake.delete(PATH).await.expect("clean");
+    }
+}

@@ -1,0 +1,164 @@
+//! One writer per lake: `_medallion/lock` is created with a conditional put (create-if-absent,
+//! which object stores implement as `If-None-Match: *`), names its holder, and is refreshed by a
+//! heartbeat while the holder works. A second `run`, `ingest` or `replay` fails fast naming the
+//! holder, unless the lock is stale: its heartbeat older than the timeout, or its process gone on
+//! this same host (a `kill -9` does not block the next run).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::orchestration::run::Now;
+use crate::storage::Lake;
+
+/// Where the lock lives in the lake.
+pub const PATH: &str = "_medallion/lock";
+
+/// A lock whose heartbeat is older than this is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// How often a holder refreshes its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// Who holds the lake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    /// What it is doing (`run 2024…`, `ingest orders`, `replay orders`).
+    pub what: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it took the lock (RFC 3339).
+    pub since: String,
+    /// Its last heartbeat (RFC 3339).
+    pub heartbeat: String,
+    /// A random token telling this holder from any other.
+    pub token: String,
+}
+
+impl Holder {
+    fn new(what: &str, now: Now) -> Holder {
+        Holder {
+            what: what.to_string(),
+            host: host(),
+            pid: std::process::id(),
+            since: now.to_rfc3339(),
+            heartbeat: now.to_rfc3339(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// Stale: no heartbeat for [`STALE_AFTER`], or a process of this host that no longer runs.
+    fn stale(&self, now: Now) -> bool {
+        let beat = chrono::DateTime::parse_from_rfc3339(&self.heartbeat).map(|t| t.to_utc()).ok();
+        let silent = beat.is_none_or(|b| (now - b).to_std().is_ok_and(|age| age > STALE_AFTER));
+        silent || (self.host == host() && self.pid != std::process::id() && !alive(self.pid))
+    }
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether process `pid` runs on this host (Linux `/proc`; elsewhere assumed alive).
+fn alive(pid: u32) -> bool {
+    if !std::path::Path::new("/proc/self").exists() {
+        return true;
+    }
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The held lock; [`LakeLock::release`] gives it back.
+#[derive(Debug)]
+pub struct LakeLock {
+    lake: Lake,
+    holder: Holder,
+    stop: Arc<AtomicBool>,
+}
+
+/// Takes the lake's lock for `what`, or fails naming the holder.
+pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
+    let holder = Holder::new(what, now);
+    let bytes = serde_json::to_vec_pretty(&holder).map_err(|e| Error::Internal(e.to_string()))?;
+    for _ in 0..3 {
+        if lake.put_if_absent(PATH, bytes.clone()).await? {
+            let stop = Arc::new(AtomicBool::new(false));
+            heartbeat(lake.clone(), holder.clone(), Arc::clone(&stop));
+            return Ok(LakeLock { lake: lake.clone(), holder, stop });
+        }
+        let Some(current) = read(lake).await? else { continue };
+        if !current.stale(now) {
+            return Err(Error::Locked {
+                holder: format!("{} (pid {} on {}, since {}, last heartbeat {})", current.what, current.pid, current.host, current.since, current.heartbeat),
+                hint: format!(
+                    "wait for it to finish; a lock whose heartbeat is older than {}s, or whose process is gone from this host, is taken over",
+                    STALE_AFTER.as_secs()
+                ),
+            });
+        }
+        tracing::warn!(holder = %current.what, pid = current.pid, host = %current.host, "taking over a stale lake lock");
+        // Remove the stale lock only if it is still the one we judged stale.
+        if read(lake).await?.as_ref() == Some(&current) {
+            lake.delete(PATH).await?;
+        }
+    }
+    Err(Error::Locked { holder: "another process (the lock changed hands while taking it over)".into(), hint: "retry".into() })
+}
+
+async fn read(lake: &Lake) -> Result<Option<Holder>> {
+    match lake.get(PATH).await? {
+        None => Ok(None),
+        // An unreadable lock (a torn write by a foreign tool) is treated as stale.
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| Holder {
+            what: "unreadable lock".into(),
+            host: String::new(),
+            pid: 0,
+            since: String::new(),
+            heartbeat: String::new(),
+            token: String::new(),
+        }))),
+    }
+}
+
+fn heartbeat(lake: Lake, mut holder: Holder, stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            // Refresh only while the lock is still ours.
+            match read(&lake).await {
+                Ok(Some(current)) if current.token == holder.token => {}
+                _ => return,
+            }
+            holder.heartbeat = chrono::Utc::now().to_rfc3339();
+            if let Ok(bytes) = serde_json::to_vec_pretty(&holder) {
+                let _ = lake.put(PATH, bytes).await;
+            }
+        }
+    });
+}
+
+impl LakeLock {
+    /// Who holds it (this process).
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// Gives the lock back (if it is still ours).
+    pub async fn release(self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        if read(&self.lake).await?.is_some_and(|h| h.token == self.holder.token) {
+            self.lake.delete(PATH).await?;
+        }
+        Ok(())
+    }
+}
