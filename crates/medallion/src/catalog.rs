@@ -2,7 +2,7 @@
 //!
 //! Silver and gold tables are reachable by plain name (`orders`) and qualified (`silver.orders`,
 //! `gold.daily_revenue`); dead letters only qualified (`quarantine.orders`); expectation results
-//! as `medallion.expectations`. A table not created yet reads as empty with its declared schema.
+//! as `medallion.expectations`, the event log as `medallion.events`. A table not created yet reads as empty with its declared schema.
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
+use crate::observability::events;
 use crate::quality::results;
 use crate::silver::quarantine;
 use crate::storage::delta::{AsOf, Table};
@@ -62,6 +63,8 @@ async fn session_with(lake: &Lake, project: &Project, as_of: Option<AsOf>, only:
     if only.is_none() {
         let results = provider(Layer::System, results::TABLE.to_string(), results::schema()).await?;
         register(&ctx, &format!("medallion.{}", results::TABLE), results)?;
+        let log = provider(Layer::System, events::TABLE.to_string(), events::schema()).await?;
+        register(&ctx, &format!("medallion.{}", events::TABLE), log)?;
     }
     Ok(ctx)
 }

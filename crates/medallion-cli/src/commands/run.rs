@@ -1,6 +1,7 @@
 //! `medallion run`.
 
 use anyhow::Result;
+use medallion::observability::events::{Event, EventSink};
 use medallion::orchestration::run::{RunOptions, RunSummary, run as run_project};
 use medallion::quality::gates::Outcome as GateOutcome;
 
@@ -13,7 +14,14 @@ use crate::output::{drift, expectations, json_line, samples, table, thousands};
 pub async fn run(g: &Global, full_refresh: bool) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
-    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh };
+    let on_event = (g.format == Format::Json).then(|| {
+        EventSink(std::sync::Arc::new(|e: &Event| {
+            if let Ok(v) = serde_json::to_value(e) {
+                let _ = json_line(e.kind, v);
+            }
+        }))
+    });
+    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
@@ -34,19 +42,9 @@ pub async fn run(g: &Global, full_refresh: bool) -> Result<Outcome> {
     Ok(if summary.ok() { Outcome::Ok } else { Outcome::Failed })
 }
 
+/// The events were streamed while the run went; the summary (every promotion and build in full)
+/// closes the stream.
 fn print_json(s: &RunSummary) -> Result<()> {
-    for i in &s.ingested {
-        json_line("ingested", serde_json::to_value(i)?)?;
-    }
-    for p in &s.silver {
-        json_line("node_finished", serde_json::json!({ "node": format!("silver/{}", p.table), "silver": p }))?;
-    }
-    for b in &s.gold {
-        json_line("node_finished", serde_json::json!({ "node": format!("gold/{}", b.model), "gold": b }))?;
-    }
-    for f in &s.failed {
-        json_line("node_failed", serde_json::to_value(f)?)?;
-    }
     json_line("summary", serde_json::to_value(s)?)
 }
 

@@ -1,3 +1,4 @@
-//! Observability: the run log in `_medallion/runs/`.
+//! Observability: the run log in `_medallion/runs/` and the event log `_medallion/events`.
 
+pub mod events;
 pub mod runlog;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::bronze::ingest::{IngestOutcome, ingest};
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
+use crate::observability::events::{EventSink, Events};
 use crate::observability::runlog;
 use crate::orchestration::lock;
 use crate::project::Project;
@@ -51,12 +52,14 @@ pub struct RunOptions {
     pub now: Now,
     /// Rebuild every gold model from scratch (incremental ones included), even if up to date.
     pub full_refresh: bool,
+    /// Receives each event of the run as it happens.
+    pub on_event: Option<EventSink>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false }
+        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None }
     }
 }
 
@@ -169,12 +172,40 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         tool_version: crate::VERSION.to_string(),
     };
     let mut broken: BTreeSet<String> = BTreeSet::new();
+    let events = Events::new(&run_id, opts.on_event.clone());
+    events.emit("run_started", None, |_| {});
+    let skipped = |node: &str, summary: &mut RunSummary| {
+        events.emit("node_skipped", Some(node), |e| {
+            e.status = Some("skipped".into());
+            e.error = Some("an upstream node failed".into());
+        });
+        summary.skipped.push(node.to_string());
+    };
+    let failed = |node: String, error: Error, summary: &mut RunSummary| {
+        let f = NodeFailure::new(node, error);
+        events.emit("node_failed", Some(&f.node), |e| {
+            e.status = Some("failed".into());
+            e.error = Some(f.error.clone());
+            e.expectations_failed = Some(f.expectations.iter().filter(|x| !x.passed()).count() as u64);
+        });
+        summary.failed.push(f);
+    };
 
     for source in project.sources.values() {
+        let node = format!("bronze/{}", source.name);
         match ingest_paths(project, lake, source, opts).await {
-            Ok(outcomes) => summary.ingested.extend(outcomes),
+            Ok(outcomes) => {
+                for o in &outcomes {
+                    events.emit("node_finished", Some(&node), |e| {
+                        e.status = Some(o.status.label().replace(' ', "_"));
+                        e.rows_inserted = Some(o.records);
+                        e.rows_rejected = Some(o.corrupt);
+                    });
+                }
+                summary.ingested.extend(outcomes);
+            }
             Err(e) => {
-                summary.failed.push(NodeFailure::new(format!("bronze/{}", source.name), e));
+                failed(node, e, &mut summary);
                 broken.insert(source.name.clone());
             }
         }
@@ -183,23 +214,42 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     let promote_opts = PromoteOptions { run_id: run_id.clone(), now: opts.now, threads: opts.threads };
     for name in &project.silver_order {
         let Some(table) = project.silver.get(name) else { continue };
+        let node = format!("silver/{}", table.name);
         if broken.contains(&table.source) || table.depends_on.iter().any(|d| broken.contains(d)) {
-            summary.skipped.push(format!("silver/{}", table.name));
+            skipped(&node, &mut summary);
             broken.insert(table.name.clone());
             continue;
         }
+        events.emit("node_started", Some(&node), |_| {});
+        let t = Instant::now();
         match promote(lake, project, table, &promote_opts).await {
             Ok(promotions) => {
+                if promotions.is_empty() {
+                    events.emit("node_finished", Some(&node), |e| {
+                        e.status = Some("up_to_date".into());
+                        e.duration_ms = Some(ms(t));
+                    });
+                }
+                for p in &promotions {
+                    events.emit("node_finished", Some(&node), |e| {
+                        e.status = Some("ok".into());
+                        (e.rows_read, e.rows_inserted, e.rows_updated, e.rows_deleted) = (Some(p.read), Some(p.inserted), Some(p.updated), Some(p.deleted));
+                        (e.rows_superseded, e.rows_rejected, e.bytes) = (Some(p.superseded), Some(p.rejected), Some(p.bytes));
+                        e.duration_ms = Some(ms(t));
+                        e.stages_ms = Some(p.timings_ms.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+                        e.version = p.silver_version;
+                        e.expectations_failed = Some(p.expectations.iter().filter(|x| !x.passed()).count() as u64);
+                    });
+                }
                 let held: Vec<String> = promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
                 summary.silver.extend(promotions);
                 if !held.is_empty() {
-                    let node = format!("silver/{}", table.name);
-                    summary.failed.push(NodeFailure::new(node.clone(), Error::BatchesHeldBack { node, batches: held.join(", ") }));
+                    failed(node.clone(), Error::BatchesHeldBack { node, batches: held.join(", ") }, &mut summary);
                     broken.insert(table.name.clone());
                 }
             }
             Err(e) => {
-                summary.failed.push(NodeFailure::new(format!("silver/{}", table.name), e));
+                failed(node, e, &mut summary);
                 broken.insert(table.name.clone());
             }
         }
@@ -207,15 +257,32 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
 
     for name in &project.gold_order {
         let Some(model) = project.gold.get(name) else { continue };
+        let node = format!("gold/{name}");
         if model.refs.iter().any(|r| broken.contains(r)) {
-            summary.skipped.push(format!("gold/{name}"));
+            skipped(&node, &mut summary);
             broken.insert(name.clone());
             continue;
         }
+        events.emit("node_started", Some(&node), |_| {});
         match build(lake, project, model, &BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh }).await {
-            Ok(b) => summary.gold.push(b),
+            Ok(b) => {
+                events.emit("node_finished", Some(&node), |e| {
+                    let status = match (b.rebuilt, b.partitions) {
+                        (false, _) => "up_to_date",
+                        (true, Some(_)) => "incremental",
+                        (true, None) => "rebuilt",
+                    };
+                    e.status = Some(status.into());
+                    e.rows_inserted = Some(b.rows);
+                    e.rows_rejected = Some(b.dropped);
+                    e.duration_ms = Some(b.duration_ms);
+                    e.version = b.version;
+                    e.expectations_failed = Some(b.expectations.iter().filter(|x| !x.passed()).count() as u64);
+                });
+                summary.gold.push(b);
+            }
             Err(e) => {
-                summary.failed.push(NodeFailure::new(format!("gold/{name}"), e));
+                failed(node, e, &mut summary);
                 broken.insert(name.clone());
             }
         }
@@ -228,10 +295,22 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         summary.totals.superseded += p.superseded;
         summary.totals.rejected += p.rejected;
     }
-    summary.duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    summary.duration_ms = ms(t0);
+    events.emit("run_finished", None, |e| {
+        e.status = Some(if summary.ok() { "ok" } else { "failed" }.into());
+        let t = &summary.totals;
+        (e.rows_read, e.rows_superseded, e.rows_rejected) = (Some(t.read), Some(t.superseded), Some(t.rejected));
+        e.rows_inserted = Some(t.promoted);
+        e.duration_ms = Some(summary.duration_ms);
+    });
     results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
+    events.record(lake).await?;
     runlog::record(lake, &summary).await?;
     Ok(summary)
+}
+
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Ingests every file matching the source's configured paths (exactly once per content).

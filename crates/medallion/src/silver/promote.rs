@@ -51,6 +51,8 @@ pub struct Promotion {
     pub batches: usize,
     /// Bronze records read (rows and unreadable lines).
     pub read: u64,
+    /// Bronze bytes read (compressed).
+    pub bytes: u64,
     /// New keys written.
     pub inserted: u64,
     /// Existing keys replaced by a newer record (SCD 2: versions closed by a delete).
@@ -237,6 +239,7 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
         p.expectations.extend(per_run_gate(bounds, &results));
     }
 
+    p.bytes = intent.batches.iter().map(|b| b.size).sum();
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
     let mut observed = Vec::with_capacity(results.len());

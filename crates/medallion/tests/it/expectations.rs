@@ -83,7 +83,7 @@ impl Fixture {
     async fn run(&self) -> (RunSummary, Project, Lake) {
         let project = Project::load(self.dir.path()).await.expect("project loads");
         let lake = Lake::open(&project.lake, &project.root).expect("lake");
-        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z"), full_refresh: false }).await.expect("run");
+        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z"), full_refresh: false, on_event: None }).await.expect("run");
         (s, project, lake)
     }
 
@@ -185,6 +185,32 @@ async fn a_failed_gate_on_a_published_table_adds_no_version_and_no_log_file() {
     let failed = &s.failed[0].expectations;
     let unique = failed.iter().find(|e| e.name == "email_unique").expect("result");
     assert_eq!((unique.failing_rows, unique.samples.len()), (4, 3));
+
+    // The event log holds both runs, node by node.
+    let project = Project::load(f.dir.path()).await.expect("load");
+    let second = s.run_id.clone();
+    let events = query(
+        &project,
+        &lake,
+        &format!("SELECT type, coalesce(node, '-'), coalesce(status, '-'), CAST(coalesce(rows_read, -1) AS VARCHAR) FROM medallion.events WHERE run_id = '{second}' ORDER BY seq"),
+    )
+    .await;
+    let row = |c: [&str; 4]| c.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        events,
+        vec![
+            row(["run_started", "-", "-", "-1"]),
+            row(["node_started", "silver/customers", "-", "-1"]),
+            row(["node_finished", "silver/customers", "up_to_date", "-1"]),
+            row(["node_started", "silver/orders", "-", "-1"]),
+            row(["node_failed", "silver/orders", "failed", "-1"]),
+            row(["node_skipped", "gold/by_region", "skipped", "-1"]),
+            row(["node_skipped", "gold/downstream", "skipped", "-1"]),
+            row(["run_finished", "-", "failed", "0"]),
+        ]
+    );
+    let runs = query(&project, &lake, "SELECT count(DISTINCT run_id), min(seq) FROM medallion.events").await;
+    assert_eq!(runs, vec![vec!["2".to_string(), "0".into()]]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
