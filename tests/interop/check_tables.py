@@ -75,5 +75,12 @@ recon = results.filter(pl.col("expectation") == "revenue_reconciles").to_dicts()
 check("revenue reconciles gold with silver", (recon["outcome"], recon["failing_rows"]), ("pass", 0))
 check("expectation results through deltalake", DeltaTable(str(lake / "_medallion" / "expectations")).version(), 0)
 
+events = pl.read_delta(str(lake / "_medallion" / "events"))
+check("event log: two runs, each opened and closed", sorted(events.filter(pl.col("type").is_in(["run_started", "run_finished"]))["type"].to_list()),
+      ["run_finished", "run_finished", "run_started", "run_started"])
+first = events.filter((pl.col("type") == "node_finished") & (pl.col("node") == "silver/orders")).sort("at").to_dicts()[0]
+check("event log: silver rows read and rejected", (first["rows_read"], first["rows_rejected"]),
+      (expected["valid_records"] + expected["invalid_records"], expected["invalid_records"]))
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
