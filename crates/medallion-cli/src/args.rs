@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long)]
         full_refresh: bool,
     },
-    /// Every table's rows, Delta version, files and dead-letter count, and the last run.
+    /// Every table's rows, version, files, dead letter, rejected share, age against its SLA, and schema drift.
     Status,
     /// Evaluate every expectation on the published tables; exit 1 if a `fail` expectation fails.
     Test {
@@ -119,7 +119,8 @@ pub enum Command {
         #[arg(long, value_name = "VERSION|TIME")]
         as_of: Option<String>,
     },
-    /// Run a SQL query (DataFusion) over the lake's tables.
+    /// Run a SQL query (DataFusion) over the lake's tables, dead letters (`quarantine.x`), expectation
+    /// results (`medallion.expectations`) and the event log (`medallion.events`).
     Sql {
         /// The query.
         query: String,

@@ -90,7 +90,11 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
             b.model.clone(),
             thousands(b.rows),
             b.version.map_or("-".into(), |v| v.to_string()),
-            if b.rebuilt { "rebuilt".into() } else { "up to date".into() },
+            match (b.rebuilt, b.partitions) {
+                (false, _) => "up to date".into(),
+                (true, Some(n)) => format!("incremental ({n} partition{})", if n == 1 { "" } else { "s" }),
+                (true, None) => "rebuilt".into(),
+            },
         ]);
     }
     if !s.gold.is_empty() {
