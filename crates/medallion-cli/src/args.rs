@@ -77,7 +77,16 @@ pub enum Command {
         /// Rebuild every gold model from scratch, incremental ones included.
         #[arg(long)]
         full_refresh: bool,
+        /// Only these nodes: `orders`, `silver/orders`, `orders+` (and downstream), `+daily_revenue`
+        /// (and upstream), `layer:gold`, `tag:finance`.
+        #[arg(long, short = 's', num_args = 1..)]
+        select: Vec<String>,
+        /// Leave these nodes out (same syntax as --select).
+        #[arg(long, num_args = 1..)]
+        exclude: Vec<String>,
     },
+    /// Run again only the nodes that failed or were not run in the last run (like `dbt retry`).
+    Retry,
     /// Every table's rows, version, files, dead letter, rejected share, age against its SLA, and schema drift.
     Status,
     /// Evaluate every expectation on the published tables; exit 1 if a `fail` expectation fails.

@@ -60,6 +60,8 @@ pub struct SilverTable {
     pub depends_on: Vec<String>,
     /// Bounds on the share of rejected records.
     pub max_rejected_fraction: Option<RejectedFractionSpec>,
+    /// Labels for selection.
+    pub tags: Vec<String>,
     /// How changes are kept (SCD 1 or 2).
     pub history: History,
     /// The table's schema (the contract's, plus the SCD 2 columns).
@@ -100,6 +102,8 @@ pub struct GoldModel {
     pub checks: Vec<TableCheck>,
     /// Incremental by partition: (partition column, source table).
     pub incremental: Option<(String, String)>,
+    /// Labels for selection.
+    pub tags: Vec<String>,
 }
 
 /// A loaded, valid project.
@@ -250,6 +254,7 @@ impl Project {
                             checks: Vec::new(),
                             depends_on: Vec::new(),
                             max_rejected_fraction,
+                            tags: spec.tags.clone(),
                             history,
                             schema,
                         },
@@ -368,6 +373,7 @@ impl Project {
                                 gates,
                                 checks: Vec::new(),
                                 incremental: None,
+                                tags: g.spec.tags.clone(),
                             },
                         );
                     }

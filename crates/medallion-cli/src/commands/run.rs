@@ -11,8 +11,37 @@ use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift, expectations, json_line, samples, table, thousands};
 
-pub async fn run(g: &Global, full_refresh: bool) -> Result<Outcome> {
+pub async fn run(g: &Global, full_refresh: bool, select: &[String], exclude: &[String]) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
+    let selection = if select.is_empty() && exclude.is_empty() { None } else { Some(medallion::orchestration::select::select(&project, select, exclude)?) };
+    execute(g, project, lake, full_refresh, selection).await
+}
+
+/// `medallion retry`: the failed and skipped nodes of the last run, run again.
+pub async fn retry(g: &Global) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let Some(last) = medallion::observability::runlog::recent(&lake, 1).await?.into_iter().next() else {
+        sayln!("no run yet: nothing to retry");
+        return Ok(Outcome::Ok);
+    };
+    let failed = last.get("failed").and_then(|f| f.as_array()).into_iter().flatten().filter_map(|f| f.get("node").and_then(|n| n.as_str()));
+    let skipped = last.get("skipped").and_then(|f| f.as_array()).into_iter().flatten().filter_map(|n| n.as_str());
+    let nodes: std::collections::BTreeSet<String> = failed.chain(skipped).map(str::to_string).collect();
+    if nodes.is_empty() {
+        sayln!("the last run ({}) had no failed or skipped node: nothing to retry", last.get("run_id").and_then(|r| r.as_str()).unwrap_or("?"));
+        return Ok(Outcome::Ok);
+    }
+    eprintln!("retrying {}", nodes.iter().cloned().collect::<Vec<_>>().join(", "));
+    execute(g, project, lake, false, Some(nodes)).await
+}
+
+async fn execute(
+    g: &Global,
+    project: medallion::project::Project,
+    lake: medallion::storage::Lake,
+    full_refresh: bool,
+    select: Option<std::collections::BTreeSet<String>>,
+) -> Result<Outcome> {
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let on_event = (g.format == Format::Json).then(|| {
         EventSink(std::sync::Arc::new(|e: &Event| {
@@ -21,7 +50,7 @@ pub async fn run(g: &Global, full_refresh: bool) -> Result<Outcome> {
             }
         }))
     });
-    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event };
+    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();

@@ -267,3 +267,34 @@ fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
     // The gold model is rebuilt over the replayed silver rows, and still reconciles.
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
 }
+
+#[test]
+fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let toml = proj.join("medallion.toml");
+    let original = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, original.replace("revenue > 0 AND min_amount > 0", "order_count > 5")).expect("write");
+    // Run ids sort by start time: give each command its own (the clock is pinned in these tests).
+    let at = |args: &[&str], minute: u32| {
+        bin().args(args).env("MEDALLION_NOW", format!("2024-03-04T06:{minute:02}:00Z")).current_dir(&proj).stdin(Stdio::null()).output().expect("runs")
+    };
+    let out = at(&["run"], 1);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    std::fs::write(&toml, &original).expect("write");
+    let out = at(&["retry"], 2);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("retrying gold/daily_revenue"), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("daily_revenue") && !stdout.contains("revenue_by_tier") && stdout.contains("silver: no pending"), "{stdout}");
+    let out = at(&["retry"], 3);
+    assert!(text(&out.stdout).contains("had no failed or skipped node: nothing to retry"), "{}", text(&out.stdout));
+    let out = run(&["run", "--full-refresh", "--select", "tag:customers"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("revenue_by_tier") && !stdout.contains("daily_revenue "), "{stdout}");
+    let out = run(&["run", "--select", "nope+"], &proj);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown node `nope+`"), "{}", text(&out.stderr));
+}

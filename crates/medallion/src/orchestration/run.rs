@@ -54,12 +54,15 @@ pub struct RunOptions {
     pub full_refresh: bool,
     /// Receives each event of the run as it happens.
     pub on_event: Option<EventSink>,
+    /// Only these nodes (`bronze/x`, `silver/x`, `gold/x`; see [`crate::orchestration::select`]);
+    /// None: every node.
+    pub select: Option<BTreeSet<String>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None }
+        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None }
     }
 }
 
@@ -191,8 +194,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         summary.failed.push(f);
     };
 
+    let selected = |node: &str| opts.select.as_ref().is_none_or(|s| s.contains(node));
     for source in project.sources.values() {
         let node = format!("bronze/{}", source.name);
+        if !selected(&node) {
+            continue;
+        }
         match ingest_paths(project, lake, source, opts).await {
             Ok(outcomes) => {
                 for o in &outcomes {
@@ -215,6 +222,9 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     for name in &project.silver_order {
         let Some(table) = project.silver.get(name) else { continue };
         let node = format!("silver/{}", table.name);
+        if !selected(&node) {
+            continue;
+        }
         if broken.contains(&table.source) || table.depends_on.iter().any(|d| broken.contains(d)) {
             skipped(&node, &mut summary);
             broken.insert(table.name.clone());
@@ -258,6 +268,9 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     for name in &project.gold_order {
         let Some(model) = project.gold.get(name) else { continue };
         let node = format!("gold/{name}");
+        if !selected(&node) {
+            continue;
+        }
         if model.refs.iter().any(|r| broken.contains(r)) {
             skipped(&node, &mut summary);
             broken.insert(name.clone());

@@ -457,6 +457,9 @@ pub struct SilverSpec {
     /// Owner (team or person).
     #[serde(default)]
     pub owner: Option<String>,
+    /// Labels for selection (`run --select tag:finance`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Maximum staleness consumers accept (e.g. `26h`): the default `max_age` of `freshness`.
     #[serde(default)]
     pub sla: Option<String>,
@@ -587,6 +590,9 @@ pub struct GoldSpec {
     pub sql: Option<String>,
     /// Who answers for the table.
     pub owner: String,
+    /// Labels for selection (`run --select tag:finance`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Refresh cadence: `hourly`, `daily`, `weekly`, `on_run`.
     pub refresh: String,
     /// Maximum staleness consumers accept, e.g. `6h`, `1d`, `30m`.

@@ -83,7 +83,7 @@ impl Fixture {
     async fn run(&self) -> (RunSummary, Project, Lake) {
         let project = Project::load(self.dir.path()).await.expect("project loads");
         let lake = Lake::open(&project.lake, &project.root).expect("lake");
-        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z"), full_refresh: false, on_event: None }).await.expect("run");
+        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z"), ..Default::default() }).await.expect("run");
         (s, project, lake)
     }
 

@@ -79,7 +79,7 @@ impl Lakehouse {
     /// Runs the pipeline; every node must succeed.
     pub async fn run(&self) -> RunSummary {
         let (project, lake) = self.open().await;
-        let s = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: false, on_event: None }).await.expect("run");
+        let s = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run");
         assert!(s.ok(), "{:?}", s.failed);
         s
     }
@@ -189,7 +189,7 @@ async fn change_data_applies_in_sequence_order_with_deletes_and_late_records_ign
     let (_, lake) = lh.open().await;
     let version = Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version();
     let (project, lake) = lh.open().await;
-    let again = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: false, on_event: None }).await.expect("run");
+    let again = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run");
     assert!(again.silver.is_empty());
     assert_eq!(Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version(), version);
     assert_eq!(lh.rows("SELECT id, balance FROM silver.accounts ORDER BY id").await, vec!["1 30".to_string(), "2 50".into(), "3 7".into()]);
@@ -293,7 +293,7 @@ async fn an_incremental_model_equals_a_full_refresh_after_random_increments() {
         assert!(incremental_steps >= 3, "seed {seed}: only {incremental_steps} incremental builds");
         let incremental = lh.rows(BY_DAY).await;
         let (project, lake) = lh.open().await;
-        let opts = RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: true, on_event: None };
+        let opts = RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: true, ..Default::default() };
         let s = run(&project, &lake, &opts).await.expect("run");
         assert!(s.ok() && s.gold[0].partitions.is_none() && s.gold[0].rebuilt, "{:?}", s.failed);
         assert_eq!(lh.rows(BY_DAY).await, incremental, "seed {seed}: full refresh gives the same content");

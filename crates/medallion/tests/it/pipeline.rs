@@ -112,3 +112,34 @@ async fn a_partitioned_silver_table_merges_correctly() {
         .count();
     assert_eq!(partitions, 60, "one directory per order date");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn selectors_pick_nodes_up_and_down_the_dag() {
+    use medallion::orchestration::select::select;
+    let env = crate::common::Env::new().await;
+    let pick = |s: &[&str], e: &[&str]| {
+        let s: Vec<String> = s.iter().map(|x| x.to_string()).collect();
+        let e: Vec<String> = e.iter().map(|x| x.to_string()).collect();
+        select(&env.project, &s, &e).map(|set| set.into_iter().collect::<Vec<_>>())
+    };
+    let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(pick(&["orders+"], &[]).expect("ok"), v(&["bronze/orders", "gold/daily_revenue", "gold/revenue_by_tier", "silver/orders"]));
+    assert_eq!(pick(&["+daily_revenue"], &[]).expect("ok"), v(&["bronze/orders", "gold/daily_revenue", "silver/orders"]));
+    assert_eq!(pick(&["silver/dim_customers+"], &[]).expect("ok"), v(&["gold/revenue_by_tier", "silver/dim_customers"]));
+    assert_eq!(pick(&["layer:gold"], &["tag:customers"]).expect("ok"), v(&["gold/daily_revenue"]));
+    assert_eq!(pick(&["tag:finance"], &[]).expect("ok"), v(&["gold/daily_revenue", "gold/revenue_by_tier"]));
+    assert_eq!(pick(&[], &["layer:gold", "layer:bronze"]).expect("ok"), v(&["silver/dim_customers", "silver/orders"]));
+    let err = pick(&["ordres"], &[]).expect_err("unknown").to_string();
+    assert!(err.contains("unknown node `ordres`"), "{err}");
+
+    // A run with a selection runs only those nodes.
+    let (batches, _) = crate::common::sample(2_000, 1, 5);
+    env.land(&batches[0]);
+    let opts = medallion::orchestration::run::RunOptions {
+        threads: 2,
+        select: Some(pick(&["silver/orders"], &[]).expect("ok").into_iter().collect()),
+        ..Default::default()
+    };
+    let s = medallion::orchestration::run::run(&env.project, &env.lake, &opts).await.expect("run");
+    assert_eq!((s.silver.len(), s.gold.len()), (1, 0));
+}

@@ -59,7 +59,7 @@ impl Dir {
 
     async fn run(&self) -> RunSummary {
         let (project, lake) = self.open().await;
-        run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: false, on_event: None }).await.expect("run")
+        run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run")
     }
 
     async fn replay(&self, filter: Option<&str>, dry_run: bool) -> Replay {
