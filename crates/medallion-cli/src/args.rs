@@ -84,6 +84,10 @@ pub enum Command {
         /// Leave these nodes out (same syntax as --select).
         #[arg(long, num_args = 1..)]
         exclude: Vec<String>,
+        /// Retries of a node after a transient error (storage, Delta commit conflict), with
+        /// exponential backoff and jitter; contract, SQL and gate errors are never retried.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        retries: u32,
     },
     /// Run again only the nodes that failed or were not run in the last run (like `dbt retry`).
     Retry,

@@ -51,7 +51,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Init { dir } => commands::init::run(g, &dir),
         Command::Validate => commands::validate::run(g).await,
         Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
-        Command::Run { full_refresh, select, exclude } => commands::run::run(g, full_refresh, &select, &exclude).await,
+        Command::Run { full_refresh, select, exclude, retries } => commands::run::run(g, full_refresh, &select, &exclude, retries).await,
         Command::Retry => commands::run::retry(g).await,
         Command::Status => commands::status::run(g).await,
         Command::Test { select } => commands::test::run(g, &select).await,

@@ -174,6 +174,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether retrying the same work may succeed: storage errors, Delta commit conflicts, a
+    /// concurrent recording of the same intent. Contract, SQL, gate and project errors are
+    /// deterministic: a retry would fail the same way.
+    pub fn is_transient(&self) -> bool {
+        use deltalake::DeltaTableError as D;
+        match self {
+            Error::Storage { .. } | Error::Busy { .. } => true,
+            Error::Delta { source, .. } => matches!(
+                source,
+                D::ObjectStore { .. } | D::VersionAlreadyExists(_) | D::Transaction { .. } | D::Io { .. }
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn sql(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
         Error::Sql { context: context.into(), source }
     }

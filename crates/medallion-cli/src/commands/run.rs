@@ -11,10 +11,10 @@ use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift, expectations, json_line, samples, table, thousands};
 
-pub async fn run(g: &Global, full_refresh: bool, select: &[String], exclude: &[String]) -> Result<Outcome> {
+pub async fn run(g: &Global, full_refresh: bool, select: &[String], exclude: &[String], retries: u32) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let selection = if select.is_empty() && exclude.is_empty() { None } else { Some(medallion::orchestration::select::select(&project, select, exclude)?) };
-    execute(g, project, lake, full_refresh, selection).await
+    execute(g, project, lake, full_refresh, selection, retries).await
 }
 
 /// `medallion retry`: the failed and skipped nodes of the last run, run again.
@@ -32,7 +32,7 @@ pub async fn retry(g: &Global) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     eprintln!("retrying {}", nodes.iter().cloned().collect::<Vec<_>>().join(", "));
-    execute(g, project, lake, false, Some(nodes)).await
+    execute(g, project, lake, false, Some(nodes), RunOptions::default().retries).await
 }
 
 async fn execute(
@@ -41,6 +41,7 @@ async fn execute(
     lake: medallion::storage::Lake,
     full_refresh: bool,
     select: Option<std::collections::BTreeSet<String>>,
+    retries: u32,
 ) -> Result<Outcome> {
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let on_event = (g.format == Format::Json).then(|| {
@@ -50,7 +51,7 @@ async fn execute(
             }
         }))
     });
-    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select };
+    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, ..Default::default() };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();

@@ -282,6 +282,7 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
     };
     let out = at(&["run"], 1);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(!text(&out.stderr).contains("attempts"), "a failed gate is deterministic: not retried: {}", text(&out.stderr));
     std::fs::write(&toml, &original).expect("write");
     let out = at(&["retry"], 2);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -297,4 +298,31 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
     let out = run(&["run", "--select", "nope+"], &proj);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown node `nope+`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_transient_fault_is_retried_and_commits_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    // Fails once between the dead-letter commit and the silver MERGE: the retry resumes the intent.
+    let out = bin()
+        .args(["run", "--format", "json"])
+        .env("MEDALLION_FAULT_AT", "silver/orders:merge:1")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let silver = lines.iter().find(|l| l["type"] == "node_finished" && l["node"] == "silver/orders").expect("event");
+    assert_eq!((silver["attempts"].as_u64(), silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64()), (Some(2), Some(3000), Some(148)));
+    let counts = run(&["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"], &proj);
+    assert!(text(&counts.stdout).contains("| 2710 | 148 |"), "{}", text(&counts.stdout));
+
+    // More faults than retries: the node fails, says how often it tried; a plain run then finishes.
+    let out = bin().args(["run", "--full-refresh", "--retries", "1"]).env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:5").current_dir(&proj).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error: gold/daily_revenue: lake storage error") && text(&out.stderr).contains("(after 2 attempts)"), "{}", text(&out.stderr));
+    assert_eq!(run(&["retry"], &proj).status.code(), Some(0));
 }

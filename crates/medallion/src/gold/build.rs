@@ -170,6 +170,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
         (Some(predicate), _) => WriteOptions { replace_where: Some(predicate.clone()), metadata, ..Default::default() },
         _ => WriteOptions { overwrite: true, metadata, ..Default::default() },
     };
+    crate::orchestration::faults::check(&format!("gold/{}", model.name), "write")?;
     let table = table.write(batches, write).await?;
     let rows = if replace_where.is_some() { table.count_rows().await? } else { written };
     Ok(Build {

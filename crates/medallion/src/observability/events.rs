@@ -17,6 +17,7 @@
 //! | `duration_ms`, `stages_ms` | wall time, and per stage (JSON object) |
 //! | `version` | the Delta version the node's commit produced |
 //! | `expectations_failed` | expectations that did not pass (warn, drop or fail) |
+//! | `attempts` | tries the node took (retries after transient errors + 1) |
 //! | `error` | why a node failed or was skipped |
 //! | `tool_version` | medallion's version |
 
@@ -91,6 +92,9 @@ pub struct Event {
     /// Expectations that did not pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expectations_failed: Option<u64>,
+    /// Attempts the node took (retries after transient errors + 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
     /// Error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -177,6 +181,7 @@ pub fn schema() -> SchemaRef {
         text("stages_ms"),
         int("version"),
         int("expectations_failed"),
+        int("attempts"),
         text("error"),
         text("tool_version"),
     ]))
@@ -185,7 +190,7 @@ pub fn schema() -> SchemaRef {
 fn to_batch(events: &[Event]) -> Result<RecordBatch> {
     let n = events.len();
     let mut texts: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
-    let mut ints: Vec<Int64Builder> = (0..12).map(|_| Int64Builder::with_capacity(n)).collect();
+    let mut ints: Vec<Int64Builder> = (0..13).map(|_| Int64Builder::with_capacity(n)).collect();
     let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let i = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
     for e in events {
@@ -214,6 +219,7 @@ fn to_batch(events: &[Event]) -> Result<RecordBatch> {
             i(e.duration_ms),
             e.version,
             i(e.expectations_failed),
+            e.attempts.map(i64::from),
         ]) {
             b.append_option(v);
         }
@@ -240,6 +246,7 @@ fn to_batch(events: &[Event]) -> Result<RecordBatch> {
         t[4].clone(),
         v[10].clone(),
         v[11].clone(),
+        v[12].clone(),
         t[5].clone(),
         t[6].clone(),
     ];

@@ -2,6 +2,7 @@
 //! per lake ([`lock`]), node selection ([`select`]) and whole runs ([`run`]).
 
 pub mod dag;
+pub mod faults;
 pub mod ledger;
 pub mod lock;
 pub mod run;

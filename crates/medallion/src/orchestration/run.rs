@@ -57,12 +57,16 @@ pub struct RunOptions {
     /// Only these nodes (`bronze/x`, `silver/x`, `gold/x`; see [`crate::orchestration::select`]);
     /// None: every node.
     pub select: Option<BTreeSet<String>>,
+    /// Retries of a node after a transient error (storage, Delta commit conflict).
+    pub retries: u32,
+    /// Wait before the first retry; doubled each time, plus up to half of it at random.
+    pub backoff: std::time::Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None }
+        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None, retries: 2, backoff: std::time::Duration::from_millis(500) }
     }
 }
 
@@ -184,9 +188,13 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         });
         summary.skipped.push(node.to_string());
     };
-    let failed = |node: String, error: Error, summary: &mut RunSummary| {
-        let f = NodeFailure::new(node, error);
+    let failed = |node: String, error: Error, attempts: u32, summary: &mut RunSummary| {
+        let mut f = NodeFailure::new(node, error);
+        if attempts > 1 {
+            f.error = format!("{} (after {attempts} attempts)", f.error);
+        }
         events.emit("node_failed", Some(&f.node), |e| {
+            e.attempts = Some(attempts);
             e.status = Some("failed".into());
             e.error = Some(f.error.clone());
             e.expectations_failed = Some(f.expectations.iter().filter(|x| !x.passed()).count() as u64);
@@ -200,10 +208,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         if !selected(&node) {
             continue;
         }
-        match ingest_paths(project, lake, source, opts).await {
+        let (outcome, attempts) = attempt(opts, &node, || ingest_paths(project, lake, source, opts)).await;
+        match outcome {
             Ok(outcomes) => {
                 for o in &outcomes {
                     events.emit("node_finished", Some(&node), |e| {
+                        e.attempts = Some(attempts);
                         e.status = Some(o.status.label().replace(' ', "_"));
                         e.rows_inserted = Some(o.records);
                         e.rows_rejected = Some(o.corrupt);
@@ -212,7 +222,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 summary.ingested.extend(outcomes);
             }
             Err(e) => {
-                failed(node, e, &mut summary);
+                failed(node, e, attempts, &mut summary);
                 broken.insert(source.name.clone());
             }
         }
@@ -232,16 +242,19 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         }
         events.emit("node_started", Some(&node), |_| {});
         let t = Instant::now();
-        match promote(lake, project, table, &promote_opts).await {
+        let (outcome, attempts) = attempt(opts, &node, || promote(lake, project, table, &promote_opts)).await;
+        match outcome {
             Ok(promotions) => {
                 if promotions.is_empty() {
                     events.emit("node_finished", Some(&node), |e| {
+                        e.attempts = Some(attempts);
                         e.status = Some("up_to_date".into());
                         e.duration_ms = Some(ms(t));
                     });
                 }
                 for p in &promotions {
                     events.emit("node_finished", Some(&node), |e| {
+                        e.attempts = Some(attempts);
                         e.status = Some("ok".into());
                         (e.rows_read, e.rows_inserted, e.rows_updated, e.rows_deleted) = (Some(p.read), Some(p.inserted), Some(p.updated), Some(p.deleted));
                         (e.rows_superseded, e.rows_rejected, e.bytes) = (Some(p.superseded), Some(p.rejected), Some(p.bytes));
@@ -254,12 +267,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 let held: Vec<String> = promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
                 summary.silver.extend(promotions);
                 if !held.is_empty() {
-                    failed(node.clone(), Error::BatchesHeldBack { node, batches: held.join(", ") }, &mut summary);
+                    failed(node.clone(), Error::BatchesHeldBack { node, batches: held.join(", ") }, attempts, &mut summary);
                     broken.insert(table.name.clone());
                 }
             }
             Err(e) => {
-                failed(node, e, &mut summary);
+                failed(node, e, attempts, &mut summary);
                 broken.insert(table.name.clone());
             }
         }
@@ -277,9 +290,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
             continue;
         }
         events.emit("node_started", Some(&node), |_| {});
-        match build(lake, project, model, &BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh }).await {
+        let build_opts = BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh };
+        let (outcome, attempts) = attempt(opts, &node, || build(lake, project, model, &build_opts)).await;
+        match outcome {
             Ok(b) => {
                 events.emit("node_finished", Some(&node), |e| {
+                    e.attempts = Some(attempts);
                     let status = match (b.rebuilt, b.partitions) {
                         (false, _) => "up_to_date",
                         (true, Some(_)) => "incremental",
@@ -295,7 +311,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 summary.gold.push(b);
             }
             Err(e) => {
-                failed(node, e, &mut summary);
+                failed(node, e, attempts, &mut summary);
                 broken.insert(name.clone());
             }
         }
@@ -322,12 +338,37 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     Ok(summary)
 }
 
+/// Runs `work`, again after a transient error (up to `opts.retries` times, with exponential
+/// backoff and jitter); returns its last outcome and the attempts made. Every node's work is
+/// idempotent (ledger intents, txn versions, exactly-once ingest), so a retry never duplicates.
+async fn attempt<T, F, Fut>(opts: &RunOptions, node: &str, mut work: F) -> (Result<T>, u32)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match work().await {
+            Err(e) if e.is_transient() && attempts <= opts.retries => {
+                let base = opts.backoff * 2u32.saturating_pow(attempts - 1);
+                let half = u64::try_from(base.as_millis() / 2).unwrap_or(0);
+                let jitter = std::time::Duration::from_millis(uuid::Uuid::new_v4().as_u64_pair().0 % (half + 1));
+                tracing::warn!(node, attempt = attempts, error = %e, "transient error; retrying");
+                tokio::time::sleep(base + jitter).await;
+            }
+            other => return (other, attempts),
+        }
+    }
+}
+
 fn ms(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Ingests every file matching the source's configured paths (exactly once per content).
 async fn ingest_paths(project: &Project, lake: &Lake, source: &crate::project::Source, opts: &RunOptions) -> Result<Vec<IngestOutcome>> {
+    crate::orchestration::faults::check(&format!("bronze/{}", source.name), "ingest")?;
     let mut out = Vec::new();
     for pattern in &source.paths {
         let full = project.root.join(pattern);

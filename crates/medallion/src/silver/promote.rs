@@ -292,6 +292,7 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     }
     p.timings_ms.insert("dead_letter", ms(t1));
 
+    crate::orchestration::faults::check(&format!("silver/{}", table.name), "merge")?;
     let t3 = Instant::now();
     let unique = plan.rows();
     let published = publish(lake, table, plan, txn, commit_meta(&opts.run_id, &intent)).await?;

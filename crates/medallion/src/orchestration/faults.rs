@@ -1,0 +1,37 @@
+//! A test hook for failure handling: `MEDALLION_FAULT_AT=<node>:<step>[:<times>]` (e.g.
+//! `silver/orders:merge:1`) makes that step of that node fail with a transient storage error the
+//! first `times` times (default 1) the process reaches it. Steps: `bronze/<source>:ingest`,
+//! `silver/<table>:merge` (after the dead letter, before the silver commit), `gold/<model>:write`.
+//! Unset, it costs one environment lookup per step.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+static REACHED: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+/// Fails if the hook names `node`'s `step` and has not fired its count yet.
+pub fn check(node: &str, step: &str) -> Result<()> {
+    let Ok(spec) = std::env::var("MEDALLION_FAULT_AT") else { return Ok(()) };
+    let mut parts = spec.rsplitn(3, ':').collect::<Vec<_>>();
+    parts.reverse();
+    let (target, times) = match parts.as_slice() {
+        [n, s, t] if t.parse::<u32>().is_ok() => (format!("{n}:{s}"), t.parse::<u32>().unwrap_or(1)),
+        _ => (spec.clone(), 1),
+    };
+    let here = format!("{node}:{step}");
+    if target != here {
+        return Ok(());
+    }
+    let mut reached = REACHED.lock().map_err(|_| Error::Internal("fault hook poisoned".into()))?;
+    let count = reached.get_or_insert_with(HashMap::new).entry(here.clone()).or_insert(0);
+    *count += 1;
+    if *count > times {
+        return Ok(());
+    }
+    Err(Error::Storage {
+        location: here,
+        source: object_store::Error::Generic { store: "fault injection", source: format!("MEDALLION_FAULT_AT={spec} (time {count})").into() },
+    })
+}
