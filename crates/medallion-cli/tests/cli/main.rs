@@ -326,3 +326,71 @@ fn a_transient_fault_is_retried_and_commits_once() {
     assert!(text(&out.stderr).contains("error: gold/daily_revenue: lake storage error") && text(&out.stderr).contains("(after 2 attempts)"), "{}", text(&out.stderr));
     assert_eq!(run(&["retry"], &proj).status.code(), Some(0));
 }
+
+/// What a finished pipeline holds, in a form two lakes can be compared by.
+fn contents(proj: &Path) -> String {
+    let queries = [
+        "SELECT count(*) AS n, sum(amount) AS s FROM silver.orders",
+        "SELECT count(*) AS n FROM quarantine.orders WHERE _replayed_at IS NULL",
+        "SELECT count(*) AS n, count(DISTINCT tier) AS t FROM silver.dim_customers",
+        "SELECT count(*) AS n, sum(revenue) AS r, sum(order_count) AS c FROM gold.daily_revenue",
+        "SELECT count(*) AS n, sum(order_count) AS c FROM gold.revenue_by_tier",
+    ];
+    let mut out = String::new();
+    for q in queries {
+        let r = run(&["sql", q, "--format", "json"], proj);
+        assert_eq!(r.status.code(), Some(0), "{q}: {}", text(&r.stderr));
+        out.push_str(&text(&r.stdout));
+    }
+    let bronze = std::fs::read_dir(proj.join("lake/bronze")).expect("bronze").flatten().flat_map(|s| std::fs::read_dir(s.path()).expect("dates").flatten());
+    let batches: usize = bronze.map(|d| std::fs::read_dir(d.path()).expect("batches").count()).sum();
+    out.push_str(&format!("bronze batches: {batches}\n"));
+    out
+}
+
+#[test]
+fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let init = |name: &str| {
+        let proj = dir.path().join(name);
+        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+        proj
+    };
+    let clean = init("clean");
+    assert_eq!(run(&["run"], &clean).status.code(), Some(0));
+    let want = contents(&clean);
+    assert!(want.contains("bronze batches: 4"), "{want}");
+
+    for (i, point) in [
+        "bronze/orders:ingest",
+        "bronze/orders:batch",
+        "bronze/customers:batch",
+        "silver/orders:intent",
+        "silver/orders:merge",
+        "silver/dim_customers:merge",
+        "gold/daily_revenue:write",
+        "gold/revenue_by_tier:write",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let proj = init(&format!("killed{i}"));
+        let out = bin().arg("run").env("MEDALLION_FAULT_AT", format!("{point}:abort")).current_dir(&proj).stdin(Stdio::null()).output().expect("runs");
+        assert!(!out.status.success() && out.status.code().is_none(), "{point}: the process must die: {:?}", out.status);
+        let again = run(&["run"], &proj);
+        assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
+        assert_eq!(contents(&proj), want, "after a kill at {point}");
+    }
+
+    // Kill -9 at arbitrary moments, again and again, then let a run finish.
+    let proj = init("kill_loop");
+    for delay_ms in [15u64, 60, 120, 200, 320, 450] {
+        let mut child = bin().arg("run").current_dir(&proj).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let last = run(&["run"], &proj);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    assert_eq!(contents(&proj), want, "after the kill loop");
+}

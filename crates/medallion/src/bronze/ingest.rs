@@ -103,6 +103,7 @@ pub async fn ingest(
         (marker, false)
     };
     let path = batch_path(source, &marker.date, &marker.batch_id);
+    crate::orchestration::faults::check(&format!("bronze/{source}"), "batch")?;
     if !created && lake.exists(&path).await? {
         return Ok(IngestOutcome {
             input: input.to_string(),

@@ -1,8 +1,10 @@
-//! A test hook for failure handling: `MEDALLION_FAULT_AT=<node>:<step>[:<times>]` (e.g.
+//! A test hook for failure handling: `MEDALLION_FAULT_AT=<node>:<step>[:<times>|abort]` (e.g.
 //! `silver/orders:merge:1`) makes that step of that node fail with a transient storage error the
-//! first `times` times (default 1) the process reaches it. Steps: `bronze/<source>:ingest`,
-//! `silver/<table>:merge` (after the dead letter, before the silver commit), `gold/<model>:write`.
-//! Unset, it costs one environment lookup per step.
+//! first `times` times (default 1) the process reaches it, or with `abort` kills the process
+//! there (as `kill -9` would). Steps: `bronze/<source>:ingest` (before landing),
+//! `bronze/<source>:batch` (marker written, batch not yet), `silver/<table>:intent` (intent
+//! recorded, nothing committed), `silver/<table>:merge` (dead letter committed, silver not),
+//! `gold/<model>:write` (silver committed, gold not). Unset, it costs one environment lookup.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,13 +18,18 @@ pub fn check(node: &str, step: &str) -> Result<()> {
     let Ok(spec) = std::env::var("MEDALLION_FAULT_AT") else { return Ok(()) };
     let mut parts = spec.rsplitn(3, ':').collect::<Vec<_>>();
     parts.reverse();
-    let (target, times) = match parts.as_slice() {
-        [n, s, t] if t.parse::<u32>().is_ok() => (format!("{n}:{s}"), t.parse::<u32>().unwrap_or(1)),
-        _ => (spec.clone(), 1),
+    let (target, times, abort) = match parts.as_slice() {
+        [n, s, "abort"] => (format!("{n}:{s}"), 1, true),
+        [n, s, t] if t.parse::<u32>().is_ok() => (format!("{n}:{s}"), t.parse::<u32>().unwrap_or(1), false),
+        _ => (spec.clone(), 1, false),
     };
     let here = format!("{node}:{step}");
     if target != here {
         return Ok(());
+    }
+    if abort {
+        eprintln!("MEDALLION_FAULT_AT={spec}: aborting");
+        std::process::abort();
     }
     let mut reached = REACHED.lock().map_err(|_| Error::Internal("fault hook poisoned".into()))?;
     let count = reached.get_or_insert_with(HashMap::new).entry(here.clone()).or_insert(0);

@@ -277,6 +277,7 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     if !resumed {
         ledger::record(lake, &table.name, &intent).await?;
     }
+    crate::orchestration::faults::check(&format!("silver/{}", table.name), "intent")?;
     p.rejected = rejected.len() as u64;
 
     // Dead letter first: it is skipped on resume if this intent's rejects already landed.
