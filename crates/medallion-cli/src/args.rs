@@ -91,6 +91,29 @@ pub enum Command {
     },
     /// Run again only the nodes that failed or were not run in the last run (like `dbt retry`).
     Retry,
+    /// Recent runs (from the run log), or one run's nodes (from the event log).
+    Runs {
+        /// A run id: show its nodes.
+        run_id: Option<String>,
+        /// Most recent runs shown.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        limit: usize,
+    },
+    /// Write an Airflow DAG (Python) with one task per node, dependencies mirrored.
+    AirflowDag {
+        /// Output file (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Airflow schedule.
+        #[arg(long, default_value = "@daily")]
+        schedule: String,
+        /// Airflow task retries.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+        /// The medallion command on the Airflow workers.
+        #[arg(long, default_value = "medallion")]
+        command: String,
+    },
     /// Every table's rows, version, files, dead letter, rejected share, age against its SLA, and schema drift.
     Status,
     /// Evaluate every expectation on the published tables; exit 1 if a `fail` expectation fails.

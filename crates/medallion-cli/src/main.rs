@@ -53,6 +53,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
         Command::Run { full_refresh, select, exclude, retries } => commands::run::run(g, full_refresh, &select, &exclude, retries).await,
         Command::Retry => commands::run::retry(g).await,
+        Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
+        Command::AirflowDag { out, schedule, retries, command } => commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await,
         Command::Status => commands::status::run(g).await,
         Command::Test { select } => commands::test::run(g, &select).await,
         Command::Replay { table, filter, dry_run } => commands::replay::run(g, &table, filter, dry_run).await,

@@ -5,6 +5,7 @@ pub mod init;
 pub mod query;
 pub mod replay;
 pub mod run;
+pub mod runs;
 pub mod status;
 pub mod test;
 pub mod validate;

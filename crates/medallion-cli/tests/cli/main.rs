@@ -394,3 +394,59 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
     assert_eq!(contents(&proj), want, "after the kill loop");
 }
+
+#[test]
+fn airflow_dag_mirrors_the_project_dag_and_runs_lists_runs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let dag = dir.path().join("medallion_orders.py");
+    let out = run(&["airflow-dag", "--out", dag.to_str().expect("utf8"), "--schedule", "0 6 * * *"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Parse the DAG with Python's ast: tasks, their commands and the edges.
+    let check = r#"
+import ast, json, sys
+tree = ast.parse(open(sys.argv[1]).read())
+tasks, edges = {}, []
+for node in ast.walk(tree):
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BashOperator":
+        kw = {k.arg: k.value for k in node.keywords}
+        tasks[kw["task_id"].value] = ast.unparse(kw["bash_command"])
+    if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "set_upstream":
+        for up in node.args[0].elts:
+            edges.append([up.id, node.func.value.id])
+print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["silver__orders"]}))
+"#;
+    let py = Command::new("python3").arg("-c").arg(check).arg(&dag).output().expect("python3");
+    assert!(py.status.success(), "{}", text(&py.stderr));
+    let got: serde_json::Value = serde_json::from_str(text(&py.stdout).trim()).expect("json");
+    assert_eq!(
+        got["tasks"],
+        serde_json::json!(["bronze__customers", "bronze__orders", "gold__daily_revenue", "gold__revenue_by_tier", "silver__dim_customers", "silver__orders"])
+    );
+    assert_eq!(
+        got["edges"],
+        serde_json::json!([
+            ["bronze__customers", "silver__dim_customers"],
+            ["bronze__orders", "silver__orders"],
+            ["silver__dim_customers", "gold__revenue_by_tier"],
+            ["silver__orders", "gold__daily_revenue"],
+            ["silver__orders", "gold__revenue_by_tier"]
+        ])
+    );
+    assert!(got["cmd"].as_str().is_some_and(|c| c.contains("run --project") && c.contains("--select silver/orders")), "{got}");
+    assert!(std::fs::read_to_string(&dag).expect("read").contains("schedule=\"0 6 * * *\""));
+
+    // The DAG's tasks, run in its order, do what one run does.
+    for node in ["bronze/customers", "bronze/orders", "silver/dim_customers", "silver/orders", "gold/daily_revenue", "gold/revenue_by_tier"] {
+        assert_eq!(run(&["run", "--select", node], &proj).status.code(), Some(0), "{node}");
+    }
+    let out = run(&["runs"], &proj);
+    assert_eq!(text(&out.stdout).lines().count(), 7, "a header and six runs: {}", text(&out.stdout));
+    let id = text(&out.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("run id").to_string();
+    let out = run(&["runs", &id], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("run_started") && text(&out.stdout).contains("run_finished"), "{}", text(&out.stdout));
+    let out = run(&["sql", "SELECT sum(order_count) AS n FROM gold.revenue_by_tier", "--format", "json"], &proj);
+    assert!(text(&out.stdout).contains("\"n\":2710"), "{}", text(&out.stdout));
+}
