@@ -70,6 +70,20 @@ impl Env {
     }
 }
 
+/// Every row of `sql` over the lake's tables, each cell as a string.
+pub async fn query(project: &Project, lake: &Lake, sql: &str) -> Vec<Vec<String>> {
+    let ctx = session(lake, project).await.expect("session");
+    let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+    let mut rows = Vec::new();
+    for b in &batches {
+        let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
+        for r in 0..b.num_rows() {
+            rows.push(cols.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+    rows
+}
+
 /// A column's values as strings (whatever the string encoding, e.g. Utf8View).
 pub fn strings(col: &medallion::arrow::array::ArrayRef) -> Vec<String> {
     let utf8 = medallion::arrow::compute::cast(col, &medallion::arrow::datatypes::DataType::Utf8).expect("cast");

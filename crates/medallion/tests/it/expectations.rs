@@ -9,7 +9,7 @@ use medallion::storage::delta::Table;
 use medallion::storage::{Lake, Layer};
 use serde::Deserialize;
 
-use crate::common::{strings, write_gz};
+use crate::common::{query, write_gz};
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/expectations")
@@ -107,19 +107,6 @@ fn place(on: &str, expectation: &str) -> (String, String) {
         "gold" => (String::new(), expectation.to_string()),
         other => panic!("unknown table `{other}` in cases.toml"),
     }
-}
-
-async fn query(project: &Project, lake: &Lake, sql: &str) -> Vec<Vec<String>> {
-    let ctx = medallion::catalog::session(lake, project).await.expect("session");
-    let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
-    let mut rows = Vec::new();
-    for b in &batches {
-        let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
-        for r in 0..b.num_rows() {
-            rows.push(cols.iter().map(|c| c[r].clone()).collect());
-        }
-    }
-    rows
 }
 
 #[tokio::test(flavor = "multi_thread")]

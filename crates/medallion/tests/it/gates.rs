@@ -5,7 +5,7 @@ use medallion::project::Project;
 use medallion::storage::delta::Table;
 use medallion::storage::{Lake, Layer};
 
-use crate::common::{strings, write_gz};
+use crate::common::{query, write_gz};
 
 const BASE: &str = r#"[project]
 name = "gates"
@@ -81,19 +81,6 @@ impl Fixture {
         let s = run(&project, &lake, &Default::default()).await.expect("run");
         (s, project, lake)
     }
-}
-
-async fn query(project: &Project, lake: &Lake, sql: &str) -> Vec<Vec<String>> {
-    let ctx = medallion::catalog::session(lake, project).await.expect("session");
-    let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
-    let mut rows = Vec::new();
-    for b in &batches {
-        let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
-        for r in 0..b.num_rows() {
-            rows.push(cols.iter().map(|c| c[r].clone()).collect());
-        }
-    }
-    rows
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,7 +8,7 @@ use medallion::storage::delta::Table;
 use medallion::storage::{Lake, Layer};
 use serde::Deserialize;
 
-use crate::common::{strings, write_gz};
+use crate::common::{query, strings, write_gz};
 
 const SCD2: &str = r#"[project]
 name = "history"
@@ -92,16 +92,7 @@ impl Lakehouse {
 
     pub async fn rows(&self, sql: &str) -> Vec<String> {
         let (project, lake) = self.open().await;
-        let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
-        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
-        let mut out = Vec::new();
-        for b in &batches {
-            let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
-            for r in 0..b.num_rows() {
-                out.push(cols.iter().map(|c| c[r].clone()).collect::<Vec<_>>().join(" "));
-            }
-        }
-        out
+        query(&project, &lake, sql).await.into_iter().map(|r| r.join(" ")).collect()
     }
 }
 

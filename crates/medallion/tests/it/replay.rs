@@ -8,7 +8,7 @@ use medallion::silver::replay::{Replay, ReplayOptions, replay};
 use medallion::storage::delta::Table;
 use medallion::storage::{Lake, Layer};
 
-use crate::common::{example_dir, sample, strings, write_gz};
+use crate::common::{example_dir, query, sample, write_gz};
 
 /// A project directory with its own lake.
 struct Dir {
@@ -71,16 +71,7 @@ impl Dir {
 
     async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         let (project, lake) = self.open().await;
-        let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
-        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
-        let mut rows = Vec::new();
-        for b in &batches {
-            let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
-            for r in 0..b.num_rows() {
-                rows.push(cols.iter().map(|c| c[r].clone()).collect());
-            }
-        }
-        rows
+        query(&project, &lake, sql).await
     }
 
     async fn version(&self, layer: Layer, table: &str) -> Option<i64> {
