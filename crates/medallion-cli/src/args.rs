@@ -88,6 +88,18 @@ pub enum Command {
         /// exponential backoff and jitter; contract, SQL and gate errors are never retried.
         #[arg(long, default_value_t = 2, value_name = "N")]
         retries: u32,
+        /// A logical date (YYYY-MM-DD): promote only that bronze date partition, ingest nothing new.
+        #[arg(long, value_name = "DATE")]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// Run each date of a range in order (`run --date` per day); rerunning resumes where it stopped.
+    Backfill {
+        /// First date (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE")]
+        from: chrono::NaiveDate,
+        /// Last date, included.
+        #[arg(long, value_name = "DATE")]
+        to: chrono::NaiveDate,
     },
     /// Run again only the nodes that failed or were not run in the last run (like `dbt retry`).
     Retry,

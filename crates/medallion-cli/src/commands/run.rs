@@ -11,10 +11,10 @@ use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift, expectations, json_line, samples, table, thousands};
 
-pub async fn run(g: &Global, full_refresh: bool, select: &[String], exclude: &[String], retries: u32) -> Result<Outcome> {
+pub async fn run(g: &Global, full_refresh: bool, select: &[String], exclude: &[String], retries: u32, date: Option<chrono::NaiveDate>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let selection = if select.is_empty() && exclude.is_empty() { None } else { Some(medallion::orchestration::select::select(&project, select, exclude)?) };
-    execute(g, project, lake, full_refresh, selection, retries).await
+    execute(g, project, lake, Settings { full_refresh, select: selection, retries, date }).await
 }
 
 /// `medallion retry`: the failed and skipped nodes of the last run, run again.
@@ -32,17 +32,38 @@ pub async fn retry(g: &Global) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     eprintln!("retrying {}", nodes.iter().cloned().collect::<Vec<_>>().join(", "));
-    execute(g, project, lake, false, Some(nodes), RunOptions::default().retries).await
+    execute(g, project, lake, Settings { full_refresh: false, select: Some(nodes), retries: RunOptions::default().retries, date: None }).await
 }
 
-async fn execute(
-    g: &Global,
-    project: medallion::project::Project,
-    lake: medallion::storage::Lake,
+/// What a run is asked to do.
+struct Settings {
     full_refresh: bool,
     select: Option<std::collections::BTreeSet<String>>,
     retries: u32,
-) -> Result<Outcome> {
+    date: Option<chrono::NaiveDate>,
+}
+
+/// `medallion backfill`: one dated run per day, in order; stops at the first failed day.
+pub async fn backfill(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate) -> Result<Outcome> {
+    if to < from {
+        anyhow::bail!("--to {to} is before --from {from}");
+    }
+    let mut day = from;
+    while day <= to {
+        let (project, lake) = open(g).await?;
+        eprintln!("backfill: {day}");
+        let settings = Settings { full_refresh: false, select: None, retries: RunOptions::default().retries, date: Some(day) };
+        if matches!(execute(g, project, lake, settings).await?, Outcome::Failed) {
+            eprintln!("backfill stopped at {day}; run it again to resume from there");
+            return Ok(Outcome::Failed);
+        }
+        day = day.succ_opt().ok_or_else(|| anyhow::anyhow!("date overflow after {day}"))?;
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn execute(g: &Global, project: medallion::project::Project, lake: medallion::storage::Lake, settings: Settings) -> Result<Outcome> {
+    let Settings { full_refresh, select, retries, date } = settings;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let on_event = (g.format == Format::Json).then(|| {
         EventSink(std::sync::Arc::new(|e: &Event| {
@@ -51,7 +72,7 @@ async fn execute(
             }
         }))
     });
-    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, ..Default::default() };
+    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, date, ..Default::default() };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
@@ -121,6 +142,7 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
             thousands(b.rows),
             b.version.map_or("-".into(), |v| v.to_string()),
             match (b.rebuilt, b.partitions) {
+                _ if b.waiting => "waiting for inputs".into(),
                 (false, _) => "up to date".into(),
                 (true, Some(n)) => format!("incremental ({n} partition{})", if n == 1 { "" } else { "s" }),
                 (true, None) => "rebuilt".into(),

@@ -450,3 +450,25 @@ print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["
     let out = run(&["sql", "SELECT sum(order_count) AS n FROM gold.revenue_by_tier", "--format", "json"], &proj);
     assert!(text(&out.stdout).contains("\"n\":2710"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn backfill_runs_each_date_in_order_and_resumes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    // Land the sample (ingest date = the pinned clock's day, 2024-03-04), then backfill around it.
+    for f in ["landing/customers.ndjson", "landing/orders-2024-03-01.ndjson", "landing/orders-2024-03-02.ndjson", "landing/orders-2024-03-03.ndjson"] {
+        let source = if f.contains("customers") { "customers" } else { "orders" };
+        assert_eq!(run(&["ingest", source, f], &proj).status.code(), Some(0), "{f}");
+    }
+    let out = run(&["backfill", "--from", "2024-03-03", "--to", "2024-03-05"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("backfill: 2024-03-03") && stderr.contains("backfill: 2024-03-05"), "{stderr}");
+    let count = run(&["sql", "SELECT count(*) AS n FROM silver.orders", "--format", "json"], &proj);
+    assert!(text(&count.stdout).contains("\"n\":2710"), "{}", text(&count.stdout));
+    let again = run(&["backfill", "--from", "2024-03-04", "--to", "2024-03-04"], &proj);
+    assert!(text(&again.stdout).contains("silver: no pending bronze batches"), "{}", text(&again.stdout));
+    let bad = run(&["backfill", "--from", "2024-03-05", "--to", "2024-03-01"], &proj);
+    assert_eq!(bad.status.code(), Some(2));
+}

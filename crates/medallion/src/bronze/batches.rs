@@ -22,6 +22,15 @@ pub struct BatchFile {
     pub ingested_at: Option<String>,
 }
 
+impl BatchFile {
+    /// The ingest date of its partition (`bronze/<source>/<date>/<batch>.ndjson.gz`).
+    pub fn date(&self) -> Option<&str> {
+        let mut parts = self.path.rsplit('/');
+        parts.next()?;
+        parts.next()
+    }
+}
+
 /// Every `*.ndjson.gz` under `bronze/<source>/`, sorted by path (ingest times not read).
 pub async fn list(lake: &Lake, source: &str) -> Result<Vec<BatchFile>> {
     let prefix = format!("bronze/{source}");

@@ -44,6 +44,8 @@ pub struct Build {
     pub dropped: u64,
     /// Incremental builds: the partitions recomputed (None: a full build).
     pub partitions: Option<usize>,
+    /// Not built because none of its inputs has been published yet.
+    pub waiting: bool,
     /// Milliseconds spent.
     pub duration_ms: u64,
 }
@@ -83,6 +85,21 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
     let sql_hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let fingerprint = json!({ "inputs": inputs, "sql_sha256": sql_hash });
     let table = Table::open(lake, Layer::Gold, &model.name).await?;
+    // Nothing to compute from until one of its inputs has been published.
+    if !table.exists() && inputs.values().all(Option::is_none) {
+        return Ok(Build {
+            model: model.name.clone(),
+            rebuilt: false,
+            rows: 0,
+            version: None,
+            inputs,
+            expectations: Vec::new(),
+            dropped: 0,
+            partitions: None,
+            waiting: true,
+            duration_ms: ms(t0),
+        });
+    }
     let mut partitions: Option<Vec<String>> = None;
     if table.exists() && !opts.full_refresh {
         let info = table.last_commit_info().await?;
@@ -103,6 +120,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
                 expectations: Vec::new(),
                 dropped: 0,
                 partitions: None,
+                waiting: false,
                 duration_ms: ms(t0),
             });
         }
@@ -182,6 +200,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
         dropped: dropped.len() as u64,
         expectations,
         partitions: partitions.map(|p| p.len()),
+        waiting: false,
         duration_ms: ms(t0),
     })
 }

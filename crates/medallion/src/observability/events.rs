@@ -11,7 +11,7 @@
 //! | `at` | when (UTC) |
 //! | `type` | `run_started`, `node_started`, `node_finished`, `node_failed`, `node_skipped`, `run_finished` |
 //! | `node` | `bronze/<source>`, `silver/<table>`, `gold/<model>` (null for run events) |
-//! | `status` | `ok`, `ingested`, `already_ingested`, `rebuilt`, `incremental`, `up_to_date`, `failed`, `skipped` |
+//! | `status` | `ok`, `ingested`, `already_ingested`, `rebuilt`, `incremental`, `up_to_date`, `waiting`, `failed`, `skipped` |
 //! | `rows_read`, `rows_inserted`, `rows_updated`, `rows_deleted`, `rows_superseded`, `rows_rejected` | per transition |
 //! | `bytes` | bronze bytes read (silver) |
 //! | `duration_ms`, `stages_ms` | wall time, and per stage (JSON object) |

@@ -1,5 +1,7 @@
 //! An Airflow DAG for a project: one `BashOperator` task per node running
-//! `medallion run --select <node>`, dependencies mirrored from the project's DAG, retries mapped.
+//! `medallion run --select <node>` (each task takes what is pending for its node; no `--date`:
+//! bronze partitions are ingest dates, not Airflow logical dates, so a dated task would miss
+//! what was landed after its interval), dependencies mirrored from the project's DAG, retries mapped.
 //! Works with Airflow 2.4+ (`airflow.operators.bash`) and 3.x (`airflow.providers.standard`).
 //! `max_active_tasks=1`: the lake has one writer at a time, so the project's tasks queue.
 

@@ -61,12 +61,15 @@ pub struct RunOptions {
     pub retries: u32,
     /// Wait before the first retry; doubled each time, plus up to half of it at random.
     pub backoff: std::time::Duration,
+    /// A logical date: promote only the bronze batches of that date partition, and ingest
+    /// nothing new (backfills and date-driven schedulers).
+    pub date: Option<chrono::NaiveDate>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None, retries: 2, backoff: std::time::Duration::from_millis(500) }
+        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None, retries: 2, backoff: std::time::Duration::from_millis(500), date: None }
     }
 }
 
@@ -205,7 +208,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     let selected = |node: &str| opts.select.as_ref().is_none_or(|s| s.contains(node));
     for source in project.sources.values() {
         let node = format!("bronze/{}", source.name);
-        if !selected(&node) {
+        if !selected(&node) || opts.date.is_some() {
             continue;
         }
         let (outcome, attempts) = attempt(opts, &node, || ingest_paths(project, lake, source, opts)).await;
@@ -228,7 +231,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         }
     }
 
-    let promote_opts = PromoteOptions { run_id: run_id.clone(), now: opts.now, threads: opts.threads };
+    let promote_opts = PromoteOptions {
+        run_id: run_id.clone(),
+        now: opts.now,
+        threads: opts.threads,
+        date: opts.date.map(|d| d.format("%Y-%m-%d").to_string()),
+    };
     for name in &project.silver_order {
         let Some(table) = project.silver.get(name) else { continue };
         let node = format!("silver/{}", table.name);
@@ -297,6 +305,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 events.emit("node_finished", Some(&node), |e| {
                     e.attempts = Some(attempts);
                     let status = match (b.rebuilt, b.partitions) {
+                        _ if b.waiting => "waiting",
                         (false, _) => "up_to_date",
                         (true, Some(_)) => "incremental",
                         (true, None) => "rebuilt",

@@ -117,6 +117,8 @@ pub struct PromoteOptions {
     pub now: Now,
     /// Files decoded in parallel.
     pub threads: usize,
+    /// Only pending batches of this bronze date partition (`YYYY-MM-DD`); None: all.
+    pub date: Option<String>,
 }
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
@@ -151,8 +153,11 @@ pub async fn promote(lake: &Lake, project: &Project, table: &SilverTable, opts: 
         done.extend(open.batches.iter().map(|b| b.path.clone()));
         committed += 1;
     }
-    let pending: Vec<BatchFile> =
-        batches::list(lake, &table.source).await?.into_iter().filter(|b| !done.contains(&b.path)).collect();
+    let pending: Vec<BatchFile> = batches::list(lake, &table.source)
+        .await?
+        .into_iter()
+        .filter(|b| !done.contains(&b.path) && opts.date.as_deref().is_none_or(|d| b.date() == Some(d)))
+        .collect();
     if pending.is_empty() {
         return Ok(out);
     }
