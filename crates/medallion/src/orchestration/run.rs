@@ -237,22 +237,75 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         threads: opts.threads,
         date: opts.date.map(|d| d.format("%Y-%m-%d").to_string()),
     };
+    // Silver tables and gold models as one DAG: a node starts once what it reads is done;
+    // independent nodes run concurrently, at most `threads` at a time.
+    let mut nodes: Vec<Node> = Vec::new();
     for name in &project.silver_order {
-        let Some(table) = project.silver.get(name) else { continue };
-        let node = format!("silver/{}", table.name);
-        if !selected(&node) {
-            continue;
+        if let Some(t) = project.silver.get(name) {
+            let mut deps: Vec<String> = t.depends_on.iter().map(|d| format!("silver/{d}")).collect();
+            deps.push(format!("bronze/{}", t.source));
+            nodes.push(Node { id: format!("silver/{name}"), name: name.clone(), deps, gold: false });
         }
-        if broken.contains(&table.source) || table.depends_on.iter().any(|d| broken.contains(d)) {
-            skipped(&node, &mut summary);
-            broken.insert(table.name.clone());
-            continue;
+    }
+    for name in &project.gold_order {
+        if let Some(m) = project.gold.get(name) {
+            let deps = m.refs.iter().map(|r| if project.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") }).collect();
+            nodes.push(Node { id: format!("gold/{name}"), name: name.clone(), deps, gold: true });
         }
-        events.emit("node_started", Some(&node), |_| {});
-        let t = Instant::now();
-        let (outcome, attempts) = attempt(opts, &node, || promote(lake, project, table, &promote_opts)).await;
+    }
+    let build_opts = BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh };
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut failed_nodes: BTreeSet<String> = project.sources.keys().filter(|s| broken.contains(*s)).map(|s| format!("bronze/{s}")).collect();
+    let mut waiting: Vec<&Node> = Vec::new();
+    for n in &nodes {
+        if selected(&n.id) {
+            waiting.push(n);
+        } else {
+            done.insert(n.id.clone());
+        }
+    }
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        // Skip what depends on a failure; start what is ready.
+        let mut i = 0;
+        while i < waiting.len() {
+            let n = waiting[i];
+            if n.deps.iter().any(|d| failed_nodes.contains(d)) {
+                skipped(&n.id, &mut summary);
+                failed_nodes.insert(n.id.clone());
+                waiting.remove(i);
+                continue;
+            }
+            let ready = n.deps.iter().all(|d| done.contains(d) || d.starts_with("bronze/") || !nodes.iter().any(|m| &m.id == d));
+            if ready && running.len() < opts.threads.max(1) {
+                waiting.remove(i);
+                events.emit("node_started", Some(&n.id), |_| {});
+                let t = Instant::now();
+                let work: std::pin::Pin<Box<dyn std::future::Future<Output = (&Node, Instant, Done, u32)> + Send + '_>> = if n.gold {
+                    let model = &project.gold[&n.name];
+                    let build_opts = &build_opts;
+                    Box::pin(async move {
+                        let (r, a) = attempt(opts, &n.id, || build(lake, project, model, build_opts)).await;
+                        (n, t, Done::Gold(r), a)
+                    })
+                } else {
+                    let table = &project.silver[&n.name];
+                    let promote_opts = &promote_opts;
+                    Box::pin(async move {
+                        let (r, a) = attempt(opts, &n.id, || promote(lake, project, table, promote_opts)).await;
+                        (n, t, Done::Silver(r), a)
+                    })
+                };
+                running.push(work);
+                continue;
+            }
+            i += 1;
+        }
+        let Some((n, t, outcome, attempts)) = futures::StreamExt::next(&mut running).await else { break };
+        let node = n.id.clone();
+        let mut ok = true;
         match outcome {
-            Ok(promotions) => {
+            Done::Silver(Ok(promotions)) => {
                 if promotions.is_empty() {
                     events.emit("node_finished", Some(&node), |e| {
                         e.attempts = Some(attempts);
@@ -275,33 +328,11 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 let held: Vec<String> = promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
                 summary.silver.extend(promotions);
                 if !held.is_empty() {
-                    failed(node.clone(), Error::BatchesHeldBack { node, batches: held.join(", ") }, attempts, &mut summary);
-                    broken.insert(table.name.clone());
+                    failed(node.clone(), Error::BatchesHeldBack { node: node.clone(), batches: held.join(", ") }, attempts, &mut summary);
+                    ok = false;
                 }
             }
-            Err(e) => {
-                failed(node, e, attempts, &mut summary);
-                broken.insert(table.name.clone());
-            }
-        }
-    }
-
-    for name in &project.gold_order {
-        let Some(model) = project.gold.get(name) else { continue };
-        let node = format!("gold/{name}");
-        if !selected(&node) {
-            continue;
-        }
-        if model.refs.iter().any(|r| broken.contains(r)) {
-            skipped(&node, &mut summary);
-            broken.insert(name.clone());
-            continue;
-        }
-        events.emit("node_started", Some(&node), |_| {});
-        let build_opts = BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh };
-        let (outcome, attempts) = attempt(opts, &node, || build(lake, project, model, &build_opts)).await;
-        match outcome {
-            Ok(b) => {
+            Done::Gold(Ok(b)) => {
                 events.emit("node_finished", Some(&node), |e| {
                     e.attempts = Some(attempts);
                     let status = match (b.rebuilt, b.partitions) {
@@ -319,12 +350,27 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 });
                 summary.gold.push(b);
             }
-            Err(e) => {
-                failed(node, e, attempts, &mut summary);
-                broken.insert(name.clone());
+            Done::Silver(Err(e)) | Done::Gold(Err(e)) => {
+                failed(node.clone(), e, attempts, &mut summary);
+                ok = false;
             }
         }
+        if ok {
+            done.insert(node);
+        } else {
+            failed_nodes.insert(node);
+        }
     }
+    for n in waiting {
+        // Unreachable with an acyclic DAG; never leave a node unaccounted for.
+        skipped(&n.id, &mut summary);
+    }
+    // Report in DAG order, whatever order the nodes finished in.
+    let rank = |id: String| nodes.iter().position(|n| n.id == id).unwrap_or(usize::MAX);
+    summary.silver.sort_by_key(|p| (rank(format!("silver/{}", p.table)), p.intent));
+    summary.gold.sort_by_key(|b| rank(format!("gold/{}", b.model)));
+    summary.failed.sort_by_key(|f| rank(f.node.clone()));
+    summary.skipped.sort_by_key(|s| rank(s.clone()));
 
     for p in &summary.silver {
         summary.drift.extend(p.drift.iter().cloned());
@@ -369,6 +415,22 @@ where
             other => return (other, attempts),
         }
     }
+}
+
+/// A silver table or gold model in the run's DAG.
+struct Node {
+    /// `silver/<t>` or `gold/<m>`.
+    id: String,
+    name: String,
+    /// Node ids it reads.
+    deps: Vec<String>,
+    gold: bool,
+}
+
+/// What a node's work gave.
+enum Done {
+    Silver(Result<Vec<Promotion>>),
+    Gold(Result<Build>),
 }
 
 fn ms(t: Instant) -> u64 {

@@ -166,3 +166,26 @@ async fn dated_runs_promote_one_date_partition_and_a_backfill_in_any_order_ends_
     assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
     assert_eq!(env.sum_cents("SELECT sum(amount) FROM silver.orders").await, expected.amount_cents);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn independent_nodes_run_together_and_dependents_wait_for_their_inputs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    medallion::init::init(dir.path()).expect("init");
+    let project = medallion::project::Project::load(dir.path()).await.expect("load");
+    let lake = medallion::storage::Lake::open(&project.lake, &project.root).expect("lake");
+    let opts = medallion::orchestration::run::RunOptions { threads: 2, ..Default::default() };
+    let s = medallion::orchestration::run::run(&project, &lake, &opts).await.expect("run");
+    assert!(s.ok(), "{:?}", s.failed);
+    let events = crate::common::query(&project, &lake, &format!("SELECT seq, type, node FROM medallion.events WHERE run_id = '{}' ORDER BY seq", s.run_id)).await;
+    let seq = |kind: &str, node: &str| -> i64 {
+        events.iter().find(|e| e[1] == kind && e[2] == node).map(|e| e[0].parse().expect("seq")).unwrap_or_else(|| panic!("no {kind} for {node}: {events:?}"))
+    };
+    // Both silver tables start before either finishes (two at a time).
+    let first_finish = seq("node_finished", "silver/orders").min(seq("node_finished", "silver/dim_customers"));
+    assert!(seq("node_started", "silver/orders") < first_finish && seq("node_started", "silver/dim_customers") < first_finish, "{events:?}");
+    // A model starts only after every table it reads has finished.
+    assert!(seq("node_started", "gold/revenue_by_tier") > seq("node_finished", "silver/orders").max(seq("node_finished", "silver/dim_customers")));
+    assert!(seq("node_started", "gold/daily_revenue") > seq("node_finished", "silver/orders"));
+    // The summary stays in DAG order.
+    assert_eq!(s.silver.iter().map(|p| p.table.as_str()).collect::<Vec<_>>(), ["dim_customers", "orders"]);
+}
