@@ -103,6 +103,15 @@ pub enum Command {
     },
     /// Run again only the nodes that failed or were not run in the last run (like `dbt retry`).
     Retry,
+    /// Stay up and run what is due: sources with a `schedule`, gold models by their `refresh`.
+    ///
+    /// Missed fires are caught up once (or each, with `catchup = true` in [project]). SIGTERM or
+    /// Ctrl-C stops it after the current run finishes.
+    Schedule {
+        /// Run what is due now, then exit (for cron or a test).
+        #[arg(long)]
+        once: bool,
+    },
     /// Recent runs (from the run log), or one run's nodes (from the event log).
     Runs {
         /// A run id: show its nodes.

@@ -54,6 +54,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run { full_refresh, select, exclude, retries, date } => commands::run::run(g, full_refresh, &select, &exclude, retries, date).await,
         Command::Backfill { from, to } => commands::run::backfill(g, from, to).await,
         Command::Retry => commands::run::retry(g).await,
+        Command::Schedule { once } => commands::schedule::schedule(g, once).await,
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
         Command::AirflowDag { out, schedule, retries, command } => commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await,
         Command::Status => commands::status::run(g).await,

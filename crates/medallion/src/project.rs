@@ -31,6 +31,8 @@ pub struct Source {
     pub format: SourceFormat,
     /// Paths/globs (relative to the project) ingested by `run`.
     pub paths: Vec<String>,
+    /// When `medallion schedule` runs it.
+    pub schedule: Option<String>,
 }
 
 /// A silver table.
@@ -125,6 +127,8 @@ pub struct Project {
     pub gold: BTreeMap<String, GoldModel>,
     /// Gold models in dependency order.
     pub gold_order: Vec<String>,
+    /// `medallion schedule` catches up every missed fire (else once).
+    pub catchup: bool,
 }
 
 impl Project {
@@ -139,6 +143,7 @@ impl Project {
             text.lines().enumerate().skip(skip).find(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).or(from)
         };
 
+        let catchup = specs.project.as_ref().is_some_and(|p| p.spec.catchup);
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -157,7 +162,12 @@ impl Project {
                     diags.push(Diagnostic::new(&s.file, format!("source `{n}`"), format!("invalid path pattern `{p}`: {e}")).with_line(line_of(&s.file, p, s.line)));
                 }
             }
-            sources.insert(n.clone(), Source { name: n.clone(), format: s.spec.format, paths: s.spec.paths.clone() });
+            if let Some(expr) = &s.spec.schedule
+                && let Err(e) = crate::orchestration::schedule::Item::new(n, expr, BTreeSet::new())
+            {
+                diags.push(Diagnostic::new(&s.file, format!("source `{n}`"), e).with_line(line_of(&s.file, "schedule", s.line)));
+            }
+            sources.insert(n.clone(), Source { name: n.clone(), format: s.spec.format, paths: s.spec.paths.clone(), schedule: s.spec.schedule.clone() });
         }
 
         let mut silver = BTreeMap::new();
@@ -487,7 +497,7 @@ impl Project {
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order })
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup })
     }
 
     /// Uses `lake` instead of the configured location.

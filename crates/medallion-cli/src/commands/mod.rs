@@ -6,6 +6,7 @@ pub mod query;
 pub mod replay;
 pub mod run;
 pub mod runs;
+pub mod schedule;
 pub mod status;
 pub mod test;
 pub mod validate;

@@ -36,11 +36,11 @@ pub async fn retry(g: &Global) -> Result<Outcome> {
 }
 
 /// What a run is asked to do.
-struct Settings {
-    full_refresh: bool,
-    select: Option<std::collections::BTreeSet<String>>,
-    retries: u32,
-    date: Option<chrono::NaiveDate>,
+pub(crate) struct Settings {
+    pub full_refresh: bool,
+    pub select: Option<std::collections::BTreeSet<String>>,
+    pub retries: u32,
+    pub date: Option<chrono::NaiveDate>,
 }
 
 /// `medallion backfill`: one dated run per day, in order; stops at the first failed day.
@@ -62,7 +62,7 @@ pub async fn backfill(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate
     Ok(Outcome::Ok)
 }
 
-async fn execute(g: &Global, project: medallion::project::Project, lake: medallion::storage::Lake, settings: Settings) -> Result<Outcome> {
+pub(crate) async fn execute(g: &Global, project: medallion::project::Project, lake: medallion::storage::Lake, settings: Settings) -> Result<Outcome> {
     let Settings { full_refresh, select, retries, date } = settings;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let on_event = (g.format == Format::Json).then(|| {

@@ -472,3 +472,41 @@ fn backfill_runs_each_date_in_order_and_resumes() {
     let bad = run(&["backfill", "--from", "2024-03-05", "--to", "2024-03-01"], &proj);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn schedule_runs_what_is_due_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let toml = proj.join("medallion.toml");
+    let spec = std::fs::read_to_string(&toml).expect("read").replace(
+        "paths = [\"landing/orders-*.ndjson\"]",
+        "paths = [\"landing/orders-*.ndjson\"]\nschedule = \"@hourly\"",
+    );
+    std::fs::write(&toml, spec).expect("write");
+    let at = |now: &str| bin().args(["schedule", "--once"]).env("MEDALLION_NOW", now).current_dir(&proj).stdin(Stdio::null()).output().expect("runs");
+    // First start: every item begins now and fires at its next occurrence.
+    let out = at("2024-03-04T06:10:00Z");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing due at 2024-03-04T06:10:00+00:00 (next: 2024-03-04T07:00:00+00:00)"), "{}", text(&out.stdout));
+    // Past 07:00 and 08:00: the source's run is due once (no catchup): ingest + silver, not the daily gold.
+    let out = at("2024-03-04T08:30:00Z");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("fire source:orders (@hourly) at 2024-03-04T08:00:00+00:00").count(), 1, "{stdout}");
+    assert!(stdout.contains("silver") && !stdout.contains("daily_revenue"), "{stdout}");
+    let count = run(&["sql", "SELECT count(*) AS n FROM silver.orders", "--format", "json"], &proj);
+    assert!(text(&count.stdout).contains("\"n\":2710"), "{}", text(&count.stdout));
+    // After midnight the daily model is due.
+    let out = at("2024-03-05T00:20:00Z");
+    assert!(text(&out.stdout).contains("fire gold:daily_revenue (@daily) at 2024-03-05T00:00:00+00:00"), "{}", text(&out.stdout));
+
+    // Long-running: SIGTERM stops it cleanly.
+    let mut child = bin().arg("schedule").env_remove("MEDALLION_NOW").current_dir(&proj).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("SIGTERM: stopping"), "{}", text(&out.stderr));
+}

@@ -7,4 +7,5 @@ pub mod faults;
 pub mod ledger;
 pub mod lock;
 pub mod run;
+pub mod schedule;
 pub mod select;

@@ -98,3 +98,45 @@ fn walk<'a>(from: &str, next: &dyn Fn(&str) -> Vec<&'a str>, out: &mut BTreeSet<
         }
     }
 }
+
+/// What `medallion schedule` runs: per source with a `schedule`, its ingest, its silver tables
+/// and the `on_run` gold models downstream of them; per gold model refreshed hourly, daily or
+/// weekly, that model at that cadence.
+pub fn scheduled(project: &Project) -> Result<Vec<crate::orchestration::schedule::Item>> {
+    use crate::orchestration::schedule::Item;
+    use crate::spec::Refresh;
+    let up = edges(project);
+    let mut items = Vec::new();
+    for s in project.sources.values() {
+        let Some(expr) = &s.schedule else { continue };
+        let mut nodes: BTreeSet<String> = BTreeSet::from([format!("bronze/{}", s.name)]);
+        // Downstream silver tables, then on_run models, until nothing changes.
+        loop {
+            let before = nodes.len();
+            for (node, reads) in &up {
+                let on_run = match node.split_once('/') {
+                    Some(("silver", _)) => true,
+                    Some(("gold", m)) => project.gold.get(m).is_some_and(|g| g.refresh == Refresh::OnRun),
+                    _ => false,
+                };
+                if on_run && reads.iter().any(|r| nodes.contains(r)) {
+                    nodes.insert(node.clone());
+                }
+            }
+            if nodes.len() == before {
+                break;
+            }
+        }
+        items.push(Item::new(&format!("source:{}", s.name), expr, nodes).map_err(Error::Internal)?);
+    }
+    for m in project.gold.values() {
+        let expr = match m.refresh {
+            Refresh::OnRun => continue,
+            Refresh::Hourly => "@hourly",
+            Refresh::Daily => "@daily",
+            Refresh::Weekly => "@weekly",
+        };
+        items.push(Item::new(&format!("gold:{}", m.name), expr, BTreeSet::from([format!("gold/{}", m.name)])).map_err(Error::Internal)?);
+    }
+    Ok(items)
+}

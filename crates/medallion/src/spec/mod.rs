@@ -28,6 +28,10 @@ pub struct ProjectSpec {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// `medallion schedule`: run every fire missed while it was down, in order (each with that
+    /// fire's date), rather than once.
+    #[serde(default)]
+    pub catchup: bool,
 }
 
 /// What a failed expectation does.
@@ -439,6 +443,9 @@ pub struct SourceSpec {
     /// Paths or globs (relative to the project) that `run` ingests from, exactly once per content.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// `medallion schedule`: when to ingest and promote it (cron, or `@hourly`, `@daily`…).
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
