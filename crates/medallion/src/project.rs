@@ -64,6 +64,8 @@ pub struct SilverTable {
     pub max_rejected_fraction: Option<RejectedFractionSpec>,
     /// Labels for selection.
     pub tags: Vec<String>,
+    /// Retries after a transient error (None: the run's).
+    pub retries: Option<u32>,
     /// How changes are kept (SCD 1 or 2).
     pub history: History,
     /// The table's schema (the contract's, plus the SCD 2 columns).
@@ -106,6 +108,8 @@ pub struct GoldModel {
     pub incremental: Option<(String, String)>,
     /// Labels for selection.
     pub tags: Vec<String>,
+    /// Retries after a transient error (None: the run's).
+    pub retries: Option<u32>,
 }
 
 /// A loaded, valid project.
@@ -265,6 +269,7 @@ impl Project {
                             depends_on: Vec::new(),
                             max_rejected_fraction,
                             tags: spec.tags.clone(),
+                            retries: spec.retries,
                             history,
                             schema,
                         },
@@ -384,6 +389,7 @@ impl Project {
                                 checks: Vec::new(),
                                 incremental: None,
                                 tags: g.spec.tags.clone(),
+                                retries: g.spec.retries,
                             },
                         );
                     }

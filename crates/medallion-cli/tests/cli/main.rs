@@ -325,6 +325,14 @@ fn a_transient_fault_is_retried_and_commits_once() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("error: gold/daily_revenue: lake storage error") && text(&out.stderr).contains("(after 2 attempts)"), "{}", text(&out.stderr));
     assert_eq!(run(&["retry"], &proj).status.code(), Some(0));
+
+    // A model can refuse retries of its own.
+    let toml = proj.join("medallion.toml");
+    let spec = std::fs::read_to_string(&toml).expect("read").replace("[gold.daily_revenue]\n", "[gold.daily_revenue]\nretries = 0\n");
+    std::fs::write(&toml, spec).expect("write");
+    let out = bin().args(["run", "--full-refresh"]).env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:1").current_dir(&proj).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stderr).contains("attempts"), "{}", text(&out.stderr));
 }
 
 /// What a finished pipeline holds, in a form two lakes can be compared by.
@@ -434,12 +442,16 @@ print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["
             ["silver__orders", "gold__revenue_by_tier"]
         ])
     );
-    assert!(got["cmd"].as_str().is_some_and(|c| c.contains("run --project") && c.contains("--select silver/orders")), "{got}");
+    assert!(got["cmd"].as_str().is_some_and(|c| c.contains("run --project") && c.contains("--select silver/orders --date {{{{ ds }}}}")), "{got}");
     assert!(std::fs::read_to_string(&dag).expect("read").contains("schedule=\"0 6 * * *\""));
 
-    // The DAG's tasks, run in its order, do what one run does.
+    // The DAG's tasks, run in its order for the day the bronze batches landed, do what one run does.
     for node in ["bronze/customers", "bronze/orders", "silver/dim_customers", "silver/orders", "gold/daily_revenue", "gold/revenue_by_tier"] {
-        assert_eq!(run(&["run", "--select", node], &proj).status.code(), Some(0), "{node}");
+        let mut args = vec!["run", "--select", node];
+        if node.starts_with("silver/") {
+            args.extend(["--date", "2024-03-04"]);
+        }
+        assert_eq!(run(&args, &proj).status.code(), Some(0), "{node}");
     }
     let out = run(&["runs"], &proj);
     assert_eq!(text(&out.stdout).lines().count(), 7, "a header and six runs: {}", text(&out.stdout));
@@ -461,8 +473,19 @@ fn backfill_runs_each_date_in_order_and_resumes() {
         let source = if f.contains("customers") { "customers" } else { "orders" };
         assert_eq!(run(&["ingest", source, f], &proj).status.code(), Some(0), "{f}");
     }
+    // A day that keeps failing stops the backfill there; running it again resumes.
+    let out = bin()
+        .args(["backfill", "--from", "2024-03-03", "--to", "2024-03-05"])
+        .env("MEDALLION_FAULT_AT", "silver/orders:merge:9")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("backfill stopped at 2024-03-04"), "{}", text(&out.stderr));
     let out = run(&["backfill", "--from", "2024-03-03", "--to", "2024-03-05"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("orders (resumed)"), "the interrupted promotion is finished: {}", text(&out.stdout));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("backfill: 2024-03-03") && stderr.contains("backfill: 2024-03-05"), "{stderr}");
     let count = run(&["sql", "SELECT count(*) AS n FROM silver.orders", "--format", "json"], &proj);

@@ -1,7 +1,6 @@
 //! An Airflow DAG for a project: one `BashOperator` task per node running
-//! `medallion run --select <node>` (each task takes what is pending for its node; no `--date`:
-//! bronze partitions are ingest dates, not Airflow logical dates, so a dated task would miss
-//! what was landed after its interval), dependencies mirrored from the project's DAG, retries mapped.
+//! `medallion run --select <node>`; silver tasks add `--date {{ ds }}` so each DAG run promotes
+//! its interval's bronze date partition (bronze tasks land what is there, gold tasks rebuild), dependencies mirrored from the project's DAG, retries mapped.
 //! Works with Airflow 2.4+ (`airflow.operators.bash`) and 3.x (`airflow.providers.standard`).
 //! `max_active_tasks=1`: the lake has one writer at a time, so the project's tasks queue.
 
@@ -44,9 +43,12 @@ pub fn render(project: &Project, opts: &AirflowOptions) -> String {
     );
     let _ = writeln!(py, "def {}():", python_name(&dag_id));
     for node in up.keys() {
+        // Silver tasks promote their interval's bronze date partition; bronze tasks land what is
+        // there; gold tasks rebuild from what silver holds.
+        let date = if node.starts_with("silver/") { " --date {{{{ ds }}}}" } else { "" };
         let _ = writeln!(
             py,
-            "    {} = BashOperator(task_id={}, bash_command=f\"{{MEDALLION}} run --project {{shlex.quote(PROJECT)}} --select {}\")",
+            "    {} = BashOperator(task_id={}, bash_command=f\"{{MEDALLION}} run --project {{shlex.quote(PROJECT)}} --select {}{date}\")",
             task(node),
             quote(&task(node)),
             node

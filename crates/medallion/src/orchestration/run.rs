@@ -211,7 +211,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         if !selected(&node) || opts.date.is_some() {
             continue;
         }
-        let (outcome, attempts) = attempt(opts, &node, || ingest_paths(project, lake, source, opts)).await;
+        let (outcome, attempts) = attempt(opts, None, &node, || ingest_paths(project, lake, source, opts)).await;
         match outcome {
             Ok(outcomes) => {
                 for o in &outcomes {
@@ -285,14 +285,14 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                     let model = &project.gold[&n.name];
                     let build_opts = &build_opts;
                     Box::pin(async move {
-                        let (r, a) = attempt(opts, &n.id, || build(lake, project, model, build_opts)).await;
+                        let (r, a) = attempt(opts, model.retries, &n.id, || build(lake, project, model, build_opts)).await;
                         (n, t, Done::Gold(r), a)
                     })
                 } else {
                     let table = &project.silver[&n.name];
                     let promote_opts = &promote_opts;
                     Box::pin(async move {
-                        let (r, a) = attempt(opts, &n.id, || promote(lake, project, table, promote_opts)).await;
+                        let (r, a) = attempt(opts, table.retries, &n.id, || promote(lake, project, table, promote_opts)).await;
                         (n, t, Done::Silver(r), a)
                     })
                 };
@@ -393,10 +393,11 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     Ok(summary)
 }
 
-/// Runs `work`, again after a transient error (up to `opts.retries` times, with exponential
-/// backoff and jitter); returns its last outcome and the attempts made. Every node's work is
-/// idempotent (ledger intents, txn versions, exactly-once ingest), so a retry never duplicates.
-async fn attempt<T, F, Fut>(opts: &RunOptions, node: &str, mut work: F) -> (Result<T>, u32)
+/// Runs `work`, again after a transient error (up to `retries` times, else the run's, with
+/// exponential backoff and jitter); returns its last outcome and the attempts made. Every node's
+/// work is idempotent (ledger intents, txn versions, exactly-once ingest), so a retry never
+/// duplicates.
+async fn attempt<T, F, Fut>(opts: &RunOptions, retries: Option<u32>, node: &str, mut work: F) -> (Result<T>, u32)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -405,7 +406,7 @@ where
     loop {
         attempts += 1;
         match work().await {
-            Err(e) if e.is_transient() && attempts <= opts.retries => {
+            Err(e) if e.is_transient() && attempts <= retries.unwrap_or(opts.retries) => {
                 let base = opts.backoff * 2u32.saturating_pow(attempts - 1);
                 let half = u64::try_from(base.as_millis() / 2).unwrap_or(0);
                 let jitter = std::time::Duration::from_millis(uuid::Uuid::new_v4().as_u64_pair().0 % (half + 1));

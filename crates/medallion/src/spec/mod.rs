@@ -467,6 +467,9 @@ pub struct SilverSpec {
     /// Labels for selection (`run --select tag:finance`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Retries after a transient error for this table (default: the run's `--retries`).
+    #[serde(default)]
+    pub retries: Option<u32>,
     /// Maximum staleness consumers accept (e.g. `26h`): the default `max_age` of `freshness`.
     #[serde(default)]
     pub sla: Option<String>,
@@ -600,6 +603,9 @@ pub struct GoldSpec {
     /// Labels for selection (`run --select tag:finance`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Retries after a transient error for this model (default: the run's `--retries`).
+    #[serde(default)]
+    pub retries: Option<u32>,
     /// Refresh cadence: `hourly`, `daily`, `weekly`, `on_run`.
     pub refresh: String,
     /// Maximum staleness consumers accept, e.g. `6h`, `1d`, `30m`.
