@@ -65,13 +65,36 @@ pub async fn backfill(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate
 pub(crate) async fn execute(g: &Global, project: medallion::project::Project, lake: medallion::storage::Lake, settings: Settings) -> Result<Outcome> {
     let Settings { full_refresh, select, retries, date } = settings;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
-    let on_event = (g.format == Format::Json).then(|| {
-        EventSink(std::sync::Arc::new(|e: &Event| {
+    let on_event = match (&g.format, &spinner) {
+        (Format::Json, _) => Some(EventSink(std::sync::Arc::new(|e: &Event| {
             if let Ok(v) = serde_json::to_value(e) {
                 let _ = json_line(e.kind, v);
             }
-        }))
-    });
+        }))),
+        // On a terminal: which nodes are running, and the records and bytes done so far.
+        (Format::Text, Some(pb)) => {
+            let pb = pb.clone();
+            let progress = std::sync::Mutex::new((std::collections::BTreeSet::<String>::new(), 0u64, 0u64));
+            Some(EventSink(std::sync::Arc::new(move |e: &Event| {
+                let Ok(mut p) = progress.lock() else { return };
+                let node = e.node.clone().unwrap_or_default();
+                match e.kind {
+                    "node_started" => {
+                        p.0.insert(node);
+                    }
+                    "node_finished" | "node_failed" | "node_skipped" => {
+                        p.0.remove(&node);
+                        p.1 += e.rows_read.unwrap_or(0);
+                        p.2 += e.bytes.unwrap_or(0);
+                    }
+                    _ => {}
+                }
+                let running = if p.0.is_empty() { "…".to_string() } else { p.0.iter().cloned().collect::<Vec<_>>().join(", ") };
+                pb.set_message(format!("{running} · {} records, {} bytes read", thousands(p.1), thousands(p.2)));
+            })))
+        }
+        (Format::Text, None) => None,
+    };
     let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, date, ..Default::default() };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
