@@ -111,6 +111,16 @@ pub enum Command {
         /// Run what is due now, then exit (for cron or a test).
         #[arg(long)]
         once: bool,
+        /// Also serve Prometheus metrics at this address (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
+    /// Serve Prometheus metrics of the lake at http://ADDR/metrics (rows per transition, runs,
+    /// freshness lag against SLAs, dead-letter backlog).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
+        addr: String,
     },
     /// Recent runs (from the run log), or one run's nodes (from the event log).
     Runs {

@@ -7,6 +7,7 @@ pub mod replay;
 pub mod run;
 pub mod runs;
 pub mod schedule;
+pub mod serve;
 pub mod status;
 pub mod test;
 pub mod validate;

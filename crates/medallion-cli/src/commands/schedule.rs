@@ -29,8 +29,11 @@ async fn save(lake: &Lake, state: &BTreeMap<String, Now>) -> Result<()> {
     Ok(())
 }
 
-pub async fn schedule(g: &Global, once: bool) -> Result<Outcome> {
+pub async fn schedule(g: &Global, once: bool, metrics: Option<String>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
+    if let Some(addr) = metrics {
+        super::serve::spawn(&addr, project.clone(), lake.clone()).await?;
+    }
     let items = scheduled(&project)?;
     if items.is_empty() {
         bail!("nothing is scheduled: give a source a `schedule` (e.g. \"@hourly\") or a gold model an hourly, daily or weekly `refresh`");

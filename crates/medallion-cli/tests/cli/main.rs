@@ -533,3 +533,37 @@ fn schedule_runs_what_is_due_and_stops_on_sigterm() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("SIGTERM: stopping"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn serve_exposes_prometheus_metrics() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = bin().args(["serve", "--addr", &addr]).current_dir(&proj).stdin(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut body = String::new();
+    for _ in 0..50 {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").expect("send");
+            s.read_to_string(&mut body).expect("read");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for line in [
+        "medallion_rows_total{kind=\"read\",node=\"silver/orders\"} 3000",
+        "medallion_rows_total{kind=\"rejected\",node=\"silver/orders\"} 148",
+        "medallion_runs_total{status=\"ok\"} 1",
+        "medallion_dead_letter_outstanding{table=\"silver/orders\"} 148",
+        "medallion_sla_seconds{table=\"gold/daily_revenue\"} 21600",
+        "medallion_freshness_lag_seconds{table=\"gold/daily_revenue\"}",
+    ] {
+        assert!(body.contains(line), "missing `{line}` in\n{body}");
+    }
+}

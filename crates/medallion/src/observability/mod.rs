@@ -1,4 +1,5 @@
 //! Observability: the run log in `_medallion/runs/` and the event log `_medallion/events`.
 
 pub mod events;
+pub mod metrics;
 pub mod runlog;

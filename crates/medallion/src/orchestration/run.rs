@@ -342,7 +342,8 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                         (true, None) => "rebuilt",
                     };
                     e.status = Some(status.into());
-                    e.rows_inserted = Some(b.rows);
+                    // Rows written: a rebuilt model's rows; an up-to-date one writes none.
+                    e.rows_inserted = b.rebuilt.then_some(b.rows);
                     e.rows_rejected = Some(b.dropped);
                     e.duration_ms = Some(b.duration_ms);
                     e.version = b.version;
