@@ -35,7 +35,7 @@ pub struct Global {
     /// More output on stderr: -v stage timings, -vv debug, -vvv trace.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Files decoded in parallel (default: the number of cores).
+    /// Files decoded in parallel, and tables or models run at once (default: the number of cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
     /// Pin the clock (RFC 3339): ingest times, freshness checks, run ids. For tests and replays.
