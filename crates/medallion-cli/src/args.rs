@@ -115,6 +115,13 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
     },
+    /// Write the pipeline report: one self-contained index.html (lineage, tables, runs, charts,
+    /// rejection reasons, expectation results).
+    Docs {
+        /// Output directory.
+        #[arg(long, default_value = "medallion-docs", value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Serve Prometheus metrics of the lake at http://ADDR/metrics (rows per transition, runs,
     /// freshness lag against SLAs, dead-letter backlog).
     Serve {

@@ -56,6 +56,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Retry => commands::run::retry(g).await,
         Command::Schedule { once, metrics } => commands::schedule::schedule(g, once, metrics).await,
         Command::Serve { addr } => commands::serve::serve(g, &addr).await,
+        Command::Docs { out } => commands::runs::docs(g, &out).await,
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
         Command::AirflowDag { out, schedule, retries, command } => commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await,
         Command::Status => commands::status::run(g).await,

@@ -61,6 +61,16 @@ pub async fn runs(g: &Global, run_id: Option<&str>, limit: usize) -> Result<Outc
     Ok(Outcome::Ok)
 }
 
+pub async fn docs(g: &Global, out: &Path) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let html = medallion::observability::report::render(&lake, &project, super::clock(g)?).await?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let index = out.join("index.html");
+    std::fs::write(&index, html).with_context(|| format!("cannot write {}", index.display()))?;
+    eprintln!("wrote {}", index.display());
+    Ok(Outcome::Ok)
+}
+
 pub async fn airflow(g: &Global, out: Option<&Path>, schedule: String, retries: u32, command: String) -> Result<Outcome> {
     let (project, _) = open(g).await?;
     let project_dir = std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone()).display().to_string();

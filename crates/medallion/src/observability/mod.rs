@@ -2,4 +2,5 @@
 
 pub mod events;
 pub mod metrics;
+pub mod report;
 pub mod runlog;
