@@ -66,6 +66,9 @@ pub struct SilverTable {
     pub tags: Vec<String>,
     /// Retries after a transient error (None: the run's).
     pub retries: Option<u32>,
+    /// Whether the table records a change data feed: only when an incremental gold model reads
+    /// its changes (writing change data costs every MERGE).
+    pub change_feed: bool,
     /// How changes are kept (SCD 1 or 2).
     pub history: History,
     /// The table's schema (the contract's, plus the SCD 2 columns).
@@ -270,6 +273,7 @@ impl Project {
                             max_rejected_fraction,
                             tags: spec.tags.clone(),
                             retries: spec.retries,
+                            change_feed: false,
                             history,
                             schema,
                         },
@@ -471,6 +475,13 @@ impl Project {
                             diags.push(Diagnostic::new(&g.file, format!("gold model `{name}`, expectations"), message).with_line(line_of(&g.file, &format!("\"{en}\""), g.line)));
                         }
                     }
+                }
+            }
+            for m in gold.values() {
+                if let Some((_, source)) = &m.incremental
+                    && let Some(t) = silver.get_mut(source)
+                {
+                    t.change_feed = true;
                 }
             }
             // Expectations add edges: order again, and report cycles they create.

@@ -357,7 +357,7 @@ pub(crate) async fn publish(lake: &Lake, table: &SilverTable, plan: Publish, txn
         }
         Publish::Replace { rows, counts } => {
             let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta, change_feed: true, replace_where: None };
+            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta, change_feed: table.change_feed, replace_where: None };
             let version = silver.write(rows, write).await?.version();
             Ok(Published { inserted: counts.inserted, updated: counts.closed, deleted: 0, superseded: Some(counts.superseded), version })
         }
@@ -483,7 +483,7 @@ pub(crate) async fn merge_into(
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if !silver.exists() {
         let silver = silver
-            .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: true, ..Default::default() })
+            .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: table.change_feed, ..Default::default() })
             .await?;
         return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
     }
@@ -637,7 +637,7 @@ pub(crate) async fn apply_changes(
         let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
         let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
         let silver = silver
-            .write(inserts, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: true, ..Default::default() })
+            .write(inserts, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: table.change_feed, ..Default::default() })
             .await?;
         return Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() });
     }
