@@ -253,10 +253,21 @@ fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
     std::fs::write(&toml, spec).expect("write");
     let out = run(&["replay", "orders", "--dry-run"], &proj);
     assert!(text(&out.stdout).starts_with("dry run: 49 of 148 records of quarantine/orders would pass"), "{}", text(&out.stdout));
+    // Interrupted after its MERGE, before the dead-letter rewrite: the next replay finishes it
+    // without merging again.
+    let out = bin().args(["replay", "orders"]).env("MEDALLION_FAULT_AT", "silver/orders:replay:1").current_dir(&proj).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let version = |proj: &Path| {
+        let out = run(&["history", "orders", "--format", "json"], proj);
+        text(&out.stdout).lines().next().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()).and_then(|v| v["version"].as_i64())
+    };
+    assert_eq!(version(&proj), Some(1), "the replay's MERGE landed");
     let out = run(&["replay", "orders", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("json");
     assert_eq!((r["type"].as_str(), r["selected"].as_u64(), r["passing"].as_u64(), r["rejected"].as_u64()), (Some("replay"), Some(148), Some(49), Some(99)));
+    assert_eq!((r["resumed"].as_bool(), r["inserted"].as_u64().unwrap_or(0) + r["updated"].as_u64().unwrap_or(0) + r["superseded"].as_u64().unwrap_or(0)), (Some(true), 49));
+    assert_eq!(version(&proj), Some(1), "no second MERGE");
     let out = run(&["replay", "orders"], &proj);
     assert!(text(&out.stdout).contains("none of the 99 outstanding records passes the current contract; nothing written"), "{}", text(&out.stdout));
     let out = run(&["quarantine", "orders"], &proj);
@@ -525,7 +536,7 @@ fn schedule_runs_what_is_due_and_stops_on_sigterm() {
     assert!(text(&out.stdout).contains("fire gold:daily_revenue (@daily) at 2024-03-05T00:00:00+00:00"), "{}", text(&out.stdout));
 
     // Long-running: SIGTERM stops it cleanly.
-    let mut child = bin().arg("schedule").env_remove("MEDALLION_NOW").current_dir(&proj).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let child = bin().arg("schedule").env_remove("MEDALLION_NOW").current_dir(&proj).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     std::thread::sleep(std::time::Duration::from_millis(800));
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());

@@ -248,6 +248,7 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
         out.silver_version = silver.version();
     }
 
+    crate::orchestration::faults::check(&format!("silver/{}", table.name), "replay")?;
     // Which passing records silver now holds, and which an expectation dropped.
     let outcomes = record_outcomes(lake, table, replayed, removed).await?;
     if let Some(n) = superseded {
