@@ -122,6 +122,30 @@ pub enum Command {
         #[arg(long, default_value = "medallion-docs", value_name = "DIR")]
         out: PathBuf,
     },
+    /// Compact small files of every table (or one), optionally Z-ordering silver and gold by
+    /// columns; writes a checkpoint. Contents do not change.
+    Optimize {
+        /// A silver table or gold model (with its dead letter); all when omitted.
+        table: Option<String>,
+        /// Z-order by these columns (e.g. order_date) so filters on them skip files.
+        #[arg(long, value_delimiter = ',', value_name = "COLS")]
+        zorder: Vec<String>,
+    },
+    /// Delete data files no version younger than --retain references (time travel before that
+    /// stops working). Contents do not change.
+    Vacuum {
+        /// A silver table or gold model (with its dead letter); all when omitted.
+        table: Option<String>,
+        /// Keep the files of versions younger than this (e.g. 7d, 30d).
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        retain: String,
+        /// Allow a retention below 7 days.
+        #[arg(long)]
+        force: bool,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Serve Prometheus metrics of the lake at http://ADDR/metrics (rows per transition, runs,
     /// freshness lag against SLAs, dead-letter backlog).
     Serve {

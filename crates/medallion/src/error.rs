@@ -148,6 +148,15 @@ pub enum Error {
         batches: String,
     },
 
+    /// An operation refused for safety.
+    #[error("refusing {what}: {why}")]
+    Refused {
+        /// What was asked.
+        what: String,
+        /// Why not.
+        why: String,
+    },
+
     /// Another process holds the lake.
     #[error("the lake is in use by {holder}\n  hint: {hint}")]
     Locked {

@@ -30,6 +30,7 @@ pub mod catalog;
 pub mod error;
 pub mod gold;
 pub mod init;
+pub mod maintenance;
 pub mod observability;
 pub mod orchestration;
 pub mod project;

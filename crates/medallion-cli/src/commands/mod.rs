@@ -1,6 +1,7 @@
 //! One module per verb; shared loading of the project and lake.
 
 pub mod ingest;
+pub mod maintain;
 pub mod init;
 pub mod query;
 pub mod replay;

@@ -578,3 +578,44 @@ fn serve_exposes_prometheus_metrics() {
         assert!(body.contains(line), "missing `{line}` in\n{body}");
     }
 }
+
+#[test]
+fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    // Small increments make small files.
+    for i in 1..=3 {
+        let src = std::fs::read_to_string(proj.join("landing/orders-2024-03-02.ndjson")).expect("read");
+        let more: String = src.lines().take(40).map(|l| format!("{}\n", l.replace("\"order_id\": ", &format!("\"order_id\": 8{i}")))).collect();
+        let file = dir.path().join(format!("more{i}.ndjson"));
+        std::fs::write(&file, more).expect("write");
+        assert_eq!(run(&["ingest", "orders", file.to_str().expect("utf8")], &proj).status.code(), Some(0));
+        assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    }
+    let contents = |proj: &Path| {
+        let q = "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT sum(amount) FROM silver.orders) AS a, (SELECT count(*) FROM quarantine.orders) AS q, (SELECT sum(revenue) FROM gold.daily_revenue) AS r";
+        text(&run(&["sql", q, "--format", "json"], proj).stdout)
+    };
+    let before = contents(&proj);
+    let out = run(&["optimize", "orders", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reports: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let silver = reports.iter().find(|r| r["table"] == "silver/orders").expect("silver report");
+    assert!(silver["files_before"].as_u64() > silver["files_after"].as_u64() && silver["files_after"].as_u64() == Some(1), "{silver}");
+    assert_eq!(contents(&proj), before, "optimize changes files, not contents");
+    // Within the retention, time travel still works; below 7 days vacuum needs --force.
+    assert_eq!(run(&["show", "orders", "--as-of", "0", "-n", "1"], &proj).status.code(), Some(0));
+    let refused = run(&["vacuum", "--retain", "1h"], &proj);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("refusing vacuum with a retention of 1h 0m"), "{}", text(&refused.stderr));
+    let kept = run(&["vacuum", "--retain", "7d"], &proj);
+    assert_eq!(kept.status.code(), Some(0), "{}", text(&kept.stderr));
+    assert_eq!(run(&["show", "orders", "--as-of", "0", "-n", "1"], &proj).status.code(), Some(0), "7 days kept");
+    let forced = run(&["vacuum", "--retain", "0s", "--force", "--format", "json"], &proj);
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert!(text(&forced.stdout).contains("\"removed\":"), "{}", text(&forced.stdout));
+    assert_eq!(contents(&proj), before, "vacuum changes files, not contents");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0), "the pipeline goes on");
+}

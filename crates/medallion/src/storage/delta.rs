@@ -304,6 +304,37 @@ impl Table {
         }
     }
 
+    /// Compacts small files (bin-packing), or Z-orders by `zorder` columns, in one commit; then
+    /// writes a checkpoint so readers replay a short log. Returns (files removed, files added).
+    pub async fn optimize(self, zorder: &[String]) -> Result<(Table, u64, u64)> {
+        let label = self.label.clone();
+        let kind = if zorder.is_empty() {
+            deltalake::operations::optimize::OptimizeType::Compact
+        } else {
+            deltalake::operations::optimize::OptimizeType::ZOrder(zorder.to_vec())
+        };
+        let (inner, metrics) = self.inner.optimize().with_type(kind).await.map_err(|e| Error::delta(&label, e))?;
+        deltalake::protocol::checkpoints::create_checkpoint(&inner, None).await.map_err(|e| Error::delta(&label, e))?;
+        Ok((Table { label, inner, exists: true }, metrics.num_files_removed, metrics.num_files_added))
+    }
+
+    /// Deletes data files no version newer than `retain` ago references (time travel before that
+    /// point stops working). Below the table's default retention (7 days) only with `force`.
+    /// Returns the files deleted (or that would be, `dry_run`).
+    pub async fn vacuum(self, retain: std::time::Duration, force: bool, dry_run: bool) -> Result<(Table, Vec<String>)> {
+        let label = self.label.clone();
+        let retain = chrono::Duration::from_std(retain).map_err(|e| Error::Internal(format!("retention: {e}")))?;
+        let (inner, metrics) = self
+            .inner
+            .vacuum()
+            .with_retention_period(retain)
+            .with_enforce_retention_duration(!force)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(|e| Error::delta(&label, e))?;
+        Ok((Table { label, inner, exists: true }, metrics.files_deleted))
+    }
+
     /// Upserts `source` (unique per key) by `keys`: inserts new keys, and updates a matched row
     /// only when the source is newer by `order_by` (so an older record never overwrites a newer
     /// one, whatever order batches arrive in). `bounds` narrows the target scan.

@@ -1,0 +1,95 @@
+//! Table maintenance: compaction (optionally Z-ordered) with a checkpoint, and vacuum of files no
+//! recent version references. Contents never change: only the files holding them.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::project::Project;
+use crate::storage::delta::Table;
+use crate::storage::{Lake, Layer};
+
+/// The shortest retention `vacuum` accepts without `force` (Delta's default: 7 days).
+pub const MIN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What maintenance did to one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Maintained {
+    /// `layer/name`.
+    pub table: String,
+    /// Live data files and their bytes, before and after.
+    pub files_before: usize,
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Files after.
+    pub files_after: usize,
+    /// Bytes after.
+    pub bytes_after: u64,
+    /// Files rewritten away (optimize) or deleted from storage (vacuum).
+    pub removed: u64,
+    /// Files written (optimize).
+    pub added: u64,
+    /// Delta version after.
+    pub version: Option<i64>,
+}
+
+/// The tables `only` (a name: its silver or gold table and its dead letter) or all of them.
+fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>> {
+    let mut out = Vec::new();
+    for t in project.silver.keys() {
+        out.extend([(Layer::Silver, t.clone()), (Layer::Quarantine, t.clone())]);
+    }
+    for m in project.gold.keys() {
+        out.extend([(Layer::Gold, m.clone()), (Layer::Quarantine, m.clone())]);
+    }
+    if let Some(name) = only {
+        out.retain(|(_, n)| n == name);
+        if out.is_empty() {
+            let known = project.silver.keys().chain(project.gold.keys()).cloned().collect();
+            return Err(Error::Unknown { kind: "table", name: name.to_string(), known });
+        }
+    }
+    Ok(out)
+}
+
+/// Compacts every table (or `only`), Z-ordering by `zorder` when given.
+pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder: &[String]) -> Result<Vec<Maintained>> {
+    let mut out = Vec::new();
+    for (layer, name) in tables(project, only)? {
+        let t = Table::open(lake, layer, &name).await?;
+        if !t.exists() {
+            continue;
+        }
+        let (files_before, bytes_before) = t.files()?;
+        let (t, removed, added) = t.optimize(if layer == Layer::Quarantine { &[] } else { zorder }).await?;
+        let (files_after, bytes_after) = t.files()?;
+        out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() });
+    }
+    Ok(out)
+}
+
+/// Vacuums every table (or `only`), keeping the files of versions younger than `retain`.
+pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: Duration, force: bool, dry_run: bool) -> Result<Vec<Maintained>> {
+    if retain < MIN_RETENTION && !force {
+        return Err(Error::Refused {
+            what: format!("vacuum with a retention of {}", crate::quality::checks::human(retain.as_secs() as i64)),
+            why: format!(
+                "time travel and readers still on older versions need their files for at least {}; pass --force to go below",
+                crate::quality::checks::human(MIN_RETENTION.as_secs() as i64)
+            ),
+        });
+    }
+    let mut out = Vec::new();
+    for (layer, name) in tables(project, only)? {
+        let t = Table::open(lake, layer, &name).await?;
+        if !t.exists() {
+            continue;
+        }
+        let (files_before, bytes_before) = t.files()?;
+        let (t, deleted) = t.vacuum(retain, force, dry_run).await?;
+        let (files_after, bytes_after) = t.files()?;
+        out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed: deleted.len() as u64, added: 0, version: t.version() });
+    }
+    Ok(out)
+}
