@@ -130,6 +130,9 @@ pub enum Command {
         /// Z-order by these columns (e.g. order_date) so filters on them skip files.
         #[arg(long, value_delimiter = ',', value_name = "COLS")]
         zorder: Vec<String>,
+        /// Target file size in bytes (smaller files prune better with --zorder).
+        #[arg(long, value_name = "BYTES")]
+        target_size: Option<u64>,
     },
     /// Delete data files no version younger than --retain references (time travel before that
     /// stops working). Contents do not change.

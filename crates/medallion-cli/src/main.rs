@@ -57,7 +57,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Schedule { once, metrics } => commands::schedule::schedule(g, once, metrics).await,
         Command::Serve { addr } => commands::serve::serve(g, &addr).await,
         Command::Docs { out } => commands::runs::docs(g, &out).await,
-        Command::Optimize { table, zorder } => commands::maintain::optimize(g, table.as_deref(), &zorder).await,
+        Command::Optimize { table, zorder, target_size } => commands::maintain::optimize(g, table.as_deref(), &zorder, target_size).await,
         Command::Vacuum { table, retain, force, dry_run } => commands::maintain::vacuum(g, table.as_deref(), &retain, force, dry_run).await,
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
         Command::AirflowDag { out, schedule, retries, command } => commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await,

@@ -53,8 +53,9 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
     Ok(out)
 }
 
-/// Compacts every table (or `only`), Z-ordering by `zorder` when given.
-pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder: &[String]) -> Result<Vec<Maintained>> {
+/// Compacts every table (or `only`), Z-ordering by `zorder` when given, into files of about
+/// `target_size` bytes (default: delta-rs's, 100 MiB).
+pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder: &[String], target_size: Option<u64>) -> Result<Vec<Maintained>> {
     let mut out = Vec::new();
     for (layer, name) in tables(project, only)? {
         let t = Table::open(lake, layer, &name).await?;
@@ -62,7 +63,7 @@ pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder
             continue;
         }
         let (files_before, bytes_before) = t.files()?;
-        let (t, removed, added) = t.optimize(if layer == Layer::Quarantine { &[] } else { zorder }).await?;
+        let (t, removed, added) = t.optimize(if layer == Layer::Quarantine { &[] } else { zorder }, target_size).await?;
         let (files_after, bytes_after) = t.files()?;
         out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() });
     }

@@ -10,9 +10,9 @@ use crate::args::{Format, Global};
 use crate::output::{json_line, table, thousands};
 use crate::say;
 
-pub async fn optimize(g: &Global, only: Option<&str>, zorder: &[String]) -> Result<Outcome> {
+pub async fn optimize(g: &Global, only: Option<&str>, zorder: &[String], target_size: Option<u64>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let done = maintenance::optimize(&lake, &project, only, zorder).await?;
+    let done = maintenance::optimize(&lake, &project, only, zorder, target_size).await?;
     report(g, "optimized", &done)
 }
 

@@ -618,4 +618,11 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     assert!(text(&forced.stdout).contains("\"removed\":"), "{}", text(&forced.stdout));
     assert_eq!(contents(&proj), before, "vacuum changes files, not contents");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0), "the pipeline goes on");
+    // Z-ordered into small files: several files, the same contents.
+    let out = run(&["optimize", "orders", "--zorder", "order_date", "--target-size", "20000", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let silver: serde_json::Value =
+        text(&out.stdout).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")).find(|r| r["table"] == "silver/orders").expect("silver");
+    assert!(silver["files_after"].as_u64() > Some(1), "{silver}");
+    assert_eq!(contents(&proj), before);
 }

@@ -306,14 +306,18 @@ impl Table {
 
     /// Compacts small files (bin-packing), or Z-orders by `zorder` columns, in one commit; then
     /// writes a checkpoint so readers replay a short log. Returns (files removed, files added).
-    pub async fn optimize(self, zorder: &[String]) -> Result<(Table, u64, u64)> {
+    pub async fn optimize(self, zorder: &[String], target_size: Option<u64>) -> Result<(Table, u64, u64)> {
         let label = self.label.clone();
         let kind = if zorder.is_empty() {
             deltalake::operations::optimize::OptimizeType::Compact
         } else {
             deltalake::operations::optimize::OptimizeType::ZOrder(zorder.to_vec())
         };
-        let (inner, metrics) = self.inner.optimize().with_type(kind).await.map_err(|e| Error::delta(&label, e))?;
+        let mut builder = self.inner.optimize().with_type(kind);
+        if let Some(size) = target_size.and_then(std::num::NonZeroU64::new) {
+            builder = builder.with_target_size(size);
+        }
+        let (inner, metrics) = builder.await.map_err(|e| Error::delta(&label, e))?;
         deltalake::protocol::checkpoints::create_checkpoint(&inner, None).await.map_err(|e| Error::delta(&label, e))?;
         Ok((Table { label, inner, exists: true }, metrics.num_files_removed, metrics.num_files_added))
     }
