@@ -94,3 +94,28 @@ pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: 
     }
     Ok(out)
 }
+
+/// After a run: compacts the append-only tables (dead letters, expectation results, the event
+/// log) that hold more than `project.compact_above_files` files. Returns what it compacted.
+pub async fn compact_appended(lake: &Lake, project: &Project) -> Result<Vec<Maintained>> {
+    let limit = project.compact_above_files;
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut candidates: Vec<(Layer, String)> = project.silver.keys().chain(project.gold.keys()).map(|n| (Layer::Quarantine, n.clone())).collect();
+    candidates.push((Layer::System, crate::quality::results::TABLE.to_string()));
+    candidates.push((Layer::System, crate::observability::events::TABLE.to_string()));
+    let mut out = Vec::new();
+    for (layer, name) in candidates {
+        let t = Table::open(lake, layer, &name).await?;
+        let (files_before, bytes_before) = t.files()?;
+        if !t.exists() || files_before <= limit {
+            continue;
+        }
+        let (t, removed, added) = t.optimize(&[], None).await?;
+        let (files_after, bytes_after) = t.files()?;
+        tracing::info!(table = %t.label, files_before, files_after, "compacted");
+        out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() });
+    }
+    Ok(out)
+}

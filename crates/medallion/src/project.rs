@@ -136,6 +136,8 @@ pub struct Project {
     pub gold_order: Vec<String>,
     /// `medallion schedule` catches up every missed fire (else once).
     pub catchup: bool,
+    /// After a run, append-only tables with more files than this are compacted (0: never).
+    pub compact_above_files: usize,
 }
 
 impl Project {
@@ -151,6 +153,7 @@ impl Project {
         };
 
         let catchup = specs.project.as_ref().is_some_and(|p| p.spec.catchup);
+        let compact_above_files = specs.project.as_ref().and_then(|p| p.spec.compact_above_files).unwrap_or(64);
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -514,7 +517,7 @@ impl Project {
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup })
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files })
     }
 
     /// Uses `lake` instead of the configured location.

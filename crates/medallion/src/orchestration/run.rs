@@ -135,6 +135,8 @@ pub struct RunSummary {
     pub totals: Totals,
     /// New fields or JSON types sources started carrying (schema drift), noticed in this run.
     pub drift: Vec<crate::bronze::drift::DriftEvent>,
+    /// Append-only tables compacted after the run (more files than `compact_above_files`).
+    pub compacted: Vec<crate::maintenance::Maintained>,
     /// medallion version.
     pub tool_version: String,
 }
@@ -179,6 +181,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         skipped: Vec::new(),
         totals: Totals::default(),
         drift: Vec::new(),
+        compacted: Vec::new(),
         tool_version: crate::VERSION.to_string(),
     };
     let mut broken: BTreeSet<String> = BTreeSet::new();
@@ -390,6 +393,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     });
     results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
     events.record(lake).await?;
+    summary.compacted = crate::maintenance::compact_appended(lake, project).await?;
     runlog::record(lake, &summary).await?;
     Ok(summary)
 }

@@ -32,6 +32,10 @@ pub struct ProjectSpec {
     /// fire's date), rather than once.
     #[serde(default)]
     pub catchup: bool,
+    /// After a run, compact an append-only table (dead letters, `_medallion` logs) holding more
+    /// files than this (default 64; 0 turns it off).
+    #[serde(default)]
+    pub compact_above_files: Option<usize>,
 }
 
 /// What a failed expectation does.

@@ -274,3 +274,23 @@ async fn new_fields_and_changed_json_types_are_recorded_with_the_batch_that_brou
     let all = medallion::bronze::drift::recorded(&lake, "orders").await.expect("recorded");
     assert_eq!(all.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["tier", "amount"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
+    let d = Dir::new(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 2"));
+    let mut compacted = Vec::new();
+    for (i, at) in ["10", "11", "12", "13"].iter().enumerate() {
+        let base = i64::try_from(i).expect("i") * 100;
+        d.bronze("orders", &format!("b{i}"), &format!("2024-03-01T{at}:00:00+00:00"), &orders(base..base + 10, 2));
+        let s = d.run().await;
+        assert!(s.ok(), "{:?}", s.failed);
+        compacted.extend(s.compacted.iter().map(|m| m.table.clone()));
+    }
+    assert!(compacted.contains(&"quarantine/orders".to_string()), "{compacted:?}");
+    assert!(compacted.contains(&"_medallion/events".to_string()), "{compacted:?}");
+    let (_, lake) = d.open().await;
+    let (files, _) = Table::open(&lake, Layer::Quarantine, "orders").await.expect("open").files().expect("files");
+    assert!(files <= 2, "{files} files");
+    assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]], "nothing lost");
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["32".to_string()]]);
+}
