@@ -119,3 +119,25 @@ pub async fn compact_appended(lake: &Lake, project: &Project) -> Result<Vec<Main
     }
     Ok(out)
 }
+
+/// When the last policy vacuum ran (`_medallion/maintenance.json`).
+const STATE: &str = "_medallion/maintenance.json";
+
+/// After a run: vacuums every table if the project's `vacuum_every` has passed since the last
+/// policy vacuum. Returns what it vacuumed (empty when not due or not configured).
+pub async fn vacuum_if_due(lake: &Lake, project: &Project, now: crate::orchestration::run::Now) -> Result<Vec<Maintained>> {
+    let Some((every, retain)) = project.vacuum else { return Ok(Vec::new()) };
+    let last: Option<crate::orchestration::run::Now> = match lake.get(STATE).await? {
+        Some(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("last_vacuum").and_then(|t| t.as_str()).and_then(|t| t.parse().ok())),
+        None => None,
+    };
+    if last.is_some_and(|l| (now - l).num_seconds() < every.seconds as i64) {
+        return Ok(Vec::new());
+    }
+    let done = vacuum(lake, project, None, Duration::from_secs(retain.seconds), false, false).await?;
+    let state = serde_json::json!({ "last_vacuum": now.to_rfc3339() });
+    lake.put(STATE, serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?).await?;
+    Ok(done)
+}

@@ -138,6 +138,8 @@ pub struct Project {
     pub catchup: bool,
     /// After a run, append-only tables with more files than this are compacted (0: never).
     pub compact_above_files: usize,
+    /// After a run, vacuum (every, retain) when the last vacuum is older than `every`.
+    pub vacuum: Option<(Duration, Duration)>,
 }
 
 impl Project {
@@ -154,6 +156,21 @@ impl Project {
 
         let catchup = specs.project.as_ref().is_some_and(|p| p.spec.catchup);
         let compact_above_files = specs.project.as_ref().and_then(|p| p.spec.compact_above_files).unwrap_or(64);
+        let mut vacuum = None;
+        if let Some(p) = &specs.project
+            && let Some(every) = &p.spec.vacuum_every
+        {
+            let retain = p.spec.vacuum_retain.as_deref().unwrap_or("7d");
+            match (every.parse::<Duration>(), retain.parse::<Duration>()) {
+                (Ok(e), Ok(r)) if r.seconds >= crate::maintenance::MIN_RETENTION.as_secs() => vacuum = Some((e, r)),
+                (Ok(_), Ok(_)) => diags.push(
+                    Diagnostic::new(&p.file, "[project]", format!("vacuum_retain `{retain}` is below 7 days"))
+                        .with_line(line_of(&p.file, "vacuum_retain", p.line))
+                        .with_hint("time travel and slow readers need the files; run `medallion vacuum --force` by hand if you must"),
+                ),
+                (Err(e), _) | (_, Err(e)) => diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line))),
+            }
+        }
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -517,7 +534,7 @@ impl Project {
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files })
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files, vacuum })
     }
 
     /// Uses `lake` instead of the configured location.

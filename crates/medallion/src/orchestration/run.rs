@@ -137,6 +137,8 @@ pub struct RunSummary {
     pub drift: Vec<crate::bronze::drift::DriftEvent>,
     /// Append-only tables compacted after the run (more files than `compact_above_files`).
     pub compacted: Vec<crate::maintenance::Maintained>,
+    /// Tables vacuumed after the run (the project's `vacuum_every` had passed).
+    pub vacuumed: Vec<crate::maintenance::Maintained>,
     /// medallion version.
     pub tool_version: String,
 }
@@ -182,6 +184,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         totals: Totals::default(),
         drift: Vec::new(),
         compacted: Vec::new(),
+        vacuumed: Vec::new(),
         tool_version: crate::VERSION.to_string(),
     };
     let mut broken: BTreeSet<String> = BTreeSet::new();
@@ -394,6 +397,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
     events.record(lake).await?;
     summary.compacted = crate::maintenance::compact_appended(lake, project).await?;
+    summary.vacuumed = crate::maintenance::vacuum_if_due(lake, project, opts.now).await?;
     runlog::record(lake, &summary).await?;
     Ok(summary)
 }

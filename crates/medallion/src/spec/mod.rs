@@ -36,6 +36,12 @@ pub struct ProjectSpec {
     /// files than this (default 64; 0 turns it off).
     #[serde(default)]
     pub compact_above_files: Option<usize>,
+    /// After a run, vacuum every table when the last vacuum is older than this (e.g. `7d`).
+    #[serde(default)]
+    pub vacuum_every: Option<String>,
+    /// What those vacuums keep (default `7d`; shorter is refused).
+    #[serde(default)]
+    pub vacuum_retain: Option<String>,
 }
 
 /// What a failed expectation does.

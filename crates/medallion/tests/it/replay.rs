@@ -294,3 +294,22 @@ async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
     assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]], "nothing lost");
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["32".to_string()]]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vacuum_policy_runs_after_runs_when_due() {
+    let d = Dir::new(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\nvacuum_every = \"1d\""));
+    d.bronze("orders", "b0", "2024-03-01T10:00:00+00:00", &orders(0..10, 1));
+    let at = |t: &str| RunOptions { threads: 2, now: t.parse().expect("time"), ..Default::default() };
+    let (project, lake) = d.open().await;
+    let first = run(&project, &lake, &at("2024-03-02T00:00:00Z")).await.expect("run");
+    assert!(first.vacuumed.iter().any(|m| m.table == "silver/orders"), "first run: due: {:?}", first.vacuumed);
+    let soon = run(&project, &lake, &at("2024-03-02T06:00:00Z")).await.expect("run");
+    assert!(soon.vacuumed.is_empty(), "not due yet");
+    let later = run(&project, &lake, &at("2024-03-03T01:00:00Z")).await.expect("run");
+    assert!(!later.vacuumed.is_empty(), "due again after a day");
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["9".to_string()]]);
+
+    d.configure(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\nvacuum_every = \"1d\"\nvacuum_retain = \"1h\""));
+    let err = Project::load(d.dir.path()).await.expect_err("too short").to_string();
+    assert!(err.contains("vacuum_retain `1h` is below 7 days"), "{err}");
+}
