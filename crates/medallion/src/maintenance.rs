@@ -34,6 +34,15 @@ pub struct Maintained {
     pub version: Option<i64>,
 }
 
+impl Maintained {
+    /// What an operation did to `t`: `before` is its (files, bytes) when the operation started.
+    fn measure(t: &Table, before: (usize, u64), removed: u64, added: u64) -> Result<Self> {
+        let (files_before, bytes_before) = before;
+        let (files_after, bytes_after) = t.files()?;
+        Ok(Self { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() })
+    }
+}
+
 /// The tables `only` (a name: its silver or gold table and its dead letter) or all of them.
 fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>> {
     let mut out = Vec::new();
@@ -62,10 +71,9 @@ pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder
         if !t.exists() {
             continue;
         }
-        let (files_before, bytes_before) = t.files()?;
+        let before = t.files()?;
         let (t, removed, added) = t.optimize(if layer == Layer::Quarantine { &[] } else { zorder }, target_size).await?;
-        let (files_after, bytes_after) = t.files()?;
-        out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() });
+        out.push(Maintained::measure(&t, before, removed, added)?);
     }
     Ok(out)
 }
@@ -87,10 +95,9 @@ pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: 
         if !t.exists() {
             continue;
         }
-        let (files_before, bytes_before) = t.files()?;
+        let before = t.files()?;
         let (t, deleted) = t.vacuum(retain, force, dry_run).await?;
-        let (files_after, bytes_after) = t.files()?;
-        out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed: deleted.len() as u64, added: 0, version: t.version() });
+        out.push(Maintained::measure(&t, before, deleted.len() as u64, 0)?);
     }
     Ok(out)
 }
@@ -108,14 +115,14 @@ pub async fn compact_appended(lake: &Lake, project: &Project) -> Result<Vec<Main
     let mut out = Vec::new();
     for (layer, name) in candidates {
         let t = Table::open(lake, layer, &name).await?;
-        let (files_before, bytes_before) = t.files()?;
-        if !t.exists() || files_before <= limit {
+        let before = t.files()?;
+        if !t.exists() || before.0 <= limit {
             continue;
         }
         let (t, removed, added) = t.optimize(&[], None).await?;
-        let (files_after, bytes_after) = t.files()?;
-        tracing::info!(table = %t.label, files_before, files_after, "compacted");
-        out.push(Maintained { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() });
+        let done = Maintained::measure(&t, before, removed, added)?;
+        tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
+        out.push(done);
     }
     Ok(out)
 }
