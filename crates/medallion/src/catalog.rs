@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -121,6 +122,29 @@ async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, s
 
 fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
     ctx.register_table(name, provider).map(|_| ()).map_err(|e| Error::sql(format!("registering `{name}`"), e))
+}
+
+/// Runs `sql` in `ctx` and collects the result; a failure names `context`.
+pub async fn query(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?;
+    df.collect().await.map_err(|e| Error::sql(context, e))
+}
+
+/// Runs `sql` and returns its rows with every value as text (NULL as `None`), for summaries.
+pub async fn text_rows(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<Vec<Option<String>>>> {
+    let mut out = Vec::new();
+    for b in query(ctx, sql, context).await? {
+        let mut cols: Vec<_> = b.columns().iter().map(|c| text_column(c, context).map(Vec::into_iter)).collect::<Result<_>>()?;
+        out.extend((0..b.num_rows()).map(|_| cols.iter_mut().map(|c| c.next().flatten()).collect()));
+    }
+    Ok(out)
+}
+
+/// One column's values as text (NULL as `None`).
+pub fn text_column(col: &ArrayRef, context: &str) -> Result<Vec<Option<String>>> {
+    let col = cast(col, &DataType::Utf8).map_err(|e| Error::arrow(context, e))?;
+    let col = col.as_string::<i32>();
+    Ok((0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())).collect())
 }
 
 /// Each row of `batches` as one JSON object (every column, nulls included), for dead letters and

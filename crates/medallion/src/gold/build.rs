@@ -303,7 +303,7 @@ fn in_list(column: &str, values: &[String]) -> String {
 async fn covers_all(ctx: &SessionContext, model: &GoldModel, predicate: &str) -> Result<bool> {
     let context = format!("counting gold/{} outside the touched partitions", model.name);
     let sql = format!("SELECT count(*) FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
-    let b = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?;
+    let b = catalog::query(ctx, &sql, &context).await?;
     use datafusion::arrow::array::AsArray;
     Ok(b.first().filter(|b| b.num_rows() > 0).is_some_and(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) == 0))
 }
@@ -312,7 +312,7 @@ async fn covers_all(ctx: &SessionContext, model: &GoldModel, predicate: &str) ->
 async fn untouched(ctx: &SessionContext, model: &GoldModel, predicate: &str, schema: &datafusion::arrow::datatypes::SchemaRef) -> Result<Vec<RecordBatch>> {
     let context = format!("reading gold/{} outside the touched partitions", model.name);
     let sql = format!("SELECT * FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
-    let batches = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?;
+    let batches = catalog::query(ctx, &sql, &context).await?;
     batches
         .into_iter()
         .map(|b| {

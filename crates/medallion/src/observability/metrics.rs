@@ -45,7 +45,7 @@ pub async fn gather(lake: &Lake, project: &Project, now: Now) -> Result<String> 
     let context = "gathering metrics from the event log";
     let sql = "SELECT node, sum(rows_read), sum(rows_inserted), sum(rows_updated), sum(rows_deleted), sum(rows_superseded), sum(rows_rejected) \
                FROM medallion.events WHERE type = 'node_finished' AND node IS NOT NULL GROUP BY node";
-    for b in ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?.collect().await.map_err(|e| Error::sql(context, e))? {
+    for b in catalog::query(&ctx, sql, context).await? {
         let nodes = cast(b.column(0), &DataType::Utf8).map_err(|e| Error::arrow(context, e))?;
         let nodes = nodes.as_string::<i32>();
         for (i, kind) in ["read", "inserted", "updated", "deleted", "superseded", "rejected"].iter().enumerate() {
@@ -59,7 +59,7 @@ pub async fn gather(lake: &Lake, project: &Project, now: Now) -> Result<String> 
         }
     }
     let sql = "SELECT status, count(*) FROM medallion.events WHERE type = 'run_finished' GROUP BY status";
-    for b in ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?.collect().await.map_err(|e| Error::sql(context, e))? {
+    for b in catalog::query(&ctx, sql, context).await? {
         let status = cast(b.column(0), &DataType::Utf8).map_err(|e| Error::arrow(context, e))?;
         let status = status.as_string::<i32>();
         let n = b.column(1).as_primitive::<Int64Type>();
@@ -68,7 +68,7 @@ pub async fn gather(lake: &Lake, project: &Project, now: Now) -> Result<String> 
         }
     }
     let sql = "SELECT duration_ms FROM medallion.events WHERE type = 'run_finished' ORDER BY at DESC LIMIT 1";
-    for b in ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?.collect().await.map_err(|e| Error::sql(context, e))? {
+    for b in catalog::query(&ctx, sql, context).await? {
         let d = b.column(0).as_primitive::<Int64Type>();
         if b.num_rows() > 0 && d.is_valid(0) {
             last_duration.set(d.value(0) as f64 / 1000.0);

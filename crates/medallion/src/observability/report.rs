@@ -7,12 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 
 use crate::catalog;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::orchestration::run::Now;
 use crate::orchestration::select::edges;
 use crate::project::Project;
@@ -290,16 +287,7 @@ fn chart(title: &str, values: &[f64]) -> String {
 }
 
 async fn text_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-    let context = "building the report";
-    let batches: Vec<RecordBatch> = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?.collect().await.map_err(|e| Error::sql(context, e))?;
-    let mut out = Vec::new();
-    for b in batches {
-        let cols: Vec<_> = b.columns().iter().map(|c| cast(c, &DataType::Utf8)).collect::<std::result::Result<_, _>>().map_err(|e| Error::arrow(context, e))?;
-        for r in 0..b.num_rows() {
-            out.push(cols.iter().map(|c| c.is_valid(r).then(|| c.as_string::<i32>().value(r).to_string())).collect());
-        }
-    }
-    Ok(out)
+    catalog::text_rows(ctx, sql, "building the report").await
 }
 
 fn anchor(node: &str) -> String {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -17,6 +17,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 use super::gates::{GateResult, SAMPLES};
+use crate::catalog;
 use crate::error::{Error, Result};
 use crate::orchestration::run::Now;
 use crate::spec::{Action, Check, Duration, ExpectationSpec, ident};
@@ -239,7 +240,7 @@ pub async fn failing_ids(ctx: &SessionContext, checks: &[&TableCheck], columns: 
         result.rows_checked = rows;
         let context = format!("expectation `{}`", check.name);
         let failing = check.failing_sql(ROWS).ok_or_else(|| Error::Internal(format!("{context} cannot drop rows")))?;
-        for b in collect(ctx, &format!("SELECT {ROW_ID} FROM ({failing}) AS f"), &context).await? {
+        for b in catalog::query(ctx, &format!("SELECT {ROW_ID} FROM ({failing}) AS f"), &context).await? {
             result.failing_rows += b.num_rows() as u64;
             let col = b.column(0).as_primitive::<Int64Type>();
             ids.extend((0..col.len()).filter(|&i| col.is_valid(i)).map(|i| col.value(i)));
@@ -248,7 +249,7 @@ pub async fn failing_ids(ctx: &SessionContext, checks: &[&TableCheck], columns: 
         if result.failing_rows > 0 {
             let shown: Vec<String> = columns.iter().map(|c| format!("f.{}", ident(c))).collect();
             let sample = format!("SELECT {} FROM ({failing}) AS f LIMIT {SAMPLES}", shown.join(", "));
-            for b in collect(ctx, &sample, &context).await? {
+            for b in catalog::query(ctx, &sample, &context).await? {
                 result.add_samples(&b)?;
             }
         }
@@ -271,7 +272,7 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
         slot[i] = Some(exprs.len());
         exprs.push(expr);
     }
-    let aggregates = collect(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows").await?;
+    let aggregates = catalog::query(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows").await?;
     let Some(aggregates) = aggregates.into_iter().find(|b| b.num_rows() > 0) else {
         return Err(Error::Internal("an aggregate over the candidate returned no row".into()));
     };
@@ -286,7 +287,7 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
                 let failing = check.failing_sql(THIS).unwrap_or_default();
                 r.failing_rows = count(ctx, &format!("SELECT count(*) FROM ({failing}) AS f"), &context).await?;
                 if r.failing_rows > 0 {
-                    for b in collect(ctx, &format!("SELECT * FROM ({failing}) AS f LIMIT {SAMPLES}"), &context).await? {
+                    for b in catalog::query(ctx, &format!("SELECT * FROM ({failing}) AS f LIMIT {SAMPLES}"), &context).await? {
                         r.add_samples(&b)?;
                     }
                 }
@@ -339,19 +340,14 @@ pub async fn count_this(ctx: &SessionContext) -> Result<u64> {
     count(ctx, &format!("SELECT count(*) FROM {THIS}"), "counting candidate rows").await
 }
 
-async fn collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?;
-    df.collect().await.map_err(|e| Error::sql(context, e))
-}
-
 async fn count(ctx: &SessionContext, sql: &str, context: &str) -> Result<u64> {
-    let batches = collect(ctx, sql, context).await?;
+    let batches = catalog::query(ctx, sql, context).await?;
     let n = batches.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
 async fn scalar(ctx: &SessionContext, sql: &str, context: &str) -> Result<Option<f64>> {
-    let batches = collect(ctx, &format!("SELECT CAST(value AS DOUBLE) FROM ({sql}) AS v"), context).await?;
+    let batches = catalog::query(ctx, &format!("SELECT CAST(value AS DOUBLE) FROM ({sql}) AS v"), context).await?;
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
     let col = b.column(0).as_primitive::<Float64Type>();
     Ok(col.is_valid(0).then(|| col.value(0)))

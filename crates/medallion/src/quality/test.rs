@@ -4,7 +4,7 @@
 //! over the table as readers see it; set- and table-level ones run with `this` standing for it.
 //! Results are appended to `_medallion/expectations` with command `test`.
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
@@ -68,7 +68,7 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
 async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> Result<GateResult> {
     let context = format!("expectation `{}` on {node}", gate.name);
     let failing = format!("NOT coalesce(({}), false)", gate.sql);
-    let counts = collect(ctx, &format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}"), &context).await?;
+    let counts = catalog::query(ctx, &format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}"), &context).await?;
     let (rows, bad) = counts
         .first()
         .filter(|b| b.num_rows() > 0)
@@ -78,14 +78,10 @@ async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> 
     result.rows_checked = u64::try_from(rows).unwrap_or(0);
     result.failing_rows = u64::try_from(bad).unwrap_or(0);
     if bad > 0 {
-        for b in collect(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await? {
+        for b in catalog::query(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await? {
             result.add_samples(&b)?;
         }
     }
     Ok(result)
 }
 
-async fn collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?;
-    df.collect().await.map_err(|e| Error::sql(context, e))
-}

@@ -1,9 +1,6 @@
 //! A dead letter at a glance (`medallion quarantine <table>`): outstanding records by reason, by
 //! batch and by ingest day, with sample raw records for the most common reasons.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
@@ -111,15 +108,5 @@ fn count(v: &Option<String>) -> u64 {
 
 /// Every row of a query as text cells.
 async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-    let context = "summarising the dead letter";
-    let batches: Vec<RecordBatch> = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?.collect().await.map_err(|e| Error::sql(context, e))?;
-    let mut out = Vec::new();
-    for b in batches {
-        let cols: Vec<ArrayRef> =
-            b.columns().iter().map(|c| cast(c, &DataType::Utf8)).collect::<std::result::Result<_, _>>().map_err(|e| Error::arrow(context, e))?;
-        for r in 0..b.num_rows() {
-            out.push(cols.iter().map(|c| c.is_valid(r).then(|| c.as_string::<i32>().value(r).to_string())).collect());
-        }
-    }
-    Ok(out)
+    catalog::text_rows(ctx, sql, "summarising the dead letter").await
 }

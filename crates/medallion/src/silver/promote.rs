@@ -600,9 +600,9 @@ pub(crate) async fn apply_changes(
         ctx.register_table("t", tombs.provider(&ctx).await?).map_err(|e| Error::sql(&context, e))?;
         let on: Vec<String> = keys.iter().map(|k| format!("r.{k} = t.{k}")).collect();
         let sql = format!("SELECT r.* FROM r LEFT JOIN t ON {} WHERE t.{order} IS NULL OR r.{order} >= t.{order}", on.join(" AND "));
-        ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?
+        catalog::query(&ctx, &sql, &context).await?
     } else {
-        ctx.sql("SELECT * FROM r").await.map_err(|e| Error::sql(&context, e))?.collect().await.map_err(|e| Error::sql(&context, e))?
+        catalog::query(&ctx, "SELECT * FROM r", &context).await?
     };
     // Tombstones for this run's deletes.
     if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {

@@ -302,11 +302,6 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     Ok(out)
 }
 
-async fn collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?;
-    df.collect().await.map_err(|e| Error::sql(context, e))
-}
-
 /// The selected records, oldest first (by ingest time, file, line), with their reasons.
 async fn select(ctx: &SessionContext, table: &str, selection: &str) -> Result<Vec<Record>> {
     let context = format!("selecting dead-letter records of {table} (--where `{selection}`)");
@@ -315,8 +310,8 @@ async fn select(ctx: &SessionContext, table: &str, selection: &str) -> Result<Ve
          WHERE {selection} ORDER BY _ingested_at NULLS FIRST, _source_file, _line, _id"
     );
     let mut records = Vec::new();
-    for b in collect(ctx, &sql, &context).await? {
-        let text: Vec<Vec<Option<String>>> = [0, 1, 2, 3, 4, 8].iter().map(|&c| texts(b.column(c))).collect::<Result<_>>()?;
+    for b in catalog::query(ctx, &sql, &context).await? {
+        let text: Vec<Vec<Option<String>>> = [0, 1, 2, 3, 4, 8].iter().map(|&c| catalog::text_column(b.column(c), &context)).collect::<Result<_>>()?;
         let line = cast(b.column(5), &DataType::Int64).map_err(|e| Error::arrow(&context, e))?;
         let line = line.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let times = |c: usize| b.column(c).as_primitive_opt::<TimestampMicrosecondType>().cloned();
@@ -341,8 +336,8 @@ async fn select(ctx: &SessionContext, table: &str, selection: &str) -> Result<Ve
     let reasons = format!(
         "SELECT _id, e['column'], e['rule'], e['message'] FROM (SELECT _id, unnest(_errors) AS e FROM quarantine.{table} WHERE {selection})"
     );
-    for b in collect(ctx, &reasons, &context).await? {
-        let cols: Vec<Vec<Option<String>>> = (0..4).map(|c| texts(b.column(c))).collect::<Result<_>>()?;
+    for b in catalog::query(ctx, &reasons, &context).await? {
+        let cols: Vec<Vec<Option<String>>> = (0..4).map(|c| catalog::text_column(b.column(c), &context)).collect::<Result<_>>()?;
         for r in 0..b.num_rows() {
             if let Some(&i) = cols[0][r].as_ref().and_then(|id| index.get(id)) {
                 records[i].reasons.push(Reason {
@@ -354,12 +349,6 @@ async fn select(ctx: &SessionContext, table: &str, selection: &str) -> Result<Ve
         }
     }
     Ok(records)
-}
-
-fn texts(col: &ArrayRef) -> Result<Vec<Option<String>>> {
-    let col = cast(col, &DataType::Utf8).map_err(|e| Error::arrow("reading dead-letter text", e))?;
-    let col = col.as_string::<i32>();
-    Ok((0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())).collect())
 }
 
 /// Per previous reason (rule, column): records, and how many of them pass now.
@@ -429,7 +418,7 @@ async fn record_outcomes(lake: &Lake, table: &SilverTable, replayed: Vec<RecordB
         d = same("d")
     );
     let mut out = HashMap::new();
-    for b in collect(&ctx, &sql, context).await? {
+    for b in catalog::query(&ctx, &sql, context).await? {
         let ids = b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let (promoted, dropped): (&BooleanArray, &BooleanArray) = (b.column(1).as_boolean(), b.column(2).as_boolean());
         for i in 0..b.num_rows() {
@@ -462,7 +451,7 @@ async fn untouched(ctx: &SessionContext, table: &str, ids: &[String]) -> Result<
         cols.join(", ")
     );
     let mut out = Vec::new();
-    for b in collect(ctx, &sql, &context).await? {
+    for b in catalog::query(ctx, &sql, &context).await? {
         let columns: Vec<ArrayRef> = b
             .columns()
             .iter()
