@@ -331,6 +331,21 @@ fn a_transient_fault_is_retried_and_commits_once() {
     let counts = run(&["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"], &proj);
     assert!(text(&counts.stdout).contains("| 2710 | 148 |"), "{}", text(&counts.stdout));
 
+    // A source that cannot be ingested: its silver table and what reads it are skipped, the rest runs.
+    let out = bin()
+        .args(["run", "--retries", "0", "--format", "json"])
+        .env("MEDALLION_FAULT_AT", "bronze/orders:ingest:9")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let nodes = |kind: &str| -> Vec<String> { lines.iter().filter(|l| l["type"] == kind).filter_map(|l| l["node"].as_str().map(str::to_string)).collect() };
+    assert_eq!(nodes("node_failed"), vec!["bronze/orders".to_string()]);
+    assert_eq!(nodes("node_skipped"), vec!["silver/orders".to_string(), "gold/daily_revenue".into(), "gold/revenue_by_tier".into()]);
+    assert!(nodes("node_finished").contains(&"silver/dim_customers".to_string()), "{lines:?}");
+
     // More faults than retries: the node fails, says how often it tried; a plain run then finishes.
     let out = bin().args(["run", "--full-refresh", "--retries", "1"]).env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:5").current_dir(&proj).output().expect("runs");
     assert_eq!(out.status.code(), Some(1));

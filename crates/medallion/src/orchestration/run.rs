@@ -187,7 +187,8 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         vacuumed: Vec::new(),
         tool_version: crate::VERSION.to_string(),
     };
-    let mut broken: BTreeSet<String> = BTreeSet::new();
+    // Nodes that failed or were skipped: what depends on them is skipped.
+    let mut failed_nodes: BTreeSet<String> = BTreeSet::new();
     let events = Events::new(&run_id, opts.on_event.clone());
     events.emit("run_started", None, |_| {});
     let skipped = |node: &str, summary: &mut RunSummary| {
@@ -231,8 +232,8 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 summary.ingested.extend(outcomes);
             }
             Err(e) => {
+                failed_nodes.insert(node.clone());
                 failed(node, e, attempts, &mut summary);
-                broken.insert(source.name.clone());
             }
         }
     }
@@ -261,7 +262,6 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     }
     let build_opts = BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh };
     let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut failed_nodes: BTreeSet<String> = project.sources.keys().filter(|s| broken.contains(*s)).map(|s| format!("bronze/{s}")).collect();
     let mut waiting: Vec<&Node> = Vec::new();
     for n in &nodes {
         if selected(&n.id) {
