@@ -429,7 +429,7 @@ async fn rebuild_versions(
 /// error): the rows to merge, and the rows `drop` expectations removed, as rows and as
 /// dead-letter records.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn dedup_and_audit(
+async fn dedup_and_audit(
     lake: &Lake,
     project: &Project,
     table: &SilverTable,
