@@ -45,20 +45,17 @@ async fn session_with(lake: &Lake, project: &Project, as_of: Option<AsOf>, only:
         let ctx = ctx.clone();
         async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
     };
-    for t in project.silver.values().filter(|t| wanted(&t.name)) {
-        let p = provider(Layer::Silver, t.name.clone(), t.schema.clone()).await?;
-        register_table(&ctx, Layer::Silver, &t.name, p)?;
+    let published = project
+        .silver
+        .values()
+        .map(|t| (Layer::Silver, &t.name, &t.schema))
+        .chain(project.gold.values().map(|g| (Layer::Gold, &g.name, &g.schema)));
+    for (layer, name, schema) in published.filter(|(_, name, _)| wanted(name)) {
+        let p = provider(layer, name.clone(), schema.clone()).await?;
+        register_table(&ctx, layer, name, p)?;
         if only.is_none() {
-            let q = provider(Layer::Quarantine, t.name.clone(), quarantine::schema()).await?;
-            register(&ctx, &format!("quarantine.{}", t.name), q)?;
-        }
-    }
-    for g in project.gold.values().filter(|g| wanted(&g.name)) {
-        let p = provider(Layer::Gold, g.name.clone(), g.schema.clone()).await?;
-        register_table(&ctx, Layer::Gold, &g.name, p)?;
-        if only.is_none() {
-            let q = provider(Layer::Quarantine, g.name.clone(), quarantine::schema()).await?;
-            register(&ctx, &format!("quarantine.{}", g.name), q)?;
+            let q = provider(Layer::Quarantine, name.clone(), quarantine::schema()).await?;
+            register(&ctx, &format!("quarantine.{name}"), q)?;
         }
     }
     if only.is_none() {
