@@ -16,7 +16,7 @@ use crate::catalog;
 use datafusion::prelude::SessionContext;
 use datafusion::arrow::array::Array;
 use crate::error::{Error, Result};
-use crate::orchestration::run::Now;
+use crate::orchestration::run::{Now, ms};
 use crate::quality::audit::{Stage, audit};
 use crate::project::{GoldModel, Project};
 use crate::quality::gates::{GateResult, enforce};
@@ -326,8 +326,4 @@ async fn untouched(ctx: &SessionContext, model: &GoldModel, predicate: &str, sch
             RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(&context, e))
         })
         .collect()
-}
-
-fn ms(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

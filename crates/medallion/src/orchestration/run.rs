@@ -443,7 +443,8 @@ enum Done {
     Gold(Result<Build>),
 }
 
-fn ms(t: Instant) -> u64 {
+/// Milliseconds since `t`, for timings and event latencies.
+pub(crate) fn ms(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 

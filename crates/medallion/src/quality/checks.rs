@@ -18,6 +18,7 @@ use datafusion::prelude::SessionContext;
 
 use super::gates::{GateResult, SAMPLES};
 use crate::catalog;
+use crate::silver::contract::first_line;
 use crate::error::{Error, Result};
 use crate::orchestration::run::Now;
 use crate::spec::{Action, Check, Duration, ExpectationSpec, ident};
@@ -370,10 +371,6 @@ fn is_global_aggregate(plan: &LogicalPlan) -> bool {
 
 fn first_select(sql: &str) -> &str {
     sql.strip_prefix("SELECT ").and_then(|s| s.split(" AS value FROM ").next()).unwrap_or(sql)
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }
 
 /// `3d 4h`, `2h 5m`, `40s`, `-1m` (a clock behind the data).

@@ -173,6 +173,7 @@ impl Contract {
     }
 }
 
-fn first_line(s: &str) -> String {
+/// The first line of an error message (DataFusion's go on with context a user need not read).
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }

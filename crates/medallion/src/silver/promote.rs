@@ -25,7 +25,7 @@ use crate::bronze::drift::{self, DriftEvent, Observed};
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
-use crate::orchestration::run::Now;
+use crate::orchestration::run::{Now, ms};
 use crate::project::{Project, SilverTable};
 use super::history::{self, History, Rebuilt};
 use datafusion::physical_expr::PhysicalExpr;
@@ -551,10 +551,6 @@ fn per_run_gate(bounds: &RejectedFractionSpec, results: &[FileResult]) -> Option
 
 fn accounting(p: &Promotion) -> Error {
     Error::Accounting { table: p.table.clone(), read: p.read, promoted: p.promoted(), superseded: p.superseded, rejected: p.rejected }
-}
-
-fn ms(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn commit_meta(run_id: &str, intent: &Intent) -> HashMap<String, serde_json::Value> {
