@@ -140,6 +140,8 @@ pub struct Project {
     pub compact_above_files: usize,
     /// After a run, vacuum (every, retain) when the last vacuum is older than `every`.
     pub vacuum: Option<(Duration, Duration)>,
+    /// Where OpenLineage events go (`[lineage]`).
+    pub lineage: Option<crate::observability::lineage::LineageConfig>,
 }
 
 impl Project {
@@ -171,6 +173,16 @@ impl Project {
                 (Err(e), _) | (_, Err(e)) => diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line))),
             }
         }
+        let lineage = match &specs.lineage {
+            Some(l) => match crate::observability::lineage::LineageConfig::from_spec(l, root) {
+                Ok(c) => Some(c),
+                Err(d) => {
+                    diags.extend(d);
+                    None
+                }
+            },
+            None => None,
+        };
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -534,7 +546,7 @@ impl Project {
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files, vacuum })
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files, vacuum, lineage })
     }
 
     /// Uses `lake` instead of the configured location.

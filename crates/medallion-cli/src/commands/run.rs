@@ -192,6 +192,13 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
         thousands(t.superseded),
         thousands(t.rejected)
     );
+    if let Some(l) = &s.lineage {
+        let to: Vec<&str> = l.file.iter().chain(l.url.iter()).map(String::as_str).collect();
+        sayln!("lineage: {} OpenLineage events → {}", l.events, to.join(", "));
+        if let Some(e) = &l.error {
+            eprintln!("warning: {} OpenLineage deliveries failed; first: {e}", l.failed);
+        }
+    }
     if timings {
         for p in &s.silver {
             let mut stages: Vec<_> = p.timings_ms.iter().collect();

@@ -8,6 +8,7 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -15,7 +16,8 @@ use serde::Serialize;
 use crate::bronze::ingest::{IngestOutcome, ingest};
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
-use crate::observability::events::{EventSink, Events};
+use crate::observability::events::{Event, EventSink, Events};
+use crate::observability::lineage::{Lineage, LineageReport};
 use crate::observability::runlog;
 use crate::orchestration::lock;
 use crate::project::Project;
@@ -139,6 +141,9 @@ pub struct RunSummary {
     pub compacted: Vec<crate::maintenance::Maintained>,
     /// Tables vacuumed after the run (the project's `vacuum_every` had passed).
     pub vacuumed: Vec<crate::maintenance::Maintained>,
+    /// OpenLineage events emitted (when lineage is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageReport>,
     /// medallion version.
     pub tool_version: String,
 }
@@ -185,11 +190,30 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         drift: Vec::new(),
         compacted: Vec::new(),
         vacuumed: Vec::new(),
+        lineage: None,
         tool_version: crate::VERSION.to_string(),
     };
     // Nodes that failed or were skipped: what depends on them is skipped.
     let mut failed_nodes: BTreeSet<String> = BTreeSet::new();
-    let events = Events::new(&run_id, opts.on_event.clone());
+    let lineage = Lineage::start(project, lake)?;
+    let sink = match (&lineage, &opts.on_event) {
+        (None, sink) => sink.clone(),
+        (Some(l), sink) => {
+            let (l, sink) = (Arc::clone(l), sink.clone());
+            Some(EventSink(Arc::new(move |e: &Event| {
+                if let Some(s) = &sink {
+                    (s.0)(e);
+                }
+                l.on_event(e);
+            })))
+        }
+    };
+    let node_done = |node: &str| {
+        if let Some(l) = &lineage {
+            l.node_done(node);
+        }
+    };
+    let events = Events::new(&run_id, sink);
     events.emit("run_started", None, |_| {});
     let skipped = |node: &str, summary: &mut RunSummary| {
         events.emit("node_skipped", Some(node), |e| {
@@ -233,9 +257,10 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
             }
             Err(e) => {
                 failed_nodes.insert(node.clone());
-                failed(node, e, attempts, &mut summary);
+                failed(node.clone(), e, attempts, &mut summary);
             }
         }
+        node_done(&node);
     }
 
     let promote_opts = PromoteOptions {
@@ -362,6 +387,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 ok = false;
             }
         }
+        node_done(&node);
         if ok {
             done.insert(node);
         } else {
@@ -394,6 +420,9 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         e.rows_inserted = Some(t.promoted);
         e.duration_ms = Some(summary.duration_ms);
     });
+    if let Some(l) = &lineage {
+        summary.lineage = Some(l.finish().await);
+    }
     results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
     events.record(lake).await?;
     summary.compacted = crate::maintenance::compact_appended(lake, project).await?;

@@ -3,7 +3,7 @@
 //! Layout (all optional except `medallion.toml`):
 //!
 //! ```text
-//! medallion.toml        [project], [sources.*], [silver.*], [gold.*]
+//! medallion.toml        [project], [lineage], [sources.*], [silver.*], [gold.*]
 //! silver/<name>.toml    one silver table (the body of a [silver.<name>] section)
 //! gold/<name>.toml      one gold model's header (the body of a [gold.<name>] section)
 //! gold/<name>.sql       the model's SQL (Jinja: {{ ref('orders') }})
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 
-use super::{Diagnostic, GoldSpec, ProjectSpec, SilverSpec, SourceSpec};
+use super::{Diagnostic, GoldSpec, LineageSpec, ProjectSpec, SilverSpec, SourceSpec};
 
 /// A spec with where it was declared.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct Located<T> {
 pub struct LoadedSpecs {
     /// `[project]`, if present and well-formed.
     pub project: Option<Located<ProjectSpec>>,
+    /// `[lineage]`, if present and well-formed.
+    pub lineage: Option<Located<LineageSpec>>,
     /// Sources by name.
     pub sources: BTreeMap<String, Located<SourceSpec>>,
     /// Silver tables by name.
@@ -51,6 +53,7 @@ pub struct LoadedSpecs {
 #[serde(deny_unknown_fields)]
 struct MainFile {
     project: Option<Spanned<toml::Value>>,
+    lineage: Option<Spanned<toml::Value>>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
@@ -110,6 +113,13 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
                 Ok(spec) => out.project = Some(Located { spec, file: file.to_path_buf(), line: Some(line) }),
                 Err(e) => out.diagnostics.push(field_error(file, text, "[project]", &e, value.span())),
             }
+        }
+    }
+    if let Some(value) = doc.lineage {
+        let line = line_of(text, value.span().start);
+        match typed::<LineageSpec>(value.clone().into_inner()) {
+            Ok(spec) => out.lineage = Some(Located { spec, file: file.to_path_buf(), line: Some(line) }),
+            Err(e) => out.diagnostics.push(field_error(file, text, "[lineage]", &e, value.span())),
         }
     }
     for (name, value) in doc.sources {

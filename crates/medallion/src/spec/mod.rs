@@ -6,11 +6,12 @@
 //! [`crate::project::Project`].
 
 mod diagnostic;
+pub mod env;
 mod load;
 mod types;
 
 pub use diagnostic::Diagnostic;
-pub use load::{LoadedSpecs, Located, load_specs};
+pub use load::{LoadedSpecs, Located, PROJECT_FILE, load_specs};
 pub use types::{ColumnType, Duration, Refresh};
 
 
@@ -42,6 +43,30 @@ pub struct ProjectSpec {
     /// What those vacuums keep (default `7d`; shorter is refused).
     #[serde(default)]
     pub vacuum_retain: Option<String>,
+}
+
+/// `[lineage]`: OpenLineage run events for every run and node, to a file and/or an HTTP endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageSpec {
+    /// Job namespace (default: `$OPENLINEAGE_NAMESPACE`, else the project name).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Append events as JSON Lines to this file (relative to the project).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// POST each event to `<url>/<endpoint>` (an OpenLineage backend such as Marquez).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Path under `url` (default `api/v1/lineage`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Bearer token; `${VAR}` takes it from the environment.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Per-request timeout (default `5s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// What a failed expectation does.

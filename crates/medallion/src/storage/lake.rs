@@ -93,6 +93,18 @@ impl Lake {
         &self.display
     }
 
+    /// OpenLineage's (namespace, name) of `path` in the lake, and its URI: `file` and the absolute
+    /// path for a local lake; `scheme://bucket` and the key for an object store.
+    pub fn dataset(&self, path: &str) -> (String, String, String) {
+        let url = self.root_url.join(path).unwrap_or_else(|_| self.root_url.clone());
+        let uri = url.as_str().trim_end_matches('/').to_string();
+        let key = url.path().trim_end_matches('/');
+        match (url.scheme(), url.host_str()) {
+            ("file", _) | (_, None) => ("file".to_string(), key.to_string(), uri),
+            (scheme, Some(host)) => (format!("{scheme}://{host}"), key.trim_start_matches('/').to_string(), uri),
+        }
+    }
+
     /// URL of the Delta table `layer/name`.
     pub fn table_url(&self, layer: Layer, name: &str) -> Result<Url> {
         self.root_url

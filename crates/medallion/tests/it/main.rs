@@ -6,6 +6,7 @@ mod expectations;
 mod formats;
 mod gates;
 mod history;
+mod lineage;
 mod pipeline;
 mod recovery;
 mod replay;
