@@ -53,8 +53,8 @@ mod tests {
         assert_eq!(expand_with("${KEY}${KEY}", env).as_deref(), Ok("s3cr3ts3cr3t"));
         assert_eq!(expand_with("a$b $$ c$", env).as_deref(), Ok("a$b $ c$"));
         assert_eq!(expand_with("${MISSING}", env), Err("environment variable `MISSING` is not set".to_string()));
-        assert!(expand_with("${KEY", env).unwrap_err().contains("unterminated"));
-        assert!(expand_with("${A-B}", env).unwrap_err().contains("not an environment variable name"));
+        assert!(expand_with("${KEY", env).expect_err("unterminated").contains("unterminated"));
+        assert!(expand_with("${A-B}", env).expect_err("bad name").contains("not an environment variable name"));
         assert!(check("${ANY_NAME}").is_ok());
     }
 }
