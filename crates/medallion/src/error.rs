@@ -26,6 +26,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The lake location or its storage settings cannot be used.
+    #[error("lake `{location}`: {message}")]
+    InvalidLake {
+        /// The configured location.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// The lake (object store) failed.
     #[error("lake storage error at `{location}`: {source}")]
     Storage {

@@ -140,6 +140,8 @@ pub struct Project {
     pub compact_above_files: usize,
     /// After a run, vacuum (every, retain) when the last vacuum is older than `every`.
     pub vacuum: Option<(Duration, Duration)>,
+    /// Object-store options for the lake (`[storage]`; `${VAR}` expanded when the lake is opened).
+    pub storage: BTreeMap<String, String>,
     /// Where OpenLineage events go (`[lineage]`).
     pub lineage: Option<crate::observability::lineage::LineageConfig>,
 }
@@ -171,6 +173,14 @@ impl Project {
                         .with_hint("time travel and slow readers need the files; run `medallion vacuum --force` by hand if you must"),
                 ),
                 (Err(e), _) | (_, Err(e)) => diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line))),
+            }
+        }
+        let storage = specs.storage.as_ref().map(|s| s.spec.clone()).unwrap_or_default();
+        if let Some(s) = &specs.storage {
+            for (key, value) in &s.spec {
+                if let Err(e) = crate::spec::env::check(value) {
+                    diags.push(Diagnostic::new(&s.file, "[storage]", format!("{key}: {e}")).with_line(line_of(&s.file, key, s.line)));
+                }
             }
         }
         let lineage = match &specs.lineage {
@@ -546,7 +556,12 @@ impl Project {
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files, vacuum, lineage })
+        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files, vacuum, storage, lineage })
+    }
+
+    /// Opens the project's lake with its `[storage]` options.
+    pub fn open_lake(&self) -> Result<crate::storage::Lake> {
+        crate::storage::Lake::open_with(&self.lake, &self.root, &self.storage)
     }
 
     /// Uses `lake` instead of the configured location.

@@ -22,8 +22,8 @@ use crate::args::Global;
 /// Loads the project (`--project`) with `--lake` applied, and opens its lake.
 pub async fn open(g: &Global) -> Result<(Project, Lake)> {
     let project = Project::load(&g.project).await?.with_lake(g.lake.clone());
-    let lake = Lake::open(&project.lake, &project.root)
-        .with_context(|| format!("cannot open the lake `{}`", project.lake))?;
+    let lake = project.open_lake().with_context(|| format!("cannot open the lake `{}`", project.lake))?;
+    lake.check().await?;
     Ok((project, lake))
 }
 

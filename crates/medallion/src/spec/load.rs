@@ -3,7 +3,7 @@
 //! Layout (all optional except `medallion.toml`):
 //!
 //! ```text
-//! medallion.toml        [project], [lineage], [sources.*], [silver.*], [gold.*]
+//! medallion.toml        [project], [storage], [lineage], [sources.*], [silver.*], [gold.*]
 //! silver/<name>.toml    one silver table (the body of a [silver.<name>] section)
 //! gold/<name>.toml      one gold model's header (the body of a [gold.<name>] section)
 //! gold/<name>.sql       the model's SQL (Jinja: {{ ref('orders') }})
@@ -36,6 +36,8 @@ pub struct LoadedSpecs {
     pub project: Option<Located<ProjectSpec>>,
     /// `[lineage]`, if present and well-formed.
     pub lineage: Option<Located<LineageSpec>>,
+    /// `[storage]`: object-store options, values as text (`${VAR}` not yet expanded).
+    pub storage: Option<Located<BTreeMap<String, String>>>,
     /// Sources by name.
     pub sources: BTreeMap<String, Located<SourceSpec>>,
     /// Silver tables by name.
@@ -54,6 +56,7 @@ pub struct LoadedSpecs {
 struct MainFile {
     project: Option<Spanned<toml::Value>>,
     lineage: Option<Spanned<toml::Value>>,
+    storage: Option<Spanned<toml::Value>>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
@@ -121,6 +124,29 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
             Ok(spec) => out.lineage = Some(Located { spec, file: file.to_path_buf(), line: Some(line) }),
             Err(e) => out.diagnostics.push(field_error(file, text, "[lineage]", &e, value.span())),
         }
+    }
+    if let Some(value) = doc.storage {
+        let line = line_of(text, value.span().start);
+        let mut options = BTreeMap::new();
+        match value.into_inner() {
+            toml::Value::Table(table) => {
+                for (key, v) in table {
+                    let text = match v {
+                        toml::Value::String(s) => s,
+                        toml::Value::Boolean(b) => b.to_string(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        other => {
+                            let message = format!("`{key}` must be a string, a boolean or an integer, not {}", other.type_str());
+                            out.diagnostics.push(Diagnostic::new(file, "[storage]", message).with_line(Some(line)));
+                            continue;
+                        }
+                    };
+                    options.insert(key, text);
+                }
+            }
+            _ => out.diagnostics.push(Diagnostic::new(file, "[storage]", "must be a table of options").with_line(Some(line))),
+        }
+        out.storage = Some(Located { spec: options, file: file.to_path_buf(), line: Some(line) });
     }
     for (name, value) in doc.sources {
         let span = value.span();

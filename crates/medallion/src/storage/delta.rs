@@ -101,10 +101,11 @@ impl Table {
     pub async fn open(lake: &Lake, layer: Layer, name: &str) -> Result<Table> {
         let label = format!("{layer}/{name}");
         let url = lake.table_url(layer, name)?;
-        let mut inner = DeltaTableBuilder::from_url(url)
-            .map_err(|e| Error::delta(&label, e))?
-            .build()
-            .map_err(|e| Error::delta(&label, e))?;
+        let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|e| Error::delta(&label, e))?;
+        if let Some(bucket) = lake.delta_backend() {
+            builder = builder.with_storage_backend(bucket, url);
+        }
+        let mut inner = builder.build().map_err(|e| Error::delta(&label, e))?;
         // The kernel refuses to open a missing location; a table exists once its log has an entry.
         let exists = lake.any_under(&format!("{layer}/{name}/_delta_log")).await?
             && match inner.load().await {

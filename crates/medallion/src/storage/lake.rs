@@ -8,6 +8,7 @@
 //! <lake>/_medallion/                                          the tool's own state
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
@@ -56,7 +58,10 @@ impl fmt::Display for Layer {
 /// An opened lake.
 #[derive(Debug, Clone)]
 pub struct Lake {
+    /// The lake's root.
     store: Arc<dyn ObjectStore>,
+    /// The bucket's root (object-store lakes).
+    bucket: Option<Arc<dyn ObjectStore>>,
     root_url: Url,
     display: String,
 }
@@ -65,15 +70,18 @@ impl Lake {
     /// Opens (creating if needed) the lake at `location`: a directory path, relative paths being
     /// resolved against `base` (the project directory), or a `file://` URL.
     pub fn open(location: &str, base: &Path) -> Result<Lake> {
+        Lake::open_with(location, base, &BTreeMap::new())
+    }
+
+    /// Opens the lake at `location`: a directory, a `file://` URL or an object-store URL
+    /// (`s3://bucket/prefix`, `gs://…`, `az://…`) configured by the environment and `options`
+    /// (the project's `[storage]`; see [`super::cloud`]). Nothing is read or written yet: see
+    /// [`Lake::check`].
+    pub fn open_with(location: &str, base: &Path, options: &BTreeMap<String, String>) -> Result<Lake> {
         let dir: PathBuf = if let Some(rest) = location.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if location.contains("://") {
-            return Err(Error::InvalidProject(vec![crate::spec::Diagnostic::new(
-                "medallion.toml",
-                "[project] lake",
-                format!("unsupported lake URL `{location}`: this build supports local directories and file:// URLs"),
-            )
-            .with_hint("use a directory path such as `./lake`")]));
+            return Lake::open_object_store(location, options);
         } else if Path::new(location).is_absolute() {
             PathBuf::from(location)
         } else {
@@ -85,7 +93,36 @@ impl Lake {
             .map_err(|source| Error::Storage { location: dir.display().to_string(), source })?;
         let root_url = Url::from_directory_path(&dir)
             .map_err(|()| Error::Internal(format!("cannot make a URL of {}", dir.display())))?;
-        Ok(Lake { store: Arc::new(store), root_url, display: dir.display().to_string() })
+        Ok(Lake { store: Arc::new(store), bucket: None, root_url, display: dir.display().to_string() })
+    }
+
+    fn open_object_store(location: &str, options: &BTreeMap<String, String>) -> Result<Lake> {
+        let mut root_url = Url::parse(location).map_err(|e| Error::InvalidLake { location: location.to_string(), message: e.to_string() })?;
+        if !root_url.path().ends_with('/') {
+            root_url.set_path(&format!("{}/", root_url.path()));
+        }
+        let bucket = super::cloud::bucket_store(&root_url, options)?;
+        let (_, prefix) = object_store::ObjectStoreScheme::parse(&root_url)
+            .map_err(|e| Error::InvalidLake { location: location.to_string(), message: e.to_string() })?;
+        let store: Arc<dyn ObjectStore> =
+            if prefix.as_ref().is_empty() { Arc::clone(&bucket) } else { Arc::new(PrefixStore::new(Arc::clone(&bucket), prefix)) };
+        Ok(Lake { store, bucket: Some(bucket), root_url, display: location.trim_end_matches('/').to_string() })
+    }
+
+    /// Proves the lake is reachable and readable with the configured credentials (one listing
+    /// request): a wrong credential, a missing bucket or an unreachable endpoint is an error here,
+    /// before anything is written.
+    pub async fn check(&self) -> Result<()> {
+        match self.store.list(Some(&ObjectPath::from("_medallion"))).next().await {
+            None | Some(Ok(_)) => Ok(()),
+            Some(Err(source)) => Err(Error::InvalidLake { location: self.display.clone(), message: super::cloud::explain(&source) }),
+        }
+    }
+
+    /// The store Delta tables are opened with (its root is the bucket), for object-store lakes;
+    /// None for a local lake (delta-rs opens the directory itself).
+    pub(crate) fn delta_backend(&self) -> Option<Arc<dyn ObjectStore>> {
+        self.bucket.clone()
     }
 
     /// Human-readable location.

@@ -1,0 +1,173 @@
+//! Object-store lakes: `s3://bucket/prefix` (also S3-compatible stores: MinIO, Ceph, R2, …),
+//! `gs://bucket/prefix` and `az://container/prefix` (`abfss://…` too), each behind its cargo
+//! feature (`s3`, `gcs`, `azure`).
+//!
+//! Credentials and settings come from the standard environment variables (`AWS_ACCESS_KEY_ID`,
+//! `AWS_ENDPOINT`, `AWS_REGION`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …), instance
+//! metadata and web identity, through `object_store`'s builders; the project's `[storage]` options
+//! override them (`endpoint`, `region`, `allow_http`, `virtual_hosted_style_request`, …, values may
+//! reference `${ENV_VAR}`).
+//!
+//! Delta commits are safe with concurrent writers: every commit file is created with a conditional
+//! put (`If-None-Match: *` on S3), so two writers can never both commit the same version; the loser
+//! sees "version already exists" and retries on the new snapshot. medallion never uses delta-rs's
+//! unsafe rename, and refuses stores configured without conditional put.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Options that would make Delta commits unsafe or that medallion manages itself.
+const REFUSED: &[(&str, &str)] = &[
+    ("aws_s3_allow_unsafe_rename", "medallion never commits by rename; it needs conditional put"),
+    ("allow_unsafe_rename", "medallion never commits by rename; it needs conditional put"),
+    ("aws_s3_locking_provider", "locking providers (DynamoDB) are not supported; use a store with conditional put"),
+];
+
+/// The bucket's store (its root is the bucket) for `url`, an object-store lake location.
+pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>> {
+    let bad = |message: String| Error::InvalidLake { location: url.to_string(), message };
+    let (scheme, _) = ObjectStoreScheme::parse(url).map_err(|e| bad(e.to_string()))?;
+    let mut resolved = Vec::with_capacity(options.len());
+    for (key, value) in options {
+        let k = key.to_ascii_lowercase();
+        if let Some((_, why)) = REFUSED.iter().find(|(r, _)| *r == k) {
+            return Err(bad(format!("[storage] {key}: {why}")));
+        }
+        if k.ends_with("conditional_put") && value.trim().eq_ignore_ascii_case("disabled") {
+            return Err(bad(format!("[storage] {key} = \"disabled\": two writers could both commit the same Delta version")));
+        }
+        let value = crate::spec::env::expand(value).map_err(|e| bad(format!("[storage] {key}: {e}")))?;
+        resolved.push((k, value));
+    }
+    let retry = RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5), base: 2.0 },
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(60),
+    };
+    macro_rules! build {
+        ($builder:ty, $key:ty) => {{
+            let mut b = <$builder>::from_env().with_url(url.as_str()).with_retry(retry);
+            for (k, v) in &resolved {
+                let key: $key = k.parse().map_err(|_| bad(format!("[storage] unknown option `{k}`")))?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(|e| bad(e.to_string()))?) as Arc<dyn ObjectStore>
+        }};
+    }
+    let store = match scheme {
+        #[cfg(feature = "s3")]
+        ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder, object_store::aws::AmazonS3ConfigKey),
+        #[cfg(feature = "gcs")]
+        ObjectStoreScheme::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder, object_store::gcp::GoogleConfigKey),
+        #[cfg(feature = "azure")]
+        ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder, object_store::azure::AzureConfigKey),
+        other => {
+            let _ = (&resolved, &retry);
+            return Err(bad(format!("{other:?} lakes are not supported by this build (cargo features: s3, gcs, azure)")));
+        }
+    };
+    register_log_stores();
+    Ok(store)
+}
+
+/// Delta log stores for object-store schemes: delta-rs's default log store, which creates each
+/// commit file with `PutMode::Create` (a conditional put) and never renames.
+fn register_log_stores() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for scheme in ["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"] {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                logstore_factories().insert(url, Arc::new(ConditionalPut));
+            }
+        }
+    });
+}
+
+#[derive(Debug)]
+struct ConditionalPut;
+
+impl LogStoreFactory for ConditionalPut {
+    fn with_options(
+        &self,
+        prefixed_store: Arc<dyn ObjectStore>,
+        root_store: Arc<dyn ObjectStore>,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(prefixed_store, root_store, location, options))
+    }
+}
+
+/// One line saying why the store refused or could not be reached, from an `object_store` error
+/// (whose text carries the whole HTTP exchange): the S3/GCS/Azure error code and message when the
+/// store answered, else the transport's cause.
+pub fn explain(error: &object_store::Error) -> String {
+    let text = error.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    let code = tag("Code");
+    let message = tag("Message").unwrap_or_default();
+    let status = ["403 Forbidden", "404 Not Found", "401 Unauthorized"].into_iter().find(|s| text.contains(s));
+    match (code.as_deref(), status) {
+        (Some("NoSuchBucket"), _) => format!("the bucket does not exist (NoSuchBucket: {message})"),
+        (Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken" | "InvalidToken")), _) => {
+            format!("access denied ({c}: {message}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])")
+        }
+        (Some(c), _) => format!("{c}: {message}"),
+        (None, Some(s)) if s.starts_with("40") && s != "404 Not Found" => {
+            format!("access denied ({s}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])")
+        }
+        (None, Some(s)) => format!("the bucket or container does not exist ({s})"),
+        (None, None) if text.contains("error sending request") || text.contains("HTTP error") => {
+            let retries = text.find("after ").map(|i| text[i..].split(',').next().unwrap_or("").to_string()).unwrap_or_default();
+            let endpoint = text
+                .find("http")
+                .and_then(|i| Url::parse(text[i..].split_whitespace().next().unwrap_or("")).ok())
+                .map_or_else(|| "the endpoint".to_string(), |u| u.origin().ascii_serialization());
+            format!("cannot reach {endpoint} ({})", if retries.is_empty() { "connection failed".to_string() } else { format!("connection failed {retries}") })
+        }
+        (None, None) => text.lines().next().unwrap_or(&text).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: text.to_string().into() }
+    }
+
+    #[test]
+    fn store_errors_are_one_line_naming_the_cause() {
+        let missing = generic("Error performing GET http://h/nosuch - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>");
+        assert_eq!(explain(&missing), "the bucket does not exist (NoSuchBucket: The specified bucket does not exist)");
+        let denied = generic("403 Forbidden: <Error>\n<Code>InvalidAccessKeyId</Code>\n<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>");
+        assert!(explain(&denied).starts_with("access denied (InvalidAccessKeyId: The AWS Access Key Id"), "{}", explain(&denied));
+        let down = generic("Error performing GET http://127.0.0.1:1/x in 1.5s, after 6 retries, max_retries: 6, retry_timeout: 60s  - HTTP error: error sending request");
+        assert_eq!(explain(&down), "cannot reach http://127.0.0.1:1 (connection failed after 6 retries)");
+        assert!(!explain(&down).contains('\n'));
+    }
+
+    #[test]
+    fn unsafe_or_unknown_options_are_refused() {
+        let url = Url::parse("s3://bucket/lake/").expect("url");
+        let refuse = |k: &str, v: &str| bucket_store(&url, &BTreeMap::from([(k.to_string(), v.to_string())])).expect_err(k).to_string();
+        assert!(refuse("aws_s3_allow_unsafe_rename", "true").contains("never commits by rename"));
+        assert!(refuse("conditional_put", "disabled").contains("could both commit the same Delta version"));
+        assert!(refuse("endpoit", "http://x").contains("unknown option `endpoit`"));
+        assert!(refuse("secret_access_key", "${MEDALLION_TEST_UNSET_SECRET}").contains("`MEDALLION_TEST_UNSET_SECRET` is not set"));
+        assert!(bucket_store(&url, &BTreeMap::from([("endpoint".to_string(), "http://127.0.0.1:9".to_string()), ("allow_http".to_string(), "true".to_string())])).is_ok());
+    }
+}
