@@ -23,7 +23,7 @@ pub struct Global {
     /// Project directory (holding medallion.toml).
     #[arg(long, short = 'p', global = true, env = "MEDALLION_PROJECT", default_value = ".", value_name = "DIR")]
     pub project: PathBuf,
-    /// Lake location, overriding the project's `lake` (a directory path).
+    /// Lake location, overriding the project's `lake`: a directory, or s3://bucket/prefix (gs://, az:// with those features).
     #[arg(long, global = true, env = "MEDALLION_LAKE", value_name = "LAKE")]
     pub lake: Option<String>,
     /// Output format on stdout: human-readable text, or JSON Lines (one object per line with a `type`).
@@ -38,6 +38,10 @@ pub struct Global {
     /// Files decoded in parallel, and tables or models run at once (default: the number of cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// How long run, backfill, retry and schedule wait for the lake's lock while another writer holds
+    /// it (e.g. `10m`, for parallel `run --date` tasks); default: fail at once naming the holder.
+    #[arg(long, global = true, env = "MEDALLION_LOCK_WAIT", value_name = "DURATION")]
+    pub lock_wait: Option<String>,
     /// Pin the clock (RFC 3339): ingest times, freshness checks, run ids. For tests and replays.
     #[arg(long, global = true, env = "MEDALLION_NOW", value_name = "TIME", hide = true)]
     pub now: Option<String>,

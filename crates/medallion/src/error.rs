@@ -36,12 +36,13 @@ pub enum Error {
     },
 
     /// The lake (object store) failed.
-    #[error("lake storage error at `{location}`: {source}")]
+    #[error("lake storage error at `{location}`: {}", crate::storage::explain(cause))]
     Storage {
         /// Object path inside the lake.
         location: String,
-        /// The cause.
-        source: object_store::Error,
+        /// The cause (rendered in one line: the store's error code and message, or why it
+        /// could not be reached).
+        cause: object_store::Error,
     },
 
     /// A Delta table operation failed.

@@ -37,6 +37,17 @@ pub fn clock(g: &Global) -> Result<medallion::orchestration::run::Now> {
     }
 }
 
+/// `--lock-wait`: how long a run waits for the lake's lock (zero when not given).
+pub fn lock_wait(g: &Global) -> Result<std::time::Duration> {
+    match &g.lock_wait {
+        None => Ok(std::time::Duration::ZERO),
+        Some(text) => text
+            .parse::<medallion::spec::Duration>()
+            .map(|d| std::time::Duration::from_secs(d.seconds))
+            .map_err(|e| anyhow::anyhow!("invalid --lock-wait/MEDALLION_LOCK_WAIT `{text}`: {e}")),
+    }
+}
+
 /// Files decoded in parallel.
 pub fn threads(g: &Global) -> usize {
     g.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)

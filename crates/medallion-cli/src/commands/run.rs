@@ -95,7 +95,8 @@ pub(crate) async fn execute(g: &Global, project: medallion::project::Project, la
         }
         (Format::Text, None) => None,
     };
-    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, date, ..Default::default() };
+    let lock_wait = super::lock_wait(g)?;
+    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, date, lock_wait, ..Default::default() };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();

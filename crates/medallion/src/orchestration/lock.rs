@@ -1,7 +1,7 @@
 //! One writer per lake: `_medallion/lock` is created with a conditional put (create-if-absent,
 //! which object stores implement as `If-None-Match: *`), names its holder, and is refreshed by a
-//! heartbeat while the holder works. A second `run`, `ingest` or `replay` fails fast naming the
-//! holder, unless the lock is stale: its heartbeat older than the timeout, or its process gone on
+//! heartbeat while the holder works. A second `run` or `replay` fails fast naming the holder (or,
+//! with a lock wait, waits its turn: parallel `run --date` tasks of a scheduler), unless the lock is stale: its heartbeat older than the timeout, or its process gone on
 //! this same host (a `kill -9` does not block the next run).
 
 use std::sync::Arc;
@@ -83,6 +83,27 @@ pub struct LakeLock {
     stop: Arc<AtomicBool>,
 }
 
+/// Takes the lake's lock for `what`, waiting up to `wait` while another writer holds it (polling
+/// with jittered backoff, so N processes started together take turns); then fails naming the
+/// holder.
+pub async fn acquire_waiting(lake: &Lake, what: &str, now: Now, wait: Duration) -> Result<LakeLock> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        // The clock moves on while waiting: staleness is judged at the current time.
+        let at = now + chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
+        match acquire(lake, what, at).await {
+            Err(Error::Locked { .. }) if start.elapsed() + pause <= wait => {
+                let jitter = Duration::from_millis(uuid::Uuid::new_v4().as_u64_pair().0 % (pause.as_millis() as u64 / 2 + 1));
+                tracing::info!(what, waited_ms = start.elapsed().as_millis() as u64, "the lake is locked by another writer; waiting");
+                tokio::time::sleep(pause + jitter).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Takes the lake's lock for `what`, or fails naming the holder.
 pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
     let holder = Holder::new(what, now);
@@ -151,6 +172,16 @@ impl LakeLock {
     /// Who holds it (this process).
     pub fn holder(&self) -> &Holder {
         &self.holder
+    }
+
+    /// Gives the lock back after work that gave `out`, and returns `out`: a failed release never
+    /// hides the work's own error, nor turns committed work into a failure (the lock left behind
+    /// is taken over once stale; a warning says so).
+    pub async fn release_after<T>(self, out: Result<T>) -> Result<T> {
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "could not release the lake lock; the next writer takes it over once it is stale");
+        }
+        out
     }
 
     /// Gives the lock back (if it is still ours).

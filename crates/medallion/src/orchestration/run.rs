@@ -66,12 +66,14 @@ pub struct RunOptions {
     /// A logical date: promote only the bronze batches of that date partition, and ingest
     /// nothing new (backfills and date-driven schedulers).
     pub date: Option<chrono::NaiveDate>,
+    /// How long to wait for the lake's lock while another writer holds it (zero: fail at once).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None, retries: 2, backoff: std::time::Duration::from_millis(500), date: None }
+        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None, retries: 2, backoff: std::time::Duration::from_millis(500), date: None, lock_wait: std::time::Duration::ZERO }
     }
 }
 
@@ -167,10 +169,9 @@ impl RunSummary {
 /// returned here means the run could not proceed at all (e.g. the lake is unreadable).
 pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<RunSummary> {
     let run_id = new_run_id(None, opts.now);
-    let lock = lock::acquire(lake, &format!("run {run_id}"), opts.now).await?;
+    let lock = lock::acquire_waiting(lake, &format!("run {run_id}"), opts.now, opts.lock_wait).await?;
     let summary = run_locked(project, lake, opts, run_id).await;
-    lock.release().await?;
-    summary
+    lock.release_after(summary).await
 }
 
 async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: String) -> Result<RunSummary> {

@@ -126,8 +126,7 @@ struct Record {
 pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
     let lock = crate::orchestration::lock::acquire(lake, &format!("replay {} ({})", table.name, opts.run_id), opts.now).await?;
     let out = replay_locked(lake, project, table, opts).await;
-    lock.release().await?;
-    out
+    lock.release_after(out).await
 }
 
 async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {

@@ -23,7 +23,7 @@ use serde::Deserialize;
 pub struct ProjectSpec {
     /// Project name.
     pub name: String,
-    /// Lake location: a directory (relative to the project) or, later, an object-store URL.
+    /// Lake location: a directory (relative to the project) or an object-store URL (`s3://bucket/prefix`).
     #[serde(default)]
     pub lake: Option<String>,
     /// Free text.

@@ -110,6 +110,9 @@ impl LogStoreFactory for ConditionalPut {
 /// store answered, else the transport's cause.
 pub fn explain(error: &object_store::Error) -> String {
     let text = error.to_string();
+    if !matches!(error, object_store::Error::Generic { .. } | object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) {
+        return text.lines().next().unwrap_or(&text).to_string();
+    }
     let tag = |name: &str| {
         let open = format!("<{name}>");
         let start = text.find(&open)? + open.len();

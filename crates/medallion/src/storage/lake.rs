@@ -90,7 +90,7 @@ impl Lake {
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
         let dir = dir.canonicalize().map_err(|source| Error::Io { path: dir.clone(), source })?;
         let store = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|source| Error::Storage { location: dir.display().to_string(), source })?;
+            .map_err(|cause| Error::Storage { location: dir.display().to_string(), cause })?;
         let root_url = Url::from_directory_path(&dir)
             .map_err(|()| Error::Internal(format!("cannot make a URL of {}", dir.display())))?;
         Ok(Lake { store: Arc::new(store), bucket: None, root_url, display: dir.display().to_string() })
@@ -232,5 +232,5 @@ impl Lake {
 }
 
 fn storage(path: &str, source: object_store::Error) -> Error {
-    Error::Storage { location: path.to_string(), source }
+    Error::Storage { location: path.to_string(), cause: source }
 }

@@ -8,4 +8,5 @@ mod cloud;
 pub mod delta;
 mod lake;
 
+pub use cloud::explain;
 pub use lake::{Lake, Layer};
