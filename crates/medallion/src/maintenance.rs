@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::project::Project;
+use crate::project::{Maintenance, Project};
 use crate::storage::delta::Table;
 use crate::storage::{Lake, Layer};
 
@@ -102,49 +102,65 @@ pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: 
     Ok(out)
 }
 
-/// After a run: compacts the append-only tables (dead letters, expectation results, the event
-/// log) that hold more than `project.compact_above_files` files. Returns what it compacted.
-pub async fn compact_appended(lake: &Lake, project: &Project) -> Result<Vec<Maintained>> {
-    let limit = project.compact_above_files;
-    if limit == 0 {
-        return Ok(Vec::new());
+/// A table's policy: its own for silver and gold tables (`maintenance = { … }`), its table's for a
+/// dead letter (without Z-order), the project's for medallion's own tables.
+fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
+    let default = || Maintenance { compact_above_files: project.compact_above_files, zorder: Vec::new(), vacuum: project.vacuum };
+    let of = |name: &str| project.silver.get(name).map(|t| t.maintenance.clone()).or_else(|| project.gold.get(name).map(|m| m.maintenance.clone()));
+    match layer {
+        Layer::Silver | Layer::Gold => of(name).unwrap_or_else(default),
+        Layer::Quarantine => of(name).map(|m| Maintenance { zorder: Vec::new(), ..m }).unwrap_or_else(default),
+        Layer::System => default(),
     }
-    let mut candidates: Vec<(Layer, String)> = project.silver.keys().chain(project.gold.keys()).map(|n| (Layer::Quarantine, n.clone())).collect();
-    candidates.push((Layer::System, crate::quality::results::TABLE.to_string()));
-    candidates.push((Layer::System, crate::observability::events::TABLE.to_string()));
-    let mut out = Vec::new();
-    for (layer, name) in candidates {
-        let t = Table::open(lake, layer, &name).await?;
-        let before = t.files()?;
-        if !t.exists() || before.0 <= limit {
-            continue;
-        }
-        let (t, removed, added) = t.optimize(&[], None).await?;
-        let done = Maintained::measure(&t, before, removed, added)?;
-        tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
-        out.push(done);
-    }
-    Ok(out)
 }
 
-/// When the last policy vacuum ran (`_medallion/maintenance.json`).
+/// When each table was last vacuumed by policy (`_medallion/maintenance.json`).
 const STATE: &str = "_medallion/maintenance.json";
 
-/// After a run: vacuums every table if the project's `vacuum_every` has passed since the last
-/// policy vacuum. Returns what it vacuumed (empty when not due or not configured).
-pub async fn vacuum_if_due(lake: &Lake, project: &Project, now: crate::orchestration::run::Now) -> Result<Vec<Maintained>> {
-    let Some((every, retain)) = project.vacuum else { return Ok(Vec::new()) };
-    let last: Option<crate::orchestration::run::Now> = match lake.get(STATE).await? {
-        Some(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("last_vacuum").and_then(|t| t.as_str()).and_then(|t| t.parse().ok())),
-        None => None,
-    };
-    if last.is_some_and(|l| (now - l).num_seconds() < every.seconds as i64) {
-        return Ok(Vec::new());
+/// After a successful run: compacts every table holding more live files than its policy's
+/// `compact_above_files` (Z-ordered by its `zorder`), and vacuums every table whose policy's
+/// `vacuum_every` has passed since its last policy vacuum. Returns (compacted, vacuumed).
+pub async fn after_run(lake: &Lake, project: &Project, now: crate::orchestration::run::Now) -> Result<(Vec<Maintained>, Vec<Maintained>)> {
+    let mut candidates = tables(project, None)?;
+    candidates.push((Layer::System, crate::quality::results::TABLE.to_string()));
+    candidates.push((Layer::System, crate::observability::events::TABLE.to_string()));
+    let mut state: serde_json::Map<String, serde_json::Value> =
+        lake.get(STATE).await?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    // Lakes written before per-table state kept one time for all tables.
+    let legacy = state.get("last_vacuum").and_then(|t| t.as_str()).and_then(|t| t.parse::<crate::orchestration::run::Now>().ok());
+    let mut vacuumed_at = state.remove("vacuumed").and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, String>>(v).ok()).unwrap_or_default();
+    let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
+    for (layer, name) in candidates {
+        let p = policy(project, layer, &name);
+        let label = format!("{layer}/{name}");
+        let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::orchestration::run::Now>().ok()).or(legacy);
+        let vacuum_due = p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
+        if p.compact_above_files == 0 && vacuum_due.is_none() {
+            continue;
+        }
+        let mut t = Table::open(lake, layer, &name).await?;
+        if !t.exists() {
+            continue;
+        }
+        let before = t.files()?;
+        if p.compact_above_files > 0 && before.0 > p.compact_above_files {
+            let (after, removed, added) = t.optimize(&p.zorder, None).await?;
+            let done = Maintained::measure(&after, before, removed, added)?;
+            tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
+            compacted.push(done);
+            t = after;
+        }
+        if let Some((_, retain)) = vacuum_due {
+            let before = t.files()?;
+            let (after, deleted) = t.vacuum(Duration::from_secs(retain.seconds), false, false).await?;
+            vacuumed.push(Maintained::measure(&after, before, deleted.len() as u64, 0)?);
+            vacuumed_at.insert(label, now.to_rfc3339());
+        }
     }
-    let done = vacuum(lake, project, None, Duration::from_secs(retain.seconds), false, false).await?;
-    let state = serde_json::json!({ "last_vacuum": now.to_rfc3339() });
-    lake.put(STATE, serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?).await?;
-    Ok(done)
+    if !vacuumed.is_empty() {
+        state.remove("last_vacuum");
+        state.insert("vacuumed".into(), serde_json::to_value(&vacuumed_at).map_err(|e| Error::Internal(e.to_string()))?);
+        lake.put(STATE, serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?).await?;
+    }
+    Ok((compacted, vacuumed))
 }

@@ -73,6 +73,8 @@ pub struct SilverTable {
     pub history: History,
     /// The table's schema (the contract's, plus the SCD 2 columns).
     pub schema: SchemaRef,
+    /// Compaction and vacuum after runs.
+    pub maintenance: Maintenance,
 }
 
 impl SilverTable {
@@ -80,6 +82,17 @@ impl SilverTable {
     pub fn reads(&self) -> Vec<&str> {
         std::iter::once(self.name.as_str()).chain(self.depends_on.iter().map(String::as_str)).collect()
     }
+}
+
+/// What `run` does to a table after a successful run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Maintenance {
+    /// Compact when it holds more live files than this (0: never).
+    pub compact_above_files: usize,
+    /// Z-order compacted files by these columns.
+    pub zorder: Vec<String>,
+    /// Vacuum (every, retain).
+    pub vacuum: Option<(Duration, Duration)>,
 }
 
 /// A gold model.
@@ -113,6 +126,8 @@ pub struct GoldModel {
     pub tags: Vec<String>,
     /// Retries after a transient error (None: the run's).
     pub retries: Option<u32>,
+    /// Compaction and vacuum after runs.
+    pub maintenance: Maintenance,
 }
 
 /// A loaded, valid project.
@@ -161,20 +176,29 @@ impl Project {
         let catchup = specs.project.as_ref().is_some_and(|p| p.spec.catchup);
         let compact_above_files = specs.project.as_ref().and_then(|p| p.spec.compact_above_files).unwrap_or(64);
         let mut vacuum = None;
-        if let Some(p) = &specs.project
-            && let Some(every) = &p.spec.vacuum_every
-        {
-            let retain = p.spec.vacuum_retain.as_deref().unwrap_or("7d");
-            match (every.parse::<Duration>(), retain.parse::<Duration>()) {
-                (Ok(e), Ok(r)) if r.seconds >= crate::maintenance::MIN_RETENTION.as_secs() => vacuum = Some((e, r)),
-                (Ok(_), Ok(_)) => diags.push(
-                    Diagnostic::new(&p.file, "[project]", format!("vacuum_retain `{retain}` is below 7 days"))
-                        .with_line(line_of(&p.file, "vacuum_retain", p.line))
-                        .with_hint("time travel and slow readers need the files; run `medallion vacuum --force` by hand if you must"),
-                ),
-                (Err(e), _) | (_, Err(e)) => diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line))),
+        if let Some(p) = &specs.project {
+            match vacuum_policy(p.spec.vacuum_every.as_deref(), p.spec.vacuum_retain.as_deref(), None) {
+                Ok(v) => vacuum = v,
+                Err(e) => diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line))),
             }
         }
+        let maintenance_of = |spec: Option<&crate::spec::MaintenanceSpec>, schema: &SchemaRef, file: &Path, subject: &str, line: Option<usize>, diags: &mut Vec<Diagnostic>| {
+            let mut m = Maintenance { compact_above_files, zorder: Vec::new(), vacuum };
+            let Some(spec) = spec else { return m };
+            let line = line_of(file, "maintenance", line);
+            m.compact_above_files = spec.compact_above_files.unwrap_or(compact_above_files);
+            for c in &spec.zorder {
+                if schema.field_with_name(c).is_err() {
+                    diags.push(Diagnostic::new(file, subject, format!("maintenance: zorder column `{c}` is not a column of the table")).with_line(line));
+                }
+            }
+            m.zorder = spec.zorder.clone();
+            match vacuum_policy(spec.vacuum_every.as_deref(), spec.vacuum_retain.as_deref(), vacuum) {
+                Ok(v) => m.vacuum = v,
+                Err(e) => diags.push(Diagnostic::new(file, subject, format!("maintenance: {e}")).with_line(line)),
+            }
+            m
+        };
         let storage = specs.storage.as_ref().map(|s| s.spec.clone()).unwrap_or_default();
         if let Some(s) = &specs.storage {
             for (key, value) in &s.spec {
@@ -317,6 +341,7 @@ impl Project {
                             retries: spec.retries,
                             change_feed: false,
                             history,
+                            maintenance: maintenance_of(spec.maintenance.as_ref(), &schema, &t.file, &subject, t.line, &mut diags),
                             schema,
                         },
                     );
@@ -430,12 +455,13 @@ impl Project {
                                 refresh,
                                 sla,
                                 description: g.spec.description.clone(),
-                                schema,
                                 gates,
                                 checks: Vec::new(),
                                 incremental: None,
                                 tags: g.spec.tags.clone(),
                                 retries: g.spec.retries,
+                                maintenance: maintenance_of(g.spec.maintenance.as_ref(), &schema, &g.file, &format!("gold model `{n}`"), g.line, &mut diags),
+                                schema,
                             },
                         );
                     }
@@ -606,4 +632,29 @@ pub fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A vacuum policy from `vacuum_every` and `vacuum_retain`, each falling back to `default`'s
+/// (retention: `7d`); a retention below 7 days is refused.
+fn vacuum_policy(every: Option<&str>, retain: Option<&str>, default: Option<(Duration, Duration)>) -> std::result::Result<Option<(Duration, Duration)>, String> {
+    let every = match every {
+        Some(e) => Some(e.parse::<Duration>()?),
+        None => default.map(|d| d.0),
+    };
+    let Some(every) = every else {
+        return match retain {
+            Some(_) => Err("vacuum_retain needs vacuum_every".into()),
+            None => Ok(None),
+        };
+    };
+    let (retain, text) = match retain {
+        Some(r) => (r.parse::<Duration>()?, r),
+        None => (default.map_or_else(|| "7d".parse::<Duration>(), |d| Ok(d.1))?, "default"),
+    };
+    if retain.seconds < crate::maintenance::MIN_RETENTION.as_secs() {
+        return Err(format!(
+            "vacuum_retain `{text}` is below 7 days (hint: time travel and slow readers need the files; run `medallion vacuum --force` by hand if you must)"
+        ));
+    }
+    Ok(Some((every, retain)))
 }

@@ -30,6 +30,12 @@ fn report(g: &Global, what: &str, done: &[Maintained]) -> Result<Outcome> {
         }
         return Ok(Outcome::Ok);
     }
+    say!("{what}\n{}", maintained_table(done));
+    Ok(Outcome::Ok)
+}
+
+/// Maintained tables as a text table: files and bytes before and after.
+pub fn maintained_table(done: &[Maintained]) -> String {
     let mut rows = vec![vec!["table".to_string(), "files before".into(), "bytes before".into(), "files after".into(), "bytes after".into(), "removed".into(), "added".into(), "version".into()]];
     for m in done {
         rows.push(vec![
@@ -43,6 +49,5 @@ fn report(g: &Global, what: &str, done: &[Maintained]) -> Result<Outcome> {
             m.version.map_or("-".into(), |v| v.to_string()),
         ]);
     }
-    say!("{what}\n{}", table(&rows));
-    Ok(Outcome::Ok)
+    table(&rows)
 }

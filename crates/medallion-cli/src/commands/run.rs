@@ -193,6 +193,11 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
         thousands(t.superseded),
         thousands(t.rejected)
     );
+    for (what, done) in [("compacted after the run (maintenance policy)", &s.compacted), ("vacuumed after the run (maintenance policy)", &s.vacuumed)] {
+        if !done.is_empty() {
+            say!("\n{what}\n{}", super::maintain::maintained_table(done));
+        }
+    }
     if let Some(l) = &s.lineage {
         let to: Vec<&str> = l.file.iter().chain(l.url.iter()).map(String::as_str).collect();
         sayln!("lineage: {} OpenLineage events → {}", l.events, to.join(", "));

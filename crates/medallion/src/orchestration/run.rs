@@ -426,8 +426,10 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     }
     results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
     events.record(lake).await?;
-    summary.compacted = crate::maintenance::compact_appended(lake, project).await?;
-    summary.vacuumed = crate::maintenance::vacuum_if_due(lake, project, opts.now).await?;
+    // Maintenance follows successful runs only: a failed run is retried first, on the same files.
+    if summary.ok() {
+        (summary.compacted, summary.vacuumed) = crate::maintenance::after_run(lake, project, opts.now).await?;
+    }
     runlog::record(lake, &summary).await?;
     Ok(summary)
 }

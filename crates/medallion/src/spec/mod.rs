@@ -69,6 +69,25 @@ pub struct LineageSpec {
     pub timeout: Option<String>,
 }
 
+/// `maintenance = { … }` on a silver table or gold model: what `run` does to it after a
+/// successful run (overrides the project's `compact_above_files` / `vacuum_every`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceSpec {
+    /// Compact when the table holds more live files than this (0: never).
+    #[serde(default)]
+    pub compact_above_files: Option<usize>,
+    /// Z-order the compacted files by these columns (clusters them for file skipping).
+    #[serde(default)]
+    pub zorder: Vec<String>,
+    /// Vacuum the table this often (e.g. `7d`).
+    #[serde(default)]
+    pub vacuum_every: Option<String>,
+    /// What those vacuums keep (default `7d`; shorter is refused).
+    #[serde(default)]
+    pub vacuum_retain: Option<String>,
+}
+
 /// What a failed expectation does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -505,6 +524,9 @@ pub struct SilverSpec {
     /// Retries after a transient error for this table (default: the run's `--retries`).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Compaction and vacuum after runs (default: the project's).
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceSpec>,
     /// Maximum staleness consumers accept (e.g. `26h`): the default `max_age` of `freshness`.
     #[serde(default)]
     pub sla: Option<String>,
@@ -641,6 +663,9 @@ pub struct GoldSpec {
     /// Retries after a transient error for this model (default: the run's `--retries`).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Compaction and vacuum after runs (default: the project's).
+    #[serde(default)]
+    pub maintenance: Option<MaintenanceSpec>,
     /// Refresh cadence: `hourly`, `daily`, `weekly`, `on_run`.
     pub refresh: String,
     /// Maximum staleness consumers accept, e.g. `6h`, `1d`, `30m`.

@@ -296,6 +296,45 @@ async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_table_maintenance_policy_compacts_z_ordered_and_vacuums_on_its_own_schedule() {
+    let policy = "primary_key = [\"order_id\"]\nmaintenance = { compact_above_files = 2, zorder = [\"amount\"], vacuum_every = \"1d\" }";
+    let d = Dir::new(&SMALL.replace("RATE", "").replace("primary_key = [\"order_id\"]", policy));
+    let at = |t: &str| RunOptions { threads: 2, now: t.parse().expect("time"), ..Default::default() };
+    let (project, lake) = d.open().await;
+    let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
+    for (i, hour) in ["10", "11", "12", "13"].iter().enumerate() {
+        let base = i64::try_from(i).expect("i") * 100;
+        d.bronze("orders", &format!("b{i}"), &format!("2024-03-01T{hour}:00:00+00:00"), &orders(base..base + 10, 2));
+        let s = run(&project, &lake, &at(&format!("2024-03-02T{hour}:00:00Z"))).await.expect("run");
+        assert!(s.ok(), "{:?}", s.failed);
+        compacted.extend(s.compacted.iter().map(|m| (m.table.clone(), m.files_before, m.files_after)));
+        vacuumed.push(s.vacuumed.iter().map(|m| m.table.clone()).collect::<Vec<_>>());
+    }
+    let silver: Vec<_> = compacted.iter().filter(|(t, _, _)| t == "silver/orders").collect();
+    assert!(!silver.is_empty() && silver.iter().all(|(_, before, after)| after < before), "{compacted:?}");
+    let (files, _) = Table::open(&lake, Layer::Silver, "orders").await.expect("open").files().expect("files");
+    assert!(files <= 2, "{files} files");
+    // The policy's vacuum: due at the first run, not again within the day; the dead letter follows its
+    // table; medallion's own tables keep the project's policy (none).
+    assert_eq!(vacuumed[0], ["silver/orders", "quarantine/orders"]);
+    assert!(vacuumed[1..].iter().all(Vec::is_empty), "{vacuumed:?}");
+    let next_day = run(&project, &lake, &at("2024-03-03T11:00:00Z")).await.expect("run");
+    assert_eq!(next_day.vacuumed.iter().map(|m| m.table.as_str()).collect::<Vec<_>>(), ["silver/orders", "quarantine/orders"]);
+    assert_eq!(d.rows("SELECT count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders").await, vec![vec!["32".to_string(), "160.00".to_string()]]);
+    assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]], "nothing lost");
+
+    for (bad, message) in [
+        ("maintenance = { zorder = [\"amout\"] }", "maintenance: zorder column `amout` is not a column of the table"),
+        ("maintenance = { vacuum_every = \"1d\", vacuum_retain = \"1h\" }", "maintenance: vacuum_retain `1h` is below 7 days"),
+        ("maintenance = { compact_every = 3 }", "unknown field `compact_every`"),
+    ] {
+        d.configure(&SMALL.replace("RATE", bad));
+        let err = Project::load(d.dir.path()).await.expect_err(bad).to_string();
+        assert!(err.contains(message) && err.contains("medallion.toml:"), "{bad}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_vacuum_policy_runs_after_runs_when_due() {
     let d = Dir::new(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\nvacuum_every = \"1d\""));
     d.bronze("orders", "b0", "2024-03-01T10:00:00+00:00", &orders(0..10, 1));
