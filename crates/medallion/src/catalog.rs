@@ -38,6 +38,25 @@ pub async fn session_for(lake: &Lake, project: &Project, tables: &[&str]) -> Res
     session_with(lake, project, None, Some(tables)).await
 }
 
+/// A session over tables already opened (layer, name, table): a node that has read their versions
+/// computes from exactly those snapshots, and no log is read twice.
+pub async fn session_of(project: &Project, tables: &[(Layer, &str, Table)]) -> Result<SessionContext> {
+    let ctx = new_session()?;
+    for (layer, name, table) in tables {
+        let schema = match layer {
+            Layer::Gold => project.gold.get(*name).map(|g| g.schema.clone()),
+            _ => project.silver.get(*name).map(|t| t.schema.clone()),
+        };
+        let provider = match (table.exists(), schema) {
+            (true, _) => table.provider(&ctx).await?,
+            (false, Some(schema)) => empty(schema, &table.label)?,
+            (false, None) => return Err(Error::Internal(format!("no schema for {}", table.label))),
+        };
+        register_table(&ctx, *layer, name, provider)?;
+    }
+    Ok(ctx)
+}
+
 async fn session_with(lake: &Lake, project: &Project, as_of: Option<AsOf>, only: Option<&[&str]>) -> Result<SessionContext> {
     let ctx = new_session()?;
     let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));

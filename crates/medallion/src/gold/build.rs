@@ -67,11 +67,15 @@ pub struct BuildOptions {
 pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &BuildOptions) -> Result<Build> {
     let (run_id, now) = (opts.run_id.as_str(), opts.now);
     let t0 = Instant::now();
+    // Every input is opened once: the fingerprint, the change feed and the build's SQL all read
+    // these snapshots, so the build computes from exactly the versions it records.
     let mut inputs = BTreeMap::new();
+    let mut opened: Vec<(Layer, &str, Table)> = Vec::new();
     for r in &model.refs {
         let layer = if project.gold.contains_key(r) { Layer::Gold } else { Layer::Silver };
         let t = Table::open(lake, layer, r).await?;
         inputs.insert(format!("{layer}/{r}"), t.version());
+        opened.push((layer, r.as_str(), t));
     }
     // The fingerprint covers the SQL and the expectations: changing either rebuilds the model.
     let mut hasher = Sha256::new();
@@ -107,7 +111,11 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
         if let Some((column, source)) = &model.incremental
             && let Some(prev) = &previous
         {
-            partitions = touched(lake, project, column, source, prev, &fingerprint).await?;
+            let source_table = opened.iter().find(|(_, name, _)| *name == source.as_str()).map(|(_, _, t)| t);
+            partitions = match source_table {
+                Some(t) => touched(t, column, prev, &fingerprint).await?,
+                None => None,
+            };
         }
         if previous.as_ref() == Some(&fingerprint) {
             let rows = table.count_rows().await?;
@@ -125,9 +133,8 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
             });
         }
     }
-    let mut reads: Vec<&str> = model.refs.iter().map(String::as_str).collect();
-    reads.push(&model.name);
-    let ctx = catalog::session_for(lake, project, &reads).await?;
+    opened.push((Layer::Gold, model.name.as_str(), table.clone()));
+    let ctx = catalog::session_of(project, &opened).await?;
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
     // Incremental: only the touched partitions are computed (the filter on a grouping column
     // reaches the scan), and they replace exactly those partitions.
@@ -166,7 +173,10 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
                 let mut candidate = untouched(&ctx, model, predicate, &schema).await?;
                 let fresh = batches.len();
                 candidate.extend(batches);
-                let mut audited = audit(&ctx, &model.checks, &schema, candidate, Stage::Rows, now).await?;
+                let source = model.incremental.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
+                let is_source = |name: &str| catalog::resolve(project, name) == Some((Layer::Silver, source.to_string()));
+                let checks: Vec<_> = model.checks.iter().map(|c| c.scoped(is_source, predicate)).collect();
+                let mut audited = audit(&ctx, &checks, &schema, candidate, Stage::Rows, now).await?;
                 expectations.extend(audited.results);
                 batches = audited.kept.split_off(audited.kept.len() - fresh);
             }
@@ -244,12 +254,11 @@ fn audit_rows(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<Recor
 /// For an incremental model whose previous build had the same SQL and the same versions of every
 /// input but `source`: the `column` values (as SQL literals) of the source rows changed since
 /// that build. None when a full build is needed.
-async fn touched(lake: &Lake, project: &Project, column: &str, source: &str, prev: &Value, now: &Value) -> Result<Option<Vec<String>>> {
+async fn touched(table: &Table, column: &str, prev: &Value, now: &Value) -> Result<Option<Vec<String>>> {
     if prev.get("sql_sha256") != now.get("sql_sha256") {
         return Ok(None);
     }
-    let layer = if project.gold.contains_key(source) { Layer::Gold } else { Layer::Silver };
-    let key = format!("{layer}/{source}");
+    let key = table.label.clone();
     let (Some(prev_inputs), Some(now_inputs)) = (prev.get("inputs").and_then(Value::as_object), now.get("inputs").and_then(Value::as_object)) else {
         return Ok(None);
     };
@@ -258,7 +267,6 @@ async fn touched(lake: &Lake, project: &Project, column: &str, source: &str, pre
     if !others_same || prev_inputs.len() != now_inputs.len() {
         return Ok(None);
     }
-    let table = Table::open(lake, layer, source).await?;
     let Some(values) = table.changed_values(column, after).await? else { return Ok(None) };
     if values.num_columns() == 0 {
         return Ok(Some(Vec::new()));

@@ -57,7 +57,24 @@ enum Query {
     RowCount { min: Option<u64>, max: Option<u64> },
     NullFraction { column: String, max: f64 },
     Freshness { column: String, max_age: Duration },
-    Reconcile { left: String, right: String, tolerance: f64, relative: f64 },
+    Reconcile { this: Side, with: Side, tolerance: f64, relative: f64, scope: Option<String> },
+}
+
+/// One side of a reconciliation: an aggregate over a table's rows (those matching `filter`).
+#[derive(Debug, Clone)]
+struct Side {
+    expr: String,
+    table: String,
+    filter: Option<String>,
+}
+
+impl Side {
+    /// The aggregate's query, over the rows also matching `scope` when given.
+    fn sql(&self, scope: Option<&str>) -> String {
+        let filters: Vec<String> = self.filter.iter().map(String::as_str).chain(scope).map(|f| format!("({f})")).collect();
+        let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
+        format!("SELECT {} AS value FROM {}{filter}", self.expr, self.table)
+    }
 }
 
 /// Where a check is declared, for its defaults.
@@ -109,18 +126,13 @@ async fn compile_one(ctx: &SessionContext, spec: &ExpectationSpec, check: &Check
             };
             Query::Freshness { column: f.column.clone(), max_age }
         }
-        Check::Reconcile(r) => {
-            let side = |expr: &str, table: &str, filter: &Option<String>| {
-                let filter = filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
-                format!("SELECT {expr} AS value FROM {table}{filter}")
-            };
-            Query::Reconcile {
-                left: side(&r.expr, THIS, &r.filter),
-                right: side(&r.with_expr, &r.with, &r.with_filter),
-                tolerance: r.tolerance.unwrap_or(0.0),
-                relative: r.relative_tolerance.unwrap_or(0.0),
-            }
-        }
+        Check::Reconcile(r) => Query::Reconcile {
+            this: Side { expr: r.expr.clone(), table: THIS.to_string(), filter: r.filter.clone() },
+            with: Side { expr: r.with_expr.clone(), table: r.with.clone(), filter: r.with_filter.clone() },
+            tolerance: r.tolerance.unwrap_or(0.0),
+            relative: r.relative_tolerance.unwrap_or(0.0),
+            scope: None,
+        },
     };
     let mut c = TableCheck {
         name: spec.name.clone(),
@@ -185,8 +197,8 @@ impl TableCheck {
             },
             Query::NullFraction { column, max } => format!("null fraction of {column} <= {max}"),
             Query::Freshness { column, max_age } => format!("max({column}) no older than {}", human(max_age.seconds as i64)),
-            Query::Reconcile { left, right, tolerance, relative } => {
-                format!("({left}) = ({right}) within {tolerance} + {relative} relative")
+            Query::Reconcile { this, with, tolerance, relative, .. } => {
+                format!("({}) = ({}) within {tolerance} + {relative} relative", this.sql(None), with.sql(None))
             }
         }
     }
@@ -198,7 +210,7 @@ impl TableCheck {
             Query::RowCount { .. } => Vec::new(),
             Query::NullFraction { column, .. } => vec![(format!("SELECT {} FROM {THIS}", ident(column)), Want::Rows)],
             Query::Freshness { column, .. } => vec![(format!("SELECT max({}) FROM {THIS}", ident(column)), Want::Time)],
-            Query::Reconcile { left, right, .. } => vec![(left.clone(), Want::Number), (right.clone(), Want::Number)],
+            Query::Reconcile { this, with, .. } => vec![(this.sql(None), Want::Number), (with.sql(None), Want::Number)],
         }
     }
 
@@ -224,6 +236,21 @@ impl TableCheck {
             Query::Failing(sql) => Some(sql.clone()),
             _ => None,
         }
+    }
+
+    /// For an incremental build: a reconciliation of this table with `source` (the model's
+    /// incremental source, `is_source` recognising its name) compares only the rows matching
+    /// `predicate`, the touched partitions. The others were compared when they were built, and
+    /// neither side of them has changed since (an untouched partition is one no changed source
+    /// row falls in). Other checks are returned as they are.
+    pub fn scoped(&self, is_source: impl Fn(&str) -> bool, predicate: &str) -> TableCheck {
+        let mut c = self.clone();
+        if let Query::Reconcile { with, scope, .. } = &mut c.query
+            && is_source(&with.table)
+        {
+            *scope = Some(predicate.to_string());
+        }
+        c
     }
 
     fn result(&self) -> GateResult {
@@ -319,14 +346,15 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
                     }
                 }
             }
-            Query::Reconcile { left, right, tolerance, relative } => {
+            Query::Reconcile { this, with, tolerance, relative, scope } => {
                 // An aggregate over no rows (sum → null) counts as 0: reconciliations compare sums
                 // and counts, and an empty side must equal an empty side.
-                let a = scalar(ctx, left, &context).await?.unwrap_or(0.0);
-                let b = scalar(ctx, right, &context).await?.unwrap_or(0.0);
+                let a = scalar(ctx, &this.sql(scope.as_deref()), &context).await?.unwrap_or(0.0);
+                let b = scalar(ctx, &with.sql(scope.as_deref()), &context).await?.unwrap_or(0.0);
                 let diff = (a - b).abs();
                 let allowed = tolerance + relative * a.abs().max(b.abs());
-                let (violated, observed) = (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}"));
+                let within = if scope.is_some() { " (touched partitions)" } else { "" };
+                let (violated, observed) = (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}{within}"));
                 r.violated = violated;
                 r.observed = Some(observed);
             }

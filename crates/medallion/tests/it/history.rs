@@ -292,6 +292,34 @@ async fn an_incremental_model_equals_a_full_refresh_after_random_increments() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_build_reconciles_the_touched_partitions_and_still_catches_a_mismatch_there() {
+    let mut lh = Lakehouse::new(INCREMENTAL);
+    std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
+    // A model that loses order 999: the reconciliation with silver must catch it.
+    let sql = "SELECT order_date, region, count(*) AS n, sum(amount) AS revenue FROM orders WHERE order_id <> 999 GROUP BY order_date, region";
+    std::fs::write(lh.dir.path().join("gold/by_day.sql"), sql).expect("write");
+    let day = |id: u32, d: u32, amount: &str| format!(r#"{{"order_id": {id}, "amount": {amount}, "order_date": "2024-01-0{d}", "region": "uk"}}"#);
+    let first = lh.run_with("orders", &[day(1, 1, "5.00"), day(2, 2, "6.00"), day(3, 3, "7.00")]).await;
+    assert!(first.ok() && first.gold[0].partitions.is_none(), "{:?}", first.failed);
+    // Day 2 changes: an incremental build of one partition, reconciled on that partition only.
+    let second = lh.run_with("orders", &[day(4, 2, "1.50")]).await;
+    assert!(second.ok(), "{:?}", second.failed);
+    assert_eq!(second.gold[0].partitions, Some(1));
+    let sums = second.gold[0].expectations.iter().find(|e| e.name == "sums").expect("sums");
+    assert_eq!(sums.observed.as_deref(), Some("7.5 vs 7.5, difference 0 (touched partitions)"));
+    // Order 999 lands on day 3: the touched partition no longer reconciles, and nothing is published.
+    let before = lh.rows(BY_DAY).await;
+    lh.land("orders", &[day(999, 3, "2.00")]);
+    let (project, lake) = lh.open().await;
+    let third = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run");
+    assert!(!third.ok(), "the mismatch in the touched partition must fail the gate");
+    let failed = third.failed.iter().find(|f| f.node == "gold/by_day").expect("gold failed");
+    let sums = failed.expectations.iter().find(|e| e.name == "sums").expect("sums");
+    assert_eq!(sums.observed.as_deref(), Some("7 vs 9, difference 2 (touched partitions)"));
+    assert_eq!(lh.rows(BY_DAY).await, before, "a failed gate publishes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_example_joins_each_order_to_the_tier_valid_on_its_day() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders");
     let mut lh = Lakehouse::new(&std::fs::read_to_string(example.join("medallion.toml")).expect("read"));
