@@ -6,15 +6,10 @@
 set -euo pipefail
 bin=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
-venv="${MEDALLION_VENV:-$HOME/.cache/medallion-venv}"
 gen="$root/../shared/bench/gen_orders.py"
 rows="${MEDALLION_INTEROP_ROWS:-200000}"
 
-if ! "$venv/bin/python" -c "import deltalake, polars, pyarrow" 2>/dev/null; then
-  echo "interop: creating the Python venv at $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet deltalake==1.6.6 pyarrow==26.0.1 polars==2.1.0 polars-runtime-32==2.1.0
-fi
+source "$root/tests/venv.sh"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -11,7 +11,6 @@
 set -euo pipefail
 bin=$(realpath "$1")
 root=$(cd "$(dirname "$0")/../.." && pwd)
-venv="${MEDALLION_VENV:-$HOME/.cache/medallion-venv}"
 cache="${MEDALLION_CACHE:-$HOME/.cache/medallion-ci}"
 gen="$root/../shared/bench/gen_orders.py"
 
@@ -31,10 +30,7 @@ if [ ! -f "$schemas/OpenLineage.json" ]; then
   rm -rf "$tmp"
 fi
 
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c "import jsonschema, referencing" 2>/dev/null; then
-  "$venv/bin/pip" install --quiet jsonschema==4.26.0
-fi
+source "$root/tests/venv.sh"
 
 work=$(mktemp -d)
 receiver_pid=

@@ -23,6 +23,7 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    one_line_panics();
     init_tracing(cli.global.quiet, cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -43,6 +44,23 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A panic in a task (delta-rs and object_store run writers on the runtime's worker threads; one
+/// known case: object_store's multipart writer panics when aborted after a failed upload) is
+/// reported in one line; the operation it belonged to fails with its own error.
+fn one_line_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let at = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        eprintln!("warning: a task on thread `{thread}` panicked{at}: {payload} (a bug; the step it belonged to failed)");
+    }));
 }
 
 /// The error and its causes on one line, skipping a cause whose text the line already holds
