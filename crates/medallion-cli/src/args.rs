@@ -38,7 +38,7 @@ pub struct Global {
     /// Files decoded in parallel, and tables or models run at once (default: the number of cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
-    /// How long run, backfill, retry and schedule wait for the lake's lock while another writer holds
+    /// How long run, backfill, retry, schedule and replay wait for the lake's lock while another writer holds
     /// it (e.g. `10m`, for parallel `run --date` tasks); default: fail at once naming the holder.
     #[arg(long, global = true, env = "MEDALLION_LOCK_WAIT", value_name = "DURATION")]
     pub lock_wait: Option<String>,

@@ -105,7 +105,7 @@ pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: 
 /// A table's policy: its own for silver and gold tables (`maintenance = { … }`), its table's for a
 /// dead letter (without Z-order), the project's for medallion's own tables.
 fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
-    let default = || Maintenance { compact_above_files: project.compact_above_files, zorder: Vec::new(), vacuum: project.vacuum };
+    let default = || Maintenance { compact_above_files: project.compact_above_files, zorder: Vec::new(), target_size: None, vacuum: project.vacuum };
     let of = |name: &str| project.silver.get(name).map(|t| t.maintenance.clone()).or_else(|| project.gold.get(name).map(|m| m.maintenance.clone()));
     match layer {
         Layer::Silver | Layer::Gold => of(name).unwrap_or_else(default),
@@ -144,7 +144,7 @@ pub async fn after_run(lake: &Lake, project: &Project, now: crate::orchestration
         }
         let before = t.files()?;
         if p.compact_above_files > 0 && before.0 > p.compact_above_files {
-            let (after, removed, added) = t.optimize(&p.zorder, None).await?;
+            let (after, removed, added) = t.optimize(&p.zorder, p.target_size).await?;
             let done = Maintained::measure(&after, before, removed, added)?;
             tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
             compacted.push(done);

@@ -91,6 +91,8 @@ pub struct Maintenance {
     pub compact_above_files: usize,
     /// Z-order compacted files by these columns.
     pub zorder: Vec<String>,
+    /// Size of compacted files (None: delta-rs's default).
+    pub target_size: Option<u64>,
     /// Vacuum (every, retain).
     pub vacuum: Option<(Duration, Duration)>,
 }
@@ -183,7 +185,7 @@ impl Project {
             }
         }
         let maintenance_of = |spec: Option<&crate::spec::MaintenanceSpec>, schema: &SchemaRef, file: &Path, subject: &str, line: Option<usize>, diags: &mut Vec<Diagnostic>| {
-            let mut m = Maintenance { compact_above_files, zorder: Vec::new(), vacuum };
+            let mut m = Maintenance { compact_above_files, zorder: Vec::new(), target_size: None, vacuum };
             let Some(spec) = spec else { return m };
             let line = line_of(file, "maintenance", line);
             m.compact_above_files = spec.compact_above_files.unwrap_or(compact_above_files);
@@ -193,6 +195,10 @@ impl Project {
                 }
             }
             m.zorder = spec.zorder.clone();
+            m.target_size = spec.target_size;
+            if spec.target_size == Some(0) {
+                diags.push(Diagnostic::new(file, subject, "maintenance: target_size must be more than 0 bytes").with_line(line));
+            }
             match vacuum_policy(spec.vacuum_every.as_deref(), spec.vacuum_retain.as_deref(), vacuum) {
                 Ok(v) => m.vacuum = v,
                 Err(e) => diags.push(Diagnostic::new(file, subject, format!("maintenance: {e}")).with_line(line)),

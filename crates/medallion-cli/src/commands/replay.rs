@@ -19,7 +19,7 @@ pub async fn run(g: &Global, name: &str, filter: Option<String>, dry_run: bool) 
     };
     let now = clock(g)?;
     let run_id = new_run_id(Some("replay"), now);
-    let r = replay(&lake, &project, silver, &ReplayOptions { run_id, now, filter, dry_run }).await?;
+    let r = replay(&lake, &project, silver, &ReplayOptions { run_id, now, filter, dry_run, lock_wait: super::lock_wait(g)? }).await?;
     if g.format == Format::Json {
         json_line("replay", serde_json::to_value(&r)?)?;
     } else {

@@ -46,6 +46,8 @@ pub struct ReplayOptions {
     pub filter: Option<String>,
     /// Only report what would pass.
     pub dry_run: bool,
+    /// How long to wait for the lake's lock while another writer holds it (zero: fail at once).
+    pub lock_wait: std::time::Duration,
 }
 
 /// How the records that had one reason fare.
@@ -124,7 +126,8 @@ struct Record {
 /// interrupted replay first.
 #[tracing::instrument(skip_all, fields(table = %table.name))]
 pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
-    let lock = crate::orchestration::lock::acquire(lake, &format!("replay {} ({})", table.name, opts.run_id), opts.now).await?;
+    let what = format!("replay {} ({})", table.name, opts.run_id);
+    let lock = crate::orchestration::lock::acquire_waiting(lake, &what, opts.now, opts.lock_wait).await?;
     let out = replay_locked(lake, project, table, opts).await;
     lock.release_after(out).await
 }

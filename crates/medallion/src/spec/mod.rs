@@ -80,6 +80,10 @@ pub struct MaintenanceSpec {
     /// Z-order the compacted files by these columns (clusters them for file skipping).
     #[serde(default)]
     pub zorder: Vec<String>,
+    /// Size of the compacted files in bytes (default delta-rs's, 100 MiB); smaller files let a
+    /// Z-ordered table of a few hundred MB skip files.
+    #[serde(default)]
+    pub target_size: Option<u64>,
     /// Vacuum the table this often (e.g. `7d`).
     #[serde(default)]
     pub vacuum_every: Option<String>,

@@ -350,7 +350,7 @@ async fn replay_into_an_scd2_table_places_the_fixed_record_in_history() {
     assert_eq!(s.silver[0].rejected, 1);
     std::fs::write(lh.dir.path().join("medallion.toml"), strict.replace("'gold')", "'gold', 'platinum')")).expect("write");
     let (project, lake) = lh.open().await;
-    let opts = medallion::silver::replay::ReplayOptions { run_id: "r".into(), now: medallion::orchestration::run::now(), filter: None, dry_run: false };
+    let opts = medallion::silver::replay::ReplayOptions { run_id: "r".into(), now: medallion::orchestration::run::now(), filter: None, dry_run: false, lock_wait: std::time::Duration::ZERO };
     let r = medallion::silver::replay::replay(&lake, &project, &project.silver["dim_customers"], &opts).await.expect("replay");
     assert_eq!((r.selected, r.inserted, r.superseded, r.rejected), (1, 1, 0, 0));
     let got = lh

@@ -65,7 +65,7 @@ impl Dir {
     async fn replay(&self, filter: Option<&str>, dry_run: bool) -> Replay {
         let (project, lake) = self.open().await;
         let now = medallion::orchestration::run::now();
-        let opts = ReplayOptions { run_id: "replay-test".into(), now, filter: filter.map(str::to_string), dry_run };
+        let opts = ReplayOptions { run_id: "replay-test".into(), now, filter: filter.map(str::to_string), dry_run, lock_wait: std::time::Duration::ZERO };
         replay(&lake, &project, &project.silver["orders"], &opts).await.expect("replay")
     }
 
@@ -297,7 +297,7 @@ async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_maintenance_policy_compacts_z_ordered_and_vacuums_on_its_own_schedule() {
-    let policy = "primary_key = [\"order_id\"]\nmaintenance = { compact_above_files = 2, zorder = [\"amount\"], vacuum_every = \"1d\" }";
+    let policy = "primary_key = [\"order_id\"]\nmaintenance = { compact_above_files = 2, zorder = [\"amount\"], target_size = 1000000, vacuum_every = \"1d\" }";
     let d = Dir::new(&SMALL.replace("RATE", "").replace("primary_key = [\"order_id\"]", policy));
     let at = |t: &str| RunOptions { threads: 2, now: t.parse().expect("time"), ..Default::default() };
     let (project, lake) = d.open().await;
