@@ -60,6 +60,11 @@ fn one_line_panics() {
         let at = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
         eprintln!("warning: a task on thread `{thread}` panicked{at}: {payload} (a bug; the step it belonged to failed)");
+        // RUST_BACKTRACE=1 still gives the backtrace.
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            eprintln!("{trace}");
+        }
     }));
 }
 
