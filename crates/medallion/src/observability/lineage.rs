@@ -209,7 +209,7 @@ enum Counts {
 }
 
 impl Lineage {
-    /// Starts the emitter for `run_id` when lineage is configured (the project's `[lineage]` or
+    /// Starts the emitter of a run when lineage is configured (the project's `[lineage]` or
     /// `OPENLINEAGE_URL`); an `api_key` referencing an unset variable is an error.
     pub fn start(project: &Project, lake: &Lake) -> Result<Option<Arc<Lineage>>> {
         let Some(config) = LineageConfig::resolve(project.lineage.as_ref(), |k| std::env::var(k).ok()) else {
