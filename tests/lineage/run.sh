@@ -22,7 +22,11 @@ if [ ! -f "$schemas/OpenLineage.json" ]; then
   echo "lineage: fetching the OpenLineage schemas ($crate $version from crates.io)" >&2
   mkdir -p "$cache"
   tmp=$(mktemp -d)
-  curl -sSfL --retry 3 -o "$tmp/pkg.crate" "https://static.crates.io/crates/$crate/$crate-$version.crate"
+  if ! curl -sSfL --retry 3 -o "$tmp/pkg.crate" "https://static.crates.io/crates/$crate/$crate-$version.crate"; then
+    # Through cargo's own client instead: `cargo info` downloads the package into cargo's cache.
+    (cd "$tmp" && cargo info --quiet "$crate@$version" >/dev/null)
+    cp "$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "$crate-$version.crate" | head -1)" "$tmp/pkg.crate"
+  fi
   echo "$sha  $tmp/pkg.crate" | sha256sum -c --quiet
   tar xzf "$tmp/pkg.crate" -C "$tmp" "$crate-$version/tests/schemas/openlineage"
   rm -rf "$schemas"
