@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::{cast, interleave_record_batch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 
@@ -16,25 +16,45 @@ use crate::error::{Error, Result};
 
 /// Deduplicates `batches` (in arrival order) on `keys`, keeping the greatest `order_by`.
 /// Returns the surviving rows (in arrival order) as batches of at most `batch_rows`.
+///
+/// Memory: the winners are taken batch by batch and each input batch is released as soon as its
+/// winners are out (a batch without a loser is passed on as is), so the run's valid rows and
+/// their deduplicated copy never coexist in full.
 pub fn latest_per_key(
     schema: &SchemaRef,
-    batches: &[RecordBatch],
+    mut batches: Vec<RecordBatch>,
     keys: &[String],
     order_by: &str,
     batch_rows: usize,
 ) -> Result<Vec<RecordBatch>> {
     let key_idx: Vec<usize> = keys.iter().map(|k| index(schema, k)).collect::<Result<_>>()?;
     let order_idx = index(schema, order_by)?;
-    let mut picks = match single_int_key(schema, batches, &key_idx, order_idx)? {
+    let mut picks = match single_int_key(schema, &batches, &key_idx, order_idx)? {
         Some(picks) => picks,
-        None => any_keys(schema, batches, &key_idx, order_idx)?,
+        None => any_keys(schema, &batches, &key_idx, order_idx)?,
     };
     picks.sort_unstable();
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let mut out = Vec::with_capacity(picks.len().div_ceil(batch_rows.max(1)));
-    for part in picks.chunks(batch_rows.max(1)) {
-        out.push(interleave_record_batch(&refs, part).map_err(|e| Error::arrow("dedup output", e))?);
+    let batch_rows = batch_rows.max(1);
+    let mut out = Vec::with_capacity(picks.len().div_ceil(batch_rows));
+    let mut start = 0;
+    for (b, batch) in batches.iter_mut().enumerate() {
+        let end = start + picks[start..].partition_point(|&(pb, _)| pb == b);
+        let kept = std::mem::replace(batch, RecordBatch::new_empty(Arc::clone(schema)));
+        let kept = if end - start == kept.num_rows() {
+            kept
+        } else {
+            let rows = UInt32Array::from_iter_values(picks[start..end].iter().map(|&(_, r)| r as u32));
+            take_record_batch(&kept, &rows).map_err(|e| Error::arrow("dedup output", e))?
+        };
+        let mut offset = 0;
+        while offset < kept.num_rows() {
+            let n = batch_rows.min(kept.num_rows() - offset);
+            out.push(kept.slice(offset, n));
+            offset += n;
+        }
+        start = end;
     }
+    drop(picks);
     if out.is_empty() {
         out.push(RecordBatch::new_empty(Arc::clone(schema)));
     }
@@ -137,7 +157,8 @@ mod tests {
             Arc::new(Int64Array::from(vec![4, 5, 1])),
             Arc::new(StringArray::from(vec!["a2", "b2", "d2"])),
         ]).expect("batch");
-        let out = latest_per_key(&schema, &[b1.clone(), b2.clone()], &["k".into()], "o", 2).expect("dedup");
+        let out = latest_per_key(&schema, vec![b1.clone(), b2.clone()], &["k".into()], "o", 2).expect("dedup");
+        assert!(out.iter().all(|b| b.num_rows() <= 2), "batches of at most batch_rows");
         assert_eq!(rows_of(&out), vec![(1, "a1".into()), (2, "b2".into()), (3, "c1".into()), (4, "d2".into())]);
         // The same through the general path (two key columns: k and v would differ, so use k twice).
         let picks = any_keys(&schema, &[b1, b2], &[0], 1).expect("dedup");

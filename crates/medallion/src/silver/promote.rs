@@ -441,8 +441,7 @@ async fn dedup_and_audit(
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, Vec<Rejected>)> {
     let t = Instant::now();
     let schema = table.contract.schema.clone();
-    let deduped = latest_per_key(&schema, &valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
-    drop(valid);
+    let deduped = latest_per_key(&schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
     timings.insert("dedup", ms(t));
     if table.checks.is_empty() {
         return Ok((deduped, Vec::new(), Vec::new()));
