@@ -13,6 +13,12 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 
+/// mimalloc instead of glibc's malloc: Arrow columns are allocated and freed by the hundred
+/// megabytes, and glibc kept freed memory mapped (RSS) and spent ~19% of a 5M-record run in page
+/// faults.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What a command reports back.
 pub enum Outcome {
     /// Everything went well.

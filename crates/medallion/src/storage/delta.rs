@@ -250,7 +250,8 @@ impl Table {
         let mode = if write.overwrite { SaveMode::Overwrite } else { SaveMode::Append };
         let mut builder = self
             .inner
-            .write(batches)
+            .write(Vec::new())
+            .with_input_plan(once::plan(batches)?)
             .with_save_mode(mode)
             .with_commit_properties(commit_properties(write.txn, write.metadata));
         if !self.exists && !write.partition_by.is_empty() {
@@ -422,5 +423,62 @@ fn commit_properties(txn: Option<Txn>, metadata: HashMap<String, Value>) -> Comm
     match txn {
         Some(t) => props.with_application_transaction(Transaction::new(t.app_id, t.version)),
         None => props,
+    }
+}
+
+/// The rows of a write as a single-use stream: each batch is released once the writer has taken
+/// it, instead of a MemTable holding every row until the commit (at 5M records the deduplicated
+/// rows and the Parquet writer's buffers coexisted in full). A second execution is an error, never
+/// an empty input: rows are written once or the write fails.
+mod once {
+    use std::sync::{Arc, Mutex};
+
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::datatypes::SchemaRef;
+    use datafusion::catalog::streaming::StreamingTable;
+    use datafusion::datasource::provider_as_source;
+    use datafusion::error::DataFusionError;
+    use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+    use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use datafusion::physical_plan::streaming::PartitionStream;
+    use futures::StreamExt;
+
+    use crate::error::{Error, Result};
+
+    #[derive(Debug)]
+    struct Once {
+        schema: SchemaRef,
+        batches: Mutex<Option<Vec<RecordBatch>>>,
+    }
+
+    impl PartitionStream for Once {
+        fn schema(&self) -> &SchemaRef {
+            &self.schema
+        }
+
+        fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+            let taken = self.batches.lock().ok().and_then(|mut b| b.take());
+            let stream = match taken {
+                Some(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                None => futures::stream::once(async {
+                    Err(DataFusionError::Execution("the rows of this write were already read once; refusing to write them again".into()))
+                })
+                .boxed(),
+            };
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+        }
+    }
+
+    /// A plan reading `batches` once (an empty table when there are none).
+    pub(super) fn plan(batches: Vec<RecordBatch>) -> Result<LogicalPlan> {
+        let Some(schema) = batches.first().map(RecordBatch::schema) else {
+            return Err(Error::Internal("a write needs at least one (possibly empty) batch".into()));
+        };
+        let source = Arc::new(Once { schema: Arc::clone(&schema), batches: Mutex::new(Some(batches)) });
+        let table = StreamingTable::try_new(schema, vec![source]).map_err(|e| Error::sql("staging rows to write", e))?;
+        LogicalPlanBuilder::scan("rows", provider_as_source(Arc::new(table)), None)
+            .and_then(LogicalPlanBuilder::build)
+            .map_err(|e| Error::sql("staging rows to write", e))
     }
 }
