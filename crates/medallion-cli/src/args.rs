@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// medallion: bronze → silver → gold pipelines on a Delta Lake lakehouse, with nothing lost.
 ///
 /// A project is a directory with `medallion.toml` (sources, silver contracts, gold models) and SQL
-/// files. Data goes to the lake: a local directory (default `./lake` in the project).
+/// files. Data goes to the lake: a local directory (default `./lake` in the project) or an object store
+/// (`s3://bucket/prefix`; credentials from the standard AWS_* variables and `[storage]`).
 #[derive(Debug, Parser)]
 #[command(name = "medallion", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
