@@ -43,6 +43,22 @@ impl Maintained {
     }
 }
 
+/// Compacts `t` (Z-ordered by `zorder`), measuring files and bytes before and after.
+async fn compact(t: Table, zorder: &[String], target_size: Option<u64>) -> Result<(Table, Maintained)> {
+    let before = t.files()?;
+    let (t, removed, added) = t.optimize(zorder, target_size).await?;
+    let done = Maintained::measure(&t, before, removed, added)?;
+    Ok((t, done))
+}
+
+/// Vacuums `t`, measuring files and bytes before and after.
+async fn sweep(t: Table, retain: Duration, force: bool, dry_run: bool) -> Result<(Table, Maintained)> {
+    let before = t.files()?;
+    let (t, deleted) = t.vacuum(retain, force, dry_run).await?;
+    let done = Maintained::measure(&t, before, deleted.len() as u64, 0)?;
+    Ok((t, done))
+}
+
 /// The tables `only` (a name: its silver or gold table and its dead letter) or all of them.
 fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>> {
     let mut out = Vec::new();
@@ -68,12 +84,9 @@ pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder
     let mut out = Vec::new();
     for (layer, name) in tables(project, only)? {
         let t = Table::open(lake, layer, &name).await?;
-        if !t.exists() {
-            continue;
+        if t.exists() {
+            out.push(compact(t, if layer == Layer::Quarantine { &[] } else { zorder }, target_size).await?.1);
         }
-        let before = t.files()?;
-        let (t, removed, added) = t.optimize(if layer == Layer::Quarantine { &[] } else { zorder }, target_size).await?;
-        out.push(Maintained::measure(&t, before, removed, added)?);
     }
     Ok(out)
 }
@@ -92,12 +105,9 @@ pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: 
     let mut out = Vec::new();
     for (layer, name) in tables(project, only)? {
         let t = Table::open(lake, layer, &name).await?;
-        if !t.exists() {
-            continue;
+        if t.exists() {
+            out.push(sweep(t, retain, force, dry_run).await?.1);
         }
-        let before = t.files()?;
-        let (t, deleted) = t.vacuum(retain, force, dry_run).await?;
-        out.push(Maintained::measure(&t, before, deleted.len() as u64, 0)?);
     }
     Ok(out)
 }
@@ -142,18 +152,14 @@ pub async fn after_run(lake: &Lake, project: &Project, now: crate::orchestration
         if !t.exists() {
             continue;
         }
-        let before = t.files()?;
-        if p.compact_above_files > 0 && before.0 > p.compact_above_files {
-            let (after, removed, added) = t.optimize(&p.zorder, p.target_size).await?;
-            let done = Maintained::measure(&after, before, removed, added)?;
+        if p.compact_above_files > 0 && t.files()?.0 > p.compact_above_files {
+            let (after, done) = compact(t, &p.zorder, p.target_size).await?;
             tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
             compacted.push(done);
             t = after;
         }
         if let Some((_, retain)) = vacuum_due {
-            let before = t.files()?;
-            let (after, deleted) = t.vacuum(Duration::from_secs(retain.seconds), false, false).await?;
-            vacuumed.push(Maintained::measure(&after, before, deleted.len() as u64, 0)?);
+            vacuumed.push(sweep(t, Duration::from_secs(retain.seconds), false, false).await?.1);
             vacuumed_at.insert(label, now.to_rfc3339());
         }
     }
