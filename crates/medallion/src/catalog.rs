@@ -47,12 +47,8 @@ pub async fn session_of(project: &Project, tables: &[(Layer, &str, Table)]) -> R
             Layer::Gold => project.gold.get(*name).map(|g| g.schema.clone()),
             _ => project.silver.get(*name).map(|t| t.schema.clone()),
         };
-        let provider = match (table.exists(), schema) {
-            (true, _) => table.provider(&ctx).await?,
-            (false, Some(schema)) => empty(schema, &table.label)?,
-            (false, None) => return Err(Error::Internal(format!("no schema for {}", table.label))),
-        };
-        register_table(&ctx, *layer, name, provider)?;
+        let schema = schema.ok_or_else(|| Error::Internal(format!("no schema for {}", table.label)))?;
+        register_table(&ctx, *layer, name, provider_of(&ctx, table, schema).await?)?;
     }
     Ok(ctx)
 }
@@ -133,7 +129,12 @@ async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, s
         None => Table::open(lake, layer, name).await?,
         Some(at) => Table::open_as_of(lake, layer, name, at).await?,
     };
-    if table.exists() { table.provider(ctx).await } else { empty(schema, &format!("{layer}/{name}")) }
+    provider_of(ctx, &table, schema).await
+}
+
+/// An opened table's provider; a table not created yet reads as empty with `schema`.
+async fn provider_of(ctx: &SessionContext, table: &Table, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    if table.exists() { table.provider(ctx).await } else { empty(schema, &table.label) }
 }
 
 fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
