@@ -30,10 +30,11 @@ const REFUSED: &[(&str, &str)] = &[
     ("aws_s3_locking_provider", "locking providers (DynamoDB) are not supported; use a store with conditional put"),
 ];
 
-/// The bucket's store (its root is the bucket) for `url`, an object-store lake location.
-pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<Arc<dyn ObjectStore>> {
+/// The bucket's store (its root is the bucket) for `url`, an object-store lake location, and the
+/// lake's prefix inside the bucket.
+pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
     let bad = |message: String| Error::InvalidLake { location: url.to_string(), message };
-    let (scheme, _) = ObjectStoreScheme::parse(url).map_err(|e| bad(e.to_string()))?;
+    let (scheme, prefix) = ObjectStoreScheme::parse(url).map_err(|e| bad(e.to_string()))?;
     let mut resolved = Vec::with_capacity(options.len());
     for (key, value) in options {
         let k = key.to_ascii_lowercase();
@@ -74,7 +75,7 @@ pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<Arc
         }
     };
     register_log_stores();
-    Ok(store)
+    Ok((store, prefix))
 }
 
 /// Delta log stores for object-store schemes: delta-rs's default log store, which creates each

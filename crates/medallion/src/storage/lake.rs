@@ -101,9 +101,7 @@ impl Lake {
         if !root_url.path().ends_with('/') {
             root_url.set_path(&format!("{}/", root_url.path()));
         }
-        let bucket = super::cloud::bucket_store(&root_url, options)?;
-        let (_, prefix) = object_store::ObjectStoreScheme::parse(&root_url)
-            .map_err(|e| Error::InvalidLake { location: location.to_string(), message: e.to_string() })?;
+        let (bucket, prefix) = super::cloud::bucket_store(&root_url, options)?;
         let store: Arc<dyn ObjectStore> =
             if prefix.as_ref().is_empty() { Arc::clone(&bucket) } else { Arc::new(PrefixStore::new(Arc::clone(&bucket), prefix)) };
         Ok(Lake { store, bucket: Some(bucket), root_url, display: location.trim_end_matches('/').to_string() })
