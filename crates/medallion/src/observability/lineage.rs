@@ -108,17 +108,19 @@ impl LineageConfig {
 
     /// The configuration in effect: the project's, else one made from `OPENLINEAGE_URL` (and
     /// `OPENLINEAGE_ENDPOINT`, `OPENLINEAGE_API_KEY`) as other OpenLineage clients read them;
-    /// none when `OPENLINEAGE_DISABLED=true`.
+    /// none when `OPENLINEAGE_DISABLED=true`. `OPENLINEAGE_NAMESPACE` fills a namespace the
+    /// project does not set.
     pub fn resolve(configured: Option<&LineageConfig>, env: impl Fn(&str) -> Option<String>) -> Option<LineageConfig> {
         if env("OPENLINEAGE_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return None;
         }
         if let Some(c) = configured {
-            return Some(c.clone());
+            let namespace = c.namespace.clone().or_else(|| env("OPENLINEAGE_NAMESPACE"));
+            return Some(LineageConfig { namespace, ..c.clone() });
         }
         let url = env("OPENLINEAGE_URL").filter(|u| !u.is_empty())?;
         Some(LineageConfig {
-            namespace: None,
+            namespace: env("OPENLINEAGE_NAMESPACE"),
             file: None,
             url: Some(url),
             endpoint: env("OPENLINEAGE_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()),
@@ -231,7 +233,7 @@ impl Lineage {
             }
             None => None,
         };
-        let namespace = config.namespace.clone().or_else(|| std::env::var("OPENLINEAGE_NAMESPACE").ok()).unwrap_or_else(|| project.name.clone());
+        let namespace = config.namespace.clone().unwrap_or_else(|| project.name.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(deliver(rx, config.file.clone(), post));
         Ok(Some(Arc::new(Lineage {
