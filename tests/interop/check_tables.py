@@ -14,17 +14,10 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
+from checks import check, finish
+
 lake, run2, gold_out, silver_out = (Path(p) for p in sys.argv[1:5])
 expected = json.loads((lake / "manifest.json").read_text())["expected"]
-passed = failed = 0
-
-
-def check(name, got, want):
-    global passed, failed
-    ok = got == want
-    passed += ok
-    failed += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {name}: got {got!r}, want {want!r}")
 
 
 silver = DeltaTable(str(lake / "silver" / "orders"))
@@ -82,5 +75,4 @@ first = events.filter((pl.col("type") == "node_finished") & (pl.col("node") == "
 check("event log: silver rows read and rejected", (first["rows_read"], first["rows_rejected"]),
       (expected["valid_records"] + expected["invalid_records"], expected["invalid_records"]))
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

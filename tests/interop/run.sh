@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Interop: medallion runs the orders example on data from ../shared/bench/gen_orders.py, then the
 # Python `deltalake` and `polars` packages read the silver, quarantine and gold tables back and
-# check them against the generator's manifest and against what medallion itself reads.
+# check them against the generator's manifest and against what medallion itself reads; then the
+# same data one batch per run, so silver is merged into, and the merges' rows, metrics and change
+# data feed are read back (check_merges.py).
 # Usage: tests/interop/run.sh PATH/TO/medallion
 set -euo pipefail
 bin=$(realpath "$1")
@@ -27,3 +29,13 @@ fi
   --project "$root/examples/orders" --lake "$work/data" --format json > "$work/silver.jsonl"
 
 "$venv/bin/python" "$root/tests/interop/check_tables.py" "$work/data" "$work/run2.jsonl" "$work/gold.jsonl" "$work/silver.jsonl"
+
+# One batch per run (oldest first): every run after the first merges into silver, through the
+# keyed copy-on-write merge with the change data feed the example's incremental model reads.
+mkdir -p "$work/merged/bronze/orders"
+for day in $(ls "$work/data/bronze/orders" | sort); do
+  cp -rl "$work/data/bronze/orders/$day" "$work/merged/bronze/orders/$day"
+  "$bin" -q run --project "$root/examples/orders" --lake "$work/merged" --format json > "$work/merge-last.jsonl"
+done
+cp "$work/data/manifest.json" "$work/merged/manifest.json"
+"$venv/bin/python" "$root/tests/interop/check_merges.py" "$work/merged" "$work/merge-last.jsonl"

@@ -491,10 +491,8 @@ pub(crate) async fn merge_into(
         return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
     }
     let bounds = key_bounds(&rows, table);
-    let ctx = SessionContext::new();
-    let source = ctx.read_batches(rows).map_err(|e| Error::sql("merge source", e))?;
     let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds, txn: Some(txn), metadata, delete_column: None };
-    let (silver, metrics) = silver.upsert(source, upsert).await?;
+    let (silver, metrics) = silver.upsert_rows(rows, upsert).await?;
     if metrics.num_source_rows as u64 != unique {
         return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
     }

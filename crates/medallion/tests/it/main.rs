@@ -7,6 +7,7 @@ mod formats;
 mod gates;
 mod history;
 mod lineage;
+mod merge;
 mod pipeline;
 mod recovery;
 mod replay;

@@ -18,6 +18,8 @@ use futures::TryStreamExt;
 use serde_json::Value;
 
 use super::{Lake, Layer};
+
+mod keyed;
 use crate::error::{Error, Result};
 
 pub use deltalake::operations::merge::MergeMetrics;
@@ -339,6 +341,22 @@ impl Table {
             .await
             .map_err(|e| Error::delta(&label, e))?;
         Ok((Table { label, inner, exists: true }, metrics.files_deleted))
+    }
+
+    /// Upserts `rows` (unique per key) like [`Table::upsert`]: through the keyed copy-on-write
+    /// merge when it applies (one integer key, no delete column; see `keyed`), else MERGE.
+    /// `MEDALLION_KEYED_MERGE=off` forces MERGE (to compare the two).
+    pub async fn upsert_rows(self, rows: Vec<RecordBatch>, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
+        let keyed_off = std::env::var("MEDALLION_KEYED_MERGE").is_ok_and(|v| v == "off");
+        if let ([key], None, true, false) = (upsert.keys.as_slice(), &upsert.delete_column, self.exists, keyed_off) {
+            let merged = keyed::upsert(&self.inner, &self.label, &rows, key, &upsert.order_by, upsert.txn.clone(), upsert.metadata.clone()).await?;
+            if let Some((inner, metrics)) = merged {
+                return Ok((Table { label: self.label, inner, exists: true }, metrics));
+            }
+        }
+        let ctx = SessionContext::new();
+        let source = ctx.read_batches(rows).map_err(|e| Error::sql(format!("merge source for {}", self.label), e))?;
+        self.upsert(source, upsert).await
     }
 
     /// Upserts `source` (unique per key) by `keys`: inserts new keys, and updates a matched row
