@@ -38,12 +38,12 @@ pub fn latest_per_key(
     let mut out = Vec::with_capacity(picks.len().div_ceil(batch_rows));
     let mut start = 0;
     for (b, batch) in batches.iter_mut().enumerate() {
-        let end = start + picks[start..].partition_point(|&(pb, _)| pb == b);
+        let end = start + picks[start..].partition_point(|&(pb, _)| pb as usize == b);
         let kept = std::mem::replace(batch, RecordBatch::new_empty(Arc::clone(schema)));
         let kept = if end - start == kept.num_rows() {
             kept
         } else {
-            let rows = UInt32Array::from_iter_values(picks[start..end].iter().map(|&(_, r)| r as u32));
+            let rows = UInt32Array::from_iter_values(picks[start..end].iter().map(|&(_, r)| r));
             take_record_batch(&kept, &rows).map_err(|e| Error::arrow("dedup output", e))?
         };
         let mut offset = 0;
@@ -70,7 +70,7 @@ fn single_int_key(
     batches: &[RecordBatch],
     key_idx: &[usize],
     order_idx: usize,
-) -> Result<Option<Vec<(usize, usize)>>> {
+) -> Result<Option<Vec<(u32, u32)>>> {
     let [k] = key_idx else { return Ok(None) };
     let order_type = schema.field(order_idx).data_type();
     let orderable = matches!(order_type, DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _));
@@ -78,15 +78,19 @@ fn single_int_key(
         return Ok(None);
     }
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut best: HashMap<i64, (usize, usize, i64), Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
+    // (batch, row) as u32: 24 bytes an entry instead of 32 (4.75M keys: ~64 MB less at the peak).
+    let mut best: HashMap<i64, (u32, u32, i64), Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
     for (b, batch) in batches.iter().enumerate() {
+        let b = position(b)?;
         let keys = batch.column(*k).as_primitive::<Int64Type>();
         let orders = cast(batch.column(order_idx), &DataType::Int64).map_err(|e| Error::arrow("dedup order", e))?;
         let orders = orders.as_primitive::<Int64Type>();
         for r in 0..batch.num_rows() {
             // A missing order value is older than any present one (as in the row format below).
             let o = if orders.is_null(r) { i64::MIN } else { orders.value(r) };
-            best.entry(keys.value(r))
+            let key = keys.value(r);
+            let r = r as u32;
+            best.entry(key)
                 .and_modify(|slot| {
                     if o >= slot.2 {
                         *slot = (b, r, o);
@@ -99,14 +103,15 @@ fn single_int_key(
 }
 
 /// Any key and order types, through Arrow's row format (bytes compare like the values).
-fn any_keys(schema: &SchemaRef, batches: &[RecordBatch], key_idx: &[usize], order_idx: usize) -> Result<Vec<(usize, usize)>> {
+fn any_keys(schema: &SchemaRef, batches: &[RecordBatch], key_idx: &[usize], order_idx: usize) -> Result<Vec<(u32, u32)>> {
     let key_conv = RowConverter::new(key_idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())
         .map_err(|e| Error::arrow("dedup keys", e))?;
     let order_conv = RowConverter::new(vec![SortField::new(schema.field(order_idx).data_type().clone())])
         .map_err(|e| Error::arrow("dedup order", e))?;
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut best: HashMap<Box<[u8]>, (usize, usize, Box<[u8]>), Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
+    let mut best: HashMap<Box<[u8]>, (u32, u32, Box<[u8]>), Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
     for (b, batch) in batches.iter().enumerate() {
+        let b = position(b)?;
         let key_cols: Vec<_> = key_idx.iter().map(|&i| batch.column(i).clone()).collect();
         let keys = key_conv.convert_columns(&key_cols).map_err(|e| Error::arrow("dedup keys", e))?;
         let orders = order_conv
@@ -114,19 +119,25 @@ fn any_keys(schema: &SchemaRef, batches: &[RecordBatch], key_idx: &[usize], orde
             .map_err(|e| Error::arrow("dedup order", e))?;
         for r in 0..batch.num_rows() {
             let order = orders.row(r);
+            let at = r as u32;
             match best.get_mut(keys.row(r).as_ref()) {
                 Some(slot) => {
                     if order.as_ref() >= slot.2.as_ref() {
-                        *slot = (b, r, order.as_ref().into());
+                        *slot = (b, at, order.as_ref().into());
                     }
                 }
                 None => {
-                    best.insert(keys.row(r).as_ref().into(), (b, r, order.as_ref().into()));
+                    best.insert(keys.row(r).as_ref().into(), (b, at, order.as_ref().into()));
                 }
             }
         }
     }
     Ok(best.into_values().map(|(b, r, _)| (b, r)).collect())
+}
+
+/// A batch number as u32 (row numbers are u32 too: a record batch never holds 4G rows).
+fn position(b: usize) -> Result<u32> {
+    u32::try_from(b).map_err(|_| Error::Internal(format!("dedup over more than {} batches", u32::MAX)))
 }
 
 fn index(schema: &SchemaRef, name: &str) -> Result<usize> {
