@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::error::{Error, Result};
+use crate::storage::delta::int_key_and_order;
 
 /// Deduplicates `batches` (in arrival order) on `keys`, keeping the greatest `order_by`.
 /// Returns the surviving rows (in arrival order) as batches of at most `batch_rows`.
@@ -72,9 +73,7 @@ fn single_int_key(
     order_idx: usize,
 ) -> Result<Option<Vec<(u32, u32)>>> {
     let [k] = key_idx else { return Ok(None) };
-    let order_type = schema.field(order_idx).data_type();
-    let orderable = matches!(order_type, DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _));
-    if schema.field(*k).data_type() != &DataType::Int64 || !orderable || batches.iter().any(|b| b.column(*k).null_count() > 0) {
+    if !int_key_and_order(schema, batches, *k, order_idx) {
         return Ok(None);
     }
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();

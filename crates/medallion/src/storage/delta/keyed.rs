@@ -35,8 +35,8 @@ use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, AddCDCFile, Transaction};
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, AddCDCFile};
 use deltalake::operations::merge::MergeMetrics;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -46,7 +46,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde_json::Value;
 
-use super::Txn;
+use super::{Txn, commit_properties};
 use crate::error::{Error, Result};
 
 type Fast = foldhash::fast::RandomState;
@@ -108,6 +108,7 @@ pub(super) async fn upsert(
     // Which target rows the source matches: key and order columns of the files that may hold a key.
     let candidates: Vec<usize> = (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
     let scanned = candidates.len();
+    let scan_started = std::time::Instant::now();
     let hits: Vec<(usize, Vec<Hit>)> = futures::stream::iter(candidates)
         .map(|i| {
             let (store, source, path, size) = (Arc::clone(&store), Arc::clone(&source), files[i].object_store_path(), files[i].size());
@@ -120,6 +121,8 @@ pub(super) async fn upsert(
         .try_collect()
         .await
         .map_err(delta)?;
+
+    let scan_time = scan_started.elapsed();
 
     // Each source row's fate, then the target rows to drop: those a newer source row replaces.
     let mut fate = vec![Fate::Insert; source.orders.len()];
@@ -145,6 +148,7 @@ pub(super) async fn upsert(
     }
 
     // Rewrite the files with replaced rows, several at once; keep the replaced rows for the feed.
+    let rewrite_started = std::time::Instant::now();
     let table_arc = Arc::new(table.clone());
     let rewritten: Vec<(usize, Vec<Action>, Vec<RecordBatch>, usize)> = futures::stream::iter(rewrites)
         .map(|(i, drop)| {
@@ -156,6 +160,8 @@ pub(super) async fn upsert(
         .try_collect()
         .await
         .map_err(delta)?;
+
+    let rewrite_time = rewrite_started.elapsed();
 
     // The source rows that win.
     let mut writer = RecordBatchWriter::for_table(table).map_err(delta)?.with_writer_properties(writer_properties());
@@ -212,15 +218,12 @@ pub(super) async fn upsert(
         num_target_files_added: added,
         num_target_files_removed: removed,
         execution_time_ms: started.elapsed().as_millis() as u64,
-        scan_time_ms: 0,
-        rewrite_time_ms: 0,
+        scan_time_ms: scan_time.as_millis() as u64,
+        rewrite_time_ms: rewrite_time.as_millis() as u64,
     };
     let mut metadata = metadata;
     metadata.insert("operationMetrics".into(), serde_json::to_value(&metrics).unwrap_or(Value::Null));
-    let mut props = CommitProperties::default().with_metadata(metadata);
-    if let Some(t) = txn {
-        props = props.with_application_transaction(Transaction::new(t.app_id, t.version));
-    }
+    let props = commit_properties(txn, metadata);
     let on = format!("target.{key} = source.{key}");
     // No read predicate: the merge read every file that may hold a key, so a concurrent commit that
     // added or removed any file conflicts (the lake lock makes that rare; the retry re-reads).
@@ -246,8 +249,7 @@ fn applies(table: &DeltaTable, rows: &[RecordBatch], key: &str, order_by: &str) 
     let Some(first) = rows.first() else { return Ok(None) };
     let schema = first.schema();
     let (Ok(k), Ok(o)) = (schema.index_of(key), schema.index_of(order_by)) else { return Ok(None) };
-    let orderable = matches!(schema.field(o).data_type(), DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _));
-    if schema.field(k).data_type() != &DataType::Int64 || !orderable || rows.iter().any(|b| b.column(k).null_count() > 0) {
+    if !int_key_and_order(&schema, rows, k, o) {
         return Ok(None);
     }
     let snapshot = table.snapshot()?;
@@ -265,6 +267,14 @@ fn applies(table: &DeltaTable, rows: &[RecordBatch], key: &str, order_by: &str) 
         return Ok(None);
     }
     Ok(Some(config.get("delta.enableChangeDataFeed").is_some_and(|v| v == "true")))
+}
+
+/// Whether `batches` have a non-null `int64` key at column `k` and an order column at `o` that
+/// converts to `int64` (integers, dates, timestamps): the shape the dedup and this merge handle
+/// with an `i64` hash map.
+pub(crate) fn int_key_and_order(schema: &Schema, batches: &[RecordBatch], k: usize, o: usize) -> bool {
+    let orderable = matches!(schema.field(o).data_type(), DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _));
+    schema.field(k).data_type() == &DataType::Int64 && orderable && batches.iter().all(|b| b.column(k).null_count() == 0)
 }
 
 /// The source indexed by key (None if a key repeats: the caller deduplicates first).

@@ -1,4 +1,4 @@
-//! Delta Lake access: the only module that imports deltalake.
+//! Delta Lake access: with its `keyed` merge, the only module that imports deltalake.
 //!
 //! Every commit medallion makes carries an application transaction (`txn` app id + version):
 //! delta-rs records it but does not refuse a second commit with the same one, so callers read
@@ -18,9 +18,10 @@ use futures::TryStreamExt;
 use serde_json::Value;
 
 use super::{Lake, Layer};
+use crate::error::{Error, Result};
 
 mod keyed;
-use crate::error::{Error, Result};
+pub(crate) use keyed::int_key_and_order;
 
 pub use deltalake::operations::merge::MergeMetrics;
 
