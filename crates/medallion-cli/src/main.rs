@@ -65,7 +65,9 @@ fn one_line_panics() {
             .unwrap_or_else(|| "(no message)".into());
         let at = info.location().map_or_else(String::new, |l| format!(" at {}:{}", l.file(), l.line()));
         let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
-        eprintln!("warning: a task on thread `{thread}` panicked{at}: {payload} (a bug; the step it belonged to failed)");
+        eprintln!(
+            "warning: a task on thread `{thread}` panicked{at}: {payload} (a bug; the step it belonged to failed)"
+        );
         // RUST_BACKTRACE=1 still gives the backtrace.
         let trace = std::backtrace::Backtrace::capture();
         if trace.status() == std::backtrace::BacktraceStatus::Captured {
@@ -97,16 +99,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Init { dir } => commands::init::run(g, &dir),
         Command::Validate => commands::validate::run(g).await,
         Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
-        Command::Run { full_refresh, select, exclude, retries, date } => commands::run::run(g, full_refresh, &select, &exclude, retries, date).await,
+        Command::Run { full_refresh, select, exclude, retries, date } => {
+            commands::run::run(g, full_refresh, &select, &exclude, retries, date).await
+        }
         Command::Backfill { from, to } => commands::run::backfill(g, from, to).await,
         Command::Retry => commands::run::retry(g).await,
         Command::Schedule { once, metrics } => commands::schedule::schedule(g, once, metrics).await,
         Command::Serve { addr } => commands::serve::serve(g, &addr).await,
         Command::Docs { out } => commands::runs::docs(g, &out).await,
-        Command::Optimize { table, zorder, target_size } => commands::maintain::optimize(g, table.as_deref(), &zorder, target_size).await,
-        Command::Vacuum { table, retain, force, dry_run } => commands::maintain::vacuum(g, table.as_deref(), &retain, force, dry_run).await,
+        Command::Optimize { table, zorder, target_size } => {
+            commands::maintain::optimize(g, table.as_deref(), &zorder, target_size).await
+        }
+        Command::Vacuum { table, retain, force, dry_run } => {
+            commands::maintain::vacuum(g, table.as_deref(), &retain, force, dry_run).await
+        }
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
-        Command::AirflowDag { out, schedule, retries, command } => commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await,
+        Command::AirflowDag { out, schedule, retries, command } => {
+            commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await
+        }
         Command::Status => commands::status::run(g).await,
         Command::Test { select } => commands::test::run(g, &select).await,
         Command::Replay { table, filter, dry_run } => commands::replay::run(g, &table, filter, dry_run).await,
@@ -130,12 +140,18 @@ fn init_tracing(quiet: u8, verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<serde_json::Error>().is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
 }

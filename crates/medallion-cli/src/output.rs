@@ -36,7 +36,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
             c > 0
                 && rows.len() > 1
                 && rows[1..].iter().all(|r| {
-                    r.get(c).is_some_and(|s| s == "-" || (!s.is_empty() && s.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.')))
+                    r.get(c).is_some_and(|s| {
+                        s == "-" || (!s.is_empty() && s.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.'))
+                    })
                 })
         })
         .collect();
@@ -97,7 +99,6 @@ pub fn batches(batches: &[RecordBatch], json: bool) -> Result<()> {
     Ok(())
 }
 
-
 /// Writes to stdout, reporting failure (a closed pipe ends the command quietly, see `main`).
 pub fn stdout(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     use std::io::Write;
@@ -119,7 +120,9 @@ macro_rules! sayln {
 
 /// Expectation results as a table: name, node, kind, action, failing rows, rows checked, what was
 /// observed (table-level kinds) and the outcome (upper-case when it stopped publication).
-pub fn expectations<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::quality::gates::GateResult)>) -> Option<String> {
+pub fn expectations<'a>(
+    results: impl IntoIterator<Item = (&'a str, &'a medallion::quality::gates::GateResult)>,
+) -> Option<String> {
     use medallion::quality::gates::Outcome;
     let mut rows = vec![vec![
         "expectation".to_string(),
@@ -168,11 +171,25 @@ pub fn samples<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::qu
 
 /// Schema-drift events as a table: source, field, change, types, first-seen batch and time.
 pub fn drift(events: &[medallion::bronze::drift::DriftEvent]) -> Option<String> {
-    let mut rows = vec![vec!["source".to_string(), "field".into(), "change".into(), "types".into(), "first seen in batch".into(), "ingested at".into()]];
+    let mut rows = vec![vec![
+        "source".to_string(),
+        "field".into(),
+        "change".into(),
+        "types".into(),
+        "first seen in batch".into(),
+        "ingested at".into(),
+    ]];
     for e in events {
         let types = if e.types.is_empty() { "null".to_string() } else { e.types.join(", ") };
         let types = if e.known.is_empty() { types } else { format!("{types} (was {})", e.known.join(", ")) };
-        rows.push(vec![e.source.clone(), e.field.clone(), e.change.replace('_', " "), types, e.batch_id.clone(), e.ingested_at.clone().unwrap_or_else(|| "-".into())]);
+        rows.push(vec![
+            e.source.clone(),
+            e.field.clone(),
+            e.change.replace('_', " "),
+            types,
+            e.batch_id.clone(),
+            e.ingested_at.clone().unwrap_or_else(|| "-".into()),
+        ]);
     }
     (rows.len() > 1).then(|| table(&rows))
 }

@@ -14,8 +14,8 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::project::Project;
 use crate::observability::events;
+use crate::project::Project;
 use crate::quality::results;
 use crate::silver::quarantine;
 use crate::storage::delta::{AsOf, Table};
@@ -53,7 +53,12 @@ pub async fn session_of(project: &Project, tables: &[(Layer, &str, Table)]) -> R
     Ok(ctx)
 }
 
-async fn session_with(lake: &Lake, project: &Project, as_of: Option<AsOf>, only: Option<&[&str]>) -> Result<SessionContext> {
+async fn session_with(
+    lake: &Lake,
+    project: &Project,
+    as_of: Option<AsOf>,
+    only: Option<&[&str]>,
+) -> Result<SessionContext> {
     let ctx = new_session()?;
     let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
     let provider = |layer: Layer, name: String, schema: SchemaRef| {
@@ -124,7 +129,14 @@ pub fn resolve(project: &Project, name: &str) -> Option<(Layer, String)> {
     known.then(|| (layer, table.to_string()))
 }
 
-async fn provider(lake: &Lake, ctx: &SessionContext, layer: Layer, name: &str, schema: SchemaRef, as_of: Option<AsOf>) -> Result<Arc<dyn TableProvider>> {
+async fn provider(
+    lake: &Lake,
+    ctx: &SessionContext,
+    layer: Layer,
+    name: &str,
+    schema: SchemaRef,
+    as_of: Option<AsOf>,
+) -> Result<Arc<dyn TableProvider>> {
     let table = match as_of {
         None => Table::open(lake, layer, name).await?,
         Some(at) => Table::open_as_of(lake, layer, name, at).await?,
@@ -151,7 +163,8 @@ pub async fn query(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec
 pub async fn text_rows(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<Vec<Option<String>>>> {
     let mut out = Vec::new();
     for b in query(ctx, sql, context).await? {
-        let mut cols: Vec<_> = b.columns().iter().map(|c| text_column(c, context).map(Vec::into_iter)).collect::<Result<_>>()?;
+        let mut cols: Vec<_> =
+            b.columns().iter().map(|c| text_column(c, context).map(Vec::into_iter)).collect::<Result<_>>()?;
         out.extend((0..b.num_rows()).map(|_| cols.iter_mut().map(|c| c.next().flatten()).collect()));
     }
     Ok(out)

@@ -113,7 +113,9 @@ pub enum Error {
     },
 
     /// The run's record accounting does not add up: a bug or lost data, never acceptable.
-    #[error("accounting mismatch for `{table}`: read {read} != promoted {promoted} + superseded {superseded} + rejected {rejected}")]
+    #[error(
+        "accounting mismatch for `{table}`: read {read} != promoted {promoted} + superseded {superseded} + rejected {rejected}"
+    )]
     Accounting {
         /// The silver table.
         table: String,
@@ -150,7 +152,9 @@ pub enum Error {
     },
 
     /// A rejection-rate gate held back some batches of a promotion (the rest was published).
-    #[error("rejection-rate gate for {node}: held back {batches}; they stay pending until the contract or the data is fixed, and dependents were not run")]
+    #[error(
+        "rejection-rate gate for {node}: held back {batches}; they stay pending until the contract or the data is fixed, and dependents were not run"
+    )]
     BatchesHeldBack {
         /// `silver/<table>`.
         node: String,

@@ -39,7 +39,16 @@ impl Maintained {
     fn measure(t: &Table, before: (usize, u64), removed: u64, added: u64) -> Result<Self> {
         let (files_before, bytes_before) = before;
         let (files_after, bytes_after) = t.files()?;
-        Ok(Self { table: t.label.clone(), files_before, bytes_before, files_after, bytes_after, removed, added, version: t.version() })
+        Ok(Self {
+            table: t.label.clone(),
+            files_before,
+            bytes_before,
+            files_after,
+            bytes_after,
+            removed,
+            added,
+            version: t.version(),
+        })
     }
 }
 
@@ -80,7 +89,13 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
 
 /// Compacts every table (or `only`), Z-ordering by `zorder` when given, into files of about
 /// `target_size` bytes (default: delta-rs's, 100 MiB).
-pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder: &[String], target_size: Option<u64>) -> Result<Vec<Maintained>> {
+pub async fn optimize(
+    lake: &Lake,
+    project: &Project,
+    only: Option<&str>,
+    zorder: &[String],
+    target_size: Option<u64>,
+) -> Result<Vec<Maintained>> {
     let mut out = Vec::new();
     for (layer, name) in tables(project, only)? {
         let t = Table::open(lake, layer, &name).await?;
@@ -92,7 +107,14 @@ pub async fn optimize(lake: &Lake, project: &Project, only: Option<&str>, zorder
 }
 
 /// Vacuums every table (or `only`), keeping the files of versions younger than `retain`.
-pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: Duration, force: bool, dry_run: bool) -> Result<Vec<Maintained>> {
+pub async fn vacuum(
+    lake: &Lake,
+    project: &Project,
+    only: Option<&str>,
+    retain: Duration,
+    force: bool,
+    dry_run: bool,
+) -> Result<Vec<Maintained>> {
     if retain < MIN_RETENTION && !force {
         return Err(Error::Refused {
             what: format!("vacuum with a retention of {}", crate::quality::checks::human(retain.as_secs() as i64)),
@@ -115,8 +137,19 @@ pub async fn vacuum(lake: &Lake, project: &Project, only: Option<&str>, retain: 
 /// A table's policy: its own for silver and gold tables (`maintenance = { … }`), its table's for a
 /// dead letter (without Z-order), the project's for medallion's own tables.
 fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
-    let default = || Maintenance { compact_above_files: project.compact_above_files, zorder: Vec::new(), target_size: None, vacuum: project.vacuum };
-    let of = |name: &str| project.silver.get(name).map(|t| t.maintenance.clone()).or_else(|| project.gold.get(name).map(|m| m.maintenance.clone()));
+    let default = || Maintenance {
+        compact_above_files: project.compact_above_files,
+        zorder: Vec::new(),
+        target_size: None,
+        vacuum: project.vacuum,
+    };
+    let of = |name: &str| {
+        project
+            .silver
+            .get(name)
+            .map(|t| t.maintenance.clone())
+            .or_else(|| project.gold.get(name).map(|m| m.maintenance.clone()))
+    };
     match layer {
         Layer::Silver | Layer::Gold => of(name).unwrap_or_else(default),
         Layer::Quarantine => of(name).map(|m| Maintenance { zorder: Vec::new(), ..m }).unwrap_or_else(default),
@@ -130,21 +163,32 @@ const STATE: &str = "_medallion/maintenance.json";
 /// After a successful run: compacts every table holding more live files than its policy's
 /// `compact_above_files` (Z-ordered by its `zorder`), and vacuums every table whose policy's
 /// `vacuum_every` has passed since its last policy vacuum. Returns (compacted, vacuumed).
-pub async fn after_run(lake: &Lake, project: &Project, now: crate::orchestration::run::Now) -> Result<(Vec<Maintained>, Vec<Maintained>)> {
+pub async fn after_run(
+    lake: &Lake,
+    project: &Project,
+    now: crate::orchestration::run::Now,
+) -> Result<(Vec<Maintained>, Vec<Maintained>)> {
     let mut candidates = tables(project, None)?;
     candidates.push((Layer::System, crate::quality::results::TABLE.to_string()));
     candidates.push((Layer::System, crate::observability::events::TABLE.to_string()));
     let mut state: serde_json::Map<String, serde_json::Value> =
         lake.get(STATE).await?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     // Lakes written before per-table state kept one time for all tables.
-    let legacy = state.get("last_vacuum").and_then(|t| t.as_str()).and_then(|t| t.parse::<crate::orchestration::run::Now>().ok());
-    let mut vacuumed_at = state.remove("vacuumed").and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, String>>(v).ok()).unwrap_or_default();
+    let legacy = state
+        .get("last_vacuum")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<crate::orchestration::run::Now>().ok());
+    let mut vacuumed_at = state
+        .remove("vacuumed")
+        .and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, String>>(v).ok())
+        .unwrap_or_default();
     let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
     for (layer, name) in candidates {
         let p = policy(project, layer, &name);
         let label = format!("{layer}/{name}");
         let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::orchestration::run::Now>().ok()).or(legacy);
-        let vacuum_due = p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
+        let vacuum_due =
+            p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
         if p.compact_above_files == 0 && vacuum_due.is_none() {
             continue;
         }
@@ -165,7 +209,8 @@ pub async fn after_run(lake: &Lake, project: &Project, now: crate::orchestration
     }
     if !vacuumed.is_empty() {
         state.remove("last_vacuum");
-        state.insert("vacuumed".into(), serde_json::to_value(&vacuumed_at).map_err(|e| Error::Internal(e.to_string()))?);
+        state
+            .insert("vacuumed".into(), serde_json::to_value(&vacuumed_at).map_err(|e| Error::Internal(e.to_string()))?);
         lake.put(STATE, serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?).await?;
     }
     Ok((compacted, vacuumed))

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 
+use crate::catalog;
 use crate::error::{Error, Result};
 use crate::gold::models::render;
 use crate::orchestration::dag::topological_order;
-use crate::catalog;
 use crate::quality::checks::{self, Owner, THIS, TableCheck};
 use crate::quality::gates::Gate;
 use crate::silver::contract::Contract;
@@ -181,23 +181,40 @@ impl Project {
         if let Some(p) = &specs.project {
             match vacuum_policy(p.spec.vacuum_every.as_deref(), p.spec.vacuum_retain.as_deref(), None) {
                 Ok(v) => vacuum = v,
-                Err(e) => diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line))),
+                Err(e) => {
+                    diags.push(Diagnostic::new(&p.file, "[project]", e).with_line(line_of(&p.file, "vacuum_", p.line)))
+                }
             }
         }
-        let maintenance_of = |spec: Option<&crate::spec::MaintenanceSpec>, schema: &SchemaRef, file: &Path, subject: &str, line: Option<usize>, diags: &mut Vec<Diagnostic>| {
+        let maintenance_of = |spec: Option<&crate::spec::MaintenanceSpec>,
+                              schema: &SchemaRef,
+                              file: &Path,
+                              subject: &str,
+                              line: Option<usize>,
+                              diags: &mut Vec<Diagnostic>| {
             let mut m = Maintenance { compact_above_files, zorder: Vec::new(), target_size: None, vacuum };
             let Some(spec) = spec else { return m };
             let line = line_of(file, "maintenance", line);
             m.compact_above_files = spec.compact_above_files.unwrap_or(compact_above_files);
             for c in &spec.zorder {
                 if schema.field_with_name(c).is_err() {
-                    diags.push(Diagnostic::new(file, subject, format!("maintenance: zorder column `{c}` is not a column of the table")).with_line(line));
+                    diags.push(
+                        Diagnostic::new(
+                            file,
+                            subject,
+                            format!("maintenance: zorder column `{c}` is not a column of the table"),
+                        )
+                        .with_line(line),
+                    );
                 }
             }
             m.zorder = spec.zorder.clone();
             m.target_size = spec.target_size;
             if spec.target_size == Some(0) {
-                diags.push(Diagnostic::new(file, subject, "maintenance: target_size must be more than 0 bytes").with_line(line));
+                diags.push(
+                    Diagnostic::new(file, subject, "maintenance: target_size must be more than 0 bytes")
+                        .with_line(line),
+                );
             }
             match vacuum_policy(spec.vacuum_every.as_deref(), spec.vacuum_retain.as_deref(), vacuum) {
                 Ok(v) => m.vacuum = v,
@@ -209,7 +226,10 @@ impl Project {
         if let Some(s) = &specs.storage {
             for (key, value) in &s.spec {
                 if let Err(e) = crate::spec::env::check(value) {
-                    diags.push(Diagnostic::new(&s.file, "[storage]", format!("{key}: {e}")).with_line(line_of(&s.file, key, s.line)));
+                    diags.push(
+                        Diagnostic::new(&s.file, "[storage]", format!("{key}: {e}"))
+                            .with_line(line_of(&s.file, key, s.line)),
+                    );
                 }
             }
         }
@@ -238,15 +258,29 @@ impl Project {
             check_ident(&mut diags, s, "source", n);
             for p in &s.spec.paths {
                 if let Err(e) = glob::Pattern::new(p) {
-                    diags.push(Diagnostic::new(&s.file, format!("source `{n}`"), format!("invalid path pattern `{p}`: {e}")).with_line(line_of(&s.file, p, s.line)));
+                    diags.push(
+                        Diagnostic::new(&s.file, format!("source `{n}`"), format!("invalid path pattern `{p}`: {e}"))
+                            .with_line(line_of(&s.file, p, s.line)),
+                    );
                 }
             }
             if let Some(expr) = &s.spec.schedule
                 && let Err(e) = crate::orchestration::schedule::Item::new(n, expr, BTreeSet::new())
             {
-                diags.push(Diagnostic::new(&s.file, format!("source `{n}`"), e).with_line(line_of(&s.file, "schedule", s.line)));
+                diags.push(
+                    Diagnostic::new(&s.file, format!("source `{n}`"), e)
+                        .with_line(line_of(&s.file, "schedule", s.line)),
+                );
             }
-            sources.insert(n.clone(), Source { name: n.clone(), format: s.spec.format, paths: s.spec.paths.clone(), schedule: s.spec.schedule.clone() });
+            sources.insert(
+                n.clone(),
+                Source {
+                    name: n.clone(),
+                    format: s.spec.format,
+                    paths: s.spec.paths.clone(),
+                    schedule: s.spec.schedule.clone(),
+                },
+            );
         }
 
         let mut silver = BTreeMap::new();
@@ -260,7 +294,11 @@ impl Project {
                 diags.push(
                     Diagnostic::new(&t.file, &subject, format!("source `{source}` is not declared"))
                         .with_line(t.line)
-                        .with_hint(if known.is_empty() { format!("add a [sources.{source}] section") } else { format!("declared sources: {}", known.join(", ")) }),
+                        .with_hint(if known.is_empty() {
+                            format!("add a [sources.{source}] section")
+                        } else {
+                            format!("declared sources: {}", known.join(", "))
+                        }),
                 );
             }
             if spec.columns.is_empty() {
@@ -270,7 +308,10 @@ impl Project {
             for c in &spec.columns {
                 let line = line_of(&t.file, &format!("\"{}\"", c.name), t.line);
                 if !seen.insert(c.name.as_str()) {
-                    diags.push(Diagnostic::new(&t.file, &subject, format!("column `{}` is declared twice", c.name)).with_line(line));
+                    diags.push(
+                        Diagnostic::new(&t.file, &subject, format!("column `{}` is declared twice", c.name))
+                            .with_line(line),
+                    );
                 }
                 if c.name.starts_with('_') || !is_ident(&c.name) {
                     diags.push(
@@ -282,11 +323,16 @@ impl Project {
             }
             let has = |c: &str| spec.columns.iter().any(|x| x.name == c);
             if spec.primary_key.is_empty() {
-                diags.push(Diagnostic::new(&t.file, &subject, "primary_key must name at least one column").with_line(t.line));
+                diags.push(
+                    Diagnostic::new(&t.file, &subject, "primary_key must name at least one column").with_line(t.line),
+                );
             }
             for k in &spec.primary_key {
                 if !has(k) {
-                    diags.push(Diagnostic::new(&t.file, &subject, format!("primary_key column `{k}` is not in the contract")).with_line(line_of(&t.file, "primary_key", t.line)));
+                    diags.push(
+                        Diagnostic::new(&t.file, &subject, format!("primary_key column `{k}` is not in the contract"))
+                            .with_line(line_of(&t.file, "primary_key", t.line)),
+                    );
                 }
             }
             let order_by = spec.order_by.clone().unwrap_or_else(|| crate::bronze::INGESTED_AT.to_string());
@@ -299,7 +345,10 @@ impl Project {
             }
             for p in &spec.partition_by {
                 if !has(p) {
-                    diags.push(Diagnostic::new(&t.file, &subject, format!("partition_by column `{p}` is not in the contract")).with_line(line_of(&t.file, "partition_by", t.line)));
+                    diags.push(
+                        Diagnostic::new(&t.file, &subject, format!("partition_by column `{p}` is not in the contract"))
+                            .with_line(line_of(&t.file, "partition_by", t.line)),
+                    );
                 }
             }
             let sla = match spec.sla.as_deref().map(str::parse::<Duration>) {
@@ -312,7 +361,11 @@ impl Project {
             };
             let max_rejected_fraction = match spec.max_rejected_fraction.as_ref().map(|f| f.spec()) {
                 Some(Err(e)) => {
-                    diags.push(Diagnostic::new(&t.file, &subject, e).with_line(line_of(&t.file, "max_rejected_fraction", t.line)));
+                    diags.push(Diagnostic::new(&t.file, &subject, e).with_line(line_of(
+                        &t.file,
+                        "max_rejected_fraction",
+                        t.line,
+                    )));
                     None
                 }
                 Some(Ok(f)) => Some(f),
@@ -320,10 +373,14 @@ impl Project {
             };
             match Contract::compile(spec) {
                 Ok(contract) => {
-                    let history = match History::compile(spec.history.as_ref(), &contract, &spec.primary_key, &order_by) {
+                    let history = match History::compile(spec.history.as_ref(), &contract, &spec.primary_key, &order_by)
+                    {
                         Ok(h) => h,
                         Err(e) => {
-                            diags.push(Diagnostic::new(&t.file, &subject, format!("history: {e}")).with_line(line_of(&t.file, "history", t.line)));
+                            diags.push(
+                                Diagnostic::new(&t.file, &subject, format!("history: {e}"))
+                                    .with_line(line_of(&t.file, "history", t.line)),
+                            );
                             History::Latest { delete: None }
                         }
                     };
@@ -347,7 +404,14 @@ impl Project {
                             retries: spec.retries,
                             change_feed: false,
                             history,
-                            maintenance: maintenance_of(spec.maintenance.as_ref(), &schema, &t.file, &subject, t.line, &mut diags),
+                            maintenance: maintenance_of(
+                                spec.maintenance.as_ref(),
+                                &schema,
+                                &t.file,
+                                &subject,
+                                t.line,
+                                &mut diags,
+                            ),
                             schema,
                         },
                     );
@@ -355,7 +419,9 @@ impl Project {
                 Err(errors) => {
                     for e in errors {
                         let line = e.needle.as_deref().and_then(|needle| line_of(&t.file, needle, t.line)).or(t.line);
-                        diags.push(Diagnostic::new(&t.file, format!("{subject}, {}", e.subject), e.message).with_line(line));
+                        diags.push(
+                            Diagnostic::new(&t.file, format!("{subject}, {}", e.subject), e.message).with_line(line),
+                        );
                     }
                 }
             }
@@ -364,8 +430,12 @@ impl Project {
         for (n, sql_file) in &specs.gold_sql_files {
             if !specs.gold.contains_key(n) {
                 diags.push(
-                    Diagnostic::new(sql_file, format!("gold model `{n}`"), "SQL file without a declaration (owner, refresh, sla)")
-                        .with_hint(format!("add [gold.{n}] to medallion.toml or create gold/{n}.toml")),
+                    Diagnostic::new(
+                        sql_file,
+                        format!("gold model `{n}`"),
+                        "SQL file without a declaration (owner, refresh, sla)",
+                    )
+                    .with_hint(format!("add [gold.{n}] to medallion.toml or create gold/{n}.toml")),
                 );
             }
         }
@@ -375,12 +445,17 @@ impl Project {
             check_ident(&mut diags, g, "gold model", n);
             let subject = format!("gold model `{n}`");
             if specs.silver.contains_key(n) {
-                diags.push(Diagnostic::new(&g.file, &subject, "a silver table has the same name").with_line(g.line).with_hint("table names are shared by silver and gold; rename one"));
+                diags.push(
+                    Diagnostic::new(&g.file, &subject, "a silver table has the same name")
+                        .with_line(g.line)
+                        .with_hint("table names are shared by silver and gold; rename one"),
+                );
             }
             let refresh = g.spec.refresh.parse::<Refresh>();
             let sla = g.spec.sla.parse::<Duration>();
             if let Err(e) = &refresh {
-                diags.push(Diagnostic::new(&g.file, &subject, e.clone()).with_line(line_of(&g.file, "refresh", g.line)));
+                diags
+                    .push(Diagnostic::new(&g.file, &subject, e.clone()).with_line(line_of(&g.file, "refresh", g.line)));
             }
             if let Err(e) = &sla {
                 diags.push(Diagnostic::new(&g.file, &subject, e.clone()).with_line(line_of(&g.file, "sla", g.line)));
@@ -389,7 +464,10 @@ impl Project {
             let template = match std::fs::read_to_string(root.join(&file)) {
                 Ok(t) => t,
                 Err(e) => {
-                    diags.push(Diagnostic::new(&g.file, &subject, format!("cannot read its SQL file {}: {e}", file.display())).with_line(g.line));
+                    diags.push(
+                        Diagnostic::new(&g.file, &subject, format!("cannot read its SQL file {}: {e}", file.display()))
+                            .with_line(g.line),
+                    );
                     continue;
                 }
             };
@@ -411,13 +489,18 @@ impl Project {
                 }
             }
         }
-        let deps: BTreeMap<String, Vec<String>> = rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
+        let deps: BTreeMap<String, Vec<String>> =
+            rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
         let mut gold_order = match topological_order(&deps) {
             Ok(order) => order,
             Err(cycle) => {
                 for n in &cycle {
                     if let Some((_, _, file, ..)) = rendered.get(n) {
-                        diags.push(Diagnostic::new(file, format!("gold model `{n}`"), format!("is part of a reference cycle: {}", cycle.join(" → "))));
+                        diags.push(Diagnostic::new(
+                            file,
+                            format!("gold model `{n}`"),
+                            format!("is part of a reference cycle: {}", cycle.join(" → ")),
+                        ));
                     }
                 }
                 Vec::new()
@@ -442,13 +525,17 @@ impl Project {
                     Ok(df) => {
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                         catalog::register_table(&ctx, Layer::Gold, n, catalog::empty(schema.clone(), n)?)?;
-                        let gates = crate::quality::gates::compile(&g.spec.expectations, &schema).unwrap_or_else(|errors| {
-                            for (name, message) in errors {
-                                let line = line_of(&g.file, &format!("\"{name}\""), g.line);
-                                diags.push(Diagnostic::new(&g.file, format!("gold model `{n}`, expectations"), message).with_line(line));
-                            }
-                            Vec::new()
-                        });
+                        let gates =
+                            crate::quality::gates::compile(&g.spec.expectations, &schema).unwrap_or_else(|errors| {
+                                for (name, message) in errors {
+                                    let line = line_of(&g.file, &format!("\"{name}\""), g.line);
+                                    diags.push(
+                                        Diagnostic::new(&g.file, format!("gold model `{n}`, expectations"), message)
+                                            .with_line(line),
+                                    );
+                                }
+                                Vec::new()
+                            });
                         planned.push((n.clone(), g.clone()));
                         gold.insert(
                             n.clone(),
@@ -466,12 +553,23 @@ impl Project {
                                 incremental: None,
                                 tags: g.spec.tags.clone(),
                                 retries: g.spec.retries,
-                                maintenance: maintenance_of(g.spec.maintenance.as_ref(), &schema, &g.file, &format!("gold model `{n}`"), g.line, &mut diags),
+                                maintenance: maintenance_of(
+                                    g.spec.maintenance.as_ref(),
+                                    &schema,
+                                    &g.file,
+                                    &format!("gold model `{n}`"),
+                                    g.line,
+                                    &mut diags,
+                                ),
                                 schema,
                             },
                         );
                     }
-                    Err(e) => diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), format!("SQL does not plan: {}", e.to_string().lines().next().unwrap_or_default()))),
+                    Err(e) => diags.push(Diagnostic::new(
+                        &file,
+                        format!("gold model `{n}`"),
+                        format!("SQL does not plan: {}", e.to_string().lines().next().unwrap_or_default()),
+                    )),
                 }
             }
 
@@ -499,18 +597,29 @@ impl Project {
                                 );
                             }
                         }
-                        table.depends_on = compiled.iter().flat_map(|c| c.refs.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+                        table.depends_on = compiled
+                            .iter()
+                            .flat_map(|c| c.refs.iter().cloned())
+                            .collect::<BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
                         table.checks = compiled;
                     }
                     Err(errors) => {
                         for (name, message) in errors {
-                            diags.push(Diagnostic::new(&t.file, &subject, message).with_line(line_of(&t.file, &format!("\"{name}\""), t.line)));
+                            diags.push(Diagnostic::new(&t.file, &subject, message).with_line(line_of(
+                                &t.file,
+                                &format!("\"{name}\""),
+                                t.line,
+                            )));
                         }
                     }
                 }
             }
-            let rendered_refs: BTreeMap<String, Vec<String>> = gold.iter().map(|(n, m)| (n.clone(), m.refs.clone())).collect();
-            let gold_schemas: BTreeMap<String, SchemaRef> = gold.iter().map(|(n, m)| (n.clone(), m.schema.clone())).collect();
+            let rendered_refs: BTreeMap<String, Vec<String>> =
+                gold.iter().map(|(n, m)| (n.clone(), m.refs.clone())).collect();
+            let gold_schemas: BTreeMap<String, SchemaRef> =
+                gold.iter().map(|(n, m)| (n.clone(), m.schema.clone())).collect();
             for (name, g) in planned {
                 let Some(model) = gold.get_mut(&name) else { continue };
                 let owner = Owner { name: &name, sla: Some(model.sla) };
@@ -523,9 +632,13 @@ impl Project {
                         if let Some(inc) = &g.spec.incremental {
                             let subject = format!("gold model `{name}`, incremental");
                             let line = line_of(&g.file, "incremental", g.line);
-                            let sql_refs: Vec<&String> = rendered_refs.get(&name).map(|r| r.iter().collect()).unwrap_or_default();
-                            let source = inc.source.clone().or_else(|| (sql_refs.len() == 1).then(|| sql_refs[0].clone()));
-                            let source_schema = source.as_ref().and_then(|s| silver.get(s).map(|t| t.schema.clone()).or_else(|| gold_schemas.get(s).cloned()));
+                            let sql_refs: Vec<&String> =
+                                rendered_refs.get(&name).map(|r| r.iter().collect()).unwrap_or_default();
+                            let source =
+                                inc.source.clone().or_else(|| (sql_refs.len() == 1).then(|| sql_refs[0].clone()));
+                            let source_schema = source.as_ref().and_then(|s| {
+                                silver.get(s).map(|t| t.schema.clone()).or_else(|| gold_schemas.get(s).cloned())
+                            });
                             match (source, source_schema) {
                                 (None, _) => diags.push(Diagnostic::new(&g.file, &subject, "the model reads several tables: name the one whose changes decide the partitions with `source`").with_line(line)),
                                 (Some(s), None) => diags.push(Diagnostic::new(&g.file, &subject, format!("source `{s}` is not a silver or gold table")).with_line(line)),
@@ -546,7 +659,10 @@ impl Project {
                     }
                     Err(errors) => {
                         for (en, message) in errors {
-                            diags.push(Diagnostic::new(&g.file, format!("gold model `{name}`, expectations"), message).with_line(line_of(&g.file, &format!("\"{en}\""), g.line)));
+                            diags.push(
+                                Diagnostic::new(&g.file, format!("gold model `{name}`, expectations"), message)
+                                    .with_line(line_of(&g.file, &format!("\"{en}\""), g.line)),
+                            );
                         }
                     }
                 }
@@ -559,27 +675,37 @@ impl Project {
                 }
             }
             // Expectations add edges: order again, and report cycles they create.
-            let silver_deps: BTreeMap<String, Vec<String>> = silver.iter().map(|(n, t)| (n.clone(), t.depends_on.clone())).collect();
+            let silver_deps: BTreeMap<String, Vec<String>> =
+                silver.iter().map(|(n, t)| (n.clone(), t.depends_on.clone())).collect();
             match topological_order(&silver_deps) {
                 Ok(order) => silver_order = order,
                 Err(cycle) => {
                     for n in &cycle {
                         if let Some(t) = specs.silver.get(n) {
-                            let message = format!("its expectations and those of the tables they read make a cycle: {}", cycle.join(" → "));
-                            diags.push(Diagnostic::new(&t.file, format!("silver table `{n}`"), message).with_line(t.line));
+                            let message = format!(
+                                "its expectations and those of the tables they read make a cycle: {}",
+                                cycle.join(" → ")
+                            );
+                            diags.push(
+                                Diagnostic::new(&t.file, format!("silver table `{n}`"), message).with_line(t.line),
+                            );
                         }
                     }
                 }
             }
-            let gold_deps: BTreeMap<String, Vec<String>> =
-                gold.iter().map(|(n, m)| (n.clone(), m.refs.iter().filter(|r| gold.contains_key(*r)).cloned().collect())).collect();
+            let gold_deps: BTreeMap<String, Vec<String>> = gold
+                .iter()
+                .map(|(n, m)| (n.clone(), m.refs.iter().filter(|r| gold.contains_key(*r)).cloned().collect()))
+                .collect();
             match topological_order(&gold_deps) {
                 Ok(order) => gold_order = order,
                 Err(cycle) => {
                     for n in &cycle {
                         if let Some(g) = specs.gold.get(n) {
-                            let message = format!("its SQL and expectations make a reference cycle: {}", cycle.join(" → "));
-                            diags.push(Diagnostic::new(&g.file, format!("gold model `{n}`"), message).with_line(g.line));
+                            let message =
+                                format!("its SQL and expectations make a reference cycle: {}", cycle.join(" → "));
+                            diags
+                                .push(Diagnostic::new(&g.file, format!("gold model `{n}`"), message).with_line(g.line));
                         }
                     }
                 }
@@ -588,7 +714,21 @@ impl Project {
         if !diags.is_empty() {
             return Err(Error::InvalidProject(diags));
         }
-        Ok(Project { root: root.to_path_buf(), name, lake, sources, silver, silver_order, gold, gold_order, catchup, compact_above_files, vacuum, storage, lineage })
+        Ok(Project {
+            root: root.to_path_buf(),
+            name,
+            lake,
+            sources,
+            silver,
+            silver_order,
+            gold,
+            gold_order,
+            catchup,
+            compact_above_files,
+            vacuum,
+            storage,
+            lineage,
+        })
     }
 
     /// Opens the project's lake with its `[storage]` options.
@@ -606,7 +746,11 @@ impl Project {
 
     /// The source, or an error listing known ones.
     pub fn source(&self, name: &str) -> Result<&Source> {
-        self.sources.get(name).ok_or_else(|| Error::Unknown { kind: "source", name: name.to_string(), known: self.sources.keys().cloned().collect() })
+        self.sources.get(name).ok_or_else(|| Error::Unknown {
+            kind: "source",
+            name: name.to_string(),
+            known: self.sources.keys().cloned().collect(),
+        })
     }
 }
 
@@ -642,7 +786,11 @@ pub fn is_ident(s: &str) -> bool {
 
 /// A vacuum policy from `vacuum_every` and `vacuum_retain`, each falling back to `default`'s
 /// (retention: `7d`); a retention below 7 days is refused.
-fn vacuum_policy(every: Option<&str>, retain: Option<&str>, default: Option<(Duration, Duration)>) -> std::result::Result<Option<(Duration, Duration)>, String> {
+fn vacuum_policy(
+    every: Option<&str>,
+    retain: Option<&str>,
+    default: Option<(Duration, Duration)>,
+) -> std::result::Result<Option<(Duration, Duration)>, String> {
     let every = match every {
         Some(e) => Some(e.parse::<Duration>()?),
         None => default.map(|d| d.0),

@@ -128,9 +128,15 @@ pub fn generate(spec: &SampleSpec) -> (Vec<SampleBatch>, Expected) {
             let region = usize::try_from(base.below(8)).unwrap_or(0);
             let order = Order {
                 customer_id: 1 + base.below(250_000),
-                date: (order_day0 + chrono::Duration::days(i64::try_from(base.below(60)).unwrap_or(0))).format("%Y-%m-%d").to_string(),
+                date: (order_day0 + chrono::Duration::days(i64::try_from(base.below(60)).unwrap_or(0)))
+                    .format("%Y-%m-%d")
+                    .to_string(),
                 region,
-                currency: if base.chance(850) { REGIONS[region].1 } else { CURRENCIES[usize::try_from(base.below(5)).unwrap_or(0)] },
+                currency: if base.chance(850) {
+                    REGIONS[region].1
+                } else {
+                    CURRENCIES[usize::try_from(base.below(5)).unwrap_or(0)]
+                },
                 source: SOURCES[usize::try_from(base.below(5)).unwrap_or(0)],
             };
             let cents = i128::from(100 + rng.below(199_900));
@@ -205,7 +211,11 @@ fn dirty_record(rng: &mut Rng, id: u64, o: &Order, amount: &str, batch: u32, bat
         }
         60..65 => {
             let i = usize::try_from(rng.below(7)).unwrap_or(0);
-            if rng.chance(500) { fields.remove(i); } else { fields[i].1 = "null".into(); }
+            if rng.chance(500) {
+                fields.remove(i);
+            } else {
+                fields[i].1 = "null".into();
+            }
             false
         }
         _ => true,
@@ -218,7 +228,8 @@ fn dirty_record(rng: &mut Rng, id: u64, o: &Order, amount: &str, batch: u32, bat
         let _ = write!(s, "\"{k}\": {v}");
     }
     if batch >= batches / 2 && rng.chance(800) {
-        let _ = write!(s, ", \"tier\": \"{}\"", ["gold", "silver", "bronze"][usize::try_from(rng.below(3)).unwrap_or(0)]);
+        let _ =
+            write!(s, ", \"tier\": \"{}\"", ["gold", "silver", "bronze"][usize::try_from(rng.below(3)).unwrap_or(0)]);
     }
     if batch >= batches * 3 / 4 && rng.chance(300) {
         let _ = write!(s, ", \"promo_code\": \"P{}\"", rng.below(1000));
@@ -263,7 +274,9 @@ pub fn customers(batches: &[SampleBatch], seed: u64) -> Vec<String> {
     let mut rng = Rng(seed ^ 0xC057);
     let mut out = Vec::new();
     let record = |id: u64, tier: &str, day: &str| {
-        format!(r#"{{"customer_id": {id}, "name": "Customer {id}", "tier": "{tier}", "updated_at": "{day}T00:00:00Z"}}"#)
+        format!(
+            r#"{{"customer_id": {id}, "name": "Customer {id}", "tier": "{tier}", "updated_at": "{day}T00:00:00Z"}}"#
+        )
     };
     for id in ids {
         let mut tier = rng.below(3) as usize;

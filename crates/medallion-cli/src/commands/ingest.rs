@@ -7,15 +7,16 @@ use medallion::bronze::ingest::ingest;
 
 use super::{clock, open, spinner};
 use crate::Outcome;
-use crate::say;
 use crate::args::{Format, Global};
 use crate::output::{json_line, table, thousands};
+use crate::say;
 
 pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let src = project.source(source)?;
     let now = clock(g)?;
-    let mut rows = vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
+    let mut rows =
+        vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
     for (i, file) in files.iter().enumerate() {
         let content = if file == "-" {
             let mut buf = Vec::new();
@@ -25,7 +26,8 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
             std::fs::read(file).with_context(|| format!("cannot read {file}"))?
         };
         let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
-        let outcome = ingest(&lake, &src.name, src.format, file, content, medallion::orchestration::run::later(now, i)).await;
+        let outcome =
+            ingest(&lake, &src.name, src.format, file, content, medallion::orchestration::run::later(now, i)).await;
         if let Some(pb) = progress {
             pb.finish_and_clear();
         }
@@ -33,7 +35,13 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         if g.format == Format::Json {
             json_line("ingested", serde_json::to_value(&outcome)?)?;
         }
-        rows.push(vec![file.clone(), outcome.status.label().into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]);
+        rows.push(vec![
+            file.clone(),
+            outcome.status.label().into(),
+            outcome.batch_id,
+            thousands(outcome.records),
+            thousands(outcome.corrupt),
+        ]);
     }
     if g.format == Format::Text {
         say!("{}", table(&rows));

@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::Outcome;
-use crate::sayln;
 use crate::args::{Format, Global};
 use crate::output::json_line;
+use crate::sayln;
 
 pub fn run(g: &Global, dir: &Path) -> Result<Outcome> {
     let files = medallion::init::init(dir)?;

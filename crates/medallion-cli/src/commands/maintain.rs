@@ -19,7 +19,9 @@ pub async fn optimize(g: &Global, only: Option<&str>, zorder: &[String], target_
 pub async fn vacuum(g: &Global, only: Option<&str>, retain: &str, force: bool, dry_run: bool) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let retain: Duration = retain.parse().map_err(|e: String| anyhow!("--retain: {e}"))?;
-    let done = maintenance::vacuum(&lake, &project, only, std::time::Duration::from_secs(retain.seconds), force, dry_run).await?;
+    let done =
+        maintenance::vacuum(&lake, &project, only, std::time::Duration::from_secs(retain.seconds), force, dry_run)
+            .await?;
     report(g, if dry_run { "would vacuum" } else { "vacuumed" }, &done)
 }
 
@@ -36,7 +38,16 @@ fn report(g: &Global, what: &str, done: &[Maintained]) -> Result<Outcome> {
 
 /// Maintained tables as a text table: files and bytes before and after.
 pub fn maintained_table(done: &[Maintained]) -> String {
-    let mut rows = vec![vec!["table".to_string(), "files before".into(), "bytes before".into(), "files after".into(), "bytes after".into(), "removed".into(), "added".into(), "version".into()]];
+    let mut rows = vec![vec![
+        "table".to_string(),
+        "files before".into(),
+        "bytes before".into(),
+        "files after".into(),
+        "bytes after".into(),
+        "removed".into(),
+        "added".into(),
+        "version".into(),
+    ]];
     for m in done {
         rows.push(vec![
             m.table.clone(),

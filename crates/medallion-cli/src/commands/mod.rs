@@ -1,8 +1,8 @@
 //! One module per verb; shared loading of the project and lake.
 
 pub mod ingest;
-pub mod maintain;
 pub mod init;
+pub mod maintain;
 pub mod query;
 pub mod replay;
 pub mod run;
@@ -31,9 +31,9 @@ pub async fn open(g: &Global) -> Result<(Project, Lake)> {
 pub fn clock(g: &Global) -> Result<medallion::orchestration::run::Now> {
     match &g.now {
         None => Ok(medallion::orchestration::run::now()),
-        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map(|t| t.to_utc())
-            .with_context(|| format!("invalid --now/MEDALLION_NOW `{text}`: expected an RFC 3339 time such as 2024-03-01T00:00:00Z")),
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).with_context(|| {
+            format!("invalid --now/MEDALLION_NOW `{text}`: expected an RFC 3339 time such as 2024-03-01T00:00:00Z")
+        }),
     }
 }
 

@@ -33,7 +33,8 @@ pub async fn show(g: &Global, table: &str, limit: usize, at: Option<&str>) -> Re
         ctx.deregister_table(table)?;
         ctx.register_table(table, t.provider(&ctx).await?)?;
     }
-    let df = ctx.sql(&format!("SELECT * FROM {table} LIMIT {limit}")).await.with_context(|| format!("reading `{table}`"))?;
+    let df =
+        ctx.sql(&format!("SELECT * FROM {table} LIMIT {limit}")).await.with_context(|| format!("reading `{table}`"))?;
     let rows = df.collect().await.with_context(|| format!("reading `{table}`"))?;
     batches(&rows, g.format == Format::Json)?;
     Ok(Outcome::Ok)
@@ -55,7 +56,12 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>) -> Result<Outcome> {
 pub async fn history(g: &Global, table: &str, limit: usize) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let Some((layer, name)) = resolve(&project, table) else {
-        return Err(medallion::Error::Unknown { kind: "table", name: table.to_string(), known: known_tables(&project) }.into());
+        return Err(medallion::Error::Unknown {
+            kind: "table",
+            name: table.to_string(),
+            known: known_tables(&project),
+        }
+        .into());
     };
     let t = Table::open(&lake, layer, &name).await?;
     let commits = t.commits().await?;
@@ -69,7 +75,15 @@ pub async fn history(g: &Global, table: &str, limit: usize) -> Result<Outcome> {
         say!("{layer}/{name}: no commits yet\n");
         return Ok(Outcome::Ok);
     }
-    let mut rows = vec![vec!["version".to_string(), "time".into(), "operation".into(), "inserted".into(), "updated".into(), "deleted".into(), "run".into()]];
+    let mut rows = vec![vec![
+        "version".to_string(),
+        "time".into(),
+        "operation".into(),
+        "inserted".into(),
+        "updated".into(),
+        "deleted".into(),
+        "run".into(),
+    ]];
     for c in commits.iter().take(limit) {
         rows.push(vec![
             c.version.to_string(),

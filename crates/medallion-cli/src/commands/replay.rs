@@ -7,19 +7,28 @@ use medallion::silver::replay::{Replay, ReplayOptions, replay};
 
 use super::{clock, open};
 use crate::Outcome;
-use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{expectations, json_line, table, thousands};
+use crate::{say, sayln};
 
 pub async fn run(g: &Global, name: &str, filter: Option<String>, dry_run: bool) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let Some(silver) = project.silver.get(name) else {
         let known: Vec<_> = project.silver.keys().cloned().collect();
-        bail!("`{name}` is not a silver table (silver tables: {}); only silver dead letters can be replayed", known.join(", "));
+        bail!(
+            "`{name}` is not a silver table (silver tables: {}); only silver dead letters can be replayed",
+            known.join(", ")
+        );
     };
     let now = clock(g)?;
     let run_id = new_run_id(Some("replay"), now);
-    let r = replay(&lake, &project, silver, &ReplayOptions { run_id, now, filter, dry_run, lock_wait: super::lock_wait(g)? }).await?;
+    let r = replay(
+        &lake,
+        &project,
+        silver,
+        &ReplayOptions { run_id, now, filter, dry_run, lock_wait: super::lock_wait(g)? },
+    )
+    .await?;
     if g.format == Format::Json {
         json_line("replay", serde_json::to_value(&r)?)?;
     } else {
@@ -35,14 +44,28 @@ fn print_text(r: &Replay) -> Result<()> {
     }
     let mut rows = vec![vec!["previous reason".to_string(), "column".into(), "records".into(), "pass now".into()]];
     for c in &r.by_reason {
-        rows.push(vec![c.rule.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records), thousands(c.passing)]);
+        rows.push(vec![
+            c.rule.clone(),
+            c.column.clone().unwrap_or_else(|| "-".into()),
+            thousands(c.records),
+            thousands(c.passing),
+        ]);
     }
     if !r.dry_run && r.intent.is_none() {
-        sayln!("quarantine/{}: none of the {} outstanding records passes the current contract; nothing written", r.table, thousands(r.selected));
+        sayln!(
+            "quarantine/{}: none of the {} outstanding records passes the current contract; nothing written",
+            r.table,
+            thousands(r.selected)
+        );
         return Ok(());
     }
     if r.dry_run {
-        sayln!("dry run: {} of {} records of quarantine/{} would pass the current contract\n", thousands(r.passing), thousands(r.selected), r.table);
+        sayln!(
+            "dry run: {} of {} records of quarantine/{} would pass the current contract\n",
+            thousands(r.passing),
+            thousands(r.selected),
+            r.table
+        );
         say!("{}", table(&rows));
         return Ok(());
     }
@@ -84,7 +107,11 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let mut rows = vec![vec!["reason".to_string(), "column".into(), "records".into()]];
-    rows.extend(s.by_reason.iter().map(|c| vec![c.label.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records)]));
+    rows.extend(
+        s.by_reason
+            .iter()
+            .map(|c| vec![c.label.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records)]),
+    );
     say!("\n{}", table(&rows));
     let mut rows = vec![vec!["batch".to_string(), "records".into()]];
     rows.extend(s.by_batch.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));

@@ -7,13 +7,24 @@ use medallion::quality::gates::Outcome as GateOutcome;
 
 use super::{clock, open, spinner, threads};
 use crate::Outcome;
-use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift, expectations, json_line, samples, table, thousands};
+use crate::{say, sayln};
 
-pub async fn run(g: &Global, full_refresh: bool, select: &[String], exclude: &[String], retries: u32, date: Option<chrono::NaiveDate>) -> Result<Outcome> {
+pub async fn run(
+    g: &Global,
+    full_refresh: bool,
+    select: &[String],
+    exclude: &[String],
+    retries: u32,
+    date: Option<chrono::NaiveDate>,
+) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let selection = if select.is_empty() && exclude.is_empty() { None } else { Some(medallion::orchestration::select::select(&project, select, exclude)?) };
+    let selection = if select.is_empty() && exclude.is_empty() {
+        None
+    } else {
+        Some(medallion::orchestration::select::select(&project, select, exclude)?)
+    };
     execute(g, project, lake, Settings { full_refresh, select: selection, retries, date }).await
 }
 
@@ -24,15 +35,29 @@ pub async fn retry(g: &Global) -> Result<Outcome> {
         sayln!("no run yet: nothing to retry");
         return Ok(Outcome::Ok);
     };
-    let failed = last.get("failed").and_then(|f| f.as_array()).into_iter().flatten().filter_map(|f| f.get("node").and_then(|n| n.as_str()));
+    let failed = last
+        .get("failed")
+        .and_then(|f| f.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.get("node").and_then(|n| n.as_str()));
     let skipped = last.get("skipped").and_then(|f| f.as_array()).into_iter().flatten().filter_map(|n| n.as_str());
     let nodes: std::collections::BTreeSet<String> = failed.chain(skipped).map(str::to_string).collect();
     if nodes.is_empty() {
-        sayln!("the last run ({}) had no failed or skipped node: nothing to retry", last.get("run_id").and_then(|r| r.as_str()).unwrap_or("?"));
+        sayln!(
+            "the last run ({}) had no failed or skipped node: nothing to retry",
+            last.get("run_id").and_then(|r| r.as_str()).unwrap_or("?")
+        );
         return Ok(Outcome::Ok);
     }
     eprintln!("retrying {}", nodes.iter().cloned().collect::<Vec<_>>().join(", "));
-    execute(g, project, lake, Settings { full_refresh: false, select: Some(nodes), retries: RunOptions::default().retries, date: None }).await
+    execute(
+        g,
+        project,
+        lake,
+        Settings { full_refresh: false, select: Some(nodes), retries: RunOptions::default().retries, date: None },
+    )
+    .await
 }
 
 /// What a run is asked to do.
@@ -52,7 +77,8 @@ pub async fn backfill(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate
     while day <= to {
         let (project, lake) = open(g).await?;
         eprintln!("backfill: {day}");
-        let settings = Settings { full_refresh: false, select: None, retries: RunOptions::default().retries, date: Some(day) };
+        let settings =
+            Settings { full_refresh: false, select: None, retries: RunOptions::default().retries, date: Some(day) };
         if matches!(execute(g, project, lake, settings).await?, Outcome::Failed) {
             eprintln!("backfill stopped at {day}; run it again to resume from there");
             return Ok(Outcome::Failed);
@@ -62,7 +88,12 @@ pub async fn backfill(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate
     Ok(Outcome::Ok)
 }
 
-pub(crate) async fn execute(g: &Global, project: medallion::project::Project, lake: medallion::storage::Lake, settings: Settings) -> Result<Outcome> {
+pub(crate) async fn execute(
+    g: &Global,
+    project: medallion::project::Project,
+    lake: medallion::storage::Lake,
+    settings: Settings,
+) -> Result<Outcome> {
     let Settings { full_refresh, select, retries, date } = settings;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let on_event = match (&g.format, &spinner) {
@@ -89,14 +120,25 @@ pub(crate) async fn execute(g: &Global, project: medallion::project::Project, la
                     }
                     _ => {}
                 }
-                let running = if p.0.is_empty() { "…".to_string() } else { p.0.iter().cloned().collect::<Vec<_>>().join(", ") };
+                let running =
+                    if p.0.is_empty() { "…".to_string() } else { p.0.iter().cloned().collect::<Vec<_>>().join(", ") };
                 pb.set_message(format!("{running} · {} records, {} bytes read", thousands(p.1), thousands(p.2)));
             })))
         }
         (Format::Text, None) => None,
     };
     let lock_wait = super::lock_wait(g)?;
-    let opts = RunOptions { threads: threads(g), now: clock(g)?, full_refresh, on_event, select, retries, date, lock_wait, ..Default::default() };
+    let opts = RunOptions {
+        threads: threads(g),
+        now: clock(g)?,
+        full_refresh,
+        on_event,
+        select,
+        retries,
+        date,
+        lock_wait,
+        ..Default::default()
+    };
     let summary = run_project(&project, &lake, &opts).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
@@ -193,7 +235,10 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
         thousands(t.superseded),
         thousands(t.rejected)
     );
-    for (what, done) in [("compacted after the run (maintenance policy)", &s.compacted), ("vacuumed after the run (maintenance policy)", &s.vacuumed)] {
+    for (what, done) in [
+        ("compacted after the run (maintenance policy)", &s.compacted),
+        ("vacuumed after the run (maintenance policy)", &s.vacuumed),
+    ] {
         if !done.is_empty() {
             say!("\n{what}\n{}", super::maintain::maintained_table(done));
         }

@@ -22,7 +22,8 @@ pub async fn runs(g: &Global, run_id: Option<&str>, limit: usize) -> Result<Outc
              duration_ms, version, expectations_failed, error FROM medallion.events WHERE run_id = {} ORDER BY seq",
             medallion::spec::quote(id)
         );
-        let rows = ctx.sql(&sql).await.context("reading the event log")?.collect().await.context("reading the event log")?;
+        let rows =
+            ctx.sql(&sql).await.context("reading the event log")?.collect().await.context("reading the event log")?;
         if rows.iter().all(|b| b.num_rows() == 0) {
             anyhow::bail!("no events for run `{id}` (see `medallion runs` for recent run ids)");
         }
@@ -40,12 +41,26 @@ pub async fn runs(g: &Global, run_id: Option<&str>, limit: usize) -> Result<Outc
         sayln!("no run yet");
         return Ok(Outcome::Ok);
     }
-    let mut rows = vec![vec!["run".to_string(), "started".into(), "ms".into(), "status".into(), "read".into(), "promoted".into(), "rejected".into(), "failed".into()]];
+    let mut rows = vec![vec![
+        "run".to_string(),
+        "started".into(),
+        "ms".into(),
+        "status".into(),
+        "read".into(),
+        "promoted".into(),
+        "rejected".into(),
+        "failed".into(),
+    ]];
     for r in &recent {
         let get = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
         let total = |k: &str| r.get("totals").and_then(|t| t.get(k)).and_then(|v| v.as_u64()).unwrap_or(0);
-        let failed: Vec<String> =
-            r.get("failed").and_then(|f| f.as_array()).into_iter().flatten().filter_map(|f| f.get("node").and_then(|n| n.as_str()).map(str::to_string)).collect();
+        let failed: Vec<String> = r
+            .get("failed")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.get("node").and_then(|n| n.as_str()).map(str::to_string))
+            .collect();
         rows.push(vec![
             get("run_id"),
             get("started_at"),
@@ -71,9 +86,16 @@ pub async fn docs(g: &Global, out: &Path) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-pub async fn airflow(g: &Global, out: Option<&Path>, schedule: String, retries: u32, command: String) -> Result<Outcome> {
+pub async fn airflow(
+    g: &Global,
+    out: Option<&Path>,
+    schedule: String,
+    retries: u32,
+    command: String,
+) -> Result<Outcome> {
     let (project, _) = open(g).await?;
-    let project_dir = std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone()).display().to_string();
+    let project_dir =
+        std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone()).display().to_string();
     let py = render(&project, &AirflowOptions { schedule, retries, command, project_dir });
     match out {
         Some(path) => {

@@ -36,9 +36,12 @@ pub async fn schedule(g: &Global, once: bool, metrics: Option<String>) -> Result
     }
     let items = scheduled(&project)?;
     if items.is_empty() {
-        bail!("nothing is scheduled: give a source a `schedule` (e.g. \"@hourly\") or a gold model an hourly, daily or weekly `refresh`");
+        bail!(
+            "nothing is scheduled: give a source a `schedule` (e.g. \"@hourly\") or a gold model an hourly, daily or weekly `refresh`"
+        );
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut outcome = Outcome::Ok;
     loop {
         let now = clock(g)?;
@@ -59,7 +62,12 @@ pub async fn schedule(g: &Global, once: bool, metrics: Option<String>) -> Result
                 sayln!("fire {} ({}) at {}", item.id, item.expression, fire.to_rfc3339());
                 // Catching up a source's missed fires: each one promotes its own date partition.
                 let date = (project.catchup && source && fires.len() > 1).then(|| fire.date_naive());
-                let settings = Settings { full_refresh: false, select: Some(item.select.clone()), retries: RunOptions::default().retries, date };
+                let settings = Settings {
+                    full_refresh: false,
+                    select: Some(item.select.clone()),
+                    retries: RunOptions::default().retries,
+                    date,
+                };
                 match execute(g, project.clone(), lake.clone(), settings).await {
                     Ok(Outcome::Ok) => {}
                     Ok(Outcome::Failed) => {

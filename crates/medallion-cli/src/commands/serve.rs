@@ -15,7 +15,8 @@ pub async fn serve(g: &Global, addr: &str) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("serving metrics at http://{}/metrics", listener.local_addr()?);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -10,9 +10,9 @@ use medallion::storage::delta::Table;
 
 use super::{clock, open};
 use crate::Outcome;
-use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{drift as drift_table, json_line, table, thousands};
+use crate::{say, sayln};
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
@@ -31,7 +31,12 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         let (read, rejected) = promotions
             .iter()
             .filter(|p| p.get("table").and_then(|t| t.as_str()) == Some(table))
-            .fold((0u64, 0u64), |(r, j), p| (r + p.get("read").and_then(|v| v.as_u64()).unwrap_or(0), j + p.get("rejected").and_then(|v| v.as_u64()).unwrap_or(0)));
+            .fold((0u64, 0u64), |(r, j), p| {
+                (
+                    r + p.get("read").and_then(|v| v.as_u64()).unwrap_or(0),
+                    j + p.get("rejected").and_then(|v| v.as_u64()).unwrap_or(0),
+                )
+            });
         (read > 0).then(|| rejected as f64 / read as f64)
     };
     let mut rows = vec![vec![

@@ -6,9 +6,9 @@ use medallion::quality::test::test;
 
 use super::{clock, open};
 use crate::Outcome;
-use crate::{say, sayln};
 use crate::args::{Format, Global};
 use crate::output::{expectations, json_line, samples};
+use crate::{say, sayln};
 
 pub async fn run(g: &Global, select: &[String]) -> Result<Outcome> {
     let (project, lake) = open(g).await?;

@@ -5,9 +5,9 @@ use medallion::Error;
 use medallion::project::Project;
 
 use crate::Outcome;
-use crate::sayln;
 use crate::args::{Format, Global};
 use crate::output::json_line;
+use crate::sayln;
 
 pub async fn run(g: &Global) -> Result<Outcome> {
     match Project::load(&g.project).await {

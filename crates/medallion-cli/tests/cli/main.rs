@@ -6,7 +6,10 @@ use std::process::{Command, Output, Stdio};
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_medallion"));
     // A pinned clock keeps freshness figures in golden output stable.
-    c.env_remove("MEDALLION_PROJECT").env_remove("MEDALLION_LAKE").env("NO_COLOR", "1").env("MEDALLION_NOW", "2024-03-04T06:00:00Z");
+    c.env_remove("MEDALLION_PROJECT")
+        .env_remove("MEDALLION_LAKE")
+        .env("NO_COLOR", "1")
+        .env("MEDALLION_NOW", "2024-03-04T06:00:00Z");
     c
 }
 
@@ -30,7 +33,8 @@ fn golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden {}; run with MEDALLION_UPDATE_GOLDEN=1", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden {}; run with MEDALLION_UPDATE_GOLDEN=1", path.display()));
     assert_eq!(actual, expected, "golden {name} differs (MEDALLION_UPDATE_GOLDEN=1 to accept)");
 }
 
@@ -42,7 +46,13 @@ fn redact(s: &str) -> String {
                 .map(|w| {
                     let is_uuid = w.len() == 36 && w.chars().filter(|c| *c == '-').count() == 4;
                     let is_run = w.len() == 25 && w.starts_with("20") && w.contains('T') && w.contains('-');
-                    if is_uuid { "[batch]".to_string() } else if is_run { "[run]".to_string() } else { w.to_string() }
+                    if is_uuid {
+                        "[batch]".to_string()
+                    } else if is_run {
+                        "[run]".to_string()
+                    } else {
+                        w.to_string()
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(" ")
@@ -63,7 +73,8 @@ fn validate_reports_every_problem_with_file_and_line() {
 fn validate_json_lists_problems() {
     let out = run(&["validate", "--format", "json"], &fixtures().join("broken"));
     assert_eq!(out.status.code(), Some(2));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     let problems = lines.iter().filter(|l| l["type"] == "problem").count();
     assert!(problems >= 8, "{lines:#?}");
     assert!(lines.iter().all(|l| l["schema_version"] == 1));
@@ -109,13 +120,18 @@ fn init_run_status_show_sql() {
     // The sample's later batches carry fields the first did not: status shows where they began.
     assert!(status.contains("schema drift") && status.contains("orders  tier        new field  string"), "{status}");
     // Tables older than their SLA stand out.
-    let later = bin().args(["status"]).env("MEDALLION_NOW", "2099-01-01T00:00:00Z").current_dir(&proj).output().expect("runs");
+    let later =
+        bin().args(["status"]).env("MEDALLION_NOW", "2099-01-01T00:00:00Z").current_dir(&proj).output().expect("runs");
     let later = text(&later.stdout);
-    assert!(later.contains("LATE") && later.contains("late (older than their SLA): silver/orders, gold/daily_revenue"), "{later}");
+    assert!(
+        later.contains("LATE") && later.contains("late (older than their SLA): silver/orders, gold/daily_revenue"),
+        "{later}"
+    );
 
     let out = run(&["show", "quarantine.orders", "-n", "2", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let rows: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let rows: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(rows.len(), 2);
     assert!(rows[0]["row"]["_errors"].as_array().is_some_and(|e| !e.is_empty()), "{rows:#?}");
 
@@ -139,16 +155,30 @@ fn run_json_is_json_lines_with_types() {
     assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
     let out = run(&["run", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().expect("type")).collect();
     // Events stream as the run goes (the same rows land in medallion.events); the summary closes.
-    assert_eq!((types.first(), types.iter().rev().nth(1), types.last()), (Some(&"run_started"), Some(&"run_finished"), Some(&"summary")));
+    assert_eq!(
+        (types.first(), types.iter().rev().nth(1), types.last()),
+        (Some(&"run_started"), Some(&"run_finished"), Some(&"summary"))
+    );
     assert_eq!(types.iter().filter(|t| **t == "node_started").count(), 4, "{types:?}");
-    assert_eq!(types.iter().filter(|t| **t == "node_finished").count(), 8, "4 ingested files, 2 silver, 2 gold: {types:?}");
-    let silver = lines.iter().find(|l| l["type"] == "node_finished" && l["node"] == "silver/orders").expect("silver event");
-    assert_eq!((silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64(), silver["version"].as_i64()), (Some(3000), Some(148), Some(0)));
+    assert_eq!(
+        types.iter().filter(|t| **t == "node_finished").count(),
+        8,
+        "4 ingested files, 2 silver, 2 gold: {types:?}"
+    );
+    let silver =
+        lines.iter().find(|l| l["type"] == "node_finished" && l["node"] == "silver/orders").expect("silver event");
+    assert_eq!(
+        (silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64(), silver["version"].as_i64()),
+        (Some(3000), Some(148), Some(0))
+    );
     let t = &lines[lines.len() - 1]["totals"];
-    let sum = t["promoted"].as_u64().unwrap_or(0) + t["superseded"].as_u64().unwrap_or(0) + t["rejected"].as_u64().unwrap_or(0);
+    let sum = t["promoted"].as_u64().unwrap_or(0)
+        + t["superseded"].as_u64().unwrap_or(0)
+        + t["rejected"].as_u64().unwrap_or(0);
     assert_eq!(t["read"].as_u64(), Some(sum));
 }
 
@@ -192,7 +222,10 @@ fn a_failing_gold_model_exits_1_and_stops_only_its_dependents() {
     assert!(stdout.contains("FAILED"), "{stdout}");
     assert!(stdout.contains("read 3 = promoted 2 + superseded 0 + rejected 1"), "{stdout}");
     assert!(stdout.contains("region_counts"), "{stdout}");
-    assert!(stderr.contains("error: gold/region_numbers: gold model `region_numbers` (gold/region_numbers.sql)"), "{stderr}");
+    assert!(
+        stderr.contains("error: gold/region_numbers: gold model `region_numbers` (gold/region_numbers.sql)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("not run: gold/downstream"), "{stderr}");
 }
 
@@ -220,17 +253,30 @@ fn test_evaluates_expectations_on_published_tables() {
     assert!(stdout.contains("revenue_positive on gold/daily_revenue: sample failing rows"), "{stdout}");
     let out = run(&["test", "--select", "orders", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "silver only: {}", text(&out.stdout));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.iter().filter(|l| l["type"] == "expectation_result").count(), 5);
     // Published data that fails a table-level gate: test reports the measured value.
     let out = run(&["test", "--select", "orders"], &proj.clone());
     assert!(text(&out.stdout).contains("newest 2024-03-04T06:00:00Z, 0s old"), "{}", text(&out.stdout));
-    let later = bin().args(["test", "-s", "orders"]).env("MEDALLION_NOW", "2024-03-06T06:00:00Z").current_dir(&proj).output().expect("runs");
+    let later = bin()
+        .args(["test", "-s", "orders"])
+        .env("MEDALLION_NOW", "2024-03-06T06:00:00Z")
+        .current_dir(&proj)
+        .output()
+        .expect("runs");
     assert_eq!(later.status.code(), Some(0), "freshness only warns in the example");
     assert!(text(&later.stdout).contains("newest 2024-03-04T06:00:00Z, 2d 0h old  warn"), "{}", text(&later.stdout));
     // Every test's results are kept in the lake.
-    let out = run(&["sql", "SELECT command, count(*) AS n FROM medallion.expectations GROUP BY command ORDER BY command"], &proj);
-    assert!(text(&out.stdout).contains("| run     | 12 |") && text(&out.stdout).contains("| test    | 39 |"), "{}", text(&out.stdout));
+    let out = run(
+        &["sql", "SELECT command, count(*) AS n FROM medallion.expectations GROUP BY command ORDER BY command"],
+        &proj,
+    );
+    assert!(
+        text(&out.stdout).contains("| run     | 12 |") && text(&out.stdout).contains("| test    | 39 |"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -252,26 +298,58 @@ fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
         .replace("revenue > 0 AND min_amount > 0", "revenue >= 0 AND min_amount >= 0");
     std::fs::write(&toml, spec).expect("write");
     let out = run(&["replay", "orders", "--dry-run"], &proj);
-    assert!(text(&out.stdout).starts_with("dry run: 49 of 148 records of quarantine/orders would pass"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("dry run: 49 of 148 records of quarantine/orders would pass"),
+        "{}",
+        text(&out.stdout)
+    );
     // Interrupted after its MERGE, before the dead-letter rewrite: the next replay finishes it
     // without merging again.
-    let out = bin().args(["replay", "orders"]).env("MEDALLION_FAULT_AT", "silver/orders:replay:1").current_dir(&proj).output().expect("runs");
+    let out = bin()
+        .args(["replay", "orders"])
+        .env("MEDALLION_FAULT_AT", "silver/orders:replay:1")
+        .current_dir(&proj)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let version = |proj: &Path| {
         let out = run(&["history", "orders", "--format", "json"], proj);
-        text(&out.stdout).lines().next().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()).and_then(|v| v["version"].as_i64())
+        text(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v["version"].as_i64())
     };
     assert_eq!(version(&proj), Some(1), "the replay's MERGE landed");
     let out = run(&["replay", "orders", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("json");
-    assert_eq!((r["type"].as_str(), r["selected"].as_u64(), r["passing"].as_u64(), r["rejected"].as_u64()), (Some("replay"), Some(148), Some(49), Some(99)));
-    assert_eq!((r["resumed"].as_bool(), r["inserted"].as_u64().unwrap_or(0) + r["updated"].as_u64().unwrap_or(0) + r["superseded"].as_u64().unwrap_or(0)), (Some(true), 49));
+    assert_eq!(
+        (r["type"].as_str(), r["selected"].as_u64(), r["passing"].as_u64(), r["rejected"].as_u64()),
+        (Some("replay"), Some(148), Some(49), Some(99))
+    );
+    assert_eq!(
+        (
+            r["resumed"].as_bool(),
+            r["inserted"].as_u64().unwrap_or(0)
+                + r["updated"].as_u64().unwrap_or(0)
+                + r["superseded"].as_u64().unwrap_or(0)
+        ),
+        (Some(true), 49)
+    );
     assert_eq!(version(&proj), Some(1), "no second MERGE");
     let out = run(&["replay", "orders"], &proj);
-    assert!(text(&out.stdout).contains("none of the 99 outstanding records passes the current contract; nothing written"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("none of the 99 outstanding records passes the current contract; nothing written"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = run(&["quarantine", "orders"], &proj);
-    assert!(text(&out.stdout).starts_with("quarantine/orders: 99 outstanding record(s), 49 replayed"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("quarantine/orders: 99 outstanding record(s), 49 replayed"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = run(&["replay", "daily_revenue"], &proj);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("`daily_revenue` is not a silver table"), "{}", text(&out.stderr));
@@ -289,17 +367,32 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
     std::fs::write(&toml, original.replace("revenue > 0 AND min_amount > 0", "order_count > 5")).expect("write");
     // Run ids sort by start time: give each command its own (the clock is pinned in these tests).
     let at = |args: &[&str], minute: u32| {
-        bin().args(args).env("MEDALLION_NOW", format!("2024-03-04T06:{minute:02}:00Z")).current_dir(&proj).stdin(Stdio::null()).output().expect("runs")
+        bin()
+            .args(args)
+            .env("MEDALLION_NOW", format!("2024-03-04T06:{minute:02}:00Z"))
+            .current_dir(&proj)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs")
     };
     let out = at(&["run"], 1);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(!text(&out.stderr).contains("attempts"), "a failed gate is deterministic: not retried: {}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("attempts"),
+        "a failed gate is deterministic: not retried: {}",
+        text(&out.stderr)
+    );
     std::fs::write(&toml, &original).expect("write");
     let out = at(&["retry"], 2);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("retrying gold/daily_revenue"), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("daily_revenue") && !stdout.contains("revenue_by_tier") && stdout.contains("silver: no pending"), "{stdout}");
+    assert!(
+        stdout.contains("daily_revenue")
+            && !stdout.contains("revenue_by_tier")
+            && stdout.contains("silver: no pending"),
+        "{stdout}"
+    );
     let out = at(&["retry"], 3);
     assert!(text(&out.stdout).contains("had no failed or skipped node: nothing to retry"), "{}", text(&out.stdout));
     let out = run(&["run", "--full-refresh", "--select", "tag:customers"], &proj);
@@ -325,10 +418,17 @@ fn a_transient_fault_is_retried_and_commits_once() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let silver = lines.iter().find(|l| l["type"] == "node_finished" && l["node"] == "silver/orders").expect("event");
-    assert_eq!((silver["attempts"].as_u64(), silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64()), (Some(2), Some(3000), Some(148)));
-    let counts = run(&["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"], &proj);
+    assert_eq!(
+        (silver["attempts"].as_u64(), silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64()),
+        (Some(2), Some(3000), Some(148))
+    );
+    let counts = run(
+        &["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"],
+        &proj,
+    );
     assert!(text(&counts.stdout).contains("| 2710 | 148 |"), "{}", text(&counts.stdout));
 
     // A source that cannot be ingested: its silver table and what reads it are skipped, the rest runs.
@@ -340,23 +440,46 @@ fn a_transient_fault_is_retried_and_commits_once() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
-    let nodes = |kind: &str| -> Vec<String> { lines.iter().filter(|l| l["type"] == kind).filter_map(|l| l["node"].as_str().map(str::to_string)).collect() };
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let nodes = |kind: &str| -> Vec<String> {
+        lines.iter().filter(|l| l["type"] == kind).filter_map(|l| l["node"].as_str().map(str::to_string)).collect()
+    };
     assert_eq!(nodes("node_failed"), vec!["bronze/orders".to_string()]);
-    assert_eq!(nodes("node_skipped"), vec!["silver/orders".to_string(), "gold/daily_revenue".into(), "gold/revenue_by_tier".into()]);
+    assert_eq!(
+        nodes("node_skipped"),
+        vec!["silver/orders".to_string(), "gold/daily_revenue".into(), "gold/revenue_by_tier".into()]
+    );
     assert!(nodes("node_finished").contains(&"silver/dim_customers".to_string()), "{lines:?}");
 
     // More faults than retries: the node fails, says how often it tried; a plain run then finishes.
-    let out = bin().args(["run", "--full-refresh", "--retries", "1"]).env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:5").current_dir(&proj).output().expect("runs");
+    let out = bin()
+        .args(["run", "--full-refresh", "--retries", "1"])
+        .env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:5")
+        .current_dir(&proj)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("error: gold/daily_revenue: lake storage error") && text(&out.stderr).contains("(after 2 attempts)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("error: gold/daily_revenue: lake storage error")
+            && text(&out.stderr).contains("(after 2 attempts)"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(run(&["retry"], &proj).status.code(), Some(0));
 
     // A model can refuse retries of its own.
     let toml = proj.join("medallion.toml");
-    let spec = std::fs::read_to_string(&toml).expect("read").replace("[gold.daily_revenue]\n", "[gold.daily_revenue]\nretries = 0\n");
+    let spec = std::fs::read_to_string(&toml)
+        .expect("read")
+        .replace("[gold.daily_revenue]\n", "[gold.daily_revenue]\nretries = 0\n");
     std::fs::write(&toml, spec).expect("write");
-    let out = bin().args(["run", "--full-refresh"]).env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:1").current_dir(&proj).output().expect("runs");
+    let out = bin()
+        .args(["run", "--full-refresh"])
+        .env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:1")
+        .current_dir(&proj)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     assert!(!text(&out.stderr).contains("attempts"), "{}", text(&out.stderr));
 }
@@ -376,7 +499,10 @@ fn contents(proj: &Path) -> String {
         assert_eq!(r.status.code(), Some(0), "{q}: {}", text(&r.stderr));
         out.push_str(&text(&r.stdout));
     }
-    let bronze = std::fs::read_dir(proj.join("lake/bronze")).expect("bronze").flatten().flat_map(|s| std::fs::read_dir(s.path()).expect("dates").flatten());
+    let bronze = std::fs::read_dir(proj.join("lake/bronze"))
+        .expect("bronze")
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).expect("dates").flatten());
     let batches: usize = bronze.map(|d| std::fs::read_dir(d.path()).expect("batches").count()).sum();
     out.push_str(&format!("bronze batches: {batches}\n"));
     out
@@ -409,8 +535,18 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     .enumerate()
     {
         let proj = init(&format!("killed{i}"));
-        let out = bin().arg("run").env("MEDALLION_FAULT_AT", format!("{point}:abort")).current_dir(&proj).stdin(Stdio::null()).output().expect("runs");
-        assert!(!out.status.success() && out.status.code().is_none(), "{point}: the process must die: {:?}", out.status);
+        let out = bin()
+            .arg("run")
+            .env("MEDALLION_FAULT_AT", format!("{point}:abort"))
+            .current_dir(&proj)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        assert!(
+            !out.status.success() && out.status.code().is_none(),
+            "{point}: the process must die: {:?}",
+            out.status
+        );
         let again = run(&["run"], &proj);
         assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
         assert_eq!(contents(&proj), want, "after a kill at {point}");
@@ -419,7 +555,14 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     // Kill -9 at arbitrary moments, again and again, then let a run finish.
     let proj = init("kill_loop");
     for delay_ms in [15u64, 60, 120, 200, 320, 450] {
-        let mut child = bin().arg("run").current_dir(&proj).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = bin()
+            .arg("run")
+            .current_dir(&proj)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
@@ -456,7 +599,14 @@ print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["
     let got: serde_json::Value = serde_json::from_str(text(&py.stdout).trim()).expect("json");
     assert_eq!(
         got["tasks"],
-        serde_json::json!(["bronze__customers", "bronze__orders", "gold__daily_revenue", "gold__revenue_by_tier", "silver__dim_customers", "silver__orders"])
+        serde_json::json!([
+            "bronze__customers",
+            "bronze__orders",
+            "gold__daily_revenue",
+            "gold__revenue_by_tier",
+            "silver__dim_customers",
+            "silver__orders"
+        ])
     );
     assert_eq!(
         got["edges"],
@@ -468,11 +618,23 @@ print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["
             ["silver__orders", "gold__revenue_by_tier"]
         ])
     );
-    assert!(got["cmd"].as_str().is_some_and(|c| c.contains("run --project") && c.contains("--select silver/orders --date {{{{ ds }}}}")), "{got}");
+    assert!(
+        got["cmd"]
+            .as_str()
+            .is_some_and(|c| c.contains("run --project") && c.contains("--select silver/orders --date {{{{ ds }}}}")),
+        "{got}"
+    );
     assert!(std::fs::read_to_string(&dag).expect("read").contains("schedule=\"0 6 * * *\""));
 
     // The DAG's tasks, run in its order for the day the bronze batches landed, do what one run does.
-    for node in ["bronze/customers", "bronze/orders", "silver/dim_customers", "silver/orders", "gold/daily_revenue", "gold/revenue_by_tier"] {
+    for node in [
+        "bronze/customers",
+        "bronze/orders",
+        "silver/dim_customers",
+        "silver/orders",
+        "gold/daily_revenue",
+        "gold/revenue_by_tier",
+    ] {
         let mut args = vec!["run", "--select", node];
         if node.starts_with("silver/") {
             args.extend(["--date", "2024-03-04"]);
@@ -484,7 +646,11 @@ print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["
     let id = text(&out.stdout).lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("run id").to_string();
     let out = run(&["runs", &id], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("run_started") && text(&out.stdout).contains("run_finished"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("run_started") && text(&out.stdout).contains("run_finished"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = run(&["sql", "SELECT sum(order_count) AS n FROM gold.revenue_by_tier", "--format", "json"], &proj);
     assert!(text(&out.stdout).contains("\"n\":2710"), "{}", text(&out.stdout));
 }
@@ -495,7 +661,12 @@ fn backfill_runs_each_date_in_order_and_resumes() {
     let proj = dir.path().join("demo");
     assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
     // Land the sample (ingest date = the pinned clock's day, 2024-03-04), then backfill around it.
-    for f in ["landing/customers.ndjson", "landing/orders-2024-03-01.ndjson", "landing/orders-2024-03-02.ndjson", "landing/orders-2024-03-03.ndjson"] {
+    for f in [
+        "landing/customers.ndjson",
+        "landing/orders-2024-03-01.ndjson",
+        "landing/orders-2024-03-02.ndjson",
+        "landing/orders-2024-03-03.ndjson",
+    ] {
         let source = if f.contains("customers") { "customers" } else { "orders" };
         assert_eq!(run(&["ingest", source, f], &proj).status.code(), Some(0), "{f}");
     }
@@ -511,7 +682,11 @@ fn backfill_runs_each_date_in_order_and_resumes() {
     assert!(text(&out.stderr).contains("backfill stopped at 2024-03-04"), "{}", text(&out.stderr));
     let out = run(&["backfill", "--from", "2024-03-03", "--to", "2024-03-05"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("orders (resumed)"), "the interrupted promotion is finished: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("orders (resumed)"),
+        "the interrupted promotion is finished: {}",
+        text(&out.stdout)
+    );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("backfill: 2024-03-03") && stderr.contains("backfill: 2024-03-05"), "{stderr}");
     let count = run(&["sql", "SELECT count(*) AS n FROM silver.orders", "--format", "json"], &proj);
@@ -533,11 +708,23 @@ fn schedule_runs_what_is_due_and_stops_on_sigterm() {
         "paths = [\"landing/orders-*.ndjson\"]\nschedule = \"@hourly\"",
     );
     std::fs::write(&toml, spec).expect("write");
-    let at = |now: &str| bin().args(["schedule", "--once"]).env("MEDALLION_NOW", now).current_dir(&proj).stdin(Stdio::null()).output().expect("runs");
+    let at = |now: &str| {
+        bin()
+            .args(["schedule", "--once"])
+            .env("MEDALLION_NOW", now)
+            .current_dir(&proj)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs")
+    };
     // First start: every item begins now and fires at its next occurrence.
     let out = at("2024-03-04T06:10:00Z");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("nothing due at 2024-03-04T06:10:00+00:00 (next: 2024-03-04T07:00:00+00:00)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("nothing due at 2024-03-04T06:10:00+00:00 (next: 2024-03-04T07:00:00+00:00)"),
+        "{}",
+        text(&out.stdout)
+    );
     // Past 07:00 and 08:00: the source's run is due once (no catchup): ingest + silver, not the daily gold.
     let out = at("2024-03-04T08:30:00Z");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -548,10 +735,22 @@ fn schedule_runs_what_is_due_and_stops_on_sigterm() {
     assert!(text(&count.stdout).contains("\"n\":2710"), "{}", text(&count.stdout));
     // After midnight the daily model is due.
     let out = at("2024-03-05T00:20:00Z");
-    assert!(text(&out.stdout).contains("fire gold:daily_revenue (@daily) at 2024-03-05T00:00:00+00:00"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("fire gold:daily_revenue (@daily) at 2024-03-05T00:00:00+00:00"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Long-running: SIGTERM stops it cleanly.
-    let child = bin().arg("schedule").env_remove("MEDALLION_NOW").current_dir(&proj).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let child = bin()
+        .arg("schedule")
+        .env_remove("MEDALLION_NOW")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     std::thread::sleep(std::time::Duration::from_millis(800));
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
@@ -569,7 +768,13 @@ fn serve_exposes_prometheus_metrics() {
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = bin().args(["serve", "--addr", &addr]).current_dir(&proj).stdin(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = bin()
+        .args(["serve", "--addr", &addr])
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let mut body = String::new();
     for _ in 0..50 {
         if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
@@ -603,7 +808,11 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     // Small increments make small files.
     for i in 1..=3 {
         let src = std::fs::read_to_string(proj.join("landing/orders-2024-03-02.ndjson")).expect("read");
-        let more: String = src.lines().take(40).map(|l| format!("{}\n", l.replace("\"order_id\": ", &format!("\"order_id\": 8{i}")))).collect();
+        let more: String = src
+            .lines()
+            .take(40)
+            .map(|l| format!("{}\n", l.replace("\"order_id\": ", &format!("\"order_id\": 8{i}"))))
+            .collect();
         let file = dir.path().join(format!("more{i}.ndjson"));
         std::fs::write(&file, more).expect("write");
         assert_eq!(run(&["ingest", "orders", file.to_str().expect("utf8")], &proj).status.code(), Some(0));
@@ -616,9 +825,13 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     let before = contents(&proj);
     let out = run(&["optimize", "orders", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let reports: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let reports: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let silver = reports.iter().find(|r| r["table"] == "silver/orders").expect("silver report");
-    assert!(silver["files_before"].as_u64() > silver["files_after"].as_u64() && silver["files_after"].as_u64() == Some(1), "{silver}");
+    assert!(
+        silver["files_before"].as_u64() > silver["files_after"].as_u64() && silver["files_after"].as_u64() == Some(1),
+        "{silver}"
+    );
     assert_eq!(contents(&proj), before, "optimize changes files, not contents");
     // Within the retention, time travel still works; below 7 days vacuum needs --force.
     assert_eq!(run(&["show", "orders", "--as-of", "0", "-n", "1"], &proj).status.code(), Some(0));
@@ -634,10 +847,14 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     assert_eq!(contents(&proj), before, "vacuum changes files, not contents");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0), "the pipeline goes on");
     // Z-ordered into small files: several files, the same contents.
-    let out = run(&["optimize", "orders", "--zorder", "order_date", "--target-size", "20000", "--format", "json"], &proj);
+    let out =
+        run(&["optimize", "orders", "--zorder", "order_date", "--target-size", "20000", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let silver: serde_json::Value =
-        text(&out.stdout).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")).find(|r| r["table"] == "silver/orders").expect("silver");
+    let silver: serde_json::Value = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|r| r["table"] == "silver/orders")
+        .expect("silver");
     assert!(silver["files_after"].as_u64() > Some(1), "{silver}");
     assert_eq!(contents(&proj), before);
 }

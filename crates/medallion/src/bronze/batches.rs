@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader};
 
 use flate2::read::MultiGzDecoder;
 
-
 use crate::error::Result;
 use crate::storage::Lake;
 
@@ -54,7 +53,9 @@ pub async fn order_by_ingestion(lake: &Lake, mut files: Vec<BatchFile>) -> Resul
         file.ingested_at = match lake.get_range(&file.path, 0..file.size.min(64 * 1024)).await? {
             Some(head) => match first_ingested_at(&head) {
                 Some(t) => Some(t),
-                None if (head.len() as u64) < file.size => lake.get(&file.path).await?.and_then(|b| first_ingested_at(&b)),
+                None if (head.len() as u64) < file.size => {
+                    lake.get(&file.path).await?.and_then(|b| first_ingested_at(&b))
+                }
                 None => None,
             },
             None => None,

@@ -154,12 +154,20 @@ pub struct BadLine {
 
 /// Decodes one gzip NDJSON batch, calling `on_chunk` for each chunk of rows and collecting bad lines.
 /// A decompression error ends the file: rows read before it are still delivered.
-pub fn decode_batch(gz: &[u8], wanted: &[String], on_chunk: impl FnMut(RawChunk) -> crate::Result<()>) -> crate::Result<Vec<BadLine>> {
+pub fn decode_batch(
+    gz: &[u8],
+    wanted: &[String],
+    on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
     decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, on_chunk)
 }
 
 /// Like [`decode_batch`], over uncompressed NDJSON (dead-letter records being replayed).
-pub fn decode_ndjson(text: &[u8], wanted: &[String], on_chunk: impl FnMut(RawChunk) -> crate::Result<()>) -> crate::Result<Vec<BadLine>> {
+pub fn decode_ndjson(
+    text: &[u8],
+    wanted: &[String],
+    on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
     decode_lines(text, wanted, on_chunk)
 }
 
@@ -224,7 +232,11 @@ impl<'w> ChunkBuilder<'w> {
             wanted,
             chunk: RawChunk {
                 fields: wanted.iter().map(|_| RawField::with_capacity(rows)).collect(),
-                provenance: [RawField::with_capacity(rows), RawField::with_capacity(rows), RawField::with_capacity(rows)],
+                provenance: [
+                    RawField::with_capacity(rows),
+                    RawField::with_capacity(rows),
+                    RawField::with_capacity(rows),
+                ],
                 lines: Vec::with_capacity(rows),
                 text: String::new(),
                 spans: Vec::with_capacity(rows),
@@ -272,14 +284,24 @@ impl<'w> ChunkBuilder<'w> {
         self.slots.fill(None);
         let parsed = {
             let mut de = serde_json::Deserializer::from_str(text);
-            let r = Extract { wanted: self.wanted, base: text.as_ptr() as usize, slots: &mut self.slots, other: &mut self.chunk.other_keys }
-                .deserialize(&mut de);
+            let r = Extract {
+                wanted: self.wanted,
+                base: text.as_ptr() as usize,
+                slots: &mut self.slots,
+                other: &mut self.chunk.other_keys,
+            }
+            .deserialize(&mut de);
             r.and_then(|()| de.end())
         };
         let slots = &self.slots;
         let value = |i: usize| slots[i].clone().map(|r| &text[r]);
         if let Err(e) = parsed {
-            bad.push(BadLine { line, raw: text.to_string(), rule: "invalid_json", message: format!("line {line} is not valid JSON: {e}") });
+            bad.push(BadLine {
+                line,
+                raw: text.to_string(),
+                rule: "invalid_json",
+                message: format!("line {line} is not valid JSON: {e}"),
+            });
             return;
         }
         if let Some(corrupt) = value(n + 3) {
@@ -479,7 +501,8 @@ mod tests {
 
     #[test]
     fn bad_lines_are_kept_with_reasons() {
-        let mut text = b"{\"a\": 1}\nnot json\n[1,2]\n{\"a\": \xff}\n\n{\"a\": 2\n{\"_corrupt_record\": \"oops\"}\n".to_vec();
+        let mut text =
+            b"{\"a\": 1}\nnot json\n[1,2]\n{\"a\": \xff}\n\n{\"a\": 2\n{\"_corrupt_record\": \"oops\"}\n".to_vec();
         text.extend_from_slice(b"{\"a\": 3}\n");
         let (chunks, bad) = decode(&gz(&text), &["a"]);
         assert_eq!(chunks[0].rows(), 2);
@@ -487,7 +510,13 @@ mod tests {
         let rules: Vec<(u64, &str)> = bad.iter().map(|b| (b.line, b.rule)).collect();
         assert_eq!(
             rules,
-            vec![(2, "invalid_json"), (3, "not_an_object"), (4, "invalid_utf8"), (6, "invalid_json"), (7, "corrupt_record")]
+            vec![
+                (2, "invalid_json"),
+                (3, "not_an_object"),
+                (4, "invalid_utf8"),
+                (6, "invalid_json"),
+                (7, "corrupt_record")
+            ]
         );
         assert_eq!(bad[4].raw, "oops");
     }

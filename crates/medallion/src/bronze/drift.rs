@@ -52,13 +52,21 @@ async fn load(lake: &Lake, source: &str) -> Result<Option<SourceSchema>> {
     let path = path(source);
     match lake.get(&path).await? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Internal(format!("corrupt schema record {path}: {e}"))),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("corrupt schema record {path}: {e}"))),
     }
 }
 
 /// Compares what `batches` carried (`observed`, one per batch, in order) with what `source` is
 /// known to carry, records the new, and returns the drift events.
-pub async fn observe(lake: &Lake, source: &str, run_id: &str, batches: &[BatchFile], observed: &[Observed]) -> Result<Vec<DriftEvent>> {
+pub async fn observe(
+    lake: &Lake,
+    source: &str,
+    run_id: &str,
+    batches: &[BatchFile],
+    observed: &[Observed],
+) -> Result<Vec<DriftEvent>> {
     let stored = load(lake, source).await?;
     let baseline = stored.is_none();
     let mut schema = stored.unwrap_or_default();

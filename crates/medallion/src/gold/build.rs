@@ -5,20 +5,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use datafusion::arrow::array::Array;
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
-
 use crate::catalog;
-use datafusion::prelude::SessionContext;
-use datafusion::arrow::array::Array;
 use crate::error::{Error, Result};
 use crate::orchestration::run::{Now, ms};
-use crate::quality::audit::{Stage, audit};
 use crate::project::{GoldModel, Project};
+use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
 use crate::silver::quarantine::{self, Reason, Rejected};
 use crate::spec::Action;
@@ -163,7 +162,9 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
             None => {
                 let audited = audit(&ctx, &model.checks, &schema, batches, Stage::Rows, now).await?;
                 let source = format!("gold/{}", model.name);
-                dropped.extend(quarantine::from_rows(&audited.removed, audited.reasons, &source, |_| model.file.display().to_string())?);
+                dropped.extend(quarantine::from_rows(&audited.removed, audited.reasons, &source, |_| {
+                    model.file.display().to_string()
+                })?);
                 expectations.extend(audited.results);
                 batches = audited.kept;
             }
@@ -174,7 +175,8 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
                 let fresh = batches.len();
                 candidate.extend(batches);
                 let source = model.incremental.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
-                let is_source = |name: &str| catalog::resolve(project, name) == Some((Layer::Silver, source.to_string()));
+                let is_source =
+                    |name: &str| catalog::resolve(project, name) == Some((Layer::Silver, source.to_string()));
                 let checks: Vec<_> = model.checks.iter().map(|c| c.scoped(is_source, predicate)).collect();
                 let mut audited = audit(&ctx, &checks, &schema, candidate, Stage::Rows, now).await?;
                 expectations.extend(audited.results);
@@ -217,7 +219,10 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
 
 /// Evaluates the model's row-level expectations on its result: returns the rows to publish, the rows
 /// `drop` expectations removed (as dead-letter records), and every expectation's result.
-fn audit_rows(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Vec<Rejected>, Vec<GateResult>)> {
+fn audit_rows(
+    model: &GoldModel,
+    batches: Vec<RecordBatch>,
+) -> Result<(Vec<RecordBatch>, Vec<Rejected>, Vec<GateResult>)> {
     let mut results: Vec<GateResult> = model.gates.iter().map(|g| g.result()).collect();
     if model.gates.is_empty() {
         return Ok((batches, Vec::new(), results));
@@ -244,9 +249,12 @@ fn audit_rows(model: &GoldModel, batches: Vec<RecordBatch>) -> Result<(Vec<Recor
         }
         let keep = BooleanArray::from(drop_mask.iter().map(|d| !d).collect::<Vec<_>>());
         kept.push(filter_record_batch(&batch, &keep).map_err(|e| Error::arrow("dropping gold rows", e))?);
-        let gone = filter_record_batch(&batch, &BooleanArray::from(drop_mask)).map_err(|e| Error::arrow("dropping gold rows", e))?;
+        let gone = filter_record_batch(&batch, &BooleanArray::from(drop_mask))
+            .map_err(|e| Error::arrow("dropping gold rows", e))?;
         let why: Vec<Vec<Reason>> = reasons.into_iter().filter(|r| !r.is_empty()).collect();
-        dropped.extend(quarantine::from_rows(&[gone], why, &format!("gold/{}", model.name), |_| model.file.display().to_string())?);
+        dropped.extend(quarantine::from_rows(&[gone], why, &format!("gold/{}", model.name), |_| {
+            model.file.display().to_string()
+        })?);
     }
     Ok((kept, dropped, results))
 }
@@ -259,7 +267,9 @@ async fn touched(table: &Table, column: &str, prev: &Value, now: &Value) -> Resu
         return Ok(None);
     }
     let key = table.label.clone();
-    let (Some(prev_inputs), Some(now_inputs)) = (prev.get("inputs").and_then(Value::as_object), now.get("inputs").and_then(Value::as_object)) else {
+    let (Some(prev_inputs), Some(now_inputs)) =
+        (prev.get("inputs").and_then(Value::as_object), now.get("inputs").and_then(Value::as_object))
+    else {
         return Ok(None);
     };
     let others_same = now_inputs.iter().filter(|(k, _)| **k != key).all(|(k, v)| prev_inputs.get(k) == Some(v));
@@ -288,7 +298,13 @@ fn literals(col: &datafusion::arrow::array::ArrayRef) -> Option<Vec<String>> {
     let text = text.as_any().downcast_ref::<datafusion::arrow::array::StringArray>()?;
     Some(
         (0..text.len())
-            .map(|i| if text.is_null(i) { "NULL".to_string() } else { format!("CAST({} AS {sql_type})", crate::spec::quote(text.value(i))) })
+            .map(|i| {
+                if text.is_null(i) {
+                    "NULL".to_string()
+                } else {
+                    format!("CAST({} AS {sql_type})", crate::spec::quote(text.value(i)))
+                }
+            })
             .collect(),
     )
 }
@@ -313,11 +329,18 @@ async fn covers_all(ctx: &SessionContext, model: &GoldModel, predicate: &str) ->
     let sql = format!("SELECT count(*) FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
     let b = catalog::query(ctx, &sql, &context).await?;
     use datafusion::arrow::array::AsArray;
-    Ok(b.first().filter(|b| b.num_rows() > 0).is_some_and(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) == 0))
+    Ok(b.first()
+        .filter(|b| b.num_rows() > 0)
+        .is_some_and(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) == 0))
 }
 
 /// The published rows of `model` outside `predicate`, in `schema`'s types.
-async fn untouched(ctx: &SessionContext, model: &GoldModel, predicate: &str, schema: &datafusion::arrow::datatypes::SchemaRef) -> Result<Vec<RecordBatch>> {
+async fn untouched(
+    ctx: &SessionContext,
+    model: &GoldModel,
+    predicate: &str,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     let context = format!("reading gold/{} outside the touched partitions", model.name);
     let sql = format!("SELECT * FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
     let batches = catalog::query(ctx, &sql, &context).await?;

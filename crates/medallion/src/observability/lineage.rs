@@ -220,7 +220,12 @@ impl Lineage {
         let invalid = |message: String| {
             Error::InvalidProject(vec![Diagnostic::new(crate::spec::PROJECT_FILE, "[lineage]", message)])
         };
-        let api_key = config.api_key.as_deref().map(crate::spec::env::expand).transpose().map_err(|e| invalid(format!("api_key: {e}")))?;
+        let api_key = config
+            .api_key
+            .as_deref()
+            .map(crate::spec::env::expand)
+            .transpose()
+            .map_err(|e| invalid(format!("api_key: {e}")))?;
         let post = match &config.url {
             Some(url) => {
                 let endpoint = format!("{}/{}", url.trim_end_matches('/'), config.endpoint.trim_start_matches('/'));
@@ -271,7 +276,8 @@ impl Lineage {
                 if let Some(n) = state.nodes.get_mut(node) {
                     n.read += e.rows_read.unwrap_or(0);
                     n.bytes += e.bytes.unwrap_or(0);
-                    n.written += e.rows_inserted.unwrap_or(0) + e.rows_updated.unwrap_or(0) + e.rows_deleted.unwrap_or(0);
+                    n.written +=
+                        e.rows_inserted.unwrap_or(0) + e.rows_updated.unwrap_or(0) + e.rows_deleted.unwrap_or(0);
                     n.rejected += e.rows_rejected.unwrap_or(0);
                 }
             }
@@ -356,7 +362,16 @@ impl Lineage {
 
     /// `counts`: (read, bytes, written, rejected) for COMPLETE.
     #[allow(clippy::too_many_arguments)]
-    fn node_event(&self, kind: &str, at: &str, parent: Option<Uuid>, node: &str, id: Uuid, counts: Option<(u64, u64, u64, u64)>, error: Option<&str>) -> Option<Value> {
+    fn node_event(
+        &self,
+        kind: &str,
+        at: &str,
+        parent: Option<Uuid>,
+        node: &str,
+        id: Uuid,
+        counts: Option<(u64, u64, u64, u64)>,
+        error: Option<&str>,
+    ) -> Option<Value> {
         let job = self.jobs.get(node)?;
         let run_id = parent?;
         let mut run_facets = serde_json::Map::new();
@@ -365,7 +380,10 @@ impl Lineage {
         let parent_run = json!({ "runId": run_id.to_string() });
         run_facets.insert(
             "parent".into(),
-            facet("ParentRunFacet", json!({ "run": parent_run, "job": parent_job, "root": { "run": parent_run, "job": parent_job } })),
+            facet(
+                "ParentRunFacet",
+                json!({ "run": parent_run, "job": parent_job, "root": { "run": parent_run, "job": parent_job } }),
+            ),
         );
         if let Some(message) = error {
             run_facets.insert("errorMessage".into(), error_message(message));
@@ -378,7 +396,10 @@ impl Lineage {
         let (read, bytes, written, rejected) = counts.unwrap_or_default();
         let dataset = |d: &Dataset, output: bool| {
             let mut facets = serde_json::Map::new();
-            facets.insert("dataSource".into(), facet("DatasourceDatasetFacet", json!({ "name": d.namespace, "uri": d.uri })));
+            facets.insert(
+                "dataSource".into(),
+                facet("DatasourceDatasetFacet", json!({ "name": d.namespace, "uri": d.uri })),
+            );
             if let Some(schema) = &d.schema {
                 facets.insert("schema".into(), schema_facet(schema));
             }
@@ -431,7 +452,10 @@ fn facet(def: &str, body: Value) -> Value {
 }
 
 fn processing_engine() -> Value {
-    facet("ProcessingEngineRunFacet", json!({ "version": crate::VERSION, "name": "medallion", "openlineageAdapterVersion": crate::VERSION }))
+    facet(
+        "ProcessingEngineRunFacet",
+        json!({ "version": crate::VERSION, "name": "medallion", "openlineageAdapterVersion": crate::VERSION }),
+    )
 }
 
 fn error_message(message: &str) -> Value {
@@ -491,11 +515,20 @@ fn jobs(project: &Project, lake: &Lake) -> HashMap<String, JobDef> {
             .iter()
             .map(|p| {
                 let path = project.root.join(p).to_string_lossy().into_owned();
-                Dataset { namespace: "file".into(), uri: format!("file://{path}"), name: path, schema: None, counts: Counts::None }
+                Dataset {
+                    namespace: "file".into(),
+                    uri: format!("file://{path}"),
+                    name: path,
+                    schema: None,
+                    counts: Counts::None,
+                }
             })
             .collect();
         let outputs = vec![bronze(&s.name, Counts::Written)];
-        jobs.insert(format!("bronze/{}", s.name), JobDef { name: job("bronze", &s.name), job_type: "INGEST", sql: None, inputs, outputs });
+        jobs.insert(
+            format!("bronze/{}", s.name),
+            JobDef { name: job("bronze", &s.name), job_type: "INGEST", sql: None, inputs, outputs },
+        );
     }
     for t in project.silver.values() {
         let mut inputs = vec![bronze(&t.source, Counts::Read)];
@@ -504,16 +537,28 @@ fn jobs(project: &Project, lake: &Lake) -> HashMap<String, JobDef> {
             table(Layer::Silver, &t.name, Some(t.schema.clone()), Counts::Written),
             table(Layer::Quarantine, &t.name, Some(crate::silver::quarantine::schema()), Counts::Rejected),
         ];
-        jobs.insert(format!("silver/{}", t.name), JobDef { name: job("silver", &t.name), job_type: "TABLE", sql: None, inputs, outputs });
+        jobs.insert(
+            format!("silver/{}", t.name),
+            JobDef { name: job("silver", &t.name), job_type: "TABLE", sql: None, inputs, outputs },
+        );
     }
     for m in project.gold.values() {
         let inputs = m.refs.iter().filter_map(|r| silver_or_gold(r)).collect();
         let mut outputs = vec![table(Layer::Gold, &m.name, Some(m.schema.clone()), Counts::Written)];
-        let drops = m.gates.iter().map(|g| g.action).chain(m.checks.iter().map(|c| c.action)).any(|a| a == Action::Drop);
+        let drops =
+            m.gates.iter().map(|g| g.action).chain(m.checks.iter().map(|c| c.action)).any(|a| a == Action::Drop);
         if drops {
-            outputs.push(table(Layer::Quarantine, &m.name, Some(crate::silver::quarantine::schema()), Counts::Rejected));
+            outputs.push(table(
+                Layer::Quarantine,
+                &m.name,
+                Some(crate::silver::quarantine::schema()),
+                Counts::Rejected,
+            ));
         }
-        jobs.insert(format!("gold/{}", m.name), JobDef { name: job("gold", &m.name), job_type: "MODEL", sql: Some(m.sql.clone()), inputs, outputs });
+        jobs.insert(
+            format!("gold/{}", m.name),
+            JobDef { name: job("gold", &m.name), job_type: "MODEL", sql: Some(m.sql.clone()), inputs, outputs },
+        );
     }
     jobs
 }
@@ -582,7 +627,8 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
 async fn send(post: &Post, body: String) -> std::result::Result<(), String> {
     let mut attempt = 0;
     loop {
-        let mut request = post.client.post(&post.endpoint).header("content-type", "application/json").body(body.clone());
+        let mut request =
+            post.client.post(&post.endpoint).header("content-type", "application/json").body(body.clone());
         if let Some(key) = &post.api_key {
             request = request.bearer_auth(key);
         }
@@ -610,13 +656,36 @@ mod tests {
 
     #[test]
     fn the_environment_configures_lineage_when_the_project_does_not() {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
         assert_eq!(LineageConfig::resolve(None, vars(&[])), None);
-        let c = LineageConfig::resolve(None, vars(&[("OPENLINEAGE_URL", "http://marquez:5000"), ("OPENLINEAGE_API_KEY", "a$b")])).expect("configured");
-        assert_eq!((c.url.as_deref(), c.endpoint.as_str(), c.api_key.as_deref()), (Some("http://marquez:5000"), DEFAULT_ENDPOINT, Some("a$$b")));
-        assert_eq!(crate::spec::env::expand(c.api_key.as_deref().unwrap_or_default()).as_deref(), Ok("a$b"), "a key from the environment is taken literally");
-        let project = LineageConfig { namespace: Some("ns".into()), file: Some("/x".into()), url: None, endpoint: DEFAULT_ENDPOINT.into(), api_key: None, timeout: std::time::Duration::from_secs(1) };
-        assert_eq!(LineageConfig::resolve(Some(&project), vars(&[("OPENLINEAGE_URL", "http://other")])), Some(project.clone()));
+        let c = LineageConfig::resolve(
+            None,
+            vars(&[("OPENLINEAGE_URL", "http://marquez:5000"), ("OPENLINEAGE_API_KEY", "a$b")]),
+        )
+        .expect("configured");
+        assert_eq!(
+            (c.url.as_deref(), c.endpoint.as_str(), c.api_key.as_deref()),
+            (Some("http://marquez:5000"), DEFAULT_ENDPOINT, Some("a$$b"))
+        );
+        assert_eq!(
+            crate::spec::env::expand(c.api_key.as_deref().unwrap_or_default()).as_deref(),
+            Ok("a$b"),
+            "a key from the environment is taken literally"
+        );
+        let project = LineageConfig {
+            namespace: Some("ns".into()),
+            file: Some("/x".into()),
+            url: None,
+            endpoint: DEFAULT_ENDPOINT.into(),
+            api_key: None,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(
+            LineageConfig::resolve(Some(&project), vars(&[("OPENLINEAGE_URL", "http://other")])),
+            Some(project.clone())
+        );
         assert_eq!(LineageConfig::resolve(Some(&project), vars(&[("OPENLINEAGE_DISABLED", "TRUE")])), None);
     }
 
@@ -627,6 +696,9 @@ mod tests {
         assert_eq!(f["_producer"], PRODUCER);
         assert_eq!(sql_type(&DataType::Decimal128(18, 2)), "decimal(18,2)");
         assert_eq!(sql_type(&DataType::Utf8View), "string");
-        assert_eq!(sql_type(&DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()))), "timestamp");
+        assert_eq!(
+            sql_type(&DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()))),
+            "timestamp"
+        );
     }
 }

@@ -27,17 +27,35 @@ fn metric<T>(r: std::result::Result<T, prometheus::Error>) -> Result<T> {
 /// The metrics in Prometheus' text exposition format.
 pub async fn gather(lake: &Lake, project: &Project, now: Now) -> Result<String> {
     let registry = Registry::new();
-    let rows = metric(IntCounterVec::new(Opts::new("medallion_rows_total", "Records per transition and outcome, over every run"), &["node", "kind"]))?;
+    let rows = metric(IntCounterVec::new(
+        Opts::new("medallion_rows_total", "Records per transition and outcome, over every run"),
+        &["node", "kind"],
+    ))?;
     let runs = metric(IntCounterVec::new(Opts::new("medallion_runs_total", "Runs by outcome"), &["status"]))?;
     let last_duration = metric(Gauge::new("medallion_last_run_duration_seconds", "Wall time of the last run"))?;
-    let committed = metric(IntGaugeVec::new(Opts::new("medallion_last_commit_timestamp_seconds", "Time of the table's last commit"), &["table"]))?;
-    let lag = metric(IntGaugeVec::new(Opts::new("medallion_freshness_lag_seconds", "Seconds since the table's last commit"), &["table"]))?;
+    let committed = metric(IntGaugeVec::new(
+        Opts::new("medallion_last_commit_timestamp_seconds", "Time of the table's last commit"),
+        &["table"],
+    ))?;
+    let lag = metric(IntGaugeVec::new(
+        Opts::new("medallion_freshness_lag_seconds", "Seconds since the table's last commit"),
+        &["table"],
+    ))?;
     let sla = metric(IntGaugeVec::new(Opts::new("medallion_sla_seconds", "The table's declared SLA"), &["table"]))?;
-    let dead = metric(IntGaugeVec::new(Opts::new("medallion_dead_letter_outstanding", "Records waiting in the dead letter"), &["table"]))?;
+    let dead = metric(IntGaugeVec::new(
+        Opts::new("medallion_dead_letter_outstanding", "Records waiting in the dead letter"),
+        &["table"],
+    ))?;
     for c in [Box::new(rows.clone()) as Box<dyn prometheus::core::Collector>, Box::new(runs.clone())] {
         metric(registry.register(c))?;
     }
-    for c in [Box::new(last_duration.clone()) as Box<dyn prometheus::core::Collector>, Box::new(committed.clone()), Box::new(lag.clone()), Box::new(sla.clone()), Box::new(dead.clone())] {
+    for c in [
+        Box::new(last_duration.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(committed.clone()),
+        Box::new(lag.clone()),
+        Box::new(sla.clone()),
+        Box::new(dead.clone()),
+    ] {
         metric(registry.register(c))?;
     }
 

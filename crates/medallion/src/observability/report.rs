@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-
 use crate::catalog;
 use crate::error::Result;
 use crate::orchestration::run::Now;
@@ -95,7 +94,9 @@ pub async fn render(lake: &Lake, project: &Project, now: Now) -> Result<String> 
             version = table.version().map_or("-".into(), |v| v.to_string()),
             key = esc(&t.keys.join(", ")),
         );
-        html.push_str("<h3>Contract</h3><table><tr><th>column</th><th>type</th><th>required</th><th>transform</th></tr>");
+        html.push_str(
+            "<h3>Contract</h3><table><tr><th>column</th><th>type</th><th>required</th><th>transform</th></tr>",
+        );
         for c in &t.contract.columns {
             let _ = write!(
                 html,
@@ -109,7 +110,14 @@ pub async fn render(lake: &Lake, project: &Project, now: Now) -> Result<String> 
         html.push_str("</table>");
         if !t.contract.checks.is_empty() {
             html.push_str("<p>Checks: ");
-            html.push_str(&t.contract.checks.iter().map(|c| format!("<code>{}</code>", esc(&c.rule))).collect::<Vec<_>>().join(", "));
+            html.push_str(
+                &t.contract
+                    .checks
+                    .iter()
+                    .map(|c| format!("<code>{}</code>", esc(&c.rule)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
             html.push_str("</p>");
         }
         html.push_str(&runs_section(history.get(&node).map(Vec::as_slice).unwrap_or_default(), true));
@@ -119,11 +127,22 @@ pub async fn render(lake: &Lake, project: &Project, now: Now) -> Result<String> 
         if !dead.by_reason.is_empty() {
             html.push_str("<table><tr><th>reason</th><th>column</th><th>records</th></tr>");
             for c in dead.by_reason.iter().take(10) {
-                let _ = write!(html, "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>", esc(&c.label), esc(c.column.as_deref().unwrap_or("-")), c.records);
+                let _ = write!(
+                    html,
+                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                    esc(&c.label),
+                    esc(c.column.as_deref().unwrap_or("-")),
+                    c.records
+                );
             }
             html.push_str("</table>");
             for (reason, samples) in &dead.samples {
-                let _ = write!(html, "<details><summary>{} — sample records</summary><pre>{}</pre></details>", esc(reason), esc(&samples.join("\n")));
+                let _ = write!(
+                    html,
+                    "<details><summary>{} — sample records</summary><pre>{}</pre></details>",
+                    esc(reason),
+                    esc(&samples.join("\n"))
+                );
             }
         }
         html.push_str("</section>");
@@ -171,13 +190,19 @@ fn lineage(project: &Project) -> String {
         }
     }
     let width = 20.0 + 3.0 * gap_x;
-    let mut svg = format!("<svg id=\"lineage\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"lineage\">");
+    let mut svg = format!(
+        "<svg id=\"lineage\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"lineage\">"
+    );
     for (node, reads) in &up {
         let Some(&(x2, y2)) = pos.get(node.as_str()) else { continue };
         for r in reads {
             let Some(&(x1, y1)) = pos.get(r.as_str()) else { continue };
             let (sx, sy, ex, ey) = (x1 + w, y1 + h / 2.0, x2, y2 + h / 2.0);
-            let _ = write!(svg, "<path class=\"edge\" d=\"M{sx},{sy} C{mx},{sy} {mx},{ey} {ex},{ey}\"/>", mx = (sx + ex) / 2.0);
+            let _ = write!(
+                svg,
+                "<path class=\"edge\" d=\"M{sx},{sy} C{mx},{sy} {mx},{ey} {ex},{ey}\"/>",
+                mx = (sx + ex) / 2.0
+            );
         }
     }
     for (node, &(x, y)) in &pos {
@@ -206,7 +231,9 @@ fn lineage(project: &Project) -> String {
         }
         svg.push_str("</g>");
     }
-    svg.push_str("</svg><p class=\"legend\">Numbers on nodes: expectations (quality gates) checked before publishing.</p>");
+    svg.push_str(
+        "</svg><p class=\"legend\">Numbers on nodes: expectations (quality gates) checked before publishing.</p>",
+    );
     svg
 }
 
@@ -216,14 +243,18 @@ fn runs_section(points: &[Point], silver: bool) -> String {
         s.push_str("<p>No run yet.</p>");
         return s;
     }
-    let rows: Vec<f64> = points.iter().map(|p| if silver { p.read.unwrap_or(0.0) } else { p.written.unwrap_or(0.0) }).collect();
+    let rows: Vec<f64> =
+        points.iter().map(|p| if silver { p.read.unwrap_or(0.0) } else { p.written.unwrap_or(0.0) }).collect();
     s.push_str("<div class=\"charts\">");
     s.push_str(&chart(if silver { "records read per run" } else { "rows written per rebuild" }, &rows));
     if silver {
-        let share: Vec<f64> = points.iter().map(|p| match (p.read, p.rejected) {
-            (Some(r), Some(j)) if r > 0.0 => 100.0 * j / r,
-            _ => 0.0,
-        }).collect();
+        let share: Vec<f64> = points
+            .iter()
+            .map(|p| match (p.read, p.rejected) {
+                (Some(r), Some(j)) if r > 0.0 => 100.0 * j / r,
+                _ => 0.0,
+            })
+            .collect();
         s.push_str(&chart("rejected % per run", &share));
     }
     s.push_str(&chart("duration ms", &points.iter().map(|p| p.ms.unwrap_or(0.0)).collect::<Vec<_>>()));
@@ -275,14 +306,26 @@ fn chart(title: &str, values: &[f64]) -> String {
     let (w, h) = (320.0, 90.0);
     let max = values.iter().copied().fold(0.0_f64, f64::max).max(1e-9);
     let step = if values.len() > 1 { (w - 20.0) / (values.len() - 1) as f64 } else { 0.0 };
-    let points: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", 10.0 + i as f64 * step, h - 10.0 - v / max * (h - 30.0))).collect();
-    let mut s = format!("<figure class=\"chart\"><svg viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\"><polyline points=\"{}\"/>", points.join(" "));
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", 10.0 + i as f64 * step, h - 10.0 - v / max * (h - 30.0)))
+        .collect();
+    let mut s = format!(
+        "<figure class=\"chart\"><svg viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\"><polyline points=\"{}\"/>",
+        points.join(" ")
+    );
     for p in &points {
         let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
         let _ = write!(s, "<circle cx=\"{x}\" cy=\"{y}\" r=\"2.5\"/>");
     }
     let last = values.last().copied().unwrap_or(0.0);
-    let _ = write!(s, "</svg><figcaption>{} (last {last:.1}, max {max:.1})</figcaption></figure>", esc(title), max = if max < 1e-6 { 0.0 } else { max });
+    let _ = write!(
+        s,
+        "</svg><figcaption>{} (last {last:.1}, max {max:.1})</figcaption></figure>",
+        esc(title),
+        max = if max < 1e-6 { 0.0 } else { max }
+    );
     s
 }
 

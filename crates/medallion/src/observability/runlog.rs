@@ -21,7 +21,8 @@ pub async fn recent(lake: &Lake, limit: usize) -> Result<Vec<serde_json::Value>>
     for meta in items.into_iter().take(limit) {
         let path = meta.location.to_string();
         if let Some(bytes) = lake.get(&path).await? {
-            let v = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt run log {path}: {e}")))?;
+            let v =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt run log {path}: {e}")))?;
             out.push(v);
         }
     }

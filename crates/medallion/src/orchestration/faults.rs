@@ -40,6 +40,9 @@ pub fn check(node: &str, step: &str) -> Result<()> {
     }
     Err(Error::Storage {
         location: here,
-        cause: object_store::Error::Generic { store: "fault injection", source: format!("MEDALLION_FAULT_AT={spec} (time {count})").into() },
+        cause: object_store::Error::Generic {
+            store: "fault injection",
+            source: format!("MEDALLION_FAULT_AT={spec} (time {count})").into(),
+        },
     })
 }

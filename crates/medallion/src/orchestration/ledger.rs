@@ -82,7 +82,8 @@ async fn list<T: Numbered>(lake: &Lake, dir: &str) -> Result<BTreeMap<i64, T>> {
     for meta in lake.list(dir).await? {
         let path = meta.location.to_string();
         let Some(bytes) = lake.get(&path).await? else { continue };
-        let item: T = serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))?;
+        let item: T =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))?;
         out.insert(item.number(), item);
     }
     Ok(out)
@@ -94,7 +95,10 @@ async fn put<T: Numbered>(lake: &Lake, dir: &str, table: &str, item: &T) -> Resu
     if lake.put_if_absent(&path, bytes).await? {
         Ok(())
     } else {
-        Err(Error::Busy { table: format!("silver/{table}"), message: format!("{path} was just recorded by another run") })
+        Err(Error::Busy {
+            table: format!("silver/{table}"),
+            message: format!("{path} was just recorded by another run"),
+        })
     }
 }
 

@@ -94,8 +94,13 @@ pub async fn acquire_waiting(lake: &Lake, what: &str, now: Now, wait: Duration) 
         let at = now + chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
         match acquire(lake, what, at).await {
             Err(Error::Locked { .. }) if start.elapsed() + pause <= wait => {
-                let jitter = Duration::from_millis(uuid::Uuid::new_v4().as_u64_pair().0 % (pause.as_millis() as u64 / 2 + 1));
-                tracing::info!(what, waited_ms = start.elapsed().as_millis() as u64, "the lake is locked by another writer; waiting");
+                let jitter =
+                    Duration::from_millis(uuid::Uuid::new_v4().as_u64_pair().0 % (pause.as_millis() as u64 / 2 + 1));
+                tracing::info!(
+                    what,
+                    waited_ms = start.elapsed().as_millis() as u64,
+                    "the lake is locked by another writer; waiting"
+                );
                 tokio::time::sleep(pause + jitter).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
@@ -117,7 +122,10 @@ pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
         let Some(current) = read(lake).await? else { continue };
         if !current.stale(now) {
             return Err(Error::Locked {
-                holder: format!("{} (pid {} on {}, since {}, last heartbeat {})", current.what, current.pid, current.host, current.since, current.heartbeat),
+                holder: format!(
+                    "{} (pid {} on {}, since {}, last heartbeat {})",
+                    current.what, current.pid, current.host, current.since, current.heartbeat
+                ),
                 hint: format!(
                     "wait for it to finish; a lock whose heartbeat is older than {}s, or whose process is gone from this host, is taken over",
                     STALE_AFTER.as_secs()
@@ -130,7 +138,10 @@ pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
             lake.delete(PATH).await?;
         }
     }
-    Err(Error::Locked { holder: "another process (the lock changed hands while taking it over)".into(), hint: "retry".into() })
+    Err(Error::Locked {
+        holder: "another process (the lock changed hands while taking it over)".into(),
+        hint: "retry".into(),
+    })
 }
 
 async fn read(lake: &Lake) -> Result<Option<Holder>> {

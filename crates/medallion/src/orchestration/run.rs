@@ -73,7 +73,17 @@ pub struct RunOptions {
 impl Default for RunOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        RunOptions { threads, now: chrono::Utc::now(), full_refresh: false, on_event: None, select: None, retries: 2, backoff: std::time::Duration::from_millis(500), date: None, lock_wait: std::time::Duration::ZERO }
+        RunOptions {
+            threads,
+            now: chrono::Utc::now(),
+            full_refresh: false,
+            on_event: None,
+            select: None,
+            retries: 2,
+            backoff: std::time::Duration::from_millis(500),
+            date: None,
+            lock_wait: std::time::Duration::ZERO,
+        }
     }
 }
 
@@ -158,8 +168,12 @@ impl RunSummary {
 
     /// Every expectation evaluated in the run, with its node: promoted, built and failed nodes.
     pub fn expectations(&self) -> Vec<(String, GateResult)> {
-        let silver = self.silver.iter().flat_map(|p| p.expectations.iter().map(move |e| (format!("silver/{}", p.table), e.clone())));
-        let gold = self.gold.iter().flat_map(|b| b.expectations.iter().map(move |e| (format!("gold/{}", b.model), e.clone())));
+        let silver = self
+            .silver
+            .iter()
+            .flat_map(|p| p.expectations.iter().map(move |e| (format!("silver/{}", p.table), e.clone())));
+        let gold =
+            self.gold.iter().flat_map(|b| b.expectations.iter().map(move |e| (format!("gold/{}", b.model), e.clone())));
         let failed = self.failed.iter().flat_map(|f| f.expectations.iter().map(move |e| (f.node.clone(), e.clone())));
         silver.chain(gold).chain(failed).collect()
     }
@@ -282,7 +296,11 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     }
     for name in &project.gold_order {
         if let Some(m) = project.gold.get(name) {
-            let deps = m.refs.iter().map(|r| if project.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") }).collect();
+            let deps = m
+                .refs
+                .iter()
+                .map(|r| if project.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") })
+                .collect();
             nodes.push(Node { id: format!("gold/{name}"), name: name.clone(), deps, gold: true });
         }
     }
@@ -308,23 +326,30 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 waiting.remove(i);
                 continue;
             }
-            let ready = n.deps.iter().all(|d| done.contains(d) || d.starts_with("bronze/") || !nodes.iter().any(|m| &m.id == d));
+            let ready = n
+                .deps
+                .iter()
+                .all(|d| done.contains(d) || d.starts_with("bronze/") || !nodes.iter().any(|m| &m.id == d));
             if ready && running.len() < opts.threads.max(1) {
                 waiting.remove(i);
                 events.emit("node_started", Some(&n.id), |_| {});
                 let t = Instant::now();
-                let work: std::pin::Pin<Box<dyn std::future::Future<Output = (&Node, Instant, Done, u32)> + Send + '_>> = if n.gold {
+                let work: std::pin::Pin<
+                    Box<dyn std::future::Future<Output = (&Node, Instant, Done, u32)> + Send + '_>,
+                > = if n.gold {
                     let model = &project.gold[&n.name];
                     let build_opts = &build_opts;
                     Box::pin(async move {
-                        let (r, a) = attempt(opts, model.retries, &n.id, || build(lake, project, model, build_opts)).await;
+                        let (r, a) =
+                            attempt(opts, model.retries, &n.id, || build(lake, project, model, build_opts)).await;
                         (n, t, Done::Gold(r), a)
                     })
                 } else {
                     let table = &project.silver[&n.name];
                     let promote_opts = &promote_opts;
                     Box::pin(async move {
-                        let (r, a) = attempt(opts, table.retries, &n.id, || promote(lake, project, table, promote_opts)).await;
+                        let (r, a) =
+                            attempt(opts, table.retries, &n.id, || promote(lake, project, table, promote_opts)).await;
                         (n, t, Done::Silver(r), a)
                     })
                 };
@@ -349,18 +374,26 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                     events.emit("node_finished", Some(&node), |e| {
                         e.attempts = Some(attempts);
                         e.status = Some("ok".into());
-                        (e.rows_read, e.rows_inserted, e.rows_updated, e.rows_deleted) = (Some(p.read), Some(p.inserted), Some(p.updated), Some(p.deleted));
-                        (e.rows_superseded, e.rows_rejected, e.bytes) = (Some(p.superseded), Some(p.rejected), Some(p.bytes));
+                        (e.rows_read, e.rows_inserted, e.rows_updated, e.rows_deleted) =
+                            (Some(p.read), Some(p.inserted), Some(p.updated), Some(p.deleted));
+                        (e.rows_superseded, e.rows_rejected, e.bytes) =
+                            (Some(p.superseded), Some(p.rejected), Some(p.bytes));
                         e.duration_ms = Some(ms(t));
                         e.stages_ms = Some(p.timings_ms.iter().map(|(k, v)| (k.to_string(), *v)).collect());
                         e.version = p.silver_version;
                         e.expectations_failed = Some(p.expectations.iter().filter(|x| !x.passed()).count() as u64);
                     });
                 }
-                let held: Vec<String> = promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
+                let held: Vec<String> =
+                    promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
                 summary.silver.extend(promotions);
                 if !held.is_empty() {
-                    failed(node.clone(), Error::BatchesHeldBack { node: node.clone(), batches: held.join(", ") }, attempts, &mut summary);
+                    failed(
+                        node.clone(),
+                        Error::BatchesHeldBack { node: node.clone(), batches: held.join(", ") },
+                        attempts,
+                        &mut summary,
+                    );
                     ok = false;
                 }
             }
@@ -481,7 +514,12 @@ pub(crate) fn ms(t: Instant) -> u64 {
 }
 
 /// Ingests every file matching the source's configured paths (exactly once per content).
-async fn ingest_paths(project: &Project, lake: &Lake, source: &crate::project::Source, opts: &RunOptions) -> Result<Vec<IngestOutcome>> {
+async fn ingest_paths(
+    project: &Project,
+    lake: &Lake,
+    source: &crate::project::Source,
+    opts: &RunOptions,
+) -> Result<Vec<IngestOutcome>> {
     crate::orchestration::faults::check(&format!("bronze/{}", source.name), "ingest")?;
     let mut out = Vec::new();
     for pattern in &source.paths {

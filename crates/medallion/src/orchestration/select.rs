@@ -28,8 +28,11 @@ pub fn edges(project: &Project) -> BTreeMap<String, BTreeSet<String>> {
         reads.extend(t.depends_on.iter().map(|d| format!("silver/{d}")));
     }
     for m in project.gold.values() {
-        let reads: BTreeSet<String> =
-            m.refs.iter().map(|r| if project.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") }).collect();
+        let reads: BTreeSet<String> = m
+            .refs
+            .iter()
+            .map(|r| if project.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") })
+            .collect();
         up.insert(format!("gold/{}", m.name), reads);
     }
     up
@@ -55,7 +58,11 @@ pub fn select(project: &Project, select: &[String], exclude: &[String]) -> Resul
             }
             for node in base {
                 if upstream {
-                    walk(&node, &|n| up.get(n).map(|s| s.iter().map(String::as_str).collect()).unwrap_or_default(), &mut out);
+                    walk(
+                        &node,
+                        &|n| up.get(n).map(|s| s.iter().map(String::as_str).collect()).unwrap_or_default(),
+                        &mut out,
+                    );
                 }
                 if downstream {
                     walk(&node, &|n| down.get(n).cloned().unwrap_or_default().into_iter().collect(), &mut out);
@@ -73,13 +80,19 @@ pub fn select(project: &Project, select: &[String], exclude: &[String]) -> Resul
 fn matching(project: &Project, up: &BTreeMap<String, BTreeSet<String>>, name: &str) -> Result<BTreeSet<String>> {
     if let Some(layer) = name.strip_prefix("layer:") {
         if !matches!(layer, "bronze" | "silver" | "gold") {
-            return Err(Error::Unknown { kind: "layer", name: layer.to_string(), known: vec!["bronze".into(), "silver".into(), "gold".into()] });
+            return Err(Error::Unknown {
+                kind: "layer",
+                name: layer.to_string(),
+                known: vec!["bronze".into(), "silver".into(), "gold".into()],
+            });
         }
         return Ok(up.keys().filter(|n| n.starts_with(&format!("{layer}/"))).cloned().collect());
     }
     if let Some(tag) = name.strip_prefix("tag:") {
-        let silver = project.silver.values().filter(|t| t.tags.iter().any(|x| x == tag)).map(|t| format!("silver/{}", t.name));
-        let gold = project.gold.values().filter(|m| m.tags.iter().any(|x| x == tag)).map(|m| format!("gold/{}", m.name));
+        let silver =
+            project.silver.values().filter(|t| t.tags.iter().any(|x| x == tag)).map(|t| format!("silver/{}", t.name));
+        let gold =
+            project.gold.values().filter(|m| m.tags.iter().any(|x| x == tag)).map(|m| format!("gold/{}", m.name));
         return Ok(silver.chain(gold).collect());
     }
     if up.contains_key(name) {
@@ -136,7 +149,10 @@ pub fn scheduled(project: &Project) -> Result<Vec<crate::orchestration::schedule
             Refresh::Daily => "@daily",
             Refresh::Weekly => "@weekly",
         };
-        items.push(Item::new(&format!("gold:{}", m.name), expr, BTreeSet::from([format!("gold/{}", m.name)])).map_err(Error::Internal)?);
+        items.push(
+            Item::new(&format!("gold:{}", m.name), expr, BTreeSet::from([format!("gold/{}", m.name)]))
+                .map_err(Error::Internal)?,
+        );
     }
     Ok(items)
 }

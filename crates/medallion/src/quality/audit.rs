@@ -67,7 +67,13 @@ pub async fn audit(
     }
     let reasons = ids
         .iter()
-        .map(|id| dropped_by.iter().filter(|(_, ids)| ids.contains(id)).map(|(r, _)| Reason::expectation(&r.name, &r.definition)).collect())
+        .map(|id| {
+            dropped_by
+                .iter()
+                .filter(|(_, ids)| ids.contains(id))
+                .map(|(r, _)| Reason::expectation(&r.name, &r.definition))
+                .collect()
+        })
         .collect();
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
     results.extend(evaluate(ctx, &others, now).await?);

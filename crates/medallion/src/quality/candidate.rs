@@ -121,7 +121,10 @@ fn memtable(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Arc<MemTable>
         let mut cols: Vec<ArrayRef> = b.columns().to_vec();
         cols.push(Arc::new(Int64Array::from_iter_values(offset..offset + n)));
         offset += n;
-        out.push(RecordBatch::try_new(Arc::clone(&with_id), cols).map_err(|e| Error::arrow("numbering candidate rows", e))?);
+        out.push(
+            RecordBatch::try_new(Arc::clone(&with_id), cols)
+                .map_err(|e| Error::arrow("numbering candidate rows", e))?,
+        );
     }
     Ok(Arc::new(MemTable::try_new(with_id, vec![out]).map_err(|e| Error::sql("staging the candidate", e))?))
 }

@@ -18,9 +18,9 @@ use datafusion::prelude::SessionContext;
 
 use super::gates::{GateResult, SAMPLES};
 use crate::catalog;
-use crate::silver::contract::first_line;
 use crate::error::{Error, Result};
 use crate::orchestration::run::Now;
+use crate::silver::contract::first_line;
 use crate::spec::{Action, Check, Duration, ExpectationSpec, ident};
 
 /// The candidate as users' SQL sees it.
@@ -51,13 +51,32 @@ enum Query {
     /// Unique combined values: the columns.
     Unique(Vec<String>),
     /// Referential integrity: this column, the other table, its column.
-    Relationships { column: String, to: String, field: String },
+    Relationships {
+        column: String,
+        to: String,
+        field: String,
+    },
     /// A user query over `this` returning failing rows.
     Failing(String),
-    RowCount { min: Option<u64>, max: Option<u64> },
-    NullFraction { column: String, max: f64 },
-    Freshness { column: String, max_age: Duration },
-    Reconcile { this: Side, with: Side, tolerance: f64, relative: f64, scope: Option<String> },
+    RowCount {
+        min: Option<u64>,
+        max: Option<u64>,
+    },
+    NullFraction {
+        column: String,
+        max: f64,
+    },
+    Freshness {
+        column: String,
+        max_age: Duration,
+    },
+    Reconcile {
+        this: Side,
+        with: Side,
+        tolerance: f64,
+        relative: f64,
+        scope: Option<String>,
+    },
 }
 
 /// One side of a reconciliation: an aggregate over a table's rows (those matching `filter`).
@@ -71,7 +90,8 @@ struct Side {
 impl Side {
     /// The aggregate's query, over the rows also matching `scope` when given.
     fn sql(&self, scope: Option<&str>) -> String {
-        let filters: Vec<String> = self.filter.iter().map(String::as_str).chain(scope).map(|f| format!("({f})")).collect();
+        let filters: Vec<String> =
+            self.filter.iter().map(String::as_str).chain(scope).map(|f| format!("({f})")).collect();
         let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
         format!("SELECT {} AS value FROM {}{filter}", self.expr, self.table)
     }
@@ -90,7 +110,11 @@ pub struct Owner<'a> {
 /// [`THIS`] must be registered with the table's schema along with every table they may read.
 /// Errors are (expectation name, message); duplicates and malformed specs are reported by
 /// [`super::gates::compile`].
-pub async fn compile(ctx: &SessionContext, specs: &[ExpectationSpec], owner: Owner<'_>) -> Result<Vec<TableCheck>, Vec<(String, String)>> {
+pub async fn compile(
+    ctx: &SessionContext,
+    specs: &[ExpectationSpec],
+    owner: Owner<'_>,
+) -> Result<Vec<TableCheck>, Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for spec in specs {
@@ -106,7 +130,12 @@ pub async fn compile(ctx: &SessionContext, specs: &[ExpectationSpec], owner: Own
     if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
-async fn compile_one(ctx: &SessionContext, spec: &ExpectationSpec, check: &Check<'_>, owner: Owner<'_>) -> Result<TableCheck, String> {
+async fn compile_one(
+    ctx: &SessionContext,
+    spec: &ExpectationSpec,
+    check: &Check<'_>,
+    owner: Owner<'_>,
+) -> Result<TableCheck, String> {
     let query = match check {
         Check::Row { .. } => return Err("a row-level expectation is not a table check".into()),
         Check::Unique(cols) => Query::Unique(cols.clone()),
@@ -153,9 +182,14 @@ async fn compile_one(ctx: &SessionContext, spec: &ExpectationSpec, check: &Check
             Want::Time if !matches!(ty, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {
                 return Err(format!("freshness needs a timestamp or date column, this one is {ty}"));
             }
-            Want::Number if !ty.is_numeric() => return Err(format!("reconcile needs numeric aggregates, `{}` gives {ty}", first_select(&sql))),
+            Want::Number if !ty.is_numeric() => {
+                return Err(format!("reconcile needs numeric aggregates, `{}` gives {ty}", first_select(&sql)));
+            }
             Want::Number if !is_global_aggregate(&plan) => {
-                return Err(format!("reconcile needs an aggregate over the whole table (like `sum(x)`), not `{}`", first_select(&sql)));
+                return Err(format!(
+                    "reconcile needs an aggregate over the whole table (like `sum(x)`), not `{}`",
+                    first_select(&sql)
+                ));
             }
             Want::Time | Want::Number => {}
         }
@@ -196,7 +230,9 @@ impl TableCheck {
                 (None, None) => "any row count".into(),
             },
             Query::NullFraction { column, max } => format!("null fraction of {column} <= {max}"),
-            Query::Freshness { column, max_age } => format!("max({column}) no older than {}", human(max_age.seconds as i64)),
+            Query::Freshness { column, max_age } => {
+                format!("max({column}) no older than {}", human(max_age.seconds as i64))
+            }
             Query::Reconcile { this, with, tolerance, relative, .. } => {
                 format!("({}) = ({}) within {tolerance} + {relative} relative", this.sql(None), with.sql(None))
             }
@@ -206,7 +242,9 @@ impl TableCheck {
     /// The queries to plan at load time, with what each must produce.
     fn planned_queries(&self) -> Vec<(String, Want)> {
         match &self.query {
-            Query::Unique(_) | Query::Relationships { .. } | Query::Failing(_) => vec![(self.failing_sql(THIS).unwrap_or_default(), Want::Rows)],
+            Query::Unique(_) | Query::Relationships { .. } | Query::Failing(_) => {
+                vec![(self.failing_sql(THIS).unwrap_or_default(), Want::Rows)]
+            }
             Query::RowCount { .. } => Vec::new(),
             Query::NullFraction { column, .. } => vec![(format!("SELECT {} FROM {THIS}", ident(column)), Want::Rows)],
             Query::Freshness { column, .. } => vec![(format!("SELECT max({}) FROM {THIS}", ident(column)), Want::Time)],
@@ -260,7 +298,12 @@ impl TableCheck {
 
 /// Evaluates the `drop` checks on [`ROWS`]: per check, its result and the ids of its failing
 /// rows of this run (the rows to remove; published rows are never removed).
-pub async fn failing_ids(ctx: &SessionContext, checks: &[&TableCheck], columns: &[String], rows: u64) -> Result<Vec<(GateResult, BTreeSet<i64>)>> {
+pub async fn failing_ids(
+    ctx: &SessionContext,
+    checks: &[&TableCheck],
+    columns: &[String],
+    rows: u64,
+) -> Result<Vec<(GateResult, BTreeSet<i64>)>> {
     let mut results = Vec::new();
     for check in checks {
         let mut ids = BTreeSet::new();
@@ -300,7 +343,8 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
         slot[i] = Some(exprs.len());
         exprs.push(expr);
     }
-    let aggregates = catalog::query(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows").await?;
+    let aggregates =
+        catalog::query(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows").await?;
     let Some(aggregates) = aggregates.into_iter().find(|b| b.num_rows() > 0) else {
         return Err(Error::Internal("an aggregate over the candidate returned no row".into()));
     };
@@ -315,7 +359,9 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
                 let failing = check.failing_sql(THIS).unwrap_or_default();
                 r.failing_rows = count(ctx, &format!("SELECT count(*) FROM ({failing}) AS f"), &context).await?;
                 if r.failing_rows > 0 {
-                    for b in catalog::query(ctx, &format!("SELECT * FROM ({failing}) AS f LIMIT {SAMPLES}"), &context).await? {
+                    for b in catalog::query(ctx, &format!("SELECT * FROM ({failing}) AS f LIMIT {SAMPLES}"), &context)
+                        .await?
+                    {
                         r.add_samples(&b)?;
                     }
                 }
@@ -340,8 +386,10 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
                     Some(newest) => {
                         let age = (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000);
                         r.violated = age > max_age.seconds as i64;
-                        let at = chrono::DateTime::from_timestamp_micros(newest)
-                            .map_or_else(|| newest.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        let at = chrono::DateTime::from_timestamp_micros(newest).map_or_else(
+                            || newest.to_string(),
+                            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        );
                         r.observed = Some(format!("newest {at}, {} old", human(age)));
                     }
                 }
@@ -354,7 +402,8 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
                 let diff = (a - b).abs();
                 let allowed = tolerance + relative * a.abs().max(b.abs());
                 let within = if scope.is_some() { " (touched partitions)" } else { "" };
-                let (violated, observed) = (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}{within}"));
+                let (violated, observed) =
+                    (diff.is_nan() || diff > allowed, format!("{a} vs {b}, difference {diff}{within}"));
                 r.violated = violated;
                 r.observed = Some(observed);
             }

@@ -148,7 +148,8 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
         }
         let compiled = spec.check().and_then(|check| {
             let Check::Row { kind, sql } = check else { return Ok(None) };
-            let first = |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
+            let first =
+                |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
             let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(first)?;
             let expr = ctx.create_physical_expr(expr, &df_schema).map_err(first)?;
             match expr.data_type(schema).map_err(first)? {

@@ -51,7 +51,10 @@ pub async fn record(lake: &Lake, run_id: &str, command: &str, at: Now, results: 
         let samples = if r.samples.is_empty() {
             None
         } else {
-            Some(serde_json::to_string(&r.samples).map_err(|e| Error::Internal(format!("samples of `{}`: {e}", r.name)))?)
+            Some(
+                serde_json::to_string(&r.samples)
+                    .map_err(|e| Error::Internal(format!("samples of `{}`: {e}", r.name)))?,
+            )
         };
         let action = format!("{:?}", r.action).to_lowercase();
         let values: [Option<&str>; 10] = [

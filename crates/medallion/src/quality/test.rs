@@ -31,8 +31,12 @@ pub struct TestOutcome {
 /// `select` (all when empty), at time `now` (for freshness), and records the results.
 pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -> Result<Vec<TestOutcome>> {
     let ctx = catalog::session(lake, project).await?;
-    let silver = project.silver.values().map(|t| (format!("silver/{}", t.name), format!("silver.{}", t.name), &t.contract.gates, &t.checks));
-    let gold = project.gold.values().map(|m| (format!("gold/{}", m.name), format!("gold.{}", m.name), &m.gates, &m.checks));
+    let silver = project
+        .silver
+        .values()
+        .map(|t| (format!("silver/{}", t.name), format!("silver.{}", t.name), &t.contract.gates, &t.checks));
+    let gold =
+        project.gold.values().map(|m| (format!("gold/{}", m.name), format!("gold.{}", m.name), &m.gates, &m.checks));
     let mut out = Vec::new();
     for (node, table, gates, table_checks) in silver.chain(gold) {
         let name = node.split_once('/').map_or(node.as_str(), |(_, n)| n);
@@ -43,7 +47,8 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
             out.push(TestOutcome { node: node.clone(), result: run_one(&ctx, &node, &table, gate).await? });
         }
         if !table_checks.is_empty() {
-            let provider = ctx.table_provider(table.as_str()).await.map_err(|e| Error::sql(format!("reading {node}"), e))?;
+            let provider =
+                ctx.table_provider(table.as_str()).await.map_err(|e| Error::sql(format!("reading {node}"), e))?;
             ctx.deregister_table(THIS).map_err(|e| Error::sql("registering `this`", e))?;
             ctx.register_table(THIS, provider).map_err(|e| Error::sql("registering `this`", e))?;
             let all: Vec<&checks::TableCheck> = table_checks.iter().collect();
@@ -68,7 +73,9 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
 async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> Result<GateResult> {
     let context = format!("expectation `{}` on {node}", gate.name);
     let failing = format!("NOT coalesce(({}), false)", gate.sql);
-    let counts = catalog::query(ctx, &format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}"), &context).await?;
+    let counts =
+        catalog::query(ctx, &format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}"), &context)
+            .await?;
     let (rows, bad) = counts
         .first()
         .filter(|b| b.num_rows() > 0)
@@ -78,10 +85,11 @@ async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> 
     result.rows_checked = u64::try_from(rows).unwrap_or(0);
     result.failing_rows = u64::try_from(bad).unwrap_or(0);
     if bad > 0 {
-        for b in catalog::query(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await? {
+        for b in
+            catalog::query(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await?
+        {
             result.add_samples(&b)?;
         }
     }
     Ok(result)
 }
-

@@ -70,7 +70,11 @@ impl Fault {
 }
 
 fn shorten(text: &str) -> String {
-    if text.chars().count() > 60 { format!("{}…", text.chars().take(60).collect::<String>()) } else { text.to_string() }
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text.to_string()
+    }
 }
 
 /// A coerced column.
@@ -235,7 +239,9 @@ fn parse_date(kind: Kind, text: &str) -> Result<i32, Fault> {
         return Err(Fault::Type);
     }
     // By hand: chrono's format-string parser was 4% of a 5M-record run (one call per value).
-    let digits = |r: std::ops::Range<usize>| b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')));
+    let digits = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
     let (Some(y), Some(m), Some(dd)) = (digits(0..4), digits(5..7), digits(8..10)) else { return Err(Fault::Type) };
     let d = NaiveDate::from_ymd_opt(i32::try_from(y).map_err(|_| Fault::Type)?, m, dd).ok_or(Fault::Type)?;
     if !rest.is_empty() && !is_midnight(rest) {

@@ -113,11 +113,7 @@ impl Contract {
         let ctx = SessionContext::new();
         let compile = |sql: &str, want_bool: bool| -> Result<(Arc<dyn PhysicalExpr>, Vec<usize>), String> {
             let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| first_line(&e.to_string()))?;
-            let refs: Vec<usize> = expr
-                .column_refs()
-                .iter()
-                .filter_map(|c| schema.index_of(&c.name).ok())
-                .collect();
+            let refs: Vec<usize> = expr.column_refs().iter().filter_map(|c| schema.index_of(&c.name).ok()).collect();
             let phys = ctx.create_physical_expr(expr, &df_schema).map_err(|e| first_line(&e.to_string()))?;
             if want_bool {
                 let dt = phys.data_type(&schema).map_err(|e| first_line(&e.to_string()))?;
@@ -136,15 +132,25 @@ impl Contract {
                 Some(sql) => match compile(sql, false) {
                     Ok((expr, _)) => Some((sql.clone(), expr)),
                     Err(message) => {
-                        errors.push(ContractError { subject: subject.clone(), message: format!("transform `{sql}`: {message}"), needle: Some(sql.clone()) });
+                        errors.push(ContractError {
+                            subject: subject.clone(),
+                            message: format!("transform `{sql}`: {message}"),
+                            needle: Some(sql.clone()),
+                        });
                         None
                     }
                 },
             };
             for sql in &c.checks {
                 match compile(sql, true) {
-                    Ok((expr, refs)) => checks.push(Check { rule: sql.clone(), column: Some(c.name.clone()), expr, refs }),
-                    Err(message) => errors.push(ContractError { subject: subject.clone(), message: format!("check `{sql}`: {message}"), needle: Some(sql.clone()) }),
+                    Ok((expr, refs)) => {
+                        checks.push(Check { rule: sql.clone(), column: Some(c.name.clone()), expr, refs })
+                    }
+                    Err(message) => errors.push(ContractError {
+                        subject: subject.clone(),
+                        message: format!("check `{sql}`: {message}"),
+                        needle: Some(sql.clone()),
+                    }),
                 }
             }
             columns.push(Column { name: c.name.clone(), ty, required: c.required, transform });
@@ -152,14 +158,22 @@ impl Contract {
         for sql in &spec.checks {
             match compile(sql, true) {
                 Ok((expr, refs)) => checks.push(Check { rule: sql.clone(), column: None, expr, refs }),
-                Err(message) => errors.push(ContractError { subject: "checks".into(), message: format!("check `{sql}`: {message}"), needle: Some(sql.clone()) }),
+                Err(message) => errors.push(ContractError {
+                    subject: "checks".into(),
+                    message: format!("check `{sql}`: {message}"),
+                    needle: Some(sql.clone()),
+                }),
             }
         }
         let gates = match crate::quality::gates::compile(&spec.expectations, &schema) {
             Ok(g) => g,
             Err(es) => {
                 for (name, message) in es {
-                    errors.push(ContractError { subject: "expectations".into(), message, needle: Some(format!("\"{name}\"")) });
+                    errors.push(ContractError {
+                        subject: "expectations".into(),
+                        message,
+                        needle: Some(format!("\"{name}\"")),
+                    });
                 }
                 Vec::new()
             }

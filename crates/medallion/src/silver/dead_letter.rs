@@ -57,7 +57,9 @@ pub async fn summarize(lake: &Lake, project: &Project, table: &str) -> Result<De
     let ctx = catalog::session(lake, project).await?;
     let q = format!("quarantine.{table}");
     let counts = rows(&ctx, &format!("SELECT count(*) FILTER (WHERE _replayed_at IS NULL), count(*) FILTER (WHERE _replayed_at IS NOT NULL) FROM {q}")).await?;
-    let number = |i: usize| counts.first().and_then(|r| r.get(i)).and_then(|v| v.as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let number = |i: usize| {
+        counts.first().and_then(|r| r.get(i)).and_then(|v| v.as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
     let (outstanding, replayed) = (number(0), number(1));
     let open = format!("(SELECT * FROM {q} WHERE _replayed_at IS NULL)");
     let reasons = rows(
@@ -65,12 +67,20 @@ pub async fn summarize(lake: &Lake, project: &Project, table: &str) -> Result<De
         &format!("SELECT e['rule'], e['column'], count(DISTINCT _id) AS n FROM (SELECT _id, unnest(_errors) AS e FROM {open}) GROUP BY 1, 2 ORDER BY n DESC, 1"),
     )
     .await?;
-    let by_reason: Vec<Count> = reasons.into_iter().map(|r| Count { label: text(&r[0]), column: r[1].clone(), records: count(&r[2]) }).collect();
-    let by_batch = rows(&ctx, &format!("SELECT _batch_id, count(*) AS n FROM {open} GROUP BY 1 ORDER BY n DESC, 1 LIMIT {LIST}")).await?;
+    let by_reason: Vec<Count> = reasons
+        .into_iter()
+        .map(|r| Count { label: text(&r[0]), column: r[1].clone(), records: count(&r[2]) })
+        .collect();
+    let by_batch =
+        rows(&ctx, &format!("SELECT _batch_id, count(*) AS n FROM {open} GROUP BY 1 ORDER BY n DESC, 1 LIMIT {LIST}"))
+            .await?;
     let by_day = rows(&ctx, &format!("SELECT CAST(CAST(_ingested_at AS DATE) AS VARCHAR), count(*) FROM {open} GROUP BY 1 ORDER BY 1 DESC LIMIT {LIST}")).await?;
     let mut samples = Vec::new();
     for reason in by_reason.iter().take(TOP_REASONS) {
-        let column = reason.column.as_deref().map_or_else(|| "e['column'] IS NULL".to_string(), |c| format!("e['column'] = {}", quote(c)));
+        let column = reason
+            .column
+            .as_deref()
+            .map_or_else(|| "e['column'] IS NULL".to_string(), |c| format!("e['column'] = {}", quote(c)));
         let raws = rows(
             &ctx,
             &format!(
@@ -82,8 +92,18 @@ pub async fn summarize(lake: &Lake, project: &Project, table: &str) -> Result<De
         let label = reason.column.as_ref().map_or_else(|| reason.label.clone(), |c| format!("{} ({c})", reason.label));
         samples.push((label, raws.into_iter().map(|r| text(&r[0])).collect()));
     }
-    let plain = |rows: Vec<Vec<Option<String>>>| rows.into_iter().map(|r| Count { label: text(&r[0]), column: None, records: count(&r[1]) }).collect();
-    Ok(DeadLetter { table: format!("quarantine/{table}"), outstanding, replayed, by_reason, by_batch: plain(by_batch), by_day: plain(by_day), samples })
+    let plain = |rows: Vec<Vec<Option<String>>>| {
+        rows.into_iter().map(|r| Count { label: text(&r[0]), column: None, records: count(&r[1]) }).collect()
+    };
+    Ok(DeadLetter {
+        table: format!("quarantine/{table}"),
+        outstanding,
+        replayed,
+        by_reason,
+        by_batch: plain(by_batch),
+        by_day: plain(by_day),
+        samples,
+    })
 }
 
 /// Records still in `quarantine/<table>` (not replayed out); 0 if it does not exist.

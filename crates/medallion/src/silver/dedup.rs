@@ -102,13 +102,20 @@ fn single_int_key(
 }
 
 /// Any key and order types, through Arrow's row format (bytes compare like the values).
-fn any_keys(schema: &SchemaRef, batches: &[RecordBatch], key_idx: &[usize], order_idx: usize) -> Result<Vec<(u32, u32)>> {
-    let key_conv = RowConverter::new(key_idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())
-        .map_err(|e| Error::arrow("dedup keys", e))?;
+fn any_keys(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    key_idx: &[usize],
+    order_idx: usize,
+) -> Result<Vec<(u32, u32)>> {
+    let key_conv =
+        RowConverter::new(key_idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())
+            .map_err(|e| Error::arrow("dedup keys", e))?;
     let order_conv = RowConverter::new(vec![SortField::new(schema.field(order_idx).data_type().clone())])
         .map_err(|e| Error::arrow("dedup order", e))?;
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut best: HashMap<Box<[u8]>, (u32, u32, Box<[u8]>), Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
+    let mut best: HashMap<Box<[u8]>, (u32, u32, Box<[u8]>), Fast> =
+        HashMap::with_capacity_and_hasher(total, Fast::default());
     for (b, batch) in batches.iter().enumerate() {
         let b = position(b)?;
         let key_cols: Vec<_> = key_idx.iter().map(|&i| batch.column(i).clone()).collect();
@@ -157,16 +164,24 @@ mod tests {
             Field::new("o", DataType::Int64, true),
             Field::new("v", DataType::Utf8, true),
         ]));
-        let b1 = RecordBatch::try_new(schema.clone(), vec![
-            Arc::new(Int64Array::from(vec![1, 2, 3])),
-            Arc::new(Int64Array::from(vec![5, 5, 5])),
-            Arc::new(StringArray::from(vec!["a1", "b1", "c1"])),
-        ]).expect("batch");
-        let b2 = RecordBatch::try_new(schema.clone(), vec![
-            Arc::new(Int64Array::from(vec![1, 2, 4])),
-            Arc::new(Int64Array::from(vec![4, 5, 1])),
-            Arc::new(StringArray::from(vec!["a2", "b2", "d2"])),
-        ]).expect("batch");
+        let b1 = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(Int64Array::from(vec![5, 5, 5])),
+                Arc::new(StringArray::from(vec!["a1", "b1", "c1"])),
+            ],
+        )
+        .expect("batch");
+        let b2 = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 4])),
+                Arc::new(Int64Array::from(vec![4, 5, 1])),
+                Arc::new(StringArray::from(vec!["a2", "b2", "d2"])),
+            ],
+        )
+        .expect("batch");
         let out = latest_per_key(&schema, vec![b1.clone(), b2.clone()], &["k".into()], "o", 2).expect("dedup");
         assert!(out.iter().all(|b| b.num_rows() <= 2), "batches of at most batch_rows");
         assert_eq!(rows_of(&out), vec![(1, "a1".into()), (2, "b2".into()), (3, "c1".into()), (4, "d2".into())]);

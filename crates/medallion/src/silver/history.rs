@@ -52,7 +52,12 @@ pub enum History {
 impl History {
     /// Compiles `spec` (None: SCD 1 without deletes) for a contract keyed by `keys`, ordered by
     /// `order_by`.
-    pub fn compile(spec: Option<&HistorySpec>, contract: &Contract, keys: &[String], order_by: &str) -> Result<History, String> {
+    pub fn compile(
+        spec: Option<&HistorySpec>,
+        contract: &Contract,
+        keys: &[String],
+        order_by: &str,
+    ) -> Result<History, String> {
         let Some(spec) = spec else { return Ok(History::Latest { delete: None }) };
         let schema = &contract.schema;
         let delete = match &spec.delete_when {
@@ -69,7 +74,9 @@ impl History {
             2 => {
                 let order = schema.field_with_name(order_by).map_err(|e| e.to_string())?.data_type();
                 if !matches!(order, DataType::Int64 | DataType::Date32 | DataType::Timestamp(..)) {
-                    return Err(format!("scd = 2 needs an order_by of type int64, date or timestamp (it becomes valid_from); `{order_by}` is {order}"));
+                    return Err(format!(
+                        "scd = 2 needs an order_by of type int64, date or timestamp (it becomes valid_from); `{order_by}` is {order}"
+                    ));
                 }
                 let contract_cols = contract.column_names();
                 for c in spec.track.iter().flatten().chain(&spec.exclude) {
@@ -79,7 +86,9 @@ impl History {
                 }
                 let track: Vec<String> = match &spec.track {
                     Some(t) => t.clone(),
-                    None => contract_cols.into_iter().filter(|c| !keys.contains(c) && !spec.exclude.contains(c)).collect(),
+                    None => {
+                        contract_cols.into_iter().filter(|c| !keys.contains(c) && !spec.exclude.contains(c)).collect()
+                    }
                 };
                 if track.is_empty() {
                     return Err("scd = 2 needs at least one tracked column".into());
@@ -96,7 +105,8 @@ impl History {
         match self {
             History::Latest { .. } => contract.schema.clone(),
             History::Versions { .. } => {
-                let order = contract.schema.field_with_name(order_by).map(|f| f.data_type().clone()).unwrap_or(DataType::Int64);
+                let order =
+                    contract.schema.field_with_name(order_by).map(|f| f.data_type().clone()).unwrap_or(DataType::Int64);
                 let mut fields: Vec<Field> = contract.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
                 fields.push(Field::new(VALID_FROM, order.clone(), true));
                 fields.push(Field::new(VALID_TO, order, true));
@@ -129,7 +139,8 @@ fn predicate(schema: &SchemaRef, sql: &str) -> Result<Arc<dyn PhysicalExpr>, Str
 
 /// Per row of `batch`: whether it is a delete (a null result is not).
 pub fn deletes(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
-    let out = expr.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| Error::sql("delete_when", e))?;
+    let out =
+        expr.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| Error::sql("delete_when", e))?;
     let out = out.as_boolean();
     Ok((0..out.len()).map(|i| Some(out.is_valid(i) && out.value(i))).collect())
 }
@@ -193,7 +204,10 @@ pub fn rebuild(
     let n_published = valid_from.len();
     let mut is_delete: Vec<bool> = vec![false; n_published];
     for b in incoming {
-        valid_from.extend(as_i64(b.column_by_name(order_by).ok_or_else(|| Error::Internal(format!("no column {order_by}")))?, context)?);
+        valid_from.extend(as_i64(
+            b.column_by_name(order_by).ok_or_else(|| Error::Internal(format!("no column {order_by}")))?,
+            context,
+        )?);
         match delete {
             Some(expr) => is_delete.extend(deletes(expr, b)?.iter().map(|d| d == Some(true))),
             None => is_delete.extend(std::iter::repeat_n(false, b.num_rows())),
@@ -204,8 +218,11 @@ pub fn rebuild(
     let n = all.num_rows();
     let key_idx: Vec<usize> = keys.iter().filter_map(|k| schema.index_of(k).ok()).collect();
     let rows_of = |idx: &[usize]| -> Result<datafusion::arrow::row::Rows> {
-        let conv = RowConverter::new(idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect()).map_err(|e| Error::arrow(context, e))?;
-        conv.convert_columns(&idx.iter().map(|&i| Arc::clone(all.column(i))).collect::<Vec<_>>()).map_err(|e| Error::arrow(context, e))
+        let conv =
+            RowConverter::new(idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())
+                .map_err(|e| Error::arrow(context, e))?;
+        conv.convert_columns(&idx.iter().map(|&i| Arc::clone(all.column(i))).collect::<Vec<_>>())
+            .map_err(|e| Error::arrow(context, e))
     };
     let key_rows = rows_of(&key_idx)?;
     let track_rows = rows_of(track)?;
@@ -228,9 +245,17 @@ pub fn rebuild(
         };
         let events = by_key.entry(key).or_default();
         let incoming = r >= n_published;
-        events.push(Event { order, rank: r, what: if is_delete[r] { What::Delete } else { What::Version(r) }, incoming });
+        events.push(Event {
+            order,
+            rank: r,
+            what: if is_delete[r] { What::Delete } else { What::Version(r) },
+            incoming,
+        });
         // A published version closed where no version starts was closed by a delete.
-        if !incoming && let Some(to) = valid_to[r] && !starts.contains_key(&(key, to)) {
+        if !incoming
+            && let Some(to) = valid_to[r]
+            && !starts.contains_key(&(key, to))
+        {
             events.push(Event { order: to, rank: r, what: What::Delete, incoming: false });
         }
     }
@@ -317,7 +342,9 @@ pub fn rebuild(
 
 fn as_i64(col: &ArrayRef, context: &str) -> Result<Vec<Option<i64>>> {
     let col = match col.data_type() {
-        DataType::Timestamp(..) => cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).and_then(|c| cast(&c, &DataType::Int64)),
+        DataType::Timestamp(..) => {
+            cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).and_then(|c| cast(&c, &DataType::Int64))
+        }
         _ => cast(col, &DataType::Int64),
     }
     .map_err(|e| Error::arrow(context, e))?;
@@ -332,7 +359,8 @@ fn from_i64(values: Vec<Option<i64>>, ty: &DataType, context: &str) -> Result<Ar
             let plain = cast(&ints, &DataType::Timestamp(*unit, None)).map_err(|e| Error::arrow(context, e))?;
             cast(&plain, &DataType::Timestamp(*unit, tz.clone())).map_err(|e| Error::arrow(context, e))
         }
-        DataType::Date32 => cast(&cast(&ints, &DataType::Int32).map_err(|e| Error::arrow(context, e))?, ty).map_err(|e| Error::arrow(context, e)),
+        DataType::Date32 => cast(&cast(&ints, &DataType::Int32).map_err(|e| Error::arrow(context, e))?, ty)
+            .map_err(|e| Error::arrow(context, e)),
         _ => cast(&ints, ty).map_err(|e| Error::arrow(context, e)),
     }
 }

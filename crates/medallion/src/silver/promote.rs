@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -17,6 +18,7 @@ use serde_json::json;
 
 use super::contract::Contract;
 use super::dedup::latest_per_key;
+use super::history::{self, History, Rebuilt};
 use super::quarantine::{self, Reason, Rejected};
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
@@ -27,11 +29,9 @@ use crate::error::{Error, Result};
 use crate::orchestration::ledger::{self, Intent};
 use crate::orchestration::run::{Now, ms};
 use crate::project::{Project, SilverTable};
-use super::history::{self, History, Rebuilt};
-use datafusion::physical_expr::PhysicalExpr;
-use crate::spec::{Action, RejectedFractionSpec};
 use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
+use crate::spec::{Action, RejectedFractionSpec};
 use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
 
@@ -100,7 +100,13 @@ pub struct HeldBack {
 impl HeldBack {
     /// `<batch> (3.00% rejected: 30 of 1000)`.
     pub fn describe(&self) -> String {
-        format!("{} ({:.2}% rejected: {} of {})", self.batch_id, 100.0 * fraction(self.rejected, self.read), self.rejected, self.read)
+        format!(
+            "{} ({:.2}% rejected: {} of {})",
+            self.batch_id,
+            100.0 * fraction(self.rejected, self.read),
+            self.rejected,
+            self.read
+        )
     }
 }
 
@@ -123,7 +129,12 @@ pub struct PromoteOptions {
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
 #[tracing::instrument(skip_all, fields(table = %table.name))]
-pub async fn promote(lake: &Lake, project: &Project, table: &SilverTable, opts: &PromoteOptions) -> Result<Vec<Promotion>> {
+pub async fn promote(
+    lake: &Lake,
+    project: &Project,
+    table: &SilverTable,
+    opts: &PromoteOptions,
+) -> Result<Vec<Promotion>> {
     let app = ledger::app_id(&table.name);
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let mut committed = silver.txn_version(&app).await?.unwrap_or(0);
@@ -142,10 +153,8 @@ pub async fn promote(lake: &Lake, project: &Project, table: &SilverTable, opts: 
             ),
         });
     }
-    let mut done: HashSet<String> = intents
-        .range(..=committed)
-        .flat_map(|(_, i)| i.batches.iter().map(|b| b.path.clone()))
-        .collect();
+    let mut done: HashSet<String> =
+        intents.range(..=committed).flat_map(|(_, i)| i.batches.iter().map(|b| b.path.clone())).collect();
     let mut out = Vec::new();
     if let Some(open) = intents.get(&(committed + 1)) {
         tracing::info!(intent = open.version, "resuming an interrupted promotion");
@@ -186,8 +195,21 @@ pub(crate) struct FileResult {
 /// Promotes the batches of `intent`. A new intent is recorded in the ledger once its batches are
 /// validated (after a rejection-rate gate may have held some back) and before any commit; a
 /// resumed one was recorded by the run it interrupted.
-async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut intent: Intent, resumed: bool, opts: &PromoteOptions) -> Result<Promotion> {
-    let mut p = Promotion { table: table.name.clone(), intent: intent.version, resumed, batches: intent.batches.len(), ..Default::default() };
+async fn run_intent(
+    lake: &Lake,
+    project: &Project,
+    table: &SilverTable,
+    mut intent: Intent,
+    resumed: bool,
+    opts: &PromoteOptions,
+) -> Result<Promotion> {
+    let mut p = Promotion {
+        table: table.name.clone(),
+        intent: intent.version,
+        resumed,
+        batches: intent.batches.len(),
+        ..Default::default()
+    };
     let app = ledger::app_id(&table.name);
     let txn = Txn { app_id: app.clone(), version: intent.version };
     let t0 = Instant::now();
@@ -199,8 +221,16 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
             let contract = Arc::clone(&contract);
             let source = table.source.clone();
             async move {
-                let gz = lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
-                let origin = Origin { batch_id: file.batch_id.clone(), source, file: file.path.clone(), ingested_at: file.ingested_at.clone() };
+                let gz = lake
+                    .get(&file.path)
+                    .await?
+                    .ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
+                let origin = Origin {
+                    batch_id: file.batch_id.clone(),
+                    source,
+                    file: file.path.clone(),
+                    ingested_at: file.ingested_at.clone(),
+                };
                 tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin))
                     .await
                     .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
@@ -222,7 +252,12 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
                 for (file, res) in intent.batches.drain(..).zip(results.drain(..)) {
                     let rejected = res.rejected.len() as u64;
                     if fraction(rejected, res.read) > limit {
-                        p.held_back.push(HeldBack { path: file.path, batch_id: file.batch_id, read: res.read, rejected });
+                        p.held_back.push(HeldBack {
+                            path: file.path,
+                            batch_id: file.batch_id,
+                            read: res.read,
+                            rejected,
+                        });
                     } else {
                         kept.push((file, res));
                     }
@@ -275,7 +310,8 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
         intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
     };
     // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
-    let (plan, _, dropped) = plan(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+    let (plan, _, dropped) =
+        plan(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
     let table_dropped = dropped.len() as u64;
     rejected.extend(dropped);
     p.expectations.extend(rate_results);
@@ -292,7 +328,14 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
         let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
-            .write(vec![batch], WriteOptions { txn: Some(txn.clone()), metadata: commit_meta(&opts.run_id, &intent), ..Default::default() })
+            .write(
+                vec![batch],
+                WriteOptions {
+                    txn: Some(txn.clone()),
+                    metadata: commit_meta(&opts.run_id, &intent),
+                    ..Default::default()
+                },
+            )
             .await?;
         p.quarantine_version = q.version();
     }
@@ -302,7 +345,8 @@ async fn run_intent(lake: &Lake, project: &Project, table: &SilverTable, mut int
     let t3 = Instant::now();
     let unique = plan.rows();
     let published = publish(lake, table, plan, txn, commit_meta(&opts.run_id, &intent)).await?;
-    (p.inserted, p.updated, p.deleted, p.silver_version) = (published.inserted, published.updated, published.deleted, published.version);
+    (p.inserted, p.updated, p.deleted, p.silver_version) =
+        (published.inserted, published.updated, published.deleted, published.version);
     p.superseded = match published.superseded {
         Some(n) => n,
         None => valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted()),
@@ -330,7 +374,9 @@ impl Publish {
     /// Rows it writes.
     fn rows(&self) -> u64 {
         match self {
-            Publish::Merge { rows, .. } | Publish::Replace { rows, .. } => rows.iter().map(|b| b.num_rows() as u64).sum(),
+            Publish::Merge { rows, .. } | Publish::Replace { rows, .. } => {
+                rows.iter().map(|b| b.num_rows() as u64).sum()
+            }
         }
     }
 }
@@ -346,20 +392,45 @@ pub(crate) struct Published {
 }
 
 /// Writes `plan` to `table` in one commit carrying `txn` (plus tombstones for deletes).
-pub(crate) async fn publish(lake: &Lake, table: &SilverTable, plan: Publish, txn: Txn, meta: HashMap<String, serde_json::Value>) -> Result<Published> {
+pub(crate) async fn publish(
+    lake: &Lake,
+    table: &SilverTable,
+    plan: Publish,
+    txn: Txn,
+    meta: HashMap<String, serde_json::Value>,
+) -> Result<Published> {
     match plan {
         Publish::Merge { rows, delete } => {
             let merged = match delete {
                 None => merge_into(lake, table, rows, txn, meta).await?,
                 Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
             };
-            Ok(Published { inserted: merged.inserted, updated: merged.updated, deleted: merged.deleted, superseded: None, version: merged.version })
+            Ok(Published {
+                inserted: merged.inserted,
+                updated: merged.updated,
+                deleted: merged.deleted,
+                superseded: None,
+                version: merged.version,
+            })
         }
         Publish::Replace { rows, counts } => {
             let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-            let write = WriteOptions { overwrite: true, partition_by: table.partition_by.clone(), txn: Some(txn), metadata: meta, change_feed: table.change_feed, replace_where: None };
+            let write = WriteOptions {
+                overwrite: true,
+                partition_by: table.partition_by.clone(),
+                txn: Some(txn),
+                metadata: meta,
+                change_feed: table.change_feed,
+                replace_where: None,
+            };
             let version = silver.write(rows, write).await?.version();
-            Ok(Published { inserted: counts.inserted, updated: counts.closed, deleted: 0, superseded: Some(counts.superseded), version })
+            Ok(Published {
+                inserted: counts.inserted,
+                updated: counts.closed,
+                deleted: 0,
+                superseded: Some(counts.superseded),
+                version,
+            })
         }
     }
 }
@@ -381,12 +452,14 @@ pub(crate) async fn plan(
     match &table.history {
         History::Versions { track, delete } => {
             let t = Instant::now();
-            let (rows, counts) = rebuild_versions(lake, project, table, track, delete.as_ref(), &valid, now, expectations).await?;
+            let (rows, counts) =
+                rebuild_versions(lake, project, table, track, delete.as_ref(), &valid, now, expectations).await?;
             timings.insert("history", ms(t));
             Ok((Publish::Replace { rows, counts }, Vec::new(), Vec::new()))
         }
         History::Latest { delete } => {
-            let (rows, removed, dropped) = dedup_and_audit(lake, project, table, valid, now, file_of, expectations, timings).await?;
+            let (rows, removed, dropped) =
+                dedup_and_audit(lake, project, table, valid, now, file_of, expectations, timings).await?;
             Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
         }
     }
@@ -408,12 +481,23 @@ async fn rebuild_versions(
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let published = if silver.exists() {
         let ctx = SessionContext::new();
-        let df = ctx.read_table(silver.provider(&ctx).await?).map_err(|e| Error::sql(format!("reading silver/{}", table.name), e))?;
+        let df = ctx
+            .read_table(silver.provider(&ctx).await?)
+            .map_err(|e| Error::sql(format!("reading silver/{}", table.name), e))?;
         df.collect().await.map_err(|e| Error::sql(format!("reading silver/{}", table.name), e))?
     } else {
         Vec::new()
     };
-    let (rows, counts) = history::rebuild(&table.contract, &table.schema, &table.keys, &table.order_by, track, delete, &published, valid)?;
+    let (rows, counts) = history::rebuild(
+        &table.contract,
+        &table.schema,
+        &table.keys,
+        &table.order_by,
+        track,
+        delete,
+        &published,
+        valid,
+    )?;
     if table.checks.is_empty() {
         return Ok((rows, counts));
     }
@@ -482,16 +566,38 @@ pub(crate) async fn merge_into(
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if !silver.exists() {
         let silver = silver
-            .write(rows, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: table.change_feed, ..Default::default() })
+            .write(
+                rows,
+                WriteOptions {
+                    partition_by: table.partition_by.clone(),
+                    txn: Some(txn),
+                    metadata,
+                    change_feed: table.change_feed,
+                    ..Default::default()
+                },
+            )
             .await?;
         return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
     }
     if unique == 0 {
-        let silver = silver.write(vec![RecordBatch::new_empty(schema)], WriteOptions { txn: Some(txn), metadata, ..Default::default() }).await?;
+        let silver = silver
+            .write(
+                vec![RecordBatch::new_empty(schema)],
+                WriteOptions { txn: Some(txn), metadata, ..Default::default() },
+            )
+            .await?;
         return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
     }
     let bounds = key_bounds(&rows, table);
-    let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds, txn: Some(txn), metadata, delete_column: None };
+    let upsert = Upsert {
+        keys: table.keys.clone(),
+        order_by: table.order_by.clone(),
+        columns,
+        bounds,
+        txn: Some(txn),
+        metadata,
+        delete_column: None,
+    };
     let (silver, metrics) = silver.upsert_rows(rows, upsert).await?;
     if metrics.num_source_rows as u64 != unique {
         return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
@@ -508,7 +614,12 @@ pub(crate) async fn merge_into(
 fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[FileResult]) -> Option<GateResult> {
     let read: u64 = results.iter().map(|r| r.read).sum();
     bounds.per_batch.map(|limit| {
-        let mut r = GateResult::new("max_rejected_fraction.per_batch", "rejected_fraction", bounds.action, &format!("rejected / read <= {limit} in every batch"));
+        let mut r = GateResult::new(
+            "max_rejected_fraction.per_batch",
+            "rejected_fraction",
+            bounds.action,
+            &format!("rejected / read <= {limit} in every batch"),
+        );
         r.rows_checked = read;
         let over: Vec<String> = intent
             .batches
@@ -517,7 +628,13 @@ fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[Fil
             .filter(|(_, res)| fraction(res.rejected.len() as u64, res.read) > limit)
             .map(|(file, res)| {
                 r.failing_rows += res.rejected.len() as u64;
-                HeldBack { path: file.path.clone(), batch_id: file.batch_id.clone(), read: res.read, rejected: res.rejected.len() as u64 }.describe()
+                HeldBack {
+                    path: file.path.clone(),
+                    batch_id: file.batch_id.clone(),
+                    read: res.read,
+                    rejected: res.rejected.len() as u64,
+                }
+                .describe()
             })
             .collect();
         r.violated = !over.is_empty();
@@ -535,7 +652,12 @@ fn per_run_gate(bounds: &RejectedFractionSpec, results: &[FileResult]) -> Option
     let read: u64 = results.iter().map(|r| r.read).sum();
     let rejected: u64 = results.iter().map(|r| r.rejected.len() as u64).sum();
     bounds.per_run.map(|limit| {
-        let mut r = GateResult::new("max_rejected_fraction.per_run", "rejected_fraction", bounds.action, &format!("rejected / read <= {limit} over the promotion"));
+        let mut r = GateResult::new(
+            "max_rejected_fraction.per_run",
+            "rejected_fraction",
+            bounds.action,
+            &format!("rejected / read <= {limit} over the promotion"),
+        );
         r.rows_checked = read;
         r.violated = fraction(rejected, read) > limit;
         if r.violated {
@@ -547,7 +669,13 @@ fn per_run_gate(bounds: &RejectedFractionSpec, results: &[FileResult]) -> Option
 }
 
 fn accounting(p: &Promotion) -> Error {
-    Error::Accounting { table: p.table.clone(), read: p.read, promoted: p.promoted(), superseded: p.superseded, rejected: p.rejected }
+    Error::Accounting {
+        table: p.table.clone(),
+        read: p.read,
+        promoted: p.promoted(),
+        superseded: p.superseded,
+        rejected: p.rejected,
+    }
 }
 
 fn commit_meta(run_id: &str, intent: &Intent) -> HashMap<String, serde_json::Value> {
@@ -574,7 +702,8 @@ pub(crate) async fn apply_changes(
 ) -> Result<Merged> {
     let context = format!("applying changes to silver/{}", table.name);
     let schema = table.contract.schema.clone();
-    let mut fields: Vec<datafusion::arrow::datatypes::Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(datafusion::arrow::datatypes::Field::new(DELETE_FLAG, DataType::Boolean, false));
     let flagged_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
     let mut flagged = Vec::with_capacity(rows.len());
@@ -584,7 +713,8 @@ pub(crate) async fn apply_changes(
         flagged.push(RecordBatch::try_new(flagged_schema.clone(), cols).map_err(|e| Error::arrow(&context, e))?);
     }
     let ctx = SessionContext::new();
-    let src = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![flagged]).map_err(|e| Error::sql(&context, e))?;
+    let src = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![flagged])
+        .map_err(|e| Error::sql(&context, e))?;
     ctx.register_table("r", Arc::new(src)).map_err(|e| Error::sql(&context, e))?;
     let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
     let keys: Vec<String> = table.keys.iter().map(|k| crate::spec::ident(k)).collect();
@@ -592,7 +722,10 @@ pub(crate) async fn apply_changes(
     let kept = if tombs.exists() {
         ctx.register_table("t", tombs.provider(&ctx).await?).map_err(|e| Error::sql(&context, e))?;
         let on: Vec<String> = keys.iter().map(|k| format!("r.{k} = t.{k}")).collect();
-        let sql = format!("SELECT r.* FROM r LEFT JOIN t ON {} WHERE t.{order} IS NULL OR r.{order} >= t.{order}", on.join(" AND "));
+        let sql = format!(
+            "SELECT r.* FROM r LEFT JOIN t ON {} WHERE t.{order} IS NULL OR r.{order} >= t.{order}",
+            on.join(" AND ")
+        );
         catalog::query(&ctx, &sql, &context).await?
     } else {
         catalog::query(&ctx, "SELECT * FROM r", &context).await?
@@ -600,7 +733,8 @@ pub(crate) async fn apply_changes(
     // Tombstones for this run's deletes.
     if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {
         ctx.deregister_table("k").map_err(|e| Error::sql(&context, e))?;
-        let kept_table = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![kept.clone()]).map_err(|e| Error::sql(&context, e))?;
+        let kept_table = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![kept.clone()])
+            .map_err(|e| Error::sql(&context, e))?;
         ctx.register_table("k", Arc::new(kept_table)).map_err(|e| Error::sql(&context, e))?;
         let sql = format!("SELECT {}, {order} FROM k WHERE {DELETE_FLAG}", keys.join(", "));
         let deletes = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
@@ -612,7 +746,15 @@ pub(crate) async fn apply_changes(
         } else {
             let mut columns = table.keys.clone();
             columns.push(table.order_by.clone());
-            let upsert = Upsert { keys: table.keys.clone(), order_by: table.order_by.clone(), columns, bounds: Vec::new(), txn: Some(txn.clone()), metadata: meta, delete_column: None };
+            let upsert = Upsert {
+                keys: table.keys.clone(),
+                order_by: table.order_by.clone(),
+                columns,
+                bounds: Vec::new(),
+                txn: Some(txn.clone()),
+                metadata: meta,
+                delete_column: None,
+            };
             tombs.upsert(deletes, upsert).await?;
         }
     }
@@ -625,17 +767,33 @@ pub(crate) async fn apply_changes(
             let flags = b.column(b.num_columns() - 1).as_boolean();
             let keep = datafusion::arrow::compute::not(flags).map_err(|e| Error::arrow(&context, e))?;
             let b = datafusion::arrow::compute::filter_record_batch(b, &keep).map_err(|e| Error::arrow(&context, e))?;
-            inserts.push(b.project(&(0..schema.fields().len()).collect::<Vec<_>>()).map_err(|e| Error::arrow(&context, e))?);
+            inserts.push(
+                b.project(&(0..schema.fields().len()).collect::<Vec<_>>()).map_err(|e| Error::arrow(&context, e))?,
+            );
         }
         let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
         let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
         let silver = silver
-            .write(inserts, WriteOptions { partition_by: table.partition_by.clone(), txn: Some(txn), metadata, change_feed: table.change_feed, ..Default::default() })
+            .write(
+                inserts,
+                WriteOptions {
+                    partition_by: table.partition_by.clone(),
+                    txn: Some(txn),
+                    metadata,
+                    change_feed: table.change_feed,
+                    ..Default::default()
+                },
+            )
             .await?;
         return Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() });
     }
     if n_kept == 0 {
-        let silver = silver.write(vec![RecordBatch::new_empty(schema)], WriteOptions { txn: Some(txn), metadata, ..Default::default() }).await?;
+        let silver = silver
+            .write(
+                vec![RecordBatch::new_empty(schema)],
+                WriteOptions { txn: Some(txn), metadata, ..Default::default() },
+            )
+            .await?;
         return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
     }
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, Int64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimestampMicrosecondType};
 
@@ -81,7 +82,11 @@ pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("_id", DataType::Utf8, true),
         Field::new("_raw", DataType::Utf8, true),
-        Field::new("_errors", DataType::List(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true))), true),
+        Field::new(
+            "_errors",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true))),
+            true,
+        ),
         Field::new("_batch_id", DataType::Utf8, true),
         Field::new("_source", DataType::Utf8, true),
         Field::new("_source_file", DataType::Utf8, true),
@@ -105,8 +110,11 @@ pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Recor
     let mut replay_run = StringBuilder::new();
     let mut replay_outcome = StringBuilder::new();
     let mut raw = StringBuilder::with_capacity(n, n * 200);
-    let mut errors = ListBuilder::new(StructBuilder::from_fields(reason_fields(), n))
-        .with_field(Arc::new(Field::new("item", DataType::Struct(reason_fields()), true)));
+    let mut errors = ListBuilder::new(StructBuilder::from_fields(reason_fields(), n)).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Struct(reason_fields()),
+        true,
+    )));
     let mut batch_id = StringBuilder::new();
     let mut source = StringBuilder::new();
     let mut file = StringBuilder::new();
@@ -184,18 +192,24 @@ pub fn from_rows(
     for b in batches {
         let text = |name: &str| b.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned());
         let (batch_ids, sources) = (text(crate::bronze::BATCH_ID), text(crate::bronze::SOURCE));
-        let ingested = b.column_by_name(crate::bronze::INGESTED_AT).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned());
+        let ingested = b
+            .column_by_name(crate::bronze::INGESTED_AT)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned());
         for r in 0..b.num_rows() {
             let (Some(raw), Some(why)) = (lines.next(), reasons.next()) else {
                 return Err(Error::Internal("removed rows and their reasons differ in number".into()));
             };
-            let batch_id = batch_ids.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r).to_string()).unwrap_or_default();
+            let batch_id =
+                batch_ids.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r).to_string()).unwrap_or_default();
             out.push(Rejected {
                 raw,
                 reasons: why,
                 source_file: file_of(&batch_id),
                 batch_id,
-                source: sources.as_ref().filter(|c| c.is_valid(r)).map_or_else(|| default_source.to_string(), |c| c.value(r).to_string()),
+                source: sources
+                    .as_ref()
+                    .filter(|c| c.is_valid(r))
+                    .map_or_else(|| default_source.to_string(), |c| c.value(r).to_string()),
                 line: 0,
                 ingested_at: ingested.as_ref().filter(|c| c.is_valid(r)).map(|c| c.value(r)),
                 stored: None,

@@ -147,8 +147,9 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
         Some(intent) => {
             out.resumed = true;
             let ids: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(intent.ids.clone()));
-            let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])), vec![ids])
-                .map_err(|e| Error::arrow("replay ids", e))?;
+            let batch =
+                RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])), vec![ids])
+                    .map_err(|e| Error::arrow("replay ids", e))?;
             let t = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| Error::sql("replay ids", e))?;
             ctx.register_table("__medallion_replay_ids", Arc::new(t)).map_err(|e| Error::sql("replay ids", e))?;
             "_id IN (SELECT id FROM __medallion_replay_ids)".to_string()
@@ -173,7 +174,12 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
             still[i] = Some(r.reasons.clone());
             continue;
         }
-        let key = (r.ingested_at, r.source_file.clone().unwrap_or_default(), r.batch_id.clone().unwrap_or_default(), r.source.clone().unwrap_or_default());
+        let key = (
+            r.ingested_at,
+            r.source_file.clone().unwrap_or_default(),
+            r.batch_id.clone().unwrap_or_default(),
+            r.source.clone().unwrap_or_default(),
+        );
         groups.entry(key).or_default().push(i);
     }
     let mut valid = Vec::new();
@@ -193,12 +199,15 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
         let res = tokio::task::spawn_blocking(move || process(&contract, text.as_bytes(), false, &origin))
             .await
             .map_err(|e| Error::Internal(format!("replay validation task failed: {e}")))??;
-        let record_of = |line: u64| usize::try_from(line).ok().and_then(|l| l.checked_sub(1)).and_then(|l| members.get(l)).copied();
+        let record_of =
+            |line: u64| usize::try_from(line).ok().and_then(|l| l.checked_sub(1)).and_then(|l| members.get(l)).copied();
         for line in &res.valid_lines {
-            valid_records.push(record_of(*line).ok_or_else(|| Error::Internal(format!("replay: no record for line {line}")))?);
+            valid_records
+                .push(record_of(*line).ok_or_else(|| Error::Internal(format!("replay: no record for line {line}")))?);
         }
         for rej in res.rejected {
-            let i = record_of(rej.line).ok_or_else(|| Error::Internal(format!("replay: no record for line {}", rej.line)))?;
+            let i = record_of(rej.line)
+                .ok_or_else(|| Error::Internal(format!("replay: no record for line {}", rej.line)))?;
             still[i] = Some(rej.reasons);
         }
         for (g, (checked, failing)) in gates.iter_mut().zip(res.gate_counts) {
@@ -210,7 +219,10 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     out.passing = valid_records.len() as u64;
     out.rejected = still.iter().filter(|s| s.is_some()).count() as u64;
     if out.passing + out.rejected != out.selected {
-        return Err(Error::Internal(format!("replay of {}: {} passing + {} rejected of {} records", table.name, out.passing, out.rejected, out.selected)));
+        return Err(Error::Internal(format!(
+            "replay of {}: {} passing + {} rejected of {} records",
+            table.name, out.passing, out.rejected, out.selected
+        )));
     }
     out.by_reason = by_reason(&records, &still);
     let node = format!("silver/{}", table.name);
@@ -225,13 +237,18 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     let replayed = numbered(&valid, &valid_records)?;
     let mut timings = HashMap::new();
     let file_of = |batch: &str| file_of.get(batch).cloned().unwrap_or_default();
-    let (publish_plan, removed, dropped) = plan(lake, project, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
+    let (publish_plan, removed, dropped) =
+        plan(lake, project, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
     out.dropped = dropped.len() as u64;
 
     let intent = match open {
         Some(intent) => intent,
         None => {
-            let intent = ReplayIntent { version: done + 1, run_id: opts.run_id.clone(), ids: records.iter().map(|r| r.id.clone()).collect() };
+            let intent = ReplayIntent {
+                version: done + 1,
+                run_id: opts.run_id.clone(),
+                ids: records.iter().map(|r| r.id.clone()).collect(),
+            };
             ledger::record_replay(lake, &table.name, &intent).await?;
             intent
         }
@@ -244,7 +261,8 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     let mut superseded = None;
     if merge_now {
         let published = publish(lake, table, publish_plan, txn.clone(), meta.clone()).await?;
-        (out.inserted, out.updated, out.deleted, out.silver_version) = (published.inserted, published.updated, published.deleted, published.version);
+        (out.inserted, out.updated, out.deleted, out.silver_version) =
+            (published.inserted, published.updated, published.deleted, published.version);
         superseded = published.superseded;
     } else {
         out.silver_version = silver.version();
@@ -264,7 +282,13 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
         out.superseded = out.passing.saturating_sub(out.dropped).saturating_sub(promoted);
     }
     if out.selected != out.promoted() + out.superseded + out.rejected + out.dropped {
-        return Err(Error::Accounting { table: table.name.clone(), read: out.selected, promoted: out.promoted(), superseded: out.superseded, rejected: out.rejected + out.dropped });
+        return Err(Error::Accounting {
+            table: table.name.clone(),
+            read: out.selected,
+            promoted: out.promoted(),
+            superseded: out.superseded,
+            rejected: out.rejected + out.dropped,
+        });
     }
 
     // Rewrite the dead letter: untouched records as they were, examined ones updated, plus a
@@ -273,7 +297,11 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     for (i, r) in records.into_iter().enumerate() {
         let (reasons, replayed_at, outcome) = match &still[i] {
             Some(reasons) => (reasons.clone(), None, "rejected".to_string()),
-            None => (r.reasons, Some(opts.now.timestamp_micros()), outcomes.get(&i).cloned().unwrap_or_else(|| "superseded".into())),
+            None => (
+                r.reasons,
+                Some(opts.now.timestamp_micros()),
+                outcomes.get(&i).cloned().unwrap_or_else(|| "superseded".into()),
+            ),
         };
         rows.push(Rejected {
             raw: r.raw,
@@ -299,7 +327,9 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     let mut batches = untouched;
     batches.push(examined);
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
-    let q = q.write(batches, WriteOptions { overwrite: true, txn: Some(txn), metadata: meta, ..Default::default() }).await?;
+    let q = q
+        .write(batches, WriteOptions { overwrite: true, txn: Some(txn), metadata: meta, ..Default::default() })
+        .await?;
     out.quarantine_version = q.version();
     Ok(out)
 }
@@ -313,12 +343,15 @@ async fn select(ctx: &SessionContext, table: &str, selection: &str) -> Result<Ve
     );
     let mut records = Vec::new();
     for b in catalog::query(ctx, &sql, &context).await? {
-        let text: Vec<Vec<Option<String>>> = [0, 1, 2, 3, 4, 8].iter().map(|&c| catalog::text_column(b.column(c), &context)).collect::<Result<_>>()?;
+        let text: Vec<Vec<Option<String>>> =
+            [0, 1, 2, 3, 4, 8].iter().map(|&c| catalog::text_column(b.column(c), &context)).collect::<Result<_>>()?;
         let line = cast(b.column(5), &DataType::Int64).map_err(|e| Error::arrow(&context, e))?;
         let line = line.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let times = |c: usize| b.column(c).as_primitive_opt::<TimestampMicrosecondType>().cloned();
         let (ingested, failed) = (times(6), times(7));
-        let at = |a: &Option<datafusion::arrow::array::TimestampMicrosecondArray>, r: usize| a.as_ref().filter(|a| a.is_valid(r)).map(|a| a.value(r));
+        let at = |a: &Option<datafusion::arrow::array::TimestampMicrosecondArray>, r: usize| {
+            a.as_ref().filter(|a| a.is_valid(r)).map(|a| a.value(r))
+        };
         for r in 0..b.num_rows() {
             records.push(Record {
                 id: text[0][r].clone().unwrap_or_default(),
@@ -339,7 +372,8 @@ async fn select(ctx: &SessionContext, table: &str, selection: &str) -> Result<Ve
         "SELECT _id, e['column'], e['rule'], e['message'] FROM (SELECT _id, unnest(_errors) AS e FROM quarantine.{table} WHERE {selection})"
     );
     for b in catalog::query(ctx, &reasons, &context).await? {
-        let cols: Vec<Vec<Option<String>>> = (0..4).map(|c| catalog::text_column(b.column(c), &context)).collect::<Result<_>>()?;
+        let cols: Vec<Vec<Option<String>>> =
+            (0..4).map(|c| catalog::text_column(b.column(c), &context)).collect::<Result<_>>()?;
         for r in 0..b.num_rows() {
             if let Some(&i) = cols[0][r].as_ref().and_then(|id| index.get(id)) {
                 records[i].reasons.push(Reason {
@@ -366,8 +400,10 @@ fn by_reason(records: &[Record], still: &[Option<Vec<Reason>>]) -> Vec<ReasonCou
             }
         }
     }
-    let mut out: Vec<ReasonCount> =
-        counts.into_iter().map(|((rule, column), (records, passing))| ReasonCount { rule, column, records, passing }).collect();
+    let mut out: Vec<ReasonCount> = counts
+        .into_iter()
+        .map(|((rule, column), (records, passing))| ReasonCount { rule, column, records, passing })
+        .collect();
     out.sort_by(|a, b| b.records.cmp(&a.records).then(a.rule.cmp(&b.rule)));
     out
 }
@@ -383,21 +419,30 @@ fn numbered(valid: &[RecordBatch], records: &[usize]) -> Result<Vec<RecordBatch>
         fields.push(Field::new("__record", DataType::Int64, false));
         let mut cols = b.columns().to_vec();
         cols.push(Arc::new(ids));
-        out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| Error::arrow("numbering replayed rows", e))?);
+        out.push(
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+                .map_err(|e| Error::arrow("numbering replayed rows", e))?,
+        );
     }
     Ok(out)
 }
 
 /// Per passing record: `promoted` when silver now holds exactly its key, order and provenance,
 /// `dropped` when an expectation removed it, otherwise `superseded`.
-async fn record_outcomes(lake: &Lake, table: &SilverTable, replayed: Vec<RecordBatch>, removed: Vec<RecordBatch>) -> Result<HashMap<usize, String>> {
+async fn record_outcomes(
+    lake: &Lake,
+    table: &SilverTable,
+    replayed: Vec<RecordBatch>,
+    removed: Vec<RecordBatch>,
+) -> Result<HashMap<usize, String>> {
     let Some(schema) = replayed.first().map(|b| b.schema()) else { return Ok(HashMap::new()) };
     let context = "matching replayed records with silver";
     let ctx = SessionContext::new();
     ctx.register_table("r", Arc::new(MemTable::try_new(schema, vec![replayed]).map_err(|e| Error::sql(context, e))?))
         .map_err(|e| Error::sql(context, e))?;
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let silver = if silver.exists() { silver.provider(&ctx).await? } else { catalog::empty(table.schema.clone(), "silver")? };
+    let silver =
+        if silver.exists() { silver.provider(&ctx).await? } else { catalog::empty(table.schema.clone(), "silver")? };
     ctx.register_table("s", silver).map_err(|e| Error::sql(context, e))?;
     let dropped = match removed.first() {
         Some(b) => MemTable::try_new(b.schema(), vec![removed]).map_err(|e| Error::sql(context, e))?,
@@ -410,7 +455,13 @@ async fn record_outcomes(lake: &Lake, table: &SilverTable, replayed: Vec<RecordB
             identity.push(c.to_string());
         }
     }
-    let same = |other: &str| identity.iter().map(|c| format!("({other}.{c} IS NOT DISTINCT FROM r.{c})", c = ident(c))).collect::<Vec<_>>().join(" AND ");
+    let same = |other: &str| {
+        identity
+            .iter()
+            .map(|c| format!("({other}.{c} IS NOT DISTINCT FROM r.{c})", c = ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
     let cols = identity.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let sql = format!(
         "SELECT r.__record, s.__hit AS promoted, d.__hit AS dropped FROM r \
@@ -442,8 +493,9 @@ async fn untouched(ctx: &SessionContext, table: &str, ids: &[String]) -> Result<
     let context = format!("rewriting quarantine/{table}");
     let schema = quarantine::schema();
     let id_col: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(ids.to_vec()));
-    let id_batch = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])), vec![id_col])
-        .map_err(|e| Error::arrow(&context, e))?;
+    let id_batch =
+        RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)])), vec![id_col])
+            .map_err(|e| Error::arrow(&context, e))?;
     let t = MemTable::try_new(id_batch.schema(), vec![vec![id_batch]]).map_err(|e| Error::sql(&context, e))?;
     ctx.deregister_table("__medallion_examined").map_err(|e| Error::sql(&context, e))?;
     ctx.register_table("__medallion_examined", Arc::new(t)).map_err(|e| Error::sql(&context, e))?;

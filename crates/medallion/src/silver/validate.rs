@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::Float64Type;
-use datafusion::arrow::array::AsArray;
 
 use super::coerce::{Fault, coerce, parse_timestamp};
 use super::contract::{Contract, arrow_type};
@@ -147,7 +147,9 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
     let mask = BooleanArray::from(keep.clone());
     let valid = filter_record_batch(&batch, &mask).map_err(|e| Error::arrow("filtering valid rows", e))?;
 
-    let ingested = batch.column(contract.columns.len() + 1).as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+    let ingested = batch
+        .column(contract.columns.len() + 1)
+        .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
     let batch_ids = batch.column(contract.columns.len()).as_string::<i32>();
     let sources = batch.column(contract.columns.len() + 2).as_string::<i32>();
     let mut rejected = Vec::new();
@@ -211,9 +213,8 @@ fn shown(field: &RawField, r: usize) -> String {
 }
 
 fn provenance_text(field: &RawField, fallback: &str) -> ArrayRef {
-    let values: StringArray = (0..field.len())
-        .map(|i| Some(if field.kinds[i] == Kind::String { field.text(i) } else { fallback }))
-        .collect();
+    let values: StringArray =
+        (0..field.len()).map(|i| Some(if field.kinds[i] == Kind::String { field.text(i) } else { fallback })).collect();
     Arc::new(values)
 }
 

@@ -73,14 +73,20 @@ pub fn load_specs(root: &Path) -> LoadedSpecs {
     let mut out = LoadedSpecs::default();
     let main = PathBuf::from(PROJECT_FILE);
     match std::fs::read_to_string(root.join(&main)) {
-        Err(e) => out.diagnostics.push(
-            Diagnostic::new(&main, "", format!("cannot read the project file: {e}"))
-                .with_hint(format!("run `medallion init {}` to create a project, or pass --project DIR", root.display())),
-        ),
+        Err(e) => {
+            out.diagnostics.push(Diagnostic::new(&main, "", format!("cannot read the project file: {e}")).with_hint(
+                format!("run `medallion init {}` to create a project, or pass --project DIR", root.display()),
+            ))
+        }
         Ok(text) => load_main(&text, &main, &mut out),
     }
     for (name, file, text) in section_files(root, "silver", &mut out.diagnostics) {
-        insert_file(&mut out.silver, &mut out.diagnostics, &Site { kind: "silver table", file: &file, text: &text }, name);
+        insert_file(
+            &mut out.silver,
+            &mut out.diagnostics,
+            &Site { kind: "silver table", file: &file, text: &text },
+            name,
+        );
     }
     for (name, file, text) in section_files(root, "gold", &mut out.diagnostics) {
         insert_file(&mut out.gold, &mut out.diagnostics, &Site { kind: "gold model", file: &file, text: &text }, name);
@@ -136,7 +142,8 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
                         toml::Value::Boolean(b) => b.to_string(),
                         toml::Value::Integer(i) => i.to_string(),
                         other => {
-                            let message = format!("`{key}` must be a string, a boolean or an integer, not {}", other.type_str());
+                            let message =
+                                format!("`{key}` must be a string, a boolean or an integer, not {}", other.type_str());
                             out.diagnostics.push(Diagnostic::new(file, "[storage]", message).with_line(Some(line)));
                             continue;
                         }
@@ -144,32 +151,52 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
                     options.insert(key, text);
                 }
             }
-            _ => out.diagnostics.push(Diagnostic::new(file, "[storage]", "must be a table of options").with_line(Some(line))),
+            _ => out
+                .diagnostics
+                .push(Diagnostic::new(file, "[storage]", "must be a table of options").with_line(Some(line))),
         }
         out.storage = Some(Located { spec: options, file: file.to_path_buf(), line: Some(line) });
     }
     for (name, value) in doc.sources {
         let span = value.span();
-        insert_value(&mut out.sources, &mut out.diagnostics, &Site { kind: "source", file, text }, name, value.into_inner(), span);
+        insert_value(
+            &mut out.sources,
+            &mut out.diagnostics,
+            &Site { kind: "source", file, text },
+            name,
+            value.into_inner(),
+            span,
+        );
     }
     for (name, value) in doc.silver {
         let span = value.span();
-        insert_value(&mut out.silver, &mut out.diagnostics, &Site { kind: "silver table", file, text }, name, value.into_inner(), span);
+        insert_value(
+            &mut out.silver,
+            &mut out.diagnostics,
+            &Site { kind: "silver table", file, text },
+            name,
+            value.into_inner(),
+            span,
+        );
     }
     for (name, value) in doc.gold {
         let span = value.span();
-        insert_value(&mut out.gold, &mut out.diagnostics, &Site { kind: "gold model", file, text }, name, value.into_inner(), span);
+        insert_value(
+            &mut out.gold,
+            &mut out.diagnostics,
+            &Site { kind: "gold model", file, text },
+            name,
+            value.into_inner(),
+            span,
+        );
     }
 }
 
 /// `<root>/<dir>/*.toml`, sorted, as (stem, relative path, text).
 fn section_files(root: &Path, dir: &str, diags: &mut Vec<Diagnostic>) -> Vec<(String, PathBuf, String)> {
     let Ok(entries) = std::fs::read_dir(root.join(dir)) else { return Vec::new() };
-    let mut files: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
+    let mut files: Vec<_> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
     files.sort();
     let mut out = Vec::new();
     for path in files {
@@ -191,7 +218,12 @@ struct Site<'a> {
 }
 
 /// Parses a whole file as one spec named `name` and inserts it.
-fn insert_file<T: DeserializeOwned>(map: &mut BTreeMap<String, Located<T>>, diags: &mut Vec<Diagnostic>, site: &Site<'_>, name: String) {
+fn insert_file<T: DeserializeOwned>(
+    map: &mut BTreeMap<String, Located<T>>,
+    diags: &mut Vec<Diagnostic>,
+    site: &Site<'_>,
+    name: String,
+) {
     match toml::from_str::<toml::Value>(site.text) {
         Ok(value) => insert_value(map, diags, site, name, value, 0..site.text.len()),
         Err(e) => diags.push(toml_error(site.file, site.text, &format!("{} `{name}`", site.kind), &e)),
@@ -212,7 +244,8 @@ fn insert_value<T: DeserializeOwned>(
     let line = Some(line_of(text, span.start));
     if let Some(prev) = map.get(&name) {
         diags.push(
-            Diagnostic::new(file, &subject, format!("declared twice (also in {})", prev.file.display())).with_line(line),
+            Diagnostic::new(file, &subject, format!("declared twice (also in {})", prev.file.display()))
+                .with_line(line),
         );
         return;
     }
@@ -241,7 +274,13 @@ fn toml_error(file: &Path, text: &str, subject: &str, e: &toml::de::Error) -> Di
 
 /// An error from deserialising one section: locate the offending key inside the section when the
 /// message names one, otherwise point at the section.
-fn field_error(file: &Path, text: &str, subject: &str, e: &toml::de::Error, span: std::ops::Range<usize>) -> Diagnostic {
+fn field_error(
+    file: &Path,
+    text: &str,
+    subject: &str,
+    e: &toml::de::Error,
+    span: std::ops::Range<usize>,
+) -> Diagnostic {
     let message = e.message().trim().to_string();
     let section_line = line_of(text, span.start);
     let key_line = quoted_field(&message).and_then(|field| find_key(text, span.start, &field));
@@ -314,7 +353,11 @@ mod tests {
         let rendered: Vec<String> = specs.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(specs.diagnostics.len(), 3, "{rendered:#?}");
         assert!(rendered[0].starts_with("medallion.toml:6: source `orders`: unknown field `pathz`"), "{}", rendered[0]);
-        assert!(rendered[1].starts_with("medallion.toml:11: silver table `orders`: unknown field `chekcs`"), "{}", rendered[1]);
+        assert!(
+            rendered[1].starts_with("medallion.toml:11: silver table `orders`: unknown field `chekcs`"),
+            "{}",
+            rendered[1]
+        );
         assert!(rendered[2].starts_with("gold/rev.toml:1: gold model `rev`: missing field `sla`"), "{}", rendered[2]);
     }
 

@@ -10,12 +10,11 @@ pub mod env;
 mod load;
 mod types;
 
+use serde::Deserialize;
+
 pub use diagnostic::Diagnostic;
 pub use load::{LoadedSpecs, Located, PROJECT_FILE, load_specs};
 pub use types::{ColumnType, Duration, Refresh};
-
-
-use serde::Deserialize;
 
 /// `[project]`: the project's identity and where its lake lives.
 #[derive(Debug, Clone, Deserialize)]
@@ -441,7 +440,10 @@ impl ExpectationSpec {
                 v.as_ref().map(|v| literal(v).map(|l| format!("{c} {op}{} {l}", if inclusive { "=" } else { "" })))
             };
             let parts: Result<Vec<String>, String> =
-                [bound(&r.min, r.min_inclusive, ">"), bound(&r.max, r.max_inclusive, "<")].into_iter().flatten().collect();
+                [bound(&r.min, r.min_inclusive, ">"), bound(&r.max, r.max_inclusive, "<")]
+                    .into_iter()
+                    .flatten()
+                    .collect();
             let sql = parts.and_then(|parts| {
                 if parts.is_empty() {
                     Err("range needs min, max or both".into())
@@ -452,7 +454,10 @@ impl ExpectationSpec {
             return Some(("range", sql));
         }
         if let Some(r) = &self.regex {
-            return Some(("regex", Ok(format!("{c} IS NULL OR regexp_like({c}, {})", quote(&r.pattern), c = ident(&r.column)))));
+            return Some((
+                "regex",
+                Ok(format!("{c} IS NULL OR regexp_like({c}, {})", quote(&r.pattern), c = ident(&r.column))),
+            ));
         }
         None
     }
@@ -607,7 +612,9 @@ impl RejectedFraction {
     /// The bounds, checked: between 0 and 1, at least one, action not `drop`.
     pub fn spec(&self) -> Result<RejectedFractionSpec, String> {
         let s = match self {
-            RejectedFraction::PerBatch(f) => RejectedFractionSpec { per_batch: Some(*f), per_run: None, action: Action::Fail },
+            RejectedFraction::PerBatch(f) => {
+                RejectedFractionSpec { per_batch: Some(*f), per_run: None, action: Action::Fail }
+            }
             RejectedFraction::Detailed(s) => *s,
         };
         if s.per_batch.is_none() && s.per_run.is_none() {

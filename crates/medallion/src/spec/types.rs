@@ -39,9 +39,13 @@ impl FromStr for ColumnType {
             "bool" | "boolean" => ColumnType::Bool,
             "date" => ColumnType::Date,
             "timestamp" => ColumnType::Timestamp,
-            _ => return parse_decimal(&t).ok_or_else(|| {
-                format!("unknown type `{s}`; expected int64, float64, decimal(p,s), string, bool, date or timestamp")
-            }),
+            _ => {
+                return parse_decimal(&t).ok_or_else(|| {
+                    format!(
+                        "unknown type `{s}`; expected int64, float64, decimal(p,s), string, bool, date or timestamp"
+                    )
+                });
+            }
         })
     }
 }

@@ -32,7 +32,10 @@ const REFUSED: &[(&str, &str)] = &[
 
 /// The bucket's store (its root is the bucket) for `url`, an object-store lake location, and the
 /// lake's prefix inside the bucket.
-pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
+pub fn bucket_store(
+    url: &Url,
+    options: &BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
     let bad = |message: String| Error::InvalidLake { location: url.to_string(), message };
     let (scheme, prefix) = ObjectStoreScheme::parse(url).map_err(|e| bad(e.to_string()))?;
     let mut resolved = Vec::with_capacity(options.len());
@@ -42,13 +45,19 @@ pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<(Ar
             return Err(bad(format!("[storage] {key}: {why}")));
         }
         if k.ends_with("conditional_put") && value.trim().eq_ignore_ascii_case("disabled") {
-            return Err(bad(format!("[storage] {key} = \"disabled\": two writers could both commit the same Delta version")));
+            return Err(bad(format!(
+                "[storage] {key} = \"disabled\": two writers could both commit the same Delta version"
+            )));
         }
         let value = crate::spec::env::expand(value).map_err(|e| bad(format!("[storage] {key}: {e}")))?;
         resolved.push((k, value));
     }
     let retry = RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
         max_retries: 6,
         retry_timeout: Duration::from_secs(60),
     };
@@ -66,12 +75,18 @@ pub fn bucket_store(url: &Url, options: &BTreeMap<String, String>) -> Result<(Ar
         #[cfg(feature = "s3")]
         ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder, object_store::aws::AmazonS3ConfigKey),
         #[cfg(feature = "gcs")]
-        ObjectStoreScheme::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder, object_store::gcp::GoogleConfigKey),
+        ObjectStoreScheme::GoogleCloudStorage => {
+            build!(object_store::gcp::GoogleCloudStorageBuilder, object_store::gcp::GoogleConfigKey)
+        }
         #[cfg(feature = "azure")]
-        ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder, object_store::azure::AzureConfigKey),
+        ObjectStoreScheme::MicrosoftAzure => {
+            build!(object_store::azure::MicrosoftAzureBuilder, object_store::azure::AzureConfigKey)
+        }
         other => {
             let _ = (&resolved, &retry);
-            return Err(bad(format!("{other:?} lakes are not supported by this build (cargo features: s3, gcs, azure)")));
+            return Err(bad(format!(
+                "{other:?} lakes are not supported by this build (cargo features: s3, gcs, azure)"
+            )));
         }
     };
     register_log_stores();
@@ -111,7 +126,12 @@ impl LogStoreFactory for ConditionalPut {
 /// store answered, else the transport's cause.
 pub fn explain(error: &object_store::Error) -> String {
     let text = error.to_string();
-    if !matches!(error, object_store::Error::Generic { .. } | object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) {
+    if !matches!(
+        error,
+        object_store::Error::Generic { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    ) {
         return text.lines().next().unwrap_or(&text).to_string();
     }
     let tag = |name: &str| {
@@ -125,21 +145,38 @@ pub fn explain(error: &object_store::Error) -> String {
     let status = ["403 Forbidden", "404 Not Found", "401 Unauthorized"].into_iter().find(|s| text.contains(s));
     match (code.as_deref(), status) {
         (Some("NoSuchBucket"), _) => format!("the bucket does not exist (NoSuchBucket: {message})"),
-        (Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken" | "InvalidToken")), _) => {
-            format!("access denied ({c}: {message}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])")
+        (
+            Some(
+                c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken" | "InvalidToken"),
+            ),
+            _,
+        ) => {
+            format!(
+                "access denied ({c}: {message}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])"
+            )
         }
         (Some(c), _) => format!("{c}: {message}"),
         (None, Some(s)) if s.starts_with("40") && s != "404 Not Found" => {
-            format!("access denied ({s}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])")
+            format!(
+                "access denied ({s}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])"
+            )
         }
         (None, Some(s)) => format!("the bucket or container does not exist ({s})"),
         (None, None) if text.contains("error sending request") || text.contains("HTTP error") => {
-            let retries = text.find("after ").map(|i| text[i..].split(',').next().unwrap_or("").to_string()).unwrap_or_default();
+            let retries =
+                text.find("after ").map(|i| text[i..].split(',').next().unwrap_or("").to_string()).unwrap_or_default();
             let endpoint = text
                 .find("http")
                 .and_then(|i| Url::parse(text[i..].split_whitespace().next().unwrap_or("")).ok())
                 .map_or_else(|| "the endpoint".to_string(), |u| u.origin().ascii_serialization());
-            format!("cannot reach {endpoint} ({})", if retries.is_empty() { "connection failed".to_string() } else { format!("connection failed {retries}") })
+            format!(
+                "cannot reach {endpoint} ({})",
+                if retries.is_empty() {
+                    "connection failed".to_string()
+                } else {
+                    format!("connection failed {retries}")
+                }
+            )
         }
         (None, None) => text.lines().next().unwrap_or(&text).to_string(),
     }
@@ -155,11 +192,21 @@ mod tests {
 
     #[test]
     fn store_errors_are_one_line_naming_the_cause() {
-        let missing = generic("Error performing GET http://h/nosuch - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>");
+        let missing = generic(
+            "Error performing GET http://h/nosuch - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
+        );
         assert_eq!(explain(&missing), "the bucket does not exist (NoSuchBucket: The specified bucket does not exist)");
-        let denied = generic("403 Forbidden: <Error>\n<Code>InvalidAccessKeyId</Code>\n<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>");
-        assert!(explain(&denied).starts_with("access denied (InvalidAccessKeyId: The AWS Access Key Id"), "{}", explain(&denied));
-        let down = generic("Error performing GET http://127.0.0.1:1/x in 1.5s, after 6 retries, max_retries: 6, retry_timeout: 60s  - HTTP error: error sending request");
+        let denied = generic(
+            "403 Forbidden: <Error>\n<Code>InvalidAccessKeyId</Code>\n<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>",
+        );
+        assert!(
+            explain(&denied).starts_with("access denied (InvalidAccessKeyId: The AWS Access Key Id"),
+            "{}",
+            explain(&denied)
+        );
+        let down = generic(
+            "Error performing GET http://127.0.0.1:1/x in 1.5s, after 6 retries, max_retries: 6, retry_timeout: 60s  - HTTP error: error sending request",
+        );
         assert_eq!(explain(&down), "cannot reach http://127.0.0.1:1 (connection failed after 6 retries)");
         assert!(!explain(&down).contains('\n'));
     }
@@ -167,11 +214,25 @@ mod tests {
     #[test]
     fn unsafe_or_unknown_options_are_refused() {
         let url = Url::parse("s3://bucket/lake/").expect("url");
-        let refuse = |k: &str, v: &str| bucket_store(&url, &BTreeMap::from([(k.to_string(), v.to_string())])).expect_err(k).to_string();
+        let refuse = |k: &str, v: &str| {
+            bucket_store(&url, &BTreeMap::from([(k.to_string(), v.to_string())])).expect_err(k).to_string()
+        };
         assert!(refuse("aws_s3_allow_unsafe_rename", "true").contains("never commits by rename"));
         assert!(refuse("conditional_put", "disabled").contains("could both commit the same Delta version"));
         assert!(refuse("endpoit", "http://x").contains("unknown option `endpoit`"));
-        assert!(refuse("secret_access_key", "${MEDALLION_TEST_UNSET_SECRET}").contains("`MEDALLION_TEST_UNSET_SECRET` is not set"));
-        assert!(bucket_store(&url, &BTreeMap::from([("endpoint".to_string(), "http://127.0.0.1:9".to_string()), ("allow_http".to_string(), "true".to_string())])).is_ok());
+        assert!(
+            refuse("secret_access_key", "${MEDALLION_TEST_UNSET_SECRET}")
+                .contains("`MEDALLION_TEST_UNSET_SECRET` is not set")
+        );
+        assert!(
+            bucket_store(
+                &url,
+                &BTreeMap::from([
+                    ("endpoint".to_string(), "http://127.0.0.1:9".to_string()),
+                    ("allow_http".to_string(), "true".to_string())
+                ])
+            )
+            .is_ok()
+        );
     }
 }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
-use object_store::prefix::PrefixStore;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use url::Url;
 
@@ -97,13 +97,17 @@ impl Lake {
     }
 
     fn open_object_store(location: &str, options: &BTreeMap<String, String>) -> Result<Lake> {
-        let mut root_url = Url::parse(location).map_err(|e| Error::InvalidLake { location: location.to_string(), message: e.to_string() })?;
+        let mut root_url = Url::parse(location)
+            .map_err(|e| Error::InvalidLake { location: location.to_string(), message: e.to_string() })?;
         if !root_url.path().ends_with('/') {
             root_url.set_path(&format!("{}/", root_url.path()));
         }
         let (bucket, prefix) = super::cloud::bucket_store(&root_url, options)?;
-        let store: Arc<dyn ObjectStore> =
-            if prefix.as_ref().is_empty() { Arc::clone(&bucket) } else { Arc::new(PrefixStore::new(Arc::clone(&bucket), prefix)) };
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            Arc::clone(&bucket)
+        } else {
+            Arc::new(PrefixStore::new(Arc::clone(&bucket), prefix))
+        };
         Ok(Lake { store, bucket: Some(bucket), root_url, display: location.trim_end_matches('/').to_string() })
     }
 
@@ -113,7 +117,9 @@ impl Lake {
     pub async fn check(&self) -> Result<()> {
         match self.store.list(Some(&ObjectPath::from("_medallion"))).next().await {
             None | Some(Ok(_)) => Ok(()),
-            Some(Err(source)) => Err(Error::InvalidLake { location: self.display.clone(), message: super::cloud::explain(&source) }),
+            Some(Err(source)) => {
+                Err(Error::InvalidLake { location: self.display.clone(), message: super::cloud::explain(&source) })
+            }
         }
     }
 
@@ -200,12 +206,8 @@ impl Lake {
     /// Every object under `prefix`, sorted by path.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let location = ObjectPath::from(prefix);
-        let mut items: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&location))
-            .try_collect()
-            .await
-            .map_err(|source| storage(prefix, source))?;
+        let mut items: Vec<ObjectMeta> =
+            self.store.list(Some(&location)).try_collect().await.map_err(|source| storage(prefix, source))?;
         items.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(items)
     }

@@ -49,7 +49,13 @@ impl Env {
 
     /// A run whose nodes may fail.
     pub async fn try_run(&self) -> RunSummary {
-        run(&self.project, &self.lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run")
+        run(
+            &self.project,
+            &self.lake,
+            &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() },
+        )
+        .await
+        .expect("run")
     }
 
     pub async fn query(&self, sql: &str) -> Vec<RecordBatch> {

@@ -37,7 +37,8 @@ struct Bad {
 }
 
 fn cases() -> Cases {
-    toml::from_str(&std::fs::read_to_string(fixture_dir().join("cases.toml")).expect("cases")).expect("valid cases.toml")
+    toml::from_str(&std::fs::read_to_string(fixture_dir().join("cases.toml")).expect("cases"))
+        .expect("valid cases.toml")
 }
 
 const ORDERS: [&str; 4] = [
@@ -62,20 +63,30 @@ impl Fixture {
         let f = Fixture { dir };
         f.configure(silver, gold);
         f.land("orders", "b1", "2024-03-01T00:00:00+00:00", &ORDERS);
-        let customers = [r#"{"customer_id": 1, "name": "Ann"}"#, r#"{"customer_id": 2, "name": "Bob"}"#, r#"{"customer_id": 3, "name": "Cy"}"#];
+        let customers = [
+            r#"{"customer_id": 1, "name": "Ann"}"#,
+            r#"{"customer_id": 2, "name": "Bob"}"#,
+            r#"{"customer_id": 3, "name": "Cy"}"#,
+        ];
         f.land("customers", "c1", "2024-03-01T00:00:00+00:00", &customers);
         f
     }
 
     fn configure(&self, silver: &str, gold: &str) {
         let text = std::fs::read_to_string(fixture_dir().join("medallion.toml")).expect("read");
-        std::fs::write(self.dir.path().join("medallion.toml"), text.replace("SILVER", silver).replace("GOLD", gold)).expect("write");
+        std::fs::write(self.dir.path().join("medallion.toml"), text.replace("SILVER", silver).replace("GOLD", gold))
+            .expect("write");
     }
 
     fn land(&self, source: &str, batch: &str, at: &str, rows: &[&str]) {
         let text: String = rows
             .iter()
-            .map(|r| format!("{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n", &r[..r.len() - 1]))
+            .map(|r| {
+                format!(
+                    "{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n",
+                    &r[..r.len() - 1]
+                )
+            })
             .collect();
         write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
     }
@@ -83,7 +94,9 @@ impl Fixture {
     async fn run(&self) -> (RunSummary, Project, Lake) {
         let project = Project::load(self.dir.path()).await.expect("project loads");
         let lake = Lake::open(&project.lake, &project.root).expect("lake");
-        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z"), ..Default::default() }).await.expect("run");
+        let s = run(&project, &lake, &RunOptions { threads: 2, now: at("2024-03-02T00:00:00Z"), ..Default::default() })
+            .await
+            .expect("run");
         (s, project, lake)
     }
 
@@ -130,14 +143,21 @@ async fn every_kind_passes_and_fails_as_declared() {
             // A failed `fail` gate publishes nothing for the table and runs nothing downstream.
             assert_eq!(s.failed.len(), 1, "{expectation}: {:?}", s.failed);
             assert_eq!(s.failed[0].node, node);
-            assert!(s.failed[0].error.contains("quality gate failed") && s.failed[0].error.contains("`c`"), "{}", s.failed[0].error);
+            assert!(
+                s.failed[0].error.contains("quality gate failed") && s.failed[0].error.contains("`c`"),
+                "{}",
+                s.failed[0].error
+            );
             let (table, layer, skipped) = if case.on == "silver" {
                 ("orders", Layer::Silver, vec!["gold/by_region", "gold/downstream"])
             } else {
                 ("by_region", Layer::Gold, vec!["gold/downstream"])
             };
             assert_eq!(s.skipped, skipped, "{expectation}");
-            assert!(!Table::open(&lake, layer, table).await.expect("open").exists(), "{expectation}: {layer}/{table} was written");
+            assert!(
+                !Table::open(&lake, layer, table).await.expect("open").exists(),
+                "{expectation}: {layer}/{table} was written"
+            );
             assert!(!Table::open(&lake, Layer::Quarantine, table).await.expect("open").exists(), "{expectation}");
         }
     }
@@ -149,7 +169,10 @@ async fn a_failed_gate_on_a_published_table_adds_no_version_and_no_log_file() {
     let (s, _, lake) = f.run().await;
     assert!(s.ok(), "{:?}", s.failed);
     let before: Vec<Vec<String>> =
-        [("silver", "orders"), ("quarantine", "orders"), ("gold", "by_region"), ("gold", "downstream")].iter().map(|(l, t)| f.log_files(l, t)).collect();
+        [("silver", "orders"), ("quarantine", "orders"), ("gold", "by_region"), ("gold", "downstream")]
+            .iter()
+            .map(|(l, t)| f.log_files(l, t))
+            .collect();
     let version = |layer, name| {
         let lake = lake.clone();
         async move { Table::open(&lake, layer, name).await.expect("open").version() }
@@ -158,13 +181,21 @@ async fn a_failed_gate_on_a_published_table_adds_no_version_and_no_log_file() {
 
     // Same rule, now `fail`; a new batch brings order 5 with a rejected line and a duplicate email.
     f.configure(r#"{ name = "email_unique", unique = "email", action = "fail" }"#, "");
-    f.land("orders", "b2", "2024-03-01T12:00:00+00:00", &[r#"{"order_id": 5, "customer_id": 2, "amount": 1, "email": "b@x"}"#, r#"{"order_id": "x"}"#]);
+    f.land(
+        "orders",
+        "b2",
+        "2024-03-01T12:00:00+00:00",
+        &[r#"{"order_id": 5, "customer_id": 2, "amount": 1, "email": "b@x"}"#, r#"{"order_id": "x"}"#],
+    );
     let (s, _, lake) = f.run().await;
     assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
     assert!(s.failed[0].error.contains("`email_unique` (4 of 5 rows failed)"), "{}", s.failed[0].error);
     assert_eq!(s.skipped, vec!["gold/by_region".to_string(), "gold/downstream".into()]);
     let after: Vec<Vec<String>> =
-        [("silver", "orders"), ("quarantine", "orders"), ("gold", "by_region"), ("gold", "downstream")].iter().map(|(l, t)| f.log_files(l, t)).collect();
+        [("silver", "orders"), ("quarantine", "orders"), ("gold", "by_region"), ("gold", "downstream")]
+            .iter()
+            .map(|(l, t)| f.log_files(l, t))
+            .collect();
     assert_eq!(after, before, "no commit may land after a failed gate");
     assert_eq!(Table::open(&lake, Layer::Silver, "orders").await.expect("open").version(), silver_v);
     assert_eq!(Table::open(&lake, Layer::Gold, "by_region").await.expect("open").version(), gold_v);
@@ -184,7 +215,10 @@ async fn a_failed_gate_on_a_published_table_adds_no_version_and_no_log_file() {
     .await;
     let row = |c: [&str; 4]| c.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     // Independent silver tables run concurrently: only the run's edges are ordered.
-    assert_eq!((events.first(), events.last()), (Some(&row(["run_started", "-", "-", "-1"])), Some(&row(["run_finished", "-", "failed", "0"]))));
+    assert_eq!(
+        (events.first(), events.last()),
+        (Some(&row(["run_started", "-", "-", "-1"])), Some(&row(["run_finished", "-", "failed", "0"])))
+    );
     let mut sorted = events.clone();
     sorted.sort();
     assert_eq!(
@@ -228,21 +262,33 @@ async fn drop_sends_this_runs_failing_rows_to_quarantine_and_keeps_published_one
         ]
     );
     let raw = query(&project, &lake, "SELECT _raw FROM quarantine.orders ORDER BY _raw").await;
-    assert!(raw[0][0].starts_with(r#"{"order_id":1,"customer_id":1,"amount":10.00,"region":"uk","email":"a@x","_batch_id":"b1""#), "{raw:?}");
-    assert_eq!(query(&project, &lake, "SELECT order_id FROM silver.orders ORDER BY order_id").await, vec![vec!["2".to_string()], vec!["3".into()]]);
+    assert!(
+        raw[0][0].starts_with(
+            r#"{"order_id":1,"customer_id":1,"amount":10.00,"region":"uk","email":"a@x","_batch_id":"b1""#
+        ),
+        "{raw:?}"
+    );
+    assert_eq!(
+        query(&project, &lake, "SELECT order_id FROM silver.orders ORDER BY order_id").await,
+        vec![vec!["2".to_string()], vec!["3".into()]]
+    );
 
     // Order 5 repeats published b@x and names an unknown customer: both reasons, and only it goes.
     f.land(
         "orders",
         "b2",
         "2024-03-01T12:00:00+00:00",
-        &[r#"{"order_id": 5, "customer_id": 9, "amount": 1, "email": "b@x"}"#, r#"{"order_id": 6, "customer_id": 2, "amount": 2, "email": "c@x"}"#],
+        &[
+            r#"{"order_id": 5, "customer_id": 9, "amount": 1, "email": "b@x"}"#,
+            r#"{"order_id": 6, "customer_id": 2, "amount": 2, "email": "c@x"}"#,
+        ],
     );
     let (s, project, lake) = f.run().await;
     assert!(s.ok(), "{:?}", s.failed);
     let p = s.silver.iter().find(|p| p.table == "orders").expect("orders");
     assert_eq!((p.read, p.inserted, p.rejected), (2, 1, 1));
-    let results: Vec<(String, u64, u64)> = p.expectations.iter().map(|e| (e.name.clone(), e.failing_rows, e.dropped)).collect();
+    let results: Vec<(String, u64, u64)> =
+        p.expectations.iter().map(|e| (e.name.clone(), e.failing_rows, e.dropped)).collect();
     assert_eq!(results, vec![("email_unique".to_string(), 2, 1), ("known_customer".into(), 1, 1)]);
     let reasons = query(&project, &lake, "SELECT e['rule'] FROM (SELECT unnest(_errors) AS e FROM quarantine.orders WHERE _raw LIKE '%\"order_id\":5%') ORDER BY 1").await;
     assert_eq!(reasons, vec![vec!["email_unique".to_string()], vec!["known_customer".into()]]);
@@ -278,9 +324,13 @@ async fn warn_publishes_and_every_result_is_kept_in_the_lake() {
     let samples = query(&project, &lake, "SELECT samples FROM medallion.expectations WHERE expectation = 'big'").await;
     assert!(samples[0][0].contains(r#""order_id":1"#) && samples[0][0].contains(r#""order_id":2"#), "{samples:?}");
     // `medallion test` evaluates the same on the published tables and appends its results.
-    let outcomes = medallion::quality::test::test(&lake, &project, &[], at("2024-03-02T00:00:00Z")).await.expect("test");
+    let outcomes =
+        medallion::quality::test::test(&lake, &project, &[], at("2024-03-02T00:00:00Z")).await.expect("test");
     assert_eq!(outcomes.len(), 2);
-    assert_eq!(query(&project, &lake, "SELECT count(*) FROM medallion.expectations WHERE command = 'test'").await, vec![vec!["2".to_string()]]);
+    assert_eq!(
+        query(&project, &lake, "SELECT count(*) FROM medallion.expectations WHERE command = 'test'").await,
+        vec![vec!["2".to_string()]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,6 +344,10 @@ async fn bad_expectations_are_validate_errors_on_their_line() {
         let err = Project::load(f.dir.path()).await.expect_err(&bad.expectation).to_string();
         let located = err.lines().find(|l| l.contains(&bad.message));
         let located = located.unwrap_or_else(|| panic!("{}: expected `{}` in\n{err}", bad.expectation, bad.message));
-        assert!(located.trim_start().starts_with(&format!("medallion.toml:{line}: ")), "{}: wrong place: {located}", bad.expectation);
+        assert!(
+            located.trim_start().starts_with(&format!("medallion.toml:{line}: ")),
+            "{}: wrong place: {located}",
+            bad.expectation
+        );
     }
 }

@@ -22,7 +22,10 @@ async fn csv_and_json_sources_with_tables_in_their_own_files() {
     write(
         dir.path(),
         &[
-            ("medallion.toml", "[project]\nname = \"split\"\n\n[sources.people]\nformat = \"csv\"\n\n[sources.visits]\nformat = \"json\"\n"),
+            (
+                "medallion.toml",
+                "[project]\nname = \"split\"\n\n[sources.people]\nformat = \"csv\"\n\n[sources.visits]\nformat = \"json\"\n",
+            ),
             (
                 "silver/people.toml",
                 "primary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"name\", type = \"string\", transform = \"trim(name)\" },\n  { name = \"active\", type = \"bool\" },\n  { name = \"joined\", type = \"date\", required = false },\n]\n",
@@ -41,7 +44,8 @@ async fn csv_and_json_sources_with_tables_in_their_own_files() {
     let project = Project::load(dir.path()).await.expect("project loads");
     let lake = Lake::open(&project.lake, &project.root).expect("lake");
     let t = now();
-    let people = "id,name,active,joined\n1, Ada ,yes,2024-01-02\n2,Bob,0,\nx,Bad,maybe,2024-13-01\n3,Cy,true,2024-02-03,extra\n";
+    let people =
+        "id,name,active,joined\n1, Ada ,yes,2024-01-02\n2,Bob,0,\nx,Bad,maybe,2024-13-01\n3,Cy,true,2024-02-03,extra\n";
     let p = ingest(&lake, "people", SourceFormat::Csv, "people.csv", people.as_bytes().to_vec(), t).await.expect("csv");
     assert_eq!((p.records, p.corrupt), (4, 0));
     // Visit 11 is sent twice: the later `seen_at` wins even though it comes first.
@@ -50,7 +54,8 @@ async fn csv_and_json_sources_with_tables_in_their_own_files() {
         {"visit_id": 11, "person_id": 2, "seen_at": "2024-03-01T10:00:00Z"},
         {"visit_id": 12, "person_id": 12, "seen_at": "2024-03-01T10:00:00Z"},
         "not an object"]"#;
-    let v = ingest(&lake, "visits", SourceFormat::Json, "visits.json", visits.as_bytes().to_vec(), t).await.expect("json");
+    let v =
+        ingest(&lake, "visits", SourceFormat::Json, "visits.json", visits.as_bytes().to_vec(), t).await.expect("json");
     assert_eq!((v.records, v.corrupt), (5, 1));
 
     let s = run(&project, &lake, &Default::default()).await.expect("run");
@@ -61,9 +66,16 @@ async fn csv_and_json_sources_with_tables_in_their_own_files() {
     let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
     let names = ctx.sql("SELECT name FROM people ORDER BY id").await.expect("plan").collect().await.expect("run");
     assert_eq!(strings(names[0].column(0)), vec!["Ada", "Bob", "Cy"]);
-    let owner = ctx.sql("SELECT person_id FROM visits WHERE visit_id = 11").await.expect("plan").collect().await.expect("run");
+    let owner =
+        ctx.sql("SELECT person_id FROM visits WHERE visit_id = 11").await.expect("plan").collect().await.expect("run");
     assert_eq!(strings(owner[0].column(0)), vec!["1"]);
-    let gold = ctx.sql("SELECT name, visits FROM gold.visits_per_person ORDER BY name").await.expect("plan").collect().await.expect("run");
+    let gold = ctx
+        .sql("SELECT name, visits FROM gold.visits_per_person ORDER BY name")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
     assert_eq!(strings(gold[0].column(0)), vec!["Ada", "Bob", "Cy"]);
     assert_eq!(strings(gold[0].column(1)), vec!["2", "0", "0"]);
     let rules = ctx

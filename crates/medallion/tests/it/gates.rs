@@ -53,7 +53,11 @@ impl Fixture {
         let f = Fixture { dir };
         f.write(silver_fail, gold_fail);
         std::fs::create_dir_all(f.dir.path().join("gold")).expect("mkdir");
-        std::fs::write(f.dir.path().join("gold/by_region.sql"), "SELECT region, sum(amount) AS total FROM orders GROUP BY region").expect("w");
+        std::fs::write(
+            f.dir.path().join("gold/by_region.sql"),
+            "SELECT region, sum(amount) AS total FROM orders GROUP BY region",
+        )
+        .expect("w");
         std::fs::write(f.dir.path().join("gold/downstream.sql"), "SELECT count(*) AS n FROM by_region").expect("w");
         let rows = [
             r#"{"order_id": 1, "amount": 10, "region": "uk", "email": "a@b"}"#,
@@ -89,13 +93,16 @@ async fn warn_publishes_and_records_drop_quarantines_with_the_expectation_name()
     let (s, project, lake) = f.run().await;
     assert!(s.ok(), "{:?}", s.failed);
     let p = &s.silver[0];
-    let results: Vec<(String, u64, u64)> = p.expectations.iter().map(|e| (e.name.clone(), e.rows_checked, e.failing_rows)).collect();
-    assert_eq!(
-        results,
-        vec![("amount_cap".into(), 5, 1), ("known_region".into(), 5, 1), ("email_shape".into(), 5, 1)]
-    );
+    let results: Vec<(String, u64, u64)> =
+        p.expectations.iter().map(|e| (e.name.clone(), e.rows_checked, e.failing_rows)).collect();
+    assert_eq!(results, vec![("amount_cap".into(), 5, 1), ("known_region".into(), 5, 1), ("email_shape".into(), 5, 1)]);
     assert_eq!((p.read, p.inserted, p.rejected), (5, 3, 2));
-    let dead = query(&project, &lake, "SELECT l, e['rule'] AS rule FROM (SELECT _line AS l, unnest(_errors) AS e FROM quarantine.orders) ORDER BY l").await;
+    let dead = query(
+        &project,
+        &lake,
+        "SELECT l, e['rule'] AS rule FROM (SELECT _line AS l, unnest(_errors) AS e FROM quarantine.orders) ORDER BY l",
+    )
+    .await;
     assert_eq!(dead, vec![vec!["2".to_string(), "amount_cap".into()], vec!["3".into(), "email_shape".into()]]);
     // `fr` only warned: still published. The null region reaches gold, where it is dropped.
     let silver = query(&project, &lake, "SELECT order_id FROM silver.orders ORDER BY order_id").await;
@@ -105,7 +112,12 @@ async fn warn_publishes_and_records_drop_quarantines_with_the_expectation_name()
     assert_eq!(g.expectations.iter().map(|e| e.failing_rows).collect::<Vec<_>>(), vec![1, 2]);
     let gold = query(&project, &lake, "SELECT region FROM gold.by_region ORDER BY region").await;
     assert_eq!(gold, vec![vec!["uk".to_string()], vec!["us".into()]]);
-    let gold_dead = query(&project, &lake, "SELECT _raw, e['rule'] FROM (SELECT _raw, unnest(_errors) AS e FROM quarantine.by_region)").await;
+    let gold_dead = query(
+        &project,
+        &lake,
+        "SELECT _raw, e['rule'] FROM (SELECT _raw, unnest(_errors) AS e FROM quarantine.by_region)",
+    )
+    .await;
     assert_eq!(gold_dead, vec![vec!["{\"region\":null,\"total\":2.00}".to_string(), "region_present".into()]]);
 }
 
@@ -114,7 +126,11 @@ async fn a_failed_silver_gate_publishes_nothing_and_the_fixed_rule_retries_the_s
     let f = Fixture::new(r#"{ name = "small_ids", expect = "order_id < 5" }"#, "");
     let (s, project, lake) = f.run().await;
     assert_eq!(s.failed.len(), 1);
-    assert!(s.failed[0].error.contains("quality gate failed for silver/orders: `small_ids` (1 of 5 rows failed)"), "{}", s.failed[0].error);
+    assert!(
+        s.failed[0].error.contains("quality gate failed for silver/orders: `small_ids` (1 of 5 rows failed)"),
+        "{}",
+        s.failed[0].error
+    );
     assert_eq!(s.skipped, vec!["gold/by_region".to_string(), "gold/downstream".into()]);
     for layer in [Layer::Silver, Layer::Quarantine] {
         assert!(!Table::open(&lake, layer, "orders").await.expect("open").exists(), "{layer} must not be written");
@@ -155,12 +171,21 @@ async fn bad_expectations_are_validate_errors_with_lines() {
         text.lines().position(|l| l.contains(needle)).map(|i| i + 1).expect("needle")
     };
     let text = Project::load(f.dir.path()).await.expect_err("invalid").to_string();
-    let typo = format!("medallion.toml:{}: silver table `orders`, expectations: expectation `typo`: Schema error: No field named amout", line_of("\"typo\""));
-    let two = format!("medallion.toml:{}: silver table `orders`, expectations: expectation `two_kinds`: give exactly one of", line_of("\"two_kinds\""));
+    let typo = format!(
+        "medallion.toml:{}: silver table `orders`, expectations: expectation `typo`: Schema error: No field named amout",
+        line_of("\"typo\"")
+    );
+    let two = format!(
+        "medallion.toml:{}: silver table `orders`, expectations: expectation `two_kinds`: give exactly one of",
+        line_of("\"two_kinds\"")
+    );
     assert!(text.contains(&typo) && text.contains(&two), "{text}");
     // Gold models are planned once silver is valid.
     f.write("", r#"{ name = "not_bool", expect = "total + 1" }"#);
     let text = Project::load(f.dir.path()).await.expect_err("invalid").to_string();
-    let not_bool = format!("medallion.toml:{}: gold model `by_region`, expectations: expectation `not_bool`: must be a boolean expression", line_of("\"not_bool\""));
+    let not_bool = format!(
+        "medallion.toml:{}: gold model `by_region`, expectations: expectation `not_bool`: must be a boolean expression",
+        line_of("\"not_bool\"")
+    );
     assert!(text.contains(&not_bool), "{text}");
 }

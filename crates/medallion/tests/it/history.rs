@@ -71,7 +71,12 @@ impl Lakehouse {
         let batch = format!("b{:02}", self.batches);
         let text: String = records
             .iter()
-            .map(|r| format!("{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n", &r[..r.len() - 1]))
+            .map(|r| {
+                format!(
+                    "{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n",
+                    &r[..r.len() - 1]
+                )
+            })
             .collect();
         write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
     }
@@ -79,7 +84,13 @@ impl Lakehouse {
     /// Runs the pipeline; every node must succeed.
     pub async fn run(&self) -> RunSummary {
         let (project, lake) = self.open().await;
-        let s = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run");
+        let s = run(
+            &project,
+            &lake,
+            &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() },
+        )
+        .await
+        .expect("run");
         assert!(s.ok(), "{:?}", s.failed);
         s
     }
@@ -113,12 +124,16 @@ fn record(spec: &str) -> String {
     let (id, tier, day) = (parts[0], parts[1], parts[2].trim_start_matches('d'));
     let op = if parts.contains(&"delete") { r#""delete""# } else { "null" };
     let name = if parts.contains(&"rename") { "Renamed" } else { "Original" };
-    format!(r#"{{"customer_id": {id}, "name": "{name}", "tier": "{tier}", "updated_at": "2024-01-{day:0>2}T00:00:00Z", "op": {op}}}"#)
+    format!(
+        r#"{{"customer_id": {id}, "name": "{name}", "tier": "{tier}", "updated_at": "2024-01-{day:0>2}T00:00:00Z", "op": {op}}}"#
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scd2_scenarios_build_the_history_they_declare_one_commit_per_run() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/history/scd2.toml")).expect("read");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/history/scd2.toml"))
+            .expect("read");
     let scenarios: Scenarios = toml::from_str(&text).expect("valid scd2.toml");
     for sc in scenarios.scenario {
         let mut lh = Lakehouse::new(SCD2);
@@ -172,7 +187,10 @@ async fn change_data_applies_in_sequence_order_with_deletes_and_late_records_ign
     let s = lh.run_with("accounts", &[account(2, 1, Some(99)), account(1, 2, Some(5)), account(3, 1, Some(7))]).await;
     let p = &s.silver[0];
     assert_eq!((p.read, p.inserted, p.updated, p.deleted, p.superseded), (3, 1, 0, 0, 2));
-    assert_eq!(lh.rows("SELECT id, seq, balance FROM silver.accounts ORDER BY id").await, vec!["1 3 30".to_string(), "3 1 7".into()]);
+    assert_eq!(
+        lh.rows("SELECT id, seq, balance FROM silver.accounts ORDER BY id").await,
+        vec!["1 3 30".to_string(), "3 1 7".into()]
+    );
 
     // A newer record after the delete brings the key back; rerunning changes nothing.
     let s = lh.run_with("accounts", &[account(2, 5, Some(50))]).await;
@@ -180,10 +198,19 @@ async fn change_data_applies_in_sequence_order_with_deletes_and_late_records_ign
     let (_, lake) = lh.open().await;
     let version = Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version();
     let (project, lake) = lh.open().await;
-    let again = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run");
+    let again = run(
+        &project,
+        &lake,
+        &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() },
+    )
+    .await
+    .expect("run");
     assert!(again.silver.is_empty());
     assert_eq!(Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version(), version);
-    assert_eq!(lh.rows("SELECT id, balance FROM silver.accounts ORDER BY id").await, vec!["1 30".to_string(), "2 50".into(), "3 7".into()]);
+    assert_eq!(
+        lh.rows("SELECT id, balance FROM silver.accounts ORDER BY id").await,
+        vec!["1 30".to_string(), "2 50".into(), "3 7".into()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,7 +223,8 @@ async fn time_travel_reads_past_versions_and_history_lists_commits() {
     let (project, lake) = lh.open().await;
     let t = Table::open(&lake, Layer::Silver, "accounts").await.expect("open");
     let commits = t.commits().await.expect("commits");
-    let summary: Vec<(i64, String, u64, u64)> = commits.iter().map(|c| (c.version, c.operation.clone(), c.rows.inserted, c.rows.deleted)).collect();
+    let summary: Vec<(i64, String, u64, u64)> =
+        commits.iter().map(|c| (c.version, c.operation.clone(), c.rows.inserted, c.rows.deleted)).collect();
     assert_eq!(summary, vec![(1, "MERGE".to_string(), 0, 1), (0, "WRITE".into(), 2, 0)]);
     assert!(commits.iter().all(|c| c.run_id.is_some()));
 
@@ -206,10 +234,15 @@ async fn time_travel_reads_past_versions_and_history_lists_commits() {
     let ctx = medallion::catalog::session_as_of(&lake, &project, Some(AsOf::Time(at))).await.expect("session");
     let n = ctx.sql("SELECT count(*) FROM accounts").await.expect("plan").collect().await.expect("run");
     assert_eq!(strings(n[0].column(0)), vec!["2".to_string()]);
-    let before = medallion::catalog::session_as_of(&lake, &project, Some(AsOf::Time(at - chrono::Duration::days(1)))).await.expect("session");
+    let before = medallion::catalog::session_as_of(&lake, &project, Some(AsOf::Time(at - chrono::Duration::days(1))))
+        .await
+        .expect("session");
     let n = before.sql("SELECT count(*) FROM accounts").await.expect("plan").collect().await.expect("run");
     assert_eq!(strings(n[0].column(0)), vec!["0".to_string()], "before the first commit the table reads as empty");
-    let err = Table::open_as_of(&lake, Layer::Silver, "accounts", AsOf::Version(7)).await.expect_err("no such version").to_string();
+    let err = Table::open_as_of(&lake, Layer::Silver, "accounts", AsOf::Version(7))
+        .await
+        .expect_err("no such version")
+        .to_string();
     assert_eq!(err, "silver/accounts has no version 7 (latest: 1)");
     assert_eq!("2024-03-01".parse::<AsOf>().map(|a| matches!(a, AsOf::Time(_))), Ok(true));
     assert!("yesterday".parse::<AsOf>().is_err());
@@ -252,7 +285,8 @@ impl Rng {
     }
 }
 
-const BY_DAY: &str = "SELECT CAST(order_date AS VARCHAR), region, n, CAST(revenue AS VARCHAR) FROM gold.by_day ORDER BY 1, 2";
+const BY_DAY: &str =
+    "SELECT CAST(order_date AS VARCHAR), region, n, CAST(revenue AS VARCHAR) FROM gold.by_day ORDER BY 1, 2";
 const FROM_SILVER: &str = "SELECT CAST(order_date AS VARCHAR), region, count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders GROUP BY 1, 2 ORDER BY 1, 2";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,7 +295,8 @@ async fn an_incremental_model_equals_a_full_refresh_after_random_increments() {
         let mut rng = Rng(seed);
         let mut lh = Lakehouse::new(INCREMENTAL);
         std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
-        let sql = "SELECT order_date, region, count(*) AS n, sum(amount) AS revenue FROM orders GROUP BY order_date, region";
+        let sql =
+            "SELECT order_date, region, count(*) AS n, sum(amount) AS revenue FROM orders GROUP BY order_date, region";
         std::fs::write(lh.dir.path().join("gold/by_day.sql"), sql).expect("write");
         let mut incremental_steps = 0;
         for step in 0..8 {
@@ -284,7 +319,12 @@ async fn an_incremental_model_equals_a_full_refresh_after_random_increments() {
         assert!(incremental_steps >= 3, "seed {seed}: only {incremental_steps} incremental builds");
         let incremental = lh.rows(BY_DAY).await;
         let (project, lake) = lh.open().await;
-        let opts = RunOptions { threads: 2, now: medallion::orchestration::run::now(), full_refresh: true, ..Default::default() };
+        let opts = RunOptions {
+            threads: 2,
+            now: medallion::orchestration::run::now(),
+            full_refresh: true,
+            ..Default::default()
+        };
         let s = run(&project, &lake, &opts).await.expect("run");
         assert!(s.ok() && s.gold[0].partitions.is_none() && s.gold[0].rebuilt, "{:?}", s.failed);
         assert_eq!(lh.rows(BY_DAY).await, incremental, "seed {seed}: full refresh gives the same content");
@@ -298,7 +338,9 @@ async fn an_incremental_build_reconciles_the_touched_partitions_and_still_catche
     // A model that loses order 999: the reconciliation with silver must catch it.
     let sql = "SELECT order_date, region, count(*) AS n, sum(amount) AS revenue FROM orders WHERE order_id <> 999 GROUP BY order_date, region";
     std::fs::write(lh.dir.path().join("gold/by_day.sql"), sql).expect("write");
-    let day = |id: u32, d: u32, amount: &str| format!(r#"{{"order_id": {id}, "amount": {amount}, "order_date": "2024-01-0{d}", "region": "uk"}}"#);
+    let day = |id: u32, d: u32, amount: &str| {
+        format!(r#"{{"order_id": {id}, "amount": {amount}, "order_date": "2024-01-0{d}", "region": "uk"}}"#)
+    };
     let first = lh.run_with("orders", &[day(1, 1, "5.00"), day(2, 2, "6.00"), day(3, 3, "7.00")]).await;
     assert!(first.ok() && first.gold[0].partitions.is_none(), "{:?}", first.failed);
     // Day 2 changes: an incremental build of one partition, reconciled on that partition only.
@@ -311,7 +353,13 @@ async fn an_incremental_build_reconciles_the_touched_partitions_and_still_catche
     let before = lh.rows(BY_DAY).await;
     lh.land("orders", &[day(999, 3, "2.00")]);
     let (project, lake) = lh.open().await;
-    let third = run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run");
+    let third = run(
+        &project,
+        &lake,
+        &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() },
+    )
+    .await
+    .expect("run");
     assert!(!third.ok(), "the mismatch in the touched partition must fail the gate");
     let failed = third.failed.iter().find(|f| f.node == "gold/by_day").expect("gold failed");
     let sums = failed.expectations.iter().find(|e| e.name == "sums").expect("sums");
@@ -327,31 +375,65 @@ async fn the_example_joins_each_order_to_the_tier_valid_on_its_day() {
     for f in ["gold/daily_revenue.sql", "gold/revenue_by_tier.sql"] {
         std::fs::copy(example.join(f), lh.dir.path().join(f)).expect("copy");
     }
-    let customer = |tier: &str, day: &str| format!(r#"{{"customer_id": 1, "name": "Ann", "tier": "{tier}", "updated_at": "{day}T00:00:00Z"}}"#);
-    lh.land("customers", &[customer("bronze", "2023-12-01"), customer("silver", "2024-01-10"), customer("gold", "2024-01-20")]);
+    let customer = |tier: &str, day: &str| {
+        format!(r#"{{"customer_id": 1, "name": "Ann", "tier": "{tier}", "updated_at": "{day}T00:00:00Z"}}"#)
+    };
+    lh.land(
+        "customers",
+        &[customer("bronze", "2023-12-01"), customer("silver", "2024-01-10"), customer("gold", "2024-01-20")],
+    );
     let order = |id: u32, day: &str, customer: u32| {
-        format!(r#"{{"order_id": {id}, "customer_id": {customer}, "amount": 10, "currency": "USD", "order_date": "{day}", "region": "uk", "source": "web"}}"#)
+        format!(
+            r#"{{"order_id": {id}, "customer_id": {customer}, "amount": 10, "currency": "USD", "order_date": "{day}", "region": "uk", "source": "web"}}"#
+        )
     };
     let s = lh
-        .run_with("orders", &[order(1, "2024-01-09", 1), order(2, "2024-01-10", 1), order(3, "2024-01-19", 1), order(4, "2024-01-20", 1), order(5, "2024-01-20", 2)])
+        .run_with(
+            "orders",
+            &[
+                order(1, "2024-01-09", 1),
+                order(2, "2024-01-10", 1),
+                order(3, "2024-01-19", 1),
+                order(4, "2024-01-20", 1),
+                order(5, "2024-01-20", 2),
+            ],
+        )
         .await;
     assert!(s.gold.iter().all(|b| b.expectations.iter().all(|e| e.passed())), "{:?}", s.gold);
     assert_eq!(
         lh.rows("SELECT CAST(order_date AS VARCHAR), tier, order_count FROM gold.revenue_by_tier ORDER BY 1, 2").await,
-        vec!["2024-01-09 bronze 1", "2024-01-10 silver 1", "2024-01-19 silver 1", "2024-01-20 gold 1", "2024-01-20 unknown 1"]
+        vec![
+            "2024-01-09 bronze 1",
+            "2024-01-10 silver 1",
+            "2024-01-19 silver 1",
+            "2024-01-20 gold 1",
+            "2024-01-20 unknown 1"
+        ]
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_into_an_scd2_table_places_the_fixed_record_in_history() {
-    let strict = SCD2.replace(r#"{ name = "tier", type = "string" }"#, r#"{ name = "tier", type = "string", checks = ["tier IN ('bronze', 'silver', 'gold')"] }"#);
+    let strict = SCD2.replace(
+        r#"{ name = "tier", type = "string" }"#,
+        r#"{ name = "tier", type = "string", checks = ["tier IN ('bronze', 'silver', 'gold')"] }"#,
+    );
     let mut lh = Lakehouse::new(&strict);
     let s = lh.run_with("customers", &[record("1 silver d1"), record("1 platinum d5"), record("1 gold d9")]).await;
     assert_eq!(s.silver[0].rejected, 1);
-    std::fs::write(lh.dir.path().join("medallion.toml"), strict.replace("'gold')", "'gold', 'platinum')")).expect("write");
+    std::fs::write(lh.dir.path().join("medallion.toml"), strict.replace("'gold')", "'gold', 'platinum')"))
+        .expect("write");
     let (project, lake) = lh.open().await;
-    let opts = medallion::silver::replay::ReplayOptions { run_id: "r".into(), now: medallion::orchestration::run::now(), filter: None, dry_run: false, lock_wait: std::time::Duration::ZERO };
-    let r = medallion::silver::replay::replay(&lake, &project, &project.silver["dim_customers"], &opts).await.expect("replay");
+    let opts = medallion::silver::replay::ReplayOptions {
+        run_id: "r".into(),
+        now: medallion::orchestration::run::now(),
+        filter: None,
+        dry_run: false,
+        lock_wait: std::time::Duration::ZERO,
+    };
+    let r = medallion::silver::replay::replay(&lake, &project, &project.silver["dim_customers"], &opts)
+        .await
+        .expect("replay");
     assert_eq!((r.selected, r.inserted, r.superseded, r.rejected), (1, 1, 0, 0));
     let got = lh
         .rows("SELECT tier, CAST(date_part('day', valid_from) AS BIGINT), coalesce(CAST(CAST(date_part('day', valid_to) AS BIGINT) AS VARCHAR), '-') FROM silver.dim_customers ORDER BY valid_from")

@@ -73,9 +73,15 @@ async fn an_unreachable_backend_is_reported_but_never_fails_the_run() {
     // Run START/COMPLETE + silver/orders START/COMPLETE, all in the file, none delivered.
     assert_eq!((report.events, lines.lines().count()), (4, 4));
     assert_eq!(report.failed, 4, "{report:?}");
-    assert!(report.error.as_deref().is_some_and(|e| e.contains("POST http://127.0.0.1:9/api/v1/lineage")), "{report:?}");
+    assert!(
+        report.error.as_deref().is_some_and(|e| e.contains("POST http://127.0.0.1:9/api/v1/lineage")),
+        "{report:?}"
+    );
     let complete: serde_json::Value = serde_json::from_str(lines.lines().nth(2).expect("3rd")).expect("json");
-    assert_eq!((complete["eventType"].as_str(), complete["job"]["name"].as_str()), (Some("COMPLETE"), Some("lin.silver.orders")));
+    assert_eq!(
+        (complete["eventType"].as_str(), complete["job"]["name"].as_str()),
+        (Some("COMPLETE"), Some("lin.silver.orders"))
+    );
     let quarantine = &complete["outputs"][1];
     assert_eq!(quarantine["outputFacets"]["outputStatistics"]["rowCount"], 4);
 }

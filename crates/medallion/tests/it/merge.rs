@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use medallion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
-
-use crate::common::strings;
 use medallion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use medallion::storage::delta::{MergeMetrics, Table, Txn, Upsert, WriteOptions};
 use medallion::storage::{Lake, Layer};
+
+use crate::common::strings;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -19,11 +19,14 @@ fn schema() -> SchemaRef {
 }
 
 fn batch(rows: &[(i64, Option<i64>, &str)]) -> RecordBatch {
-    RecordBatch::try_new(schema(), vec![
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
-    ])
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        ],
+    )
     .expect("batch")
 }
 
@@ -45,7 +48,10 @@ async fn seeded(dir: &std::path::Path) -> (Lake, Table) {
     let mut table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
     for f in 0..4 {
         let rows: Vec<(i64, Option<i64>, &str)> = (f * 250 + 1..=f * 250 + 250).map(|k| (k, Some(10), "old")).collect();
-        table = table.write(vec![batch(&rows)], WriteOptions { change_feed: true, ..Default::default() }).await.expect("seed");
+        table = table
+            .write(vec![batch(&rows)], WriteOptions { change_feed: true, ..Default::default() })
+            .await
+            .expect("seed");
     }
     (lake, table)
 }
@@ -71,7 +77,8 @@ async fn contents(lake: &Lake) -> Vec<(i64, Option<i64>, String)> {
     let batches = ctx.sql("SELECT k, o, v FROM t ORDER BY k").await.expect("plan").collect().await.expect("collect");
     let mut out = Vec::new();
     for b in &batches {
-        let (k, o, v) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>(), strings(b.column(2)));
+        let (k, o, v) =
+            (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>(), strings(b.column(2)));
         for (r, v) in v.into_iter().enumerate() {
             out.push((k.value(r), o.is_valid(r).then(|| o.value(r)), v));
         }

@@ -87,9 +87,13 @@ async fn init_sample_through_configured_paths_matches_the_generator() {
     let customers = s.silver.iter().find(|p| p.table == "dim_customers").expect("customers promoted");
     assert_eq!((customers.rejected, customers.read), (0, customers.promoted() + customers.superseded));
     let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
-    let cents = ctx.sql("SELECT sum(revenue) FROM gold.daily_revenue").await.expect("plan").collect().await.expect("run");
+    let cents =
+        ctx.sql("SELECT sum(revenue) FROM gold.daily_revenue").await.expect("plan").collect().await.expect("run");
     use medallion::arrow::array::AsArray;
-    assert_eq!(cents[0].column(0).as_primitive::<medallion::arrow::datatypes::Decimal128Type>().value(0), expected.amount_cents);
+    assert_eq!(
+        cents[0].column(0).as_primitive::<medallion::arrow::datatypes::Decimal128Type>().value(0),
+        expected.amount_cents
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,9 +127,18 @@ async fn selectors_pick_nodes_up_and_down_the_dag() {
         select(&env.project, &s, &e).map(|set| set.into_iter().collect::<Vec<_>>())
     };
     let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert_eq!(pick(&["orders+"], &[]).expect("ok"), v(&["bronze/orders", "gold/daily_revenue", "gold/revenue_by_tier", "silver/orders"]));
-    assert_eq!(pick(&["+daily_revenue"], &[]).expect("ok"), v(&["bronze/orders", "gold/daily_revenue", "silver/orders"]));
-    assert_eq!(pick(&["silver/dim_customers+"], &[]).expect("ok"), v(&["gold/revenue_by_tier", "silver/dim_customers"]));
+    assert_eq!(
+        pick(&["orders+"], &[]).expect("ok"),
+        v(&["bronze/orders", "gold/daily_revenue", "gold/revenue_by_tier", "silver/orders"])
+    );
+    assert_eq!(
+        pick(&["+daily_revenue"], &[]).expect("ok"),
+        v(&["bronze/orders", "gold/daily_revenue", "silver/orders"])
+    );
+    assert_eq!(
+        pick(&["silver/dim_customers+"], &[]).expect("ok"),
+        v(&["gold/revenue_by_tier", "silver/dim_customers"])
+    );
     assert_eq!(pick(&["layer:gold"], &["tag:customers"]).expect("ok"), v(&["gold/daily_revenue"]));
     assert_eq!(pick(&["tag:finance"], &[]).expect("ok"), v(&["gold/daily_revenue", "gold/revenue_by_tier"]));
     assert_eq!(pick(&[], &["layer:gold", "layer:bronze"]).expect("ok"), v(&["silver/dim_customers", "silver/orders"]));
@@ -176,15 +189,31 @@ async fn independent_nodes_run_together_and_dependents_wait_for_their_inputs() {
     let opts = medallion::orchestration::run::RunOptions { threads: 2, ..Default::default() };
     let s = medallion::orchestration::run::run(&project, &lake, &opts).await.expect("run");
     assert!(s.ok(), "{:?}", s.failed);
-    let events = crate::common::query(&project, &lake, &format!("SELECT seq, type, node FROM medallion.events WHERE run_id = '{}' ORDER BY seq", s.run_id)).await;
+    let events = crate::common::query(
+        &project,
+        &lake,
+        &format!("SELECT seq, type, node FROM medallion.events WHERE run_id = '{}' ORDER BY seq", s.run_id),
+    )
+    .await;
     let seq = |kind: &str, node: &str| -> i64 {
-        events.iter().find(|e| e[1] == kind && e[2] == node).map(|e| e[0].parse().expect("seq")).unwrap_or_else(|| panic!("no {kind} for {node}: {events:?}"))
+        events
+            .iter()
+            .find(|e| e[1] == kind && e[2] == node)
+            .map(|e| e[0].parse().expect("seq"))
+            .unwrap_or_else(|| panic!("no {kind} for {node}: {events:?}"))
     };
     // Both silver tables start before either finishes (two at a time).
     let first_finish = seq("node_finished", "silver/orders").min(seq("node_finished", "silver/dim_customers"));
-    assert!(seq("node_started", "silver/orders") < first_finish && seq("node_started", "silver/dim_customers") < first_finish, "{events:?}");
+    assert!(
+        seq("node_started", "silver/orders") < first_finish
+            && seq("node_started", "silver/dim_customers") < first_finish,
+        "{events:?}"
+    );
     // A model starts only after every table it reads has finished.
-    assert!(seq("node_started", "gold/revenue_by_tier") > seq("node_finished", "silver/orders").max(seq("node_finished", "silver/dim_customers")));
+    assert!(
+        seq("node_started", "gold/revenue_by_tier")
+            > seq("node_finished", "silver/orders").max(seq("node_finished", "silver/dim_customers"))
+    );
     assert!(seq("node_started", "gold/daily_revenue") > seq("node_finished", "silver/orders"));
     // The summary stays in DAG order.
     assert_eq!(s.silver.iter().map(|p| p.table.as_str()).collect::<Vec<_>>(), ["dim_customers", "orders"]);

@@ -14,10 +14,12 @@ async fn ingesting_the_same_content_twice_lands_one_batch() {
     let (batches, expected) = sample(2_000, 1, 3);
     let content = batches[0].landing_ndjson().into_bytes();
     let now = medallion::orchestration::run::now();
-    let first = ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", content.clone(), now).await.expect("ingest");
+    let first =
+        ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", content.clone(), now).await.expect("ingest");
     assert_eq!(first.status, IngestStatus::Ingested);
     assert_eq!(first.records, expected.records);
-    let second = ingest(&env.lake, "orders", SourceFormat::Ndjson, "copy.ndjson", content.clone(), now).await.expect("ingest");
+    let second =
+        ingest(&env.lake, "orders", SourceFormat::Ndjson, "copy.ndjson", content.clone(), now).await.expect("ingest");
     assert_eq!(second.status, IngestStatus::AlreadyIngested);
     assert_eq!(second.batch_id, first.batch_id);
 
@@ -43,7 +45,9 @@ async fn an_open_intent_is_resumed_with_exactly_its_batches() {
     let pending = medallion::bronze::batches::list(&env.lake, "orders").await.expect("list");
     let b2: Vec<_> = pending.into_iter().filter(|b| b.batch_id == batches[1].batch_id).collect();
     let b2 = medallion::bronze::batches::order_by_ingestion(&env.lake, b2).await.expect("order");
-    ledger::record(&env.lake, "orders", &Intent { version: 2, run_id: "crashed".into(), batches: b2 }).await.expect("intent");
+    ledger::record(&env.lake, "orders", &Intent { version: 2, run_id: "crashed".into(), batches: b2 })
+        .await
+        .expect("intent");
     env.land(&batches[2]);
 
     let s = env.run().await;
@@ -66,7 +70,11 @@ async fn a_silver_table_deleted_by_hand_is_reported_not_silently_repromoted() {
     std::fs::remove_dir_all(env.lake_dir().join("silver/orders")).expect("rm");
     let s = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default()).await.expect("run");
     assert_eq!(s.failed.len(), 1);
-    assert!(s.failed[0].error.contains("the ledger records 3 promotions but the table has only 0"), "{}", s.failed[0].error);
+    assert!(
+        s.failed[0].error.contains("the ledger records 3 promotions but the table has only 0"),
+        "{}",
+        s.failed[0].error
+    );
     assert_eq!(s.skipped, vec!["gold/daily_revenue".to_string(), "gold/revenue_by_tier".into()]);
 }
 
@@ -115,20 +123,55 @@ async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
     let now = medallion::orchestration::run::now();
     // A live holder (this very process): a run fails fast, naming it.
     let held = lock::acquire(&env.lake, "run by someone else", now).await.expect("lock");
-    let err = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default()).await.expect_err("locked").to_string();
+    let err = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default())
+        .await
+        .expect_err("locked")
+        .to_string();
     assert!(err.contains("the lake is in use by run by someone else (pid"), "{err}");
     held.release().await.expect("release");
     assert!(medallion::orchestration::run::run(&env.project, &env.lake, &Default::default()).await.is_ok());
     assert!(!env.lake.exists(PATH).await.expect("exists"), "a run gives the lock back");
 
     // Left behind by a killed process of this host, or silent for too long elsewhere: taken over.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
     let old = (now - chrono::Duration::minutes(10)).to_rfc3339();
     let fresh = now.to_rfc3339();
     let cases = [
-        (Holder { what: "killed run".into(), host: host.clone(), pid: 4_000_000, since: fresh.clone(), heartbeat: fresh.clone(), token: "a".into() }, true),
-        (Holder { what: "silent run".into(), host: "elsewhere".into(), pid: 1, since: old.clone(), heartbeat: old, token: "b".into() }, true),
-        (Holder { what: "busy run".into(), host: "elsewhere".into(), pid: 1, since: fresh.clone(), heartbeat: fresh, token: "c".into() }, false),
+        (
+            Holder {
+                what: "killed run".into(),
+                host: host.clone(),
+                pid: 4_000_000,
+                since: fresh.clone(),
+                heartbeat: fresh.clone(),
+                token: "a".into(),
+            },
+            true,
+        ),
+        (
+            Holder {
+                what: "silent run".into(),
+                host: "elsewhere".into(),
+                pid: 1,
+                since: old.clone(),
+                heartbeat: old,
+                token: "b".into(),
+            },
+            true,
+        ),
+        (
+            Holder {
+                what: "busy run".into(),
+                host: "elsewhere".into(),
+                pid: 1,
+                since: fresh.clone(),
+                heartbeat: fresh,
+                token: "c".into(),
+            },
+            false,
+        ),
     ];
     for (holder, stale) in cases {
         env.lake.put(PATH, serde_json::to_vec(&holder).expect("json")).await.expect("put");

@@ -46,7 +46,12 @@ impl Dir {
     fn bronze(&self, source: &str, batch: &str, at: &str, lines: &[String]) {
         let text: String = lines
             .iter()
-            .map(|r| format!("{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n", &r[..r.len() - 1]))
+            .map(|r| {
+                format!(
+                    "{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n",
+                    &r[..r.len() - 1]
+                )
+            })
             .collect();
         write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
     }
@@ -59,13 +64,25 @@ impl Dir {
 
     async fn run(&self) -> RunSummary {
         let (project, lake) = self.open().await;
-        run(&project, &lake, &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() }).await.expect("run")
+        run(
+            &project,
+            &lake,
+            &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() },
+        )
+        .await
+        .expect("run")
     }
 
     async fn replay(&self, filter: Option<&str>, dry_run: bool) -> Replay {
         let (project, lake) = self.open().await;
         let now = medallion::orchestration::run::now();
-        let opts = ReplayOptions { run_id: "replay-test".into(), now, filter: filter.map(str::to_string), dry_run, lock_wait: std::time::Duration::ZERO };
+        let opts = ReplayOptions {
+            run_id: "replay-test".into(),
+            now,
+            filter: filter.map(str::to_string),
+            dry_run,
+            lock_wait: std::time::Duration::ZERO,
+        };
         replay(&lake, &project, &project.silver["orders"], &opts).await.expect("replay")
     }
 
@@ -97,7 +114,8 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-const SILVER_ROWS: &str = "SELECT * EXCLUDE (_ingested_at), CAST(_ingested_at AS VARCHAR) FROM silver.orders ORDER BY order_id";
+const SILVER_ROWS: &str =
+    "SELECT * EXCLUDE (_ingested_at), CAST(_ingested_at AS VARCHAR) FROM silver.orders ORDER BY order_id";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_after_a_contract_fix_gives_what_a_fresh_run_gives_and_twice_is_a_no_op() {
@@ -141,13 +159,19 @@ async fn replay_after_a_contract_fix_gives_what_a_fresh_run_gives_and_twice_is_a
     let marked = strict.rows("SELECT _replay_outcome, count(*) FROM quarantine.orders WHERE _replayed_at IS NOT NULL GROUP BY 1 ORDER BY 1").await;
     let promoted: u64 = marked.iter().filter(|m| m[0] == "promoted").map(|m| m[1].parse::<u64>().expect("n")).sum();
     assert_eq!(promoted, r.promoted(), "{marked:?}");
-    assert_eq!(strict.rows("SELECT DISTINCT _replay_run_id FROM quarantine.orders WHERE _replayed_at IS NOT NULL").await, vec![vec!["replay-test".to_string()]]);
+    assert_eq!(
+        strict.rows("SELECT DISTINCT _replay_run_id FROM quarantine.orders WHERE _replayed_at IS NOT NULL").await,
+        vec![vec!["replay-test".to_string()]]
+    );
 
     // Twice: nothing passes any more, nothing is written.
     let versions = (strict.version(Layer::Silver, "orders").await, strict.version(Layer::Quarantine, "orders").await);
     let again = strict.replay(None, false).await;
     assert_eq!((again.passing, again.promoted(), again.intent), (0, 0, None));
-    assert_eq!((strict.version(Layer::Silver, "orders").await, strict.version(Layer::Quarantine, "orders").await), versions);
+    assert_eq!(
+        (strict.version(Layer::Silver, "orders").await, strict.version(Layer::Quarantine, "orders").await),
+        versions
+    );
     // The pipeline still runs cleanly on top (gold reconciles with the replayed silver).
     let s = strict.run().await;
     assert!(s.ok(), "{:?}", s.failed);
@@ -168,15 +192,31 @@ RATE
 "#;
 
 fn orders(ids: std::ops::Range<i64>, bad: usize) -> Vec<String> {
-    ids.enumerate().map(|(i, id)| format!(r#"{{"order_id": {id}, "amount": {}}}"#, if i < bad { 0 } else { 5 })).collect()
+    ids.enumerate()
+        .map(|(i, id)| format!(r#"{{"order_id": {id}, "amount": {}}}"#, if i < bad { 0 } else { 5 }))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_never_lets_an_old_record_overwrite_a_newer_row_and_where_selects() {
     let d = Dir::new(&SMALL.replace("RATE", ""));
     // Order 1: zero (rejected) at 10:00, then 7 at 11:00. Order 2: zero at 11:00 after 3 at 10:00.
-    d.bronze("orders", "b1", "2024-03-01T10:00:00+00:00", &[r#"{"order_id": 1, "amount": 0}"#.into(), r#"{"order_id": 2, "amount": 3}"#.into(), r#"{"order_id": 3, "amount": 0}"#.into()]);
-    d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &[r#"{"order_id": 1, "amount": 7}"#.into(), r#"{"order_id": 2, "amount": 0}"#.into()]);
+    d.bronze(
+        "orders",
+        "b1",
+        "2024-03-01T10:00:00+00:00",
+        &[
+            r#"{"order_id": 1, "amount": 0}"#.into(),
+            r#"{"order_id": 2, "amount": 3}"#.into(),
+            r#"{"order_id": 3, "amount": 0}"#.into(),
+        ],
+    );
+    d.bronze(
+        "orders",
+        "b2",
+        "2024-03-01T11:00:00+00:00",
+        &[r#"{"order_id": 1, "amount": 7}"#.into(), r#"{"order_id": 2, "amount": 0}"#.into()],
+    );
     assert!(d.run().await.ok());
     d.edit("amount > 0", "amount >= 0");
     let only_b1 = d.replay(Some("_batch_id = 'b1'"), false).await;
@@ -185,7 +225,11 @@ async fn replay_never_lets_an_old_record_overwrite_a_newer_row_and_where_selects
     assert_eq!((rest.selected, rest.inserted, rest.updated, rest.superseded), (1, 0, 1, 0));
     assert_eq!(
         d.rows("SELECT order_id, amount, _batch_id FROM silver.orders ORDER BY order_id").await,
-        vec![vec!["1".to_string(), "7.00".into(), "b2".into()], vec!["2".into(), "0.00".into(), "b2".into()], vec!["3".into(), "0.00".into(), "b1".into()]]
+        vec![
+            vec!["1".to_string(), "7.00".into(), "b2".into()],
+            vec!["2".into(), "0.00".into(), "b2".into()],
+            vec!["3".into(), "0.00".into(), "b1".into()]
+        ]
     );
     assert_eq!(
         d.rows("SELECT _batch_id, _line, _replay_outcome FROM quarantine.orders ORDER BY _batch_id, _line").await,
@@ -209,7 +253,10 @@ async fn a_rejection_rate_gate_holds_back_a_batch_above_it_and_passes_one_below(
     assert_eq!((p.batches, p.read, p.inserted, p.rejected), (1, 100, 99, 1));
     let gate = p.expectations.iter().find(|e| e.kind == "rejected_fraction").expect("gate result");
     assert_eq!(gate.outcome, medallion::quality::gates::Outcome::Fail);
-    assert_eq!(d.rows("SELECT min(order_id), count(*) FROM silver.orders").await, vec![vec!["101".to_string(), "99".into()]]);
+    assert_eq!(
+        d.rows("SELECT min(order_id), count(*) FROM silver.orders").await,
+        vec![vec!["101".to_string(), "99".into()]]
+    );
 
     // Unchanged, the next run holds it back again and commits nothing.
     let before = d.version(Layer::Silver, "orders").await;
@@ -231,7 +278,11 @@ async fn a_per_run_rejection_rate_fails_the_promotion_and_warn_only_records() {
     d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &orders(100..200, 1));
     let s = d.run().await;
     assert_eq!(s.failed.len(), 1);
-    assert!(s.failed[0].error.contains("`max_rejected_fraction.per_run` (4 of 200 rows failed)"), "{}", s.failed[0].error);
+    assert!(
+        s.failed[0].error.contains("`max_rejected_fraction.per_run` (4 of 200 rows failed)"),
+        "{}",
+        s.failed[0].error
+    );
     assert_eq!(d.version(Layer::Silver, "orders").await, None);
     assert_eq!(d.version(Layer::Quarantine, "orders").await, None);
 
@@ -247,8 +298,12 @@ async fn a_per_run_rejection_rate_fails_the_promotion_and_warn_only_records() {
     let s = d.run().await;
     assert!(s.ok(), "{:?}", s.failed);
     // b1 alone is left: 3% is above both bounds, and only warns.
-    let outcomes: Vec<(&str, &str)> =
-        s.silver[0].expectations.iter().filter(|e| e.kind == "rejected_fraction").map(|e| (e.name.as_str(), e.outcome.label())).collect();
+    let outcomes: Vec<(&str, &str)> = s.silver[0]
+        .expectations
+        .iter()
+        .filter(|e| e.kind == "rejected_fraction")
+        .map(|e| (e.name.as_str(), e.outcome.label()))
+        .collect();
     assert_eq!(outcomes, vec![("max_rejected_fraction.per_batch", "warn"), ("max_rejected_fraction.per_run", "warn")]);
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["196".to_string()]]);
 }
@@ -257,18 +312,32 @@ async fn a_per_run_rejection_rate_fails_the_promotion_and_warn_only_records() {
 async fn new_fields_and_changed_json_types_are_recorded_with_the_batch_that_brought_them() {
     let d = Dir::new(&SMALL.replace("RATE", ""));
     d.bronze("orders", "b1", "2024-03-01T10:00:00+00:00", &[r#"{"order_id": 1, "amount": 5, "note": null}"#.into()]);
-    d.bronze("orders", "b2", "2024-03-01T11:00:00+00:00", &[r#"{"order_id": 2, "amount": 5, "tier": "gold", "note": "x"}"#.into()]);
+    d.bronze(
+        "orders",
+        "b2",
+        "2024-03-01T11:00:00+00:00",
+        &[r#"{"order_id": 2, "amount": 5, "tier": "gold", "note": "x"}"#.into()],
+    );
     let s = d.run().await;
     assert!(s.ok(), "{:?}", s.failed);
-    let seen: Vec<(String, String, Vec<String>, String)> = s.drift.iter().map(|e| (e.field.clone(), e.change.clone(), e.types.clone(), e.batch_id.clone())).collect();
+    let seen: Vec<(String, String, Vec<String>, String)> =
+        s.drift.iter().map(|e| (e.field.clone(), e.change.clone(), e.types.clone(), e.batch_id.clone())).collect();
     // b1 is the baseline; `note` was only null there, so its first type is not a change.
     assert_eq!(seen, vec![("tier".to_string(), "new_field".to_string(), vec!["string".to_string()], "b2".to_string())]);
 
-    d.bronze("orders", "b3", "2024-03-01T12:00:00+00:00", &[r#"{"order_id": 3, "amount": "7.50", "tier": "silver"}"#.into()]);
+    d.bronze(
+        "orders",
+        "b3",
+        "2024-03-01T12:00:00+00:00",
+        &[r#"{"order_id": 3, "amount": "7.50", "tier": "silver"}"#.into()],
+    );
     let s = d.run().await;
     assert!(s.ok(), "{:?}", s.failed);
     let e = &s.drift[0];
-    assert_eq!((e.field.as_str(), e.change.as_str(), e.types.clone(), e.known.clone(), e.batch_id.as_str()), ("amount", "new_type", vec!["string".to_string()], vec!["number".to_string()], "b3"));
+    assert_eq!(
+        (e.field.as_str(), e.change.as_str(), e.types.clone(), e.known.clone(), e.batch_id.as_str()),
+        ("amount", "new_type", vec!["string".to_string()], vec!["number".to_string()], "b3")
+    );
     assert_eq!(s.drift.len(), 1, "{:?}", s.drift);
     let (_, lake) = d.open().await;
     let all = medallion::bronze::drift::recorded(&lake, "orders").await.expect("recorded");
@@ -277,7 +346,8 @@ async fn new_fields_and_changed_json_types_are_recorded_with_the_batch_that_brou
 
 #[tokio::test(flavor = "multi_thread")]
 async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
-    let d = Dir::new(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 2"));
+    let d =
+        Dir::new(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 2"));
     let mut compacted = Vec::new();
     for (i, at) in ["10", "11", "12", "13"].iter().enumerate() {
         let base = i64::try_from(i).expect("i") * 100;
@@ -319,13 +389,22 @@ async fn a_table_maintenance_policy_compacts_z_ordered_and_vacuums_on_its_own_sc
     assert_eq!(vacuumed[0], ["silver/orders", "quarantine/orders"]);
     assert!(vacuumed[1..].iter().all(Vec::is_empty), "{vacuumed:?}");
     let next_day = run(&project, &lake, &at("2024-03-03T11:00:00Z")).await.expect("run");
-    assert_eq!(next_day.vacuumed.iter().map(|m| m.table.as_str()).collect::<Vec<_>>(), ["silver/orders", "quarantine/orders"]);
-    assert_eq!(d.rows("SELECT count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders").await, vec![vec!["32".to_string(), "160.00".to_string()]]);
+    assert_eq!(
+        next_day.vacuumed.iter().map(|m| m.table.as_str()).collect::<Vec<_>>(),
+        ["silver/orders", "quarantine/orders"]
+    );
+    assert_eq!(
+        d.rows("SELECT count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders").await,
+        vec![vec!["32".to_string(), "160.00".to_string()]]
+    );
     assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]], "nothing lost");
 
     for (bad, message) in [
         ("maintenance = { zorder = [\"amout\"] }", "maintenance: zorder column `amout` is not a column of the table"),
-        ("maintenance = { vacuum_every = \"1d\", vacuum_retain = \"1h\" }", "maintenance: vacuum_retain `1h` is below 7 days"),
+        (
+            "maintenance = { vacuum_every = \"1d\", vacuum_retain = \"1h\" }",
+            "maintenance: vacuum_retain `1h` is below 7 days",
+        ),
         ("maintenance = { compact_every = 3 }", "unknown field `compact_every`"),
     ] {
         d.configure(&SMALL.replace("RATE", bad));
@@ -348,7 +427,11 @@ async fn a_vacuum_policy_runs_after_runs_when_due() {
     assert!(!later.vacuumed.is_empty(), "due again after a day");
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["9".to_string()]]);
 
-    d.configure(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\nvacuum_every = \"1d\"\nvacuum_retain = \"1h\""));
+    d.configure(
+        &SMALL
+            .replace("RATE", "")
+            .replace("name = \"small\"", "name = \"small\"\nvacuum_every = \"1d\"\nvacuum_retain = \"1h\""),
+    );
     let err = Project::load(d.dir.path()).await.expect_err("too short").to_string();
     assert!(err.contains("vacuum_retain `1h` is below 7 days"), "{err}");
 }

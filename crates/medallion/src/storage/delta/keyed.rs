@@ -29,10 +29,10 @@ use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 // ParquetObjectReader is deprecated in parquet 59 in favour of hand-written readers; it is what
 // delta-rs 1.1 reads with too.
+use datafusion::parquet::arrow::ProjectionMask;
 #[allow(deprecated)]
 use datafusion::parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
-use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::transaction::CommitBuilder;
@@ -106,12 +106,14 @@ pub(super) async fn upsert(
     let source = Arc::new(source);
 
     // Which target rows the source matches: key and order columns of the files that may hold a key.
-    let candidates: Vec<usize> = (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
+    let candidates: Vec<usize> =
+        (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
     let scanned = candidates.len();
     let scan_started = std::time::Instant::now();
     let hits: Vec<(usize, Vec<Hit>)> = futures::stream::iter(candidates)
         .map(|i| {
-            let (store, source, path, size) = (Arc::clone(&store), Arc::clone(&source), files[i].object_store_path(), files[i].size());
+            let (store, source, path, size) =
+                (Arc::clone(&store), Arc::clone(&source), files[i].object_store_path(), files[i].size());
             let (key, order_by) = (key.to_string(), order_by.to_string());
             tokio::spawn(async move { scan(store, path, size, &key, &order_by, &source).await.map(|h| (i, h)) })
         })
@@ -139,7 +141,8 @@ pub(super) async fn upsert(
     let mut rewrites: Vec<(usize, Vec<u32>)> = Vec::new();
     let mut updated = 0usize;
     for (i, file_hits) in hits {
-        let mut drop: Vec<u32> = file_hits.iter().filter(|h| fate[h.source as usize] == Fate::Update).map(|h| h.row).collect();
+        let mut drop: Vec<u32> =
+            file_hits.iter().filter(|h| fate[h.source as usize] == Fate::Update).map(|h| h.row).collect();
         if !drop.is_empty() {
             drop.sort_unstable();
             updated += drop.len();
@@ -153,7 +156,9 @@ pub(super) async fn upsert(
     let rewritten: Vec<(usize, Vec<Action>, Vec<RecordBatch>, usize)> = futures::stream::iter(rewrites)
         .map(|(i, drop)| {
             let (table, path, size) = (Arc::clone(&table_arc), files[i].object_store_path(), files[i].size());
-            tokio::spawn(async move { rewrite(&table, path, size, &drop, change_feed).await.map(|(adds, pre, kept)| (i, adds, pre, kept)) })
+            tokio::spawn(async move {
+                rewrite(&table, path, size, &drop, change_feed).await.map(|(adds, pre, kept)| (i, adds, pre, kept))
+            })
         })
         .buffer_unordered(threads)
         .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge rewrite task: {e}")))?)
@@ -230,7 +235,10 @@ pub(super) async fn upsert(
     let operation = DeltaOperation::Merge {
         predicate: None,
         merge_predicate: Some(on),
-        matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: Some(format!("source.{order_by} > target.{order_by}")) }],
+        matched_predicates: vec![MergePredicate {
+            action_type: "update".into(),
+            predicate: Some(format!("source.{order_by} > target.{order_by}")),
+        }],
         not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
         not_matched_by_source_predicates: Vec::new(),
     };
@@ -245,7 +253,12 @@ pub(super) async fn upsert(
 }
 
 /// Whether the keyed merge handles `table` (Some(records a change data feed)) or not (None).
-fn applies(table: &DeltaTable, rows: &[RecordBatch], key: &str, order_by: &str) -> Result<Option<bool>, DeltaTableError> {
+fn applies(
+    table: &DeltaTable,
+    rows: &[RecordBatch],
+    key: &str,
+    order_by: &str,
+) -> Result<Option<bool>, DeltaTableError> {
     let Some(first) = rows.first() else { return Ok(None) };
     let schema = first.schema();
     let (Ok(k), Ok(o)) = (schema.index_of(key), schema.index_of(order_by)) else { return Ok(None) };
@@ -254,8 +267,12 @@ fn applies(table: &DeltaTable, rows: &[RecordBatch], key: &str, order_by: &str) 
     }
     let snapshot = table.snapshot()?;
     let config = snapshot.metadata().configuration();
-    let constrained = config.iter().any(|(k, v)| k.starts_with("delta.constraints.") || (k == "delta.appendOnly" && v == "true"));
-    if constrained || snapshot.protocol().min_writer_version() > 4 || !snapshot.metadata().partition_columns().is_empty() {
+    let constrained =
+        config.iter().any(|(k, v)| k.starts_with("delta.constraints.") || (k == "delta.appendOnly" && v == "true"));
+    if constrained
+        || snapshot.protocol().min_writer_version() > 4
+        || !snapshot.metadata().partition_columns().is_empty()
+    {
         return Ok(None);
     }
     // Same columns in the same order (a table whose schema differs goes through MERGE's casts).
@@ -273,8 +290,13 @@ fn applies(table: &DeltaTable, rows: &[RecordBatch], key: &str, order_by: &str) 
 /// converts to `int64` (integers, dates, timestamps): the shape the dedup and this merge handle
 /// with an `i64` hash map.
 pub(crate) fn int_key_and_order(schema: &Schema, batches: &[RecordBatch], k: usize, o: usize) -> bool {
-    let orderable = matches!(schema.field(o).data_type(), DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _));
-    schema.field(k).data_type() == &DataType::Int64 && orderable && batches.iter().all(|b| b.column(k).null_count() == 0)
+    let orderable = matches!(
+        schema.field(o).data_type(),
+        DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _)
+    );
+    schema.field(k).data_type() == &DataType::Int64
+        && orderable
+        && batches.iter().all(|b| b.column(k).null_count() == 0)
 }
 
 /// The source indexed by key (None if a key repeats: the caller deduplicates first).
@@ -312,17 +334,31 @@ fn may_hold(sorted: &[i64], stats: Option<&str>, key: &str) -> bool {
 }
 
 #[allow(deprecated)]
-async fn open(store: &Arc<dyn ObjectStore>, path: Path, size: i64) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>, DeltaTableError> {
+async fn open(
+    store: &Arc<dyn ObjectStore>,
+    path: Path,
+    size: i64,
+) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>, DeltaTableError> {
     let reader = ParquetObjectReader::new(Arc::clone(store), path).with_file_size(u64::try_from(size).unwrap_or(0));
     Ok(ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(READ_BATCH_ROWS))
 }
 
 /// The rows of one target file whose key is in the source (reads the key and order columns only).
-async fn scan(store: Arc<dyn ObjectStore>, path: Path, size: i64, key: &str, order_by: &str, source: &Source) -> Result<Vec<Hit>, DeltaTableError> {
+async fn scan(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: i64,
+    key: &str,
+    order_by: &str,
+    source: &Source,
+) -> Result<Vec<Hit>, DeltaTableError> {
     let builder = open(&store, path.clone(), size).await?;
     let fields = builder.schema().fields();
     let position = |name: &str| {
-        fields.iter().position(|f| f.name() == name).ok_or_else(|| DeltaTableError::Generic(format!("{path}: no column `{name}`")))
+        fields
+            .iter()
+            .position(|f| f.name() == name)
+            .ok_or_else(|| DeltaTableError::Generic(format!("{path}: no column `{name}`")))
     };
     let (k, o) = (position(key)?, position(order_by)?);
     let mask = ProjectionMask::roots(builder.parquet_schema(), [k, o]);
@@ -348,7 +384,13 @@ async fn scan(store: Arc<dyn ObjectStore>, path: Path, size: i64, key: &str, ord
 
 /// Rewrites one file without the rows numbered `drop` (sorted): its Add actions, the dropped rows
 /// (when `keep_dropped`, for the change data feed) and the number of rows copied.
-async fn rewrite(table: &DeltaTable, path: Path, size: i64, drop: &[u32], keep_dropped: bool) -> Result<(Vec<Action>, Vec<RecordBatch>, usize), DeltaTableError> {
+async fn rewrite(
+    table: &DeltaTable,
+    path: Path,
+    size: i64,
+    drop: &[u32],
+    keep_dropped: bool,
+) -> Result<(Vec<Action>, Vec<RecordBatch>, usize), DeltaTableError> {
     let store = table.object_store();
     let mut stream = open(&store, path, size).await?.build()?;
     let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
@@ -373,7 +415,11 @@ async fn rewrite(table: &DeltaTable, path: Path, size: i64, drop: &[u32], keep_d
         start = end;
     }
     if next != drop.len() {
-        return Err(DeltaTableError::Generic(format!("merge: a file changed while it was rewritten ({} of {} rows found)", next, drop.len())));
+        return Err(DeltaTableError::Generic(format!(
+            "merge: a file changed while it was rewritten ({} of {} rows found)",
+            next,
+            drop.len()
+        )));
     }
     let adds = writer.flush().await?.into_iter().map(Action::Add).collect();
     Ok((adds, dropped, copied))

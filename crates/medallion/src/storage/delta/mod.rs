@@ -10,8 +10,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::{DataFrame, SessionContext};
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::TryStreamExt;
@@ -21,9 +21,8 @@ use super::{Lake, Layer};
 use crate::error::{Error, Result};
 
 mod keyed;
-pub(crate) use keyed::int_key_and_order;
-
 pub use deltalake::operations::merge::MergeMetrics;
+pub(crate) use keyed::int_key_and_order;
 
 /// A Delta table of the lake, opened at its latest version (or not yet created).
 #[derive(Debug, Clone)]
@@ -129,10 +128,20 @@ impl Table {
         let latest = t.version().unwrap_or(0);
         let version = match as_of {
             AsOf::Version(v) if v > latest => {
-                return Err(Error::NoSuchVersion { table: t.label.clone(), asked: v.to_string(), latest: Some(latest) });
+                return Err(Error::NoSuchVersion {
+                    table: t.label.clone(),
+                    asked: v.to_string(),
+                    latest: Some(latest),
+                });
             }
             AsOf::Version(v) => Some(v),
-            AsOf::Time(at) => t.commits().await?.into_iter().filter(|c| c.timestamp.is_some_and(|ts| ts <= at)).map(|c| c.version).max(),
+            AsOf::Time(at) => t
+                .commits()
+                .await?
+                .into_iter()
+                .filter(|c| c.timestamp.is_some_and(|ts| ts <= at))
+                .map(|c| c.version)
+                .max(),
         };
         let Some(version) = version else {
             return Ok(Table { exists: false, ..t });
@@ -169,7 +178,12 @@ impl Table {
                     timestamp: c.timestamp.and_then(chrono::DateTime::from_timestamp_millis),
                     operation: c.operation.clone().unwrap_or_default(),
                     rows,
-                    run_id: c.info.get("medallion").and_then(|m| m.get("run_id")).and_then(Value::as_str).map(str::to_string),
+                    run_id: c
+                        .info
+                        .get("medallion")
+                        .and_then(|m| m.get("run_id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                 }
             })
             .collect())
@@ -202,7 +216,8 @@ impl Table {
         if !self.exists {
             return Ok(HashMap::new());
         }
-        let mut infos: Vec<_> = self.inner.history(Some(1)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        let mut infos: Vec<_> =
+            self.inner.history(Some(1)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
         Ok(infos.pop().map(|c| c.info).unwrap_or_default())
     }
 
@@ -265,7 +280,9 @@ impl Table {
         }
         match write.replace_where {
             Some(predicate) => builder = builder.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate),
-            None if write.overwrite => builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite),
+            None if write.overwrite => {
+                builder = builder.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            }
             None => {}
         }
         let inner = builder.await.map_err(|e| Error::delta(&label, e))?;
@@ -280,7 +297,11 @@ impl Table {
         if after >= latest {
             return Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))));
         }
-        let enabled = self.inner.snapshot().ok().and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned());
+        let enabled = self
+            .inner
+            .snapshot()
+            .ok()
+            .and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned());
         if enabled.as_deref() != Some("true") {
             return Ok(None);
         }
@@ -293,19 +314,27 @@ impl Table {
                 return Ok(None);
             }
         };
-        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.map_err(|e| Error::sql(format!("reading changes of {}", self.label), e))?;
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .map_err(|e| Error::sql(format!("reading changes of {}", self.label), e))?;
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             return Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))));
         };
         let context = format!("changed values of {}.{column}", self.label);
-        let mem = datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(|e| Error::sql(&context, e))?;
+        let mem =
+            datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(|e| Error::sql(&context, e))?;
         ctx.register_table("changes", Arc::new(mem)).map_err(|e| Error::sql(&context, e))?;
-        let df = ctx.sql(&format!("SELECT DISTINCT {} FROM changes", crate::spec::ident(column))).await.map_err(|e| Error::sql(&context, e))?;
+        let df = ctx
+            .sql(&format!("SELECT DISTINCT {} FROM changes", crate::spec::ident(column)))
+            .await
+            .map_err(|e| Error::sql(&context, e))?;
         let out = df.collect().await.map_err(|e| Error::sql(&context, e))?;
         let schema = out.first().map(RecordBatch::schema);
         match schema {
             None => Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())))),
-            Some(schema) => datafusion::arrow::compute::concat_batches(&schema, &out).map(Some).map_err(|e| Error::arrow(&context, e)),
+            Some(schema) => datafusion::arrow::compute::concat_batches(&schema, &out)
+                .map(Some)
+                .map_err(|e| Error::arrow(&context, e)),
         }
     }
 
@@ -350,7 +379,16 @@ impl Table {
     pub async fn upsert_rows(self, rows: Vec<RecordBatch>, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
         let keyed_off = std::env::var("MEDALLION_KEYED_MERGE").is_ok_and(|v| v == "off");
         if let ([key], None, true, false) = (upsert.keys.as_slice(), &upsert.delete_column, self.exists, keyed_off) {
-            let merged = keyed::upsert(&self.inner, &self.label, &rows, key, &upsert.order_by, upsert.txn.clone(), upsert.metadata.clone()).await?;
+            let merged = keyed::upsert(
+                &self.inner,
+                &self.label,
+                &rows,
+                key,
+                &upsert.order_by,
+                upsert.txn.clone(),
+                upsert.metadata.clone(),
+            )
+            .await?;
             if let Some((inner, metrics)) = merged {
                 return Ok((Table { label: self.label, inner, exists: true }, metrics));
             }
@@ -365,8 +403,7 @@ impl Table {
     /// one, whatever order batches arrive in). `bounds` narrows the target scan.
     pub async fn upsert(self, source: DataFrame, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
         let label = self.label.clone();
-        let mut predicate: Vec<String> =
-            upsert.keys.iter().map(|k| format!("target.{k} = source.{k}")).collect();
+        let mut predicate: Vec<String> = upsert.keys.iter().map(|k| format!("target.{k} = source.{k}")).collect();
         predicate.extend(upsert.bounds);
         let guard = format!("source.{o} > target.{o}", o = upsert.order_by);
         let columns = upsert.columns;
@@ -382,10 +419,14 @@ impl Table {
             .with_target_alias("target")
             .with_commit_properties(commit_properties(upsert.txn, upsert.metadata));
         if let Some(d) = &upsert.delete_column {
-            merge = merge.when_matched_delete(|del| del.predicate(format!("{guard} AND source.{d}"))).map_err(|e| Error::delta(&label, e))?;
+            merge = merge
+                .when_matched_delete(|del| del.predicate(format!("{guard} AND source.{d}")))
+                .map_err(|e| Error::delta(&label, e))?;
         }
         let (inner, metrics) = merge
-            .when_matched_update(|u| columns.iter().fold(u.predicate(update_when), |u, c| u.update(c.as_str(), format!("source.{c}"))))
+            .when_matched_update(|u| {
+                columns.iter().fold(u.predicate(update_when), |u, c| u.update(c.as_str(), format!("source.{c}")))
+            })
             .map_err(|e| Error::delta(&label, e))?
             .when_not_matched_insert(|i| {
                 let i = match insert_when {
@@ -481,7 +522,9 @@ mod once {
             let stream = match taken {
                 Some(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
                 None => futures::stream::once(async {
-                    Err(DataFusionError::Execution("the rows of this write were already read once; refusing to write them again".into()))
+                    Err(DataFusionError::Execution(
+                        "the rows of this write were already read once; refusing to write them again".into(),
+                    ))
                 })
                 .boxed(),
             };
@@ -495,7 +538,8 @@ mod once {
             return Err(Error::Internal("a write needs at least one (possibly empty) batch".into()));
         };
         let source = Arc::new(Once { schema: Arc::clone(&schema), batches: Mutex::new(Some(batches)) });
-        let table = StreamingTable::try_new(schema, vec![source]).map_err(|e| Error::sql("staging rows to write", e))?;
+        let table =
+            StreamingTable::try_new(schema, vec![source]).map_err(|e| Error::sql("staging rows to write", e))?;
         LogicalPlanBuilder::scan("rows", provider_as_source(Arc::new(table)), None)
             .and_then(LogicalPlanBuilder::build)
             .map_err(|e| Error::sql("staging rows to write", e))
