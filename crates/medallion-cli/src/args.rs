@@ -79,7 +79,8 @@ pub enum Command {
     ///
     /// Exit code 1 when a node failed (rejected records alone are not a failure).
     Run {
-        /// Rebuild every gold model from scratch, incremental ones included.
+        /// Rebuild every selected silver table from bronze with the current contract (as
+        /// `medallion rebuild`) and every gold model from scratch, incremental ones included.
         #[arg(long)]
         full_refresh: bool,
         /// Only these nodes: `orders`, `silver/orders`, `orders+` (and downstream), `+daily_revenue`
@@ -108,6 +109,17 @@ pub enum Command {
     },
     /// Run again only the nodes that failed or were not run in the last run (like `dbt retry`).
     Retry,
+    /// Recompute silver tables from every bronze batch with the current contract, then the gold
+    /// models downstream: what a contract change needs (see README "Changing a contract").
+    ///
+    /// Each table gets one new Delta version (readers see the old or the new table; time travel
+    /// to the old one works until vacuum) and a new dead letter, every record judged again.
+    /// Interrupted, it finishes at the next `run` or `rebuild`; batches landed later are promoted
+    /// by the next `run` as usual.
+    Rebuild {
+        /// Silver tables (all when none are named).
+        tables: Vec<String>,
+    },
     /// Stay up and run what is due: sources with a `schedule`, gold models by their `refresh`.
     ///
     /// Missed fires are caught up once (or each, with `catchup = true` in [project]). SIGTERM or

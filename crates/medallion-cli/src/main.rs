@@ -104,6 +104,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Backfill { from, to } => commands::run::backfill(g, from, to).await,
         Command::Retry => commands::run::retry(g).await,
+        Command::Rebuild { tables } => commands::run::rebuild(g, &tables).await,
         Command::Schedule { once, metrics } => commands::schedule::schedule(g, once, metrics).await,
         Command::Serve { addr } => commands::serve::serve(g, &addr).await,
         Command::Docs { out } => commands::runs::docs(g, &out).await,

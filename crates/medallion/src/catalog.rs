@@ -2,7 +2,9 @@
 //!
 //! Silver and gold tables are reachable by plain name (`orders`) and qualified (`silver.orders`,
 //! `gold.daily_revenue`); dead letters only qualified (`quarantine.orders`); expectation results
-//! as `medallion.expectations`, the event log as `medallion.events`. A table not created yet reads as empty with its declared schema.
+//! as `medallion.expectations`, the event log as `medallion.events`. A table not created yet reads
+//! as empty with its declared schema. Which tables exist, and their schemas, come from a
+//! [`Registry`] (the project).
 
 use std::sync::Arc;
 
@@ -14,39 +16,54 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::observability::events;
-use crate::project::Project;
-use crate::quality::results;
-use crate::silver::quarantine;
 use crate::storage::delta::{AsOf, Table};
 use crate::storage::{Lake, Layer};
 
-/// A session with every table of `project` in `lake` registered.
-pub async fn session(lake: &Lake, project: &Project) -> Result<SessionContext> {
-    session_as_of(lake, project, None).await
+/// The tables a catalog serves, with the schema each reads as while it does not exist yet. The
+/// project implements it; the catalog learns schemas from it, not from the modules writing them.
+pub trait Registry: Sync {
+    /// Silver and gold tables: (layer, name, declared schema).
+    fn published(&self) -> Vec<(Layer, &str, SchemaRef)>;
+    /// The schema of every table's dead letter (`quarantine.<name>`).
+    fn dead_letter_schema(&self) -> SchemaRef;
+    /// The lake's own tables, served as `medallion.<name>`: (name, schema).
+    fn system(&self) -> Vec<(&'static str, SchemaRef)>;
+}
+
+/// The layer a published table `name` is in (gold wins over silver), if any.
+pub fn layer_of(tables: &dyn Registry, name: &str) -> Option<Layer> {
+    let found = tables.published().into_iter().filter(|(_, n, _)| *n == name).map(|(l, ..)| l).collect::<Vec<_>>();
+    found.iter().find(|l| **l == Layer::Gold).or(found.first()).copied()
+}
+
+/// The declared schema of the published table `layer/name`.
+fn schema_of(tables: &dyn Registry, layer: Layer, name: &str) -> Option<SchemaRef> {
+    tables.published().into_iter().find(|(l, n, _)| *l == layer && *n == name).map(|(.., s)| s)
+}
+
+/// A session with every table of `tables` in `lake` registered.
+pub async fn session(lake: &Lake, tables: &dyn Registry) -> Result<SessionContext> {
+    session_as_of(lake, tables, None).await
 }
 
 /// A session with every table as it was at `as_of` (None: now). Tables created later read as
 /// empty.
-pub async fn session_as_of(lake: &Lake, project: &Project, as_of: Option<AsOf>) -> Result<SessionContext> {
-    session_with(lake, project, as_of, None).await
+pub async fn session_as_of(lake: &Lake, tables: &dyn Registry, as_of: Option<AsOf>) -> Result<SessionContext> {
+    session_with(lake, tables, as_of, None).await
 }
 
 /// A session with only the silver and gold tables named in `tables` (no dead letters, no
 /// results): opening a Delta table reads its log, so a node's audit opens only what it reads.
-pub async fn session_for(lake: &Lake, project: &Project, tables: &[&str]) -> Result<SessionContext> {
-    session_with(lake, project, None, Some(tables)).await
+pub async fn session_for(lake: &Lake, registry: &dyn Registry, tables: &[&str]) -> Result<SessionContext> {
+    session_with(lake, registry, None, Some(tables)).await
 }
 
 /// A session over tables already opened (layer, name, table): a node that has read their versions
 /// computes from exactly those snapshots, and no log is read twice.
-pub async fn session_of(project: &Project, tables: &[(Layer, &str, Table)]) -> Result<SessionContext> {
+pub async fn session_of(registry: &dyn Registry, tables: &[(Layer, &str, Table)]) -> Result<SessionContext> {
     let ctx = new_session()?;
     for (layer, name, table) in tables {
-        let schema = match layer {
-            Layer::Gold => project.gold.get(*name).map(|g| g.schema.clone()),
-            _ => project.silver.get(*name).map(|t| t.schema.clone()),
-        };
+        let schema = schema_of(registry, if *layer == Layer::Gold { Layer::Gold } else { Layer::Silver }, name);
         let schema = schema.ok_or_else(|| Error::Internal(format!("no schema for {}", table.label)))?;
         register_table(&ctx, *layer, name, provider_of(&ctx, table, schema).await?)?;
     }
@@ -55,7 +72,7 @@ pub async fn session_of(project: &Project, tables: &[(Layer, &str, Table)]) -> R
 
 async fn session_with(
     lake: &Lake,
-    project: &Project,
+    tables: &dyn Registry,
     as_of: Option<AsOf>,
     only: Option<&[&str]>,
 ) -> Result<SessionContext> {
@@ -65,24 +82,19 @@ async fn session_with(
         let ctx = ctx.clone();
         async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
     };
-    let published = project
-        .silver
-        .values()
-        .map(|t| (Layer::Silver, &t.name, &t.schema))
-        .chain(project.gold.values().map(|g| (Layer::Gold, &g.name, &g.schema)));
-    for (layer, name, schema) in published.filter(|(_, name, _)| wanted(name)) {
-        let p = provider(layer, name.clone(), schema.clone()).await?;
+    for (layer, name, schema) in tables.published().into_iter().filter(|(_, name, _)| wanted(name)) {
+        let p = provider(layer, name.to_string(), schema).await?;
         register_table(&ctx, layer, name, p)?;
         if only.is_none() {
-            let q = provider(Layer::Quarantine, name.clone(), quarantine::schema()).await?;
+            let q = provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?;
             register(&ctx, &format!("quarantine.{name}"), q)?;
         }
     }
     if only.is_none() {
-        let results = provider(Layer::System, results::TABLE.to_string(), results::schema()).await?;
-        register(&ctx, &format!("medallion.{}", results::TABLE), results)?;
-        let log = provider(Layer::System, events::TABLE.to_string(), events::schema()).await?;
-        register(&ctx, &format!("medallion.{}", events::TABLE), log)?;
+        for (name, schema) in tables.system() {
+            let p = provider(Layer::System, name.to_string(), schema).await?;
+            register(&ctx, &format!("medallion.{name}"), p)?;
+        }
     }
     Ok(ctx)
 }
@@ -112,19 +124,19 @@ pub fn empty(schema: SchemaRef, name: &str) -> Result<Arc<dyn TableProvider>> {
 }
 
 /// The table a name used in SQL refers to: `orders`, `silver.orders`, `gold.x`, `quarantine.x`.
-pub fn resolve(project: &Project, name: &str) -> Option<(Layer, String)> {
+pub fn resolve(tables: &dyn Registry, name: &str) -> Option<(Layer, String)> {
+    let is = |layer: Layer, t: &str| schema_of(tables, layer, t).is_some();
     let (layer, table) = match name.split_once('.') {
         Some(("silver", t)) => (Layer::Silver, t),
         Some(("gold", t)) => (Layer::Gold, t),
         Some(("quarantine", t)) => (Layer::Quarantine, t),
         Some(_) => return None,
-        None if project.gold.contains_key(name) => (Layer::Gold, name),
+        None if is(Layer::Gold, name) => (Layer::Gold, name),
         None => (Layer::Silver, name),
     };
     let known = match layer {
-        Layer::Silver => project.silver.contains_key(table),
-        Layer::Gold => project.gold.contains_key(table),
-        _ => project.silver.contains_key(table) || project.gold.contains_key(table),
+        Layer::Silver | Layer::Gold => is(layer, table),
+        _ => is(Layer::Silver, table) || is(Layer::Gold, table),
     };
     known.then(|| (layer, table.to_string()))
 }

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use url::Url;
+
 use crate::spec::Diagnostic;
 
 /// Result with [`Error`] as the default error.
@@ -36,7 +38,7 @@ pub enum Error {
     },
 
     /// The lake (object store) failed.
-    #[error("lake storage error at `{location}`: {}", crate::storage::explain(cause))]
+    #[error("lake storage error at `{location}`: {}", explain(cause))]
     Storage {
         /// Object path inside the lake.
         location: String,
@@ -140,6 +142,18 @@ pub enum Error {
         hint: String,
     },
 
+    /// A silver table's contract no longer matches the published table, and its policy does not
+    /// let the change in: nothing was promoted.
+    #[error("the contract of {table} changed since the table was written: {}; nothing was promoted (hint: {hint})", changes.join("; "))]
+    ContractChanged {
+        /// `silver/<table>`.
+        table: String,
+        /// Each change, for people (`type of amount: decimal(18,2) → decimal(20,4)`).
+        changes: Vec<String>,
+        /// The command that resolves it.
+        hint: String,
+    },
+
     /// A `fail` expectation failed: nothing of this run was published for the node.
     #[error("quality gate failed for {node}: {failed}; nothing was published and dependents were not run")]
     GateFailed {
@@ -147,8 +161,9 @@ pub enum Error {
         node: String,
         /// The failed expectations with their counts.
         failed: String,
-        /// Every expectation's result on the candidate data.
-        results: Vec<crate::quality::gates::GateResult>,
+        /// Every expectation's result on the candidate data, boxed so that this module names no
+        /// domain type: `quality::gates::results_of` reads it back.
+        results: Box<dyn std::any::Any + Send + Sync>,
     },
 
     /// A rejection-rate gate held back some batches of a promotion (the rest was published).
@@ -231,4 +246,95 @@ fn render_diagnostics(diags: &[Diagnostic]) -> String {
 
 fn hint(known: &[String]) -> String {
     if known.is_empty() { String::new() } else { format!(" (known: {})", known.join(", ")) }
+}
+
+/// One line saying why the store refused or could not be reached, from an `object_store` error
+/// (whose text carries the whole HTTP exchange): the S3/GCS/Azure error code and message when the
+/// store answered, else the transport's cause.
+pub fn explain(error: &object_store::Error) -> String {
+    let text = error.to_string();
+    if !matches!(
+        error,
+        object_store::Error::Generic { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    ) {
+        return text.lines().next().unwrap_or(&text).to_string();
+    }
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    let code = tag("Code");
+    let message = tag("Message").unwrap_or_default();
+    let status = ["403 Forbidden", "404 Not Found", "401 Unauthorized"].into_iter().find(|s| text.contains(s));
+    match (code.as_deref(), status) {
+        (Some("NoSuchBucket"), _) => format!("the bucket does not exist (NoSuchBucket: {message})"),
+        (
+            Some(
+                c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken" | "InvalidToken"),
+            ),
+            _,
+        ) => {
+            format!(
+                "access denied ({c}: {message}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])"
+            )
+        }
+        (Some(c), _) => format!("{c}: {message}"),
+        (None, Some(s)) if s.starts_with("40") && s != "404 Not Found" => {
+            format!(
+                "access denied ({s}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])"
+            )
+        }
+        (None, Some(s)) => format!("the bucket or container does not exist ({s})"),
+        (None, None) if text.contains("error sending request") || text.contains("HTTP error") => {
+            let retries =
+                text.find("after ").map(|i| text[i..].split(',').next().unwrap_or("").to_string()).unwrap_or_default();
+            let endpoint = text
+                .find("http")
+                .and_then(|i| Url::parse(text[i..].split_whitespace().next().unwrap_or("")).ok())
+                .map_or_else(|| "the endpoint".to_string(), |u| u.origin().ascii_serialization());
+            format!(
+                "cannot reach {endpoint} ({})",
+                if retries.is_empty() {
+                    "connection failed".to_string()
+                } else {
+                    format!("connection failed {retries}")
+                }
+            )
+        }
+        (None, None) => text.lines().next().unwrap_or(&text).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "S3", source: text.to_string().into() }
+    }
+
+    #[test]
+    fn store_errors_are_one_line_naming_the_cause() {
+        let missing = generic(
+            "Error performing GET http://h/nosuch - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
+        );
+        assert_eq!(explain(&missing), "the bucket does not exist (NoSuchBucket: The specified bucket does not exist)");
+        let denied = generic(
+            "403 Forbidden: <Error>\n<Code>InvalidAccessKeyId</Code>\n<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>",
+        );
+        assert!(
+            explain(&denied).starts_with("access denied (InvalidAccessKeyId: The AWS Access Key Id"),
+            "{}",
+            explain(&denied)
+        );
+        let down = generic(
+            "Error performing GET http://127.0.0.1:1/x in 1.5s, after 6 retries, max_retries: 6, retry_timeout: 60s  - HTTP error: error sending request",
+        );
+        assert_eq!(explain(&down), "cannot reach http://127.0.0.1:1 (connection failed after 6 retries)");
+        assert!(!explain(&down).contains('\n'));
+    }
 }

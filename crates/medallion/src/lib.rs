@@ -35,6 +35,7 @@ pub mod observability;
 pub mod orchestration;
 pub mod project;
 pub mod quality;
+pub mod runtime;
 pub mod sample;
 pub mod silver;
 pub mod spec;

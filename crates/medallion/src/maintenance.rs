@@ -6,12 +6,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::project::{Maintenance, Project};
+use crate::project::Project;
+pub use crate::storage::MIN_RETENTION;
 use crate::storage::delta::Table;
-use crate::storage::{Lake, Layer};
-
-/// The shortest retention `vacuum` accepts without `force` (Delta's default: 7 days).
-pub const MIN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+use crate::storage::{Lake, Layer, Maintenance};
 
 /// What maintenance did to one table.
 #[derive(Debug, Clone, Serialize)]
@@ -166,18 +164,15 @@ const STATE: &str = "_medallion/maintenance.json";
 pub async fn after_run(
     lake: &Lake,
     project: &Project,
-    now: crate::orchestration::run::Now,
+    now: crate::runtime::Now,
 ) -> Result<(Vec<Maintained>, Vec<Maintained>)> {
     let mut candidates = tables(project, None)?;
     candidates.push((Layer::System, crate::quality::results::TABLE.to_string()));
-    candidates.push((Layer::System, crate::observability::events::TABLE.to_string()));
+    candidates.push((Layer::System, crate::runtime::events::TABLE.to_string()));
     let mut state: serde_json::Map<String, serde_json::Value> =
         lake.get(STATE).await?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     // Lakes written before per-table state kept one time for all tables.
-    let legacy = state
-        .get("last_vacuum")
-        .and_then(|t| t.as_str())
-        .and_then(|t| t.parse::<crate::orchestration::run::Now>().ok());
+    let legacy = state.get("last_vacuum").and_then(|t| t.as_str()).and_then(|t| t.parse::<crate::runtime::Now>().ok());
     let mut vacuumed_at = state
         .remove("vacuumed")
         .and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, String>>(v).ok())
@@ -186,7 +181,7 @@ pub async fn after_run(
     for (layer, name) in candidates {
         let p = policy(project, layer, &name);
         let label = format!("{layer}/{name}");
-        let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::orchestration::run::Now>().ok()).or(legacy);
+        let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::runtime::Now>().ok()).or(legacy);
         let vacuum_due =
             p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
         if p.compact_above_files == 0 && vacuum_due.is_none() {

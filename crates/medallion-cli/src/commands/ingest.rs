@@ -27,7 +27,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         };
         let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
         let outcome =
-            ingest(&lake, &src.name, src.format, file, content, medallion::orchestration::run::later(now, i)).await;
+            ingest(&lake, &src.name, src.read.clone(), file, content, medallion::runtime::clock::later(now, i)).await;
         if let Some(pb) = progress {
             pb.finish_and_clear();
         }

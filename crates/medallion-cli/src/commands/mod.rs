@@ -15,6 +15,7 @@ pub mod validate;
 
 use anyhow::{Context, Result};
 use medallion::project::Project;
+use medallion::silver::evolve::{self, Verdict};
 use medallion::storage::Lake;
 
 use crate::args::Global;
@@ -28,9 +29,9 @@ pub async fn open(g: &Global) -> Result<(Project, Lake)> {
 }
 
 /// The clock: `--now`/`MEDALLION_NOW` when given, else the current time.
-pub fn clock(g: &Global) -> Result<medallion::orchestration::run::Now> {
+pub fn clock(g: &Global) -> Result<medallion::runtime::Now> {
     match &g.now {
-        None => Ok(medallion::orchestration::run::now()),
+        None => Ok(medallion::runtime::now()),
         Some(text) => chrono::DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).with_context(|| {
             format!("invalid --now/MEDALLION_NOW `{text}`: expected an RFC 3339 time such as 2024-03-01T00:00:00Z")
         }),
@@ -62,4 +63,31 @@ pub fn spinner(g: &Global, message: String) -> Option<indicatif::ProgressBar> {
         pb.enable_steady_tick(std::time::Duration::from_millis(120));
         pb
     })
+}
+
+/// Per silver table whose contract differs from the published table: the verdict of its
+/// `on_contract_change` policy (the same one `run` would reach).
+pub async fn contract_changes(project: &Project, lake: &Lake) -> Result<Vec<(String, Verdict)>> {
+    let mut out = Vec::new();
+    for t in project.silver.values() {
+        let silver = medallion::storage::delta::Table::open(lake, medallion::storage::Layer::Silver, &t.name).await?;
+        let verdict = evolve::assess(t, &silver).await?;
+        if verdict != Verdict::Unchanged {
+            out.push((t.name.clone(), verdict));
+        }
+    }
+    Ok(out)
+}
+
+/// One line per changed table: what changed and what the next run does, or the command to run.
+pub fn describe_contract_change(table: &str, verdict: &Verdict) -> (String, Vec<String>, String) {
+    let (changes, next) = match verdict {
+        Verdict::Unchanged => (&[][..], String::new()),
+        Verdict::Evolve(c) => (&c[..], "the next run adds them in place (old rows null until a rebuild)".to_string()),
+        Verdict::Rebuild(c) => {
+            (&c[..], "the next run rebuilds it from bronze (on_contract_change = \"rebuild\")".to_string())
+        }
+        Verdict::Refuse(c) => (&c[..], format!("runs refuse to promote into it: run `medallion rebuild {table}`")),
+    };
+    (format!("silver/{table}"), changes.iter().map(evolve::Change::describe).collect(), next)
 }

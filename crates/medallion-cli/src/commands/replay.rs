@@ -1,7 +1,7 @@
 //! `medallion replay` and `medallion quarantine`: getting dead-letter records back.
 
 use anyhow::{Result, bail};
-use medallion::orchestration::run::new_run_id;
+use medallion::runtime::new_run_id;
 use medallion::silver::dead_letter::summarize;
 use medallion::silver::replay::{Replay, ReplayOptions, replay};
 

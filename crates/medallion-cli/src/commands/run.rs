@@ -1,9 +1,9 @@
 //! `medallion run`.
 
 use anyhow::Result;
-use medallion::observability::events::{Event, EventSink};
 use medallion::orchestration::run::{RunOptions, RunSummary, run as run_project};
 use medallion::quality::gates::Outcome as GateOutcome;
+use medallion::runtime::events::{Event, EventSink};
 
 use super::{clock, open, spinner, threads};
 use crate::Outcome;
@@ -25,7 +25,31 @@ pub async fn run(
     } else {
         Some(medallion::orchestration::select::select(&project, select, exclude)?)
     };
-    execute(g, project, lake, Settings { full_refresh, select: selection, retries, date }).await
+    let rebuild = Default::default();
+    execute(g, project, lake, Settings { full_refresh, select: selection, retries, date, rebuild }).await
+}
+
+/// `medallion rebuild`: silver tables recomputed from bronze, then the gold models downstream.
+pub async fn rebuild(g: &Global, tables: &[String]) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    for t in tables {
+        if !project.silver.contains_key(t) {
+            let known: Vec<&str> = project.silver.keys().map(String::as_str).collect();
+            anyhow::bail!("`{t}` is not a silver table (silver tables: {})", known.join(", "));
+        }
+    }
+    let rebuild: std::collections::BTreeSet<String> =
+        if tables.is_empty() { project.silver.keys().cloned().collect() } else { tables.iter().cloned().collect() };
+    let downstream: Vec<String> = rebuild.iter().map(|t| format!("silver/{t}+")).collect();
+    let select = medallion::orchestration::select::select(&project, &downstream, &[])?;
+    let settings = Settings {
+        full_refresh: false,
+        select: Some(select),
+        retries: RunOptions::default().retries,
+        date: None,
+        rebuild,
+    };
+    execute(g, project, lake, settings).await
 }
 
 /// `medallion retry`: the failed and skipped nodes of the last run, run again.
@@ -55,7 +79,13 @@ pub async fn retry(g: &Global) -> Result<Outcome> {
         g,
         project,
         lake,
-        Settings { full_refresh: false, select: Some(nodes), retries: RunOptions::default().retries, date: None },
+        Settings {
+            full_refresh: false,
+            select: Some(nodes),
+            retries: RunOptions::default().retries,
+            date: None,
+            rebuild: Default::default(),
+        },
     )
     .await
 }
@@ -66,6 +96,7 @@ pub(crate) struct Settings {
     pub select: Option<std::collections::BTreeSet<String>>,
     pub retries: u32,
     pub date: Option<chrono::NaiveDate>,
+    pub rebuild: std::collections::BTreeSet<String>,
 }
 
 /// `medallion backfill`: one dated run per day, in order; stops at the first failed day.
@@ -77,8 +108,13 @@ pub async fn backfill(g: &Global, from: chrono::NaiveDate, to: chrono::NaiveDate
     while day <= to {
         let (project, lake) = open(g).await?;
         eprintln!("backfill: {day}");
-        let settings =
-            Settings { full_refresh: false, select: None, retries: RunOptions::default().retries, date: Some(day) };
+        let settings = Settings {
+            full_refresh: false,
+            select: None,
+            retries: RunOptions::default().retries,
+            date: Some(day),
+            rebuild: Default::default(),
+        };
         if matches!(execute(g, project, lake, settings).await?, Outcome::Failed) {
             eprintln!("backfill stopped at {day}; run it again to resume from there");
             return Ok(Outcome::Failed);
@@ -94,7 +130,7 @@ pub(crate) async fn execute(
     lake: medallion::storage::Lake,
     settings: Settings,
 ) -> Result<Outcome> {
-    let Settings { full_refresh, select, retries, date } = settings;
+    let Settings { full_refresh, select, retries, date, rebuild } = settings;
     let spinner = spinner(g, format!("running `{}` on {}", project.name, lake.display()));
     let on_event = match (&g.format, &spinner) {
         (Format::Json, _) => Some(EventSink(std::sync::Arc::new(|e: &Event| {
@@ -132,6 +168,7 @@ pub(crate) async fn execute(
         threads: threads(g),
         now: clock(g)?,
         full_refresh,
+        rebuild,
         on_event,
         select,
         retries,
@@ -148,6 +185,8 @@ pub(crate) async fn execute(
         Format::Json => print_json(&summary)?,
         Format::Text => print_text(&summary, g.verbose > 0)?,
     }
+    note_contracts(&summary);
+    warn_rejects(&summary);
     if !summary.ok() {
         for f in &summary.failed {
             eprintln!("error: {}: {}", f.node, f.error);
@@ -157,6 +196,57 @@ pub(crate) async fn execute(
         }
     }
     Ok(if summary.ok() { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// What a changed contract did to each table: evolved in place or rebuilt.
+fn note_contracts(s: &RunSummary) {
+    for p in s.silver.iter().filter(|p| !p.contract_changes.is_empty()) {
+        let changes = p.contract_changes.join("; ");
+        if p.rebuilt {
+            eprintln!("note: silver/{} rebuilt from bronze (contract changed: {changes})", p.table);
+        } else {
+            eprintln!(
+                "note: silver/{t}: {changes}: added in place; rows promoted earlier hold null there until `medallion rebuild {t}`",
+                t = p.table
+            );
+        }
+    }
+}
+
+/// One warning line per silver table that rejected records (share, count, top reasons), whatever
+/// the format and verbosity: a run that rejected records never says so only in a table. Then,
+/// per batch a rejection-rate gate held back, its reasons and a few of its records.
+fn warn_rejects(s: &RunSummary) {
+    let mut tables: Vec<&str> = s.silver.iter().map(|p| p.table.as_str()).collect();
+    tables.dedup();
+    for t in tables {
+        let of_table = || s.silver.iter().filter(move |p| p.table == t);
+        let (read, rejected) = of_table().fold((0, 0), |(r, j), p| (r + p.read, j + p.rejected));
+        if rejected > 0 {
+            let mut reasons: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+            for (reason, n) in of_table().flat_map(|p| &p.top_reasons) {
+                *reasons.entry(reason).or_default() += n;
+            }
+            let mut reasons: Vec<(&str, u64)> = reasons.into_iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let top: Vec<String> = reasons.iter().take(3).map(|(r, n)| format!("{r} {}", thousands(*n))).collect();
+            eprintln!(
+                "warning: silver/{t} rejected {} of {} records ({:.2}%): {}; see `medallion quarantine {t}`",
+                thousands(rejected),
+                thousands(read),
+                100.0 * rejected as f64 / read.max(1) as f64,
+                top.join(", ")
+            );
+        }
+        for h in of_table().flat_map(|p| &p.held_back) {
+            let top: Vec<String> = h.top_reasons.iter().map(|(r, n)| format!("{r} {}", thousands(*n))).collect();
+            eprintln!("warning: silver/{t} held back batch {}: {}", h.describe(), top.join(", "));
+            for sample in &h.samples {
+                let shown: String = sample.chars().take(200).collect();
+                eprintln!("  {shown}");
+            }
+        }
+    }
 }
 
 /// The events were streamed while the run went; the summary (every promotion and build in full)

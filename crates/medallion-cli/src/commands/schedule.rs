@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use medallion::orchestration::run::{Now, RunOptions};
-use medallion::orchestration::schedule::{due, next_fire};
+use medallion::orchestration::run::RunOptions;
 use medallion::orchestration::select::scheduled;
+use medallion::runtime::Now;
+use medallion::runtime::schedule::{due, next_fire};
 use medallion::storage::Lake;
 
 use super::run::{Settings, execute};
@@ -67,6 +68,7 @@ pub async fn schedule(g: &Global, once: bool, metrics: Option<String>) -> Result
                     select: Some(item.select.clone()),
                     retries: RunOptions::default().retries,
                     date,
+                    rebuild: Default::default(),
                 };
                 match execute(g, project.clone(), lake.clone(), settings).await {
                     Ok(Outcome::Ok) => {}

@@ -14,6 +14,9 @@ use crate::args::{Format, Global};
 use crate::output::{drift as drift_table, json_line, table, thousands};
 use crate::{say, sayln};
 
+/// Runs searched for a table's last promotion.
+const RECENT_RUNS: usize = 50;
+
 pub async fn run(g: &Global) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let now = clock(g)?;
@@ -24,20 +27,24 @@ pub async fn run(g: &Global) -> Result<Outcome> {
     for m in project.gold.values() {
         entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone()), Some(m.sla.seconds)));
     }
-    let last = runlog::recent(&lake, 1).await?.into_iter().next();
-    // Rejected share per silver table in the last run.
+    let recent = runlog::recent(&lake, RECENT_RUNS).await?;
+    let last = recent.first().cloned();
+    // Rejected share per silver table in its last promotion (runs that promoted nothing into a
+    // table do not hide it).
     let rejected_share = |table: &str| -> Option<f64> {
-        let promotions = last.as_ref()?.get("silver")?.as_array()?;
-        let (read, rejected) = promotions
-            .iter()
-            .filter(|p| p.get("table").and_then(|t| t.as_str()) == Some(table))
-            .fold((0u64, 0u64), |(r, j), p| {
-                (
-                    r + p.get("read").and_then(|v| v.as_u64()).unwrap_or(0),
-                    j + p.get("rejected").and_then(|v| v.as_u64()).unwrap_or(0),
-                )
-            });
-        (read > 0).then(|| rejected as f64 / read as f64)
+        recent.iter().find_map(|run| {
+            let promotions = run.get("silver")?.as_array()?;
+            let (read, rejected) = promotions
+                .iter()
+                .filter(|p| p.get("table").and_then(|t| t.as_str()) == Some(table))
+                .fold((0u64, 0u64), |(r, j), p| {
+                    (
+                        r + p.get("read").and_then(|v| v.as_u64()).unwrap_or(0),
+                        j + p.get("rejected").and_then(|v| v.as_u64()).unwrap_or(0),
+                    )
+                });
+            (read > 0).then(|| rejected as f64 / read as f64)
+        })
     };
     let mut rows = vec![vec![
         "layer".to_string(),
@@ -97,6 +104,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
             last_run.unwrap_or_else(|| "-".into()),
         ]);
     }
+    let changed = super::contract_changes(&project, &lake).await?;
     let mut events = Vec::new();
     for source in project.sources.keys() {
         events.extend(drift::recorded(&lake, source).await?);
@@ -105,11 +113,19 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         for e in &events {
             json_line("drift", serde_json::to_value(e)?)?;
         }
+        for (table, verdict) in &changed {
+            let (node, changes, next) = super::describe_contract_change(table, verdict);
+            json_line("contract_changed", serde_json::json!({ "table": node, "changes": changes, "next": next }))?;
+        }
         json_line("last_run", last.unwrap_or(serde_json::Value::Null))?;
     } else {
         say!("{}", table(&rows));
         if !late.is_empty() {
             sayln!("\nlate (older than their SLA): {}", late.join(", "));
+        }
+        for (table, verdict) in &changed {
+            let (node, changes, next) = super::describe_contract_change(table, verdict);
+            sayln!("\ncontract changed: {node}: {}; {next}", changes.join("; "));
         }
         if let Some(t) = drift_table(&events) {
             say!("\nschema drift\n{t}");

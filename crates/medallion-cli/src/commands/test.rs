@@ -1,8 +1,8 @@
 //! `medallion test`.
 
 use anyhow::Result;
+use medallion::orchestration::test::test;
 use medallion::quality::gates::Outcome as GateOutcome;
-use medallion::quality::test::test;
 
 use super::{clock, open};
 use crate::Outcome;

@@ -12,6 +12,28 @@ use crate::sayln;
 pub async fn run(g: &Global) -> Result<Outcome> {
     match Project::load(&g.project).await {
         Ok(p) => {
+            // Against the lake when it can be reached: contracts that no longer match their table.
+            let p = p.with_lake(g.lake.clone());
+            // A local lake not created yet has nothing to compare (and validate creates nothing).
+            let local_missing = !p.lake.contains("://") && !p.root.join(&p.lake).exists();
+            let changed = match p.open_lake() {
+                Ok(lake) if !local_missing && lake.check().await.is_ok() => super::contract_changes(&p, &lake).await?,
+                _ => Vec::new(),
+            };
+            for (table, verdict) in &changed {
+                let (node, changes, next) = super::describe_contract_change(table, verdict);
+                if g.format == Format::Json {
+                    json_line(
+                        "contract_changed",
+                        serde_json::json!({ "table": node, "changes": changes, "next": next }),
+                    )?;
+                } else {
+                    eprintln!(
+                        "note: {node}: the contract differs from the published table: {}; {next}",
+                        changes.join("; ")
+                    );
+                }
+            }
             if g.format == Format::Json {
                 json_line(
                     "validated",

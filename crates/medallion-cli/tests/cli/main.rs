@@ -1,5 +1,8 @@
 //! End-to-end tests of the `medallion` binary: exit codes, stdout/stderr, golden output.
 
+// Tests say what they expected by failing: panics are their assertions (STYLE.md §3).
+#![allow(clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -105,6 +108,12 @@ fn init_run_status_show_sql() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let first = text(&out.stdout);
     assert!(first.contains("accounting: read 6,972 = promoted"), "{first}");
+    // Rejects are never silent (issue 15): one warning per table, with its top reasons.
+    let warned: Vec<String> =
+        text(&out.stderr).lines().filter(|l| l.starts_with("warning:")).map(str::to_string).collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].starts_with("warning: silver/orders rejected 148 of 3,000 records (4.93%): "), "{warned:?}");
+    assert!(warned[0].ends_with("; see `medallion quarantine orders`"), "{warned:?}");
     golden("run_init_sample.txt", &redact(&first));
 
     let out = run(&["run"], &proj);
@@ -508,6 +517,35 @@ fn contents(proj: &Path) -> String {
     out
 }
 
+/// `medallion <command>` in `proj`, made to abort (as `kill -9` would) at the fault point `point`.
+fn killed_at(command: &str, point: &str, proj: &Path) {
+    let out = bin()
+        .arg(command)
+        .env("MEDALLION_FAULT_AT", format!("{point}:abort"))
+        .current_dir(proj)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(!out.status.success() && out.status.code().is_none(), "{point}: the process must die: {:?}", out.status);
+}
+
+/// `medallion <command>` in `proj`, killed (SIGKILL) after each delay in turn.
+fn kill_loop(command: &str, delays_ms: &[u64], proj: &Path) {
+    for delay_ms in delays_ms {
+        let mut child = bin()
+            .arg(command)
+            .current_dir(proj)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 #[test]
 fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -535,18 +573,7 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     .enumerate()
     {
         let proj = init(&format!("killed{i}"));
-        let out = bin()
-            .arg("run")
-            .env("MEDALLION_FAULT_AT", format!("{point}:abort"))
-            .current_dir(&proj)
-            .stdin(Stdio::null())
-            .output()
-            .expect("runs");
-        assert!(
-            !out.status.success() && out.status.code().is_none(),
-            "{point}: the process must die: {:?}",
-            out.status
-        );
+        killed_at("run", point, &proj);
         let again = run(&["run"], &proj);
         assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
         assert_eq!(contents(&proj), want, "after a kill at {point}");
@@ -554,22 +581,83 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
 
     // Kill -9 at arbitrary moments, again and again, then let a run finish.
     let proj = init("kill_loop");
-    for delay_ms in [15u64, 60, 120, 200, 320, 450] {
-        let mut child = bin()
-            .arg("run")
-            .current_dir(&proj)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    kill_loop("run", &[15, 60, 120, 200, 320, 450], &proj);
     let last = run(&["run"], &proj);
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
     assert_eq!(contents(&proj), want, "after the kill loop");
+}
+
+/// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
+/// uninterrupted rebuild.
+#[test]
+fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // A published lake whose orders contract then gains a transform: a change that needs a rebuild.
+    let init = |name: &str| {
+        let proj = dir.path().join(name);
+        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+        assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+        let toml = proj.join("medallion.toml");
+        let text = std::fs::read_to_string(&toml).expect("read");
+        let from = "{ name = \"region\",      type = \"string\" }";
+        assert!(text.contains(from));
+        std::fs::write(
+            &toml,
+            text.replace(from, "{ name = \"region\", type = \"string\", transform = \"upper(region)\" }"),
+        )
+        .expect("write");
+        proj
+    };
+    let state = |proj: &Path| {
+        let upper = run(
+            &["sql", "SELECT count(*) AS lower FROM silver.orders WHERE region <> upper(region)", "--format", "json"],
+            proj,
+        );
+        format!("{}{}", contents(proj), text(&upper.stdout))
+    };
+    let clean = init("clean");
+    let validated = run(&["validate"], &clean);
+    assert_eq!(validated.status.code(), Some(0), "{}", text(&validated.stderr));
+    assert!(
+        text(&validated.stderr).contains(
+            "note: silver/orders: the contract differs from the published table: transform of region: none → `upper(region)`; runs refuse to promote into it: run `medallion rebuild orders`"
+        ),
+        "{}",
+        text(&validated.stderr)
+    );
+    let refused = run(&["run"], &clean);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("medallion rebuild orders"), "{}", text(&refused.stderr));
+    let rebuilt = run(&["rebuild"], &clean);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
+    assert!(text(&rebuilt.stderr).contains("note: silver/orders rebuilt from bronze"), "{}", text(&rebuilt.stderr));
+    let want = state(&clean);
+    assert!(want.contains("\"lower\":0"), "{want}");
+
+    for (i, point) in [
+        "silver/orders:intent",
+        "silver/orders:merge",
+        "silver/dim_customers:intent",
+        "silver/dim_customers:merge",
+        "gold/daily_revenue:write",
+        "gold/revenue_by_tier:write",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let proj = init(&format!("killed{i}"));
+        killed_at("rebuild", point, &proj);
+        // Half finish with the same command, half with a plain run (an open rebuild is resumed).
+        let again = run(&[if i % 2 == 0 { "rebuild" } else { "run" }], &proj);
+        assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
+        assert_eq!(state(&proj), want, "after a kill at {point}");
+    }
+
+    let proj = init("kill_loop");
+    kill_loop("rebuild", &[20, 90, 180, 300, 450], &proj);
+    let last = run(&["rebuild"], &proj);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    assert_eq!(state(&proj), want, "after the kill loop");
 }
 
 #[test]

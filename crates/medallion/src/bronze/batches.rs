@@ -8,27 +8,7 @@ use flate2::read::MultiGzDecoder;
 use crate::error::Result;
 use crate::storage::Lake;
 
-/// One bronze batch file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BatchFile {
-    /// Object path in the lake.
-    pub path: String,
-    /// Batch id (the file's stem).
-    pub batch_id: String,
-    /// Size in bytes (compressed).
-    pub size: u64,
-    /// `_ingested_at` of its first record, if readable.
-    pub ingested_at: Option<String>,
-}
-
-impl BatchFile {
-    /// The ingest date of its partition (`bronze/<source>/<date>/<batch>.ndjson.gz`).
-    pub fn date(&self) -> Option<&str> {
-        let mut parts = self.path.rsplit('/');
-        parts.next()?;
-        parts.next()
-    }
-}
+pub use crate::storage::BatchFile;
 
 /// Every `*.ndjson.gz` under `bronze/<source>/`, sorted by path (ingest times not read).
 pub async fn list(lake: &Lake, source: &str) -> Result<Vec<BatchFile>> {

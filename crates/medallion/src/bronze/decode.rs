@@ -18,7 +18,7 @@ use flate2::read::MultiGzDecoder;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, SOURCE};
+use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
 /// Lines per chunk handed to validation.
 pub const CHUNK_LINES: usize = 65_536;
@@ -159,25 +159,28 @@ pub fn decode_batch(
     wanted: &[String],
     on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
-    decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, on_chunk)
+    decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, true, on_chunk)
 }
 
-/// Like [`decode_batch`], over uncompressed NDJSON (dead-letter records being replayed).
+/// Like [`decode_batch`], over uncompressed NDJSON (dead-letter records being replayed): rows are
+/// numbered by their line in `text`, never by a record's own `_line`.
 pub fn decode_ndjson(
     text: &[u8],
     wanted: &[String],
     on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
-    decode_lines(text, wanted, on_chunk)
+    decode_lines(text, wanted, false, on_chunk)
 }
 
+/// `source_lines`: a record's `_line` (its line in the landed file) numbers its row.
 fn decode_lines(
     mut reader: impl BufRead,
     wanted: &[String],
+    source_lines: bool,
     mut on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
     let mut bad = Vec::new();
-    let mut builder = ChunkBuilder::new(wanted);
+    let mut builder = ChunkBuilder::new(wanted, source_lines);
     let mut line_no: u64 = 0;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -188,7 +191,7 @@ fn decode_lines(
                 line_no += 1;
                 builder.push_line(&buf, line_no, &mut bad);
                 if builder.rows() >= CHUNK_LINES {
-                    on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted)).finish())?;
+                    on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted, source_lines)).finish())?;
                 }
             }
             Err(e) => {
@@ -220,16 +223,18 @@ fn decode_lines(
 
 struct ChunkBuilder<'w> {
     wanted: &'w [String],
+    source_lines: bool,
     chunk: RawChunk,
     /// Byte range of each wanted field's value in the current line (reused across lines).
     slots: Vec<Option<Range<usize>>>,
 }
 
 impl<'w> ChunkBuilder<'w> {
-    fn new(wanted: &'w [String]) -> Self {
+    fn new(wanted: &'w [String], source_lines: bool) -> Self {
         let rows = CHUNK_LINES;
         ChunkBuilder {
             wanted,
+            source_lines,
             chunk: RawChunk {
                 fields: wanted.iter().map(|_| RawField::with_capacity(rows)).collect(),
                 provenance: [
@@ -242,7 +247,7 @@ impl<'w> ChunkBuilder<'w> {
                 spans: Vec::with_capacity(rows),
                 other_keys: Vec::new(),
             },
-            slots: vec![None; wanted.len() + 4],
+            slots: vec![None; wanted.len() + 5],
         }
     }
 
@@ -324,7 +329,9 @@ impl<'w> ChunkBuilder<'w> {
         self.chunk.text.push_str(text);
         let end = u32::try_from(self.chunk.text.len()).unwrap_or(u32::MAX);
         self.chunk.spans.push(start..end);
-        self.chunk.lines.push(line);
+        // CSV records carry the line they came from in the landed file.
+        let source_line = value(n + 4).filter(|_| self.source_lines).and_then(|l| l.parse().ok());
+        self.chunk.lines.push(source_line.unwrap_or(line));
     }
 }
 
@@ -359,7 +366,8 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     s
 }
 
-/// Extracts the wanted fields (then `_batch_id`, `_ingested_at`, `_source`, `_corrupt_record`)
+/// Extracts the wanted fields (then `_batch_id`, `_ingested_at`, `_source`, `_corrupt_record`,
+/// `_line`)
 /// of one JSON object as raw values; the last occurrence of a duplicated key wins.
 struct Extract<'w> {
     wanted: &'w [String],
@@ -425,6 +433,7 @@ impl KeySlot<'_> {
                 INGESTED_AT => Some(n + 1),
                 SOURCE => Some(n + 2),
                 CORRUPT_RECORD => Some(n + 3),
+                LINE => Some(n + 4),
                 _ => self.wanted.iter().position(|w| w == key),
             };
         }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::{CORRUPT_RECORD, batch_path};
+use super::{CORRUPT_RECORD, LINE, batch_path};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
 use crate::storage::Lake;
@@ -71,15 +71,107 @@ struct Marker {
     input: String,
 }
 
-/// Lands `content` (the raw bytes of `input`, gzip accepted) as a batch of `source`.
+/// How a source's files are read: the format, the text encoding and, for CSV, the dialect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Raw format.
+    pub format: SourceFormat,
+    /// Text encoding of the files (bronze stores UTF-8).
+    pub encoding: Encoding,
+    /// CSV dialect (ignored for other formats).
+    pub csv: CsvOptions,
+}
+
+impl From<SourceFormat> for ReadOptions {
+    fn from(format: SourceFormat) -> Self {
+        ReadOptions { format, ..Default::default() }
+    }
+}
+
+/// A text encoding medallion reads (and turns into UTF-8 at ingest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 (a byte-order mark is dropped).
+    #[default]
+    Utf8,
+    /// ISO-8859-1: every byte is the code point of the same value.
+    Latin1,
+    /// Windows-1252: Latin-1 with printable characters (€, curly quotes, …) in 0x80–0x9F.
+    Windows1252,
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "utf-8" | "utf8" => Ok(Encoding::Utf8),
+            "latin-1" | "latin1" | "iso-8859-1" | "iso8859-1" => Ok(Encoding::Latin1),
+            "windows-1252" | "cp1252" => Ok(Encoding::Windows1252),
+            _ => Err(format!("unknown encoding `{s}`: use utf-8, latin-1 or windows-1252")),
+        }
+    }
+}
+
+impl Encoding {
+    /// `content` as UTF-8 bytes.
+    fn to_utf8(self, content: Vec<u8>) -> Vec<u8> {
+        let map = |b: u8| -> char {
+            match (self, b) {
+                (Encoding::Windows1252, 0x80..=0x9f) => WINDOWS_1252_HIGH[usize::from(b - 0x80)],
+                _ => char::from(b),
+            }
+        };
+        match self {
+            Encoding::Utf8 => match content.strip_prefix(b"\xef\xbb\xbf") {
+                Some(rest) => rest.to_vec(),
+                None => content,
+            },
+            Encoding::Latin1 | Encoding::Windows1252 => content.into_iter().map(map).collect::<String>().into_bytes(),
+        }
+    }
+}
+
+/// Windows-1252's characters for 0x80–0x9F (the five unassigned bytes kept as their C1 code points).
+const WINDOWS_1252_HIGH: [char; 32] = [
+    '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}', '\u{90}', '‘', '’',
+    '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+];
+
+/// A CSV dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+    /// Escape character inside quotes (None: quotes are doubled).
+    pub escape: Option<u8>,
+    /// Whether the first row (after `skip_rows`) names the columns.
+    pub header: bool,
+    /// Column names when there is no header (default `column1`, `column2`, …).
+    pub column_names: Vec<String>,
+    /// Lines skipped at the top of each file.
+    pub skip_rows: usize,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { delimiter: b',', quote: b'"', escape: None, header: true, column_names: Vec::new(), skip_rows: 0 }
+    }
+}
+
+/// Lands `content` (the raw bytes of `input`, gzip accepted) as a batch of `source`, read as
+/// `read` says (a [`SourceFormat`] alone reads UTF-8 and the default CSV dialect).
 pub async fn ingest(
     lake: &Lake,
     source: &str,
-    format: SourceFormat,
+    read: impl Into<ReadOptions>,
     input: &str,
     content: Vec<u8>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<IngestOutcome> {
+    let read = read.into();
     let content = gunzip_if_needed(content).map_err(|e| Error::Ingest {
         source_name: source.to_string(),
         input: input.to_string(),
@@ -103,7 +195,7 @@ pub async fn ingest(
         (marker, false)
     };
     let path = batch_path(source, &marker.date, &marker.batch_id);
-    crate::orchestration::faults::check(&format!("bronze/{source}"), "batch")?;
+    crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
     if !created && lake.exists(&path).await? {
         return Ok(IngestOutcome {
             input: input.to_string(),
@@ -120,9 +212,10 @@ pub async fn ingest(
         json_string(&marker.ingested_at),
         json_string(source)
     );
-    let (ndjson, records, corrupt) = to_ndjson(format, &content, &provenance);
+    let content = read.encoding.to_utf8(content);
+    let (ndjson, records, corrupt) = to_ndjson(&read, &content, &provenance);
     let mut encoder = GzEncoder::new(Vec::with_capacity(ndjson.len() / 4), Compression::new(6));
-    encoder.write_all(ndjson.as_bytes()).and_then(|()| Ok(())).map_err(|e| Error::Internal(e.to_string()))?;
+    encoder.write_all(ndjson.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
     let gz = encoder.finish().map_err(|e| Error::Internal(e.to_string()))?;
     lake.put(&path, gz).await?;
     Ok(IngestOutcome {
@@ -146,7 +239,7 @@ fn gunzip_if_needed(content: Vec<u8>) -> std::io::Result<Vec<u8>> {
 }
 
 /// Converts raw content to NDJSON records carrying `provenance`; returns (text, records, corrupt).
-fn to_ndjson(format: SourceFormat, content: &[u8], provenance: &str) -> (String, u64, u64) {
+fn to_ndjson(read: &ReadOptions, content: &[u8], provenance: &str) -> (String, u64, u64) {
     let mut out = String::with_capacity(content.len() + content.len() / 4);
     let mut records = 0;
     let mut corrupt = 0;
@@ -168,10 +261,10 @@ fn to_ndjson(format: SourceFormat, content: &[u8], provenance: &str) -> (String,
             }
         }
     };
-    match format {
+    match read.format {
         SourceFormat::Ndjson => ndjson_records(content, |r| emit(&mut out, r)),
         SourceFormat::Json => json_records(content, |r| emit(&mut out, r)),
-        SourceFormat::Csv => csv_records(content, |r| emit(&mut out, r)),
+        SourceFormat::Csv => csv_records(content, &read.csv, |r| emit(&mut out, r)),
     }
     (out, records, corrupt)
 }
@@ -214,18 +307,47 @@ fn json_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) {
     }
 }
 
-fn csv_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(content);
-    let headers: Vec<String> = match reader.byte_headers() {
-        Ok(h) => h.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect(),
-        Err(e) => return emit(Record::Corrupt(format!("unreadable CSV header: {e}"))),
+/// CSV rows as JSON objects of strings (an empty cell is null), each with the line it starts on
+/// in the file (`_line`, counting skipped lines and the header), so dead letters point there.
+fn csv_records(content: &[u8], opts: &CsvOptions, mut emit: impl FnMut(Record<'_>)) {
+    let mut skipped = 0u64;
+    let mut body = content;
+    for _ in 0..opts.skip_rows {
+        match body.iter().position(|&b| b == b'\n') {
+            Some(i) => body = &body[i + 1..],
+            None => body = &[],
+        }
+        skipped += 1;
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(opts.header)
+        .delimiter(opts.delimiter)
+        .quote(opts.quote)
+        .escape(opts.escape)
+        .double_quote(opts.escape.is_none())
+        .from_reader(body);
+    let headers: Vec<String> = if opts.header {
+        match reader.byte_headers() {
+            Ok(h) => h.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect(),
+            Err(e) => return emit(Record::Corrupt(format!("unreadable CSV header: {e}"))),
+        }
+    } else {
+        opts.column_names.clone()
     };
-    for row in reader.byte_records() {
-        match row {
-            Ok(row) => {
+    let mut row = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = skipped + row.position().map_or(0, |p| p.line());
                 let mut obj = String::from("{");
                 for (i, value) in row.iter().enumerate() {
-                    let key = headers.get(i).cloned().unwrap_or_else(|| format!("_extra_{i}"));
+                    let key = match headers.get(i) {
+                        Some(k) => k.clone(),
+                        None if opts.header => format!("_extra_{i}"),
+                        None => format!("column{}", i + 1),
+                    };
                     if i > 0 {
                         obj.push_str(", ");
                     }
@@ -238,7 +360,7 @@ fn csv_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) {
                         obj.push_str(&json_string(&String::from_utf8_lossy(value)));
                     }
                 }
-                obj.push('}');
+                obj.push_str(&format!("{}\"{LINE}\": {line}}}", if row.is_empty() { "" } else { ", " }));
                 emit(Record::Object(&obj));
             }
             Err(e) => emit(Record::Corrupt(format!("unreadable CSV row: {e}"))),
@@ -262,7 +384,7 @@ mod tests {
 
     #[test]
     fn ndjson_keeps_records_verbatim_and_appends_provenance() {
-        let (out, n, bad) = to_ndjson(SourceFormat::Ndjson, b"{\"a\": 1.50, \"x\": [1]}\n\n{}\nnope\n[1]\n", P);
+        let (out, n, bad) = to_ndjson(&SourceFormat::Ndjson.into(), b"{\"a\": 1.50, \"x\": [1]}\n\n{}\nnope\n[1]\n", P);
         assert_eq!((n, bad), (4, 2));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "{\"a\": 1.50, \"x\": [1], \"_batch_id\": \"b\"}");
@@ -273,13 +395,52 @@ mod tests {
 
     #[test]
     fn json_array_and_csv() {
-        let (out, n, _) = to_ndjson(SourceFormat::Json, b"[{\"a\": 1}, {\"a\": \"2\"}]", P);
+        let (out, n, _) = to_ndjson(&SourceFormat::Json.into(), b"[{\"a\": 1}, {\"a\": \"2\"}]", P);
         assert_eq!(n, 2);
         assert!(out.starts_with("{\"a\": 1, "));
-        let (out, n, _) = to_ndjson(SourceFormat::Csv, b"a,b\n1,\n2,\"y,z\",extra\n", P);
+        let (out, n, _) = to_ndjson(&SourceFormat::Csv.into(), b"a,b\n1,\n2,\"y,z\",extra\n", P);
         assert_eq!(n, 2);
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], "{\"a\": \"1\", \"b\": null, \"_batch_id\": \"b\"}");
-        assert_eq!(lines[1], "{\"a\": \"2\", \"b\": \"y,z\", \"_extra_2\": \"extra\", \"_batch_id\": \"b\"}");
+        assert_eq!(lines[0], "{\"a\": \"1\", \"b\": null, \"_line\": 2, \"_batch_id\": \"b\"}");
+        assert_eq!(
+            lines[1],
+            "{\"a\": \"2\", \"b\": \"y,z\", \"_extra_2\": \"extra\", \"_line\": 3, \"_batch_id\": \"b\"}"
+        );
+    }
+
+    #[test]
+    fn csv_dialects_encodings_and_the_line_each_record_starts_on() {
+        let read = ReadOptions {
+            format: SourceFormat::Csv,
+            encoding: Encoding::Latin1,
+            csv: CsvOptions {
+                delimiter: b';',
+                quote: b'\'',
+                escape: Some(b'\\'),
+                header: false,
+                column_names: vec!["id".into(), "name".into()],
+                skip_rows: 2,
+            },
+        };
+        let content =
+            read.encoding.to_utf8(b"title\nexported\n1;'Jos\xe9 \\'J\\''\n2;'two\nlines'\n3;x;extra\n".to_vec());
+        let (out, n, bad) = to_ndjson(&read, &content, P);
+        assert_eq!((n, bad), (3, 0));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "{\"id\": \"1\", \"name\": \"José 'J'\", \"_line\": 3, \"_batch_id\": \"b\"}");
+        assert_eq!(lines[1], "{\"id\": \"2\", \"name\": \"two\\nlines\", \"_line\": 4, \"_batch_id\": \"b\"}");
+        assert_eq!(
+            lines[2],
+            "{\"id\": \"3\", \"name\": \"x\", \"column3\": \"extra\", \"_line\": 6, \"_batch_id\": \"b\"}"
+        );
+    }
+
+    #[test]
+    fn encodings_become_utf8_and_a_bom_is_dropped() {
+        assert_eq!(Encoding::Windows1252.to_utf8(b"\x80 \x93q\x94 \xe9".to_vec()), "€ “q” é".as_bytes());
+        assert_eq!(Encoding::Latin1.to_utf8(b"\x80\xe9".to_vec()), "\u{80}é".as_bytes());
+        assert_eq!(Encoding::Utf8.to_utf8(b"\xef\xbb\xbf{\"a\": 1}".to_vec()), b"{\"a\": 1}");
+        assert_eq!("Windows-1252".parse::<Encoding>(), Ok(Encoding::Windows1252));
+        assert!("ebcdic".parse::<Encoding>().is_err());
     }
 }

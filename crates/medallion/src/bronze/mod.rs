@@ -20,6 +20,9 @@ pub const BATCH_ID: &str = "_batch_id";
 pub const INGESTED_AT: &str = "_ingested_at";
 /// Provenance field: the source's name.
 pub const SOURCE: &str = "_source";
+/// Provenance field of CSV records: the line of the landed file the record starts on (the header
+/// and skipped lines counted), which the dead letter reports instead of the batch's line.
+pub const LINE: &str = "_line";
 /// Field under which ingest keeps a line that was not a JSON object, as text.
 pub const CORRUPT_RECORD: &str = "_corrupt_record";
 

@@ -3,23 +3,26 @@
 //! when neither changed since, the model is up to date and nothing is written.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::Array;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::catalog;
+use super::models::GoldModel;
+use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
-use crate::orchestration::run::{Now, ms};
-use crate::project::{GoldModel, Project};
 use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
-use crate::silver::quarantine::{self, Reason, Rejected};
+use crate::quality::quarantine::{self, Reason, Rejected};
+use crate::runtime::{Now, ms};
 use crate::spec::Action;
 use crate::storage::delta::{Table, WriteOptions};
 use crate::storage::{Lake, Layer};
@@ -63,7 +66,7 @@ pub struct BuildOptions {
 /// Builds `model` unless it is up to date: in full, or for an incremental model whose only
 /// changed input is its source, only the partitions the source's changes touched.
 #[tracing::instrument(skip_all, fields(model = %model.name))]
-pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &BuildOptions) -> Result<Build> {
+pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: &BuildOptions) -> Result<Build> {
     let (run_id, now) = (opts.run_id.as_str(), opts.now);
     let t0 = Instant::now();
     // Every input is opened once: the fingerprint, the change feed and the build's SQL all read
@@ -71,7 +74,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
     let mut inputs = BTreeMap::new();
     let mut opened: Vec<(Layer, &str, Table)> = Vec::new();
     for r in &model.refs {
-        let layer = if project.gold.contains_key(r) { Layer::Gold } else { Layer::Silver };
+        let layer = catalog::layer_of(tables, r).unwrap_or(Layer::Silver);
         let t = Table::open(lake, layer, r).await?;
         inputs.insert(format!("{layer}/{r}"), t.version());
         opened.push((layer, r.as_str(), t));
@@ -88,8 +91,9 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
     let sql_hash: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let fingerprint = json!({ "inputs": inputs, "sql_sha256": sql_hash });
     let table = Table::open(lake, Layer::Gold, &model.name).await?;
-    // Nothing to compute from until one of its inputs has been published.
-    if !table.exists() && inputs.values().all(Option::is_none) {
+    // Nothing to compute from until one of its inputs has been published (a model reading no
+    // table computes from nothing and is built at once).
+    if !table.exists() && !inputs.is_empty() && inputs.values().all(Option::is_none) {
         return Ok(Build {
             model: model.name.clone(),
             rebuilt: false,
@@ -133,7 +137,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
         }
     }
     opened.push((Layer::Gold, model.name.as_str(), table.clone()));
-    let ctx = catalog::session_of(project, &opened).await?;
+    let ctx = catalog::session_of(tables, &opened).await?;
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
     // Incremental: only the touched partitions are computed (the filter on a grouping column
     // reaches the scan), and they replace exactly those partitions.
@@ -154,6 +158,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
     };
     let df = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
+    let batches = conform(batches, &model.schema, &context)?;
     // Write-audit-publish: expectations run on the result before anything is written.
     let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
     if !model.checks.is_empty() {
@@ -176,7 +181,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
                 candidate.extend(batches);
                 let source = model.incremental.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
                 let is_source =
-                    |name: &str| catalog::resolve(project, name) == Some((Layer::Silver, source.to_string()));
+                    |name: &str| catalog::resolve(tables, name) == Some((Layer::Silver, source.to_string()));
                 let checks: Vec<_> = model.checks.iter().map(|c| c.scoped(is_source, predicate)).collect();
                 let mut audited = audit(&ctx, &checks, &schema, candidate, Stage::Rows, now).await?;
                 expectations.extend(audited.results);
@@ -200,7 +205,7 @@ pub async fn build(lake: &Lake, project: &Project, model: &GoldModel, opts: &Bui
         (Some(predicate), _) => WriteOptions { replace_where: Some(predicate.clone()), metadata, ..Default::default() },
         _ => WriteOptions { overwrite: true, metadata, ..Default::default() },
     };
-    crate::orchestration::faults::check(&format!("gold/{}", model.name), "write")?;
+    crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
     let table = table.write(batches, write).await?;
     let rows = if replace_where.is_some() { table.count_rows().await? } else { written };
     Ok(Build {
@@ -355,6 +360,32 @@ async fn untouched(
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::arrow(&context, e))?;
             RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(&context, e))
+        })
+        .collect()
+}
+
+/// The result in the types the model was planned with (and its expectations compiled against):
+/// DataFusion reads Delta strings as `Utf8View` where planning over empty tables said `Utf8`.
+fn conform(batches: Vec<RecordBatch>, planned: &SchemaRef, context: &str) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let differs = b.schema().fields().iter().zip(planned.fields()).any(|(a, p)| a.data_type() != p.data_type());
+            if !differs || b.num_columns() != planned.fields().len() {
+                return Ok(b);
+            }
+            let mut fields = Vec::with_capacity(b.num_columns());
+            let mut columns = Vec::with_capacity(b.num_columns());
+            for ((f, col), p) in b.schema().fields().iter().zip(b.columns()).zip(planned.fields()) {
+                if f.data_type() != p.data_type() && can_cast_types(f.data_type(), p.data_type()) {
+                    columns.push(cast(col, p.data_type()).map_err(|e| Error::arrow(context, e))?);
+                    fields.push(f.as_ref().clone().with_data_type(p.data_type().clone()));
+                } else {
+                    columns.push(Arc::clone(col));
+                    fields.push(f.as_ref().clone());
+                }
+            }
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::arrow(context, e))
         })
         .collect()
 }

@@ -1,9 +1,50 @@
-//! Gold models: Jinja rendering (`{{ ref('orders') }}`), reference resolution and planning.
+//! Gold models: what the project validated ([`GoldModel`]), Jinja rendering (`{{ ref('orders') }}`), reference resolution and planning.
 
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::sql::parser::DFParser;
 use datafusion::sql::resolve::resolve_table_references;
+
+use crate::quality::checks::TableCheck;
+use crate::quality::gates::Gate;
+use crate::spec::{Duration, Refresh};
+use crate::storage::Maintenance;
+
+/// A gold model.
+#[derive(Debug, Clone)]
+pub struct GoldModel {
+    /// Name.
+    pub name: String,
+    /// SQL file, relative to the project.
+    pub file: std::path::PathBuf,
+    /// Rendered SQL.
+    pub sql: String,
+    /// Tables it reads: in its SQL and in its expectations.
+    pub refs: Vec<String>,
+    /// Owner.
+    pub owner: String,
+    /// Refresh cadence.
+    pub refresh: Refresh,
+    /// SLA.
+    pub sla: Duration,
+    /// Description.
+    pub description: Option<String>,
+    /// Output schema, from planning.
+    pub schema: SchemaRef,
+    /// Row-level expectations checked on its result before it is written.
+    pub gates: Vec<Gate>,
+    /// Set- and table-level expectations checked on its result before it is written.
+    pub checks: Vec<TableCheck>,
+    /// Incremental by partition: (partition column, source table).
+    pub incremental: Option<(String, String)>,
+    /// Labels for selection.
+    pub tags: Vec<String>,
+    /// Retries after a transient error (None: the run's).
+    pub retries: Option<u32>,
+    /// Compaction and vacuum after runs.
+    pub maintenance: Maintenance,
+}
 
 /// A model's SQL after rendering, and the tables it reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +125,9 @@ mod tests {
 
     #[test]
     fn unknown_references_are_errors() {
-        assert!(render("SELECT * FROM {{ ref('nope') }}", &known).unwrap_err().contains("ref('nope')"));
-        assert!(render("SELECT * FROM nope", &known).unwrap_err().contains("unknown table `nope`"));
+        assert!(render("SELECT * FROM {{ ref('nope') }}", &known).expect_err("an error").contains("ref('nope')"));
+        assert!(render("SELECT * FROM nope", &known).expect_err("an error").contains("unknown table `nope`"));
         assert!(render("WITH t AS (SELECT 1) SELECT * FROM t", &known).is_ok());
-        assert!(render("SELECT {{ undefined_var }}", &known).unwrap_err().contains("template error"));
+        assert!(render("SELECT {{ undefined_var }}", &known).expect_err("an error").contains("template error"));
     }
 }

@@ -15,8 +15,8 @@ use prometheus::{Encoder, Gauge, IntCounterVec, IntGaugeVec, Opts, Registry, Tex
 
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::orchestration::run::Now;
 use crate::project::Project;
+use crate::runtime::Now;
 use crate::storage::delta::Table;
 use crate::storage::{Lake, Layer};
 

@@ -9,9 +9,8 @@ use std::fmt::Write;
 
 use crate::catalog;
 use crate::error::Result;
-use crate::orchestration::run::Now;
-use crate::orchestration::select::edges;
 use crate::project::Project;
+use crate::runtime::Now;
 use crate::silver::dead_letter::summarize;
 use crate::storage::delta::Table;
 use crate::storage::{Lake, Layer};
@@ -177,7 +176,7 @@ pub async fn render(lake: &Lake, project: &Project, now: Now) -> Result<String> 
 
 /// The DAG as an SVG: one column per layer, gates as badges, edges as curves.
 fn lineage(project: &Project) -> String {
-    let up = edges(project);
+    let up = project.edges();
     let layers = ["bronze", "silver", "gold"];
     let mut pos: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     let (w, h, gap_x, gap_y) = (180.0, 44.0, 260.0, 64.0);

@@ -1,16 +1,15 @@
 //! The run log: one JSON document per run at `_medallion/runs/<run_id>.json` (run ids sort by
-//! start time), holding the [`RunSummary`] with its accounting.
+//! start time), holding the run's summary with its accounting (`orchestration::run::RunSummary`).
 
 use crate::error::{Error, Result};
-use crate::orchestration::run::RunSummary;
 use crate::storage::Lake;
 
 const DIR: &str = "_medallion/runs";
 
-/// Stores a run's summary.
-pub async fn record(lake: &Lake, summary: &RunSummary) -> Result<()> {
+/// Stores the summary of run `run_id`.
+pub async fn record(lake: &Lake, run_id: &str, summary: &impl serde::Serialize) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(summary).map_err(|e| Error::Internal(e.to_string()))?;
-    lake.put(&format!("{DIR}/{}.json", summary.run_id), bytes).await
+    lake.put(&format!("{DIR}/{run_id}.json"), bytes).await
 }
 
 /// The most recent runs' summaries as JSON, newest first.

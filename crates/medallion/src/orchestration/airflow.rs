@@ -6,7 +6,6 @@
 
 use std::fmt::Write;
 
-use super::select::edges;
 use crate::project::Project;
 
 /// Settings of the generated DAG.
@@ -25,7 +24,7 @@ pub struct AirflowOptions {
 /// The DAG's Python source.
 pub fn render(project: &Project, opts: &AirflowOptions) -> String {
     let dag_id = format!("medallion_{}", python_name(&project.name));
-    let up = edges(project);
+    let up = project.edges();
     let mut py = String::new();
     let _ = writeln!(
         py,

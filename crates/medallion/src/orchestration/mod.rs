@@ -1,11 +1,9 @@
-//! Running a project: the order of work ([`dag`]), the promotion ledger ([`ledger`]), one writer
-//! per lake ([`lock`]), node selection ([`select`]) and whole runs ([`run`]).
+//! Running a project, the one module that knows the whole run: node selection ([`select`]), whole
+//! runs ([`run`]: ingest, the DAG with retries, events, maintenance), `medallion test`
+//! ([`test`]) and the Airflow export ([`airflow`]). The shared run state it drives lives in
+//! [`crate::runtime`].
 
 pub mod airflow;
-pub mod dag;
-pub mod faults;
-pub mod ledger;
-pub mod lock;
 pub mod run;
-pub mod schedule;
 pub mod select;
+pub mod test;

@@ -16,34 +16,16 @@ use serde::Serialize;
 use crate::bronze::ingest::{IngestOutcome, ingest};
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
-use crate::observability::events::{Event, EventSink, Events};
 use crate::observability::lineage::{Lineage, LineageReport};
 use crate::observability::runlog;
-use crate::orchestration::lock;
 use crate::project::Project;
-use crate::quality::gates::GateResult;
+use crate::quality::gates::{self, GateResult};
 use crate::quality::results;
+use crate::runtime::clock::later;
+use crate::runtime::events::{Event, EventSink, Events};
+use crate::runtime::{Now, lock, ms, new_run_id};
 use crate::silver::promote::{PromoteOptions, Promotion, promote};
 use crate::storage::Lake;
-
-/// A point in time, UTC.
-pub type Now = chrono::DateTime<chrono::Utc>;
-
-/// The current time (the default clock).
-pub fn now() -> Now {
-    chrono::Utc::now()
-}
-
-/// A new run id: `[<kind>-]<UTC start>-<random>`, so ids sort by start time.
-pub fn new_run_id(kind: Option<&str>, now: Now) -> String {
-    let id = format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    kind.map_or_else(|| id.clone(), |k| format!("{k}-{id}"))
-}
-
-/// `now` plus `i` microseconds: distinct, ordered ingest times for inputs given together.
-pub fn later(now: Now, i: usize) -> Now {
-    now + chrono::Duration::microseconds(i64::try_from(i).unwrap_or(i64::MAX))
-}
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -52,8 +34,13 @@ pub struct RunOptions {
     pub threads: usize,
     /// The clock: the run's start time.
     pub now: Now,
-    /// Rebuild every gold model from scratch (incremental ones included), even if up to date.
+    /// Rebuild every selected silver table from bronze (a new version of it and of its dead
+    /// letter, with the current contract) and every gold model from scratch (incremental ones
+    /// included), even if up to date.
     pub full_refresh: bool,
+    /// Silver tables to rebuild from bronze (`medallion rebuild`); the gold models downstream of
+    /// a rebuilt table are then rebuilt from scratch.
+    pub rebuild: BTreeSet<String>,
     /// Receives each event of the run as it happens.
     pub on_event: Option<EventSink>,
     /// Only these nodes (`bronze/x`, `silver/x`, `gold/x`; see [`crate::orchestration::select`]);
@@ -77,6 +64,7 @@ impl Default for RunOptions {
             threads,
             now: chrono::Utc::now(),
             full_refresh: false,
+            rebuild: BTreeSet::new(),
             on_event: None,
             select: None,
             retries: 2,
@@ -101,10 +89,7 @@ pub struct NodeFailure {
 
 impl NodeFailure {
     fn new(node: String, error: Error) -> NodeFailure {
-        let expectations = match &error {
-            Error::GateFailed { results, .. } => results.clone(),
-            _ => Vec::new(),
-        };
+        let expectations = gates::results_of(&error);
         NodeFailure { node, error: error.to_string(), expectations }
     }
 }
@@ -283,7 +268,9 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         now: opts.now,
         threads: opts.threads,
         date: opts.date.map(|d| d.format("%Y-%m-%d").to_string()),
+        rebuild: opts.full_refresh,
     };
+    let rebuild_opts = PromoteOptions { rebuild: true, ..promote_opts.clone() };
     // Silver tables and gold models as one DAG: a node starts once what it reads is done;
     // independent nodes run concurrently, at most `threads` at a time.
     let mut nodes: Vec<Node> = Vec::new();
@@ -305,6 +292,10 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         }
     }
     let build_opts = BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh };
+    let refresh_opts = BuildOptions { full_refresh: true, ..build_opts.clone() };
+    // Nodes whose content was replaced in this run (rebuilt silver, gold built from scratch
+    // because of it): the gold models reading them are built from scratch too.
+    let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut waiting: Vec<&Node> = Vec::new();
     for n in &nodes {
@@ -334,11 +325,14 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                 waiting.remove(i);
                 events.emit("node_started", Some(&n.id), |_| {});
                 let t = Instant::now();
-                let work: std::pin::Pin<
-                    Box<dyn std::future::Future<Output = (&Node, Instant, Done, u32)> + Send + '_>,
-                > = if n.gold {
+                let work: Work<'_> = if n.gold {
                     let model = &project.gold[&n.name];
-                    let build_opts = &build_opts;
+                    let build_opts = if n.deps.iter().any(|d| replaced.contains(d)) {
+                        replaced.insert(n.id.clone());
+                        &refresh_opts
+                    } else {
+                        &build_opts
+                    };
                     Box::pin(async move {
                         let (r, a) =
                             attempt(opts, model.retries, &n.id, || build(lake, project, model, build_opts)).await;
@@ -346,7 +340,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                     })
                 } else {
                     let table = &project.silver[&n.name];
-                    let promote_opts = &promote_opts;
+                    let promote_opts = if opts.rebuild.contains(&n.name) { &rebuild_opts } else { &promote_opts };
                     Box::pin(async move {
                         let (r, a) =
                             attempt(opts, table.retries, &n.id, || promote(lake, project, table, promote_opts)).await;
@@ -383,6 +377,9 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                         e.version = p.silver_version;
                         e.expectations_failed = Some(p.expectations.iter().filter(|x| !x.passed()).count() as u64);
                     });
+                }
+                if promotions.iter().any(|p| p.rebuilt) {
+                    replaced.insert(node.clone());
                 }
                 let held: Vec<String> =
                     promotions.iter().flat_map(|p| p.held_back.iter().map(|h| h.describe())).collect();
@@ -463,7 +460,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     if summary.ok() {
         (summary.compacted, summary.vacuumed) = crate::maintenance::after_run(lake, project, opts.now).await?;
     }
-    runlog::record(lake, &summary).await?;
+    runlog::record(lake, &summary.run_id, &summary).await?;
     Ok(summary)
 }
 
@@ -502,15 +499,13 @@ struct Node {
     gold: bool,
 }
 
+/// A node's work under way: the node, when it started, what it gave, the attempts it took.
+type Work<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (&'a Node, Instant, Done, u32)> + Send + 'a>>;
+
 /// What a node's work gave.
 enum Done {
     Silver(Result<Vec<Promotion>>),
     Gold(Result<Build>),
-}
-
-/// Milliseconds since `t`, for timings and event latencies.
-pub(crate) fn ms(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Ingests every file matching the source's configured paths (exactly once per content).
@@ -520,7 +515,7 @@ async fn ingest_paths(
     source: &crate::project::Source,
     opts: &RunOptions,
 ) -> Result<Vec<IngestOutcome>> {
-    crate::orchestration::faults::check(&format!("bronze/{}", source.name), "ingest")?;
+    crate::runtime::faults::check(&format!("bronze/{}", source.name), "ingest")?;
     let mut out = Vec::new();
     for pattern in &source.paths {
         let full = project.root.join(pattern);
@@ -538,7 +533,9 @@ async fn ingest_paths(
             let shown = path.strip_prefix(&project.root).unwrap_or(&path).display().to_string();
             // Files given together get strictly increasing ingest times in their (sorted) order,
             // so duplicates across them resolve by that order, not by random batch ids.
-            out.push(ingest(lake, &source.name, source.format, &shown, content, later(opts.now, out.len())).await?);
+            out.push(
+                ingest(lake, &source.name, source.read.clone(), &shown, content, later(opts.now, out.len())).await?,
+            );
         }
     }
     Ok(out)

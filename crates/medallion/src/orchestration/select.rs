@@ -16,31 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::{Error, Result};
 use crate::project::Project;
 
-/// The project's DAG: node → the nodes it reads.
-pub fn edges(project: &Project) -> BTreeMap<String, BTreeSet<String>> {
-    let mut up: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for s in project.sources.keys() {
-        up.entry(format!("bronze/{s}")).or_default();
-    }
-    for t in project.silver.values() {
-        let reads = up.entry(format!("silver/{}", t.name)).or_default();
-        reads.insert(format!("bronze/{}", t.source));
-        reads.extend(t.depends_on.iter().map(|d| format!("silver/{d}")));
-    }
-    for m in project.gold.values() {
-        let reads: BTreeSet<String> = m
-            .refs
-            .iter()
-            .map(|r| if project.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") })
-            .collect();
-        up.insert(format!("gold/{}", m.name), reads);
-    }
-    up
-}
-
 /// The nodes `select` (all when empty) minus `exclude` pick.
 pub fn select(project: &Project, select: &[String], exclude: &[String]) -> Result<BTreeSet<String>> {
-    let up = edges(project);
+    let up = project.edges();
     let mut down: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (node, reads) in &up {
         for r in reads {
@@ -115,10 +93,10 @@ fn walk<'a>(from: &str, next: &dyn Fn(&str) -> Vec<&'a str>, out: &mut BTreeSet<
 /// What `medallion schedule` runs: per source with a `schedule`, its ingest, its silver tables
 /// and the `on_run` gold models downstream of them; per gold model refreshed hourly, daily or
 /// weekly, that model at that cadence.
-pub fn scheduled(project: &Project) -> Result<Vec<crate::orchestration::schedule::Item>> {
-    use crate::orchestration::schedule::Item;
+pub fn scheduled(project: &Project) -> Result<Vec<crate::runtime::schedule::Item>> {
+    use crate::runtime::schedule::Item;
     use crate::spec::Refresh;
-    let up = edges(project);
+    let up = project.edges();
     let mut items = Vec::new();
     for s in project.sources.values() {
         let Some(expr) = &s.schedule else { continue };

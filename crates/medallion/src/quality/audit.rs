@@ -11,8 +11,8 @@ use super::candidate::{split, stage_merge, stage_rows};
 use super::checks::{TableCheck, count_this, evaluate, failing_ids};
 use super::gates::GateResult;
 use crate::error::Result;
-use crate::orchestration::run::Now;
-use crate::silver::quarantine::Reason;
+use crate::quality::quarantine::Reason;
+use crate::runtime::Now;
 
 /// What the candidate is.
 #[derive(Debug, Clone, Copy)]

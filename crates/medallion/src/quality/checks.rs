@@ -19,8 +19,8 @@ use datafusion::prelude::SessionContext;
 use super::gates::{GateResult, SAMPLES};
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::orchestration::run::Now;
-use crate::silver::contract::first_line;
+use crate::quality::gates::first_line;
+use crate::runtime::Now;
 use crate::spec::{Action, Check, Duration, ExpectationSpec, ident};
 
 /// The candidate as users' SQL sees it.

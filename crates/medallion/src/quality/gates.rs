@@ -201,6 +201,23 @@ pub fn enforce(node: &str, results: &mut [GateResult]) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(Error::GateFailed { node: node.to_string(), failed: failed.join(", "), results: results.to_vec() })
+        Err(Error::GateFailed {
+            node: node.to_string(),
+            failed: failed.join(", "),
+            results: Box::new(results.to_vec()),
+        })
     }
+}
+
+/// The expectation results a [`Error::GateFailed`] carries (none for any other error).
+pub fn results_of(error: &Error) -> Vec<GateResult> {
+    match error {
+        Error::GateFailed { results, .. } => results.downcast_ref::<Vec<GateResult>>().cloned().unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// The first line of an error message (DataFusion's go on with context a user need not read).
+pub(crate) fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
 }

@@ -14,5 +14,5 @@ pub mod audit;
 pub mod candidate;
 pub mod checks;
 pub mod gates;
+pub mod quarantine;
 pub mod results;
-pub mod test;

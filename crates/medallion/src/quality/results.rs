@@ -8,9 +8,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::gates::GateResult;
 use crate::error::{Error, Result};
-use crate::orchestration::run::Now;
-use crate::silver::contract::timestamp_type;
+use crate::runtime::Now;
 use crate::storage::delta::{Table, WriteOptions};
+use crate::storage::timestamp_type;
 use crate::storage::{Lake, Layer};
 
 /// Name of the table (under `_medallion/`).

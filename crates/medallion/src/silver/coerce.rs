@@ -93,15 +93,23 @@ impl Coerced {
     }
 }
 
-/// Coerces `field` to `ty`.
-pub fn coerce(field: &RawField, ty: ColumnType, required: bool) -> Coerced {
+/// Coerces `field` to `ty`. A string equal to one of `nulls` (surrounding whitespace aside) is
+/// read as JSON `null` (the source's or column's `null_values`).
+pub fn coerce(field: &RawField, ty: ColumnType, required: bool, nulls: &[String]) -> Coerced {
     let n = field.len();
     let mut faults = Vec::with_capacity(n);
+    let is_marker = |i: usize| {
+        let text = field.text(i).trim_matches(|c: char| c.is_ascii_whitespace());
+        nulls.iter().any(|m| m.trim_matches(|c: char| c.is_ascii_whitespace()) == text)
+    };
     macro_rules! run {
         ($builder:expr, $parse:expr) => {{
             let mut b = $builder;
             for i in 0..n {
-                let kind = field.kinds[i];
+                let kind = match field.kinds[i] {
+                    Kind::String if !nulls.is_empty() && is_marker(i) => Kind::Null,
+                    kind => kind,
+                };
                 let fault = match kind {
                     Kind::Missing | Kind::Null => {
                         b.append_null();
@@ -149,6 +157,20 @@ pub fn coerce(field: &RawField, ty: ColumnType, required: bool) -> Coerced {
         }
     };
     Coerced { array, faults }
+}
+
+/// Whether the string `text` coerces to a value of `ty` (a null marker that does is also a value).
+pub fn reads_as(text: &str, ty: ColumnType) -> bool {
+    let s = Kind::String;
+    match ty {
+        ColumnType::Int64 => parse_int(s, text).is_ok(),
+        ColumnType::Float64 => parse_float(s, text).is_ok(),
+        ColumnType::Decimal { precision, scale } => parse_decimal_token(s, text, precision, scale).is_ok(),
+        ColumnType::String => true,
+        ColumnType::Bool => parse_bool(s, text).is_ok(),
+        ColumnType::Date => parse_date(s, text).is_ok(),
+        ColumnType::Timestamp => parse_timestamp(text).is_some(),
+    }
 }
 
 /// Strips surrounding whitespace and `_` between digits (as Python's numeric parsers allow).
@@ -410,7 +432,7 @@ mod tests {
             (N, "", None, Fault::Null),
         ];
         let f = field(&cases.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>());
-        let out = coerce(&f, ColumnType::Int64, true);
+        let out = coerce(&f, ColumnType::Int64, true, &[]);
         let arr = out.array.as_primitive::<Int64Type>();
         for (i, c) in cases.iter().enumerate() {
             assert_eq!(arr.is_valid(i).then(|| arr.value(i)), c.2, "{c:?}");
@@ -440,7 +462,7 @@ mod tests {
             (Num, "1e20", None, Fault::Range),
         ];
         let f = field(&cases.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>());
-        let out = coerce(&f, ColumnType::Decimal { precision: 18, scale: 2 }, true);
+        let out = coerce(&f, ColumnType::Decimal { precision: 18, scale: 2 }, true, &[]);
         let arr = out.array.as_primitive::<Decimal128Type>();
         for (i, c) in cases.iter().enumerate() {
             assert_eq!(arr.is_valid(i).then(|| arr.value(i)), c.2, "{c:?}");
@@ -451,7 +473,7 @@ mod tests {
     #[test]
     fn float_refuses_non_finite() {
         let f = field(&[(Num, "1.5"), (S, " 12.5 "), (S, "nan"), (S, "inf"), (S, "-infinity"), (B, "true")]);
-        let out = coerce(&f, ColumnType::Float64, true);
+        let out = coerce(&f, ColumnType::Float64, true, &[]);
         let arr = out.array.as_primitive::<Float64Type>();
         assert_eq!((arr.value(0), arr.value(1)), (1.5, 12.5));
         assert_eq!(&out.faults[2..], &[Fault::NotFinite, Fault::NotFinite, Fault::NotFinite, Fault::Type]);
@@ -475,14 +497,14 @@ mod tests {
             (S, "2024-02-30"),
             (S, " 2024-01-15"),
         ]);
-        let out = coerce(&f, ColumnType::Date, true);
+        let out = coerce(&f, ColumnType::Date, true, &[]);
         let arr = out.array.as_primitive::<Date32Type>();
         assert_eq!((arr.value(0), arr.value(3)), (19737, 19782));
         assert_eq!(&out.faults[..4], &[Fault::None; 4]);
         assert!(out.faults[4..].iter().all(|f| *f == Fault::Type), "{:?}", out.faults);
 
         let f = field(&[(S, "usd"), (Num, "5"), (M, "")]);
-        let out = coerce(&f, ColumnType::String, false);
+        let out = coerce(&f, ColumnType::String, false, &[]);
         assert_eq!(out.faults, vec![Fault::None, Fault::Type, Fault::None]);
         assert_eq!(out.array.as_string::<i32>().value(0), "usd");
         assert!(out.array.is_null(2));
@@ -495,8 +517,28 @@ mod tests {
         assert_eq!(parse_timestamp("2024-03-01 00:00:00"), Some(1_709_251_200_000_000));
         assert_eq!(parse_timestamp("yesterday"), None);
         let f = field(&[(B, "true"), (S, "No"), (Num, "1"), (Num, "2"), (S, "maybe")]);
-        let out = coerce(&f, ColumnType::Bool, true);
+        let out = coerce(&f, ColumnType::Bool, true, &[]);
         assert_eq!(&out.faults[..3], &[Fault::None; 3]);
         assert_eq!(&out.faults[3..], &[Fault::Type, Fault::Type]);
+    }
+
+    #[test]
+    fn null_markers_read_as_null_in_any_type() {
+        let f = field(&[(Kind::String, "NA"), (Kind::String, " NULL "), (Kind::Number, "7"), (Kind::String, "N/A")]);
+        let nulls = ["NA".to_string(), "NULL".to_string()];
+        let out = coerce(&f, ColumnType::Int64, false, &nulls);
+        assert_eq!(out.faults, vec![Fault::None, Fault::None, Fault::None, Fault::Type]);
+        assert_eq!((out.array.null_count(), out.array.len()), (3, 4));
+        let required = coerce(&f, ColumnType::Int64, true, &nulls);
+        assert_eq!(required.faults[..2], [Fault::Null, Fault::Null]);
+        let text = coerce(&f, ColumnType::String, false, &nulls);
+        assert_eq!(
+            text.faults,
+            vec![Fault::None, Fault::None, Fault::Type, Fault::None],
+            "markers are null in text too"
+        );
+        assert_eq!(text.array.null_count(), 3, "the two markers, and the number refused for text");
+        let none = coerce(&f, ColumnType::String, false, &[]);
+        assert_eq!(none.array.null_count(), 1, "without markers only the number is refused");
     }
 }

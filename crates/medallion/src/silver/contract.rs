@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{RecordBatch, new_null_array};
+use datafusion::arrow::compute::can_cast_types;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
 use crate::bronze::{BATCH_ID, INGESTED_AT, SOURCE};
-use crate::quality::gates::Gate;
+use crate::quality::gates::{Gate, first_line};
 use crate::spec::{ColumnType, SilverSpec};
+use crate::storage::timestamp_type;
 
 /// Arrow type of a contract column.
 pub fn arrow_type(ty: ColumnType) -> DataType {
@@ -25,11 +28,6 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
     }
 }
 
-/// The UTC microsecond timestamp type used for `_ingested_at` and timestamp columns.
-pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
 /// A contract column.
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -41,6 +39,8 @@ pub struct Column {
     pub required: bool,
     /// Transform, with its SQL text.
     pub transform: Option<(String, Arc<dyn PhysicalExpr>)>,
+    /// Text values read as null (the column's `null_values`, else the source's).
+    pub null_values: Vec<String>,
 }
 
 /// A compiled check.
@@ -81,8 +81,9 @@ pub struct ContractError {
 }
 
 impl Contract {
-    /// Compiles `spec`, reporting every problem.
-    pub fn compile(spec: &SilverSpec) -> Result<Contract, Vec<ContractError>> {
+    /// Compiles `spec` (fed by a source whose `null_values` are `source_nulls`), reporting every
+    /// problem.
+    pub fn compile(spec: &SilverSpec, source_nulls: &[String]) -> Result<Contract, Vec<ContractError>> {
         let mut errors = Vec::new();
         let mut fields = Vec::new();
         let mut typed = Vec::new();
@@ -111,15 +112,33 @@ impl Contract {
             }
         };
         let ctx = SessionContext::new();
-        let compile = |sql: &str, want_bool: bool| -> Result<(Arc<dyn PhysicalExpr>, Vec<usize>), String> {
+        // One row of nulls: evaluating an expression on it fails on what would fail on every row
+        // at run time, such as a literal that cannot be cast to its column's type.
+        let probe = RecordBatch::try_new(
+            Arc::clone(&schema),
+            schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect(),
+        );
+        let compile = |sql: &str, want: Option<&DataType>| -> Result<(Arc<dyn PhysicalExpr>, Vec<usize>), String> {
             let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| first_line(&e.to_string()))?;
             let refs: Vec<usize> = expr.column_refs().iter().filter_map(|c| schema.index_of(&c.name).ok()).collect();
             let phys = ctx.create_physical_expr(expr, &df_schema).map_err(|e| first_line(&e.to_string()))?;
-            if want_bool {
-                let dt = phys.data_type(&schema).map_err(|e| first_line(&e.to_string()))?;
-                if dt != DataType::Boolean {
+            let dt = phys.data_type(&schema).map_err(|e| first_line(&e.to_string()))?;
+            match want {
+                None if dt != DataType::Boolean => {
                     return Err(format!("a check must be a boolean expression, this one gives {dt}"));
                 }
+                Some(target) if !can_cast_types(&dt, target) => {
+                    return Err(format!("gives {dt}, which cannot be stored in a {target} column"));
+                }
+                _ => {}
+            }
+            if let Ok(probe) = &probe
+                && let Err(e) = phys.evaluate(probe).and_then(|v| v.into_array(1))
+            {
+                return Err(format!(
+                    "{} (a literal that does not fit the column's type fails on every row; to read a marker such as 'NA' as null, use null_values)",
+                    first_line(&e.to_string())
+                ));
             }
             Ok((phys, refs))
         };
@@ -129,7 +148,7 @@ impl Contract {
             let subject = format!("column `{}`", c.name);
             let transform = match &c.transform {
                 None => None,
-                Some(sql) => match compile(sql, false) {
+                Some(sql) => match compile(sql, Some(&arrow_type(ty))) {
                     Ok((expr, _)) => Some((sql.clone(), expr)),
                     Err(message) => {
                         errors.push(ContractError {
@@ -142,7 +161,7 @@ impl Contract {
                 },
             };
             for sql in &c.checks {
-                match compile(sql, true) {
+                match compile(sql, None) {
                     Ok((expr, refs)) => {
                         checks.push(Check { rule: sql.clone(), column: Some(c.name.clone()), expr, refs })
                     }
@@ -153,10 +172,11 @@ impl Contract {
                     }),
                 }
             }
-            columns.push(Column { name: c.name.clone(), ty, required: c.required, transform });
+            let null_values = c.null_values.clone().unwrap_or_else(|| source_nulls.to_vec());
+            columns.push(Column { name: c.name.clone(), ty, required: c.required, transform, null_values });
         }
         for sql in &spec.checks {
-            match compile(sql, true) {
+            match compile(sql, None) {
                 Ok((expr, refs)) => checks.push(Check { rule: sql.clone(), column: None, expr, refs }),
                 Err(message) => errors.push(ContractError {
                     subject: "checks".into(),
@@ -185,9 +205,4 @@ impl Contract {
     pub fn column_names(&self) -> Vec<String> {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }
-}
-
-/// The first line of an error message (DataFusion's go on with context a user need not read).
-pub(crate) fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or(s).to_string()
 }

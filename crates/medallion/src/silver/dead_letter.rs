@@ -4,9 +4,8 @@
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use crate::catalog;
+use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
-use crate::project::Project;
 use crate::spec::quote;
 use crate::storage::Lake;
 
@@ -49,12 +48,12 @@ pub struct DeadLetter {
 }
 
 /// Summarises `quarantine/<table>` (a silver table or a gold model).
-pub async fn summarize(lake: &Lake, project: &Project, table: &str) -> Result<DeadLetter> {
-    if !project.silver.contains_key(table) && !project.gold.contains_key(table) {
-        let known = project.silver.keys().chain(project.gold.keys()).cloned().collect();
+pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Result<DeadLetter> {
+    if catalog::layer_of(tables, table).is_none() {
+        let known = tables.published().into_iter().map(|(_, n, _)| n.to_string()).collect();
         return Err(Error::Unknown { kind: "table", name: table.to_string(), known });
     }
-    let ctx = catalog::session(lake, project).await?;
+    let ctx = catalog::session(lake, tables).await?;
     let q = format!("quarantine.{table}");
     let counts = rows(&ctx, &format!("SELECT count(*) FILTER (WHERE _replayed_at IS NULL), count(*) FILTER (WHERE _replayed_at IS NOT NULL) FROM {q}")).await?;
     let number = |i: usize| {

@@ -64,6 +64,9 @@ pub fn latest_per_key(
 
 type Fast = foldhash::fast::RandomState;
 
+/// The best record of a key so far: (batch, row, its order value in the row format).
+type Best = (u32, u32, Box<[u8]>);
+
 /// The common case, without allocation per row: one non-null `int64` key and an order column
 /// that converts to `int64` (timestamps, dates, integers). `None` when it does not apply.
 fn single_int_key(
@@ -114,8 +117,7 @@ fn any_keys(
     let order_conv = RowConverter::new(vec![SortField::new(schema.field(order_idx).data_type().clone())])
         .map_err(|e| Error::arrow("dedup order", e))?;
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut best: HashMap<Box<[u8]>, (u32, u32, Box<[u8]>), Fast> =
-        HashMap::with_capacity_and_hasher(total, Fast::default());
+    let mut best: HashMap<Box<[u8]>, Best, Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
     for (b, batch) in batches.iter().enumerate() {
         let b = position(b)?;
         let key_cols: Vec<_> = key_idx.iter().map(|&i| batch.column(i).clone()).collect();

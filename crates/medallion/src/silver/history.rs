@@ -260,7 +260,7 @@ pub fn rebuild(
         }
     }
 
-    // Walk each key's events in order; the later arrival wins a tie.
+    // Walk each key's events in order; the later arrival wins a tie (unless it repeats the earlier).
     let mut versions: Vec<(usize, i64, Option<i64>)> = Vec::new();
     for events in by_key.values_mut() {
         events.sort_by_key(|e| (e.order, e.rank));
@@ -269,9 +269,11 @@ pub fn rebuild(
             if let Some(last) = deduped.last_mut()
                 && last.order == e.order
             {
-                // A re-sent version equal to the published one at the same instant changes nothing.
+                // A re-sent version equal to the earlier one at the same instant changes nothing,
+                // whether that one is published or arrived earlier in this run: so promoting
+                // batches one by one and all at once (a rebuild) keep the same row (issue 15).
                 let same = matches!((last.what, e.what), (What::Version(a), What::Version(b)) if track_rows.row(a) == track_rows.row(b));
-                if same && !last.incoming {
+                if same {
                     counts.superseded += u64::from(e.incoming);
                     continue;
                 }

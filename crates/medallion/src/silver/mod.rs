@@ -13,8 +13,11 @@ pub mod coerce;
 pub mod contract;
 pub mod dead_letter;
 pub mod dedup;
+pub mod evolve;
 pub mod history;
 pub mod promote;
-pub mod quarantine;
 pub mod replay;
+pub mod table;
 pub mod validate;
+
+pub use table::SilverTable;

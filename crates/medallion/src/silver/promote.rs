@@ -18,22 +18,48 @@ use serde_json::json;
 
 use super::contract::Contract;
 use super::dedup::latest_per_key;
+use super::evolve::{self, Change, Verdict};
 use super::history::{self, History, Rebuilt};
-use super::quarantine::{self, Reason, Rejected};
+use super::table::SilverTable;
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
 use crate::bronze::decode::{Kind, decode_batch, decode_ndjson};
 use crate::bronze::drift::{self, DriftEvent, Observed};
-use crate::catalog;
+use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
-use crate::orchestration::ledger::{self, Intent};
-use crate::orchestration::run::{Now, ms};
-use crate::project::{Project, SilverTable};
 use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
+use crate::quality::quarantine::{self, Reason, Rejected};
+use crate::runtime::ledger::{self, Intent};
+use crate::runtime::{Now, ms};
 use crate::spec::{Action, RejectedFractionSpec};
 use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
+
+/// Rejected records shown for a held-back batch.
+const SAMPLES: usize = 3;
+
+/// Reasons kept in [`Promotion::top_reasons`].
+pub const TOP_REASONS: usize = 3;
+
+/// The `n` most frequent reasons of `rejected` as `rule (column)` with their counts (a record
+/// with several reasons counts for each), most frequent first, then by name.
+pub fn top_reasons(rejected: &[Rejected], n: usize) -> Vec<(String, u64)> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for r in rejected {
+        for reason in &r.reasons {
+            let key = match &reason.column {
+                Some(c) => format!("{} ({c})", reason.rule),
+                None => reason.rule.clone(),
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts.truncate(n);
+    counts
+}
 
 /// Rows per batch written to Delta.
 const WRITE_BATCH_ROWS: usize = 131_072;
@@ -75,6 +101,16 @@ pub struct Promotion {
     pub drift: Vec<DriftEvent>,
     /// Stage timings in milliseconds.
     pub timings_ms: HashMap<&'static str, u64>,
+    /// Whether it rebuilt the table from every bronze batch (replacing it and its dead letter).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rebuilt: bool,
+    /// The most frequent reasons of this promotion's rejects (`rule (column)`, records), at most
+    /// [`TOP_REASONS`], most frequent first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_reasons: Vec<(String, u64)>,
+    /// How the contract differed from the published table (added in place, or why it rebuilt).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contract_changes: Vec<String>,
 }
 
 impl Promotion {
@@ -95,6 +131,10 @@ pub struct HeldBack {
     pub read: u64,
     /// Records rejected.
     pub rejected: u64,
+    /// Its most frequent reasons (`rule (column)`, records).
+    pub top_reasons: Vec<(String, u64)>,
+    /// A few of its rejected records, as they came.
+    pub samples: Vec<String>,
 }
 
 impl HeldBack {
@@ -125,20 +165,25 @@ pub struct PromoteOptions {
     pub threads: usize,
     /// Only pending batches of this bronze date partition (`YYYY-MM-DD`); None: all.
     pub date: Option<String>,
+    /// Rebuild the table from every bronze batch of its source with the current contract: one
+    /// new version of the table and of its dead letter (`medallion rebuild`, `run --full-refresh`).
+    pub rebuild: bool,
 }
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
+/// When the contract no longer matches the table, its `on_contract_change` policy decides
+/// ([`evolve::reconcile`]): columns added in place, a rebuild, or a refusal.
 #[tracing::instrument(skip_all, fields(table = %table.name))]
 pub async fn promote(
     lake: &Lake,
-    project: &Project,
+    tables: &dyn Registry,
     table: &SilverTable,
     opts: &PromoteOptions,
 ) -> Result<Vec<Promotion>> {
     let app = ledger::app_id(&table.name);
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let mut committed = silver.txn_version(&app).await?.unwrap_or(0);
     let intents = ledger::intents(lake, &table.name).await?;
+    let mut committed = silver.txn_version(&app).await?.unwrap_or(0);
     if let Some((&last, _)) = intents.last_key_value()
         && last > committed + 1
     {
@@ -153,26 +198,54 @@ pub async fn promote(
             ),
         });
     }
+    let open = intents.get(&(committed + 1)).cloned();
+    // An interrupted rebuild is finished as it was started, before the contract is compared.
+    let (silver, verdict) = if open.as_ref().is_some_and(|i| i.rebuild) {
+        (silver, Verdict::Unchanged)
+    } else {
+        evolve::reconcile(table, silver, opts.rebuild).await?
+    };
+    drop(silver);
+    let mut rebuild = opts.rebuild || matches!(verdict, Verdict::Rebuild(_));
+    let changes: Vec<String> = match &verdict {
+        Verdict::Evolve(c) | Verdict::Rebuild(c) | Verdict::Refuse(c) => c.iter().map(Change::describe).collect(),
+        Verdict::Unchanged => Vec::new(),
+    };
+    // Batches already promoted: those of committed intents since the last rebuild.
+    let since = intents.range(..=committed).rev().find(|(_, i)| i.rebuild).map_or(0, |(v, _)| *v);
     let mut done: HashSet<String> =
-        intents.range(..=committed).flat_map(|(_, i)| i.batches.iter().map(|b| b.path.clone())).collect();
+        intents.range(since..=committed).flat_map(|(_, i)| i.batches.iter().map(|b| b.path.clone())).collect();
     let mut out = Vec::new();
-    if let Some(open) = intents.get(&(committed + 1)) {
-        tracing::info!(intent = open.version, "resuming an interrupted promotion");
-        out.push(run_intent(lake, project, table, open.clone(), true, opts).await?);
+    if let Some(open) = open {
+        tracing::info!(intent = open.version, rebuild = open.rebuild, "resuming an interrupted promotion");
+        out.push(run_intent(lake, tables, table, open.clone(), true, opts).await?);
+        if open.rebuild {
+            done.clear();
+            rebuild = false;
+        }
         done.extend(open.batches.iter().map(|b| b.path.clone()));
         committed += 1;
     }
-    let pending: Vec<BatchFile> = batches::list(lake, &table.source)
-        .await?
-        .into_iter()
-        .filter(|b| !done.contains(&b.path) && opts.date.as_deref().is_none_or(|d| b.date() == Some(d)))
-        .collect();
-    if pending.is_empty() {
+    let listed = batches::list(lake, &table.source).await?;
+    let pending: Vec<BatchFile> = if rebuild {
+        listed
+    } else {
+        listed
+            .into_iter()
+            .filter(|b| !done.contains(&b.path) && opts.date.as_deref().is_none_or(|d| b.date() == Some(d)))
+            .collect()
+    };
+    if pending.is_empty() && !rebuild {
+        if let Some(first) = out.first_mut() {
+            first.contract_changes = changes;
+        }
         return Ok(out);
     }
     let pending = batches::order_by_ingestion(lake, pending).await?;
-    let intent = Intent { version: committed + 1, run_id: opts.run_id.clone(), batches: pending };
-    out.push(run_intent(lake, project, table, intent, false, opts).await?);
+    let intent = Intent { version: committed + 1, run_id: opts.run_id.clone(), batches: pending, rebuild };
+    let mut p = run_intent(lake, tables, table, intent, false, opts).await?;
+    p.contract_changes = changes;
+    out.push(p);
     Ok(out)
 }
 
@@ -197,17 +270,19 @@ pub(crate) struct FileResult {
 /// resumed one was recorded by the run it interrupted.
 async fn run_intent(
     lake: &Lake,
-    project: &Project,
+    tables: &dyn Registry,
     table: &SilverTable,
     mut intent: Intent,
     resumed: bool,
     opts: &PromoteOptions,
 ) -> Result<Promotion> {
+    let fresh = intent.rebuild;
     let mut p = Promotion {
         table: table.name.clone(),
         intent: intent.version,
         resumed,
         batches: intent.batches.len(),
+        rebuilt: fresh,
         ..Default::default()
     };
     let app = ledger::app_id(&table.name);
@@ -245,7 +320,8 @@ async fn run_intent(
     let mut rate_results = Vec::new();
     if let Some(bounds) = &table.max_rejected_fraction {
         if let Some(mut r) = per_batch_gate(bounds, &intent, &results) {
-            if !r.passed() && bounds.action == Action::Fail && !resumed {
+            // A rebuild publishes every batch or none: holding some back would drop their rows.
+            if !r.passed() && bounds.action == Action::Fail && !resumed && !fresh {
                 // Hold the offending batches back: they stay pending for the next run.
                 let limit = bounds.per_batch.unwrap_or(1.0);
                 let mut kept = Vec::new();
@@ -257,6 +333,8 @@ async fn run_intent(
                             batch_id: file.batch_id,
                             read: res.read,
                             rejected,
+                            top_reasons: top_reasons(&res.rejected, TOP_REASONS),
+                            samples: res.rejected.iter().take(SAMPLES).map(|r| r.raw.clone()).collect(),
                         });
                     } else {
                         kept.push((file, res));
@@ -267,11 +345,12 @@ async fn run_intent(
                 r.settle();
                 rate_results.push(r);
             } else {
-                // Resumed intents keep their batches: the gate then stops the whole promotion.
+                // Resumed intents and rebuilds keep their batches: the gate then stops the whole
+                // promotion.
                 p.expectations.push(r);
             }
         }
-        if intent.batches.is_empty() {
+        if intent.batches.is_empty() && !fresh {
             p.expectations.extend(rate_results);
             return Ok(p);
         }
@@ -311,28 +390,32 @@ async fn run_intent(
     };
     // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
     let (plan, _, dropped) =
-        plan(lake, project, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+        plan(lake, tables, table, valid, fresh, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
     let table_dropped = dropped.len() as u64;
     rejected.extend(dropped);
     p.expectations.extend(rate_results);
     if !resumed {
         ledger::record(lake, &table.name, &intent).await?;
     }
-    crate::orchestration::faults::check(&format!("silver/{}", table.name), "intent")?;
+    crate::runtime::faults::check(&format!("silver/{}", table.name), "intent")?;
     p.rejected = rejected.len() as u64;
+    p.top_reasons = top_reasons(&rejected, TOP_REASONS);
 
     // Dead letter first: it is skipped on resume if this intent's rejects already landed.
     let t1 = Instant::now();
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
-    if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
+    // A rebuild replaces the dead letter: every record is judged again by the current contract.
+    let replace = fresh && q.exists();
+    if (!rejected.is_empty() || replace) && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
         let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
             .write(
                 vec![batch],
                 WriteOptions {
+                    overwrite: replace,
                     txn: Some(txn.clone()),
-                    metadata: commit_meta(&opts.run_id, &intent),
+                    metadata: commit_meta(&opts.run_id, &intent, table),
                     ..Default::default()
                 },
             )
@@ -341,10 +424,10 @@ async fn run_intent(
     }
     p.timings_ms.insert("dead_letter", ms(t1));
 
-    crate::orchestration::faults::check(&format!("silver/{}", table.name), "merge")?;
+    crate::runtime::faults::check(&format!("silver/{}", table.name), "merge")?;
     let t3 = Instant::now();
     let unique = plan.rows();
-    let published = publish(lake, table, plan, txn, commit_meta(&opts.run_id, &intent)).await?;
+    let published = publish(lake, table, plan, fresh, txn, commit_meta(&opts.run_id, &intent, table)).await?;
     (p.inserted, p.updated, p.deleted, p.silver_version) =
         (published.inserted, published.updated, published.deleted, published.version);
     p.superseded = match published.superseded {
@@ -396,10 +479,21 @@ pub(crate) async fn publish(
     lake: &Lake,
     table: &SilverTable,
     plan: Publish,
+    fresh: bool,
     txn: Txn,
     meta: HashMap<String, serde_json::Value>,
 ) -> Result<Published> {
     match plan {
+        Publish::Merge { rows, delete } if fresh => {
+            let written = replace_with(lake, table, rows, delete.as_ref(), txn, meta).await?;
+            Ok(Published {
+                inserted: written.inserted,
+                updated: 0,
+                deleted: 0,
+                superseded: None,
+                version: written.version,
+            })
+        }
         Publish::Merge { rows, delete } => {
             let merged = match delete {
                 None => merge_into(lake, table, rows, txn, meta).await?,
@@ -441,9 +535,10 @@ pub(crate) async fn publish(
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
     lake: &Lake,
-    project: &Project,
+    tables: &dyn Registry,
     table: &SilverTable,
     valid: Vec<RecordBatch>,
+    fresh: bool,
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
@@ -453,13 +548,13 @@ pub(crate) async fn plan(
         History::Versions { track, delete } => {
             let t = Instant::now();
             let (rows, counts) =
-                rebuild_versions(lake, project, table, track, delete.as_ref(), &valid, now, expectations).await?;
+                rebuild_versions(lake, tables, table, track, delete.as_ref(), &valid, fresh, now, expectations).await?;
             timings.insert("history", ms(t));
             Ok((Publish::Replace { rows, counts }, Vec::new(), Vec::new()))
         }
         History::Latest { delete } => {
             let (rows, removed, dropped) =
-                dedup_and_audit(lake, project, table, valid, now, file_of, expectations, timings).await?;
+                dedup_and_audit(lake, tables, table, valid, fresh, now, file_of, expectations, timings).await?;
             Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
         }
     }
@@ -470,16 +565,18 @@ pub(crate) async fn plan(
 #[allow(clippy::too_many_arguments)]
 async fn rebuild_versions(
     lake: &Lake,
-    project: &Project,
+    tables: &dyn Registry,
     table: &SilverTable,
     track: &[usize],
     delete: Option<&Arc<dyn PhysicalExpr>>,
     valid: &[RecordBatch],
+    fresh: bool,
     now: Now,
     expectations: &mut Vec<GateResult>,
 ) -> Result<(Vec<RecordBatch>, Rebuilt)> {
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let published = if silver.exists() {
+    // A rebuild starts from no history: every version comes from bronze again.
+    let published = if silver.exists() && !fresh {
         let ctx = SessionContext::new();
         let df = ctx
             .read_table(silver.provider(&ctx).await?)
@@ -501,7 +598,7 @@ async fn rebuild_versions(
     if table.checks.is_empty() {
         return Ok((rows, counts));
     }
-    let ctx = catalog::session_for(lake, project, &table.reads()).await?;
+    let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
     let audited = audit(&ctx, &table.checks, &table.schema, rows, Stage::Rows, now).await?;
     expectations.extend(audited.results);
     enforce(&format!("silver/{}", table.name), expectations)?;
@@ -515,9 +612,10 @@ async fn rebuild_versions(
 #[allow(clippy::too_many_arguments)]
 async fn dedup_and_audit(
     lake: &Lake,
-    project: &Project,
+    tables: &dyn Registry,
     table: &SilverTable,
     valid: Vec<RecordBatch>,
+    fresh: bool,
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
@@ -532,9 +630,14 @@ async fn dedup_and_audit(
     }
     // Set- and table-level expectations see the table as the merge would leave it.
     let t = Instant::now();
-    let ctx = catalog::session_for(lake, project, &table.reads()).await?;
+    let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
     let target = format!("silver.{}", table.name);
-    let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
+    // A rebuild's rows are the whole new table; a merge's candidate is the table with them merged.
+    let stage = if fresh {
+        Stage::Rows
+    } else {
+        Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by }
+    };
     let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;
     expectations.extend(audited.results);
     enforce(&format!("silver/{}", table.name), expectations)?;
@@ -633,6 +736,8 @@ fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[Fil
                     batch_id: file.batch_id.clone(),
                     read: res.read,
                     rejected: res.rejected.len() as u64,
+                    top_reasons: Vec::new(),
+                    samples: Vec::new(),
                 }
                 .describe()
             })
@@ -678,11 +783,16 @@ fn accounting(p: &Promotion) -> Error {
     }
 }
 
-fn commit_meta(run_id: &str, intent: &Intent) -> HashMap<String, serde_json::Value> {
-    HashMap::from([(
-        "medallion".to_string(),
-        json!({ "run_id": run_id, "intent": intent.version, "batches": intent.batches.iter().map(|b| &b.batch_id).collect::<Vec<_>>() }),
-    )])
+/// What a promotion's commits record: the run, the intent and its batches, the contract, and
+/// whether it rebuilt the table (incremental readers of the change feed then start over).
+fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) -> HashMap<String, serde_json::Value> {
+    let batches: Vec<&String> = intent.batches.iter().map(|b| &b.batch_id).collect();
+    let mut meta =
+        json!({ "run_id": run_id, "intent": intent.version, "batches": batches, "contract": table.record.to_json() });
+    if intent.rebuild {
+        meta["rebuild"] = json!(true);
+    }
+    HashMap::from([("medallion".to_string(), meta)])
 }
 
 /// Column flagging delete records in a change-data merge source.
@@ -814,6 +924,62 @@ pub(crate) async fn apply_changes(
         deleted: metrics.num_target_rows_deleted as u64,
         version: silver.version(),
     })
+}
+
+/// A rebuild's SCD 1 rows (latest per key) replace the table in one commit carrying `txn`. With
+/// `delete_when`, a key whose latest record is a delete is left out, and the tombstones are
+/// replaced by those deletes (committed first with the same txn, so a retry skips them).
+async fn replace_with(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    delete: Option<&Arc<dyn PhysicalExpr>>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let context = format!("rebuilding silver/{}", table.name);
+    let schema = table.contract.schema.clone();
+    let kept = match delete {
+        None => rows,
+        Some(expr) => {
+            let tomb = tomb_schema(table)?;
+            let idx: Vec<usize> = tomb.fields().iter().filter_map(|f| schema.index_of(f.name()).ok()).collect();
+            let (mut kept, mut deletes) = (Vec::new(), Vec::new());
+            for b in rows {
+                let flags = history::deletes(expr, &b)?;
+                let keep = datafusion::arrow::compute::not(&flags).map_err(|e| Error::arrow(&context, e))?;
+                let filter = |mask| {
+                    datafusion::arrow::compute::filter_record_batch(&b, mask).map_err(|e| Error::arrow(&context, e))
+                };
+                kept.push(filter(&keep)?);
+                deletes.push(filter(&flags)?.project(&idx).map_err(|e| Error::arrow(&context, e))?);
+            }
+            let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
+            if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {
+                let write = WriteOptions {
+                    overwrite: tombs.exists(),
+                    txn: Some(txn.clone()),
+                    metadata: metadata.clone(),
+                    ..Default::default()
+                };
+                let deletes = if deletes.is_empty() { vec![RecordBatch::new_empty(tomb)] } else { deletes };
+                tombs.write(deletes, write).await?;
+            }
+            kept
+        }
+    };
+    let inserted: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
+    let kept = if kept.is_empty() { vec![RecordBatch::new_empty(schema)] } else { kept };
+    let write = WriteOptions {
+        overwrite: true,
+        partition_by: table.partition_by.clone(),
+        txn: Some(txn),
+        metadata,
+        change_feed: table.change_feed,
+        replace_where: None,
+    };
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?.write(kept, write).await?;
+    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
 }
 
 fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {

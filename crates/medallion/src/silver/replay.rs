@@ -22,15 +22,16 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use serde_json::json;
 
+use super::evolve::{self, Verdict};
 use super::promote::{plan, process, publish};
-use super::quarantine::{self, Reason, Rejected, Stored};
+use super::table::SilverTable;
 use super::validate::Origin;
-use crate::catalog;
+use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
-use crate::orchestration::ledger::{self, ReplayIntent};
-use crate::orchestration::run::Now;
-use crate::project::{Project, SilverTable};
 use crate::quality::gates::{GateResult, enforce};
+use crate::quality::quarantine::{self, Reason, Rejected, Stored};
+use crate::runtime::Now;
+use crate::runtime::ledger::{self, ReplayIntent};
 use crate::spec::ident;
 use crate::storage::delta::{Table, Txn, WriteOptions};
 use crate::storage::{Lake, Layer};
@@ -125,24 +126,39 @@ struct Record {
 /// Replays `table`'s outstanding dead-letter records (those `opts.filter` selects), finishing an
 /// interrupted replay first.
 #[tracing::instrument(skip_all, fields(table = %table.name))]
-pub async fn replay(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
+pub async fn replay(lake: &Lake, tables: &dyn Registry, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
     let what = format!("replay {} ({})", table.name, opts.run_id);
-    let lock = crate::orchestration::lock::acquire_waiting(lake, &what, opts.now, opts.lock_wait).await?;
-    let out = replay_locked(lake, project, table, opts).await;
+    let lock = crate::runtime::lock::acquire_waiting(lake, &what, opts.now, opts.lock_wait).await?;
+    let out = replay_locked(lake, tables, table, opts).await;
     lock.release_after(out).await
 }
 
-async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
+async fn replay_locked(
+    lake: &Lake,
+    tables: &dyn Registry,
+    table: &SilverTable,
+    opts: &ReplayOptions,
+) -> Result<Replay> {
     let mut out = Replay { table: table.name.clone(), dry_run: opts.dry_run, ..Default::default() };
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     if !q.exists() {
         return Ok(out);
     }
+    // Replayed rows are merged into the published table: it must hold the current contract.
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    match evolve::assess(table, &silver).await? {
+        Verdict::Unchanged => {}
+        Verdict::Evolve(_) if opts.dry_run => {}
+        Verdict::Evolve(_) => {
+            evolve::reconcile(table, silver, false).await?;
+        }
+        Verdict::Rebuild(changes) | Verdict::Refuse(changes) => return Err(evolve::refusal(table, &changes)),
+    }
     let app = ledger::replay_app_id(&table.name);
     let done = q.txn_version(&app).await?.unwrap_or(0);
     let intents = ledger::replay_intents(lake, &table.name).await?;
     let open = intents.get(&(done + 1)).filter(|_| !opts.dry_run).cloned();
-    let ctx = catalog::session(lake, project).await?;
+    let ctx = catalog::session(lake, tables).await?;
     let selection = match &open {
         Some(intent) => {
             out.resumed = true;
@@ -162,6 +178,17 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     let records = select(&ctx, &table.name, &selection).await?;
     out.selected = records.len() as u64;
     if records.is_empty() {
+        if let Some(intent) = &open {
+            // Its records are gone: a rebuild replaced the dead letter (and judged them again).
+            // Closing the intent keeps later replays from resuming it forever.
+            let txn = Txn { app_id: app.clone(), version: intent.version };
+            let meta = HashMap::from([(
+                "medallion".to_string(),
+                json!({ "run_id": opts.run_id, "replay": intent.version, "superseded_by_rebuild": true }),
+            )]);
+            let empty = RecordBatch::new_empty(quarantine::schema());
+            q.write(vec![empty], WriteOptions { txn: Some(txn), metadata: meta, ..Default::default() }).await?;
+        }
         return Ok(out);
     }
 
@@ -238,7 +265,7 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     let mut timings = HashMap::new();
     let file_of = |batch: &str| file_of.get(batch).cloned().unwrap_or_default();
     let (publish_plan, removed, dropped) =
-        plan(lake, project, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
+        plan(lake, tables, table, valid, false, opts.now, file_of, &mut out.expectations, &mut timings).await?;
     out.dropped = dropped.len() as u64;
 
     let intent = match open {
@@ -255,12 +282,15 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
     };
     out.intent = Some(intent.version);
     let txn = Txn { app_id: app.clone(), version: intent.version };
-    let meta = HashMap::from([("medallion".to_string(), json!({ "run_id": opts.run_id, "replay": intent.version }))]);
+    let meta = HashMap::from([(
+        "medallion".to_string(),
+        json!({ "run_id": opts.run_id, "replay": intent.version, "contract": table.record.to_json() }),
+    )]);
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let merge_now = out.passing > 0 && silver.txn_version(&app).await?.unwrap_or(0) < intent.version;
     let mut superseded = None;
     if merge_now {
-        let published = publish(lake, table, publish_plan, txn.clone(), meta.clone()).await?;
+        let published = publish(lake, table, publish_plan, false, txn.clone(), meta.clone()).await?;
         (out.inserted, out.updated, out.deleted, out.silver_version) =
             (published.inserted, published.updated, published.deleted, published.version);
         superseded = published.superseded;
@@ -268,7 +298,7 @@ async fn replay_locked(lake: &Lake, project: &Project, table: &SilverTable, opts
         out.silver_version = silver.version();
     }
 
-    crate::orchestration::faults::check(&format!("silver/{}", table.name), "replay")?;
+    crate::runtime::faults::check(&format!("silver/{}", table.name), "replay")?;
     // Which passing records silver now holds, and which an expectation dropped.
     let outcomes = record_outcomes(lake, table, replayed, removed).await?;
     if let Some(n) = superseded {

@@ -11,9 +11,9 @@ use datafusion::arrow::datatypes::Float64Type;
 
 use super::coerce::{Fault, coerce, parse_timestamp};
 use super::contract::{Contract, arrow_type};
-use super::quarantine::{Reason, Rejected};
 use crate::bronze::decode::{Kind, RawChunk, RawField};
 use crate::error::{Error, Result};
+use crate::quality::quarantine::{Reason, Rejected};
 use crate::spec::{Action, ColumnType};
 
 /// Where a chunk comes from: used for provenance fallbacks and dead-letter rows.
@@ -48,7 +48,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
     let mut faults: Vec<Vec<Fault>> = Vec::with_capacity(contract.columns.len());
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(contract.schema.fields().len());
     for (column, field) in contract.columns.iter().zip(&chunk.fields) {
-        let c = coerce(field, column.ty, column.required);
+        let c = coerce(field, column.ty, column.required, &column.null_values);
         arrays.push(c.array);
         faults.push(c.faults);
     }

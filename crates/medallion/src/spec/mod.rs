@@ -42,6 +42,9 @@ pub struct ProjectSpec {
     /// What those vacuums keep (default `7d`; shorter is refused).
     #[serde(default)]
     pub vacuum_retain: Option<String>,
+    /// Default for every silver table's `on_contract_change` (`evolve` when absent).
+    #[serde(default)]
+    pub on_contract_change: Option<OnContractChange>,
 }
 
 /// `[lineage]`: OpenLineage run events for every run and node, to a file and/or an HTTP endpoint.
@@ -512,6 +515,48 @@ pub struct SourceSpec {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// Text values read as null in the silver tables fed by this source, in any column (e.g.
+    /// `["NA", "NULL", "\\N", ""]`); a column's own `null_values` overrides it. Bronze keeps them
+    /// as they came, so changing this takes effect on a rebuild.
+    #[serde(default)]
+    pub null_values: Vec<String>,
+    /// Text encoding of the files: `utf-8` (default), `latin-1` (ISO-8859-1) or `windows-1252`.
+    /// Bronze stores UTF-8.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// CSV: the field delimiter, one character (default `,`; `\t` for tabs).
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// CSV: the quote character (default `"`).
+    #[serde(default)]
+    pub quote: Option<String>,
+    /// CSV: the escape character inside quoted fields (default none: a quote is escaped by
+    /// doubling it).
+    #[serde(default)]
+    pub escape: Option<String>,
+    /// CSV: whether the first row (after `skip_rows`) names the columns (default true).
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// CSV without a header: the column names (default `column1`, `column2`, …).
+    #[serde(default)]
+    pub column_names: Vec<String>,
+    /// CSV: lines to skip at the top of each file, before the header (default 0).
+    #[serde(default)]
+    pub skip_rows: Option<usize>,
+}
+
+/// What a silver table does when its contract no longer matches the published table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnContractChange {
+    /// New nullable columns are added to the table in place (old rows null until a rebuild);
+    /// any other change refuses to promote until `medallion rebuild <table>`.
+    #[default]
+    Evolve,
+    /// Any change rebuilds the table from bronze at the next run.
+    Rebuild,
+    /// Any change, even an added column, refuses to promote until `medallion rebuild <table>`.
+    Fail,
 }
 
 /// `[silver.<name>]`: a typed contract over one source.
@@ -561,6 +606,10 @@ pub struct SilverSpec {
     /// How changes are kept: SCD type 1 (latest per key, optional deletes) or 2 (full history).
     #[serde(default)]
     pub history: Option<HistorySpec>,
+    /// When the contract no longer matches the published table: `evolve`, `rebuild` or `fail`
+    /// (default: the project's `on_contract_change`, else `evolve`).
+    #[serde(default)]
+    pub on_contract_change: Option<OnContractChange>,
 }
 
 /// `history = { scd = 2, track = ["tier"], delete_when = "op = 'delete'" }`.
@@ -650,6 +699,10 @@ pub struct ColumnSpec {
     /// SQL boolean expressions the stored value must satisfy.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Text values read as null in this column (overrides the source's `null_values`; `[]` turns
+    /// them off for this column).
+    #[serde(default)]
+    pub null_values: Option<Vec<String>>,
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,

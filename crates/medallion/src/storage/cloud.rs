@@ -121,95 +121,9 @@ impl LogStoreFactory for ConditionalPut {
     }
 }
 
-/// One line saying why the store refused or could not be reached, from an `object_store` error
-/// (whose text carries the whole HTTP exchange): the S3/GCS/Azure error code and message when the
-/// store answered, else the transport's cause.
-pub fn explain(error: &object_store::Error) -> String {
-    let text = error.to_string();
-    if !matches!(
-        error,
-        object_store::Error::Generic { .. }
-            | object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-    ) {
-        return text.lines().next().unwrap_or(&text).to_string();
-    }
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find(&format!("</{name}>"))? + start;
-        Some(text[start..end].trim().to_string())
-    };
-    let code = tag("Code");
-    let message = tag("Message").unwrap_or_default();
-    let status = ["403 Forbidden", "404 Not Found", "401 Unauthorized"].into_iter().find(|s| text.contains(s));
-    match (code.as_deref(), status) {
-        (Some("NoSuchBucket"), _) => format!("the bucket does not exist (NoSuchBucket: {message})"),
-        (
-            Some(
-                c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken" | "InvalidToken"),
-            ),
-            _,
-        ) => {
-            format!(
-                "access denied ({c}: {message}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])"
-            )
-        }
-        (Some(c), _) => format!("{c}: {message}"),
-        (None, Some(s)) if s.starts_with("40") && s != "404 Not Found" => {
-            format!(
-                "access denied ({s}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage])"
-            )
-        }
-        (None, Some(s)) => format!("the bucket or container does not exist ({s})"),
-        (None, None) if text.contains("error sending request") || text.contains("HTTP error") => {
-            let retries =
-                text.find("after ").map(|i| text[i..].split(',').next().unwrap_or("").to_string()).unwrap_or_default();
-            let endpoint = text
-                .find("http")
-                .and_then(|i| Url::parse(text[i..].split_whitespace().next().unwrap_or("")).ok())
-                .map_or_else(|| "the endpoint".to_string(), |u| u.origin().ascii_serialization());
-            format!(
-                "cannot reach {endpoint} ({})",
-                if retries.is_empty() {
-                    "connection failed".to_string()
-                } else {
-                    format!("connection failed {retries}")
-                }
-            )
-        }
-        (None, None) => text.lines().next().unwrap_or(&text).to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn generic(text: &str) -> object_store::Error {
-        object_store::Error::Generic { store: "S3", source: text.to_string().into() }
-    }
-
-    #[test]
-    fn store_errors_are_one_line_naming_the_cause() {
-        let missing = generic(
-            "Error performing GET http://h/nosuch - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
-        );
-        assert_eq!(explain(&missing), "the bucket does not exist (NoSuchBucket: The specified bucket does not exist)");
-        let denied = generic(
-            "403 Forbidden: <Error>\n<Code>InvalidAccessKeyId</Code>\n<Message>The AWS Access Key Id you provided does not exist in our records.</Message></Error>",
-        );
-        assert!(
-            explain(&denied).starts_with("access denied (InvalidAccessKeyId: The AWS Access Key Id"),
-            "{}",
-            explain(&denied)
-        );
-        let down = generic(
-            "Error performing GET http://127.0.0.1:1/x in 1.5s, after 6 retries, max_retries: 6, retry_timeout: 60s  - HTTP error: error sending request",
-        );
-        assert_eq!(explain(&down), "cannot reach http://127.0.0.1:1 (connection failed after 6 retries)");
-        assert!(!explain(&down).contains('\n'));
-    }
 
     #[test]
     fn unsafe_or_unknown_options_are_refused() {

@@ -118,7 +118,7 @@ impl Lake {
         match self.store.list(Some(&ObjectPath::from("_medallion"))).next().await {
             None | Some(Ok(_)) => Ok(()),
             Some(Err(source)) => {
-                Err(Error::InvalidLake { location: self.display.clone(), message: super::cloud::explain(&source) })
+                Err(Error::InvalidLake { location: self.display.clone(), message: crate::error::explain(&source) })
             }
         }
     }
@@ -233,4 +233,26 @@ impl Lake {
 
 fn storage(path: &str, source: object_store::Error) -> Error {
     Error::Storage { location: path.to_string(), cause: source }
+}
+
+/// One bronze batch file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchFile {
+    /// Object path in the lake.
+    pub path: String,
+    /// Batch id (the file's stem).
+    pub batch_id: String,
+    /// Size in bytes (compressed).
+    pub size: u64,
+    /// `_ingested_at` of its first record, if readable.
+    pub ingested_at: Option<String>,
+}
+
+impl BatchFile {
+    /// The ingest date of its partition (`bronze/<source>/<date>/<batch>.ndjson.gz`).
+    pub fn date(&self) -> Option<&str> {
+        let mut parts = self.path.rsplit('/');
+        parts.next()?;
+        parts.next()
+    }
 }

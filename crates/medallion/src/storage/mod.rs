@@ -7,6 +7,16 @@
 mod cloud;
 pub mod delta;
 mod lake;
+mod policy;
 
-pub use cloud::explain;
-pub use lake::{Lake, Layer};
+pub use crate::error::explain;
+pub use lake::{BatchFile, Lake, Layer};
+pub use policy::{MIN_RETENTION, Maintenance};
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
+/// The UTC microsecond timestamp type the lake stores: `_ingested_at`, timestamp columns, and the
+/// times of its own tables (events, expectation results, dead letters).
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}

@@ -9,7 +9,9 @@ use medallion::catalog::session;
 use medallion::orchestration::run::{RunOptions, RunSummary, run};
 use medallion::project::Project;
 use medallion::sample::{SampleBatch, SampleSpec, generate};
-use medallion::storage::Lake;
+use medallion::silver::replay::{Replay, ReplayOptions, replay};
+use medallion::storage::delta::Table;
+use medallion::storage::{Lake, Layer};
 
 pub fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders")
@@ -49,13 +51,9 @@ impl Env {
 
     /// A run whose nodes may fail.
     pub async fn try_run(&self) -> RunSummary {
-        run(
-            &self.project,
-            &self.lake,
-            &RunOptions { threads: 2, now: medallion::orchestration::run::now(), ..Default::default() },
-        )
-        .await
-        .expect("run")
+        run(&self.project, &self.lake, &RunOptions { threads: 2, now: medallion::runtime::now(), ..Default::default() })
+            .await
+            .expect("run")
     }
 
     pub async fn query(&self, sql: &str) -> Vec<RecordBatch> {
@@ -106,4 +104,118 @@ pub fn write_gz(path: &Path, bytes: &[u8]) {
 
 pub fn sample(rows: u64, batches: u32, seed: u64) -> (Vec<SampleBatch>, medallion::sample::Expected) {
     generate(&SampleSpec { rows, batches, seed })
+}
+
+/// A project directory with its own lake.
+pub struct Dir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new(toml: &str) -> Dir {
+        let d = Dir { dir: tempfile::tempdir().expect("tmp") };
+        d.configure(toml);
+        d
+    }
+
+    /// A copy of the orders example.
+    pub fn example() -> Dir {
+        let d = Dir::new(&std::fs::read_to_string(example_dir().join("medallion.toml")).expect("read"));
+        std::fs::create_dir_all(d.dir.path().join("gold")).expect("mkdir");
+        for f in ["gold/daily_revenue.sql", "gold/revenue_by_tier.sql"] {
+            std::fs::copy(example_dir().join(f), d.dir.path().join(f)).expect("copy");
+        }
+        d
+    }
+
+    pub fn configure(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("medallion.toml"), toml).expect("write");
+    }
+
+    pub fn edit(&self, from: &str, to: &str) {
+        let path = self.dir.path().join("medallion.toml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "`{from}` not in medallion.toml");
+        std::fs::write(path, text.replace(from, to)).expect("write");
+    }
+
+    pub fn bronze(&self, source: &str, batch: &str, at: &str, lines: &[String]) {
+        let text: String = lines
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}, \"_batch_id\": \"{batch}\", \"_ingested_at\": \"{at}\", \"_source\": \"{source}\"}}\n",
+                    &r[..r.len() - 1]
+                )
+            })
+            .collect();
+        write_gz(&self.dir.path().join(format!("lake/bronze/{source}/2024-03-01/{batch}.ndjson.gz")), text.as_bytes());
+    }
+
+    pub async fn open(&self) -> (Project, Lake) {
+        let project = Project::load(self.dir.path()).await.expect("project loads");
+        let lake = Lake::open(&project.lake, &project.root).expect("lake");
+        (project, lake)
+    }
+
+    pub async fn run(&self) -> RunSummary {
+        let (project, lake) = self.open().await;
+        run(&project, &lake, &RunOptions { threads: 2, now: medallion::runtime::now(), ..Default::default() })
+            .await
+            .expect("run")
+    }
+
+    /// A run with these options (threads 2, the current time unless set).
+    pub async fn run_with(&self, opts: RunOptions) -> RunSummary {
+        let (project, lake) = self.open().await;
+        run(&project, &lake, &RunOptions { threads: 2, ..opts }).await.expect("run")
+    }
+
+    pub async fn replay(&self, filter: Option<&str>, dry_run: bool) -> Replay {
+        self.try_replay(filter, dry_run).await.expect("replay")
+    }
+
+    pub async fn try_replay(&self, filter: Option<&str>, dry_run: bool) -> medallion::Result<Replay> {
+        self.try_replay_of("orders", filter, dry_run).await
+    }
+
+    pub async fn try_replay_of(&self, table: &str, filter: Option<&str>, dry_run: bool) -> medallion::Result<Replay> {
+        let (project, lake) = self.open().await;
+        let now = medallion::runtime::now();
+        let opts = ReplayOptions {
+            run_id: "replay-test".into(),
+            now,
+            filter: filter.map(str::to_string),
+            dry_run,
+            lock_wait: std::time::Duration::ZERO,
+        };
+        replay(&lake, &project, &project.silver[table], &opts).await
+    }
+
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let (project, lake) = self.open().await;
+        query(&project, &lake, sql).await
+    }
+
+    pub async fn version(&self, layer: Layer, table: &str) -> Option<i64> {
+        let (_, lake) = self.open().await;
+        Table::open(&lake, layer, table).await.expect("open").version()
+    }
+}
+
+pub fn copy_bronze(from: &Path, to: &Path) {
+    for entry in walk(&from.join("lake/bronze")) {
+        let dest = to.join("lake/bronze").join(entry.strip_prefix(from.join("lake/bronze")).expect("under"));
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&entry, dest).expect("copy");
+    }
+}
+
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
 }

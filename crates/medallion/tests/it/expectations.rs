@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use medallion::orchestration::run::{Now, RunOptions, RunSummary, run};
+use medallion::orchestration::run::{RunOptions, RunSummary, run};
 use medallion::project::Project;
+use medallion::runtime::Now;
 use medallion::storage::delta::Table;
 use medallion::storage::{Lake, Layer};
 use serde::Deserialize;
@@ -325,7 +326,7 @@ async fn warn_publishes_and_every_result_is_kept_in_the_lake() {
     assert!(samples[0][0].contains(r#""order_id":1"#) && samples[0][0].contains(r#""order_id":2"#), "{samples:?}");
     // `medallion test` evaluates the same on the published tables and appends its results.
     let outcomes =
-        medallion::quality::test::test(&lake, &project, &[], at("2024-03-02T00:00:00Z")).await.expect("test");
+        medallion::orchestration::test::test(&lake, &project, &[], at("2024-03-02T00:00:00Z")).await.expect("test");
     assert_eq!(outcomes.len(), 2);
     assert_eq!(
         query(&project, &lake, "SELECT count(*) FROM medallion.expectations WHERE command = 'test'").await,

@@ -1,8 +1,9 @@
 //! Other source formats and a project spread over several files.
 
 use medallion::bronze::ingest::ingest;
-use medallion::orchestration::run::{now, run};
+use medallion::orchestration::run::run;
 use medallion::project::Project;
+use medallion::runtime::now;
 use medallion::spec::SourceFormat;
 use medallion::storage::Lake;
 

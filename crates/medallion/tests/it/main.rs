@@ -1,7 +1,11 @@
 //! Integration tests of the library: whole runs over lakes in temporary directories.
 
+// Tests say what they expected by failing: panics are their assertions (STYLE.md §3).
+#![allow(clippy::panic)]
+
 mod bad_input;
 mod common;
+mod contracts;
 mod expectations;
 mod formats;
 mod gates;

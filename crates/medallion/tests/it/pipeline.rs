@@ -124,7 +124,7 @@ async fn selectors_pick_nodes_up_and_down_the_dag() {
     let pick = |s: &[&str], e: &[&str]| {
         let s: Vec<String> = s.iter().map(|x| x.to_string()).collect();
         let e: Vec<String> = e.iter().map(|x| x.to_string()).collect();
-        select(&env.project, &s, &e).map(|set| set.into_iter().collect::<Vec<_>>())
+        select(&env.project, &s, &e).map(|set| set.into_iter().collect::<Vec<_>>()).map_err(|e| e.to_string())
     };
     let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Exactly-once: re-ingesting is a no-op; an interrupted promotion is resumed with the same batches.
 
 use medallion::bronze::ingest::{IngestStatus, ingest};
-use medallion::orchestration::ledger::{self, Intent};
+use medallion::runtime::ledger::{self, Intent};
 use medallion::spec::SourceFormat;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
@@ -13,7 +13,7 @@ async fn ingesting_the_same_content_twice_lands_one_batch() {
     let env = Env::new().await;
     let (batches, expected) = sample(2_000, 1, 3);
     let content = batches[0].landing_ndjson().into_bytes();
-    let now = medallion::orchestration::run::now();
+    let now = medallion::runtime::now();
     let first =
         ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", content.clone(), now).await.expect("ingest");
     assert_eq!(first.status, IngestStatus::Ingested);
@@ -45,7 +45,7 @@ async fn an_open_intent_is_resumed_with_exactly_its_batches() {
     let pending = medallion::bronze::batches::list(&env.lake, "orders").await.expect("list");
     let b2: Vec<_> = pending.into_iter().filter(|b| b.batch_id == batches[1].batch_id).collect();
     let b2 = medallion::bronze::batches::order_by_ingestion(&env.lake, b2).await.expect("order");
-    ledger::record(&env.lake, "orders", &Intent { version: 2, run_id: "crashed".into(), batches: b2 })
+    ledger::record(&env.lake, "orders", &Intent { version: 2, run_id: "crashed".into(), batches: b2, rebuild: false })
         .await
         .expect("intent");
     env.land(&batches[2]);
@@ -118,9 +118,9 @@ async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table_and_no_go
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
-    use medallion::orchestration::lock::{self, Holder, PATH};
+    use medallion::runtime::lock::{self, Holder, PATH};
     let env = Env::new().await;
-    let now = medallion::orchestration::run::now();
+    let now = medallion::runtime::now();
     // A live holder (this very process): a run fails fast, naming it.
     let held = lock::acquire(&env.lake, "run by someone else", now).await.expect("lock");
     let err = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default())

@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::{DataFrame, SessionContext};
-use deltalake::kernel::Transaction;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructField, Transaction};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::TryStreamExt;
@@ -221,6 +223,50 @@ impl Table {
         Ok(infos.pop().map(|c| c.info).unwrap_or_default())
     }
 
+    /// The newest value of `medallion.<key>` in the commit info of the last `limit` commits.
+    pub async fn recent_info(&self, key: &str, limit: usize) -> Result<Option<Value>> {
+        if !self.exists {
+            return Ok(None);
+        }
+        let infos: Vec<_> =
+            self.inner.history(Some(limit)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        Ok(infos.into_iter().find_map(|c| c.info.get("medallion").and_then(|m| m.get(key)).cloned()))
+    }
+
+    /// The table's schema as Arrow (None if the table does not exist).
+    pub fn arrow_schema(&self) -> Result<Option<SchemaRef>> {
+        if !self.exists {
+            return Ok(None);
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        let schema: Schema = snapshot
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| Error::arrow(format!("schema of {}", self.label), e))?;
+        Ok(Some(Arc::new(schema)))
+    }
+
+    /// Adds nullable `fields` to the table's schema in one metadata-only commit carrying
+    /// `metadata`: rows already written read them as null.
+    pub async fn add_columns(self, fields: &[Field], metadata: HashMap<String, Value>) -> Result<Table> {
+        let label = self.label.clone();
+        let fields = fields
+            .iter()
+            .map(|f| f.clone().with_nullable(true))
+            .map(|f| (&f).try_into_kernel())
+            .collect::<std::result::Result<Vec<StructField>, _>>()
+            .map_err(|e| Error::arrow(format!("new columns of {label}"), e))?;
+        let inner = self
+            .inner
+            .add_columns()
+            .with_fields(fields)
+            .with_commit_properties(commit_properties(None, metadata))
+            .await
+            .map_err(|e| Error::delta(&label, e))?;
+        Ok(Table { label, inner, exists: true })
+    }
+
     /// Number of live files and their total size in bytes.
     pub fn files(&self) -> Result<(usize, u64)> {
         if !self.exists {
@@ -248,10 +294,19 @@ impl Table {
         if !self.exists {
             return Ok(0);
         }
+        self.count_where("SELECT count(*) FROM t").await
+    }
+
+    /// The count `sql` (a `SELECT count(*) FROM t …` over this table as `t`) returns; 0 when the
+    /// table does not exist.
+    pub async fn count_where(&self, sql: &str) -> Result<u64> {
+        if !self.exists {
+            return Ok(0);
+        }
         let ctx = SessionContext::new();
-        let context = format!("counting {}", self.label);
+        let context = format!("checking {}", self.label);
         ctx.register_table("t", self.provider(&ctx).await?).map_err(|e| Error::sql(&context, e))?;
-        let batches = ctx.sql("SELECT count(*) FROM t").await.map_err(|e| Error::sql(&context, e))?;
+        let batches = ctx.sql(sql).await.map_err(|e| Error::sql(&context, e))?;
         let batches = batches.collect().await.map_err(|e| Error::sql(&context, e))?;
         use datafusion::arrow::array::AsArray;
         Ok(batches
@@ -303,6 +358,14 @@ impl Table {
             .ok()
             .and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned());
         if enabled.as_deref() != Some("true") {
+            return Ok(None);
+        }
+        // A rebuild replaced the table: its changes are everything, not what the feed holds.
+        let since = usize::try_from(latest - after).unwrap_or(usize::MAX);
+        let infos: Vec<_> =
+            self.inner.history(Some(since)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        if infos.iter().any(|c| c.info.get("medallion").and_then(|m| m.get("rebuild")) == Some(&Value::Bool(true))) {
+            tracing::info!(table = %self.label, "rebuilt since the last build; full refresh");
             return Ok(None);
         }
         let ctx = SessionContext::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::orchestration::run::Now;
+use crate::runtime::Now;
 use crate::storage::Lake;
 
 /// Where the lock lives in the lake.

@@ -9,8 +9,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimestampMicrosecondType};
 
-use super::contract::timestamp_type;
 use crate::error::{Error, Result};
+use crate::storage::timestamp_type;
 
 /// Why a record was rejected: one failed rule.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

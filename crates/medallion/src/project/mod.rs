@@ -1,6 +1,8 @@
 //! The validated project: raw specs ([`crate::spec`]) checked as a whole, contracts compiled,
 //! gold models rendered, ordered and planned. [`Project::load`] reports every problem at once.
 
+pub mod lineage;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,16 +10,21 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 
+use crate::bronze::ingest::{CsvOptions, Encoding, ReadOptions};
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::gold::models::render;
-use crate::orchestration::dag::topological_order;
 use crate::quality::checks::{self, Owner, THIS, TableCheck};
-use crate::quality::gates::Gate;
+use crate::runtime::dag::topological_order;
 use crate::silver::contract::Contract;
+use crate::silver::evolve::ContractRecord;
 use crate::silver::history::History;
-use crate::spec::{Diagnostic, Duration, Located, Refresh, RejectedFractionSpec, SourceFormat, load_specs};
+use crate::spec::{Diagnostic, Duration, Located, Refresh, SourceFormat, load_specs};
 use crate::storage::Layer;
+
+pub use crate::gold::models::GoldModel;
+pub use crate::silver::table::SilverTable;
+pub use crate::storage::Maintenance;
 
 /// Default lake location, relative to the project.
 pub const DEFAULT_LAKE: &str = "./lake";
@@ -33,103 +40,8 @@ pub struct Source {
     pub paths: Vec<String>,
     /// When `medallion schedule` runs it.
     pub schedule: Option<String>,
-}
-
-/// A silver table.
-#[derive(Debug, Clone)]
-pub struct SilverTable {
-    /// Name.
-    pub name: String,
-    /// Its source.
-    pub source: String,
-    /// Compiled contract.
-    pub contract: Arc<Contract>,
-    /// Primary key.
-    pub keys: Vec<String>,
-    /// Dedup ordering column.
-    pub order_by: String,
-    /// Partition columns.
-    pub partition_by: Vec<String>,
-    /// Owner.
-    pub owner: Option<String>,
-    /// Description.
-    pub description: Option<String>,
-    /// Maximum staleness consumers accept (the default freshness bound).
-    pub sla: Option<Duration>,
-    /// Set- and table-level expectations, checked on the merged candidate before the commit.
-    pub checks: Vec<TableCheck>,
-    /// Other silver tables its expectations read: promoted first; their failure skips this one.
-    pub depends_on: Vec<String>,
-    /// Bounds on the share of rejected records.
-    pub max_rejected_fraction: Option<RejectedFractionSpec>,
-    /// Labels for selection.
-    pub tags: Vec<String>,
-    /// Retries after a transient error (None: the run's).
-    pub retries: Option<u32>,
-    /// Whether the table records a change data feed: only when an incremental gold model reads
-    /// its changes (writing change data costs every MERGE).
-    pub change_feed: bool,
-    /// How changes are kept (SCD 1 or 2).
-    pub history: History,
-    /// The table's schema (the contract's, plus the SCD 2 columns).
-    pub schema: SchemaRef,
-    /// Compaction and vacuum after runs.
-    pub maintenance: Maintenance,
-}
-
-impl SilverTable {
-    /// The tables its expectations read, itself included.
-    pub fn reads(&self) -> Vec<&str> {
-        std::iter::once(self.name.as_str()).chain(self.depends_on.iter().map(String::as_str)).collect()
-    }
-}
-
-/// What `run` does to a table after a successful run.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Maintenance {
-    /// Compact when it holds more live files than this (0: never).
-    pub compact_above_files: usize,
-    /// Z-order compacted files by these columns.
-    pub zorder: Vec<String>,
-    /// Size of compacted files (None: delta-rs's default).
-    pub target_size: Option<u64>,
-    /// Vacuum (every, retain).
-    pub vacuum: Option<(Duration, Duration)>,
-}
-
-/// A gold model.
-#[derive(Debug, Clone)]
-pub struct GoldModel {
-    /// Name.
-    pub name: String,
-    /// SQL file, relative to the project.
-    pub file: PathBuf,
-    /// Rendered SQL.
-    pub sql: String,
-    /// Tables it reads: in its SQL and in its expectations.
-    pub refs: Vec<String>,
-    /// Owner.
-    pub owner: String,
-    /// Refresh cadence.
-    pub refresh: Refresh,
-    /// SLA.
-    pub sla: Duration,
-    /// Description.
-    pub description: Option<String>,
-    /// Output schema, from planning.
-    pub schema: SchemaRef,
-    /// Row-level expectations checked on its result before it is written.
-    pub gates: Vec<Gate>,
-    /// Set- and table-level expectations checked on its result before it is written.
-    pub checks: Vec<TableCheck>,
-    /// Incremental by partition: (partition column, source table).
-    pub incremental: Option<(String, String)>,
-    /// Labels for selection.
-    pub tags: Vec<String>,
-    /// Retries after a transient error (None: the run's).
-    pub retries: Option<u32>,
-    /// Compaction and vacuum after runs.
-    pub maintenance: Maintenance,
+    /// How its files are read (format, encoding, CSV dialect).
+    pub read: ReadOptions,
 }
 
 /// A loaded, valid project.
@@ -160,10 +72,32 @@ pub struct Project {
     /// Object-store options for the lake (`[storage]`; `${VAR}` expanded when the lake is opened).
     pub storage: BTreeMap<String, String>,
     /// Where OpenLineage events go (`[lineage]`).
-    pub lineage: Option<crate::observability::lineage::LineageConfig>,
+    pub lineage: Option<lineage::LineageConfig>,
 }
 
 impl Project {
+    /// The project's DAG: node → the nodes it reads.
+    pub fn edges(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut up: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for s in self.sources.keys() {
+            up.entry(format!("bronze/{s}")).or_default();
+        }
+        for t in self.silver.values() {
+            let reads = up.entry(format!("silver/{}", t.name)).or_default();
+            reads.insert(format!("bronze/{}", t.source));
+            reads.extend(t.depends_on.iter().map(|d| format!("silver/{d}")));
+        }
+        for m in self.gold.values() {
+            let reads: BTreeSet<String> = m
+                .refs
+                .iter()
+                .map(|r| if self.gold.contains_key(r) { format!("gold/{r}") } else { format!("silver/{r}") })
+                .collect();
+            up.insert(format!("gold/{}", m.name), reads);
+        }
+        up
+    }
+
     /// Loads and validates the project at `root`.
     pub async fn load(root: &Path) -> Result<Project> {
         let specs = load_specs(root);
@@ -176,6 +110,7 @@ impl Project {
         };
 
         let catchup = specs.project.as_ref().is_some_and(|p| p.spec.catchup);
+        let default_on_change = specs.project.as_ref().and_then(|p| p.spec.on_contract_change).unwrap_or_default();
         let compact_above_files = specs.project.as_ref().and_then(|p| p.spec.compact_above_files).unwrap_or(64);
         let mut vacuum = None;
         if let Some(p) = &specs.project {
@@ -234,7 +169,7 @@ impl Project {
             }
         }
         let lineage = match &specs.lineage {
-            Some(l) => match crate::observability::lineage::LineageConfig::from_spec(l, root) {
+            Some(l) => match lineage::LineageConfig::from_spec(l, root) {
                 Ok(c) => Some(c),
                 Err(d) => {
                     diags.extend(d);
@@ -265,13 +200,22 @@ impl Project {
                 }
             }
             if let Some(expr) = &s.spec.schedule
-                && let Err(e) = crate::orchestration::schedule::Item::new(n, expr, BTreeSet::new())
+                && let Err(e) = crate::runtime::schedule::Item::new(n, expr, BTreeSet::new())
             {
                 diags.push(
                     Diagnostic::new(&s.file, format!("source `{n}`"), e)
                         .with_line(line_of(&s.file, "schedule", s.line)),
                 );
             }
+            let read = read_options(&s.spec).unwrap_or_else(|errors| {
+                for (key, message) in errors {
+                    diags.push(
+                        Diagnostic::new(&s.file, format!("source `{n}`"), message)
+                            .with_line(line_of(&s.file, key, s.line)),
+                    );
+                }
+                ReadOptions::default()
+            });
             sources.insert(
                 n.clone(),
                 Source {
@@ -279,6 +223,7 @@ impl Project {
                     format: s.spec.format,
                     paths: s.spec.paths.clone(),
                     schedule: s.spec.schedule.clone(),
+                    read,
                 },
             );
         }
@@ -371,7 +316,8 @@ impl Project {
                 Some(Ok(f)) => Some(f),
                 None => None,
             };
-            match Contract::compile(spec) {
+            let source_nulls = specs.sources.get(&source).map(|s| s.spec.null_values.clone()).unwrap_or_default();
+            match Contract::compile(spec, &source_nulls) {
                 Ok(contract) => {
                     let history = match History::compile(spec.history.as_ref(), &contract, &spec.primary_key, &order_by)
                     {
@@ -385,6 +331,7 @@ impl Project {
                         }
                     };
                     let schema = history.output_schema(&contract, &order_by);
+                    let record = ContractRecord::of(spec, &source_nulls, &order_by);
                     silver.insert(
                         n.clone(),
                         SilverTable {
@@ -413,6 +360,8 @@ impl Project {
                                 &mut diags,
                             ),
                             schema,
+                            record,
+                            on_contract_change: spec.on_contract_change.unwrap_or(default_on_change),
                         },
                     );
                 }
@@ -805,10 +754,85 @@ fn vacuum_policy(
         Some(r) => (r.parse::<Duration>()?, r),
         None => (default.map_or_else(|| "7d".parse::<Duration>(), |d| Ok(d.1))?, "default"),
     };
-    if retain.seconds < crate::maintenance::MIN_RETENTION.as_secs() {
+    if retain.seconds < crate::storage::MIN_RETENTION.as_secs() {
         return Err(format!(
             "vacuum_retain `{text}` is below 7 days (hint: time travel and slow readers need the files; run `medallion vacuum --force` by hand if you must)"
         ));
     }
     Ok(Some((every, retain)))
+}
+
+impl catalog::Registry for Project {
+    fn published(&self) -> Vec<(Layer, &str, SchemaRef)> {
+        let silver = self.silver.values().map(|t| (Layer::Silver, t.name.as_str(), Arc::clone(&t.schema)));
+        silver.chain(self.gold.values().map(|g| (Layer::Gold, g.name.as_str(), Arc::clone(&g.schema)))).collect()
+    }
+
+    fn dead_letter_schema(&self) -> SchemaRef {
+        crate::quality::quarantine::schema()
+    }
+
+    fn system(&self) -> Vec<(&'static str, SchemaRef)> {
+        vec![
+            (crate::quality::results::TABLE, crate::quality::results::schema()),
+            (crate::runtime::events::TABLE, crate::runtime::events::schema()),
+        ]
+    }
+}
+
+/// A source's read options, checked: every problem as (key, message).
+fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptions, Vec<(&'static str, String)>> {
+    let mut errors = Vec::new();
+    let mut read = ReadOptions { format: spec.format, ..Default::default() };
+    if let Some(e) = &spec.encoding {
+        match e.parse::<Encoding>() {
+            Ok(e) => read.encoding = e,
+            Err(message) => errors.push(("encoding", message)),
+        }
+    }
+    let csv_keys = [
+        ("delimiter", spec.delimiter.is_some()),
+        ("quote", spec.quote.is_some()),
+        ("escape", spec.escape.is_some()),
+        ("header", spec.header.is_some()),
+        ("column_names", !spec.column_names.is_empty()),
+        ("skip_rows", spec.skip_rows.is_some()),
+    ];
+    if spec.format != SourceFormat::Csv {
+        for (key, _) in csv_keys.iter().filter(|(_, given)| *given) {
+            errors.push((*key, format!("`{key}` is a CSV option; this source's format is not csv")));
+        }
+        return if errors.is_empty() { Ok(read) } else { Err(errors) };
+    }
+    let mut one_char = |key: &'static str, value: &Option<String>| -> Option<u8> {
+        let v = value.as_deref()?;
+        match v.as_bytes() {
+            [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' => Some(*b),
+            _ => {
+                errors.push((key, format!("`{key}` must be one ASCII character (not a line break), not {v:?}")));
+                None
+            }
+        }
+    };
+    let delimiter = one_char("delimiter", &spec.delimiter);
+    let quote = one_char("quote", &spec.quote);
+    let escape = one_char("escape", &spec.escape);
+    read.csv = CsvOptions {
+        delimiter: delimiter.unwrap_or(b','),
+        quote: quote.unwrap_or(b'"'),
+        escape,
+        header: spec.header.unwrap_or(true),
+        column_names: spec.column_names.clone(),
+        skip_rows: spec.skip_rows.unwrap_or(0),
+    };
+    if read.csv.header && !spec.column_names.is_empty() {
+        errors.push((
+            "column_names",
+            "`column_names` names the columns of a CSV without a header: set `header = false`".into(),
+        ));
+    }
+    if read.csv.delimiter == read.csv.quote {
+        errors.push(("delimiter", "the delimiter and the quote must differ".into()));
+    }
+    if errors.is_empty() { Ok(read) } else { Err(errors) }
 }

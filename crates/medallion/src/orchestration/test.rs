@@ -9,13 +9,13 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use super::checks::{self, THIS};
-use super::gates::{Gate, GateResult, Outcome, SAMPLES};
-use super::results;
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::orchestration::run::Now;
 use crate::project::Project;
+use crate::quality::checks::{self, THIS};
+use crate::quality::gates::{Gate, GateResult, Outcome, SAMPLES};
+use crate::quality::results;
+use crate::runtime::Now;
 use crate::storage::Lake;
 
 /// One expectation's outcome on a published table.
@@ -64,7 +64,7 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
             o.result.outcome = Outcome::Warn;
         }
     }
-    let run_id = crate::orchestration::run::new_run_id(Some("test"), now);
+    let run_id = crate::runtime::new_run_id(Some("test"), now);
     let recorded: Vec<(String, GateResult)> = out.iter().map(|o| (o.node.clone(), o.result.clone())).collect();
     results::record(lake, &run_id, "test", now, &recorded).await?;
     Ok(out)

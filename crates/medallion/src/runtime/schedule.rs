@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use croner::Cron;
 
-use crate::orchestration::run::Now;
+use crate::runtime::Now;
 
 /// One scheduled unit of work.
 #[derive(Debug, Clone)]
@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(all[0].1, vec![at("2024-03-02T00:00:00Z"), at("2024-03-03T00:00:00Z"), at("2024-03-04T00:00:00Z")]);
         let once = due(std::slice::from_ref(&daily), &last, now, false);
         assert_eq!(once[0].1, vec![at("2024-03-04T00:00:00Z")]);
-        assert!(due(&[daily.clone()], &last, at("2024-03-01T23:59:00Z"), true).is_empty(), "nothing missed yet");
+        assert!(
+            due(std::slice::from_ref(&daily), &last, at("2024-03-01T23:59:00Z"), true).is_empty(),
+            "nothing missed yet"
+        );
         assert!(due(&[daily], &BTreeMap::new(), now, true).is_empty(), "never run: waits for its next occurrence");
     }
 }

@@ -29,8 +29,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::silver::contract::timestamp_type;
 use crate::storage::delta::{Table, WriteOptions};
+use crate::storage::timestamp_type;
 use crate::storage::{Lake, Layer};
 
 /// Name of the table (under `_medallion/`).

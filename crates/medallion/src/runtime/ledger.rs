@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bronze::batches::BatchFile;
 use crate::error::{Error, Result};
+use crate::storage::BatchFile;
 use crate::storage::Lake;
 
 /// One promotion's intent.
@@ -29,6 +29,10 @@ pub struct Intent {
     pub run_id: String,
     /// The batches it covers, oldest first.
     pub batches: Vec<BatchFile>,
+    /// A rebuild: its batches are every batch of the source, and its commits replace the table
+    /// and its dead letter; intents before it no longer count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuild: bool,
 }
 
 /// The application id of a silver table's commits.

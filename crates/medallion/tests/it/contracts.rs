@@ -1,0 +1,235 @@
+//! Contracts that change (issue 15): what the table records, what evolves in place, what is
+//! refused or rebuilt, rebuilds equal to a fresh lake, and null markers with CSV dialects.
+
+use std::collections::BTreeSet;
+
+use medallion::Error;
+use medallion::bronze::ingest::ingest;
+use medallion::orchestration::run::RunOptions;
+use medallion::silver::evolve::{self, Change, Verdict};
+use medallion::storage::Layer;
+use medallion::storage::delta::{AsOf, Table};
+
+use crate::common::{Dir, copy_bronze, query, sample, write_gz};
+
+/// Lands the sample's batches in `d`'s bronze.
+fn land(d: &Dir, batches: &[medallion::sample::SampleBatch]) {
+    for b in batches {
+        let path = d.dir.path().join(format!("lake/bronze/orders/{}/{}.ndjson.gz", b.date, b.batch_id));
+        write_gz(&path, b.bronze_ndjson("orders").as_bytes());
+    }
+}
+
+/// A nullable column computed from another, and a gold model reading it.
+fn add_channel(d: &Dir) {
+    d.edit(
+        "  { name = \"source\",      type = \"string\" },\n]",
+        "  { name = \"source\",      type = \"string\" },\n  { name = \"channel\",     type = \"string\", required = false, transform = \"upper(source)\" },\n]",
+    );
+    let text = std::fs::read_to_string(d.dir.path().join("medallion.toml")).expect("read");
+    d.configure(&format!("{text}\n[gold.by_channel]\nowner = \"analytics\"\nrefresh = \"daily\"\nsla = \"6h\"\n"));
+    std::fs::write(
+        d.dir.path().join("gold/by_channel.sql"),
+        "SELECT channel, count(*) AS orders FROM {{ ref('orders') }} GROUP BY channel",
+    )
+    .expect("write model");
+}
+
+/// Every table of a lake, every column, in a form two lakes compare by (times and run ids out).
+async fn tables(d: &Dir) -> Vec<(String, Vec<Vec<String>>)> {
+    let queries = [
+        // By name: a column added in place stands last in the table, in contract order in a fresh one.
+        "SELECT order_id, customer_id, amount, currency, order_date, region, source, channel, _batch_id, _source, \
+         CAST(_ingested_at AS VARCHAR) AS at FROM silver.orders ORDER BY order_id",
+        "SELECT customer_id, name, tier, CAST(updated_at AS VARCHAR) AS u, CAST(valid_from AS VARCHAR) AS vf, \
+         CAST(valid_to AS VARCHAR) AS vt, is_current, _sk FROM silver.dim_customers ORDER BY _sk",
+        "SELECT _batch_id, _line, _raw, e['rule'], e['column'], e['message'] FROM (SELECT _batch_id, _line, _raw, unnest(_errors) AS e FROM quarantine.orders) ORDER BY 1, 2, 4, 5",
+        "SELECT * FROM gold.daily_revenue ORDER BY order_date, region, currency",
+        "SELECT * FROM gold.revenue_by_tier ORDER BY 1, 2",
+        "SELECT * FROM gold.by_channel ORDER BY channel",
+    ];
+    let (project, lake) = d.open().await;
+    let mut out = Vec::new();
+    for q in queries {
+        out.push((q.to_string(), query(&project, &lake, q).await));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_added_column_evolves_in_place_and_a_rebuild_equals_a_fresh_lake() {
+    let d = Dir::example();
+    let (batches, _) = sample(2_000, 4, 23);
+    land(&d, &batches[..3]);
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let before = d.version(Layer::Silver, "orders").await.expect("silver written");
+
+    add_channel(&d);
+    let (project, lake) = d.open().await;
+    let silver = Table::open(&lake, Layer::Silver, "orders").await.expect("open");
+    let orders = &project.silver["orders"];
+    let changes = evolve::changes(orders, &silver).await.expect("compare");
+    assert_eq!(
+        changes,
+        vec![Change::AddedColumn { column: "channel".into(), ty: "string".into(), required: false }],
+        "the table knows its contract"
+    );
+    assert_eq!(changes[0].describe(), "added column channel (string, nullable)");
+    assert!(matches!(evolve::assess(orders, &silver).await.expect("assess"), Verdict::Evolve(_)));
+
+    // The next run adds the column in place: old rows null, new rows carry it; gold reads it.
+    land(&d, &batches[3..]);
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("orders promoted");
+    assert_eq!(p.contract_changes, vec!["added column channel (string, nullable)".to_string()]);
+    assert!(!p.rebuilt);
+    let split = d.rows("SELECT channel IS NULL, count(*) > 0 FROM silver.orders GROUP BY 1 ORDER BY 1").await;
+    assert_eq!(split, vec![vec!["false".to_string(), "true".into()], vec!["true".into(), "true".into()]]);
+    assert!(!d.rows("SELECT * FROM gold.by_channel").await.is_empty());
+
+    // The rebuild recomputes silver (and its dead letter) from bronze, then gold downstream.
+    let rebuilt =
+        d.run_with(RunOptions { rebuild: BTreeSet::from(["orders".to_string()]), ..Default::default() }).await;
+    assert!(rebuilt.ok(), "{:?}", rebuilt.failed);
+    let p = rebuilt.silver.iter().find(|p| p.table == "orders").expect("orders rebuilt");
+    assert!(p.rebuilt && p.batches == 4, "{p:?}");
+    assert_eq!(p.read, p.promoted() + p.superseded + p.rejected, "accounting holds over the rebuild");
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders WHERE channel IS NULL").await, vec![vec!["0".to_string()]]);
+    assert!(rebuilt.gold.iter().all(|b| b.rebuilt && b.partitions.is_none()), "gold rebuilt from scratch");
+
+    // A fresh lake over the same bronze with the new contract holds the same tables.
+    let fresh = Dir::example();
+    add_channel(&fresh);
+    copy_bronze(d.dir.path(), fresh.dir.path());
+    let s = fresh.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    for ((q, a), (_, b)) in tables(&d).await.into_iter().zip(tables(&fresh).await) {
+        assert_eq!(a, b, "{q}");
+    }
+
+    // Time travel still reaches the table as the old contract wrote it.
+    let (_, lake) = d.open().await;
+    let old = Table::open_as_of(&lake, Layer::Silver, "orders", AsOf::Version(before)).await.expect("as of");
+    let schema = old.arrow_schema().expect("schema").expect("exists");
+    assert!(schema.field_with_name("channel").is_err(), "version {before} has no channel");
+
+    // The next run promotes only what landed after the rebuild.
+    let (more, _) = sample(500, 1, 99);
+    land(&d, &more);
+    let s = d.run().await;
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("promoted");
+    assert_eq!((p.batches, p.rebuilt, p.read), (1, false, more[0].records.len() as u64), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_type_change_is_refused_until_rebuilt_or_rebuilds_by_policy() {
+    let d = Dir::example();
+    let (batches, _) = sample(1_000, 2, 5);
+    land(&d, &batches);
+    assert!(d.run().await.ok());
+    let version = d.version(Layer::Silver, "orders").await;
+
+    d.edit("type = \"decimal(18,2)\"", "type = \"decimal(20,2)\"");
+    let (more, _) = sample(200, 1, 6);
+    land(&d, &more);
+    let s = d.run().await;
+    let failure = s.failed.iter().find(|f| f.node == "silver/orders").expect("silver/orders refused");
+    assert!(failure.error.contains("type of amount: decimal(18,2) → decimal(20,2)"), "{}", failure.error);
+    assert!(failure.error.contains("medallion rebuild orders"), "{}", failure.error);
+    assert_eq!(d.version(Layer::Silver, "orders").await, version, "nothing was written");
+    assert!(s.skipped.contains(&"gold/daily_revenue".to_string()), "{:?}", s.skipped);
+
+    // The rebuild policy takes the change by recomputing the table.
+    d.edit("order_by = \"_ingested_at\"\n", "order_by = \"_ingested_at\"\non_contract_change = \"rebuild\"\n");
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("orders");
+    assert!(p.rebuilt && p.batches == 3, "{p:?}");
+    assert!(p.contract_changes.iter().any(|c| c.contains("decimal(20,2)")), "{:?}", p.contract_changes);
+    let (_, lake) = d.open().await;
+    let schema =
+        Table::open(&lake, Layer::Silver, "orders").await.expect("open").arrow_schema().expect("s").expect("e");
+    assert_eq!(schema.field_with_name("amount").expect("amount").data_type().to_string(), "Decimal128(20, 2)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_that_published_rows_break_are_refused_and_replay_works_after_an_added_column() {
+    let d = Dir::example();
+    let (batches, _) = sample(1_500, 2, 31);
+    land(&d, &batches);
+    let s = d.run().await;
+    assert!(s.ok() && s.totals.rejected > 0, "{:?}", s.totals);
+
+    // A stricter check that published rows fail: refused, with how many rows.
+    d.edit("checks = [\"amount > 0\"]", "checks = [\"amount > 100000\"]");
+    let (project, lake) = d.open().await;
+    let silver = Table::open(&lake, Layer::Silver, "orders").await.expect("open");
+    match evolve::assess(&project.silver["orders"], &silver).await.expect("assess") {
+        Verdict::Refuse(changes) => {
+            let text: Vec<String> = changes.iter().map(Change::describe).collect();
+            assert!(text.iter().any(|c| c.contains("already published fail the new rules")), "{text:?}");
+        }
+        v => panic!("expected a refusal, got {v:?}"),
+    }
+    let replayed = d.try_replay(None, false).await;
+    assert!(matches!(replayed, Err(Error::ContractChanged { .. })), "{replayed:?}");
+
+    // A relaxed check and an added column: let in, and the replay promotes what now passes.
+    d.edit("checks = [\"amount > 100000\"]", "checks = [\"amount >= 0\"]");
+    d.edit("revenue > 0 AND min_amount > 0", "revenue >= 0 AND min_amount >= 0");
+    add_channel(&d);
+    let r = d.replay(None, false).await;
+    assert!(r.promoted() > 0, "{r:?}");
+    assert_eq!(r.selected, r.promoted() + r.superseded + r.rejected + r.dropped, "{r:?}");
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    assert!(d.rows("SELECT count(*) FROM silver.orders WHERE channel IS NOT NULL").await[0][0] != "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn null_markers_and_csv_dialects_land_nulls_where_configured() {
+    let d = Dir::new(
+        "[project]\nname = \"csv\"\n\n[sources.readings]\nformat = \"csv\"\ndelimiter = \";\"\nencoding = \"windows-1252\"\nskip_rows = 1\nnull_values = [\"NA\", \"NULL\"]\n\n[silver.readings]\nprimary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"station\", type = \"string\" },\n  { name = \"value\", type = \"float64\", required = false },\n  { name = \"day\", type = \"date\", required = false },\n  { name = \"count\", type = \"int64\", required = false, null_values = [] },\n]\n",
+    );
+    let (project, lake) = d.open().await;
+    let source = &project.sources["readings"];
+    // A title line, a header, then rows; `Café` in Windows-1252; NA, NULL and empty cells.
+    let mut csv = b"exported by station software\nid;station;value;day;count\n".to_vec();
+    csv.extend_from_slice(
+        b"1;Caf\xe9;1.5;2024-03-01;3\n2;B;NA;NULL;4\n3;C;;NA;5\n4;D;2.0;2024-03-02;NA\n5;E;x;2024-03-03;6\n",
+    );
+    let out = ingest(&lake, "readings", source.read.clone(), "readings.csv", csv, medallion::runtime::now())
+        .await
+        .expect("ingest");
+    assert_eq!((out.records, out.corrupt), (5, 0));
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let t = &s.totals;
+    assert_eq!((t.read, t.promoted, t.rejected), (5, 3, 2), "NA is null where configured, rejected where not");
+    assert_eq!(t.read, t.promoted + t.superseded + t.rejected);
+    let rows = d
+        .rows("SELECT id, station, CAST(value AS VARCHAR), CAST(day AS VARCHAR) FROM silver.readings ORDER BY id")
+        .await;
+    let null = || "".to_string();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["1".to_string(), "Café".into(), "1.5".into(), "2024-03-01".into()],
+            vec!["2".to_string(), "B".into(), null(), null()],
+            vec!["3".to_string(), "C".into(), null(), null()],
+        ]
+    );
+    // Dead-letter lines are the file's lines: title 1, header 2, rows from 3.
+    let dead = d
+        .rows("SELECT _line, e['column'], e['rule'] FROM (SELECT _line, unnest(_errors) AS e FROM quarantine.readings) ORDER BY _line")
+        .await;
+    assert_eq!(
+        dead,
+        vec![
+            vec!["6".to_string(), "count".into(), "type".into()],
+            vec!["7".to_string(), "value".into(), "type".into()]
+        ]
+    );
+}
