@@ -4,6 +4,8 @@
 # check them against the generator's manifest and against what medallion itself reads; then the
 # same data one batch per run, so silver is merged into, and the merges' rows, metrics and change
 # data feed are read back (check_merges.py).
+# Last, a contract change on that lake (a nullable column added in place, then a rebuild from
+# bronze), read back with time travel to before it (check_contracts.py).
 # Usage: tests/interop/run.sh PATH/TO/medallion
 set -euo pipefail
 bin=$(realpath "$1")
@@ -39,3 +41,14 @@ for day in $(ls "$work/data/bronze/orders" | sort); do
 done
 cp "$work/data/manifest.json" "$work/merged/manifest.json"
 "$venv/bin/python" "$root/tests/interop/check_merges.py" "$work/merged" "$work/merge-last.jsonl"
+
+# A contract change: the example with a nullable column computed from `source`.
+cp -r "$root/examples/orders" "$work/changed"
+sed -i 's/  { name = "source",      type = "string" },/  { name = "source",      type = "string" },\n  { name = "channel", type = "string", required = false, transform = "upper(source)" },/' \
+  "$work/changed/medallion.toml"
+grep -q 'name = "channel"' "$work/changed/medallion.toml"
+before=$("$venv/bin/python" -c "from deltalake import DeltaTable; print(DeltaTable('$work/data/silver/orders').version())")
+"$bin" -q run --project "$work/changed" --lake "$work/data" > "$work/evolve.txt"
+"$venv/bin/python" "$root/tests/interop/check_contracts.py" "$work/data" evolved "$before"
+"$bin" -q rebuild orders --project "$work/changed" --lake "$work/data" > "$work/rebuild.txt"
+"$venv/bin/python" "$root/tests/interop/check_contracts.py" "$work/data" rebuilt "$before"

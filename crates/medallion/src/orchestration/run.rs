@@ -24,7 +24,7 @@ use crate::quality::results;
 use crate::runtime::clock::later;
 use crate::runtime::events::{Event, EventSink, Events};
 use crate::runtime::{Now, lock, ms, new_run_id};
-use crate::silver::promote::{PromoteOptions, Promotion, promote};
+use crate::silver::promote::{PromoteOptions, Promotion, promote, request_rebuild};
 use crate::storage::Lake;
 
 /// Settings of a run.
@@ -263,6 +263,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         node_done(&node);
     }
 
+    // Rebuilds asked for are recorded before any node runs (a kill cannot lose them).
+    for t in project.silver.values() {
+        if (opts.full_refresh || opts.rebuild.contains(&t.name)) && selected(&format!("silver/{}", t.name)) {
+            request_rebuild(lake, t, &run_id).await?;
+        }
+    }
     let promote_opts = PromoteOptions {
         run_id: run_id.clone(),
         now: opts.now,

@@ -64,6 +64,39 @@ fn replay_dir(table: &str) -> String {
     format!("_medallion/ledger/replay/{table}")
 }
 
+/// A rebuild asked for and maybe not done yet: recorded when a run that rebuilds a table starts,
+/// so that a run killed before the rebuild's intent was recorded still rebuilds it next time.
+/// It is done once an intent marked `rebuild` numbered above `after` is committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RebuildRequest {
+    /// The table's committed promotion when it was asked.
+    pub after: i64,
+    /// The run that asked.
+    pub run_id: String,
+}
+
+fn rebuild_path(table: &str) -> String {
+    format!("_medallion/ledger/rebuild/{table}.json")
+}
+
+/// Records that `table` is to be rebuilt (replacing an earlier request).
+pub async fn request_rebuild(lake: &Lake, table: &str, request: &RebuildRequest) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(request).map_err(|e| Error::Internal(e.to_string()))?;
+    lake.put(&rebuild_path(table), bytes).await
+}
+
+/// The rebuild asked for `table`, if any.
+pub async fn rebuild_request(lake: &Lake, table: &str) -> Result<Option<RebuildRequest>> {
+    let path = rebuild_path(table);
+    let Some(bytes) = lake.get(&path).await? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))
+}
+
+/// Forgets the rebuild asked for `table` (once one is committed).
+pub async fn clear_rebuild_request(lake: &Lake, table: &str) -> Result<()> {
+    lake.delete(&rebuild_path(table)).await
+}
+
 /// Something kept in the ledger under a number.
 trait Numbered: Serialize + serde::de::DeserializeOwned {
     fn number(&self) -> i64;

@@ -199,14 +199,23 @@ pub async fn promote(
         });
     }
     let open = intents.get(&(committed + 1)).cloned();
+    // A rebuild asked for by a run that was killed before it recorded the rebuild's intent.
+    let requested = match ledger::rebuild_request(lake, &table.name).await? {
+        Some(r) if r.after < committed && intents.range(r.after + 1..=committed).any(|(_, i)| i.rebuild) => {
+            ledger::clear_rebuild_request(lake, &table.name).await?;
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
     // An interrupted rebuild is finished as it was started, before the contract is compared.
     let (silver, verdict) = if open.as_ref().is_some_and(|i| i.rebuild) {
         (silver, Verdict::Unchanged)
     } else {
-        evolve::reconcile(table, silver, opts.rebuild).await?
+        evolve::reconcile(table, silver, opts.rebuild || requested).await?
     };
     drop(silver);
-    let mut rebuild = opts.rebuild || matches!(verdict, Verdict::Rebuild(_));
+    let mut rebuild = opts.rebuild || requested || matches!(verdict, Verdict::Rebuild(_));
     let changes: Vec<String> = match &verdict {
         Verdict::Evolve(c) | Verdict::Rebuild(c) | Verdict::Refuse(c) => c.iter().map(Change::describe).collect(),
         Verdict::Unchanged => Vec::new(),
@@ -246,7 +255,18 @@ pub async fn promote(
     let mut p = run_intent(lake, tables, table, intent, false, opts).await?;
     p.contract_changes = changes;
     out.push(p);
+    if out.iter().any(|p| p.rebuilt) && ledger::rebuild_request(lake, &table.name).await?.is_some() {
+        ledger::clear_rebuild_request(lake, &table.name).await?;
+    }
     Ok(out)
+}
+
+/// Records that `table` is to be rebuilt, before a run starts any node: a run killed before the
+/// rebuild's intent is recorded still rebuilds it at the next `run` or `rebuild`.
+pub async fn request_rebuild(lake: &Lake, table: &SilverTable, run_id: &str) -> Result<()> {
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let after = silver.txn_version(&ledger::app_id(&table.name)).await?.unwrap_or(0);
+    ledger::request_rebuild(lake, &table.name, &ledger::RebuildRequest { after, run_id: run_id.to_string() }).await
 }
 
 /// What decoding and validating one file gave.

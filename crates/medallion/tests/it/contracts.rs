@@ -233,3 +233,26 @@ async fn null_markers_and_csv_dialects_land_nulls_where_configured() {
         ]
     );
 }
+
+/// Bugs found on the same path (issue 15, item 7).
+#[tokio::test(flavor = "multi_thread")]
+async fn gold_expectations_compare_silver_strings_and_a_model_without_inputs_builds() {
+    let d = Dir::example();
+    let (batches, _) = sample(300, 1, 3);
+    land(&d, &batches);
+    // A row-level expectation comparing a string column read from silver (Utf8View at run time)
+    // with a literal (Utf8 when planned).
+    d.edit(
+        "  { name = \"has_days\", row_count = { min = 1 }, action = \"fail\" },",
+        "  { name = \"has_days\", row_count = { min = 1 }, action = \"fail\" },\n  { name = \"known_region\", expect = \"region <> 'nowhere'\", action = \"fail\" },",
+    );
+    let text = std::fs::read_to_string(d.dir.path().join("medallion.toml")).expect("read");
+    d.configure(&format!("{text}\n[gold.calendar]\nowner = \"analytics\"\nrefresh = \"daily\"\nsla = \"1d\"\n"));
+    std::fs::write(d.dir.path().join("gold/calendar.sql"), "SELECT 1 AS id, 'static' AS kind").expect("write");
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let calendar = s.gold.iter().find(|b| b.model == "calendar").expect("calendar built");
+    assert!(calendar.rebuilt && !calendar.waiting && calendar.rows == 1, "{calendar:?}");
+    let known = s.expectations().into_iter().find(|(_, e)| e.name == "known_region").expect("evaluated");
+    assert_eq!(known.1.failing_rows, 0);
+}
