@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
-pub use crate::storage::MIN_RETENTION;
 use crate::storage::delta::Table;
 use crate::storage::{Lake, Layer, Maintenance};
+
+pub use crate::storage::MIN_RETENTION;
 
 /// What maintenance did to one table.
 #[derive(Debug, Clone, Serialize)]

@@ -83,7 +83,12 @@ pub async fn contract_changes(project: &Project, lake: &Lake) -> Result<Vec<(Str
 pub fn describe_contract_change(table: &str, verdict: &Verdict) -> (String, Vec<String>, String) {
     let (changes, next) = match verdict {
         Verdict::Unchanged => (&[][..], String::new()),
-        Verdict::Evolve(c) => (&c[..], "the next run adds them in place (old rows null until a rebuild)".to_string()),
+        Verdict::Evolve(c) => (
+            &c[..],
+            format!(
+                "the next run takes it in place (rows already published hold null in new columns until `medallion rebuild {table}`)"
+            ),
+        ),
         Verdict::Rebuild(c) => {
             (&c[..], "the next run rebuilds it from bronze (on_contract_change = \"rebuild\")".to_string())
         }

@@ -126,6 +126,8 @@ fn init_run_status_show_sql() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let status = text(&out.stdout);
     assert!(status.contains("silver  orders") && status.contains("gold    daily_revenue"), "{status}");
+    // The second run promoted nothing: the share of the last promotion still shows (issue 15).
+    assert!(status.contains("4.93%"), "{status}");
     // The sample's later batches carry fields the first did not: status shows where they began.
     assert!(status.contains("schema drift") && status.contains("orders  tier        new field  string"), "{status}");
     // Tables older than their SLA stand out.
@@ -624,6 +626,12 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
         ),
         "{}",
         text(&validated.stderr)
+    );
+    let status = run(&["status"], &clean);
+    assert!(
+        text(&status.stdout).contains("contract changed: silver/orders: transform of region: none → `upper(region)`"),
+        "{}",
+        text(&status.stdout)
     );
     let refused = run(&["run"], &clean);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));

@@ -24,10 +24,11 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
-pub use crate::project::lineage::{DEFAULT_ENDPOINT, LineageConfig};
 use crate::runtime::events::Event;
 use crate::spec::{Action, Diagnostic};
 use crate::storage::{Lake, Layer};
+
+pub use crate::project::lineage::{DEFAULT_ENDPOINT, LineageConfig};
 
 /// The `producer` of every event.
 pub const PRODUCER: &str = concat!("urn:medallion:", env!("CARGO_PKG_VERSION"));

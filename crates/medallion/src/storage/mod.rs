@@ -9,11 +9,11 @@ pub mod delta;
 mod lake;
 mod policy;
 
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
 pub use crate::error::explain;
 pub use lake::{BatchFile, Lake, Layer};
 pub use policy::{MIN_RETENTION, Maintenance};
-
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
 /// The UTC microsecond timestamp type the lake stores: `_ingested_at`, timestamp columns, and the
 /// times of its own tables (events, expectation results, dead letters).
