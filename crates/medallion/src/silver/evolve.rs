@@ -187,7 +187,8 @@ impl Change {
 pub enum Verdict {
     /// The table does not exist yet, or matches the contract.
     Unchanged,
-    /// Only nullable columns were added and the policy evolves: add them, then promote.
+    /// The policy evolves and the change can be taken in place: nullable columns added (add
+    /// them, then promote) and rules every published row passes.
     Evolve(Vec<Change>),
     /// Recompute the table from bronze (policy `rebuild`).
     Rebuild(Vec<Change>),
