@@ -206,3 +206,30 @@ impl Contract {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(columns: &str) -> Result<Contract, Vec<ContractError>> {
+        let spec: SilverSpec =
+            toml::from_str(&format!("primary_key = [\"id\"]\ncolumns = [{columns}]")).expect("a valid spec");
+        Contract::compile(&spec, &[])
+    }
+
+    /// Issue 15: a literal that cannot be cast to its column's type fails `validate`, not the run.
+    #[test]
+    fn literals_that_cannot_be_cast_are_compile_errors() {
+        let errors =
+            compile(r#"{ name = "id", type = "int64", transform = "NULLIF(id, 'NA')" }"#).expect_err("refused");
+        assert!(errors[0].message.contains("Cannot cast string 'NA'"), "{errors:?}");
+        assert!(errors[0].message.contains("use null_values"), "{errors:?}");
+        let errors = compile(r#"{ name = "id", type = "int64", checks = ["id <> 'x'"] }"#).expect_err("refused");
+        assert!(errors[0].message.contains("Cannot cast string 'x'"), "{errors:?}");
+        assert!(
+            compile(r#"{ name = "id", type = "int64", transform = "NULLIF(id, 0)", checks = ["id > 0"] }"#).is_ok()
+        );
+        let errors = compile(r#"{ name = "id", type = "date", transform = "true" }"#).expect_err("refused");
+        assert!(errors[0].message.contains("cannot be stored in a Date32 column"), "{errors:?}");
+    }
+}
