@@ -16,6 +16,9 @@
 //! Delta schema itself (the truth for readers); keys, transforms, checks, null markers and
 //! history from the record. A table written before records existed is compared by its schema.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,7 +27,7 @@ use super::coerce::reads_as;
 use super::table::SilverTable;
 use crate::error::{Error, Result};
 use crate::spec::{ColumnType, OnContractChange, SilverSpec, ident, quote};
-use crate::storage::delta::Table;
+use crate::storage::delta::{Table, WriteOptions};
 
 /// Commits searched (newest first) for the last recorded contract.
 const RECORD_SEARCH: usize = 50;
@@ -346,18 +349,31 @@ pub async fn reconcile(table: &SilverTable, silver: Table, rebuilding: bool) -> 
                 })
                 .collect();
             if added.is_empty() {
+                // Rules only: the next commit into the table records them (see [`record`]).
                 return Ok((silver, Verdict::Evolve(changes)));
             }
-            let meta = std::collections::HashMap::from([(
-                "medallion".to_string(),
-                serde_json::json!({ "contract": table.record.to_json(), "evolved": changes.iter().map(Change::describe).collect::<Vec<_>>() }),
-            )]);
-            let silver = silver.add_columns(&added, meta).await?;
+            let silver = silver.add_columns(&added, evolved_meta(table, &changes)).await?;
             Ok((silver, Verdict::Evolve(changes)))
         }
         Verdict::Refuse(changes) => Err(refusal(table, &changes)),
         v => Ok((silver, v)),
     }
+}
+
+/// Records the contract in an empty commit after rule changes were let in and nothing else was
+/// committed, so later runs need not check the published rows again.
+pub async fn record(table: &SilverTable, silver: Table, changes: &[Change]) -> Result<Table> {
+    let schema = silver.arrow_schema()?.unwrap_or_else(|| Arc::clone(&table.schema));
+    let write = WriteOptions { metadata: evolved_meta(table, changes), ..Default::default() };
+    silver.write(vec![RecordBatch::new_empty(schema)], write).await
+}
+
+fn evolved_meta(table: &SilverTable, changes: &[Change]) -> std::collections::HashMap<String, serde_json::Value> {
+    let evolved: Vec<String> = changes.iter().map(Change::describe).collect();
+    std::collections::HashMap::from([(
+        "medallion".to_string(),
+        serde_json::json!({ "contract": table.record.to_json(), "evolved": evolved }),
+    )])
 }
 
 /// Published rows of `silver` that the contract's rules reject: a required column null, a check

@@ -214,7 +214,6 @@ pub async fn promote(
     } else {
         evolve::reconcile(table, silver, opts.rebuild || requested).await?
     };
-    drop(silver);
     let mut rebuild = opts.rebuild || requested || matches!(verdict, Verdict::Rebuild(_));
     let changes: Vec<String> = match &verdict {
         Verdict::Evolve(c) | Verdict::Rebuild(c) | Verdict::Refuse(c) => c.iter().map(Change::describe).collect(),
@@ -245,8 +244,12 @@ pub async fn promote(
             .collect()
     };
     if pending.is_empty() && !rebuild {
-        if let Some(first) = out.first_mut() {
-            first.contract_changes = changes;
+        match out.first_mut() {
+            Some(first) => first.contract_changes = changes,
+            None if let Verdict::Evolve(c) = &verdict => {
+                evolve::record(table, silver, c).await?;
+            }
+            None => {}
         }
         return Ok(out);
     }
