@@ -539,6 +539,7 @@ pub(crate) async fn publish(
                 metadata: meta,
                 change_feed: table.change_feed,
                 replace_where: None,
+                repartition: fresh,
             };
             let version = silver.write(rows, write).await?.version();
             Ok(Published {
@@ -1000,6 +1001,7 @@ async fn replace_with(
         metadata,
         change_feed: table.change_feed,
         replace_where: None,
+        repartition: true,
     };
     let silver = Table::open(lake, Layer::Silver, &table.name).await?.write(kept, write).await?;
     Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })

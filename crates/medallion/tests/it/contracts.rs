@@ -262,3 +262,28 @@ async fn gold_expectations_compare_silver_strings_and_a_model_without_inputs_bui
     let known = s.expectations().into_iter().find(|(_, e)| e.name == "known_region").expect("evaluated");
     assert_eq!(known.1.failing_rows, 0);
 }
+
+/// A new partitioning is a change that needs a rebuild; the rebuild lays the table out anew.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_applies_a_new_partitioning() {
+    let d = Dir::example();
+    let (batches, _) = sample(600, 2, 41);
+    land(&d, &batches);
+    assert!(d.run().await.ok());
+    let before = d.rows("SELECT count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders").await;
+    d.edit("order_by = \"_ingested_at\"\n", "order_by = \"_ingested_at\"\npartition_by = [\"region\"]\n");
+    let s = d.run().await;
+    let failure = s.failed.iter().find(|f| f.node == "silver/orders").expect("refused");
+    assert!(failure.error.contains("partition_by: [] → [region]"), "{}", failure.error);
+    let s = d.run_with(RunOptions { rebuild: BTreeSet::from(["orders".to_string()]), ..Default::default() }).await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let dirs: Vec<String> = std::fs::read_dir(d.dir.path().join("lake/silver/orders"))
+        .expect("table dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("region="))
+        .collect();
+    assert!(!dirs.is_empty(), "partitioned by region after the rebuild");
+    assert_eq!(d.rows("SELECT count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders").await, before);
+    assert!(d.run().await.ok(), "the next run sees no change");
+}

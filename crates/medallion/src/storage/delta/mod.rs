@@ -327,7 +327,8 @@ impl Table {
             .with_input_plan(once::plan(batches)?)
             .with_save_mode(mode)
             .with_commit_properties(commit_properties(write.txn, write.metadata));
-        if !self.exists && !write.partition_by.is_empty() {
+        // A table is partitioned when it is created, or again when a rebuild replaces it.
+        if (!self.exists && !write.partition_by.is_empty()) || (write.overwrite && write.repartition) {
             builder = builder.with_partition_columns(write.partition_by);
         }
         if !self.exists && write.change_feed {
@@ -520,6 +521,9 @@ pub struct WriteOptions {
     pub replace_where: Option<String>,
     /// When the write creates the table: record a change data feed (for incremental readers).
     pub change_feed: bool,
+    /// With `overwrite`: partition the replaced table by `partition_by` even if it exists (a
+    /// rebuild after `partition_by` changed).
+    pub repartition: bool,
 }
 
 /// Options of [`Table::upsert`].
