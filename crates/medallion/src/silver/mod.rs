@@ -16,6 +16,7 @@ pub mod dedup;
 pub mod evolve;
 pub mod history;
 pub mod promote;
+pub mod publish;
 pub mod replay;
 pub mod table;
 pub mod validate;

@@ -23,7 +23,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::evolve::{self, Verdict};
-use super::promote::{plan, process, publish};
+use super::promote::{plan, process};
+use super::publish::publish;
 use super::table::SilverTable;
 use super::validate::Origin;
 use crate::catalog::{self, Registry};

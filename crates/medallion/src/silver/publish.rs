@@ -1,0 +1,388 @@
+//! Publishing to silver, in one commit carrying the promotion's (or replay's) txn: rows merged
+//! by key (the keyed copy-on-write merge or delta-rs's MERGE, newer wins), change data applied
+//! with deletes and tombstones, an SCD 2 history replacing the table, or a rebuild's rows
+//! replacing it (with its tombstones).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+
+use super::history::{self, Rebuilt};
+use super::table::SilverTable;
+use crate::catalog;
+use crate::error::{Error, Result};
+use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
+use crate::storage::{Lake, Layer};
+
+/// What a promotion (or a replay) writes to silver.
+pub(crate) enum Publish {
+    /// Rows (unique per key) merged by key.
+    Merge { rows: Vec<RecordBatch>, delete: Option<Arc<dyn PhysicalExpr>> },
+    /// The table's whole new content (SCD 2 history), with what the run's records did.
+    Replace { rows: Vec<RecordBatch>, counts: Rebuilt },
+}
+
+impl Publish {
+    /// Rows it writes.
+    pub(crate) fn rows(&self) -> u64 {
+        match self {
+            Publish::Merge { rows, .. } | Publish::Replace { rows, .. } => {
+                rows.iter().map(|b| b.num_rows() as u64).sum()
+            }
+        }
+    }
+}
+
+/// What publishing did.
+pub(crate) struct Published {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    /// Known for SCD 2 (records that changed nothing); for merges, derived by the caller.
+    pub superseded: Option<u64>,
+    pub version: Option<i64>,
+}
+
+/// Writes `plan` to `table` in one commit carrying `txn` (plus tombstones for deletes).
+pub(crate) async fn publish(
+    lake: &Lake,
+    table: &SilverTable,
+    plan: Publish,
+    fresh: bool,
+    txn: Txn,
+    meta: HashMap<String, serde_json::Value>,
+) -> Result<Published> {
+    match plan {
+        Publish::Merge { rows, delete } if fresh => {
+            let written = replace_with(lake, table, rows, delete.as_ref(), txn, meta).await?;
+            Ok(Published {
+                inserted: written.inserted,
+                updated: 0,
+                deleted: 0,
+                superseded: None,
+                version: written.version,
+            })
+        }
+        Publish::Merge { rows, delete } => {
+            let merged = match delete {
+                None => merge_into(lake, table, rows, txn, meta).await?,
+                Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
+            };
+            Ok(Published {
+                inserted: merged.inserted,
+                updated: merged.updated,
+                deleted: merged.deleted,
+                superseded: None,
+                version: merged.version,
+            })
+        }
+        Publish::Replace { rows, counts } => {
+            let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+            let write = WriteOptions {
+                overwrite: true,
+                partition_by: table.partition_by.clone(),
+                txn: Some(txn),
+                metadata: meta,
+                change_feed: table.change_feed,
+                replace_where: None,
+                repartition: fresh,
+            };
+            let version = silver.write(rows, write).await?.version();
+            Ok(Published {
+                inserted: counts.inserted,
+                updated: counts.closed,
+                deleted: 0,
+                superseded: Some(counts.superseded),
+                version,
+            })
+        }
+    }
+}
+
+/// What a merge into silver did.
+pub(crate) struct Merged {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub version: Option<i64>,
+}
+
+/// Merges `rows` (unique per key) into `table` in one commit carrying `txn`: creates the table
+/// on first write, and commits even when there is nothing to merge, so the txn is recorded.
+pub(crate) async fn merge_into(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let schema = table.contract.schema.clone();
+    let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    if !silver.exists() {
+        let silver = silver
+            .write(
+                rows,
+                WriteOptions {
+                    partition_by: table.partition_by.clone(),
+                    txn: Some(txn),
+                    metadata,
+                    change_feed: table.change_feed,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
+    }
+    if unique == 0 {
+        let silver = silver
+            .write(
+                vec![RecordBatch::new_empty(schema)],
+                WriteOptions { txn: Some(txn), metadata, ..Default::default() },
+            )
+            .await?;
+        return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
+    }
+    let bounds = key_bounds(&rows, table);
+    let upsert = Upsert {
+        keys: table.keys.clone(),
+        order_by: table.order_by.clone(),
+        columns,
+        bounds,
+        txn: Some(txn),
+        metadata,
+        delete_column: None,
+    };
+    let (silver, metrics) = silver.upsert_rows(rows, upsert).await?;
+    if metrics.num_source_rows as u64 != unique {
+        return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
+    }
+    Ok(Merged {
+        inserted: metrics.num_target_rows_inserted as u64,
+        updated: metrics.num_target_rows_updated as u64,
+        deleted: metrics.num_target_rows_deleted as u64,
+        version: silver.version(),
+    })
+}
+
+/// Column flagging delete records in a change-data merge source.
+const DELETE_FLAG: &str = "__medallion_delete";
+
+/// SCD 1 with deletes (change-data apply): `rows` (latest per key) merged in `order_by` order,
+/// delete records removing their key's row. A tombstone per deleted key (the delete's order value,
+/// in `_medallion/tombstones/<table>`) makes older records arriving later superseded instead of
+/// bringing the key back. Tombstones are committed first with the same txn, so a retry skips them.
+pub(crate) async fn apply_changes(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    delete: &Arc<dyn PhysicalExpr>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let context = format!("applying changes to silver/{}", table.name);
+    let schema = table.contract.schema.clone();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(datafusion::arrow::datatypes::Field::new(DELETE_FLAG, DataType::Boolean, false));
+    let flagged_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    let mut flagged = Vec::with_capacity(rows.len());
+    for b in &rows {
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(history::deletes(delete, b)?));
+        flagged.push(RecordBatch::try_new(flagged_schema.clone(), cols).map_err(|e| Error::arrow(&context, e))?);
+    }
+    let ctx = SessionContext::new();
+    let src = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![flagged])
+        .map_err(|e| Error::sql(&context, e))?;
+    ctx.register_table("r", Arc::new(src)).map_err(|e| Error::sql(&context, e))?;
+    let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
+    let keys: Vec<String> = table.keys.iter().map(|k| crate::spec::ident(k)).collect();
+    let order = crate::spec::ident(&table.order_by);
+    let kept = if tombs.exists() {
+        ctx.register_table("t", tombs.provider(&ctx).await?).map_err(|e| Error::sql(&context, e))?;
+        let on: Vec<String> = keys.iter().map(|k| format!("r.{k} = t.{k}")).collect();
+        let sql = format!(
+            "SELECT r.* FROM r LEFT JOIN t ON {} WHERE t.{order} IS NULL OR r.{order} >= t.{order}",
+            on.join(" AND ")
+        );
+        catalog::query(&ctx, &sql, &context).await?
+    } else {
+        catalog::query(&ctx, "SELECT * FROM r", &context).await?
+    };
+    // Tombstones for this run's deletes.
+    if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {
+        ctx.deregister_table("k").map_err(|e| Error::sql(&context, e))?;
+        let kept_table = datafusion::datasource::MemTable::try_new(flagged_schema.clone(), vec![kept.clone()])
+            .map_err(|e| Error::sql(&context, e))?;
+        ctx.register_table("k", Arc::new(kept_table)).map_err(|e| Error::sql(&context, e))?;
+        let sql = format!("SELECT {}, {order} FROM k WHERE {DELETE_FLAG}", keys.join(", "));
+        let deletes = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
+        let meta = metadata.clone();
+        if !tombs.exists() {
+            let batches = deletes.collect().await.map_err(|e| Error::sql(&context, e))?;
+            let batches = if batches.is_empty() { vec![RecordBatch::new_empty(tomb_schema(table)?)] } else { batches };
+            tombs.write(batches, WriteOptions { txn: Some(txn.clone()), metadata: meta, ..Default::default() }).await?;
+        } else {
+            let mut columns = table.keys.clone();
+            columns.push(table.order_by.clone());
+            let upsert = Upsert {
+                keys: table.keys.clone(),
+                order_by: table.order_by.clone(),
+                columns,
+                bounds: Vec::new(),
+                txn: Some(txn.clone()),
+                metadata: meta,
+                delete_column: None,
+            };
+            tombs.upsert(deletes, upsert).await?;
+        }
+    }
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let n_kept: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
+    if !silver.exists() {
+        // A new table: the non-delete records are its rows.
+        let mut inserts = Vec::new();
+        for b in &kept {
+            let flags = b.column(b.num_columns() - 1).as_boolean();
+            let keep = datafusion::arrow::compute::not(flags).map_err(|e| Error::arrow(&context, e))?;
+            let b = datafusion::arrow::compute::filter_record_batch(b, &keep).map_err(|e| Error::arrow(&context, e))?;
+            inserts.push(
+                b.project(&(0..schema.fields().len()).collect::<Vec<_>>()).map_err(|e| Error::arrow(&context, e))?,
+            );
+        }
+        let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
+        let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
+        let silver = silver
+            .write(
+                inserts,
+                WriteOptions {
+                    partition_by: table.partition_by.clone(),
+                    txn: Some(txn),
+                    metadata,
+                    change_feed: table.change_feed,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        return Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() });
+    }
+    if n_kept == 0 {
+        let silver = silver
+            .write(
+                vec![RecordBatch::new_empty(schema)],
+                WriteOptions { txn: Some(txn), metadata, ..Default::default() },
+            )
+            .await?;
+        return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
+    }
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let source = ctx.read_batches(kept).map_err(|e| Error::sql(&context, e))?;
+    let upsert = Upsert {
+        keys: table.keys.clone(),
+        order_by: table.order_by.clone(),
+        columns,
+        bounds: Vec::new(),
+        txn: Some(txn),
+        metadata,
+        delete_column: Some(DELETE_FLAG.to_string()),
+    };
+    let (silver, metrics) = silver.upsert(source, upsert).await?;
+    Ok(Merged {
+        inserted: metrics.num_target_rows_inserted as u64,
+        updated: metrics.num_target_rows_updated as u64,
+        deleted: metrics.num_target_rows_deleted as u64,
+        version: silver.version(),
+    })
+}
+
+/// A rebuild's SCD 1 rows (latest per key) replace the table in one commit carrying `txn`. With
+/// `delete_when`, a key whose latest record is a delete is left out, and the tombstones are
+/// replaced by those deletes (committed first with the same txn, so a retry skips them).
+async fn replace_with(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    delete: Option<&Arc<dyn PhysicalExpr>>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let context = format!("rebuilding silver/{}", table.name);
+    let schema = table.contract.schema.clone();
+    let kept = match delete {
+        None => rows,
+        Some(expr) => {
+            let tomb = tomb_schema(table)?;
+            let idx: Vec<usize> = tomb.fields().iter().filter_map(|f| schema.index_of(f.name()).ok()).collect();
+            let (mut kept, mut deletes) = (Vec::new(), Vec::new());
+            for b in rows {
+                let flags = history::deletes(expr, &b)?;
+                let keep = datafusion::arrow::compute::not(&flags).map_err(|e| Error::arrow(&context, e))?;
+                let filter = |mask| {
+                    datafusion::arrow::compute::filter_record_batch(&b, mask).map_err(|e| Error::arrow(&context, e))
+                };
+                kept.push(filter(&keep)?);
+                deletes.push(filter(&flags)?.project(&idx).map_err(|e| Error::arrow(&context, e))?);
+            }
+            let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
+            if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {
+                let write = WriteOptions {
+                    overwrite: tombs.exists(),
+                    txn: Some(txn.clone()),
+                    metadata: metadata.clone(),
+                    ..Default::default()
+                };
+                let deletes = if deletes.is_empty() { vec![RecordBatch::new_empty(tomb)] } else { deletes };
+                tombs.write(deletes, write).await?;
+            }
+            kept
+        }
+    };
+    let inserted: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
+    let kept = if kept.is_empty() { vec![RecordBatch::new_empty(schema)] } else { kept };
+    let write = WriteOptions {
+        overwrite: true,
+        partition_by: table.partition_by.clone(),
+        txn: Some(txn),
+        metadata,
+        change_feed: table.change_feed,
+        replace_where: None,
+        repartition: true,
+    };
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?.write(kept, write).await?;
+    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
+}
+
+fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {
+    let mut idx: Vec<usize> = table.keys.iter().filter_map(|k| table.contract.schema.index_of(k).ok()).collect();
+    idx.push(table.contract.schema.index_of(&table.order_by).map_err(|e| Error::arrow("tombstone schema", e))?);
+    Ok(Arc::new(table.contract.schema.project(&idx).map_err(|e| Error::arrow("tombstone schema", e))?))
+}
+
+/// For a single integer key, `target.k BETWEEN min AND max` of the source: lets the merge skip
+/// target files whose key range cannot match.
+fn key_bounds(batches: &[RecordBatch], table: &SilverTable) -> Vec<String> {
+    let [key] = table.keys.as_slice() else { return Vec::new() };
+    let Ok(idx) = table.contract.schema.index_of(key) else { return Vec::new() };
+    if table.contract.schema.field(idx).data_type() != &DataType::Int64 {
+        return Vec::new();
+    }
+    let mut lo = i64::MAX;
+    let mut hi = i64::MIN;
+    for b in batches {
+        let a = b.column(idx).as_primitive::<Int64Type>();
+        if a.null_count() == a.len() {
+            continue;
+        }
+        if let (Some(min), Some(max)) = (datafusion::arrow::compute::min(a), datafusion::arrow::compute::max(a)) {
+            lo = lo.min(min);
+            hi = hi.max(max);
+        }
+    }
+    if lo > hi { Vec::new() } else { vec![format!("target.{key} >= {lo}"), format!("target.{key} <= {hi}")] }
+}
