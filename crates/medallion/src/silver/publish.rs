@@ -125,28 +125,10 @@ pub(crate) async fn merge_into(
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if !silver.exists() {
-        let silver = silver
-            .write(
-                rows,
-                WriteOptions {
-                    partition_by: table.partition_by.clone(),
-                    txn: Some(txn),
-                    metadata,
-                    change_feed: table.change_feed,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
+        return create(silver, table, rows, unique, txn, metadata).await;
     }
     if unique == 0 {
-        let silver = silver
-            .write(
-                vec![RecordBatch::new_empty(schema)],
-                WriteOptions { txn: Some(txn), metadata, ..Default::default() },
-            )
-            .await?;
-        return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
+        return commit_nothing(silver, schema, txn, metadata).await;
     }
     let bounds = key_bounds(&rows, table);
     let upsert = Upsert {
@@ -168,6 +150,39 @@ pub(crate) async fn merge_into(
         deleted: metrics.num_target_rows_deleted as u64,
         version: silver.version(),
     })
+}
+
+/// The table's first commit: `rows` (`inserted` of them), partitioned and with a change data
+/// feed as the table declares.
+async fn create(
+    silver: Table,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    inserted: u64,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let write = WriteOptions {
+        partition_by: table.partition_by.clone(),
+        txn: Some(txn),
+        metadata,
+        change_feed: table.change_feed,
+        ..Default::default()
+    };
+    let silver = silver.write(rows, write).await?;
+    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
+}
+
+/// A commit that changes no row but records `txn`, so the promotion counts as done.
+async fn commit_nothing(
+    silver: Table,
+    schema: SchemaRef,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let write = WriteOptions { txn: Some(txn), metadata, ..Default::default() };
+    let silver = silver.write(vec![RecordBatch::new_empty(schema)], write).await?;
+    Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() })
 }
 
 /// Column flagging delete records in a change-data merge source.
@@ -258,28 +273,10 @@ pub(crate) async fn apply_changes(
         }
         let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
         let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
-        let silver = silver
-            .write(
-                inserts,
-                WriteOptions {
-                    partition_by: table.partition_by.clone(),
-                    txn: Some(txn),
-                    metadata,
-                    change_feed: table.change_feed,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        return Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() });
+        return create(silver, table, inserts, inserted, txn, metadata).await;
     }
     if n_kept == 0 {
-        let silver = silver
-            .write(
-                vec![RecordBatch::new_empty(schema)],
-                WriteOptions { txn: Some(txn), metadata, ..Default::default() },
-            )
-            .await?;
-        return Ok(Merged { inserted: 0, updated: 0, deleted: 0, version: silver.version() });
+        return commit_nothing(silver, schema, txn, metadata).await;
     }
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let source = ctx.read_batches(kept).map_err(|e| Error::sql(&context, e))?;
