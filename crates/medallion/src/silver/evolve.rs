@@ -340,24 +340,26 @@ pub async fn reconcile(table: &SilverTable, silver: Table, rebuilding: bool) -> 
         return Ok((silver, if found.is_empty() { Verdict::Unchanged } else { Verdict::Rebuild(found) }));
     }
     match assess(table, &silver).await? {
-        Verdict::Evolve(changes) => {
-            let added: Vec<Field> = changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::AddedColumn { column, .. } => table.schema.field_with_name(column).ok().cloned(),
-                    _ => None,
-                })
-                .collect();
-            if added.is_empty() {
-                // Rules only: the next commit into the table records them (see [`record`]).
-                return Ok((silver, Verdict::Evolve(changes)));
-            }
-            let silver = silver.add_columns(&added, evolved_meta(table, &changes)).await?;
-            Ok((silver, Verdict::Evolve(changes)))
-        }
+        Verdict::Evolve(changes) => Ok((add_columns(table, silver, &changes).await?, Verdict::Evolve(changes))),
         Verdict::Refuse(changes) => Err(refusal(table, &changes)),
         v => Ok((silver, v)),
     }
+}
+
+/// Adds the nullable columns `changes` add to the published table, in one metadata-only commit
+/// recording the contract (nothing to do when they add none: the next commit records rules).
+pub async fn add_columns(table: &SilverTable, silver: Table, changes: &[Change]) -> Result<Table> {
+    let added: Vec<Field> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddedColumn { column, .. } => table.schema.field_with_name(column).ok().cloned(),
+            _ => None,
+        })
+        .collect();
+    if added.is_empty() {
+        return Ok(silver);
+    }
+    silver.add_columns(&added, evolved_meta(table, changes)).await
 }
 
 /// Records the contract in an empty commit after rule changes were let in and nothing else was

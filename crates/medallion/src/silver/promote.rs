@@ -140,14 +140,13 @@ pub struct HeldBack {
 impl HeldBack {
     /// `<batch> (3.00% rejected: 30 of 1000)`.
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:.2}% rejected: {} of {})",
-            self.batch_id,
-            100.0 * fraction(self.rejected, self.read),
-            self.rejected,
-            self.read
-        )
+        describe_batch(&self.batch_id, self.read, self.rejected)
     }
+}
+
+/// `<batch> (3.00% rejected: 30 of 1000)`.
+fn describe_batch(batch_id: &str, read: u64, rejected: u64) -> String {
+    format!("{batch_id} ({:.2}% rejected: {rejected} of {read})", 100.0 * fraction(rejected, read))
 }
 
 fn fraction(part: u64, whole: u64) -> f64 {
@@ -258,7 +257,7 @@ pub async fn promote(
     let mut p = run_intent(lake, tables, table, intent, false, opts).await?;
     p.contract_changes = changes;
     out.push(p);
-    if out.iter().any(|p| p.rebuilt) && ledger::rebuild_request(lake, &table.name).await?.is_some() {
+    if out.iter().any(|p| p.rebuilt) {
         ledger::clear_rebuild_request(lake, &table.name).await?;
     }
     Ok(out)
@@ -603,15 +602,7 @@ fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[Fil
             .filter(|(_, res)| fraction(res.rejected.len() as u64, res.read) > limit)
             .map(|(file, res)| {
                 r.failing_rows += res.rejected.len() as u64;
-                HeldBack {
-                    path: file.path.clone(),
-                    batch_id: file.batch_id.clone(),
-                    read: res.read,
-                    rejected: res.rejected.len() as u64,
-                    top_reasons: Vec::new(),
-                    samples: Vec::new(),
-                }
-                .describe()
+                describe_batch(&file.batch_id, res.read, res.rejected.len() as u64)
             })
             .collect();
         r.violated = !over.is_empty();

@@ -57,18 +57,9 @@ pub(crate) async fn publish(
     meta: HashMap<String, serde_json::Value>,
 ) -> Result<Published> {
     match plan {
-        Publish::Merge { rows, delete } if fresh => {
-            let written = replace_with(lake, table, rows, delete.as_ref(), txn, meta).await?;
-            Ok(Published {
-                inserted: written.inserted,
-                updated: 0,
-                deleted: 0,
-                superseded: None,
-                version: written.version,
-            })
-        }
         Publish::Merge { rows, delete } => {
             let merged = match delete {
+                _ if fresh => replace_with(lake, table, rows, delete.as_ref(), txn, meta).await?,
                 None => merge_into(lake, table, rows, txn, meta).await?,
                 Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
             };
@@ -81,17 +72,7 @@ pub(crate) async fn publish(
             })
         }
         Publish::Replace { rows, counts } => {
-            let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-            let write = WriteOptions {
-                overwrite: true,
-                partition_by: table.partition_by.clone(),
-                txn: Some(txn),
-                metadata: meta,
-                change_feed: table.change_feed,
-                replace_where: None,
-                repartition: fresh,
-            };
-            let version = silver.write(rows, write).await?.version();
+            let version = overwrite(lake, table, rows, fresh, txn, meta).await?;
             Ok(Published {
                 inserted: counts.inserted,
                 updated: counts.closed,
@@ -342,6 +323,20 @@ async fn replace_with(
     };
     let inserted: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
     let kept = if kept.is_empty() { vec![RecordBatch::new_empty(schema)] } else { kept };
+    let version = overwrite(lake, table, kept, true, txn, metadata).await?;
+    Ok(Merged { inserted, updated: 0, deleted: 0, version })
+}
+
+/// Replaces the table's content with `rows` in one commit carrying `txn` (an SCD 2 history, or a
+/// rebuild's rows); `repartition` lays it out by the table's `partition_by` again (a rebuild).
+async fn overwrite(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    repartition: bool,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Option<i64>> {
     let write = WriteOptions {
         overwrite: true,
         partition_by: table.partition_by.clone(),
@@ -349,10 +344,9 @@ async fn replace_with(
         metadata,
         change_feed: table.change_feed,
         replace_where: None,
-        repartition: true,
+        repartition,
     };
-    let silver = Table::open(lake, Layer::Silver, &table.name).await?.write(kept, write).await?;
-    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
+    Ok(Table::open(lake, Layer::Silver, &table.name).await?.write(rows, write).await?.version())
 }
 
 fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {

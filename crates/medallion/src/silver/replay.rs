@@ -150,8 +150,8 @@ async fn replay_locked(
     match evolve::assess(table, &silver).await? {
         Verdict::Unchanged => {}
         Verdict::Evolve(_) if opts.dry_run => {}
-        Verdict::Evolve(_) => {
-            evolve::reconcile(table, silver, false).await?;
+        Verdict::Evolve(changes) => {
+            evolve::add_columns(table, silver, &changes).await?;
         }
         Verdict::Rebuild(changes) | Verdict::Refuse(changes) => return Err(evolve::refusal(table, &changes)),
     }

@@ -228,9 +228,17 @@ impl Table {
         if !self.exists {
             return Ok(None);
         }
-        let infos: Vec<_> =
-            self.inner.history(Some(limit)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
-        Ok(infos.into_iter().find_map(|c| c.info.get("medallion").and_then(|m| m.get(key)).cloned()))
+        // Every promotion records it, so the newest commit usually has it: read that one alone
+        // first (a run reads this each time), the rest only when it does not.
+        for window in [1, limit] {
+            let infos: Vec<_> =
+                self.inner.history(Some(window)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+            let found = infos.into_iter().find_map(|c| c.info.get("medallion").and_then(|m| m.get(key)).cloned());
+            if found.is_some() || window >= limit {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// The table's schema as Arrow (None if the table does not exist).
