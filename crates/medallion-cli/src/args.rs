@@ -43,6 +43,10 @@ pub struct Global {
     /// it (e.g. `10m`, for parallel `run --date` tasks); default: fail at once naming the holder.
     #[arg(long, global = true, env = "MEDALLION_LOCK_WAIT", value_name = "DURATION")]
     pub lock_wait: Option<String>,
+    /// Compressed bronze a rebuild resolves at once (e.g. `64MiB`, the default; units B, KiB, MiB, GiB): its
+    /// memory is a few times this, and what does not fit waits in scratch files under TMPDIR.
+    #[arg(long, global = true, env = "MEDALLION_REBUILD_SLICE", value_name = "SIZE")]
+    pub rebuild_slice: Option<String>,
     /// Pin the clock (RFC 3339): ingest times, freshness checks, run ids. For tests and replays.
     #[arg(long, global = true, env = "MEDALLION_NOW", value_name = "TIME", hide = true)]
     pub now: Option<String>,

@@ -28,6 +28,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A scratch file (a rebuild's rows spilled to local disk) could not be written or read.
+    #[error("scratch file {}: {source} (hint: point TMPDIR at a local directory with room for the table)", path.display())]
+    Scratch {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
     /// The lake location or its storage settings cannot be used.
     #[error("lake `{location}`: {message}")]
     InvalidLake {

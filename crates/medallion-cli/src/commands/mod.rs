@@ -49,6 +49,24 @@ pub fn lock_wait(g: &Global) -> Result<std::time::Duration> {
     }
 }
 
+/// Compressed bronze bytes a rebuild resolves at once.
+pub fn rebuild_slice(g: &Global) -> Result<u64> {
+    let Some(text) = &g.rebuild_slice else { return Ok(medallion::silver::promote::REBUILD_SLICE_BYTES) };
+    let invalid =
+        || anyhow::anyhow!("invalid --rebuild-slice/MEDALLION_REBUILD_SLICE `{text}`: expected a size such as 64MiB");
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split].parse().map_err(|_| invalid())?;
+    let unit: u64 = match t[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(unit).filter(|&b| b > 0).ok_or_else(invalid)
+}
+
 /// Files decoded in parallel.
 pub fn threads(g: &Global) -> usize {
     g.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)).max(1)

@@ -174,6 +174,7 @@ pub(crate) async fn execute(
         retries,
         date,
         lock_wait,
+        rebuild_slice_bytes: super::rebuild_slice(g)?,
         ..Default::default()
     };
     let summary = run_project(&project, &lake, &opts).await;
@@ -198,12 +199,20 @@ pub(crate) async fn execute(
     Ok(if summary.ok() { Outcome::Ok } else { Outcome::Failed })
 }
 
-/// What a changed contract did to each table: evolved in place or rebuilt.
+/// Tables rebuilt (and why), and what a changed contract did to the others: evolved in place.
 fn note_contracts(s: &RunSummary) {
-    for p in s.silver.iter().filter(|p| !p.contract_changes.is_empty()) {
+    for p in s.silver.iter().filter(|p| p.rebuilt || !p.contract_changes.is_empty()) {
         let changes = p.contract_changes.join("; ");
         if p.rebuilt {
-            eprintln!("note: silver/{} rebuilt from bronze (contract changed: {changes})", p.table);
+            let mut why = Vec::new();
+            if p.resumed {
+                why.push("an interrupted rebuild finished".to_string());
+            }
+            if !changes.is_empty() {
+                why.push(format!("contract changed: {changes}"));
+            }
+            let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
+            eprintln!("note: silver/{} rebuilt from bronze{why}", p.table);
         } else {
             eprintln!(
                 "note: silver/{t}: {changes}: added in place; rows promoted earlier hold null there until `medallion rebuild {t}`",

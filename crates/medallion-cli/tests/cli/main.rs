@@ -522,7 +522,7 @@ fn contents(proj: &Path) -> String {
 /// `medallion <command>` in `proj`, made to abort (as `kill -9` would) at the fault point `point`.
 fn killed_at(command: &str, point: &str, proj: &Path) {
     let out = bin()
-        .arg(command)
+        .args(command.split_whitespace())
         .env("MEDALLION_FAULT_AT", format!("{point}:abort"))
         .current_dir(proj)
         .stdin(Stdio::null())
@@ -531,11 +531,11 @@ fn killed_at(command: &str, point: &str, proj: &Path) {
     assert!(!out.status.success() && out.status.code().is_none(), "{point}: the process must die: {:?}", out.status);
 }
 
-/// `medallion <command>` in `proj`, killed (SIGKILL) after each delay in turn.
+/// `medallion <command>` (words split at spaces) in `proj`, killed (SIGKILL) after each delay in turn.
 fn kill_loop(command: &str, delays_ms: &[u64], proj: &Path) {
     for delay_ms in delays_ms {
         let mut child = bin()
-            .arg(command)
+            .args(command.split_whitespace())
             .current_dir(proj)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -636,7 +636,9 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
     let refused = run(&["run"], &clean);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("medallion rebuild orders"), "{}", text(&refused.stderr));
-    let rebuilt = run(&["rebuild"], &clean);
+    // Small slices, so the rebuild spills and resolves its tables a part at a time.
+    let rebuild = "rebuild --rebuild-slice 2KiB";
+    let rebuilt = run(&rebuild.split(' ').collect::<Vec<_>>(), &clean);
     assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
     assert!(text(&rebuilt.stderr).contains("note: silver/orders rebuilt from bronze"), "{}", text(&rebuilt.stderr));
     let want = state(&clean);
@@ -654,15 +656,16 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
     .enumerate()
     {
         let proj = init(&format!("killed{i}"));
-        killed_at("rebuild", point, &proj);
-        // Half finish with the same command, half with a plain run (an open rebuild is resumed).
+        killed_at(rebuild, point, &proj);
+        // Half finish with the same command, half with a plain run (an open rebuild is resumed,
+        // in slices of the default size).
         let again = run(&[if i % 2 == 0 { "rebuild" } else { "run" }], &proj);
         assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
         assert_eq!(state(&proj), want, "after a kill at {point}");
     }
 
     let proj = init("kill_loop");
-    kill_loop("rebuild", &[20, 90, 180, 300, 450], &proj);
+    kill_loop(rebuild, &[20, 90, 180, 300, 450], &proj);
     let last = run(&["rebuild"], &proj);
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
     assert_eq!(state(&proj), want, "after the kill loop");

@@ -1,13 +1,15 @@
 //! Auditing a candidate with set- and table-level expectations: stage it, let `drop` checks
 //! remove this run's failing rows, stage what remains, and evaluate the other checks on it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
-use super::candidate::{split, stage_merge, stage_rows};
+use super::candidate::{split, stage_merge, stage_numbered, stage_rows};
 use super::checks::{TableCheck, count_this, evaluate, failing_ids};
 use super::gates::GateResult;
 use crate::error::Result;
@@ -60,24 +62,62 @@ pub async fn audit(
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let count = if droppers.is_empty() { 0 } else { count_this(ctx).await? };
     let dropped_by = failing_ids(ctx, &droppers, &columns, count).await?;
-    let ids: BTreeSet<i64> = dropped_by.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+    let reasons = reasons_by_id(&dropped_by);
+    let ids: BTreeSet<i64> = reasons.keys().copied().collect();
     let (kept, removed) = split(batches, &ids)?;
     if !ids.is_empty() {
         staged(ctx, schema, &kept, stage).await?;
     }
-    let reasons = ids
-        .iter()
-        .map(|id| {
-            dropped_by
-                .iter()
-                .filter(|(_, ids)| ids.contains(id))
-                .map(|(r, _)| Reason::expectation(&r.name, &r.definition))
-                .collect()
-        })
-        .collect();
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
     results.extend(evaluate(ctx, &others, now).await?);
-    Ok(Audited { kept, removed, reasons, results })
+    Ok(Audited { kept, removed, reasons: reasons.into_values().collect(), results })
+}
+
+/// The outcome of auditing numbered rows ([`audit_numbered`]).
+#[derive(Debug)]
+pub struct AuditedIds {
+    /// The ids of the rows `drop` checks removed, with the checks that removed each.
+    pub dropped: BTreeMap<i64, Vec<Reason>>,
+    /// One result per check.
+    pub results: Vec<GateResult>,
+}
+
+/// Audits a whole candidate table that is not in memory: `rows` holds the columns of `schema`
+/// plus [`super::checks::ROW_ID`] numbering its rows (e.g. files spilled by a rebuild). Rows
+/// are read by the checks' queries, never collected; what comes back is the dropped rows' ids.
+pub async fn audit_numbered(
+    ctx: &SessionContext,
+    checks: &[TableCheck],
+    schema: &SchemaRef,
+    rows: Arc<dyn TableProvider>,
+    now: Now,
+) -> Result<AuditedIds> {
+    if checks.is_empty() {
+        return Ok(AuditedIds { dropped: BTreeMap::new(), results: Vec::new() });
+    }
+    stage_numbered(ctx, schema, Arc::clone(&rows), &BTreeSet::new()).await?;
+    let (droppers, others): (Vec<&TableCheck>, Vec<&TableCheck>) = checks.iter().partition(|c| c.drops());
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let count = if droppers.is_empty() { 0 } else { count_this(ctx).await? };
+    let dropped_by = failing_ids(ctx, &droppers, &columns, count).await?;
+    let dropped = reasons_by_id(&dropped_by);
+    if !dropped.is_empty() {
+        stage_numbered(ctx, schema, rows, &dropped.keys().copied().collect()).await?;
+    }
+    let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
+    results.extend(evaluate(ctx, &others, now).await?);
+    Ok(AuditedIds { dropped, results })
+}
+
+/// Per dropped row id (ascending), the `drop` checks that removed it.
+fn reasons_by_id(dropped_by: &[(GateResult, BTreeSet<i64>)]) -> BTreeMap<i64, Vec<Reason>> {
+    let mut out: BTreeMap<i64, Vec<Reason>> = BTreeMap::new();
+    for (r, ids) in dropped_by {
+        for id in ids {
+            out.entry(*id).or_default().push(Reason::expectation(&r.name, &r.definition));
+        }
+    }
+    out
 }
 
 async fn staged(ctx: &SessionContext, schema: &SchemaRef, rows: &[RecordBatch], stage: Stage<'_>) -> Result<()> {

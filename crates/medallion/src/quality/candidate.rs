@@ -12,6 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
@@ -21,6 +22,8 @@ use crate::spec::ident;
 
 const INCOMING: &str = "__medallion_incoming";
 const WINNERS: &str = "__medallion_winners";
+const NUMBERED: &str = "__medallion_numbered";
+const DROPPED: &str = "__medallion_dropped";
 
 /// Stages `batches` (of `schema`) as the whole candidate table.
 pub async fn stage_rows(ctx: &SessionContext, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
@@ -66,6 +69,32 @@ pub async fn stage_merge(
         cols = cols.join(", ")
     );
     let view = ctx.sql(&merged).await.map_err(|e| Error::sql(context, e))?.into_view();
+    replace(ctx, ROWS, view)?;
+    stage_this(ctx, schema).await
+}
+
+/// Stages `rows` (the columns of `schema` plus [`ROW_ID`], read where they lie) as the whole
+/// candidate table, less the rows whose id is in `dropped`.
+pub async fn stage_numbered(
+    ctx: &SessionContext,
+    schema: &SchemaRef,
+    rows: Arc<dyn TableProvider>,
+    dropped: &BTreeSet<i64>,
+) -> Result<()> {
+    let context = "staging the candidate";
+    replace(ctx, NUMBERED, rows)?;
+    let sql = if dropped.is_empty() {
+        format!("SELECT * FROM {NUMBERED}")
+    } else {
+        let ids = Int64Array::from_iter_values(dropped.iter().copied());
+        let ids_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&ids_schema), vec![Arc::new(ids)]).map_err(|e| Error::arrow(context, e))?;
+        let table = MemTable::try_new(ids_schema, vec![vec![batch]]).map_err(|e| Error::sql(context, e))?;
+        replace(ctx, DROPPED, Arc::new(table))?;
+        format!("SELECT * FROM {NUMBERED} WHERE {ROW_ID} NOT IN (SELECT id FROM {DROPPED})")
+    };
+    let view = ctx.sql(&sql).await.map_err(|e| Error::sql(context, e))?.into_view();
     replace(ctx, ROWS, view)?;
     stage_this(ctx, schema).await
 }
@@ -129,7 +158,7 @@ fn memtable(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Arc<MemTable>
     Ok(Arc::new(MemTable::try_new(with_id, vec![out]).map_err(|e| Error::sql("staging the candidate", e))?))
 }
 
-fn replace(ctx: &SessionContext, name: &str, table: Arc<dyn datafusion::catalog::TableProvider>) -> Result<()> {
+fn replace(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
     ctx.deregister_table(name).map_err(|e| Error::sql(format!("staging `{name}`"), e))?;
     ctx.register_table(name, table).map(|_| ()).map_err(|e| Error::sql(format!("staging `{name}`"), e))
 }

@@ -17,7 +17,9 @@ pub mod evolve;
 pub mod history;
 pub mod promote;
 pub mod publish;
+pub(crate) mod rebuild;
 pub mod replay;
+pub(crate) mod spill;
 pub mod table;
 pub mod validate;
 

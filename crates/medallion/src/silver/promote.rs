@@ -45,7 +45,13 @@ pub const TOP_REASONS: usize = 3;
 /// The `n` most frequent reasons of `rejected` as `rule (column)` with their counts (a record
 /// with several reasons counts for each), most frequent first, then by name.
 pub fn top_reasons(rejected: &[Rejected], n: usize) -> Vec<(String, u64)> {
-    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut counts = HashMap::new();
+    count_reasons(&mut counts, rejected);
+    most_frequent(counts, n)
+}
+
+/// Adds the reasons of `rejected` to `counts` (keyed `rule (column)`).
+pub(crate) fn count_reasons(counts: &mut HashMap<String, u64>, rejected: &[Rejected]) {
     for r in rejected {
         for reason in &r.reasons {
             let key = match &reason.column {
@@ -55,6 +61,10 @@ pub fn top_reasons(rejected: &[Rejected], n: usize) -> Vec<(String, u64)> {
             *counts.entry(key).or_default() += 1;
         }
     }
+}
+
+/// The `n` largest of `counts`, most frequent first, then by name.
+pub(crate) fn most_frequent(counts: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
     let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     counts.truncate(n);
@@ -62,7 +72,11 @@ pub fn top_reasons(rejected: &[Rejected], n: usize) -> Vec<(String, u64)> {
 }
 
 /// Rows per batch written to Delta.
-const WRITE_BATCH_ROWS: usize = 131_072;
+pub(crate) const WRITE_BATCH_ROWS: usize = 131_072;
+
+/// Default of [`PromoteOptions::rebuild_slice_bytes`]: 64 MiB of gzip NDJSON is about 1M records
+/// of the benchmark's orders, a few hundred MB once typed.
+pub const REBUILD_SLICE_BYTES: u64 = 64 << 20;
 
 /// What one promotion did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -104,6 +118,9 @@ pub struct Promotion {
     /// Whether it rebuilt the table from every bronze batch (replacing it and its dead letter).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rebuilt: bool,
+    /// A rebuild's slices: parts of the table (by key) resolved one at a time.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rebuild_slices: usize,
     /// The most frequent reasons of this promotion's rejects (`rule (column)`, records), at most
     /// [`TOP_REASONS`], most frequent first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -111,6 +128,10 @@ pub struct Promotion {
     /// How the contract differed from the published table (added in place, or why it rebuilt).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contract_changes: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Promotion {
@@ -167,6 +188,10 @@ pub struct PromoteOptions {
     /// Rebuild the table from every bronze batch of its source with the current contract: one
     /// new version of the table and of its dead letter (`medallion rebuild`, `run --full-refresh`).
     pub rebuild: bool,
+    /// Compressed bronze bytes a rebuild resolves at once: its records are split by key into
+    /// slices of about this size, spilled to local scratch files, and resolved one slice at a
+    /// time ([`super::rebuild`]).
+    pub rebuild_slice_bytes: u64,
 }
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
@@ -298,13 +323,14 @@ async fn run_intent(
     resumed: bool,
     opts: &PromoteOptions,
 ) -> Result<Promotion> {
-    let fresh = intent.rebuild;
+    if intent.rebuild {
+        return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
+    }
     let mut p = Promotion {
         table: table.name.clone(),
         intent: intent.version,
         resumed,
         batches: intent.batches.len(),
-        rebuilt: fresh,
         ..Default::default()
     };
     let app = ledger::app_id(&table.name);
@@ -312,27 +338,8 @@ async fn run_intent(
     let t0 = Instant::now();
 
     // Decode and validate the batches, several files at once; results keep batch order.
-    let contract = Arc::clone(&table.contract);
     let mut results: Vec<FileResult> = futures::stream::iter(intent.batches.iter().cloned())
-        .map(|file| {
-            let contract = Arc::clone(&contract);
-            let source = table.source.clone();
-            async move {
-                let gz = lake
-                    .get(&file.path)
-                    .await?
-                    .ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
-                let origin = Origin {
-                    batch_id: file.batch_id.clone(),
-                    source,
-                    file: file.path.clone(),
-                    ingested_at: file.ingested_at.clone(),
-                };
-                tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin))
-                    .await
-                    .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
-            }
-        })
+        .map(|file| read_batch(lake, table, file))
         .buffered(opts.threads.max(1))
         .try_collect()
         .await?;
@@ -341,9 +348,8 @@ async fn run_intent(
     let node = format!("silver/{}", table.name);
     let mut rate_results = Vec::new();
     if let Some(bounds) = &table.max_rejected_fraction {
-        if let Some(mut r) = per_batch_gate(bounds, &intent, &results) {
-            // A rebuild publishes every batch or none: holding some back would drop their rows.
-            if !r.passed() && bounds.action == Action::Fail && !resumed && !fresh {
+        if let Some(mut r) = per_batch_gate(bounds, &intent.batches, &counts(&results)) {
+            if !r.passed() && bounds.action == Action::Fail && !resumed {
                 // Hold the offending batches back: they stay pending for the next run.
                 let limit = bounds.per_batch.unwrap_or(1.0);
                 let mut kept = Vec::new();
@@ -367,17 +373,16 @@ async fn run_intent(
                 r.settle();
                 rate_results.push(r);
             } else {
-                // Resumed intents and rebuilds keep their batches: the gate then stops the whole
-                // promotion.
+                // Resumed intents keep their batches: the gate then stops the whole promotion.
                 p.expectations.push(r);
             }
         }
-        if intent.batches.is_empty() && !fresh {
+        if intent.batches.is_empty() {
             p.expectations.extend(rate_results);
             return Ok(p);
         }
         // Over what would be published (held-back batches excluded).
-        p.expectations.extend(per_run_gate(bounds, &results));
+        p.expectations.extend(per_run_gate(bounds, &counts(&results)));
     }
 
     p.bytes = intent.batches.iter().map(|b| b.size).sum();
@@ -412,7 +417,7 @@ async fn run_intent(
     };
     // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
     let (plan, _, dropped) =
-        plan(lake, tables, table, valid, fresh, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+        plan(lake, tables, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
     let table_dropped = dropped.len() as u64;
     rejected.extend(dropped);
     p.expectations.extend(rate_results);
@@ -427,15 +432,12 @@ async fn run_intent(
     let t1 = Instant::now();
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
-    // A rebuild replaces the dead letter: every record is judged again by the current contract.
-    let replace = fresh && q.exists();
-    if (!rejected.is_empty() || replace) && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
+    if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
         let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
             .write(
                 vec![batch],
                 WriteOptions {
-                    overwrite: replace,
                     txn: Some(txn.clone()),
                     metadata: commit_meta(&opts.run_id, &intent, table),
                     ..Default::default()
@@ -449,7 +451,7 @@ async fn run_intent(
     crate::runtime::faults::check(&format!("silver/{}", table.name), "merge")?;
     let t3 = Instant::now();
     let unique = plan.rows();
-    let published = publish(lake, table, plan, fresh, txn, commit_meta(&opts.run_id, &intent, table)).await?;
+    let published = publish(lake, table, plan, txn, commit_meta(&opts.run_id, &intent, table)).await?;
     (p.inserted, p.updated, p.deleted, p.silver_version) =
         (published.inserted, published.updated, published.deleted, published.version);
     p.superseded = match published.superseded {
@@ -476,7 +478,6 @@ pub(crate) async fn plan(
     tables: &dyn Registry,
     table: &SilverTable,
     valid: Vec<RecordBatch>,
-    fresh: bool,
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
@@ -486,13 +487,13 @@ pub(crate) async fn plan(
         History::Versions { track, delete } => {
             let t = Instant::now();
             let (rows, counts) =
-                rebuild_versions(lake, tables, table, track, delete.as_ref(), &valid, fresh, now, expectations).await?;
+                rebuild_versions(lake, tables, table, track, delete.as_ref(), &valid, now, expectations).await?;
             timings.insert("history", ms(t));
             Ok((Publish::Replace { rows, counts }, Vec::new(), Vec::new()))
         }
         History::Latest { delete } => {
             let (rows, removed, dropped) =
-                dedup_and_audit(lake, tables, table, valid, fresh, now, file_of, expectations, timings).await?;
+                dedup_and_audit(lake, tables, table, valid, now, file_of, expectations, timings).await?;
             Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
         }
     }
@@ -508,13 +509,11 @@ async fn rebuild_versions(
     track: &[usize],
     delete: Option<&Arc<dyn PhysicalExpr>>,
     valid: &[RecordBatch],
-    fresh: bool,
     now: Now,
     expectations: &mut Vec<GateResult>,
 ) -> Result<(Vec<RecordBatch>, Rebuilt)> {
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    // A rebuild starts from no history: every version comes from bronze again.
-    let published = if silver.exists() && !fresh {
+    let published = if silver.exists() {
         let ctx = SessionContext::new();
         let df = ctx
             .read_table(silver.provider(&ctx).await?)
@@ -553,7 +552,6 @@ async fn dedup_and_audit(
     tables: &dyn Registry,
     table: &SilverTable,
     valid: Vec<RecordBatch>,
-    fresh: bool,
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
@@ -570,12 +568,8 @@ async fn dedup_and_audit(
     let t = Instant::now();
     let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
     let target = format!("silver.{}", table.name);
-    // A rebuild's rows are the whole new table; a merge's candidate is the table with them merged.
-    let stage = if fresh {
-        Stage::Rows
-    } else {
-        Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by }
-    };
+    // The candidate is the table with the rows merged.
+    let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
     let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;
     expectations.extend(audited.results);
     enforce(&format!("silver/{}", table.name), expectations)?;
@@ -584,9 +578,19 @@ async fn dedup_and_audit(
     Ok((audited.kept, audited.removed, dropped))
 }
 
-/// The per-batch rejection-rate gate over the validated batches of `intent`.
-fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[FileResult]) -> Option<GateResult> {
-    let read: u64 = results.iter().map(|r| r.read).sum();
+/// Records read and rejected per validated batch.
+fn counts(results: &[FileResult]) -> Vec<(u64, u64)> {
+    results.iter().map(|r| (r.read, r.rejected.len() as u64)).collect()
+}
+
+/// The per-batch rejection-rate gate over validated `batches`, with their `counts` (read,
+/// rejected).
+pub(crate) fn per_batch_gate(
+    bounds: &RejectedFractionSpec,
+    batches: &[BatchFile],
+    counts: &[(u64, u64)],
+) -> Option<GateResult> {
+    let read: u64 = counts.iter().map(|c| c.0).sum();
     bounds.per_batch.map(|limit| {
         let mut r = GateResult::new(
             "max_rejected_fraction.per_batch",
@@ -595,30 +599,30 @@ fn per_batch_gate(bounds: &RejectedFractionSpec, intent: &Intent, results: &[Fil
             &format!("rejected / read <= {limit} in every batch"),
         );
         r.rows_checked = read;
-        let over: Vec<String> = intent
-            .batches
+        let over: Vec<String> = batches
             .iter()
-            .zip(results)
-            .filter(|(_, res)| fraction(res.rejected.len() as u64, res.read) > limit)
-            .map(|(file, res)| {
-                r.failing_rows += res.rejected.len() as u64;
-                describe_batch(&file.batch_id, res.read, res.rejected.len() as u64)
+            .zip(counts)
+            .filter(|&(_, &(read, rejected))| fraction(rejected, read) > limit)
+            .map(|(file, &(read, rejected))| {
+                r.failing_rows += rejected;
+                describe_batch(&file.batch_id, read, rejected)
             })
             .collect();
         r.violated = !over.is_empty();
         r.observed = Some(if over.is_empty() {
             format!("every batch at most {:.2}%", 100.0 * limit)
         } else {
-            format!("{} of {} batches above {:.2}%: {}", over.len(), results.len(), 100.0 * limit, over.join(", "))
+            format!("{} of {} batches above {:.2}%: {}", over.len(), counts.len(), 100.0 * limit, over.join(", "))
         });
         r
     })
 }
 
-/// The per-run rejection-rate gate over the validated batches of a promotion.
-fn per_run_gate(bounds: &RejectedFractionSpec, results: &[FileResult]) -> Option<GateResult> {
-    let read: u64 = results.iter().map(|r| r.read).sum();
-    let rejected: u64 = results.iter().map(|r| r.rejected.len() as u64).sum();
+/// The per-run rejection-rate gate over the validated batches of a promotion, with their
+/// `counts` (read, rejected).
+pub(crate) fn per_run_gate(bounds: &RejectedFractionSpec, counts: &[(u64, u64)]) -> Option<GateResult> {
+    let read: u64 = counts.iter().map(|c| c.0).sum();
+    let rejected: u64 = counts.iter().map(|c| c.1).sum();
     bounds.per_run.map(|limit| {
         let mut r = GateResult::new(
             "max_rejected_fraction.per_run",
@@ -636,7 +640,7 @@ fn per_run_gate(bounds: &RejectedFractionSpec, results: &[FileResult]) -> Option
     })
 }
 
-fn accounting(p: &Promotion) -> Error {
+pub(crate) fn accounting(p: &Promotion) -> Error {
     Error::Accounting {
         table: p.table.clone(),
         read: p.read,
@@ -648,7 +652,7 @@ fn accounting(p: &Promotion) -> Error {
 
 /// What a promotion's commits record: the run, the intent and its batches, the contract, and
 /// whether it rebuilt the table (incremental readers of the change feed then start over).
-fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) -> HashMap<String, serde_json::Value> {
+pub(crate) fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) -> HashMap<String, serde_json::Value> {
     let batches: Vec<&String> = intent.batches.iter().map(|b| &b.batch_id).collect();
     let mut meta =
         json!({ "run_id": run_id, "intent": intent.version, "batches": batches, "contract": table.record.to_json() });
@@ -656,6 +660,22 @@ fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) -> HashMap<St
         meta["rebuild"] = json!(true);
     }
     HashMap::from([("medallion".to_string(), meta)])
+}
+
+/// Reads, decodes and validates one bronze batch of `table`'s source.
+pub(crate) async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile) -> Result<FileResult> {
+    let gz =
+        lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
+    let origin = Origin {
+        batch_id: file.batch_id.clone(),
+        source: table.source.clone(),
+        file: file.path.clone(),
+        ingested_at: file.ingested_at.clone(),
+    };
+    let contract = Arc::clone(&table.contract);
+    tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin))
+        .await
+        .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
 }
 
 /// Decodes and validates one file of NDJSON records (blocking): a bronze batch (gzip) or

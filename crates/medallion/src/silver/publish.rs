@@ -1,13 +1,14 @@
 //! Publishing to silver, in one commit carrying the promotion's (or replay's) txn: rows merged
 //! by key (the keyed copy-on-write merge or delta-rs's MERGE, newer wins), change data applied
 //! with deletes and tombstones, an SCD 2 history replacing the table, or a rebuild's rows
-//! replacing it (with its tombstones).
+//! streamed in to replace it (after its tombstones).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
@@ -52,14 +53,12 @@ pub(crate) async fn publish(
     lake: &Lake,
     table: &SilverTable,
     plan: Publish,
-    fresh: bool,
     txn: Txn,
     meta: HashMap<String, serde_json::Value>,
 ) -> Result<Published> {
     match plan {
         Publish::Merge { rows, delete } => {
             let merged = match delete {
-                _ if fresh => replace_with(lake, table, rows, delete.as_ref(), txn, meta).await?,
                 None => merge_into(lake, table, rows, txn, meta).await?,
                 Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
             };
@@ -72,7 +71,15 @@ pub(crate) async fn publish(
             })
         }
         Publish::Replace { rows, counts } => {
-            let version = overwrite(lake, table, rows, fresh, txn, meta).await?;
+            let write = WriteOptions {
+                overwrite: true,
+                partition_by: table.partition_by.clone(),
+                txn: Some(txn),
+                metadata: meta,
+                change_feed: table.change_feed,
+                ..Default::default()
+            };
+            let version = Table::open(lake, Layer::Silver, &table.name).await?.write(rows, write).await?.version();
             Ok(Published {
                 inserted: counts.inserted,
                 updated: counts.closed,
@@ -279,61 +286,31 @@ pub(crate) async fn apply_changes(
     })
 }
 
-/// A rebuild's SCD 1 rows (latest per key) replace the table in one commit carrying `txn`. With
-/// `delete_when`, a key whose latest record is a delete is left out, and the tombstones are
-/// replaced by those deletes (committed first with the same txn, so a retry skips them).
-async fn replace_with(
+/// A rebuild's tombstones (`deletes`: key and order columns of each key whose latest record is
+/// a delete) replace the table's, in one commit carrying `txn`; skipped when it already landed.
+pub(crate) async fn replace_tombstones(
     lake: &Lake,
     table: &SilverTable,
-    rows: Vec<RecordBatch>,
-    delete: Option<&Arc<dyn PhysicalExpr>>,
+    deletes: Vec<RecordBatch>,
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
-) -> Result<Merged> {
-    let context = format!("rebuilding silver/{}", table.name);
-    let schema = table.contract.schema.clone();
-    let kept = match delete {
-        None => rows,
-        Some(expr) => {
-            let tomb = tomb_schema(table)?;
-            let idx: Vec<usize> = tomb.fields().iter().filter_map(|f| schema.index_of(f.name()).ok()).collect();
-            let (mut kept, mut deletes) = (Vec::new(), Vec::new());
-            for b in rows {
-                let flags = history::deletes(expr, &b)?;
-                let keep = datafusion::arrow::compute::not(&flags).map_err(|e| Error::arrow(&context, e))?;
-                let filter = |mask| {
-                    datafusion::arrow::compute::filter_record_batch(&b, mask).map_err(|e| Error::arrow(&context, e))
-                };
-                kept.push(filter(&keep)?);
-                deletes.push(filter(&flags)?.project(&idx).map_err(|e| Error::arrow(&context, e))?);
-            }
-            let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
-            if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) < txn.version {
-                let write = WriteOptions {
-                    overwrite: tombs.exists(),
-                    txn: Some(txn.clone()),
-                    metadata: metadata.clone(),
-                    ..Default::default()
-                };
-                let deletes = if deletes.is_empty() { vec![RecordBatch::new_empty(tomb)] } else { deletes };
-                tombs.write(deletes, write).await?;
-            }
-            kept
-        }
-    };
-    let inserted: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
-    let kept = if kept.is_empty() { vec![RecordBatch::new_empty(schema)] } else { kept };
-    let version = overwrite(lake, table, kept, true, txn, metadata).await?;
-    Ok(Merged { inserted, updated: 0, deleted: 0, version })
+) -> Result<()> {
+    let tombs = Table::open(lake, Layer::System, &format!("tombstones/{}", table.name)).await?;
+    if tombs.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
+        return Ok(());
+    }
+    let write = WriteOptions { overwrite: tombs.exists(), txn: Some(txn), metadata, ..Default::default() };
+    let deletes = if deletes.is_empty() { vec![RecordBatch::new_empty(tomb_schema(table)?)] } else { deletes };
+    tombs.write(deletes, write).await?;
+    Ok(())
 }
 
-/// Replaces the table's content with `rows` in one commit carrying `txn` (an SCD 2 history, or a
-/// rebuild's rows); `repartition` lays it out by the table's `partition_by` again (a rebuild).
-async fn overwrite(
+/// A rebuild's rows (`rows`, streamed) replace the table's content in one commit carrying `txn`,
+/// laid out by the table's `partition_by` again (it may have changed).
+pub(crate) async fn replace_streamed(
     lake: &Lake,
     table: &SilverTable,
-    rows: Vec<RecordBatch>,
-    repartition: bool,
+    rows: SendableRecordBatchStream,
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Option<i64>> {
@@ -344,12 +321,13 @@ async fn overwrite(
         metadata,
         change_feed: table.change_feed,
         replace_where: None,
-        repartition,
+        repartition: true,
     };
-    Ok(Table::open(lake, Layer::Silver, &table.name).await?.write(rows, write).await?.version())
+    Ok(Table::open(lake, Layer::Silver, &table.name).await?.write_stream(rows, write).await?.version())
 }
 
-fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {
+/// Key and order columns of a delete-tracking table's tombstones.
+pub(crate) fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {
     let mut idx: Vec<usize> = table.keys.iter().filter_map(|k| table.contract.schema.index_of(k).ok()).collect();
     idx.push(table.contract.schema.index_of(&table.order_by).map_err(|e| Error::arrow("tombstone schema", e))?);
     Ok(Arc::new(table.contract.schema.project(&idx).map_err(|e| Error::arrow("tombstone schema", e))?))

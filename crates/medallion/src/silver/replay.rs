@@ -266,7 +266,7 @@ async fn replay_locked(
     let mut timings = HashMap::new();
     let file_of = |batch: &str| file_of.get(batch).cloned().unwrap_or_default();
     let (publish_plan, removed, dropped) =
-        plan(lake, tables, table, valid, false, opts.now, file_of, &mut out.expectations, &mut timings).await?;
+        plan(lake, tables, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
     out.dropped = dropped.len() as u64;
 
     let intent = match open {
@@ -291,7 +291,7 @@ async fn replay_locked(
     let merge_now = out.passing > 0 && silver.txn_version(&app).await?.unwrap_or(0) < intent.version;
     let mut superseded = None;
     if merge_now {
-        let published = publish(lake, table, publish_plan, false, txn.clone(), meta.clone()).await?;
+        let published = publish(lake, table, publish_plan, txn.clone(), meta.clone()).await?;
         (out.inserted, out.updated, out.deleted, out.silver_version) =
             (published.inserted, published.updated, published.deleted, published.version);
         superseded = published.superseded;

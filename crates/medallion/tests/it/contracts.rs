@@ -90,11 +90,16 @@ async fn an_added_column_evolves_in_place_and_a_rebuild_equals_a_fresh_lake() {
     assert!(!d.rows("SELECT * FROM gold.by_channel").await.is_empty());
 
     // The rebuild recomputes silver (and its dead letter) from bronze, then gold downstream.
-    let rebuilt =
-        d.run_with(RunOptions { rebuild: BTreeSet::from(["orders".to_string()]), ..Default::default() }).await;
+    // Small slices: the rebuild resolves the table a part at a time, as a large one would.
+    let opts = RunOptions {
+        rebuild: BTreeSet::from(["orders".to_string()]),
+        rebuild_slice_bytes: 8 << 10,
+        ..Default::default()
+    };
+    let rebuilt = d.run_with(opts).await;
     assert!(rebuilt.ok(), "{:?}", rebuilt.failed);
     let p = rebuilt.silver.iter().find(|p| p.table == "orders").expect("orders rebuilt");
-    assert!(p.rebuilt && p.batches == 4, "{p:?}");
+    assert!(p.rebuilt && p.batches == 4 && p.rebuild_slices > 4, "{p:?}");
     assert_eq!(p.read, p.promoted() + p.superseded + p.rejected, "accounting holds over the rebuild");
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders WHERE channel IS NULL").await, vec![vec!["0".to_string()]]);
     assert!(rebuilt.gold.iter().all(|b| b.rebuilt && b.partitions.is_none()), "gold rebuilt from scratch");
@@ -286,4 +291,58 @@ async fn a_rebuild_applies_a_new_partitioning() {
     assert!(!dirs.is_empty(), "partitioned by region after the rebuild");
     assert_eq!(d.rows("SELECT count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders").await, before);
     assert!(d.run().await.ok(), "the next run sees no change");
+}
+
+/// A rebuild that resolves its table in slices and drops rows by a set-level expectation gives
+/// what a fresh lake gives: the same rows, and the same rows in the dead letter with the same
+/// reasons (contract rejects and dropped rows alike).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_in_slices_drops_and_rejects_what_a_fresh_lake_does() {
+    let d = Dir::example();
+    let (batches, _) = sample(3_000, 5, 41);
+    land(&d, &batches);
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+
+    // A stricter `drop` rule: the rebuild judges every published row again.
+    let stricter = |d: &Dir| {
+        d.edit("min = \"2000-01-01\"", "min = \"2024-02-15\"");
+        d.edit(
+            "{ name = \"order_id_unique\", unique = \"order_id\", action = \"fail\" },",
+            "{ name = \"order_id_unique\", unique = \"order_id\", action = \"fail\" },\n  \
+             { name = \"one_order_per_customer\", unique = \"customer_id\", action = \"drop\" },",
+        );
+    };
+    stricter(&d);
+    let opts = RunOptions {
+        rebuild: BTreeSet::from(["orders".to_string()]),
+        rebuild_slice_bytes: 4 << 10,
+        ..Default::default()
+    };
+    let s = d.run_with(opts).await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("orders rebuilt");
+    assert!(p.rebuild_slices > 8, "{p:?}");
+    let rule = p.expectations.iter().find(|e| e.name == "order_date_plausible").expect("rule ran");
+    assert!(rule.failing_rows > 100, "{rule:?}");
+    // Duplicates of a non-key column span slices: the set-level rule sees the whole new table.
+    let set = p.expectations.iter().find(|e| e.name == "one_order_per_customer").expect("set rule ran");
+    assert!(set.dropped > 0, "{set:?}");
+    assert_eq!(p.read, p.promoted() + p.superseded + p.rejected, "accounting holds over the rebuild");
+
+    let fresh = Dir::example();
+    stricter(&fresh);
+    copy_bronze(d.dir.path(), fresh.dir.path());
+    let s = fresh.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let f = s.silver.iter().find(|p| p.table == "orders").expect("orders promoted");
+    assert_eq!((f.inserted, f.superseded, f.rejected), (p.inserted, p.superseded, p.rejected));
+    for q in [
+        "SELECT order_id, customer_id, amount, currency, order_date, region, source, _batch_id FROM silver.orders ORDER BY order_id",
+        "SELECT _batch_id, _line, _raw, e['rule'], e['column'], e['message'] FROM (SELECT _batch_id, _line, _raw, unnest(_errors) AS e FROM quarantine.orders) ORDER BY 1, 2, 3, 4, 5",
+        "SELECT * FROM gold.daily_revenue ORDER BY order_date, region, currency",
+    ] {
+        assert_eq!(d.rows(q).await, fresh.rows(q).await, "{q}");
+    }
+    assert!(d.rows("SELECT 1 FROM quarantine.orders WHERE _raw LIKE '%2024-01-%' LIMIT 1").await.len() == 1);
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::CommitProperties;
@@ -327,12 +328,25 @@ impl Table {
 
     /// Writes `batches` in one commit: appended, or replacing the table's content.
     pub async fn write(self, batches: Vec<RecordBatch>, write: WriteOptions) -> Result<Table> {
+        let plan = once::plan(batches)?;
+        self.write_plan(plan, write).await
+    }
+
+    /// Writes the rows of `stream` in one commit, as [`Table::write`] does, holding one batch at a
+    /// time: the files are written as the batches arrive and committed at the end. A stream that
+    /// yields no batch writes no row (and still commits).
+    pub async fn write_stream(self, stream: SendableRecordBatchStream, write: WriteOptions) -> Result<Table> {
+        let plan = once::stream_plan(stream)?;
+        self.write_plan(plan, write).await
+    }
+
+    async fn write_plan(self, plan: datafusion::logical_expr::LogicalPlan, write: WriteOptions) -> Result<Table> {
         let label = self.label.clone();
         let mode = if write.overwrite { SaveMode::Overwrite } else { SaveMode::Append };
         let mut builder = self
             .inner
             .write(Vec::new())
-            .with_input_plan(once::plan(batches)?)
+            .with_input_plan(plan)
             .with_save_mode(mode)
             .with_commit_properties(commit_properties(write.txn, write.metadata));
         // A table is partitioned when it is created, or again when a rebuild replaces it.
@@ -581,10 +595,15 @@ mod once {
 
     use crate::error::{Error, Result};
 
-    #[derive(Debug)]
     struct Once {
         schema: SchemaRef,
-        batches: Mutex<Option<Vec<RecordBatch>>>,
+        rows: Mutex<Option<SendableRecordBatchStream>>,
+    }
+
+    impl std::fmt::Debug for Once {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Once").field("schema", &self.schema).finish_non_exhaustive()
+        }
     }
 
     impl PartitionStream for Once {
@@ -593,17 +612,17 @@ mod once {
         }
 
         fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-            let taken = self.batches.lock().ok().and_then(|mut b| b.take());
-            let stream = match taken {
-                Some(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
-                None => futures::stream::once(async {
-                    Err(DataFusionError::Execution(
-                        "the rows of this write were already read once; refusing to write them again".into(),
-                    ))
-                })
-                .boxed(),
-            };
-            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+            match self.rows.lock().ok().and_then(|mut b| b.take()) {
+                Some(rows) => rows,
+                None => Box::pin(RecordBatchStreamAdapter::new(
+                    Arc::clone(&self.schema),
+                    futures::stream::once(async {
+                        Err(DataFusionError::Execution(
+                            "the rows of this write were already read once; refusing to write them again".into(),
+                        ))
+                    }),
+                )),
+            }
         }
     }
 
@@ -612,7 +631,14 @@ mod once {
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             return Err(Error::Internal("a write needs at least one (possibly empty) batch".into()));
         };
-        let source = Arc::new(Once { schema: Arc::clone(&schema), batches: Mutex::new(Some(batches)) });
+        let rows = futures::stream::iter(batches.into_iter().map(Ok)).boxed();
+        stream_plan(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
+    }
+
+    /// A plan reading `rows` once.
+    pub(super) fn stream_plan(rows: SendableRecordBatchStream) -> Result<LogicalPlan> {
+        let schema = rows.schema();
+        let source = Arc::new(Once { schema: Arc::clone(&schema), rows: Mutex::new(Some(rows)) });
         let table =
             StreamingTable::try_new(schema, vec![source]).map_err(|e| Error::sql("staging rows to write", e))?;
         LogicalPlanBuilder::scan("rows", provider_as_source(Arc::new(table)), None)

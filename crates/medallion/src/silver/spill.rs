@@ -1,0 +1,122 @@
+//! Scratch space of a rebuild: record batches spilled to local disk as Arrow IPC files, so a
+//! rebuild holds one slice of the table at a time. The directory (under `TMPDIR`) is removed when
+//! the [`Spill`] is dropped, whether the rebuild finished or failed; a killed process leaves it
+//! to the system's temp cleaning, and a rerun starts a new one (scratch files are never resumed).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+
+use crate::error::{Error, Result};
+
+/// Extension of spilled files (the one DataFusion's Arrow reader lists).
+pub(crate) const EXTENSION: &str = "arrow";
+
+/// A scratch directory, removed on drop.
+pub(crate) struct Spill {
+    dir: tempfile::TempDir,
+}
+
+impl Spill {
+    /// A new scratch directory named after `label`.
+    pub(crate) fn new(label: &str) -> Result<Spill> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("medallion-{label}-"))
+            .tempdir()
+            .map_err(|source| Error::Scratch { path: std::env::temp_dir(), source })?;
+        Ok(Spill { dir })
+    }
+
+    /// The sub-directory `name` (created).
+    pub(crate) fn dir(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(&path).map_err(|source| Error::Scratch { path: path.clone(), source })?;
+        Ok(path)
+    }
+}
+
+/// One spilled file being written.
+pub(crate) struct SpillWriter {
+    path: PathBuf,
+    writer: FileWriter<BufWriter<File>>,
+    rows: u64,
+}
+
+impl SpillWriter {
+    /// Creates `<dir>/<name>.arrow` for batches of `schema`.
+    pub(crate) fn create(dir: &Path, name: &str, schema: &SchemaRef) -> Result<SpillWriter> {
+        let path = dir.join(format!("{name}.{EXTENSION}"));
+        let file = File::create(&path).map_err(|source| Error::Scratch { path: path.clone(), source })?;
+        let writer = FileWriter::try_new_buffered(file, schema.as_ref()).map_err(|e| arrow(&path, e))?;
+        Ok(SpillWriter { path, writer, rows: 0 })
+    }
+
+    /// Appends `batch`.
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        self.writer.write(batch).map_err(|e| arrow(&self.path, e))
+    }
+
+    /// Closes the file: its path and the rows written.
+    pub(crate) fn finish(mut self) -> Result<(PathBuf, u64)> {
+        self.writer.finish().map_err(|e| arrow(&self.path, e))?;
+        Ok((self.path, self.rows))
+    }
+}
+
+/// Every batch of a spilled file, in order.
+pub(crate) fn read_all(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|source| Error::Scratch { path: path.to_path_buf(), source })?;
+    let reader = FileReader::try_new_buffered(file, None).map_err(|e| arrow(path, e))?;
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| arrow(path, e))
+}
+
+fn arrow(path: &Path, e: datafusion::arrow::error::ArrowError) -> Error {
+    Error::arrow(format!("scratch file {}", path.display()), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn batches_come_back_as_written_and_the_directory_goes_with_the_spill() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8View, true),
+        ]));
+        let batch = |ids: Vec<i64>| {
+            let names: Vec<Option<String>> = ids.iter().map(|i| (i % 2 == 0).then(|| format!("n{i}"))).collect();
+            let names = StringArray::from(names);
+            let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8View).expect("test step");
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(ids)), names]).expect("test step")
+        };
+        let spill = Spill::new("test").expect("test step");
+        let dir = spill.dir("part").expect("test step");
+        let mut w = SpillWriter::create(&dir, "0", &schema).expect("test step");
+        let written = vec![batch(vec![1, 2, 3]), batch(vec![]), batch(vec![4])];
+        for b in &written {
+            w.write(b).expect("test step");
+        }
+        let (path, rows) = w.finish().expect("test step");
+        assert_eq!(rows, 4);
+        let back = read_all(&path).expect("test step");
+        assert_eq!(back, vec![written[0].clone(), written[2].clone()]);
+        let root = dir.parent().expect("test step").to_path_buf();
+        drop(spill);
+        assert!(!root.exists());
+    }
+}
