@@ -13,7 +13,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::storage::delta::{AsOf, Table};
@@ -165,10 +166,52 @@ fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) 
     ctx.register_table(name, provider).map(|_| ()).map_err(|e| Error::sql(format!("registering `{name}`"), e))
 }
 
-/// Runs `sql` in `ctx` and collects the result; a failure names `context`.
+/// Runs `sql` (a query: see [`read_only`]) in `ctx` and collects the result; a failure names
+/// `context`.
 pub async fn query(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await.map_err(|e| Error::sql(context, e))?;
+    let df = read_only(ctx, sql, context).await?;
     df.collect().await.map_err(|e| Error::sql(context, e))
+}
+
+/// Plans `sql` as a query only: DDL (`CREATE`, `DROP`), DML (`INSERT`, `UPDATE`, `DELETE`,
+/// `COPY … TO`) and statements (`SET`, transactions) are refused ([`Error::Refused`]) before
+/// anything runs. Tables change only through medallion's commits (ledger, lock, txn); a write
+/// through SQL would bypass them, and `COPY` could write anywhere, the Delta log included. Other
+/// planning errors name `context`.
+pub async fn read_only(ctx: &SessionContext, sql: &str, context: &str) -> Result<DataFrame> {
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    ctx.sql_with_options(sql, options).await.map_err(|e| {
+        let text = e.to_string();
+        if ["DDL not supported", "DML not supported", "Statement not supported"].iter().any(|m| text.contains(m)) {
+            Error::Refused {
+                what: "this statement".into(),
+                why: format!(
+                    "{context} runs queries only (SELECT, WITH, VALUES, EXPLAIN); tables change through `run`, \
+                     `rebuild` and `replay` ({})",
+                    text.lines().next().unwrap_or_default()
+                ),
+            }
+        } else {
+            Error::sql(context, e)
+        }
+    })
+}
+
+/// `text` parsed as exactly one SQL expression (a filter written by a user), rendered back:
+/// anything around or after it (`1=1) OR (1=1`, a second statement) is an error, so the
+/// expression cannot escape the parentheses it is placed in.
+pub fn one_expression(text: &str) -> std::result::Result<String, String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| e.to_string())?;
+    let expr = parser.parse_expr().map_err(|e| e.to_string())?;
+    match parser.peek_token().token {
+        Token::EOF => Ok(expr.to_string()),
+        t => Err(format!("unexpected `{t}` after the expression `{expr}`: give one SQL condition")),
+    }
 }
 
 /// Runs `sql` and returns its rows with every value as text (NULL as `None`), for summaries.

@@ -47,7 +47,7 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>) -> Result<Outcome> {
         bail!("--as-of for `sql` takes a time (versions differ per table; use `show <table> --as-of <version>`)");
     }
     let ctx = session_as_of(&lake, &project, at).await?;
-    let df = ctx.sql(query).await.context("the query does not plan")?;
+    let df = medallion::catalog::read_only(&ctx, query, "`sql`").await?;
     let rows = df.collect().await.context("the query failed")?;
     batches(&rows, g.format == Format::Json)?;
     Ok(Outcome::Ok)

@@ -957,3 +957,48 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     assert!(silver["files_after"].as_u64() > Some(1), "{silver}");
     assert_eq!(contents(&proj), before);
 }
+
+/// Issue 22 (security): `sql` runs queries only, and a replay filter is one expression. Each
+/// attack is refused with one line, exit 2, and nothing in the lake or outside it changes.
+#[test]
+fn sql_runs_queries_only_and_a_replay_filter_cannot_escape() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let before = contents(&proj);
+    let log = proj.join("lake/silver/orders/_delta_log");
+    let commits = std::fs::read_dir(&log).expect("log").count();
+    let outside = dir.path().join("x.csv");
+    let forged = log.join("00000000000000000099.json");
+    let attacks = [
+        "INSERT INTO silver.orders SELECT * FROM silver.orders".to_string(),
+        format!("COPY (SELECT 1 AS a) TO '{}'", outside.display()),
+        format!("COPY (SELECT 1 AS a) TO '{}' STORED AS JSON", forged.display()),
+        "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+        "DROP TABLE silver.orders".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+    ];
+    for sql in &attacks {
+        let out = run(&["sql", sql], &proj);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sql}: {err}");
+        assert_eq!(err.lines().filter(|l| !l.trim().is_empty()).count(), 1, "{sql}: {err}");
+        assert!(err.contains("refusing this statement: `sql` runs queries only"), "{sql}: {err}");
+    }
+    assert!(!outside.exists() && !forged.exists());
+    assert_eq!(std::fs::read_dir(&log).expect("log").count(), commits);
+    // Queries still run.
+    let ok = run(&["sql", "WITH t AS (SELECT count(*) AS n FROM silver.orders) SELECT n > 0 AS some FROM t"], &proj);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+
+    for filter in ["1=1) OR (1=1", "true; DROP TABLE x", "_batch_id IS NULL) OR (true"] {
+        let out = run(&["replay", "orders", "--where", filter], &proj);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{filter}: {err}");
+        assert!(err.contains("refusing the replay filter"), "{filter}: {err}");
+    }
+    let ok = run(&["replay", "orders", "--dry-run", "--where", "_batch_id IS NOT NULL AND (_line > 0 OR true)"], &proj);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert_eq!(contents(&proj), before, "nothing changed");
+}

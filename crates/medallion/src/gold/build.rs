@@ -156,7 +156,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         Some(predicate) => format!("SELECT * FROM ({}) AS m WHERE {predicate}", model.sql),
         None => model.sql.clone(),
     };
-    let df = ctx.sql(&sql).await.map_err(|e| Error::sql(&context, e))?;
+    let df = catalog::read_only(&ctx, &sql, &context).await?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
     let batches = conform(batches, &model.schema, &context)?;
     // Write-audit-publish: expectations run on the result before anything is written.

@@ -172,7 +172,7 @@ impl RunSummary {
 /// returned here means the run could not proceed at all (e.g. the lake is unreadable).
 pub async fn run(project: &Project, lake: &Lake, opts: &RunOptions) -> Result<RunSummary> {
     let run_id = new_run_id(None, opts.now);
-    let lock = lock::acquire_waiting(lake, &format!("run {run_id}"), opts.now, opts.lock_wait).await?;
+    let lock = lock::acquire_waiting(lake, &format!("run {run_id}"), opts.lock_wait).await?;
     let summary = run_locked(project, lake, opts, run_id).await;
     lock.release_after(summary).await
 }

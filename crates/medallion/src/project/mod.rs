@@ -470,7 +470,7 @@ impl Project {
             let mut planned = Vec::new();
             for n in &gold_order {
                 let Some((r, g, file, refresh, sla)) = rendered.remove(n) else { continue };
-                match ctx.sql(&r.sql).await {
+                match catalog::read_only(&ctx, &r.sql, "a gold model").await {
                     Ok(df) => {
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                         catalog::register_table(&ctx, Layer::Gold, n, catalog::empty(schema.clone(), n)?)?;
@@ -517,7 +517,12 @@ impl Project {
                     Err(e) => diags.push(Diagnostic::new(
                         &file,
                         format!("gold model `{n}`"),
-                        format!("SQL does not plan: {}", e.to_string().lines().next().unwrap_or_default()),
+                        match e {
+                            Error::Sql { source, .. } => {
+                                format!("SQL does not plan: {}", source.to_string().lines().next().unwrap_or_default())
+                            }
+                            other => other.to_string(),
+                        },
                     )),
                 }
             }

@@ -174,7 +174,10 @@ async fn compile_one(
     c.definition = c.describe();
     let mut refs = BTreeSet::new();
     for (sql, want) in c.planned_queries() {
-        let plan = ctx.sql(&sql).await.map_err(|e| first_line(&e.to_string()))?;
+        let plan = catalog::read_only(ctx, &sql, "an expectation").await.map_err(|e| match e {
+            Error::Sql { source, .. } => first_line(&source.to_string()),
+            other => first_line(&other.to_string()),
+        })?;
         let plan = plan.logical_plan().clone();
         let ty = plan.schema().field(0).data_type().clone();
         match want {

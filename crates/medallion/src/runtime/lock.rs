@@ -3,6 +3,10 @@
 //! heartbeat while the holder works. A second `run` or `replay` fails fast naming the holder (or,
 //! with a lock wait, waits its turn: parallel `run --date` tasks of a scheduler), unless the lock is stale: its heartbeat older than the timeout, or its process gone on
 //! this same host (a `kill -9` does not block the next run).
+//!
+//! Staleness never compares two machines' clocks, nor a pinned one (`MEDALLION_NOW`): the age of
+//! the last heartbeat is the store's own time (the modification time of a probe object written
+//! now) minus the lock object's modification time, both stamped by the store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +15,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::runtime::Now;
 use crate::storage::Lake;
 
 /// Where the lock lives in the lake.
 pub const PATH: &str = "_medallion/lock";
+
+/// An object written to read the store's clock when a held lock may be stale.
+const CLOCK_PROBE: &str = "_medallion/lock.clock";
 
 /// A lock whose heartbeat is older than this is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
@@ -32,16 +38,17 @@ pub struct Holder {
     pub host: String,
     /// Process id.
     pub pid: u32,
-    /// When it took the lock (RFC 3339).
+    /// When it took the lock (RFC 3339, its machine's clock: for people, never compared).
     pub since: String,
-    /// Its last heartbeat (RFC 3339).
+    /// Its last heartbeat (RFC 3339, its machine's clock: for people, never compared).
     pub heartbeat: String,
     /// A random token telling this holder from any other.
     pub token: String,
 }
 
 impl Holder {
-    fn new(what: &str, now: Now) -> Holder {
+    fn new(what: &str) -> Holder {
+        let now = chrono::Utc::now();
         Holder {
             what: what.to_string(),
             host: host(),
@@ -52,11 +59,9 @@ impl Holder {
         }
     }
 
-    /// Stale: no heartbeat for [`STALE_AFTER`], or a process of this host that no longer runs.
-    fn stale(&self, now: Now) -> bool {
-        let beat = chrono::DateTime::parse_from_rfc3339(&self.heartbeat).map(|t| t.to_utc()).ok();
-        let silent = beat.is_none_or(|b| (now - b).to_std().is_ok_and(|age| age > STALE_AFTER));
-        silent || (self.host == host() && self.pid != std::process::id() && !alive(self.pid))
+    /// Whether its process is gone: it ran on this host and no longer does.
+    fn gone(&self) -> bool {
+        self.host == host() && self.pid != std::process::id() && !alive(self.pid)
     }
 }
 
@@ -86,13 +91,11 @@ pub struct LakeLock {
 /// Takes the lake's lock for `what`, waiting up to `wait` while another writer holds it (polling
 /// with jittered backoff, so N processes started together take turns); then fails naming the
 /// holder.
-pub async fn acquire_waiting(lake: &Lake, what: &str, now: Now, wait: Duration) -> Result<LakeLock> {
+pub async fn acquire_waiting(lake: &Lake, what: &str, wait: Duration) -> Result<LakeLock> {
     let start = std::time::Instant::now();
     let mut pause = Duration::from_millis(200);
     loop {
-        // The clock moves on while waiting: staleness is judged at the current time.
-        let at = now + chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
-        match acquire(lake, what, at).await {
+        match acquire(lake, what).await {
             Err(Error::Locked { .. }) if start.elapsed() + pause <= wait => {
                 let jitter =
                     Duration::from_millis(uuid::Uuid::new_v4().as_u64_pair().0 % (pause.as_millis() as u64 / 2 + 1));
@@ -110,8 +113,8 @@ pub async fn acquire_waiting(lake: &Lake, what: &str, now: Now, wait: Duration) 
 }
 
 /// Takes the lake's lock for `what`, or fails naming the holder.
-pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
-    let holder = Holder::new(what, now);
+pub async fn acquire(lake: &Lake, what: &str) -> Result<LakeLock> {
+    let holder = Holder::new(what);
     let bytes = serde_json::to_vec_pretty(&holder).map_err(|e| Error::Internal(e.to_string()))?;
     for _ in 0..3 {
         if lake.put_if_absent(PATH, bytes.clone()).await? {
@@ -119,8 +122,8 @@ pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
             heartbeat(lake.clone(), holder.clone(), Arc::clone(&stop));
             return Ok(LakeLock { lake: lake.clone(), holder, stop });
         }
-        let Some(current) = read(lake).await? else { continue };
-        if !current.stale(now) {
+        let Some((current, beat)) = read_with_time(lake).await? else { continue };
+        if !current.gone() && !silent(lake, beat).await? {
             return Err(Error::Locked {
                 holder: format!(
                     "{} (pid {} on {}, since {}, last heartbeat {})",
@@ -142,6 +145,19 @@ pub async fn acquire(lake: &Lake, what: &str, now: Now) -> Result<LakeLock> {
         holder: "another process (the lock changed hands while taking it over)".into(),
         hint: "retry".into(),
     })
+}
+
+/// Whether a heartbeat stamped `beat` by the store is older than [`STALE_AFTER`] by the store's
+/// clock now.
+async fn silent(lake: &Lake, beat: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+    let now = lake.store_now(CLOCK_PROBE).await?;
+    Ok((now - beat).to_std().is_ok_and(|age| age > STALE_AFTER))
+}
+
+/// The lock's holder and when the store last wrote it.
+async fn read_with_time(lake: &Lake) -> Result<Option<(Holder, chrono::DateTime<chrono::Utc>)>> {
+    let Some(meta) = lake.head(PATH).await? else { return Ok(None) };
+    Ok(read(lake).await?.map(|h| (h, meta.last_modified)))
 }
 
 async fn read(lake: &Lake) -> Result<Option<Holder>> {

@@ -129,7 +129,7 @@ struct Record {
 #[tracing::instrument(skip_all, fields(table = %table.name))]
 pub async fn replay(lake: &Lake, tables: &dyn Registry, table: &SilverTable, opts: &ReplayOptions) -> Result<Replay> {
     let what = format!("replay {} ({})", table.name, opts.run_id);
-    let lock = crate::runtime::lock::acquire_waiting(lake, &what, opts.now, opts.lock_wait).await?;
+    let lock = crate::runtime::lock::acquire_waiting(lake, &what, opts.lock_wait).await?;
     let out = replay_locked(lake, tables, table, opts).await;
     lock.release_after(out).await
 }
@@ -172,7 +172,14 @@ async fn replay_locked(
             "_id IN (SELECT id FROM __medallion_replay_ids)".to_string()
         }
         None => match &opts.filter {
-            Some(f) => format!("_replayed_at IS NULL AND ({f})"),
+            Some(f) => {
+                // One expression, parsed: text such as `1=1) OR (1=1` cannot widen the selection.
+                let f = catalog::one_expression(f).map_err(|why| Error::Refused {
+                    what: format!("the replay filter `{f}`"),
+                    why: format!("it is not one SQL condition over the dead letter's columns: {why}"),
+                })?;
+                format!("_replayed_at IS NULL AND ({f})")
+            }
             None => "_replayed_at IS NULL".to_string(),
         },
     };

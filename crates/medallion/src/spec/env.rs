@@ -17,10 +17,14 @@ pub fn expand_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` in `{text}`"))?;
+            // Errors give positions, never the text: a setting may hold a secret.
+            let at = text.len() - rest.len() + i + 1;
+            let end = body.find('}').ok_or_else(|| format!("unterminated `${{` at character {at}"))?;
             let name = &body[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{name}}}` is not an environment variable name"));
+                return Err(format!(
+                    "the `${{…}}` at character {at} does not name an environment variable (letters, digits, `_`)"
+                ));
             }
             out.push_str(&lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?);
             rest = &body[end + 1..];
@@ -53,8 +57,13 @@ mod tests {
         assert_eq!(expand_with("${KEY}${KEY}", env).as_deref(), Ok("s3cr3ts3cr3t"));
         assert_eq!(expand_with("a$b $$ c$", env).as_deref(), Ok("a$b $ c$"));
         assert_eq!(expand_with("${MISSING}", env), Err("environment variable `MISSING` is not set".to_string()));
-        assert!(expand_with("${KEY", env).expect_err("unterminated").contains("unterminated"));
-        assert!(expand_with("${A-B}", env).expect_err("bad name").contains("not an environment variable name"));
+        assert_eq!(expand_with("ab${KEY", env), Err("unterminated `${` at character 3".to_string()));
+        assert!(expand_with("${A-B}", env).expect_err("bad name").contains("does not name an environment variable"));
+        // Issue 22: a typo in a secret never echoes it.
+        for text in ["SEKRET${oops", "SEKRET${a-SEKRET}x", "x$$${SEKRET"] {
+            let e = expand_with(text, env).expect_err("malformed");
+            assert!(!e.contains("SEKRET"), "{e}");
+        }
         assert!(check("${ANY_NAME}").is_ok());
     }
 }

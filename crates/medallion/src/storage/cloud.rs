@@ -30,6 +30,13 @@ const REFUSED: &[(&str, &str)] = &[
     ("aws_s3_locking_provider", "locking providers (DynamoDB) are not supported; use a store with conditional put"),
 ];
 
+/// Whether a `[storage]` option holds a secret (its value is never shown).
+fn is_secret(key: &str) -> bool {
+    ["secret", "token", "password", "sas", "credential", "private_key", "service_account_key", "access_key"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
 /// The bucket's store (its root is the bucket) for `url`, an object-store lake location, and the
 /// lake's prefix inside the bucket.
 pub fn bucket_store(
@@ -61,6 +68,15 @@ pub fn bucket_store(
         max_retries: 6,
         retry_timeout: Duration::from_secs(60),
     };
+    // A store's error may quote an option's value: never a secret's.
+    let secrets: Vec<&str> = resolved.iter().filter(|(k, _)| is_secret(k)).map(|(_, v)| v.as_str()).collect();
+    let redacted = |e: object_store::Error| {
+        let mut text = e.to_string();
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            text = text.replace(s, "***");
+        }
+        bad(text)
+    };
     macro_rules! build {
         ($builder:ty, $key:ty) => {{
             let mut b = <$builder>::from_env().with_url(url.as_str()).with_retry(retry);
@@ -68,7 +84,7 @@ pub fn bucket_store(
                 let key: $key = k.parse().map_err(|_| bad(format!("[storage] unknown option `{k}`")))?;
                 b = b.with_config(key, v);
             }
-            Arc::new(b.build().map_err(|e| bad(e.to_string()))?) as Arc<dyn ObjectStore>
+            Arc::new(b.build().map_err(redacted)?) as Arc<dyn ObjectStore>
         }};
     }
     let store = match scheme {
@@ -138,6 +154,9 @@ mod tests {
             refuse("secret_access_key", "${MEDALLION_TEST_UNSET_SECRET}")
                 .contains("`MEDALLION_TEST_UNSET_SECRET` is not set")
         );
+        // Issue 22: a malformed secret is located, never shown.
+        let e = refuse("secret_access_key", "SEKRET${typo");
+        assert!(e.contains("secret_access_key: unterminated `${` at character 7") && !e.contains("SEKRET"), "{e}");
         assert!(
             bucket_store(
                 &url,

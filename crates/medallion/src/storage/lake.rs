@@ -194,6 +194,26 @@ impl Lake {
         }
     }
 
+    /// An object's metadata (size, last modified by the store's clock), None when absent.
+    pub async fn head(&self, path: &str) -> Result<Option<ObjectMeta>> {
+        match self.store.head(&ObjectPath::from(path)).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(storage(path, source)),
+        }
+    }
+
+    /// The store's own clock, read by writing `probe` and reading back its modification time:
+    /// comparable with [`ObjectMeta::last_modified`] of other objects whatever this machine's
+    /// clock says.
+    pub async fn store_now(&self, probe: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.put(probe, Vec::new()).await?;
+        self.head(probe)
+            .await?
+            .map(|m| m.last_modified)
+            .ok_or_else(|| Error::Internal(format!("{probe} vanished right after it was written")))
+    }
+
     /// Whether an object exists.
     pub async fn exists(&self, path: &str) -> Result<bool> {
         match self.store.head(&ObjectPath::from(path)).await {

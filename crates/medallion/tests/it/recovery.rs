@@ -120,9 +120,8 @@ async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table_and_no_go
 async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
     use medallion::runtime::lock::{self, Holder, PATH};
     let env = Env::new().await;
-    let now = medallion::runtime::now();
     // A live holder (this very process): a run fails fast, naming it.
-    let held = lock::acquire(&env.lake, "run by someone else", now).await.expect("lock");
+    let held = lock::acquire(&env.lake, "run by someone else").await.expect("lock");
     let err = medallion::orchestration::run::run(&env.project, &env.lake, &Default::default())
         .await
         .expect_err("locked")
@@ -133,49 +132,36 @@ async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
     assert!(!env.lake.exists(PATH).await.expect("exists"), "a run gives the lock back");
 
     // Left behind by a killed process of this host, or silent for too long elsewhere: taken over.
+    // Silence is judged by the store's clock (the lock file's modification time), never by the
+    // clock a holder wrote: a holder whose machine runs hours behind is not stale (issue 22).
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
-    let old = (now - chrono::Duration::minutes(10)).to_rfc3339();
-    let fresh = now.to_rfc3339();
+    let now = chrono::Utc::now();
+    let skewed = (now - chrono::Duration::hours(5)).to_rfc3339();
+    let holder = |what: &str, host: &str, pid: u32, beat: &str| Holder {
+        what: what.into(),
+        host: host.into(),
+        pid,
+        since: beat.into(),
+        heartbeat: beat.into(),
+        token: what.into(),
+    };
+    let file = env.dir.path().join("lake").join(PATH);
     let cases = [
-        (
-            Holder {
-                what: "killed run".into(),
-                host: host.clone(),
-                pid: 4_000_000,
-                since: fresh.clone(),
-                heartbeat: fresh.clone(),
-                token: "a".into(),
-            },
-            true,
-        ),
-        (
-            Holder {
-                what: "silent run".into(),
-                host: "elsewhere".into(),
-                pid: 1,
-                since: old.clone(),
-                heartbeat: old,
-                token: "b".into(),
-            },
-            true,
-        ),
-        (
-            Holder {
-                what: "busy run".into(),
-                host: "elsewhere".into(),
-                pid: 1,
-                since: fresh.clone(),
-                heartbeat: fresh,
-                token: "c".into(),
-            },
-            false,
-        ),
+        (holder("killed run", &host, 4_000_000, &now.to_rfc3339()), None, true),
+        (holder("silent run", "elsewhere", 1, &now.to_rfc3339()), Some(600), true),
+        (holder("busy run", "elsewhere", 1, &now.to_rfc3339()), None, false),
+        (holder("busy run, clock 5 h behind", "elsewhere", 1, &skewed), None, false),
+        (holder("busy run, written 60 s ago", "elsewhere", 1, &skewed), Some(60), false),
     ];
-    for (holder, stale) in cases {
+    for (holder, written_ago, stale) in cases {
         env.lake.put(PATH, serde_json::to_vec(&holder).expect("json")).await.expect("put");
-        let got = lock::acquire(&env.lake, "next run", now).await;
+        if let Some(secs) = written_ago {
+            let f = std::fs::File::options().write(true).open(&file).expect("lock file");
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs)).expect("mtime");
+        }
+        let got = lock::acquire(&env.lake, "next run").await;
         assert_eq!(got.is_ok(), stale, "{holder:?}: {:?}", got.as_ref().err());
         if let Ok(l) = got {
             assert_eq!(l.holder().what, "next run");
