@@ -23,6 +23,43 @@ use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 /// Lines per chunk handed to validation.
 pub const CHUNK_LINES: usize = 65_536;
 
+/// Bytes of text per chunk at most (a chunk ends at this or [`CHUNK_LINES`], whichever comes
+/// first): keeps every column of a chunk far below arrow's 2 GiB per string array and the
+/// chunk's line spans within `u32`, whatever the line lengths (issue 22).
+pub const CHUNK_BYTES: usize = 128 << 20;
+
+/// A longer line is not decoded: it goes to the dead letter as `line_too_long` with its first
+/// [`LONG_LINE_KEPT`] bytes (the whole line stays in bronze, which the dead letter points to).
+pub const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// Bytes of an over-long line kept in the dead letter.
+pub const LONG_LINE_KEPT: usize = 64 << 10;
+
+/// Where a chunk ends and a line is too long; [`Limits::default`] in production, small ones in
+/// tests of the boundaries.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rows per chunk at most.
+    pub chunk_lines: usize,
+    /// Text bytes per chunk at most (a single line may exceed it, up to `max_line`).
+    pub chunk_bytes: usize,
+    /// Longest line decoded.
+    pub max_line: usize,
+    /// Bytes of an over-long line kept.
+    pub long_line_kept: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            chunk_lines: CHUNK_LINES,
+            chunk_bytes: CHUNK_BYTES,
+            max_line: MAX_LINE_BYTES,
+            long_line_kept: LONG_LINE_KEPT,
+        }
+    }
+}
+
 /// What a field held in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
@@ -146,7 +183,8 @@ pub struct BadLine {
     pub line: u64,
     /// The raw text (lossy UTF-8).
     pub raw: String,
-    /// Short rule name: `invalid_utf8`, `invalid_json`, `not_an_object`, `corrupt_record`, `unreadable_file`.
+    /// Short rule name: `invalid_utf8`, `invalid_json`, `invalid_string`, `not_an_object`,
+    /// `corrupt_record`, `line_too_long`, `truncated_line`, `unreadable_file`.
     pub rule: &'static str,
     /// What is wrong.
     pub message: String,
@@ -159,7 +197,7 @@ pub fn decode_batch(
     wanted: &[String],
     on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
-    decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, true, on_chunk)
+    decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, true, Limits::default(), on_chunk)
 }
 
 /// Like [`decode_batch`], over uncompressed NDJSON (dead-letter records being replayed): rows are
@@ -169,14 +207,15 @@ pub fn decode_ndjson(
     wanted: &[String],
     on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
-    decode_lines(text, wanted, false, on_chunk)
+    decode_lines(text, wanted, false, Limits::default(), on_chunk)
 }
 
 /// `source_lines`: a record's `_line` (its line in the landed file) numbers its row.
-fn decode_lines(
+pub(crate) fn decode_lines(
     mut reader: impl BufRead,
     wanted: &[String],
     source_lines: bool,
+    limits: Limits,
     mut on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
     let mut bad = Vec::new();
@@ -185,12 +224,29 @@ fn decode_lines(
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {
+        match read_line(&mut reader, &mut buf, limits.max_line) {
+            Ok(Line::End) => break,
+            Ok(Line::TooLong(len)) => {
                 line_no += 1;
+                let kept = String::from_utf8_lossy(&buf[..buf.len().min(limits.long_line_kept)]).into_owned();
+                bad.push(BadLine {
+                    line: line_no,
+                    raw: kept,
+                    rule: "line_too_long",
+                    message: format!(
+                        "line {line_no} is {len} bytes, over the {} decoded per line; its first {} bytes are kept here, all of it in bronze",
+                        limits.max_line,
+                        buf.len().min(limits.long_line_kept)
+                    ),
+                });
+            }
+            Ok(Line::Read) => {
+                line_no += 1;
+                if builder.rows() > 0 && builder.bytes() + buf.len() > limits.chunk_bytes {
+                    on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted, source_lines)).finish())?;
+                }
                 builder.push_line(&buf, line_no, &mut bad);
-                if builder.rows() >= CHUNK_LINES {
+                if builder.rows() >= limits.chunk_lines {
                     on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted, source_lines)).finish())?;
                 }
             }
@@ -219,6 +275,49 @@ fn decode_lines(
         on_chunk(builder.finish())?;
     }
     Ok(bad)
+}
+
+/// What [`read_line`] found.
+enum Line {
+    /// End of input.
+    End,
+    /// A line (with its newline, if any) is in the buffer.
+    Read,
+    /// A line of this many bytes, longer than the limit: the buffer holds its start, the rest
+    /// was skipped.
+    TooLong(u64),
+}
+
+/// Reads one line into `buf`, holding at most `max` bytes of it: a longer line is skipped to
+/// its end (never held whole: a line of gigabytes costs no memory).
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    let mut total: u64 = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(match total {
+                0 => Line::End,
+                n if n > max as u64 => Line::TooLong(n),
+                _ => Line::Read,
+            });
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (max + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..take.min(room)]);
+        total += take as u64;
+        reader.consume(take);
+        if done {
+            // `total` counts the newline.
+            return Ok(if total > max as u64 + 1 { Line::TooLong(total - 1) } else { Line::Read });
+        }
+    }
 }
 
 struct ChunkBuilder<'w> {
@@ -255,6 +354,11 @@ impl<'w> ChunkBuilder<'w> {
         self.chunk.lines.len()
     }
 
+    /// Text bytes held.
+    fn bytes(&self) -> usize {
+        self.chunk.text.len()
+    }
+
     fn finish(self) -> RawChunk {
         self.chunk
     }
@@ -287,6 +391,7 @@ impl<'w> ChunkBuilder<'w> {
         }
         let n = self.wanted.len();
         self.slots.fill(None);
+        let mut keys = 0;
         let parsed = {
             let mut de = serde_json::Deserializer::from_str(text);
             let r = Extract {
@@ -294,6 +399,7 @@ impl<'w> ChunkBuilder<'w> {
                 base: text.as_ptr() as usize,
                 slots: &mut self.slots,
                 other: &mut self.chunk.other_keys,
+                keys: &mut keys,
             }
             .deserialize(&mut de);
             r.and_then(|()| de.end())
@@ -309,7 +415,10 @@ impl<'w> ChunkBuilder<'w> {
             });
             return;
         }
-        if let Some(corrupt) = value(n + 3) {
+        // The tool's marker of a line that was not an object: `_corrupt_record` with provenance
+        // and nothing else. A producer's own field of that name is just a field (issue 22).
+        let marked = (n..n + 5).filter(|&i| slots[i].is_some()).count();
+        if let Some(corrupt) = value(n + 3).filter(|_| keys == marked) {
             let original = serde_json::from_str::<String>(corrupt).unwrap_or_else(|_| corrupt.to_string());
             bad.push(BadLine {
                 line,
@@ -318,6 +427,20 @@ impl<'w> ChunkBuilder<'w> {
                 message: format!("line {line} was not a JSON object when ingested; kept as text"),
             });
             return;
+        }
+        // A string whose escapes do not decode (a lone surrogate `\ud800`) rejects the record:
+        // it never lands as an empty string.
+        for (i, name) in self.wanted.iter().enumerate() {
+            let escaped = value(i).filter(|r| r.starts_with('"') && r.contains('\\'));
+            if let Some(Err(e)) = escaped.map(serde_json::from_str::<String>) {
+                bad.push(BadLine {
+                    line,
+                    raw: text.to_string(),
+                    rule: "invalid_string",
+                    message: format!("line {line}: the string of `{name}` does not decode: {e}"),
+                });
+                return;
+            }
         }
         for (i, field) in self.chunk.fields.iter_mut().enumerate() {
             push_token(field, value(i));
@@ -376,6 +499,8 @@ struct Extract<'w> {
     slots: &'w mut [Option<Range<usize>>],
     /// Other keys seen in the chunk, with their kinds (few: a linear scan is cheapest).
     other: &'w mut Vec<(String, Kind)>,
+    /// Keys of the object (duplicates counted).
+    keys: &'w mut usize,
 }
 
 impl<'de, 'w> DeserializeSeed<'de> for Extract<'w> {
@@ -395,6 +520,7 @@ impl<'de, 'w> Visitor<'de> for Extract<'w> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(slot) = map.next_key_seed(KeySlot { wanted: self.wanted })? {
+            *self.keys += 1;
             match slot {
                 Slot::Wanted(i) => {
                     let raw = map.next_value::<&'de RawValue>()?.get();
@@ -542,5 +668,75 @@ mod tests {
         let rows: usize = chunks.iter().map(RawChunk::rows).sum();
         assert!(rows > 0 && rows < 5000, "{rows}");
         assert_eq!(bad.last().map(|b| b.rule), Some("unreadable_file"));
+    }
+
+    fn decode_with(text: &[u8], wanted: &[&str], limits: Limits) -> (Vec<RawChunk>, Vec<BadLine>) {
+        let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        let mut chunks = Vec::new();
+        let bad = decode_lines(text, &wanted, false, limits, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .expect("decode");
+        (chunks, bad)
+    }
+
+    /// Issue 22: chunks end by bytes as well as lines, so no column of a chunk nears 2 GiB and
+    /// spans stay within u32; a line over the limit is dead-lettered with its start, never held
+    /// whole; every line is a row or a bad line, with its exact text.
+    #[test]
+    fn chunks_end_by_bytes_and_over_long_lines_are_bad_lines() {
+        let limits = Limits { chunk_lines: 1000, chunk_bytes: 100, max_line: 60, long_line_kept: 10 };
+        let mut text = String::new();
+        let mut want = Vec::new();
+        for i in 0..20 {
+            let line = format!("{{\"a\": \"{}\"}}", "x".repeat(i * 2));
+            text.push_str(&line);
+            text.push('\n');
+            want.push(line);
+        }
+        let (chunks, bad) = decode_with(text.as_bytes(), &["a"], limits);
+        let long: Vec<u64> = want.iter().enumerate().filter(|(_, l)| l.len() > 60).map(|(i, _)| i as u64 + 1).collect();
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), long);
+        assert!(bad.iter().all(|b| b.rule == "line_too_long" && b.raw.len() == 10 && b.raw.starts_with("{\"a\"")));
+        assert!(chunks.len() > 3, "split by bytes: {}", chunks.len());
+        let mut rows = Vec::new();
+        for c in &chunks {
+            assert!(c.rows() == 1 || c.text.len() <= 100, "{} bytes in {} rows", c.text.len(), c.rows());
+            rows.extend((0..c.rows()).map(|i| (c.lines[i], c.raw(i).to_string())));
+        }
+        let kept: Vec<(u64, String)> =
+            want.iter().enumerate().filter(|(_, l)| l.len() <= 60).map(|(i, l)| (i as u64 + 1, l.clone())).collect();
+        assert_eq!(rows, kept);
+        // A last line without a newline, over the limit, too.
+        let (_, bad) = decode_with(format!("{{\"a\": \"{}\"}}", "y".repeat(80)).as_bytes(), &["a"], limits);
+        assert_eq!((bad.len(), bad[0].rule, bad[0].line), (1, "line_too_long", 1));
+    }
+
+    /// Issue 22: a lone surrogate is a rejected record, not an empty string; a producer's own
+    /// `_corrupt_record` field is a field, only the tool's marker (with provenance alone) is one.
+    #[test]
+    fn lone_surrogates_are_rejected_and_only_the_tools_marker_means_corrupt() {
+        let text = concat!(
+            r#"{"region": "eu-\ud800west", "id": 1}"#,
+            "\n",
+            r#"{"region": "eu-\u00e9", "id": 2}"#,
+            "\n",
+            r#"{"region": "x", "_corrupt_record": "producer's", "id": 3}"#,
+            "\n",
+            r#"{"_corrupt_record": "not json", "_batch_id": "b", "_ingested_at": "t", "_source": "s"}"#,
+            "\n",
+            r#"{"_batch_id": "b", "_ingested_at": "t", "_source": "s", "_corrupt_record": "also not json"}"#,
+            "\n"
+        );
+        let (chunks, bad) = decode(&gz(text.as_bytes()), &["region", "id"]);
+        let rules: Vec<(u64, &str)> = bad.iter().map(|b| (b.line, b.rule)).collect();
+        assert_eq!(rules, vec![(1, "invalid_string"), (4, "corrupt_record"), (5, "corrupt_record")]);
+        assert_eq!(bad[0].raw, text.lines().next().expect("line 1"), "kept exactly");
+        assert!(bad[0].message.contains("`region`"), "{}", bad[0].message);
+        assert_eq!((bad[1].raw.as_str(), bad[2].raw.as_str()), ("not json", "also not json"));
+        let c = &chunks[0];
+        assert_eq!(c.lines, vec![2, 3]);
+        assert_eq!((c.fields[0].text(0), c.fields[0].text(1)), ("eu-é", "x"));
     }
 }

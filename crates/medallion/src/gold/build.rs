@@ -192,7 +192,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     enforce(&format!("gold/{}", model.name), &mut expectations)?;
     if !dropped.is_empty() {
         let q = Table::open(lake, Layer::Quarantine, &model.name).await?;
-        q.write(vec![quarantine::to_batch(&dropped, now.timestamp_micros(), run_id)?], WriteOptions::default()).await?;
+        q.write(quarantine::to_batches(&dropped, now.timestamp_micros(), run_id)?, WriteOptions::default()).await?;
     }
     let written: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);

@@ -100,6 +100,35 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
+/// Text bytes per dead-letter batch at most: a promotion's rejects may hold gigabytes of text,
+/// more than one arrow string array takes (2 GiB).
+const BATCH_BYTES: usize = 256 << 20;
+
+/// Builds quarantine batches from rejected records, split so no batch holds more than
+/// [`BATCH_BYTES`] of text (one empty batch when there are none); see [`to_batch`].
+pub fn to_batches(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Vec<RecordBatch>> {
+    to_batches_within(rows, failed_at, run_id, BATCH_BYTES)
+}
+
+fn to_batches_within(rows: &[Rejected], failed_at: i64, run_id: &str, limit: usize) -> Result<Vec<RecordBatch>> {
+    let size =
+        |r: &Rejected| r.raw.len() + r.reasons.iter().map(|x| x.message.len() + x.rule.len() + 16).sum::<usize>() + 128;
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        let n = size(r);
+        if i > start && bytes + n > limit {
+            out.push(to_batch(&rows[start..i], failed_at, run_id)?);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < rows.len() || out.is_empty() {
+        out.push(to_batch(&rows[start..], failed_at, run_id)?);
+    }
+    Ok(out)
+}
+
 /// Builds one quarantine batch from rejected records. New records get a fresh `_id`, `failed_at`
 /// and `run_id`; re-examined ones keep their [`Stored`] state.
 pub fn to_batch(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<RecordBatch> {
@@ -221,4 +250,51 @@ pub fn from_rows(
 
 fn internal(what: &str) -> Error {
     Error::Internal(format!("quarantine reason builder lacks `{what}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(raw: &str) -> Rejected {
+        Rejected {
+            raw: raw.to_string(),
+            reasons: vec![Reason { column: Some("a".into()), rule: "type".into(), message: "not a number".into() }],
+            batch_id: "b".into(),
+            source: "s".into(),
+            source_file: "f".into(),
+            line: 1,
+            ingested_at: None,
+            stored: None,
+        }
+    }
+
+    /// Issue 22: rejects of any total size become batches each under the byte limit (arrow's
+    /// string arrays hold 2 GiB at most), every record once, in order; none gives one empty batch.
+    #[test]
+    fn rejects_are_split_into_batches_by_bytes() {
+        let rows: Vec<Rejected> = (0..50).map(|i| rejected(&"x".repeat(100 + i))).collect();
+        let batches = to_batches_within(&rows, 0, "r", 1_000).expect("batches");
+        assert!(batches.len() > 5, "{}", batches.len());
+        let raws: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let col = b.column_by_name("_raw").expect("_raw").as_string::<i32>().clone();
+                (0..col.len()).map(move |i| col.value(i).to_string())
+            })
+            .collect();
+        assert_eq!(raws, rows.iter().map(|r| r.raw.clone()).collect::<Vec<_>>());
+        let ids: std::collections::BTreeSet<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let col = b.column_by_name("_id").expect("_id").as_string::<i32>().clone();
+                (0..col.len()).map(move |i| col.value(i).to_string())
+            })
+            .collect();
+        assert_eq!(ids.len(), 50, "ids stay unique across batches");
+        // A single record over the limit still gets its own batch.
+        assert_eq!(to_batches_within(&[rejected(&"y".repeat(5_000))], 0, "r", 1_000).expect("one").len(), 1);
+        let none = to_batches_within(&[], 0, "r", 1_000).expect("none");
+        assert_eq!((none.len(), none[0].num_rows()), (1, 0));
+    }
 }

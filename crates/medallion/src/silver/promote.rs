@@ -433,10 +433,10 @@ async fn run_intent(
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
     if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
-        let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
+        let batches = quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
             .write(
-                vec![batch],
+                batches,
                 WriteOptions {
                     txn: Some(txn.clone()),
                     metadata: commit_meta(&opts.run_id, &intent, table),

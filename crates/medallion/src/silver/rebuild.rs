@@ -151,9 +151,10 @@ pub(crate) async fn rebuild(
         };
         let rejected = quarantine::from_rows(&removed, dropped.values().cloned().collect(), &table.source, file_of)?;
         count_reasons(&mut reasons, &rejected);
-        let batch = quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let mut w = SpillWriter::create(&spill.dir("rejected")?, "dropped", &quarantine::schema())?;
-        w.write(&batch)?;
+        for batch in quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)? {
+            w.write(&batch)?;
+        }
         w.finish()?;
     }
     p.timings_ms.insert("audit", ms(t));
@@ -288,7 +289,9 @@ async fn read_all(
         }
         if !rejected.is_empty() {
             count_reasons(&mut out.reasons, &rejected);
-            rejects.write(&quarantine::to_batch(&rejected, opts.now.timestamp_micros(), &opts.run_id)?)?;
+            for batch in quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)? {
+                rejects.write(&batch)?;
+            }
         }
     }
     rejects.finish()?;

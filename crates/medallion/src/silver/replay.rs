@@ -360,10 +360,9 @@ async fn replay_locked(
         });
     }
     rows.extend(dropped);
-    let examined = quarantine::to_batch(&rows, opts.now.timestamp_micros(), &opts.run_id)?;
-    let untouched = untouched(&ctx, &table.name, &intent.ids).await?;
-    let mut batches = untouched;
-    batches.push(examined);
+    let examined = quarantine::to_batches(&rows, opts.now.timestamp_micros(), &opts.run_id)?;
+    let mut batches = untouched(&ctx, &table.name, &intent.ids).await?;
+    batches.extend(examined);
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     let q = q
         .write(batches, WriteOptions { overwrite: true, txn: Some(txn), metadata: meta, ..Default::default() })
