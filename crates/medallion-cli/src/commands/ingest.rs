@@ -23,6 +23,12 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
             std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
             buf
         } else {
+            // A FIFO or device would block or never end: regular files only (`-` reads stdin).
+            let meta = std::fs::metadata(file).with_context(|| format!("cannot read {file}"))?;
+            if !meta.is_file() {
+                let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+                anyhow::bail!("cannot ingest {file}: it is {what}; give files, or `-` to read standard input");
+            }
             std::fs::read(file).with_context(|| format!("cannot read {file}"))?
         };
         let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
@@ -32,6 +38,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
             pb.finish_and_clear();
         }
         let outcome = outcome?;
+        super::run::note_landing(std::slice::from_ref(&outcome));
         if g.format == Format::Json {
             json_line("ingested", serde_json::to_value(&outcome)?)?;
         }

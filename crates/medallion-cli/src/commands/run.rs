@@ -187,6 +187,7 @@ pub(crate) async fn execute(
         Format::Text => print_text(&summary, g.verbose > 0)?,
     }
     note_contracts(&summary);
+    note_landing(&summary.ingested);
     warn_rejects(&summary);
     if !summary.ok() {
         for f in &summary.failed {
@@ -197,6 +198,22 @@ pub(crate) async fn execute(
         }
     }
     Ok(if summary.ok() { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// Landing files skipped or damaged, one line each: files still being written are a note (a
+/// later run reads them), anything else a warning.
+pub fn note_landing(ingested: &[medallion::bronze::ingest::IngestOutcome]) {
+    use medallion::bronze::ingest::IngestStatus;
+    for i in ingested {
+        let Some(note) = &i.note else { continue };
+        match i.status {
+            IngestStatus::Skipped if note.contains("still being written") => {
+                eprintln!("note: {} not read yet: {note}", i.input)
+            }
+            IngestStatus::Skipped => eprintln!("warning: {} skipped: {note}", i.input),
+            _ => eprintln!("warning: {}: {note}", i.input),
+        }
+    }
 }
 
 /// Tables rebuilt (and why), and what a changed contract did to the others: evolved in place.

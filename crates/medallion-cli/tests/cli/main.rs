@@ -1002,3 +1002,143 @@ fn sql_runs_queries_only_and_a_replay_filter_cannot_escape() {
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
     assert_eq!(contents(&proj), before, "nothing changed");
 }
+
+/// Issue 22 (landing): one bad entry never stops the rest. FIFOs, directories and symlinks are
+/// skipped with a warning, temporary names and files still being written wait for a later run,
+/// a truncated gzip lands what is readable, a grown NDJSON file lands its new lines only, paths
+/// leaving the project are validate errors, and `ingest` refuses a FIFO instead of blocking.
+#[test]
+fn landing_skips_what_it_cannot_read_and_lands_the_rest() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, config.replace("landing/orders-*.ndjson", "landing/orders-*")).expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let count = |sql: &str| {
+        let out = run(&["sql", sql, "--format", "json"], &proj);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().next().expect("row")).expect("json");
+        v["row"]["n"].as_i64().expect("n")
+    };
+    let orders = |ids: std::ops::Range<i64>| {
+        ids.map(|i| {
+            format!(
+                "{{\"order_id\": {i}, \"customer_id\": 7, \"amount\": 10.5, \"currency\": \"USD\", \"order_date\": \"2024-03-09\", \"region\": \"eu\", \"source\": \"web\"}}\n"
+            )
+        })
+        .collect::<String>()
+    };
+    let silver = count("SELECT count(*) AS n FROM silver.orders");
+    let quarantined = count("SELECT count(*) AS n FROM quarantine.orders");
+
+    let landing = proj.join("landing");
+    let outside = dir.path().join("outside.ndjson");
+    std::fs::write(&outside, orders(900_000..900_004)).expect("outside");
+    assert_eq!(Command::new("mkfifo").arg(landing.join("orders-fifo")).status().expect("mkfifo").code(), Some(0));
+    std::fs::create_dir(landing.join("orders-dir")).expect("dir");
+    std::os::unix::fs::symlink(&outside, landing.join("orders-link")).expect("link");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), landing.join("orders-dangling")).expect("dangling");
+    std::fs::write(landing.join("orders-half.ndjson.part"), orders(800_000..800_003)).expect("part");
+    std::fs::write(landing.join("orders-new"), orders(700_000..700_005)).expect("new");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(orders(600_000..601_000).as_bytes()).expect("gz");
+    let gz = gz.finish().expect("gz");
+    std::fs::write(landing.join("orders-cut.gz"), &gz[..gz.len() / 2]).expect("cut");
+
+    let out = run(&["run"], &proj);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for needle in [
+        "warning: landing/orders-fifo skipped: not a regular file",
+        "warning: landing/orders-dir skipped: a directory",
+        "warning: landing/orders-link skipped: a symlink: not followed",
+        "warning: landing/orders-dangling skipped: a symlink: not followed",
+        "note: landing/orders-half.ndjson.part not read yet: a temporary name",
+        "warning: landing/orders-cut.gz: the gzip stream is unreadable after",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    let cut = count("SELECT count(*) AS n FROM silver.orders WHERE order_id >= 600000 AND order_id < 601000");
+    assert!(cut > 0 && cut < 1000, "the readable half of the cut gzip landed: {cut}");
+    assert_eq!(count("SELECT count(*) AS n FROM silver.orders WHERE order_id >= 700000 AND order_id < 700005"), 5);
+    assert_eq!(count("SELECT count(*) AS n FROM silver.orders WHERE order_id >= 800000"), 0);
+    let after = count("SELECT count(*) AS n FROM silver.orders");
+    assert_eq!(after, silver + 5 + cut);
+    // At most the one line cut in half is a corrupt record.
+    assert!(count("SELECT count(*) AS n FROM quarantine.orders") <= quarantined + 1);
+
+    // A file that grew lands its new lines only: nothing twice.
+    let q = count("SELECT count(*) AS n FROM quarantine.orders");
+    let mut f = std::fs::OpenOptions::new().append(true).open(landing.join("orders-new")).expect("append");
+    f.write_all(orders(700_005..700_008).as_bytes()).expect("append");
+    drop(f);
+    let out = run(&["run", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning: landing/orders-new: grew by"), "{}", text(&out.stderr));
+    let summary = text(&out.stdout).lines().find(|l| l.contains("\"summary\"")).map(str::to_string).expect("summary");
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let orders_read: i64 = summary["silver"]
+        .as_array()
+        .expect("silver")
+        .iter()
+        .filter(|p| p["table"] == "orders")
+        .map(|p| p["read"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(orders_read, 3, "only the appended lines were read");
+    assert_eq!(count("SELECT count(*) AS n FROM silver.orders"), after + 3);
+    assert_eq!(count("SELECT count(*) AS n FROM quarantine.orders"), q);
+
+    // A file being written while run looks is left for the next run.
+    let growing = landing.join("orders-growing");
+    let writer = {
+        let growing = growing.clone();
+        let lines = orders(500_000..500_060);
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(&growing).expect("create");
+            for line in lines.lines() {
+                writeln!(f, "{line}").expect("write");
+                f.flush().expect("flush");
+                std::thread::sleep(std::time::Duration::from_millis(40));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = run(&["run"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    writer.join().expect("writer");
+    assert!(
+        text(&out.stderr).contains("note: landing/orders-growing not read yet: still being written"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(count("SELECT count(*) AS n FROM silver.orders WHERE order_id >= 500000 AND order_id < 500060"), 0);
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    assert_eq!(count("SELECT count(*) AS n FROM silver.orders WHERE order_id >= 500000 AND order_id < 500060"), 60);
+
+    // Links are read when the source says so (the way to land from outside the project).
+    let text_now = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(
+        &toml,
+        text_now.replace("paths = [\"landing/orders-*\"]", "paths = [\"landing/orders-*\"]\nfollow_symlinks = true"),
+    )
+    .expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    assert_eq!(count("SELECT count(*) AS n FROM silver.orders WHERE order_id >= 900000"), 4);
+
+    // `ingest` refuses a FIFO at once; paths leaving the project are validate errors.
+    let out = run(&["ingest", "orders", landing.join("orders-fifo").to_str().expect("utf8")], &proj);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("not a regular file"), "{}", text(&out.stderr));
+    let text_now = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(
+        &toml,
+        text_now.replace("paths = [\"landing/orders-*\"]", "paths = [\"../elsewhere/*\", \"/etc/*\"]"),
+    )
+    .expect("write");
+    let out = run(&["validate"], &proj);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).matches("leaves the project directory").count(), 2, "{}", text(&out.stderr));
+}

@@ -33,6 +33,9 @@ pub enum IngestStatus {
     AlreadyIngested,
     /// An earlier ingest of this content was interrupted; its batch was completed now.
     Recovered,
+    /// A landing entry that was not read (why: in [`IngestOutcome::note`]): not a regular file,
+    /// a symlink, unreadable, still being written, or a temporary name. It stays where it is.
+    Skipped,
 }
 
 impl IngestStatus {
@@ -42,6 +45,7 @@ impl IngestStatus {
             IngestStatus::Ingested => "ingested",
             IngestStatus::AlreadyIngested => "already ingested",
             IngestStatus::Recovered => "recovered",
+            IngestStatus::Skipped => "skipped",
         }
     }
 }
@@ -61,7 +65,32 @@ pub struct IngestOutcome {
     pub records: u64,
     /// Lines that were not JSON objects, kept as `_corrupt_record` text.
     pub corrupt: u64,
+    /// Damage to the input (a gzip stream unreadable past some point: what was read landed), or
+    /// why it was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
+
+impl IngestOutcome {
+    /// A landing entry that was not read, and why.
+    pub fn skipped(input: &str, why: impl Into<String>) -> IngestOutcome {
+        IngestOutcome {
+            input: input.to_string(),
+            status: IngestStatus::Skipped,
+            batch_id: String::new(),
+            path: String::new(),
+            records: 0,
+            corrupt: 0,
+            note: Some(why.into()),
+        }
+    }
+}
+
+/// Decompressed bytes of one input at most, and times its compressed size: past either, a gzip
+/// input is refused whole (a gzip bomb inflates a thousandfold; NDJSON and CSV about tenfold).
+pub const MAX_INFLATED_BYTES: u64 = 16 << 30;
+/// See [`MAX_INFLATED_BYTES`].
+pub const MAX_INFLATE_RATIO: u64 = 200;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Marker {
@@ -172,10 +201,11 @@ pub async fn ingest(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<IngestOutcome> {
     let read = read.into();
-    let content = gunzip_if_needed(content).map_err(|e| Error::Ingest {
+    let cap = MAX_INFLATED_BYTES.min((content.len() as u64).saturating_mul(MAX_INFLATE_RATIO).max(1 << 20));
+    let (content, damage) = gunzip_if_needed(content, cap).map_err(|message| Error::Ingest {
         source_name: source.to_string(),
         input: input.to_string(),
-        message: format!("looks like gzip but cannot be decompressed: {e}"),
+        message,
     })?;
     let hash = hex(&Sha256::digest(&content));
     let marker_path = format!("_medallion/ingest/{source}/{hash}.json");
@@ -204,6 +234,7 @@ pub async fn ingest(
             path,
             records: 0,
             corrupt: 0,
+            note: damage,
         });
     }
     let provenance = format!(
@@ -225,17 +256,38 @@ pub async fn ingest(
         path,
         records,
         corrupt,
+        note: damage,
     })
 }
 
-fn gunzip_if_needed(content: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    if content.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(content.len() * 4);
-        flate2::read::MultiGzDecoder::new(&content[..]).read_to_end(&mut out)?;
-        Ok(out)
-    } else {
-        Ok(content)
+/// `content` decompressed when it is gzip, with what was wrong with the stream: a truncated
+/// stream or trailing garbage keeps what was read (the damage said), like a damaged bronze file
+/// read line by line. More than `cap` bytes inflated is an error: nothing is landed.
+fn gunzip_if_needed(content: Vec<u8>, cap: u64) -> std::result::Result<(Vec<u8>, Option<String>), String> {
+    if !content.starts_with(&[0x1f, 0x8b]) {
+        return Ok((content, None));
     }
+    let mut out = Vec::with_capacity(content.len().saturating_mul(4).min(1 << 30));
+    let mut inflate = flate2::read::MultiGzDecoder::new(&content[..]).take(cap + 1);
+    let damage = match inflate.read_to_end(&mut out) {
+        Ok(_) if out.len() as u64 > cap => {
+            return Err(format!(
+                "decompresses to more than {cap} bytes ({}x its {} compressed bytes, or {} GiB, at most): refused \
+                 whole; land it in smaller files",
+                MAX_INFLATE_RATIO,
+                content.len(),
+                MAX_INFLATED_BYTES >> 30
+            ));
+        }
+        Ok(_) => None,
+        Err(e) if out.is_empty() => return Err(format!("looks like gzip but cannot be decompressed: {e}")),
+        Err(e) => Some(format!(
+            "the gzip stream is unreadable after {} decompressed bytes ({e}): what was read landed, a cut-off last \
+             line as a corrupt record; the rest of the input is not in bronze",
+            out.len()
+        )),
+    };
+    Ok((out, damage))
 }
 
 /// Converts raw content to NDJSON records carrying `provenance`; returns (text, records, corrupt).

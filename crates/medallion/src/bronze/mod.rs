@@ -13,6 +13,7 @@ pub mod batches;
 pub mod decode;
 pub mod drift;
 pub mod ingest;
+pub mod landing;
 
 /// Provenance field: the batch a record arrived in.
 pub const BATCH_ID: &str = "_batch_id";

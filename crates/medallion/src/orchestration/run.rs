@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::bronze::ingest::{IngestOutcome, ingest};
+use crate::bronze::landing;
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
 use crate::observability::lineage::{Lineage, LineageReport};
@@ -527,27 +528,45 @@ async fn ingest_paths(
     opts: &RunOptions,
 ) -> Result<Vec<IngestOutcome>> {
     crate::runtime::faults::check(&format!("bronze/{}", source.name), "ingest")?;
+    let (root, name) = (project.root.clone(), source.name.clone());
+    let (patterns, follow) = (source.paths.clone(), source.follow_symlinks);
+    let entries = tokio::task::spawn_blocking(move || landing::scan(&root, &name, &patterns, follow))
+        .await
+        .map_err(|e| Error::Internal(format!("listing landing files: {e}")))??;
     let mut out = Vec::new();
-    for pattern in &source.paths {
-        let full = project.root.join(pattern);
-        let full = full.to_string_lossy();
-        let paths = glob::glob(&full).map_err(|e| Error::Ingest {
-            source_name: source.name.clone(),
-            input: pattern.clone(),
-            message: e.to_string(),
-        })?;
-        for path in paths.flatten() {
-            if !path.is_file() {
+    for entry in entries {
+        let (path, shown) = match entry {
+            landing::Entry::Skipped(skipped) => {
+                out.push(skipped);
                 continue;
             }
-            let content = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-            let shown = path.strip_prefix(&project.root).unwrap_or(&path).display().to_string();
-            // Files given together get strictly increasing ingest times in their (sorted) order,
-            // so duplicates across them resolve by that order, not by random batch ids.
-            out.push(
-                ingest(lake, &source.name, source.read.clone(), &shown, content, later(opts.now, out.len())).await?,
-            );
+            landing::Entry::Read { path, shown } => (path, shown),
+        };
+        let content = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(IngestOutcome::skipped(&shown, format!("cannot be read: {e}")));
+                continue;
+            }
+        };
+        let seen = landing::Seen::of(&content);
+        let (landed, note) = match landing::new_content(lake, &source.name, source.format, &shown, content).await? {
+            landing::NewContent::Whole(c) => (c, None),
+            landing::NewContent::Appended(c, note) => (c, Some(note)),
+            landing::NewContent::Refused(why) => {
+                out.push(IngestOutcome::skipped(&shown, why));
+                continue;
+            }
+        };
+        // Files given together get strictly increasing ingest times in their (sorted) order,
+        // so duplicates across them resolve by that order, not by random batch ids.
+        let mut outcome =
+            ingest(lake, &source.name, source.read.clone(), &shown, landed, later(opts.now, out.len())).await?;
+        landing::remember(lake, &source.name, &shown, seen).await?;
+        if let Some(note) = note {
+            outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));
         }
+        out.push(outcome);
     }
     Ok(out)
 }

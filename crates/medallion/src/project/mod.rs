@@ -42,6 +42,8 @@ pub struct Source {
     pub schedule: Option<String>,
     /// How its files are read (format, encoding, CSV dialect).
     pub read: ReadOptions,
+    /// Whether symlinks among its paths are read (they may then lead outside the project).
+    pub follow_symlinks: bool,
 }
 
 /// A loaded, valid project.
@@ -192,9 +194,19 @@ impl Project {
         for (n, s) in &specs.sources {
             check_ident(&mut diags, s, "source", n);
             for p in &s.spec.paths {
-                if let Err(e) = glob::Pattern::new(p) {
+                let message = if let Err(e) = glob::Pattern::new(p) {
+                    Some(format!("invalid path pattern `{p}`: {e}"))
+                } else if crate::bronze::landing::leaves_project(p) {
+                    Some(format!(
+                        "path `{p}` leaves the project directory: paths are relative to it and stay inside it \
+                         (to land from elsewhere, link the directory into the project and set `follow_symlinks = true`)"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = message {
                     diags.push(
-                        Diagnostic::new(&s.file, format!("source `{n}`"), format!("invalid path pattern `{p}`: {e}"))
+                        Diagnostic::new(&s.file, format!("source `{n}`"), message)
                             .with_line(line_of(&s.file, p, s.line)),
                     );
                 }
@@ -224,6 +236,7 @@ impl Project {
                     paths: s.spec.paths.clone(),
                     schedule: s.spec.schedule.clone(),
                     read,
+                    follow_symlinks: s.spec.follow_symlinks,
                 },
             );
         }

@@ -543,6 +543,10 @@ pub struct SourceSpec {
     /// CSV: lines to skip at the top of each file, before the header (default 0).
     #[serde(default)]
     pub skip_rows: Option<usize>,
+    /// Read symlinks among `paths` (default false: a symlink is skipped with a warning). With it,
+    /// a link may lead outside the project: the way to land from a directory elsewhere.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 /// What a silver table does when its contract no longer matches the published table.

@@ -1,0 +1,240 @@
+//! Which landing files a source's `run` reads, and what of them it lands.
+//!
+//! The policy (each skipped entry is reported, with why, and stays where it is):
+//!
+//! - `paths` are relative to the project and stay inside it (a validate error otherwise).
+//! - Regular files only: directories, FIFOs, sockets and devices are skipped; so are symlinks,
+//!   unless the source sets `follow_symlinks = true` (a link may then lead anywhere: the way to
+//!   land from a directory outside the project); a dangling link is skipped either way.
+//! - Settled files only: a file whose size or modification time changes while `run` looks at it,
+//!   or that carries a temporary name (`.name`, `~name`, `*.tmp`, `*.part`, `*.partial`,
+//!   `*.crdownload`, `*._COPYING_`, `*.filepart`, `*.inprogress`), is skipped until a later run.
+//!   Writers that rename a finished file into place are always read whole.
+//! - A file that grew since it was landed (the same bytes, then more) lands its new bytes only
+//!   (NDJSON); CSV and JSON-array files that grow are skipped with a message (their new rows need
+//!   the header, or break the array): write new rows to a new file.
+//! - An unreadable file is skipped; the others are still read.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::ingest::IngestOutcome;
+use crate::error::{Error, Result};
+use crate::spec::SourceFormat;
+use crate::storage::Lake;
+
+/// A file modified longer ago than this is settled without being watched.
+const SETTLED_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a recently modified file is watched for a change of size or modification time.
+const WATCH: Duration = Duration::from_millis(250);
+
+/// Name patterns of files still being written by common tools.
+const TEMPORARY_SUFFIXES: &[&str] =
+    &[".tmp", ".part", ".partial", ".crdownload", "._COPYING_", ".filepart", ".inprogress", ".swp"];
+
+/// Whether a `paths` pattern leaves the project directory (absolute, or through `..`).
+pub fn leaves_project(pattern: &str) -> bool {
+    let p = Path::new(pattern);
+    p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+}
+
+/// A landing entry: a file to read, or one skipped (with why).
+#[derive(Debug)]
+pub enum Entry {
+    /// A settled regular file: its path, and its name as shown (relative to the project).
+    Read {
+        /// Where it is.
+        path: PathBuf,
+        /// Relative to the project.
+        shown: String,
+    },
+    /// Not read.
+    Skipped(IngestOutcome),
+}
+
+/// The entries matching `patterns` under `root`, in order, judged by the policy above.
+pub fn scan(root: &Path, source: &str, patterns: &[String], follow_symlinks: bool) -> Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for pattern in patterns {
+        let full = root.join(pattern);
+        let paths = glob::glob(&full.to_string_lossy()).map_err(|e| Error::Ingest {
+            source_name: source.to_string(),
+            input: pattern.clone(),
+            message: e.to_string(),
+        })?;
+        for path in paths {
+            let path = match path {
+                Ok(p) => p,
+                Err(e) => {
+                    let shown = e.path().strip_prefix(root).unwrap_or(e.path()).display().to_string();
+                    found.push(Entry::Skipped(IngestOutcome::skipped(
+                        &shown,
+                        format!("cannot be listed: {}", e.error()),
+                    )));
+                    continue;
+                }
+            };
+            let shown = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            found.push(judge(path, shown, follow_symlinks));
+        }
+    }
+    settle(found)
+}
+
+/// A matched path judged by type and name.
+fn judge(path: PathBuf, shown: String, follow_symlinks: bool) -> Entry {
+    let skip = |why: String| Entry::Skipped(IngestOutcome::skipped(&shown, why));
+    let link = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m.file_type().is_symlink(),
+        Err(e) => return skip(format!("cannot be read: {e}")),
+    };
+    if link && !follow_symlinks {
+        return skip("a symlink: not followed (set `follow_symlinks = true` on the source to read links)".into());
+    }
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(_) if link => return skip("a dangling symlink".into()),
+        Err(e) => return skip(format!("cannot be read: {e}")),
+    };
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+        return skip(what.into());
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if name.starts_with('.') || name.starts_with('~') || TEMPORARY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        return skip("a temporary name: still being written (it is read once renamed)".into());
+    }
+    Entry::Read { path, shown }
+}
+
+/// A file's size and modification time.
+type Stamp = Option<(u64, Option<SystemTime>)>;
+
+/// Files modified in the last [`SETTLED_AFTER`] are watched for [`WATCH`] (once, for all of
+/// them): one that changes meanwhile is skipped as still being written.
+fn settle(found: Vec<Entry>) -> Result<Vec<Entry>> {
+    let stamp = |p: &Path| -> Stamp { std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok())) };
+    let recent = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .map(|t| SystemTime::now().duration_since(t).map_or(true, |age| age < SETTLED_AFTER))
+            .unwrap_or(true)
+    };
+    let watched: Vec<(usize, Stamp)> = found
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Entry::Read { path, .. } if recent(path) => Some((i, stamp(path))),
+            _ => None,
+        })
+        .collect();
+    if watched.is_empty() {
+        return Ok(found);
+    }
+    std::thread::sleep(WATCH);
+    let mut found = found;
+    for (i, before) in watched {
+        if let Entry::Read { path, shown } = &found[i]
+            && stamp(path) != before
+        {
+            let why = "still being written (its size or time changed while run looked): the next run reads it";
+            found[i] = Entry::Skipped(IngestOutcome::skipped(shown, why));
+        }
+    }
+    Ok(found)
+}
+
+/// What was landed of a landing path last time: its first `bytes` bytes, by their hash.
+#[derive(Debug, Serialize, Deserialize)]
+struct Landed {
+    path: String,
+    bytes: u64,
+    sha256: String,
+}
+
+/// What to land of a landing file's `content`.
+#[derive(Debug)]
+pub enum NewContent {
+    /// All of it (first seen, rewritten, or unchanged: landing is exactly once per content).
+    Whole(Vec<u8>),
+    /// Only what was appended since it was landed (NDJSON), with a note.
+    Appended(Vec<u8>, String),
+    /// Nothing: it grew, and its format cannot land new bytes alone.
+    Refused(String),
+}
+
+fn landed_path(source: &str, shown: &str) -> String {
+    format!("_medallion/ingest/{source}/paths/{}.json", &hex(&Sha256::digest(shown.as_bytes()))[..32])
+}
+
+/// Compares `content` of the landing file `shown` with what was landed of it.
+pub async fn new_content(
+    lake: &Lake,
+    source: &str,
+    format: SourceFormat,
+    shown: &str,
+    content: Vec<u8>,
+) -> Result<NewContent> {
+    let Some(bytes) = lake.get(&landed_path(source, shown)).await? else { return Ok(NewContent::Whole(content)) };
+    let Ok(before) = serde_json::from_slice::<Landed>(&bytes) else { return Ok(NewContent::Whole(content)) };
+    let n = usize::try_from(before.bytes).unwrap_or(usize::MAX);
+    if content.len() <= n || hex(&Sha256::digest(&content[..n])) != before.sha256 {
+        return Ok(NewContent::Whole(content));
+    }
+    let added = content.len() - n;
+    match format {
+        SourceFormat::Ndjson => Ok(NewContent::Appended(
+            content[n..].to_vec(),
+            format!("grew by {added} bytes since it was landed: its new bytes landed, not the {n} landed before"),
+        )),
+        SourceFormat::Csv | SourceFormat::Json => Ok(NewContent::Refused(format!(
+            "grew by {added} bytes since it was landed; a {} file is landed whole, so its new rows would need \
+             its header or break its array: write new rows to a new file",
+            if format == SourceFormat::Csv { "CSV" } else { "JSON-array" }
+        ))),
+    }
+}
+
+/// A landing file's whole content as [`remember`] records it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    bytes: u64,
+    sha256: String,
+}
+
+impl Seen {
+    /// The length and hash of `content`.
+    pub fn of(content: &[u8]) -> Seen {
+        Seen { bytes: content.len() as u64, sha256: hex(&Sha256::digest(content)) }
+    }
+}
+
+/// Records that `seen` (the whole file) of `shown` was landed.
+pub async fn remember(lake: &Lake, source: &str, shown: &str, seen: Seen) -> Result<()> {
+    let landed = Landed { path: shown.to_string(), bytes: seen.bytes, sha256: seen.sha256 };
+    let bytes = serde_json::to_vec(&landed).map_err(|e| Error::Internal(e.to_string()))?;
+    lake.put(&landed_path(source, shown), bytes).await
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_project_are_told() {
+        for p in ["/etc/*", "../outside/*", "data/../../x", "landing/../../*.csv"] {
+            assert!(leaves_project(p), "{p}");
+        }
+        for p in ["landing/*.ndjson", "data/**/*.csv", "a..b/x"] {
+            assert!(!leaves_project(p), "{p}");
+        }
+    }
+}
