@@ -1142,3 +1142,176 @@ fn landing_skips_what_it_cannot_read_and_lands_the_rest() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).matches("leaves the project directory").count(), 2, "{}", text(&out.stderr));
 }
+
+/// Issue 22: a bad-input corpus, generated here. Every case lands in one run with exit 0 and no
+/// panic; every non-blank input line is a silver row or a dead-letter row whose `_raw` is its
+/// exact text (objects: the line, then the provenance bronze appended); rows published before are
+/// unchanged.
+#[test]
+fn a_corpus_of_bad_inputs_is_accounted_for_line_by_line() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, config.replace("landing/orders-*.ndjson", "landing/orders-*")).expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let rows = |sql: &str| -> Vec<serde_json::Value> {
+        let out = run(&["sql", sql, "--format", "json"], &proj);
+        assert_eq!(out.status.code(), Some(0), "{sql}: {}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["row"].clone())
+            .collect()
+    };
+    let published =
+        rows("SELECT count(*) AS n, CAST(sum(amount) AS VARCHAR) AS s FROM silver.orders WHERE order_id < 9000000");
+
+    let rec = |id: u64, region: &str| {
+        format!(
+            r#"{{"order_id": {id}, "customer_id": 7, "amount": 10.5, "currency": "USD", "order_date": "2024-03-09", "region": "{region}", "source": "web"}}"#
+        )
+    };
+    let deep = format!(r#"{{"order_id": 9000014, "x": {}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+    // (file, bytes, ids that must reach silver, lines that must reach the dead letter)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<u64>, Vec<String>);
+    let mut cases: Vec<Case> = vec![
+        (
+            "utf8",
+            b"{\"order_id\": 9000001, \"region\": \"\xff\xfe\"}\n".to_vec(),
+            vec![],
+            vec!["{\"order_id\": 9000001, \"region\": \"\u{fffd}\u{fffd}\"}".into()],
+        ),
+        (
+            "crlf",
+            format!("{}\r\n{}\r\n", rec(9000002, "eu"), rec(9000102, "eu")).into_bytes(),
+            vec![9000002, 9000102],
+            vec![],
+        ),
+        (
+            "blank",
+            format!("\n\n{}\n   \n\n{}\n", rec(9000003, "eu"), rec(9000103, "eu")).into_bytes(),
+            vec![9000003, 9000103],
+            vec![],
+        ),
+        ("syntax", b"{\"order_id\": 9000004,\n".to_vec(), vec![], vec!["{\"order_id\": 9000004,".into()]),
+        (
+            "not-objects",
+            b"[1, 2]\n42\n\"text\"\nnull\n".to_vec(),
+            vec![],
+            vec!["[1, 2]".into(), "42".into(), "\"text\"".into(), "null".into()],
+        ),
+        (
+            "overflow",
+            rec(9000006, "eu").replace("\"customer_id\": 7", "\"customer_id\": 99999999999999999999").into_bytes(),
+            vec![],
+            vec![rec(9000006, "eu").replace("\"customer_id\": 7", "\"customer_id\": 99999999999999999999")],
+        ),
+        (
+            "huge-number",
+            rec(9000007, "eu").replace("10.5", "1e400").into_bytes(),
+            vec![],
+            vec![rec(9000007, "eu").replace("10.5", "1e400")],
+        ),
+        (
+            "nan",
+            format!(
+                "{}\n{}\n",
+                rec(9000008, "eu").replace("10.5", "NaN"),
+                rec(9000108, "eu").replace("10.5", "Infinity")
+            )
+            .into_bytes(),
+            vec![],
+            vec![rec(9000008, "eu").replace("10.5", "NaN"), rec(9000108, "eu").replace("10.5", "Infinity")],
+        ),
+        ("long-line", format!("{}\n", rec(9000009, &"r".repeat(10 << 20))).into_bytes(), vec![9000009], vec![]),
+        ("empty", Vec::new(), vec![], vec![]),
+        (
+            "duplicate-keys",
+            format!(
+                "{}\n",
+                rec(9000011, "eu").replace("{\"order_id\": 9000011,", "{\"order_id\": 9000011, \"order_id\": 9000012,")
+            )
+            .into_bytes(),
+            vec![9000012],
+            vec![],
+        ),
+        (
+            "nul",
+            format!("{}\n{}\n", rec(9000013, "a\\u0000b"), rec(9000113, "a\u{0}b")).into_bytes(),
+            vec![9000013],
+            vec![rec(9000113, "a\u{0}b")],
+        ),
+        ("deep", format!("{deep}\n").into_bytes(), vec![], vec![deep.clone()]),
+        (
+            "surrogate",
+            format!("{}\n", rec(9000015, "eu-\\ud800west")).into_bytes(),
+            vec![],
+            vec![rec(9000015, "eu-\\ud800west")],
+        ),
+        (
+            "marker",
+            format!("{}\n", rec(9000016, "eu").replace("{", "{\"_corrupt_record\": \"mine\", ")).into_bytes(),
+            vec![9000016],
+            vec![],
+        ),
+        ("bom", format!("\u{feff}{}\n", rec(9000017, "eu")).into_bytes(), vec![9000017], vec![]),
+    ];
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"").expect("gz");
+    cases.push(("empty-gzip", gz.finish().expect("gz"), vec![], vec![]));
+    for (name, bytes, _, _) in &cases {
+        std::fs::write(proj.join("landing").join(format!("orders-{name}")), bytes).expect("write case");
+    }
+
+    let out = run(&["run", "--format", "json"], &proj);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
+    let want: std::collections::BTreeSet<u64> = cases.iter().flat_map(|c| c.2.clone()).collect();
+    let got: std::collections::BTreeSet<u64> = rows("SELECT order_id FROM silver.orders WHERE order_id >= 9000000")
+        .iter()
+        .map(|r| r["order_id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(got, want);
+    let raws: Vec<String> = rows("SELECT _raw FROM quarantine.orders")
+        .iter()
+        .filter_map(|r| r["_raw"].as_str().map(str::to_string))
+        .collect();
+    for (name, _, _, bad) in &cases {
+        for line in bad {
+            let found = raws.iter().any(|raw| {
+                raw == line
+                    || (line.starts_with('{')
+                        && raw.starts_with(line.trim_end_matches('}'))
+                        && raw.contains("\"_batch_id\""))
+            });
+            assert!(found, "{name}: `{}` not in the dead letter", &line[..line.len().min(120)]);
+        }
+    }
+    // Every non-blank line: a silver row or a dead-letter row (the demo's own rejects aside).
+    let lines: usize = cases
+        .iter()
+        .map(|(name, bytes, _, _)| {
+            if name.ends_with("gzip") {
+                0
+            } else {
+                bytes.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count()
+            }
+        })
+        .sum();
+    let summary = text(&out.stdout).lines().find(|l| l.contains("\"summary\"")).map(str::to_string).expect("summary");
+    let summary: serde_json::Value = serde_json::from_str(&summary).expect("json");
+    let orders: Vec<&serde_json::Value> =
+        summary["silver"].as_array().expect("silver").iter().filter(|p| p["table"] == "orders").collect();
+    let read: u64 = orders.iter().map(|p| p["read"].as_u64().unwrap_or(0)).sum();
+    let rejected: u64 = orders.iter().map(|p| p["rejected"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(read as usize, lines, "every line read once");
+    assert_eq!(read, want.len() as u64 + rejected, "each a silver row or a reject");
+    assert_eq!(rejected as usize, cases.iter().map(|c| c.3.len()).sum::<usize>());
+    assert_eq!(
+        rows("SELECT count(*) AS n, CAST(sum(amount) AS VARCHAR) AS s FROM silver.orders WHERE order_id < 9000000"),
+        published
+    );
+}

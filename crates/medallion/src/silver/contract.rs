@@ -80,6 +80,18 @@ pub struct ContractError {
     pub needle: Option<String>,
 }
 
+/// The text values column `c` reads as null: its own `null_values`, else the source's; for a
+/// string partition column also `""`, since Delta stores an empty partition value as null (other
+/// readers would see null where medallion saw an empty string; issue 22).
+pub fn column_nulls(spec: &SilverSpec, c: &crate::spec::ColumnSpec, source_nulls: &[String]) -> Vec<String> {
+    let mut nulls = c.null_values.clone().unwrap_or_else(|| source_nulls.to_vec());
+    let string = c.ty.parse::<ColumnType>().is_ok_and(|t| t == ColumnType::String);
+    if string && spec.partition_by.contains(&c.name) && !nulls.iter().any(String::is_empty) {
+        nulls.push(String::new());
+    }
+    nulls
+}
+
 impl Contract {
     /// Compiles `spec` (fed by a source whose `null_values` are `source_nulls`), reporting every
     /// problem.
@@ -172,7 +184,7 @@ impl Contract {
                     }),
                 }
             }
-            let null_values = c.null_values.clone().unwrap_or_else(|| source_nulls.to_vec());
+            let null_values = column_nulls(spec, c, source_nulls);
             columns.push(Column { name: c.name.clone(), ty, required: c.required, transform, null_values });
         }
         for sql in &spec.checks {

@@ -86,7 +86,7 @@ impl ContractRecord {
                 required: c.required,
                 transform: c.transform.clone(),
                 checks: c.checks.clone(),
-                null_values: c.null_values.clone().unwrap_or_else(|| source_nulls.to_vec()),
+                null_values: super::contract::column_nulls(spec, c, source_nulls),
             })
             .collect();
         let history = match &spec.history {

@@ -346,3 +346,41 @@ async fn a_rebuild_in_slices_drops_and_rejects_what_a_fresh_lake_does() {
     }
     assert!(d.rows("SELECT 1 FROM quarantine.orders WHERE _raw LIKE '%2024-01-%' LIMIT 1").await.len() == 1);
 }
+
+/// Issue 22: Delta stores an empty partition value as null, so an empty string in a string
+/// partition column is read as null (or rejected when the column is required), and every reader
+/// sees the same value: the log's partition values hold null, never "".
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_string_in_a_partition_column_is_null_for_every_reader() {
+    let d = Dir::example();
+    d.edit("order_by = \"_ingested_at\"\n", "order_by = \"_ingested_at\"\npartition_by = [\"region\", \"source\"]\n");
+    // region may be null, source may not (columns are required by default).
+    d.edit(
+        "{ name = \"region\",      type = \"string\" }",
+        "{ name = \"region\", type = \"string\", required = false }",
+    );
+    let provenance = r#""_batch_id": "b1", "_ingested_at": "2026-12-01T00:00:00.000000+00:00", "_source": "orders""#;
+    let record = |id: u32, region: &str, source: &str| {
+        format!(
+            r#"{{"order_id": {id}, "customer_id": 7, "amount": 10.5, "currency": "USD", "order_date": "2024-03-09", "region": "{region}", "source": "{source}", {provenance}}}"#
+        )
+    };
+    let text = [record(1, "", "web"), record(2, "eu", "web"), record(3, "eu", "")].join("\n") + "\n";
+    write_gz(&d.dir.path().join("lake/bronze/orders/2026-12-01/b1.ndjson.gz"), text.as_bytes());
+    let s = d.run().await;
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("promoted");
+    assert_eq!((p.read, p.inserted, p.rejected), (3, 2, 1), "{p:?}");
+    assert_eq!(
+        d.rows("SELECT order_id, region IS NULL FROM silver.orders ORDER BY order_id").await,
+        vec![vec!["1".to_string(), "true".into()], vec!["2".into(), "false".into()]]
+    );
+    assert_eq!(
+        d.rows("SELECT e['rule'], e['column'] FROM (SELECT unnest(_errors) AS e FROM quarantine.orders)").await,
+        vec![vec!["required".to_string(), "source".into()]]
+    );
+    let log = std::fs::read_dir(d.dir.path().join("lake/silver/orders/_delta_log")).expect("log");
+    for entry in log.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")) {
+        let text = std::fs::read_to_string(entry.path()).expect("commit");
+        assert!(!text.contains(r#""region":"""#), "an empty partition value in {}", entry.path().display());
+    }
+}
