@@ -199,6 +199,18 @@ try:
     v0_rebuilt = med("show", "silver.orders", "--as-of", "0", "--limit", "1000000", "--format", "json", lake="s3://lake/e2e")
     check("time travel to the first version after rebuilds", sorted(v0_rebuilt.stdout.splitlines()) == sorted(v0.stdout.splitlines()))
 
+    # A large input streams to S3 in multipart parts (issue 22): ~40 MB of barely compressible
+    # records, landed with `ingest`, read back whole.
+    big = work / "big.ndjson"
+    with big.open("w") as f:
+        for i in range(150_000):
+            f.write('{"order_id": %d, "region": "%s"}\n' % (10_000_000 + i, os.urandom(128).hex()))
+    landed = med("ingest", "orders", str(big), "--format", "json", lake="s3://lake/big")
+    outcome = next((json.loads(l) for l in landed.stdout.splitlines() if '"ingested"' in l), {})
+    check("a 40 MB input lands on s3 in parts", landed.returncode == 0 and outcome.get("records") == 150_000, (landed.stderr.strip()[-300:], outcome))
+    batch = s3.head_object(Bucket="lake", Key="big/" + outcome.get("path", "missing")) if outcome.get("path") else {}
+    check("... as one object larger than one part", batch.get("ContentLength", 0) > 16 << 20, batch.get("ContentLength"))
+
     # 4. Bad credentials, a missing bucket, an unreachable endpoint: exit 2, one line, no writes.
     upload("bad")
     before = keys("bad")

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
-use medallion::bronze::ingest::ingest;
+use medallion::bronze::ingest::{FileInput, ingest, ingest_from};
 
 use super::{clock, open, spinner};
 use crate::Outcome;
@@ -18,10 +18,12 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
     let mut rows =
         vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
     for (i, file) in files.iter().enumerate() {
-        let content = if file == "-" {
+        let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
+        let at = medallion::runtime::clock::later(now, i);
+        let outcome = if file == "-" {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
-            buf
+            ingest(&lake, &src.name, src.read.clone(), file, buf, at).await
         } else {
             // A FIFO or device would block or never end: regular files only (`-` reads stdin).
             let meta = std::fs::metadata(file).with_context(|| format!("cannot read {file}"))?;
@@ -29,11 +31,9 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
                 let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
                 anyhow::bail!("cannot ingest {file}: it is {what}; give files, or `-` to read standard input");
             }
-            std::fs::read(file).with_context(|| format!("cannot read {file}"))?
+            let input = std::sync::Arc::new(FileInput { path: file.into(), start: 0 });
+            ingest_from(&lake, &src.name, src.read.clone(), file, input, at).await
         };
-        let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
-        let outcome =
-            ingest(&lake, &src.name, src.read.clone(), file, content, medallion::runtime::clock::later(now, i)).await;
         if let Some(pb) = progress {
             pb.finish_and_clear();
         }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{CORRUPT_RECORD, LINE, batch_path};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
-use crate::storage::Lake;
+use crate::storage::{Lake, Part};
 
 /// What happened to one input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,25 +143,80 @@ impl std::str::FromStr for Encoding {
 }
 
 impl Encoding {
-    /// `content` as UTF-8 bytes.
-    fn to_utf8(self, content: Vec<u8>) -> Vec<u8> {
-        let map = |b: u8| -> char {
-            match (self, b) {
-                (Encoding::Windows1252, 0x80..=0x9f) => WINDOWS_1252_HIGH[usize::from(b - 0x80)],
-                _ => char::from(b),
-            }
-        };
-        match self {
-            Encoding::Utf8 => match content.strip_prefix(b"\xef\xbb\xbf") {
-                Some(rest) => rest.to_vec(),
-                None => content,
-            },
-            Encoding::Latin1 | Encoding::Windows1252 => content.into_iter().map(map).collect::<String>().into_bytes(),
+    /// `raw` read as UTF-8 (streaming): a UTF-8 byte-order mark dropped, Latin-1 and
+    /// Windows-1252 bytes transcoded.
+    fn reader<'a>(self, raw: impl Read + 'a) -> Box<dyn Read + 'a> {
+        Box::new(Utf8Reader {
+            raw,
+            encoding: self,
+            started: false,
+            pending: Vec::new(),
+            at: 0,
+            chunk: vec![0; 1 << 16],
+        })
+    }
+
+    fn char_of(self, b: u8) -> char {
+        match (self, b) {
+            (Encoding::Windows1252, 0x80..=0x9f) => WINDOWS_1252_HIGH[usize::from(b - 0x80)],
+            _ => char::from(b),
         }
     }
 }
 
 /// Windows-1252's characters for 0x80–0x9F (the five unassigned bytes kept as their C1 code points).
+/// A reader turning its input into UTF-8 (see [`Encoding::reader`]).
+struct Utf8Reader<R> {
+    raw: R,
+    encoding: Encoding,
+    /// Whether the start (a byte-order mark) was dealt with.
+    started: bool,
+    /// Transcoded bytes not yet read, from `at`.
+    pending: Vec<u8>,
+    at: usize,
+    chunk: Vec<u8>,
+}
+
+impl<R: Read> Read for Utf8Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.pending.len() {
+            self.pending.clear();
+            self.at = 0;
+            let n = loop {
+                match self.raw.read(&mut self.chunk) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut bytes = &self.chunk[..n];
+            if !self.started {
+                self.started = true;
+                if self.encoding == Encoding::Utf8 {
+                    // A BOM split across reads is not worth a case: the first read holds 64 KiB.
+                    bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+                }
+            }
+            match self.encoding {
+                Encoding::Utf8 => self.pending.extend_from_slice(bytes),
+                enc => {
+                    let mut tmp = [0u8; 4];
+                    for &b in bytes {
+                        self.pending.extend_from_slice(enc.char_of(b).encode_utf8(&mut tmp).as_bytes());
+                    }
+                }
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 const WINDOWS_1252_HIGH: [char; 32] = [
     '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}', '\u{90}', '‘', '’',
     '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
@@ -190,6 +245,47 @@ impl Default for CsvOptions {
     }
 }
 
+/// Where an input's bytes come from. It is read twice, streaming: once to fingerprint its
+/// content (exactly once per content), once to land it; never held whole.
+pub trait Input: Send + Sync {
+    /// A fresh reader over the input's raw bytes (gzip or not).
+    fn open(&self) -> std::io::Result<Box<dyn Read + Send>>;
+    /// Raw bytes (compressed size for gzip).
+    fn size(&self) -> std::io::Result<u64>;
+}
+
+/// A file, from byte `start` on (a grown landing file lands its new bytes).
+#[derive(Debug, Clone)]
+pub struct FileInput {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Where its content starts.
+    pub start: u64,
+}
+
+impl Input for FileInput {
+    fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
+        use std::io::Seek;
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(std::io::SeekFrom::Start(self.start))?;
+        Ok(Box::new(f))
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len().saturating_sub(self.start))
+    }
+}
+
+impl Input for bytes::Bytes {
+    fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.clone())))
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
 /// Lands `content` (the raw bytes of `input`, gzip accepted) as a batch of `source`, read as
 /// `read` says (a [`SourceFormat`] alone reads UTF-8 and the default CSV dialect).
 pub async fn ingest(
@@ -200,15 +296,27 @@ pub async fn ingest(
     content: Vec<u8>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<IngestOutcome> {
+    ingest_from(lake, source, read, input, std::sync::Arc::new(bytes::Bytes::from(content)), now).await
+}
+
+/// Lands the bytes of `from` as [`ingest`] does, streaming: memory stays a few MiB whatever the
+/// input's size (a JSON-array file aside: its array is parsed whole).
+pub async fn ingest_from(
+    lake: &Lake,
+    source: &str,
+    read: impl Into<ReadOptions>,
+    input: &str,
+    from: std::sync::Arc<dyn Input>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<IngestOutcome> {
     let read = read.into();
-    let cap = MAX_INFLATED_BYTES.min((content.len() as u64).saturating_mul(MAX_INFLATE_RATIO).max(1 << 20));
-    let (content, damage) = gunzip_if_needed(content, cap).map_err(|message| Error::Ingest {
-        source_name: source.to_string(),
-        input: input.to_string(),
-        message,
-    })?;
-    let hash = hex(&Sha256::digest(&content));
-    let marker_path = format!("_medallion/ingest/{source}/{hash}.json");
+    let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
+    let opened = std::sync::Arc::clone(&from);
+    let print = tokio::task::spawn_blocking(move || fingerprint(opened.as_ref()))
+        .await
+        .map_err(|e| Error::Internal(format!("fingerprint task: {e}")))?
+        .map_err(failed)?;
+    let marker_path = format!("_medallion/ingest/{source}/{}.json", print.sha256);
     let fresh = Marker {
         batch_id: uuid::Uuid::new_v4().to_string(),
         date: now.format("%Y-%m-%d").to_string(),
@@ -234,7 +342,7 @@ pub async fn ingest(
             path,
             records: 0,
             corrupt: 0,
-            note: damage,
+            note: print.damage,
         });
     }
     let provenance = format!(
@@ -243,12 +351,17 @@ pub async fn ingest(
         json_string(&marker.ingested_at),
         json_string(source)
     );
-    let content = read.encoding.to_utf8(content);
-    let (ndjson, records, corrupt) = to_ndjson(&read, &content, &provenance);
-    let mut encoder = GzEncoder::new(Vec::with_capacity(ndjson.len() / 4), Compression::new(6));
-    encoder.write_all(ndjson.as_bytes()).map_err(|e| Error::Internal(e.to_string()))?;
-    let gz = encoder.finish().map_err(|e| Error::Internal(e.to_string()))?;
-    lake.put(&path, gz).await?;
+    // The batch is converted on a blocking thread and uploaded as it is produced.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2);
+    let expected = print.clone();
+    let converter = tokio::task::spawn_blocking(move || {
+        let sink = PartSink { tx, buf: Vec::with_capacity(PART_BYTES) };
+        land(from.as_ref(), &read, &expected, &provenance, sink)
+    });
+    let uploaded = lake.put_parts(&path, rx).await;
+    let converted = converter.await.map_err(|e| Error::Internal(format!("ingest task: {e}")))?;
+    let (records, corrupt) = converted.map_err(failed)?;
+    uploaded?;
     Ok(IngestOutcome {
         input: input.to_string(),
         status: if created { IngestStatus::Ingested } else { IngestStatus::Recovered },
@@ -256,69 +369,200 @@ pub async fn ingest(
         path,
         records,
         corrupt,
-        note: damage,
+        note: print.damage,
     })
 }
 
-/// `content` decompressed when it is gzip, with what was wrong with the stream: a truncated
-/// stream or trailing garbage keeps what was read (the damage said), like a damaged bronze file
-/// read line by line. More than `cap` bytes inflated is an error: nothing is landed.
-fn gunzip_if_needed(content: Vec<u8>, cap: u64) -> std::result::Result<(Vec<u8>, Option<String>), String> {
-    if !content.starts_with(&[0x1f, 0x8b]) {
-        return Ok((content, None));
-    }
-    let mut out = Vec::with_capacity(content.len().saturating_mul(4).min(1 << 30));
-    let mut inflate = flate2::read::MultiGzDecoder::new(&content[..]).take(cap + 1);
-    let damage = match inflate.read_to_end(&mut out) {
-        Ok(_) if out.len() as u64 > cap => {
-            return Err(format!(
-                "decompresses to more than {cap} bytes ({}x its {} compressed bytes, or {} GiB, at most): refused \
-                 whole; land it in smaller files",
-                MAX_INFLATE_RATIO,
-                content.len(),
-                MAX_INFLATED_BYTES >> 30
-            ));
-        }
-        Ok(_) => None,
-        Err(e) if out.is_empty() => return Err(format!("looks like gzip but cannot be decompressed: {e}")),
-        Err(e) => Some(format!(
-            "the gzip stream is unreadable after {} decompressed bytes ({e}): what was read landed, a cut-off last \
-             line as a corrupt record; the rest of the input is not in bronze",
-            out.len()
-        )),
-    };
-    Ok((out, damage))
+/// Bytes per uploaded part of a batch.
+const PART_BYTES: usize = 8 << 20;
+
+/// The input's content as the marker knows it.
+#[derive(Debug, Clone)]
+struct Fingerprint {
+    sha256: String,
+    /// Decompressed bytes (what lands).
+    bytes: u64,
+    /// A gzip stream unreadable past `bytes`.
+    damage: Option<String>,
 }
 
-/// Converts raw content to NDJSON records carrying `provenance`; returns (text, records, corrupt).
-fn to_ndjson(read: &ReadOptions, content: &[u8], provenance: &str) -> (String, u64, u64) {
-    let mut out = String::with_capacity(content.len() + content.len() / 4);
+/// The input's text reader: decompressed when it starts like gzip.
+fn text_reader(from: &dyn Input) -> std::io::Result<(Box<dyn Read + Send>, bool)> {
+    use std::io::BufRead;
+    let mut raw = std::io::BufReader::with_capacity(1 << 16, from.open()?);
+    let gzip = raw.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip { (Box::new(flate2::read::MultiGzDecoder::new(raw)), true) } else { (Box::new(raw), false) })
+}
+
+/// Reads the whole input once (blocking): its content's hash and size. A cut-off gzip stream or
+/// trailing garbage keeps what was read (the damage said); inflating past 200× the compressed size
+/// or 16 GiB is an error (a gzip bomb).
+fn fingerprint(from: &dyn Input) -> std::result::Result<Fingerprint, String> {
+    let unreadable = |e: std::io::Error| format!("cannot be read: {e}");
+    let compressed = from.size().map_err(unreadable)?;
+    let (mut text, gzip) = text_reader(from).map_err(unreadable)?;
+    let cap =
+        if gzip { MAX_INFLATED_BYTES.min(compressed.saturating_mul(MAX_INFLATE_RATIO).max(1 << 20)) } else { u64::MAX };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total: u64 = 0;
+    let damage = loop {
+        match text.read(&mut buf) {
+            Ok(0) => break None,
+            Ok(n) => {
+                total += n as u64;
+                if total > cap {
+                    return Err(format!(
+                        "decompresses to more than {cap} bytes ({MAX_INFLATE_RATIO}x its {compressed} compressed bytes, \
+                         or {} GiB, at most): refused whole; land it in smaller files",
+                        MAX_INFLATED_BYTES >> 30
+                    ));
+                }
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if gzip && total == 0 => return Err(format!("looks like gzip but cannot be decompressed: {e}")),
+            Err(e) if gzip => {
+                break Some(format!(
+                    "the gzip stream is unreadable after {total} decompressed bytes ({e}): what was read landed, a \
+                     cut-off last line as a corrupt record; the rest of the input is not in bronze"
+                ));
+            }
+            Err(e) => return Err(unreadable(e)),
+        }
+    };
+    Ok(Fingerprint { sha256: hex(&hasher.finalize()), bytes: total, damage })
+}
+
+/// Converts the input (blocking) into gzip NDJSON records carrying `provenance`, written to
+/// `sink`: the same bytes [`fingerprint`] hashed, checked again, or an error (the input changed
+/// in between: nothing lands). Returns (records, corrupt).
+fn land(
+    from: &dyn Input,
+    read: &ReadOptions,
+    expected: &Fingerprint,
+    provenance: &str,
+    sink: PartSink,
+) -> std::result::Result<(u64, u64), String> {
+    let (text, _) = text_reader(from).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut hashed = Hashing { inner: text.take(expected.bytes), hasher: Sha256::new(), bytes: 0 };
+    let mut gz = GzEncoder::new(sink, Compression::new(6));
+    let (records, corrupt) = {
+        let utf8 = read.encoding.reader(&mut hashed);
+        write_ndjson(read, utf8, provenance, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?
+    };
+    // Whatever the format left unread still counts for the check.
+    std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|e| format!("cannot be read: {e}"))?;
+    if hashed.bytes != expected.bytes || hex(&hashed.hasher.finalize()) != expected.sha256 {
+        return Err("changed while it was being landed: nothing landed; the next run lands it".into());
+    }
+    let sink = gz.finish().map_err(|e| format!("cannot be landed: {e}"))?;
+    sink.done().map_err(|e| format!("cannot be landed: {e}"))?;
+    Ok((records, corrupt))
+}
+
+/// A reader hashing what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Collects written bytes into [`PART_BYTES`] parts sent to the uploader.
+struct PartSink {
+    tx: tokio::sync::mpsc::Sender<Part>,
+    buf: Vec<u8>,
+}
+
+impl PartSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        let data = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PART_BYTES)));
+        self.tx.blocking_send(Part::Data(data)).map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+
+    /// Sends what is left and the end.
+    fn done(mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.tx.blocking_send(Part::Done).map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+impl Write for PartSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PART_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the records of `text` (UTF-8) as NDJSON lines carrying `provenance`; returns
+/// (records, corrupt).
+fn write_ndjson(
+    read: &ReadOptions,
+    text: impl Read,
+    provenance: &str,
+    out: &mut impl Write,
+) -> std::io::Result<(u64, u64)> {
     let mut records = 0;
     let mut corrupt = 0;
-    let mut emit = |out: &mut String, record: Record<'_>| {
+    let mut failed: Option<std::io::Error> = None;
+    let mut line = String::new();
+    let mut emit = |record: Record<'_>| {
+        if failed.is_some() {
+            return;
+        }
         records += 1;
+        line.clear();
         match record {
             Record::Object(obj) => {
                 let body = obj.trim_end().strip_suffix('}').unwrap_or(obj).trim_end();
-                out.push_str(body);
+                line.push_str(body);
                 if !body.trim_start().eq("{") {
-                    out.push_str(", ");
+                    line.push_str(", ");
                 }
-                out.push_str(provenance);
-                out.push_str("}\n");
+                line.push_str(provenance);
+                line.push_str("}\n");
             }
             Record::Corrupt(text) => {
                 corrupt += 1;
-                out.push_str(&format!("{{\"{CORRUPT_RECORD}\": {}, {provenance}}}\n", json_string(&text)));
+                line.push_str(&format!("{{\"{CORRUPT_RECORD}\": {}, {provenance}}}\n", json_string(&text)));
             }
         }
+        if let Err(e) = out.write_all(line.as_bytes()) {
+            failed = Some(e);
+        }
     };
+    let mut text = std::io::BufReader::with_capacity(1 << 16, text);
     match read.format {
-        SourceFormat::Ndjson => ndjson_records(content, |r| emit(&mut out, r)),
-        SourceFormat::Json => json_records(content, |r| emit(&mut out, r)),
-        SourceFormat::Csv => csv_records(content, &read.csv, |r| emit(&mut out, r)),
+        SourceFormat::Ndjson => ndjson_records(&mut text, &mut emit)?,
+        SourceFormat::Json => {
+            let mut content = Vec::new();
+            text.read_to_end(&mut content)?;
+            json_records(&content, &mut emit)?;
+        }
+        SourceFormat::Csv => csv_records(&mut text, &read.csv, &mut emit)?,
     }
-    (out, records, corrupt)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((records, corrupt)),
+    }
 }
 
 enum Record<'a> {
@@ -328,8 +572,14 @@ enum Record<'a> {
     Corrupt(String),
 }
 
-fn ndjson_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) {
-    for line in content.split(|&b| b == b'\n') {
+fn ndjson_records(text: &mut impl std::io::BufRead, mut emit: impl FnMut(Record<'_>)) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if text.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -349,28 +599,31 @@ fn classify(text: &str) -> Record<'_> {
     }
 }
 
-fn json_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) {
-    let Ok(text) = std::str::from_utf8(content) else {
-        return ndjson_records(content, emit);
-    };
-    match serde_json::from_str::<Vec<&RawValue>>(text) {
-        Ok(items) => items.into_iter().for_each(|v| emit(classify(v.get()))),
-        Err(_) => ndjson_records(content, emit),
+fn json_records(content: &[u8], mut emit: impl FnMut(Record<'_>)) -> std::io::Result<()> {
+    if let Ok(text) = std::str::from_utf8(content)
+        && let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text)
+    {
+        items.into_iter().for_each(|v| emit(classify(v.get())));
+        return Ok(());
     }
+    ndjson_records(&mut &content[..], emit)
 }
 
 /// CSV rows as JSON objects of strings (an empty cell is null), each with the line it starts on
 /// in the file (`_line`, counting skipped lines and the header), so dead letters point there.
-fn csv_records(content: &[u8], opts: &CsvOptions, mut emit: impl FnMut(Record<'_>)) {
+fn csv_records(
+    text: &mut impl std::io::BufRead,
+    opts: &CsvOptions,
+    mut emit: impl FnMut(Record<'_>),
+) -> std::io::Result<()> {
     let mut skipped = 0u64;
-    let mut body = content;
+    let mut line = Vec::new();
     for _ in 0..opts.skip_rows {
-        match body.iter().position(|&b| b == b'\n') {
-            Some(i) => body = &body[i + 1..],
-            None => body = &[],
-        }
+        line.clear();
+        text.read_until(b'\n', &mut line)?;
         skipped += 1;
     }
+    let body = text;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(opts.header)
@@ -382,7 +635,10 @@ fn csv_records(content: &[u8], opts: &CsvOptions, mut emit: impl FnMut(Record<'_
     let headers: Vec<String> = if opts.header {
         match reader.byte_headers() {
             Ok(h) => h.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect(),
-            Err(e) => return emit(Record::Corrupt(format!("unreadable CSV header: {e}"))),
+            Err(e) => {
+                emit(Record::Corrupt(format!("unreadable CSV header: {e}")));
+                return Ok(());
+            }
         }
     } else {
         opts.column_names.clone()
@@ -415,9 +671,14 @@ fn csv_records(content: &[u8], opts: &CsvOptions, mut emit: impl FnMut(Record<'_
                 obj.push_str(&format!("{}\"{LINE}\": {line}}}", if row.is_empty() { "" } else { ", " }));
                 emit(Record::Object(&obj));
             }
+            Err(e) if e.is_io_error() => match e.into_kind() {
+                csv::ErrorKind::Io(e) => return Err(e),
+                _ => return Err(std::io::Error::other("CSV reader I/O error")),
+            },
             Err(e) => emit(Record::Corrupt(format!("unreadable CSV row: {e}"))),
         }
     }
+    Ok(())
 }
 
 fn json_string(s: &str) -> String {
@@ -433,6 +694,19 @@ mod tests {
     use super::*;
 
     const P: &str = "\"_batch_id\": \"b\"";
+
+    /// Raw content converted as landing converts it: (text, records, corrupt).
+    fn to_ndjson(read: &ReadOptions, content: &[u8], provenance: &str) -> (String, u64, u64) {
+        let mut out = Vec::new();
+        let (n, bad) = write_ndjson(read, read.encoding.reader(content), provenance, &mut out).expect("convert");
+        (String::from_utf8(out).expect("utf-8"), n, bad)
+    }
+
+    fn utf8(encoding: Encoding, raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encoding.reader(raw).read_to_end(&mut out).expect("read");
+        out
+    }
 
     #[test]
     fn ndjson_keeps_records_verbatim_and_appends_provenance() {
@@ -474,8 +748,8 @@ mod tests {
                 skip_rows: 2,
             },
         };
-        let content =
-            read.encoding.to_utf8(b"title\nexported\n1;'Jos\xe9 \\'J\\''\n2;'two\nlines'\n3;x;extra\n".to_vec());
+        // Raw Latin-1: landing transcodes it.
+        let content = b"title\nexported\n1;'Jos\xe9 \\'J\\''\n2;'two\nlines'\n3;x;extra\n".to_vec();
         let (out, n, bad) = to_ndjson(&read, &content, P);
         assert_eq!((n, bad), (3, 0));
         let lines: Vec<&str> = out.lines().collect();
@@ -489,9 +763,9 @@ mod tests {
 
     #[test]
     fn encodings_become_utf8_and_a_bom_is_dropped() {
-        assert_eq!(Encoding::Windows1252.to_utf8(b"\x80 \x93q\x94 \xe9".to_vec()), "€ “q” é".as_bytes());
-        assert_eq!(Encoding::Latin1.to_utf8(b"\x80\xe9".to_vec()), "\u{80}é".as_bytes());
-        assert_eq!(Encoding::Utf8.to_utf8(b"\xef\xbb\xbf{\"a\": 1}".to_vec()), b"{\"a\": 1}");
+        assert_eq!(utf8(Encoding::Windows1252, b"\x80 \x93q\x94 \xe9"), "€ “q” é".as_bytes());
+        assert_eq!(utf8(Encoding::Latin1, b"\x80\xe9"), "\u{80}é".as_bytes());
+        assert_eq!(utf8(Encoding::Utf8, b"\xef\xbb\xbf{\"a\": 1}"), b"{\"a\": 1}");
         assert_eq!("Windows-1252".parse::<Encoding>(), Ok(Encoding::Windows1252));
         assert!("ebcdic".parse::<Encoding>().is_err());
     }

@@ -15,6 +15,7 @@
 //!   the header, or break the array): write new rows to a new file.
 //! - An unreadable file is skipped; the others are still read.
 
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -156,13 +157,13 @@ struct Landed {
     sha256: String,
 }
 
-/// What to land of a landing file's `content`.
+/// What to land of a landing file.
 #[derive(Debug)]
 pub enum NewContent {
     /// All of it (first seen, rewritten, or unchanged: landing is exactly once per content).
-    Whole(Vec<u8>),
-    /// Only what was appended since it was landed (NDJSON), with a note.
-    Appended(Vec<u8>, String),
+    Whole,
+    /// Only what was appended since it was landed, from this byte on (NDJSON), with a note.
+    Appended(u64, String),
     /// Nothing: it grew, and its format cannot land new bytes alone.
     Refused(String),
 }
@@ -171,24 +172,34 @@ fn landed_path(source: &str, shown: &str) -> String {
     format!("_medallion/ingest/{source}/paths/{}.json", &hex(&Sha256::digest(shown.as_bytes()))[..32])
 }
 
-/// Compares `content` of the landing file `shown` with what was landed of it.
+/// Compares the landing file at `path` (shown as `shown`) with what was landed of it.
 pub async fn new_content(
     lake: &Lake,
     source: &str,
     format: SourceFormat,
     shown: &str,
-    content: Vec<u8>,
+    path: &Path,
 ) -> Result<NewContent> {
-    let Some(bytes) = lake.get(&landed_path(source, shown)).await? else { return Ok(NewContent::Whole(content)) };
-    let Ok(before) = serde_json::from_slice::<Landed>(&bytes) else { return Ok(NewContent::Whole(content)) };
-    let n = usize::try_from(before.bytes).unwrap_or(usize::MAX);
-    if content.len() <= n || hex(&Sha256::digest(&content[..n])) != before.sha256 {
-        return Ok(NewContent::Whole(content));
-    }
-    let added = content.len() - n;
+    let Some(bytes) = lake.get(&landed_path(source, shown)).await? else { return Ok(NewContent::Whole) };
+    let Ok(before) = serde_json::from_slice::<Landed>(&bytes) else { return Ok(NewContent::Whole) };
+    let file = path.to_path_buf();
+    let n = before.bytes;
+    let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Seen>> {
+        if std::fs::metadata(&file)?.len() <= n {
+            return Ok(None);
+        }
+        Seen::of_reader(std::fs::File::open(&file)?.take(n)).map(Some)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+    .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let Some(prefix) = prefix.filter(|p| p.bytes == n && p.sha256 == before.sha256) else {
+        return Ok(NewContent::Whole);
+    };
+    let added = std::fs::metadata(path).map(|m| m.len().saturating_sub(n)).unwrap_or(0);
     match format {
         SourceFormat::Ndjson => Ok(NewContent::Appended(
-            content[n..].to_vec(),
+            prefix.bytes,
             format!("grew by {added} bytes since it was landed: its new bytes landed, not the {n} landed before"),
         )),
         SourceFormat::Csv | SourceFormat::Json => Ok(NewContent::Refused(format!(
@@ -207,9 +218,27 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// The length and hash of `content`.
-    pub fn of(content: &[u8]) -> Seen {
-        Seen { bytes: content.len() as u64, sha256: hex(&Sha256::digest(content)) }
+    /// The length and hash of the file at `path` (read streaming; blocking).
+    pub fn of_file(path: &Path) -> std::io::Result<Seen> {
+        Seen::of_reader(std::fs::File::open(path)?)
+    }
+
+    fn of_reader(mut r: impl Read) -> std::io::Result<Seen> {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    bytes += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Seen { bytes, sha256: hex(&hasher.finalize()) })
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bronze::ingest::{IngestOutcome, ingest};
+use crate::bronze::ingest::{FileInput, IngestOutcome, ingest_from};
 use crate::bronze::landing;
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
@@ -542,17 +542,20 @@ async fn ingest_paths(
             }
             landing::Entry::Read { path, shown } => (path, shown),
         };
-        let content = match std::fs::read(&path) {
-            Ok(c) => c,
+        let file = path.clone();
+        let seen = match tokio::task::spawn_blocking(move || landing::Seen::of_file(&file))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+        {
+            Ok(seen) => seen,
             Err(e) => {
                 out.push(IngestOutcome::skipped(&shown, format!("cannot be read: {e}")));
                 continue;
             }
         };
-        let seen = landing::Seen::of(&content);
-        let (landed, note) = match landing::new_content(lake, &source.name, source.format, &shown, content).await? {
-            landing::NewContent::Whole(c) => (c, None),
-            landing::NewContent::Appended(c, note) => (c, Some(note)),
+        let (start, note) = match landing::new_content(lake, &source.name, source.format, &shown, &path).await? {
+            landing::NewContent::Whole => (0, None),
+            landing::NewContent::Appended(start, note) => (start, Some(note)),
             landing::NewContent::Refused(why) => {
                 out.push(IngestOutcome::skipped(&shown, why));
                 continue;
@@ -560,8 +563,19 @@ async fn ingest_paths(
         };
         // Files given together get strictly increasing ingest times in their (sorted) order,
         // so duplicates across them resolve by that order, not by random batch ids.
-        let mut outcome =
-            ingest(lake, &source.name, source.read.clone(), &shown, landed, later(opts.now, out.len())).await?;
+        let input = Arc::new(FileInput { path, start });
+        let landed =
+            ingest_from(lake, &source.name, source.read.clone(), &shown, input, later(opts.now, out.len())).await;
+        let mut outcome = match landed {
+            Ok(outcome) => outcome,
+            // Input that cannot be landed (not gzip after all, a gzip bomb, changed meanwhile)
+            // is skipped with why; the other files still land.
+            Err(Error::Ingest { message, .. }) => {
+                out.push(IngestOutcome::skipped(&shown, message));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         landing::remember(lake, &source.name, &shown, seen).await?;
         if let Some(note) = note {
             outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));

@@ -184,6 +184,43 @@ impl Lake {
             .map_err(|source| storage(path, source))
     }
 
+    /// Writes an object from parts as they come (one put when there is one part, a multipart
+    /// upload past it), visible only once complete: `parts` ends with [`Part::Done`]; if it closes
+    /// without it (the producer failed), the upload is aborted and nothing is written.
+    pub async fn put_parts(&self, path: &str, mut parts: tokio::sync::mpsc::Receiver<Part>) -> Result<()> {
+        let location = ObjectPath::from(path);
+        let stopped = || Error::Internal(format!("the content of {path} stopped before its end; nothing was written"));
+        let first = match parts.recv().await {
+            Some(Part::Data(b)) => b,
+            Some(Part::Done) => Bytes::new(),
+            None => return Err(stopped()),
+        };
+        let second = match parts.recv().await {
+            Some(Part::Done) => return self.put(path, first.to_vec()).await,
+            Some(Part::Data(b)) => b,
+            None => return Err(stopped()),
+        };
+        let upload = self.store.put_multipart(&location).await.map_err(|source| storage(path, source))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, first.len().max(5 << 20));
+        w.put(first);
+        w.put(second);
+        loop {
+            match parts.recv().await {
+                Some(Part::Data(b)) => {
+                    if let Err(source) = w.wait_for_capacity(4).await {
+                        return Err(storage(path, source));
+                    }
+                    w.put(b);
+                }
+                Some(Part::Done) => return w.finish().await.map(|_| ()).map_err(|source| storage(path, source)),
+                None => {
+                    let _ = w.abort().await;
+                    return Err(stopped());
+                }
+            }
+        }
+    }
+
     /// Writes an object only if none exists there; returns whether this call created it.
     pub async fn put_if_absent(&self, path: &str, bytes: Vec<u8>) -> Result<bool> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
@@ -253,6 +290,15 @@ impl Lake {
 
 fn storage(path: &str, source: object_store::Error) -> Error {
     Error::Storage { location: path.to_string(), cause: source }
+}
+
+/// A part of an object written by [`Lake::put_parts`], or the end of it.
+#[derive(Debug)]
+pub enum Part {
+    /// The next bytes.
+    Data(Bytes),
+    /// The object is complete.
+    Done,
 }
 
 /// One bronze batch file.

@@ -12,7 +12,7 @@ mod policy;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
 pub use crate::error::explain;
-pub use lake::{BatchFile, Lake, Layer};
+pub use lake::{BatchFile, Lake, Layer, Part};
 pub use policy::{MIN_RETENTION, Maintenance};
 
 /// The UTC microsecond timestamp type the lake stores: `_ingested_at`, timestamp columns, and the

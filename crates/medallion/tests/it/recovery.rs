@@ -6,7 +6,7 @@ use medallion::spec::SourceFormat;
 use medallion::storage::Layer;
 use medallion::storage::delta::Table;
 
-use crate::common::{Env, sample};
+use crate::common::{Env, sample, walk};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ingesting_the_same_content_twice_lands_one_batch() {
@@ -32,6 +32,72 @@ async fn ingesting_the_same_content_twice_lands_one_batch() {
     assert_eq!(s.totals.read, expected.records);
     assert_eq!(s.totals.rejected, expected.invalid);
     assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
+}
+
+/// Issue 22: ingest streams its input (fingerprint, then convert and upload in parts): a batch
+/// larger than one part lands whole and reads back record for record; an input that changes
+/// between the two reads lands nothing.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::result_large_err)] // the decoder's callback returns medallion's Result
+async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_one() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use medallion::bronze::ingest::{FileInput, Input, ingest_from};
+
+    let env = Env::new().await;
+    // ~40 MB of records whose text barely compresses: the gzip batch spans several 8 MiB parts.
+    let path = env.dir.path().join("big.ndjson");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let n = 150_000u64;
+    for i in 0..n {
+        let noise: String = (0..16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{x:016x}")
+            })
+            .collect();
+        writeln!(f, r#"{{"order_id": {i}, "region": "{noise}"}}"#).expect("write");
+    }
+    f.flush().expect("flush");
+    drop(f);
+    let input = Arc::new(FileInput { path: path.clone(), start: 0 });
+    let now = medallion::runtime::now();
+    let out = ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "big.ndjson", input, now).await.expect("ingest");
+    assert_eq!((out.status, out.records, out.corrupt), (IngestStatus::Ingested, n, 0));
+    let gz = std::fs::read(env.lake_dir().join(&out.path)).expect("batch");
+    assert!(gz.len() > 16 << 20, "several parts: {} bytes", gz.len());
+    let mut rows = 0u64;
+    let bad = medallion::bronze::decode::decode_batch(&gz, &["order_id".to_string()], |c| {
+        rows += c.rows() as u64;
+        Ok(())
+    })
+    .expect("decode");
+    assert_eq!((rows, bad.len()), (n, 0));
+
+    // Different bytes on the second read: refused, and no batch object appears.
+    struct Changing(AtomicUsize);
+    impl Input for Changing {
+        fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+            let k = self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(std::io::Cursor::new(format!("{{\"order_id\": {k}}}\n").into_bytes())))
+        }
+        fn size(&self) -> std::io::Result<u64> {
+            Ok(16)
+        }
+    }
+    let before = walk(&env.lake_dir().join("bronze")).len();
+    let err =
+        ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "moving", Arc::new(Changing(AtomicUsize::new(0))), now)
+            .await
+            .expect_err("changed")
+            .to_string();
+    assert!(err.contains("changed while it was being landed"), "{err}");
+    assert_eq!(walk(&env.lake_dir().join("bronze")).len(), before, "no batch landed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
