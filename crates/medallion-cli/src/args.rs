@@ -27,7 +27,8 @@ pub struct Global {
     /// Lake location, overriding the project's `lake`: a directory, or s3://bucket/prefix (gs://, az:// with those features).
     #[arg(long, global = true, env = "MEDALLION_LAKE", value_name = "LAKE")]
     pub lake: Option<String>,
-    /// Output format on stdout: human-readable text, or JSON Lines (one object per line with a `type`).
+    /// Output format on stdout: human-readable text, JSON Lines (one object per line with a `type`), or CSV
+    /// (the rows of `sql` and `show`; other commands print text).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Less output on stderr (errors only).
@@ -59,6 +60,8 @@ pub enum Format {
     Text,
     /// JSON Lines for programs.
     Json,
+    /// CSV with a header row (`sql`, `show`); text elsewhere.
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +243,9 @@ pub enum Command {
         /// The table as it was: a Delta version (`3`) or a time (`2024-03-01T12:00:00Z`, `2024-03-01`).
         #[arg(long, value_name = "VERSION|TIME")]
         as_of: Option<String>,
+        /// Write the rows to this file instead of stdout: `.parquet`, `.csv` or `.ndjson`/`.jsonl`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// Run a SQL query (DataFusion) over the lake's tables, dead letters (`quarantine.x`), expectation
     /// results (`medallion.expectations`) and the event log (`medallion.events`).
@@ -249,6 +255,9 @@ pub enum Command {
         /// Every table as it was at this time (`2024-03-01T12:00:00Z`, `2024-03-01`).
         #[arg(long, value_name = "TIME")]
         as_of: Option<String>,
+        /// Write the rows to this file instead of stdout: `.parquet`, `.csv` or `.ndjson`/`.jsonl`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// A table's commits: version, time, operation, rows changed and the run that made each.
     History {

@@ -122,8 +122,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Test { select } => commands::test::run(g, &select).await,
         Command::Replay { table, filter, dry_run } => commands::replay::run(g, &table, filter, dry_run).await,
         Command::Quarantine { table } => commands::replay::summary(g, &table).await,
-        Command::Show { table, limit, as_of } => commands::query::show(g, &table, limit, as_of.as_deref()).await,
-        Command::Sql { query, as_of } => commands::query::sql(g, &query, as_of.as_deref()).await,
+        Command::Show { table, limit, as_of, out } => {
+            commands::query::show(g, &table, limit, as_of.as_deref(), out.as_deref()).await
+        }
+        Command::Sql { query, as_of, out } => commands::query::sql(g, &query, as_of.as_deref(), out.as_deref()).await,
         Command::History { table, limit } => commands::query::history(g, &table, limit).await,
     }
 }

@@ -2,8 +2,12 @@
 
 use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use medallion::arrow::array::RecordBatch;
+use medallion::arrow::json::WriterBuilder;
+use medallion::arrow::json::writer::LineDelimited;
+
+use crate::args::Format;
 
 /// Schema version of every JSON line.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -77,26 +81,75 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Prints record batches as a text grid or JSON Lines (`type: "row"`).
-pub fn batches(batches: &[RecordBatch], json: bool) -> Result<()> {
-    if json {
-        let mut buf = Vec::new();
-        {
-            let mut writer = medallion::arrow::json::LineDelimitedWriter::new(&mut buf);
+/// Prints record batches as a text grid, JSON Lines (`type: "row"`, the row's columns in
+/// order, nulls kept, decimals as exact JSON numbers) or CSV with a header.
+pub fn batches(batches: &[RecordBatch], format: Format) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(&mut buf);
+                for b in batches {
+                    writer.write(b)?;
+                }
+                writer.finish()?;
+            }
+            // The row's text as arrow wrote it: parsing it would sort keys and round decimals.
+            for line in String::from_utf8(buf)?.lines() {
+                writeln!(out, "{{\"row\":{line},\"schema_version\":{SCHEMA_VERSION},\"type\":\"row\"}}")?;
+            }
+        }
+        Format::Csv => {
+            let mut writer = medallion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for b in batches {
+                writer.write(b)?;
+            }
+        }
+        Format::Text => {
+            let text = medallion::arrow::util::pretty::pretty_format_batches(batches)?;
+            writeln!(out, "{text}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `batches` to `path` as Parquet, CSV or NDJSON (by its extension); returns the rows.
+pub fn write_file(
+    schema: medallion::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    path: &std::path::Path,
+) -> Result<u64> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+    if !matches!(ext.as_str(), "parquet" | "csv" | "ndjson" | "jsonl" | "json") {
+        anyhow::bail!("--out {}: the extension names the format: .parquet, .csv or .ndjson/.jsonl", path.display());
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    match ext.as_str() {
+        "parquet" => {
+            let mut writer = medallion::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.close()?;
+        }
+        "csv" => {
+            let mut writer = medallion::arrow::csv::WriterBuilder::new().with_header(true).build(file);
+            for b in batches {
+                writer.write(b)?;
+            }
+        }
+        _ => {
+            let mut writer =
+                WriterBuilder::new().with_explicit_nulls(true).build::<_, LineDelimited>(std::io::BufWriter::new(file));
             for b in batches {
                 writer.write(b)?;
             }
             writer.finish()?;
         }
-        for line in String::from_utf8(buf)?.lines() {
-            let row: serde_json::Value = serde_json::from_str(line)?;
-            json_line("row", serde_json::json!({ "row": row }))?;
-        }
-    } else {
-        let text = medallion::arrow::util::pretty::pretty_format_batches(batches)?;
-        writeln!(std::io::stdout().lock(), "{text}")?;
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Writes to stdout, reporting failure (a closed pipe ends the command quietly, see `main`).

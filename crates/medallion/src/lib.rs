@@ -48,3 +48,4 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The Arrow version medallion is built with, for callers that handle its record batches.
 pub use datafusion::arrow;
+pub use datafusion::parquet;

@@ -50,7 +50,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
             thousands(outcome.corrupt),
         ]);
     }
-    if g.format == Format::Text {
+    if g.format != Format::Json {
         say!("{}", table(&rows));
     }
     Ok(Outcome::Ok)

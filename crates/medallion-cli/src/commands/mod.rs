@@ -75,7 +75,7 @@ pub fn threads(g: &Global) -> usize {
 /// A spinner on stderr with `message`, unless quiet, verbose or JSON output (indicatif also hides
 /// it when stderr is not a terminal).
 pub fn spinner(g: &Global, message: String) -> Option<indicatif::ProgressBar> {
-    (g.quiet == 0 && g.verbose == 0 && g.format == crate::args::Format::Text).then(|| {
+    (g.quiet == 0 && g.verbose == 0 && g.format != crate::args::Format::Json).then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
         pb.set_message(message);
         pb.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -7,14 +7,20 @@ use medallion::storage::delta::{AsOf, Table};
 use super::open;
 use crate::Outcome;
 use crate::args::{Format, Global};
-use crate::output::{batches, json_line, table as text_table, thousands};
+use crate::output::{batches, json_line, table as text_table, thousands, write_file};
 use crate::say;
 
 fn as_of(text: Option<&str>) -> Result<Option<AsOf>> {
     text.map(|t| t.parse::<AsOf>().map_err(|e| anyhow!("--as-of: {e}"))).transpose()
 }
 
-pub async fn show(g: &Global, table: &str, limit: usize, at: Option<&str>) -> Result<Outcome> {
+pub async fn show(
+    g: &Global,
+    table: &str,
+    limit: usize,
+    at: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let known = known_tables(&project);
     let Some((layer, name)) = resolve(&project, table).filter(|_| known.iter().any(|k| k == table)) else {
@@ -35,12 +41,12 @@ pub async fn show(g: &Global, table: &str, limit: usize, at: Option<&str>) -> Re
     }
     let df =
         ctx.sql(&format!("SELECT * FROM {table} LIMIT {limit}")).await.with_context(|| format!("reading `{table}`"))?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let rows = df.collect().await.with_context(|| format!("reading `{table}`"))?;
-    batches(&rows, g.format == Format::Json)?;
-    Ok(Outcome::Ok)
+    emit(g, schema, &rows, out)
 }
 
-pub async fn sql(g: &Global, query: &str, at: Option<&str>) -> Result<Outcome> {
+pub async fn sql(g: &Global, query: &str, at: Option<&str>, out: Option<&std::path::Path>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let at = as_of(at)?;
     if matches!(at, Some(AsOf::Version(_))) {
@@ -48,8 +54,27 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>) -> Result<Outcome> {
     }
     let ctx = session_as_of(&lake, &project, at).await?;
     let df = medallion::catalog::read_only(&ctx, query, "`sql`").await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let rows = df.collect().await.context("the query failed")?;
-    batches(&rows, g.format == Format::Json)?;
+    emit(g, schema, &rows, out)
+}
+
+/// Rows to `out` (by its extension) or to stdout in the global format.
+fn emit(
+    g: &Global,
+    schema: medallion::arrow::datatypes::SchemaRef,
+    rows: &[medallion::arrow::array::RecordBatch],
+    out: Option<&std::path::Path>,
+) -> Result<Outcome> {
+    match out {
+        Some(path) => {
+            let n = write_file(schema, rows, path)?;
+            if g.quiet == 0 {
+                eprintln!("wrote {} rows to {}", thousands(n), path.display());
+            }
+        }
+        None => batches(rows, g.format)?,
+    }
     Ok(Outcome::Ok)
 }
 

@@ -139,7 +139,7 @@ pub(crate) async fn execute(
             }
         }))),
         // On a terminal: which nodes are running, and the records and bytes done so far.
-        (Format::Text, Some(pb)) => {
+        (Format::Text | Format::Csv, Some(pb)) => {
             let pb = pb.clone();
             let progress = std::sync::Mutex::new((std::collections::BTreeSet::<String>::new(), 0u64, 0u64));
             Some(EventSink(std::sync::Arc::new(move |e: &Event| {
@@ -161,7 +161,7 @@ pub(crate) async fn execute(
                 pb.set_message(format!("{running} · {} records, {} bytes read", thousands(p.1), thousands(p.2)));
             })))
         }
-        (Format::Text, None) => None,
+        (Format::Text | Format::Csv, None) => None,
     };
     let lock_wait = super::lock_wait(g)?;
     let opts = RunOptions {
@@ -184,7 +184,9 @@ pub(crate) async fn execute(
     let summary = summary?;
     match g.format {
         Format::Json => print_json(&summary)?,
-        Format::Text => print_text(&summary, g.verbose > 0)?,
+        // -q: errors and warnings only (on stderr, below).
+        Format::Text | Format::Csv if g.quiet > 0 => {}
+        Format::Text | Format::Csv => print_text(&summary, g.verbose > 0)?,
     }
     note_contracts(&summary);
     note_landing(&summary.ingested);

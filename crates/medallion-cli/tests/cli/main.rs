@@ -1315,3 +1315,38 @@ fn a_corpus_of_bad_inputs_is_accounted_for_line_by_line() {
         published
     );
 }
+
+/// Issue 17: rows for programs. `sql --format json` keeps the column order, nulls and exact
+/// decimals; `--format csv` has a header; `--out` writes Parquet, CSV or NDJSON; `run -q` prints
+/// nothing on stdout.
+#[test]
+fn sql_output_formats_keep_order_nulls_and_exact_decimals() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let quiet = run(&["run", "-q"], &proj);
+    assert_eq!(quiet.status.code(), Some(0), "{}", text(&quiet.stderr));
+    assert_eq!(text(&quiet.stdout), "", "-q prints no summary");
+    let query = "SELECT order_id, amount, CAST(NULL AS VARCHAR) AS nothing, CAST(1.10 AS DECIMAL(10, 2)) AS exact, \
+                 currency FROM silver.orders ORDER BY order_id LIMIT 3";
+    let json = run(&["sql", query, "--format", "json"], &proj);
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json.stderr));
+    golden("sql_rows.jsonl", &text(&json.stdout));
+    let csv = run(&["sql", query, "--format", "csv"], &proj);
+    assert_eq!(csv.status.code(), Some(0), "{}", text(&csv.stderr));
+    golden("sql_rows.csv", &text(&csv.stdout));
+    for (file, lines) in [("rows.parquet", None), ("rows.csv", Some(4)), ("rows.ndjson", Some(3))] {
+        let path = dir.path().join(file);
+        let out = run(&["sql", query, "--out", path.to_str().expect("utf8")], &proj);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("wrote 3 rows to"), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "");
+        let bytes = std::fs::read(&path).expect("written");
+        match lines {
+            None => assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")),
+            Some(n) => assert_eq!(String::from_utf8_lossy(&bytes).lines().count(), n, "{file}"),
+        }
+    }
+    let bad = run(&["sql", query, "--out", dir.path().join("rows.txt").to_str().expect("utf8")], &proj);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+}
