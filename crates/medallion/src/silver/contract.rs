@@ -33,6 +33,8 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
 pub struct Column {
     /// Name.
     pub name: String,
+    /// The raw field it is read from (its `from`, else its name).
+    pub field: String,
     /// Type.
     pub ty: ColumnType,
     /// Whether missing/null rejects the record.
@@ -99,7 +101,25 @@ impl Contract {
         let mut errors = Vec::new();
         let mut fields = Vec::new();
         let mut typed = Vec::new();
+        let mut read: Vec<&str> = Vec::new();
         for c in &spec.columns {
+            let field = c.from.as_deref().unwrap_or(&c.name);
+            if field.trim().is_empty() {
+                errors.push(ContractError {
+                    subject: format!("column `{}`", c.name),
+                    message: "`from` names no field".into(),
+                    needle: Some("from".into()),
+                });
+            } else if read.contains(&field) {
+                errors.push(ContractError {
+                    subject: format!("column `{}`", c.name),
+                    message: format!(
+                        "field `{field}` is already read by another column: each raw field feeds one column"
+                    ),
+                    needle: Some(c.name.clone()),
+                });
+            }
+            read.push(field);
             match c.ty.parse::<ColumnType>() {
                 Ok(ty) => {
                     fields.push(Field::new(&c.name, arrow_type(ty), true));
@@ -185,7 +205,8 @@ impl Contract {
                 }
             }
             let null_values = column_nulls(spec, c, source_nulls);
-            columns.push(Column { name: c.name.clone(), ty, required: c.required, transform, null_values });
+            let field = c.from.clone().unwrap_or_else(|| c.name.clone());
+            columns.push(Column { name: c.name.clone(), field, ty, required: c.required, transform, null_values });
         }
         for sql in &spec.checks {
             match compile(sql, None) {
@@ -216,6 +237,12 @@ impl Contract {
     /// Names of the contract columns.
     pub fn column_names(&self) -> Vec<String> {
         self.columns.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// The raw fields the columns are read from, in column order (a column's `from`, else its
+    /// name): what bronze records are decoded by.
+    pub fn field_names(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.field.clone()).collect()
     }
 }
 

@@ -57,6 +57,9 @@ pub struct ContractRecord {
 pub struct ColumnRecord {
     /// Name.
     pub name: String,
+    /// The raw field it is read from, when not its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     /// Type, as written in contracts (`decimal(18,2)`).
     #[serde(rename = "type")]
     pub ty: String,
@@ -82,6 +85,7 @@ impl ContractRecord {
             .iter()
             .map(|c| ColumnRecord {
                 name: c.name.clone(),
+                from: c.from.clone().filter(|f| *f != c.name),
                 ty: c.ty.parse::<ColumnType>().map_or_else(|_| c.ty.clone(), |t| t.to_string()),
                 required: c.required,
                 transform: c.transform.clone(),
@@ -247,6 +251,10 @@ pub fn diff<'a>(
         if old.required != c.required {
             let how = if c.required { "optional → required" } else { "required → optional" };
             out.push(acceptance(format!("{}: {how}", c.name)));
+        }
+        if old.from != c.from {
+            let show = |f: &Option<String>| format!("`{}`", f.as_deref().unwrap_or(&c.name));
+            out.push(rule(format!("field of {}: {} → {}", c.name, show(&old.from), show(&c.from))));
         }
         if old.transform != c.transform {
             let show = |t: &Option<String>| t.as_deref().map_or("none".to_string(), |t| format!("`{t}`"));

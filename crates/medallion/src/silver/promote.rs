@@ -681,7 +681,7 @@ pub(crate) async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile
 /// Decodes and validates one file of NDJSON records (blocking): a bronze batch (gzip) or
 /// dead-letter records being replayed (plain).
 pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: &Origin) -> Result<FileResult> {
-    let wanted = contract.column_names();
+    let wanted = contract.field_names();
     let mut out = FileResult {
         valid: Vec::new(),
         valid_lines: Vec::new(),

@@ -691,6 +691,10 @@ impl RejectedFraction {
 pub struct ColumnSpec {
     /// Column name.
     pub name: String,
+    /// The raw field the column is read from when its name differs (a rename, as dbt staging's
+    /// `id as customer_id`: `{ name = "customer_id", from = "id" }`); default: `name`.
+    #[serde(default)]
+    pub from: Option<String>,
     /// Type: `int64`, `float64`, `decimal(p,s)`, `string`, `bool`, `date`, `timestamp`.
     #[serde(rename = "type")]
     pub ty: String,

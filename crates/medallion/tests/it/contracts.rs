@@ -384,3 +384,47 @@ async fn an_empty_string_in_a_partition_column_is_null_for_every_reader() {
         assert!(!text.contains(r#""region":"""#), "an empty partition value in {}", entry.path().display());
     }
 }
+
+/// Issue 17: a contract column can be read from a differently named raw field (dbt staging's
+/// `id as order_id`); changing the field later is a contract change; two columns cannot read one
+/// field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_can_be_read_from_a_differently_named_field() {
+    let d = Dir::example();
+    d.edit("{ name = \"order_id\",    type = \"int64\" }", "{ name = \"order_id\", from = \"id\", type = \"int64\" }");
+    let provenance = r#""_batch_id": "b1", "_ingested_at": "2026-12-01T00:00:00.000000+00:00", "_source": "orders""#;
+    let record = |id: &str| {
+        format!(
+            r#"{{"id": {id}, "customer_id": 7, "amount": 10.5, "currency": "USD", "order_date": "2024-03-09", "region": "eu", "source": "web", {provenance}}}"#
+        )
+    };
+    let text = [record("1"), record("2"), record("\"x\"")].join("\n") + "\n";
+    write_gz(&d.dir.path().join("lake/bronze/orders/2026-12-01/b1.ndjson.gz"), text.as_bytes());
+    let s = d.run().await;
+    let p = s.silver.iter().find(|p| p.table == "orders").expect("promoted");
+    assert_eq!((p.read, p.inserted, p.rejected), (3, 2, 1), "{p:?}");
+    assert_eq!(
+        d.rows("SELECT order_id FROM silver.orders ORDER BY 1").await,
+        vec![vec!["1".to_string()], vec!["2".into()]]
+    );
+    assert_eq!(
+        d.rows("SELECT e['rule'], e['column'] FROM (SELECT unnest(_errors) AS e FROM quarantine.orders)").await,
+        vec![vec!["type".to_string(), "order_id".into()]],
+        "reasons name the contract column"
+    );
+
+    // Reading another field changes what the rows mean: refused until rebuilt.
+    d.edit("from = \"id\"", "from = \"oid\"");
+    let (project, lake) = d.open().await;
+    let silver = Table::open(&lake, Layer::Silver, "orders").await.expect("open");
+    let changes = evolve::changes(&project.silver["orders"], &silver).await.expect("compare");
+    assert_eq!(changes.iter().map(Change::describe).collect::<Vec<_>>(), vec!["field of order_id: `id` → `oid`"]);
+
+    // Two columns reading one field: a validate error.
+    d.edit(
+        "{ name = \"customer_id\", type = \"int64\" }",
+        "{ name = \"customer_id\", from = \"oid\", type = \"int64\" }",
+    );
+    let err = medallion::project::Project::load(d.dir.path()).await.expect_err("invalid").to_string();
+    assert!(err.contains("field `oid` is already read by another column"), "{err}");
+}
