@@ -100,9 +100,16 @@ async fn session_with(
     Ok(ctx)
 }
 
-/// A session with the `silver`, `gold`, `quarantine` and `medallion` schemas and no tables.
+/// A session with the `silver`, `gold`, `quarantine` and `medallion` schemas and no tables, and
+/// medallion's SQL semantics ([`division::FloatDivision`]).
 pub fn new_session() -> Result<SessionContext> {
-    let ctx = SessionContext::new();
+    // Before type coercion, which then reconciles what the rewrite changed (`3 / 2 > 1`).
+    let mut rules: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
+        vec![Arc::new(division::FloatDivision)];
+    rules.extend(datafusion::optimizer::Analyzer::new().rules);
+    let state =
+        datafusion::execution::SessionStateBuilder::new().with_default_features().with_analyzer_rules(rules).build();
+    let ctx = SessionContext::new_with_state(state);
     let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Internal("no default catalog".into()))?;
     for schema in [Layer::Silver.dir(), Layer::Gold.dir(), Layer::Quarantine.dir(), "medallion"] {
         catalog
@@ -246,4 +253,90 @@ pub fn json_rows(batches: &[RecordBatch], context: &str) -> Result<Vec<String>> 
         writer.finish().map_err(|e| Error::arrow(context, e))?;
     }
     Ok(String::from_utf8_lossy(&buf).lines().map(str::to_string).collect())
+}
+
+/// `/` between two integers gives a float, as in DuckDB, Spark, Snowflake and BigQuery
+/// (`1250 / 100` is 12.5), not DataFusion's truncated integer (12): a model ported from them
+/// would otherwise be silently wrong on data that is not a multiple of the divisor. Decimals and
+/// floats divide as before; `trunc(a / b)` gives the truncated quotient.
+pub mod division {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion::common::{DFSchema, Result};
+    use datafusion::config::ConfigOptions;
+    use datafusion::logical_expr::expr_rewriter::NamePreserver;
+    use datafusion::logical_expr::utils::merge_schema;
+    use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, cast};
+    use datafusion::optimizer::AnalyzerRule;
+
+    /// The analyzer rule: every integer `/` in a plan (subqueries included) divides as floats;
+    /// output names stay as written.
+    #[derive(Debug)]
+    pub struct FloatDivision;
+
+    impl AnalyzerRule for FloatDivision {
+        fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
+            plan.transform_up_with_subqueries(|plan| {
+                let schema = merge_schema(&plan.inputs());
+                let names = NamePreserver::new(&plan);
+                let rewritten = plan.map_expressions(|expr| {
+                    let name = names.save(&expr);
+                    Ok(floats(expr, &schema)?.update_data(|e| name.restore(e)))
+                })?;
+                // A changed expression changes its node's schema, and so its parents'.
+                rewritten.map_data(LogicalPlan::recompute_schema)
+            })
+            .map(|t| t.data)
+        }
+
+        fn name(&self) -> &str {
+            "medallion_float_division"
+        }
+    }
+
+    /// `expr` with every `/` between two integers (typed against `schema`) dividing as floats.
+    pub fn floats(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+        expr.transform_up(|e| {
+            let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Divide, right }) = &e else {
+                return Ok(Transformed::no(e));
+            };
+            let integer = |x: &Expr| x.get_type(schema).is_ok_and(|t| t.is_integer());
+            if !(integer(left) && integer(right)) {
+                return Ok(Transformed::no(e));
+            }
+            let Expr::BinaryExpr(BinaryExpr { left, right, .. }) = e else { return Ok(Transformed::no(e)) };
+            let divided = Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(cast(*left, DataType::Float64)),
+                Operator::Divide,
+                Box::new(cast(*right, DataType::Float64)),
+            ));
+            Ok(Transformed::new(divided, true, TreeNodeRecursion::Continue))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::Float64Type;
+
+    use super::*;
+
+    /// Issue 17: integer `/` divides as DuckDB and Spark do, in projections, aggregates, filters
+    /// and subqueries; decimals keep their type; names stay as written.
+    #[tokio::test]
+    async fn integer_division_gives_floats_and_keeps_names() {
+        let ctx = new_session().expect("session");
+        let sql = "SELECT 1250 / 100 AS a, 7 / 2, -7 / 2 AS neg, trunc(7 / 2) AS t, \
+                   CAST(1250 AS DECIMAL(10, 2)) / 100 AS d, (SELECT max(x) / 2 FROM (VALUES (3), (5)) AS v(x)) AS sub \
+                   WHERE 3 / 2 > 1";
+        let rows = query(&ctx, sql, "division").await.expect("runs");
+        let b = &rows[0];
+        let schema = b.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, vec!["a", "Int64(7) / Int64(2)", "neg", "t", "d", "sub"]);
+        let f = |i: usize| b.column(i).as_primitive::<Float64Type>().value(0);
+        assert_eq!((f(0), f(1), f(2), f(3), f(5)), (12.5, 3.5, -3.5, 3.0, 2.5));
+        assert!(matches!(b.column(4).data_type(), DataType::Decimal128(..)), "{}", b.column(4).data_type());
+    }
 }

@@ -151,6 +151,7 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
             let first =
                 |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
             let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(first)?;
+            let expr = crate::catalog::division::floats(expr, &df_schema).map_err(first)?.data;
             let expr = ctx.create_physical_expr(expr, &df_schema).map_err(first)?;
             match expr.data_type(schema).map_err(first)? {
                 DataType::Boolean => Ok(Some(Gate { name: spec.name.clone(), kind, action: spec.action, sql, expr })),

@@ -152,6 +152,7 @@ impl Contract {
         );
         let compile = |sql: &str, want: Option<&DataType>| -> Result<(Arc<dyn PhysicalExpr>, Vec<usize>), String> {
             let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| first_line(&e.to_string()))?;
+            let expr = crate::catalog::division::floats(expr, &df_schema).map_err(|e| first_line(&e.to_string()))?.data;
             let refs: Vec<usize> = expr.column_refs().iter().filter_map(|c| schema.index_of(&c.name).ok()).collect();
             let phys = ctx.create_physical_expr(expr, &df_schema).map_err(|e| first_line(&e.to_string()))?;
             let dt = phys.data_type(&schema).map_err(|e| first_line(&e.to_string()))?;

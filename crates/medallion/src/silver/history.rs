@@ -130,6 +130,7 @@ fn predicate(schema: &SchemaRef, sql: &str) -> Result<Arc<dyn PhysicalExpr>, Str
     let first = |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(first)?;
     let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(first)?;
+    let expr = crate::catalog::division::floats(expr, &df_schema).map_err(first)?.data;
     let expr = ctx.create_physical_expr(expr, &df_schema).map_err(first)?;
     match expr.data_type(schema).map_err(first)? {
         DataType::Boolean => Ok(expr),
