@@ -4,7 +4,7 @@
 //! runs, rows and rejected share over time as charts, top rejection reasons with sample records,
 //! and the latest expectation results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use crate::catalog;
@@ -174,21 +174,57 @@ pub async fn render(lake: &Lake, project: &Project, now: Now) -> Result<String> 
     Ok(html)
 }
 
-/// The DAG as an SVG: one column per layer, gates as badges, edges as curves.
-fn lineage(project: &Project) -> String {
-    let up = project.edges();
-    let layers = ["bronze", "silver", "gold"];
-    let mut pos: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    let (w, h, gap_x, gap_y) = (180.0, 44.0, 260.0, 64.0);
-    let mut height: f64 = 0.0;
-    for (col, layer) in layers.iter().enumerate() {
-        for (row, node) in up.keys().filter(|n| n.starts_with(&format!("{layer}/"))).enumerate() {
-            let p = (20.0 + col as f64 * gap_x, 20.0 + row as f64 * gap_y);
-            height = height.max(p.1 + h + 20.0);
-            pos.insert(node.as_str(), p);
+/// Node size and spacing of the lineage drawing.
+const NODE_W: f64 = 180.0;
+const NODE_H: f64 = 44.0;
+const GAP_X: f64 = 260.0;
+const GAP_Y: f64 = 64.0;
+
+/// Where each node of the DAG (`node → what it reads`) stands: one column per depth (bronze 0, a
+/// node one past the deepest thing it reads), so every edge runs left to right, gold models that
+/// read gold models included; within a column, by layer then name.
+fn layout(up: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<&str, (f64, f64)> {
+    fn depth<'a>(
+        n: &'a str,
+        up: &'a BTreeMap<String, BTreeSet<String>>,
+        memo: &mut BTreeMap<&'a str, usize>,
+        open: &mut BTreeSet<&'a str>,
+    ) -> usize {
+        if let Some(&d) = memo.get(n) {
+            return d;
+        }
+        if !open.insert(n) {
+            return 0; // a cycle (a validate error): drawn, not followed
+        }
+        let d = up.get(n).map_or(0, |reads| reads.iter().map(|r| depth(r, up, memo, open) + 1).max().unwrap_or(0));
+        open.remove(n);
+        memo.insert(n, d);
+        d
+    }
+    let mut memo = BTreeMap::new();
+    let mut columns: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for n in up.keys() {
+        let d = depth(n, up, &mut memo, &mut BTreeSet::new());
+        columns.entry(d).or_default().push(n.as_str());
+    }
+    let rank = |n: &str| ["bronze/", "silver/", "gold/"].iter().position(|l| n.starts_with(l)).unwrap_or(3);
+    let mut pos = BTreeMap::new();
+    for (col, nodes) in columns.iter_mut() {
+        nodes.sort_by_key(|n| (rank(n), *n));
+        for (row, n) in nodes.iter().enumerate() {
+            pos.insert(*n, (20.0 + *col as f64 * GAP_X, 20.0 + row as f64 * GAP_Y));
         }
     }
-    let width = 20.0 + 3.0 * gap_x;
+    pos
+}
+
+/// The DAG as an SVG: one column per depth, gates as badges, edges as curves.
+fn lineage(project: &Project) -> String {
+    let up = project.edges();
+    let pos = layout(&up);
+    let (w, h) = (NODE_W, NODE_H);
+    let height = pos.values().map(|p| p.1 + h + 20.0).fold(0.0, f64::max);
+    let width = pos.values().map(|p| p.0 + GAP_X).fold(20.0 + GAP_X, f64::max);
     let mut svg = format!(
         "<svg id=\"lineage\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"lineage\">"
     );
@@ -357,3 +393,34 @@ const SCRIPT: &str = "<script>(function(){var n=document.querySelectorAll('#line
 e=document.querySelectorAll('#lineage path.edge').length,c=document.querySelectorAll('.chart polyline').length;\
 document.getElementById('summary').textContent=n+' nodes, '+e+' edges, '+c+' charts';\
 document.body.setAttribute('data-rendered','yes');})();</script>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: gold models that read gold models stand to their right; every edge runs left to
+    /// right.
+    #[test]
+    fn lineage_columns_follow_dag_depth() {
+        let up: BTreeMap<String, BTreeSet<String>> = [
+            ("bronze/orders", vec![]),
+            ("silver/orders", vec!["bronze/orders"]),
+            ("silver/customers", vec!["bronze/orders"]),
+            ("silver/vip", vec!["silver/customers"]),
+            ("gold/daily", vec!["silver/orders"]),
+            ("gold/weekly", vec!["gold/daily", "silver/vip"]),
+        ]
+        .into_iter()
+        .map(|(n, r)| (n.to_string(), r.into_iter().map(String::from).collect()))
+        .collect();
+        let pos = layout(&up);
+        for (node, reads) in &up {
+            for r in reads {
+                assert!(pos[r.as_str()].0 < pos[node.as_str()].0, "{r} → {node}");
+            }
+        }
+        assert_eq!(pos["gold/weekly"].0, 20.0 + 3.0 * GAP_X);
+        assert_eq!(pos["silver/orders"].0, pos["silver/customers"].0, "same depth, same column");
+        assert!(pos["silver/vip"].0 > pos["silver/customers"].0, "a silver table reading silver stands right");
+    }
+}
