@@ -25,7 +25,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
         entries.push((Layer::Silver, t.name.clone(), t.owner.clone(), t.sla.map(|d| d.seconds)));
     }
     for m in project.gold.values() {
-        entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone()), Some(m.sla.seconds)));
+        entries.push((Layer::Gold, m.name.clone(), Some(m.owner.clone()), m.sla.map(|s| s.seconds)));
     }
     let recent = runlog::recent(&lake, RECENT_RUNS).await?;
     let last = recent.first().cloned();

@@ -1350,3 +1350,29 @@ fn sql_output_formats_keep_order_nulls_and_exact_decimals() {
     let bad = run(&["sql", query, "--out", dir.path().join("rows.txt").to_str().expect("utf8")], &proj);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
+
+/// Issue 17: `owner`, `refresh` and `sla` of a gold model have defaults (the project's owner,
+/// every run, no staleness bound): a model declared without them validates and runs.
+#[test]
+fn gold_models_need_no_owner_refresh_or_sla() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read");
+    let config = config
+        .replace("[project]\nname = \"orders\"\n", "[project]\nname = \"orders\"\nowner = \"data-team\"\n")
+        .replacen("[gold.daily_revenue]\nowner = \"analytics\"\n", "[gold.daily_revenue]\n", 1)
+        .replacen("refresh = \"daily\"\nsla = \"6h\"\n", "", 1);
+    std::fs::write(&toml, &config).expect("write");
+    assert!(!config.contains("[gold.daily_revenue]\nowner"));
+    let validated = run(&["validate"], &proj);
+    assert_eq!(validated.status.code(), Some(0), "{}", text(&validated.stderr));
+    let ran = run(&["run"], &proj);
+    assert_eq!(ran.status.code(), Some(0), "{}", text(&ran.stderr));
+    let status = run(&["status"], &proj);
+    let out = text(&status.stdout);
+    let line = out.lines().find(|l| l.starts_with("gold") && l.contains("daily_revenue")).expect("listed");
+    assert!(line.contains("data-team"), "{out}");
+    assert!(!line.contains("6h 0m"), "no sla: {line}");
+}

@@ -26,8 +26,8 @@ pub struct GoldModel {
     pub owner: String,
     /// Refresh cadence.
     pub refresh: Refresh,
-    /// SLA.
-    pub sla: Duration,
+    /// SLA (None: no staleness bound).
+    pub sla: Option<Duration>,
     /// Description.
     pub description: Option<String>,
     /// Output schema, from planning.

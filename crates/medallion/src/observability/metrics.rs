@@ -97,7 +97,7 @@ pub async fn gather(lake: &Lake, project: &Project, now: Now) -> Result<String> 
         .silver
         .values()
         .map(|t| (Layer::Silver, t.name.clone(), t.sla.map(|d| d.seconds)))
-        .chain(project.gold.values().map(|m| (Layer::Gold, m.name.clone(), Some(m.sla.seconds))));
+        .chain(project.gold.values().map(|m| (Layer::Gold, m.name.clone(), m.sla.map(|s| s.seconds))));
     for (layer, name, declared) in tables {
         let label = format!("{layer}/{name}");
         let t = Table::open(lake, layer, &name).await?;

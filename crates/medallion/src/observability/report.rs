@@ -160,7 +160,7 @@ pub async fn render(lake: &Lake, project: &Project, now: Now) -> Result<String> 
             desc = esc(m.description.as_deref().unwrap_or("")),
             owner = esc(&m.owner),
             refresh = m.refresh,
-            sla = crate::quality::checks::human(m.sla.seconds as i64),
+            sla = m.sla.map_or("-".to_string(), |s| crate::quality::checks::human(s.seconds as i64)),
             version = table.version().map_or("-".into(), |v| v.to_string()),
             reads = esc(&m.refs.join(", ")),
             sql = esc(m.sql.trim()),

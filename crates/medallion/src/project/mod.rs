@@ -180,6 +180,7 @@ impl Project {
             },
             None => None,
         };
+        let project_owner = specs.project.as_ref().and_then(|p| p.spec.owner.clone());
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -354,7 +355,7 @@ impl Project {
                             keys: spec.primary_key.clone(),
                             order_by,
                             partition_by: spec.partition_by.clone(),
-                            owner: spec.owner.clone(),
+                            owner: spec.owner.clone().or_else(|| project_owner.clone()),
                             description: spec.description.clone(),
                             sla,
                             checks: Vec::new(),
@@ -413,8 +414,8 @@ impl Project {
                         .with_hint("table names are shared by silver and gold; rename one"),
                 );
             }
-            let refresh = g.spec.refresh.parse::<Refresh>();
-            let sla = g.spec.sla.parse::<Duration>();
+            let refresh = g.spec.refresh.as_deref().map_or(Ok(Refresh::OnRun), str::parse::<Refresh>);
+            let sla = g.spec.sla.as_deref().map(str::parse::<Duration>).transpose();
             if let Err(e) = &refresh {
                 diags
                     .push(Diagnostic::new(&g.file, &subject, e.clone()).with_line(line_of(&g.file, "refresh", g.line)));
@@ -506,7 +507,12 @@ impl Project {
                                 file,
                                 sql: r.sql,
                                 refs: r.refs,
-                                owner: g.spec.owner.clone(),
+                                owner: g
+                                    .spec
+                                    .owner
+                                    .clone()
+                                    .or_else(|| project_owner.clone())
+                                    .unwrap_or_else(|| "unassigned".to_string()),
                                 refresh,
                                 sla,
                                 description: g.spec.description.clone(),
@@ -589,7 +595,7 @@ impl Project {
                 gold.iter().map(|(n, m)| (n.clone(), m.schema.clone())).collect();
             for (name, g) in planned {
                 let Some(model) = gold.get_mut(&name) else { continue };
-                let owner = Owner { name: &name, sla: Some(model.sla) };
+                let owner = Owner { name: &name, sla: model.sla };
                 match compile_checks(&ctx, &g.spec.expectations, model.schema.clone(), owner).await? {
                     Ok(compiled) => {
                         let mut refs: BTreeSet<String> = model.refs.iter().cloned().collect();

@@ -347,7 +347,7 @@ mod tests {
                 "medallion.toml",
                 "[project]\nname = \"p\"\n\n[sources.orders]\nformat = \"ndjson\"\npathz = []\n\n[silver.orders]\nprimary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\", chekcs = [] },\n]\n",
             ),
-            ("gold/rev.toml", "owner = \"a\"\nrefresh = \"daily\"\n"),
+            ("gold/rev.toml", "owner = \"a\"\nrefresh = \"daily\"\nslaa = \"1d\"\n"),
         ]);
         let specs = load_specs(dir.path());
         let rendered: Vec<String> = specs.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -358,7 +358,7 @@ mod tests {
             "{}",
             rendered[1]
         );
-        assert!(rendered[2].starts_with("gold/rev.toml:1: gold model `rev`: missing field `sla`"), "{}", rendered[2]);
+        assert!(rendered[2].starts_with("gold/rev.toml:3: gold model `rev`: unknown field `slaa`"), "{}", rendered[2]);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub use types::{ColumnType, Duration, Refresh};
 pub struct ProjectSpec {
     /// Project name.
     pub name: String,
+    /// Who answers for the project's tables: the default `owner` of gold models (and of silver
+    /// tables without one).
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Lake location: a directory (relative to the project) or an object-store URL (`s3://bucket/prefix`).
     #[serde(default)]
     pub lake: Option<String>,
@@ -727,8 +731,9 @@ pub struct GoldSpec {
     /// SQL file relative to the project (default `gold/<name>.sql`).
     #[serde(default)]
     pub sql: Option<String>,
-    /// Who answers for the table.
-    pub owner: String,
+    /// Who answers for the table (default: the project's `owner`, else `unassigned`).
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Labels for selection (`run --select tag:finance`).
     #[serde(default)]
     pub tags: Vec<String>,
@@ -738,10 +743,13 @@ pub struct GoldSpec {
     /// Compaction and vacuum after runs (default: the project's).
     #[serde(default)]
     pub maintenance: Option<MaintenanceSpec>,
-    /// Refresh cadence: `hourly`, `daily`, `weekly`, `on_run`.
-    pub refresh: String,
-    /// Maximum staleness consumers accept, e.g. `6h`, `1d`, `30m`.
-    pub sla: String,
+    /// Refresh cadence: `on_run` (default: every run), `hourly`, `daily`, `weekly`.
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// Maximum staleness consumers accept, e.g. `6h`, `1d`, `30m` (default none: no staleness
+    /// bound, and freshness expectations need their own `max_age`).
+    #[serde(default)]
+    pub sla: Option<String>,
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
