@@ -1376,3 +1376,33 @@ fn gold_models_need_no_owner_refresh_or_sla() {
     assert!(line.contains("data-team"), "{out}");
     assert!(!line.contains("6h 0m"), "no sla: {line}");
 }
+
+/// Issue 17: a declaration that does not load is reported once, at its line, and nothing that
+/// refers to it adds a follow-on error (no "source not declared", no "SQL file without a
+/// declaration", no planning error of a model reading it).
+#[test]
+fn validate_reports_a_broken_declaration_once_without_follow_on_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read");
+    let config = config
+        .replacen("[sources.orders]\n", "[sources.orders]\nformatt = \"x\"\n", 1)
+        .replacen("[silver.dim_customers]\n", "[silver.dim_customers]\nprimary_kye = [\"x\"]\n", 1)
+        .replacen("[gold.daily_revenue]\nowner = \"analytics\"\n", "[gold.daily_revenue]\nownr = \"analytics\"\n", 1);
+    std::fs::write(&toml, &config).expect("write");
+    let out = run(&["validate"], &proj);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line_of = |needle: &str| config.lines().position(|l| l.starts_with(needle)).expect(needle) + 1;
+    assert!(err.contains("the project has 3 problem(s)"), "{err}");
+    for (key, what) in [
+        ("formatt", "source `orders`"),
+        ("primary_kye", "silver table `dim_customers`"),
+        ("ownr", "gold model `daily_revenue`"),
+    ] {
+        let want = format!("medallion.toml:{}: {what}: unknown field `{key}`", line_of(key));
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+}

@@ -102,8 +102,8 @@ impl Project {
 
     /// Loads and validates the project at `root`.
     pub async fn load(root: &Path) -> Result<Project> {
-        let specs = load_specs(root);
-        let mut diags = specs.diagnostics;
+        let mut specs = load_specs(root);
+        let mut diags = std::mem::take(&mut specs.diagnostics);
         let text_of = |file: &Path| std::fs::read_to_string(root.join(file)).unwrap_or_default();
         let line_of = |file: &Path, needle: &str, from: Option<usize>| -> Option<usize> {
             let text = text_of(file);
@@ -248,7 +248,7 @@ impl Project {
             let subject = format!("silver table `{n}`");
             let spec = &t.spec;
             let source = spec.source.clone().unwrap_or_else(|| n.clone());
-            if !specs.sources.contains_key(&source) {
+            if !specs.sources.contains_key(&source) && !specs.is_broken("source", &source) {
                 let known: Vec<_> = specs.sources.keys().cloned().collect();
                 diags.push(
                     Diagnostic::new(&t.file, &subject, format!("source `{source}` is not declared"))
@@ -391,7 +391,8 @@ impl Project {
         }
 
         for (n, sql_file) in &specs.gold_sql_files {
-            if !specs.gold.contains_key(n) {
+            // A declaration that did not load is reported already: its SQL file is not orphaned.
+            if !specs.gold.contains_key(n) && !specs.is_broken("gold model", n) {
                 diags.push(
                     Diagnostic::new(
                         sql_file,
@@ -402,7 +403,10 @@ impl Project {
                 );
             }
         }
-        let is_table = |x: &str| specs.silver.contains_key(x) || specs.gold.contains_key(x);
+        // A table whose declaration did not load is still a table to what refers to it (its
+        // problem is reported once, where it is).
+        let broken_table = |x: &str| specs.is_broken("silver table", x) || specs.is_broken("gold model", x);
+        let is_table = |x: &str| specs.silver.contains_key(x) || specs.gold.contains_key(x) || broken_table(x);
         let mut rendered = BTreeMap::new();
         for (n, g) in &specs.gold {
             check_ident(&mut diags, g, "gold model", n);
@@ -484,6 +488,9 @@ impl Project {
             let mut planned = Vec::new();
             for n in &gold_order {
                 let Some((r, g, file, refresh, sla)) = rendered.remove(n) else { continue };
+                if r.refs.iter().any(|x| broken_table(x)) {
+                    continue; // it reads a table that did not load: nothing to plan against
+                }
                 match catalog::read_only(&ctx, &r.sql, "a gold model").await {
                     Ok(df) => {
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

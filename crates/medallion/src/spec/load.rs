@@ -48,6 +48,16 @@ pub struct LoadedSpecs {
     pub gold_sql_files: BTreeMap<String, PathBuf>,
     /// Problems found so far.
     pub diagnostics: Vec<Diagnostic>,
+    /// Declarations that exist but did not load (`source orders`, `silver table orders`,
+    /// `gold model x`): already reported, so what refers to them reports nothing more.
+    pub broken: std::collections::BTreeSet<String>,
+}
+
+impl LoadedSpecs {
+    /// Whether `kind` `name` is declared but failed to load (its problem is already reported).
+    pub fn is_broken(&self, kind: &str, name: &str) -> bool {
+        self.broken.contains(&format!("{kind} {name}"))
+    }
 }
 
 /// The main file's top level; unknown sections are errors.
@@ -83,13 +93,18 @@ pub fn load_specs(root: &Path) -> LoadedSpecs {
     for (name, file, text) in section_files(root, "silver", &mut out.diagnostics) {
         insert_file(
             &mut out.silver,
-            &mut out.diagnostics,
+            (&mut out.diagnostics, &mut out.broken),
             &Site { kind: "silver table", file: &file, text: &text },
             name,
         );
     }
     for (name, file, text) in section_files(root, "gold", &mut out.diagnostics) {
-        insert_file(&mut out.gold, &mut out.diagnostics, &Site { kind: "gold model", file: &file, text: &text }, name);
+        insert_file(
+            &mut out.gold,
+            (&mut out.diagnostics, &mut out.broken),
+            &Site { kind: "gold model", file: &file, text: &text },
+            name,
+        );
     }
     if let Ok(entries) = std::fs::read_dir(root.join("gold")) {
         for entry in entries.flatten() {
@@ -161,7 +176,7 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
         let span = value.span();
         insert_value(
             &mut out.sources,
-            &mut out.diagnostics,
+            (&mut out.diagnostics, &mut out.broken),
             &Site { kind: "source", file, text },
             name,
             value.into_inner(),
@@ -172,7 +187,7 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
         let span = value.span();
         insert_value(
             &mut out.silver,
-            &mut out.diagnostics,
+            (&mut out.diagnostics, &mut out.broken),
             &Site { kind: "silver table", file, text },
             name,
             value.into_inner(),
@@ -183,7 +198,7 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
         let span = value.span();
         insert_value(
             &mut out.gold,
-            &mut out.diagnostics,
+            (&mut out.diagnostics, &mut out.broken),
             &Site { kind: "gold model", file, text },
             name,
             value.into_inner(),
@@ -218,22 +233,28 @@ struct Site<'a> {
 }
 
 /// Parses a whole file as one spec named `name` and inserts it.
+/// Where problems go: the diagnostics, and the declarations that did not load.
+type Problems<'a> = (&'a mut Vec<Diagnostic>, &'a mut std::collections::BTreeSet<String>);
+
 fn insert_file<T: DeserializeOwned>(
     map: &mut BTreeMap<String, Located<T>>,
-    diags: &mut Vec<Diagnostic>,
+    (diags, broken): Problems<'_>,
     site: &Site<'_>,
     name: String,
 ) {
     match toml::from_str::<toml::Value>(site.text) {
-        Ok(value) => insert_value(map, diags, site, name, value, 0..site.text.len()),
-        Err(e) => diags.push(toml_error(site.file, site.text, &format!("{} `{name}`", site.kind), &e)),
+        Ok(value) => insert_value(map, (diags, broken), site, name, value, 0..site.text.len()),
+        Err(e) => {
+            broken.insert(format!("{} {name}", site.kind));
+            diags.push(toml_error(site.file, site.text, &format!("{} `{name}`", site.kind), &e))
+        }
     }
 }
 
 /// Inserts the spec `name` declared by `value` at `span` of the site's text.
 fn insert_value<T: DeserializeOwned>(
     map: &mut BTreeMap<String, Located<T>>,
-    diags: &mut Vec<Diagnostic>,
+    (diags, broken): Problems<'_>,
     site: &Site<'_>,
     name: String,
     value: toml::Value,
@@ -253,7 +274,10 @@ fn insert_value<T: DeserializeOwned>(
         Ok(spec) => {
             map.insert(name, Located { spec, file: file.to_path_buf(), line });
         }
-        Err(e) => diags.push(field_error(file, text, &subject, &e, span)),
+        Err(e) => {
+            broken.insert(format!("{kind} {name}"));
+            diags.push(field_error(file, text, &subject, &e, span))
+        }
     }
 }
 
