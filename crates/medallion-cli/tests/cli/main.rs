@@ -1392,11 +1392,18 @@ fn validate_reports_a_broken_declaration_once_without_follow_on_errors() {
         .replacen("[silver.dim_customers]\n", "[silver.dim_customers]\nprimary_kye = [\"x\"]\n", 1)
         .replacen("[gold.daily_revenue]\nowner = \"analytics\"\n", "[gold.daily_revenue]\nownr = \"analytics\"\n", 1);
     std::fs::write(&toml, &config).expect("write");
+    // A Jinja error is located in the SQL file, at its own line.
+    let model = proj.join("gold/revenue_by_tier.sql");
+    let sql = std::fs::read_to_string(&model).expect("sql") + "\n{{ oops( }}\n";
+    std::fs::write(&model, &sql).expect("write sql");
     let out = run(&["validate"], &proj);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let line_of = |needle: &str| config.lines().position(|l| l.starts_with(needle)).expect(needle) + 1;
-    assert!(err.contains("the project has 3 problem(s)"), "{err}");
+    assert!(err.contains("the project has 4 problem(s)"), "{err}");
+    let jinja =
+        format!("gold/revenue_by_tier.sql:{}: gold model `revenue_by_tier`: template error:", sql.lines().count());
+    assert!(err.contains(&jinja), "missing `{jinja}` in:\n{err}");
     for (key, what) in [
         ("formatt", "source `orders`"),
         ("primary_kye", "silver table `dim_customers`"),

@@ -445,6 +445,17 @@ impl Project {
                     }
                 }
                 Err(message) => {
+                    // A Jinja error knows its line in the SQL file: the diagnostic points there.
+                    if let Some((n, detail)) = message
+                        .strip_prefix("template error at line ")
+                        .and_then(|rest| rest.split_once(": "))
+                        .and_then(|(n, detail)| n.parse::<usize>().ok().map(|n| (n, detail)))
+                    {
+                        diags.push(
+                            Diagnostic::new(&file, &subject, format!("template error: {detail}")).with_line(Some(n)),
+                        );
+                        continue;
+                    }
                     // Point at the offending reference: `ref('x')` or `x` quoted in the message.
                     let needle = message
                         .split_once("ref('")
