@@ -181,6 +181,11 @@ impl Project {
             None => None,
         };
         let project_owner = specs.project.as_ref().and_then(|p| p.spec.owner.clone());
+        let vars: BTreeMap<String, minijinja::Value> = specs
+            .project
+            .as_ref()
+            .map(|p| p.spec.vars.iter().map(|(k, v)| (k.clone(), minijinja::Value::from_serialize(v))).collect())
+            .unwrap_or_default();
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -438,7 +443,7 @@ impl Project {
                     continue;
                 }
             };
-            match render(&template, &is_table) {
+            match render(&template, &is_table, &vars) {
                 Ok(r) => {
                     if let (Ok(refresh), Ok(sla)) = (refresh, sla) {
                         rendered.insert(n.clone(), (r, g.clone(), file, refresh, sla));

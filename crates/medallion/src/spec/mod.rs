@@ -26,6 +26,9 @@ pub struct ProjectSpec {
     /// tables without one).
     #[serde(default)]
     pub owner: Option<String>,
+    /// Values gold models read with `{{ var('name') }}` (dbt's vars).
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, toml::Value>,
     /// Lake location: a directory (relative to the project) or an object-store URL (`s3://bucket/prefix`).
     #[serde(default)]
     pub lake: Option<String>,
