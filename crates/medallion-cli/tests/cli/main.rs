@@ -24,6 +24,23 @@ fn run(args: &[&str], dir: &Path) -> Output {
     bin().args(args).current_dir(dir).stdin(Stdio::null()).output().expect("runs")
 }
 
+/// The demo project, made by `medallion init` as `<dir>/demo`.
+fn demo(dir: &Path) -> PathBuf {
+    let proj = dir.join("demo");
+    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir).status.code(), Some(0));
+    proj
+}
+
+/// The rows of `medallion sql <query> --format json` in `proj`.
+fn sql_rows(proj: &Path, query: &str) -> Vec<serde_json::Value> {
+    let out = run(&["sql", query, "--format", "json"], proj);
+    assert_eq!(out.status.code(), Some(0), "{query}: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["row"].clone())
+        .collect()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -162,8 +179,7 @@ fn init_run_status_show_sql() {
 #[test]
 fn run_json_is_json_lines_with_types() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let out = run(&["run", "--format", "json"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> =
@@ -196,8 +212,7 @@ fn run_json_is_json_lines_with_types() {
 #[test]
 fn ingest_from_stdin_is_exactly_once() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let record = b"{\"order_id\": 1, \"customer_id\": 2, \"amount\": 3.5, \"currency\": \"EUR\", \"order_date\": \"2024-01-02\", \"region\": \"uk\", \"source\": \"web\"}\nnot json\n";
     for expected in ["ingested", "already ingested"] {
         let mut child = bin()
@@ -243,8 +258,7 @@ fn a_failing_gold_model_exits_1_and_stops_only_its_dependents() {
 #[test]
 fn test_evaluates_expectations_on_published_tables() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let out = run(&["test"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -293,8 +307,7 @@ fn test_evaluates_expectations_on_published_tables() {
 #[test]
 fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let out = run(&["quarantine", "orders"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -371,8 +384,7 @@ fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
 #[test]
 fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let toml = proj.join("medallion.toml");
     let original = std::fs::read_to_string(&toml).expect("read");
     std::fs::write(&toml, original.replace("revenue > 0 AND min_amount > 0", "order_count > 5")).expect("write");
@@ -418,8 +430,7 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
 #[test]
 fn a_transient_fault_is_retried_and_commits_once() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     // Fails once between the dead-letter commit and the silver MERGE: the retry resumes the intent.
     let out = bin()
         .args(["run", "--format", "json"])
@@ -674,8 +685,7 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
 #[test]
 fn airflow_dag_mirrors_the_project_dag_and_runs_lists_runs() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let dag = dir.path().join("medallion_orders.py");
     let out = run(&["airflow-dag", "--out", dag.to_str().expect("utf8"), "--schedule", "0 6 * * *"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -757,8 +767,7 @@ print(json.dumps({"tasks": sorted(tasks), "edges": sorted(edges), "cmd": tasks["
 #[test]
 fn backfill_runs_each_date_in_order_and_resumes() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     // Land the sample (ingest date = the pinned clock's day, 2024-03-04), then backfill around it.
     for f in [
         "landing/customers.ndjson",
@@ -799,8 +808,7 @@ fn backfill_runs_each_date_in_order_and_resumes() {
 #[test]
 fn schedule_runs_what_is_due_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let toml = proj.join("medallion.toml");
     let spec = std::fs::read_to_string(&toml).expect("read").replace(
         "paths = [\"landing/orders-*.ndjson\"]",
@@ -862,8 +870,7 @@ fn schedule_runs_what_is_due_and_stops_on_sigterm() {
 fn serve_exposes_prometheus_metrics() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let addr = format!("127.0.0.1:{port}");
@@ -901,8 +908,7 @@ fn serve_exposes_prometheus_metrics() {
 #[test]
 fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     // Small increments make small files.
     for i in 1..=3 {
@@ -963,8 +969,7 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
 #[test]
 fn sql_runs_queries_only_and_a_replay_filter_cannot_escape() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     let before = contents(&proj);
     let log = proj.join("lake/silver/orders/_delta_log");
@@ -1011,18 +1016,12 @@ fn sql_runs_queries_only_and_a_replay_filter_cannot_escape() {
 fn landing_skips_what_it_cannot_read_and_lands_the_rest() {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let toml = proj.join("medallion.toml");
     let config = std::fs::read_to_string(&toml).expect("read");
     std::fs::write(&toml, config.replace("landing/orders-*.ndjson", "landing/orders-*")).expect("write");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
-    let count = |sql: &str| {
-        let out = run(&["sql", sql, "--format", "json"], &proj);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        let v: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().next().expect("row")).expect("json");
-        v["row"]["n"].as_i64().expect("n")
-    };
+    let count = |sql: &str| sql_rows(&proj, sql)[0]["n"].as_i64().expect("n");
     let orders = |ids: std::ops::Range<i64>| {
         ids.map(|i| {
             format!(
@@ -1151,20 +1150,12 @@ fn landing_skips_what_it_cannot_read_and_lands_the_rest() {
 fn a_corpus_of_bad_inputs_is_accounted_for_line_by_line() {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let toml = proj.join("medallion.toml");
     let config = std::fs::read_to_string(&toml).expect("read");
     std::fs::write(&toml, config.replace("landing/orders-*.ndjson", "landing/orders-*")).expect("write");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
-    let rows = |sql: &str| -> Vec<serde_json::Value> {
-        let out = run(&["sql", sql, "--format", "json"], &proj);
-        assert_eq!(out.status.code(), Some(0), "{sql}: {}", text(&out.stderr));
-        text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["row"].clone())
-            .collect()
-    };
+    let rows = |sql: &str| sql_rows(&proj, sql);
     let published =
         rows("SELECT count(*) AS n, CAST(sum(amount) AS VARCHAR) AS s FROM silver.orders WHERE order_id < 9000000");
 
@@ -1322,8 +1313,7 @@ fn a_corpus_of_bad_inputs_is_accounted_for_line_by_line() {
 #[test]
 fn sql_output_formats_keep_order_nulls_and_exact_decimals() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let quiet = run(&["run", "-q"], &proj);
     assert_eq!(quiet.status.code(), Some(0), "{}", text(&quiet.stderr));
     assert_eq!(text(&quiet.stdout), "", "-q prints no summary");
@@ -1356,8 +1346,7 @@ fn sql_output_formats_keep_order_nulls_and_exact_decimals() {
 #[test]
 fn gold_models_need_no_owner_refresh_or_sla() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let toml = proj.join("medallion.toml");
     let config = std::fs::read_to_string(&toml).expect("read");
     let config = config
@@ -1383,8 +1372,7 @@ fn gold_models_need_no_owner_refresh_or_sla() {
 #[test]
 fn validate_reports_a_broken_declaration_once_without_follow_on_errors() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("demo");
-    assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let proj = demo(dir.path());
     let toml = proj.join("medallion.toml");
     let config = std::fs::read_to_string(&toml).expect("read");
     let config = config

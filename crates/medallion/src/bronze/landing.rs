@@ -83,7 +83,7 @@ pub fn scan(root: &Path, source: &str, patterns: &[String], follow_symlinks: boo
             found.push(judge(path, shown, follow_symlinks));
         }
     }
-    settle(found)
+    Ok(settle(found))
 }
 
 /// A matched path judged by type and name.
@@ -117,27 +117,24 @@ type Stamp = Option<(u64, Option<SystemTime>)>;
 
 /// Files modified in the last [`SETTLED_AFTER`] are watched for [`WATCH`] (once, for all of
 /// them): one that changes meanwhile is skipped as still being written.
-fn settle(found: Vec<Entry>) -> Result<Vec<Entry>> {
+fn settle(mut found: Vec<Entry>) -> Vec<Entry> {
     let stamp = |p: &Path| -> Stamp { std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok())) };
-    let recent = |p: &Path| {
-        std::fs::metadata(p)
-            .and_then(|m| m.modified())
-            .map(|t| SystemTime::now().duration_since(t).map_or(true, |age| age < SETTLED_AFTER))
-            .unwrap_or(true)
+    // No time to compare with, or one in the future, counts as recent: watched.
+    let recent = |s: &Stamp| {
+        s.and_then(|(_, t)| t).is_none_or(|t| SystemTime::now().duration_since(t).map_or(true, |a| a < SETTLED_AFTER))
     };
     let watched: Vec<(usize, Stamp)> = found
         .iter()
         .enumerate()
         .filter_map(|(i, e)| match e {
-            Entry::Read { path, .. } if recent(path) => Some((i, stamp(path))),
-            _ => None,
+            Entry::Read { path, .. } => Some((i, stamp(path))).filter(|(_, s)| recent(s)),
+            Entry::Skipped(_) => None,
         })
         .collect();
     if watched.is_empty() {
-        return Ok(found);
+        return found;
     }
     std::thread::sleep(WATCH);
-    let mut found = found;
     for (i, before) in watched {
         if let Entry::Read { path, shown } = &found[i]
             && stamp(path) != before
@@ -146,7 +143,7 @@ fn settle(found: Vec<Entry>) -> Result<Vec<Entry>> {
             found[i] = Entry::Skipped(IngestOutcome::skipped(shown, why));
         }
     }
-    Ok(found)
+    found
 }
 
 /// What was landed of a landing path last time: its first `bytes` bytes, by their hash.
@@ -184,19 +181,22 @@ pub async fn new_content(
     let Ok(before) = serde_json::from_slice::<Landed>(&bytes) else { return Ok(NewContent::Whole) };
     let file = path.to_path_buf();
     let n = before.bytes;
-    let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Seen>> {
-        if std::fs::metadata(&file)?.len() <= n {
-            return Ok(None);
+    // The file's length, and the hash of its first `n` bytes when it is longer.
+    let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Seen>)> {
+        let len = std::fs::metadata(&file)?.len();
+        if len <= n {
+            return Ok((len, None));
         }
-        Seen::of_reader(std::fs::File::open(&file)?.take(n)).map(Some)
+        Ok((len, Some(Seen::of_reader(std::fs::File::open(&file)?.take(n))?)))
     })
     .await
     .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
     .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let Some(prefix) = prefix.filter(|p| p.bytes == n && p.sha256 == before.sha256) else {
+    let (len, Some(prefix)) = prefix else { return Ok(NewContent::Whole) };
+    if prefix.bytes != n || prefix.sha256 != before.sha256 {
         return Ok(NewContent::Whole);
-    };
-    let added = std::fs::metadata(path).map(|m| m.len().saturating_sub(n)).unwrap_or(0);
+    }
+    let added = len - n;
     match format {
         SourceFormat::Ndjson => Ok(NewContent::Appended(
             prefix.bytes,

@@ -86,12 +86,7 @@ pub async fn stage_numbered(
     let sql = if dropped.is_empty() {
         format!("SELECT * FROM {NUMBERED}")
     } else {
-        let ids = Int64Array::from_iter_values(dropped.iter().copied());
-        let ids_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-        let batch =
-            RecordBatch::try_new(Arc::clone(&ids_schema), vec![Arc::new(ids)]).map_err(|e| Error::arrow(context, e))?;
-        let table = MemTable::try_new(ids_schema, vec![vec![batch]]).map_err(|e| Error::sql(context, e))?;
-        replace(ctx, DROPPED, Arc::new(table))?;
+        register_ids(ctx, DROPPED, dropped.iter().copied())?;
         format!("SELECT * FROM {NUMBERED} WHERE {ROW_ID} NOT IN (SELECT id FROM {DROPPED})")
     };
     let view = ctx.sql(&sql).await.map_err(|e| Error::sql(context, e))?.into_view();
@@ -134,26 +129,40 @@ async fn stage_this(ctx: &SessionContext, schema: &SchemaRef) -> Result<()> {
     replace(ctx, THIS, view)
 }
 
-fn with_id_schema(schema: &SchemaRef) -> Schema {
+/// `schema` plus [`ROW_ID`].
+pub fn with_row_id(schema: &SchemaRef) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(ROW_ID, DataType::Int64, true));
-    Schema::new(fields)
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` with [`ROW_ID`] numbering its rows from `first`, as `numbered` (a [`with_row_id`]
+/// schema).
+pub fn number(batch: &RecordBatch, numbered: &SchemaRef, first: i64) -> Result<RecordBatch> {
+    let n = batch.num_rows() as i64;
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    cols.push(Arc::new(Int64Array::from_iter_values(first..first + n)));
+    RecordBatch::try_new(Arc::clone(numbered), cols).map_err(|e| Error::arrow("numbering candidate rows", e))
+}
+
+/// Registers `ids` as the one-column (`id`) table `name`.
+pub fn register_ids(ctx: &SessionContext, name: &str, ids: impl IntoIterator<Item = i64>) -> Result<()> {
+    let context = "staging row ids";
+    let ids_schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(Arc::clone(&ids_schema), vec![Arc::new(Int64Array::from_iter_values(ids))])
+        .map_err(|e| Error::arrow(context, e))?;
+    let table = MemTable::try_new(ids_schema, vec![vec![batch]]).map_err(|e| Error::sql(context, e))?;
+    replace(ctx, name, Arc::new(table))
 }
 
 /// `batches` with [`ROW_ID`] numbering their rows from 0, as a table.
 fn memtable(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Arc<MemTable>> {
-    let with_id = Arc::new(with_id_schema(schema));
+    let with_id = with_row_id(schema);
     let mut offset = 0i64;
     let mut out = Vec::with_capacity(batches.len());
     for b in batches {
-        let n = b.num_rows() as i64;
-        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        cols.push(Arc::new(Int64Array::from_iter_values(offset..offset + n)));
-        offset += n;
-        out.push(
-            RecordBatch::try_new(Arc::clone(&with_id), cols)
-                .map_err(|e| Error::arrow("numbering candidate rows", e))?,
-        );
+        out.push(number(b, &with_id, offset)?);
+        offset += b.num_rows() as i64;
     }
     Ok(Arc::new(MemTable::try_new(with_id, vec![out]).map_err(|e| Error::sql("staging the candidate", e))?))
 }

@@ -24,11 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, not, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::options::ArrowReadOptions;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -48,6 +47,7 @@ use crate::bronze::drift;
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
 use crate::quality::audit::audit_numbered;
+use crate::quality::candidate::{number, register_ids, with_row_id};
 use crate::quality::checks::ROW_ID;
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine;
@@ -212,7 +212,7 @@ pub(crate) async fn rebuild(
     let columns: Vec<String> = out_schema.fields().iter().map(|f| ident(f.name())).collect();
     let mut sql = format!("SELECT {} FROM rebuilt", columns.join(", "));
     if !dropped.is_empty() {
-        register_ids(&ctx, "dropped", &dropped)?;
+        register_ids(&ctx, "dropped", dropped.keys().copied())?;
         sql.push_str(&format!(" WHERE {ROW_ID} NOT IN (SELECT id FROM dropped)"));
     }
     let rows = stream(&ctx, &sql).await?;
@@ -380,25 +380,15 @@ fn resolve(
             (rows, Vec::new(), counts)
         }
     };
-    let numbered = numbered_schema(out_schema);
+    let numbered = with_row_id(out_schema);
     let mut out = SpillWriter::create(out_dir, &slice.to_string(), &numbered)?;
     let mut next = first;
     for b in rows {
-        let n = b.num_rows() as i64;
-        let mut columns: Vec<ArrayRef> = b.columns().to_vec();
-        columns.push(Arc::new(Int64Array::from_iter_values(next..next + n)));
-        next += n;
-        out.write(&RecordBatch::try_new(Arc::clone(&numbered), columns).map_err(|e| Error::arrow(&context, e))?)?;
+        out.write(&number(&b, &numbered, next)?)?;
+        next += b.num_rows() as i64;
     }
     let (_, rows) = out.finish()?;
     Ok(Resolved { rows, tombstones, counts })
-}
-
-/// `schema` plus the [`ROW_ID`] numbering the rows of a rebuild.
-fn numbered_schema(schema: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(ROW_ID, DataType::Int64, false));
-    Arc::new(Schema::new(fields))
 }
 
 /// Registers the spilled files of `dir` as the table `name` of `ctx`.
@@ -425,21 +415,11 @@ async fn stream(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchSt
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, first.chain(rows))))
 }
 
-/// Registers the ids of `dropped` as the one-column (`id`) table `name`.
-fn register_ids(ctx: &SessionContext, name: &str, dropped: &BTreeMap<i64, Vec<quarantine::Reason>>) -> Result<()> {
-    let context = "staging rows removed by expectations";
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    let ids = Int64Array::from_iter_values(dropped.keys().copied());
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(ids)]).map_err(|e| Error::arrow(context, e))?;
-    let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::sql(context, e))?;
-    ctx.register_table(name, Arc::new(table)).map(|_| ()).map_err(|e| Error::sql(context, e))
-}
-
 /// The rows of `dir` whose number is in `dropped`, in number order, without the number.
 async fn dropped_rows(dir: &Path, dropped: &BTreeMap<i64, Vec<quarantine::Reason>>) -> Result<Vec<RecordBatch>> {
     let ctx = SessionContext::new();
     let rows = scratch_table(&ctx, "rebuilt", dir).await?;
-    register_ids(&ctx, "dropped", dropped)?;
+    register_ids(&ctx, "dropped", dropped.keys().copied())?;
     let columns: Vec<String> = rows
         .schema()
         .fields()
