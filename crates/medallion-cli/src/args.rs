@@ -48,6 +48,10 @@ pub struct Global {
     /// memory is a few times this, and what does not fit waits in scratch files under TMPDIR.
     #[arg(long, global = true, env = "MEDALLION_REBUILD_SLICE", value_name = "SIZE")]
     pub rebuild_slice: Option<String>,
+    /// Values for `var()` in gold models, over the project's [vars]: a YAML or JSON mapping, as dbt's
+    /// `--vars` (e.g. `--vars '{start_date: 2024-01-01, min_amount: 10}'`).
+    #[arg(long, global = true, env = "MEDALLION_VARS", value_name = "YAML")]
+    pub vars: Option<String>,
     /// Pin the clock (RFC 3339): ingest times, freshness checks, run ids. For tests and replays.
     #[arg(long, global = true, env = "MEDALLION_NOW", value_name = "TIME", hide = true)]
     pub now: Option<String>,

@@ -22,10 +22,20 @@ use crate::args::Global;
 
 /// Loads the project (`--project`) with `--lake` applied, and opens its lake.
 pub async fn open(g: &Global) -> Result<(Project, Lake)> {
-    let project = Project::load(&g.project).await?.with_lake(g.lake.clone());
+    let project = load(g).await?.with_lake(g.lake.clone());
     let lake = project.open_lake().with_context(|| format!("cannot open the lake `{}`", project.lake))?;
     lake.check().await?;
     Ok((project, lake))
+}
+
+/// Loads the project (`--project`) with `--vars` applied.
+pub async fn load(g: &Global) -> Result<Project> {
+    let vars = match &g.vars {
+        Some(text) => medallion::spec::vars_from_yaml(text)
+            .map_err(|e| anyhow::anyhow!("invalid --vars/MEDALLION_VARS `{text}`: {e}"))?,
+        None => Default::default(),
+    };
+    Ok(Project::load_with_vars(&g.project, vars).await?)
 }
 
 /// The clock: `--now`/`MEDALLION_NOW` when given, else the current time.

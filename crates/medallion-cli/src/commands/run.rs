@@ -325,11 +325,14 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
             b.model.clone(),
             thousands(b.rows),
             b.version.map_or("-".into(), |v| v.to_string()),
-            match (b.rebuilt, b.partitions) {
+            match (b.rebuilt, b.partitions, b.added) {
                 _ if b.waiting => "waiting for inputs".into(),
-                (false, _) => "up to date".into(),
-                (true, Some(n)) => format!("incremental ({n} partition{})", if n == 1 { "" } else { "s" }),
-                (true, None) => "rebuilt".into(),
+                (false, ..) => "up to date".into(),
+                (true, Some(n), _) => format!("incremental ({n} partition{})", if n == 1 { "" } else { "s" }),
+                (true, None, Some(n)) => {
+                    format!("incremental ({} new row{})", thousands(n), if n == 1 { "" } else { "s" })
+                }
+                (true, None, None) => "rebuilt".into(),
             },
         ]);
     }

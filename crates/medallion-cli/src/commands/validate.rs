@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use medallion::Error;
-use medallion::project::Project;
 
 use crate::Outcome;
 use crate::args::{Format, Global};
@@ -10,8 +9,15 @@ use crate::output::json_line;
 use crate::sayln;
 
 pub async fn run(g: &Global) -> Result<Outcome> {
-    match Project::load(&g.project).await {
+    match super::load(g).await.map_err(|e| e.downcast::<Error>()) {
         Ok(p) => {
+            for note in &p.notes {
+                if g.format == Format::Json {
+                    json_line("note", serde_json::to_value(note)?)?;
+                } else {
+                    eprintln!("note: {note}");
+                }
+            }
             // Against the lake when it can be reached: contracts that no longer match their table.
             let p = p.with_lake(g.lake.clone());
             // A local lake not created yet has nothing to compare (and validate creates nothing).
@@ -50,13 +56,14 @@ pub async fn run(g: &Global) -> Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
-        Err(Error::InvalidProject(diags)) if g.format == Format::Json => {
+        Err(Ok(Error::InvalidProject(diags))) if g.format == Format::Json => {
             for d in &diags {
                 json_line("problem", serde_json::to_value(d)?)?;
             }
             json_line("validated", serde_json::json!({ "ok": false, "problems": diags.len() }))?;
             std::process::exit(2);
         }
-        Err(e) => Err(e.into()),
+        Err(Ok(e)) => Err(e.into()),
+        Err(Err(e)) => Err(e),
     }
 }

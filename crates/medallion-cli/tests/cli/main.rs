@@ -1378,7 +1378,8 @@ fn validate_reports_a_broken_declaration_once_without_follow_on_errors() {
     let config = config
         .replacen("[sources.orders]\n", "[sources.orders]\nformatt = \"x\"\n", 1)
         .replacen("[silver.dim_customers]\n", "[silver.dim_customers]\nprimary_kye = [\"x\"]\n", 1)
-        .replacen("[gold.daily_revenue]\nowner = \"analytics\"\n", "[gold.daily_revenue]\nownr = \"analytics\"\n", 1);
+        .replacen("[gold.daily_revenue]\nowner = \"analytics\"\n", "[gold.daily_revenue]\nownr = \"analytics\"\n", 1)
+        + "\n[vars]\nregion = \"eu\"\n";
     std::fs::write(&toml, &config).expect("write");
     // A Jinja error is located in the SQL file, at its own line.
     let model = proj.join("gold/revenue_by_tier.sql");
@@ -1388,7 +1389,10 @@ fn validate_reports_a_broken_declaration_once_without_follow_on_errors() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let line_of = |needle: &str| config.lines().position(|l| l.starts_with(needle)).expect(needle) + 1;
-    assert!(err.contains("the project has 4 problem(s)"), "{err}");
+    assert!(err.contains("the project has 5 problem(s)"), "{err}");
+    // dbt's top-level `vars:` is one problem with a hint, and the file's other sections still load.
+    let want = format!("medallion.toml:{}: unknown section `vars` (hint: vars go in [project]", line_of("[vars]"));
+    assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     let jinja =
         format!("gold/revenue_by_tier.sql:{}: gold model `revenue_by_tier`: template error:", sql.lines().count());
     assert!(err.contains(&jinja), "missing `{jinja}` in:\n{err}");

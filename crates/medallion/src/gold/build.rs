@@ -46,6 +46,8 @@ pub struct Build {
     pub dropped: u64,
     /// Incremental builds: the partitions recomputed (None: a full build).
     pub partitions: Option<usize>,
+    /// dbt-style incremental builds: the rows its incremental query gave (None: a full build).
+    pub added: Option<u64>,
     /// Not built because none of its inputs has been published yet.
     pub waiting: bool,
     /// Milliseconds spent.
@@ -103,14 +105,22 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             expectations: Vec::new(),
             dropped: 0,
             partitions: None,
+            added: None,
             waiting: true,
             duration_ms: ms(t0),
         });
     }
     let mut partitions: Option<Vec<String>> = None;
+    let mut query = None;
     if table.exists() && !opts.full_refresh {
         let info = table.last_commit_info().await?;
         let previous = info.get("medallion").and_then(|m| m.get("fingerprint")).cloned();
+        // dbt-style incremental: built before from the same SQL, only the new rows are computed
+        // (a changed SQL or expectation rebuilds in full, as for partition-incremental models).
+        query = model
+            .incremental_query
+            .as_ref()
+            .filter(|_| previous.as_ref().and_then(|p| p.get("sql_sha256")) == fingerprint.get("sql_sha256"));
         if let Some((column, source)) = &model.incremental
             && let Some(prev) = &previous
         {
@@ -131,6 +141,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
                 expectations: Vec::new(),
                 dropped: 0,
                 partitions: None,
+                added: None,
                 waiting: false,
                 duration_ms: ms(t0),
             });
@@ -152,18 +163,33 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     {
         (replace_where, partitions) = (None, None);
     }
-    let sql = match &replace_where {
-        Some(predicate) => format!("SELECT * FROM ({}) AS m WHERE {predicate}", model.sql),
-        None => model.sql.clone(),
+    let sql = match (&replace_where, query) {
+        (Some(predicate), _) => format!("SELECT * FROM ({}) AS m WHERE {predicate}", model.sql),
+        (None, Some(q)) => q.sql.clone(),
+        (None, None) => model.sql.clone(),
     };
     let df = catalog::read_only(&ctx, &sql, &context).await?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
     let batches = conform(batches, &model.schema, &context)?;
     // Write-audit-publish: expectations run on the result before anything is written.
     let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
+    // dbt-style incremental: the published rows this build keeps, read once for both the
+    // expectations and the write.
+    let mut kept: Option<Vec<RecordBatch>> = None;
     if !model.checks.is_empty() {
         let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
         match &replace_where {
+            None if query.is_some() => {
+                // The candidate is the table as this build will leave it.
+                let fresh = batches.len();
+                let published = kept_rows(&ctx, model, query, &batches, &schema).await?;
+                let mut candidate = published.clone();
+                kept = Some(published);
+                candidate.extend(batches);
+                let mut audited = audit(&ctx, &model.checks, &schema, candidate, Stage::Rows, now).await?;
+                expectations.extend(audited.results);
+                batches = audited.kept.split_off(audited.kept.len() - fresh);
+            }
             None => {
                 let audited = audit(&ctx, &model.checks, &schema, batches, Stage::Rows, now).await?;
                 let source = format!("gold/{}", model.name);
@@ -176,7 +202,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             Some(predicate) => {
                 // The candidate is the published rows outside the touched partitions plus the
                 // new ones (incremental models have no set-level `drop`: nothing is removed).
-                let mut candidate = untouched(&ctx, model, predicate, &schema).await?;
+                let mut candidate = untouched(&ctx, model, &where_not(predicate), &schema).await?;
                 let fresh = batches.len();
                 candidate.extend(batches);
                 let source = model.incremental.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
@@ -196,18 +222,36 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     }
     let written: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
-    let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
+    let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema.clone())] } else { batches };
     let metadata: HashMap<String, Value> =
         HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
+    let added = query.map(|_| written);
+    // Keyed dbt-style incremental: the published rows other than the new rows' keys, and the new
+    // rows, replace the table (dbt's delete+insert).
+    let batches = match query {
+        Some(q) if !q.unique_key.is_empty() && written > 0 => {
+            let mut all = match kept {
+                Some(k) => k,
+                None => kept_rows(&ctx, model, Some(q), &batches, &schema).await?,
+            };
+            all.extend(batches);
+            all
+        }
+        _ => batches,
+    };
     let write = match (&replace_where, &partitions) {
         // No partition touched: an empty commit records the new input versions.
         (Some(_), Some(values)) if values.is_empty() => WriteOptions { metadata, ..Default::default() },
+        // dbt-style incremental without a key: the new rows are appended.
+        (None, _) if query.is_some_and(|q| q.unique_key.is_empty() || written == 0) => {
+            WriteOptions { metadata, ..Default::default() }
+        }
         (Some(predicate), _) => WriteOptions { replace_where: Some(predicate.clone()), metadata, ..Default::default() },
         _ => WriteOptions { overwrite: true, metadata, ..Default::default() },
     };
     crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
     let table = table.write(batches, write).await?;
-    let rows = if replace_where.is_some() { table.count_rows().await? } else { written };
+    let rows = if replace_where.is_some() || query.is_some() { table.count_rows().await? } else { written };
     Ok(Build {
         model: model.name.clone(),
         rebuilt: true,
@@ -217,6 +261,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         dropped: dropped.len() as u64,
         expectations,
         partitions: partitions.map(|p| p.len()),
+        added,
         waiting: false,
         duration_ms: ms(t0),
     })
@@ -339,15 +384,75 @@ async fn covers_all(ctx: &SessionContext, model: &GoldModel, predicate: &str) ->
         .is_some_and(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) == 0))
 }
 
-/// The published rows of `model` outside `predicate`, in `schema`'s types.
+/// `WHERE` selecting the rows outside `predicate` (a null predicate is outside).
+fn where_not(predicate: &str) -> String {
+    format!("NOT coalesce({predicate}, false)")
+}
+
+/// The published rows a dbt-style incremental build keeps beside its `fresh` rows: all of them
+/// without a unique key, else those whose key no fresh row carries (a null key part never
+/// matches, as in SQL and dbt).
+async fn kept_rows(
+    ctx: &SessionContext,
+    model: &GoldModel,
+    query: Option<&crate::gold::models::IncrementalQuery>,
+    fresh: &[RecordBatch],
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let keys = query.map(|q| q.unique_key.as_slice()).unwrap_or_default();
+    if keys.is_empty() {
+        return untouched(ctx, model, "true", schema).await;
+    }
+    let context = format!("gold/{}: the new rows' keys", model.name);
+    let key_schema = Arc::new(
+        schema
+            .project(
+                &keys
+                    .iter()
+                    .map(|k| schema.index_of(k))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::arrow(&context, e))?,
+            )
+            .map_err(|e| Error::arrow(&context, e))?,
+    );
+    let key_batches = fresh
+        .iter()
+        .map(|b| {
+            let cols = keys
+                .iter()
+                .map(|k| {
+                    b.column_by_name(k).cloned().ok_or_else(|| Error::Internal(format!("{context}: no column {k}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            RecordBatch::try_new(key_schema.clone(), cols).map_err(|e| Error::arrow(&context, e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let incoming = "medallion_incoming_keys";
+    let mem = datafusion::datasource::MemTable::try_new(key_schema, vec![key_batches])
+        .map_err(|e| Error::sql(&context, e))?;
+    ctx.register_table(incoming, Arc::new(mem)).map_err(|e| Error::sql(&context, e))?;
+    let on: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let k = crate::spec::ident(k);
+            format!("i.{k} = gold.{}.{k}", crate::spec::ident(&model.name))
+        })
+        .collect();
+    let predicate = format!("NOT EXISTS (SELECT 1 FROM {incoming} AS i WHERE {})", on.join(" AND "));
+    let kept = untouched(ctx, model, &predicate, schema).await;
+    ctx.deregister_table(incoming).map_err(|e| Error::sql(&context, e))?;
+    kept
+}
+
+/// The published rows of `model` matching `selection` (a `WHERE` condition), in `schema`'s types.
 async fn untouched(
     ctx: &SessionContext,
     model: &GoldModel,
-    predicate: &str,
+    selection: &str,
     schema: &datafusion::arrow::datatypes::SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
-    let context = format!("reading gold/{} outside the touched partitions", model.name);
-    let sql = format!("SELECT * FROM gold.{} WHERE NOT coalesce({predicate}, false)", model.name);
+    let context = format!("reading the published rows of gold/{} the build keeps", model.name);
+    let sql = format!("SELECT * FROM gold.{} WHERE {selection}", crate::spec::ident(&model.name));
     let batches = catalog::query(ctx, &sql, &context).await?;
     batches
         .into_iter()

@@ -409,11 +409,11 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
             Done::Gold(Ok(b)) => {
                 events.emit("node_finished", Some(&node), |e| {
                     e.attempts = Some(attempts);
-                    let status = match (b.rebuilt, b.partitions) {
+                    let status = match (b.rebuilt, b.partitions.is_some() || b.added.is_some()) {
                         _ if b.waiting => "waiting",
                         (false, _) => "up_to_date",
-                        (true, Some(_)) => "incremental",
-                        (true, None) => "rebuilt",
+                        (true, true) => "incremental",
+                        (true, false) => "rebuilt",
                     };
                     e.status = Some(status.into());
                     // Rows written: a rebuilt model's rows; an up-to-date one writes none.

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use crate::bronze::ingest::{CsvOptions, Encoding, ReadOptions};
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::gold::models::render;
+use crate::gold::models::{Jinja, render};
 use crate::quality::checks::{self, Owner, THIS, TableCheck};
 use crate::runtime::dag::topological_order;
 use crate::silver::contract::Contract;
@@ -75,6 +75,8 @@ pub struct Project {
     pub storage: BTreeMap<String, String>,
     /// Where OpenLineage events go (`[lineage]`).
     pub lineage: Option<lineage::LineageConfig>,
+    /// What was accepted but has no effect here (dbt's `config(schema=…)`), for `validate` to say.
+    pub notes: Vec<Diagnostic>,
 }
 
 impl Project {
@@ -102,6 +104,13 @@ impl Project {
 
     /// Loads and validates the project at `root`.
     pub async fn load(root: &Path) -> Result<Project> {
+        Self::load_with_vars(root, BTreeMap::new()).await
+    }
+
+    /// Loads and validates the project at `root`, with `vars` over the project's `[vars]` (dbt's
+    /// `--vars`).
+    pub async fn load_with_vars(root: &Path, vars: BTreeMap<String, serde_json::Value>) -> Result<Project> {
+        let overrides = vars;
         let mut specs = load_specs(root);
         let mut diags = std::mem::take(&mut specs.diagnostics);
         let text_of = |file: &Path| std::fs::read_to_string(root.join(file)).unwrap_or_default();
@@ -181,11 +190,27 @@ impl Project {
             None => None,
         };
         let project_owner = specs.project.as_ref().and_then(|p| p.spec.owner.clone());
-        let vars: BTreeMap<String, minijinja::Value> = specs
+        let mut vars: BTreeMap<String, minijinja::Value> = specs
             .project
             .as_ref()
             .map(|p| p.spec.vars.iter().map(|(k, v)| (k.clone(), minijinja::Value::from_serialize(v))).collect())
             .unwrap_or_default();
+        vars.extend(overrides.iter().map(|(k, v)| (k.clone(), minijinja::Value::from_serialize(v))));
+        let jinja = match macro_files(root) {
+            Ok(files) => {
+                let (jinja, errors) = Jinja::new(vars, files);
+                for e in errors {
+                    let file = e.file.clone().unwrap_or_else(|| PathBuf::from("macros"));
+                    diags.push(Diagnostic::new(file, "macros", e.message).with_line(e.line));
+                }
+                jinja
+            }
+            Err(d) => {
+                diags.push(d);
+                Jinja::default()
+            }
+        };
+        let mut notes = Vec::new();
         let (name, lake) = match &specs.project {
             Some(p) => {
                 if p.spec.name.trim().is_empty() {
@@ -397,7 +422,8 @@ impl Project {
 
         for (n, sql_file) in &specs.gold_sql_files {
             // A declaration that did not load is reported already: its SQL file is not orphaned.
-            if !specs.gold.contains_key(n) && !specs.is_broken("gold model", n) {
+            let main_unreadable = specs.broken.contains(&format!("file {}", crate::spec::PROJECT_FILE));
+            if !specs.gold.contains_key(n) && !specs.is_broken("gold model", n) && !main_unreadable {
                 diags.push(
                     Diagnostic::new(
                         sql_file,
@@ -443,32 +469,31 @@ impl Project {
                     continue;
                 }
             };
-            match render(&template, &is_table, &vars) {
+            match render(&template, n, &is_table, &jinja) {
                 Ok(r) => {
+                    for note in &r.notes {
+                        notes.push(
+                            Diagnostic::new(&file, &subject, note.clone()).with_line(line_of(&file, "config(", None)),
+                        );
+                    }
                     if let (Ok(refresh), Ok(sla)) = (refresh, sla) {
                         rendered.insert(n.clone(), (r, g.clone(), file, refresh, sla));
                     }
                 }
-                Err(message) => {
-                    // A Jinja error knows its line in the SQL file: the diagnostic points there.
-                    if let Some((n, detail)) = message
-                        .strip_prefix("template error at line ")
-                        .and_then(|rest| rest.split_once(": "))
-                        .and_then(|(n, detail)| n.parse::<usize>().ok().map(|n| (n, detail)))
-                    {
-                        diags.push(
-                            Diagnostic::new(&file, &subject, format!("template error: {detail}")).with_line(Some(n)),
-                        );
-                        continue;
-                    }
-                    // Point at the offending reference: `ref('x')` or `x` quoted in the message.
-                    let needle = message
-                        .split_once("ref('")
-                        .and_then(|(_, rest)| rest.split_once("')"))
-                        .map(|(name, _)| format!("ref('{name}')"))
-                        .or_else(|| message.split('`').nth(1).map(str::to_string));
-                    let line = needle.and_then(|n| line_of(&file, &n, None).filter(|_| text_of(&file).contains(&n)));
-                    diags.push(Diagnostic::new(&file, &subject, message).with_line(line));
+                Err(e) if jinja.is_follow_on(&e) => {} // its macro file's error is reported
+                Err(e) => {
+                    // A Jinja error knows its line (in the SQL file or a macro file); otherwise
+                    // point at the offending reference: `ref('x')` or `x` quoted in the message.
+                    let line = e.line.or_else(|| {
+                        let needle = e
+                            .message
+                            .split_once("ref('")
+                            .and_then(|(_, rest)| rest.split_once("')"))
+                            .map(|(name, _)| format!("ref('{name}')"))
+                            .or_else(|| e.message.split('`').nth(1).map(str::to_string));
+                        needle.and_then(|n| line_of(&file, &n, None).filter(|_| text_of(&file).contains(&n)))
+                    });
+                    diags.push(Diagnostic::new(e.file.unwrap_or(file), &subject, e.message).with_line(line));
                 }
             }
         }
@@ -522,6 +547,42 @@ impl Project {
                                 }
                                 Vec::new()
                             });
+                        if let Some(q) = &r.incremental {
+                            let subject = format!("gold model `{n}`, config(materialized='incremental')");
+                            let line = line_of(&file, "is_incremental", None);
+                            if g.spec.incremental.is_some() {
+                                diags.push(Diagnostic::new(&g.file, &subject, "the model is incremental twice: by config() in its SQL and by `incremental` here; keep one").with_line(line_of(&g.file, "incremental", g.line)));
+                            }
+                            for k in q.unique_key.iter().filter(|k| schema.index_of(k).is_err()) {
+                                diags.push(
+                                    Diagnostic::new(
+                                        &file,
+                                        &subject,
+                                        format!("unique_key `{k}` is not a column of the model's result"),
+                                    )
+                                    .with_line(line_of(&file, "unique_key", None)),
+                                );
+                            }
+                            match catalog::read_only(&ctx, &q.sql, "a gold model").await {
+                                Ok(df) => {
+                                    let names = |s: &datafusion::common::DFSchema| {
+                                        s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>()
+                                    };
+                                    let full: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+                                    if names(df.schema()) != full {
+                                        diags.push(Diagnostic::new(&file, &subject, format!("with is_incremental() true the model gives columns ({}), not the full build's ({})", names(df.schema()).join(", "), full.join(", "))).with_line(line));
+                                    }
+                                }
+                                Err(e) => diags.push(
+                                    Diagnostic::new(
+                                        &file,
+                                        &subject,
+                                        format!("with is_incremental() true, {}", plan_error(e)),
+                                    )
+                                    .with_line(line),
+                                ),
+                            }
+                        }
                         planned.push((n.clone(), g.clone()));
                         gold.insert(
                             n.clone(),
@@ -542,6 +603,7 @@ impl Project {
                                 gates,
                                 checks: Vec::new(),
                                 incremental: None,
+                                incremental_query: r.incremental,
                                 tags: g.spec.tags.clone(),
                                 retries: g.spec.retries,
                                 maintenance: maintenance_of(
@@ -556,16 +618,7 @@ impl Project {
                             },
                         );
                     }
-                    Err(e) => diags.push(Diagnostic::new(
-                        &file,
-                        format!("gold model `{n}`"),
-                        match e {
-                            Error::Sql { source, .. } => {
-                                format!("SQL does not plan: {}", source.to_string().lines().next().unwrap_or_default())
-                            }
-                            other => other.to_string(),
-                        },
-                    )),
+                    Err(e) => diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), plan_error(e))),
                 }
             }
 
@@ -625,6 +678,11 @@ impl Project {
                         refs.extend(compiled.iter().flat_map(|c| c.refs.iter().cloned()));
                         model.refs = refs.into_iter().collect();
                         model.checks = compiled;
+                        if model.incremental_query.is_some()
+                            && let Some(c) = model.checks.iter().find(|c| c.drops())
+                        {
+                            diags.push(Diagnostic::new(&g.file, format!("gold model `{name}`, expectations"), format!("expectation `{}`: `drop` on set-level kinds is not available on incremental models", c.name)).with_line(line_of(&g.file, &format!("\"{}\"", c.name), g.line)));
+                        }
                         if let Some(inc) = &g.spec.incremental {
                             let subject = format!("gold model `{name}`, incremental");
                             let line = line_of(&g.file, "incremental", g.line);
@@ -724,6 +782,7 @@ impl Project {
             vacuum,
             storage,
             lineage,
+            notes,
         })
     }
 
@@ -882,4 +941,38 @@ fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptio
         errors.push(("delimiter", "the delimiter and the quote must differ".into()));
     }
     if errors.is_empty() { Ok(read) } else { Err(errors) }
+}
+
+/// A model's SQL that does not plan, in one line.
+fn plan_error(e: Error) -> String {
+    match e {
+        Error::Sql { source, .. } => {
+            format!("SQL does not plan: {}", source.to_string().lines().next().unwrap_or_default())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The project's `macros/*.sql` files (relative path, text), in name order.
+fn macro_files(root: &Path) -> std::result::Result<Vec<(PathBuf, String)>, Diagnostic> {
+    let dir = root.join("macros");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let unreadable = |e: std::io::Error| Diagnostic::new("macros", "macros", format!("cannot read the directory: {e}"));
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(unreadable)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql") && p.is_file())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.clone());
+            std::fs::read_to_string(&p)
+                .map(|text| (rel.clone(), text))
+                .map_err(|e| Diagnostic::new(&rel, "macros", format!("cannot read: {e}")))
+        })
+        .collect()
 }

@@ -60,9 +60,8 @@ impl LoadedSpecs {
     }
 }
 
-/// The main file's top level; unknown sections are errors.
+/// The main file's top level (unknown sections are reported one by one, see [`SECTIONS`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct MainFile {
     project: Option<Spanned<toml::Value>>,
     lineage: Option<Spanned<toml::Value>>,
@@ -74,6 +73,9 @@ struct MainFile {
     #[serde(default)]
     gold: BTreeMap<String, Spanned<toml::Value>>,
 }
+
+/// The main file's sections.
+const SECTIONS: [&str; 6] = ["project", "lineage", "storage", "sources", "silver", "gold"];
 
 /// The name of a project's main file.
 pub const PROJECT_FILE: &str = "medallion.toml";
@@ -88,7 +90,12 @@ pub fn load_specs(root: &Path) -> LoadedSpecs {
                 format!("run `medallion init {}` to create a project, or pass --project DIR", root.display()),
             ))
         }
-        Ok(text) => load_main(&text, &main, &mut out),
+        Ok(text) => {
+            if !load_main(&text, &main, &mut out) {
+                // Its declarations are unknown, not missing: the SQL files are not "undeclared".
+                out.broken.insert(format!("file {PROJECT_FILE}"));
+            }
+        }
     }
     for (name, file, text) in section_files(root, "silver", &mut out.diagnostics) {
         insert_file(
@@ -119,14 +126,32 @@ pub fn load_specs(root: &Path) -> LoadedSpecs {
     out
 }
 
-fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
+/// Loads the main file's sections into `out`; false when the file does not parse at all.
+fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) -> bool {
     let doc: MainFile = match toml::from_str(text) {
         Ok(doc) => doc,
         Err(e) => {
             out.diagnostics.push(toml_error(file, text, "", &e));
-            return;
+            return false;
         }
     };
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        for key in table.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+            let line = text
+                .lines()
+                .position(|l| {
+                    let l = l.trim_start().trim_start_matches('[');
+                    l.starts_with(key.as_str()) && l[key.len()..].trim_start().starts_with(['=', ']', '.'])
+                })
+                .map(|i| i + 1);
+            let hint = match key.as_str() {
+                "vars" => "vars go in [project]: `[project.vars]` or `vars = { … }` under [project]".to_string(),
+                _ => format!("the sections are [{}]", SECTIONS.join("], [")),
+            };
+            out.diagnostics
+                .push(Diagnostic::new(file, "", format!("unknown section `{key}`")).with_line(line).with_hint(hint));
+        }
+    }
     match doc.project {
         None => out.diagnostics.push(
             Diagnostic::new(file, "", "missing [project] section").with_hint("add `[project]` with `name = \"...\"`"),
@@ -205,6 +230,7 @@ fn load_main(text: &str, file: &Path, out: &mut LoadedSpecs) {
             span,
         );
     }
+    true
 }
 
 /// `<root>/<dir>/*.toml`, sorted, as (stem, relative path, text).

@@ -774,3 +774,28 @@ pub struct IncrementalSpec {
     #[serde(default)]
     pub source: Option<String>,
 }
+
+/// `--vars`: a YAML (or JSON) mapping, as dbt takes it (`{key: value, other: 3}`).
+pub fn vars_from_yaml(
+    text: &str,
+) -> std::result::Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
+    let value: serde_json::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map.into_iter().collect()),
+        serde_json::Value::Null => Ok(std::collections::BTreeMap::new()),
+        other => Err(format!("expected a mapping such as {{key: value}}, found {other}")),
+    }
+}
+
+#[cfg(test)]
+mod vars_tests {
+    #[test]
+    fn vars_are_yaml_or_json_mappings() {
+        let v = super::vars_from_yaml("{min_amount: 10, region: 'eu', tiers: [a, b]}").expect("yaml");
+        assert_eq!(v["min_amount"], serde_json::json!(10));
+        assert_eq!(v["tiers"], serde_json::json!(["a", "b"]));
+        assert_eq!(super::vars_from_yaml(r#"{"x": 1.5}"#).expect("json")["x"], serde_json::json!(1.5));
+        assert!(super::vars_from_yaml("[1, 2]").expect_err("a list").contains("expected a mapping"));
+        assert!(super::vars_from_yaml("{a: [}").is_err());
+    }
+}

@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod contracts;
+mod dbt;
 mod expectations;
 mod formats;
 mod gates;
