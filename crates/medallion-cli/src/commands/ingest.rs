@@ -31,7 +31,7 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
                 let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
                 anyhow::bail!("cannot ingest {file}: it is {what}; give files, or `-` to read standard input");
             }
-            let input = std::sync::Arc::new(FileInput { path: file.into(), start: 0 });
+            let input = std::sync::Arc::new(FileInput { path: file.into(), start: 0, head: Vec::new() });
             ingest_from(&lake, &src.name, src.read.clone(), file, input, at).await
         };
         if let Some(pb) = progress {

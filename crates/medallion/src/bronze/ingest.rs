@@ -261,6 +261,8 @@ pub struct FileInput {
     pub path: std::path::PathBuf,
     /// Where its content starts.
     pub start: u64,
+    /// Bytes read before it (a grown CSV file's header lines).
+    pub head: Vec<u8>,
 }
 
 impl Input for FileInput {
@@ -268,11 +270,14 @@ impl Input for FileInput {
         use std::io::Seek;
         let mut f = std::fs::File::open(&self.path)?;
         f.seek(std::io::SeekFrom::Start(self.start))?;
-        Ok(Box::new(f))
+        if self.head.is_empty() {
+            return Ok(Box::new(f));
+        }
+        Ok(Box::new(std::io::Cursor::new(self.head.clone()).chain(f)))
     }
 
     fn size(&self) -> std::io::Result<u64> {
-        Ok(std::fs::metadata(&self.path)?.len().saturating_sub(self.start))
+        Ok(std::fs::metadata(&self.path)?.len().saturating_sub(self.start) + self.head.len() as u64)
     }
 }
 

@@ -10,9 +10,11 @@
 //!   or that carries a temporary name (`.name`, `~name`, `*.tmp`, `*.part`, `*.partial`,
 //!   `*.crdownload`, `*._COPYING_`, `*.filepart`, `*.inprogress`), is skipped until a later run.
 //!   Writers that rename a finished file into place are always read whole.
-//! - A file that grew since it was landed (the same bytes, then more) lands its new bytes only
-//!   (NDJSON); CSV and JSON-array files that grow are skipped with a message (their new rows need
-//!   the header, or break the array): write new rows to a new file.
+//! - A file that grew since it was landed (the same bytes, then more) lands its new bytes only:
+//!   NDJSON as they are, CSV after the file's header (its `skip_rows` lines and header line, so
+//!   the new rows keep their column names; `_line` then counts in the landed batch). A grown
+//!   JSON-array file is skipped with a message (new elements break the array), and so is a grown
+//!   gzip file: write new rows to a new file.
 //! - An unreadable file is skipped; the others are still read.
 
 use std::io::Read;
@@ -22,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::ingest::IngestOutcome;
+use super::ingest::{IngestOutcome, ReadOptions};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
 use crate::storage::Lake;
@@ -159,8 +161,16 @@ struct Landed {
 pub enum NewContent {
     /// All of it (first seen, rewritten, or unchanged: landing is exactly once per content).
     Whole,
-    /// Only what was appended since it was landed, from this byte on (NDJSON), with a note.
-    Appended(u64, String),
+    /// Only what was appended since it was landed: `head` (a CSV file's header lines), then the
+    /// file from byte `start` on, with a note.
+    Appended {
+        /// Where the new bytes start.
+        start: u64,
+        /// Bytes landed before them: the CSV header, else nothing.
+        head: Vec<u8>,
+        /// What happened, for the run's output.
+        note: String,
+    },
     /// Nothing: it grew, and its format cannot land new bytes alone.
     Refused(String),
 }
@@ -173,7 +183,7 @@ fn landed_path(source: &str, shown: &str) -> String {
 pub async fn new_content(
     lake: &Lake,
     source: &str,
-    format: SourceFormat,
+    read: &ReadOptions,
     shown: &str,
     path: &Path,
 ) -> Result<NewContent> {
@@ -181,34 +191,68 @@ pub async fn new_content(
     let Ok(before) = serde_json::from_slice::<Landed>(&bytes) else { return Ok(NewContent::Whole) };
     let file = path.to_path_buf();
     let n = before.bytes;
-    // The file's length, and the hash of its first `n` bytes when it is longer.
-    let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Option<Seen>)> {
+    // CSV: the header lines, read only when the file grew.
+    let header_lines = match read.format {
+        SourceFormat::Csv => read.csv.skip_rows + usize::from(read.csv.header),
+        _ => 0,
+    };
+    // The file's length, the hash of its first `n` bytes when it is longer, its first bytes (gzip
+    // or not) and its header lines.
+    type Grown = (u64, Option<(Seen, [u8; 2], Vec<u8>)>);
+    let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Grown> {
         let len = std::fs::metadata(&file)?.len();
         if len <= n {
             return Ok((len, None));
         }
-        Ok((len, Some(Seen::of_reader(std::fs::File::open(&file)?.take(n))?)))
+        let seen = Seen::of_reader(std::fs::File::open(&file)?.take(n))?;
+        let mut magic = [0u8; 2];
+        let mut f = std::fs::File::open(&file)?.take(n);
+        let _ = f.read(&mut magic)?;
+        let mut head = Vec::new();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&file)?.take(n.min(HEADER_LIMIT)));
+        for _ in 0..header_lines {
+            if std::io::BufRead::read_until(&mut reader, b'\n', &mut head)? == 0 {
+                break;
+            }
+        }
+        Ok((len, Some((seen, magic, head))))
     })
     .await
     .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
     .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let (len, Some(prefix)) = prefix else { return Ok(NewContent::Whole) };
+    let (len, Some((prefix, magic, head))) = prefix else { return Ok(NewContent::Whole) };
     if prefix.bytes != n || prefix.sha256 != before.sha256 {
         return Ok(NewContent::Whole);
     }
     let added = len - n;
-    match format {
-        SourceFormat::Ndjson => Ok(NewContent::Appended(
-            prefix.bytes,
-            format!("grew by {added} bytes since it was landed: its new bytes landed, not the {n} landed before"),
-        )),
-        SourceFormat::Csv | SourceFormat::Json => Ok(NewContent::Refused(format!(
-            "grew by {added} bytes since it was landed; a {} file is landed whole, so its new rows would need \
-             its header or break its array: write new rows to a new file",
-            if format == SourceFormat::Csv { "CSV" } else { "JSON-array" }
-        ))),
+    let refused = |why: &str| {
+        Ok(NewContent::Refused(format!(
+            "grew by {added} bytes since it was landed; {why}: write new rows to a new file"
+        )))
+    };
+    if magic == [0x1f, 0x8b] {
+        return refused("a gzip file is landed whole, and bytes appended to it are not a gzip stream of their own");
+    }
+    match read.format {
+        SourceFormat::Ndjson => Ok(NewContent::Appended {
+            start: prefix.bytes,
+            head: Vec::new(),
+            note: format!("grew by {added} bytes since it was landed: its new bytes landed, not the {n} landed before"),
+        }),
+        SourceFormat::Csv if head.ends_with(b"\n") || header_lines == 0 => Ok(NewContent::Appended {
+            start: prefix.bytes,
+            note: format!(
+                "grew by {added} bytes since it was landed: its new rows landed after its header, not the {n} bytes landed before"
+            ),
+            head,
+        }),
+        SourceFormat::Csv => refused("its header lines could not be read again"),
+        SourceFormat::Json => refused("a JSON-array file is landed whole, and new elements would break its array"),
     }
 }
+
+/// The most bytes read for a CSV file's header lines.
+const HEADER_LIMIT: u64 = 1 << 20;
 
 /// A landing file's whole content as [`remember`] records it.
 #[derive(Debug, Clone)]

@@ -553,9 +553,9 @@ async fn ingest_paths(
                 continue;
             }
         };
-        let (start, note) = match landing::new_content(lake, &source.name, source.format, &shown, &path).await? {
-            landing::NewContent::Whole => (0, None),
-            landing::NewContent::Appended(start, note) => (start, Some(note)),
+        let (start, head, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
+            landing::NewContent::Whole => (0, Vec::new(), None),
+            landing::NewContent::Appended { start, head, note } => (start, head, Some(note)),
             landing::NewContent::Refused(why) => {
                 out.push(IngestOutcome::skipped(&shown, why));
                 continue;
@@ -563,7 +563,7 @@ async fn ingest_paths(
         };
         // Files given together get strictly increasing ingest times in their (sorted) order,
         // so duplicates across them resolve by that order, not by random batch ids.
-        let input = Arc::new(FileInput { path, start });
+        let input = Arc::new(FileInput { path, start, head });
         let landed =
             ingest_from(lake, &source.name, source.read.clone(), &shown, input, later(opts.now, out.len())).await;
         let mut outcome = match landed {

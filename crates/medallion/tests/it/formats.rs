@@ -89,3 +89,53 @@ async fn csv_and_json_sources_with_tables_in_their_own_files() {
     assert_eq!(strings(rules[0].column(0)), vec!["people", "visits"]);
     assert_eq!(strings(rules[0].column(1)), vec!["type,type,type", "corrupt_record,visit_id <> person_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_landing_file_that_grows_lands_its_new_rows_under_its_header() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(
+        dir.path(),
+        &[
+            (
+                "medallion.toml",
+                "[project]\nname = \"seeds\"\n\n[sources.people]\nformat = \"csv\"\nskip_rows = 1\npaths = [\"seeds/people.csv\", \"seeds/later.csv.gz\"]\n",
+            ),
+            (
+                "silver/people.toml",
+                "primary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"name\", type = \"string\" },\n]\n",
+            ),
+            ("seeds/people.csv", "exported 2024-03-01\nname,id\nAda,1\nBob,2\n"),
+        ],
+    );
+    let project = Project::load(dir.path()).await.expect("project loads");
+    let lake = Lake::open(&project.lake, &project.root).expect("lake");
+    let names = |lake: Lake, project: Project| async move {
+        let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
+        let b = ctx.sql("SELECT name FROM people ORDER BY id").await.expect("plan").collect().await.expect("run");
+        b.iter().flat_map(|b| strings(b.column(0))).collect::<Vec<_>>()
+    };
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    assert_eq!((s.ok(), s.totals.promoted), (true, 2), "{:?}", s.failed);
+    // Rows appended (the columns in the header's order, not the contract's): only they land.
+    let path = dir.path().join("seeds/people.csv");
+    let grown = std::fs::read_to_string(&path).expect("read") + "Cy,3\nBob,2\n";
+    std::fs::write(&path, grown).expect("append");
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    assert!(s.ok(), "{:?}", s.failed);
+    assert_eq!((s.totals.read, s.totals.promoted, s.totals.rejected), (2, 2, 0), "{:?}", s.totals);
+    let note = s.ingested.iter().find_map(|i| i.note.clone()).unwrap_or_default();
+    assert!(note.contains("its new rows landed after its header"), "{note}");
+    assert_eq!(s.ingested.iter().map(|i| i.records).sum::<u64>(), 2);
+    assert_eq!(names(lake.clone(), project.clone()).await, vec!["Ada", "Bob", "Cy"]);
+    // A gzip file that grows is not cut in the middle of its stream: skipped, with why.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"x\nname,id\nDee,4\n").expect("gz");
+    let gz = gz.finish().expect("gz");
+    std::fs::write(dir.path().join("seeds/later.csv.gz"), &gz).expect("gz");
+    run(&project, &lake, &Default::default()).await.expect("run");
+    std::fs::write(dir.path().join("seeds/later.csv.gz"), [gz.as_slice(), b"Eve,5\n"].concat()).expect("grow");
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    let skipped = s.ingested.iter().filter_map(|i| i.note.clone()).collect::<Vec<_>>().join("; ");
+    assert!(skipped.contains("a gzip file is landed whole"), "{:?}", s.ingested);
+    assert_eq!(names(lake, project).await, vec!["Ada", "Bob", "Cy", "Dee"]);
+}

@@ -65,7 +65,7 @@ async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_
     }
     f.flush().expect("flush");
     drop(f);
-    let input = Arc::new(FileInput { path: path.clone(), start: 0 });
+    let input = Arc::new(FileInput { path: path.clone(), start: 0, head: Vec::new() });
     let now = medallion::runtime::now();
     let out = ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "big.ndjson", input, now).await.expect("ingest");
     assert_eq!((out.status, out.records, out.corrupt), (IngestStatus::Ingested, n, 0));
