@@ -68,6 +68,20 @@ pub enum Format {
     Csv,
 }
 
+/// Where `import` reads from.
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// A dbt project: seeds become CSV sources and silver contracts, models gold models (their SQL as
+    /// it is), schema.yml tests expectations, macros and vars come along. What cannot be translated is
+    /// printed file by file; the new project is validated before the command returns.
+    Dbt {
+        /// The dbt project (holding dbt_project.yml).
+        dbt_project: PathBuf,
+        /// Where to write the medallion project (must not hold one).
+        dir: PathBuf,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a working orders project with sample data in DIR (then: cd DIR && medallion run).
@@ -75,6 +89,11 @@ pub enum Command {
         /// Directory to create the project in.
         #[arg(default_value = ".")]
         dir: PathBuf,
+    },
+    /// Bring a project from another tool (dbt) as a new medallion project.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
     },
     /// Check the project: every problem is reported at once, with its file and line.
     Validate,

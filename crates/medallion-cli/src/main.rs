@@ -97,6 +97,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     let g = &cli.global;
     match cli.command {
         Command::Init { dir } => commands::init::run(g, &dir),
+        Command::Import { from: args::ImportFrom::Dbt { dbt_project, dir } } => {
+            commands::init::import_dbt(g, &dbt_project, &dir).await
+        }
         Command::Validate => commands::validate::run(g).await,
         Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
         Command::Run { full_refresh, select, exclude, retries, date } => {

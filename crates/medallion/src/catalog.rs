@@ -204,6 +204,13 @@ pub async fn read_only(ctx: &SessionContext, sql: &str, context: &str) -> Result
     })
 }
 
+/// The schema a query's rows have: after analysis, which may change types (medallion's float
+/// division, type coercion), so not the unanalysed plan's `df.schema()`.
+pub fn result_schema(df: &DataFrame, context: &str) -> Result<SchemaRef> {
+    let plan = df.clone().into_optimized_plan().map_err(|e| Error::sql(context, e))?;
+    Ok(Arc::new(plan.schema().as_arrow().clone()))
+}
+
 /// `text` parsed as exactly one SQL expression (a filter written by a user), rendered back:
 /// anything around or after it (`1=1) OR (1=1`, a second statement) is an error, so the
 /// expression cannot escape the parentheses it is placed in.

@@ -96,8 +96,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A dbt project could not be imported: a file it needs is missing or does not parse.
+    #[error("cannot import {}: {message}", file.display())]
+    Import {
+        /// The dbt project's file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+
     /// `init` found a project where it would write one.
-    #[error("{} already holds a project; init never overwrites (hint: choose an empty directory)", path.display())]
+    #[error("{} already holds a project; init and import never overwrite one (hint: choose an empty directory)", path.display())]
     ProjectExists {
         /// The existing project file.
         path: PathBuf,

@@ -29,6 +29,7 @@ pub mod bronze;
 pub mod catalog;
 pub mod error;
 pub mod gold;
+pub mod import;
 pub mod init;
 pub mod maintenance;
 pub mod observability;

@@ -1405,3 +1405,63 @@ fn validate_reports_a_broken_declaration_once_without_follow_on_errors() {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
 }
+
+/// Issue 17: `import dbt` says what it could not translate, file by file, writes a project that
+/// validates, and never overwrites one.
+#[test]
+fn import_dbt_lists_what_it_cannot_translate_file_by_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dbt = dir.path().join("dbt");
+    for (file, text) in [
+        (
+            "dbt_project.yml",
+            "name: lab\nprofile: lab\nvars:\n  cutoff: 3\n  nothing: null\non-run-end: [\"grant select\"]\n",
+        ),
+        ("packages.yml", "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n"),
+        ("seeds/people.csv", "person_id,name,score\n1,Ada,3.5\n2,Bob,\n"),
+        ("snapshots/people_history.sql", "{% snapshot people_history %}select 1{% endsnapshot %}"),
+        (
+            "models/schema.yml",
+            "version: 2\nsources:\n  - name: erp\n    tables:\n      - name: invoices\nmodels:\n  - name: scores\n    config:\n      pre-hook: \"select 1\"\n    columns:\n      - name: name\n        tests:\n          - not_null:\n              where: \"score > 1\"\n          - dbt_expectations.expect_column_values_to_be_unique\n",
+        ),
+        ("models/scores.sql", "select name, score * {{ var('cutoff') }} as weighted from {{ ref('people') }}"),
+        ("tests/custom.sql", "{% set x = 1 %}select * from {{ ref('scores') }} where weighted < 0"),
+    ] {
+        let path = dbt.join(file);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    let new = dir.path().join("new");
+    let out = run(&["import", "dbt", dbt.to_str().expect("utf8"), new.to_str().expect("utf8")], dir.path());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for want in [
+        "warning: dbt_project.yml: on-run-end hooks are not run",
+        "warning: dbt_project.yml: vars: `nothing` is null",
+        "warning: packages.yml: packages are not installed",
+        "warning: snapshots/people_history.sql: snapshots are not translated",
+        "warning: models/scores.sql: pre-hook is not run",
+        "warning: models/schema.yml: `scores.name`: test not_null is not translated",
+        "warning: models/schema.yml: `scores.name`: test dbt_expectations.expect_column_values_to_be_unique is not translated",
+        "warning: models/schema.yml: source `erp.invoices` is loaded outside dbt",
+        "warning: tests/custom.sql: a singular test with Jinja other than ref()/source() is not translated",
+        "note: seeds/people.csv: primary key `person_id`",
+        "imported",
+        "1 source(s), 1 silver table(s), 1 gold model(s); 9 thing(s) not translated (above)",
+    ] {
+        assert!(err.contains(want), "missing `{want}` in:\n{err}");
+    }
+    let out = run(&["run", "-q"], &new);
+    assert_eq!(out.status.code(), Some(0), "the import runs with no edits: {}", text(&out.stderr));
+    let rows = sql_rows(&new, "SELECT name, weighted FROM gold.scores ORDER BY name");
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!({"name": "Ada", "weighted": 10.5}),
+            serde_json::json!({"name": "Bob", "weighted": null})
+        ]
+    );
+    let again = run(&["import", "dbt", dbt.to_str().expect("utf8"), new.to_str().expect("utf8")], dir.path());
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already holds a project"), "{}", text(&again.stderr));
+}

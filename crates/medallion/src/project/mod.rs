@@ -534,7 +534,13 @@ impl Project {
                 }
                 match catalog::read_only(&ctx, &r.sql, "a gold model").await {
                     Ok(df) => {
-                        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                        let schema = match catalog::result_schema(&df, "a gold model") {
+                            Ok(s) => s,
+                            Err(e) => {
+                                diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), plan_error(e)));
+                                continue;
+                            }
+                        };
                         catalog::register_table(&ctx, Layer::Gold, n, catalog::empty(schema.clone(), n)?)?;
                         let gates =
                             crate::quality::gates::compile(&g.spec.expectations, &schema).unwrap_or_else(|errors| {
@@ -571,6 +577,14 @@ impl Project {
                                     let full: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
                                     if names(df.schema()) != full {
                                         diags.push(Diagnostic::new(&file, &subject, format!("with is_incremental() true the model gives columns ({}), not the full build's ({})", names(df.schema()).join(", "), full.join(", "))).with_line(line));
+                                    } else if let Ok(inc) = catalog::result_schema(&df, "a gold model")
+                                        && let Some((f, g)) = inc
+                                            .fields()
+                                            .iter()
+                                            .zip(schema.fields())
+                                            .find(|(f, g)| !same_kind(f.data_type(), g.data_type()))
+                                    {
+                                        diags.push(Diagnostic::new(&file, &subject, format!("with is_incremental() true column `{}` is {}, not {} as in the full build", f.name(), f.data_type(), g.data_type())).with_line(line));
                                     }
                                 }
                                 Err(e) => diags.push(
@@ -975,4 +989,10 @@ fn macro_files(root: &Path) -> std::result::Result<Vec<(PathBuf, String)>, Diagn
                 .map_err(|e| Diagnostic::new(&rel, "macros", format!("cannot read: {e}")))
         })
         .collect()
+}
+
+/// Whether two column types hold the same values (string views and strings are one kind).
+fn same_kind(a: &datafusion::arrow::datatypes::DataType, b: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType::{LargeUtf8, Utf8, Utf8View};
+    a == b || matches!((a, b), (Utf8 | Utf8View | LargeUtf8, Utf8 | Utf8View | LargeUtf8))
 }

@@ -47,7 +47,7 @@ const BY_REGION: &str = "{{ config(materialized='view') }}
 SELECT region, count(*) AS n, sum(amount) AS amount FROM {{ ref('latest') }} GROUP BY region";
 
 const MACROS: &str = "{% macro dollars(col) -%}
-CAST({{ col }} AS DOUBLE) / 100
+{{ col }} / 100
 {%- endmacro %}
 ";
 

@@ -1,0 +1,4 @@
+//! Bringing projects from other tools: `medallion import dbt`.
+
+pub mod dbt;
+mod seed;
