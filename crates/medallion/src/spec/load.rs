@@ -296,15 +296,183 @@ fn insert_value<T: DeserializeOwned>(
         );
         return;
     }
-    match typed::<T>(value) {
-        Ok(spec) => {
-            map.insert(name, Located { spec, file: file.to_path_buf(), line });
+    // Every unknown and missing key in one pass: each one found is reported, then set aside
+    // (removed, or stood in for) so that the next one shows.
+    let mut value = value;
+    let mut found = Vec::new();
+    for _ in 0..MAX_KEY_PROBLEMS {
+        let e = match typed::<T>(value.clone()) {
+            Ok(spec) if found.is_empty() => {
+                map.insert(name, Located { spec, file: file.to_path_buf(), line });
+                return;
+            }
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_string();
+        let field = quoted_field(&message).unwrap_or_default();
+        if found.iter().any(|d: &Diagnostic| d.message == message && message.starts_with("unknown field")) {
+            break; // set aside already, yet back: stop rather than repeat it
         }
-        Err(e) => {
-            broken.insert(format!("{kind} {name}"));
-            diags.push(field_error(file, text, &subject, &e, span))
+        let fixed = if message.starts_with("unknown field") {
+            found.push(field_error(file, text, &subject, &e, span.clone()));
+            remove_key(&mut value, &field)
+        } else if message.starts_with("missing field") {
+            // A key missing because it is misspelt is one problem, the misspelling, reported already.
+            let misspelt = found.iter().any(|d| {
+                d.message.starts_with("unknown field") && quoted_field(&d.message).is_some_and(|u| near(&u, &field))
+            });
+            match stand_in::<T>(&mut value, &field) {
+                Some(_) if misspelt => true,
+                Some(owner) => {
+                    // The table that lacks it: its `name = "…"` line, else the section's.
+                    let at = owner.and_then(|(n, is_name)| {
+                        if is_name { find_value(text, span.start, &n) } else { find_key(text, span.start, &n) }
+                    });
+                    found.push(field_error(file, text, &subject, &e, span.clone()).with_line(at.or(line)));
+                    true
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        if !fixed {
+            if found.is_empty() || !found.iter().any(|d| d.message == message) {
+                found.push(field_error(file, text, &subject, &e, span.clone()));
+            }
+            break;
         }
     }
+    broken.insert(format!("{kind} {name}"));
+    diags.extend(found);
+}
+
+/// Whether `a` is `b` misspelt: at most two edits apart (Levenshtein).
+fn near(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 2 {
+        return false;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()] <= 2
+}
+
+/// Key problems reported per declaration at most.
+const MAX_KEY_PROBLEMS: usize = 32;
+
+/// Removes the first `key` found in `value` (its own table first, then nested ones).
+fn remove_key(value: &mut toml::Value, key: &str) -> bool {
+    match value {
+        toml::Value::Table(t) => {
+            if t.remove(key).is_some() {
+                return true;
+            }
+            t.iter_mut().any(|(_, v)| remove_key(v, key))
+        }
+        toml::Value::Array(a) => a.iter_mut().any(|v| remove_key(v, key)),
+        _ => false,
+    }
+}
+
+/// Stands a value in for the missing `key`: in the declaration's own table, else in the first
+/// nested table lacking it, with whichever type makes `T` stop missing it. When that worked:
+/// Some(where the table is: (its `name`, true), or (the declaration's key holding it, false)).
+fn stand_in<T: DeserializeOwned>(value: &mut toml::Value, key: &str) -> Option<Option<(String, bool)>> {
+    let placeholders = || {
+        [
+            toml::Value::Array(Vec::new()),
+            toml::Value::String(String::new()),
+            toml::Value::Table(Default::default()),
+            toml::Value::Integer(0),
+            toml::Value::Boolean(false),
+        ]
+    };
+    // A stand-in of the right type leaves no error, or one about something else.
+    let fits = |v: &toml::Value| match typed::<T>(v.clone()) {
+        Ok(_) => true,
+        Err(e) => {
+            let m = e.message().trim();
+            m != format!("missing field `{key}`")
+                && !m.starts_with(&format!("unknown field `{key}`"))
+                && !["invalid type", "invalid value", "unknown variant", "invalid length"]
+                    .iter()
+                    .any(|p| m.starts_with(p))
+        }
+    };
+    // Candidate tables: the declaration itself, then every nested table, depth first.
+    let mut paths: Vec<Vec<usize>> = vec![Vec::new()];
+    collect_tables(value, &mut Vec::new(), &mut paths);
+    for path in paths {
+        let Some(table) = table_at(value, &path) else { continue };
+        if table.contains_key(key) {
+            continue;
+        }
+        // Where it is: a `name = "…"` inside it, else the declaration's key holding it.
+        let owner = table.get("name").and_then(toml::Value::as_str).map(|n| (n.to_string(), true)).or_else(|| {
+            let first = *path.first()?;
+            value.as_table().and_then(|t| t.keys().nth(first)).map(|k| (k.clone(), false))
+        });
+        for p in placeholders() {
+            if let Some(t) = table_at(value, &path) {
+                t.insert(key.to_string(), p);
+            }
+            if fits(value) {
+                return Some(owner);
+            }
+            if let Some(t) = table_at(value, &path) {
+                t.remove(key);
+            }
+        }
+    }
+    None
+}
+
+/// Paths (indices into tables' values in order, then array items) of every nested table.
+fn collect_tables(value: &toml::Value, at: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+    let children: Vec<&toml::Value> = match value {
+        toml::Value::Table(t) => t.values().collect(),
+        toml::Value::Array(a) => a.iter().collect(),
+        _ => return,
+    };
+    for (i, child) in children.into_iter().enumerate() {
+        at.push(i);
+        if child.is_table() {
+            out.push(at.clone());
+        }
+        collect_tables(child, at, out);
+        at.pop();
+    }
+}
+
+fn table_at<'a>(value: &'a mut toml::Value, path: &[usize]) -> Option<&'a mut toml::Table> {
+    let mut v = value;
+    for &i in path {
+        v = match v {
+            toml::Value::Table(t) => t.iter_mut().nth(i).map(|(_, v)| v)?,
+            toml::Value::Array(a) => a.get_mut(i)?,
+            _ => return None,
+        };
+    }
+    v.as_table_mut()
+}
+
+/// The line of the first `name = "value"` at or after byte `from`.
+fn find_value(text: &str, from: usize, value: &str) -> Option<usize> {
+    let quoted = serde_json::to_string(value).ok()?;
+    let from_line = line_of(text, from);
+    text.lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1))
+        .find(|(_, l)| l.contains("name") && l.contains(&quoted))
+        .map(|(i, _)| i + 1)
 }
 
 fn typed<T: DeserializeOwned>(value: toml::Value) -> Result<T, toml::de::Error> {
@@ -337,7 +505,12 @@ fn field_error(
     let d = Diagnostic::new(file, subject, message.clone()).with_line(Some(key_line.unwrap_or(section_line)));
     if message.starts_with("unknown field") {
         let field = quoted_field(&message).unwrap_or_default();
-        d.with_hint(format!("`{field}` is not a known key here; check its spelling"))
+        let expected = message.split_once("expected").map(|(_, list)| list).unwrap_or_default();
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        match known.iter().find(|k| near(k, &field)) {
+            Some(k) => d.with_hint(format!("did you mean `{k}`?")),
+            None => d.with_hint(format!("`{field}` is not a known key here; check its spelling")),
+        }
     } else if message.starts_with("missing field") {
         let field = quoted_field(&message).unwrap_or_default();
         d.with_hint(format!("add `{field} = ...`"))
@@ -409,6 +582,32 @@ mod tests {
             rendered[1]
         );
         assert!(rendered[2].starts_with("gold/rev.toml:3: gold model `rev`: unknown field `slaa`"), "{}", rendered[2]);
+    }
+
+    /// Issue 17: every missing and unknown key of every declaration in one pass, each at its line:
+    /// a missing key at its own section (not at the same key in the next), a nested one at its
+    /// entry.
+    #[test]
+    fn missing_and_unknown_keys_are_all_reported_at_their_lines() {
+        let dir = project(&[(
+            "medallion.toml",
+            "[project]\nname = \"p\"\n\n[sources.a]\n\n[silver.a]\ndescription = \"no key, no columns\"\nownr = \"x\"\n\n[silver.b]\nprimary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"amount\" },\n  { name = \"day\", typ = \"date\" },\n]\n\n[silver.c]\nprimary_key = [\"id\"]\ncolumns = [{ name = \"id\", type = \"int64\" }]\nhistory = { }\n",
+        )]);
+        let specs = load_specs(dir.path());
+        let rendered: Vec<String> = specs.diagnostics.iter().map(|d| d.to_string()).collect();
+        let want = [
+            "medallion.toml:8: silver table `a`: unknown field `ownr`",
+            "medallion.toml:6: silver table `a`: missing field `primary_key`",
+            "medallion.toml:6: silver table `a`: missing field `columns`",
+            "medallion.toml:15: silver table `b`: unknown field `typ`",
+            "medallion.toml:14: silver table `b`: missing field `type`",
+            "medallion.toml:21: silver table `c`: missing field `scd`",
+        ];
+        assert_eq!(rendered.len(), want.len(), "{rendered:#?}");
+        for w in want {
+            assert!(rendered.iter().any(|r| r.starts_with(w)), "missing `{w}` in {rendered:#?}");
+        }
+        assert!(specs.is_broken("silver table", "a") && specs.is_broken("silver table", "b"));
     }
 
     #[test]
