@@ -1465,3 +1465,43 @@ fn import_dbt_lists_what_it_cannot_translate_file_by_file() {
     assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
     assert!(text(&again.stderr).contains("already holds a project"), "{}", text(&again.stderr));
 }
+
+/// Issue 17: a model that does not parse does not hide another that does not plan; an
+/// expectation reading a model that did not plan, and a model reading a silver table that did not
+/// load, add nothing; each problem at its line.
+#[test]
+fn validate_plans_what_it_can_and_reports_no_follow_on_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read")
+        .replacen(
+            "  { name = \"no_fanout\"",
+            "  { name = \"matches_daily\", reconcile = { expr = \"sum(revenue)\", with = \"gold.daily_revenue\", with_expr = \"sum(revenue)\" } },\n  { name = \"no_fanout\"",
+            1,
+        )
+        .replacen("[silver.dim_customers]\n", "[silver.dim_customers]\ncolumns_ = []\n", 1)
+        + "\n[gold.broken]\n\n[gold.tiers]\n";
+    std::fs::write(&toml, &config).expect("write");
+    let daily = proj.join("gold/daily_revenue.sql");
+    let sql = std::fs::read_to_string(&daily).expect("sql").replacen("SUM(amount)", "SUM(amout)", 1);
+    std::fs::write(&daily, &sql).expect("write");
+    std::fs::write(proj.join("gold/broken.sql"), "SELEC 1").expect("write");
+    std::fs::write(proj.join("gold/tiers.sql"), "SELECT DISTINCT tier FROM {{ ref('dim_customers') }}").expect("write");
+    let out = run(&["validate"], &proj);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let amout = sql.lines().position(|l| l.contains("amout")).expect("typo") + 1;
+    let columns = config.lines().position(|l| l.starts_with("columns_")).expect("key") + 1;
+    let want = [
+        format!("medallion.toml:{columns}: silver table `dim_customers`: unknown field `columns_`"),
+        "gold/broken.sql: gold model `broken`: SQL does not parse".to_string(),
+        format!(
+            "gold/daily_revenue.sql:{amout}: gold model `daily_revenue`: SQL does not plan: Schema error: No field named amout"
+        ),
+    ];
+    for w in &want {
+        assert!(err.contains(w.as_str()), "missing `{w}` in:\n{err}");
+    }
+    assert!(err.contains(&format!("the project has {} problem(s)", want.len())), "follow-on errors in:\n{err}");
+}

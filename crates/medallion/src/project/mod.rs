@@ -518,7 +518,16 @@ impl Project {
         // Plan every model against the silver contracts' schemas and upstream models' outputs.
         let mut gold = BTreeMap::new();
         let mut silver_order = Vec::new();
-        if diags.is_empty() {
+        // Planned even when something else is wrong (every problem at once), except what reads a
+        // table that did not load, render or plan: that table's problem is reported already.
+        let mut unplanned: BTreeSet<String> = specs
+            .silver
+            .keys()
+            .filter(|n| !silver.contains_key(*n))
+            .chain(specs.gold.keys().filter(|n| !rendered.contains_key(*n)))
+            .cloned()
+            .collect();
+        {
             let ctx = catalog::new_session()?;
             for t in silver.values() {
                 catalog::register_table(&ctx, Layer::Silver, &t.name, catalog::empty(t.schema.clone(), &t.name)?)?;
@@ -529,7 +538,8 @@ impl Project {
             let mut planned = Vec::new();
             for n in &gold_order {
                 let Some((r, g, file, refresh, sla)) = rendered.remove(n) else { continue };
-                if r.refs.iter().any(|x| broken_table(x)) {
+                if r.refs.iter().any(|x| broken_table(x) || unplanned.contains(x)) {
+                    unplanned.insert(n.clone());
                     continue; // it reads a table that did not load: nothing to plan against
                 }
                 match catalog::read_only(&ctx, &r.sql, "a gold model").await {
@@ -538,6 +548,7 @@ impl Project {
                             Ok(s) => s,
                             Err(e) => {
                                 diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), plan_error(e)));
+                                unplanned.insert(n.clone());
                                 continue;
                             }
                         };
@@ -632,7 +643,17 @@ impl Project {
                             },
                         );
                     }
-                    Err(e) => diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), plan_error(e))),
+                    Err(e) => {
+                        let message = plan_error(e);
+                        // "No field named amout": the line that names it.
+                        let line = message
+                            .split_once("No field named ")
+                            .map(|(_, rest)| rest.split(['.', ' ']).next().unwrap_or_default().trim_matches('"'))
+                            .filter(|name| !name.is_empty())
+                            .and_then(|name| line_of(&file, name, None).filter(|_| text_of(&file).contains(name)));
+                        diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), message).with_line(line));
+                        unplanned.insert(n.clone());
+                    }
                 }
             }
 
@@ -669,7 +690,7 @@ impl Project {
                         table.checks = compiled;
                     }
                     Err(errors) => {
-                        for (name, message) in errors {
+                        for (name, message) in errors.into_iter().filter(|(_, m)| !reads_any(m, &unplanned)) {
                             diags.push(Diagnostic::new(&t.file, &subject, message).with_line(line_of(
                                 &t.file,
                                 &format!("\"{name}\""),
@@ -726,7 +747,7 @@ impl Project {
                         }
                     }
                     Err(errors) => {
-                        for (en, message) in errors {
+                        for (en, message) in errors.into_iter().filter(|(_, m)| !reads_any(m, &unplanned)) {
                             diags.push(
                                 Diagnostic::new(&g.file, format!("gold model `{name}`, expectations"), message)
                                     .with_line(line_of(&g.file, &format!("\"{en}\""), g.line)),
@@ -995,4 +1016,13 @@ fn macro_files(root: &Path) -> std::result::Result<Vec<(PathBuf, String)>, Diagn
 fn same_kind(a: &datafusion::arrow::datatypes::DataType, b: &datafusion::arrow::datatypes::DataType) -> bool {
     use datafusion::arrow::datatypes::DataType::{LargeUtf8, Utf8, Utf8View};
     a == b || matches!((a, b), (Utf8 | Utf8View | LargeUtf8, Utf8 | Utf8View | LargeUtf8))
+}
+
+/// Whether an expectation's planning error is about one of `tables` not being there (a table
+/// whose own problem is reported already).
+fn reads_any(message: &str, tables: &BTreeSet<String>) -> bool {
+    message.contains("not found")
+        && tables.iter().any(|t| {
+            [format!(".{t}'"), format!("'{t}'"), format!("`{t}`"), format!(".{t}`")].iter().any(|p| message.contains(p))
+        })
 }
