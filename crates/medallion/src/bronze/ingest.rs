@@ -452,7 +452,9 @@ fn land(
     let (text, _) = text_reader(from).map_err(|e| format!("cannot be read: {e}"))?;
     let mut hashed = Hashing { inner: text.take(expected.bytes), hasher: Sha256::new(), bytes: 0 };
     let mut gz = GzEncoder::new(sink, Compression::new(6));
-    let (records, corrupt) = {
+    let (records, corrupt) = if read.format == SourceFormat::Parquet {
+        parquet_ndjson(&mut hashed, expected.bytes, provenance, &mut gz)?
+    } else {
         let utf8 = read.encoding.reader(&mut hashed);
         write_ndjson(read, utf8, provenance, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?
     };
@@ -464,6 +466,47 @@ fn land(
     let sink = gz.finish().map_err(|e| format!("cannot be landed: {e}"))?;
     sink.done().map_err(|e| format!("cannot be landed: {e}"))?;
     Ok((records, corrupt))
+}
+
+/// Writes the rows of a Parquet file (read whole from `raw`: its footer is at its end) as NDJSON
+/// lines carrying `provenance`; returns (records, 0). A file that is not Parquet is an error naming
+/// what is wrong, and nothing lands.
+fn parquet_ndjson(
+    raw: &mut impl Read,
+    size: u64,
+    provenance: &str,
+    out: &mut impl Write,
+) -> std::result::Result<(u64, u64), String> {
+    use datafusion::arrow::json::LineDelimitedWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    raw.read_to_end(&mut content).map_err(|e| format!("cannot be read: {e}"))?;
+    let not_parquet = |e: &dyn std::fmt::Display| format!("is not a readable Parquet file: {e}");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(content))
+        .map_err(|e| not_parquet(&e))?
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| not_parquet(&e))?;
+    let mut records = 0;
+    let mut json = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| not_parquet(&e))?;
+        json.clear();
+        let mut writer = LineDelimitedWriter::new(&mut json);
+        writer.write(&batch).map_err(|e| format!("cannot be landed: {e}"))?;
+        writer.finish().map_err(|e| format!("cannot be landed: {e}"))?;
+        drop(writer);
+        for line in json.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let body = line.strip_suffix(b"}").unwrap_or(line);
+            out.write_all(body).map_err(|e| format!("cannot be landed: {e}"))?;
+            out.write_all(if body == b"{" { b"" } else { b", " }).map_err(|e| format!("cannot be landed: {e}"))?;
+            out.write_all(provenance.as_bytes()).map_err(|e| format!("cannot be landed: {e}"))?;
+            out.write_all(b"}\n").map_err(|e| format!("cannot be landed: {e}"))?;
+            records += 1;
+        }
+    }
+    Ok((records, 0))
 }
 
 /// A reader hashing what passes through.
@@ -563,6 +606,9 @@ fn write_ndjson(
             json_records(&content, &mut emit)?;
         }
         SourceFormat::Csv => csv_records(&mut text, &read.csv, &mut emit)?,
+        SourceFormat::Parquet => {
+            return Err(std::io::Error::other("Parquet is landed by parquet_ndjson, not as text"));
+        }
     }
     match failed {
         Some(e) => Err(e),

@@ -13,8 +13,8 @@
 //! - A file that grew since it was landed (the same bytes, then more) lands its new bytes only:
 //!   NDJSON as they are, CSV after the file's header (its `skip_rows` lines and header line, so
 //!   the new rows keep their column names; `_line` then counts in the landed batch). A grown
-//!   JSON-array file is skipped with a message (new elements break the array), and so is a grown
-//!   gzip file: write new rows to a new file.
+//!   JSON-array or Parquet file is skipped with a message (new elements break the array; a
+//!   Parquet footer is at its end), and so is a grown gzip file: write new rows to a new file.
 //! - An unreadable file is skipped; the others are still read.
 
 use std::io::Read;
@@ -248,6 +248,7 @@ pub async fn new_content(
         }),
         SourceFormat::Csv => refused("its header lines could not be read again"),
         SourceFormat::Json => refused("a JSON-array file is landed whole, and new elements would break its array"),
+        SourceFormat::Parquet => refused("a Parquet file is landed whole (its footer is at its end)"),
     }
 }
 

@@ -131,6 +131,9 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             };
         }
         if previous.as_ref() == Some(&fingerprint) {
+            if model.parquet {
+                super::export::ensure(lake, &table, &model.name).await?;
+            }
             let rows = table.count_rows().await?;
             return Ok(Build {
                 model: model.name.clone(),
@@ -251,6 +254,10 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     };
     crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
     let table = table.write(batches, write).await?;
+    if model.parquet {
+        crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
+        super::export::ensure(lake, &table, &model.name).await?;
+    }
     let rows = if replace_where.is_some() || query.is_some() { table.count_rows().await? } else { written };
     Ok(Build {
         model: model.name.clone(),

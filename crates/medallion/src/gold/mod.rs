@@ -2,4 +2,5 @@
 //! Delta tables in one overwrite commit each.
 
 pub mod build;
+pub mod export;
 pub mod models;

@@ -44,6 +44,8 @@ pub struct GoldModel {
     pub incremental_query: Option<IncrementalQuery>,
     /// Labels for selection.
     pub tags: Vec<String>,
+    /// Also published as `<lake>/exports/<model>.parquet` (`outputs = ["parquet"]`).
+    pub parquet: bool,
     /// Retries after a transient error (None: the run's).
     pub retries: Option<u32>,
     /// Compaction and vacuum after runs.

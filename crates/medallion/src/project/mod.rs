@@ -449,6 +449,19 @@ impl Project {
                         .with_hint("table names are shared by silver and gold; rename one"),
                 );
             }
+            for output in &g.spec.outputs {
+                let why = match output.as_str() {
+                    "parquet" => continue,
+                    "iceberg" => "iceberg-rust 0.10 is built on arrow 58 (medallion is on arrow 59) and only appends; \
+                                  gold needs overwrites"
+                        .to_string(),
+                    other => format!("unknown output `{other}`; outputs are \"parquet\""),
+                };
+                diags.push(
+                    Diagnostic::new(&g.file, &subject, format!("outputs: {why}"))
+                        .with_line(line_of(&g.file, "outputs", g.line)),
+                );
+            }
             let refresh = g.spec.refresh.as_deref().map_or(Ok(Refresh::OnRun), str::parse::<Refresh>);
             let sla = g.spec.sla.as_deref().map(str::parse::<Duration>).transpose();
             if let Err(e) = &refresh {
@@ -630,6 +643,7 @@ impl Project {
                                 incremental: None,
                                 incremental_query: r.incremental,
                                 tags: g.spec.tags.clone(),
+                                parquet: g.spec.outputs.iter().any(|o| o == "parquet"),
                                 retries: g.spec.retries,
                                 maintenance: maintenance_of(
                                     g.spec.maintenance.as_ref(),
@@ -925,6 +939,9 @@ impl catalog::Registry for Project {
 fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptions, Vec<(&'static str, String)>> {
     let mut errors = Vec::new();
     let mut read = ReadOptions { format: spec.format, ..Default::default() };
+    if spec.format == SourceFormat::Parquet && spec.encoding.is_some() {
+        errors.push(("encoding", "`encoding` is for text formats; Parquet strings are UTF-8".to_string()));
+    }
     if let Some(e) = &spec.encoding {
         match e.parse::<Encoding>() {
             Ok(e) => read.encoding = e,

@@ -4,7 +4,8 @@
 //! there (as `kill -9` would). Steps: `bronze/<source>:ingest` (before landing),
 //! `bronze/<source>:batch` (marker written, batch not yet), `silver/<table>:intent` (intent
 //! recorded, nothing committed), `silver/<table>:merge` (dead letter committed, silver not),
-//! `gold/<model>:write` (silver committed, gold not), `silver/<table>:replay` (a replay's MERGE
+//! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
+//! Parquet export not), `silver/<table>:replay` (a replay's MERGE
 //! committed, its dead-letter rewrite not). Unset, it costs one environment lookup.
 
 use std::collections::HashMap;

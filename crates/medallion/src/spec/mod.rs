@@ -504,6 +504,10 @@ pub enum SourceFormat {
     Json,
     /// CSV with a header row; every value is kept as a string.
     Csv,
+    /// Parquet files: each row lands as a JSON object of its columns (typed values as JSON
+    /// numbers, booleans, strings; dates and timestamps as ISO text; nested columns as objects
+    /// and arrays).
+    Parquet,
 }
 
 /// `[sources.<name>]`: a bronze source.
@@ -740,6 +744,10 @@ pub struct GoldSpec {
     /// Labels for selection (`run --select tag:finance`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Outputs besides the Delta table: `["parquet"]` also publishes one plain Parquet file,
+    /// `<lake>/exports/<model>.parquet`, replaced in one step on each build.
+    #[serde(default)]
+    pub outputs: Vec<String>,
     /// Retries after a transient error for this model (default: the run's `--retries`).
     #[serde(default)]
     pub retries: Option<u32>,
