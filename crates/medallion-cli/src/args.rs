@@ -197,11 +197,21 @@ pub enum Command {
         dry_run: bool,
     },
     /// Serve Prometheus metrics of the lake at http://ADDR/metrics (rows per transition, runs,
-    /// freshness lag against SLAs, dead-letter backlog).
+    /// freshness lag against SLAs, dead-letter backlog), and take pushed records at
+    /// `POST /ingest/<source>`: each body (NDJSON, a JSON array, CSV or Parquet as the source reads
+    /// them; gzip allowed) lands as one bronze batch, exactly once per content, before the answer.
+    ///
+    /// With MEDALLION_PUSH_TOKEN set, pushes need `Authorization: Bearer <token>`. Answers are JSON:
+    /// 200 with the batch id; 400 a body with no readable record, 401, 404 an unknown source, 405,
+    /// 413 a body over --max-body.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]
         addr: String,
+        /// Largest request body `POST /ingest/<source>` accepts (e.g. 64MiB, the default; units B, KiB,
+        /// MiB, GiB); larger ones get 413.
+        #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+        max_body: String,
     },
     /// Recent runs (from the run log), or one run's nodes (from the event log).
     Runs {

@@ -109,7 +109,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Retry => commands::run::retry(g).await,
         Command::Rebuild { tables } => commands::run::rebuild(g, &tables).await,
         Command::Schedule { once, metrics } => commands::schedule::schedule(g, once, metrics).await,
-        Command::Serve { addr } => commands::serve::serve(g, &addr).await,
+        Command::Serve { addr, max_body } => commands::serve::serve(g, &addr, &max_body).await,
         Command::Docs { out } => commands::runs::docs(g, &out).await,
         Command::Optimize { table, zorder, target_size } => {
             commands::maintain::optimize(g, table.as_deref(), &zorder, target_size).await

@@ -61,9 +61,15 @@ pub fn lock_wait(g: &Global) -> Result<std::time::Duration> {
 
 /// Compressed bronze bytes a rebuild resolves at once.
 pub fn rebuild_slice(g: &Global) -> Result<u64> {
-    let Some(text) = &g.rebuild_slice else { return Ok(medallion::silver::promote::REBUILD_SLICE_BYTES) };
-    let invalid =
-        || anyhow::anyhow!("invalid --rebuild-slice/MEDALLION_REBUILD_SLICE `{text}`: expected a size such as 64MiB");
+    match &g.rebuild_slice {
+        None => Ok(medallion::silver::promote::REBUILD_SLICE_BYTES),
+        Some(text) => size(text, "--rebuild-slice/MEDALLION_REBUILD_SLICE"),
+    }
+}
+
+/// A size such as `64MiB` (units B, KiB, MiB, GiB; KB, MB, GB mean the same), more than 0.
+pub fn size(text: &str, option: &str) -> Result<u64> {
+    let invalid = || anyhow::anyhow!("invalid {option} `{text}`: expected a size such as 64MiB");
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let n: u64 = t[..split].parse().map_err(|_| invalid())?;

@@ -884,7 +884,7 @@ fn serve_exposes_prometheus_metrics() {
     let mut body = String::new();
     for _ in 0..50 {
         if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").expect("send");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("send");
             s.read_to_string(&mut body).expect("read");
             break;
         }
@@ -1504,4 +1504,129 @@ fn validate_plans_what_it_can_and_reports_no_follow_on_errors() {
         assert!(err.contains(w.as_str()), "missing `{w}` in:\n{err}");
     }
     assert!(err.contains(&format!("the project has {} problem(s)", want.len())), "follow-on errors in:\n{err}");
+}
+
+/// One HTTP/1.1 request; (status code, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("send");
+    // A refused body may be answered before it is all sent.
+    let _ = s.write_all(body);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Issue 19, item 2: `serve` lands each pushed body as one bronze batch before answering 200;
+/// concurrent clients' acknowledged records are in bronze exactly once (a body sent again lands
+/// once); bad pushes get 4xx with a JSON error and land nothing; SIGTERM stops it cleanly.
+#[test]
+fn serve_lands_pushed_records_exactly_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    assert_eq!(run(&["run", "-q"], &proj).status.code(), Some(0));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = bin()
+        .args(["serve", "--addr", &addr, "--max-body", "64KiB", "--threads", "4"])
+        .env("MEDALLION_PUSH_TOKEN", "s3cret")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let auth = [("authorization", "Bearer s3cret")];
+    let order = |id: u64| {
+        format!(
+            r#"{{"order_id": {id}, "customer_id": 7, "amount": 10.50, "currency": "EUR", "order_date": "2024-03-03", "region": "eu-central", "source": "web"}}"#
+        )
+    };
+    // 8 clients × 100 pushes of 1–3 records; each client sends its first body twice.
+    let clients: Vec<_> = (0..8u64)
+        .map(|c| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut again = None;
+                for i in 0..100u64 {
+                    let ids: Vec<u64> = (0..1 + i % 3).map(|k| 9_000_000 + c * 100_000 + i * 10 + k).collect();
+                    let body: String = ids.iter().map(|&id| order(id) + "\n").collect();
+                    let (status, answer) = http(&addr, "POST", "/ingest/orders", &auth, body.as_bytes());
+                    assert_eq!(status, 200, "{answer}");
+                    let v: serde_json::Value = serde_json::from_str(&answer).expect("json");
+                    assert_eq!(v["records"], ids.len() as u64, "{answer}");
+                    acked.extend(ids);
+                    if i == 0 {
+                        again = Some(body);
+                    }
+                }
+                let (status, answer) = http(&addr, "POST", "/ingest/orders", &auth, again.expect("first").as_bytes());
+                assert_eq!(status, 200);
+                assert!(answer.contains("\"already_ingested\""), "{answer}");
+                acked
+            })
+        })
+        .collect();
+    let acked: Vec<u64> = clients.into_iter().flat_map(|c| c.join().expect("client")).collect();
+    // Refused pushes: each a 4xx with a JSON error, and nothing landed.
+    let big = vec![b'{'; 100 << 10];
+    for (method, path, headers, body, want, needle) in [
+        ("POST", "/ingest/orders", &[][..], order(1).into_bytes(), 401, "Bearer"),
+        ("POST", "/ingest/nope", &auth[..], order(1).into_bytes(), 404, "unknown source `nope`"),
+        ("GET", "/ingest/orders", &auth[..], Vec::new(), 405, "POST"),
+        (
+            "POST",
+            "/ingest/orders",
+            &auth[..],
+            b"not json\nat all\n".to_vec(),
+            400,
+            "none of its 2 record(s) is a JSON object",
+        ),
+        ("POST", "/ingest/orders", &auth[..], Vec::new(), 400, "the body is empty"),
+        ("POST", "/ingest/orders", &auth[..], big, 413, "--max-body"),
+    ] {
+        let (status, answer) = http(&addr, method, path, headers, &body);
+        assert_eq!(status, want, "{method} {path}: {answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("JSON error: {answer}"));
+        assert!(v["error"].as_str().unwrap_or_default().contains(needle), "{answer}");
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "SIGTERM stops serve cleanly: {status:?}");
+
+    let out = run(&["run", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: serde_json::Value = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .expect("summary");
+    let read: u64 = summary["silver"]
+        .as_array()
+        .expect("silver")
+        .iter()
+        .filter(|p| p["table"] == "orders")
+        .map(|p| p["read"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(read, acked.len() as u64, "every acknowledged record landed once, nothing else");
+    let rows = sql_rows(
+        &proj,
+        "SELECT count(*) AS n, count(DISTINCT order_id) AS k FROM silver.orders WHERE order_id >= 9000000",
+    );
+    assert_eq!(rows, vec![serde_json::json!({"n": acked.len(), "k": acked.len()})]);
 }

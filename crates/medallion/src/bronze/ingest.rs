@@ -378,6 +378,37 @@ pub async fn ingest_from(
     })
 }
 
+/// What a pushed body would land (records, of which corrupt), read without landing anything; or
+/// why it is refused: empty, no record a JSON object (NDJSON, JSON), not Parquet, or inflating
+/// past [`MAX_INFLATE_RATIO`] times its size. Pushes are refused whole rather than landed as
+/// corrupt records only, so the client learns at once (a file landed from disk never is).
+pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(u64, u64), String> {
+    if body.is_empty() {
+        return Err("the body is empty".into());
+    }
+    let (text, gzip) = text_reader(body).map_err(|e| format!("cannot be read: {e}"))?;
+    let cap =
+        if gzip { (body.len() as u64).saturating_mul(MAX_INFLATE_RATIO).min(MAX_INFLATED_BYTES) } else { u64::MAX };
+    let mut limited = text.take(cap.saturating_add(1));
+    let (records, corrupt) = if read.format == SourceFormat::Parquet {
+        parquet_ndjson(&mut limited, body.len() as u64, "", &mut std::io::sink())?
+    } else {
+        let utf8 = read.encoding.reader(&mut limited);
+        write_ndjson(read, utf8, "", &mut std::io::sink()).map_err(|e| format!("cannot be read: {e}"))?
+    };
+    if limited.limit() == 0 {
+        return Err(format!("inflates past {MAX_INFLATE_RATIO} times its compressed size: refused as a gzip bomb"));
+    }
+    match (records, corrupt) {
+        (0, _) => Err("the body holds no record".into()),
+        (n, c) if n == c && read.format != SourceFormat::Csv => {
+            let format = format!("{:?}", read.format).to_lowercase();
+            Err(format!("none of its {n} record(s) is a JSON object (the source's format is {format})"))
+        }
+        counts => Ok(counts),
+    }
+}
+
 /// Bytes per uploaded part of a batch.
 const PART_BYTES: usize = 8 << 20;
 
