@@ -868,31 +868,14 @@ fn schedule_runs_what_is_due_and_stops_on_sigterm() {
 
 #[test]
 fn serve_exposes_prometheus_metrics() {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("tmp");
     let proj = demo(dir.path());
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = bin()
-        .args(["serve", "--addr", &addr])
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut body = String::new();
-    for _ in 0..50 {
-        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").expect("send");
-            s.read_to_string(&mut body).expect("read");
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (mut child, addr) = serve(&proj, &[], &[]);
+    let (status, body) = http(&addr, "GET", "/metrics", &[], b"");
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert_eq!(status, 200, "{body}");
     for line in [
         "medallion_rows_total{kind=\"read\",node=\"silver/orders\"} 3000",
         "medallion_rows_total{kind=\"rejected\",node=\"silver/orders\"} 148",
@@ -1506,6 +1489,28 @@ fn validate_plans_what_it_can_and_reports_no_follow_on_errors() {
     assert!(err.contains(&format!("the project has {} problem(s)", want.len())), "follow-on errors in:\n{err}");
 }
 
+/// `medallion serve` on a free local port, once it accepts connections: (the process, its address).
+fn serve(proj: &Path, args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = bin()
+        .args(["serve", "--addr", &addr])
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(proj)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child, addr)
+}
+
 /// One HTTP/1.1 request; (status code, body).
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     use std::io::{Read, Write};
@@ -1534,22 +1539,8 @@ fn serve_lands_pushed_records_exactly_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let proj = demo(dir.path());
     assert_eq!(run(&["run", "-q"], &proj).status.code(), Some(0));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = bin()
-        .args(["serve", "--addr", &addr, "--max-body", "64KiB", "--threads", "4"])
-        .env("MEDALLION_PUSH_TOKEN", "s3cret")
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (mut child, addr) =
+        serve(&proj, &["--max-body", "64KiB", "--threads", "4"], &[("MEDALLION_PUSH_TOKEN", "s3cret")]);
     let auth = [("authorization", "Bearer s3cret")];
     let order = |id: u64| {
         format!(
