@@ -252,6 +252,11 @@ pub trait Input: Send + Sync {
     fn open(&self) -> std::io::Result<Box<dyn Read + Send>>;
     /// Raw bytes (compressed size for gzip).
     fn size(&self) -> std::io::Result<u64>;
+    /// The whole input as a local file, when it is one (a Parquet file is then read by row group
+    /// from it rather than held in memory).
+    fn local_file(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// A file, from byte `start` on (a grown landing file lands its new bytes).
@@ -278,6 +283,10 @@ impl Input for FileInput {
 
     fn size(&self) -> std::io::Result<u64> {
         Ok(std::fs::metadata(&self.path)?.len().saturating_sub(self.start) + self.head.len() as u64)
+    }
+
+    fn local_file(&self) -> Option<&std::path::Path> {
+        (self.start == 0 && self.head.is_empty()).then_some(self.path.as_path())
     }
 }
 
@@ -480,11 +489,19 @@ fn land(
     provenance: &str,
     sink: PartSink,
 ) -> std::result::Result<(u64, u64), String> {
-    let (text, _) = text_reader(from).map_err(|e| format!("cannot be read: {e}"))?;
+    let (text, gzip) = text_reader(from).map_err(|e| format!("cannot be read: {e}"))?;
     let mut hashed = Hashing { inner: text.take(expected.bytes), hasher: Sha256::new(), bytes: 0 };
     let mut gz = GzEncoder::new(sink, Compression::new(6));
     let (records, corrupt) = if read.format == SourceFormat::Parquet {
-        parquet_ndjson(&mut hashed, expected.bytes, provenance, &mut gz)?
+        match from.local_file().filter(|_| !gzip) {
+            // Read by row group from the file; the bytes are hashed below all the same, so a file
+            // changed since its fingerprint still lands nothing.
+            Some(path) => {
+                let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+                parquet_rows(file, provenance, &mut gz)?
+            }
+            None => parquet_ndjson(&mut hashed, expected.bytes, provenance, &mut gz)?,
+        }
     } else {
         let utf8 = read.encoding.reader(&mut hashed);
         write_ndjson(read, utf8, provenance, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?
@@ -499,7 +516,7 @@ fn land(
     Ok((records, corrupt))
 }
 
-/// Writes the rows of a Parquet file (read whole from `raw`: its footer is at its end) as NDJSON
+/// Writes the rows of a Parquet stream (read whole from `raw`: its footer is at its end) as NDJSON
 /// lines carrying `provenance`; returns (records, 0). A file that is not Parquet is an error naming
 /// what is wrong, and nothing lands.
 fn parquet_ndjson(
@@ -508,13 +525,22 @@ fn parquet_ndjson(
     provenance: &str,
     out: &mut impl Write,
 ) -> std::result::Result<(u64, u64), String> {
+    let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    raw.read_to_end(&mut content).map_err(|e| format!("cannot be read: {e}"))?;
+    parquet_rows(bytes::Bytes::from(content), provenance, out)
+}
+
+/// The rows of the Parquet file `source` as NDJSON lines carrying `provenance`; (records, 0).
+fn parquet_rows(
+    source: impl datafusion::parquet::file::reader::ChunkReader + 'static,
+    provenance: &str,
+    out: &mut impl Write,
+) -> std::result::Result<(u64, u64), String> {
     use datafusion::arrow::json::LineDelimitedWriter;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-    let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    raw.read_to_end(&mut content).map_err(|e| format!("cannot be read: {e}"))?;
     let not_parquet = |e: &dyn std::fmt::Display| format!("is not a readable Parquet file: {e}");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(content))
+    let reader = ParquetRecordBatchReaderBuilder::try_new(source)
         .map_err(|e| not_parquet(&e))?
         .with_batch_size(8192)
         .build()
