@@ -205,11 +205,11 @@ pub async fn new_content(
             return Ok((len, None));
         }
         let seen = Seen::of_reader(std::fs::File::open(&file)?.take(n))?;
-        let mut magic = [0u8; 2];
-        let mut f = std::fs::File::open(&file)?.take(n);
-        let _ = f.read(&mut magic)?;
-        let mut head = Vec::new();
+        // One read of the landed part's start: its first two bytes, then its header lines.
         let mut reader = std::io::BufReader::new(std::fs::File::open(&file)?.take(n.min(HEADER_LIMIT)));
+        let start = std::io::BufRead::fill_buf(&mut reader)?;
+        let magic = [start.first().copied().unwrap_or(0), start.get(1).copied().unwrap_or(0)];
+        let mut head = Vec::new();
         for _ in 0..header_lines {
             if std::io::BufRead::read_until(&mut reader, b'\n', &mut head)? == 0 {
                 break;

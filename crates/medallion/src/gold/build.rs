@@ -461,19 +461,7 @@ async fn untouched(
     let context = format!("reading the published rows of gold/{} the build keeps", model.name);
     let sql = format!("SELECT * FROM gold.{} WHERE {selection}", crate::spec::ident(&model.name));
     let batches = catalog::query(ctx, &sql, &context).await?;
-    batches
-        .into_iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::arrow(&context, e))?;
-            RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(&context, e))
-        })
-        .collect()
+    batches.iter().map(|b| catalog::cast_to(b, schema, &context)).collect()
 }
 
 /// The result in the types the model was planned with (and its expectations compiled against):

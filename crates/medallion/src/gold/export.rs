@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -19,6 +17,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
+use crate::catalog;
 use crate::error::{Error, Result};
 use crate::storage::delta::Table;
 use crate::storage::{Lake, Part};
@@ -91,7 +90,7 @@ async fn export(lake: &Lake, table: &Table, model: &str, version: i64) -> Result
     let produce = async {
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(|e| Error::sql(&context, e))?;
-            let batch = conform(batch, &schema).map_err(|e| Error::arrow(&context, e))?;
+            let batch = catalog::cast_to(&batch, &schema, &context)?;
             writer.write(&batch).map_err(|e| Error::Internal(format!("{context}: {e}")))?;
             if writer.inner().len() >= PART_BYTES {
                 // Bytes already written are final: the writer counts its offsets itself.
@@ -129,17 +128,4 @@ fn plain(schema: &SchemaRef) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-fn conform(
-    batch: RecordBatch,
-    schema: &SchemaRef,
-) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns)
 }

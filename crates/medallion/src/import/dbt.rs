@@ -156,7 +156,7 @@ pub fn import(from: &Path, to: &Path) -> Result<Imported> {
     for dir in dirs("seed-paths", "seeds") {
         for f in files_under(&from.join(&dir), &["csv"]) {
             let Some(stem) = f.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
-            let text = std::fs::read_to_string(&f).map_err(|source| Error::Io { path: f.clone(), source })?;
+            let text = read_text(&f)?;
             let sub = f.parent().and_then(|p| p.strip_prefix(from.join(&dir)).ok()).unwrap_or(Path::new(""));
             let config = scoped_config(&seed_config, &name, sub, &stem);
             let overrides: Vec<(String, String)> = config
@@ -193,7 +193,7 @@ pub fn import(from: &Path, to: &Path) -> Result<Imported> {
         let base = from.join(&dir);
         for f in files_under(&base, &["sql"]) {
             let Some(stem) = f.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
-            let sql = std::fs::read_to_string(&f).map_err(|source| Error::Io { path: f.clone(), source })?;
+            let sql = read_text(&f)?;
             let sub = f.parent().and_then(|p| p.strip_prefix(&base).ok()).unwrap_or(Path::new(""));
             let mut config = scoped_config(&model_config, &name, sub, &stem);
             let p = props.remove(&stem).unwrap_or_default();
@@ -241,7 +241,7 @@ pub fn import(from: &Path, to: &Path) -> Result<Imported> {
     // Singular tests: a query returning failing rows, on the model it reads.
     for dir in dirs("test-paths", "tests") {
         for f in files_under(&from.join(&dir), &["sql"]) {
-            let text = std::fs::read_to_string(&f).map_err(|source| Error::Io { path: f.clone(), source })?;
+            let text = read_text(&f)?;
             match singular_test(&text) {
                 Some((table, query)) => {
                     let test = f.file_stem().and_then(|s| s.to_str()).unwrap_or("test").to_string();
@@ -261,7 +261,7 @@ pub fn import(from: &Path, to: &Path) -> Result<Imported> {
     for dir in dirs("macro-paths", "macros") {
         let base = from.join(&dir);
         for f in files_under(&base, &["sql"]) {
-            let text = std::fs::read_to_string(&f).map_err(|source| Error::Io { path: f.clone(), source })?;
+            let text = read_text(&f)?;
             let flat = f.strip_prefix(&base).unwrap_or(&f).to_string_lossy().replace(['/', '\\'], "_");
             files.push((PathBuf::from("macros").join(flat), text));
         }
@@ -595,8 +595,12 @@ fn files_under(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     out
 }
 
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
 fn read_yaml(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = read_text(path)?;
     let value: Value = serde_norway::from_str(&text)
         .map_err(|e| Error::Import { file: path.to_path_buf(), message: e.to_string() })?;
     Ok(if value.is_null() { Value::Object(Default::default()) } else { value })

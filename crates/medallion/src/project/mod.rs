@@ -109,8 +109,7 @@ impl Project {
 
     /// Loads and validates the project at `root`, with `vars` over the project's `[vars]` (dbt's
     /// `--vars`).
-    pub async fn load_with_vars(root: &Path, vars: BTreeMap<String, serde_json::Value>) -> Result<Project> {
-        let overrides = vars;
+    pub async fn load_with_vars(root: &Path, overrides: BTreeMap<String, serde_json::Value>) -> Result<Project> {
         let mut specs = load_specs(root);
         let mut diags = std::mem::take(&mut specs.diagnostics);
         let text_of = |file: &Path| std::fs::read_to_string(root.join(file)).unwrap_or_default();
@@ -504,7 +503,7 @@ impl Project {
                             .and_then(|(_, rest)| rest.split_once("')"))
                             .map(|(name, _)| format!("ref('{name}')"))
                             .or_else(|| e.message.split('`').nth(1).map(str::to_string));
-                        needle.and_then(|n| line_of(&file, &n, None).filter(|_| text_of(&file).contains(&n)))
+                        needle.and_then(|n| line_of(&file, &n, None))
                     });
                     diags.push(Diagnostic::new(e.file.unwrap_or(file), &subject, e.message).with_line(line));
                 }
@@ -664,7 +663,7 @@ impl Project {
                             .split_once("No field named ")
                             .map(|(_, rest)| rest.split(['.', ' ']).next().unwrap_or_default().trim_matches('"'))
                             .filter(|name| !name.is_empty())
-                            .and_then(|name| line_of(&file, name, None).filter(|_| text_of(&file).contains(name)));
+                            .and_then(|name| line_of(&file, name, None));
                         diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), message).with_line(line));
                         unplanned.insert(n.clone());
                     }

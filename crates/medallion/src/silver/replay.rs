@@ -543,14 +543,7 @@ async fn untouched(ctx: &SessionContext, table: &str, ids: &[String]) -> Result<
     );
     let mut out = Vec::new();
     for b in catalog::query(ctx, &sql, &context).await? {
-        let columns: Vec<ArrayRef> = b
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(c, f)| cast(c, f.data_type()))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::arrow(&context, e))?;
-        out.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::arrow(&context, e))?);
+        out.push(catalog::cast_to(&b, &schema, &context)?);
     }
     Ok(out)
 }
