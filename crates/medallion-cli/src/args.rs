@@ -97,12 +97,12 @@ pub enum Command {
     },
     /// Check the project: every problem is reported at once, with its file and line.
     Validate,
-    /// Land raw files (or stdin, `-`) in a source's bronze layer, exactly once per content.
+    /// Land raw files (or stdin, `-`) in a source's bronze layer, exactly once per content; for an
+    /// HTTP source, without files: fetch its new pages.
     Ingest {
         /// The source, as declared in [sources.<name>].
         source: String,
         /// Files to ingest; `-` reads standard input. Gzip is detected.
-        #[arg(required = true)]
         files: Vec<String>,
     },
     /// Run the pipeline: ingest configured paths, promote pending bronze batches to silver, rebuild gold.

@@ -96,6 +96,16 @@ pub enum Error {
         message: String,
     },
 
+    /// An HTTP source's API could not be read (after the retries it allows); what landed before
+    /// stays, and the next fetch resumes at the page that failed.
+    #[error("cannot fetch source `{source_name}`: {message}")]
+    Fetch {
+        /// The source.
+        source_name: String,
+        /// The request and what went wrong (never a credential).
+        message: String,
+    },
+
     /// A dbt project could not be imported: a file it needs is missing or does not parse.
     #[error("cannot import {}: {message}", file.display())]
     Import {

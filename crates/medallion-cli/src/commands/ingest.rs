@@ -17,6 +17,29 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
     let now = clock(g)?;
     let mut rows =
         vec![vec!["input".to_string(), "status".into(), "batch".into(), "records".into(), "not objects".into()]];
+    if let (Some(http), true) = (&src.http, files.is_empty()) {
+        let lock = medallion::runtime::lock::acquire(&lake, &format!("ingest {}", src.name)).await?;
+        let progress = spinner(g, format!("fetching `{}`", src.name));
+        let fetched = medallion::bronze::http::fetch(&lake, &src.name, http, now).await;
+        if let Some(pb) = progress {
+            pb.finish_and_clear();
+        }
+        let outcomes = lock.release_after(fetched).await?;
+        super::run::note_landing(&outcomes);
+        for outcome in outcomes {
+            if g.format == Format::Json {
+                json_line("ingested", serde_json::to_value(&outcome)?)?;
+            }
+            rows.push(row(outcome.input.clone(), outcome));
+        }
+        if g.format != Format::Json {
+            say!("{}", if rows.len() == 1 { "no new records".to_string() } else { table(&rows) });
+        }
+        return Ok(Outcome::Ok);
+    }
+    if files.is_empty() {
+        anyhow::bail!("give files to ingest into `{}`, or `-` to read standard input", src.name);
+    }
     for (i, file) in files.iter().enumerate() {
         let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
         let at = medallion::runtime::clock::later(now, i);
@@ -42,16 +65,14 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
         if g.format == Format::Json {
             json_line("ingested", serde_json::to_value(&outcome)?)?;
         }
-        rows.push(vec![
-            file.clone(),
-            outcome.status.label().into(),
-            outcome.batch_id,
-            thousands(outcome.records),
-            thousands(outcome.corrupt),
-        ]);
+        rows.push(row(file.clone(), outcome));
     }
     if g.format != Format::Json {
         say!("{}", table(&rows));
     }
     Ok(Outcome::Ok)
+}
+
+fn row(input: String, outcome: medallion::bronze::ingest::IngestOutcome) -> Vec<String> {
+    vec![input, outcome.status.label().into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]
 }

@@ -12,6 +12,7 @@
 pub mod batches;
 pub mod decode;
 pub mod drift;
+pub mod http;
 pub mod ingest;
 pub mod landing;
 

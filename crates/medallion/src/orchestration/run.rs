@@ -520,7 +520,8 @@ enum Done {
     Gold(Result<Build>),
 }
 
-/// Ingests every file matching the source's configured paths (exactly once per content).
+/// Ingests every file matching the source's configured paths (exactly once per content), or
+/// fetches the new pages of its API.
 async fn ingest_paths(
     project: &Project,
     lake: &Lake,
@@ -528,6 +529,9 @@ async fn ingest_paths(
     opts: &RunOptions,
 ) -> Result<Vec<IngestOutcome>> {
     crate::runtime::faults::check(&format!("bronze/{}", source.name), "ingest")?;
+    if let Some(http) = &source.http {
+        return crate::bronze::http::fetch(lake, &source.name, http, opts.now).await;
+    }
     let (root, name) = (project.root.clone(), source.name.clone());
     let (patterns, follow) = (source.paths.clone(), source.follow_symlinks);
     let entries = tokio::task::spawn_blocking(move || landing::scan(&root, &name, &patterns, follow))

@@ -44,6 +44,8 @@ pub struct Source {
     pub read: ReadOptions,
     /// Whether symlinks among its paths are read (they may then lead outside the project).
     pub follow_symlinks: bool,
+    /// A JSON API fetched instead of files.
+    pub http: Option<crate::bronze::http::HttpSource>,
 }
 
 /// A loaded, valid project.
@@ -258,6 +260,25 @@ impl Project {
                 }
                 ReadOptions::default()
             });
+            let http = s.spec.http.as_ref().and_then(|h| {
+                let mut problems = Vec::new();
+                if !s.spec.paths.is_empty() {
+                    problems
+                        .push(("paths", "an HTTP source is fetched, not read from `paths`: remove one".to_string()));
+                }
+                if s.spec.format != SourceFormat::Ndjson || s.spec.encoding.is_some() {
+                    let key = if s.spec.encoding.is_some() { "encoding" } else { "format" };
+                    problems.push((key, format!("`{key}` is for files; an HTTP source reads JSON responses")));
+                }
+                let checked = crate::bronze::http::HttpSource::from_spec(h).map_err(|e| problems.extend(e)).ok();
+                for (key, message) in problems {
+                    diags.push(
+                        Diagnostic::new(&s.file, format!("source `{n}`"), message)
+                            .with_line(line_of(&s.file, key, s.line)),
+                    );
+                }
+                checked
+            });
             sources.insert(
                 n.clone(),
                 Source {
@@ -267,6 +288,7 @@ impl Project {
                     schedule: s.spec.schedule.clone(),
                     read,
                     follow_symlinks: s.spec.follow_symlinks,
+                    http,
                 },
             );
         }

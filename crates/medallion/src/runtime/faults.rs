@@ -1,8 +1,9 @@
-//! A test hook for failure handling: `MEDALLION_FAULT_AT=<node>:<step>[:<times>|abort]` (e.g.
+//! A test hook for failure handling: `MEDALLION_FAULT_AT=<node>:<step>[:<times>|abort[<n>]]` (e.g.
 //! `silver/orders:merge:1`) makes that step of that node fail with a transient storage error the
 //! first `times` times (default 1) the process reaches it, or with `abort` kills the process
-//! there (as `kill -9` would). Steps: `bronze/<source>:ingest` (before landing),
-//! `bronze/<source>:batch` (marker written, batch not yet), `silver/<table>:intent` (intent
+//! there (as `kill -9` would), the `n`th time it gets there (default the first). Steps: `bronze/<source>:ingest` (before landing),
+//! `bronze/<source>:batch` (marker written, batch not yet), `bronze/<source>:page` (an HTTP
+//! source's page landed, its fetch state not moved past it), `silver/<table>:intent` (intent
 //! recorded, nothing committed), `silver/<table>:merge` (dead letter committed, silver not),
 //! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
 //! Parquet export not), `silver/<table>:replay` (a replay's MERGE
@@ -21,7 +22,9 @@ pub fn check(node: &str, step: &str) -> Result<()> {
     let mut parts = spec.rsplitn(3, ':').collect::<Vec<_>>();
     parts.reverse();
     let (target, times, abort) = match parts.as_slice() {
-        [n, s, "abort"] => (format!("{n}:{s}"), 1, true),
+        [n, s, a] if a.strip_prefix("abort").is_some_and(|t| t.is_empty() || t.parse::<u32>().is_ok()) => {
+            (format!("{n}:{s}"), a["abort".len()..].parse::<u32>().unwrap_or(1), true)
+        }
         [n, s, t] if t.parse::<u32>().is_ok() => (format!("{n}:{s}"), t.parse::<u32>().unwrap_or(1), false),
         _ => (spec.clone(), 1, false),
     };
@@ -29,13 +32,16 @@ pub fn check(node: &str, step: &str) -> Result<()> {
     if target != here {
         return Ok(());
     }
-    if abort {
-        eprintln!("MEDALLION_FAULT_AT={spec}: aborting");
-        std::process::abort();
-    }
     let mut reached = REACHED.lock().map_err(|_| Error::Internal("fault hook poisoned".into()))?;
     let count = reached.get_or_insert_with(HashMap::new).entry(here.clone()).or_insert(0);
     *count += 1;
+    if abort {
+        if *count == times {
+            eprintln!("MEDALLION_FAULT_AT={spec}: aborting");
+            std::process::abort();
+        }
+        return Ok(());
+    }
     if *count > times {
         return Ok(());
     }

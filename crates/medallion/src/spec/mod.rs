@@ -558,6 +558,77 @@ pub struct SourceSpec {
     /// a link may lead outside the project: the way to land from a directory elsewhere.
     #[serde(default)]
     pub follow_symlinks: bool,
+    /// Records fetched from a JSON HTTP API instead of files (`[sources.<name>.http]`).
+    #[serde(default)]
+    pub http: Option<HttpSpec>,
+}
+
+/// `[sources.<name>.http]`: a paginated JSON API. Values of `url`, `params` and `headers` may name
+/// environment variables as `${VAR}` (tokens belong there, not in the file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// The endpoint (`http://` or `https://`).
+    pub url: String,
+    /// Dotted path of the records array in a response (`data`, `result.items`); default: the
+    /// response is the array.
+    #[serde(default)]
+    pub records: Option<String>,
+    /// Query parameters sent with every request.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Request headers (`Authorization = "Bearer ${API_TOKEN}"`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How the next page is found (default: one request, no pages).
+    #[serde(default)]
+    pub pagination: Option<PaginationSpec>,
+    /// Fetch only what changed since the last run.
+    #[serde(default)]
+    pub incremental: Option<HttpIncrementalSpec>,
+    /// Per request (default `30s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Retries of a request after a timeout, a dropped connection, 408, 429 or 5xx (default 5).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// The longest wait honoured between tries, `Retry-After` included (default `5m`); a server
+    /// asking for more fails the fetch, which resumes at the next run.
+    #[serde(default)]
+    pub max_wait: Option<String>,
+}
+
+/// `pagination = { style = …, … }` of an HTTP source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginationSpec {
+    /// `cursor` (a token in the response, sent back as `param`), `url` (the next page's URL in
+    /// the response at `path`), `link` (the `Link: <…>; rel="next"` header), `page` (page
+    /// numbers in `param` from `start`) or `offset` (records skipped so far in `param`).
+    pub style: String,
+    /// `cursor`, `url`: dotted path of the token or URL in the response.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `cursor`, `page`, `offset`: the query parameter to send it in.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// `page`: the first page's number (default 1).
+    #[serde(default)]
+    pub start: Option<u64>,
+}
+
+/// `incremental = { field = …, param = … }` of an HTTP source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIncrementalSpec {
+    /// Dotted path of a record's change marker (`updated_at`, a number or text ordered as text,
+    /// such as ISO-8601 in one format).
+    pub field: String,
+    /// The query parameter that asks for records changed since the largest value landed.
+    pub param: String,
+    /// Sent on the first run (default: nothing, so the first run fetches everything).
+    #[serde(default)]
+    pub start: Option<String>,
 }
 
 /// What a silver table does when its contract no longer matches the published table.
