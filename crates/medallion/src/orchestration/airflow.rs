@@ -37,7 +37,7 @@ pub fn render(project: &Project, opts: &AirflowOptions) -> String {
         "\nDo not edit: regenerate with `medallion airflow-dag`. One task per node; each runs\n`medallion run --select <node>`, which is idempotent, so Airflow retries never duplicate data.\n\"\"\""
     );
     py.push_str(
-        "import shlex\n\nimport pendulum\n\nfrom airflow.decorators import dag\n\ntry:\n    from airflow.providers.standard.operators.bash import BashOperator  # Airflow 3\nexcept ImportError:\n    from airflow.operators.bash import BashOperator  # Airflow 2\n\n",
+        "import shlex\n\nimport pendulum\n\ntry:\n    from airflow.sdk import dag  # Airflow 3\nexcept ImportError:\n    from airflow.decorators import dag  # Airflow 2\n\ntry:\n    from airflow.providers.standard.operators.bash import BashOperator  # Airflow 3\nexcept ImportError:\n    from airflow.operators.bash import BashOperator  # Airflow 2\n\n",
     );
     let _ = writeln!(py, "MEDALLION = {}", quote(&opts.command));
     let _ = writeln!(py, "PROJECT = {}\n", quote(&opts.project_dir));
