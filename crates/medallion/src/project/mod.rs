@@ -384,13 +384,21 @@ impl Project {
             let source_nulls = specs.sources.get(&source).map(|s| s.spec.null_values.clone()).unwrap_or_default();
             match Contract::compile(spec, &source_nulls) {
                 Ok(contract) => {
-                    let history = match History::compile(spec.history.as_ref(), &contract, &spec.primary_key, &order_by)
-                    {
+                    let (compiled, key) = match &spec.dedup {
+                        Some(d) => {
+                            (History::events(d, &contract, spec.history.as_ref(), spec.order_by.as_deref()), "dedup")
+                        }
+                        None => (
+                            History::compile(spec.history.as_ref(), &contract, &spec.primary_key, &order_by),
+                            "history",
+                        ),
+                    };
+                    let history = match compiled {
                         Ok(h) => h,
                         Err(e) => {
                             diags.push(
-                                Diagnostic::new(&t.file, &subject, format!("history: {e}"))
-                                    .with_line(line_of(&t.file, "history", t.line)),
+                                Diagnostic::new(&t.file, &subject, format!("{key}: {e}"))
+                                    .with_line(line_of(&t.file, key, t.line)),
                             );
                             History::Latest { delete: None }
                         }

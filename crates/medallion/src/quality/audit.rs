@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
-use super::candidate::{split, stage_merge, stage_numbered, stage_rows};
+use super::candidate::{split, stage_append, stage_merge, stage_numbered, stage_rows};
 use super::checks::{TableCheck, count_this, evaluate, failing_ids};
 use super::gates::GateResult;
 use crate::error::Result;
@@ -29,6 +29,11 @@ pub enum Stage<'a> {
         keys: &'a [String],
         /// Ordering column.
         order_by: &'a str,
+    },
+    /// The rows are appended to `target` (an event table).
+    Append {
+        /// Registered name of the published table.
+        target: &'a str,
     },
 }
 
@@ -124,5 +129,6 @@ async fn staged(ctx: &SessionContext, schema: &SchemaRef, rows: &[RecordBatch], 
     match stage {
         Stage::Rows => stage_rows(ctx, schema, rows).await,
         Stage::Merge { target, keys, order_by } => stage_merge(ctx, schema, rows, target, keys, order_by).await,
+        Stage::Append { target } => stage_append(ctx, schema, rows, target).await,
     }
 }

@@ -4,7 +4,8 @@
 //! - gold (overwrite): the model's result rows;
 //! - silver (merge): the published rows not replaced by this run, plus the run's rows that the
 //!   MERGE would write (new keys, or newer than the published row by `order_by`): the same rule
-//!   as [`crate::storage::delta::Table::upsert`].
+//!   as [`crate::storage::delta::Table::upsert`];
+//! - silver event tables (append): the published rows plus the run's new events.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -69,6 +70,25 @@ pub async fn stage_merge(
         cols = cols.join(", ")
     );
     let view = ctx.sql(&merged).await.map_err(|e| Error::sql(context, e))?.into_view();
+    replace(ctx, ROWS, view)?;
+    stage_this(ctx, schema).await
+}
+
+/// Stages the candidate of appending `batches` to `target` (a registered table name): the
+/// published rows, then the new ones.
+pub async fn stage_append(
+    ctx: &SessionContext,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    target: &str,
+) -> Result<()> {
+    replace(ctx, INCOMING, memtable(schema, batches)?)?;
+    let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+    let appended = format!(
+        "SELECT {cols}, CAST(NULL AS BIGINT) AS {ROW_ID} FROM {target} UNION ALL SELECT {cols}, {ROW_ID} FROM {INCOMING}",
+        cols = cols.join(", ")
+    );
+    let view = ctx.sql(&appended).await.map_err(|e| Error::sql("staging the append candidate", e))?.into_view();
     replace(ctx, ROWS, view)?;
     stage_this(ctx, schema).await
 }

@@ -23,17 +23,28 @@ use crate::storage::delta::int_key_and_order;
 /// their deduplicated copy never coexist in full.
 pub fn latest_per_key(
     schema: &SchemaRef,
-    mut batches: Vec<RecordBatch>,
+    batches: Vec<RecordBatch>,
     keys: &[String],
     order_by: &str,
     batch_rows: usize,
 ) -> Result<Vec<RecordBatch>> {
     let key_idx: Vec<usize> = keys.iter().map(|k| index(schema, k)).collect::<Result<_>>()?;
     let order_idx = index(schema, order_by)?;
-    let mut picks = match single_int_key(schema, &batches, &key_idx, order_idx)? {
+    let picks = match single_int_key(schema, &batches, &key_idx, order_idx)? {
         Some(picks) => picks,
         None => any_keys(schema, &batches, &key_idx, order_idx)?,
     };
+    gather(schema, batches, picks, batch_rows)
+}
+
+/// The rows `picks` names (batch, row), in arrival order, as batches of at most `batch_rows`;
+/// each input batch is released once its rows are out.
+fn gather(
+    schema: &SchemaRef,
+    mut batches: Vec<RecordBatch>,
+    mut picks: Vec<(u32, u32)>,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>> {
     picks.sort_unstable();
     let batch_rows = batch_rows.max(1);
     let mut out = Vec::with_capacity(picks.len().div_ceil(batch_rows));
@@ -143,6 +154,109 @@ fn any_keys(
     Ok(best.into_values().map(|(b, r, _)| (b, r)).collect())
 }
 
+/// Event times already kept, per key (in Arrow's row format), for window dedup.
+#[derive(Debug, Default)]
+pub struct Seen {
+    times: HashMap<Box<[u8]>, Vec<i64>, Fast>,
+    keys: Option<RowConverter>,
+}
+
+impl Seen {
+    /// Whether `key` was kept with a time within `window` of `t`; if not, `t` is remembered.
+    fn first(&mut self, key: &[u8], t: i64, window: i64) -> bool {
+        match self.times.get_mut(key) {
+            Some(times) if times.iter().any(|&k| k.abs_diff(t) <= window.unsigned_abs()) => false,
+            Some(times) => {
+                times.push(t);
+                true
+            }
+            None => {
+                self.times.insert(key.into(), vec![t]);
+                true
+            }
+        }
+    }
+
+    fn converter(&mut self, schema: &SchemaRef, key_idx: &[usize]) -> Result<&RowConverter> {
+        if self.keys.is_none() {
+            let fields = key_idx.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
+            self.keys = Some(RowConverter::new(fields).map_err(|e| Error::arrow("dedup keys", e))?);
+        }
+        self.keys.as_ref().ok_or_else(|| Error::Internal("dedup key converter".into()))
+    }
+
+    /// Remembers the (key, time) pairs of published rows (`batches` hold the key columns, then the
+    /// time column, as a table read gives them: cast to `schema`'s types here).
+    pub fn remember(&mut self, schema: &SchemaRef, keys: &[String], batches: &[RecordBatch]) -> Result<()> {
+        let key_idx: Vec<usize> = keys.iter().map(|k| index(schema, k)).collect::<Result<_>>()?;
+        self.converter(schema, &key_idx)?;
+        for batch in batches {
+            let times = time_values(batch.column(keys.len()))?;
+            // Read back from Delta, strings may be views: the converter wants the contract's types.
+            let key_cols = key_idx
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| cast(batch.column(i), schema.field(k).data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::arrow("dedup keys", e))?;
+            let conv = self.keys.as_ref().ok_or_else(|| Error::Internal("dedup key converter".into()))?;
+            let rows = conv.convert_columns(&key_cols).map_err(|e| Error::arrow("dedup keys", e))?;
+            for r in 0..batch.num_rows() {
+                if let Some(t) = times[r] {
+                    self.times.entry(rows.row(r).as_ref().into()).or_default().push(t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Event times as i64: microseconds for timestamps (any unit) and dates, the value for int64;
+/// None for nulls.
+pub fn time_values(column: &dyn Array) -> Result<Vec<Option<i64>>> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let micros = match column.data_type() {
+        DataType::Timestamp(..) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => column.data_type().clone(),
+    };
+    let as_micros = cast(column, &micros).map_err(|e| Error::arrow("dedup time", e))?;
+    let values = cast(&as_micros, &DataType::Int64).map_err(|e| Error::arrow("dedup time", e))?;
+    let scale = if matches!(column.data_type(), DataType::Date32) { 86_400_000_000 } else { 1 };
+    let values = values.as_primitive::<Int64Type>();
+    Ok((0..values.len()).map(|i| (!values.is_null(i)).then(|| values.value(i).saturating_mul(scale))).collect())
+}
+
+/// Window dedup of an event table's new rows (`batches`, in arrival order): a row whose `keys`
+/// were kept (before, in `seen`, or earlier in `batches`) with a time within `window` of its own
+/// is dropped; the first arrival wins. A row without a time is kept. Returns the kept rows as
+/// batches of at most `batch_rows`.
+pub fn first_in_window(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    keys: &[String],
+    time: usize,
+    window: i64,
+    seen: &mut Seen,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>> {
+    let key_idx: Vec<usize> = keys.iter().map(|k| index(schema, k)).collect::<Result<_>>()?;
+    seen.converter(schema, &key_idx)?;
+    let mut picks = Vec::new();
+    for (b, batch) in batches.iter().enumerate() {
+        let b = position(b)?;
+        let key_cols: Vec<_> = key_idx.iter().map(|&i| batch.column(i).clone()).collect();
+        let conv = seen.keys.as_ref().ok_or_else(|| Error::Internal("dedup key converter".into()))?;
+        let rows = conv.convert_columns(&key_cols).map_err(|e| Error::arrow("dedup keys", e))?;
+        let times = time_values(batch.column(time))?;
+        for (r, t) in times.into_iter().enumerate() {
+            if t.is_none_or(|t| seen.first(rows.row(r).as_ref(), t, window)) {
+                picks.push((b, r as u32));
+            }
+        }
+    }
+    gather(schema, batches, picks, batch_rows)
+}
+
 /// A batch number as u32 (row numbers are u32 too: a record batch never holds 4G rows).
 fn position(b: usize) -> Result<u32> {
     u32::try_from(b).map_err(|_| Error::Internal(format!("dedup over more than {} batches", u32::MAX)))
@@ -192,6 +306,53 @@ mod tests {
         let mut picks = picks;
         picks.sort_unstable();
         assert_eq!(picks, vec![(0, 0), (0, 2), (1, 1), (1, 2)]);
+    }
+
+    #[test]
+    fn window_dedup_keeps_the_first_arrival_within_the_window_only() {
+        use datafusion::arrow::array::TimestampMicrosecondArray;
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("t", DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None), true),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let s = 1_000_000i64;
+        let batch = |k: Vec<i64>, t: Vec<Option<i64>>, v: Vec<&str>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(k)),
+                    Arc::new(TimestampMicrosecondArray::from(t)),
+                    Arc::new(StringArray::from(v)),
+                ],
+            )
+            .expect("batch")
+        };
+        // Published: key 1 at 0 s.
+        let mut seen = Seen::default();
+        let published = batch(vec![1], vec![Some(0)], vec!["p"]).project(&[0, 1]).expect("project");
+        seen.remember(&schema, &["k".into()], &[published]).expect("remember");
+        let b1 = batch(
+            vec![1, 1, 2, 2, 3, 3],
+            vec![Some(60 * s), Some(7200 * s), Some(100 * s), Some(100 * s + 3599 * s), None, None],
+            vec!["dup of published", "outside", "first", "inside", "no time a", "no time b"],
+        );
+        // Out of order: key 2 at 50 s arrives after 100 s (within the window: a duplicate); key 1
+        // at 3601 s is within 1 h of 7200 s, kept in the first batch.
+        let b2 = batch(
+            vec![2, 1, 4],
+            vec![Some(50 * s), Some(3601 * s), Some(0)],
+            vec!["late dup", "dup of outside", "new"],
+        );
+        let out = first_in_window(&schema, vec![b1, b2], &["k".into()], 1, 3600 * s, &mut seen, 10).expect("dedup");
+        let mut kept: Vec<String> = out
+            .iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(|i| b.column(2).as_string::<i32>().value(i).to_string()).collect::<Vec<_>>()
+            })
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["first", "new", "no time a", "no time b", "outside"]);
     }
 
     fn rows_of(out: &[RecordBatch]) -> Vec<(i64, String)> {

@@ -93,9 +93,10 @@ impl ContractRecord {
                 null_values: super::contract::column_nulls(spec, c, source_nulls),
             })
             .collect();
-        let history = match &spec.history {
-            None => "scd1".to_string(),
-            Some(h) => {
+        let history = match (&spec.history, &spec.dedup) {
+            (_, Some(d)) => format!("events within {} of {}", d.window, d.time),
+            (None, None) => "scd1".to_string(),
+            (Some(h), None) => {
                 let mut s = format!("scd{}", h.scd);
                 if let Some(t) = &h.track {
                     s.push_str(&format!(" track [{}]", t.join(", ")));

@@ -47,6 +47,15 @@ pub enum History {
         /// The delete predicate.
         delete: Option<Arc<dyn PhysicalExpr>>,
     },
+    /// Events, appended: a record whose key was kept with an event time within `window` of its
+    /// own is a duplicate (the first arrival wins).
+    Events {
+        /// Index (in the contract schema) of the event time column.
+        time: usize,
+        /// The window, in the time column's unit as [`super::dedup::time_values`] reads it
+        /// (microseconds for timestamps and dates, the value itself for int64).
+        window: i64,
+    },
 }
 
 impl History {
@@ -100,10 +109,44 @@ impl History {
         }
     }
 
+    /// An event table deduplicated on `keys` within `spec.window` of the `spec.time` column.
+    pub fn events(
+        spec: &crate::spec::WindowDedupSpec,
+        contract: &Contract,
+        history: Option<&HistorySpec>,
+        order_by: Option<&str>,
+    ) -> Result<History, String> {
+        if history.is_some() {
+            return Err("an event table (`dedup`) keeps no `history`: remove one".into());
+        }
+        if order_by.is_some() {
+            return Err("an event table (`dedup`) keeps the first arrival of an event: remove `order_by`".into());
+        }
+        let schema = &contract.schema;
+        let time =
+            schema.index_of(&spec.time).map_err(|_| format!("time column `{}` is not in the contract", spec.time))?;
+        let window = spec.window.parse::<crate::spec::Duration>()?;
+        let seconds = i64::try_from(window.seconds).map_err(|_| format!("window `{}` is too long", spec.window))?;
+        let window = match schema.field(time).data_type() {
+            DataType::Timestamp(..) | DataType::Date32 => seconds.saturating_mul(1_000_000),
+            DataType::Int64 => seconds,
+            other => {
+                return Err(format!(
+                    "the time column `{}` must be a timestamp, date or int64 (seconds), not {other}",
+                    spec.time
+                ));
+            }
+        };
+        if window <= 0 {
+            return Err("window must be longer than 0s".into());
+        }
+        Ok(History::Events { time, window })
+    }
+
     /// The table's schema: the contract's, plus the SCD 2 columns.
     pub fn output_schema(&self, contract: &Contract, order_by: &str) -> SchemaRef {
         match self {
-            History::Latest { .. } => contract.schema.clone(),
+            History::Latest { .. } | History::Events { .. } => contract.schema.clone(),
             History::Versions { .. } => {
                 let order =
                     contract.schema.field_with_name(order_by).map(|f| f.data_type().clone()).unwrap_or(DataType::Int64);
@@ -121,6 +164,7 @@ impl History {
     pub fn delete(&self) -> Option<&Arc<dyn PhysicalExpr>> {
         match self {
             History::Latest { delete } | History::Versions { delete, .. } => delete.as_ref(),
+            History::Events { .. } => None,
         }
     }
 }

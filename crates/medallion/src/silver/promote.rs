@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::contract::Contract;
-use super::dedup::latest_per_key;
+use super::dedup::{Seen, first_in_window, latest_per_key, time_values};
 use super::evolve::{self, Change, Verdict};
 use super::history::{self, History, Rebuilt};
 use super::publish::{Publish, publish};
@@ -496,7 +496,66 @@ pub(crate) async fn plan(
                 dedup_and_audit(lake, tables, table, valid, now, file_of, expectations, timings).await?;
             Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
         }
+        History::Events { .. } => {
+            let (rows, removed, dropped) =
+                dedup_and_audit(lake, tables, table, valid, now, file_of, expectations, timings).await?;
+            Ok((Publish::Append { rows }, removed, dropped))
+        }
     }
+}
+
+/// The published (key, time) pairs of an event table that a window dedup of `valid` needs: those
+/// within `window` of the new rows' time range (file statistics prune the rest, so the cost
+/// follows the batch and the window, not the table).
+async fn published_events(
+    lake: &Lake,
+    table: &SilverTable,
+    valid: &[RecordBatch],
+    time: usize,
+    window: i64,
+) -> Result<Seen> {
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+    let mut seen = Seen::default();
+    let mut range: Option<(i64, i64)> = None;
+    for b in valid {
+        for t in time_values(b.column(time))?.into_iter().flatten() {
+            range = Some(range.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+        }
+    }
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let Some((lo, hi)) = range else { return Ok(seen) };
+    if !silver.exists() {
+        return Ok(seen);
+    }
+    let schema = table.contract.schema.clone();
+    let field = schema.field(time);
+    let (lo, hi) = (lo.saturating_sub(window), hi.saturating_add(window));
+    let bound = |v: i64| match field.data_type() {
+        datafusion::arrow::datatypes::DataType::Timestamp(_, tz) => {
+            ScalarValue::TimestampMicrosecond(Some(v), tz.clone())
+        }
+        datafusion::arrow::datatypes::DataType::Date32 => {
+            ScalarValue::Date32(i32::try_from(v.div_euclid(86_400_000_000)).ok())
+        }
+        _ => ScalarValue::Int64(Some(v)),
+    };
+    let context = format!("reading the event times of silver/{}", table.name);
+    let ctx = SessionContext::new();
+    let t = col(datafusion::common::Column::new_unqualified(field.name()));
+    let mut columns: Vec<datafusion::prelude::Expr> =
+        table.keys.iter().map(|k| col(datafusion::common::Column::new_unqualified(k))).collect();
+    columns.push(t.clone());
+    let rows = ctx
+        .read_table(silver.provider(&ctx).await?)
+        .and_then(|df| df.filter(t.between(lit(bound(lo)), lit(bound(hi)))))
+        .and_then(|df| df.select(columns))
+        .map_err(|e| Error::sql(&context, e))?
+        .collect()
+        .await
+        .map_err(|e| Error::sql(&context, e))?;
+    seen.remember(&schema, &table.keys, &rows)?;
+    Ok(seen)
 }
 
 /// SCD 2: the table's history rebuilt with `valid` merged in, audited by the table's set- and
@@ -542,7 +601,7 @@ async fn rebuild_versions(
     Ok((audited.kept, counts))
 }
 
-/// Deduplicates `valid` (latest per key) and audits the merge candidate with the table's set-
+/// Deduplicates `valid` (latest per key, or an event table's window dedup) and audits the merge candidate with the table's set-
 /// and table-level expectations (results appended to `expectations`; a failed `fail` one is an
 /// error): the rows to merge, and the rows `drop` expectations removed, as rows and as
 /// dead-letter records.
@@ -559,7 +618,13 @@ async fn dedup_and_audit(
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, Vec<Rejected>)> {
     let t = Instant::now();
     let schema = table.contract.schema.clone();
-    let deduped = latest_per_key(&schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+    let deduped = match &table.history {
+        History::Events { time, window } => {
+            let mut seen = published_events(lake, table, &valid, *time, *window).await?;
+            first_in_window(&schema, valid, &table.keys, *time, *window, &mut seen, WRITE_BATCH_ROWS)?
+        }
+        _ => latest_per_key(&schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?,
+    };
     timings.insert("dedup", ms(t));
     if table.checks.is_empty() {
         return Ok((deduped, Vec::new(), Vec::new()));
@@ -568,8 +633,11 @@ async fn dedup_and_audit(
     let t = Instant::now();
     let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
     let target = format!("silver.{}", table.name);
-    // The candidate is the table with the rows merged.
-    let stage = Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by };
+    // The candidate is the table with the rows merged (or appended).
+    let stage = match &table.history {
+        History::Events { .. } => Stage::Append { target: &target },
+        _ => Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by },
+    };
     let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;
     expectations.extend(audited.results);
     enforce(&format!("silver/{}", table.name), expectations)?;

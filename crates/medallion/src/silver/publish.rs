@@ -1,7 +1,7 @@
 //! Publishing to silver, in one commit carrying the promotion's (or replay's) txn: rows merged
 //! by key (the keyed copy-on-write merge or delta-rs's MERGE, newer wins), change data applied
-//! with deletes and tombstones, an SCD 2 history replacing the table, or a rebuild's rows
-//! streamed in to replace it (after its tombstones).
+//! with deletes and tombstones, an SCD 2 history replacing the table, an event table's new rows
+//! appended, or a rebuild's rows streamed in to replace it (after its tombstones).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,13 +25,15 @@ pub(crate) enum Publish {
     Merge { rows: Vec<RecordBatch>, delete: Option<Arc<dyn PhysicalExpr>> },
     /// The table's whole new content (SCD 2 history), with what the run's records did.
     Replace { rows: Vec<RecordBatch>, counts: Rebuilt },
+    /// Rows appended (an event table's new events).
+    Append { rows: Vec<RecordBatch> },
 }
 
 impl Publish {
     /// Rows it writes.
     pub(crate) fn rows(&self) -> u64 {
         match self {
-            Publish::Merge { rows, .. } | Publish::Replace { rows, .. } => {
+            Publish::Merge { rows, .. } | Publish::Replace { rows, .. } | Publish::Append { rows } => {
                 rows.iter().map(|b| b.num_rows() as u64).sum()
             }
         }
@@ -70,16 +72,15 @@ pub(crate) async fn publish(
                 version: merged.version,
             })
         }
+        Publish::Append { rows } => {
+            let inserted = rows.iter().map(|b| b.num_rows() as u64).sum();
+            // An empty append still commits, so the txn records the promotion as done.
+            let rows = if rows.is_empty() { vec![RecordBatch::new_empty(table.contract.schema.clone())] } else { rows };
+            let version = write_rows(lake, table, rows, txn, meta, false).await?;
+            Ok(Published { inserted, updated: 0, deleted: 0, superseded: None, version })
+        }
         Publish::Replace { rows, counts } => {
-            let write = WriteOptions {
-                overwrite: true,
-                partition_by: table.partition_by.clone(),
-                txn: Some(txn),
-                metadata: meta,
-                change_feed: table.change_feed,
-                ..Default::default()
-            };
-            let version = Table::open(lake, Layer::Silver, &table.name).await?.write(rows, write).await?.version();
+            let version = write_rows(lake, table, rows, txn, meta, true).await?;
             Ok(Published {
                 inserted: counts.inserted,
                 updated: counts.closed,
@@ -89,6 +90,26 @@ pub(crate) async fn publish(
             })
         }
     }
+}
+
+/// Appends `rows` to `table` (or replaces its content: `overwrite`) in one commit carrying `txn`.
+async fn write_rows(
+    lake: &Lake,
+    table: &SilverTable,
+    rows: Vec<RecordBatch>,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+    overwrite: bool,
+) -> Result<Option<i64>> {
+    let write = WriteOptions {
+        overwrite,
+        partition_by: table.partition_by.clone(),
+        txn: Some(txn),
+        metadata,
+        change_feed: table.change_feed,
+        ..Default::default()
+    };
+    Ok(Table::open(lake, Layer::Silver, &table.name).await?.write(rows, write).await?.version())
 }
 
 /// What a merge into silver did.

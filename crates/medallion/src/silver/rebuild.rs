@@ -8,8 +8,8 @@
 //!    all the records of a key land in one slice, in ingest order; rejects are spilled as
 //!    dead-letter rows. A batch is released once spilled.
 //! 2. **Resolve**: one slice at a time, the latest row per key (SCD 1; keys whose latest record
-//!    is a delete become tombstones) or the whole history (SCD 2) is computed and spilled, every
-//!    row numbered.
+//!    is a delete become tombstones), the whole history (SCD 2) or the first arrival of each event
+//!    within its window (event tables) is computed and spilled, every row numbered.
 //! 3. **Audit**: set- and table-level expectations query the resolved files where they lie;
 //!    `drop` ones name the rows they remove by number.
 //! 4. **Publish**: the intent is recorded, then the dead letter, the tombstones and the table are
@@ -34,7 +34,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 
-use super::dedup::latest_per_key;
+use super::dedup::{Seen, first_in_window, latest_per_key};
 use super::history::{self, History, Rebuilt};
 use super::promote::{
     FileResult, PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons,
@@ -113,7 +113,7 @@ pub(crate) async fn rebuild(
     let t = Instant::now();
     let rows_dir = spill.dir("rows")?;
     let out_schema = match &table.history {
-        History::Latest { .. } => table.contract.schema.clone(),
+        History::Latest { .. } | History::Events { .. } => table.contract.schema.clone(),
         History::Versions { .. } => table.schema.clone(),
     };
     let shared = Arc::new(table.clone());
@@ -164,7 +164,7 @@ pub(crate) async fn rebuild(
     p.rejected = read.rejected + n_dropped;
     p.top_reasons = most_frequent(reasons, TOP_REASONS);
     match &table.history {
-        History::Latest { .. } => {
+        History::Latest { .. } | History::Events { .. } => {
             p.inserted = resolved_rows.saturating_sub(n_dropped);
             p.superseded = read.valid.saturating_sub(n_dropped).saturating_sub(p.inserted);
         }
@@ -365,6 +365,11 @@ fn resolve(
                     (kept, deletes, Rebuilt::default())
                 }
             }
+        }
+        History::Events { time, window } => {
+            let mut seen = Seen::default();
+            let kept = first_in_window(&schema, valid, &table.keys, *time, *window, &mut seen, WRITE_BATCH_ROWS)?;
+            (kept, Vec::new(), Rebuilt::default())
         }
         History::Versions { track, delete } => {
             let (rows, counts) = history::rebuild(

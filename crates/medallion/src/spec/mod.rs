@@ -692,10 +692,26 @@ pub struct SilverSpec {
     /// How changes are kept: SCD type 1 (latest per key, optional deletes) or 2 (full history).
     #[serde(default)]
     pub history: Option<HistorySpec>,
+    /// An event table instead: rows are appended, and a record whose `primary_key` (the event
+    /// id) was already kept with an event time within `window` of its own is dropped as a
+    /// duplicate (`dedup = { time = "event_ts", window = "1h" }`).
+    #[serde(default)]
+    pub dedup: Option<WindowDedupSpec>,
     /// When the contract no longer matches the published table: `evolve`, `rebuild` or `fail`
     /// (default: the project's `on_contract_change`, else `evolve`).
     #[serde(default)]
     pub on_contract_change: Option<OnContractChange>,
+}
+
+/// `dedup = { time = "event_ts", window = "1h" }`: append-only with window dedup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDedupSpec {
+    /// The event time column (timestamp, date or int64) of the contract.
+    pub time: String,
+    /// How far apart two events with one id may be and still be the same event (`90s`, `1h`,
+    /// `1d`).
+    pub window: String,
 }
 
 /// `history = { scd = 2, track = ["tier"], delete_when = "op = 'delete'" }`.

@@ -7,6 +7,7 @@ mod bad_input;
 mod common;
 mod contracts;
 mod dbt;
+mod events;
 mod expectations;
 mod formats;
 mod gates;
