@@ -98,12 +98,22 @@ pub enum Command {
     /// Check the project: every problem is reported at once, with its file and line.
     Validate,
     /// Land raw files (or stdin, `-`) in a source's bronze layer, exactly once per content; for an
-    /// HTTP source, without files: fetch its new pages.
+    /// HTTP source, without files: fetch its new pages. With --follow: keep landing what arrives.
     Ingest {
-        /// The source, as declared in [sources.<name>].
-        source: String,
+        /// The source, as declared in [sources.<name>] (with --follow: default every source with
+        /// `paths` or `http`).
+        #[arg(required_unless_present = "follow")]
+        source: Option<String>,
         /// Files to ingest; `-` reads standard input. Gzip is detected.
         files: Vec<String>,
+        /// Stay up: land new and grown landing files, and fetch HTTP sources, every --interval,
+        /// until SIGTERM or Ctrl-C (which finish the file or page under way first). Promotion is
+        /// `run`'s or `schedule`'s job.
+        #[arg(long, conflicts_with = "files")]
+        follow: bool,
+        /// With --follow: how often to look (default 5s).
+        #[arg(long, default_value = "5s", value_name = "DURATION", requires = "follow")]
+        interval: String,
     },
     /// Run the pipeline: ingest configured paths, promote pending bronze batches to silver, rebuild gold.
     ///
@@ -212,6 +222,17 @@ pub enum Command {
         /// MiB, GiB); larger ones get 413.
         #[arg(long, default_value = "64MiB", value_name = "SIZE")]
         max_body: String,
+        /// Group commit: land the pushes to a source together, as one batch, once the first of
+        /// them is this old (e.g. 500ms, 2s); each push is still answered only once its batch is
+        /// in the lake. Default 0: every push is its own batch.
+        #[arg(long, default_value = "0s", value_name = "DURATION")]
+        flush_after: String,
+        /// With --flush-after: land a group at once when it holds this many records.
+        #[arg(long, default_value_t = 50_000, value_name = "N")]
+        flush_records: u64,
+        /// With --flush-after: land a group at once when its bodies reach this size.
+        #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+        flush_bytes: String,
     },
     /// Recent runs (from the run log), or one run's nodes (from the event log).
     Runs {

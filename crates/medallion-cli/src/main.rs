@@ -101,7 +101,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             commands::init::import_dbt(g, &dbt_project, &dir).await
         }
         Command::Validate => commands::validate::run(g).await,
-        Command::Ingest { source, files } => commands::ingest::run(g, &source, &files).await,
+        Command::Ingest { source, follow: true, interval, .. } => {
+            commands::ingest::follow(g, source.as_deref(), &interval).await
+        }
+        Command::Ingest { source, files, .. } => {
+            commands::ingest::run(g, source.as_deref().unwrap_or(""), &files).await
+        }
         Command::Run { full_refresh, select, exclude, retries, date } => {
             commands::run::run(g, full_refresh, &select, &exclude, retries, date).await
         }
@@ -109,7 +114,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Retry => commands::run::retry(g).await,
         Command::Rebuild { tables } => commands::run::rebuild(g, &tables).await,
         Command::Schedule { once, metrics } => commands::schedule::schedule(g, once, metrics).await,
-        Command::Serve { addr, max_body } => commands::serve::serve(g, &addr, &max_body).await,
+        Command::Serve { addr, max_body, flush_after, flush_records, flush_bytes } => {
+            let push = commands::serve::PushOptions {
+                max_body: &max_body,
+                flush_after: &flush_after,
+                flush_records,
+                flush_bytes: &flush_bytes,
+            };
+            commands::serve::serve(g, &addr, push).await
+        }
         Command::Docs { out } => commands::runs::docs(g, &out).await,
         Command::Optimize { table, zorder, target_size } => {
             commands::maintain::optimize(g, table.as_deref(), &zorder, target_size).await

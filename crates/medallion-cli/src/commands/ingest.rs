@@ -73,6 +73,68 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
     Ok(Outcome::Ok)
 }
 
+/// `ingest --follow`: lands what arrives, every `interval`, until SIGTERM or Ctrl-C. A signal is
+/// taken between rounds, so the file (or page) being landed is finished first; a kill loses
+/// nothing either, since landing files stay where they are and land exactly once per content.
+pub async fn follow(g: &Global, source: Option<&str>, interval: &str) -> Result<Outcome> {
+    let (project, lake) = open(g).await?;
+    let interval = super::span(interval, "--interval")?;
+    let sources: Vec<_> = match source {
+        Some(name) => vec![project.source(name)?.clone()],
+        None => project.sources.values().filter(|s| s.http.is_some() || !s.paths.is_empty()).cloned().collect(),
+    };
+    if sources.iter().all(|s| s.http.is_none() && s.paths.is_empty()) {
+        anyhow::bail!("nothing to follow: give a source `paths` (landing files) or an `http` table");
+    }
+    let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    eprintln!("following {} every {}s; SIGTERM or Ctrl-C stops", names.join(", "), interval.as_secs_f64());
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut landed = 0u64;
+    loop {
+        for src in &sources {
+            let now = clock(g)?;
+            let outcomes = if src.http.is_some() {
+                // An HTTP source's fetch state has one writer: skip the round while a run holds
+                // the lake (the run fetches it itself).
+                match medallion::runtime::lock::acquire(&lake, &format!("ingest --follow {}", src.name)).await {
+                    Ok(lock) => {
+                        lock.release_after(medallion::orchestration::run::land(&project, &lake, src, now).await).await
+                    }
+                    Err(medallion::Error::Busy { .. }) => continue,
+                    Err(e) => Err(e),
+                }
+            } else {
+                medallion::orchestration::run::land(&project, &lake, src, now).await
+            };
+            let outcomes = match outcomes {
+                Ok(o) => o,
+                Err(e) => {
+                    // A source that fails (an API down) is tried again next round.
+                    eprintln!("error: {}: {e}", src.name);
+                    continue;
+                }
+            };
+            super::run::note_landing(&outcomes);
+            for o in outcomes.into_iter().filter(|o| o.records > 0) {
+                landed += o.records;
+                if g.format == Format::Json {
+                    json_line("ingested", serde_json::to_value(&o)?)?;
+                } else {
+                    say!("{}: {} {} records ({})", src.name, o.input, thousands(o.records), o.status.label());
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    eprintln!("stopping: {} records landed", thousands(landed));
+    Ok(Outcome::Ok)
+}
+
 fn row(input: String, outcome: medallion::bronze::ingest::IngestOutcome) -> Vec<String> {
     vec![input, outcome.status.label().into(), outcome.batch_id, thousands(outcome.records), thousands(outcome.corrupt)]
 }

@@ -1,5 +1,6 @@
 //! One module per verb; shared loading of the project and lake.
 
+mod groups;
 pub mod ingest;
 pub mod init;
 pub mod maintain;
@@ -56,6 +57,18 @@ pub fn lock_wait(g: &Global) -> Result<std::time::Duration> {
             .parse::<medallion::spec::Duration>()
             .map(|d| std::time::Duration::from_secs(d.seconds))
             .map_err(|e| anyhow::anyhow!("invalid --lock-wait/MEDALLION_LOCK_WAIT `{text}`: {e}")),
+    }
+}
+
+/// A span such as `250ms`, `5s` or `1m` for `option`.
+pub fn span(text: &str, option: &str) -> Result<std::time::Duration> {
+    let invalid = |e: String| anyhow::anyhow!("invalid {option} `{text}`: {e}");
+    match text.trim().strip_suffix("ms") {
+        Some(ms) => ms.trim().parse::<u64>().map(std::time::Duration::from_millis).map_err(|e| invalid(e.to_string())),
+        None => text
+            .parse::<medallion::spec::Duration>()
+            .map(|d| std::time::Duration::from_secs(d.seconds))
+            .map_err(invalid),
     }
 }
 

@@ -4,10 +4,14 @@
 //! A push is acknowledged (200) only once its batch is in bronze: a client that got no answer
 //! sends the same body again, and lands it once (bronze is exactly once per content). Memory is
 //! bounded: bodies past `--max-body` are refused before they are read whole, and at most
-//! `--threads` pushes are checked and landed at once (the others wait).
+//! `--threads` pushes are checked and landed at once (the others wait). With `--flush-after`,
+//! pushes are grouped into one batch per source ([`super::groups`]), the buffer bounded by
+//! `--flush-records` and `--flush-bytes`. SIGTERM stops taking connections, lands the open
+//! groups and answers every push under way.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -23,6 +27,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::groups::{Groups, Limits};
 use super::open;
 use crate::Outcome;
 use crate::args::Global;
@@ -40,14 +45,41 @@ struct State {
     /// Pushes checked and landed at once.
     pushes: Semaphore,
     permits: u32,
+    /// Group commit (`--flush-after`), or one batch per push.
+    groups: Option<Arc<Groups>>,
+    /// Pushes not answered yet.
+    waiting: AtomicUsize,
 }
 
-pub async fn serve(g: &Global, addr: &str, max_body: &str) -> Result<Outcome> {
+/// `serve`'s push settings.
+pub struct PushOptions<'a> {
+    pub max_body: &'a str,
+    pub flush_after: &'a str,
+    pub flush_records: u64,
+    pub flush_bytes: &'a str,
+}
+
+pub async fn serve(g: &Global, addr: &str, push: PushOptions<'_>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let max_body = super::size(max_body, "--max-body")?;
+    let max_body = super::size(push.max_body, "--max-body")?;
+    let after = super::span(push.flush_after, "--flush-after")?;
+    let groups = (!after.is_zero()).then(|| -> Result<Arc<Groups>> {
+        let bytes = usize::try_from(super::size(push.flush_bytes, "--flush-bytes")?).unwrap_or(usize::MAX);
+        Ok(Groups::new(lake.clone(), Limits { after, records: push.flush_records.max(1), bytes }))
+    });
+    let groups = groups.transpose()?;
     let token = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty());
     let permits = u32::try_from(super::threads(g)).unwrap_or(u32::MAX);
-    let state = Arc::new(State { project, lake, token, max_body, pushes: Semaphore::new(permits as usize), permits });
+    let state = Arc::new(State {
+        project,
+        lake,
+        token,
+        max_body,
+        pushes: Semaphore::new(permits as usize),
+        permits,
+        groups,
+        waiting: AtomicUsize::new(0),
+    });
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let at = listener.local_addr()?;
     eprintln!("serving metrics at http://{at}/metrics and pushes at http://{at}/ingest/<source>");
@@ -70,6 +102,15 @@ pub async fn serve(g: &Global, addr: &str, max_body: &str) -> Result<Outcome> {
     // Stop taking connections; let the pushes under way land (their clients get their answer).
     drop(listener);
     let _all = state.pushes.acquire_many(state.permits).await;
+    if let Some(groups) = &state.groups {
+        groups.flush_all().await;
+    }
+    // The answers are written as their handlers return: give them that moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while state.waiting.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     Ok(Outcome::Ok)
 }
 
@@ -78,7 +119,16 @@ pub async fn spawn(addr: &str, project: Project, lake: Lake) -> Result<()> {
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("serving metrics at http://{}/metrics", listener.local_addr()?);
     // No pushes here: without permits, `route` answers them 404.
-    let state = Arc::new(State { project, lake, token: None, max_body: 0, pushes: Semaphore::new(0), permits: 0 });
+    let state = Arc::new(State {
+        project,
+        lake,
+        token: None,
+        max_body: 0,
+        pushes: Semaphore::new(0),
+        permits: 0,
+        groups: None,
+        waiting: AtomicUsize::new(0),
+    });
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
             tokio::spawn(connection(socket, Arc::clone(&state)));
@@ -107,7 +157,10 @@ async fn route(req: Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
             if method != Method::POST {
                 return error(StatusCode::METHOD_NOT_ALLOWED, "pushes are POST /ingest/<source>".into());
             }
-            push(req, state, &p["/ingest/".len()..]).await
+            state.waiting.fetch_add(1, Ordering::SeqCst);
+            let answer = push(req, state, &p["/ingest/".len()..]).await;
+            state.waiting.fetch_sub(1, Ordering::SeqCst);
+            answer
         }
         _ => text_response(StatusCode::NOT_FOUND, "try GET /metrics or POST /ingest/<source>\n".into()),
     }
@@ -135,7 +188,7 @@ async fn push(req: Request<Incoming>, state: &State, source: &str) -> Response<F
     if declared.is_some_and(|n| n > state.max_body) {
         return too_large();
     }
-    let Ok(_permit) = state.pushes.acquire().await else {
+    let Ok(permit) = state.pushes.acquire().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping".into());
     };
     let body =
@@ -149,13 +202,26 @@ async fn push(req: Request<Incoming>, state: &State, source: &str) -> Response<F
         let body = body.clone();
         tokio::task::spawn_blocking(move || inspect(&read, &body)).await
     };
-    match checked {
-        Ok(Ok(_)) => {}
+    let records = match checked {
+        Ok(Ok((records, _))) => records,
         Ok(Err(why)) => return error(StatusCode::BAD_REQUEST, format!("nothing landed: {why}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("checking the body: {e}")),
-    }
-    let input = format!("POST /ingest/{source}");
-    match ingest(&state.lake, &src.name, src.read.clone(), &input, body.to_vec(), chrono::Utc::now()).await {
+    };
+    let landed = match &state.groups {
+        Some(groups) => {
+            // Checked: the permit goes back while the push waits for its group.
+            drop(permit);
+            groups.push(&src.name, &src.read, body, records).await
+        }
+        None => {
+            let input = format!("POST /ingest/{source}");
+            let landed =
+                ingest(&state.lake, &src.name, src.read.clone(), &input, body.to_vec(), chrono::Utc::now()).await;
+            drop(permit);
+            landed.map_err(|e| e.to_string())
+        }
+    };
+    match landed {
         Ok(outcome) => json_response(
             StatusCode::OK,
             json!({

@@ -387,6 +387,119 @@ pub async fn ingest_from(
     })
 }
 
+/// Lands several inputs (pushed bodies) together as one batch, each exactly once per content:
+/// returns one outcome per input, in order. An input whose content was landed before (alone or in
+/// another group) is `AlreadyIngested` with that batch, and is not landed again; so is the second
+/// of two equal inputs here. The markers of the inputs are written first, naming the new batch; a
+/// crash before the batch lands leaves markers whose batch does not exist, which the next landing
+/// of the same content takes over. Memory: the group's NDJSON, uncompressed.
+pub async fn ingest_group(
+    lake: &Lake,
+    source: &str,
+    read: &ReadOptions,
+    input: &str,
+    bodies: Vec<bytes::Bytes>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<IngestOutcome>> {
+    let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
+    let fresh = Marker {
+        batch_id: uuid::Uuid::new_v4().to_string(),
+        date: now.format("%Y-%m-%d").to_string(),
+        ingested_at: now.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+        input: input.to_string(),
+    };
+    let path = batch_path(source, &fresh.date, &fresh.batch_id);
+    let marker_bytes = serde_json::to_vec(&fresh).map_err(|e| Error::Internal(e.to_string()))?;
+    // Which inputs this batch lands: (index, fingerprint); the others are answered as landed.
+    let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; bodies.len()];
+    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut landing = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let b = body.clone();
+        let print = tokio::task::spawn_blocking(move || fingerprint(&b))
+            .await
+            .map_err(|e| Error::Internal(format!("fingerprint task: {e}")))?
+            .map_err(failed)?;
+        if let Some(&first) = taken.get(&print.sha256) {
+            landing.push((i, Some(first)));
+            continue;
+        }
+        let marker_path = format!("_medallion/ingest/{source}/{}.json", print.sha256);
+        if !lake.put_if_absent(&marker_path, marker_bytes.clone()).await? {
+            let bytes =
+                lake.get(&marker_path).await?.ok_or_else(|| Error::Internal(format!("{marker_path} vanished")))?;
+            let earlier: Marker = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Internal(format!("corrupt ingest marker {marker_path}: {e}")))?;
+            let earlier_path = batch_path(source, &earlier.date, &earlier.batch_id);
+            if lake.exists(&earlier_path).await? {
+                outcomes[i] = Some(IngestOutcome {
+                    input: input.to_string(),
+                    status: IngestStatus::AlreadyIngested,
+                    batch_id: earlier.batch_id,
+                    path: earlier_path,
+                    records: 0,
+                    corrupt: 0,
+                    note: None,
+                });
+                continue;
+            }
+            // Its batch never landed (a crash): this one lands it.
+            lake.put(&marker_path, marker_bytes.clone()).await?;
+        }
+        taken.insert(print.sha256.clone(), i);
+        landing.push((i, None));
+    }
+    crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
+    let provenance = format!(
+        "\"_batch_id\": {}, \"_ingested_at\": {}, \"_source\": {}",
+        json_string(&fresh.batch_id),
+        json_string(&fresh.ingested_at),
+        json_string(source)
+    );
+    let own: Vec<(usize, bytes::Bytes)> =
+        landing.iter().filter(|(_, dup)| dup.is_none()).map(|&(i, _)| (i, bodies[i].clone())).collect();
+    if !own.is_empty() {
+        let read = read.clone();
+        let converted = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
+            let mut gz = GzEncoder::new(Vec::new(), Compression::new(6));
+            let mut counts = Vec::with_capacity(own.len());
+            for (i, body) in &own {
+                let (text, _) = text_reader(body).map_err(|e| format!("cannot be read: {e}"))?;
+                let n = if read.format == SourceFormat::Parquet {
+                    parquet_ndjson(&mut { text }, body.len() as u64, &provenance, &mut gz)?
+                } else {
+                    write_ndjson(&read, read.encoding.reader(text), &provenance, &mut gz)
+                        .map_err(|e| format!("cannot be landed: {e}"))?
+                };
+                counts.push((*i, n));
+            }
+            Ok((gz.finish().map_err(|e| format!("cannot be landed: {e}"))?, counts))
+        });
+        let (gz, counts) =
+            converted.await.map_err(|e| Error::Internal(format!("ingest task: {e}")))?.map_err(failed)?;
+        lake.put(&path, gz).await?;
+        for (i, (records, corrupt)) in counts {
+            outcomes[i] = Some(IngestOutcome {
+                input: input.to_string(),
+                status: IngestStatus::Ingested,
+                batch_id: fresh.batch_id.clone(),
+                path: path.clone(),
+                records,
+                corrupt,
+                note: None,
+            });
+        }
+    }
+    for (i, dup) in landing {
+        if let Some(first) = dup {
+            let mut same = outcomes[first].clone().ok_or_else(|| Error::Internal("group outcome missing".into()))?;
+            (same.status, same.records, same.corrupt) = (IngestStatus::AlreadyIngested, 0, 0);
+            outcomes[i] = Some(same);
+        }
+    }
+    outcomes.into_iter().map(|o| o.ok_or_else(|| Error::Internal("group outcome missing".into()))).collect()
+}
+
 /// What a pushed body would land (records, of which corrupt), read without landing anything; or
 /// why it is refused: empty, no record a JSON object (NDJSON, JSON), not Parquet, or inflating
 /// past [`MAX_INFLATE_RATIO`] times its size. Pushes are refused whole rather than landed as

@@ -520,6 +520,18 @@ enum Done {
     Gold(Result<Build>),
 }
 
+/// Lands what is new for `source` now, outside a run (`ingest --follow`): its landing files
+/// (exactly once per content) or its API's new pages. The caller holds the lake lock for an HTTP
+/// source (its fetch state has one writer); file sources need none.
+pub async fn land(
+    project: &Project,
+    lake: &Lake,
+    source: &crate::project::Source,
+    now: Now,
+) -> Result<Vec<IngestOutcome>> {
+    ingest_paths(project, lake, source, &RunOptions { now, ..Default::default() }).await
+}
+
 /// Ingests every file matching the source's configured paths (exactly once per content), or
 /// fetches the new pages of its API.
 async fn ingest_paths(

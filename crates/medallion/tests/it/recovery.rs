@@ -236,3 +236,53 @@ async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
         env.lake.delete(PATH).await.expect("clean");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grouped_pushes_land_each_body_once_across_groups_and_single_ingests() {
+    use medallion::bronze::ingest::{ReadOptions, ingest_group};
+    let env = Env::new().await;
+    let read = ReadOptions::from(SourceFormat::Ndjson);
+    let body = |ids: &[u32]| -> bytes::Bytes {
+        ids.iter().map(|i| format!("{{\"order_id\": {i}}}\n")).collect::<String>().into()
+    };
+    let (a, b, c) = (body(&[1, 2]), body(&[3]), body(&[4, 5, 6]));
+    let now = medallion::runtime::now();
+    let group =
+        |bodies: Vec<bytes::Bytes>| ingest_group(&env.lake, "orders", &read, "POST /ingest/orders", bodies, now);
+
+    // A body twice in one group lands once.
+    let first = group(vec![a.clone(), b.clone(), a.clone()]).await.expect("group");
+    let statuses: Vec<_> = first.iter().map(|o| (o.status.clone(), o.records)).collect();
+    assert_eq!(
+        statuses,
+        [(IngestStatus::Ingested, 2), (IngestStatus::Ingested, 1), (IngestStatus::AlreadyIngested, 0)]
+    );
+    assert!(first.iter().all(|o| o.batch_id == first[0].batch_id), "one batch");
+    // The same content ingested alone finds it landed.
+    let alone = ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", a.to_vec(), now).await.expect("ingest");
+    assert_eq!((alone.status, alone.batch_id.as_str()), (IngestStatus::AlreadyIngested, first[0].batch_id.as_str()));
+    // A group with a landed body and a new one lands only the new one, in a batch of its own.
+    let second = group(vec![b.clone(), c.clone()]).await.expect("group");
+    assert_eq!(
+        (second[0].status.clone(), second[0].batch_id.as_str()),
+        (IngestStatus::AlreadyIngested, first[0].batch_id.as_str())
+    );
+    assert_eq!((second[1].status.clone(), second[1].records), (IngestStatus::Ingested, 3));
+    assert_ne!(second[1].batch_id, first[0].batch_id);
+    // A group that died after its markers, before its batch landed: the body sent again lands.
+    std::fs::remove_file(env.lake_dir().join(&second[1].path)).expect("rm");
+    let third = group(vec![c.clone()]).await.expect("group");
+    assert_eq!((third[0].status.clone(), third[0].records), (IngestStatus::Ingested, 3));
+
+    let mut ids = Vec::new();
+    for f in walk(&env.lake_dir().join("bronze/orders")) {
+        let text = std::io::read_to_string(flate2::read::GzDecoder::new(std::fs::File::open(&f).expect("open")))
+            .expect("gunzip");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            ids.push(v["order_id"].as_u64().expect("id"));
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6], "every record in bronze once");
+}
