@@ -148,12 +148,69 @@ fn settle(mut found: Vec<Entry>) -> Vec<Entry> {
     found
 }
 
-/// What was landed of a landing path last time: its first `bytes` bytes, by their hash.
+/// What was landed of a landing path last time: its first `bytes` bytes, by their hash; the
+/// file's stamp then, and the batch that holds them.
 #[derive(Debug, Serialize, Deserialize)]
 struct Landed {
     path: String,
     bytes: u64,
     sha256: String,
+    #[serde(default)]
+    stamp: Option<FileStamp>,
+    #[serde(default)]
+    batch_id: Option<String>,
+    #[serde(default)]
+    batch_path: Option<String>,
+}
+
+/// A file's identity and last change as the filesystem keeps them: size, inode, modification and
+/// status-change times (nanoseconds). The status-change time moves on every write, rename or
+/// `touch` and cannot be set back by tools that preserve modification times (`cp -p`, `rsync
+/// -t`), so an equal stamp means the same bytes, as git's index assumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    len: u64,
+    dev: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` now (None where the platform has no inode and ctime).
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path).ok()?;
+            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+            Some(FileStamp {
+                len: m.len(),
+                dev: m.dev(),
+                ino: m.ino(),
+                mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+                ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+}
+
+/// A landing file untouched since all of it was landed (the same [`FileStamp`]): the batch that
+/// holds it, as (batch id, path). The file is then not read again, so a run costs the files that
+/// are new or changed, not every file kept in the landing directory.
+pub async fn unchanged(lake: &Lake, source: &str, shown: &str, path: &Path) -> Result<Option<(String, String)>> {
+    let Some(bytes) = lake.get(&landed_path(source, shown)).await? else { return Ok(None) };
+    let Ok(before) = serde_json::from_slice::<Landed>(&bytes) else { return Ok(None) };
+    let (Some(stamp), Some(id), Some(batch)) = (before.stamp, before.batch_id, before.batch_path) else {
+        return Ok(None);
+    };
+    let now = FileStamp::of(path);
+    Ok((now.as_ref() == Some(&stamp) && stamp.len == before.bytes).then_some((id, batch)))
 }
 
 /// What to land of a landing file.
@@ -287,9 +344,24 @@ impl Seen {
     }
 }
 
-/// Records that `seen` (the whole file) of `shown` was landed.
-pub async fn remember(lake: &Lake, source: &str, shown: &str, seen: Seen) -> Result<()> {
-    let landed = Landed { path: shown.to_string(), bytes: seen.bytes, sha256: seen.sha256 };
+/// Records that `seen` (the whole file) of `shown` was landed, in the batch `landed_in` (id,
+/// path); with the file's `stamp` when it stayed the same while it was read.
+pub async fn remember(
+    lake: &Lake,
+    source: &str,
+    shown: &str,
+    seen: Seen,
+    stamp: Option<FileStamp>,
+    landed_in: (&str, &str),
+) -> Result<()> {
+    let landed = Landed {
+        path: shown.to_string(),
+        bytes: seen.bytes,
+        sha256: seen.sha256,
+        stamp: stamp.filter(|s| s.len == seen.bytes),
+        batch_id: Some(landed_in.0.to_string()),
+        batch_path: Some(landed_in.1.to_string()),
+    };
     let bytes = serde_json::to_vec(&landed).map_err(|e| Error::Internal(e.to_string()))?;
     lake.put(&landed_path(source, shown), bytes).await
 }
@@ -301,6 +373,28 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_untouched_file_is_known_by_its_stamp_and_a_rewritten_one_is_read_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lake = Lake::open("lake", dir.path()).expect("lake");
+        let file = dir.path().join("a.ndjson");
+        std::fs::write(&file, b"{\"id\": 1}\n").expect("write");
+        let known = || unchanged(&lake, "s", "a.ndjson", &file);
+        assert_eq!(known().await.expect("look"), None, "never landed");
+        let seen = Seen::of_file(&file).expect("hash");
+        let batch = ("b1", "bronze/s/2026-12-01/b1.ndjson.gz");
+        remember(&lake, "s", "a.ndjson", seen.clone(), None, batch).await.expect("remember");
+        assert_eq!(known().await.expect("look"), None, "landed while it changed: no stamp, read again");
+        remember(&lake, "s", "a.ndjson", seen, FileStamp::of(&file), batch).await.expect("remember");
+        assert_eq!(known().await.expect("look"), Some((batch.0.to_string(), batch.1.to_string())));
+        // The same bytes written again, the modification time set back: the status-change time
+        // moved, so it is read again (and then found landed by its content).
+        let mtime = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
+        std::fs::write(&file, b"{\"id\": 1}\n").expect("rewrite");
+        std::fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(mtime)).expect("set mtime");
+        assert_eq!(known().await.expect("look"), None);
+    }
 
     #[test]
     fn paths_that_leave_the_project_are_told() {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bronze::ingest::{FileInput, IngestOutcome, ingest_from};
+use crate::bronze::ingest::{FileInput, IngestOutcome, IngestStatus, ingest_from};
 use crate::bronze::landing;
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
@@ -558,10 +558,27 @@ async fn ingest_paths(
             }
             landing::Entry::Read { path, shown } => (path, shown),
         };
+        if let Some((batch_id, batch)) = landing::unchanged(lake, &source.name, &shown, &path).await? {
+            out.push(IngestOutcome {
+                input: shown,
+                status: IngestStatus::AlreadyIngested,
+                batch_id,
+                path: batch,
+                records: 0,
+                corrupt: 0,
+                note: None,
+            });
+            continue;
+        }
         let file = path.clone();
-        let seen = match tokio::task::spawn_blocking(move || landing::Seen::of_file(&file))
-            .await
-            .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+        let seen = match tokio::task::spawn_blocking(move || {
+            let before = landing::FileStamp::of(&file);
+            let seen = landing::Seen::of_file(&file)?;
+            // The stamp of the bytes hashed: none if the file changed meanwhile.
+            Ok::<_, std::io::Error>((seen, before.filter(|b| landing::FileStamp::of(&file).as_ref() == Some(b))))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
         {
             Ok(seen) => seen,
             Err(e) => {
@@ -592,7 +609,8 @@ async fn ingest_paths(
             }
             Err(e) => return Err(e),
         };
-        landing::remember(lake, &source.name, &shown, seen).await?;
+        let (seen, stamp) = seen;
+        landing::remember(lake, &source.name, &shown, seen, stamp, (&outcome.batch_id, &outcome.path)).await?;
         if let Some(note) = note {
             outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));
         }
