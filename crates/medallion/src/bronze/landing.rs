@@ -15,6 +15,10 @@
 //!   the new rows keep their column names; `_line` then counts in the landed batch). A grown
 //!   JSON-array or Parquet file is skipped with a message (new elements break the array; a
 //!   Parquet footer is at its end), and so is a grown gzip file: write new rows to a new file.
+//!   If the landed part ended inside a line (a writer paused mid-line past the settle time), that
+//!   line lands again whole from its start (NDJSON: unless it was a whole JSON object already); its
+//!   cut copy stays in bronze, a corrupt record or a CSV row the whole one supersedes.
+//! - A file untouched since all of it landed (the same size, inode, mtime and ctime) is not read.
 //! - An unreadable file is skipped; the others are still read.
 
 use std::io::Read;
@@ -254,8 +258,8 @@ pub async fn new_content(
         _ => 0,
     };
     // The file's length, the hash of its first `n` bytes when it is longer, its first bytes (gzip
-    // or not) and its header lines.
-    type Grown = (u64, Option<(Seen, [u8; 2], Vec<u8>)>);
+    // or not), its header lines and the landed part's last line when it has no line break.
+    type Grown = (u64, Option<(Seen, [u8; 2], Vec<u8>, Option<Cut>)>);
     let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Grown> {
         let len = std::fs::metadata(&file)?.len();
         if len <= n {
@@ -272,12 +276,13 @@ pub async fn new_content(
                 break;
             }
         }
-        Ok((len, Some((seen, magic, head))))
+        let cut = cut_line(&file, n)?;
+        Ok((len, Some((seen, magic, head, cut))))
     })
     .await
     .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
     .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let (len, Some((prefix, magic, head))) = prefix else { return Ok(NewContent::Whole) };
+    let (len, Some((prefix, magic, head, cut))) = prefix else { return Ok(NewContent::Whole) };
     if prefix.bytes != n || prefix.sha256 != before.sha256 {
         return Ok(NewContent::Whole);
     }
@@ -290,16 +295,34 @@ pub async fn new_content(
     if magic == [0x1f, 0x8b] {
         return refused("a gzip file is landed whole, and bytes appended to it are not a gzip stream of their own");
     }
+    // A landed part ending inside a line (a writer that paused mid-line past the settle time): the
+    // line lands again whole, from its start, unless it was a whole JSON object already. Its cut
+    // copy stays in bronze (a corrupt record, or a CSV row that the whole one supersedes).
+    let (start, recut) = match (&cut, read.format) {
+        (Some(c), SourceFormat::Ndjson) if c.whole_json => (prefix.bytes, String::new()),
+        (Some(c), SourceFormat::Ndjson | SourceFormat::Csv) if c.start >= head.len() as u64 => (
+            c.start,
+            format!(
+                "; its last line was cut when it was landed ({} bytes without a line break), and lands again whole",
+                prefix.bytes - c.start
+            ),
+        ),
+        // Cut inside the CSV header lines: read it all again.
+        (Some(_), SourceFormat::Csv) => return Ok(NewContent::Whole),
+        _ => (prefix.bytes, String::new()),
+    };
     match read.format {
         SourceFormat::Ndjson => Ok(NewContent::Appended {
-            start: prefix.bytes,
+            start,
             head: Vec::new(),
-            note: format!("grew by {added} bytes since it was landed: its new bytes landed, not the {n} landed before"),
+            note: format!(
+                "grew by {added} bytes since it was landed: its new bytes landed, not the {n} landed before{recut}"
+            ),
         }),
         SourceFormat::Csv if head.ends_with(b"\n") || header_lines == 0 => Ok(NewContent::Appended {
-            start: prefix.bytes,
+            start,
             note: format!(
-                "grew by {added} bytes since it was landed: its new rows landed after its header, not the {n} bytes landed before"
+                "grew by {added} bytes since it was landed: its new rows landed after its header, not the {n} bytes landed before{recut}"
             ),
             head,
         }),
@@ -311,6 +334,44 @@ pub async fn new_content(
 
 /// The most bytes read for a CSV file's header lines.
 const HEADER_LIMIT: u64 = 1 << 20;
+
+/// The most bytes looked back for the start of a landed part's last line.
+const LINE_LIMIT: u64 = 16 << 20;
+
+/// The last line of a landed part that does not end with a line break.
+#[derive(Debug)]
+struct Cut {
+    /// Where the line starts.
+    start: u64,
+    /// Whether it is a whole JSON object (then it landed as a record).
+    whole_json: bool,
+}
+
+/// The last line of the file's first `n` bytes when they do not end with a line break (blocking).
+/// A line longer than [`LINE_LIMIT`], or the only line, starts at 0.
+fn cut_line(file: &Path, n: u64) -> std::io::Result<Option<Cut>> {
+    use std::io::{Seek, SeekFrom};
+    if n == 0 {
+        return Ok(None);
+    }
+    let from = n.saturating_sub(LINE_LIMIT);
+    let mut f = std::fs::File::open(file)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::with_capacity((n - from) as usize);
+    f.take(n - from).read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok(None);
+    }
+    let start = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => from + i as u64 + 1,
+        None if from == 0 => 0,
+        None => return Ok(Some(Cut { start: 0, whole_json: false })),
+    };
+    let line = &tail[(start - from) as usize..];
+    let trimmed = line.trim_ascii();
+    let whole_json = trimmed.starts_with(b"{") && serde_json::from_slice::<serde::de::IgnoredAny>(trimmed).is_ok();
+    Ok(Some(Cut { start, whole_json }))
+}
 
 /// A landing file's whole content as [`remember`] records it.
 #[derive(Debug, Clone)]

@@ -140,6 +140,75 @@ async fn a_csv_landing_file_that_grows_lands_its_new_rows_under_its_header() {
     assert_eq!(names(lake, project).await, vec!["Ada", "Bob", "Cy", "Dee"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_cut_when_it_was_landed_lands_again_whole_once_the_file_grows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(
+        dir.path(),
+        &[
+            ("medallion.toml", "[project]\nname = \"cut\"\n\n[sources.events]\npaths = [\"landing/events.ndjson\"]\n"),
+            (
+                "silver/events.toml",
+                "primary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"name\", type = \"string\" },\n]\n",
+            ),
+            // A writer paused in the middle of its second line.
+            ("landing/events.ndjson", "{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"na"),
+        ],
+    );
+    let project = Project::load(dir.path()).await.expect("project loads");
+    let lake = Lake::open(&project.lake, &project.root).expect("lake");
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    assert_eq!((s.totals.read, s.totals.promoted, s.totals.rejected), (2, 1, 1), "{:?}", s.totals);
+    // The writer finishes the line and adds one: the cut line lands whole, then the new one.
+    let path = dir.path().join("landing/events.ndjson");
+    let grown = std::fs::read_to_string(&path).expect("read") + "me\": \"b\"}\n{\"id\": 3, \"name\": \"c\"}\n";
+    std::fs::write(&path, grown).expect("append");
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    assert_eq!((s.totals.read, s.totals.promoted, s.totals.rejected), (2, 2, 0), "{:?}", s.totals);
+    let note = s.ingested.iter().find_map(|i| i.note.clone()).unwrap_or_default();
+    assert!(note.contains("its last line was cut when it was landed"), "{note}");
+    let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
+    let rows = ctx.sql("SELECT name FROM events ORDER BY id").await.expect("plan").collect().await.expect("run");
+    assert_eq!(rows.iter().flat_map(|b| strings(b.column(0))).collect::<Vec<_>>(), ["a", "b", "c"]);
+    // A landed last line that was a whole object is not landed again.
+    let grown = std::fs::read_to_string(&path).expect("read") + "{\"id\": 4, \"name\": \"d\"}";
+    std::fs::write(&path, grown).expect("append");
+    run(&project, &lake, &Default::default()).await.expect("run");
+    let grown = std::fs::read_to_string(&path).expect("read") + "\n{\"id\": 5, \"name\": \"e\"}\n";
+    std::fs::write(&path, grown).expect("append");
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    assert_eq!((s.totals.read, s.totals.promoted, s.totals.superseded), (1, 1, 0), "{:?}", s.totals);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_row_cut_when_it_was_landed_is_replaced_by_the_whole_row() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write(
+        dir.path(),
+        &[
+            (
+                "medallion.toml",
+                "[project]\nname = \"cut\"\n\n[sources.people]\nformat = \"csv\"\npaths = [\"people.csv\"]\n",
+            ),
+            (
+                "silver/people.toml",
+                "primary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"name\", type = \"string\" },\n]\n",
+            ),
+            ("people.csv", "id,name\n1,Ada\n2,Bo"),
+        ],
+    );
+    let project = Project::load(dir.path()).await.expect("project loads");
+    let lake = Lake::open(&project.lake, &project.root).expect("lake");
+    run(&project, &lake, &Default::default()).await.expect("run");
+    let path = dir.path().join("people.csv");
+    std::fs::write(&path, "id,name\n1,Ada\n2,Bob\n3,Cy\n").expect("append");
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    assert_eq!((s.totals.read, s.totals.promoted, s.totals.rejected), (2, 2, 0), "{:?}", s.totals);
+    let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
+    let rows = ctx.sql("SELECT name FROM people ORDER BY id").await.expect("plan").collect().await.expect("run");
+    assert_eq!(rows.iter().flat_map(|b| strings(b.column(0))).collect::<Vec<_>>(), ["Ada", "Bob", "Cy"]);
+}
+
 /// Issue 19: a Parquet source lands its rows (typed values, nulls, nested columns) with
 /// provenance; a gold model with `outputs = ["parquet"]` is also one plain Parquet file holding
 /// the table's rows and version, rewritten only when the table changes, and redone when missing.
