@@ -253,9 +253,15 @@ pub enum Command {
         /// Airflow task retries.
         #[arg(long, default_value_t = 2)]
         retries: u32,
-        /// The medallion command on the Airflow workers.
+        /// The medallion command on the Airflow workers (with --operator medallion, the default
+        /// means the binary of the workers' `pip install medallion`).
         #[arg(long, default_value = "medallion")]
         command: String,
+        /// `bash`: BashOperator tasks (workers need only the binary); `medallion`:
+        /// MedallionRunOperator from `pip install medallion` (run summary in XCom, failed nodes in
+        /// the task error, tables as OpenLineage datasets).
+        #[arg(long, default_value = "bash", value_parser = ["bash", "medallion"])]
+        operator: String,
     },
     /// Every table's rows, version, files, dead letter, rejected share, age against its SLA, and schema drift.
     Status,

@@ -131,8 +131,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             commands::maintain::vacuum(g, table.as_deref(), &retain, force, dry_run).await
         }
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
-        Command::AirflowDag { out, schedule, retries, command } => {
-            commands::runs::airflow(g, out.as_deref(), schedule, retries, command).await
+        Command::AirflowDag { out, schedule, retries, command, operator } => {
+            commands::runs::airflow(g, out.as_deref(), schedule, retries, command, &operator).await
         }
         Command::Status => commands::status::run(g).await,
         Command::Test { select } => commands::test::run(g, &select).await,

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use medallion::catalog::session;
 use medallion::observability::runlog;
-use medallion::orchestration::airflow::{AirflowOptions, render};
+use medallion::orchestration::airflow::{AirflowOptions, Operator, render};
 
 use super::open;
 use crate::Outcome;
@@ -92,11 +92,15 @@ pub async fn airflow(
     schedule: String,
     retries: u32,
     command: String,
+    operator: &str,
 ) -> Result<Outcome> {
-    let (project, _) = open(g).await?;
+    let (project, lake) = open(g).await?;
     let project_dir =
         std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone()).display().to_string();
-    let py = render(&project, &AirflowOptions { schedule, retries, command, project_dir });
+    let operator = if operator == "medallion" { Operator::Medallion } else { Operator::Bash };
+    let (namespace, root, _) = lake.dataset("");
+    let opts = AirflowOptions { schedule, retries, command, project_dir, operator, lineage: (namespace, root) };
+    let py = render(&project, &opts);
     match out {
         Some(path) => {
             std::fs::write(path, py).with_context(|| format!("cannot write {}", path.display()))?;

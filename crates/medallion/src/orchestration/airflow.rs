@@ -19,6 +19,23 @@ pub struct AirflowOptions {
     pub command: String,
     /// The project directory as the workers see it.
     pub project_dir: String,
+    /// The operator each task uses.
+    pub operator: Operator,
+    /// OpenLineage namespace of the lake and the key its tables sit under (`Lake::dataset("")`),
+    /// for `MedallionRunOperator`'s datasets.
+    pub lineage: (String, String),
+}
+
+/// The operator of the generated tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operator {
+    /// `BashOperator` running the `medallion` command: nothing to install on workers but it.
+    #[default]
+    Bash,
+    /// `medallion.airflow.MedallionRunOperator` from the pip package: the run summary in XCom,
+    /// failed nodes in the task's error, node outcomes in its log, and the node's tables as
+    /// OpenLineage datasets.
+    Medallion,
 }
 
 /// The DAG's Python source.
@@ -36,10 +53,21 @@ pub fn render(project: &Project, opts: &AirflowOptions) -> String {
         py,
         "\nDo not edit: regenerate with `medallion airflow-dag`. One task per node; each runs\n`medallion run --select <node>`, which is idempotent, so Airflow retries never duplicate data.\n\"\"\""
     );
+    if opts.operator == Operator::Bash {
+        py.push_str("import shlex\n\n");
+    }
     py.push_str(
-        "import shlex\n\nimport pendulum\n\ntry:\n    from airflow.sdk import dag  # Airflow 3\nexcept ImportError:\n    from airflow.decorators import dag  # Airflow 2\n\ntry:\n    from airflow.providers.standard.operators.bash import BashOperator  # Airflow 3\nexcept ImportError:\n    from airflow.operators.bash import BashOperator  # Airflow 2\n\n",
+        "import pendulum\n\ntry:\n    from airflow.sdk import dag  # Airflow 3\nexcept ImportError:\n    from airflow.decorators import dag  # Airflow 2\n\n",
     );
-    let _ = writeln!(py, "MEDALLION = {}", quote(&opts.command));
+    py.push_str(match opts.operator {
+        Operator::Bash => "try:\n    from airflow.providers.standard.operators.bash import BashOperator  # Airflow 3\nexcept ImportError:\n    from airflow.operators.bash import BashOperator  # Airflow 2\n\n",
+        Operator::Medallion => "from medallion.airflow import MedallionRunOperator  # pip install medallion\n\n",
+    });
+    let _ = match (opts.operator, opts.command.as_str()) {
+        // The operator finds the binary its package installed.
+        (Operator::Medallion, "medallion") => writeln!(py, "MEDALLION = None"),
+        _ => writeln!(py, "MEDALLION = {}", quote(&opts.command)),
+    };
     let _ = writeln!(py, "PROJECT = {}\n", quote(&opts.project_dir));
     let _ = writeln!(
         py,
@@ -52,7 +80,31 @@ pub fn render(project: &Project, opts: &AirflowOptions) -> String {
     for node in up.keys() {
         // Silver tasks promote their interval's bronze date partition; bronze tasks land what is
         // there; gold tasks rebuild from what silver holds.
-        let date = if node.starts_with("silver/") { " --date {{{{ ds }}}}" } else { "" };
+        let silver = node.starts_with("silver/");
+        if opts.operator == Operator::Medallion {
+            let name = |path: &str| {
+                let root = opts.lineage.1.trim_end_matches('/');
+                quote(&if root.is_empty() { path.to_string() } else { format!("{root}/{path}") })
+            };
+            let inputs: Vec<String> = up[node].iter().map(|r| name(r)).collect();
+            let mut outputs = vec![name(node)];
+            if let Some(t) = node.strip_prefix("silver/") {
+                outputs.push(name(&format!("quarantine/{t}")));
+            }
+            let _ = writeln!(
+                py,
+                "    {} = MedallionRunOperator(task_id={}, project_dir=PROJECT, select={}{}, medallion=MEDALLION, inputs=[{}], outputs=[{}], lineage_namespace={})",
+                task(node),
+                quote(&task(node)),
+                quote(node),
+                if silver { ", date=\"{{ ds }}\"" } else { "" },
+                inputs.join(", "),
+                outputs.join(", "),
+                quote(&opts.lineage.0),
+            );
+            continue;
+        }
+        let date = if silver { " --date {{{{ ds }}}}" } else { "" };
         let _ = writeln!(
             py,
             "    {} = BashOperator(task_id={}, bash_command=f\"{{MEDALLION}} run --project {{shlex.quote(PROJECT)}} --select {}{date}\")",
