@@ -55,7 +55,17 @@ class MedallionRunOperator(BaseOperator):
     def execute(self, context):
         cmd = self.command()
         self.log.info("running %s", " ".join(cmd))
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        env = os.environ.copy()
+        if "OPENLINEAGE_PARENT_ID" not in env:
+            # With Airflow's OpenLineage provider, medallion's own lineage events name this task
+            # run as their parent (and root), so the graph links task -> medallion run -> nodes.
+            try:
+                from airflow.providers.openlineage.plugins.macros import lineage_parent_id
+
+                env["OPENLINEAGE_PARENT_ID"] = lineage_parent_id(context["ti"])
+            except Exception:  # the provider is optional
+                pass
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         summary = None
         for line in proc.stdout:
             try:

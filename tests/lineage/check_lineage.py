@@ -152,6 +152,14 @@ fail = jobs2["orders.gold.daily_revenue"][-1]
 check(fail["eventType"] == "FAIL" and "MEDALLION_FAULT_AT" in fail["run"]["facets"].get("errorMessage", {}).get("message", ""), "daily_revenue: no FAIL with the error message")
 check(jobs2["orders.gold.revenue_by_tier"][-1]["eventType"] == "COMPLETE", "revenue_by_tier should complete")
 check(jobs2["orders"][-1]["eventType"] == "FAIL", "the run with a failed node should end in FAIL")
+outer = {"run": {"runId": "0195f2a4-7d1b-7c3e-9a8b-2f6c1d0e4b5a"}, "job": {"namespace": "airflow", "name": "medallion_orders.gold__daily_revenue"}}
+for e in jobs2["orders"]:
+    p = e["run"]["facets"].get("parent", {})
+    check(p.get("run") == outer["run"] and p.get("job") == outer["job"] and p.get("root") == outer, f"the run's parent is not OPENLINEAGE_PARENT_ID: {p}")
+for name, evs in jobs2.items():
+    if name != "orders":
+        root = evs[0]["run"]["facets"].get("parent", {}).get("root")
+        check(root == outer, f"{name}: root is not the outer run: {root}")
 
 for f in failures:
     print("FAIL", f)

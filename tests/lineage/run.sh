@@ -50,7 +50,8 @@ printf '\n[lineage]\nnamespace = "lineage-test"\nfile = "lineage/events.jsonl"\n
 "$bin" -q run --project "$work/project" --lake "$work/lake1" --format json > "$work/run1.jsonl"
 
 # 2. The HTTP transport (configured from the environment; the project's file sink is turned off by
-#    pointing at a project without [lineage]), with a failing gold model.
+#    pointing at a project without [lineage]), with a failing gold model, started by an outer run
+#    (OPENLINEAGE_PARENT_ID): the run's parent, and every node's root.
 cp -r "$root/examples/orders" "$work/plain"
 rm -rf "$work/plain/lake"
 "$venv/bin/python" "$root/tests/lineage/receiver.py" "$work/posted.jsonl" "$work/port" &
@@ -58,6 +59,8 @@ receiver_pid=$!
 for _ in $(seq 50); do [ -s "$work/port" ] && break; sleep 0.1; done
 port=$(cat "$work/port")
 set +e
+# Started by an outer run (an Airflow task, as its `lineage_parent_id` macro names it).
+OPENLINEAGE_PARENT_ID="airflow/medallion_orders.gold__daily_revenue/0195f2a4-7d1b-7c3e-9a8b-2f6c1d0e4b5a" \
 OPENLINEAGE_URL="http://127.0.0.1:$port" OPENLINEAGE_API_KEY='t0ken$' MEDALLION_FAULT_AT=gold/daily_revenue:write:9 \
   "$bin" -q run --project "$work/plain" --lake "$work/lake2" --retries 0 --format json > "$work/run2.jsonl"
 rc=$?

@@ -71,6 +71,8 @@ pub struct LineageReport {
 pub struct Lineage {
     namespace: String,
     pipeline: String,
+    /// The run that started this one (an Airflow task), from `OPENLINEAGE_PARENT_ID`.
+    outer: Option<Outer>,
     jobs: HashMap<String, JobDef>,
     state: Mutex<State>,
     /// Taken (closed) by [`Lineage::finish`].
@@ -94,6 +96,32 @@ struct NodeRun {
     bytes: u64,
     written: u64,
     rejected: u64,
+}
+
+/// A parent run outside medallion: `OPENLINEAGE_PARENT_ID` as `<namespace>/<job name>/<run id>`,
+/// the convention of OpenLineage's integrations (Airflow's `lineage_parent_id` macro gives it).
+#[derive(Debug, Clone, PartialEq)]
+struct Outer {
+    namespace: String,
+    name: String,
+    run: Uuid,
+}
+
+impl Outer {
+    fn parse(text: &str) -> Option<Outer> {
+        let (rest, run) = text.trim().rsplit_once('/')?;
+        let (namespace, name) = rest.split_once('/')?;
+        let run = Uuid::parse_str(run).ok()?;
+        (!namespace.is_empty() && !name.is_empty()).then(|| Outer {
+            namespace: namespace.into(),
+            name: name.into(),
+            run,
+        })
+    }
+
+    fn facet_parts(&self) -> (Value, Value) {
+        (json!({ "runId": self.run.to_string() }), json!({ "namespace": self.namespace, "name": self.name }))
+    }
 }
 
 /// A node as an OpenLineage job.
@@ -157,11 +185,22 @@ impl Lineage {
             None => None,
         };
         let namespace = config.namespace.clone().unwrap_or_else(|| project.name.clone());
+        let outer = match std::env::var("OPENLINEAGE_PARENT_ID") {
+            Ok(text) if !text.trim().is_empty() => {
+                let outer = Outer::parse(&text);
+                if outer.is_none() {
+                    tracing::warn!(value = %text, "OPENLINEAGE_PARENT_ID is not <namespace>/<job>/<run uuid>: ignored");
+                }
+                outer
+            }
+            _ => None,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = tokio::spawn(deliver(rx, config.file.clone(), post));
         Ok(Some(Arc::new(Lineage {
             namespace,
             pipeline: project.name.clone(),
+            outer,
             jobs: jobs(project, lake),
             state: Mutex::new(State::default()),
             tx: Mutex::new(Some(tx)),
@@ -263,6 +302,12 @@ impl Lineage {
     fn run_event(&self, kind: &str, at: &str, id: Uuid, error: Option<&str>) -> Value {
         let mut run_facets = serde_json::Map::new();
         run_facets.insert("processing_engine".into(), processing_engine());
+        if let Some(outer) = &self.outer {
+            let (run, job) = outer.facet_parts();
+            let root = json!({ "run": run, "job": job });
+            run_facets
+                .insert("parent".into(), facet("ParentRunFacet", json!({ "run": run, "job": job, "root": root })));
+        }
         if let Some(message) = error {
             run_facets.insert("errorMessage".into(), error_message(message));
         }
@@ -296,11 +341,16 @@ impl Lineage {
         run_facets.insert("processing_engine".into(), processing_engine());
         let parent_job = json!({ "namespace": self.namespace, "name": self.pipeline });
         let parent_run = json!({ "runId": run_id.to_string() });
+        // The root is the outermost run: the one that started medallion, if any.
+        let (root_run, root_job) = match &self.outer {
+            Some(outer) => outer.facet_parts(),
+            None => (parent_run.clone(), parent_job.clone()),
+        };
         run_facets.insert(
             "parent".into(),
             facet(
                 "ParentRunFacet",
-                json!({ "run": parent_run, "job": parent_job, "root": { "run": parent_run, "job": parent_job } }),
+                json!({ "run": parent_run, "job": parent_job, "root": { "run": root_run, "job": root_job } }),
             ),
         );
         if let Some(message) = error {
@@ -571,6 +621,19 @@ async fn send(post: &Post, body: String) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outer_parent_is_read_from_the_integrations_convention() {
+        let run = "0195f2a4-7d1b-7c3e-9a8b-2f6c1d0e4b5a";
+        let outer = Outer::parse(&format!("airflow/dag.task/{run}")).expect("parsed");
+        assert_eq!((outer.namespace.as_str(), outer.name.as_str()), ("airflow", "dag.task"));
+        assert_eq!(outer.run.to_string(), run);
+        // A job name with slashes keeps them; a namespace, a name and a UUID are all needed.
+        assert_eq!(Outer::parse(&format!("ns/a/b/{run}")).map(|o| o.name), Some("a/b".to_string()));
+        for bad in ["", "ns/job", "ns/job/not-a-uuid", &format!("/job/{run}"), &format!("ns//{run}")] {
+            assert_eq!(Outer::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_environment_configures_lineage_when_the_project_does_not() {
