@@ -92,12 +92,57 @@ pub const MAX_INFLATED_BYTES: u64 = 16 << 30;
 /// See [`MAX_INFLATED_BYTES`].
 pub const MAX_INFLATE_RATIO: u64 = 200;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Marker {
     batch_id: String,
     date: String,
     ingested_at: String,
     input: String,
+}
+
+impl Marker {
+    /// A new batch of `input`, ingested `now`.
+    fn fresh(now: chrono::DateTime<chrono::Utc>, input: &str) -> Marker {
+        Marker {
+            batch_id: uuid::Uuid::new_v4().to_string(),
+            date: now.format("%Y-%m-%d").to_string(),
+            ingested_at: now.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+            input: input.to_string(),
+        }
+    }
+
+    /// Where the marker of a content (by its SHA-256) lives.
+    fn path(source: &str, sha256: &str) -> String {
+        format!("_medallion/ingest/{source}/{sha256}.json")
+    }
+
+    /// The object path of its batch.
+    fn batch(&self, source: &str) -> String {
+        batch_path(source, &self.date, &self.batch_id)
+    }
+
+    /// The provenance fields every record of its batch carries (JSON members).
+    fn provenance(&self, source: &str) -> String {
+        format!(
+            "\"_batch_id\": {}, \"_ingested_at\": {}, \"_source\": {}",
+            json_string(&self.batch_id),
+            json_string(&self.ingested_at),
+            json_string(source)
+        )
+    }
+
+    /// Writes this marker at `path` unless one is there (create-only): the marker in force, and
+    /// whether it is this one.
+    async fn claim(self, lake: &Lake, path: &str) -> Result<(Marker, bool)> {
+        let bytes = serde_json::to_vec(&self).map_err(|e| Error::Internal(e.to_string()))?;
+        if lake.put_if_absent(path, bytes).await? {
+            return Ok((self, true));
+        }
+        let bytes = lake.get(path).await?.ok_or_else(|| Error::Internal(format!("{path} vanished")))?;
+        let marker = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("corrupt ingest marker {path}: {e}")))?;
+        Ok((marker, false))
+    }
 }
 
 /// How a source's files are read: the format, the text encoding and, for CSV, the dialect.
@@ -330,23 +375,8 @@ pub async fn ingest_from(
         .await
         .map_err(|e| Error::Internal(format!("fingerprint task: {e}")))?
         .map_err(failed)?;
-    let marker_path = format!("_medallion/ingest/{source}/{}.json", print.sha256);
-    let fresh = Marker {
-        batch_id: uuid::Uuid::new_v4().to_string(),
-        date: now.format("%Y-%m-%d").to_string(),
-        ingested_at: now.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
-        input: input.to_string(),
-    };
-    let marker_bytes = serde_json::to_vec(&fresh).map_err(|e| Error::Internal(e.to_string()))?;
-    let (marker, created) = if lake.put_if_absent(&marker_path, marker_bytes).await? {
-        (fresh, true)
-    } else {
-        let bytes = lake.get(&marker_path).await?.ok_or_else(|| Error::Internal(format!("{marker_path} vanished")))?;
-        let marker: Marker = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Internal(format!("corrupt ingest marker {marker_path}: {e}")))?;
-        (marker, false)
-    };
-    let path = batch_path(source, &marker.date, &marker.batch_id);
+    let (marker, created) = Marker::fresh(now, input).claim(lake, &Marker::path(source, &print.sha256)).await?;
+    let path = marker.batch(source);
     crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
     if !created && lake.exists(&path).await? {
         return Ok(IngestOutcome {
@@ -359,12 +389,7 @@ pub async fn ingest_from(
             note: print.damage,
         });
     }
-    let provenance = format!(
-        "\"_batch_id\": {}, \"_ingested_at\": {}, \"_source\": {}",
-        json_string(&marker.batch_id),
-        json_string(&marker.ingested_at),
-        json_string(source)
-    );
+    let provenance = marker.provenance(source);
     // The batch is converted on a blocking thread and uploaded as it is produced.
     let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2);
     let expected = print.clone();
@@ -402,14 +427,8 @@ pub async fn ingest_group(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<IngestOutcome>> {
     let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
-    let fresh = Marker {
-        batch_id: uuid::Uuid::new_v4().to_string(),
-        date: now.format("%Y-%m-%d").to_string(),
-        ingested_at: now.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
-        input: input.to_string(),
-    };
-    let path = batch_path(source, &fresh.date, &fresh.batch_id);
-    let marker_bytes = serde_json::to_vec(&fresh).map_err(|e| Error::Internal(e.to_string()))?;
+    let fresh = Marker::fresh(now, input);
+    let path = fresh.batch(source);
     // Which inputs this batch lands: (index, fingerprint); the others are answered as landed.
     let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; bodies.len()];
     let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -424,13 +443,10 @@ pub async fn ingest_group(
             landing.push((i, Some(first)));
             continue;
         }
-        let marker_path = format!("_medallion/ingest/{source}/{}.json", print.sha256);
-        if !lake.put_if_absent(&marker_path, marker_bytes.clone()).await? {
-            let bytes =
-                lake.get(&marker_path).await?.ok_or_else(|| Error::Internal(format!("{marker_path} vanished")))?;
-            let earlier: Marker = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Internal(format!("corrupt ingest marker {marker_path}: {e}")))?;
-            let earlier_path = batch_path(source, &earlier.date, &earlier.batch_id);
+        let marker_path = Marker::path(source, &print.sha256);
+        let (earlier, created) = fresh.clone().claim(lake, &marker_path).await?;
+        if !created {
+            let earlier_path = earlier.batch(source);
             if lake.exists(&earlier_path).await? {
                 outcomes[i] = Some(IngestOutcome {
                     input: input.to_string(),
@@ -444,18 +460,14 @@ pub async fn ingest_group(
                 continue;
             }
             // Its batch never landed (a crash): this one lands it.
-            lake.put(&marker_path, marker_bytes.clone()).await?;
+            let bytes = serde_json::to_vec(&fresh).map_err(|e| Error::Internal(e.to_string()))?;
+            lake.put(&marker_path, bytes).await?;
         }
         taken.insert(print.sha256.clone(), i);
         landing.push((i, None));
     }
     crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
-    let provenance = format!(
-        "\"_batch_id\": {}, \"_ingested_at\": {}, \"_source\": {}",
-        json_string(&fresh.batch_id),
-        json_string(&fresh.ingested_at),
-        json_string(source)
-    );
+    let provenance = fresh.provenance(source);
     let own: Vec<(usize, bytes::Bytes)> =
         landing.iter().filter(|(_, dup)| dup.is_none()).map(|&(i, _)| (i, bodies[i].clone())).collect();
     if !own.is_empty() {
@@ -465,12 +477,8 @@ pub async fn ingest_group(
             let mut counts = Vec::with_capacity(own.len());
             for (i, body) in &own {
                 let (text, _) = text_reader(body).map_err(|e| format!("cannot be read: {e}"))?;
-                let n = if read.format == SourceFormat::Parquet {
-                    parquet_ndjson(&mut { text }, body.len() as u64, &provenance, &mut gz)?
-                } else {
-                    write_ndjson(&read, read.encoding.reader(text), &provenance, &mut gz)
-                        .map_err(|e| format!("cannot be landed: {e}"))?
-                };
+                let n =
+                    records_ndjson(&read, &mut { text }, body.len() as u64, &provenance, &mut gz, "cannot be landed")?;
                 counts.push((*i, n));
             }
             Ok((gz.finish().map_err(|e| format!("cannot be landed: {e}"))?, counts))
@@ -512,12 +520,8 @@ pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(
     let cap =
         if gzip { (body.len() as u64).saturating_mul(MAX_INFLATE_RATIO).min(MAX_INFLATED_BYTES) } else { u64::MAX };
     let mut limited = text.take(cap.saturating_add(1));
-    let (records, corrupt) = if read.format == SourceFormat::Parquet {
-        parquet_ndjson(&mut limited, body.len() as u64, "", &mut std::io::sink())?
-    } else {
-        let utf8 = read.encoding.reader(&mut limited);
-        write_ndjson(read, utf8, "", &mut std::io::sink()).map_err(|e| format!("cannot be read: {e}"))?
-    };
+    let (records, corrupt) =
+        records_ndjson(read, &mut limited, body.len() as u64, "", &mut std::io::sink(), "cannot be read")?;
     if limited.limit() == 0 {
         return Err(format!("inflates past {MAX_INFLATE_RATIO} times its compressed size: refused as a gzip bomb"));
     }
@@ -616,8 +620,7 @@ fn land(
             None => parquet_ndjson(&mut hashed, expected.bytes, provenance, &mut gz)?,
         }
     } else {
-        let utf8 = read.encoding.reader(&mut hashed);
-        write_ndjson(read, utf8, provenance, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?
+        records_ndjson(read, &mut hashed, expected.bytes, provenance, &mut gz, "cannot be landed")?
     };
     // Whatever the format left unread still counts for the check.
     std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|e| format!("cannot be read: {e}"))?;
@@ -728,6 +731,23 @@ impl Write for PartSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The records of decompressed input (`size` bytes) as NDJSON lines carrying `provenance`, written
+/// to `out`: a Parquet file's rows, else text in the source's encoding and format; (records,
+/// corrupt). A text read or write error is `failure: …`.
+fn records_ndjson(
+    read: &ReadOptions,
+    input: &mut impl Read,
+    size: u64,
+    provenance: &str,
+    out: &mut impl Write,
+    failure: &str,
+) -> std::result::Result<(u64, u64), String> {
+    if read.format == SourceFormat::Parquet {
+        return parquet_ndjson(input, size, provenance, out);
+    }
+    write_ndjson(read, read.encoding.reader(input), provenance, out).map_err(|e| format!("{failure}: {e}"))
 }
 
 /// Writes the records of `text` (UTF-8) as NDJSON lines carrying `provenance`; returns
