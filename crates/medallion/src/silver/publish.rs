@@ -343,6 +343,7 @@ pub(crate) async fn replace_streamed(
         change_feed: table.change_feed,
         replace_where: None,
         repartition: true,
+        deletion_vectors: false,
     };
     Ok(Table::open(lake, Layer::Silver, &table.name).await?.write_stream(rows, write).await?.version())
 }

@@ -120,3 +120,48 @@ async fn keyed_merge_equals_delta_merge() {
     assert_eq!(ka.len(), 625);
     assert_eq!(ka, kb);
 }
+
+/// Issue 16 (spike): on a table with deletion vectors enabled, the keyed merge marks replaced rows
+/// in deletion vectors and rewrites no file, and the table reads the same as copy-on-write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_merge_with_deletion_vectors_reads_like_copy_on_write() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let seed = |dir: std::path::PathBuf, dv: bool| async move {
+        let lake = Lake::open(&dir.display().to_string(), &dir).expect("lake");
+        let mut table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+        for f in 0..4 {
+            let rows: Vec<(i64, Option<i64>, &str)> =
+                (f * 250 + 1..=f * 250 + 250).map(|k| (k, Some(10), "old")).collect();
+            table = table
+                .write(vec![batch(&rows)], WriteOptions { deletion_vectors: dv, ..Default::default() })
+                .await
+                .expect("seed");
+        }
+        (lake, table)
+    };
+    let (a_lake, a) = seed(a_dir.path().to_path_buf(), true).await;
+    let (b_lake, b) = seed(b_dir.path().to_path_buf(), false).await;
+    let (a, dv) = a.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let (b, cow) = b.upsert_rows(source(), upsert(1)).await.expect("copy-on-write");
+    assert_eq!(contents(&a_lake).await, contents(&b_lake).await, "same rows");
+    assert_eq!((dv.num_target_rows_inserted, dv.num_target_rows_updated), (500, 125));
+    assert_eq!((cow.num_target_rows_copied, dv.num_target_rows_copied), (375, 0), "no row copied");
+    // Again, into files that already have vectors: they grow, rows already deleted match nothing.
+    let again: Vec<(i64, Option<i64>, &str)> = (490..=760).map(|k| (k, Some(12), "again")).collect();
+    let (_, dv2) = a.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("merge-on-read");
+    let (_, cow2) = b.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("copy-on-write");
+    assert_eq!(contents(&a_lake).await, contents(&b_lake).await, "same rows after a second merge");
+    assert_eq!(
+        (dv2.num_target_rows_updated, dv2.num_target_rows_inserted),
+        (cow2.num_target_rows_updated, cow2.num_target_rows_inserted)
+    );
+    let vectors = walk_names(a_dir.path(), "deletion_vector_");
+    assert_eq!(vectors, 2, "one vector file per merge");
+}
+
+fn walk_names(dir: &std::path::Path, prefix: &str) -> usize {
+    crate::common::walk(dir)
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .count()
+}

@@ -96,7 +96,8 @@ pub(super) async fn upsert(
 ) -> Result<Option<(DeltaTable, MergeMetrics)>> {
     let started = std::time::Instant::now();
     let delta = |e: DeltaTableError| Error::delta(label, e);
-    let Some(change_feed) = applies(table, rows, key, order_by).map_err(delta)? else { return Ok(None) };
+    let Some(mode) = applies(table, rows, key, order_by).map_err(delta)? else { return Ok(None) };
+    let change_feed = mode.change_feed;
     let Some(source) = index(rows, key, order_by)? else { return Ok(None) };
     let snapshot = table.snapshot().map_err(delta)?;
     let schema: SchemaRef = Arc::clone(&rows[0].schema());
@@ -110,12 +111,22 @@ pub(super) async fn upsert(
         (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
     let scanned = candidates.len();
     let scan_started = std::time::Instant::now();
+    // Rows a file's deletion vector already removes are not the table's: they match nothing.
+    let mut deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = HashMap::new();
+    for &i in &candidates {
+        let dv = files[i].deletion_vector_descriptor();
+        deleted
+            .insert(i, Arc::new(super::dv::read(store.as_ref(), &Path::from(""), dv.as_ref()).await.map_err(delta)?));
+    }
     let hits: Vec<(usize, Vec<Hit>)> = futures::stream::iter(candidates)
         .map(|i| {
             let (store, source, path, size) =
                 (Arc::clone(&store), Arc::clone(&source), files[i].object_store_path(), files[i].size());
             let (key, order_by) = (key.to_string(), order_by.to_string());
-            tokio::spawn(async move { scan(store, path, size, &key, &order_by, &source).await.map(|h| (i, h)) })
+            let deleted = Arc::clone(&deleted[&i]);
+            tokio::spawn(
+                async move { scan(store, path, size, &key, &order_by, &source, &deleted).await.map(|h| (i, h)) },
+            )
         })
         .buffer_unordered(threads)
         .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge scan task: {e}")))?)
@@ -150,8 +161,29 @@ pub(super) async fn upsert(
         }
     }
 
-    // Rewrite the files with replaced rows, several at once; keep the replaced rows for the feed.
+    // Merge-on-read: the replaced rows are marked in each file's deletion vector, no file is
+    // rewritten; the same file is committed again with its new vector (stats no longer tight).
     let rewrite_started = std::time::Instant::now();
+    let mut marked = Vec::new();
+    if mode.deletion_vectors {
+        let mut vectors = Vec::with_capacity(rewrites.len());
+        for (i, drop) in &rewrites {
+            let mut v = deleted.get(i).map(|d| d.as_ref().clone()).unwrap_or_default();
+            v.extend(drop.iter().map(|&r| u64::from(r)));
+            vectors.push(v);
+        }
+        let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await.map_err(delta)?;
+        for ((i, _), d) in rewrites.drain(..).zip(descriptors) {
+            // The file's add as the log has it, to be committed again with its new vector.
+            #[allow(deprecated)]
+            let mut add = files[i].add_action();
+            add.data_change = true;
+            add.deletion_vector = Some(d);
+            add.stats = add.stats.map(|s| loose_stats(&s));
+            marked.push((i, add));
+        }
+    }
+    // Rewrite the files with replaced rows, several at once; keep the replaced rows for the feed.
     let table_arc = Arc::new(table.clone());
     let rewritten: Vec<(usize, Vec<Action>, Vec<RecordBatch>, usize)> = futures::stream::iter(rewrites)
         .map(|(i, drop)| {
@@ -195,8 +227,12 @@ pub(super) async fn upsert(
     let added_for_source = actions.len();
     let mut copied = 0usize;
     let mut preimages = Vec::new();
-    let removed = rewritten.len();
-    let mut added = added_for_source;
+    let removed = rewritten.len() + marked.len();
+    let mut added = added_for_source + marked.len();
+    for (i, add) in marked {
+        actions.push(Action::Remove(files[i].remove_action(true)));
+        actions.push(Action::Add(add));
+    }
     for (i, adds, pre, kept) in rewritten {
         actions.push(Action::Remove(files[i].remove_action(true)));
         added += adds.len();
@@ -252,13 +288,33 @@ pub(super) async fn upsert(
     Ok(Some((out, metrics)))
 }
 
-/// Whether the keyed merge handles `table` (Some(records a change data feed)) or not (None).
+/// How the keyed merge writes a table.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// The table records a change data feed.
+    change_feed: bool,
+    /// Replaced rows are marked in deletion vectors instead of files being rewritten.
+    deletion_vectors: bool,
+}
+
+/// `stats` with `tightBounds` false: a file with deleted rows keeps the bounds of all its rows.
+fn loose_stats(stats: &str) -> String {
+    match serde_json::from_str::<serde_json::Map<String, Value>>(stats) {
+        Ok(mut m) => {
+            m.insert("tightBounds".into(), Value::Bool(false));
+            Value::Object(m).to_string()
+        }
+        Err(_) => stats.to_string(),
+    }
+}
+
+/// Whether the keyed merge handles `table`, and how; None when it does not.
 fn applies(
     table: &DeltaTable,
     rows: &[RecordBatch],
     key: &str,
     order_by: &str,
-) -> Result<Option<bool>, DeltaTableError> {
+) -> Result<Option<Mode>, DeltaTableError> {
     let Some(first) = rows.first() else { return Ok(None) };
     let schema = first.schema();
     let (Ok(k), Ok(o)) = (schema.index_of(key), schema.index_of(order_by)) else { return Ok(None) };
@@ -267,12 +323,16 @@ fn applies(
     }
     let snapshot = table.snapshot()?;
     let config = snapshot.metadata().configuration();
-    let constrained =
-        config.iter().any(|(k, v)| k.starts_with("delta.constraints.") || (k == "delta.appendOnly" && v == "true"));
-    if constrained
-        || snapshot.protocol().min_writer_version() > 4
-        || !snapshot.metadata().partition_columns().is_empty()
-    {
+    let constrained = config.iter().any(|(k, v)| {
+        k.starts_with("delta.constraints.")
+            || (k == "delta.appendOnly" && v == "true")
+            || k == "delta.columnMapping.mode"
+    });
+    let change_feed = config.get("delta.enableChangeDataFeed").is_some_and(|v| v == "true");
+    let deletion_vectors = config.get("delta.enableDeletionVectors").is_some_and(|v| v == "true");
+    // With deletion vectors the change feed would need the replaced rows read back: MERGE then.
+    let writer_ok = snapshot.protocol().min_writer_version() <= 4 || (deletion_vectors && !change_feed);
+    if constrained || !writer_ok || !snapshot.metadata().partition_columns().is_empty() {
         return Ok(None);
     }
     // Same columns in the same order (a table whose schema differs goes through MERGE's casts).
@@ -280,10 +340,10 @@ fn applies(
     if columns.iter().map(String::as_str).ne(schema.fields().iter().map(|f| f.name().as_str())) {
         return Ok(None);
     }
-    if snapshot.log_data().iter().any(|f| f.deletion_vector_descriptor().is_some()) {
+    if !deletion_vectors && snapshot.log_data().iter().any(|f| f.deletion_vector_descriptor().is_some()) {
         return Ok(None);
     }
-    Ok(Some(config.get("delta.enableChangeDataFeed").is_some_and(|v| v == "true")))
+    Ok(Some(Mode { change_feed, deletion_vectors }))
 }
 
 /// Whether `batches` have a non-null `int64` key at column `k` and an order column at `o` that
@@ -351,6 +411,7 @@ async fn scan(
     key: &str,
     order_by: &str,
     source: &Source,
+    deleted: &roaring::RoaringTreemap,
 ) -> Result<Vec<Hit>, DeltaTableError> {
     let builder = open(&store, path.clone(), size).await?;
     let fields = builder.schema().fields();
@@ -373,6 +434,7 @@ async fn scan(
         for r in 0..batch.num_rows() {
             if keys.is_valid(r)
                 && let Some(&s) = source.index.get(&keys.value(r))
+                && !deleted.contains(u64::from(row) + r as u64)
             {
                 hits.push(Hit { row: row + r as u32, source: s, order: orders.is_valid(r).then(|| orders.value(r)) });
             }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::{Lake, Layer};
 use crate::error::{Error, Result};
 
+mod dv;
 mod keyed;
 pub use deltalake::operations::merge::MergeMetrics;
 pub(crate) use keyed::int_key_and_order;
@@ -353,8 +354,17 @@ impl Table {
         if (!self.exists && !write.partition_by.is_empty()) || (write.overwrite && write.repartition) {
             builder = builder.with_partition_columns(write.partition_by);
         }
-        if !self.exists && write.change_feed {
-            builder = builder.with_configuration([("delta.enableChangeDataFeed", Some("true"))]);
+        if !self.exists {
+            let mut config = Vec::new();
+            if write.change_feed {
+                config.push(("delta.enableChangeDataFeed", Some("true")));
+            }
+            if write.deletion_vectors {
+                config.push(("delta.enableDeletionVectors", Some("true")));
+            }
+            if !config.is_empty() {
+                builder = builder.with_configuration(config);
+            }
         }
         match write.replace_where {
             Some(predicate) => builder = builder.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate),
@@ -543,6 +553,9 @@ pub struct WriteOptions {
     pub replace_where: Option<String>,
     /// When the write creates the table: record a change data feed (for incremental readers).
     pub change_feed: bool,
+    /// Create the table with deletion vectors enabled (merges then mark replaced rows instead of
+    /// rewriting files).
+    pub deletion_vectors: bool,
     /// With `overwrite`: partition the replaced table by `partition_by` even if it exists (a
     /// rebuild after `partition_by` changed).
     pub repartition: bool,
