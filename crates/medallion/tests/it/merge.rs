@@ -165,3 +165,32 @@ fn walk_names(dir: &std::path::Path, prefix: &str) -> usize {
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
         .count()
 }
+
+/// Timing by hand (`--run-ignored only`): 1,000 keys spread over a 1M-row table of 8 files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn deletion_vectors_against_copy_on_write_timing() {
+    for dv in [false, true] {
+        let dir = tempfile::tempdir().expect("dir");
+        let lake = Lake::open(&dir.path().display().to_string(), dir.path()).expect("lake");
+        let mut table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+        for f in 0..8i64 {
+            let rows: Vec<(i64, Option<i64>, &str)> =
+                (f * 125_000 + 1..=f * 125_000 + 125_000).map(|k| (k, Some(10), "old")).collect();
+            table = table
+                .write(vec![batch(&rows)], WriteOptions { deletion_vectors: dv, ..Default::default() })
+                .await
+                .expect("seed");
+        }
+        let rows: Vec<(i64, Option<i64>, &str)> = (1..=1000).map(|i| (i * 997, Some(11), "new")).collect();
+        let t = std::time::Instant::now();
+        let (_, m) = table.upsert_rows(vec![batch(&rows)], upsert(1)).await.expect("merge");
+        eprintln!(
+            "deletion_vectors={dv}: {:?}, updated {}, copied {}, files removed {}",
+            t.elapsed(),
+            m.num_target_rows_updated,
+            m.num_target_rows_copied,
+            m.num_target_files_removed
+        );
+    }
+}
