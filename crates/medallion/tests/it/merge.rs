@@ -194,3 +194,52 @@ async fn deletion_vectors_against_copy_on_write_timing() {
         );
     }
 }
+
+/// Spike, what delta-rs does to a table with deletion vectors (`--run-ignored only`): optimize,
+/// vacuum (retention 0, forced), and delta-rs's MERGE, each compared with copy-on-write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn delta_rs_operations_on_a_deletion_vector_table() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let seed = |dir: std::path::PathBuf, dv: bool| async move {
+        let lake = Lake::open(&dir.display().to_string(), &dir).expect("lake");
+        let mut table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+        for f in 0..4 {
+            let rows: Vec<(i64, Option<i64>, &str)> =
+                (f * 250 + 1..=f * 250 + 250).map(|k| (k, Some(10), "old")).collect();
+            table = table
+                .write(vec![batch(&rows)], WriteOptions { deletion_vectors: dv, ..Default::default() })
+                .await
+                .expect("seed");
+        }
+        (lake, table)
+    };
+    let (a_lake, a) = seed(a_dir.path().to_path_buf(), true).await;
+    let (b_lake, b) = seed(b_dir.path().to_path_buf(), false).await;
+    let (a, _) = a.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let (b, _) = b.upsert_rows(source(), upsert(1)).await.expect("copy-on-write");
+    assert_eq!(contents(&a_lake).await, contents(&b_lake).await);
+    // delta-rs's MERGE on the DV table (a second key set).
+    let ctx = datafusion::prelude::SessionContext::new();
+    let again: Vec<(i64, Option<i64>, &str)> = (200..=700).map(|k| (k, Some(13), "merge")).collect();
+    let a = match a.upsert(ctx.read_batches(vec![batch(&again)]).expect("src"), upsert(2)).await {
+        Ok((a, _)) => a,
+        Err(e) => panic!("MERGE on a DV table: {e}"),
+    };
+    let (b, _) = b.upsert(ctx.read_batches(vec![batch(&again)]).expect("src"), upsert(2)).await.expect("MERGE");
+    eprintln!("MERGE on a DV table equals copy-on-write: {}", contents(&a_lake).await == contents(&b_lake).await);
+    let (a, removed, added) = a.optimize(&[], None).await.expect("optimize");
+    let (b, _, _) = b.optimize(&[], None).await.expect("optimize");
+    eprintln!(
+        "optimize ({removed} files removed, {added} added) keeps the DV table equal: {}",
+        contents(&a_lake).await == contents(&b_lake).await
+    );
+    let (_, deleted) = a.vacuum(std::time::Duration::ZERO, true, false).await.expect("vacuum");
+    let _ = b.vacuum(std::time::Duration::ZERO, true, false).await.expect("vacuum");
+    eprintln!(
+        "vacuum deleted {} files; the DV table still equal: {}; vector files left: {}",
+        deleted.len(),
+        contents(&a_lake).await == contents(&b_lake).await,
+        walk_names(a_dir.path(), "deletion_vector_")
+    );
+}
