@@ -435,6 +435,7 @@ impl Project {
                             schema,
                             record,
                             on_contract_change: spec.on_contract_change.unwrap_or(default_on_change),
+                            deletion_vectors: spec.merge == Some(crate::spec::MergeMode::DeletionVectors),
                         },
                     );
                 }

@@ -107,6 +107,7 @@ async fn write_rows(
         txn: Some(txn),
         metadata,
         change_feed: table.change_feed,
+        deletion_vectors: table.deletion_vectors,
         ..Default::default()
     };
     Ok(Table::open(lake, Layer::Silver, &table.name).await?.write(rows, write).await?.version())
@@ -176,6 +177,7 @@ async fn create(
         txn: Some(txn),
         metadata,
         change_feed: table.change_feed,
+        deletion_vectors: table.deletion_vectors,
         ..Default::default()
     };
     let silver = silver.write(rows, write).await?;

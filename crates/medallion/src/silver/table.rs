@@ -56,6 +56,8 @@ pub struct SilverTable {
     pub record: ContractRecord,
     /// What a contract that no longer matches the published table does.
     pub on_contract_change: OnContractChange,
+    /// Created with deletion vectors: merges mark replaced rows instead of rewriting files.
+    pub deletion_vectors: bool,
 }
 
 impl SilverTable {

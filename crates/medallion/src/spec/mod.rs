@@ -692,6 +692,11 @@ pub struct SilverSpec {
     /// How changes are kept: SCD type 1 (latest per key, optional deletes) or 2 (full history).
     #[serde(default)]
     pub history: Option<HistorySpec>,
+    /// How a merge changes the table's files: `copy_on_write` (default: files holding a replaced
+    /// row are rewritten) or `deletion_vectors` (replaced rows are marked in the files' deletion
+    /// vectors; readers need deletion-vector support). Takes effect when the table is created.
+    #[serde(default)]
+    pub merge: Option<MergeMode>,
     /// An event table instead: rows are appended, and a record whose `primary_key` (the event
     /// id) was already kept with an event time within `window` of its own is dropped as a
     /// duplicate (`dedup = { time = "event_ts", window = "1h" }`).
@@ -701,6 +706,17 @@ pub struct SilverSpec {
     /// (default: the project's `on_contract_change`, else `evolve`).
     #[serde(default)]
     pub on_contract_change: Option<OnContractChange>,
+}
+
+/// How merges change a silver table's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMode {
+    /// Files holding a replaced row are rewritten.
+    #[default]
+    CopyOnWrite,
+    /// Replaced rows are marked in deletion vectors (merge-on-read).
+    DeletionVectors,
 }
 
 /// `dedup = { time = "event_ts", window = "1h" }`: append-only with window dedup.

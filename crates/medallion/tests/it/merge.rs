@@ -243,3 +243,44 @@ async fn delta_rs_operations_on_a_deletion_vector_table() {
         walk_names(a_dir.path(), "deletion_vector_")
     );
 }
+
+/// Issue 16 (branch): a silver table with `merge = "deletion_vectors"` over batches that re-send
+/// orders holds the same rows as copy-on-write after every run, and its files carry vectors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silver_table_with_deletion_vectors_equals_copy_on_write_run_after_run() {
+    use crate::common::{Dir, write_gz};
+    let toml = |merge: &str| {
+        format!(
+            r#"[project]
+name = "dv"
+
+[sources.orders]
+
+[silver.orders]
+primary_key = ["order_id"]
+order_by = "_ingested_at"
+merge = "{merge}"
+columns = [
+  {{ name = "order_id", type = "int64" }},
+  {{ name = "customer_id", type = "int64" }},
+  {{ name = "amount", type = "decimal(18,2)" }},
+  {{ name = "currency", type = "string" }},
+]
+"#
+        )
+    };
+    let (dv, cow) = (Dir::new(&toml("deletion_vectors")), Dir::new(&toml("copy_on_write")));
+    let (batches, _) = crate::common::sample(6_000, 4, 21);
+    let rows = "SELECT * EXCLUDE (_ingested_at), CAST(_ingested_at AS VARCHAR) FROM silver.orders ORDER BY order_id";
+    for b in &batches {
+        for d in [&dv, &cow] {
+            let path = d.dir.path().join(format!("lake/bronze/orders/{}/{}.ndjson.gz", b.date, b.batch_id));
+            write_gz(&path, b.bronze_ndjson("orders").as_bytes());
+            let s = d.run().await;
+            assert!(s.ok(), "{:?}", s.failed);
+        }
+        assert_eq!(dv.rows(rows).await, cow.rows(rows).await, "after batch {}", b.batch_id);
+    }
+    assert!(walk_names(&dv.dir.path().join("lake/silver/orders"), "deletion_vector_") > 0, "vectors written");
+    assert_eq!(walk_names(&cow.dir.path().join("lake/silver/orders"), "deletion_vector_"), 0);
+}
