@@ -29,13 +29,15 @@ pub struct Maintained {
     pub removed: u64,
     /// Files written (optimize).
     pub added: u64,
+    /// Rows deletion vectors had marked deleted that a purge dropped from the files (optimize).
+    pub purged_rows: u64,
     /// Delta version after.
     pub version: Option<i64>,
 }
 
 impl Maintained {
     /// What an operation did to `t`: `before` is its (files, bytes) when the operation started.
-    fn measure(t: &Table, before: (usize, u64), removed: u64, added: u64) -> Result<Self> {
+    fn measure(t: &Table, before: (usize, u64), removed: u64, added: u64, purged_rows: u64) -> Result<Self> {
         let (files_before, bytes_before) = before;
         let (files_after, bytes_after) = t.files()?;
         Ok(Self {
@@ -46,24 +48,44 @@ impl Maintained {
             bytes_after,
             removed,
             added,
+            purged_rows,
             version: t.version(),
         })
     }
 }
 
-/// Compacts `t` (Z-ordered by `zorder`), measuring files and bytes before and after.
+/// Purges `t`'s deletion vectors (rewrites the files that have one without their deleted rows),
+/// measuring files and bytes before and after.
+async fn purge(t: Table) -> Result<(Table, Maintained)> {
+    let before = t.files()?;
+    let (deleted, _) = t.deleted_rows()?;
+    let (t, removed, added) = t.purge().await?;
+    let done = Maintained::measure(&t, before, removed, added, deleted)?;
+    Ok((t, done))
+}
+
+/// Compacts `t` (Z-ordered by `zorder`) after purging its deletion vectors, measuring files and
+/// bytes before and after.
 async fn compact(t: Table, zorder: &[String], target_size: Option<u64>) -> Result<(Table, Maintained)> {
     let before = t.files()?;
+    let (t, purged) = purge(t).await?;
     let (t, removed, added) = t.optimize(zorder, target_size).await?;
-    let done = Maintained::measure(&t, before, removed, added)?;
+    let done = Maintained::measure(&t, before, purged.removed + removed, purged.added + added, purged.purged_rows)?;
     Ok((t, done))
+}
+
+/// Whether `t`'s deletion vectors delete more than `share` of its files' rows.
+fn purge_due(t: &Table, share: Option<f64>) -> Result<bool> {
+    let Some(share) = share else { return Ok(false) };
+    let (deleted, rows) = t.deleted_rows()?;
+    Ok(deleted > 0 && deleted as f64 > share * rows as f64)
 }
 
 /// Vacuums `t`, measuring files and bytes before and after.
 async fn sweep(t: Table, retain: Duration, force: bool, dry_run: bool) -> Result<(Table, Maintained)> {
     let before = t.files()?;
     let (t, deleted) = t.vacuum(retain, force, dry_run).await?;
-    let done = Maintained::measure(&t, before, deleted.len() as u64, 0)?;
+    let done = Maintained::measure(&t, before, deleted.len() as u64, 0, 0)?;
     Ok((t, done))
 }
 
@@ -87,7 +109,7 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
 }
 
 /// Compacts every table (or `only`), Z-ordering by `zorder` when given, into files of about
-/// `target_size` bytes (default: delta-rs's, 100 MiB).
+/// `target_size` bytes (default: delta-rs's, 100 MiB), after purging every deletion vector.
 pub async fn optimize(
     lake: &Lake,
     project: &Project,
@@ -141,6 +163,7 @@ fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
         zorder: Vec::new(),
         target_size: None,
         vacuum: project.vacuum,
+        purge_deleted_above: Some(crate::storage::PURGE_DELETED_ABOVE),
     };
     let of = |name: &str| {
         project
@@ -160,8 +183,9 @@ fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
 const STATE: &str = "_medallion/maintenance.json";
 
 /// After a successful run: compacts every table holding more live files than its policy's
-/// `compact_above_files` (Z-ordered by its `zorder`), and vacuums every table whose policy's
-/// `vacuum_every` has passed since its last policy vacuum. Returns (compacted, vacuumed).
+/// `compact_above_files` (Z-ordered by its `zorder`), purges the deletion vectors of one whose
+/// deleted rows pass its `purge_deleted_above` share, and vacuums every table whose policy's
+/// `vacuum_every` has passed since its last policy vacuum. Returns (compacted or purged, vacuumed).
 pub async fn after_run(
     lake: &Lake,
     project: &Project,
@@ -185,7 +209,7 @@ pub async fn after_run(
         let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::runtime::Now>().ok()).or(legacy);
         let vacuum_due =
             p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
-        if p.compact_above_files == 0 && vacuum_due.is_none() {
+        if p.compact_above_files == 0 && vacuum_due.is_none() && p.purge_deleted_above.is_none() {
             continue;
         }
         let mut t = Table::open(lake, layer, &name).await?;
@@ -195,6 +219,11 @@ pub async fn after_run(
         if p.compact_above_files > 0 && t.files()?.0 > p.compact_above_files {
             let (after, done) = compact(t, &p.zorder, p.target_size).await?;
             tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
+            compacted.push(done);
+            t = after;
+        } else if purge_due(&t, p.purge_deleted_above)? {
+            let (after, done) = purge(t).await?;
+            tracing::info!(table = %done.table, rows = done.purged_rows, files = done.removed, "deletion vectors purged");
             compacted.push(done);
             t = after;
         }

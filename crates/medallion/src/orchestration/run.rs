@@ -139,7 +139,8 @@ pub struct RunSummary {
     pub totals: Totals,
     /// New fields or JSON types sources started carrying (schema drift), noticed in this run.
     pub drift: Vec<crate::bronze::drift::DriftEvent>,
-    /// Append-only tables compacted after the run (more files than `compact_above_files`).
+    /// Tables compacted after the run (more files than `compact_above_files`), or purged of their
+    /// deletion vectors (deleted rows past `purge_deleted_above`).
     pub compacted: Vec<crate::maintenance::Maintained>,
     /// Tables vacuumed after the run (the project's `vacuum_every` had passed).
     pub vacuumed: Vec<crate::maintenance::Maintained>,

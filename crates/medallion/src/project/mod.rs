@@ -139,7 +139,13 @@ impl Project {
                               subject: &str,
                               line: Option<usize>,
                               diags: &mut Vec<Diagnostic>| {
-            let mut m = Maintenance { compact_above_files, zorder: Vec::new(), target_size: None, vacuum };
+            let mut m = Maintenance {
+                compact_above_files,
+                zorder: Vec::new(),
+                target_size: None,
+                vacuum,
+                purge_deleted_above: Some(crate::storage::PURGE_DELETED_ABOVE),
+            };
             let Some(spec) = spec else { return m };
             let line = line_of(file, "maintenance", line);
             m.compact_above_files = spec.compact_above_files.unwrap_or(compact_above_files);
@@ -162,6 +168,18 @@ impl Project {
                     Diagnostic::new(file, subject, "maintenance: target_size must be more than 0 bytes")
                         .with_line(line),
                 );
+            }
+            match spec.purge_deleted_above {
+                Some(share) if !(0.0..=1.0).contains(&share) => diags.push(
+                    Diagnostic::new(
+                        file,
+                        subject,
+                        format!("maintenance: purge_deleted_above is a share of rows from 0 to 1, not {share}"),
+                    )
+                    .with_line(line),
+                ),
+                Some(share) => m.purge_deleted_above = (share < 1.0).then_some(share),
+                None => {}
             }
             match vacuum_policy(spec.vacuum_every.as_deref(), spec.vacuum_retain.as_deref(), vacuum) {
                 Ok(v) => m.vacuum = v,

@@ -99,6 +99,11 @@ pub struct MaintenanceSpec {
     /// What those vacuums keep (default `7d`; shorter is refused).
     #[serde(default)]
     pub vacuum_retain: Option<String>,
+    /// A table merged with deletion vectors: after a run, rewrite the files that have one without
+    /// their deleted rows when those are more than this share of the files' rows (0–1, default
+    /// 0.1; 1 turns it off).
+    #[serde(default)]
+    pub purge_deleted_above: Option<f64>,
 }
 
 /// What a failed expectation does.

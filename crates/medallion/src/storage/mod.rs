@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
 pub use crate::error::explain;
 pub use lake::{BatchFile, Lake, Layer, Part};
-pub use policy::{MIN_RETENTION, Maintenance};
+pub use policy::{MIN_RETENTION, Maintenance, PURGE_DELETED_ABOVE};
 
 /// The UTC microsecond timestamp type the lake stores: `_ingested_at`, timestamp columns, and the
 /// times of its own tables (events, expectation results, dead letters).

@@ -17,4 +17,11 @@ pub struct Maintenance {
     pub target_size: Option<u64>,
     /// Vacuum (every, retain).
     pub vacuum: Option<(Duration, Duration)>,
+    /// Purge deletion vectors (rewrite the files that have one without their deleted rows) when
+    /// they delete more than this share of the table's file rows (None: never after a run).
+    pub purge_deleted_above: Option<f64>,
 }
+
+/// The default `purge_deleted_above`: readers of a merge-on-read table read at most ~10% of rows
+/// only to skip them before the next run rewrites them away.
+pub const PURGE_DELETED_ABOVE: f64 = 0.1;

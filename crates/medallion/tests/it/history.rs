@@ -46,6 +46,14 @@ columns = [
 history = { scd = 1, delete_when = "op = 'D'" }
 "#;
 
+/// `toml` as written and with its silver table merged with deletion vectors (issue 16): both must
+/// behave the same.
+fn with_and_without_deletion_vectors(toml: &str) -> [String; 2] {
+    let dv = toml.replace("\nhistory = {", "\nmerge = \"deletion_vectors\"\nhistory = {");
+    assert_ne!(dv, toml);
+    [toml.to_string(), dv]
+}
+
 pub struct Lakehouse {
     pub dir: tempfile::TempDir,
     batches: usize,
@@ -149,8 +157,9 @@ async fn scd2_scenarios_build_the_history_they_declare_one_commit_per_run() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/history/scd2.toml"))
             .expect("read");
     let scenarios: Scenarios = toml::from_str(&text).expect("valid scd2.toml");
-    for sc in scenarios.scenario {
-        let mut lh = Lakehouse::new(SCD2);
+    for (sc, toml) in scenarios.scenario.iter().flat_map(|sc| with_and_without_deletion_vectors(SCD2).map(|t| (sc, t)))
+    {
+        let mut lh = Lakehouse::new(&toml);
         for (i, batch) in sc.runs.iter().enumerate() {
             let records: Vec<String> = batch.iter().map(|r| record(r)).collect();
             let s = lh.run_with("customers", &records).await;
@@ -181,8 +190,9 @@ async fn rebuilds_of_scd2_and_change_data_tables_equal_promoting_batch_by_batch(
     let scenarios: Scenarios = toml::from_str(&text).expect("valid scd2.toml");
     let all = "SELECT * EXCLUDE (_ingested_at, valid_from, valid_to), CAST(valid_from AS VARCHAR) AS vf, \
                CAST(valid_to AS VARCHAR) AS vt FROM silver.dim_customers ORDER BY customer_id, valid_from";
-    for sc in scenarios.scenario {
-        let mut lh = Lakehouse::new(SCD2);
+    for (sc, toml) in scenarios.scenario.iter().flat_map(|sc| with_and_without_deletion_vectors(SCD2).map(|t| (sc, t)))
+    {
+        let mut lh = Lakehouse::new(&toml);
         for batch in &sc.runs {
             lh.run_with("customers", &batch.iter().map(|r| record(r)).collect::<Vec<_>>()).await;
         }
@@ -199,20 +209,22 @@ async fn rebuilds_of_scd2_and_change_data_tables_equal_promoting_batch_by_batch(
         assert_eq!(lh.rows(all).await, one_by_one, "{}", sc.name);
     }
 
-    let mut lh = Lakehouse::new(CDC);
-    lh.run_with("accounts", &[account(1, 1, Some(10)), account(2, 1, Some(20)), account(4, 1, Some(40))]).await;
-    lh.run_with("accounts", &[account(1, 3, Some(30)), account(1, 2, Some(25)), account(2, 2, None)]).await;
-    lh.run_with("accounts", &[account(4, 2, None), account(3, 1, Some(7))]).await;
-    lh.run_with("accounts", &[account(2, 5, Some(50))]).await;
-    let rows = "SELECT id, seq, balance FROM silver.accounts ORDER BY id";
-    let one_by_one = lh.rows(rows).await;
-    assert_eq!(one_by_one, vec!["1 3 30".to_string(), "2 5 50".into(), "3 1 7".into()]);
-    lh.rebuild("accounts").await;
-    assert_eq!(lh.rows(rows).await, one_by_one);
-    // The rebuilt tombstones still stop a late record of the deleted key.
-    let s = lh.run_with("accounts", &[account(4, 1, Some(41))]).await;
-    assert_eq!((s.silver[0].inserted, s.silver[0].superseded), (0, 1));
-    assert_eq!(lh.rows(rows).await, one_by_one);
+    for toml in with_and_without_deletion_vectors(CDC) {
+        let mut lh = Lakehouse::new(&toml);
+        lh.run_with("accounts", &[account(1, 1, Some(10)), account(2, 1, Some(20)), account(4, 1, Some(40))]).await;
+        lh.run_with("accounts", &[account(1, 3, Some(30)), account(1, 2, Some(25)), account(2, 2, None)]).await;
+        lh.run_with("accounts", &[account(4, 2, None), account(3, 1, Some(7))]).await;
+        lh.run_with("accounts", &[account(2, 5, Some(50))]).await;
+        let rows = "SELECT id, seq, balance FROM silver.accounts ORDER BY id";
+        let one_by_one = lh.rows(rows).await;
+        assert_eq!(one_by_one, vec!["1 3 30".to_string(), "2 5 50".into(), "3 1 7".into()]);
+        lh.rebuild("accounts").await;
+        assert_eq!(lh.rows(rows).await, one_by_one);
+        // The rebuilt tombstones still stop a late record of the deleted key.
+        let s = lh.run_with("accounts", &[account(4, 1, Some(41))]).await;
+        assert_eq!((s.silver[0].inserted, s.silver[0].superseded), (0, 1));
+        assert_eq!(lh.rows(rows).await, one_by_one);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,37 +246,44 @@ fn account(id: i64, seq: i64, balance: Option<i64>) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn change_data_applies_in_sequence_order_with_deletes_and_late_records_ignored() {
-    let mut lh = Lakehouse::new(CDC);
-    lh.run_with("accounts", &[account(1, 1, Some(10)), account(2, 1, Some(20))]).await;
-    let s = lh.run_with("accounts", &[account(1, 3, Some(30)), account(1, 2, Some(25)), account(2, 2, None)]).await;
-    let p = &s.silver[0];
-    assert_eq!((p.read, p.inserted, p.updated, p.deleted, p.superseded), (3, 0, 1, 1, 1));
-    assert_eq!(lh.rows("SELECT id, seq, balance FROM silver.accounts ORDER BY id").await, vec!["1 3 30".to_string()]);
+    for toml in with_and_without_deletion_vectors(CDC) {
+        let mut lh = Lakehouse::new(&toml);
+        lh.run_with("accounts", &[account(1, 1, Some(10)), account(2, 1, Some(20))]).await;
+        let s = lh.run_with("accounts", &[account(1, 3, Some(30)), account(1, 2, Some(25)), account(2, 2, None)]).await;
+        let p = &s.silver[0];
+        assert_eq!((p.read, p.inserted, p.updated, p.deleted, p.superseded), (3, 0, 1, 1, 1));
+        assert_eq!(
+            lh.rows("SELECT id, seq, balance FROM silver.accounts ORDER BY id").await,
+            vec!["1 3 30".to_string()]
+        );
 
-    // Older than what the table holds (or than the delete): ignored. A new key: inserted.
-    let s = lh.run_with("accounts", &[account(2, 1, Some(99)), account(1, 2, Some(5)), account(3, 1, Some(7))]).await;
-    let p = &s.silver[0];
-    assert_eq!((p.read, p.inserted, p.updated, p.deleted, p.superseded), (3, 1, 0, 0, 2));
-    assert_eq!(
-        lh.rows("SELECT id, seq, balance FROM silver.accounts ORDER BY id").await,
-        vec!["1 3 30".to_string(), "3 1 7".into()]
-    );
+        // Older than what the table holds (or than the delete): ignored. A new key: inserted.
+        let s =
+            lh.run_with("accounts", &[account(2, 1, Some(99)), account(1, 2, Some(5)), account(3, 1, Some(7))]).await;
+        let p = &s.silver[0];
+        assert_eq!((p.read, p.inserted, p.updated, p.deleted, p.superseded), (3, 1, 0, 0, 2));
+        assert_eq!(
+            lh.rows("SELECT id, seq, balance FROM silver.accounts ORDER BY id").await,
+            vec!["1 3 30".to_string(), "3 1 7".into()]
+        );
 
-    // A newer record after the delete brings the key back; rerunning changes nothing.
-    let s = lh.run_with("accounts", &[account(2, 5, Some(50))]).await;
-    assert_eq!(s.silver[0].inserted, 1);
-    let (_, lake) = lh.open().await;
-    let version = Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version();
-    let (project, lake) = lh.open().await;
-    let again = run(&project, &lake, &RunOptions { threads: 2, now: medallion::runtime::now(), ..Default::default() })
-        .await
-        .expect("run");
-    assert!(again.silver.is_empty());
-    assert_eq!(Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version(), version);
-    assert_eq!(
-        lh.rows("SELECT id, balance FROM silver.accounts ORDER BY id").await,
-        vec!["1 30".to_string(), "2 50".into(), "3 7".into()]
-    );
+        // A newer record after the delete brings the key back; rerunning changes nothing.
+        let s = lh.run_with("accounts", &[account(2, 5, Some(50))]).await;
+        assert_eq!(s.silver[0].inserted, 1);
+        let (_, lake) = lh.open().await;
+        let version = Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version();
+        let (project, lake) = lh.open().await;
+        let again =
+            run(&project, &lake, &RunOptions { threads: 2, now: medallion::runtime::now(), ..Default::default() })
+                .await
+                .expect("run");
+        assert!(again.silver.is_empty());
+        assert_eq!(Table::open(&lake, Layer::Silver, "accounts").await.expect("open").version(), version);
+        assert_eq!(
+            lh.rows("SELECT id, balance FROM silver.accounts ORDER BY id").await,
+            vec!["1 30".to_string(), "2 50".into(), "3 7".into()]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,7 @@ mod bad_input;
 mod common;
 mod contracts;
 mod dbt;
+mod deletion_vectors;
 mod events;
 mod expectations;
 mod formats;

@@ -35,6 +35,7 @@ use datafusion::parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecor
 use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
+use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, AddCDCFile};
 use deltalake::operations::merge::MergeMetrics;
@@ -446,7 +447,7 @@ async fn scan(
 
 /// Rewrites one file without the rows numbered `drop` (sorted): its Add actions, the dropped rows
 /// (when `keep_dropped`, for the change data feed) and the number of rows copied.
-async fn rewrite(
+pub(super) async fn rewrite(
     table: &DeltaTable,
     path: Path,
     size: i64,
@@ -456,9 +457,11 @@ async fn rewrite(
     let store = table.object_store();
     let mut stream = open(&store, path, size).await?.build()?;
     let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
+    let schema: SchemaRef = Arc::new(table.snapshot()?.schema().as_ref().try_into_arrow()?);
     let mut dropped = Vec::new();
     let (mut start, mut next, mut copied) = (0u32, 0usize, 0usize);
     while let Some(batch) = stream.try_next().await? {
+        let batch = conform(batch, &schema)?;
         let end = start + batch.num_rows() as u32;
         let mut keep = vec![true; batch.num_rows()];
         while next < drop.len() && drop[next] < end {
@@ -485,6 +488,25 @@ async fn rewrite(
     }
     let adds = writer.flush().await?.into_iter().map(Action::Add).collect();
     Ok((adds, dropped, copied))
+}
+
+/// `batch` (as read from one of the table's files) in the table's schema: a file written by
+/// another writer may hold strings as `Utf8View` (delta-rs's optimize does) and a file older than
+/// an added column lacks it (read as null, as readers do).
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DeltaTableError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
+            Some(c) => cast(c, f.data_type()),
+            None => Ok(datafusion::arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Writes the change data feed's rows of this merge to one `_change_data/` file.

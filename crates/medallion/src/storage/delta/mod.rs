@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 
 mod dv;
 mod keyed;
+mod purge;
 pub use deltalake::operations::merge::MergeMetrics;
 pub(crate) use keyed::int_key_and_order;
 
@@ -452,8 +453,29 @@ impl Table {
         Ok((Table { label, inner, exists: true }, metrics.num_files_removed, metrics.num_files_added))
     }
 
-    /// Deletes data files no version newer than `retain` ago references (time travel before that
-    /// point stops working). Below the table's default retention (7 days) only with `force`.
+    /// Rows the table's deletion vectors delete and the rows of its live files (deleted included):
+    /// how much a reader reads only to skip.
+    pub fn deleted_rows(&self) -> Result<(u64, u64)> {
+        if !self.exists {
+            return Ok((0, 0));
+        }
+        purge::deleted_share(&self.inner).map_err(|e| Error::delta(&self.label, e))
+    }
+
+    /// Rewrites every file that has a deletion vector without its deleted rows (contents
+    /// unchanged, one commit without data change). Returns (files removed, files added).
+    pub async fn purge(self) -> Result<(Table, u64, u64)> {
+        let label = self.label.clone();
+        if !self.exists {
+            return Ok((self, 0, 0));
+        }
+        let (inner, removed, added) = purge::purge(self.inner).await.map_err(|e| Error::delta(&label, e))?;
+        Ok((Table { label, inner, exists: true }, removed, added))
+    }
+
+    /// Deletes data and deletion-vector files no version newer than `retain` ago references, and
+    /// files older than `retain` no commit ever named (time travel before that point stops
+    /// working). Below the table's default retention (7 days) only with `force`.
     /// Returns the files deleted (or that would be, `dry_run`).
     pub async fn vacuum(self, retain: std::time::Duration, force: bool, dry_run: bool) -> Result<(Table, Vec<String>)> {
         let label = self.label.clone();
@@ -464,6 +486,10 @@ impl Table {
             .with_retention_period(retain)
             .with_enforce_retention_duration(!force)
             .with_dry_run(dry_run)
+            // Full: every file under the table no retained version names, not only the ones a
+            // remove action lists: files of a commit that never happened (a killed run's data or
+            // deletion-vector files) too, once older than the retention.
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
             .await
             .map_err(|e| Error::delta(&label, e))?;
         Ok((Table { label, inner, exists: true }, metrics.files_deleted))

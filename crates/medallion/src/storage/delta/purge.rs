@@ -1,0 +1,91 @@
+//! Purging deletion vectors: rewriting the files of a table that carry one without their deleted
+//! rows (Delta's "REORG … APPLY (PURGE)"), so readers stop reading rows only to drop them and the
+//! next vacuum can delete the old files and their vectors.
+//!
+//! Merge-on-read keeps a merge's cost proportional to the rows it changes; the price is paid by
+//! readers, who read every deleted row and skip it. Purging moves that cost back into one rewrite
+//! when the table's deleted share grows past its policy (`maintenance.purge_deleted_above`) or at
+//! `optimize`. The contents never change: every removed file is added again without its deleted
+//! rows, in one commit without data change, like a compaction.
+
+use std::sync::Arc;
+
+use deltalake::kernel::Action;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::protocol::DeltaOperation;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::StreamExt;
+use object_store::path::Path;
+
+use super::{dv, keyed};
+
+/// Rows a table's deletion vectors delete, and the rows of its live files (deleted ones included).
+pub(super) fn deleted_share(table: &DeltaTable) -> Result<(u64, u64), DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let (mut deleted, mut rows) = (0u64, 0u64);
+    for f in snapshot.log_data().iter() {
+        rows += f.num_records().map_or(0, |n| n as u64);
+        if let Some(d) = f.deletion_vector_descriptor() {
+            deleted += u64::try_from(d.cardinality).unwrap_or(0);
+        }
+    }
+    Ok((deleted, rows))
+}
+
+/// Rewrites every live file that has a deletion vector without its deleted rows, in one commit.
+/// Returns the table after it and (files removed, files added); (0, 0) and no commit when no file
+/// has a vector.
+pub(super) async fn purge(table: DeltaTable) -> Result<(DeltaTable, u64, u64), DeltaTableError> {
+    let snapshot = table.snapshot()?.clone();
+    let files: Vec<_> = snapshot.log_data().iter().filter(|f| f.deletion_vector_descriptor().is_some()).collect();
+    if files.is_empty() {
+        return Ok((table, 0, 0));
+    }
+    if files.iter().any(|f| !f.partition_values_map().is_empty()) {
+        // medallion writes vectors only into unpartitioned tables (its keyed merge); a partitioned
+        // file's rows lack their partition columns, which a rewrite here would lose.
+        return Err(DeltaTableError::Generic(
+            "purging deletion vectors of a partitioned table is not supported; run a full rebuild".into(),
+        ));
+    }
+    let store = table.object_store();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let shared = Arc::new(table.clone());
+    let jobs = files.iter().map(|f| (f.deletion_vector_descriptor(), f.object_store_path(), f.size()));
+    let mut rewritten = Vec::with_capacity(files.len());
+    let mut stream = futures::stream::iter(jobs)
+        .map(|(descriptor, path, size)| {
+            let (table, store) = (Arc::clone(&shared), Arc::clone(&store));
+            tokio::spawn(async move {
+                let deleted = dv::read(store.as_ref(), &Path::from(""), descriptor.as_ref()).await?;
+                let drop: Vec<u32> = deleted
+                    .iter()
+                    .map(|r| u32::try_from(r).map_err(|_| DeltaTableError::Generic(format!("{path}: row {r}"))))
+                    .collect::<Result<_, _>>()?;
+                keyed::rewrite(&table, path, size, &drop, false).await.map(|(adds, _, _)| adds)
+            })
+        })
+        .buffered(threads);
+    while let Some(joined) = stream.next().await {
+        rewritten.push(joined.map_err(|e| DeltaTableError::Generic(format!("purge task: {e}")))??);
+    }
+    let mut actions = Vec::new();
+    let removed = files.len() as u64;
+    let mut added = 0u64;
+    for (f, adds) in files.iter().zip(rewritten) {
+        actions.push(Action::Remove(f.remove_action(false)));
+        for a in adds {
+            if let Action::Add(mut add) = a {
+                add.data_change = false;
+                actions.push(Action::Add(add));
+                added += 1;
+            }
+        }
+    }
+    let operation = DeltaOperation::Optimize { predicate: Some("deletion vectors purged".into()), target_size: 0 };
+    let commit =
+        CommitBuilder::default().with_actions(actions).build(Some(&snapshot), table.log_store(), operation).await?;
+    let mut out = table;
+    out.update_incremental(Some(commit.version())).await?;
+    Ok((out, removed, added))
+}
