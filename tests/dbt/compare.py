@@ -10,9 +10,12 @@ import datetime
 import decimal
 import math
 import sys
+from pathlib import Path
 
 import duckdb
-from deltalake import DeltaTable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
 
 
 def norm(v):
@@ -48,7 +51,7 @@ def main():
         cur = con.execute(f'select * from main."{name}"')
         columns = [d[0] for d in cur.description]
         expected = sorted((tuple(norm(v) for v in row) for row in cur.fetchall()), key=key)
-        table = DeltaTable(f"{lake}/{layer}/{name}").to_pyarrow_table()
+        table = read(f"{lake}/{layer}/{name}")
         have = {c.lower(): c for c in table.column_names}
         missing = [c for c in columns if c.lower() not in have]
         extra = [c for c in have if c not in {x.lower() for x in columns} and not c.startswith("_")]

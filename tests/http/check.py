@@ -9,8 +9,10 @@ import gzip
 import json
 import os
 import sys
+from pathlib import Path
 
-import deltalake
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
 
 lake, data, sources = sys.argv[1], sys.argv[2], sys.argv[3:]
 expected = collections.Counter(tuple(line.split()) for line in open(data + ".versions"))
@@ -32,7 +34,7 @@ for source in sources:
     print(f"{source}: {sum(landed.values())} records in {len(batches)} batches, every version once")
 
 latest = {o["id"]: o for o in json.load(open(data))["orders"]}
-rows = deltalake.DeltaTable(f"{lake}/silver/orders").to_pyarrow_table().to_pylist()
+rows = read(f"{lake}/silver/orders").to_pylist()
 got = {r["id"]: r for r in rows}
 assert len(rows) == len(got) == len(latest), (len(rows), len(got), len(latest))
 for i, o in latest.items():

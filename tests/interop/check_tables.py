@@ -16,6 +16,9 @@ from deltalake import DeltaTable
 
 from checks import check, finish
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
+
 lake, run2, gold_out, silver_out = (Path(p) for p in sys.argv[1:5])
 expected = json.loads((lake / "manifest.json").read_text())["expected"]
 
@@ -24,7 +27,7 @@ silver = DeltaTable(str(lake / "silver" / "orders"))
 quarantine = DeltaTable(str(lake / "quarantine" / "orders"))
 gold = DeltaTable(str(lake / "gold" / "daily_revenue"))
 
-s = pl.from_arrow(silver.to_pyarrow_table())
+s = pl.from_arrow(read(silver))
 q = pl.read_delta(str(lake / "quarantine" / "orders"))
 g = pl.read_delta(str(lake / "gold" / "daily_revenue"))
 
@@ -57,6 +60,7 @@ check("gold rows identical through both readers", [
 ] == [(key(b), int(b["order_count"]), Decimal(str(b["revenue"]))) for b in theirs], True)
 # The plain Parquet export (outputs = ["parquet"]) holds the same rows, read by pyarrow and polars.
 import pyarrow.parquet as pq
+
 export = lake / "exports" / "daily_revenue.parquet"
 exported = pl.read_parquet(str(export))
 check("export rows identical to the Delta table (polars)", sorted(

@@ -600,6 +600,67 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     assert_eq!(contents(&proj), want, "after the kill loop");
 }
 
+/// Issue 16: a second run merging re-sent orders into a silver table with deletion vectors, killed
+/// at any step or again and again at arbitrary moments, then run once more, gives the tables of an
+/// uninterrupted one; no vector file is left that a commit does not name after a vacuum.
+#[test]
+fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // A lake published from two of the three order files, with merge-on-read silver orders; the
+    // third file (re-sending orders of the first two) waits outside the landing directory.
+    let init = |name: &str| {
+        let proj = dir.path().join(name);
+        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+        let toml = proj.join("medallion.toml");
+        let text = std::fs::read_to_string(&toml).expect("read");
+        let from = "order_by = \"_ingested_at\"\ncolumns = [\n  { name = \"order_id\"";
+        assert!(text.contains(from));
+        std::fs::write(
+            &toml,
+            text.replacen(from, &from.replacen("columns", "merge = \"deletion_vectors\"\ncolumns", 1), 1),
+        )
+        .expect("write");
+        std::fs::rename(proj.join("landing/orders-2024-03-03.ndjson"), proj.join("held.ndjson")).expect("hold");
+        assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+        std::fs::rename(proj.join("held.ndjson"), proj.join("landing/orders-2024-03-03.ndjson")).expect("land");
+        proj
+    };
+    let vectors = |proj: &Path| {
+        std::fs::read_dir(proj.join("lake/silver/orders"))
+            .expect("silver")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("deletion_vector_"))
+            .count()
+    };
+    let clean = init("clean");
+    assert_eq!(run(&["run"], &clean).status.code(), Some(0));
+    let want = contents(&clean);
+    assert!(want.contains("bronze batches: 4"), "{want}");
+    assert_eq!(vectors(&clean), 1, "the second run's merge marked replaced rows");
+
+    for (i, point) in ["bronze/orders:batch", "silver/orders:intent", "silver/orders:merge", "gold/daily_revenue:write"]
+        .iter()
+        .enumerate()
+    {
+        let proj = init(&format!("killed{i}"));
+        killed_at("run", point, &proj);
+        let again = run(&["run"], &proj);
+        assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
+        assert_eq!(contents(&proj), want, "after a kill at {point}");
+    }
+
+    let proj = init("kill_loop");
+    kill_loop("run", &[15, 60, 120, 200, 320, 450, 600], &proj);
+    let last = run(&["run"], &proj);
+    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
+    assert_eq!(contents(&proj), want, "after the kill loop");
+    // Vectors of killed merges, if any, are named by no commit: a vacuum removes them.
+    let vacuum = run(&["vacuum", "orders", "--retain", "0s", "--force"], &proj);
+    assert_eq!(vacuum.status.code(), Some(0), "{}", text(&vacuum.stderr));
+    assert!(vectors(&proj) <= 1, "only the live vector is left");
+    assert_eq!(contents(&proj), want, "after the vacuum");
+}
+
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
 /// uninterrupted rebuild.
 #[test]

@@ -78,7 +78,8 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     for r in &model.refs {
         let layer = catalog::layer_of(tables, r).unwrap_or(Layer::Silver);
         let t = Table::open(lake, layer, r).await?;
-        inputs.insert(format!("{layer}/{r}"), t.version());
+        // The version of its last data change: maintenance after it does not make the model stale.
+        inputs.insert(format!("{layer}/{r}"), t.data_version().await?);
         opened.push((layer, r.as_str(), t));
     }
     // The fingerprint covers the SQL and the expectations: changing either rebuilds the model.

@@ -453,7 +453,7 @@ impl Project {
                             schema,
                             record,
                             on_contract_change: spec.on_contract_change.unwrap_or(default_on_change),
-                            deletion_vectors: spec.merge == Some(crate::spec::MergeMode::DeletionVectors),
+                            deletion_vectors: spec.merge.unwrap_or_default() == crate::spec::MergeMode::DeletionVectors,
                         },
                     );
                 }

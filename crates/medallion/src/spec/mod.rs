@@ -718,9 +718,9 @@ pub struct SilverSpec {
 #[serde(rename_all = "snake_case")]
 pub enum MergeMode {
     /// Files holding a replaced row are rewritten.
-    #[default]
     CopyOnWrite,
     /// Replaced rows are marked in deletion vectors (merge-on-read).
+    #[default]
     DeletionVectors,
 }
 

@@ -83,14 +83,16 @@ async fn deletion_vectors_against_copy_on_write_timing() {
 
 /// A table of keys 1..=1000 (order 10) in four files of 250 keys, with deletion vectors or not.
 async fn seeded(dir: &std::path::Path, deletion_vectors: bool) -> (Lake, Table) {
+    seeded_with(dir, deletion_vectors, false).await
+}
+
+async fn seeded_with(dir: &std::path::Path, deletion_vectors: bool, change_feed: bool) -> (Lake, Table) {
     let lake = Lake::open(&dir.display().to_string(), dir).expect("lake");
     let mut table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
     for f in 0..4 {
         let rows: Vec<(i64, Option<i64>, &str)> = (f * 250 + 1..=f * 250 + 250).map(|k| (k, Some(10), "old")).collect();
-        table = table
-            .write(vec![batch(&rows)], WriteOptions { deletion_vectors, ..Default::default() })
-            .await
-            .expect("seed");
+        let options = WriteOptions { deletion_vectors, change_feed, ..Default::default() };
+        table = table.write(vec![batch(&rows)], options).await.expect("seed");
     }
     (lake, table)
 }
@@ -171,6 +173,43 @@ async fn purge_drops_deleted_rows_from_files_and_keeps_the_contents() {
     assert!(gone.iter().any(|g| g.contains("deletion_vector_")), "{gone:?}");
     assert!(vector_files(dir.path()).is_empty());
     assert_eq!(contents(&lake).await, before, "vacuumed");
+}
+
+/// With a change data feed, the merge-on-read writes the same feed as copy-on-write: the replaced
+/// rows (read back by their positions) as preimages, the winners as postimages and inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_on_read_writes_the_same_change_data_feed() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (a_lake, a) = seeded_with(a_dir.path(), true, true).await;
+    let (b_lake, b) = seeded_with(b_dir.path(), false, true).await;
+    let (a, m) = a.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let (b, _) = b.upsert_rows(source(), upsert(1)).await.expect("copy-on-write");
+    assert_eq!(m.num_target_rows_copied, 0, "the keyed merge-on-read ran, no row copied");
+    let again: Vec<(i64, Option<i64>, &str)> = (490..=760).map(|k| (k, Some(12), "again")).collect();
+    let (a, _) = a.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("merge-on-read");
+    let (b, _) = b.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("copy-on-write");
+    assert_eq!(contents(&a_lake).await, contents(&b_lake).await);
+    assert_eq!(vector_files(a_dir.path()).len(), 2, "vectors, not rewrites");
+    let feed = |dir: std::path::PathBuf| async move {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let path = format!("{}/silver/t/_change_data/", dir.display());
+        let df = ctx.read_parquet(path, Default::default()).await.expect("feed");
+        ctx.register_table("feed", df.into_view()).expect("register");
+        let sql = "SELECT k, o, v, _change_type FROM feed ORDER BY k, _change_type, o, v";
+        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+        batches
+            .iter()
+            .flat_map(|b| {
+                let cols: Vec<Vec<String>> = b.columns().iter().map(strings).collect();
+                (0..b.num_rows()).map(move |r| cols.iter().map(|c| c[r].clone()).collect::<Vec<_>>().join(" "))
+            })
+            .collect::<Vec<String>>()
+    };
+    let (fa, fb) = (feed(a_dir.path().to_path_buf()).await, feed(b_dir.path().to_path_buf()).await);
+    assert_eq!(fa.iter().filter(|r| r.ends_with("update_preimage")).count(), 125 + 271);
+    assert_eq!(fa, fb, "same change data feed");
+    let changed = |t: Table| async move { t.changed_values("k", 3).await.expect("cdf").expect("covered").num_rows() };
+    assert_eq!(changed(a).await, changed(b).await);
 }
 
 fn vector_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

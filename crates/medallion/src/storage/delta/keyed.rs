@@ -1,16 +1,23 @@
-//! Upserting by one integer key without delta-rs's MERGE: a copy-on-write merge that needs no join.
+//! Upserting by one integer key without delta-rs's MERGE: a merge that needs no join, writing
+//! either copy-on-write or merge-on-read (deletion vectors).
 //!
 //! The silver promotion's common case (one non-null `int64` key, an order column that converts to
-//! `int64`, an unpartitioned table without deletion vectors or constraints) is merged here:
+//! `int64`, an unpartitioned table without constraints, with only the writer features this module
+//! keeps: deletion vectors and the change data feed) is merged here:
 //!
 //! 1. The source (unique per key) is indexed in a hash map.
 //! 2. Target files whose key range (from their statistics) holds no source key are skipped; the
-//!    others are scanned on the key and order columns only.
-//! 3. Only files holding a row the source replaces are rewritten, each into one new file (the
-//!    table's layout is kept: a Z-ordered file stays clustered), several at once, streaming: a
-//!    worker holds one record batch of one file, never the table.
+//!    others are scanned on the key and order columns only (rows their deletion vector already
+//!    deletes match nothing).
+//! 3. Copy-on-write: only files holding a row the source replaces are rewritten, each into one new
+//!    file (the table's layout is kept: a Z-ordered file stays clustered), several at once,
+//!    streaming: a worker holds one record batch of one file, never the table. Merge-on-read
+//!    (the table has `delta.enableDeletionVectors`): no file is rewritten; the replaced rows'
+//!    positions join each file's deletion vector (one vector file per merge), and the file is
+//!    committed again with its new descriptor. With a change data feed, the replaced rows are read
+//!    back by position (their pages only) as the feed's preimages.
 //! 4. The winning source rows are written to new files, and everything lands in one commit
-//!    (removes, adds, the change data feed's files when the table records one, the txn) carrying
+//!    (removes, adds, the change data feed's file when the table records one, the txn) carrying
 //!    MERGE's operation metrics.
 //!
 //! delta-rs's MERGE plans a join of the whole target against the source and rewrites every
@@ -166,6 +173,7 @@ pub(super) async fn upsert(
     // rewritten; the same file is committed again with its new vector (stats no longer tight).
     let rewrite_started = std::time::Instant::now();
     let mut marked = Vec::new();
+    let mut preimages = Vec::new();
     if mode.deletion_vectors {
         let mut vectors = Vec::with_capacity(rewrites.len());
         for (i, drop) in &rewrites {
@@ -174,6 +182,23 @@ pub(super) async fn upsert(
             vectors.push(v);
         }
         let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await.map_err(delta)?;
+        if change_feed {
+            // The feed's preimages: the replaced rows, read back by position (only their pages).
+            let jobs: Vec<(Path, i64, Vec<u32>)> = rewrites
+                .iter()
+                .map(|(i, drop)| (files[*i].object_store_path(), files[*i].size(), drop.clone()))
+                .collect();
+            preimages = futures::stream::iter(jobs)
+                .map(|(path, size, drop)| {
+                    let (store, schema) = (Arc::clone(&store), Arc::clone(&schema));
+                    tokio::spawn(async move { read_rows(&store, path, size, &drop, &schema).await })
+                })
+                .buffer_unordered(threads)
+                .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge preimage task: {e}")))?)
+                .try_concat()
+                .await
+                .map_err(delta)?;
+        }
         for ((i, _), d) in rewrites.drain(..).zip(descriptors) {
             // The file's add as the log has it, to be committed again with its new vector.
             #[allow(deprecated)]
@@ -227,7 +252,6 @@ pub(super) async fn upsert(
     let mut actions: Vec<Action> = writer.flush().await.map_err(delta)?.into_iter().map(Action::Add).collect();
     let added_for_source = actions.len();
     let mut copied = 0usize;
-    let mut preimages = Vec::new();
     let removed = rewritten.len() + marked.len();
     let mut added = added_for_source + marked.len();
     for (i, add) in marked {
@@ -298,6 +322,12 @@ struct Mode {
     deletion_vectors: bool,
 }
 
+/// Writer table features the keyed merge keeps: it writes deletion vectors and the change data
+/// feed itself; append-only tables, constraints and column invariants are refused from the
+/// configuration and schema (delta-rs lists the legacy ones on every table-features protocol).
+const WRITER_FEATURES: [&str; 6] =
+    ["deletionVectors", "changeDataFeed", "appendOnly", "invariants", "checkConstraints", "timestampNtz"];
+
 /// `stats` with `tightBounds` false: a file with deleted rows keeps the bounds of all its rows.
 fn loose_stats(stats: &str) -> String {
     match serde_json::from_str::<serde_json::Map<String, Value>>(stats) {
@@ -331,9 +361,13 @@ fn applies(
     });
     let change_feed = config.get("delta.enableChangeDataFeed").is_some_and(|v| v == "true");
     let deletion_vectors = config.get("delta.enableDeletionVectors").is_some_and(|v| v == "true");
-    // With deletion vectors the change feed would need the replaced rows read back: MERGE then.
-    let writer_ok = snapshot.protocol().min_writer_version() <= 4 || (deletion_vectors && !change_feed);
-    if constrained || !writer_ok || !snapshot.metadata().partition_columns().is_empty() {
+    // A table-features protocol: only with features this writer keeps (a row-tracking or
+    // column-mapping table, say, goes through MERGE, which knows them or refuses them).
+    let protocol = snapshot.protocol();
+    let writer_ok = protocol.min_writer_version() <= 4
+        || protocol.writer_features().is_some_and(|fs| fs.iter().all(|f| WRITER_FEATURES.contains(&f.as_ref())));
+    let invariants = snapshot.schema().fields().any(|f| f.metadata().contains_key("delta.invariants"));
+    if constrained || invariants || !writer_ok || !snapshot.metadata().partition_columns().is_empty() {
         return Ok(None);
     }
     // Same columns in the same order (a table whose schema differs goes through MERGE's casts).
@@ -488,6 +522,40 @@ pub(super) async fn rewrite(
     }
     let adds = writer.flush().await?.into_iter().map(Action::Add).collect();
     Ok((adds, dropped, copied))
+}
+
+/// The rows numbered `rows` (sorted) of one file, all columns, in `schema`: the pages holding
+/// them are read, not the file.
+#[allow(deprecated)]
+async fn read_rows(
+    store: &Arc<dyn ObjectStore>,
+    path: Path,
+    size: i64,
+    rows: &[u32],
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>, DeltaTableError> {
+    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+    let reader = ParquetObjectReader::new(Arc::clone(store), path).with_file_size(u64::try_from(size).unwrap_or(0));
+    let builder =
+        ParquetRecordBatchStreamBuilder::new_with_options(reader, ArrowReaderOptions::new().with_page_index(true))
+            .await?;
+    let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &r in rows {
+        let r = r as usize;
+        match ranges.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => ranges.push(r..r + 1),
+        }
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+    let stream = builder.with_row_selection(selection).with_batch_size(READ_BATCH_ROWS).build()?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let got: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if got != rows.len() {
+        return Err(DeltaTableError::Generic(format!("merge: {got} of {} replaced rows read back", rows.len())));
+    }
+    batches.into_iter().map(|b| conform(b, schema)).collect()
 }
 
 /// `batch` (as read from one of the table's files) in the table's schema: a file written by

@@ -194,6 +194,22 @@ impl Table {
             .collect())
     }
 
+    /// The version of the newest commit that changed the table's contents: compactions, purges
+    /// and vacuums after it leave the contents as they were (None: no commit). A reader that
+    /// built from this version is up to date.
+    pub async fn data_version(&self) -> Result<Option<i64>> {
+        let Some(latest) = self.version() else { return Ok(None) };
+        const MAINTENANCE: [&str; 3] = ["OPTIMIZE", "VACUUM START", "VACUUM END"];
+        // Usually the newest commit is a data change: read one, then a few more.
+        for limit in [1, 16] {
+            let recent = self.recent_commits(Some(limit)).await?;
+            if let Some(c) = recent.iter().find(|c| !MAINTENANCE.contains(&c.operation.as_str())) {
+                return Ok(Some(c.version));
+            }
+        }
+        Ok(Some(latest))
+    }
+
     /// Whether the table has at least one commit.
     pub fn exists(&self) -> bool {
         self.exists
