@@ -454,6 +454,7 @@ impl Project {
                             record,
                             on_contract_change: spec.on_contract_change.unwrap_or(default_on_change),
                             deletion_vectors: spec.merge.unwrap_or_default() == crate::spec::MergeMode::DeletionVectors,
+                            declared_deletion_vectors: spec.merge.map(|m| m == crate::spec::MergeMode::DeletionVectors),
                         },
                     );
                 }

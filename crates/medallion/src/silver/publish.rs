@@ -137,6 +137,15 @@ pub(crate) async fn merge_into(
     if !silver.exists() {
         return create(silver, table, rows, unique, txn, metadata).await;
     }
+    // A `merge` written in the contract is followed by an existing table too (the default is
+    // only for new ones: upgrading medallion never changes what readers a table needs).
+    let silver = match table.declared_deletion_vectors {
+        Some(on) if silver.deletion_vectors()? != on => {
+            tracing::info!(table = %table.name, deletion_vectors = on, "switching the table's merge mode");
+            silver.set_deletion_vectors(on).await?
+        }
+        _ => silver,
+    };
     if unique == 0 {
         return commit_nothing(silver, schema, txn, metadata).await;
     }

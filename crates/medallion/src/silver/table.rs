@@ -58,6 +58,9 @@ pub struct SilverTable {
     pub on_contract_change: OnContractChange,
     /// Created with deletion vectors: merges mark replaced rows instead of rewriting files.
     pub deletion_vectors: bool,
+    /// `merge` as the contract writes it (None: the default, which only new tables follow): an
+    /// existing table is switched to it before its next merge.
+    pub declared_deletion_vectors: Option<bool>,
 }
 
 impl SilverTable {

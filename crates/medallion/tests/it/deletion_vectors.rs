@@ -410,3 +410,69 @@ async fn random_sequences_give_the_same_silver_as_copy_on_write() {
     }
     assert!(purged > 0, "the after-run policy purged vectors");
 }
+
+/// `merge` written in the contract switches an existing table (to deletion vectors: the protocol
+/// is upgraded; back to copy-on-write: the vectors are purged first); the default alone never
+/// changes an existing table, so upgrading medallion does not change what readers a lake needs.
+/// The rows equal a lake that stayed copy-on-write throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_merge_mode_switches_an_existing_table_and_the_default_does_not() {
+    use crate::common::{Dir, write_gz};
+    let toml = |merge: &str| {
+        format!(
+            r#"[project]
+name = "switch"
+
+[sources.orders]
+
+[silver.orders]
+primary_key = ["order_id"]
+order_by = "_ingested_at"
+{merge}
+columns = [
+  {{ name = "order_id", type = "int64" }},
+  {{ name = "amount", type = "decimal(18,2)" }},
+]
+maintenance = {{ purge_deleted_above = 1 }}
+"#
+        )
+    };
+    let cow_line = "merge = \"copy_on_write\"";
+    let (lake, reference) = (Dir::new(&toml(cow_line)), Dir::new(&toml(cow_line)));
+    let (batches, _) = crate::common::sample(4_000, 5, 33);
+    let silver =
+        "SELECT order_id, CAST(amount AS VARCHAR), CAST(_ingested_at AS VARCHAR) FROM silver.orders ORDER BY 1";
+    let vectors = |d: &Dir| vector_files(&d.dir.path().join("lake/silver/orders")).len();
+    let reader_v3 = |d: &Dir| {
+        let log = d.dir.path().join("lake/silver/orders/_delta_log");
+        crate::common::walk(&log)
+            .iter()
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"minReaderVersion\":3")))
+    };
+    for (i, b) in batches.iter().enumerate() {
+        match i {
+            // The file drops the line: the default (deletion vectors) is not applied to the table.
+            1 => lake.configure(&toml("")),
+            // Declared: the table switches before this run's merge.
+            2 => lake.configure(&toml("merge = \"deletion_vectors\"")),
+            // Back: the vectors are purged, merges rewrite files again.
+            4 => lake.configure(&toml(cow_line)),
+            _ => {}
+        }
+        for d in [&lake, &reference] {
+            let path = d.dir.path().join(format!("lake/bronze/orders/{}/{}.ndjson.gz", b.date, b.batch_id));
+            write_gz(&path, b.bronze_ndjson("orders").as_bytes());
+            let s = d.run().await;
+            assert!(s.ok(), "{:?}", s.failed);
+        }
+        assert_eq!(lake.rows(silver).await, reference.rows(silver).await, "after batch {i}");
+        let (_, l) = lake.open().await;
+        let t = Table::open(&l, Layer::Silver, "orders").await.expect("open");
+        let (deleted, _) = t.deleted_rows().expect("share");
+        match i {
+            0 | 1 => assert!(!reader_v3(&lake) && vectors(&lake) == 0, "batch {i}: still copy-on-write"),
+            2 | 3 => assert!(t.deletion_vectors().expect("dv") && deleted > 0, "batch {i}: merge-on-read"),
+            _ => assert!(!t.deletion_vectors().expect("dv") && deleted == 0, "batch {i}: copy-on-write, purged"),
+        }
+    }
+}

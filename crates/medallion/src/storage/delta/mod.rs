@@ -199,7 +199,7 @@ impl Table {
     /// built from this version is up to date.
     pub async fn data_version(&self) -> Result<Option<i64>> {
         let Some(latest) = self.version() else { return Ok(None) };
-        const MAINTENANCE: [&str; 3] = ["OPTIMIZE", "VACUUM START", "VACUUM END"];
+        const MAINTENANCE: [&str; 4] = ["OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES"];
         // Usually the newest commit is a data change: read one, then a few more.
         for limit in [1, 16] {
             let recent = self.recent_commits(Some(limit)).await?;
@@ -487,6 +487,32 @@ impl Table {
         }
         let (inner, removed, added) = purge::purge(self.inner).await.map_err(|e| Error::delta(&label, e))?;
         Ok((Table { label, inner, exists: true }, removed, added))
+    }
+
+    /// Whether merges mark replaced rows in deletion vectors (`delta.enableDeletionVectors`).
+    pub fn deletion_vectors(&self) -> Result<bool> {
+        if !self.exists {
+            return Ok(false);
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        Ok(snapshot.metadata().configuration().get("delta.enableDeletionVectors").is_some_and(|v| v == "true"))
+    }
+
+    /// Switches merges to deletion vectors (upgrading the protocol to reader 3 / writer 7 with the
+    /// `deletionVectors` feature) or back to copy-on-write (purging the vectors first; the
+    /// protocol stays, so readers still need deletion-vector support). No row changes.
+    pub async fn set_deletion_vectors(self, on: bool) -> Result<Table> {
+        let label = self.label.clone();
+        let t = if on { self } else { self.purge().await?.0 };
+        let properties = HashMap::from([("delta.enableDeletionVectors".to_string(), on.to_string())]);
+        let inner = t
+            .inner
+            .set_tbl_properties()
+            .with_properties(properties)
+            .with_raise_if_not_exists(false)
+            .await
+            .map_err(|e| Error::delta(&label, e))?;
+        Ok(Table { label, inner, exists: true })
     }
 
     /// Deletes data and deletion-vector files no version newer than `retain` ago references, and

@@ -51,7 +51,8 @@ pub(super) async fn purge(table: DeltaTable) -> Result<(DeltaTable, u64, u64), D
     let store = table.object_store();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let shared = Arc::new(table.clone());
-    let jobs = files.iter().map(|f| (f.deletion_vector_descriptor(), f.object_store_path(), f.size()));
+    let jobs: Vec<_> =
+        files.iter().map(|f| (f.deletion_vector_descriptor(), f.object_store_path(), f.size())).collect();
     let mut rewritten = Vec::with_capacity(files.len());
     let mut stream = futures::stream::iter(jobs)
         .map(|(descriptor, path, size)| {
