@@ -52,7 +52,7 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
             ctx.deregister_table(THIS).map_err(|e| Error::sql("registering `this`", e))?;
             ctx.register_table(THIS, provider).map_err(|e| Error::sql("registering `this`", e))?;
             let all: Vec<&checks::TableCheck> = table_checks.iter().collect();
-            for result in checks::evaluate(&ctx, &all, now).await? {
+            for result in checks::evaluate(&ctx, &all, now, None).await? {
                 out.push(TestOutcome { node: node.clone(), result });
             }
         }

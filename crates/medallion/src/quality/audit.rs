@@ -9,8 +9,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
-use super::candidate::{split, stage_append, stage_merge, stage_numbered, stage_rows};
-use super::checks::{TableCheck, count_this, evaluate, failing_ids};
+use super::candidate::{WINNERS, new_winners, split, stage_append, stage_merge, stage_numbered, stage_rows};
+use super::checks::{MergeFacts, TableCheck, count_this, evaluate, failing_ids};
 use super::gates::GateResult;
 use crate::error::Result;
 use crate::quality::quarantine::Reason;
@@ -29,6 +29,9 @@ pub enum Stage<'a> {
         keys: &'a [String],
         /// Ordering column.
         order_by: &'a str,
+        /// The published table's live rows, from its log (None: unknown): with them, the
+        /// candidate's row count is known without reading the table.
+        published_rows: Option<u64>,
     },
     /// The rows are appended to `target` (an event table).
     Append {
@@ -74,7 +77,17 @@ pub async fn audit(
         staged(ctx, schema, &kept, stage).await?;
     }
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
-    results.extend(evaluate(ctx, &others, now).await?);
+    let facts = match stage {
+        Stage::Merge { keys, published_rows, .. } => {
+            let rows = match published_rows {
+                Some(n) => Some(n + new_winners(ctx).await?),
+                None => None,
+            };
+            Some(MergeFacts { keys, rows, winners: WINNERS })
+        }
+        _ => None,
+    };
+    results.extend(evaluate(ctx, &others, now, facts.as_ref()).await?);
     Ok(Audited { kept, removed, reasons: reasons.into_values().collect(), results })
 }
 
@@ -110,7 +123,7 @@ pub async fn audit_numbered(
         stage_numbered(ctx, schema, rows, &dropped.keys().copied().collect()).await?;
     }
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
-    results.extend(evaluate(ctx, &others, now).await?);
+    results.extend(evaluate(ctx, &others, now, None).await?);
     Ok(AuditedIds { dropped, results })
 }
 
@@ -128,7 +141,7 @@ fn reasons_by_id(dropped_by: &[(GateResult, BTreeSet<i64>)]) -> BTreeMap<i64, Ve
 async fn staged(ctx: &SessionContext, schema: &SchemaRef, rows: &[RecordBatch], stage: Stage<'_>) -> Result<()> {
     match stage {
         Stage::Rows => stage_rows(ctx, schema, rows).await,
-        Stage::Merge { target, keys, order_by } => stage_merge(ctx, schema, rows, target, keys, order_by).await,
+        Stage::Merge { target, keys, order_by, .. } => stage_merge(ctx, schema, rows, target, keys, order_by).await,
         Stage::Append { target } => stage_append(ctx, schema, rows, target).await,
     }
 }

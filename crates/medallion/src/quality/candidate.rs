@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::spec::ident;
 
 const INCOMING: &str = "__medallion_incoming";
-const WINNERS: &str = "__medallion_winners";
+/// The run's rows the merge would write (with `__medallion_new`: no published row has its key).
+pub const WINNERS: &str = "__medallion_winners";
 const NUMBERED: &str = "__medallion_numbered";
 const DROPPED: &str = "__medallion_dropped";
 
@@ -47,7 +48,7 @@ pub async fn stage_merge(
     let on: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}", k = ident(k))).collect();
     let target_keys: Vec<String> = keys.iter().map(|k| ident(k)).collect();
     let winners = format!(
-        "SELECT s.* FROM {INCOMING} AS s LEFT JOIN (SELECT {tk}, {o} AS __medallion_order, true AS __medallion_hit FROM {target}) AS t ON {on} \
+        "SELECT s.*, t.__medallion_hit IS NULL AS __medallion_new FROM {INCOMING} AS s LEFT JOIN (SELECT {tk}, {o} AS __medallion_order, true AS __medallion_hit FROM {target}) AS t ON {on} \
          WHERE t.__medallion_hit IS NULL OR s.{o} > t.__medallion_order",
         tk = target_keys.join(", "),
         o = ident(order_by),
@@ -72,6 +73,23 @@ pub async fn stage_merge(
     let view = ctx.sql(&merged).await.map_err(|e| Error::sql(context, e))?.into_view();
     replace(ctx, ROWS, view)?;
     stage_this(ctx, schema).await
+}
+
+/// Of the staged merge's winners, those of keys the published table does not hold.
+pub async fn new_winners(ctx: &SessionContext) -> Result<u64> {
+    let sql = format!("SELECT count(*) FROM {WINNERS} WHERE __medallion_new");
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| Error::sql("counting new keys", e))?
+        .collect()
+        .await
+        .map_err(|e| Error::sql("counting new keys", e))?;
+    let n = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map_or(0, |b| b.column(0).as_any().downcast_ref::<Int64Array>().map_or(0, |c| c.value(0)));
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Stages the candidate of appending `batches` to `target` (a registered table name): the

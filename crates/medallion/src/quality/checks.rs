@@ -334,30 +334,73 @@ pub async fn failing_ids(
 
 /// Evaluates `checks` on [`THIS`] at time `now`. The row count and every null-fraction and
 /// freshness aggregate come from one scan.
-pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) -> Result<Vec<GateResult>> {
+pub async fn evaluate(
+    ctx: &SessionContext,
+    checks: &[&TableCheck],
+    now: Now,
+    merge: Option<&MergeFacts<'_>>,
+) -> Result<Vec<GateResult>> {
+    // A merge candidate answers some checks from what is known of it without reading the table:
+    // its row count, uniqueness of its key, and a freshness the run's own winners prove.
+    let mut fresh_from_winners = vec![None; checks.len()];
+    if let Some(m) = merge {
+        for (i, check) in checks.iter().enumerate() {
+            if let Query::Freshness { column, max_age } = &check.query {
+                let context = format!("expectation `{}`", check.name);
+                let sql = format!("SELECT max({}) FROM {}", ident(column), m.winners);
+                let newest = catalog::query(ctx, &sql, &context).await?;
+                if let Some(b) = newest.iter().find(|b| b.num_rows() > 0)
+                    && let Some(newest) = newest_micros(b.column(0), &context)?
+                    && (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000) <= max_age.seconds as i64
+                {
+                    fresh_from_winners[i] = Some(b.column(0).clone());
+                }
+            }
+        }
+    }
     let mut exprs = vec!["count(*)".to_string()];
     let mut slot: Vec<Option<usize>> = vec![None; checks.len()];
     for (i, check) in checks.iter().enumerate() {
         let expr = match &check.query {
             Query::NullFraction { column, .. } => format!("count(*) FILTER (WHERE {} IS NULL)", ident(column)),
-            Query::Freshness { column, .. } => format!("max({})", ident(column)),
+            Query::Freshness { column, .. } if fresh_from_winners[i].is_none() => format!("max({})", ident(column)),
             _ => continue,
         };
         slot[i] = Some(exprs.len());
         exprs.push(expr);
     }
-    let aggregates =
-        catalog::query(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows").await?;
-    let Some(aggregates) = aggregates.into_iter().find(|b| b.num_rows() > 0) else {
-        return Err(Error::Internal("an aggregate over the candidate returned no row".into()));
+    let known_rows = merge.and_then(|m| m.rows);
+    let aggregates = if exprs.len() == 1 && known_rows.is_some() {
+        None
+    } else {
+        let batches =
+            catalog::query(ctx, &format!("SELECT {} FROM {THIS}", exprs.join(", ")), "aggregating candidate rows")
+                .await?;
+        let Some(b) = batches.into_iter().find(|b| b.num_rows() > 0) else {
+            return Err(Error::Internal("an aggregate over the candidate returned no row".into()));
+        };
+        Some(b)
     };
-    let rows = u64::try_from(aggregates.column(0).as_primitive::<Int64Type>().value(0)).unwrap_or(0);
+    let rows = match (&aggregates, known_rows) {
+        (Some(a), _) => u64::try_from(a.column(0).as_primitive::<Int64Type>().value(0)).unwrap_or(0),
+        (None, Some(n)) => n,
+        (None, None) => 0,
+    };
     let mut out = Vec::new();
-    for (check, slot) in checks.iter().zip(slot) {
+    for (i, (check, slot)) in checks.iter().zip(slot).enumerate() {
         let mut r = check.result();
         r.rows_checked = rows;
         let context = format!("expectation `{}`", check.name);
+        let column = |slot: Option<usize>| match (&aggregates, slot) {
+            (Some(a), Some(s)) => Ok(a.column(s).clone()),
+            _ => Err(Error::Internal(format!("{context}: no aggregate"))),
+        };
         match &check.query {
+            Query::Unique(cols) if merge.is_some_and(|m| m.is_key(cols)) => {
+                // The merge keeps one row per key: the published table has unique keys, the run's
+                // winners are deduplicated, and each replaces the row of its key.
+                r.observed = Some("by the merge key".into());
+            }
             Query::Unique(_) | Query::Relationships { .. } | Query::Failing(_) => {
                 let failing = check.failing_sql(THIS).unwrap_or_default();
                 r.failing_rows = count(ctx, &format!("SELECT count(*) FROM ({failing}) AS f"), &context).await?;
@@ -374,17 +417,22 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
                 r.observed = Some(format!("rows = {rows}"));
             }
             Query::NullFraction { max, .. } => {
-                let col = aggregates.column(slot.unwrap_or(0)).as_primitive::<Int64Type>();
+                let col = column(slot)?;
+                let col = col.as_primitive::<Int64Type>();
                 let nulls = u64::try_from(col.value(0)).unwrap_or(0);
                 let fraction = if rows == 0 { 0.0 } else { nulls as f64 / rows as f64 };
                 r.violated = fraction > *max;
                 r.observed = Some(format!("null fraction {fraction:.4} ({nulls} of {rows} rows)"));
             }
-            Query::Freshness { column, max_age } => {
-                match newest_micros(aggregates.column(slot.unwrap_or(0)), &context)? {
+            Query::Freshness { column: name, max_age } => {
+                let newest = match fresh_from_winners[i].take() {
+                    Some(c) => c,
+                    None => column(slot)?,
+                };
+                match newest_micros(&newest, &context)? {
                     None => {
                         r.violated = true;
-                        r.observed = Some(format!("no value in {column}"));
+                        r.observed = Some(format!("no value in {name}"));
                     }
                     Some(newest) => {
                         let age = (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000);
@@ -414,6 +462,29 @@ pub async fn evaluate(ctx: &SessionContext, checks: &[&TableCheck], now: Now) ->
         out.push(r);
     }
     Ok(out)
+}
+
+/// What is known of a merge candidate (the published table with a run's winners merged by key)
+/// without reading the table.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeFacts<'a> {
+    /// The primary key.
+    pub keys: &'a [String],
+    /// The candidate's rows (the published table's live rows, from its log, plus the winners of
+    /// new keys); None when the log does not tell.
+    pub rows: Option<u64>,
+    /// The registered table of the run's winners.
+    pub winners: &'a str,
+}
+
+impl MergeFacts<'_> {
+    fn is_key(&self, cols: &[String]) -> bool {
+        let mut a: Vec<&String> = cols.iter().collect();
+        let mut b: Vec<&String> = self.keys.iter().collect();
+        a.sort();
+        b.sort();
+        a == b
+    }
 }
 
 /// Rows of [`THIS`].

@@ -636,7 +636,11 @@ async fn dedup_and_audit(
     // The candidate is the table with the rows merged (or appended).
     let stage = match &table.history {
         History::Events { .. } => Stage::Append { target: &target },
-        _ => Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by },
+        _ => {
+            let published = Table::open(lake, Layer::Silver, &table.name).await?;
+            let published_rows = published.live_rows()?;
+            Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by, published_rows }
+        }
     };
     let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;
     expectations.extend(audited.results);

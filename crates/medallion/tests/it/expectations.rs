@@ -352,3 +352,54 @@ async fn bad_expectations_are_validate_errors_on_their_line() {
         );
     }
 }
+
+/// Issue 16: on a merge, set-level checks are answered from what the merge knows where that is
+/// sound (row count from the log plus new keys, uniqueness of the primary key, freshness the
+/// run's winners prove), and from the table otherwise; the answers equal a full evaluation.
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_audits_answer_from_the_log_and_the_winners_as_a_full_evaluation_would() {
+    let toml = r#"[project]
+name = "audits"
+
+[sources.accounts]
+
+[silver.accounts]
+primary_key = ["id"]
+order_by = "seq"
+columns = [
+  { name = "id", type = "int64" },
+  { name = "seq", type = "int64" },
+  { name = "at", type = "timestamp" },
+]
+expectations = [
+  { name = "ids", unique = "id", action = "fail" },
+  { name = "at_most_four", row_count = { max = 4 }, action = "warn" },
+  { name = "fresh", freshness = { column = "at", max_age = "30d" }, action = "warn" },
+]
+"#;
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let rec = |id: i64, seq: i64, days: i64| format!(r#"{{"id": {id}, "seq": {seq}, "at": "{}"}}"#, at(days));
+    let mut lh = crate::history::Lakehouse::new(toml);
+    let result = |s: &RunSummary, name: &str| {
+        let e = s.silver[0].expectations.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("{name}"));
+        (e.violated, e.observed.clone().unwrap_or_default(), e.rows_checked)
+    };
+    lh.run_with("accounts", &[rec(1, 1, 0), rec(2, 1, 0), rec(3, 1, 0)]).await;
+    // Updates and a new key, all stale: the count is the log's 3 plus 1 new; freshness is not
+    // proven by the winners, so the table (id 1, fresh) answers.
+    let s = lh.run_with("accounts", &[rec(2, 2, 400), rec(3, 2, 400), rec(4, 1, 400)]).await;
+    assert_eq!(result(&s, "at_most_four"), (false, "rows = 4".to_string(), 4));
+    assert!(!result(&s, "fresh").0, "{:?}", result(&s, "fresh"));
+    assert_eq!(result(&s, "ids"), (false, "by the merge key".to_string(), 4));
+    // One more key: five rows, the warning fires; fresh winners prove freshness.
+    let s = lh.run_with("accounts", &[rec(5, 1, 0), rec(1, 0, 0)]).await;
+    assert_eq!(result(&s, "at_most_four"), (true, "rows = 5".to_string(), 5));
+    assert!(!result(&s, "fresh").0);
+    // Only stale rows left anywhere: the table says so.
+    let s = lh.run_with("accounts", &[rec(1, 9, 400), rec(5, 9, 400), rec(2, 9, 400), rec(3, 9, 400), rec(4, 9, 400)]).await;
+    assert!(result(&s, "fresh").0, "{:?}", result(&s, "fresh"));
+    assert!(result(&s, "fresh").1.starts_with("newest "), "{:?}", result(&s, "fresh"));
+    let (project, lake) = lh.open().await;
+    assert_eq!(query(&project, &lake, "SELECT count(*) FROM silver.accounts").await, vec![vec!["5".to_string()]]);
+}

@@ -469,6 +469,22 @@ impl Table {
         Ok((Table { label, inner, exists: true }, metrics.num_files_removed, metrics.num_files_added))
     }
 
+    /// The table's rows, from its log: the files' record counts less their deletion vectors'
+    /// (None when a file has no record count; Some(0) when the table does not exist).
+    pub fn live_rows(&self) -> Result<Option<u64>> {
+        if !self.exists {
+            return Ok(Some(0));
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        let mut rows = 0u64;
+        for f in snapshot.log_data().iter() {
+            let Some(n) = f.num_records() else { return Ok(None) };
+            let deleted = f.deletion_vector_descriptor().map_or(0, |d| u64::try_from(d.cardinality).unwrap_or(0));
+            rows += (n as u64).saturating_sub(deleted);
+        }
+        Ok(Some(rows))
+    }
+
     /// Rows the table's deletion vectors delete and the rows of its live files (deleted included):
     /// how much a reader reads only to skip.
     pub fn deleted_rows(&self) -> Result<(u64, u64)> {
