@@ -572,7 +572,7 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     let want = contents(&clean);
     assert!(want.contains("bronze batches: 4"), "{want}");
 
-    for (i, point) in [
+    let points = [
         "bronze/orders:ingest",
         "bronze/orders:batch",
         "bronze/customers:batch",
@@ -581,23 +581,32 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
         "silver/dim_customers:merge",
         "gold/daily_revenue:write",
         "gold/revenue_by_tier:write",
-    ]
-    .iter()
-    .enumerate()
-    {
+    ];
+    killed_runs_give(&want, &points, &[15, 60, 120, 200, 320, 450], init);
+}
+
+/// For each fault point, a project from `init` whose `run` is killed there, then run again, holds
+/// `want`; so does one killed again and again (kill -9 after each delay) and then run: returned.
+fn killed_runs_give(
+    want: &str,
+    points: &[&str],
+    delays_ms: &[u64],
+    init: impl Fn(&str) -> std::path::PathBuf,
+) -> std::path::PathBuf {
+    for (i, point) in points.iter().enumerate() {
         let proj = init(&format!("killed{i}"));
         killed_at("run", point, &proj);
         let again = run(&["run"], &proj);
         assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
         assert_eq!(contents(&proj), want, "after a kill at {point}");
     }
-
     // Kill -9 at arbitrary moments, again and again, then let a run finish.
     let proj = init("kill_loop");
-    kill_loop("run", &[15, 60, 120, 200, 320, 450], &proj);
+    kill_loop("run", delays_ms, &proj);
     let last = run(&["run"], &proj);
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
     assert_eq!(contents(&proj), want, "after the kill loop");
+    proj
 }
 
 /// Issue 16: a second run merging re-sent orders into a silver table with deletion vectors, killed
@@ -638,22 +647,8 @@ fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
     assert!(want.contains("bronze batches: 4"), "{want}");
     assert_eq!(vectors(&clean), 1, "the second run's merge marked replaced rows");
 
-    for (i, point) in ["bronze/orders:batch", "silver/orders:intent", "silver/orders:merge", "gold/daily_revenue:write"]
-        .iter()
-        .enumerate()
-    {
-        let proj = init(&format!("killed{i}"));
-        killed_at("run", point, &proj);
-        let again = run(&["run"], &proj);
-        assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
-        assert_eq!(contents(&proj), want, "after a kill at {point}");
-    }
-
-    let proj = init("kill_loop");
-    kill_loop("run", &[15, 60, 120, 200, 320, 450, 600], &proj);
-    let last = run(&["run"], &proj);
-    assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
-    assert_eq!(contents(&proj), want, "after the kill loop");
+    let points = ["bronze/orders:batch", "silver/orders:intent", "silver/orders:merge", "gold/daily_revenue:write"];
+    let proj = killed_runs_give(&want, &points, &[15, 60, 120, 200, 320, 450, 600], init);
     // Vectors of killed merges, if any, are named by no commit: a vacuum removes them.
     let vacuum = run(&["vacuum", "orders", "--retain", "0s", "--force"], &proj);
     assert_eq!(vacuum.status.code(), Some(0), "{}", text(&vacuum.stderr));

@@ -397,7 +397,9 @@ expectations = [
     assert_eq!(result(&s, "at_most_four"), (true, "rows = 5".to_string(), 5));
     assert!(!result(&s, "fresh").0);
     // Only stale rows left anywhere: the table says so.
-    let s = lh.run_with("accounts", &[rec(1, 9, 400), rec(5, 9, 400), rec(2, 9, 400), rec(3, 9, 400), rec(4, 9, 400)]).await;
+    let s = lh
+        .run_with("accounts", &[rec(1, 9, 400), rec(5, 9, 400), rec(2, 9, 400), rec(3, 9, 400), rec(4, 9, 400)])
+        .await;
     assert!(result(&s, "fresh").0, "{:?}", result(&s, "fresh"));
     assert!(result(&s, "fresh").1.starts_with("newest "), "{:?}", result(&s, "fresh"));
     let (project, lake) = lh.open().await;
