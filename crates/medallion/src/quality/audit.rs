@@ -32,6 +32,9 @@ pub enum Stage<'a> {
         /// The published table's live rows, from its log (None: unknown): with them, the
         /// candidate's row count is known without reading the table.
         published_rows: Option<u64>,
+        /// Per row of the audited batches, what the table holds for its key (None: unknown, the
+        /// winners are found by a join; see `Table::published_orders`).
+        published: Option<&'a [Option<Option<i64>>]>,
     },
     /// The rows are appended to `target` (an event table).
     Append {
@@ -74,6 +77,13 @@ pub async fn audit(
     let ids: BTreeSet<i64> = reasons.keys().copied().collect();
     let (kept, removed) = split(batches, &ids)?;
     if !ids.is_empty() {
+        // Fewer rows than `published` describes: the winners by a join.
+        let stage = match stage {
+            Stage::Merge { published: Some(_), target, keys, order_by, published_rows } => {
+                Stage::Merge { target, keys, order_by, published_rows, published: None }
+            }
+            other => other,
+        };
         staged(ctx, schema, &kept, stage).await?;
     }
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
@@ -141,7 +151,9 @@ fn reasons_by_id(dropped_by: &[(GateResult, BTreeSet<i64>)]) -> BTreeMap<i64, Ve
 async fn staged(ctx: &SessionContext, schema: &SchemaRef, rows: &[RecordBatch], stage: Stage<'_>) -> Result<()> {
     match stage {
         Stage::Rows => stage_rows(ctx, schema, rows).await,
-        Stage::Merge { target, keys, order_by, .. } => stage_merge(ctx, schema, rows, target, keys, order_by).await,
+        Stage::Merge { target, keys, order_by, published, .. } => {
+            stage_merge(ctx, schema, rows, target, keys, order_by, published).await
+        }
         Stage::Append { target } => stage_append(ctx, schema, rows, target).await,
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
@@ -34,8 +34,39 @@ pub async fn stage_rows(ctx: &SessionContext, schema: &SchemaRef, batches: &[Rec
 }
 
 /// Stages the candidate of merging `batches` (unique per key) into `target` (a registered table
-/// name) by `keys`, newer by `order_by`.
+/// name) by `keys`, newer by `order_by`. `published`, when given, holds per row what the table
+/// holds for its key (see `Table::published_orders`): the winners are then picked in memory,
+/// without joining the table in SQL.
 pub async fn stage_merge(
+    ctx: &SessionContext,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    target: &str,
+    keys: &[String],
+    order_by: &str,
+    published: Option<&[Option<Option<i64>>]>,
+) -> Result<()> {
+    let context = "staging the merge candidate";
+    match published {
+        Some(p) => replace(ctx, WINNERS, winners_in_memory(schema, batches, order_by, p)?)?,
+        None => stage_winners_by_join(ctx, schema, batches, target, keys, order_by).await?,
+    }
+    let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
+    let same: Vec<String> = keys.iter().map(|k| format!("w.{k} = x.{k}", k = ident(k))).collect();
+    let kept = cols.iter().map(|c| format!("x.{c}")).collect::<Vec<_>>().join(", ");
+    let merged = format!(
+        "SELECT {kept}, CAST(NULL AS BIGINT) AS {ROW_ID} FROM {target} AS x WHERE NOT EXISTS (SELECT 1 FROM {WINNERS} AS w WHERE {same}) \
+         UNION ALL SELECT {cols}, {ROW_ID} FROM {WINNERS}",
+        same = same.join(" AND "),
+        cols = cols.join(", ")
+    );
+    let view = ctx.sql(&merged).await.map_err(|e| Error::sql(context, e))?.into_view();
+    replace(ctx, ROWS, view)?;
+    stage_this(ctx, schema).await
+}
+
+/// The winners of merging `batches` into `target`, by a join on the keys (any key types).
+async fn stage_winners_by_join(
     ctx: &SessionContext,
     schema: &SchemaRef,
     batches: &[RecordBatch],
@@ -60,19 +91,55 @@ pub async fn stage_merge(
     let winners = MemTable::try_new(with_id, vec![rows]).map_err(|e| Error::sql(context, e))?;
     replace(ctx, WINNERS, Arc::new(winners))?;
     ctx.deregister_table(INCOMING).map_err(|e| Error::sql(context, e))?;
+    Ok(())
+}
 
-    let cols: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
-    let same: Vec<String> = keys.iter().map(|k| format!("w.{k} = x.{k}", k = ident(k))).collect();
-    let kept = cols.iter().map(|c| format!("x.{c}")).collect::<Vec<_>>().join(", ");
-    let merged = format!(
-        "SELECT {kept}, CAST(NULL AS BIGINT) AS {ROW_ID} FROM {target} AS x WHERE NOT EXISTS (SELECT 1 FROM {WINNERS} AS w WHERE {same}) \
-         UNION ALL SELECT {cols}, {ROW_ID} FROM {WINNERS}",
-        same = same.join(" AND "),
-        cols = cols.join(", ")
-    );
-    let view = ctx.sql(&merged).await.map_err(|e| Error::sql(context, e))?.into_view();
-    replace(ctx, ROWS, view)?;
-    stage_this(ctx, schema).await
+/// The winners of merging `batches` given what the table holds per row's key (`published`): rows
+/// of new keys, and rows whose order value is greater than the published row's (both present).
+fn winners_in_memory(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    order_by: &str,
+    published: &[Option<Option<i64>>],
+) -> Result<Arc<MemTable>> {
+    let context = "staging the merge candidate";
+    let with_id = with_row_id(schema);
+    let mut fields: Vec<Field> = with_id.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("__medallion_new", DataType::Boolean, false));
+    let out_schema: SchemaRef = Arc::new(Schema::new(fields));
+    let mut out = Vec::with_capacity(batches.len());
+    let mut offset = 0usize;
+    for b in batches {
+        let n = b.num_rows();
+        let numbered = number(b, &with_id, offset as i64)?;
+        let orders =
+            b.column_by_name(order_by).ok_or_else(|| Error::Internal(format!("{context}: no column `{order_by}`")))?;
+        let orders =
+            datafusion::arrow::compute::cast(orders, &DataType::Int64).map_err(|e| Error::arrow(context, e))?;
+        let orders = orders.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::Internal(context.into()))?;
+        let rows = published.get(offset..offset + n).ok_or_else(|| Error::Internal(format!("{context}: rows")))?;
+        let wins: BooleanArray = rows
+            .iter()
+            .enumerate()
+            .map(|(r, p)| {
+                Some(match p {
+                    None => true,
+                    Some(Some(t)) => orders.is_valid(r) && orders.value(r) > *t,
+                    Some(None) => false,
+                })
+            })
+            .collect();
+        let new: ArrayRef = Arc::new(BooleanArray::from(rows.iter().map(Option::is_none).collect::<Vec<bool>>()));
+        let mut cols = numbered.columns().to_vec();
+        cols.push(new);
+        let all = RecordBatch::try_new(Arc::clone(&out_schema), cols).map_err(|e| Error::arrow(context, e))?;
+        out.push(filter_record_batch(&all, &wins).map_err(|e| Error::arrow(context, e))?);
+        offset += n;
+    }
+    if offset != published.len() {
+        return Err(Error::Internal(format!("{context}: {offset} rows, {} published matches", published.len())));
+    }
+    Ok(Arc::new(MemTable::try_new(out_schema, vec![out]).map_err(|e| Error::sql(context, e))?))
 }
 
 /// Of the staged merge's winners, those of keys the published table does not hold.

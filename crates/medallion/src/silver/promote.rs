@@ -634,12 +634,23 @@ async fn dedup_and_audit(
     let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
     let target = format!("silver.{}", table.name);
     // The candidate is the table with the rows merged (or appended).
+    let mut published = None;
     let stage = match &table.history {
         History::Events { .. } => Stage::Append { target: &target },
         _ => {
-            let published = Table::open(lake, Layer::Silver, &table.name).await?;
-            let published_rows = published.live_rows()?;
-            Stage::Merge { target: &target, keys: &table.keys, order_by: &table.order_by, published_rows }
+            let t = Table::open(lake, Layer::Silver, &table.name).await?;
+            let published_rows = t.live_rows()?;
+            // One integer key: what the table holds per key, read like the keyed merge reads.
+            if let [key] = table.keys.as_slice() {
+                published = t.published_orders(&deduped, key, &table.order_by).await?;
+            }
+            Stage::Merge {
+                target: &target,
+                keys: &table.keys,
+                order_by: &table.order_by,
+                published_rows,
+                published: published.as_deref(),
+            }
         }
     };
     let audited = audit(&ctx, &table.checks, &schema, deduped, stage, now).await?;

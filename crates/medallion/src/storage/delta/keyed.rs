@@ -114,35 +114,8 @@ pub(super) async fn upsert(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let source = Arc::new(source);
 
-    // Which target rows the source matches: key and order columns of the files that may hold a key.
-    let candidates: Vec<usize> =
-        (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
-    let scanned = candidates.len();
     let scan_started = std::time::Instant::now();
-    // Rows a file's deletion vector already removes are not the table's: they match nothing.
-    let mut deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = HashMap::new();
-    for &i in &candidates {
-        let dv = files[i].deletion_vector_descriptor();
-        deleted
-            .insert(i, Arc::new(super::dv::read(store.as_ref(), &Path::from(""), dv.as_ref()).await.map_err(delta)?));
-    }
-    let hits: Vec<(usize, Vec<Hit>)> = futures::stream::iter(candidates)
-        .map(|i| {
-            let (store, source, path, size) =
-                (Arc::clone(&store), Arc::clone(&source), files[i].object_store_path(), files[i].size());
-            let (key, order_by) = (key.to_string(), order_by.to_string());
-            let deleted = Arc::clone(&deleted[&i]);
-            tokio::spawn(
-                async move { scan(store, path, size, &key, &order_by, &source, &deleted).await.map(|h| (i, h)) },
-            )
-        })
-        .buffer_unordered(threads)
-        .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge scan task: {e}")))?)
-        .try_filter(|(_, h)| futures::future::ready(!h.is_empty()))
-        .try_collect()
-        .await
-        .map_err(delta)?;
-
+    let (hits, deleted, scanned) = find_hits(&store, &files, &source, key, order_by).await.map_err(delta)?;
     let scan_time = scan_started.elapsed();
 
     // Each source row's fate, then the target rows to drop: those a newer source row replaces.
@@ -436,6 +409,76 @@ async fn open(
 ) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>, DeltaTableError> {
     let reader = ParquetObjectReader::new(Arc::clone(store), path).with_file_size(u64::try_from(size).unwrap_or(0));
     Ok(ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(READ_BATCH_ROWS))
+}
+
+/// The target rows whose key is in `source`: per file that holds one (index into `files`), its
+/// hits; each scanned file's deletion vector (rows it already deletes match nothing); and how many
+/// files were scanned (those whose key statistics may hold a source key), several at once.
+type Found = (Vec<(usize, Vec<Hit>)>, HashMap<usize, Arc<roaring::RoaringTreemap>>, usize);
+
+async fn find_hits(
+    store: &Arc<dyn ObjectStore>,
+    files: &[deltalake::kernel::LogicalFileView],
+    source: &Arc<Source>,
+    key: &str,
+    order_by: &str,
+) -> Result<Found, DeltaTableError> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let candidates: Vec<usize> =
+        (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
+    let scanned = candidates.len();
+    let mut deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = HashMap::new();
+    for &i in &candidates {
+        let dv = files[i].deletion_vector_descriptor();
+        deleted.insert(i, Arc::new(super::dv::read(store.as_ref(), &Path::from(""), dv.as_ref()).await?));
+    }
+    let jobs: Vec<(usize, Path, i64, Arc<roaring::RoaringTreemap>)> = candidates
+        .iter()
+        .map(|&i| (i, files[i].object_store_path(), files[i].size(), Arc::clone(&deleted[&i])))
+        .collect();
+    let hits = futures::stream::iter(jobs)
+        .map(|(i, path, size, deleted)| {
+            let (store, source) = (Arc::clone(store), Arc::clone(source));
+            let (key, order_by) = (key.to_string(), order_by.to_string());
+            tokio::spawn(
+                async move { scan(store, path, size, &key, &order_by, &source, &deleted).await.map(|h| (i, h)) },
+            )
+        })
+        .buffer_unordered(threads)
+        .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge scan task: {e}")))?)
+        .try_filter(|(_, h)| futures::future::ready(!h.is_empty()))
+        .try_collect()
+        .await?;
+    Ok((hits, deleted, scanned))
+}
+
+/// For each row of `rows` (numbered across batches, unique per key), what the published table
+/// holds for its key: None (no row), `Some(order)` (its order value; `Some(None)` when a row
+/// lacks one, or several rows have the key and one lacks it; else the greatest). None when the
+/// keyed merge does not apply (the caller joins in SQL instead).
+pub(super) async fn published_orders(
+    table: &DeltaTable,
+    rows: &[RecordBatch],
+    key: &str,
+    order_by: &str,
+) -> Result<Option<Vec<Option<Option<i64>>>>, DeltaTableError> {
+    if applies(table, rows, key, order_by)?.is_none() {
+        return Ok(None);
+    }
+    let Ok(Some(source)) = index(rows, key, order_by) else { return Ok(None) };
+    let files: Vec<_> = table.snapshot()?.log_data().iter().collect();
+    let source = Arc::new(source);
+    let (hits, _, _) = find_hits(&table.object_store(), &files, &source, key, order_by).await?;
+    let mut out: Vec<Option<Option<i64>>> = vec![None; source.orders.len()];
+    for h in hits.iter().flat_map(|(_, h)| h) {
+        let o = &mut out[h.source as usize];
+        *o = match (*o, h.order) {
+            (None, t) => Some(t),
+            (Some(None), _) | (_, None) => Some(None),
+            (Some(Some(a)), Some(b)) => Some(Some(a.max(b))),
+        };
+    }
+    Ok(Some(out))
 }
 
 /// The rows of one target file whose key is in the source (reads the key and order columns only).

@@ -469,6 +469,22 @@ impl Table {
         Ok((Table { label, inner, exists: true }, metrics.num_files_removed, metrics.num_files_added))
     }
 
+    /// For each of `rows` (unique per `key`), what the table holds for its key: None (no row) or
+    /// its `order_by` value (inner None: missing). Read like the keyed merge reads (key and order
+    /// columns of the files whose statistics may hold a key, deletion vectors applied, several
+    /// files at once); None when that merge does not apply (one non-null integer key, …).
+    pub async fn published_orders(
+        &self,
+        rows: &[RecordBatch],
+        key: &str,
+        order_by: &str,
+    ) -> Result<Option<Vec<Option<Option<i64>>>>> {
+        if !self.exists || rows.is_empty() {
+            return Ok(None);
+        }
+        keyed::published_orders(&self.inner, rows, key, order_by).await.map_err(|e| Error::delta(&self.label, e))
+    }
+
     /// The table's rows, from its log: the files' record counts less their deletion vectors'
     /// (None when a file has no record count; Some(0) when the table does not exist).
     pub fn live_rows(&self) -> Result<Option<u64>> {
