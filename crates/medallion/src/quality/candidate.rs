@@ -144,19 +144,8 @@ fn winners_in_memory(
 
 /// Of the staged merge's winners, those of keys the published table does not hold.
 pub async fn new_winners(ctx: &SessionContext) -> Result<u64> {
-    let sql = format!("SELECT count(*) FROM {WINNERS} WHERE __medallion_new");
-    let batches = ctx
-        .sql(&sql)
+    super::checks::count(ctx, &format!("SELECT count(*) FROM {WINNERS} WHERE __medallion_new"), "counting new keys")
         .await
-        .map_err(|e| Error::sql("counting new keys", e))?
-        .collect()
-        .await
-        .map_err(|e| Error::sql("counting new keys", e))?;
-    let n = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .map_or(0, |b| b.column(0).as_any().downcast_ref::<Int64Array>().map_or(0, |c| c.value(0)));
-    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Stages the candidate of appending `batches` to `target` (a registered table name): the

@@ -351,7 +351,7 @@ pub async fn evaluate(
                 let newest = catalog::query(ctx, &sql, &context).await?;
                 if let Some(b) = newest.iter().find(|b| b.num_rows() > 0)
                     && let Some(newest) = newest_micros(b.column(0), &context)?
-                    && (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000) <= max_age.seconds as i64
+                    && age_seconds(now, newest) <= max_age.seconds as i64
                 {
                     fresh_from_winners[i] = Some(b.column(0).clone());
                 }
@@ -435,7 +435,7 @@ pub async fn evaluate(
                         r.observed = Some(format!("no value in {name}"));
                     }
                     Some(newest) => {
-                        let age = (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000);
+                        let age = age_seconds(now, newest);
                         r.violated = age > max_age.seconds as i64;
                         let at = chrono::DateTime::from_timestamp_micros(newest).map_or_else(
                             || newest.to_string(),
@@ -492,7 +492,13 @@ pub async fn count_this(ctx: &SessionContext) -> Result<u64> {
     count(ctx, &format!("SELECT count(*) FROM {THIS}"), "counting candidate rows").await
 }
 
-async fn count(ctx: &SessionContext, sql: &str, context: &str) -> Result<u64> {
+/// Whole seconds from `newest` (micros since the epoch) to `now`, rounded.
+fn age_seconds(now: Now, newest: i64) -> i64 {
+    (now.timestamp_micros() - newest + 500_000).div_euclid(1_000_000)
+}
+
+/// The `count(*)` `sql` returns (0 for no row).
+pub(super) async fn count(ctx: &SessionContext, sql: &str, context: &str) -> Result<u64> {
     let batches = catalog::query(ctx, sql, context).await?;
     let n = batches.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
     Ok(u64::try_from(n).unwrap_or(0))

@@ -401,14 +401,19 @@ fn may_hold(sorted: &[i64], stats: Option<&str>, key: &str) -> bool {
     at < sorted.len() && sorted[at] <= hi
 }
 
+/// A reader of one target file, `READ_BATCH_ROWS` rows per batch; with `page_index`, the page
+/// index is loaded too, so a row selection reads only the pages holding its rows.
 #[allow(deprecated)]
 async fn open(
     store: &Arc<dyn ObjectStore>,
     path: Path,
     size: i64,
+    page_index: bool,
 ) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>, DeltaTableError> {
+    use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
     let reader = ParquetObjectReader::new(Arc::clone(store), path).with_file_size(u64::try_from(size).unwrap_or(0));
-    Ok(ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(READ_BATCH_ROWS))
+    let options = ArrowReaderOptions::new().with_page_index(page_index);
+    Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?.with_batch_size(READ_BATCH_ROWS))
 }
 
 /// The target rows whose key is in `source`: per file that holds one (index into `files`), its
@@ -491,7 +496,7 @@ async fn scan(
     source: &Source,
     deleted: &roaring::RoaringTreemap,
 ) -> Result<Vec<Hit>, DeltaTableError> {
-    let builder = open(&store, path.clone(), size).await?;
+    let builder = open(&store, path.clone(), size, false).await?;
     let fields = builder.schema().fields();
     let position = |name: &str| {
         fields
@@ -532,7 +537,7 @@ pub(super) async fn rewrite(
     keep_dropped: bool,
 ) -> Result<(Vec<Action>, Vec<RecordBatch>, usize), DeltaTableError> {
     let store = table.object_store();
-    let mut stream = open(&store, path, size).await?.build()?;
+    let mut stream = open(&store, path, size, false).await?.build()?;
     let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
     let schema: SchemaRef = Arc::new(table.snapshot()?.schema().as_ref().try_into_arrow()?);
     let mut dropped = Vec::new();
@@ -569,7 +574,6 @@ pub(super) async fn rewrite(
 
 /// The rows numbered `rows` (sorted) of one file, all columns, in `schema`: the pages holding
 /// them are read, not the file.
-#[allow(deprecated)]
 async fn read_rows(
     store: &Arc<dyn ObjectStore>,
     path: Path,
@@ -577,11 +581,8 @@ async fn read_rows(
     rows: &[u32],
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, DeltaTableError> {
-    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
-    let reader = ParquetObjectReader::new(Arc::clone(store), path).with_file_size(u64::try_from(size).unwrap_or(0));
-    let builder =
-        ParquetRecordBatchStreamBuilder::new_with_options(reader, ArrowReaderOptions::new().with_page_index(true))
-            .await?;
+    use datafusion::parquet::arrow::arrow_reader::RowSelection;
+    let builder = open(store, path, size, true).await?;
     let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     for &r in rows {
@@ -592,7 +593,7 @@ async fn read_rows(
         }
     }
     let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
-    let stream = builder.with_row_selection(selection).with_batch_size(READ_BATCH_ROWS).build()?;
+    let stream = builder.with_row_selection(selection).build()?;
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     let got: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if got != rows.len() {

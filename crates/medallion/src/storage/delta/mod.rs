@@ -491,14 +491,8 @@ impl Table {
         if !self.exists {
             return Ok(Some(0));
         }
-        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
-        let mut rows = 0u64;
-        for f in snapshot.log_data().iter() {
-            let Some(n) = f.num_records() else { return Ok(None) };
-            let deleted = f.deletion_vector_descriptor().map_or(0, |d| u64::try_from(d.cardinality).unwrap_or(0));
-            rows += (n as u64).saturating_sub(deleted);
-        }
-        Ok(Some(rows))
+        let (deleted, rows, complete) = purge::row_counts(&self.inner).map_err(|e| Error::delta(&self.label, e))?;
+        Ok(complete.then(|| rows.saturating_sub(deleted)))
     }
 
     /// Rows the table's deletion vectors delete and the rows of its live files (deleted included):
@@ -507,7 +501,8 @@ impl Table {
         if !self.exists {
             return Ok((0, 0));
         }
-        purge::deleted_share(&self.inner).map_err(|e| Error::delta(&self.label, e))
+        let (deleted, rows, _) = purge::row_counts(&self.inner).map_err(|e| Error::delta(&self.label, e))?;
+        Ok((deleted, rows))
     }
 
     /// Rewrites every file that has a deletion vector without its deleted rows (contents

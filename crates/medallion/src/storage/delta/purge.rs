@@ -19,17 +19,21 @@ use object_store::path::Path;
 
 use super::{dv, keyed};
 
-/// Rows a table's deletion vectors delete, and the rows of its live files (deleted ones included).
-pub(super) fn deleted_share(table: &DeltaTable) -> Result<(u64, u64), DeltaTableError> {
+/// Rows a table's deletion vectors delete, the rows of its live files (deleted ones included),
+/// and whether every file has a record count (when not, `rows` counts only those that have one).
+pub(super) fn row_counts(table: &DeltaTable) -> Result<(u64, u64, bool), DeltaTableError> {
     let snapshot = table.snapshot()?;
-    let (mut deleted, mut rows) = (0u64, 0u64);
+    let (mut deleted, mut rows, mut complete) = (0u64, 0u64, true);
     for f in snapshot.log_data().iter() {
-        rows += f.num_records().map_or(0, |n| n as u64);
+        match f.num_records() {
+            Some(n) => rows += n as u64,
+            None => complete = false,
+        }
         if let Some(d) = f.deletion_vector_descriptor() {
             deleted += u64::try_from(d.cardinality).unwrap_or(0);
         }
     }
-    Ok((deleted, rows))
+    Ok((deleted, rows, complete))
 }
 
 /// Rewrites every live file that has a deletion vector without its deleted rows, in one commit.
