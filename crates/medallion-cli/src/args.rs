@@ -179,8 +179,9 @@ pub enum Command {
         #[arg(long, default_value = "medallion-docs", value_name = "DIR")]
         out: PathBuf,
     },
-    /// Compact small files of every table (or one), optionally Z-ordering silver and gold by
-    /// columns; writes a checkpoint. Contents do not change.
+    /// Purge deletion vectors (rewrite files without their deleted rows), then compact small files
+    /// of every table (or one), optionally Z-ordering silver and gold by columns; writes a
+    /// checkpoint. Contents do not change.
     Optimize {
         /// A silver table or gold model (with its dead letter); all when omitted.
         table: Option<String>,
@@ -191,8 +192,8 @@ pub enum Command {
         #[arg(long, value_name = "BYTES")]
         target_size: Option<u64>,
     },
-    /// Delete data files no version younger than --retain references (time travel before that
-    /// stops working). Contents do not change.
+    /// Delete data and deletion-vector files no version younger than --retain references, and
+    /// older files no commit named (time travel before that stops working). Contents do not change.
     Vacuum {
         /// A silver table or gold model (with its dead letter); all when omitted.
         table: Option<String>,
