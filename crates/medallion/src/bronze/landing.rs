@@ -403,6 +403,11 @@ impl Seen {
         }
         Ok(Seen { bytes, sha256: hex(&hasher.finalize()) })
     }
+
+    /// Whether two files had the same bytes.
+    pub fn same_bytes(&self, other: &Seen) -> bool {
+        self.bytes == other.bytes && self.sha256 == other.sha256
+    }
 }
 
 /// Records that `seen` (the whole file) of `shown` was landed, in the batch `landed_in` (id,

@@ -28,6 +28,11 @@ pub const LINE: &str = "_line";
 /// Field under which ingest keeps a line that was not a JSON object, as text.
 pub const CORRUPT_RECORD: &str = "_corrupt_record";
 
+/// Gzip level of the bronze batches ingest writes. Measured on 1M orders (README, "Bronze"):
+/// level 3 lands NDJSON 2.5x and CSV 1.7x faster than level 6 for 11-18% more bytes; level 1 was
+/// no faster than 3 on NDJSON and 60% larger on CSV.
+pub const GZIP_LEVEL: u32 = 3;
+
 /// Object path of a bronze batch.
 pub fn batch_path(source: &str, date: &str, batch_id: &str) -> String {
     format!("bronze/{source}/{date}/{batch_id}.ndjson.gz")

@@ -550,72 +550,116 @@ async fn ingest_paths(
     let entries = tokio::task::spawn_blocking(move || landing::scan(&root, &name, &patterns, follow))
         .await
         .map_err(|e| Error::Internal(format!("listing landing files: {e}")))??;
-    let mut out = Vec::new();
-    for entry in entries {
-        let (path, shown) = match entry {
-            landing::Entry::Skipped(skipped) => {
-                out.push(skipped);
-                continue;
+    // Files land `threads` at a time (hashing and converting them is CPU work), each to its end
+    // even when another fails; outcomes keep the files' order. Files given together get strictly
+    // increasing ingest times in their (sorted) order, so duplicates across them resolve by that
+    // order, not by which landing finished first. A file with the same bytes as an earlier one
+    // lands after it (then finds its content landed), never beside it.
+    use futures::StreamExt as _;
+    let threads = opts.threads.max(1);
+    let prepared: Vec<Result<Landing>> = futures::stream::iter(entries)
+        .map(|entry| prepare_landing(lake, source, entry))
+        .buffered(threads)
+        .collect()
+        .await;
+    let prepared = prepared.into_iter().collect::<Result<Vec<Landing>>>()?;
+    let mut outcomes: Vec<Option<Result<IngestOutcome>>> = Vec::new();
+    let mut waves: [Vec<(usize, NewFile)>; 2] = [Vec::new(), Vec::new()];
+    for (i, landing) in prepared.into_iter().enumerate() {
+        match landing {
+            Landing::Done(outcome) => outcomes.push(Some(Ok(outcome))),
+            Landing::New(file) => {
+                let repeat = waves[0].iter().any(|(_, first)| first.seen.same_bytes(&file.seen));
+                waves[usize::from(repeat)].push((i, file));
+                outcomes.push(None);
             }
-            landing::Entry::Read { path, shown } => (path, shown),
-        };
-        if let Some((batch_id, batch)) = landing::unchanged(lake, &source.name, &shown, &path).await? {
-            out.push(IngestOutcome {
-                input: shown,
-                status: IngestStatus::AlreadyIngested,
-                batch_id,
-                path: batch,
-                records: 0,
-                corrupt: 0,
-                note: None,
-            });
-            continue;
         }
-        let file = path.clone();
-        let seen = match tokio::task::spawn_blocking(move || {
-            let before = landing::FileStamp::of(&file);
-            let seen = landing::Seen::of_file(&file)?;
-            // The stamp of the bytes hashed: none if the file changed meanwhile.
-            Ok::<_, std::io::Error>((seen, before.filter(|b| landing::FileStamp::of(&file).as_ref() == Some(b))))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
-        {
-            Ok(seen) => seen,
-            Err(e) => {
-                out.push(IngestOutcome::skipped(&shown, format!("cannot be read: {e}")));
-                continue;
-            }
-        };
-        let (start, head, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
-            landing::NewContent::Whole => (0, Vec::new(), None),
-            landing::NewContent::Appended { start, head, note } => (start, head, Some(note)),
-            landing::NewContent::Refused(why) => {
-                out.push(IngestOutcome::skipped(&shown, why));
-                continue;
-            }
-        };
-        // Files given together get strictly increasing ingest times in their (sorted) order,
-        // so duplicates across them resolve by that order, not by random batch ids.
-        let input = Arc::new(FileInput { path, start, head });
-        let landed =
-            ingest_from(lake, &source.name, source.read.clone(), &shown, input, later(opts.now, out.len())).await;
-        let mut outcome = match landed {
-            Ok(outcome) => outcome,
-            // Input that cannot be landed (not gzip after all, a gzip bomb, changed meanwhile)
-            // is skipped with why; the other files still land.
-            Err(Error::Ingest { message, .. }) => {
-                out.push(IngestOutcome::skipped(&shown, message));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let (seen, stamp) = seen;
-        landing::remember(lake, &source.name, &shown, seen, stamp, (&outcome.batch_id, &outcome.path)).await?;
-        if let Some(note) = note {
-            outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));
-        }
-        out.push(outcome);
     }
-    Ok(out)
+    for wave in waves {
+        let landed: Vec<(usize, Result<IngestOutcome>)> = futures::stream::iter(wave)
+            .map(|(i, file)| async move { (i, land_new(lake, source, file, later(opts.now, i)).await) })
+            .buffered(threads)
+            .collect()
+            .await;
+        for (i, outcome) in landed {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("landing outcome missing".into())))).collect()
+}
+
+/// A landing file: answered already (skipped, unchanged) or new content to land.
+enum Landing {
+    Done(IngestOutcome),
+    New(NewFile),
+}
+
+/// A landing file with content not yet in bronze.
+struct NewFile {
+    path: std::path::PathBuf,
+    shown: String,
+    /// The whole file as hashed, and its stamp then (none if it changed meanwhile).
+    seen: landing::Seen,
+    stamp: Option<landing::FileStamp>,
+    /// Where its new content starts, and the header lines before it (a grown CSV file).
+    start: u64,
+    head: Vec<u8>,
+    note: Option<String>,
+}
+
+/// What landing `entry` takes: nothing (skipped with why, or its content unchanged since it
+/// landed), or its whole or new content.
+async fn prepare_landing(lake: &Lake, source: &crate::project::Source, entry: landing::Entry) -> Result<Landing> {
+    let (path, shown) = match entry {
+        landing::Entry::Skipped(skipped) => return Ok(Landing::Done(skipped)),
+        landing::Entry::Read { path, shown } => (path, shown),
+    };
+    if let Some((batch_id, batch)) = landing::unchanged(lake, &source.name, &shown, &path).await? {
+        return Ok(Landing::Done(IngestOutcome {
+            input: shown,
+            status: IngestStatus::AlreadyIngested,
+            batch_id,
+            path: batch,
+            records: 0,
+            corrupt: 0,
+            note: None,
+        }));
+    }
+    let file = path.clone();
+    let (seen, stamp) = match tokio::task::spawn_blocking(move || {
+        let before = landing::FileStamp::of(&file);
+        let seen = landing::Seen::of_file(&file)?;
+        // The stamp of the bytes hashed: none if the file changed meanwhile.
+        Ok::<_, std::io::Error>((seen, before.filter(|b| landing::FileStamp::of(&file).as_ref() == Some(b))))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+    {
+        Ok(seen) => seen,
+        Err(e) => return Ok(Landing::Done(IngestOutcome::skipped(&shown, format!("cannot be read: {e}")))),
+    };
+    let (start, head, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
+        landing::NewContent::Whole => (0, Vec::new(), None),
+        landing::NewContent::Appended { start, head, note } => (start, head, Some(note)),
+        landing::NewContent::Refused(why) => return Ok(Landing::Done(IngestOutcome::skipped(&shown, why))),
+    };
+    Ok(Landing::New(NewFile { path, shown, seen, stamp, start, head, note }))
+}
+
+/// Lands a file's new content as a batch ingested at `now`, and remembers what landed.
+async fn land_new(lake: &Lake, source: &crate::project::Source, file: NewFile, now: Now) -> Result<IngestOutcome> {
+    let NewFile { path, shown, seen, stamp, start, head, note } = file;
+    let input = Arc::new(FileInput { path, start, head });
+    let mut outcome = match ingest_from(lake, &source.name, source.read.clone(), &shown, input, now).await {
+        Ok(outcome) => outcome,
+        // Input that cannot be landed (not gzip after all, a gzip bomb, changed meanwhile)
+        // is skipped with why; the other files still land.
+        Err(Error::Ingest { message, .. }) => return Ok(IngestOutcome::skipped(&shown, message)),
+        Err(e) => return Err(e),
+    };
+    landing::remember(lake, &source.name, &shown, seen, stamp, (&outcome.batch_id, &outcome.path)).await?;
+    if let Some(note) = note {
+        outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));
+    }
+    Ok(outcome)
 }

@@ -352,3 +352,45 @@ async fn parquet_in_and_parquet_out() {
         .collect();
     assert_eq!(names, vec!["by_day.parquet"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn landing_files_land_in_parallel_each_content_once_and_in_their_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Six files, a.csv and d.csv (and f.csv) with the same bytes; latest ingest wins the dedup.
+    let same = "id,name\n1,first\n";
+    write(
+        dir.path(),
+        &[
+            (
+                "medallion.toml",
+                "[project]\nname = \"p\"\n\n[sources.people]\nformat = \"csv\"\npaths = [\"in/*.csv\"]\n",
+            ),
+            (
+                "silver/people.toml",
+                "primary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"name\", type = \"string\" },\n]\n",
+            ),
+            ("in/a.csv", same),
+            ("in/b.csv", "id,name\n1,second\n2,x\n"),
+            ("in/c.csv", "id,name\n1,third\n"),
+            ("in/d.csv", same),
+            ("in/e.csv", "id,name\n2,y\n"),
+            ("in/f.csv", same),
+        ],
+    );
+    let project = Project::load(dir.path()).await.expect("project loads");
+    let lake = Lake::open(&project.lake, &project.root).expect("lake");
+    let opts = medallion::orchestration::run::RunOptions { threads: 3, now: now(), ..Default::default() };
+    let s = run(&project, &lake, &opts).await.expect("run");
+    assert!(s.ok(), "{:?}", s.failed);
+    let got: Vec<(&str, String)> = s.ingested.iter().map(|i| (i.input.as_str(), format!("{:?}", i.status))).collect();
+    let want = ["Ingested", "Ingested", "Ingested", "AlreadyIngested", "Ingested", "AlreadyIngested"];
+    assert_eq!(got.iter().map(|g| g.1.as_str()).collect::<Vec<_>>(), want, "{got:?}");
+    assert!(got.iter().map(|g| g.0).eq(["in/a.csv", "in/b.csv", "in/c.csv", "in/d.csv", "in/e.csv", "in/f.csv"]));
+    let batch = |i: usize| s.ingested[i].batch_id.clone();
+    assert_eq!((batch(3), batch(5)), (batch(0), batch(0)), "a repeat names the batch of its first copy");
+    assert_eq!(s.totals.read, 5);
+    // Ingest times follow the files' order, whichever landing finished first: c.csv's row wins.
+    let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
+    let b = ctx.sql("SELECT name FROM people ORDER BY id").await.expect("plan").collect().await.expect("run");
+    assert_eq!(b.iter().flat_map(|b| strings(b.column(0))).collect::<Vec<_>>(), vec!["third", "y"]);
+}
