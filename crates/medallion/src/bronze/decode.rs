@@ -197,7 +197,7 @@ pub fn decode_batch(
     wanted: &[String],
     on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
-    decode_lines(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz)), wanted, true, Limits::default(), on_chunk)
+    decode_lines(gz_lines(gz), wanted, true, Limits::default(), on_chunk)
 }
 
 /// Like [`decode_batch`], over uncompressed NDJSON (dead-letter records being replayed): rows are
@@ -210,16 +210,162 @@ pub fn decode_ndjson(
     decode_lines(text, wanted, false, Limits::default(), on_chunk)
 }
 
+/// Decodes a batch (gzip NDJSON) or replayed records (NDJSON) and maps each chunk of rows with
+/// `f` on `workers` threads while the calling thread inflates and cuts lines: a single batch
+/// uses every core (one batch per run is the daily case). Returns `f`'s results in chunk order
+/// (the same as [`decode_batch`] would deliver them) and the bad lines in line order; the first
+/// error of `f` (in chunk order) ends the decoding.
+pub fn map_chunks<T: Send>(
+    bytes: &[u8],
+    gzipped: bool,
+    wanted: &[String],
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    let limits = Limits::default();
+    if gzipped {
+        map_lines(gz_lines(bytes), wanted, true, limits, workers, f)
+    } else {
+        map_lines(bytes, wanted, false, limits, workers, f)
+    }
+}
+
+fn gz_lines(gz: &[u8]) -> impl BufRead + '_ {
+    BufReader::with_capacity(1 << 20, MultiGzDecoder::new(gz))
+}
+
 /// `source_lines`: a record's `_line` (its line in the landed file) numbers its row.
 pub(crate) fn decode_lines(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     wanted: &[String],
     source_lines: bool,
     limits: Limits,
     mut on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
     let mut bad = Vec::new();
-    let mut builder = ChunkBuilder::new(wanted, source_lines);
+    let mut read_bad = split_lines(reader, limits, |lines| {
+        let chunk = parse_lines(&lines, wanted, source_lines, &mut bad);
+        if chunk.rows() > 0 { on_chunk(chunk) } else { Ok(()) }
+    })?;
+    Ok(in_line_order(&mut read_bad, bad))
+}
+
+/// [`decode_lines`] with `f` mapping chunks on `workers` threads; see [`map_chunks`].
+pub(crate) fn map_lines<T: Send>(
+    reader: impl BufRead,
+    wanted: &[String],
+    source_lines: bool,
+    limits: Limits,
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    if workers <= 1 {
+        let mut out = Vec::new();
+        let bad = decode_lines(reader, wanted, source_lines, limits, |chunk| {
+            out.push(f(chunk)?);
+            Ok(())
+        })?;
+        return Ok((out, bad));
+    }
+    type Done<T> = (usize, Option<crate::Result<T>>, Vec<BadLine>);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    // One chunk waits while the workers parse theirs and the reader cuts the next: at most
+    // workers + 2 chunks of unparsed lines are held.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Lines)>(1);
+    // Each worker holds the queue: should all of them die (a panic), the reader's send fails
+    // instead of waiting forever.
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+    let (done_tx, done) = std::sync::mpsc::channel::<Done<T>>();
+    let (f, failed) = (&f, &failed);
+    let read = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let queue = std::sync::Arc::clone(&queue);
+            scope.spawn(move || {
+                loop {
+                    let job = match queue.lock() {
+                        Ok(q) => q.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, lines)) = job else { return };
+                    let mut bad = Vec::new();
+                    let chunk = parse_lines(&lines, wanted, source_lines, &mut bad);
+                    drop(lines);
+                    let mapped = (chunk.rows() > 0).then(|| f(chunk));
+                    if matches!(mapped, Some(Err(_))) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if done_tx.send((seq, mapped, bad)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((done_tx, queue));
+        let mut seq = 0;
+        let read = split_lines(reader, limits, |lines| {
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::Error::Internal("decoding stopped: a chunk failed".into()));
+            }
+            jobs.send((seq, lines)).map_err(|_| crate::Error::Internal("decoding workers stopped".into()))?;
+            seq += 1;
+            Ok(())
+        });
+        drop(jobs);
+        read
+    });
+    let mut finished: Vec<Done<T>> = done.into_iter().collect();
+    finished.sort_by_key(|d| d.0);
+    let mut out = Vec::with_capacity(finished.len());
+    let mut bad = Vec::new();
+    for (_, mapped, chunk_bad) in finished {
+        bad.extend(chunk_bad);
+        match mapped {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    let mut read_bad = read?;
+    Ok((out, in_line_order(&mut read_bad, bad)))
+}
+
+/// The bad lines of reading and of parsing, merged in line order (each list is in line order;
+/// an unreadable rest of a file comes after the line it follows).
+fn in_line_order(read: &mut Vec<BadLine>, parsed: Vec<BadLine>) -> Vec<BadLine> {
+    if read.is_empty() {
+        return parsed;
+    }
+    let mut all = parsed;
+    all.append(read);
+    all.sort_by_key(|b| b.line);
+    all
+}
+
+/// Lines read from a batch for one chunk, not parsed yet.
+struct Lines {
+    text: Vec<u8>,
+    /// Line number and span in `text`, per line.
+    lines: Vec<(u64, Range<usize>)>,
+}
+
+impl Lines {
+    fn new() -> Self {
+        Lines { text: Vec::new(), lines: Vec::new() }
+    }
+}
+
+/// Stage 1: reads (inflating) and cuts lines into chunks of at most `limits.chunk_lines` lines
+/// and `limits.chunk_bytes` bytes (a single line may be longer, up to `limits.max_line`),
+/// handed to `on_lines`; returns the lines that could not be read: over-long, cut off by a
+/// decompression error (which ends the file), the unreadable rest.
+fn split_lines(
+    mut reader: impl BufRead,
+    limits: Limits,
+    mut on_lines: impl FnMut(Lines) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
+    let mut bad = Vec::new();
+    let mut chunk = Lines::new();
     let mut line_no: u64 = 0;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -242,12 +388,14 @@ pub(crate) fn decode_lines(
             }
             Ok(Line::Read) => {
                 line_no += 1;
-                if builder.rows() > 0 && builder.bytes() + buf.len() > limits.chunk_bytes {
-                    on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted, source_lines)).finish())?;
+                if !chunk.lines.is_empty() && chunk.text.len() + buf.len() > limits.chunk_bytes {
+                    on_lines(std::mem::replace(&mut chunk, Lines::new()))?;
                 }
-                builder.push_line(&buf, line_no, &mut bad);
-                if builder.rows() >= limits.chunk_lines {
-                    on_chunk(std::mem::replace(&mut builder, ChunkBuilder::new(wanted, source_lines)).finish())?;
+                let start = chunk.text.len();
+                chunk.text.extend_from_slice(&buf);
+                chunk.lines.push((line_no, start..chunk.text.len()));
+                if chunk.lines.len() >= limits.chunk_lines {
+                    on_lines(std::mem::replace(&mut chunk, Lines::new()))?;
                 }
             }
             Err(e) => {
@@ -271,10 +419,19 @@ pub(crate) fn decode_lines(
             }
         }
     }
-    if builder.rows() > 0 {
-        on_chunk(builder.finish())?;
+    if !chunk.lines.is_empty() {
+        on_lines(chunk)?;
     }
     Ok(bad)
+}
+
+/// Stage 2: the rows of a chunk's lines (bad ones added to `bad`, in line order).
+fn parse_lines(lines: &Lines, wanted: &[String], source_lines: bool, bad: &mut Vec<BadLine>) -> RawChunk {
+    let mut builder = ChunkBuilder::new(wanted, source_lines, lines.lines.len(), lines.text.len());
+    for (line, span) in &lines.lines {
+        builder.push_line(&lines.text[span.clone()], *line, bad);
+    }
+    builder.finish()
 }
 
 /// What [`read_line`] found.
@@ -329,8 +486,8 @@ struct ChunkBuilder<'w> {
 }
 
 impl<'w> ChunkBuilder<'w> {
-    fn new(wanted: &'w [String], source_lines: bool) -> Self {
-        let rows = CHUNK_LINES;
+    /// A builder for up to `rows` rows of `bytes` bytes of text.
+    fn new(wanted: &'w [String], source_lines: bool, rows: usize, bytes: usize) -> Self {
         ChunkBuilder {
             wanted,
             source_lines,
@@ -342,21 +499,12 @@ impl<'w> ChunkBuilder<'w> {
                     RawField::with_capacity(rows),
                 ],
                 lines: Vec::with_capacity(rows),
-                text: String::new(),
+                text: String::with_capacity(bytes),
                 spans: Vec::with_capacity(rows),
                 other_keys: Vec::new(),
             },
             slots: vec![None; wanted.len() + 5],
         }
-    }
-
-    fn rows(&self) -> usize {
-        self.chunk.lines.len()
-    }
-
-    /// Text bytes held.
-    fn bytes(&self) -> usize {
-        self.chunk.text.len()
     }
 
     fn finish(self) -> RawChunk {
@@ -711,6 +859,42 @@ mod tests {
         // A last line without a newline, over the limit, too.
         let (_, bad) = decode_with(format!("{{\"a\": \"{}\"}}", "y".repeat(80)).as_bytes(), &["a"], limits);
         assert_eq!((bad.len(), bad[0].rule, bad[0].line), (1, "line_too_long", 1));
+    }
+
+    /// A batch decoded on several threads gives the chunks (in order) and bad lines of one thread,
+    /// and the first failing chunk's error.
+    #[test]
+    fn chunks_mapped_on_several_threads_equal_one_thread() {
+        let limits = Limits { chunk_lines: 7, chunk_bytes: 300, max_line: 80, long_line_kept: 10 };
+        let mut text = String::new();
+        for i in 0..3000 {
+            let line = match i % 97 {
+                0 => "not json".to_string(),
+                1 => format!("{{\"a\": \"{}\"}}", "z".repeat(100)),
+                2 => String::new(),
+                _ => format!("{{\"a\": {i}, \"b\": \"{}\"}}", "x".repeat(i % 13)),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let wanted = vec!["a".to_string(), "b".to_string()];
+        let rows = |c: RawChunk| Ok((0..c.rows()).map(|i| (c.lines[i], c.raw(i).to_string())).collect::<Vec<_>>());
+        let one = map_lines(text.as_bytes(), &wanted, false, limits, 1, rows).expect("one thread");
+        assert!(one.0.len() > 400, "{} chunks", one.0.len());
+        assert_eq!(one.1.iter().map(|b| b.rule).collect::<std::collections::BTreeSet<_>>().len(), 2);
+        for workers in [2, 3, 8] {
+            let many = map_lines(text.as_bytes(), &wanted, false, limits, workers, rows).expect("threads");
+            assert_eq!(many.0, one.0, "{workers} workers");
+            assert_eq!(many.1, one.1, "{workers} workers");
+        }
+        let failing = |c: RawChunk| match c.lines.iter().find(|&&l| l >= 2000) {
+            Some(l) => Err(crate::Error::Internal(format!("chunk at line {l}"))),
+            None => Ok(c.rows()),
+        };
+        for workers in [1, 4] {
+            let err = map_lines(text.as_bytes(), &wanted, false, limits, workers, failing).expect_err("fails");
+            assert!(err.to_string().contains("chunk at line 200"), "{err}");
+        }
     }
 
     /// Issue 22: a lone surrogate is a rejected record, not an empty string; a producer's own

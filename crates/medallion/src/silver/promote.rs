@@ -23,7 +23,7 @@ use super::publish::{Publish, publish};
 use super::table::SilverTable;
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
-use crate::bronze::decode::{Kind, decode_batch, decode_ndjson};
+use crate::bronze::decode::{Kind, map_chunks};
 use crate::bronze::drift::{self, DriftEvent, Observed};
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
@@ -338,8 +338,9 @@ async fn run_intent(
     let t0 = Instant::now();
 
     // Decode and validate the batches, several files at once; results keep batch order.
+    let workers = workers_per_file(opts.threads, intent.batches.len());
     let mut results: Vec<FileResult> = futures::stream::iter(intent.batches.iter().cloned())
-        .map(|file| read_batch(lake, table, file))
+        .map(|file| read_batch(lake, table, file, workers))
         .buffered(opts.threads.max(1))
         .try_collect()
         .await?;
@@ -745,8 +746,14 @@ pub(crate) fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) ->
     HashMap::from([("medallion".to_string(), meta)])
 }
 
-/// Reads, decodes and validates one bronze batch of `table`'s source.
-pub(crate) async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile) -> Result<FileResult> {
+/// Reads, decodes and validates one bronze batch of `table`'s source, its chunks on `workers`
+/// threads.
+pub(crate) async fn read_batch(
+    lake: &Lake,
+    table: &SilverTable,
+    file: BatchFile,
+    workers: usize,
+) -> Result<FileResult> {
     let gz =
         lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
     let origin = Origin {
@@ -756,14 +763,27 @@ pub(crate) async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile
         ingested_at: file.ingested_at.clone(),
     };
     let contract = Arc::clone(&table.contract);
-    tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin))
+    tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin, workers))
         .await
         .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
 }
 
-/// Decodes and validates one file of NDJSON records (blocking): a bronze batch (gzip) or
-/// dead-letter records being replayed (plain).
-pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: &Origin) -> Result<FileResult> {
+/// Threads decoding each file when `files` are decoded `threads` at a time: the cores the files
+/// leave idle (one batch per run decodes on every core).
+pub(crate) fn workers_per_file(threads: usize, files: usize) -> usize {
+    (threads.max(1) / files.clamp(1, threads.max(1))).max(1)
+}
+
+/// Decodes and validates one file of NDJSON records (blocking), its chunks on `workers` threads:
+/// a bronze batch (gzip) or dead-letter records being replayed (plain). Results are the same
+/// whatever `workers` is.
+pub(crate) fn process(
+    contract: &Contract,
+    bytes: &[u8],
+    gzipped: bool,
+    origin: &Origin,
+    workers: usize,
+) -> Result<FileResult> {
     let wanted = contract.field_names();
     let mut out = FileResult {
         valid: Vec::new(),
@@ -773,20 +793,27 @@ pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: 
         gate_counts: vec![(0, 0); contract.gates.len()],
         observed: Observed::new(),
     };
-    let on_chunk = |chunk: crate::bronze::decode::RawChunk| {
-        out.read += chunk.rows() as u64;
+    let per_chunk = |chunk: crate::bronze::decode::RawChunk| {
+        let mut observed = Observed::new();
         for (name, field) in wanted.iter().zip(&chunk.fields) {
             let mut seen = [false; 6];
             for k in &field.kinds {
                 seen[*k as usize] = true;
             }
-            let kinds = out.observed.entry(name.clone()).or_default();
+            let kinds = observed.entry(name.clone()).or_default();
             kinds.extend(Kind::ALL.into_iter().filter(|k| seen[*k as usize] && *k != Kind::Missing));
         }
         for (name, kind) in &chunk.other_keys {
-            out.observed.entry(name.clone()).or_default().insert(*kind);
+            observed.entry(name.clone()).or_default().insert(*kind);
         }
-        let v = validate(contract, &chunk, origin)?;
+        Ok((chunk.rows() as u64, observed, validate(contract, &chunk, origin)?))
+    };
+    let (chunks, bad) = map_chunks(bytes, gzipped, &wanted, workers, per_chunk)?;
+    for (rows, observed, v) in chunks {
+        out.read += rows;
+        for (name, kinds) in observed {
+            out.observed.entry(name).or_default().extend(kinds);
+        }
         if v.valid.num_rows() > 0 {
             out.valid.push(v.valid);
         }
@@ -796,9 +823,7 @@ pub(crate) fn process(contract: &Contract, bytes: &[u8], gzipped: bool, origin: 
             total.0 += checked;
             total.1 += failing;
         }
-        Ok(())
-    };
-    let bad = if gzipped { decode_batch(bytes, &wanted, on_chunk)? } else { decode_ndjson(bytes, &wanted, on_chunk)? };
+    }
     let file_ts = origin.ingested_at.as_deref().and_then(super::coerce::parse_timestamp);
     out.read += bad.len() as u64;
     for b in bad {

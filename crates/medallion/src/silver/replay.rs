@@ -231,7 +231,7 @@ async fn replay_locked(
         };
         file_of.insert(batch_id.clone(), file.clone());
         let contract = Arc::clone(&table.contract);
-        let res = tokio::task::spawn_blocking(move || process(&contract, text.as_bytes(), false, &origin))
+        let res = tokio::task::spawn_blocking(move || process(&contract, text.as_bytes(), false, &origin, 1))
             .await
             .map_err(|e| Error::Internal(format!("replay validation task failed: {e}")))??;
         let record_of =
