@@ -45,6 +45,44 @@ async fn keyed_merge_with_deletion_vectors_reads_like_copy_on_write() {
     assert_eq!(vectors, 2, "one vector file per merge");
 }
 
+/// A table with deletion vectors is read on several partitions (delta-rs 1.1 reads it on one),
+/// and filtered, projected, limited and aggregated reads equal copy-on-write's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vectored_table_is_read_on_several_partitions_like_copy_on_write() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (a_lake, a) = seeded(a_dir.path(), true).await;
+    let (b_lake, b) = seeded(b_dir.path(), false).await;
+    let (a, _) = a.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let (b, _) = b.upsert_rows(source(), upsert(1)).await.expect("copy-on-write");
+    // Every row of one file replaced: its selection keeps none.
+    let all_of_first: Vec<(i64, Option<i64>, &str)> = (1..=250).map(|k| (k, Some(30), "all")).collect();
+    let (a, _) = a.upsert_rows(vec![batch(&all_of_first)], upsert(2)).await.expect("merge-on-read");
+    let (b, _) = b.upsert_rows(vec![batch(&all_of_first)], upsert(2)).await.expect("copy-on-write");
+    assert!(walk_names(a_dir.path(), "deletion_vector_") > 0);
+    let queries = [
+        "SELECT count(*), sum(k), min(v), max(o) FROM t",
+        "SELECT k, v FROM t WHERE k BETWEEN 120 AND 260 ORDER BY k",
+        "SELECT v, count(*) FROM t WHERE o >= 11 GROUP BY v ORDER BY v",
+        "SELECT k FROM t WHERE v = 'all' ORDER BY k LIMIT 3",
+    ];
+    let run = |table: Table, sql: &'static str| async move {
+        let config = datafusion::prelude::SessionConfig::new().with_target_partitions(4);
+        let ctx = datafusion::prelude::SessionContext::new_with_config(config);
+        ctx.register_table("t", table.provider(&ctx).await.expect("provider")).expect("register");
+        let df = ctx.sql(sql).await.expect("plan");
+        let plan = df.clone().create_physical_plan().await.expect("physical plan");
+        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(true).to_string();
+        let batches = df.collect().await.expect("collect");
+        (datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("format").to_string(), shown)
+    };
+    for sql in queries {
+        let ((got, plan), (want, _)) = (run(a.clone(), sql).await, run(b.clone(), sql).await);
+        assert_eq!(got, want, "{sql}");
+        assert!(plan.contains("DataSourceExec: file_groups={4 groups"), "{sql}: {plan}");
+    }
+    drop((a_lake, b_lake));
+}
+
 fn walk_names(dir: &std::path::Path, prefix: &str) -> usize {
     crate::common::walk(dir)
         .iter()

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 mod dv;
 mod keyed;
 mod purge;
+mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
 pub(crate) use keyed::int_key_and_order;
 
@@ -313,7 +314,8 @@ impl Table {
     /// A DataFusion provider reading the table's live files through its log.
     pub async fn provider(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
         self.inner.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(&self.label, e))?;
-        self.inner.table_provider().await.map_err(|e| Error::sql(format!("reading {}", self.label), e))
+        let delta = self.inner.table_provider().await.map_err(|e| Error::sql(format!("reading {}", self.label), e))?;
+        scan::provider(&self.inner, ctx, delta).await.map_err(|e| Error::delta(&self.label, e))
     }
 
     /// Number of rows at the latest version (0 if the table does not exist).

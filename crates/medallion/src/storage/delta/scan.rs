@@ -1,0 +1,193 @@
+//! Reading a merge-on-read table on every core.
+//!
+//! delta-rs 1.1 reads a table whose files carry deletion vectors in one partition (it coalesces
+//! the file scans to apply the vectors), so every full read of such a silver table (gold models,
+//! audits, `sql`) ran on one core. This provider resolves the snapshot into plain Parquet file
+//! scans instead, each file's vector applied as a row selection (DataFusion splits it by row group
+//! and skips the pages holding no kept row), spread over the session's partitions.
+//!
+//! It reads what it can read exactly: no partition columns, no column mapping (reader features
+//! only `deletionVectors` and `timestampNtz`), vectors stored beside the table, and a row count
+//! in the statistics of every file with a vector. Any other table is read by delta-rs.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+
+/// Reader features whose tables this scan reads exactly.
+const READER_FEATURES: [&str; 2] = ["deletionVectors", "timestampNtz"];
+
+/// A provider reading `table` (as `delta`, delta-rs's provider for it, would) on every core when
+/// its files carry deletion vectors; `delta` itself otherwise.
+pub(super) async fn provider(
+    table: &DeltaTable,
+    ctx: &SessionContext,
+    delta: Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>, DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let files: Vec<_> = snapshot.log_data().iter().collect();
+    if !files.iter().any(|f| f.deletion_vector_descriptor().is_some()) {
+        return Ok(delta);
+    }
+    let protocol = snapshot.protocol();
+    let readable = protocol.min_reader_version() == 3
+        && protocol.reader_features().is_some_and(|fs| fs.iter().all(|f| READER_FEATURES.contains(&f.as_ref())));
+    let config = snapshot.metadata().configuration();
+    let mapped = config.get("delta.columnMapping.mode").is_some_and(|m| m != "none");
+    if !readable || mapped || !snapshot.metadata().partition_columns().is_empty() {
+        return Ok(delta);
+    }
+    let store = table.object_store();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut jobs = Vec::with_capacity(files.len());
+    for f in &files {
+        let rows = match f.deletion_vector_descriptor() {
+            Some(_) => match f.num_records() {
+                Some(rows) => Some(rows),
+                None => return Ok(delta),
+            },
+            None => None,
+        };
+        let size = u64::try_from(f.size()).unwrap_or(0);
+        jobs.push((f.object_store_path(), size, f.deletion_vector_descriptor(), rows));
+    }
+    let scanned: Vec<Option<PartitionedFile>> = futures::stream::iter(jobs)
+        .map(|(path, size, descriptor, rows)| {
+            let store = Arc::clone(&store);
+            async move {
+                let file = PartitionedFile::new(path.to_string(), size);
+                let (Some(descriptor), Some(rows)) = (descriptor, rows) else { return Ok(Some(file)) };
+                let deleted = super::dv::read(store.as_ref(), &Path::from(""), Some(&descriptor)).await?;
+                Ok::<_, DeltaTableError>(
+                    kept_rows(&deleted, rows).map(|s| file.with_extension(ParquetRowSelection::new(s))),
+                )
+            }
+        })
+        .buffered(threads)
+        .try_collect()
+        .await?;
+    // The table's store under a name of its own in this session (the files' paths are relative
+    // to the table root, as the store is).
+    let url = ObjectStoreUrl::parse(format!("medallion-table://{}", uuid::Uuid::new_v4().simple()))
+        .map_err(|e| DeltaTableError::Generic(format!("scan: {e}")))?;
+    ctx.runtime_env().register_object_store(url.as_ref(), store);
+    Ok(Arc::new(VectoredScan { schema: delta.schema(), url, files: scanned.into_iter().flatten().collect() }))
+}
+
+/// The selection of the rows of a `rows`-row file that `deleted` keeps; None when it keeps none.
+fn kept_rows(deleted: &roaring::RoaringTreemap, rows: usize) -> Option<RowSelection> {
+    let mut kept: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut next = 0usize;
+    for d in deleted.iter().map(|d| usize::try_from(d).unwrap_or(usize::MAX)).take_while(|&d| d < rows) {
+        if d > next {
+            kept.push(next..d);
+        }
+        next = d + 1;
+    }
+    if next < rows {
+        kept.push(next..rows);
+    }
+    (!kept.is_empty()).then(|| RowSelection::from_consecutive_ranges(kept.into_iter(), rows))
+}
+
+/// The live files of a snapshot, each with the rows its vector keeps.
+#[derive(Debug)]
+struct VectoredScan {
+    schema: SchemaRef,
+    url: ObjectStoreUrl,
+    files: Vec<PartitionedFile>,
+}
+
+#[async_trait]
+impl TableProvider for VectoredScan {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Used to skip row groups and pages; DataFusion still filters the rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut source = ParquetSource::new(Arc::clone(&self.schema));
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &schema)?);
+        }
+        let config = FileScanConfigBuilder::new(self.url.clone(), Arc::new(source))
+            .with_file_groups(spread(&self.files, state.config().target_partitions()))
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// `files` in at most `partitions` groups of about equal bytes (largest first, each to the
+/// lightest group).
+fn spread(files: &[PartitionedFile], partitions: usize) -> Vec<FileGroup> {
+    let mut order: Vec<&PartitionedFile> = files.iter().collect();
+    order.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
+    for f in order {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|g| g.0) {
+            lightest.0 += f.object_meta.size;
+            lightest.1.push(f.clone());
+        }
+    }
+    groups.into_iter().filter(|g| !g.1.is_empty()).map(|g| FileGroup::new(g.1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_rows_skip_exactly_the_deleted() {
+        let deleted: roaring::RoaringTreemap = [0u64, 1, 5, 9].into_iter().collect();
+        let s = kept_rows(&deleted, 10).expect("some kept");
+        assert_eq!(s.row_count(), 6);
+        let selected: Vec<usize> = s
+            .iter()
+            .scan(0usize, |at, sel| {
+                let start = *at;
+                *at += sel.row_count;
+                Some((start, sel.row_count, sel.skip))
+            })
+            .filter(|&(_, _, skip)| !skip)
+            .flat_map(|(start, n, _)| start..start + n)
+            .collect();
+        assert_eq!(selected, vec![2, 3, 4, 6, 7, 8]);
+        let all: roaring::RoaringTreemap = (0u64..4).collect();
+        assert!(kept_rows(&all, 4).is_none());
+        assert_eq!(kept_rows(&roaring::RoaringTreemap::new(), 3).map(|s| s.row_count()), Some(3));
+    }
+}
