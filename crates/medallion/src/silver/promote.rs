@@ -337,13 +337,7 @@ async fn run_intent(
     let txn = Txn { app_id: app.clone(), version: intent.version };
     let t0 = Instant::now();
 
-    // Decode and validate the batches, several files at once; results keep batch order.
-    let workers = workers_per_file(opts.threads, intent.batches.len());
-    let mut results: Vec<FileResult> = futures::stream::iter(intent.batches.iter().cloned())
-        .map(|file| read_batch(lake, table, file, workers))
-        .buffered(opts.threads.max(1))
-        .try_collect()
-        .await?;
+    let mut results: Vec<FileResult> = read_batches(lake, table, &intent.batches, opts.threads).try_collect().await?;
     p.timings_ms.insert("read_validate", ms(t0));
 
     let node = format!("silver/{}", table.name);
@@ -746,14 +740,25 @@ pub(crate) fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) ->
     HashMap::from([("medallion".to_string(), meta)])
 }
 
+/// Reads, decodes and validates `batches` of `table`'s source, `threads` files at once, each file's
+/// chunks on the cores the files leave idle (one batch per run decodes on every core); results
+/// in batch order.
+pub(crate) fn read_batches<'a>(
+    lake: &'a Lake,
+    table: &'a SilverTable,
+    batches: &'a [BatchFile],
+    threads: usize,
+) -> impl futures::Stream<Item = Result<FileResult>> + 'a {
+    let threads = threads.max(1);
+    let workers = (threads / batches.len().clamp(1, threads)).max(1);
+    futures::stream::iter(batches.iter().cloned())
+        .map(move |file| read_batch(lake, table, file, workers))
+        .buffered(threads)
+}
+
 /// Reads, decodes and validates one bronze batch of `table`'s source, its chunks on `workers`
 /// threads.
-pub(crate) async fn read_batch(
-    lake: &Lake,
-    table: &SilverTable,
-    file: BatchFile,
-    workers: usize,
-) -> Result<FileResult> {
+async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile, workers: usize) -> Result<FileResult> {
     let gz =
         lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
     let origin = Origin {
@@ -766,12 +771,6 @@ pub(crate) async fn read_batch(
     tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin, workers))
         .await
         .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
-}
-
-/// Threads decoding each file when `files` are decoded `threads` at a time: the cores the files
-/// leave idle (one batch per run decodes on every core).
-pub(crate) fn workers_per_file(threads: usize, files: usize) -> usize {
-    (threads.max(1) / files.clamp(1, threads.max(1))).max(1)
 }
 
 /// Decodes and validates one file of NDJSON records (blocking), its chunks on `workers` threads:

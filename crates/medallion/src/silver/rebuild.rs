@@ -38,7 +38,7 @@ use super::dedup::{Seen, first_in_window, latest_per_key};
 use super::history::{self, History, Rebuilt};
 use super::promote::{
     FileResult, PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons,
-    most_frequent, per_batch_gate, per_run_gate, read_batch, workers_per_file,
+    most_frequent, per_batch_gate, per_run_gate, read_batches,
 };
 use super::publish::{replace_streamed, replace_tombstones, tomb_schema};
 use super::spill::{self, Spill, SpillWriter};
@@ -269,10 +269,7 @@ async fn read_all(
         reasons: HashMap::new(),
         observed: Vec::with_capacity(intent.batches.len()),
     };
-    let workers = workers_per_file(opts.threads, intent.batches.len());
-    let mut files = futures::stream::iter(intent.batches.iter().cloned())
-        .map(|file| read_batch(lake, table, file, workers))
-        .buffered(opts.threads.max(1));
+    let mut files = std::pin::pin!(read_batches(lake, table, &intent.batches, opts.threads));
     while let Some(FileResult { valid, rejected, read, gate_counts, observed, .. }) = files.try_next().await? {
         out.read += read;
         out.rejected += rejected.len() as u64;
