@@ -243,11 +243,11 @@ pub(crate) fn decode_lines(
     mut on_chunk: impl FnMut(RawChunk) -> crate::Result<()>,
 ) -> crate::Result<Vec<BadLine>> {
     let mut bad = Vec::new();
-    let mut read_bad = split_lines(reader, limits, |lines| {
+    let read_bad = split_lines(reader, limits, |lines| {
         let chunk = parse_lines(&lines, wanted, source_lines, &mut bad);
         if chunk.rows() > 0 { on_chunk(chunk) } else { Ok(()) }
     })?;
-    Ok(in_line_order(&mut read_bad, bad))
+    Ok(in_line_order(read_bad, bad))
 }
 
 /// [`decode_lines`] with `f` mapping chunks on `workers` threads; see [`map_chunks`].
@@ -326,20 +326,17 @@ pub(crate) fn map_lines<T: Send>(
             None => {}
         }
     }
-    let mut read_bad = read?;
-    Ok((out, in_line_order(&mut read_bad, bad)))
+    Ok((out, in_line_order(read?, bad)))
 }
 
 /// The bad lines of reading and of parsing, merged in line order (each list is in line order;
 /// an unreadable rest of a file comes after the line it follows).
-fn in_line_order(read: &mut Vec<BadLine>, parsed: Vec<BadLine>) -> Vec<BadLine> {
-    if read.is_empty() {
-        return parsed;
+fn in_line_order(read: Vec<BadLine>, mut parsed: Vec<BadLine>) -> Vec<BadLine> {
+    if !read.is_empty() {
+        parsed.extend(read);
+        parsed.sort_by_key(|b| b.line);
     }
-    let mut all = parsed;
-    all.append(read);
-    all.sort_by_key(|b| b.line);
-    all
+    parsed
 }
 
 /// Lines read from a batch for one chunk, not parsed yet.
@@ -462,7 +459,7 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::i
                 _ => Line::Read,
             });
         }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', available) {
             Some(i) => (i + 1, true),
             None => (available.len(), false),
         };

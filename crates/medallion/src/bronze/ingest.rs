@@ -9,6 +9,7 @@
 //! batch file lands is repaired by the next ingest of the same content, which rewrites that same
 //! batch. A second ingest of a content whose batch exists does nothing.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 
 use flate2::write::GzEncoder;
@@ -917,7 +918,8 @@ fn csv_records(
                 if !row.is_empty() {
                     obj.push_str(", ");
                 }
-                obj.push_str(&format!("\"{LINE}\": {line}}}"));
+                // Writing to a String cannot fail.
+                let _ = write!(obj, "\"{LINE}\": {line}}}");
                 emit(Record::Object(&obj));
             }
             Err(e) if e.is_io_error() => match e.into_kind() {
