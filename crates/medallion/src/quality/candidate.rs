@@ -33,6 +33,9 @@ pub async fn stage_rows(ctx: &SessionContext, schema: &SchemaRef, batches: &[Rec
     stage_this(ctx, schema).await
 }
 
+/// What the merge staging's errors say it was doing.
+const MERGE_CONTEXT: &str = "staging the merge candidate";
+
 /// Stages the candidate of merging `batches` (unique per key) into `target` (a registered table
 /// name) by `keys`, newer by `order_by`. `published`, when given, holds per row what the table
 /// holds for its key (see `Table::published_orders`): the winners are then picked in memory,
@@ -46,7 +49,7 @@ pub async fn stage_merge(
     order_by: &str,
     published: Option<&[Option<Option<i64>>]>,
 ) -> Result<()> {
-    let context = "staging the merge candidate";
+    let context = MERGE_CONTEXT;
     match published {
         Some(p) => replace(ctx, WINNERS, winners_in_memory(schema, batches, order_by, p)?)?,
         None => stage_winners_by_join(ctx, schema, batches, target, keys, order_by).await?,
@@ -75,7 +78,7 @@ async fn stage_winners_by_join(
     order_by: &str,
 ) -> Result<()> {
     replace(ctx, INCOMING, memtable(schema, batches)?)?;
-    let context = "staging the merge candidate";
+    let context = MERGE_CONTEXT;
     let on: Vec<String> = keys.iter().map(|k| format!("s.{k} = t.{k}", k = ident(k))).collect();
     let target_keys: Vec<String> = keys.iter().map(|k| ident(k)).collect();
     let winners = format!(
@@ -102,7 +105,7 @@ fn winners_in_memory(
     order_by: &str,
     published: &[Option<Option<i64>>],
 ) -> Result<Arc<MemTable>> {
-    let context = "staging the merge candidate";
+    let context = MERGE_CONTEXT;
     let with_id = with_row_id(schema);
     let mut fields: Vec<Field> = with_id.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("__medallion_new", DataType::Boolean, false));

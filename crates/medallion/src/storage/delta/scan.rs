@@ -42,33 +42,30 @@ pub(super) async fn provider(
     delta: Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>, DeltaTableError> {
     let snapshot = table.snapshot()?;
-    let files: Vec<_> = snapshot.log_data().iter().collect();
-    if !files.iter().any(|f| f.deletion_vector_descriptor().is_some()) {
+    if !snapshot.log_data().iter().any(|f| f.deletion_vector_descriptor().is_some()) {
         return Ok(delta);
     }
+    // Each live file: path, size, deletion vector, record count.
+    let files: Vec<_> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let size = u64::try_from(f.size()).unwrap_or(0);
+            (f.object_store_path(), size, f.deletion_vector_descriptor(), f.num_records())
+        })
+        .collect();
     let protocol = snapshot.protocol();
     let readable = protocol.min_reader_version() == 3
         && protocol.reader_features().is_some_and(|fs| fs.iter().all(|f| READER_FEATURES.contains(&f.as_ref())));
     let config = snapshot.metadata().configuration();
     let mapped = config.get("delta.columnMapping.mode").is_some_and(|m| m != "none");
-    if !readable || mapped || !snapshot.metadata().partition_columns().is_empty() {
+    let counted = files.iter().all(|(_, _, dv, rows)| dv.is_none() || rows.is_some());
+    if !readable || mapped || !counted || !snapshot.metadata().partition_columns().is_empty() {
         return Ok(delta);
     }
     let store = table.object_store();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut jobs = Vec::with_capacity(files.len());
-    for f in &files {
-        let rows = match f.deletion_vector_descriptor() {
-            Some(_) => match f.num_records() {
-                Some(rows) => Some(rows),
-                None => return Ok(delta),
-            },
-            None => None,
-        };
-        let size = u64::try_from(f.size()).unwrap_or(0);
-        jobs.push((f.object_store_path(), size, f.deletion_vector_descriptor(), rows));
-    }
-    let scanned: Vec<Option<PartitionedFile>> = futures::stream::iter(jobs)
+    let scanned: Vec<Option<PartitionedFile>> = futures::stream::iter(files)
         .map(|(path, size, descriptor, rows)| {
             let store = Arc::clone(&store);
             async move {
