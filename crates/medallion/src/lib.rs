@@ -11,7 +11,8 @@
 //! - **layer**: bronze (raw, immutable), silver (typed, deduplicated), gold (SQL models);
 //!   quarantine holds the dead letter of each silver table.
 //! - **source**: a named stream of raw records landing in bronze.
-//! - **batch**: one immutable bronze file, `bronze/<source>/<date>/<batch_id>.ndjson.gz`.
+//! - **batch**: one immutable bronze file, `bronze/<source>/<date>/<batch_id>.ndjson.gz` (a CSV
+//!   source's: `<batch_id>.csv.gz`, the file's text).
 //! - **contract**: a silver table's typed columns, transforms and checks.
 //! - **promotion**: one pass of pending batches into a silver table, recorded as an intent in the
 //!   ledger and committed with a Delta application transaction.

@@ -10,7 +10,8 @@ use crate::storage::Lake;
 
 pub use crate::storage::BatchFile;
 
-/// Every `*.ndjson.gz` under `bronze/<source>/`, sorted by path (ingest times not read).
+/// Every `*.ndjson.gz` and `*.csv.gz` under `bronze/<source>/`, sorted by path (ingest times not
+/// read).
 pub async fn list(lake: &Lake, source: &str) -> Result<Vec<BatchFile>> {
     let prefix = format!("bronze/{source}");
     let objects = lake.list(&prefix).await?;
@@ -19,18 +20,20 @@ pub async fn list(lake: &Lake, source: &str) -> Result<Vec<BatchFile>> {
         .filter_map(|meta| {
             let path = meta.location.to_string();
             let name = path.rsplit('/').next()?;
-            let batch_id = name.strip_suffix(".ndjson.gz")?.to_string();
+            let batch_id = super::BATCH_SUFFIXES.iter().find_map(|s| name.strip_suffix(s))?.to_string();
             Some(BatchFile { path, batch_id, size: meta.size, ingested_at: None })
         })
         .collect())
 }
 
-/// Reads each batch's first `_ingested_at` and sorts oldest first (unreadable ones last, by path).
+/// Reads each batch's `_ingested_at` (its first record's, or a CSV batch's gzip header's) and
+/// sorts oldest first (unreadable ones last, by path).
 pub async fn order_by_ingestion(lake: &Lake, mut files: Vec<BatchFile>) -> Result<Vec<BatchFile>> {
     for file in &mut files {
-        // The first line is within the first 64 KiB unless a record is huge: then read it all.
+        // The first line is within the first 80 KiB unless a record is huge (then read it all);
+        // a CSV batch's gzip header is at most 64 KiB.
         // The listing gave the size, so this is one ranged read.
-        file.ingested_at = match lake.get_range(&file.path, 0..file.size.min(64 * 1024)).await? {
+        file.ingested_at = match lake.get_range(&file.path, 0..file.size.min(80 * 1024)).await? {
             Some(head) => match first_ingested_at(&head) {
                 Some(t) => Some(t),
                 None if (head.len() as u64) < file.size => {
@@ -51,6 +54,9 @@ pub async fn order_by_ingestion(lake: &Lake, mut files: Vec<BatchFile>) -> Resul
 }
 
 fn first_ingested_at(gz: &[u8]) -> Option<String> {
+    if let Some(csv) = super::csv_batch::CsvBatch::from_gzip(gz) {
+        return Some(csv.ingested_at);
+    }
     let mut reader = BufReader::new(MultiGzDecoder::new(gz));
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;

@@ -13,11 +13,13 @@
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::csv_batch::{CsvBatch, CsvLayout, parse_csv, read_layout, split_csv};
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
 /// Lines per chunk handed to validation.
@@ -117,13 +119,13 @@ impl Kind {
 }
 
 impl RawField {
-    fn with_capacity(rows: usize) -> Self {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         RawField { kinds: Vec::with_capacity(rows), data: String::new(), offsets }
     }
 
-    fn push(&mut self, kind: Kind, text: &str) {
+    pub(crate) fn push(&mut self, kind: Kind, text: &str) {
         self.kinds.push(kind);
         self.data.push_str(text);
         self.offsets.push(u32::try_from(self.data.len()).unwrap_or(u32::MAX));
@@ -161,6 +163,8 @@ pub struct RawChunk {
     /// Keys the decoder was not asked for, with each kind their values had in this chunk
     /// (for schema-drift detection).
     pub other_keys: Vec<(String, Kind)>,
+    /// The layout of a CSV batch's rows (`text` then holds CSV records, not JSON objects).
+    pub(crate) csv: Option<Arc<CsvLayout>>,
 }
 
 impl RawChunk {
@@ -169,10 +173,15 @@ impl RawChunk {
         self.lines.len()
     }
 
-    /// Raw JSON text of row `i`.
-    pub fn raw(&self, i: usize) -> &str {
+    /// Raw JSON text of row `i` (a CSV record as the JSON object NDJSON landing made of it, with
+    /// its provenance, so a dead-letter row replays the same whatever bronze kept).
+    pub fn raw(&self, i: usize) -> Cow<'_, str> {
         let r = &self.spans[i];
-        &self.text[r.start as usize..r.end as usize]
+        let text = &self.text[r.start as usize..r.end as usize];
+        match &self.csv {
+            Some(layout) => Cow::Owned(layout.record_json(text, self.lines[i])),
+            None => Cow::Borrowed(text),
+        }
     }
 }
 
@@ -210,23 +219,64 @@ pub fn decode_ndjson(
     decode_lines(text, wanted, false, Limits::default(), on_chunk)
 }
 
-/// Decodes a batch (gzip NDJSON) or replayed records (NDJSON) and maps each chunk of rows with
-/// `f` on `workers` threads while the calling thread inflates and cuts lines: a single batch
-/// uses every core (one batch per run is the daily case). Returns `f`'s results in chunk order
-/// (the same as [`decode_batch`] would deliver them) and the bad lines in line order; the first
-/// error of `f` (in chunk order) ends the decoding.
+/// How a file of records to decode is written.
+#[derive(Debug, Clone)]
+pub enum BatchFormat {
+    /// A bronze batch of gzip NDJSON (a record's `_line` numbers its row).
+    NdjsonGz,
+    /// Plain NDJSON (dead-letter records being replayed: rows numbered by their line).
+    Ndjson,
+    /// A bronze batch of gzip CSV text, described by its gzip header (or, without one, by this).
+    CsvGz(CsvBatch),
+}
+
+/// Decodes a bronze batch or replayed records and maps each chunk of rows with `f` on `workers`
+/// threads while the calling thread inflates and cuts lines: a single batch uses every core (one
+/// batch per run is the daily case). Returns `f`'s results in chunk order (the same as
+/// [`decode_batch`] would deliver them) and the bad lines in line order; the first error of `f`
+/// (in chunk order) ends the decoding.
 pub fn map_chunks<T: Send>(
     bytes: &[u8],
-    gzipped: bool,
+    format: &BatchFormat,
     wanted: &[String],
     workers: usize,
     f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
 ) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
-    let limits = Limits::default();
-    if gzipped {
-        map_lines(gz_lines(bytes), wanted, true, limits, workers, f)
-    } else {
-        map_lines(bytes, wanted, false, limits, workers, f)
+    map_batch(bytes, format, wanted, Limits::default(), workers, f)
+}
+
+/// [`map_chunks`] with chunks cut at `limits`.
+pub(crate) fn map_batch<T: Send>(
+    bytes: &[u8],
+    format: &BatchFormat,
+    wanted: &[String],
+    limits: Limits,
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    match format {
+        BatchFormat::NdjsonGz => map_lines(gz_lines(bytes), wanted, true, limits, workers, f),
+        BatchFormat::Ndjson => map_lines(bytes, wanted, false, limits, workers, f),
+        BatchFormat::CsvGz(fallback) => {
+            let batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
+            let mut reader = gz_lines(bytes);
+            let (layout, first) = match read_layout(&mut reader, batch, wanted) {
+                Ok(read) => read,
+                Err(e) => {
+                    let message = format!("gzip stream unreadable before the first record: {e}; the file is lost");
+                    return Ok((
+                        Vec::new(),
+                        vec![BadLine { line: 1, raw: String::new(), rule: "unreadable_file", message }],
+                    ));
+                }
+            };
+            map_split(
+                |on_text| split_csv(reader, &layout, first, limits, on_text),
+                |text, bad| parse_csv(&layout, text, wanted.len(), limits, bad),
+                workers,
+                f,
+            )
+        }
     }
 }
 
@@ -259,24 +309,44 @@ pub(crate) fn map_lines<T: Send>(
     workers: usize,
     f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
 ) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    map_split(
+        |on_lines| split_lines(reader, limits, on_lines),
+        |lines: Lines, bad| parse_lines(&lines, wanted, source_lines, bad),
+        workers,
+        f,
+    )
+}
+
+/// Runs `split` (stage 1: reading, on the calling thread) handing jobs to `workers` threads that
+/// `parse` them into chunks (stage 2) and map each with `f`; see [`map_chunks`].
+fn map_split<J: Send, T: Send>(
+    split: impl FnOnce(&mut dyn FnMut(J) -> crate::Result<()>) -> crate::Result<Vec<BadLine>>,
+    parse: impl Fn(J, &mut Vec<BadLine>) -> RawChunk + Sync,
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
     if workers <= 1 {
         let mut out = Vec::new();
-        let bad = decode_lines(reader, wanted, source_lines, limits, |chunk| {
-            out.push(f(chunk)?);
+        let mut bad = Vec::new();
+        let read_bad = split(&mut |job| {
+            let chunk = parse(job, &mut bad);
+            if chunk.rows() > 0 {
+                out.push(f(chunk)?);
+            }
             Ok(())
         })?;
-        return Ok((out, bad));
+        return Ok((out, in_line_order(read_bad, bad)));
     }
     type Done<T> = (usize, Option<crate::Result<T>>, Vec<BadLine>);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    // One chunk waits while the workers parse theirs and the reader cuts the next: at most
-    // workers + 2 chunks of unparsed lines are held.
-    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, Lines)>(1);
+    // One job waits while the workers parse theirs and the reader cuts the next: at most
+    // workers + 2 jobs of unparsed text are held.
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, J)>(1);
     // Each worker holds the queue: should all of them die (a panic), the reader's send fails
     // instead of waiting forever.
     let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
     let (done_tx, done) = std::sync::mpsc::channel::<Done<T>>();
-    let (f, failed) = (&f, &failed);
+    let (f, parse, failed) = (&f, &parse, &failed);
     let read = std::thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
@@ -287,10 +357,9 @@ pub(crate) fn map_lines<T: Send>(
                         Ok(q) => q.recv(),
                         Err(_) => return,
                     };
-                    let Ok((seq, lines)) = job else { return };
+                    let Ok((seq, job)) = job else { return };
                     let mut bad = Vec::new();
-                    let chunk = parse_lines(&lines, wanted, source_lines, &mut bad);
-                    drop(lines);
+                    let chunk = parse(job, &mut bad);
                     let mapped = (chunk.rows() > 0).then(|| f(chunk));
                     if matches!(mapped, Some(Err(_))) {
                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -303,11 +372,11 @@ pub(crate) fn map_lines<T: Send>(
         }
         drop((done_tx, queue));
         let mut seq = 0;
-        let read = split_lines(reader, limits, |lines| {
+        let read = split(&mut |job| {
             if failed.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(crate::Error::Internal("decoding stopped: a chunk failed".into()));
             }
-            jobs.send((seq, lines)).map_err(|_| crate::Error::Internal("decoding workers stopped".into()))?;
+            jobs.send((seq, job)).map_err(|_| crate::Error::Internal("decoding workers stopped".into()))?;
             seq += 1;
             Ok(())
         });
@@ -499,6 +568,7 @@ impl<'w> ChunkBuilder<'w> {
                 text: String::with_capacity(bytes),
                 spans: Vec::with_capacity(rows),
                 other_keys: Vec::new(),
+                csv: None,
             },
             slots: vec![None; wanted.len() + 5],
         }

@@ -9,7 +9,6 @@
 //! batch file lands is repaired by the next ingest of the same content, which rewrites that same
 //! batch. A second ingest of a content whose batch exists does nothing.
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 
 use flate2::write::GzEncoder;
@@ -18,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::{CORRUPT_RECORD, LINE, batch_path};
+use super::csv_batch::{CsvBatch, Dialect, count_records, key_json, push_csv_object};
+use super::{CORRUPT_RECORD, batch_path};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
 use crate::storage::{Lake, Part};
@@ -116,9 +116,33 @@ impl Marker {
         format!("_medallion/ingest/{source}/{sha256}.json")
     }
 
-    /// The object path of its batch.
-    fn batch(&self, source: &str) -> String {
-        batch_path(source, &self.date, &self.batch_id)
+    /// The object path of its batch (`csv`: CSV text, else NDJSON).
+    fn batch(&self, source: &str, csv: bool) -> String {
+        batch_path(source, &self.date, &self.batch_id, csv)
+    }
+
+    /// The path of its batch if it landed, in either format (a content landed as NDJSON before
+    /// CSV batches kept their text, or pushed, is landed all the same).
+    async fn landed(&self, lake: &Lake, source: &str) -> Result<Option<String>> {
+        for csv in [false, true] {
+            let path = self.batch(source, csv);
+            if lake.exists(&path).await? {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How a CSV batch of this marker describes itself, if `read` lands CSV text (None: NDJSON).
+    fn csv_batch(&self, source: &str, read: &ReadOptions) -> Option<CsvBatch> {
+        let batch = CsvBatch {
+            version: 1,
+            batch_id: self.batch_id.clone(),
+            ingested_at: self.ingested_at.clone(),
+            source: source.to_string(),
+            dialect: Dialect::of(&read.csv),
+        };
+        (read.format == SourceFormat::Csv && batch.gzip_extra().is_some()).then_some(batch)
     }
 
     /// The provenance fields every record of its batch carries (JSON members).
@@ -376,9 +400,10 @@ pub async fn ingest_from(
         .map_err(|e| Error::Internal(format!("fingerprint task: {e}")))?
         .map_err(failed)?;
     let (marker, created) = Marker::fresh(now, input).claim(lake, &Marker::path(source, &print.sha256)).await?;
-    let path = marker.batch(source);
+    let csv = marker.csv_batch(source, &read);
+    let path = marker.batch(source, csv.is_some());
     crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
-    if !created && lake.exists(&path).await? {
+    if !created && let Some(path) = marker.landed(lake, source).await? {
         return Ok(IngestOutcome {
             input: input.to_string(),
             status: IngestStatus::AlreadyIngested,
@@ -389,7 +414,10 @@ pub async fn ingest_from(
             note: print.damage,
         });
     }
-    let provenance = marker.provenance(source);
+    let provenance = match csv {
+        Some(batch) => Provenance::CsvHeader(batch),
+        None => Provenance::Members(marker.provenance(source)),
+    };
     // The batch is converted on a blocking thread and uploaded as it is produced.
     let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2);
     let expected = print.clone();
@@ -428,7 +456,7 @@ pub async fn ingest_group(
 ) -> Result<Vec<IngestOutcome>> {
     let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
     let fresh = Marker::fresh(now, input);
-    let path = fresh.batch(source);
+    let path = fresh.batch(source, false);
     // Which inputs this batch lands: (index, fingerprint); the others are answered as landed.
     let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; bodies.len()];
     let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -446,8 +474,7 @@ pub async fn ingest_group(
         let marker_path = Marker::path(source, &print.sha256);
         let (earlier, created) = fresh.clone().claim(lake, &marker_path).await?;
         if !created {
-            let earlier_path = earlier.batch(source);
-            if lake.exists(&earlier_path).await? {
+            if let Some(earlier_path) = earlier.landed(lake, source).await? {
                 outcomes[i] = Some(IngestOutcome {
                     input: input.to_string(),
                     status: IngestStatus::AlreadyIngested,
@@ -596,19 +623,38 @@ fn fingerprint(from: &dyn Input) -> std::result::Result<Fingerprint, String> {
     Ok(Fingerprint { sha256: hex(&hasher.finalize()), bytes: total, damage })
 }
 
-/// Converts the input (blocking) into gzip NDJSON records carrying `provenance`, written to
-/// `sink`: the same bytes [`fingerprint`] hashed, checked again, or an error (the input changed
-/// in between: nothing lands). Returns (records, corrupt).
+/// Where a batch's records get their provenance.
+enum Provenance {
+    /// JSON members appended to every NDJSON record.
+    Members(String),
+    /// The gzip header of a batch of CSV text.
+    CsvHeader(CsvBatch),
+}
+
+/// Lands the input (blocking) as a gzip batch written to `sink`: NDJSON records carrying their
+/// provenance, or a CSV file's text described by its gzip header. The same bytes [`fingerprint`]
+/// hashed, checked again, or an error (the input changed in between: nothing lands). Returns
+/// (records, corrupt).
 fn land(
     from: &dyn Input,
     read: &ReadOptions,
     expected: &Fingerprint,
-    provenance: &str,
+    provenance: &Provenance,
     sink: PartSink,
 ) -> std::result::Result<(u64, u64), String> {
     let (text, gzip) = text_reader(from).map_err(|e| format!("cannot be read: {e}"))?;
     let mut hashed = Hashing { inner: text.take(expected.bytes), hasher: Sha256::new(), bytes: 0 };
-    let mut gz = GzEncoder::new(sink, flate2::Compression::new(super::GZIP_LEVEL));
+    let level = flate2::Compression::new(super::GZIP_LEVEL);
+    let provenance = match provenance {
+        Provenance::Members(p) => p.as_str(),
+        Provenance::CsvHeader(batch) => {
+            let extra = batch.gzip_extra().ok_or_else(|| "CSV batch description too large".to_string())?;
+            let mut gz = flate2::GzBuilder::new().extra(extra).write(sink, level);
+            let records = copy_csv(read, &mut hashed, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?;
+            return finish(hashed, expected, gz, (records, 0));
+        }
+    };
+    let mut gz = GzEncoder::new(sink, level);
     let (records, corrupt) = if read.format == SourceFormat::Parquet {
         match from.local_file().filter(|_| !gzip) {
             // Read by row group from the file; the bytes are hashed below all the same, so a file
@@ -622,6 +668,17 @@ fn land(
     } else {
         records_ndjson(read, &mut hashed, expected.bytes, provenance, &mut gz, "cannot be landed")?
     };
+    finish(hashed, expected, gz, (records, corrupt))
+}
+
+/// Ends a landing: the input read to its end still matches its fingerprint, and the batch's
+/// last part is sent.
+fn finish<R: Read>(
+    mut hashed: Hashing<R>,
+    expected: &Fingerprint,
+    gz: GzEncoder<PartSink>,
+    counts: (u64, u64),
+) -> std::result::Result<(u64, u64), String> {
     // Whatever the format left unread still counts for the check.
     std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|e| format!("cannot be read: {e}"))?;
     if hashed.bytes != expected.bytes || hex(&hashed.hasher.finalize()) != expected.sha256 {
@@ -629,7 +686,25 @@ fn land(
     }
     let sink = gz.finish().map_err(|e| format!("cannot be landed: {e}"))?;
     sink.done().map_err(|e| format!("cannot be landed: {e}"))?;
-    Ok((records, corrupt))
+    Ok(counts)
+}
+
+/// Copies a CSV input's text (as UTF-8) to `out` as it is, and counts its records as the CSV
+/// parser will read them.
+fn copy_csv(read: &ReadOptions, input: &mut impl Read, out: &mut impl Write) -> std::io::Result<u64> {
+    struct Tee<'a, R, W> {
+        inner: R,
+        out: &'a mut W,
+    }
+    impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.out.write_all(&buf[..n])?;
+            Ok(n)
+        }
+    }
+    let text = Tee { inner: read.encoding.reader(input), out };
+    count_records(&read.csv, &mut std::io::BufReader::with_capacity(1 << 16, text))
 }
 
 /// Writes the rows of a Parquet stream (read whole from `raw`: its footer is at its end) as NDJSON
@@ -888,7 +963,7 @@ fn csv_records(
         opts.column_names.clone()
     };
     // `"key": ` of each named column, escaped once.
-    let mut keys: Vec<String> = headers.iter().map(|k| format!("{}: ", json_string(k))).collect();
+    let mut keys: Vec<String> = headers.iter().map(|k| key_json(k)).collect();
     let mut row = csv::ByteRecord::new();
     let mut obj = String::new();
     loop {
@@ -898,28 +973,8 @@ fn csv_records(
                 let start = row.position().map_or(0, |p| p.byte());
                 let line = skipped + 1 + newlines.borrow_mut().before(start);
                 obj.clear();
-                obj.push('{');
-                for (i, value) in row.iter().enumerate() {
-                    if i == keys.len() {
-                        let key = if opts.header { format!("_extra_{i}") } else { format!("column{}", i + 1) };
-                        keys.push(format!("{}: ", json_string(&key)));
-                    }
-                    if i > 0 {
-                        obj.push_str(", ");
-                    }
-                    obj.push_str(&keys[i]);
-                    // CSV cannot tell an empty value from a missing one: an empty cell is null.
-                    if value.is_empty() {
-                        obj.push_str("null");
-                    } else {
-                        push_json_string(&mut obj, value);
-                    }
-                }
-                if !row.is_empty() {
-                    obj.push_str(", ");
-                }
-                // Writing to a String cannot fail.
-                let _ = write!(obj, "\"{LINE}\": {line}}}");
+                push_csv_object(&mut obj, &mut keys, opts.header, &row, line);
+                obj.push('}');
                 emit(Record::Object(&obj));
             }
             Err(e) if e.is_io_error() => match e.into_kind() {
@@ -967,19 +1022,6 @@ impl<R: Read> Read for NewlineCounting<R> {
         index.pending.extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| self.offset + i as u64));
         self.offset += n as u64;
         Ok(n)
-    }
-}
-
-/// Appends `value` as a JSON string (invalid UTF-8 replaced): copied as it is when nothing in it
-/// needs escaping, the common case.
-fn push_json_string(out: &mut String, value: &[u8]) {
-    let text = String::from_utf8_lossy(value);
-    if text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(&json_string(&text));
-    } else {
-        out.push('"');
-        out.push_str(&text);
-        out.push('"');
     }
 }
 
@@ -1090,5 +1132,153 @@ mod tests {
         assert_eq!(utf8(Encoding::Utf8, b"\xef\xbb\xbf{\"a\": 1}"), b"{\"a\": 1}");
         assert_eq!("Windows-1252".parse::<Encoding>(), Ok(Encoding::Windows1252));
         assert!("ebcdic".parse::<Encoding>().is_err());
+    }
+
+    /// A decoded batch, comparable: rows (line, wanted fields, dead-letter text), the other keys
+    /// seen, bad lines (line, rule).
+    type Decoded =
+        (Vec<(u64, Vec<(u8, String)>, String)>, std::collections::BTreeSet<(String, u8)>, Vec<(u64, String)>);
+
+    fn decoded(
+        bytes: &[u8],
+        format: &super::super::decode::BatchFormat,
+        wanted: &[String],
+        limits: super::super::decode::Limits,
+        workers: usize,
+    ) -> Decoded {
+        let rows = |c: super::super::decode::RawChunk| {
+            let rows: Vec<_> = (0..c.rows())
+                .map(|i| {
+                    let fields = c.fields.iter().map(|f| (f.kinds[i] as u8, f.text(i).to_string())).collect();
+                    (c.lines[i], fields, c.raw(i).into_owned())
+                })
+                .collect();
+            Ok((rows, c.other_keys.iter().map(|(k, kind)| (k.clone(), *kind as u8)).collect::<Vec<_>>()))
+        };
+        let (chunks, bad) =
+            super::super::decode::map_batch(bytes, format, wanted, limits, workers, rows).expect("decodes");
+        let mut all = (Vec::new(), std::collections::BTreeSet::new(), Vec::new());
+        for (rows, others) in chunks {
+            all.0.extend(rows);
+            all.1.extend(others);
+        }
+        all.2 = bad.into_iter().map(|b| (b.line, b.rule.to_string())).collect();
+        all
+    }
+
+    /// `text` landed as CSV text with its description, as ingest lands it: (gzip bytes, records).
+    fn csv_batch(read: &ReadOptions, text: &[u8]) -> (Vec<u8>, u64) {
+        let batch = CsvBatch {
+            version: 1,
+            batch_id: "b".into(),
+            ingested_at: "2026-12-01T00:00:00.000000+00:00".into(),
+            source: "s".into(),
+            dialect: Dialect::of(&read.csv),
+        };
+        let mut gz = flate2::GzBuilder::new()
+            .extra(batch.gzip_extra().expect("fits"))
+            .write(Vec::new(), flate2::Compression::fast());
+        let records = copy_csv(read, &mut &text[..], &mut gz).expect("copies");
+        (gz.finish().expect("gz"), records)
+    }
+
+    /// Issue 20: CSV batches keep their text and are parsed at promotion; every row, line, field,
+    /// other key and dead-letter text must be what landing the same file as NDJSON gave, whatever
+    /// the chunking and the number of threads.
+    #[test]
+    fn csv_text_batches_decode_as_their_ndjson_landing_did() {
+        use flate2::Compression;
+
+        use super::super::decode::{BatchFormat, Limits};
+
+        let provenance =
+            "\"_batch_id\": \"b\", \"_ingested_at\": \"2026-12-01T00:00:00.000000+00:00\", \"_source\": \"s\"";
+        let mut many = String::from("id,name,note\n");
+        for i in 0..300 {
+            match i % 7 {
+                0 => many.push_str(&format!("{i},\"multi\nline {i}\",\"q\"\"{i}\"\r\n")),
+                1 => many.push_str(&format!("{i},,\n\n")),
+                2 => many.push_str(&format!("{i},short\n")),
+                3 => many.push_str(&format!("{i},long,row,{i},more\n")),
+                _ => many.push_str(&format!("{i},n{i},x\"{i}\n")),
+            }
+        }
+        let csv = |opts: CsvOptions| ReadOptions { format: SourceFormat::Csv, csv: opts, ..Default::default() };
+        let cases: Vec<(ReadOptions, Vec<u8>)> = vec![
+            (
+                csv(CsvOptions::default()),
+                b"id,name,name\r\n1,\"A\nB\",x\r\n\r\n2,,y,extra\r\n3\n\"4\",\"q\"\"x\",\xff\xfe\n5,\"a,b\",z".to_vec(),
+            ),
+            (
+                csv(CsvOptions { delimiter: b';', skip_rows: 2, ..Default::default() }),
+                b"junk\nmore\" junk\n id ; name \n1;2\n".to_vec(),
+            ),
+            (
+                csv(CsvOptions { header: false, column_names: vec!["id".into(), "name".into()], ..Default::default() }),
+                b"1,a\n2,b,c\n".to_vec(),
+            ),
+            (
+                csv(CsvOptions { escape: Some(b'\\'), ..Default::default() }),
+                b"id,name\n1,\"x\\\"y\nz\"\n2,\"\\\\\"\n".to_vec(),
+            ),
+            (csv(CsvOptions::default()), b"\n\nid,name\n1,a\n".to_vec()),
+            (csv(CsvOptions::default()), b"id,name\n".to_vec()),
+            (csv(CsvOptions::default()), Vec::new()),
+            (csv(CsvOptions::default()), many.into_bytes()),
+        ];
+        let wanted: Vec<String> =
+            ["id", "name", "note", "_extra_3", "column3", "missing", "_line"].iter().map(|s| s.to_string()).collect();
+        for (read, text) in &cases {
+            let shown = String::from_utf8_lossy(text);
+            let mut ndjson = Vec::new();
+            let (n, _) = write_ndjson(read, &text[..], provenance, &mut ndjson).expect("ndjson");
+            let (gz, records) = csv_batch(read, text);
+            assert_eq!(records, n, "{shown:?}");
+            for limits in
+                [Limits::default(), Limits { chunk_lines: 7, chunk_bytes: 300, max_line: 10_000, long_line_kept: 10 }]
+            {
+                let reference = {
+                    let mut gz_nd = GzEncoder::new(Vec::new(), Compression::fast());
+                    gz_nd.write_all(&ndjson).expect("gz");
+                    decoded(&gz_nd.finish().expect("gz"), &BatchFormat::NdjsonGz, &wanted, limits, 1)
+                };
+                assert_eq!(reference.0.len() as u64, n, "{shown:?}");
+                for workers in [1, 3] {
+                    let fallback = CsvBatch::undescribed("x", "y", None);
+                    let got = decoded(&gz, &BatchFormat::CsvGz(fallback), &wanted, limits, workers);
+                    assert_eq!(got, reference, "{shown:?} {limits:?} {workers} workers");
+                }
+            }
+        }
+    }
+
+    /// A record longer than the limit (an unclosed quote runs to the end of the file) is a
+    /// `line_too_long` bad line, never held whole; the records around it still decode; a batch cut
+    /// short keeps the records before the cut.
+    #[test]
+    fn over_long_and_cut_off_csv_records_are_bad_lines() {
+        use super::super::decode::{BatchFormat, Limits};
+
+        let limits = Limits { chunk_lines: 2, chunk_bytes: 1000, max_line: 50, long_line_kept: 10 };
+        let read = ReadOptions { format: SourceFormat::Csv, ..Default::default() };
+        let wanted = vec!["id".to_string()];
+        let long =
+            format!("id,name\n1,a\n2,\"{}\n{}\"\n3,c\n4,\"{}", "x".repeat(100), "y".repeat(100), "z".repeat(100));
+        let (gz, records) = csv_batch(&read, long.as_bytes());
+        assert_eq!(records, 4);
+        let fallback = CsvBatch::undescribed("x", "y", None);
+        for workers in [1, 2] {
+            let (rows, _, bad) = decoded(&gz, &BatchFormat::CsvGz(fallback.clone()), &wanted, limits, workers);
+            let ids: Vec<(u64, String)> = rows.iter().map(|r| (r.0, r.1[0].1.clone())).collect();
+            assert_eq!(ids, [(2, "1".to_string()), (5, "3".to_string())]);
+            assert_eq!(bad, [(3, "line_too_long".to_string()), (6, "line_too_long".to_string())]);
+        }
+        let text: String = (0..5000).map(|i| format!("{i},n{i}\n")).collect();
+        let (gz, _) = csv_batch(&read, format!("id,name\n{text}").as_bytes());
+        let cut = &gz[..gz.len() / 2];
+        let (rows, _, bad) = decoded(cut, &BatchFormat::CsvGz(fallback), &wanted, Limits::default(), 2);
+        assert!(!rows.is_empty() && rows.len() < 5000, "{}", rows.len());
+        assert!(rows.iter().enumerate().all(|(i, r)| r.1[0].1 == i.to_string() && r.0 == i as u64 + 2));
+        assert_eq!(bad.last().map(|b| b.1.as_str()), Some("unreadable_file"), "{bad:?}");
     }
 }

@@ -1,15 +1,18 @@
-//! Bronze: raw records landed as immutable gzip NDJSON batches, never rejected, never rewritten.
+//! Bronze: raw records landed as immutable gzip batches, never rejected, never rewritten.
 //!
 //! ```text
 //! input file ──ingest──▶ bronze/<source>/<YYYY-MM-DD>/<batch_id>.ndjson.gz
 //!                        (+ _batch_id, _ingested_at, _source on every record)
+//! CSV file   ──ingest──▶ bronze/<source>/<YYYY-MM-DD>/<batch_id>.csv.gz
+//!                        (its text; provenance and dialect in the gzip header)
 //! ```
 //!
 //! [`ingest`] lands new input exactly once per content; [`batches`] lists the batches of a source
 //! (including files written by other systems in the same layout); [`decode`] streams a batch back
-//! as columns of raw JSON tokens for silver.
+//! as columns of raw tokens for silver ([`csv_batch`] for CSV text).
 
 pub mod batches;
+pub mod csv_batch;
 pub mod decode;
 pub mod drift;
 pub mod http;
@@ -33,7 +36,15 @@ pub const CORRUPT_RECORD: &str = "_corrupt_record";
 /// no faster than 3 on NDJSON and 60% larger on CSV.
 pub const GZIP_LEVEL: u32 = 3;
 
-/// Object path of a bronze batch.
-pub fn batch_path(source: &str, date: &str, batch_id: &str) -> String {
-    format!("bronze/{source}/{date}/{batch_id}.ndjson.gz")
+/// File name endings of bronze batches: gzip NDJSON, and gzip CSV text.
+pub const BATCH_SUFFIXES: [&str; 2] = [".ndjson.gz", ".csv.gz"];
+
+/// Object path of a bronze batch: `csv` for CSV text, else NDJSON.
+pub fn batch_path(source: &str, date: &str, batch_id: &str, csv: bool) -> String {
+    format!("bronze/{source}/{date}/{batch_id}{}", BATCH_SUFFIXES[usize::from(csv)])
+}
+
+/// Whether a bronze batch's object path is CSV text.
+pub fn is_csv_batch(path: &str) -> bool {
+    path.ends_with(BATCH_SUFFIXES[1])
 }

@@ -23,7 +23,8 @@ use super::publish::{Publish, publish};
 use super::table::SilverTable;
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
-use crate::bronze::decode::{Kind, map_chunks};
+use crate::bronze::csv_batch::CsvBatch;
+use crate::bronze::decode::{BatchFormat, Kind, map_chunks};
 use crate::bronze::drift::{self, DriftEvent, Observed};
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
@@ -761,25 +762,35 @@ pub(crate) fn read_batches<'a>(
 async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile, workers: usize) -> Result<FileResult> {
     let gz =
         lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
-    let origin = Origin {
+    let mut origin = Origin {
         batch_id: file.batch_id.clone(),
         source: table.source.clone(),
         file: file.path.clone(),
         ingested_at: file.ingested_at.clone(),
     };
+    let format =
+        if crate::bronze::is_csv_batch(&file.path) {
+            let described = CsvBatch::from_gzip(&gz);
+            origin.ingested_at = origin.ingested_at.or_else(|| described.as_ref().map(|b| b.ingested_at.clone()));
+            BatchFormat::CsvGz(described.unwrap_or_else(|| {
+                CsvBatch::undescribed(&origin.batch_id, &origin.source, origin.ingested_at.as_deref())
+            }))
+        } else {
+            BatchFormat::NdjsonGz
+        };
     let contract = Arc::clone(&table.contract);
-    tokio::task::spawn_blocking(move || process(&contract, &gz, true, &origin, workers))
+    tokio::task::spawn_blocking(move || process(&contract, &gz, &format, &origin, workers))
         .await
         .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
 }
 
-/// Decodes and validates one file of NDJSON records (blocking), its chunks on `workers` threads:
-/// a bronze batch (gzip) or dead-letter records being replayed (plain). Results are the same
+/// Decodes and validates one file of records (blocking), its chunks on `workers` threads: a
+/// bronze batch or dead-letter records being replayed (plain NDJSON). Results are the same
 /// whatever `workers` is.
 pub(crate) fn process(
     contract: &Contract,
     bytes: &[u8],
-    gzipped: bool,
+    format: &BatchFormat,
     origin: &Origin,
     workers: usize,
 ) -> Result<FileResult> {
@@ -807,7 +818,7 @@ pub(crate) fn process(
         }
         Ok((chunk.rows() as u64, observed, validate(contract, &chunk, origin)?))
     };
-    let (chunks, bad) = map_chunks(bytes, gzipped, &wanted, workers, per_chunk)?;
+    let (chunks, bad) = map_chunks(bytes, format, &wanted, workers, per_chunk)?;
     for (rows, observed, v) in chunks {
         out.read += rows;
         for (name, kinds) in observed {

@@ -1,7 +1,7 @@
 //! The lake: a root location with a fixed layout, accessed through `object_store`.
 //!
 //! ```text
-//! <lake>/bronze/<source>/<YYYY-MM-DD>/<batch_id>.ndjson.gz   immutable raw batches
+//! <lake>/bronze/<source>/<YYYY-MM-DD>/<batch_id>.ndjson.gz   immutable raw batches (CSV: .csv.gz)
 //! <lake>/silver/<table>/                                      Delta table
 //! <lake>/quarantine/<table>/                                  Delta table: dead letter
 //! <lake>/gold/<model>/                                        Delta table
@@ -315,7 +315,7 @@ pub struct BatchFile {
 }
 
 impl BatchFile {
-    /// The ingest date of its partition (`bronze/<source>/<date>/<batch>.ndjson.gz`).
+    /// The ingest date of its partition (`bronze/<source>/<date>/<batch>.ndjson.gz` or `.csv.gz`).
     pub fn date(&self) -> Option<&str> {
         let mut parts = self.path.rsplit('/');
         parts.next()?;

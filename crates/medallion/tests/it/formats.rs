@@ -394,3 +394,71 @@ async fn landing_files_land_in_parallel_each_content_once_and_in_their_order() {
     let b = ctx.sql("SELECT name FROM people ORDER BY id").await.expect("plan").collect().await.expect("run");
     assert_eq!(b.iter().flat_map(|b| strings(b.column(0))).collect::<Vec<_>>(), vec!["third", "y"]);
 }
+
+/// Issue 20: a CSV file lands as its own text (UTF-8), its provenance and dialect in the gzip
+/// header; the same content pushed later, or landed as NDJSON by a push first, lands once.
+/// Silver's provenance and the dead letter's record are what the NDJSON landing gave.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_file_lands_as_its_text_once_whichever_way_its_content_came() {
+    use std::io::Read;
+
+    use medallion::bronze::csv_batch::CsvBatch;
+    use medallion::bronze::ingest::{IngestStatus, ingest_group};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    write(
+        dir.path(),
+        &[(
+            "medallion.toml",
+            "[project]\nname = \"p\"\n\n[sources.people]\nformat = \"csv\"\ndelimiter = \";\"\nencoding = \"windows-1252\"\n\n[silver.people]\nprimary_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"name\", type = \"string\" },\n]\n",
+        )],
+    );
+    let project = Project::load(dir.path()).await.expect("project loads");
+    let lake = Lake::open(&project.lake, &project.root).expect("lake");
+    let read = project.sources["people"].read.clone();
+    let a = b"id;name\r\n1;Zo\xeb\r\nx;bad\r\n".to_vec();
+    let landed = ingest(&lake, "people", read.clone(), "a.csv", a.clone(), now()).await.expect("csv");
+    assert_eq!((landed.status.clone(), landed.records), (IngestStatus::Ingested, 2));
+    assert!(landed.path.ends_with(&format!("{}.csv.gz", landed.batch_id)), "{}", landed.path);
+    let gz = std::fs::read(dir.path().join("lake").join(&landed.path)).expect("batch");
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut text).expect("plain gzip");
+    assert_eq!(text, "id;name\r\n1;Zoë\r\nx;bad\r\n");
+    let described = CsvBatch::from_gzip(&gz).expect("described");
+    assert_eq!((described.batch_id.as_str(), described.source.as_str()), (landed.batch_id.as_str(), "people"));
+    assert_eq!(described.dialect.delimiter, ';');
+    let pushed = ingest_group(&lake, "people", &read, "push", vec![a.into()], now()).await.expect("push");
+    assert_eq!(
+        (pushed[0].status.clone(), pushed[0].path.clone()),
+        (IngestStatus::AlreadyIngested, landed.path.clone())
+    );
+    // Pushed first (NDJSON), then the same content as a file: landed already.
+    let b = b"id;name\r\n2;Bo\r\n".to_vec();
+    let pushed = ingest_group(&lake, "people", &read, "push", vec![b.clone().into()], now()).await.expect("push");
+    assert!(pushed[0].path.ends_with(".ndjson.gz"), "{}", pushed[0].path);
+    let again = ingest(&lake, "people", read, "b.csv", b, now()).await.expect("csv");
+    assert_eq!((again.status, again.path), (IngestStatus::AlreadyIngested, pushed[0].path.clone()));
+
+    let s = run(&project, &lake, &Default::default()).await.expect("run");
+    let t = &s.totals;
+    assert_eq!((t.read, t.promoted, t.rejected), (3, 2, 1), "{t:?}");
+    let ctx = medallion::catalog::session(&lake, &project).await.expect("session");
+    let q = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let rows = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+            rows.iter().flat_map(|b| (0..b.num_columns()).flat_map(|c| strings(b.column(c)))).collect::<Vec<_>>()
+        }
+    };
+    let silver = q("SELECT name, _batch_id, _source, CAST(_ingested_at AS VARCHAR) FROM people WHERE id = 1").await;
+    assert_eq!(silver[..3], ["Zoë".to_string(), landed.batch_id.clone(), "people".into()]);
+    // The header's time to the second (the cast drops trailing zeros of the fraction).
+    assert!(silver[3].replace(' ', "T").starts_with(&described.ingested_at[..19]), "{}", silver[3]);
+    let dead = q("SELECT CAST(_line AS VARCHAR), _raw FROM quarantine.people").await;
+    assert_eq!(dead[0], "3");
+    let raw: serde_json::Value = serde_json::from_str(&dead[1]).expect("raw is JSON");
+    assert_eq!(raw["id"], "x");
+    assert_eq!(raw["_line"], 3);
+    assert_eq!(raw["_batch_id"], landed.batch_id.as_str());
+    assert_eq!(raw["_ingested_at"], described.ingested_at.as_str());
+}
