@@ -701,7 +701,15 @@ pub(crate) fn parse_csv(
     };
     let bytes = text.as_bytes();
     let rows_guess = memchr::memchr_iter(b'\n', &bytes[start.min(bytes.len())..]).count() + 1;
-    let mut fields: Vec<RawField> = (0..wanted).map(|_| RawField::with_capacity(rows_guess)).collect();
+    // A field's text never exceeds the chunk's: reserved once, it is never copied to grow (pages
+    // not written are not touched).
+    let mut fields: Vec<RawField> = (0..wanted)
+        .map(|_| {
+            let mut f = RawField::with_capacity(rows_guess);
+            f.data.reserve(bytes.len().saturating_sub(start));
+            f
+        })
+        .collect();
     let mut provenance =
         [RawField::with_capacity(rows_guess), RawField::with_capacity(rows_guess), RawField::with_capacity(rows_guess)];
     let mut lines = Vec::with_capacity(rows_guess);

@@ -558,7 +558,16 @@ impl<'w> ChunkBuilder<'w> {
             wanted,
             source_lines,
             chunk: RawChunk {
-                fields: wanted.iter().map(|_| RawField::with_capacity(rows)).collect(),
+                // A field's text never exceeds the chunk's: reserved once, it is never copied to
+                // grow (pages not written are not touched).
+                fields: wanted
+                    .iter()
+                    .map(|_| {
+                        let mut f = RawField::with_capacity(rows);
+                        f.data.reserve(bytes);
+                        f
+                    })
+                    .collect(),
                 provenance: [
                     RawField::with_capacity(rows),
                     RawField::with_capacity(rows),
