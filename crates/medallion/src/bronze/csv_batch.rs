@@ -701,12 +701,12 @@ pub(crate) fn parse_csv(
     };
     let bytes = text.as_bytes();
     let rows_guess = memchr::memchr_iter(b'\n', &bytes[start.min(bytes.len())..]).count() + 1;
-    // A field's text never exceeds the chunk's: reserved once, it is never copied to grow (pages
-    // not written are not touched).
+    // Each field's text starts at its share of the chunk's: at most one copy to grow.
+    let share = bytes.len().saturating_sub(start) / layout.names.len().max(1);
     let mut fields: Vec<RawField> = (0..wanted)
         .map(|_| {
             let mut f = RawField::with_capacity(rows_guess);
-            f.data.reserve(bytes.len().saturating_sub(start));
+            f.data.reserve(share);
             f
         })
         .collect();

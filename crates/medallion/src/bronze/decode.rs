@@ -558,13 +558,13 @@ impl<'w> ChunkBuilder<'w> {
             wanted,
             source_lines,
             chunk: RawChunk {
-                // A field's text never exceeds the chunk's: reserved once, it is never copied to
-                // grow (pages not written are not touched).
+                // Each field's text starts at its share of the chunk's (at most one copy to grow);
+                // reserving the whole chunk for each raised one batch's peak RSS by a third.
                 fields: wanted
                     .iter()
                     .map(|_| {
                         let mut f = RawField::with_capacity(rows);
-                        f.data.reserve(bytes);
+                        f.data.reserve(bytes / wanted.len().max(1));
                         f
                     })
                     .collect(),
