@@ -136,38 +136,36 @@ impl CsvBatch {
         }
         None
     }
+}
 
-    /// The provenance members of a record's JSON object, as NDJSON landing writes them.
-    fn provenance_json(&self) -> String {
-        let s = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
-        format!(
-            "\"{BATCH_ID}\": {}, \"{INGESTED_AT}\": {}, \"{SOURCE}\": {}",
-            s(&self.batch_id),
-            s(&self.ingested_at),
-            s(&self.source)
-        )
-    }
+/// The provenance members of a record's JSON object, as NDJSON landing appends them.
+pub(crate) fn provenance_members(batch_id: &str, ingested_at: &str, source: &str) -> String {
+    format!(
+        "\"{BATCH_ID}\": {}, \"{INGESTED_AT}\": {}, \"{SOURCE}\": {}",
+        json_string(batch_id),
+        json_string(ingested_at),
+        json_string(source)
+    )
+}
+
+/// `s` as a JSON string.
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 /// Appends one CSV record as a JSON object of strings (an empty cell is null) ending with its
-/// `_line`, without the closing brace. `keys` holds each column's `"name": ` (escaped once); a
-/// row longer than it adds `_extra_<i>` (header) or `column<i+1>` names.
-pub(crate) fn push_csv_object(
-    out: &mut String,
-    keys: &mut Vec<String>,
-    header: bool,
-    row: &csv::ByteRecord,
-    line: u64,
-) {
+/// `_line`, without the closing brace. `keys` holds each column's `"name": ` (escaped once); the
+/// cells of a longer row are named `_extra_<i>` (header) or `column<i+1>`.
+pub(crate) fn push_csv_object(out: &mut String, keys: &[String], header: bool, row: &csv::ByteRecord, line: u64) {
     out.push('{');
     for (i, value) in row.iter().enumerate() {
-        if i == keys.len() {
-            keys.push(key_json(&extra_name(header, i)));
-        }
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&keys[i]);
+        match keys.get(i) {
+            Some(key) => out.push_str(key),
+            None => out.push_str(&key_json(&extra_name(header, i))),
+        }
         // CSV cannot tell an empty value from a missing one: an empty cell is null.
         if value.is_empty() {
             out.push_str("null");
@@ -184,7 +182,7 @@ pub(crate) fn push_csv_object(
 
 /// `"name": ` as JSON.
 pub(crate) fn key_json(name: &str) -> String {
-    format!("{}: ", serde_json::to_string(name).unwrap_or_else(|_| "\"\"".into()))
+    format!("{}: ", json_string(name))
 }
 
 /// The name of column `i` past the named ones.
@@ -197,7 +195,7 @@ fn extra_name(header: bool, i: usize) -> String {
 pub(crate) fn push_json_string(out: &mut String, value: &[u8]) {
     let text = String::from_utf8_lossy(value);
     if text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(&serde_json::to_string(&text).unwrap_or_else(|_| "\"\"".into()));
+        out.push_str(&json_string(&text));
     } else {
         out.push('"');
         out.push_str(&text);
@@ -383,7 +381,8 @@ pub(crate) fn count_records(opts: &CsvOptions, text: &mut impl BufRead) -> std::
 /// field is.
 #[derive(Debug)]
 pub(crate) struct CsvLayout {
-    batch: CsvBatch,
+    /// The provenance members every record's dead-letter text ends with (built once).
+    provenance: String,
     opts: CsvOptions,
     /// Column names, the header's or the configured ones.
     names: Vec<String>,
@@ -446,17 +445,17 @@ impl CsvLayout {
             .double_quote(opts.escape.is_none())
             .build();
         let record_parser = std::sync::Mutex::new(record_parser);
-        CsvLayout { batch, opts, names, keys, wanted, is_wanted, record_parser }
+        let provenance = provenance_members(&batch.batch_id, &batch.ingested_at, &batch.source);
+        CsvLayout { provenance, opts, names, keys, wanted, is_wanted, record_parser }
     }
 
     /// A record's dead-letter text: the JSON object NDJSON landing made of it, with provenance.
     pub(crate) fn record_json(&self, record: &str, line: u64) -> String {
         let row = self.fields(record.as_bytes());
-        let mut keys = self.keys.clone();
         let mut out = String::with_capacity(record.len() * 2 + 128);
-        push_csv_object(&mut out, &mut keys, self.opts.header, &row, line);
+        push_csv_object(&mut out, &self.keys, self.opts.header, &row, line);
         out.push_str(", ");
-        out.push_str(&self.batch.provenance_json());
+        out.push_str(&self.provenance);
         out.push('}');
         out
     }

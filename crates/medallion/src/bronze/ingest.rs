@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::csv_batch::{CsvBatch, Dialect, count_records, key_json, push_csv_object};
+use super::csv_batch::{CsvBatch, Dialect, count_records, json_string, key_json, provenance_members, push_csv_object};
 use super::{CORRUPT_RECORD, batch_path};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
@@ -133,8 +133,9 @@ impl Marker {
         Ok(None)
     }
 
-    /// How a CSV batch of this marker describes itself, if `read` lands CSV text (None: NDJSON).
-    fn csv_batch(&self, source: &str, read: &ReadOptions) -> Option<CsvBatch> {
+    /// The gzip header extra field describing a CSV batch of this marker, if `read` lands CSV
+    /// text (None: NDJSON).
+    fn csv_header(&self, source: &str, read: &ReadOptions) -> Option<Vec<u8>> {
         let batch = CsvBatch {
             version: 1,
             batch_id: self.batch_id.clone(),
@@ -142,17 +143,12 @@ impl Marker {
             source: source.to_string(),
             dialect: Dialect::of(&read.csv),
         };
-        (read.format == SourceFormat::Csv && batch.gzip_extra().is_some()).then_some(batch)
+        if read.format == SourceFormat::Csv { batch.gzip_extra() } else { None }
     }
 
     /// The provenance fields every record of its batch carries (JSON members).
     fn provenance(&self, source: &str) -> String {
-        format!(
-            "\"_batch_id\": {}, \"_ingested_at\": {}, \"_source\": {}",
-            json_string(&self.batch_id),
-            json_string(&self.ingested_at),
-            json_string(source)
-        )
+        provenance_members(&self.batch_id, &self.ingested_at, source)
     }
 
     /// Writes this marker at `path` unless one is there (create-only): the marker in force, and
@@ -400,7 +396,7 @@ pub async fn ingest_from(
         .map_err(|e| Error::Internal(format!("fingerprint task: {e}")))?
         .map_err(failed)?;
     let (marker, created) = Marker::fresh(now, input).claim(lake, &Marker::path(source, &print.sha256)).await?;
-    let csv = marker.csv_batch(source, &read);
+    let csv = marker.csv_header(source, &read);
     let path = marker.batch(source, csv.is_some());
     crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
     if !created && let Some(path) = marker.landed(lake, source).await? {
@@ -415,7 +411,7 @@ pub async fn ingest_from(
         });
     }
     let provenance = match csv {
-        Some(batch) => Provenance::CsvHeader(batch),
+        Some(extra) => Provenance::CsvHeader(extra),
         None => Provenance::Members(marker.provenance(source)),
     };
     // The batch is converted on a blocking thread and uploaded as it is produced.
@@ -627,8 +623,8 @@ fn fingerprint(from: &dyn Input) -> std::result::Result<Fingerprint, String> {
 enum Provenance {
     /// JSON members appended to every NDJSON record.
     Members(String),
-    /// The gzip header of a batch of CSV text.
-    CsvHeader(CsvBatch),
+    /// The gzip header extra field describing a batch of CSV text ([`CsvBatch::gzip_extra`]).
+    CsvHeader(Vec<u8>),
 }
 
 /// Lands the input (blocking) as a gzip batch written to `sink`: NDJSON records carrying their
@@ -647,9 +643,8 @@ fn land(
     let level = flate2::Compression::new(super::GZIP_LEVEL);
     let provenance = match provenance {
         Provenance::Members(p) => p.as_str(),
-        Provenance::CsvHeader(batch) => {
-            let extra = batch.gzip_extra().ok_or_else(|| "CSV batch description too large".to_string())?;
-            let mut gz = flate2::GzBuilder::new().extra(extra).write(sink, level);
+        Provenance::CsvHeader(extra) => {
+            let mut gz = flate2::GzBuilder::new().extra(extra.clone()).write(sink, level);
             let records = copy_csv(read, &mut hashed, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?;
             return finish(hashed, expected, gz, (records, 0));
         }
@@ -963,7 +958,7 @@ fn csv_records(
         opts.column_names.clone()
     };
     // `"key": ` of each named column, escaped once.
-    let mut keys: Vec<String> = headers.iter().map(|k| key_json(k)).collect();
+    let keys: Vec<String> = headers.iter().map(|k| key_json(k)).collect();
     let mut row = csv::ByteRecord::new();
     let mut obj = String::new();
     loop {
@@ -973,7 +968,7 @@ fn csv_records(
                 let start = row.position().map_or(0, |p| p.byte());
                 let line = skipped + 1 + newlines.borrow_mut().before(start);
                 obj.clear();
-                push_csv_object(&mut obj, &mut keys, opts.header, &row, line);
+                push_csv_object(&mut obj, &keys, opts.header, &row, line);
                 obj.push('}');
                 emit(Record::Object(&obj));
             }
@@ -1023,10 +1018,6 @@ impl<R: Read> Read for NewlineCounting<R> {
         self.offset += n as u64;
         Ok(n)
     }
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
