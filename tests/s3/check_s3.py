@@ -188,7 +188,7 @@ try:
 
     # Rebuild on S3 (issue 15), in slices: killed before its silver commit, finished by a plain
     # run, then again uninterrupted; each gives the tables of the clean run (same contract).
-    slices = ["--rebuild-slice", "256KiB"]
+    slices = ["--slice-size", "256KiB"]
     killed = med("rebuild", *slices, lake="s3://lake/e2e", env={"MEDALLION_FAULT_AT": "silver/orders:merge:abort"})
     check("s3 rebuild killed before its silver commit dies", killed.returncode < 0, (killed.returncode, killed.stderr.strip()[-300:]))
     resumed = med("run", lake="s3://lake/e2e")
@@ -196,7 +196,7 @@ try:
     check("... with the tables of a clean run", fingerprint("s3://lake/e2e") == clean)
     rebuilt = med("rebuild", "orders", *slices, "--format", "json", lake="s3://lake/e2e")
     promotions = [p for l in rebuilt.stdout.splitlines() if '"summary"' in l for p in json.loads(l).get("silver", [])]
-    sliced = [p.get("rebuild_slices", 0) for p in promotions if p.get("table") == "orders"]
+    sliced = [p.get("slices", 0) for p in promotions if p.get("table") == "orders"]
     check("s3 rebuild in slices succeeds", rebuilt.returncode == 0 and sliced and sliced[0] > 1, (sliced, rebuilt.stderr.strip()[-300:]))
     check("... with the tables of a clean run", fingerprint("s3://lake/e2e") == clean)
     v0_rebuilt = med("show", "silver.orders", "--as-of", "0", "--limit", "1000000", "--format", "json", lake="s3://lake/e2e")

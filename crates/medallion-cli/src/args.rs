@@ -45,10 +45,11 @@ pub struct Global {
     /// it (e.g. `10m`, for parallel `run --date` tasks); default: fail at once naming the holder.
     #[arg(long, global = true, env = "MEDALLION_LOCK_WAIT", value_name = "DURATION")]
     pub lock_wait: Option<String>,
-    /// Compressed bronze a rebuild resolves at once (e.g. `64MiB`, the default; units B, KiB, MiB, GiB): its
-    /// memory is a few times this, and what does not fit waits in scratch files under TMPDIR.
-    #[arg(long, global = true, env = "MEDALLION_REBUILD_SLICE", value_name = "SIZE")]
-    pub rebuild_slice: Option<String>,
+    /// Compressed bronze a promotion or a rebuild resolves at once (e.g. `16MiB`, the default; units
+    /// B, KiB, MiB, GiB): its memory is a few times this; a larger backlog is split by key into
+    /// slices that wait in scratch files under TMPDIR.
+    #[arg(long, global = true, alias = "rebuild-slice", env = "MEDALLION_SLICE_SIZE", value_name = "SIZE")]
+    pub slice_size: Option<String>,
     /// Values for `var()` in gold models, over the project's [vars]: a YAML or JSON mapping, as dbt's
     /// `--vars` (e.g. `--vars '{start_date: 2024-01-01, min_amount: 10}'`).
     #[arg(long, global = true, env = "MEDALLION_VARS", value_name = "YAML")]

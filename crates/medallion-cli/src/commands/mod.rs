@@ -72,11 +72,11 @@ pub fn span(text: &str, option: &str) -> Result<std::time::Duration> {
     }
 }
 
-/// Compressed bronze bytes a rebuild resolves at once.
-pub fn rebuild_slice(g: &Global) -> Result<u64> {
-    match &g.rebuild_slice {
-        None => Ok(medallion::silver::promote::REBUILD_SLICE_BYTES),
-        Some(text) => size(text, "--rebuild-slice/MEDALLION_REBUILD_SLICE"),
+/// Compressed bronze bytes a promotion or a rebuild resolves at once.
+pub fn slice_size(g: &Global) -> Result<u64> {
+    match &g.slice_size {
+        None => Ok(medallion::silver::promote::SLICE_BYTES),
+        Some(text) => size(text, "--slice-size/MEDALLION_SLICE_SIZE"),
     }
 }
 

@@ -174,7 +174,7 @@ pub(crate) async fn execute(
         retries,
         date,
         lock_wait,
-        rebuild_slice_bytes: super::rebuild_slice(g)?,
+        slice_bytes: super::slice_size(g)?,
         ..Default::default()
     };
     let summary = run_project(&project, &lake, &opts).await;

@@ -593,17 +593,29 @@ fn killed_runs_give(
     delays_ms: &[u64],
     init: impl Fn(&str) -> std::path::PathBuf,
 ) -> std::path::PathBuf {
+    killed_commands_give("run", want, points, delays_ms, init)
+}
+
+/// [`killed_runs_give`] for `command` (words split at spaces) instead of `run`.
+fn killed_commands_give(
+    command: &str,
+    want: &str,
+    points: &[&str],
+    delays_ms: &[u64],
+    init: impl Fn(&str) -> std::path::PathBuf,
+) -> std::path::PathBuf {
+    let words: Vec<&str> = command.split_whitespace().collect();
     for (i, point) in points.iter().enumerate() {
         let proj = init(&format!("killed{i}"));
-        killed_at("run", point, &proj);
-        let again = run(&["run"], &proj);
+        killed_at(command, point, &proj);
+        let again = run(&words, &proj);
         assert_eq!(again.status.code(), Some(0), "{point}: {}", text(&again.stderr));
         assert_eq!(contents(&proj), want, "after a kill at {point}");
     }
     // Kill -9 at arbitrary moments, again and again, then let a run finish.
     let proj = init("kill_loop");
-    kill_loop("run", delays_ms, &proj);
-    let last = run(&["run"], &proj);
+    kill_loop(command, delays_ms, &proj);
+    let last = run(&words, &proj);
     assert_eq!(last.status.code(), Some(0), "{}", text(&last.stderr));
     assert_eq!(contents(&proj), want, "after the kill loop");
     proj
@@ -656,6 +668,42 @@ fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
     assert_eq!(contents(&proj), want, "after the vacuum");
 }
 
+/// Issue 20: a first run whose orders are promoted in slices (the backlog path: valid rows and
+/// winners in scratch files, the keyed merge reading them back), killed at any step or again and
+/// again, then run once more, gives the tables of an uninterrupted one.
+#[test]
+fn a_backlog_promoted_in_slices_killed_at_any_step_gives_the_clean_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let command = "run --slice-size 1KiB";
+    // The demo without the set-level expectations of silver.orders (a table with them is
+    // promoted in memory).
+    let init = |name: &str| {
+        let proj = dir.path().join(name);
+        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+        let toml = proj.join("medallion.toml");
+        let text = std::fs::read_to_string(&toml).expect("read");
+        let start = text.find("expectations = [\n  { name = \"order_date_plausible\"").expect("orders' expectations");
+        let end = start + text[start..].find("]\n").expect("their end") + 2;
+        std::fs::write(&toml, format!("{}{}", &text[..start], &text[end..])).expect("write");
+        proj
+    };
+    let clean = init("clean");
+    let out = run(&["run", "--slice-size", "1KiB", "--format", "json"], &clean);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    let slices = lines
+        .iter()
+        .filter_map(|l| l["silver"].as_array())
+        .flatten()
+        .find(|p| p["table"] == "orders")
+        .and_then(|p| p["slices"].as_u64());
+    assert!(slices.is_some_and(|n| n > 1), "orders promoted in slices: {lines:?}");
+    let want = contents(&clean);
+    let points = ["bronze/orders:batch", "silver/orders:intent", "silver/orders:merge", "gold/daily_revenue:write"];
+    killed_commands_give(command, &want, &points, &[15, 60, 120, 200, 320, 450], init);
+}
+
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
 /// uninterrupted rebuild.
 #[test]
@@ -704,7 +752,7 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("medallion rebuild orders"), "{}", text(&refused.stderr));
     // Small slices, so the rebuild spills and resolves its tables a part at a time.
-    let rebuild = "rebuild --rebuild-slice 2KiB";
+    let rebuild = "rebuild --slice-size 2KiB";
     let rebuilt = run(&rebuild.split(' ').collect::<Vec<_>>(), &clean);
     assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
     assert!(text(&rebuilt.stderr).contains("note: silver/orders rebuilt from bronze"), "{}", text(&rebuilt.stderr));

@@ -245,6 +245,21 @@ pub fn map_chunks<T: Send>(
     map_batch(bytes, format, wanted, Limits::default(), workers, f)
 }
 
+/// [`map_chunks`] handing `f`'s results to `deliver` as they come, in chunk order, instead of
+/// collecting them: a batch's mapped chunks need not all be held at once (at most the chunks the
+/// workers have finished ahead of an earlier one wait). Returns the bad lines in line order; the
+/// first error of `f` or `deliver` ends the decoding.
+pub fn for_each_chunk<T: Send>(
+    bytes: &[u8],
+    format: &BatchFormat,
+    wanted: &[String],
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+    deliver: &mut dyn FnMut(T) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
+    map_batch_into(bytes, format, wanted, Limits::default(), workers, f, deliver)
+}
+
 /// [`map_chunks`] with chunks cut at `limits`.
 pub(crate) fn map_batch<T: Send>(
     bytes: &[u8],
@@ -254,9 +269,34 @@ pub(crate) fn map_batch<T: Send>(
     workers: usize,
     f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
 ) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    collected(|deliver| map_batch_into(bytes, format, wanted, limits, workers, f, deliver))
+}
+
+/// What `run` delivers, collected in order, with what it returns.
+fn collected<T, R>(
+    run: impl FnOnce(&mut dyn FnMut(T) -> crate::Result<()>) -> crate::Result<R>,
+) -> crate::Result<(Vec<T>, R)> {
+    let mut out = Vec::new();
+    let r = run(&mut |t| {
+        out.push(t);
+        Ok(())
+    })?;
+    Ok((out, r))
+}
+
+/// [`for_each_chunk`] with chunks cut at `limits`.
+fn map_batch_into<T: Send>(
+    bytes: &[u8],
+    format: &BatchFormat,
+    wanted: &[String],
+    limits: Limits,
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+    deliver: &mut dyn FnMut(T) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
     match format {
-        BatchFormat::NdjsonGz => map_lines(gz_lines(bytes), wanted, true, limits, workers, f),
-        BatchFormat::Ndjson => map_lines(bytes, wanted, false, limits, workers, f),
+        BatchFormat::NdjsonGz => map_lines_into(gz_lines(bytes), wanted, true, limits, workers, f, deliver),
+        BatchFormat::Ndjson => map_lines_into(bytes, wanted, false, limits, workers, f, deliver),
         BatchFormat::CsvGz(fallback) => {
             let batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
             let mut reader = gz_lines(bytes);
@@ -264,10 +304,7 @@ pub(crate) fn map_batch<T: Send>(
                 Ok(read) => read,
                 Err(e) => {
                     let message = format!("gzip stream unreadable before the first record: {e}; the file is lost");
-                    return Ok((
-                        Vec::new(),
-                        vec![BadLine { line: 1, raw: String::new(), rule: "unreadable_file", message }],
-                    ));
+                    return Ok(vec![BadLine { line: 1, raw: String::new(), rule: "unreadable_file", message }]);
                 }
             };
             map_split(
@@ -275,6 +312,7 @@ pub(crate) fn map_batch<T: Send>(
                 |text, bad| parse_csv(&layout, text, wanted.len(), limits, bad),
                 workers,
                 f,
+                deliver,
             )
         }
     }
@@ -301,6 +339,7 @@ pub(crate) fn decode_lines(
 }
 
 /// [`decode_lines`] with `f` mapping chunks on `workers` threads; see [`map_chunks`].
+#[cfg(test)]
 pub(crate) fn map_lines<T: Send>(
     reader: impl BufRead,
     wanted: &[String],
@@ -309,33 +348,48 @@ pub(crate) fn map_lines<T: Send>(
     workers: usize,
     f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
 ) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    collected(|deliver| map_lines_into(reader, wanted, source_lines, limits, workers, f, deliver))
+}
+
+/// [`map_lines`] handing results to `deliver`; see [`for_each_chunk`].
+fn map_lines_into<T: Send>(
+    reader: impl BufRead,
+    wanted: &[String],
+    source_lines: bool,
+    limits: Limits,
+    workers: usize,
+    f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
+    deliver: &mut dyn FnMut(T) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
     map_split(
         |on_lines| split_lines(reader, limits, on_lines),
         |lines: Lines, bad| parse_lines(&lines, wanted, source_lines, bad),
         workers,
         f,
+        deliver,
     )
 }
 
 /// Runs `split` (stage 1: reading, on the calling thread) handing jobs to `workers` threads that
-/// `parse` them into chunks (stage 2) and map each with `f`; see [`map_chunks`].
+/// `parse` them into chunks (stage 2) and map each with `f`, whose results the calling thread
+/// hands to `deliver` in chunk order; see [`for_each_chunk`].
 fn map_split<J: Send, T: Send>(
     split: impl FnOnce(&mut dyn FnMut(J) -> crate::Result<()>) -> crate::Result<Vec<BadLine>>,
     parse: impl Fn(J, &mut Vec<BadLine>) -> RawChunk + Sync,
     workers: usize,
     f: impl Fn(RawChunk) -> crate::Result<T> + Sync,
-) -> crate::Result<(Vec<T>, Vec<BadLine>)> {
+    deliver: &mut dyn FnMut(T) -> crate::Result<()>,
+) -> crate::Result<Vec<BadLine>> {
     if workers <= 1 {
-        let mut out = Vec::new();
         let mut bad = Vec::new();
         let read_bad = split(&mut |job| {
             let chunk = parse(job, &mut bad);
             if chunk.rows() > 0 {
-                out.push(f(chunk)?);
+                deliver(f(chunk)?)?;
             }
             Ok(())
         })?;
-        return Ok((out, in_line_order(read_bad, bad)));
+        return Ok(in_line_order(read_bad, bad));
     }
     type Done<T> = (usize, Option<crate::Result<T>>, Vec<BadLine>);
     let failed = std::sync::atomic::AtomicBool::new(false);
@@ -372,30 +426,74 @@ fn map_split<J: Send, T: Send>(
         }
         drop((done_tx, queue));
         let mut seq = 0;
+        // Finished chunks are delivered in order as the reader hands out jobs; those finished
+        // ahead of an earlier one wait here.
+        let mut ahead = InOrder::default();
+        let mut stopped = None;
         let read = split(&mut |job| {
             if failed.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(crate::Error::Internal("decoding stopped: a chunk failed".into()));
             }
             jobs.send((seq, job)).map_err(|_| crate::Error::Internal("decoding workers stopped".into()))?;
             seq += 1;
+            while let Ok(d) = done.try_recv() {
+                if let Err(e) = ahead.take(d, deliver) {
+                    stopped = Some(e);
+                    return Err(crate::Error::Internal("decoding stopped: a chunk failed".into()));
+                }
+            }
             Ok(())
         });
         drop(jobs);
-        read
-    });
-    let mut finished: Vec<Done<T>> = done.into_iter().collect();
-    finished.sort_by_key(|d| d.0);
-    let mut out = Vec::with_capacity(finished.len());
-    let mut bad = Vec::new();
-    for (_, mapped, chunk_bad) in finished {
-        bad.extend(chunk_bad);
-        match mapped {
-            Some(Ok(v)) => out.push(v),
-            Some(Err(e)) => return Err(e),
-            None => {}
+        if let Some(e) = stopped {
+            return Err(e);
         }
+        // The first failed chunk in chunk order, if any, before what the reader ran into.
+        for d in done.iter() {
+            ahead.take(d, deliver)?;
+        }
+        let read = read?;
+        if ahead.next != seq {
+            return Err(crate::Error::Internal(format!("{} of {seq} decoded chunks arrived", ahead.next)));
+        }
+        Ok((read, ahead.bad))
+    })?;
+    Ok(in_line_order(read.0, read.1))
+}
+
+/// Mapped chunks put back in chunk order: each is delivered once every earlier one was.
+struct InOrder<T> {
+    next: usize,
+    waiting: std::collections::BTreeMap<usize, (Option<crate::Result<T>>, Vec<BadLine>)>,
+    /// Bad lines of the delivered chunks, in chunk order.
+    bad: Vec<BadLine>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder { next: 0, waiting: std::collections::BTreeMap::new(), bad: Vec::new() }
     }
-    Ok((out, in_line_order(read?, bad)))
+}
+
+impl<T> InOrder<T> {
+    /// Takes chunk `seq`'s result; delivers it and every waiting one that now follows in order.
+    fn take(
+        &mut self,
+        (seq, mapped, bad): (usize, Option<crate::Result<T>>, Vec<BadLine>),
+        deliver: &mut dyn FnMut(T) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        self.waiting.insert(seq, (mapped, bad));
+        while let Some((mapped, bad)) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            self.bad.extend(bad);
+            match mapped {
+                Some(Ok(v)) => deliver(v)?,
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The bad lines of reading and of parsing, merged in line order (each list is in line order;
@@ -970,6 +1068,20 @@ mod tests {
         for workers in [1, 4] {
             let err = map_lines(text.as_bytes(), &wanted, false, limits, workers, failing).expect_err("fails");
             assert!(err.to_string().contains("chunk at line 200"), "{err}");
+        }
+        // Delivered as they come, in order; a failing delivery ends the decoding with its error.
+        for workers in [1, 3] {
+            let mut delivered = Vec::new();
+            let err = map_lines_into(text.as_bytes(), &wanted, false, limits, workers, rows, &mut |c| {
+                if delivered.len() == 100 {
+                    return Err(crate::Error::Internal("the sink is full".into()));
+                }
+                delivered.push(c);
+                Ok(())
+            })
+            .expect_err("the sink fails");
+            assert!(err.to_string().contains("the sink is full"), "{err}");
+            assert_eq!(delivered, one.0[..100], "{workers} workers");
         }
     }
 

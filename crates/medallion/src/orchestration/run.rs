@@ -56,9 +56,9 @@ pub struct RunOptions {
     pub date: Option<chrono::NaiveDate>,
     /// How long to wait for the lake's lock while another writer holds it (zero: fail at once).
     pub lock_wait: std::time::Duration,
-    /// Compressed bronze bytes a rebuild resolves at once (its memory; see
-    /// [`PromoteOptions::rebuild_slice_bytes`]).
-    pub rebuild_slice_bytes: u64,
+    /// Compressed bronze bytes a promotion or a rebuild resolves at once (its memory; see
+    /// [`PromoteOptions::slice_bytes`]).
+    pub slice_bytes: u64,
 }
 
 impl Default for RunOptions {
@@ -75,7 +75,7 @@ impl Default for RunOptions {
             backoff: std::time::Duration::from_millis(500),
             date: None,
             lock_wait: std::time::Duration::ZERO,
-            rebuild_slice_bytes: crate::silver::promote::REBUILD_SLICE_BYTES,
+            slice_bytes: crate::silver::promote::SLICE_BYTES,
         }
     }
 }
@@ -281,7 +281,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         threads: opts.threads,
         date: opts.date.map(|d| d.format("%Y-%m-%d").to_string()),
         rebuild: opts.full_refresh,
-        rebuild_slice_bytes: opts.rebuild_slice_bytes,
+        slice_bytes: opts.slice_bytes,
     };
     let rebuild_opts = PromoteOptions { rebuild: true, ..promote_opts.clone() };
     // Silver tables and gold models as one DAG: a node starts once what it reads is done;

@@ -77,6 +77,15 @@ fn reason_fields() -> Fields {
     ])
 }
 
+/// Rows per Parquet row group of a dead letter: its rows carry the raw record, so a writer's
+/// default group (about 1M rows, held in memory until full) would cost memory in proportion to
+/// a large promotion's rejects.
+pub const ROW_GROUP_ROWS: usize = 65_536;
+
+/// Bytes of a dead-letter data file (the writer holds one until it is full): a large promotion's
+/// rejects are written in several files of this size, never held whole.
+pub const FILE_BYTES: u64 = 32 << 20;
+
 /// Schema of `quarantine/<table>`.
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

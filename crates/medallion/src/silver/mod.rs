@@ -9,6 +9,7 @@
 //!                              MERGE into silver/<table> (newer-wins guard)
 //! ```
 
+pub(crate) mod backlog;
 pub mod coerce;
 pub mod contract;
 pub mod dead_letter;
@@ -19,6 +20,7 @@ pub mod promote;
 pub mod publish;
 pub(crate) mod rebuild;
 pub mod replay;
+pub(crate) mod slices;
 pub(crate) mod spill;
 pub mod table;
 pub mod validate;

@@ -20,11 +20,12 @@ use super::dedup::{Seen, first_in_window, latest_per_key, time_values};
 use super::evolve::{self, Change, Verdict};
 use super::history::{self, History, Rebuilt};
 use super::publish::{Publish, publish};
+use super::slices::Slicer;
 use super::table::SilverTable;
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
 use crate::bronze::csv_batch::CsvBatch;
-use crate::bronze::decode::{BatchFormat, Kind, map_chunks};
+use crate::bronze::decode::{BatchFormat, Kind, for_each_chunk};
 use crate::bronze::drift::{self, DriftEvent, Observed};
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
@@ -75,9 +76,9 @@ pub(crate) fn most_frequent(counts: HashMap<String, u64>, n: usize) -> Vec<(Stri
 /// Rows per batch written to Delta.
 pub(crate) const WRITE_BATCH_ROWS: usize = 131_072;
 
-/// Default of [`PromoteOptions::rebuild_slice_bytes`]: 64 MiB of gzip NDJSON is about 1M records
-/// of the benchmark's orders, a few hundred MB once typed.
-pub const REBUILD_SLICE_BYTES: u64 = 64 << 20;
+/// Default of [`PromoteOptions::slice_bytes`]: 16 MiB of gzip NDJSON is about 800k records of
+/// the benchmark's orders (20 bytes each), a few hundred MB once typed and deduplicated.
+pub const SLICE_BYTES: u64 = 16 << 20;
 
 /// What one promotion did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -119,9 +120,10 @@ pub struct Promotion {
     /// Whether it rebuilt the table from every bronze batch (replacing it and its dead letter).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rebuilt: bool,
-    /// A rebuild's slices: parts of the table (by key) resolved one at a time.
+    /// Slices of a rebuild or of a promotion larger than one: parts of its records (by key)
+    /// resolved one at a time.
     #[serde(skip_serializing_if = "is_zero")]
-    pub rebuild_slices: usize,
+    pub slices: usize,
     /// The most frequent reasons of this promotion's rejects (`rule (column)`, records), at most
     /// [`TOP_REASONS`], most frequent first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -160,6 +162,18 @@ pub struct HeldBack {
 }
 
 impl HeldBack {
+    /// `file`, of which `read` records were read and `rejected` rejected.
+    pub(crate) fn new(file: &BatchFile, read: u64, rejected: &[Rejected]) -> HeldBack {
+        HeldBack {
+            path: file.path.clone(),
+            batch_id: file.batch_id.clone(),
+            read,
+            rejected: rejected.len() as u64,
+            top_reasons: top_reasons(rejected, TOP_REASONS),
+            samples: rejected.iter().take(SAMPLES).map(|r| r.raw.clone()).collect(),
+        }
+    }
+
     /// `<batch> (3.00% rejected: 30 of 1000)`.
     pub fn describe(&self) -> String {
         describe_batch(&self.batch_id, self.read, self.rejected)
@@ -171,7 +185,7 @@ fn describe_batch(batch_id: &str, read: u64, rejected: u64) -> String {
     format!("{batch_id} ({:.2}% rejected: {rejected} of {read})", 100.0 * fraction(rejected, read))
 }
 
-fn fraction(part: u64, whole: u64) -> f64 {
+pub(crate) fn fraction(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
@@ -189,10 +203,11 @@ pub struct PromoteOptions {
     /// Rebuild the table from every bronze batch of its source with the current contract: one
     /// new version of the table and of its dead letter (`medallion rebuild`, `run --full-refresh`).
     pub rebuild: bool,
-    /// Compressed bronze bytes a rebuild resolves at once: its records are split by key into
-    /// slices of about this size, spilled to local scratch files, and resolved one slice at a
-    /// time ([`super::rebuild`]).
-    pub rebuild_slice_bytes: u64,
+    /// Compressed bronze bytes a promotion or a rebuild resolves at once, which bounds its memory:
+    /// past this size its records are split by key into slices of about this size, spilled to
+    /// local scratch files, and resolved one slice at a time ([`super::backlog`],
+    /// [`super::rebuild`]).
+    pub slice_bytes: u64,
 }
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
@@ -299,8 +314,12 @@ pub async fn request_rebuild(lake: &Lake, table: &SilverTable, run_id: &str) -> 
 
 /// What decoding and validating one file gave.
 pub(crate) struct FileResult {
-    /// Valid rows.
+    /// Valid rows (none when they were spilled as they came: see `sliced`).
     pub valid: Vec<RecordBatch>,
+    /// How many rows were valid.
+    pub valid_rows: u64,
+    /// Read with a [`Slicer`]: the scratch file of each slice the valid rows went to.
+    pub sliced: Vec<(usize, std::path::PathBuf)>,
     /// The input line of each valid row.
     pub valid_lines: Vec<u64>,
     /// Rejected records.
@@ -327,6 +346,9 @@ async fn run_intent(
     if intent.rebuild {
         return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
     }
+    if super::backlog::applies(table, &intent, opts) {
+        return super::backlog::promote(lake, table, intent, resumed, opts).await;
+    }
     let mut p = Promotion {
         table: table.name.clone(),
         intent: intent.version,
@@ -338,7 +360,8 @@ async fn run_intent(
     let txn = Txn { app_id: app.clone(), version: intent.version };
     let t0 = Instant::now();
 
-    let mut results: Vec<FileResult> = read_batches(lake, table, &intent.batches, opts.threads).try_collect().await?;
+    let mut results: Vec<FileResult> =
+        read_batches(lake, table, &intent.batches, opts.threads, None).try_collect().await?;
     p.timings_ms.insert("read_validate", ms(t0));
 
     let node = format!("silver/{}", table.name);
@@ -352,14 +375,7 @@ async fn run_intent(
                 for (file, res) in intent.batches.drain(..).zip(results.drain(..)) {
                     let rejected = res.rejected.len() as u64;
                     if fraction(rejected, res.read) > limit {
-                        p.held_back.push(HeldBack {
-                            path: file.path,
-                            batch_id: file.batch_id,
-                            read: res.read,
-                            rejected,
-                            top_reasons: top_reasons(&res.rejected, TOP_REASONS),
-                            samples: res.rejected.iter().take(SAMPLES).map(|r| r.raw.clone()).collect(),
-                        });
+                        p.held_back.push(HeldBack::new(&file, res.read, &res.rejected));
                     } else {
                         kept.push((file, res));
                     }
@@ -436,6 +452,8 @@ async fn run_intent(
                 WriteOptions {
                     txn: Some(txn.clone()),
                     metadata: commit_meta(&opts.run_id, &intent, table),
+                    row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
+                    file_bytes: Some(quarantine::FILE_BYTES),
                     ..Default::default()
                 },
             )
@@ -743,23 +761,31 @@ pub(crate) fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) ->
 
 /// Reads, decodes and validates `batches` of `table`'s source, `threads` files at once, each file's
 /// chunks on the cores the files leave idle (one batch per run decodes on every core); results
-/// in batch order.
+/// in batch order. With a `slicer`, valid rows are spilled by slice as they are validated,
+/// never held for a whole batch.
 pub(crate) fn read_batches<'a>(
     lake: &'a Lake,
     table: &'a SilverTable,
     batches: &'a [BatchFile],
     threads: usize,
+    slicer: Option<Arc<Slicer>>,
 ) -> impl futures::Stream<Item = Result<FileResult>> + 'a {
     let threads = threads.max(1);
     let workers = (threads / batches.len().clamp(1, threads)).max(1);
-    futures::stream::iter(batches.iter().cloned())
-        .map(move |file| read_batch(lake, table, file, workers))
+    futures::stream::iter(batches.iter().cloned().enumerate())
+        .map(move |(i, file)| read_batch(lake, table, file, workers, slicer.clone().map(|s| (s, i))))
         .buffered(threads)
 }
 
 /// Reads, decodes and validates one bronze batch of `table`'s source, its chunks on `workers`
-/// threads.
-async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile, workers: usize) -> Result<FileResult> {
+/// threads; with a slicer, its valid rows are spilled as the `n`th batch's.
+async fn read_batch(
+    lake: &Lake,
+    table: &SilverTable,
+    file: BatchFile,
+    workers: usize,
+    slicer: Option<(Arc<Slicer>, usize)>,
+) -> Result<FileResult> {
     let gz =
         lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
     let mut origin = Origin {
@@ -779,24 +805,36 @@ async fn read_batch(lake: &Lake, table: &SilverTable, file: BatchFile, workers: 
             BatchFormat::NdjsonGz
         };
     let contract = Arc::clone(&table.contract);
-    tokio::task::spawn_blocking(move || process(&contract, &gz, &format, &origin, workers))
-        .await
-        .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
+    tokio::task::spawn_blocking(move || match slicer {
+        None => process(&contract, &gz, &format, &origin, workers, None),
+        Some((slicer, n)) => {
+            let mut spilled = slicer.batch(n);
+            let mut out = process(&contract, &gz, &format, &origin, workers, Some(&mut |b| spilled.write(&b)))?;
+            out.sliced = spilled.finish()?;
+            Ok(out)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
 }
 
 /// Decodes and validates one file of records (blocking), its chunks on `workers` threads: a
 /// bronze batch or dead-letter records being replayed (plain NDJSON). Results are the same
-/// whatever `workers` is.
+/// whatever `workers` is. Valid rows go to `sink` as each chunk is validated, in order, when there
+/// is one; else they are kept in the result.
 pub(crate) fn process(
     contract: &Contract,
     bytes: &[u8],
     format: &BatchFormat,
     origin: &Origin,
     workers: usize,
+    mut sink: Option<&mut dyn FnMut(RecordBatch) -> Result<()>>,
 ) -> Result<FileResult> {
     let wanted = contract.field_names();
     let mut out = FileResult {
         valid: Vec::new(),
+        valid_rows: 0,
+        sliced: Vec::new(),
         valid_lines: Vec::new(),
         rejected: Vec::new(),
         read: 0,
@@ -818,14 +856,17 @@ pub(crate) fn process(
         }
         Ok((chunk.rows() as u64, observed, validate(contract, &chunk, origin)?))
     };
-    let (chunks, bad) = map_chunks(bytes, format, &wanted, workers, per_chunk)?;
-    for (rows, observed, v) in chunks {
+    let bad = for_each_chunk(bytes, format, &wanted, workers, per_chunk, &mut |(rows, observed, v)| {
         out.read += rows;
         for (name, kinds) in observed {
             out.observed.entry(name).or_default().extend(kinds);
         }
+        out.valid_rows += v.valid.num_rows() as u64;
         if v.valid.num_rows() > 0 {
-            out.valid.push(v.valid);
+            match sink.as_mut() {
+                Some(sink) => sink(v.valid)?,
+                None => out.valid.push(v.valid),
+            }
         }
         out.valid_lines.extend(v.valid_lines);
         out.rejected.extend(v.rejected);
@@ -833,7 +874,8 @@ pub(crate) fn process(
             total.0 += checked;
             total.1 += failing;
         }
-    }
+        Ok(())
+    })?;
     let file_ts = origin.ingested_at.as_deref().and_then(super::coerce::parse_timestamp);
     out.read += bad.len() as u64;
     for b in bad {

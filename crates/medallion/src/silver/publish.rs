@@ -13,10 +13,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
 use super::history::{self, Rebuilt};
+use super::spill::Spilled;
 use super::table::SilverTable;
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::storage::delta::{Table, Txn, Upsert, WriteOptions};
+use crate::storage::delta::{InMemory, Rows, Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
 
 /// What a promotion (or a replay) writes to silver.
@@ -61,7 +62,7 @@ pub(crate) async fn publish(
     match plan {
         Publish::Merge { rows, delete } => {
             let merged = match delete {
-                None => merge_into(lake, table, rows, txn, meta).await?,
+                None => merge_into(lake, table, Candidate::Memory(rows), txn, meta).await?,
                 Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
             };
             Ok(Published {
@@ -121,17 +122,27 @@ pub(crate) struct Merged {
     pub version: Option<i64>,
 }
 
+/// Rows to merge into silver (unique per key): in memory, or spilled to scratch files by a
+/// promotion too large to hold (read in passes, a batch at a time, when the keyed merge applies).
+pub(crate) enum Candidate {
+    Memory(Vec<RecordBatch>),
+    Spilled(Spilled),
+}
+
 /// Merges `rows` (unique per key) into `table` in one commit carrying `txn`: creates the table
 /// on first write, and commits even when there is nothing to merge, so the txn is recorded.
 pub(crate) async fn merge_into(
     lake: &Lake,
     table: &SilverTable,
-    rows: Vec<RecordBatch>,
+    rows: Candidate,
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Merged> {
     let schema = table.contract.schema.clone();
-    let unique: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+    let unique: u64 = match &rows {
+        Candidate::Memory(rows) => rows.iter().map(|b| b.num_rows() as u64).sum(),
+        Candidate::Spilled(rows) => rows.count(),
+    };
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if !silver.exists() {
@@ -149,7 +160,11 @@ pub(crate) async fn merge_into(
     if unique == 0 {
         return commit_nothing(silver, schema, txn, metadata).await;
     }
-    let bounds = key_bounds(&rows, table);
+    let rows: Box<dyn Rows> = match rows {
+        Candidate::Memory(rows) => Box::new(InMemory::new(schema, rows)),
+        Candidate::Spilled(rows) => Box::new(rows),
+    };
+    let bounds = key_bounds(rows.as_ref(), table)?;
     let upsert = Upsert {
         keys: table.keys.clone(),
         order_by: table.order_by.clone(),
@@ -159,7 +174,7 @@ pub(crate) async fn merge_into(
         metadata,
         delete_column: None,
     };
-    let (silver, metrics) = silver.upsert_rows(rows, upsert).await?;
+    let (silver, metrics) = silver.upsert_from(rows.as_ref(), upsert).await?;
     if metrics.num_source_rows as u64 != unique {
         return Err(Error::Internal(format!("merge read {} source rows, expected {unique}", metrics.num_source_rows)));
     }
@@ -176,21 +191,42 @@ pub(crate) async fn merge_into(
 async fn create(
     silver: Table,
     table: &SilverTable,
-    rows: Vec<RecordBatch>,
+    rows: Candidate,
     inserted: u64,
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Merged> {
-    let write = WriteOptions {
+    let write = creating(table, txn, metadata);
+    let silver = match rows {
+        Candidate::Memory(rows) => silver.write(rows, write).await?,
+        Candidate::Spilled(rows) => silver.write_from(&rows, write).await?,
+    };
+    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
+}
+
+/// The table's first commit from a stream of rows (unique per key), as [`create`] writes it: its
+/// version.
+pub(crate) async fn create_streamed(
+    silver: Table,
+    table: &SilverTable,
+    rows: SendableRecordBatchStream,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Option<i64>> {
+    Ok(silver.write_stream(rows, creating(table, txn, metadata)).await?.version())
+}
+
+/// How a table's first commit writes: partitioned, with a change data feed and deletion vectors
+/// as the table declares.
+fn creating(table: &SilverTable, txn: Txn, metadata: HashMap<String, serde_json::Value>) -> WriteOptions {
+    WriteOptions {
         partition_by: table.partition_by.clone(),
         txn: Some(txn),
         metadata,
         change_feed: table.change_feed,
         deletion_vectors: table.deletion_vectors,
         ..Default::default()
-    };
-    let silver = silver.write(rows, write).await?;
-    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
+    }
 }
 
 /// A commit that changes no row but records `txn`, so the promotion counts as done.
@@ -293,7 +329,7 @@ pub(crate) async fn apply_changes(
         }
         let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
         let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
-        return create(silver, table, inserts, inserted, txn, metadata).await;
+        return create(silver, table, Candidate::Memory(inserts), inserted, txn, metadata).await;
     }
     if n_kept == 0 {
         return commit_nothing(silver, schema, txn, metadata).await;
@@ -355,6 +391,8 @@ pub(crate) async fn replace_streamed(
         replace_where: None,
         repartition: true,
         deletion_vectors: false,
+        row_group_rows: None,
+        file_bytes: None,
     };
     Ok(Table::open(lake, Layer::Silver, &table.name).await?.write_stream(rows, write).await?.version())
 }
@@ -368,16 +406,17 @@ pub(crate) fn tomb_schema(table: &SilverTable) -> Result<SchemaRef> {
 
 /// For a single integer key, `target.k BETWEEN min AND max` of the source: lets the merge skip
 /// target files whose key range cannot match.
-fn key_bounds(batches: &[RecordBatch], table: &SilverTable) -> Vec<String> {
-    let [key] = table.keys.as_slice() else { return Vec::new() };
-    let Ok(idx) = table.contract.schema.index_of(key) else { return Vec::new() };
+fn key_bounds(rows: &dyn Rows, table: &SilverTable) -> Result<Vec<String>> {
+    let [key] = table.keys.as_slice() else { return Ok(Vec::new()) };
+    let Ok(idx) = table.contract.schema.index_of(key) else { return Ok(Vec::new()) };
     if table.contract.schema.field(idx).data_type() != &DataType::Int64 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut lo = i64::MAX;
     let mut hi = i64::MIN;
-    for b in batches {
-        let a = b.column(idx).as_primitive::<Int64Type>();
+    for b in rows.pass(Some(&[idx]))? {
+        let b = b?;
+        let a = b.column(0).as_primitive::<Int64Type>();
         if a.null_count() == a.len() {
             continue;
         }
@@ -386,5 +425,5 @@ fn key_bounds(batches: &[RecordBatch], table: &SilverTable) -> Vec<String> {
             hi = hi.max(max);
         }
     }
-    if lo > hi { Vec::new() } else { vec![format!("target.{key} >= {lo}"), format!("target.{key} <= {hi}")] }
+    Ok(if lo > hi { Vec::new() } else { vec![format!("target.{key} >= {lo}"), format!("target.{key} <= {hi}")] })
 }

@@ -16,31 +16,31 @@
 //!    replaced in that order, each in one commit carrying the intent's txn (a rerun after a kill
 //!    skips the commits that landed), streamed from the scratch files.
 //!
-//! Memory is about one slice (`PromoteOptions::rebuild_slice_bytes` of compressed bronze) plus
+//! Memory is about one slice (`PromoteOptions::slice_bytes` of compressed bronze) plus
 //! the files being decoded; disk is about twice the typed table, under `TMPDIR`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{filter_record_batch, not, take_record_batch};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::{filter_record_batch, not};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::datasource::file_format::options::ArrowReadOptions;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::dedup::{Seen, first_in_window, latest_per_key};
 use super::history::{self, History, Rebuilt};
 use super::promote::{
-    FileResult, PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons,
-    most_frequent, per_batch_gate, per_run_gate, read_batches,
+    PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons, most_frequent,
+    per_batch_gate, per_run_gate,
 };
 use super::publish::{replace_streamed, replace_tombstones, tomb_schema};
+use super::slices;
 use super::spill::{self, Spill, SpillWriter};
 use super::table::SilverTable;
 use crate::bronze::drift;
@@ -49,18 +49,13 @@ use crate::error::{Error, Result};
 use crate::quality::audit::audit_numbered;
 use crate::quality::candidate::{number, register_ids, with_row_id};
 use crate::quality::checks::ROW_ID;
-use crate::quality::gates::{GateResult, enforce};
+use crate::quality::gates::enforce;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{faults, ms};
 use crate::spec::ident;
 use crate::storage::delta::{Table, Txn, WriteOptions};
 use crate::storage::{Lake, Layer};
-
-/// Slices at most (each an open scratch file while batches are read, so bounded well below the
-/// usual 1,024 file descriptors): past 256 × `rebuild_slice_bytes` of bronze (16 GiB at the
-/// default), slices grow with the table.
-const MAX_SLICES: u64 = 256;
 
 /// Rebuilds `table` as `intent` (a rebuild over every bronze batch of its source) says.
 pub(crate) async fn rebuild(
@@ -85,9 +80,9 @@ pub(crate) async fn rebuild(
 
     // 1. Read: every batch validated, valid rows spilled by key slice, rejects spilled.
     let t = Instant::now();
-    let slices = usize::try_from(p.bytes.div_ceil(opts.rebuild_slice_bytes.max(1)).clamp(1, MAX_SLICES)).unwrap_or(1);
-    p.rebuild_slices = slices;
-    let read = read_all(lake, table, &intent, slices, &spill, opts).await?;
+    let slices = slices::count(p.bytes, opts.slice_bytes);
+    p.slices = slices;
+    let read = slices::read_all(lake, table, &intent.batches, slices, &spill, opts, None).await?;
     p.timings_ms.insert("read_validate", ms(t));
     p.read = read.read;
 
@@ -96,18 +91,7 @@ pub(crate) async fn rebuild(
         p.expectations.extend(per_batch_gate(bounds, &intent.batches, &read.per_batch));
         p.expectations.extend(per_run_gate(bounds, &read.per_batch));
     }
-    let mut rules: Vec<GateResult> = table.contract.gates.iter().map(|g| g.result()).collect();
-    for (res, (checked, failing)) in rules.iter_mut().zip(&read.gate_counts) {
-        res.rows_checked += checked;
-        res.failing_rows += failing;
-    }
-    rules.append(&mut p.expectations);
-    p.expectations = rules;
-    enforce(&node, &mut p.expectations)?;
-    if read.valid + read.rejected != p.read {
-        p.rejected = read.rejected;
-        return Err(accounting(&p));
-    }
+    read.judge(table, &mut p)?;
 
     // 2. Resolve, slice by slice.
     let t = Instant::now();
@@ -118,10 +102,10 @@ pub(crate) async fn rebuild(
     };
     let shared = Arc::new(table.clone());
     let (mut resolved_rows, mut tombstones, mut counts) = (0u64, Vec::new(), Rebuilt::default());
-    for (i, path) in read.slices.into_iter().enumerate() {
+    for (i, paths) in read.slices.into_iter().enumerate() {
         let (table, dir, schema) = (Arc::clone(&shared), rows_dir.clone(), out_schema.clone());
         let first = i64::try_from(resolved_rows).unwrap_or(i64::MAX);
-        let r = tokio::task::spawn_blocking(move || resolve(&table, &schema, &path, &dir, i, first))
+        let r = tokio::task::spawn_blocking(move || resolve(&table, &schema, &paths, &dir, i, first))
             .await
             .map_err(|e| Error::Internal(format!("rebuild task failed: {e}")))??;
         resolved_rows += r.rows;
@@ -196,6 +180,8 @@ pub(crate) async fn rebuild(
             overwrite: q.exists(),
             txn: Some(txn.clone()),
             metadata: meta.clone(),
+            row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
+            file_bytes: Some(quarantine::FILE_BYTES),
             ..Default::default()
         };
         p.quarantine_version = q.write_stream(rejects, write).await?.version();
@@ -222,104 +208,6 @@ pub(crate) async fn rebuild(
     Ok(p)
 }
 
-/// What reading every batch gave.
-struct Read {
-    /// Per slice, its spilled valid rows.
-    slices: Vec<PathBuf>,
-    /// Records read, valid and rejected.
-    read: u64,
-    valid: u64,
-    rejected: u64,
-    /// Per batch: read, rejected.
-    per_batch: Vec<(u64, u64)>,
-    /// Per row-level expectation: rows checked, failing.
-    gate_counts: Vec<(u64, u64)>,
-    /// Reasons of the rejects, with counts.
-    reasons: HashMap<String, u64>,
-    observed: Vec<drift::Observed>,
-}
-
-/// Reads and validates every batch of `intent` (several at once, in order): valid rows spilled
-/// into `slices` files by key, rejects into `rejected/` as dead-letter rows.
-async fn read_all(
-    lake: &Lake,
-    table: &SilverTable,
-    intent: &Intent,
-    slices: usize,
-    spill: &Spill,
-    opts: &PromoteOptions,
-) -> Result<Read> {
-    let schema = table.contract.schema.clone();
-    let keys: Vec<usize> = table
-        .keys
-        .iter()
-        .map(|k| schema.index_of(k).map_err(|e| Error::arrow("the key of a rebuild", e)))
-        .collect::<Result<_>>()?;
-    let valid_dir = spill.dir("valid")?;
-    let mut writers: Vec<SpillWriter> =
-        (0..slices).map(|i| SpillWriter::create(&valid_dir, &i.to_string(), &schema)).collect::<Result<_>>()?;
-    let mut rejects = SpillWriter::create(&spill.dir("rejected")?, "contract", &quarantine::schema())?;
-    let mut out = Read {
-        slices: Vec::new(),
-        read: 0,
-        valid: 0,
-        rejected: 0,
-        per_batch: Vec::with_capacity(intent.batches.len()),
-        gate_counts: vec![(0, 0); table.contract.gates.len()],
-        reasons: HashMap::new(),
-        observed: Vec::with_capacity(intent.batches.len()),
-    };
-    let mut files = std::pin::pin!(read_batches(lake, table, &intent.batches, opts.threads));
-    while let Some(FileResult { valid, rejected, read, gate_counts, observed, .. }) = files.try_next().await? {
-        out.read += read;
-        out.rejected += rejected.len() as u64;
-        out.per_batch.push((read, rejected.len() as u64));
-        for (total, (checked, failing)) in out.gate_counts.iter_mut().zip(gate_counts) {
-            total.0 += checked;
-            total.1 += failing;
-        }
-        out.observed.push(observed);
-        for batch in &valid {
-            out.valid += batch.num_rows() as u64;
-            for (slice, rows) in by_slice(batch, &keys, slices)? {
-                writers[slice].write(&rows)?;
-            }
-        }
-        if !rejected.is_empty() {
-            count_reasons(&mut out.reasons, &rejected);
-            for batch in quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)? {
-                rejects.write(&batch)?;
-            }
-        }
-    }
-    rejects.finish()?;
-    out.slices = writers.into_iter().map(|w| w.finish().map(|(path, _)| path)).collect::<Result<_>>()?;
-    Ok(out)
-}
-
-/// `batch` split by a hash of its `keys` columns into `slices` parts (the non-empty ones).
-fn by_slice(batch: &RecordBatch, keys: &[usize], slices: usize) -> Result<Vec<(usize, RecordBatch)>> {
-    if slices == 1 {
-        return Ok(vec![(0, batch.clone())]);
-    }
-    let mut hashes = vec![0u64; batch.num_rows()];
-    let columns: Vec<&dyn Array> = keys.iter().map(|&k| batch.column(k).as_ref()).collect();
-    create_hashes(columns, &RandomState::with_seed(0), &mut hashes).map_err(|e| Error::sql("slicing a rebuild", e))?;
-    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); slices];
-    for (row, h) in hashes.iter().enumerate() {
-        rows[(h % slices as u64) as usize].push(u32::try_from(row).unwrap_or(u32::MAX));
-    }
-    rows.into_iter()
-        .enumerate()
-        .filter(|(_, r)| !r.is_empty())
-        .map(|(slice, r)| {
-            take_record_batch(batch, &UInt32Array::from(r))
-                .map(|b| (slice, b))
-                .map_err(|e| Error::arrow("slicing a rebuild", e))
-        })
-        .collect()
-}
-
 /// What resolving one slice gave.
 struct Resolved {
     /// Rows of the new table, spilled.
@@ -330,18 +218,17 @@ struct Resolved {
     counts: Rebuilt,
 }
 
-/// Resolves the valid rows spilled at `input` (blocking): the new table's rows of that slice,
-/// numbered from `first`, spilled into `out_dir`. The input file is removed.
+/// Resolves the valid rows spilled at `inputs` (blocking; files in ingest order): the new table's
+/// rows of that slice, numbered from `first`, spilled into `out_dir`. The input files are removed.
 fn resolve(
     table: &SilverTable,
     out_schema: &SchemaRef,
-    input: &Path,
+    inputs: &[PathBuf],
     out_dir: &Path,
     slice: usize,
     first: i64,
 ) -> Result<Resolved> {
-    let valid = spill::read_all(input)?;
-    std::fs::remove_file(input).map_err(|source| Error::Scratch { path: input.to_path_buf(), source })?;
+    let valid = slices::take_all(inputs)?;
     let context = format!("rebuilding silver/{}", table.name);
     let schema = table.contract.schema.clone();
     let (rows, tombstones, counts) = match &table.history {

@@ -232,10 +232,11 @@ async fn replay_locked(
         };
         file_of.insert(batch_id.clone(), file.clone());
         let contract = Arc::clone(&table.contract);
-        let res =
-            tokio::task::spawn_blocking(move || process(&contract, text.as_bytes(), &BatchFormat::Ndjson, &origin, 1))
-                .await
-                .map_err(|e| Error::Internal(format!("replay validation task failed: {e}")))??;
+        let res = tokio::task::spawn_blocking(move || {
+            process(&contract, text.as_bytes(), &BatchFormat::Ndjson, &origin, 1, None)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("replay validation task failed: {e}")))??;
         let record_of =
             |line: u64| usize::try_from(line).ok().and_then(|l| l.checked_sub(1)).and_then(|l| members.get(l)).copied();
         for line in &res.valid_lines {

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -13,6 +14,7 @@ use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 
 use crate::error::{Error, Result};
+use crate::storage::delta::{Pass, Rows};
 
 /// Extension of spilled files (the one DataFusion's Arrow reader lists).
 pub(crate) const EXTENSION: &str = "arrow";
@@ -72,6 +74,47 @@ impl SpillWriter {
     }
 }
 
+/// Spilled files read back as rows: every batch of each file, file after file, in order (a
+/// merge's source too large to hold reads them in passes).
+#[derive(Debug, Clone)]
+pub(crate) struct Spilled {
+    schema: SchemaRef,
+    paths: Vec<PathBuf>,
+    rows: u64,
+}
+
+impl Spilled {
+    /// The files at `paths` (of `schema`), holding `rows` rows in all.
+    pub(crate) fn new(schema: SchemaRef, paths: Vec<PathBuf>, rows: u64) -> Spilled {
+        Spilled { schema, paths, rows }
+    }
+}
+
+impl Rows for Spilled {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn count(&self) -> u64 {
+        self.rows
+    }
+
+    fn pass(&self, projection: Option<&[usize]>) -> Result<Pass> {
+        let projection = projection.map(<[usize]>::to_vec);
+        let files = self.paths.clone().into_iter().flat_map(move |path| -> Pass {
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(source) => return Box::new(std::iter::once(Err(Error::Scratch { path, source }))),
+            };
+            match FileReader::try_new_buffered(file, projection.clone()) {
+                Ok(reader) => Box::new(reader.map(move |b| b.map_err(|e| arrow(&path, e)))),
+                Err(e) => Box::new(std::iter::once(Err(arrow(&path, e)))),
+            }
+        });
+        Ok(Box::new(files))
+    }
+}
+
 /// Every batch of a spilled file, in order.
 pub(crate) fn read_all(path: &Path) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(|source| Error::Scratch { path: path.to_path_buf(), source })?;
@@ -85,8 +128,6 @@ fn arrow(path: &Path, e: datafusion::arrow::error::ArrowError) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
@@ -118,5 +159,42 @@ mod tests {
         let root = dir.parent().expect("test step").to_path_buf();
         drop(spill);
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn spilled_files_read_back_in_order_whole_or_projected_pass_after_pass() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = |ids: Vec<i64>| {
+            let names = StringArray::from(ids.iter().map(|i| format!("n{i}")).collect::<Vec<_>>());
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(ids)), Arc::new(names)])
+                .expect("test step")
+        };
+        let spill = Spill::new("test").expect("test step");
+        let dir = spill.dir("rows").expect("test step");
+        let mut paths = Vec::new();
+        for (i, ids) in [vec![vec![5, 6], vec![7]], vec![], vec![vec![1]]].into_iter().enumerate() {
+            let mut w = SpillWriter::create(&dir, &i.to_string(), &schema).expect("test step");
+            for b in ids {
+                w.write(&batch(b)).expect("test step");
+            }
+            paths.push(w.finish().expect("test step").0);
+        }
+        let rows = Spilled::new(Arc::clone(&schema), paths.clone(), 4);
+        assert_eq!(rows.count(), 4);
+        for _ in 0..2 {
+            let whole: Vec<RecordBatch> =
+                rows.pass(None).expect("test step").collect::<Result<_>>().expect("test step");
+            assert_eq!(whole, vec![batch(vec![5, 6]), batch(vec![7]), batch(vec![1])]);
+        }
+        let names: Vec<RecordBatch> =
+            rows.pass(Some(&[1])).expect("test step").collect::<Result<_>>().expect("test step");
+        assert_eq!(names.iter().map(|b| b.num_columns()).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(names[0].schema().field(0).name(), "name");
+        std::fs::remove_file(&paths[2]).expect("test step");
+        let failed = rows.pass(None).expect("test step").collect::<Result<Vec<_>>>();
+        assert!(matches!(failed, Err(Error::Scratch { .. })), "a missing file is an error, not fewer rows");
     }
 }

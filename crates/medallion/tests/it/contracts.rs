@@ -91,15 +91,12 @@ async fn an_added_column_evolves_in_place_and_a_rebuild_equals_a_fresh_lake() {
 
     // The rebuild recomputes silver (and its dead letter) from bronze, then gold downstream.
     // Small slices: the rebuild resolves the table a part at a time, as a large one would.
-    let opts = RunOptions {
-        rebuild: BTreeSet::from(["orders".to_string()]),
-        rebuild_slice_bytes: 8 << 10,
-        ..Default::default()
-    };
+    let opts =
+        RunOptions { rebuild: BTreeSet::from(["orders".to_string()]), slice_bytes: 8 << 10, ..Default::default() };
     let rebuilt = d.run_with(opts).await;
     assert!(rebuilt.ok(), "{:?}", rebuilt.failed);
     let p = rebuilt.silver.iter().find(|p| p.table == "orders").expect("orders rebuilt");
-    assert!(p.rebuilt && p.batches == 4 && p.rebuild_slices > 4, "{p:?}");
+    assert!(p.rebuilt && p.batches == 4 && p.slices > 4, "{p:?}");
     assert_eq!(p.read, p.promoted() + p.superseded + p.rejected, "accounting holds over the rebuild");
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders WHERE channel IS NULL").await, vec![vec!["0".to_string()]]);
     assert!(rebuilt.gold.iter().all(|b| b.rebuilt && b.partitions.is_none()), "gold rebuilt from scratch");
@@ -314,15 +311,12 @@ async fn a_rebuild_in_slices_drops_and_rejects_what_a_fresh_lake_does() {
         );
     };
     stricter(&d);
-    let opts = RunOptions {
-        rebuild: BTreeSet::from(["orders".to_string()]),
-        rebuild_slice_bytes: 4 << 10,
-        ..Default::default()
-    };
+    let opts =
+        RunOptions { rebuild: BTreeSet::from(["orders".to_string()]), slice_bytes: 4 << 10, ..Default::default() };
     let s = d.run_with(opts).await;
     assert!(s.ok(), "{:?}", s.failed);
     let p = s.silver.iter().find(|p| p.table == "orders").expect("orders rebuilt");
-    assert!(p.rebuild_slices > 8, "{p:?}");
+    assert!(p.slices > 8, "{p:?}");
     let rule = p.expectations.iter().find(|e| e.name == "order_date_plausible").expect("rule ran");
     assert!(rule.failing_rows > 100, "{rule:?}");
     // Duplicates of a non-key column span slices: the set-level rule sees the whole new table.

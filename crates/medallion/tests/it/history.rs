@@ -104,13 +104,8 @@ impl Lakehouse {
         let (project, lake) = self.open().await;
         let rebuild = std::collections::BTreeSet::from([table.to_string()]);
         // Tiny slices: every key's records must meet in one slice, in ingest order.
-        let opts = RunOptions {
-            threads: 2,
-            now: medallion::runtime::now(),
-            rebuild,
-            rebuild_slice_bytes: 64,
-            ..Default::default()
-        };
+        let opts =
+            RunOptions { threads: 2, now: medallion::runtime::now(), rebuild, slice_bytes: 64, ..Default::default() };
         let s = run(&project, &lake, &opts).await.expect("run");
         assert!(s.ok(), "{:?}", s.failed);
         assert!(s.silver.iter().any(|p| p.table == table && p.rebuilt), "{:?}", s.silver);

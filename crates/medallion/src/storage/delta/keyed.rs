@@ -54,6 +54,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde_json::Value;
 
+use super::rows::{InMemory, Rows};
 use super::{Txn, commit_properties};
 use crate::error::{Error, Result};
 
@@ -73,9 +74,8 @@ enum Fate {
     Superseded,
 }
 
-/// The source rows, indexed by key.
+/// The source rows, indexed by key (the rows themselves are read again to write the winners).
 struct Source {
-    batches: Vec<RecordBatch>,
     /// Key → global row number (rows numbered across batches in order).
     index: HashMap<i64, u32, Fast>,
     /// Order value of each row (None: missing).
@@ -96,7 +96,7 @@ struct Hit {
 pub(super) async fn upsert(
     table: &DeltaTable,
     label: &str,
-    rows: &[RecordBatch],
+    rows: &dyn Rows,
     key: &str,
     order_by: &str,
     txn: Option<Txn>,
@@ -104,11 +104,11 @@ pub(super) async fn upsert(
 ) -> Result<Option<(DeltaTable, MergeMetrics)>> {
     let started = std::time::Instant::now();
     let delta = |e: DeltaTableError| Error::delta(label, e);
-    let Some(mode) = applies(table, rows, key, order_by).map_err(delta)? else { return Ok(None) };
+    let schema: SchemaRef = rows.schema();
+    let Some(mode) = applies(table, &schema, key, order_by).map_err(delta)? else { return Ok(None) };
     let change_feed = mode.change_feed;
     let Some(source) = index(rows, key, order_by)? else { return Ok(None) };
     let snapshot = table.snapshot().map_err(delta)?;
-    let schema: SchemaRef = Arc::clone(&rows[0].schema());
     let store = table.object_store();
     let files: Vec<_> = snapshot.log_data().iter().collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -205,7 +205,8 @@ pub(super) async fn upsert(
     let mut inserts = Vec::new();
     let mut offset = 0usize;
     let mut inserted = 0usize;
-    for b in &source.batches {
+    for b in rows.pass(None)? {
+        let b = &b?;
         let n = b.num_rows();
         let fates = &fate[offset..offset + n];
         offset += n;
@@ -313,16 +314,9 @@ fn loose_stats(stats: &str) -> String {
 }
 
 /// Whether the keyed merge handles `table`, and how; None when it does not.
-fn applies(
-    table: &DeltaTable,
-    rows: &[RecordBatch],
-    key: &str,
-    order_by: &str,
-) -> Result<Option<Mode>, DeltaTableError> {
-    let Some(first) = rows.first() else { return Ok(None) };
-    let schema = first.schema();
+fn applies(table: &DeltaTable, schema: &Schema, key: &str, order_by: &str) -> Result<Option<Mode>, DeltaTableError> {
     let (Ok(k), Ok(o)) = (schema.index_of(key), schema.index_of(order_by)) else { return Ok(None) };
-    if !int_key_and_order(&schema, rows, k, o) {
+    if !int_key_and_order_types(schema, k, o) {
         return Ok(None);
     }
     let snapshot = table.snapshot()?;
@@ -358,26 +352,40 @@ fn applies(
 /// converts to `int64` (integers, dates, timestamps): the shape the dedup and this merge handle
 /// with an `i64` hash map.
 pub(crate) fn int_key_and_order(schema: &Schema, batches: &[RecordBatch], k: usize, o: usize) -> bool {
+    int_key_and_order_types(schema, k, o) && batches.iter().all(|b| b.column(k).null_count() == 0)
+}
+
+/// Whether `schema` has an `int64` key at column `k` and an order column at `o` that converts to
+/// `int64`.
+fn int_key_and_order_types(schema: &Schema, k: usize, o: usize) -> bool {
     let orderable = matches!(
         schema.field(o).data_type(),
         DataType::Int64 | DataType::Int32 | DataType::Date32 | DataType::Timestamp(_, _)
     );
-    schema.field(k).data_type() == &DataType::Int64
-        && orderable
-        && batches.iter().all(|b| b.column(k).null_count() == 0)
+    schema.field(k).data_type() == &DataType::Int64 && orderable
 }
 
-/// The source indexed by key (None if a key repeats: the caller deduplicates first).
-fn index(rows: &[RecordBatch], key: &str, order_by: &str) -> Result<Option<Source>> {
-    let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
+/// The source indexed by key, from one pass over its key and order columns (None if a key is
+/// null or repeats: the caller deduplicates first, and MERGE handles null keys).
+fn index(rows: &dyn Rows, key: &str, order_by: &str) -> Result<Option<Source>> {
+    let schema = rows.schema();
+    let (Ok(k), Ok(o)) = (schema.index_of(key), schema.index_of(order_by)) else { return Ok(None) };
+    let total = usize::try_from(rows.count()).unwrap_or(usize::MAX);
+    if u32::try_from(total).is_err() {
+        return Ok(None);
+    }
     let mut index: HashMap<i64, u32, Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
     let mut orders = Vec::with_capacity(total);
     let mut n = 0u32;
-    for b in rows {
-        let keys = b.column_by_name(key).map(|c| c.as_primitive::<Int64Type>().clone());
-        let ords = b.column_by_name(order_by).map(|c| cast(c, &DataType::Int64));
-        let (Some(keys), Some(ords)) = (keys, ords) else { return Ok(None) };
-        let ords = ords.map_err(|e| Error::arrow("merge source order", e))?;
+    // The projection keeps the order asked for: key first, then order (the same column twice if
+    // the key orders itself).
+    for b in rows.pass(Some(&[k, o]))? {
+        let b = b?;
+        if b.column(0).null_count() > 0 {
+            return Ok(None);
+        }
+        let keys = b.column(0).as_primitive::<Int64Type>();
+        let ords = cast(b.column(1), &DataType::Int64).map_err(|e| Error::arrow("merge source order", e))?;
         let ords = ords.as_primitive::<Int64Type>();
         for r in 0..b.num_rows() {
             if index.insert(keys.value(r), n).is_some() {
@@ -389,7 +397,7 @@ fn index(rows: &[RecordBatch], key: &str, order_by: &str) -> Result<Option<Sourc
     }
     let mut sorted: Vec<i64> = index.keys().copied().collect();
     sorted.sort_unstable();
-    Ok(Some(Source { batches: rows.to_vec(), index, orders, sorted }))
+    Ok(Some(Source { index, orders, sorted }))
 }
 
 /// Whether a file whose statistics are `stats` may hold one of `sorted` keys (true without stats).
@@ -467,10 +475,12 @@ pub(super) async fn published_orders(
     key: &str,
     order_by: &str,
 ) -> Result<Option<Vec<Option<Option<i64>>>>, DeltaTableError> {
-    if applies(table, rows, key, order_by)?.is_none() {
+    let Some(first) = rows.first() else { return Ok(None) };
+    if applies(table, &first.schema(), key, order_by)?.is_none() {
         return Ok(None);
     }
-    let Ok(Some(source)) = index(rows, key, order_by) else { return Ok(None) };
+    let rows = InMemory::new(first.schema(), rows.to_vec());
+    let Ok(Some(source)) = index(&rows, key, order_by) else { return Ok(None) };
     let files: Vec<_> = table.snapshot()?.log_data().iter().collect();
     let source = Arc::new(source);
     let (hits, _, _) = find_hits(&table.object_store(), &files, &source, key, order_by).await?;

@@ -26,9 +26,11 @@ use crate::error::{Error, Result};
 mod dv;
 mod keyed;
 mod purge;
+mod rows;
 mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
 pub(crate) use keyed::int_key_and_order;
+pub use rows::{InMemory, Pass, Rows};
 
 /// A Delta table of the lake, opened at its latest version (or not yet created).
 #[derive(Debug, Clone)]
@@ -360,6 +362,12 @@ impl Table {
         self.write_plan(plan, write).await
     }
 
+    /// Writes one pass over `rows` like [`Table::write`], holding a batch at a time (rows spilled
+    /// to files are written without being read into memory at once).
+    pub async fn write_from(self, rows: &dyn Rows, write: WriteOptions) -> Result<Table> {
+        self.write_stream(rows::stream(rows)?, write).await
+    }
+
     async fn write_plan(self, plan: datafusion::logical_expr::LogicalPlan, write: WriteOptions) -> Result<Table> {
         let label = self.label.clone();
         let mode = if write.overwrite { SaveMode::Overwrite } else { SaveMode::Append };
@@ -384,6 +392,16 @@ impl Table {
             if !config.is_empty() {
                 builder = builder.with_configuration(config);
             }
+        }
+        if let Some(bytes) = write.file_bytes.and_then(std::num::NonZeroU64::new) {
+            builder = builder.with_target_file_size(Some(bytes));
+        }
+        if let Some(rows) = write.row_group_rows {
+            let props = datafusion::parquet::file::properties::WriterProperties::builder()
+                .set_compression(datafusion::parquet::basic::Compression::SNAPPY)
+                .set_max_row_group_row_count(Some(rows.max(1)))
+                .build();
+            builder = builder.with_writer_properties(props);
         }
         match write.replace_where {
             Some(predicate) => builder = builder.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate),
@@ -566,16 +584,31 @@ impl Table {
         Ok((Table { label, inner, exists: true }, metrics.files_deleted))
     }
 
-    /// Upserts `rows` (unique per key) like [`Table::upsert`]: through the keyed copy-on-write
-    /// merge when it applies (one integer key, no delete column; see `keyed`), else MERGE.
-    /// `MEDALLION_KEYED_MERGE=off` forces MERGE (to compare the two).
+    /// Upserts `rows` (unique per key) like [`Table::upsert`]: through the keyed merge when it
+    /// applies (one integer key, no delete column; see `keyed`), which reads `rows` in two passes
+    /// and never holds them; else MERGE, with `rows` in memory. `MEDALLION_KEYED_MERGE=off` forces
+    /// MERGE (to compare the two).
     pub async fn upsert_rows(self, rows: Vec<RecordBatch>, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
+        match rows.first() {
+            Some(first) => self.upsert_from(&InMemory::new(first.schema(), rows), upsert).await,
+            None => {
+                let ctx = SessionContext::new();
+                let source =
+                    ctx.read_batches(rows).map_err(|e| Error::sql(format!("merge source for {}", self.label), e))?;
+                self.upsert(source, upsert).await
+            }
+        }
+    }
+
+    /// [`Table::upsert_rows`] over rows read in passes (e.g. spilled to scratch files): the keyed
+    /// merge holds their key index, never the rows; MERGE collects them.
+    pub async fn upsert_from(self, rows: &dyn Rows, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
         let keyed_off = std::env::var("MEDALLION_KEYED_MERGE").is_ok_and(|v| v == "off");
         if let ([key], None, true, false) = (upsert.keys.as_slice(), &upsert.delete_column, self.exists, keyed_off) {
             let merged = keyed::upsert(
                 &self.inner,
                 &self.label,
-                &rows,
+                rows,
                 key,
                 &upsert.order_by,
                 upsert.txn.clone(),
@@ -586,7 +619,9 @@ impl Table {
                 return Ok((Table { label: self.label, inner, exists: true }, metrics));
             }
         }
+        // MERGE plans a join over a source in memory.
         let ctx = SessionContext::new();
+        let rows = rows::collect(rows)?;
         let source = ctx.read_batches(rows).map_err(|e| Error::sql(format!("merge source for {}", self.label), e))?;
         self.upsert(source, upsert).await
     }
@@ -656,6 +691,12 @@ pub struct WriteOptions {
     /// With `overwrite`: partition the replaced table by `partition_by` even if it exists (a
     /// rebuild after `partition_by` changed).
     pub repartition: bool,
+    /// Rows per Parquet row group (None: the writer's default, about 1M): the writer holds a row
+    /// group in memory until it is full, so wide rows (a dead letter's raw records) take fewer.
+    pub row_group_rows: Option<usize>,
+    /// Bytes a data file is written up to (None: delta-rs's 100 MiB): the writer holds a file's
+    /// bytes until it is full and uploaded.
+    pub file_bytes: Option<u64>,
 }
 
 /// Options of [`Table::upsert`].

@@ -1,0 +1,257 @@
+//! Promoting a backlog in bounded memory: a first load, or a run that finds many days of bronze
+//! pending. Held in memory, a promotion's valid rows, their deduplicated copy and the writer's
+//! buffers grow with the input (1.5 GB at 5M records of the benchmark's orders); past one slice of
+//! compressed bronze ([`PromoteOptions::slice_bytes`]) a promotion runs here instead:
+//!
+//! 1. **Read**: batches are decoded and validated several at once, their valid rows spilled to
+//!    local scratch files split by key into slices, their rejects spilled as dead-letter rows
+//!    ([`super::slices`]); a batch whose rejected share fails a per-batch gate is held back, as in
+//!    memory. Gates are evaluated over every record read, before anything is committed.
+//! 2. **Publish**: the intent is recorded, the dead letter streamed into its commit, then silver:
+//!    - a new table takes the winners as they are resolved, one slice at a time (the latest row
+//!      per key: all records of a key meet in one slice, in ingest order, so a slice's winners are
+//!      the promotion's), the next slice resolving on another core while the writer encodes this
+//!      one; one commit.
+//!    - an existing table gets the winners spilled first, then merged by the keyed merge reading
+//!      them in two passes (keys and order values to find what they replace, then every column
+//!      to write them); one commit.
+//!
+//!    Each commit carries the intent's txn, so a run killed at any point finishes the same way.
+//!
+//! Memory is about one slice plus the batches being decoded (and, into an existing table, the
+//! merge's key index); scratch disk about twice the typed rows, under `TMPDIR`, removed when the
+//! promotion ends. Results equal the in-memory promotion's: same winners, same commits, same
+//! accounting (`tests/it/backlog.rs`).
+//!
+//! Tables this does not cover stay in memory: change-data apply (`delete_when`), SCD 2 histories
+//! and event tables, and tables with set- or table-level expectations (their audit stages the
+//! merge candidate in memory).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+use super::dedup::latest_per_key;
+use super::history::History;
+use super::promote::{
+    PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, most_frequent, per_batch_gate,
+    per_run_gate,
+};
+use super::publish::{Candidate, create_streamed, merge_into};
+use super::slices;
+use super::spill::{Spill, SpillWriter, Spilled};
+use super::table::SilverTable;
+use crate::bronze::drift;
+use crate::error::{Error, Result};
+use crate::quality::quarantine;
+use crate::runtime::ledger::{self, Intent};
+use crate::runtime::{faults, ms};
+use crate::spec::Action;
+use crate::storage::delta::{Table, Txn, WriteOptions};
+use crate::storage::{Lake, Layer};
+
+/// Whether a promotion of `intent`'s batches into `table` runs here: more than one slice of bronze,
+/// into a table this module covers.
+pub(crate) fn applies(table: &SilverTable, intent: &Intent, opts: &PromoteOptions) -> bool {
+    let bytes: u64 = intent.batches.iter().map(|b| b.size).sum();
+    bytes > opts.slice_bytes && matches!(table.history, History::Latest { delete: None }) && table.checks.is_empty()
+}
+
+/// Promotes the batches of `intent` (not a rebuild) into `table` through scratch files.
+pub(crate) async fn promote(
+    lake: &Lake,
+    table: &SilverTable,
+    mut intent: Intent,
+    resumed: bool,
+    opts: &PromoteOptions,
+) -> Result<Promotion> {
+    let node = format!("silver/{}", table.name);
+    let mut p = Promotion { table: table.name.clone(), intent: intent.version, resumed, ..Default::default() };
+    let spill = Spill::new(&format!("promote-{}", table.name.replace(['/', '\\'], "_")))?;
+
+    // 1. Read. A failing per-batch gate holds its batches back (a resumed intent keeps them all:
+    //    the gate then stops the promotion, as in memory).
+    let t = Instant::now();
+    let bounds = table.max_rejected_fraction.as_ref();
+    let hold_back = bounds.filter(|b| b.action == Action::Fail && !resumed).and_then(|b| b.per_batch);
+    let slices = slices::count(intent.batches.iter().map(|b| b.size).sum(), opts.slice_bytes);
+    p.slices = slices;
+    let mut read = slices::read_all(lake, table, &intent.batches, slices, &spill, opts, hold_back).await?;
+    p.timings_ms.insert("read_validate", ms(t));
+
+    let mut rate_results = Vec::new();
+    if let Some(mut r) = bounds.and_then(|b| per_batch_gate(b, &intent.batches, &read.per_batch)) {
+        if read.held_back.is_empty() {
+            p.expectations.push(r);
+        } else {
+            r.settle();
+            rate_results.push(r);
+        }
+    }
+    let held: HashSet<&str> = read.held_back.iter().map(|h| h.path.as_str()).collect();
+    let kept: Vec<(u64, u64)> = intent
+        .batches
+        .iter()
+        .zip(&read.per_batch)
+        .filter(|(b, _)| !held.contains(b.path.as_str()))
+        .map(|(_, c)| *c)
+        .collect();
+    intent.batches.retain(|b| !held.contains(b.path.as_str()));
+    p.held_back = std::mem::take(&mut read.held_back);
+    p.batches = intent.batches.len();
+    if intent.batches.is_empty() {
+        p.expectations.extend(rate_results);
+        return Ok(p);
+    }
+    if let Some(bounds) = bounds {
+        p.expectations.extend(per_run_gate(bounds, &kept));
+    }
+    p.read = read.read;
+    p.bytes = intent.batches.iter().map(|b| b.size).sum();
+    // Write-audit-publish: a failed `fail` gate stops here, before any commit.
+    read.judge(table, &mut p)?;
+    p.expectations.extend(rate_results);
+    p.rejected = read.rejected;
+    p.top_reasons = most_frequent(read.reasons, TOP_REASONS);
+
+    // 2. Publish: intent, dead letter, table.
+    if !resumed {
+        ledger::record(lake, &table.name, &intent).await?;
+    }
+    faults::check(&node, "intent")?;
+    let meta = commit_meta(&opts.run_id, &intent, table);
+    let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
+    let t = Instant::now();
+    let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
+    p.quarantine_version = q.version();
+    if p.rejected > 0 && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
+        let rejects = Spilled::new(quarantine::schema(), vec![read.rejects], p.rejected);
+        let write = WriteOptions {
+            txn: Some(txn.clone()),
+            metadata: meta.clone(),
+            row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
+            file_bytes: Some(quarantine::FILE_BYTES),
+            ..Default::default()
+        };
+        p.quarantine_version = q.write_from(&rejects, write).await?.version();
+    }
+    p.timings_ms.insert("dead_letter", ms(t));
+
+    // 3. Resolve and merge. A new table takes the winners as each slice is resolved (the next
+    //    slice resolves on another core while the writer encodes); an existing one gets them
+    //    spilled first, since the keyed merge reads them twice.
+    faults::check(&node, "merge")?;
+    let t = Instant::now();
+    let shared = Arc::new(table.clone());
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let unique = if silver.exists() {
+        let out_dir = spill.dir("latest")?;
+        let mut resolved = Vec::with_capacity(read.slices.len());
+        let mut unique = 0u64;
+        for (i, paths) in read.slices.into_iter().enumerate() {
+            let (table, dir) = (Arc::clone(&shared), out_dir.clone());
+            let (path, rows) = tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, &dir, i))
+                .await
+                .map_err(|e| Error::Internal(format!("promotion task failed: {e}")))??;
+            unique += rows;
+            resolved.push(path);
+        }
+        p.timings_ms.insert("dedup", ms(t));
+        let t = Instant::now();
+        let winners = Spilled::new(table.contract.schema.clone(), resolved, unique);
+        let merged = merge_into(lake, table, Candidate::Spilled(winners), txn, meta).await?;
+        (p.inserted, p.updated, p.deleted, p.silver_version) =
+            (merged.inserted, merged.updated, merged.deleted, merged.version);
+        p.timings_ms.insert("merge", ms(t));
+        unique
+    } else {
+        let written = Arc::new(AtomicU64::new(0));
+        let winners = resolving(shared, read.slices, Arc::clone(&written));
+        p.silver_version = create_streamed(silver, table, winners, txn, meta).await?;
+        p.inserted = written.load(Ordering::SeqCst);
+        p.timings_ms.insert("merge", ms(t));
+        p.inserted
+    };
+    p.superseded = read.valid.saturating_sub(p.promoted());
+    if p.promoted() > unique {
+        return Err(accounting(&p));
+    }
+    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
+    if p.read != p.promoted() + p.superseded + p.rejected {
+        return Err(accounting(&p));
+    }
+    Ok(p)
+}
+
+/// The latest row per key of the valid rows spilled at `inputs` (blocking; files in ingest order).
+/// The input files are removed.
+fn latest(table: &SilverTable, inputs: &[PathBuf]) -> Result<Vec<RecordBatch>> {
+    let valid = slices::take_all(inputs)?;
+    latest_per_key(&table.contract.schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)
+}
+
+/// [`latest`], spilled into `<out_dir>/<slice>.arrow`: its path and rows.
+fn latest_spilled(table: &SilverTable, inputs: &[PathBuf], out_dir: &Path, slice: usize) -> Result<(PathBuf, u64)> {
+    let mut out = SpillWriter::create(out_dir, &slice.to_string(), &table.contract.schema)?;
+    for b in &latest(table, inputs)? {
+        out.write(b)?;
+    }
+    out.finish()
+}
+
+/// Batches of winners in flight between the resolving thread and the writer.
+const IN_FLIGHT: usize = 4;
+
+/// The winners of every slice at `slices` as a stream, resolved on a blocking thread one slice at
+/// a time, a few batches ahead of the reader; `written` counts the rows it yields. A resolving
+/// thread that stops early (an error, a panic) ends the stream with an error, never with fewer
+/// rows.
+fn resolving(table: Arc<SilverTable>, slices: Vec<Vec<PathBuf>>, written: Arc<AtomicU64>) -> SendableRecordBatchStream {
+    let schema = table.contract.schema.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(IN_FLIGHT);
+    let resolver = tokio::task::spawn_blocking(move || {
+        for paths in &slices {
+            let batches = match latest(&table, paths) {
+                Ok(batches) => batches,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return false;
+                }
+            };
+            for b in batches.into_iter().filter(|b| b.num_rows() > 0) {
+                if tx.blocking_send(Ok(b)).is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    });
+    let stream = futures::stream::unfold(Some((rx, resolver)), move |state| {
+        let written = Arc::clone(&written);
+        async move {
+            let (mut rx, resolver) = state?;
+            match rx.recv().await {
+                Some(Ok(b)) => {
+                    written.fetch_add(b.num_rows() as u64, Ordering::SeqCst);
+                    Some((Ok(b), Some((rx, resolver))))
+                }
+                Some(Err(e)) => Some((Err(DataFusionError::External(Box::new(e))), None)),
+                None => match resolver.await {
+                    Ok(true) => None,
+                    _ => Some((
+                        Err(DataFusionError::Execution("resolving a slice of winners stopped early".into())),
+                        None,
+                    )),
+                },
+            }
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
