@@ -23,11 +23,12 @@
 //! promotion ends. Results equal the in-memory promotion's: same winners, same commits, same
 //! accounting (`tests/it/backlog.rs`).
 //!
-//! Tables this does not cover stay in memory: change-data apply (`delete_when`), SCD 2 histories
-//! and event tables, and tables with set- or table-level expectations (their audit stages the
-//! merge candidate in memory).
+//! Tables this does not cover (change-data apply (`delete_when`), SCD 2 histories, event tables,
+//! tables with set- or table-level expectations, whose audit stages the merge candidate in
+//! memory): a first load larger than one slice runs as a rebuild of nothing does
+//! ([`super::rebuild::first_load_in_slices`]); a large promotion into an existing one stays in
+//! memory.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,8 +42,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use super::dedup::latest_per_key;
 use super::history::History;
 use super::promote::{
-    PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, most_frequent, per_batch_gate,
-    per_run_gate,
+    PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, most_frequent,
 };
 use super::publish::{Candidate, create_streamed, merge_into};
 use super::slices;
@@ -53,7 +53,6 @@ use crate::error::{Error, Result};
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{faults, ms};
-use crate::spec::Action;
 use crate::storage::delta::{Table, Txn, WriteOptions};
 use crate::storage::{Lake, Layer};
 
@@ -61,7 +60,10 @@ use crate::storage::{Lake, Layer};
 /// into a table this module covers.
 pub(crate) fn applies(table: &SilverTable, intent: &Intent, opts: &PromoteOptions) -> bool {
     let bytes: u64 = intent.batches.iter().map(|b| b.size).sum();
-    bytes > opts.slice_bytes && matches!(table.history, History::Latest { delete: None }) && table.checks.is_empty()
+    !intent.rebuild
+        && bytes > opts.slice_bytes
+        && matches!(table.history, History::Latest { delete: None })
+        && table.checks.is_empty()
 }
 
 /// Promotes the batches of `intent` (not a rebuild) into `table` through scratch files.
@@ -76,49 +78,13 @@ pub(crate) async fn promote(
     let mut p = Promotion { table: table.name.clone(), intent: intent.version, resumed, ..Default::default() };
     let spill = Spill::new(&format!("promote-{}", table.name.replace(['/', '\\'], "_")))?;
 
-    // 1. Read. A failing per-batch gate holds its batches back (a resumed intent keeps them all:
-    //    the gate then stops the promotion, as in memory).
-    let t = Instant::now();
-    let bounds = table.max_rejected_fraction.as_ref();
-    let hold_back = bounds.filter(|b| b.action == Action::Fail && !resumed).and_then(|b| b.per_batch);
-    let slices = slices::count(intent.batches.iter().map(|b| b.size).sum(), opts.slice_bytes);
-    p.slices = slices;
-    let mut read = slices::read_all(lake, table, &intent.batches, slices, &spill, opts, hold_back).await?;
-    p.timings_ms.insert("read_validate", ms(t));
-
-    let mut rate_results = Vec::new();
-    if let Some(mut r) = bounds.and_then(|b| per_batch_gate(b, &intent.batches, &read.per_batch)) {
-        if read.held_back.is_empty() {
-            p.expectations.push(r);
-        } else {
-            r.settle();
-            rate_results.push(r);
-        }
-    }
-    let held: HashSet<&str> = read.held_back.iter().map(|h| h.path.as_str()).collect();
-    let kept: Vec<(u64, u64)> = intent
-        .batches
-        .iter()
-        .zip(&read.per_batch)
-        .filter(|(b, _)| !held.contains(b.path.as_str()))
-        .map(|(_, c)| *c)
-        .collect();
-    intent.batches.retain(|b| !held.contains(b.path.as_str()));
-    p.held_back = std::mem::take(&mut read.held_back);
-    p.batches = intent.batches.len();
-    if intent.batches.is_empty() {
-        p.expectations.extend(rate_results);
+    // 1. Read and judge.
+    let Some((read, held_back_gate)) =
+        slices::read_judged(lake, table, &mut intent, &spill, opts, true, &mut p).await?
+    else {
         return Ok(p);
-    }
-    if let Some(bounds) = bounds {
-        p.expectations.extend(per_run_gate(bounds, &kept));
-    }
-    p.read = read.read;
-    p.bytes = intent.batches.iter().map(|b| b.size).sum();
-    // Write-audit-publish: a failed `fail` gate stops here, before any commit.
-    read.judge(table, &mut p)?;
-    p.expectations.extend(rate_results);
-    p.rejected = read.rejected;
+    };
+    p.expectations.extend(held_back_gate);
     p.top_reasons = most_frequent(read.reasons, TOP_REASONS);
 
     // 2. Publish: intent, dead letter, table.

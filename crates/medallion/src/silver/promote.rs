@@ -343,11 +343,16 @@ async fn run_intent(
     resumed: bool,
     opts: &PromoteOptions,
 ) -> Result<Promotion> {
+    // Large promotions run in slices: into a simple table by `backlog`, a first load of any other
+    // table as a rebuild of nothing does.
     if intent.rebuild {
         return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
     }
     if super::backlog::applies(table, &intent, opts) {
         return super::backlog::promote(lake, table, intent, resumed, opts).await;
+    }
+    if super::rebuild::first_load_in_slices(lake, table, &intent, opts).await? {
+        return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
     }
     let mut p = Promotion {
         table: table.name.clone(),

@@ -16,6 +16,10 @@
 //!    replaced in that order, each in one commit carrying the intent's txn (a rerun after a kill
 //!    skips the commits that landed), streamed from the scratch files.
 //!
+//! A first load larger than one slice of a table [`super::backlog`] does not cover takes the same
+//! steps (`first_load_in_slices`): as a promotion, not a rebuild (a per-batch gate holds batches
+//! back, the table is created as a new one, its commits are not marked as a rebuild).
+//!
 //! Memory is about one slice (`PromoteOptions::slice_bytes` of compressed bronze) plus
 //! the files being decoded; disk is about twice the typed table, under `TMPDIR`.
 
@@ -37,9 +41,8 @@ use super::dedup::{Seen, first_in_window, latest_per_key};
 use super::history::{self, History, Rebuilt};
 use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons, most_frequent,
-    per_batch_gate, per_run_gate,
 };
-use super::publish::{replace_streamed, replace_tombstones, tomb_schema};
+use super::publish::{create_streamed, replace_streamed, replace_tombstones, tomb_schema};
 use super::slices;
 use super::spill::{self, Spill, SpillWriter};
 use super::table::SilverTable;
@@ -57,12 +60,15 @@ use crate::spec::ident;
 use crate::storage::delta::{Table, Txn, WriteOptions};
 use crate::storage::{Lake, Layer};
 
-/// Rebuilds `table` as `intent` (a rebuild over every bronze batch of its source) says.
+/// Rebuilds `table` as `intent` (a rebuild over every bronze batch of its source) says; or, for
+/// an intent that is not a rebuild, makes the first version of a table that does not exist yet
+/// from a promotion larger than one slice ([`first_load_in_slices`]): the same steps, as a
+/// promotion (a per-batch gate holds batches back, the table is created as a new one).
 pub(crate) async fn rebuild(
     lake: &Lake,
     tables: &dyn Registry,
     table: &SilverTable,
-    intent: Intent,
+    mut intent: Intent,
     resumed: bool,
     opts: &PromoteOptions,
 ) -> Result<Promotion> {
@@ -72,26 +78,19 @@ pub(crate) async fn rebuild(
         intent: intent.version,
         resumed,
         batches: intent.batches.len(),
-        rebuilt: true,
-        bytes: intent.batches.iter().map(|b| b.size).sum(),
+        rebuilt: intent.rebuild,
         ..Default::default()
     };
     let spill = Spill::new(&format!("rebuild-{}", table.name.replace(['/', '\\'], "_")))?;
 
-    // 1. Read: every batch validated, valid rows spilled by key slice, rejects spilled.
-    let t = Instant::now();
-    let slices = slices::count(p.bytes, opts.slice_bytes);
-    p.slices = slices;
-    let read = slices::read_all(lake, table, &intent.batches, slices, &spill, opts, None).await?;
-    p.timings_ms.insert("read_validate", ms(t));
-    p.read = read.read;
-
-    // Gates over every record: a rebuild publishes every batch or none.
-    if let Some(bounds) = &table.max_rejected_fraction {
-        p.expectations.extend(per_batch_gate(bounds, &intent.batches, &read.per_batch));
-        p.expectations.extend(per_run_gate(bounds, &read.per_batch));
-    }
-    read.judge(table, &mut p)?;
+    // 1. Read: every batch validated, valid rows spilled by key slice, rejects spilled; judged.
+    //    A rebuild publishes every batch or none.
+    let hold_back = !intent.rebuild;
+    let Some((read, held_back_gate)) =
+        slices::read_judged(lake, table, &mut intent, &spill, opts, hold_back, &mut p).await?
+    else {
+        return Ok(p);
+    };
 
     // 2. Resolve, slice by slice.
     let t = Instant::now();
@@ -127,6 +126,7 @@ pub(crate) async fn rebuild(
         enforce(&node, &mut p.expectations)?;
         dropped = audited.dropped;
     }
+    p.expectations.extend(held_back_gate);
     let mut reasons = read.reasons;
     if !dropped.is_empty() {
         let removed = dropped_rows(&rows_dir, &dropped).await?;
@@ -172,12 +172,13 @@ pub(crate) async fn rebuild(
     let t = Instant::now();
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
-    if (p.rejected > 0 || q.exists()) && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
+    let replace = intent.rebuild && q.exists();
+    if (p.rejected > 0 || replace) && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
         let ctx = SessionContext::new();
         scratch_table(&ctx, "rejected", &spill.dir("rejected")?).await?;
         let rejects = stream(&ctx, "SELECT * FROM rejected").await?;
         let write = WriteOptions {
-            overwrite: q.exists(),
+            overwrite: replace,
             txn: Some(txn.clone()),
             metadata: meta.clone(),
             row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
@@ -202,7 +203,12 @@ pub(crate) async fn rebuild(
         sql.push_str(&format!(" WHERE {ROW_ID} NOT IN (SELECT id FROM dropped)"));
     }
     let rows = stream(&ctx, &sql).await?;
-    p.silver_version = replace_streamed(lake, table, rows, txn, meta).await?;
+    p.silver_version = if intent.rebuild {
+        replace_streamed(lake, table, rows, txn, meta).await?
+    } else {
+        let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+        create_streamed(silver, table, rows, txn, meta).await?
+    };
     p.timings_ms.insert("merge", ms(t));
     p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
     Ok(p)
@@ -322,4 +328,16 @@ async fn dropped_rows(dir: &Path, dropped: &BTreeMap<i64, Vec<quarantine::Reason
         columns.join(", ")
     );
     catalog::query(&ctx, &sql, "reading rows removed by expectations").await
+}
+
+/// Whether `intent` (not a rebuild) makes the first version of `table` from more than one slice
+/// of bronze: such a promotion runs as [`rebuild`] does, whatever the table's kind and gates.
+pub(crate) async fn first_load_in_slices(
+    lake: &Lake,
+    table: &SilverTable,
+    intent: &Intent,
+    opts: &PromoteOptions,
+) -> Result<bool> {
+    let bytes: u64 = intent.batches.iter().map(|b| b.size).sum();
+    Ok(!intent.rebuild && bytes > opts.slice_bytes && !Table::open(lake, Layer::Silver, &table.name).await?.exists())
 }

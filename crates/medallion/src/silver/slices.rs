@@ -5,9 +5,10 @@
 //! batch is held whole, however large. A rebuild and a promotion of a large backlog then resolve
 //! one slice at a time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
@@ -16,7 +17,8 @@ use datafusion::common::hash_utils::{RandomState, create_hashes};
 use futures::TryStreamExt;
 
 use super::promote::{
-    FileResult, HeldBack, PromoteOptions, Promotion, accounting, count_reasons, fraction, read_batches,
+    FileResult, HeldBack, PromoteOptions, Promotion, accounting, count_reasons, fraction, per_batch_gate, per_run_gate,
+    read_batches,
 };
 use super::spill::{self, Spill, SpillWriter};
 use super::table::SilverTable;
@@ -25,6 +27,9 @@ use crate::bronze::drift;
 use crate::error::{Error, Result};
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine;
+use crate::runtime::ledger::Intent;
+use crate::runtime::ms;
+use crate::spec::Action;
 use crate::storage::Lake;
 
 /// Slices at most (each an open scratch file while batches are read, so bounded well below the
@@ -126,6 +131,57 @@ impl Read {
         }
         Ok(())
     }
+}
+
+/// Reads `intent`'s batches in slices (see [`read_all`]) and judges them as a promotion does, its
+/// expectations in `p`: with `hold_back`, a batch a failing per-batch `fail` gate names is held
+/// back (dropped from `intent` and from the scratch files; a resumed intent keeps its batches,
+/// the gate then stops it); without, every batch is published or none (a rebuild). None when
+/// every batch was held back. A failed `fail` gate or a miscount is an error. With what was read
+/// comes the settled per-batch gate that held batches back, if one did: the caller adds it to
+/// `p`'s expectations once it has enforced its own (it failed, by design).
+pub(crate) async fn read_judged(
+    lake: &Lake,
+    table: &SilverTable,
+    intent: &mut Intent,
+    spill: &Spill,
+    opts: &PromoteOptions,
+    hold_back: bool,
+    p: &mut Promotion,
+) -> Result<Option<(Read, Option<GateResult>)>> {
+    let t = Instant::now();
+    let bounds = table.max_rejected_fraction.as_ref();
+    let limit = bounds.filter(|b| b.action == Action::Fail && hold_back && !p.resumed).and_then(|b| b.per_batch);
+    p.bytes = intent.batches.iter().map(|b| b.size).sum();
+    p.slices = count(p.bytes, opts.slice_bytes);
+    let mut read = read_all(lake, table, &intent.batches, p.slices, spill, opts, limit).await?;
+    p.timings_ms.insert("read_validate", ms(t));
+    let mut held_back_gate = None;
+    if let Some(mut r) = bounds.and_then(|b| per_batch_gate(b, &intent.batches, &read.per_batch)) {
+        if read.held_back.is_empty() {
+            p.expectations.push(r);
+        } else {
+            r.settle();
+            held_back_gate = Some(r);
+        }
+    }
+    let held: HashSet<String> = read.held_back.iter().map(|h| h.path.clone()).collect();
+    let kept: Vec<(u64, u64)> =
+        intent.batches.iter().zip(&read.per_batch).filter(|(b, _)| !held.contains(&b.path)).map(|(_, c)| *c).collect();
+    intent.batches.retain(|b| !held.contains(&b.path));
+    p.held_back = std::mem::take(&mut read.held_back);
+    p.batches = intent.batches.len();
+    p.bytes = intent.batches.iter().map(|b| b.size).sum();
+    if intent.batches.is_empty() {
+        p.expectations.extend(held_back_gate);
+        return Ok(None);
+    }
+    p.expectations.extend(bounds.and_then(|b| per_run_gate(b, &kept)));
+    p.read = read.read;
+    // Write-audit-publish: a failed `fail` gate stops here, before any commit.
+    read.judge(table, p)?;
+    p.rejected = read.rejected;
+    Ok(Some((read, held_back_gate)))
 }
 
 /// Reads and validates `batches` (several at once, in order): valid rows spilled into `slices`
