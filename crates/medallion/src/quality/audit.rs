@@ -10,7 +10,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
 use super::candidate::{WINNERS, new_winners, split, stage_append, stage_merge, stage_numbered, stage_rows};
-use super::checks::{MergeFacts, TableCheck, count_this, evaluate, failing_ids};
+use super::checks::{MergeFacts, THIS, TableCheck, count_this, evaluate, failing_ids};
 use super::gates::GateResult;
 use crate::error::Result;
 use crate::quality::quarantine::Reason;
@@ -113,12 +113,15 @@ pub struct AuditedIds {
 /// Audits a whole candidate table that is not in memory: `rows` holds the columns of `schema`
 /// plus [`super::checks::ROW_ID`] numbering its rows (e.g. files spilled by a rebuild). Rows
 /// are read by the checks' queries, never collected; what comes back is the dropped rows' ids.
+/// `keyed`: the candidate is known to hold one row per value of these key columns, and this many
+/// rows (before drops), so `unique` on the key and `row_count` need no scan.
 pub async fn audit_numbered(
     ctx: &SessionContext,
     checks: &[TableCheck],
     schema: &SchemaRef,
     rows: Arc<dyn TableProvider>,
     now: Now,
+    keyed: Option<(&[String], u64)>,
 ) -> Result<AuditedIds> {
     if checks.is_empty() {
         return Ok(AuditedIds { dropped: BTreeMap::new(), results: Vec::new() });
@@ -133,7 +136,12 @@ pub async fn audit_numbered(
         stage_numbered(ctx, schema, rows, &dropped.keys().copied().collect()).await?;
     }
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
-    results.extend(evaluate(ctx, &others, now, None).await?);
+    let facts = keyed.map(|(keys, total)| MergeFacts {
+        keys,
+        rows: Some(total.saturating_sub(dropped.len() as u64)),
+        winners: THIS,
+    });
+    results.extend(evaluate(ctx, &others, now, facts.as_ref()).await?);
     Ok(AuditedIds { dropped, results })
 }
 

@@ -121,7 +121,9 @@ pub(crate) async fn rebuild(
     if !table.checks.is_empty() {
         let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
         let rows = scratch_table(&ctx, "__medallion_rebuilt", &rows_dir).await?;
-        let audited = audit_numbered(&ctx, &table.checks, &out_schema, rows, opts.now).await?;
+        // Latest per key: one row per key by construction.
+        let keyed = matches!(table.history, History::Latest { .. }).then_some((table.keys.as_slice(), resolved_rows));
+        let audited = audit_numbered(&ctx, &table.checks, &out_schema, rows, opts.now, keyed).await?;
         p.expectations.extend(audited.results);
         enforce(&node, &mut p.expectations)?;
         dropped = audited.dropped;

@@ -155,7 +155,10 @@ async fn a_first_load_in_slices_with_expectations_equals_the_same_load_in_memory
     assert_eq!(counts(pa), counts(pb));
     assert!(pb.rejected > 0 && pb.held_back.len() == 1, "{pb:?}");
     let results = |p: &Promotion| {
-        p.expectations.iter().map(|e| (e.name.clone(), e.rows_checked, e.failing_rows, e.passed())).collect::<Vec<_>>()
+        p.expectations
+            .iter()
+            .map(|e| (e.name.clone(), e.rows_checked, e.failing_rows, e.passed(), e.observed.clone()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(results(pa), results(pb));
     assert!(pb.expectations.iter().any(|e| e.name == "order_date_plausible" && e.failing_rows == 1));
