@@ -213,6 +213,37 @@ async fn purge_drops_deleted_rows_from_files_and_keeps_the_contents() {
     assert_eq!(contents(&lake).await, before, "vacuumed");
 }
 
+/// A process killed while it wrote a file leaves object_store's staging copy (`<name>#<n>`), which
+/// no listing shows: a vacuum removes those older than its retention (a dry run names them), and
+/// leaves the log and the live files alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_removes_uploads_a_killed_process_left_behind() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (lake, t) = seeded(dir.path(), true).await;
+    let (t, _) = t.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let before = contents(&lake).await;
+    let table = dir.path().join("silver/t");
+    let left = ["deletion_vector_0a1b.bin#1", "part-00001-x.snappy.parquet#12"];
+    for name in left {
+        std::fs::write(table.join(name), b"partial").expect("write");
+    }
+    std::fs::create_dir_all(table.join("_delta_log")).expect("log dir");
+    std::fs::write(table.join("_delta_log/00000000000000000009.json#1"), b"partial").expect("write");
+    let (t, named) = t.vacuum(std::time::Duration::from_secs(3600), true, true).await.expect("dry run");
+    assert!(!named.iter().any(|n| n.contains('#')), "younger than the retention: {named:?}");
+    let (t, named) = t.vacuum(std::time::Duration::ZERO, true, true).await.expect("dry run");
+    for name in left {
+        assert!(named.iter().any(|n| n == name), "{name} in {named:?}");
+        assert!(table.join(name).exists(), "a dry run removes nothing");
+    }
+    let (_, gone) = t.vacuum(std::time::Duration::ZERO, true, false).await.expect("vacuum");
+    for name in left {
+        assert!(gone.iter().any(|n| n == name) && !table.join(name).exists(), "{name}: {gone:?}");
+    }
+    assert!(table.join("_delta_log/00000000000000000009.json#1").exists(), "the log is left alone");
+    assert_eq!(contents(&lake).await, before, "the table reads the same");
+}
+
 /// With a change data feed, the merge-on-read writes the same feed as copy-on-write: the replaced
 /// rows (read back by their positions) as preimages, the winners as postimages and inserts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
