@@ -1,6 +1,7 @@
 //! The dead letter: rejected records with their raw text and every reason, as a Delta table at
 //! `quarantine/<table>`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -10,6 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimestampMicrosecondType};
 
 use crate::error::{Error, Result};
+use crate::storage::delta::{Txn, WriteOptions};
 use crate::storage::timestamp_type;
 
 /// Why a record was rejected: one failed rule.
@@ -85,6 +87,20 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 /// Bytes of a dead-letter data file (the writer holds one until it is full): a large promotion's
 /// rejects are written in several files of this size, never held whole.
 pub const FILE_BYTES: u64 = 32 << 20;
+
+/// How a dead letter is written: one commit carrying `txn` and `metadata`, replacing its content
+/// when `overwrite` (a rebuild), in row groups and files small enough that a large promotion's
+/// rejects are never buffered whole.
+pub fn write_options(txn: Txn, metadata: HashMap<String, serde_json::Value>, overwrite: bool) -> WriteOptions {
+    WriteOptions {
+        overwrite,
+        txn: Some(txn),
+        metadata,
+        row_group_rows: Some(ROW_GROUP_ROWS),
+        file_bytes: Some(FILE_BYTES),
+        ..Default::default()
+    }
+}
 
 /// Schema of `quarantine/<table>`.
 pub fn schema() -> SchemaRef {

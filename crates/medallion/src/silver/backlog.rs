@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{faults, ms};
-use crate::storage::delta::{Table, Txn, WriteOptions};
+use crate::storage::delta::{Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Whether a promotion of `intent`'s batches into `table` runs here: more than one slice of bronze,
@@ -99,13 +99,7 @@ pub(crate) async fn promote(
     p.quarantine_version = q.version();
     if p.rejected > 0 && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
         let rejects = Spilled::new(quarantine::schema(), vec![read.rejects], p.rejected);
-        let write = WriteOptions {
-            txn: Some(txn.clone()),
-            metadata: meta.clone(),
-            row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
-            file_bytes: Some(quarantine::FILE_BYTES),
-            ..Default::default()
-        };
+        let write = quarantine::write_options(txn.clone(), meta.clone(), false);
         p.quarantine_version = q.write_from(&rejects, write).await?.version();
     }
     p.timings_ms.insert("dead_letter", ms(t));

@@ -35,7 +35,7 @@ use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{Now, ms};
 use crate::spec::{Action, RejectedFractionSpec};
-use crate::storage::delta::{Table, Txn, WriteOptions};
+use crate::storage::delta::{Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Rejected records shown for a held-back batch.
@@ -452,16 +452,7 @@ async fn run_intent(
     if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
         let batches = quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
         let q = q
-            .write(
-                batches,
-                WriteOptions {
-                    txn: Some(txn.clone()),
-                    metadata: commit_meta(&opts.run_id, &intent, table),
-                    row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
-                    file_bytes: Some(quarantine::FILE_BYTES),
-                    ..Default::default()
-                },
-            )
+            .write(batches, quarantine::write_options(txn.clone(), commit_meta(&opts.run_id, &intent, table), false))
             .await?;
         p.quarantine_version = q.version();
     }

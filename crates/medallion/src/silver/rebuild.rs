@@ -44,7 +44,7 @@ use super::promote::{
 };
 use super::publish::{create_streamed, replace_streamed, replace_tombstones, tomb_schema};
 use super::slices;
-use super::spill::{self, Spill, SpillWriter};
+use super::spill::{self, Spill, SpillWriter, Spilled};
 use super::table::SilverTable;
 use crate::bronze::drift;
 use crate::catalog::{self, Registry};
@@ -57,7 +57,7 @@ use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{faults, ms};
 use crate::spec::ident;
-use crate::storage::delta::{Table, Txn, WriteOptions};
+use crate::storage::delta::{Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Rebuilds `table` as `intent` (a rebuild over every bronze batch of its source) says; or, for
@@ -130,6 +130,7 @@ pub(crate) async fn rebuild(
     }
     p.expectations.extend(held_back_gate);
     let mut reasons = read.reasons;
+    let mut rejects = vec![read.rejects];
     if !dropped.is_empty() {
         let removed = dropped_rows(&rows_dir, &dropped).await?;
         let file_of = |batch_id: &str| {
@@ -141,7 +142,7 @@ pub(crate) async fn rebuild(
         for batch in quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)? {
             w.write(&batch)?;
         }
-        w.finish()?;
+        rejects.push(w.finish()?.0);
     }
     p.timings_ms.insert("audit", ms(t));
 
@@ -176,18 +177,9 @@ pub(crate) async fn rebuild(
     p.quarantine_version = q.version();
     let replace = intent.rebuild && q.exists();
     if (p.rejected > 0 || replace) && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
-        let ctx = SessionContext::new();
-        scratch_table(&ctx, "rejected", &spill.dir("rejected")?).await?;
-        let rejects = stream(&ctx, "SELECT * FROM rejected").await?;
-        let write = WriteOptions {
-            overwrite: replace,
-            txn: Some(txn.clone()),
-            metadata: meta.clone(),
-            row_group_rows: Some(quarantine::ROW_GROUP_ROWS),
-            file_bytes: Some(quarantine::FILE_BYTES),
-            ..Default::default()
-        };
-        p.quarantine_version = q.write_stream(rejects, write).await?.version();
+        let rejects = Spilled::new(quarantine::schema(), rejects, p.rejected);
+        let write = quarantine::write_options(txn.clone(), meta.clone(), replace);
+        p.quarantine_version = q.write_from(&rejects, write).await?.version();
     }
     p.timings_ms.insert("dead_letter", ms(t));
     if let History::Latest { delete: Some(_) } = &table.history {
