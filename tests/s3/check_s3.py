@@ -22,7 +22,6 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,34 +37,11 @@ from deltalake import DeltaTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
+from harness import Checks, free_port, wait_port  # noqa: E402  (tests/harness.py)
 
 medallion, repo, gen = sys.argv[1:4]
 work = Path(tempfile.mkdtemp(prefix="medallion-s3-"))
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    passed += bool(ok)
-    failed += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + str(detail) if detail else ''}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
+check = Checks()
 
 
 # The server: moto with authentication on after the 4 set-up calls (user, key, policy, bucket).
@@ -341,5 +317,5 @@ finally:
     moto.wait(timeout=10)
     shutil.rmtree(work, ignore_errors=True)
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+print(f"{check.passed} passed, {check.failed} failed")
+sys.exit(1 if check.failed else 0)

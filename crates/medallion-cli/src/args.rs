@@ -54,6 +54,11 @@ pub struct Global {
     /// `--vars` (e.g. `--vars '{start_date: 2024-01-01, min_amount: 10}'`).
     #[arg(long, global = true, env = "MEDALLION_VARS", value_name = "YAML")]
     pub vars: Option<String>,
+    /// Run gold models' queries on an Apache DataFusion Ballista cluster: its scheduler,
+    /// `df://host:port` (see `medallion scheduler` and `medallion executor`).
+    #[cfg(feature = "cluster")]
+    #[arg(long, global = true, env = "MEDALLION_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
     /// Pin the clock (RFC 3339): ingest times, freshness checks, run ids. For tests and replays.
     #[arg(long, global = true, env = "MEDALLION_NOW", value_name = "TIME", hide = true)]
     pub now: Option<String>,
@@ -236,6 +241,50 @@ pub enum Command {
         /// With --flush-after: land a group at once when its bodies reach this size.
         #[arg(long, default_value = "64MiB", value_name = "SIZE")]
         flush_bytes: String,
+    },
+    /// Run a Ballista scheduler for `--cluster` runs, until stopped. Executors register with it;
+    /// drivers (`run --cluster df://HOST:PORT`) send it their queries.
+    #[cfg(feature = "cluster")]
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "ADDR")]
+        bind: std::net::SocketAddr,
+        /// Host name executors and drivers reach it at (default: the bind address).
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Times a failed task is retried (on another executor when one is free) before its job fails.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        task_retries: usize,
+        /// An executor silent this long is lost and its tasks run again elsewhere (e.g. 30s).
+        #[arg(long, default_value = "30s", value_name = "DURATION")]
+        executor_timeout: String,
+    },
+    /// Run a Ballista executor, until stopped: it runs the tasks its scheduler gives it, reading the
+    /// lake with its own credentials (the AWS_* variables, and the `[storage]` of --project when it
+    /// holds a medallion.toml); plans never carry them.
+    #[cfg(feature = "cluster")]
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:50050", value_name = "ADDR")]
+        scheduler: String,
+        /// Address its Arrow Flight service (shuffle data) listens on.
+        #[arg(long, default_value = "127.0.0.1:50051", value_name = "ADDR")]
+        bind: std::net::SocketAddr,
+        /// Port of its gRPC service (tasks).
+        #[arg(long, default_value_t = 50052, value_name = "PORT")]
+        grpc_port: u16,
+        /// Host name the scheduler and other executors reach it at (default: what the scheduler sees).
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Tasks run at once (default: the number of cores).
+        #[arg(long, value_name = "N")]
+        slots: Option<usize>,
+        /// Directory for shuffle files (default: a temporary directory).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// How often it tells the scheduler it is alive (shorter than the scheduler's --executor-timeout).
+        #[arg(long, default_value = "5s", value_name = "DURATION")]
+        heartbeat: String,
     },
     /// Recent runs (from the run log), or one run's nodes (from the event log).
     Runs {

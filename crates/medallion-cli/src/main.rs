@@ -130,6 +130,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Vacuum { table, retain, force, dry_run } => {
             commands::maintain::vacuum(g, table.as_deref(), &retain, force, dry_run).await
         }
+        #[cfg(feature = "cluster")]
+        Command::Scheduler { bind, external_host, task_retries, executor_timeout } => {
+            commands::cluster::scheduler(bind, external_host, task_retries, &executor_timeout).await
+        }
+        #[cfg(feature = "cluster")]
+        Command::Executor { scheduler, bind, grpc_port, external_host, slots, work_dir, heartbeat } => {
+            let at =
+                commands::cluster::Executor { scheduler, bind, grpc_port, external_host, slots, work_dir, heartbeat };
+            commands::cluster::executor(g, at).await
+        }
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,
         Command::AirflowDag { out, schedule, retries, command, operator } => {
             commands::runs::airflow(g, out.as_deref(), schedule, retries, command, &operator).await

@@ -71,6 +71,67 @@ pub async fn session_of(registry: &dyn Registry, tables: &[(Layer, &str, Table)]
     Ok(ctx)
 }
 
+/// A session with every silver and gold table of `tables` (no dead letters, no system tables on
+/// a cluster) whose queries run on `engine`.
+pub async fn session_on(lake: &Lake, tables: &dyn Registry, engine: &Engine) -> Result<SessionContext> {
+    if *engine == Engine::InProcess {
+        return session(lake, tables).await;
+    }
+    let mut opened = Vec::new();
+    for (layer, name, _) in tables.published() {
+        opened.push((layer, name, Table::open(lake, layer, name).await?));
+    }
+    match remote_session(tables, &opened, engine).await? {
+        Some(ctx) => Ok(ctx),
+        None => session(lake, tables).await,
+    }
+}
+
+/// Where a node's queries run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// In this process, on its cores.
+    #[default]
+    InProcess,
+    /// On a Ballista cluster's executors, planned by its scheduler.
+    #[cfg(feature = "cluster")]
+    Cluster(crate::cluster::Cluster),
+}
+
+/// A session over tables already opened whose queries run on `engine`'s cluster, each table
+/// shipped as its live Parquet files ([`crate::cluster::ShippedTable`]); None in process (use
+/// [`session_of`]).
+pub async fn remote_session(
+    registry: &dyn Registry,
+    tables: &[(Layer, &str, Table)],
+    engine: &Engine,
+) -> Result<Option<SessionContext>> {
+    match engine {
+        Engine::InProcess => {
+            let _ = (registry, tables);
+            Ok(None)
+        }
+        #[cfg(feature = "cluster")]
+        Engine::Cluster(cluster) => {
+            let ctx = crate::cluster::session(cluster, new_session()?.state()).await?;
+            add_schemas(&ctx)?;
+            for (layer, name, table) in tables {
+                let declared =
+                    schema_of(registry, if *layer == Layer::Gold { Layer::Gold } else { Layer::Silver }, name);
+                let schema = match table.arrow_schema()? {
+                    Some(s) => s,
+                    None => declared.ok_or_else(|| Error::Internal(format!("no schema for {}", table.label)))?,
+                };
+                let files = table.live_files().await?;
+                let shipped = crate::cluster::ShippedTable::new(&schema, files)
+                    .map_err(|e| Error::sql(format!("reading {}", table.label), e))?;
+                register_table(&ctx, *layer, name, Arc::new(shipped))?;
+            }
+            Ok(Some(ctx))
+        }
+    }
+}
+
 async fn session_with(
     lake: &Lake,
     tables: &dyn Registry,
@@ -110,13 +171,22 @@ pub fn new_session() -> Result<SessionContext> {
     let state =
         datafusion::execution::SessionStateBuilder::new().with_default_features().with_analyzer_rules(rules).build();
     let ctx = SessionContext::new_with_state(state);
-    let catalog = ctx.catalog("datafusion").ok_or_else(|| Error::Internal("no default catalog".into()))?;
-    for schema in [Layer::Silver.dir(), Layer::Gold.dir(), Layer::Quarantine.dir(), "medallion"] {
-        catalog
-            .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
-            .map_err(|e| Error::sql("registering schemas", e))?;
-    }
+    add_schemas(&ctx)?;
     Ok(ctx)
+}
+
+/// The `silver`, `gold`, `quarantine` and `medallion` schemas, empty, in `ctx`'s catalog.
+fn add_schemas(ctx: &SessionContext) -> Result<()> {
+    let name = ctx.state().config().options().catalog.default_catalog.clone();
+    let catalog = ctx.catalog(&name).ok_or_else(|| Error::Internal(format!("no catalog `{name}`")))?;
+    for schema in [Layer::Silver.dir(), Layer::Gold.dir(), Layer::Quarantine.dir(), "medallion"] {
+        if catalog.schema(schema).is_none() {
+            catalog
+                .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
+                .map_err(|e| Error::sql("registering schemas", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Registers a silver or gold table under its plain name and qualified (`silver.orders`).

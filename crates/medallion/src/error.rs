@@ -234,6 +234,15 @@ pub enum Error {
         latest: Option<i64>,
     },
 
+    /// A Ballista cluster could not be reached, started or used.
+    #[error("cluster: {what}: {message}")]
+    Cluster {
+        /// What failed: the scheduler at an address, an executor.
+        what: String,
+        /// Why.
+        message: String,
+    },
+
     /// A bug in medallion.
     #[error("internal error (this is a bug in medallion): {0}")]
     Internal(String),

@@ -22,12 +22,17 @@
 //! - **run**: one execution of the whole project, recorded in the run log.
 //!
 //! ## Cargo features
-//! None yet: the local-filesystem lake is always available.
+//! The local-filesystem lake is always available.
+//! - `s3` (default), `gcs`, `azure`: object-store lakes (`s3://`, `gs://`, `az://`).
+//! - `cluster`: queries on an Apache DataFusion Ballista cluster ([`cluster`]): the scheduler and
+//!   executor processes, and a driver's session on them.
 
 #![warn(missing_docs)]
 
 pub mod bronze;
 pub mod catalog;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod error;
 pub mod gold;
 pub mod import;

@@ -1,5 +1,7 @@
 //! One module per verb; shared loading of the project and lake.
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod groups;
 pub mod ingest;
 pub mod init;
@@ -70,6 +72,17 @@ pub fn span(text: &str, option: &str) -> Result<std::time::Duration> {
             .map(|d| std::time::Duration::from_secs(d.seconds))
             .map_err(invalid),
     }
+}
+
+/// Where gold models' queries run: `--cluster`/`MEDALLION_CLUSTER`'s scheduler, else in process.
+pub fn engine(g: &Global) -> Result<medallion::catalog::Engine> {
+    #[cfg(feature = "cluster")]
+    if let Some(url) = &g.cluster {
+        let cluster = medallion::cluster::Cluster::parse(url).context("invalid --cluster/MEDALLION_CLUSTER")?;
+        return Ok(medallion::catalog::Engine::Cluster(cluster));
+    }
+    let _ = g;
+    Ok(medallion::catalog::Engine::InProcess)
 }
 
 /// Compressed bronze bytes a promotion or a rebuild resolves at once.

@@ -52,7 +52,12 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>, out: Option<&std::pa
     if matches!(at, Some(AsOf::Version(_))) {
         bail!("--as-of for `sql` takes a time (versions differ per table; use `show <table> --as-of <version>`)");
     }
-    let ctx = session_as_of(&lake, &project, at).await?;
+    let engine = super::engine(g)?;
+    let ctx = match at {
+        None => medallion::catalog::session_on(&lake, &project, &engine).await?,
+        Some(_) if engine != medallion::catalog::Engine::InProcess => bail!("--as-of is not supported with --cluster"),
+        Some(_) => session_as_of(&lake, &project, at).await?,
+    };
     let df = medallion::catalog::read_only(&ctx, query, "`sql`").await?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let rows = df.collect().await.context("the query failed")?;

@@ -175,6 +175,7 @@ pub(crate) async fn execute(
         date,
         lock_wait,
         slice_bytes: super::slice_size(g)?,
+        engine: super::engine(g)?,
         ..Default::default()
     };
     let summary = run_project(&project, &lake, &opts).await;

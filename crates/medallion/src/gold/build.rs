@@ -63,6 +63,8 @@ pub struct BuildOptions {
     pub now: Now,
     /// Rebuild from scratch even when up to date or incremental.
     pub full_refresh: bool,
+    /// Where the model's query runs.
+    pub engine: catalog::Engine,
 }
 
 /// Builds `model` unless it is up to date: in full, or for an incremental model whose only
@@ -172,7 +174,10 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         (None, Some(q)) => q.sql.clone(),
         (None, None) => model.sql.clone(),
     };
-    let df = catalog::read_only(&ctx, &sql, &context).await?;
+    // On a cluster, the model's query runs on the executors; audits and the published rows this
+    // build keeps are read here.
+    let remote = catalog::remote_session(tables, &opened, &opts.engine).await?;
+    let df = catalog::read_only(remote.as_ref().unwrap_or(&ctx), &sql, &context).await?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
     let batches = conform(batches, &model.schema, &context)?;
     // Write-audit-publish: expectations run on the result before anything is written.

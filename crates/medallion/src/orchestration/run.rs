@@ -59,6 +59,8 @@ pub struct RunOptions {
     /// Compressed bronze bytes a promotion or a rebuild resolves at once (its memory; see
     /// [`PromoteOptions::slice_bytes`]).
     pub slice_bytes: u64,
+    /// Where gold models' queries run: in process, or on a Ballista cluster.
+    pub engine: crate::catalog::Engine,
 }
 
 impl Default for RunOptions {
@@ -76,6 +78,7 @@ impl Default for RunOptions {
             date: None,
             lock_wait: std::time::Duration::ZERO,
             slice_bytes: crate::silver::promote::SLICE_BYTES,
+            engine: crate::catalog::Engine::InProcess,
         }
     }
 }
@@ -304,7 +307,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
             nodes.push(Node { id: format!("gold/{name}"), name: name.clone(), deps, gold: true });
         }
     }
-    let build_opts = BuildOptions { run_id: run_id.clone(), now: opts.now, full_refresh: opts.full_refresh };
+    let build_opts = BuildOptions {
+        run_id: run_id.clone(),
+        now: opts.now,
+        full_refresh: opts.full_refresh,
+        engine: opts.engine.clone(),
+    };
     let refresh_opts = BuildOptions { full_refresh: true, ..build_opts.clone() };
     // Nodes whose content was replaced in this run (rebuilt silver, gold built from scratch
     // because of it): the gold models reading them are built from scratch too.

@@ -7,7 +7,8 @@
 //! recorded, nothing committed), `silver/<table>:merge` (dead letter committed, silver not),
 //! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
 //! Parquet export not), `silver/<table>:replay` (a replay's MERGE
-//! committed, its dead-letter rewrite not). Unset, it costs one environment lookup.
+//! committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor starts reading a
+//! shipped table's files). Unset, it costs one environment lookup.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

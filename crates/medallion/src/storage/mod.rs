@@ -4,7 +4,7 @@
 //! directory and an object-store URL (`cloud`). `delta` (with its `keyed` merge) and `cloud` are
 //! the only modules importing deltalake.
 
-mod cloud;
+pub(crate) mod cloud;
 pub mod delta;
 mod lake;
 mod policy;

@@ -31,6 +31,7 @@ mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
 pub(crate) use keyed::int_key_and_order;
 pub use rows::{InMemory, Pass, Rows};
+pub use scan::{LiveFile, LiveFiles, spread};
 
 /// A Delta table of the lake, opened at its latest version (or not yet created).
 #[derive(Debug, Clone)]
@@ -318,6 +319,15 @@ impl Table {
         self.inner.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(&self.label, e))?;
         let delta = self.inner.table_provider().await.map_err(|e| Error::sql(format!("reading {}", self.label), e))?;
         scan::provider(&self.inner, ctx, delta).await.map_err(|e| Error::delta(&self.label, e))
+    }
+
+    /// The table's live files as plain Parquet files (see [`LiveFiles`]): what a cluster's
+    /// executors read. A table not created yet has none.
+    pub async fn live_files(&self) -> Result<LiveFiles> {
+        if !self.exists {
+            return Ok(LiveFiles { store: String::new(), partition_columns: Vec::new(), files: Vec::new() });
+        }
+        scan::live_files(&self.inner).await.map_err(|e| Error::delta(&self.label, e))
     }
 
     /// Number of rows at the latest version (0 if the table does not exist).

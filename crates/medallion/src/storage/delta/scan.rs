@@ -90,6 +90,12 @@ pub(super) async fn provider(
 
 /// The selection of the rows of a `rows`-row file that `deleted` keeps; None when it keeps none.
 fn kept_rows(deleted: &roaring::RoaringTreemap, rows: usize) -> Option<RowSelection> {
+    let kept = kept_ranges(deleted, rows);
+    (!kept.is_empty()).then(|| RowSelection::from_consecutive_ranges(kept.into_iter(), rows))
+}
+
+/// The ranges of the rows of a `rows`-row file that `deleted` keeps, in order.
+fn kept_ranges(deleted: &roaring::RoaringTreemap, rows: usize) -> Vec<std::ops::Range<usize>> {
     let mut kept: Vec<std::ops::Range<usize>> = Vec::new();
     let mut next = 0usize;
     for d in deleted.iter().map(|d| usize::try_from(d).unwrap_or(usize::MAX)).take_while(|&d| d < rows) {
@@ -101,7 +107,110 @@ fn kept_rows(deleted: &roaring::RoaringTreemap, rows: usize) -> Option<RowSelect
     if next < rows {
         kept.push(next..rows);
     }
-    (!kept.is_empty()).then(|| RowSelection::from_consecutive_ranges(kept.into_iter(), rows))
+    kept
+}
+
+/// A table's live files resolved from its snapshot into plain Parquet files that anyone holding
+/// the lake's store can read without the Delta log: a cluster's executors, which share nothing
+/// with the driver but the object store. Carries no credential: only where the files are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LiveFiles {
+    /// The store the paths are in: `s3://bucket`, `gs://bucket`, `file://`.
+    pub store: String,
+    /// The table's partition columns, in its order (their values are in the paths, not the files).
+    pub partition_columns: Vec<String>,
+    /// Every live file, with at least one kept row.
+    pub files: Vec<LiveFile>,
+}
+
+/// One live data file of a table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LiveFile {
+    /// The object's path in the store.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its partition values, as Delta records them, in `partition_columns` order (None: null).
+    pub partition_values: Vec<Option<String>>,
+    /// The rows its deletion vector keeps, as `[start, end)` ranges, and the rows in the file;
+    /// None: every row (no vector).
+    pub kept: Option<(Vec<(u64, u64)>, u64)>,
+}
+
+impl LiveFile {
+    /// The row selection reading exactly the kept rows; None: read every row.
+    pub fn selection(&self) -> Option<RowSelection> {
+        let (ranges, rows) = self.kept.as_ref()?;
+        let rows = usize::try_from(*rows).unwrap_or(usize::MAX);
+        let ranges = ranges.iter().map(|&(s, e)| usize::try_from(s).unwrap_or(0)..usize::try_from(e).unwrap_or(0));
+        Some(RowSelection::from_consecutive_ranges(ranges, rows))
+    }
+}
+
+/// The live files of `table` (see [`LiveFiles`]). A table whose files cannot be read as plain
+/// Parquet (column mapping, reader features other than deletion vectors and timestamps without
+/// a zone, vectors without row counts) is an error naming why.
+pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTableError> {
+    let unreadable = |why: String| DeltaTableError::Generic(format!("cannot be read as plain Parquet files: {why}"));
+    let snapshot = table.snapshot()?;
+    let protocol = snapshot.protocol();
+    if let Some(f) =
+        protocol.reader_features().and_then(|fs| fs.iter().find(|f| !READER_FEATURES.contains(&f.as_ref())))
+    {
+        return Err(unreadable(format!("reader feature `{}`", f.as_ref())));
+    }
+    let config = snapshot.metadata().configuration();
+    if let Some(mode) = config.get("delta.columnMapping.mode").filter(|m| *m != "none") {
+        return Err(unreadable(format!("column mapping `{mode}`")));
+    }
+    let url = table.table_url();
+    let store = match url.host_str() {
+        Some(host) => format!("{}://{host}", url.scheme()),
+        None => format!("{}://", url.scheme()),
+    };
+    let root = Path::from_url_path(url.path()).map_err(|e| unreadable(format!("table path: {e}")))?;
+    let partition_columns = snapshot.metadata().partition_columns();
+    let files: Vec<_> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let size = u64::try_from(f.size()).unwrap_or(0);
+            let values = f.partition_values_map();
+            let values: Vec<Option<String>> =
+                partition_columns.iter().map(|c| values.get(c).cloned().flatten()).collect();
+            (f.object_store_path(), size, values, f.deletion_vector_descriptor(), f.num_records())
+        })
+        .collect();
+    let store_handle = table.object_store();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let resolved: Vec<Option<LiveFile>> = futures::stream::iter(files)
+        .map(|(path, size, partition_values, descriptor, rows)| {
+            let (store_handle, root) = (Arc::clone(&store_handle), root.clone());
+            async move {
+                let path = Path::from_iter(root.parts().chain(path.parts())).to_string();
+                let Some(descriptor) = descriptor else {
+                    return Ok(Some(LiveFile { path, size, partition_values, kept: None }));
+                };
+                let rows = rows.ok_or_else(|| unreadable(format!("{path} has a deletion vector and no row count")))?;
+                let deleted = super::dv::read(store_handle.as_ref(), &Path::from(""), Some(&descriptor)).await?;
+                let kept: Vec<(u64, u64)> =
+                    kept_ranges(&deleted, rows).into_iter().map(|r| (r.start as u64, r.end as u64)).collect();
+                Ok::<_, DeltaTableError>((!kept.is_empty()).then_some(LiveFile {
+                    path,
+                    size,
+                    partition_values,
+                    kept: Some((kept, rows as u64)),
+                }))
+            }
+        })
+        .buffered(threads)
+        .try_collect()
+        .await?;
+    Ok(LiveFiles {
+        store,
+        partition_columns: partition_columns.to_vec(),
+        files: resolved.into_iter().flatten().collect(),
+    })
 }
 
 /// The live files of a snapshot, each with the rows its vector keeps.
@@ -140,7 +249,12 @@ impl TableProvider for VectoredScan {
             source = source.with_predicate(state.create_physical_expr(predicate, &schema)?);
         }
         let config = FileScanConfigBuilder::new(self.url.clone(), Arc::new(source))
-            .with_file_groups(spread(&self.files, state.config().target_partitions()))
+            .with_file_groups(
+                spread(self.files.clone(), state.config().target_partitions().clamp(1, self.files.len().max(1)))
+                    .into_iter()
+                    .filter(|g| !g.is_empty())
+                    .collect(),
+            )
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
@@ -148,19 +262,20 @@ impl TableProvider for VectoredScan {
     }
 }
 
-/// `files` in at most `partitions` groups of about equal bytes (largest first, each to the
-/// lightest group).
-fn spread(files: &[PartitionedFile], partitions: usize) -> Vec<FileGroup> {
-    let mut order: Vec<&PartitionedFile> = files.iter().collect();
+/// `files` in `partitions` groups (at least one) of about equal bytes: largest first, each to
+/// the lightest group, ties in the list's order, so every process computes the same groups.
+/// Groups may be empty when there are fewer files.
+pub fn spread(files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
+    let mut order = files;
     order.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions.max(1)];
     for f in order {
         if let Some(lightest) = groups.iter_mut().min_by_key(|g| g.0) {
             lightest.0 += f.object_meta.size;
-            lightest.1.push(f.clone());
+            lightest.1.push(f);
         }
     }
-    groups.into_iter().filter(|g| !g.1.is_empty()).map(|g| FileGroup::new(g.1)).collect()
+    groups.into_iter().map(|g| FileGroup::new(g.1)).collect()
 }
 
 #[cfg(test)]

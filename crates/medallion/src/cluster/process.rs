@@ -1,0 +1,106 @@
+//! `medallion scheduler` and `medallion executor`: Ballista's scheduler and executor processes,
+//! carrying medallion's plan codecs, and (executors) the lake's object stores.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista_core::RuntimeProducer;
+use ballista_core::utils::default_config_producer;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+
+use super::codec::{LogicalCodec, PhysicalCodec};
+use super::stores::LakeStores;
+use crate::error::{Error, Result};
+
+/// A scheduler to start.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Where it listens for drivers and executors.
+    pub bind: SocketAddr,
+    /// The host executors and drivers reach it at (default: the bind address).
+    pub external_host: Option<String>,
+    /// Times a task is retried on another executor before its job fails.
+    pub task_retries: usize,
+    /// An executor silent this long is lost: its tasks run again elsewhere.
+    pub executor_timeout: Duration,
+}
+
+/// An executor to start.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler: `host:port`.
+    pub scheduler: (String, u16),
+    /// The address it binds (its Arrow Flight port serves shuffle data).
+    pub bind: SocketAddr,
+    /// Its gRPC port (tasks from the scheduler).
+    pub grpc_port: u16,
+    /// The host other executors and the scheduler reach it at (default: what the scheduler sees).
+    pub external_host: Option<String>,
+    /// Tasks it runs at once.
+    pub slots: usize,
+    /// Where it keeps shuffle files (default: a temporary directory).
+    pub work_dir: Option<String>,
+    /// Object-store options (a project's `[storage]`), over the environment's.
+    pub storage: BTreeMap<String, String>,
+    /// How often it tells the scheduler it is alive (shorter than the scheduler's executor timeout).
+    pub heartbeat: Duration,
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Cluster { what: what.to_string(), message: e.to_string() }
+}
+
+/// Runs a scheduler until the process is stopped.
+pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
+    let config = SchedulerConfig {
+        bind_host: options.bind.ip().to_string(),
+        bind_port: options.bind.port(),
+        external_host: options.external_host.unwrap_or_else(|| options.bind.ip().to_string()),
+        task_max_failures: options.task_retries + 1,
+        executor_timeout_seconds: options.executor_timeout.as_secs().max(1),
+        expire_dead_executor_interval_seconds: (options.executor_timeout.as_secs() / 4).clamp(1, 15),
+        no_executors_grace_period_seconds: options.executor_timeout.as_secs().max(1),
+        override_config_producer: Some(Arc::new(|| super::planning(default_config_producer()))),
+        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        ..SchedulerConfig::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| failed("the scheduler's state", e))?;
+    start_server(cluster, options.bind, Arc::new(config)).await.map_err(|e| failed("the scheduler", e))
+}
+
+/// Runs an executor until the process is stopped (SIGTERM, Ctrl-C).
+pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    let stores = Arc::new(LakeStores::new(options.storage));
+    let work_dir = options.work_dir.clone();
+    let runtime: RuntimeProducer = Arc::new(move |_| {
+        let mut builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::clone(&stores) as _);
+        if let Some(dir) = &work_dir {
+            builder = builder.with_temp_file_path(dir.clone());
+        }
+        Ok(Arc::new(builder.build()?))
+    });
+    let config = ExecutorProcessConfig {
+        scheduler_host: options.scheduler.0,
+        scheduler_port: options.scheduler.1,
+        bind_host: options.bind.ip().to_string(),
+        port: options.bind.port(),
+        grpc_port: options.grpc_port,
+        external_host: options.external_host,
+        vcores: options.slots.max(1),
+        work_dir: options.work_dir,
+        print_thread_info: false,
+        executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
+        override_runtime_producer: Some(runtime),
+        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        ..ExecutorProcessConfig::default()
+    };
+    start_executor_process(Arc::new(config)).await.map_err(|e| failed("the executor", e))
+}

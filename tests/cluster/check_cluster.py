@@ -1,0 +1,269 @@
+"""The orders pipeline with its gold models on a Ballista cluster over a real S3-compatible server.
+
+argv: MEDALLION_BIN REPO_ROOT GEN_ORDERS
+Processes, all on 127.0.0.1: moto's S3 server (authentication on), `medallion scheduler` (started
+with no credential at all), two `medallion executor`s with 1 task slot each (credentials from their
+own AWS_* variables, endpoint from the project's `[storage]`), and the driver, `medallion run
+--cluster df://…`, whose traffic to the scheduler passes a recording proxy. Checks, each printed
+as `ok`/`FAIL`:
+1. the run on the cluster succeeds and its tables equal an in-process run of the same data (every
+   column of silver, dead letter and gold), with the same number of commits per table;
+2. the plans the driver sent carry neither the access key id nor the secret;
+3. an executor killed (abort, as kill -9) as it starts a task: the run completes through Ballista's
+   task retry on the other executor, or fails cleanly and a rerun completes; either way the tables
+   equal the clean run's, with one commit per table per run;
+4. a scheduler that is not there: the run fails with one clear line, nothing committed to gold.
+On failure the last lines of the scheduler's and executors' logs are printed (CLUSTER_LOG=info for
+Ballista's task log; CLUSTER_RUN_TIMEOUT=seconds bounds each run, default 600).
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import botocore
+from deltalake import DeltaTable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
+from harness import Checks, free_port, wait_port  # noqa: E402  (tests/harness.py)
+
+medallion, repo, gen = sys.argv[1:4]
+work = Path(tempfile.mkdtemp(prefix="medallion-cluster-"))
+check = Checks()
+NOW = "2026-06-01T12:00:00Z"
+# The generator's data has orders only (dim_customers stays unpublished; revenue_by_tier reads it empty).
+TABLES = ["silver/orders", "quarantine/orders", "gold/daily_revenue", "gold/revenue_by_tier"]
+
+
+class Recorder:
+    """A TCP proxy to `target` that keeps every byte the clients sent."""
+
+    def __init__(self, target):
+        self.target, self.sent, self.lock = target, bytearray(), threading.Lock()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self.pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(upstream, client, False), daemon=True).start()
+
+    def pipe(self, src, dst, record):
+        try:
+            while data := src.recv(65536):
+                if record:
+                    with self.lock:
+                        self.sent.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+moto_port = free_port()
+moto = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+                        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+endpoint = f"http://127.0.0.1:{moto_port}"
+processes = []
+try:
+    wait_port(moto_port)
+    boot = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="boot", aws_secret_access_key="boot")
+    iam = boto3.client("iam", **boot)
+    iam.create_user(UserName="medallion")
+    key = iam.create_access_key(UserName="medallion")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="medallion", PolicyName="lake", PolicyDocument=json.dumps(policy))
+    key_id, secret = key["AccessKeyId"], key["SecretAccessKey"]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id,
+                      aws_secret_access_key=secret, config=botocore.config.Config(max_pool_connections=32))
+    s3.create_bucket(Bucket="lake")
+
+    project = work / "project"
+    shutil.copytree(Path(repo) / "examples" / "orders", project, ignore=shutil.ignore_patterns("lake"))
+    text = (project / "medallion.toml").read_text()
+    storage = '[storage]\nendpoint = "${MEDALLION_TEST_S3_ENDPOINT}"\nregion = "us-east-1"\nallow_http = true\n\n'
+    (project / "medallion.toml").write_text(text.replace("[sources.orders]", storage + "[sources.orders]", 1))
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDALLION_"))}
+    lake_env = {**clean_env, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
+                "MEDALLION_TEST_S3_ENDPOINT": endpoint}
+
+    def med(*args, lake, env=None, timeout=int(os.environ.get("CLUSTER_RUN_TIMEOUT", "600"))):
+        return subprocess.run([medallion, *args, "--project", str(project), "--lake", lake],
+                              env={**lake_env, "MEDALLION_NOW": NOW, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+
+    data = work / "data"
+    subprocess.run([sys.executable, gen, "--rows", "200000", "--batches", "5", "--seed", "18", "--out", str(data)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+    batches = sorted((data / "bronze").rglob("*.ndjson.gz"), key=lambda f: (f.parent.name, f.name))
+
+    def upload(prefix, part=None):
+        """The first 3 bronze batches (part 0), the others (part 1), or all."""
+        chosen = batches if part is None else (batches[:3] if part == 0 else batches[3:])
+        for f in chosen:
+            s3.upload_file(str(f), "lake", f"{prefix}/{f.relative_to(data)}")
+
+    def two_runs(prefix, *args):
+        """The first batches, a run, the others, a run (so silver's second version has deletion
+        vectors for gold to read): the last failed run, or the second."""
+        upload(prefix, 0)
+        first = med("run", *args, lake=f"s3://lake/{prefix}")
+        if first.returncode != 0:
+            return first
+        upload(prefix, 1)
+        return med("run", *args, lake=f"s3://lake/{prefix}")
+
+    options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+               "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
+
+    def tables(prefix):
+        """Every table's rows (all columns, sorted) and its number of commits."""
+        out = {}
+        for t in TABLES:
+            try:
+                dt = DeltaTable(f"s3://lake/{prefix}/{t}", storage_options=options)
+            except Exception as e:  # a table never created
+                out[t] = ("missing", type(e).__name__)
+                continue
+            # A run's id has a random part (its clock is pinned), and so do the dead-letter row ids
+            # made from it: the rest of every row is compared.
+            rows = [{k: v for k, v in r.items() if k != "_id" and "run_id" not in k} for r in read(dt).to_pylist()]
+            out[t] = (sorted(json.dumps(r, sort_keys=True, default=str) for r in rows), len(dt.history()))
+        return out
+
+    def differences(a, b):
+        found = [t for t in TABLES if a.get(t) != b.get(t)]
+        for t in found:
+            if isinstance(a[t][0], list) and isinstance(b[t][0], list):
+                only = sorted(set(a[t][0]) ^ set(b[t][0]))[:2]
+                print(f"     {t}: e.g. {only}", flush=True)
+        return found
+
+    # The cluster: a scheduler without credentials, two executors with 1 slot each.
+    sched_port = free_port()
+    scheduler = subprocess.Popen([medallion, "scheduler", "--bind", f"127.0.0.1:{sched_port}", "--executor-timeout", "8s"],
+                                 env={**clean_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "warn")}, stdout=subprocess.DEVNULL, stderr=open(work / "scheduler.log", "w"))
+    processes.append(scheduler)
+    wait_port(sched_port)
+
+    def executor(name, env=None):
+        flight, grpc = free_port(), free_port()
+        p = subprocess.Popen([medallion, "executor", "--scheduler", f"127.0.0.1:{sched_port}",
+                              "--bind", f"127.0.0.1:{flight}", "--grpc-port", str(grpc), "--slots", "1",
+                              "--heartbeat", "1s", "--project", str(project)],
+                             env={**lake_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "warn"), **(env or {})}, stdout=subprocess.DEVNULL,
+                             stderr=open(work / f"executor-{name}.log", "w"))
+        processes.append(p)
+        wait_port(flight)
+        return p
+
+    a, b = executor("a"), executor("b")
+    time.sleep(2)  # both registered (heartbeats every second)
+    proxy = Recorder(sched_port)
+    cluster = f"df://127.0.0.1:{proxy.port}"
+
+    # 1. The same data in process and on the cluster.
+    inproc_run = two_runs("inproc")
+    check("in-process runs: exit 0", inproc_run.returncode == 0, inproc_run.stderr.strip()[-500:])
+    clean = tables("inproc")
+    check("in-process runs published every table", all(v[0] != "missing" for v in clean.values()),
+          {t: v[0] for t, v in clean.items() if v[0] == "missing"})
+    log = s3.list_objects_v2(Bucket="lake", Prefix="inproc/silver/orders/_delta_log/")["Contents"]
+    vectors = [o for o in log if b"deletionVector\":{" in s3.get_object(Bucket="lake", Key=o["Key"])["Body"].read()]
+    check("the second run left silver with deletion vectors (gold reads them)", vectors, len(vectors))
+    started = time.time()
+    on_cluster = two_runs("cluster", "--cluster", cluster)
+    check("runs on the cluster: exit 0", on_cluster.returncode == 0, on_cluster.stderr.strip()[-800:])
+    print(f"     (cluster runs {time.time() - started:.1f}s)", flush=True)
+    got = tables("cluster")
+    check("cluster tables equal the in-process run's (all columns, commits per table)", not differences(got, clean),
+          {t: (len(got[t][0]), got[t][1], len(clean[t][0]), clean[t][1]) for t in differences(got, clean)})
+    gold_rows = sum(len(clean[t][0]) for t in TABLES if t.startswith("gold/"))
+    check("gold has rows to compare", gold_rows > 0, gold_rows)
+
+    # 2. No credential in what the driver sent.
+    sent = bytes(proxy.sent)
+    check("the driver sent its plans through the recorded connection", len(sent) > 1000 and b"ShippedScan" not in sent
+          and b"medallion\x01T" in sent, len(sent))
+    check("the plans carry neither the access key id nor the secret",
+          key_id.encode() not in sent and secret.encode() not in sent)
+
+    # 3. An executor killed as it starts a task.
+    for p in (a, b):
+        p.terminate()
+        p.wait(timeout=30)
+    time.sleep(10)  # the scheduler drops them (executor timeout 8s)
+    # The faulty executor alone first, so it surely takes a task; the other joins once it died,
+    # within the scheduler's grace period for a cluster without executors.
+    killed = executor("killed", env={"MEDALLION_FAULT_AT": "cluster/scan:execute:abort"})
+    time.sleep(2)
+    upload("killed", 0)
+    running = subprocess.Popen([medallion, "run", "--cluster", cluster, "--project", str(project), "--lake", "s3://lake/killed"],
+                               env={**lake_env, "MEDALLION_NOW": NOW}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        killed.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        pass
+    check("the faulty executor died as it started a task", killed.returncode is not None and killed.returncode < 0,
+          killed.returncode)
+    executor("survivor")
+    out, err = running.communicate(timeout=600)
+    first = subprocess.CompletedProcess(running.args, running.returncode, out, err)
+    if first.returncode != 0:
+        lines = [l for l in first.stderr.splitlines() if l.startswith("error")]
+        check("a run whose executor died fails cleanly (one error per failed node)", first.returncode == 1 and lines,
+              first.stderr.strip()[-500:])
+        rerun = med("run", "--cluster", cluster, lake="s3://lake/killed")
+        check("... and a rerun completes", rerun.returncode == 0, rerun.stderr.strip()[-500:])
+    else:
+        check("the run completed through task retry on the other executor", True)
+    upload("killed", 1)
+    second = med("run", "--cluster", cluster, lake="s3://lake/killed")
+    check("the next run on the remaining executor: exit 0", second.returncode == 0, second.stderr.strip()[-500:])
+    after = tables("killed")
+    check("tables after the kill equal the clean run's, one commit per table per run", not differences(after, clean),
+          {t: (len(after[t][0]), after[t][1], len(clean[t][0]), clean[t][1]) for t in differences(after, clean)})
+
+    # 4. No scheduler there.
+    upload("nowhere")
+    nowhere = med("run", "--cluster", f"df://127.0.0.1:{free_port()}", lake="s3://lake/nowhere", timeout=300)
+    errors = [l for l in nowhere.stderr.splitlines() if l.startswith("error")]
+    check("no scheduler: each gold model fails with one clear line naming it", nowhere.returncode == 1 and len(errors) == 2
+          and all("the scheduler at df://127.0.0.1" in l and "cannot connect" in l for l in errors), errors)
+    check("... and nothing was committed to gold",
+          all(tables("nowhere")[t][0] == "missing" for t in TABLES if t.startswith("gold/")))
+finally:
+    for p in processes:
+        p.kill()
+    moto.terminate()
+    if check.failed or sys.exc_info()[0] is not None:
+        for log in sorted(work.glob("*.log")):
+            print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+print(f"cluster: {check.passed} passed, {check.failed} failed", flush=True)
+sys.exit(1 if check.failed else 0)
