@@ -1,5 +1,6 @@
 """Helpers the Python test scripts share: named checks that count passes and failures, and
 local ports for the servers they start."""
+import json
 import socket
 import time
 
@@ -33,3 +34,17 @@ def wait_port(port, timeout=30):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+def moto_user(endpoint):
+    """On a moto server started with INITIAL_NO_AUTH_ACTION_COUNT=4: an IAM user allowed every S3
+    action (3 calls; the 4th is the caller's bucket). Returns its (access key id, secret)."""
+    import boto3
+
+    boot = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="boot", aws_secret_access_key="boot")
+    iam = boto3.client("iam", **boot)
+    iam.create_user(UserName="medallion")
+    key = iam.create_access_key(UserName="medallion")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="medallion", PolicyName="lake", PolicyDocument=json.dumps(policy))
+    return key["AccessKeyId"], key["SecretAccessKey"]

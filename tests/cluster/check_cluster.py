@@ -33,7 +33,7 @@ from deltalake import DeltaTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
-from harness import Checks, free_port, wait_port  # noqa: E402  (tests/harness.py)
+from harness import Checks, free_port, moto_user, wait_port  # noqa: E402  (tests/harness.py)
 
 medallion, repo, gen = sys.argv[1:4]
 work = Path(tempfile.mkdtemp(prefix="medallion-cluster-"))
@@ -90,13 +90,7 @@ endpoint = f"http://127.0.0.1:{moto_port}"
 processes = []
 try:
     wait_port(moto_port)
-    boot = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="boot", aws_secret_access_key="boot")
-    iam = boto3.client("iam", **boot)
-    iam.create_user(UserName="medallion")
-    key = iam.create_access_key(UserName="medallion")["AccessKey"]
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-    iam.put_user_policy(UserName="medallion", PolicyName="lake", PolicyDocument=json.dumps(policy))
-    key_id, secret = key["AccessKeyId"], key["SecretAccessKey"]
+    key_id, secret = moto_user(endpoint)
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key_id,
                       aws_secret_access_key=secret, config=botocore.config.Config(max_pool_connections=32))
     s3.create_bucket(Bucket="lake")

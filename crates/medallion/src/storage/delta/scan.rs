@@ -64,34 +64,24 @@ pub(super) async fn provider(
         return Ok(delta);
     }
     let store = table.object_store();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let scanned: Vec<Option<PartitionedFile>> = futures::stream::iter(files)
-        .map(|(path, size, descriptor, rows)| {
-            let store = Arc::clone(&store);
-            async move {
-                let file = PartitionedFile::new(path.to_string(), size);
-                let (Some(descriptor), Some(rows)) = (descriptor, rows) else { return Ok(Some(file)) };
-                let deleted = super::dv::read(store.as_ref(), &Path::from(""), Some(&descriptor)).await?;
-                Ok::<_, DeltaTableError>(
-                    kept_rows(&deleted, rows).map(|s| file.with_extension(ParquetRowSelection::new(s))),
-                )
+    // Paths relative to the table root, as the store is.
+    let scanned: Vec<PartitionedFile> = resolve(table, &[], &Path::from(""))
+        .await?
+        .into_iter()
+        .map(|f| {
+            let selection = f.selection();
+            let file = PartitionedFile::new(f.path, f.size);
+            match selection {
+                Some(s) => file.with_extension(ParquetRowSelection::new(s)),
+                None => file,
             }
         })
-        .buffered(threads)
-        .try_collect()
-        .await?;
-    // The table's store under a name of its own in this session (the files' paths are relative
-    // to the table root, as the store is).
+        .collect();
+    // The table's store under a name of its own in this session.
     let url = ObjectStoreUrl::parse(format!("medallion-table://{}", uuid::Uuid::new_v4().simple()))
         .map_err(|e| DeltaTableError::Generic(format!("scan: {e}")))?;
     ctx.runtime_env().register_object_store(url.as_ref(), store);
-    Ok(Arc::new(VectoredScan { schema: delta.schema(), url, files: scanned.into_iter().flatten().collect() }))
-}
-
-/// The selection of the rows of a `rows`-row file that `deleted` keeps; None when it keeps none.
-fn kept_rows(deleted: &roaring::RoaringTreemap, rows: usize) -> Option<RowSelection> {
-    let kept = kept_ranges(deleted, rows);
-    (!kept.is_empty()).then(|| RowSelection::from_consecutive_ranges(kept.into_iter(), rows))
+    Ok(Arc::new(VectoredScan { schema: delta.schema(), url, files: scanned }))
 }
 
 /// The ranges of the rows of a `rows`-row file that `deleted` keeps, in order.
@@ -170,7 +160,20 @@ pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTab
     };
     let root = Path::from_url_path(url.path()).map_err(|e| unreadable(format!("table path: {e}")))?;
     let partition_columns = snapshot.metadata().partition_columns();
-    let files: Vec<_> = snapshot
+    let files = resolve(table, partition_columns, &root).await?;
+    Ok(LiveFiles { store, partition_columns: partition_columns.to_vec(), files })
+}
+
+/// Every live file of `table` with at least one kept row, its path under `root`, its values of
+/// `partition_columns`, and the rows its deletion vector keeps (the vectors read a few at a time);
+/// a vector on a file without a row count is an error.
+async fn resolve(
+    table: &DeltaTable,
+    partition_columns: &[String],
+    root: &Path,
+) -> Result<Vec<LiveFile>, DeltaTableError> {
+    let files: Vec<_> = table
+        .snapshot()?
         .log_data()
         .iter()
         .map(|f| {
@@ -181,18 +184,22 @@ pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTab
             (f.object_store_path(), size, values, f.deletion_vector_descriptor(), f.num_records())
         })
         .collect();
-    let store_handle = table.object_store();
+    let store = table.object_store();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let resolved: Vec<Option<LiveFile>> = futures::stream::iter(files)
         .map(|(path, size, partition_values, descriptor, rows)| {
-            let (store_handle, root) = (Arc::clone(&store_handle), root.clone());
+            let (store, root) = (Arc::clone(&store), root.clone());
             async move {
                 let path = Path::from_iter(root.parts().chain(path.parts())).to_string();
                 let Some(descriptor) = descriptor else {
                     return Ok(Some(LiveFile { path, size, partition_values, kept: None }));
                 };
-                let rows = rows.ok_or_else(|| unreadable(format!("{path} has a deletion vector and no row count")))?;
-                let deleted = super::dv::read(store_handle.as_ref(), &Path::from(""), Some(&descriptor)).await?;
+                let rows = rows.ok_or_else(|| {
+                    DeltaTableError::Generic(format!(
+                        "cannot be read as plain Parquet files: {path} has a deletion vector and no row count"
+                    ))
+                })?;
+                let deleted = super::dv::read(store.as_ref(), &Path::from(""), Some(&descriptor)).await?;
                 let kept: Vec<(u64, u64)> =
                     kept_ranges(&deleted, rows).into_iter().map(|r| (r.start as u64, r.end as u64)).collect();
                 Ok::<_, DeltaTableError>((!kept.is_empty()).then_some(LiveFile {
@@ -206,11 +213,7 @@ pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTab
         .buffered(threads)
         .try_collect()
         .await?;
-    Ok(LiveFiles {
-        store,
-        partition_columns: partition_columns.to_vec(),
-        files: resolved.into_iter().flatten().collect(),
-    })
+    Ok(resolved.into_iter().flatten().collect())
 }
 
 /// The live files of a snapshot, each with the rows its vector keeps.
@@ -281,6 +284,16 @@ pub fn spread(files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The selection a `rows`-row file with `deleted` rows is read with, as `resolve` makes it
+    /// (None: the file is dropped, no row kept).
+    fn kept_rows(deleted: &roaring::RoaringTreemap, rows: usize) -> Option<RowSelection> {
+        let kept: Vec<(u64, u64)> =
+            kept_ranges(deleted, rows).into_iter().map(|r| (r.start as u64, r.end as u64)).collect();
+        let file =
+            LiveFile { path: String::new(), size: 0, partition_values: Vec::new(), kept: Some((kept, rows as u64)) };
+        file.kept.as_ref().is_some_and(|(k, _)| !k.is_empty()).then(|| file.selection()).flatten()
+    }
 
     #[test]
     fn kept_rows_skip_exactly_the_deleted() {
