@@ -7,11 +7,14 @@ own AWS_* variables, endpoint from the project's `[storage]`), and the driver, `
 --cluster df://…`, whose traffic to the scheduler passes a recording proxy. Checks, each printed
 as `ok`/`FAIL`:
 1. the run on the cluster succeeds and its tables equal an in-process run of the same data (every
-   column of silver, dead letter and gold), with the same number of commits per table;
+   column of silver, dead letter and gold), with the same number of commits per table; gold's
+   rows were written by the executors (the driver sent write nodes, not rows);
 2. the plans the driver sent carry neither the access key id nor the secret;
 3. an executor killed (abort, as kill -9) as it starts a task: the run completes through Ballista's
    task retry on the other executor, or fails cleanly and a rerun completes; either way the tables
-   equal the clean run's, with one commit per table per run;
+   equal the clean run's, with one commit per table per run; and one killed after writing a gold
+   model's files but before reporting them: same, and the dead attempt's files, never committed,
+   are removed by `vacuum`;
 4. a scheduler that is not there: the run fails with one clear line, nothing committed to gold.
 On failure the last lines of the scheduler's and executors' logs are printed (CLUSTER_LOG=info for
 Ballista's task log; CLUSTER_RUN_TIMEOUT=seconds bounds each run, default 600).
@@ -203,44 +206,85 @@ try:
     sent = bytes(proxy.sent)
     check("the driver sent its plans through the recorded connection", len(sent) > 1000 and b"ShippedScan" not in sent
           and b"medallion\x01T" in sent, len(sent))
+    check("gold's rows were written by the executors (the driver sent write nodes)", b"medallion\x01W" in sent)
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 
+    def faulty_run(name, fault, prefix):
+        """A run on `prefix`'s first batches while the only executor, `name`, dies at `fault`
+        (abort, as kill -9); another executor joins once it died, within the scheduler's grace
+        period for a cluster without executors. Checks the faulty one died and the run completed
+        (through task retry, or a clean failure and a rerun); returns the new executor."""
+        killed = executor(name, env={"MEDALLION_FAULT_AT": fault})
+        time.sleep(2)
+        upload(prefix, 0)
+        running = subprocess.Popen([medallion, "run", "--cluster", cluster, "--project", str(project), "--lake", f"s3://lake/{prefix}"],
+                                   env={**lake_env, "MEDALLION_NOW": NOW}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            killed.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pass
+        check(f"{name}: the faulty executor died ({fault})", killed.returncode is not None and killed.returncode < 0,
+              killed.returncode)
+        survivor = executor(f"{name}-survivor")
+        out, err = running.communicate(timeout=600)
+        if running.returncode != 0:
+            lines = [l for l in err.splitlines() if l.startswith("error")]
+            check(f"{name}: the run whose executor died fails cleanly (one error per failed node)",
+                  running.returncode == 1 and lines, err.strip()[-500:])
+            rerun = med("run", "--cluster", cluster, lake=f"s3://lake/{prefix}")
+            check(f"{name}: ... and a rerun completes", rerun.returncode == 0, rerun.stderr.strip()[-500:])
+        else:
+            check(f"{name}: the run completed through task retry on the other executor", True)
+        upload(prefix, 1)
+        second = med("run", "--cluster", cluster, lake=f"s3://lake/{prefix}")
+        check(f"{name}: the next run on the remaining executor: exit 0", second.returncode == 0, second.stderr.strip()[-500:])
+        after = tables(prefix)
+        check(f"{name}: tables equal the clean run's, one commit per table per run", not differences(after, clean),
+              {t: (len(after[t][0]), after[t][1], len(clean[t][0]), clean[t][1]) for t in differences(after, clean)})
+        return survivor
+
+    def stop(executors):
+        for p in executors:
+            p.terminate()
+            p.wait(timeout=30)
+        time.sleep(10)  # the scheduler drops them (executor timeout 8s)
+
     # 3. An executor killed as it starts a task.
-    for p in (a, b):
-        p.terminate()
-        p.wait(timeout=30)
-    time.sleep(10)  # the scheduler drops them (executor timeout 8s)
-    # The faulty executor alone first, so it surely takes a task; the other joins once it died,
-    # within the scheduler's grace period for a cluster without executors.
-    killed = executor("killed", env={"MEDALLION_FAULT_AT": "cluster/scan:execute:abort"})
-    time.sleep(2)
-    upload("killed", 0)
-    running = subprocess.Popen([medallion, "run", "--cluster", cluster, "--project", str(project), "--lake", "s3://lake/killed"],
-                               env={**lake_env, "MEDALLION_NOW": NOW}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        killed.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        pass
-    check("the faulty executor died as it started a task", killed.returncode is not None and killed.returncode < 0,
-          killed.returncode)
-    executor("survivor")
-    out, err = running.communicate(timeout=600)
-    first = subprocess.CompletedProcess(running.args, running.returncode, out, err)
-    if first.returncode != 0:
-        lines = [l for l in first.stderr.splitlines() if l.startswith("error")]
-        check("a run whose executor died fails cleanly (one error per failed node)", first.returncode == 1 and lines,
-              first.stderr.strip()[-500:])
-        rerun = med("run", "--cluster", cluster, lake="s3://lake/killed")
-        check("... and a rerun completes", rerun.returncode == 0, rerun.stderr.strip()[-500:])
-    else:
-        check("the run completed through task retry on the other executor", True)
-    upload("killed", 1)
-    second = med("run", "--cluster", cluster, lake="s3://lake/killed")
-    check("the next run on the remaining executor: exit 0", second.returncode == 0, second.stderr.strip()[-500:])
-    after = tables("killed")
-    check("tables after the kill equal the clean run's, one commit per table per run", not differences(after, clean),
-          {t: (len(after[t][0]), after[t][1], len(clean[t][0]), clean[t][1]) for t in differences(after, clean)})
+    stop([a, b])
+    survivor = faulty_run("killed", "cluster/scan:execute:abort", "killed")
+
+    # 3b. An executor killed once it wrote a gold model's files, before it reported them: the
+    # retried task writes them again; only the files reported by the attempt that completed are
+    # committed, the dead attempt's are left unpublished (never read) until vacuum removes them.
+    stop([survivor])
+    faulty_run("killed-writing", "cluster/write:written:abort", "written")
+
+    def unpublished(prefix):
+        """Parquet files under the gold tables that no commit of their log adds."""
+        out = []
+        for t in (t for t in TABLES if t.startswith("gold/")):
+            root = f"{prefix}/{t}/"
+            added = set()
+            for o in s3.list_objects_v2(Bucket="lake", Prefix=f"{root}_delta_log/").get("Contents", []):
+                if o["Key"].endswith(".json"):
+                    for line in s3.get_object(Bucket="lake", Key=o["Key"])["Body"].read().splitlines():
+                        action = json.loads(line)
+                        if "add" in action:
+                            added.add(action["add"]["path"])
+            for o in s3.list_objects_v2(Bucket="lake", Prefix=root).get("Contents", []):
+                rel = o["Key"][len(root):]
+                if rel.endswith(".parquet") and not rel.startswith("_delta_log") and rel not in added:
+                    out.append(o["Key"])
+        return out
+
+    orphans = unpublished("written")
+    check("the dead attempt's files are in the lake, never committed", orphans, len(orphans))
+    vacuumed = med("vacuum", "--retain", "0s", "--force", lake="s3://lake/written")
+    check("vacuum removes them, and the tables read the same",
+          vacuumed.returncode == 0 and not unpublished("written")
+          and all(tables("written")[t][0] == clean[t][0] for t in TABLES),
+          (vacuumed.stderr.strip()[-300:], unpublished("written")))
 
     # 4. No scheduler there.
     upload("nowhere")

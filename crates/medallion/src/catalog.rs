@@ -132,6 +132,48 @@ pub async fn remote_session(
     }
 }
 
+/// Runs `df`, of a [`remote_session`], on the cluster's executors, which write its rows as files of
+/// `table` (cast to `schema`'s types) without committing them; returns the files' add actions
+/// (see [`Table::commit_files`]).
+pub async fn write_on_cluster(df: DataFrame, table: &Table, schema: SchemaRef) -> Result<Vec<String>> {
+    #[cfg(feature = "cluster")]
+    {
+        crate::cluster::write(df, &table.url(), schema).await
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = (df, schema);
+        Err(Error::Internal(format!("{}: no cluster in this build (cargo feature `cluster`)", table.label)))
+    }
+}
+
+/// Registers as `name` in a [`remote_session`] the files `adds` written for `table` and not
+/// committed (of `schema`): the executors read them where they are.
+pub fn register_written(
+    ctx: &SessionContext,
+    name: &str,
+    table: &Table,
+    schema: &SchemaRef,
+    adds: &[String],
+) -> Result<()> {
+    #[cfg(feature = "cluster")]
+    {
+        let shipped = crate::cluster::ShippedTable::new(schema, table.written_files(adds)?)
+            .map_err(|e| Error::sql(format!("reading the written files of {}", table.label), e))?;
+        let _ = ctx.deregister_table(name).map_err(|e| Error::sql(format!("staging `{name}`"), e))?;
+        ctx.register_table(name, Arc::new(shipped)).map_err(|e| Error::sql(format!("staging `{name}`"), e))?;
+        Ok(())
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        let _ = (ctx, schema, adds);
+        Err(Error::Internal(format!(
+            "{}: no cluster in this build (cargo feature `cluster`) for `{name}`",
+            table.label
+        )))
+    }
+}
+
 async fn session_with(
     lake: &Lake,
     tables: &dyn Registry,

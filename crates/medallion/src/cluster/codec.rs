@@ -1,8 +1,8 @@
-//! medallion's plan codecs for Ballista: a [`ShippedTable`] in the logical plans the driver sends
-//! the scheduler, a [`ShippedScan`] in the stage plans the scheduler sends the executors;
-//! everything else is Ballista's own.
+//! medallion's plan codecs for Ballista: a [`ShippedTable`] and a [`WriteNode`] in the logical
+//! plans the driver sends the scheduler, a [`ShippedScan`] and a [`WriteExec`] in the stage plans
+//! the scheduler sends the executors; everything else is Ballista's own.
 //!
-//! Encoded: the schema (Arrow IPC), the live files (paths, sizes, partition values, kept rows),
+//! Encoded: a write's table URL and files' schema; a table's schema (Arrow IPC), the live files (paths, sizes, partition values, kept rows),
 //! the projection, filters (DataFusion's protobuf), limit and partition count, after a tag that
 //! tells them from Ballista's bytes. No credential is in them: executors open the store with
 //! their own configuration.
@@ -27,12 +27,15 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::scan::{Scan, ShippedScan, ShippedTable};
+use super::write::{Target, WriteExec, WriteNode};
 use crate::storage::delta::LiveFiles;
 
 /// Before every message of ours: `medallion`, a format version, a kind.
 const TAG: &[u8] = b"medallion\x01";
 const TABLE: u8 = b'T';
 const SCAN: u8 = b'S';
+const WRITE: u8 = b'W';
+const WRITE_EXEC: u8 = b'X';
 
 /// A shipped table, as bytes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -40,6 +43,32 @@ struct TableMessage {
     /// The schema, as an Arrow IPC stream with no batch.
     schema: Vec<u8>,
     files: LiveFiles,
+}
+
+/// A write's target, as bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TargetMessage {
+    url: String,
+    /// The files' schema, as an Arrow IPC stream with no batch.
+    schema: Vec<u8>,
+}
+
+impl TargetMessage {
+    fn of(target: &Target) -> DfResult<TargetMessage> {
+        Ok(TargetMessage { url: target.url.clone(), schema: schema_bytes(&target.schema)? })
+    }
+
+    fn target(self) -> DfResult<Target> {
+        Ok(Target { url: self.url, schema: schema_of(&self.schema)? })
+    }
+}
+
+/// The one input of a node of ours that has one.
+fn single<T: Clone>(inputs: &[T], what: &str) -> DfResult<T> {
+    match inputs {
+        [one] => Ok(one.clone()),
+        _ => Err(bad(format!("{what} has 1 input, not {}", inputs.len()))),
+    }
 }
 
 /// A shipped scan, as bytes.
@@ -94,11 +123,16 @@ pub struct LogicalCodec {
 
 impl LogicalExtensionCodec for LogicalCodec {
     fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> DfResult<Extension> {
-        self.ballista.try_decode(buf, inputs, ctx)
+        let Some(body) = body(buf, WRITE) else { return self.ballista.try_decode(buf, inputs, ctx) };
+        let target = serde_json::from_slice::<TargetMessage>(body).map_err(bad)?.target()?;
+        Ok(Extension { node: Arc::new(WriteNode::new(single(inputs, "a write")?, target)?) })
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> DfResult<()> {
-        self.ballista.try_encode(node, buf)
+        match node.node.as_any().downcast_ref::<WriteNode>() {
+            Some(write) => encode(WRITE, &TargetMessage::of(write.target())?, buf),
+            None => self.ballista.try_encode(node, buf),
+        }
     }
 
     fn try_decode_table_provider(
@@ -152,6 +186,10 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(body) = body(buf, WRITE_EXEC) {
+            let target = serde_json::from_slice::<TargetMessage>(body).map_err(bad)?.target()?;
+            return Ok(Arc::new(WriteExec::new(single(inputs, "a write")?, target)));
+        }
         let Some(body) = body(buf, SCAN) else {
             return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
         };
@@ -160,8 +198,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
             message.filters.iter().map(|f| Expr::from_bytes_with_ctx(f, ctx)).collect::<DfResult<Vec<_>>>()?;
         let scan =
             Scan { projection: message.projection, filters, limit: message.limit, partitions: message.partitions };
-        let [tickets] = <[_; 1]>::try_from(inputs.to_vec())
-            .map_err(|i| bad(format!("a shipped scan has 1 input, not {}", i.len())))?;
+        let tickets = single(inputs, "a shipped scan")?;
         Ok(Arc::new(ShippedScan::with_tickets(table_of(message.table)?, scan, tickets)?))
     }
 
@@ -171,6 +208,9 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
+        if let Some(write) = node.downcast_ref::<WriteExec>() {
+            return encode(WRITE_EXEC, &TargetMessage::of(write.target())?, buf);
+        }
         let Some(shipped) = node.downcast_ref::<ShippedScan>() else {
             return self.ballista.try_encode(node, buf, proto_converter);
         };
@@ -189,6 +229,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::logical_expr::UserDefinedLogicalNodeCore;
     use datafusion::prelude::{col, lit};
 
     use super::*;
@@ -257,5 +298,34 @@ mod tests {
         assert_eq!(back.schema(), node.schema());
         // Bytes that are not ours go to Ballista's codec (which refuses these).
         assert!(physical.try_decode(b"not ours", &[], &ctx, &converter).is_err());
+    }
+
+    #[test]
+    fn a_write_decodes_to_what_was_encoded() {
+        let ctx = TaskContext::default();
+        let target = Target {
+            url: "s3://bucket/lake/gold/m/".into(),
+            schema: Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+        };
+        let input = datafusion::logical_expr::LogicalPlanBuilder::empty(false).build().expect("plan");
+        let node = Extension { node: Arc::new(WriteNode::new(input.clone(), target.clone()).expect("node")) };
+        let logical = LogicalCodec::default();
+        let mut buf = Vec::new();
+        logical.try_encode(&node, &mut buf).expect("encode");
+        let back = logical.try_decode(&buf, &[input], &ctx).expect("decode");
+        let back = back.node.as_any().downcast_ref::<WriteNode>().expect("a write node");
+        assert_eq!(back.target(), &target);
+        // The written files' actions are all a write returns.
+        assert_eq!(back.schema().fields().len(), 1);
+
+        let rows: Arc<dyn ExecutionPlan> =
+            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::clone(&target.schema)));
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(WriteExec::new(Arc::clone(&rows), target.clone()));
+        let physical = PhysicalCodec::default();
+        let converter = datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {};
+        let mut buf = Vec::new();
+        physical.try_encode(exec, &mut buf, &converter).expect("encode");
+        let back = physical.try_decode(&buf, &[rows], &ctx, &converter).expect("decode");
+        assert_eq!(back.downcast_ref::<WriteExec>().expect("a write").target(), &target);
     }
 }

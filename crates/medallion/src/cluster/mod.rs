@@ -3,8 +3,10 @@
 //! A run pointed at a scheduler (`--cluster df://host:port`) is the driver: it reads the Delta
 //! logs, resolves each table a query reads into its live Parquet files ([`ShippedTable`]), and
 //! hands the query's logical plan to the scheduler, which plans it into stages and runs them on
-//! the executors (Ballista's shuffle and task retries); the results come back to the driver, which
-//! audits them and makes the one Delta commit, with its app transaction, as in-process.
+//! the executors (Ballista's shuffle and task retries). A gold model's rows are written by the
+//! executors as files of its table ([`write`]), audited where they are, and published by the
+//! driver's one Delta commit; other results come back to the driver, which audits them and makes
+//! the commit, with its app transaction, as in-process.
 //!
 //! Executors share nothing with the driver but the object store: they open it with their own
 //! configuration (the environment, their `[storage]`), so plans carry paths, never credentials.
@@ -13,6 +15,7 @@ mod codec;
 mod process;
 mod scan;
 mod stores;
+mod write;
 
 use std::sync::Arc;
 
@@ -27,6 +30,7 @@ pub use codec::{LogicalCodec, PhysicalCodec};
 pub use process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
 pub use scan::{ShippedScan, ShippedTable};
 pub use stores::LakeStores;
+pub use write::{Planner, Target, WriteExec, WriteNode, write};
 
 /// A Ballista scheduler queries are sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]

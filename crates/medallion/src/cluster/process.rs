@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballista_core::RuntimeProducer;
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::utils::default_config_producer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
@@ -67,6 +68,12 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
         expire_dead_executor_interval_seconds: (options.executor_timeout.as_secs() / 4).clamp(1, 15),
         no_executors_grace_period_seconds: options.executor_timeout.as_secs().max(1),
         override_config_producer: Some(Arc::new(|| super::planning(default_config_producer()))),
+        override_session_builder: Some(Arc::new(super::write::scheduler_state)),
+        // Executors ask for tasks (pull) instead of the scheduler counting their free slots
+        // (push): Ballista 55's push mode loses a slot for good when an executor dies after its
+        // map stages finished (the retried task's status is ignored, its slot never refunded), and
+        // a cluster of one-slot executors then waits forever.
+        scheduling_policy: TaskSchedulingPolicy::PullStaged,
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),
         override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
         ..SchedulerConfig::default()
@@ -77,6 +84,8 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
 
 /// Runs an executor until the process is stopped (SIGTERM, Ctrl-C).
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    // Tasks that write files open the lake by URL through delta-rs: the same buckets.
+    crate::storage::cloud::register_stores(options.storage.clone());
     let stores = Arc::new(LakeStores::new(options.storage));
     let work_dir = options.work_dir.clone();
     let runtime: RuntimeProducer = Arc::new(move |_| {
@@ -96,6 +105,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         vcores: options.slots.max(1),
         work_dir: options.work_dir,
         print_thread_info: false,
+        // As the scheduler's (see `run_scheduler`).
+        task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         override_runtime_producer: Some(runtime),
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),

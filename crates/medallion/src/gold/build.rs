@@ -20,11 +20,12 @@ use super::models::GoldModel;
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
 use crate::quality::audit::{Stage, audit};
+use crate::quality::checks::{THIS, TableCheck, evaluate};
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::{Now, ms};
 use crate::spec::Action;
-use crate::storage::delta::{Table, WriteOptions};
+use crate::storage::delta::{Table, WriteOptions, rows_in};
 use crate::storage::{Lake, Layer};
 
 /// What building a model did.
@@ -177,6 +178,32 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     // On a cluster, the model's query runs on the executors; audits and the published rows this
     // build keeps are read here.
     let remote = catalog::remote_session(tables, &opened, &opts.engine).await?;
+    let commit_metadata =
+        || HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
+    // A full build without `drop` expectations never brings its rows here: the executors write
+    // them and audit them where they are, and this process publishes the files.
+    let drops = model.gates.iter().any(|g| g.action == Action::Drop) || model.checks.iter().any(|c| c.drops());
+    if let Some(remote) = remote.as_ref().filter(|_| replace_where.is_none() && query.is_none() && !drops) {
+        let (table, rows, expectations) =
+            build_on_cluster(remote, table, model, &sql, &context, now, commit_metadata()).await?;
+        if model.parquet {
+            crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
+            super::export::ensure(lake, &table, &model.name).await?;
+        }
+        return Ok(Build {
+            model: model.name.clone(),
+            rebuilt: true,
+            rows,
+            version: table.version(),
+            inputs,
+            dropped: 0,
+            expectations,
+            partitions: None,
+            added: None,
+            waiting: false,
+            duration_ms: ms(t0),
+        });
+    }
     let df = catalog::read_only(remote.as_ref().unwrap_or(&ctx), &sql, &context).await?;
     let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
     let batches = conform(batches, &model.schema, &context)?;
@@ -232,8 +259,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     let written: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
     let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema.clone())] } else { batches };
-    let metadata: HashMap<String, Value> =
-        HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
+    let metadata: HashMap<String, Value> = commit_metadata();
     let added = query.map(|_| written);
     // Keyed dbt-style incremental: the published rows other than the new rows' keys, and the new
     // rows, replace the table (dbt's delete+insert).
@@ -278,6 +304,49 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         waiting: false,
         duration_ms: ms(t0),
     })
+}
+
+/// A full build on a cluster: the executors write the model's rows as files of its table (not yet
+/// part of it), its expectations run over those files on the executors, and the files are
+/// published in one commit, or deleted when a `fail` expectation stops the build. Returns the
+/// table after the commit, its rows and the expectations' results.
+async fn build_on_cluster(
+    remote: &SessionContext,
+    table: Table,
+    model: &GoldModel,
+    sql: &str,
+    context: &str,
+    now: Now,
+    metadata: HashMap<String, Value>,
+) -> Result<(Table, u64, Vec<GateResult>)> {
+    let node = format!("gold/{}", model.name);
+    let df = catalog::read_only(remote, sql, context).await?;
+    let adds = catalog::write_on_cluster(df, &table, model.schema.clone()).await?;
+    let audited = async {
+        catalog::register_written(remote, THIS, &table, &model.schema, &adds)?;
+        let mut results = Vec::with_capacity(model.gates.len() + model.checks.len());
+        for gate in &model.gates {
+            results.push(gate.evaluate_on(remote, THIS, &node).await?);
+        }
+        let checks: Vec<&TableCheck> = model.checks.iter().collect();
+        results.extend(evaluate(remote, &checks, now, None).await?);
+        enforce(&node, &mut results)?;
+        crate::runtime::faults::check(&node, "write")?;
+        Ok(results)
+    }
+    .await;
+    let results = match audited {
+        Ok(results) => results,
+        Err(e) => {
+            if let Err(left) = table.discard_files(&adds).await {
+                tracing::warn!("{node}: unpublished files left for vacuum: {left}");
+            }
+            return Err(e);
+        }
+    };
+    let rows = rows_in(&adds)?;
+    let table = table.commit_files(&adds, &model.schema, metadata).await?;
+    Ok((table, rows, results))
 }
 
 /// Evaluates the model's row-level expectations on its result: returns the rows to publish, the rows

@@ -4,16 +4,13 @@
 //! over the table as readers see it; set- and table-level ones run with `this` standing for it.
 //! Results are appended to `_medallion/expectations` with command `test`.
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::Int64Type;
-use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use crate::catalog;
 use crate::error::{Error, Result};
 use crate::project::Project;
 use crate::quality::checks::{self, THIS};
-use crate::quality::gates::{Gate, GateResult, Outcome, SAMPLES};
+use crate::quality::gates::{GateResult, Outcome};
 use crate::quality::results;
 use crate::runtime::Now;
 use crate::storage::Lake;
@@ -44,7 +41,7 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
             continue;
         }
         for gate in gates {
-            out.push(TestOutcome { node: node.clone(), result: run_one(&ctx, &node, &table, gate).await? });
+            out.push(TestOutcome { node: node.clone(), result: gate.evaluate_on(&ctx, &table, &node).await? });
         }
         if !table_checks.is_empty() {
             let provider =
@@ -68,28 +65,4 @@ pub async fn test(lake: &Lake, project: &Project, select: &[String], now: Now) -
     let recorded: Vec<(String, GateResult)> = out.iter().map(|o| (o.node.clone(), o.result.clone())).collect();
     results::record(lake, &run_id, "test", now, &recorded).await?;
     Ok(out)
-}
-
-async fn run_one(ctx: &SessionContext, node: &str, table: &str, gate: &Gate) -> Result<GateResult> {
-    let context = format!("expectation `{}` on {node}", gate.name);
-    let failing = format!("NOT coalesce(({}), false)", gate.sql);
-    let counts =
-        catalog::query(ctx, &format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}"), &context)
-            .await?;
-    let (rows, bad) = counts
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| (b.column(0).as_primitive::<Int64Type>().value(0), b.column(1).as_primitive::<Int64Type>().value(0)))
-        .unwrap_or((0, 0));
-    let mut result = gate.result();
-    result.rows_checked = u64::try_from(rows).unwrap_or(0);
-    result.failing_rows = u64::try_from(bad).unwrap_or(0);
-    if bad > 0 {
-        for b in
-            catalog::query(ctx, &format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}"), &context).await?
-        {
-            result.add_samples(&b)?;
-        }
-    }
-    Ok(result)
 }

@@ -183,6 +183,34 @@ impl Gate {
     pub fn result(&self) -> GateResult {
         GateResult::new(&self.name, self.kind, self.action, &self.sql)
     }
+
+    /// Its result over the rows of `table` (a name registered in `ctx`; `node` names it in
+    /// messages), by SQL: a count of the rows and of the failing ones, and a few samples. The
+    /// rows are read where the session runs (on a cluster, by its executors).
+    pub async fn evaluate_on(&self, ctx: &SessionContext, table: &str, node: &str) -> Result<GateResult> {
+        use datafusion::arrow::datatypes::Int64Type;
+        let context = format!("expectation `{}` on {node}", self.name);
+        let failing = format!("NOT coalesce(({}), false)", self.sql);
+        let sql = format!("SELECT count(*), count(*) FILTER (WHERE {failing}) FROM {table}");
+        let counts = crate::catalog::query(ctx, &sql, &context).await?;
+        let (rows, bad) = counts
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                (b.column(0).as_primitive::<Int64Type>().value(0), b.column(1).as_primitive::<Int64Type>().value(0))
+            })
+            .unwrap_or((0, 0));
+        let mut result = self.result();
+        result.rows_checked = u64::try_from(rows).unwrap_or(0);
+        result.failing_rows = u64::try_from(bad).unwrap_or(0);
+        if bad > 0 {
+            let sql = format!("SELECT * FROM {table} WHERE {failing} LIMIT {SAMPLES}");
+            for b in crate::catalog::query(ctx, &sql, &context).await? {
+                result.add_samples(&b)?;
+            }
+        }
+        Ok(result)
+    }
 }
 
 /// Settles every result, then returns the `fail` ones that failed as an error naming each (the

@@ -18,6 +18,8 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use deltalake::logstore::{LogStore, LogStoreFactory, StorageConfig, default_logstore, logstore_factories};
+#[cfg(feature = "cluster")]
+use deltalake::logstore::{ObjectStoreFactory, object_store_factories};
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
 use url::Url;
 
@@ -114,12 +116,45 @@ pub fn bucket_store(
 fn register_log_stores() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for scheme in ["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"] {
+        for scheme in SCHEMES {
             if let Ok(url) = Url::parse(&format!("{scheme}://")) {
                 logstore_factories().insert(url, Arc::new(ConditionalPut));
             }
         }
     });
+}
+
+/// Object-store schemes medallion opens lakes on.
+const SCHEMES: [&str; 8] = ["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"];
+
+#[cfg(feature = "cluster")]
+/// Lets delta-rs open object-store locations by URL alone in this process, each bucket built as
+/// [`bucket_store`] builds it with `options` (a project's `[storage]`) over the environment: what
+/// a process that writes tables' files without opening them (a cluster's executor) needs.
+pub fn register_stores(options: BTreeMap<String, String>) {
+    let factory = Arc::new(BucketStores { options });
+    for scheme in SCHEMES {
+        if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+            object_store_factories().insert(url, Arc::clone(&factory) as Arc<dyn ObjectStoreFactory>);
+        }
+    }
+    register_log_stores();
+}
+
+#[cfg(feature = "cluster")]
+struct BucketStores {
+    options: BTreeMap<String, String>,
+}
+
+#[cfg(feature = "cluster")]
+impl ObjectStoreFactory for BucketStores {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        _: &StorageConfig,
+    ) -> deltalake::DeltaResult<(Arc<dyn ObjectStore>, object_store::path::Path)> {
+        bucket_store(url, &self.options).map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))
+    }
 }
 
 #[derive(Debug)]

@@ -19,3 +19,4 @@ mod merge;
 mod pipeline;
 mod recovery;
 mod replay;
+mod written_files;

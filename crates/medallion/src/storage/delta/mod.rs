@@ -24,11 +24,13 @@ use super::{Lake, Layer};
 use crate::error::{Error, Result};
 
 mod dv;
+mod files;
 mod keyed;
 mod purge;
 mod rows;
 mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
+pub use files::{FileWriter, rows_in};
 pub(crate) use keyed::int_key_and_order;
 pub use rows::{InMemory, Pass, Rows};
 pub use scan::{LiveFile, LiveFiles, spread};
@@ -217,6 +219,11 @@ impl Table {
     /// Whether the table has at least one commit.
     pub fn exists(&self) -> bool {
         self.exists
+    }
+
+    /// Where the table is (`s3://bucket/lake/gold/x`, `file:///…`).
+    pub fn url(&self) -> url::Url {
+        self.inner.table_url().clone()
     }
 
     /// Latest version, if the table exists.

@@ -1,0 +1,174 @@
+//! Files written for a table by a process that does not commit (a cluster's executor), and the one
+//! commit on the driver that publishes them.
+//!
+//! A written file is described by its Delta add action (path, size, statistics), carried as JSON
+//! from the writer to the committer. Until a commit adds it, a file is not part of the table:
+//! readers never see it, and `vacuum` removes it once it is older than the retention. A task that
+//! dies after writing, and runs again, leaves such a file behind and nothing else: only the
+//! actions the committer received are committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Add, MetadataExt, StructField, StructType};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{LiveFile, LiveFiles, Table, commit_properties};
+use crate::error::{Error, Result};
+
+/// Writes Parquet files of `schema` under the table at `table_url` (which may not exist yet) and
+/// hands out their add actions: nothing is committed.
+pub struct FileWriter {
+    label: String,
+    schema: SchemaRef,
+    writer: RecordBatchWriter,
+}
+
+impl FileWriter {
+    /// A writer for the table at `table_url`. Its store is found as delta-rs finds one for a URL:
+    /// local paths by default, object stores once registered
+    /// ([`crate::storage::cloud::register_stores`]).
+    pub fn new(table_url: &Url, schema: SchemaRef) -> Result<FileWriter> {
+        let label = table_url.to_string();
+        let writer = RecordBatchWriter::try_new(table_url.as_str(), Arc::clone(&schema), None, None)
+            .map_err(|e| Error::delta(&label, e))?;
+        Ok(FileWriter { label, schema, writer })
+    }
+
+    /// Writes `batch`, whose columns are the schema's, in its order.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+            .map_err(|e| Error::arrow(format!("rows written to {}", self.label), e))?;
+        self.writer.write(batch).await.map_err(|e| Error::delta(&self.label, e))
+    }
+
+    /// Closes the files: their add actions, as JSON (none when no row was written).
+    pub async fn finish(mut self) -> Result<Vec<String>> {
+        let adds = self.writer.flush().await.map_err(|e| Error::delta(&self.label, e))?;
+        adds.iter().map(|a| serde_json::to_string(a).map_err(|e| Error::Internal(format!("add action: {e}")))).collect()
+    }
+}
+
+fn parse(label: &str, adds: &[String]) -> Result<Vec<Add>> {
+    adds.iter()
+        .map(|a| serde_json::from_str(a).map_err(|e| Error::Internal(format!("{label}: a written file's action: {e}"))))
+        .collect()
+}
+
+/// Rows in the files `adds` describe (from their statistics).
+pub fn rows_in(adds: &[String]) -> Result<u64> {
+    Ok(rows_of(&parse("written files", adds)?))
+}
+
+fn rows_of(adds: &[Add]) -> u64 {
+    adds.iter()
+        .filter_map(|a| a.stats.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()))
+        .filter_map(|stats| stats.get("numRecords").and_then(Value::as_u64))
+        .sum()
+}
+
+impl Table {
+    /// The files `adds` (written for this table, not committed) as [`LiveFiles`]: a cluster reads
+    /// them as the candidate before they are published.
+    pub fn written_files(&self, adds: &[String]) -> Result<LiveFiles> {
+        let url = self.inner.table_url();
+        let store = match url.host_str() {
+            Some(host) => format!("{}://{host}", url.scheme()),
+            None => format!("{}://", url.scheme()),
+        };
+        let root =
+            Path::from_url_path(url.path()).map_err(|e| Error::Internal(format!("{}: table path: {e}", self.label)))?;
+        let files = parse(&self.label, adds)?
+            .into_iter()
+            .map(|a| {
+                let path = Path::from_url_path(&a.path)
+                    .map_err(|e| Error::Internal(format!("{}: file path {}: {e}", self.label, a.path)))?;
+                Ok(LiveFile {
+                    path: Path::from_iter(root.parts().chain(path.parts())).to_string(),
+                    size: u64::try_from(a.size).unwrap_or(0),
+                    partition_values: Vec::new(),
+                    kept: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LiveFiles { store, partition_columns: Vec::new(), files })
+    }
+
+    /// Replaces the table's content with the files `adds` describe, of `schema`, in one commit
+    /// carrying `metadata`: creates the table, or removes every live file (and records the new
+    /// schema when it changed).
+    pub async fn commit_files(
+        self,
+        adds: &[String],
+        schema: &Schema,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Table> {
+        let label = self.label.clone();
+        let delta = |e| Error::delta(&label, e);
+        let adds = parse(&label, adds)?;
+        let rows = rows_of(&adds);
+        let structure: StructType =
+            schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
+        let mut metadata = metadata;
+        let mut metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows });
+        if !self.exists {
+            metadata.insert("operationMetrics".into(), metrics);
+            let fields: Vec<StructField> = structure.fields().cloned().collect();
+            let inner = CreateBuilder::new()
+                .with_log_store(self.inner.log_store())
+                .with_columns(fields)
+                .with_actions(adds.into_iter().map(Action::Add))
+                .with_commit_properties(commit_properties(None, metadata))
+                .await
+                .map_err(delta)?;
+            return Ok(Table { label, inner, exists: true });
+        }
+        let snapshot = self.inner.snapshot().map_err(delta)?.clone();
+        let mut actions: Vec<Action> =
+            snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
+        metrics["num_removed_files"] = json!(actions.len());
+        if snapshot.schema().as_ref() != &structure {
+            let changed = snapshot.metadata().clone().with_schema(&structure).map_err(|e| delta(e.into()))?;
+            actions.push(Action::Metadata(changed));
+        }
+        actions.extend(adds.into_iter().map(Action::Add));
+        metadata.insert("operationMetrics".into(), metrics);
+        let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+        let commit = CommitBuilder::from(commit_properties(None, metadata))
+            .with_actions(actions)
+            .build(Some(&snapshot), self.inner.log_store(), operation)
+            .await
+            .map_err(delta)?;
+        let mut inner = self.inner;
+        inner.update_incremental(Some(commit.version())).await.map_err(delta)?;
+        Ok(Table { label, inner, exists: true })
+    }
+
+    /// Deletes the files `adds` describe, written for this table and never committed (a build
+    /// whose expectations stopped it): what `vacuum` would remove later, removed now.
+    pub async fn discard_files(&self, adds: &[String]) -> Result<()> {
+        let store = self.inner.object_store();
+        for add in parse(&self.label, adds)? {
+            let path = Path::from_url_path(&add.path)
+                .map_err(|e| Error::Internal(format!("{}: file path {}: {e}", self.label, add.path)))?;
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(cause) => return Err(Error::Storage { location: format!("{}/{path}", self.label), cause }),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! Files written for a table by a process that does not commit (a cluster's executor), published
+//! by one commit elsewhere: the table is created, replaced, changes schema; files never committed
+//! are not read, and are deleted when the build is abandoned.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use medallion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use medallion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use medallion::storage::delta::{FileWriter, Table, rows_in};
+use medallion::storage::{Lake, Layer};
+
+fn schema(with_name: bool) -> SchemaRef {
+    let mut fields = vec![Field::new("id", DataType::Int64, true)];
+    if with_name {
+        fields.push(Field::new("name", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn rows(ids: std::ops::Range<i64>, with_name: bool) -> RecordBatch {
+    let mut columns: Vec<Arc<dyn medallion::arrow::array::Array>> =
+        vec![Arc::new(Int64Array::from_iter_values(ids.clone()))];
+    if with_name {
+        columns.push(Arc::new(StringArray::from_iter_values(ids.map(|i| format!("n{i}")))));
+    }
+    RecordBatch::try_new(schema(with_name), columns).expect("batch")
+}
+
+/// Files written by `parts` separate writers (as tasks would), their add actions.
+async fn written(table: &Table, parts: &[RecordBatch]) -> Vec<String> {
+    let mut adds = Vec::new();
+    for part in parts {
+        let mut writer = FileWriter::new(&table.url(), part.schema()).expect("writer");
+        writer.write(part.clone()).await.expect("write");
+        adds.extend(writer.finish().await.expect("finish"));
+    }
+    adds
+}
+
+fn parquet_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".parquet")))
+        .count()
+}
+
+#[tokio::test]
+async fn written_files_are_published_by_one_commit_and_abandoned_ones_deleted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = Lake::open(&dir.path().display().to_string(), dir.path()).expect("lake");
+    let meta = || HashMap::from([("medallion".to_string(), serde_json::json!({ "run_id": "r" }))]);
+
+    // Created with the files of two writers; an empty writer writes no file.
+    let table = Table::open(&lake, Layer::Gold, "m").await.expect("open");
+    let mut adds = written(&table, &[rows(0..10, false), rows(10..25, false)]).await;
+    adds.extend(FileWriter::new(&table.url(), schema(false)).expect("writer").finish().await.expect("empty"));
+    assert_eq!((adds.len(), rows_in(&adds).expect("rows")), (2, 25));
+    // Not part of the table before the commit.
+    assert!(!Table::open(&lake, Layer::Gold, "m").await.expect("open").exists());
+    let table = table.commit_files(&adds, &schema(false), meta()).await.expect("create");
+    assert_eq!((table.version(), table.count_rows().await.expect("count")), (Some(0), 25));
+
+    // Replaced, with a new column, in one commit.
+    let adds = written(&table, &[rows(100..103, true)]).await;
+    let table = table.commit_files(&adds, &schema(true), meta()).await.expect("replace");
+    let reopened = Table::open(&lake, Layer::Gold, "m").await.expect("open");
+    assert_eq!((reopened.version(), reopened.count_rows().await.expect("count")), (Some(1), 3));
+    assert_eq!(reopened.arrow_schema().expect("schema").expect("exists").fields().len(), 2);
+    let info = reopened.last_commit_info().await.expect("info");
+    assert_eq!(info.get("medallion").and_then(|m| m.get("run_id")), Some(&serde_json::json!("r")));
+
+    // A build stopped before its commit: its files are deleted, the table is unchanged.
+    let on_disk = parquet_files(&dir.path().join("gold/m"));
+    let abandoned = written(&table, &[rows(0..5, true)]).await;
+    assert_eq!(parquet_files(&dir.path().join("gold/m")), on_disk + 1);
+    table.discard_files(&abandoned).await.expect("discard");
+    assert_eq!(parquet_files(&dir.path().join("gold/m")), on_disk);
+    let reopened = Table::open(&lake, Layer::Gold, "m").await.expect("open");
+    assert_eq!((reopened.version(), reopened.count_rows().await.expect("count")), (Some(1), 3));
+}
