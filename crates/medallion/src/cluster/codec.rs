@@ -27,6 +27,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
 use super::scan::{Scan, ShippedScan, ShippedTable};
+use super::single;
 use super::write::{Target, WriteExec, WriteNode};
 use crate::storage::delta::LiveFiles;
 
@@ -60,14 +61,6 @@ impl TargetMessage {
 
     fn target(self) -> DfResult<Target> {
         Ok(Target { url: self.url, schema: schema_of(&self.schema)? })
-    }
-}
-
-/// The one input of a node of ours that has one.
-fn single<T: Clone>(inputs: &[T], what: &str) -> DfResult<T> {
-    match inputs {
-        [one] => Ok(one.clone()),
-        _ => Err(bad(format!("{what} has 1 input, not {}", inputs.len()))),
     }
 }
 

@@ -32,6 +32,14 @@ pub use scan::{ShippedScan, ShippedTable};
 pub use stores::LakeStores;
 pub use write::{Planner, Target, WriteExec, WriteNode, write};
 
+/// The one input of a node of ours that has exactly one (`what` names the node in the error).
+fn single<T: Clone>(inputs: &[T], what: &str) -> datafusion::error::Result<T> {
+    match inputs {
+        [one] => Ok(one.clone()),
+        _ => Err(datafusion::error::DataFusionError::Internal(format!("{what} takes 1 input, not {}", inputs.len()))),
+    }
+}
+
 /// A Ballista scheduler queries are sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {

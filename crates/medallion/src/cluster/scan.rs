@@ -281,8 +281,7 @@ impl ExecutionPlan for ShippedScan {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let [tickets] = <[_; 1]>::try_from(children)
-            .map_err(|c| DataFusionError::Internal(format!("ShippedScan takes 1 child, not {}", c.len())))?;
+        let tickets = super::single(&children, "ShippedScan")?;
         Ok(Arc::new(ShippedScan::with_tickets(self.table.clone(), self.scan.clone(), tickets)?))
     }
 

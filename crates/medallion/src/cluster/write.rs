@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DFSchemaRef};
@@ -97,9 +96,7 @@ impl UserDefinedLogicalNodeCore for WriteNode {
     }
 
     fn with_exprs_and_inputs(&self, _: Vec<Expr>, inputs: Vec<LogicalPlan>) -> DfResult<Self> {
-        let [input] = <[_; 1]>::try_from(inputs)
-            .map_err(|i| DataFusionError::Internal(format!("MedallionWrite takes 1 input, not {}", i.len())))?;
-        WriteNode::new(input, self.target.clone())
+        WriteNode::new(super::single(&inputs, "MedallionWrite")?, self.target.clone())
     }
 }
 
@@ -159,9 +156,7 @@ impl ExecutionPlan for WriteExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let [input] = <[_; 1]>::try_from(children)
-            .map_err(|c| DataFusionError::Internal(format!("MedallionWriteExec takes 1 child, not {}", c.len())))?;
-        Ok(Arc::new(WriteExec::new(input, self.target.clone())))
+        Ok(Arc::new(WriteExec::new(super::single(&children, "MedallionWriteExec")?, self.target.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -173,7 +168,7 @@ impl ExecutionPlan for WriteExec {
             let url = Url::parse(&target.url).map_err(|e| DataFusionError::External(Box::new(e)))?;
             let mut writer = FileWriter::new(&url, Arc::clone(&target.schema)).map_err(external)?;
             while let Some(batch) = rows.next().await {
-                writer.write(conform(&batch?, &target.schema)?).await.map_err(external)?;
+                writer.write(batch?).await.map_err(external)?;
             }
             let adds = writer.finish().await.map_err(external)?;
             // Tests kill an executor here: its files are written, their actions not yet returned.
@@ -184,25 +179,6 @@ impl ExecutionPlan for WriteExec {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(written_schema(), written)))
     }
-}
-
-/// `batch`'s columns cast to `schema`'s types, in order (a query may give `Utf8View` where the
-/// table has `Utf8`); a different column count is an error.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    if batch.num_columns() != schema.fields().len() {
-        return Err(DataFusionError::Internal(format!(
-            "MedallionWriteExec: {} columns for a table of {}",
-            batch.num_columns(),
-            schema.fields().len()
-        )));
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// Plans [`WriteNode`]s into [`WriteExec`]s.
@@ -221,13 +197,8 @@ impl ExtensionPlanner for WritePlanner {
         _: &PhysicalPlanningContext,
     ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
         let Some(write) = node.as_any().downcast_ref::<WriteNode>() else { return Ok(None) };
-        let [input] = physical_inputs else {
-            return Err(DataFusionError::Internal(format!(
-                "MedallionWrite takes 1 input, not {}",
-                physical_inputs.len()
-            )));
-        };
-        Ok(Some(Arc::new(WriteExec::new(Arc::clone(input), write.target.clone()))))
+        let input = super::single(physical_inputs, "MedallionWrite")?;
+        Ok(Some(Arc::new(WriteExec::new(input, write.target.clone()))))
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
@@ -45,13 +46,29 @@ impl FileWriter {
         Ok(FileWriter { label, schema, writer })
     }
 
-    /// Writes `batch`, whose columns are the schema's, in its order.
+    /// Writes `batch`, whose columns are the schema's in its order, each cast to the schema's
+    /// type where it differs (a query may give `Utf8View` where the table has `Utf8`).
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
-            .map_err(|e| Error::arrow(format!("rows written to {}", self.label), e))?;
+        let context = || format!("rows written to {}", self.label);
+        if batch.num_columns() != self.schema.fields().len() {
+            return Err(Error::Internal(format!(
+                "{}: {} columns for a table of {}",
+                context(),
+                batch.num_columns(),
+                self.schema.fields().len()
+            )));
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::arrow(context(), e))?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| Error::arrow(context(), e))?;
         self.writer.write(batch).await.map_err(|e| Error::delta(&self.label, e))
     }
 
@@ -84,13 +101,8 @@ impl Table {
     /// The files `adds` (written for this table, not committed) as [`LiveFiles`]: a cluster reads
     /// them as the candidate before they are published.
     pub fn written_files(&self, adds: &[String]) -> Result<LiveFiles> {
-        let url = self.inner.table_url();
-        let store = match url.host_str() {
-            Some(host) => format!("{}://{host}", url.scheme()),
-            None => format!("{}://", url.scheme()),
-        };
-        let root =
-            Path::from_url_path(url.path()).map_err(|e| Error::Internal(format!("{}: table path: {e}", self.label)))?;
+        let (store, root) = super::scan::store_and_root(self.inner.table_url())
+            .map_err(|e| Error::Internal(format!("{}: {e}", self.label)))?;
         let files = parse(&self.label, adds)?
             .into_iter()
             .map(|a| {
