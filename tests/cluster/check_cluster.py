@@ -7,15 +7,16 @@ own AWS_* variables, endpoint from the project's `[storage]`), and the driver, `
 --cluster df://…`, whose traffic to the scheduler passes a recording proxy. Checks, each printed
 as `ok`/`FAIL`:
 1. the run on the cluster succeeds and its tables equal an in-process run of the same data (every
-   column of silver, dead letter and gold), with the same number of commits per table; gold's
-   rows were written by the executors (the driver sent write nodes, not rows);
+   column of silver, dead letter and gold), with the same number of commits per table; bronze
+   files were decoded and validated by the executors (the driver sent bronze scans, not records);
+   gold's rows were written by the executors (the driver sent write nodes, not rows);
 2. the plans the driver sent carry neither the access key id nor the secret;
 3. an executor killed (abort, as kill -9) as it starts a task: the run completes through Ballista's
    task retry on the other executor, or fails cleanly and a rerun completes; either way the tables
    equal the clean run's, with one commit per table per run; and one killed after writing a gold
    model's files but before reporting them: same, and the dead attempt's files, never committed,
-   are removed by `vacuum`;
-4. a scheduler that is not there: the run fails with one clear line, nothing committed to gold.
+   are removed by `vacuum`; and one killed as it starts validating a bronze file: same;
+4. a scheduler that is not there: the run fails with one clear line, nothing committed.
 On failure the last lines of the scheduler's and executors' logs are printed (CLUSTER_LOG=info for
 Ballista's task log; CLUSTER_RUN_TIMEOUT=seconds bounds each run, default 600).
 """
@@ -207,6 +208,8 @@ try:
     check("the driver sent its plans through the recorded connection", len(sent) > 1000 and b"ShippedScan" not in sent
           and b"medallion\x01T" in sent, len(sent))
     check("gold's rows were written by the executors (the driver sent write nodes)", b"medallion\x01W" in sent)
+    check("silver's bronze files were decoded and validated by the executors (the driver sent bronze scans)",
+          b"medallion\x01b" in sent and b'"contract":' in sent)
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 
@@ -258,7 +261,12 @@ try:
     # retried task writes them again; only the files reported by the attempt that completed are
     # committed, the dead attempt's are left unpublished (never read) until vacuum removes them.
     stop([survivor])
-    faulty_run("killed-writing", "cluster/write:written:abort", "written")
+    survivor = faulty_run("killed-writing", "cluster/write:written:abort", "written")
+
+    # 3c. An executor killed as it starts validating a bronze file: the file is validated again
+    # on the other executor; silver, its dead letter and the accounting are as in process.
+    stop([survivor])
+    faulty_run("killed-validating", "cluster/validate:execute:abort", "validating")
 
     def unpublished(prefix):
         """Parquet files under the gold tables that no commit of their log adds."""
@@ -290,10 +298,11 @@ try:
     upload("nowhere")
     nowhere = med("run", "--cluster", f"df://127.0.0.1:{free_port()}", lake="s3://lake/nowhere", timeout=300)
     errors = [l for l in nowhere.stderr.splitlines() if l.startswith("error")]
-    check("no scheduler: each gold model fails with one clear line naming it", nowhere.returncode == 1 and len(errors) == 2
-          and all("the scheduler at df://127.0.0.1" in l and "cannot connect" in l for l in errors), errors)
-    check("... and nothing was committed to gold",
-          all(tables("nowhere")[t][0] == "missing" for t in TABLES if t.startswith("gold/")))
+    check("no scheduler: silver fails with one clear line naming it (gold, downstream, is skipped)",
+          nowhere.returncode == 1 and len(errors) == 1 and "silver/orders" in errors[0]
+          and "the scheduler at df://127.0.0.1" in errors[0] and "cannot connect" in errors[0], errors)
+    check("... and nothing was committed",
+          all(tables("nowhere")[t][0] == "missing" for t in TABLES))
 finally:
     for p in processes:
         p.kill()

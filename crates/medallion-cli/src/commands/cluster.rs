@@ -18,7 +18,8 @@ pub async fn scheduler(
 ) -> Result<Outcome> {
     let executor_timeout = super::span(executor_timeout, "--executor-timeout")?;
     eprintln!("medallion scheduler listening on {bind}");
-    run_scheduler(SchedulerOptions { bind, external_host, task_retries, executor_timeout }).await?;
+    let nodes = medallion::silver::cluster_nodes();
+    run_scheduler(SchedulerOptions { bind, external_host, task_retries, executor_timeout, nodes }).await?;
     Ok(Outcome::Ok)
 }
 
@@ -55,6 +56,7 @@ pub async fn executor(g: &Global, at: Executor) -> Result<Outcome> {
         work_dir: at.work_dir.map(|d| d.display().to_string()),
         storage,
         heartbeat,
+        nodes: medallion::silver::cluster_nodes(),
     };
     run_executor(options).await?;
     Ok(Outcome::Ok)

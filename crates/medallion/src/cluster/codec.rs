@@ -1,6 +1,7 @@
 //! medallion's plan codecs for Ballista: a [`ShippedTable`] and a [`WriteNode`] in the logical
 //! plans the driver sends the scheduler, a [`ShippedScan`] and a [`WriteExec`] in the stage plans
-//! the scheduler sends the executors; everything else is Ballista's own.
+//! the scheduler sends the executors, and the nodes of higher layers through [`NodeCodec`];
+//! everything else is Ballista's own.
 //!
 //! Encoded: a write's table URL and files' schema; a table's schema (Arrow IPC), the live files (paths, sizes, partition values, kept rows),
 //! the projection, filters (DataFusion's protobuf), limit and partition count, after a tag that
@@ -37,6 +38,50 @@ const TABLE: u8 = b'T';
 const SCAN: u8 = b'S';
 const WRITE: u8 = b'W';
 const WRITE_EXEC: u8 = b'X';
+
+/// Plan nodes of a layer above this module (silver's scan of bronze files) that travel in plans:
+/// a table the driver puts in its logical plans, and the node the scheduler plans it into. Their
+/// bytes follow the tag and the codec's own kind, which must differ from this module's (upper-case
+/// letters) and from every other's. The scheduler and the executors carry every one of them.
+pub trait NodeCodec: std::fmt::Debug + Send + Sync {
+    /// The byte telling this codec's messages from the others'.
+    fn kind(&self) -> u8;
+    /// `table`'s bytes, if it is one of this codec's tables.
+    fn encode_table(&self, table: &dyn TableProvider) -> Option<DfResult<Vec<u8>>>;
+    /// The table of bytes [`NodeCodec::encode_table`] made.
+    fn decode_table(&self, body: &[u8]) -> DfResult<Arc<dyn TableProvider>>;
+    /// `node`'s bytes, if it is one of this codec's nodes.
+    fn encode_exec(&self, node: &dyn ExecutionPlan) -> Option<DfResult<Vec<u8>>>;
+    /// The node of bytes [`NodeCodec::encode_exec`] made, over `inputs`.
+    fn decode_exec(&self, body: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>>;
+}
+
+/// The [`NodeCodec`]s a process carries.
+pub type Nodes = Vec<Arc<dyn NodeCodec>>;
+
+/// The codec of `nodes` whose message `buf` is, with the message's body.
+fn node_of<'a>(nodes: &'a Nodes, buf: &'a [u8]) -> Option<(&'a Arc<dyn NodeCodec>, &'a [u8])> {
+    let rest = buf.strip_prefix(TAG)?;
+    let (kind, body) = rest.split_first()?;
+    nodes.iter().find(|n| n.kind() == *kind).map(|n| (n, body))
+}
+
+/// The first of `nodes` that encodes `what`, its bytes after the tag and its kind.
+fn encode_node(
+    nodes: &Nodes,
+    buf: &mut Vec<u8>,
+    what: impl Fn(&dyn NodeCodec) -> Option<DfResult<Vec<u8>>>,
+) -> Option<DfResult<()>> {
+    nodes.iter().find_map(|n| {
+        what(n.as_ref()).map(|bytes| {
+            let bytes = bytes?;
+            buf.extend_from_slice(TAG);
+            buf.push(n.kind());
+            buf.extend_from_slice(&bytes);
+            Ok(())
+        })
+    })
+}
 
 /// A shipped table, as bytes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -108,10 +153,18 @@ fn table_of(message: TableMessage) -> DfResult<ShippedTable> {
     Ok(ShippedTable::from_parts(schema_of(&message.schema)?, message.files))
 }
 
-/// Ballista's logical codec, plus [`ShippedTable`].
+/// Ballista's logical codec, plus [`ShippedTable`], [`WriteNode`] and the tables of `nodes`.
 #[derive(Debug, Default)]
 pub struct LogicalCodec {
     ballista: BallistaLogicalExtensionCodec,
+    nodes: Nodes,
+}
+
+impl LogicalCodec {
+    /// The codec, with the tables of `nodes` too.
+    pub fn with_nodes(nodes: Nodes) -> LogicalCodec {
+        LogicalCodec { nodes, ..LogicalCodec::default() }
+    }
 }
 
 impl LogicalExtensionCodec for LogicalCodec {
@@ -135,11 +188,12 @@ impl LogicalExtensionCodec for LogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> DfResult<Arc<dyn TableProvider>> {
-        match body(buf, TABLE) {
-            Some(body) => {
-                let message: TableMessage = serde_json::from_slice(body).map_err(bad)?;
-                Ok(Arc::new(table_of(message)?))
-            }
+        if let Some(body) = body(buf, TABLE) {
+            let message: TableMessage = serde_json::from_slice(body).map_err(bad)?;
+            return Ok(Arc::new(table_of(message)?));
+        }
+        match node_of(&self.nodes, buf) {
+            Some((node, body)) => node.decode_table(body),
             None => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
         }
     }
@@ -150,8 +204,11 @@ impl LogicalExtensionCodec for LogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> DfResult<()> {
-        match (node.as_ref() as &dyn Any).downcast_ref::<ShippedTable>() {
-            Some(table) => encode(TABLE, &table_message(table)?, buf),
+        if let Some(table) = (node.as_ref() as &dyn Any).downcast_ref::<ShippedTable>() {
+            return encode(TABLE, &table_message(table)?, buf);
+        }
+        match encode_node(&self.nodes, buf, |n| n.encode_table(node.as_ref())) {
+            Some(done) => done,
             None => self.ballista.try_encode_table_provider(table_ref, node, buf),
         }
     }
@@ -165,10 +222,18 @@ impl LogicalExtensionCodec for LogicalCodec {
     }
 }
 
-/// Ballista's physical codec, plus [`ShippedScan`].
+/// Ballista's physical codec, plus [`ShippedScan`], [`WriteExec`] and the nodes of `nodes`.
 #[derive(Debug, Default)]
 pub struct PhysicalCodec {
     ballista: BallistaPhysicalExtensionCodec,
+    nodes: Nodes,
+}
+
+impl PhysicalCodec {
+    /// The codec, with the nodes of `nodes` too.
+    pub fn with_nodes(nodes: Nodes) -> PhysicalCodec {
+        PhysicalCodec { nodes, ..PhysicalCodec::default() }
+    }
 }
 
 impl PhysicalExtensionCodec for PhysicalCodec {
@@ -182,6 +247,9 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         if let Some(body) = body(buf, WRITE_EXEC) {
             let target = serde_json::from_slice::<TargetMessage>(body).map_err(bad)?.target()?;
             return Ok(Arc::new(WriteExec::new(single(inputs, "a write")?, target)));
+        }
+        if let Some((node, body)) = node_of(&self.nodes, buf) {
+            return node.decode_exec(body, inputs);
         }
         let Some(body) = body(buf, SCAN) else {
             return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
@@ -203,6 +271,9 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     ) -> DfResult<()> {
         if let Some(write) = node.downcast_ref::<WriteExec>() {
             return encode(WRITE_EXEC, &TargetMessage::of(write.target())?, buf);
+        }
+        if let Some(done) = encode_node(&self.nodes, buf, |n| n.encode_exec(node.as_ref())) {
+            return done;
         }
         let Some(shipped) = node.downcast_ref::<ShippedScan>() else {
             return self.ballista.try_encode(node, buf, proto_converter);

@@ -26,9 +26,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 
-pub use codec::{LogicalCodec, PhysicalCodec};
+pub use codec::{LogicalCodec, NodeCodec, Nodes, PhysicalCodec};
 pub use process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
-pub use scan::{ShippedScan, ShippedTable};
+pub use scan::{ShippedScan, ShippedTable, ticket_numbers, tickets};
 pub use stores::LakeStores;
 pub use write::{Planner, Target, WriteExec, WriteNode, write};
 
@@ -66,9 +66,15 @@ impl Cluster {
 
 /// A session whose queries run on `cluster`, with `state`'s rules (medallion's SQL semantics).
 pub async fn session(cluster: &Cluster, state: SessionState) -> Result<SessionContext> {
+    session_with(cluster, state, Nodes::new()).await
+}
+
+/// A session whose queries run on `cluster`, with `state`'s rules, whose plans may hold the
+/// tables of `nodes` (which the scheduler and executors must carry too).
+pub async fn session_with(cluster: &Cluster, state: SessionState, nodes: Nodes) -> Result<SessionContext> {
     let config = planning(state.config().clone())
-        .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
-        .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
+        .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::with_nodes(nodes.clone())))
+        .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::with_nodes(nodes)));
     let state = SessionStateBuilder::new_from_existing(state).with_config(config).build();
     // Ballista connects when the first query runs, and reports a refused connection as a
     // transport error: reach the scheduler first, to say which one is missing.

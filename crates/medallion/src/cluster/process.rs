@@ -15,7 +15,7 @@ use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
-use super::codec::{LogicalCodec, PhysicalCodec};
+use super::codec::{LogicalCodec, Nodes, PhysicalCodec};
 use super::stores::LakeStores;
 use crate::error::{Error, Result};
 
@@ -30,6 +30,8 @@ pub struct SchedulerOptions {
     pub task_retries: usize,
     /// An executor silent this long is lost: its tasks run again elsewhere.
     pub executor_timeout: Duration,
+    /// The plan nodes of higher layers it plans and ships (as its executors must carry).
+    pub nodes: Nodes,
 }
 
 /// An executor to start.
@@ -51,6 +53,8 @@ pub struct ExecutorOptions {
     pub storage: BTreeMap<String, String>,
     /// How often it tells the scheduler it is alive (shorter than the scheduler's executor timeout).
     pub heartbeat: Duration,
+    /// The plan nodes of higher layers it runs (as its scheduler carries).
+    pub nodes: Nodes,
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
@@ -74,8 +78,8 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
         // map stages finished (the retried task's status is ignored, its slot never refunded), and
         // a cluster of one-slot executors then waits forever.
         scheduling_policy: TaskSchedulingPolicy::PullStaged,
-        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
-        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        override_logical_codec: Some(Arc::new(LogicalCodec::with_nodes(options.nodes.clone()))),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::with_nodes(options.nodes))),
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| failed("the scheduler's state", e))?;
@@ -109,8 +113,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         override_runtime_producer: Some(runtime),
-        override_logical_codec: Some(Arc::new(LogicalCodec::default())),
-        override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        override_logical_codec: Some(Arc::new(LogicalCodec::with_nodes(options.nodes.clone()))),
+        override_physical_codec: Some(Arc::new(PhysicalCodec::with_nodes(options.nodes))),
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(|e| failed("the executor", e))

@@ -140,8 +140,9 @@ pub struct ShippedScan {
     properties: Arc<PlanProperties>,
 }
 
-/// An in-memory scan of `n` partitions, partition `i` holding the one ticket `i`.
-fn tickets(n: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+/// An in-memory scan of `n` partitions, partition `i` holding the one ticket `i`: the child of a
+/// node of ours whose partition `i` does part `i` of its work (see [`ShippedScan`]).
+pub fn tickets(n: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
     let schema = Arc::new(Schema::new(vec![Field::new("ticket", DataType::UInt32, false)]));
     let partitions = (0..n)
         .map(|i| {
@@ -293,23 +294,30 @@ impl ExecutionPlan for ShippedScan {
         let schema = Arc::clone(self.properties.eq_properties.schema());
         let empty = Arc::clone(&schema);
         let groups = futures::stream::once(async move {
-            let batches: Vec<RecordBatch> = tickets.try_collect().await?;
             let mut streams = Vec::new();
-            for b in &batches {
-                let column = b
-                    .column(0)
-                    .as_primitive_opt::<UInt32Type>()
-                    .ok_or_else(|| DataFusionError::Internal("ShippedScan: its tickets are not UInt32".to_string()))?;
-                for group in column.values().iter().map(|g| *g as usize) {
-                    streams.push(match parquet(&table, &scan, group)? {
-                        Some(plan) => plan.execute(0, Arc::clone(&context))?,
-                        None => EmptyExec::new(Arc::clone(&empty)).execute(0, Arc::clone(&context))?,
-                    });
-                }
+            for group in ticket_numbers(tickets).await? {
+                streams.push(match parquet(&table, &scan, group)? {
+                    Some(plan) => plan.execute(0, Arc::clone(&context))?,
+                    None => EmptyExec::new(Arc::clone(&empty)).execute(0, Arc::clone(&context))?,
+                });
             }
             Ok::<_, DataFusionError>(futures::stream::iter(streams).flatten())
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, groups)))
     }
+}
+
+/// The tickets a task's partition of [`tickets`] hands out.
+pub async fn ticket_numbers(tickets: SendableRecordBatchStream) -> DfResult<Vec<usize>> {
+    let batches: Vec<RecordBatch> = tickets.try_collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let column = b
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| DataFusionError::Internal("the tickets of a task are not UInt32".to_string()))?;
+        out.extend(column.values().iter().map(|t| *t as usize));
+    }
+    Ok(out)
 }

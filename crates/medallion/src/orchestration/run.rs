@@ -59,7 +59,8 @@ pub struct RunOptions {
     /// Compressed bronze bytes a promotion or a rebuild resolves at once (its memory; see
     /// [`PromoteOptions::slice_bytes`]).
     pub slice_bytes: u64,
-    /// Where gold models' queries run: in process, or on a Ballista cluster.
+    /// Where the run computes: in process, or on a Ballista cluster (bronze files decoded and
+    /// validated, gold models' queries run, by its executors).
     pub engine: crate::catalog::Engine,
 }
 
@@ -285,6 +286,7 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         date: opts.date.map(|d| d.format("%Y-%m-%d").to_string()),
         rebuild: opts.full_refresh,
         slice_bytes: opts.slice_bytes,
+        engine: opts.engine.clone(),
     };
     let rebuild_opts = PromoteOptions { rebuild: true, ..promote_opts.clone() };
     // Silver tables and gold models as one DAG: a node starts once what it reads is done;

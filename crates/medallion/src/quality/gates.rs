@@ -16,12 +16,15 @@ use crate::spec::{Action, Check, ExpectationSpec};
 /// Sample failing rows kept per expectation.
 pub const SAMPLES: usize = 3;
 
+/// The kinds of row-level expectations.
+pub const ROW_KINDS: [&str; 5] = ["expect", "not_null", "accepted_values", "range", "regex"];
+
 /// A compiled row-level expectation.
 #[derive(Debug, Clone)]
 pub struct Gate {
     /// Its name.
     pub name: String,
-    /// `expect`, `not_null`, `accepted_values`, `range` or `regex`.
+    /// One of [`ROW_KINDS`].
     pub kind: &'static str,
     /// What a failure does.
     pub action: Action,

@@ -15,7 +15,7 @@ use crate::storage::delta::{Txn, WriteOptions};
 use crate::storage::timestamp_type;
 
 /// Why a record was rejected: one failed rule.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reason {
     /// The column, for column rules.
     pub column: Option<String>,
@@ -33,7 +33,7 @@ impl Reason {
 }
 
 /// One rejected record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rejected {
     /// The raw record (JSON text, every field it had).
     pub raw: String,
@@ -51,6 +51,7 @@ pub struct Rejected {
     pub ingested_at: Option<i64>,
     /// For a record already in the dead letter that a replay re-examined: its stored identity and
     /// what the replay did.
+    #[serde(skip)]
     pub stored: Option<Box<Stored>>,
 }
 

@@ -69,6 +69,50 @@ pub struct Contract {
     pub schema: SchemaRef,
     /// Expectations checked on rows that satisfy the contract.
     pub gates: Vec<Gate>,
+    /// What it was compiled from.
+    pub inputs: Arc<ContractInputs>,
+}
+
+/// What a contract is compiled from, to compile it again in another process (a cluster's
+/// executors validate bronze files with it): the columns, row checks, partition columns, the
+/// source's null markers, and the row-level expectations as the SQL they check.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ContractInputs {
+    columns: Vec<crate::spec::ColumnSpec>,
+    checks: Vec<String>,
+    partition_by: Vec<String>,
+    source_nulls: Vec<String>,
+    /// Row-level expectations: name, action, the SQL they check, kind.
+    gates: Vec<(String, crate::spec::Action, String, String)>,
+}
+
+impl ContractInputs {
+    /// The contract compiled again (as it was the first time: its inputs were valid then), its
+    /// expectations checking and reporting the same SQL.
+    pub fn compile(&self) -> Result<Contract, Vec<ContractError>> {
+        let spec = SilverSpec {
+            columns: self.columns.clone(),
+            checks: self.checks.clone(),
+            partition_by: self.partition_by.clone(),
+            expectations: self
+                .gates
+                .iter()
+                .map(|(name, action, sql, _)| crate::spec::ExpectationSpec {
+                    name: name.clone(),
+                    action: *action,
+                    expect: Some(sql.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut contract = Contract::compile(&spec, &self.source_nulls)?;
+        for (gate, (_, _, sql, kind)) in contract.gates.iter_mut().zip(&self.gates) {
+            gate.sql.clone_from(sql);
+            gate.kind = crate::quality::gates::ROW_KINDS.into_iter().find(|k| k == kind).unwrap_or("expect");
+        }
+        Ok(contract)
+    }
 }
 
 /// A problem compiling a contract: what it is about and what is wrong.
@@ -232,7 +276,17 @@ impl Contract {
                 Vec::new()
             }
         };
-        if errors.is_empty() { Ok(Contract { columns, checks, schema, gates }) } else { Err(errors) }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let inputs = Arc::new(ContractInputs {
+            columns: spec.columns.clone(),
+            checks: spec.checks.clone(),
+            partition_by: spec.partition_by.clone(),
+            source_nulls: source_nulls.to_vec(),
+            gates: gates.iter().map(|g| (g.name.clone(), g.action, g.sql.clone(), g.kind.to_string())).collect(),
+        });
+        Ok(Contract { columns, checks, schema, gates, inputs })
     }
 
     /// Names of the contract columns.
@@ -255,6 +309,67 @@ mod tests {
         let spec: SilverSpec =
             toml::from_str(&format!("primary_key = [\"id\"]\ncolumns = [{columns}]")).expect("a valid spec");
         Contract::compile(&spec, &[])
+    }
+
+    /// A contract compiled again from its inputs (as a cluster's executors do) validates alike.
+    #[test]
+    fn a_contract_compiles_again_from_its_inputs() {
+        let spec: SilverSpec = toml::from_str(
+            r#"
+            primary_key = ["id"]
+            partition_by = ["day"]
+            checks = ["amount < 100 OR id > 0"]
+            columns = [
+              { name = "id", type = "int64", checks = ["id > 0"] },
+              { name = "day", type = "string", null_values = ["-"] },
+              { name = "amount", from = "amt", type = "decimal(10,2)", required = false, transform = "amount * 2" },
+            ]
+            expectations = [
+              { name = "small", expect = "amount < 50", action = "drop" },
+              { name = "known_day", not_null = "day", action = "warn" },
+              { name = "one_row", row_count = { min = 1 } },
+            ]
+            "#,
+        )
+        .expect("a valid spec");
+        let first = Contract::compile(&spec, &["NA".to_string()]).expect("compiles");
+        let json = serde_json::to_string(first.inputs.as_ref()).expect("serialises");
+        let inputs: ContractInputs = serde_json::from_str(&json).expect("deserialises");
+        let again = inputs.compile().expect("compiles again");
+        assert_eq!(again.schema, first.schema);
+        assert_eq!(again.field_names(), first.field_names());
+        assert_eq!(first.gates.len(), 2, "row-level expectations only");
+        // Validating the same records gives the same rows, reasons and expectation counts.
+        let records = [
+            r#"{"id":1,"day":"mon","amt":"10.5"}"#,
+            r#"{"id":-2,"day":"-","amt":"NA"}"#,
+            r#"{"id":3,"day":"tue","amt":"60"}"#,
+            r#"{"id":"x","day":null,"amt":1}"#,
+            r#"{"id":4,"amt":"20"}"#,
+        ];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, records.join("\n").as_bytes()).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let origin = crate::silver::validate::Origin {
+            batch_id: "b".into(),
+            source: "s".into(),
+            file: "bronze/s/b.ndjson.gz".into(),
+            ingested_at: Some("2026-12-01T00:00:00Z".into()),
+        };
+        let validated = |c: &Contract| {
+            let format = crate::bronze::decode::BatchFormat::NdjsonGz;
+            let r = crate::silver::promote::process(c, &gz, &format, &origin, 1, None).expect("validates");
+            let reasons: Vec<String> = r.rejected.iter().map(|r| format!("{} {:?}", r.line, r.reasons)).collect();
+            (r.read, r.valid, reasons, r.gate_counts)
+        };
+        let described = |c: &Contract| -> Vec<String> {
+            c.gates.iter().map(|g| format!("{} {} {:?} {}", g.name, g.kind, g.action, g.sql)).collect()
+        };
+        assert_eq!(described(&again), described(&first));
+        let (a, b) = (validated(&first), validated(&again));
+        assert_eq!((a.0, &a.2, &a.3), (b.0, &b.2, &b.3));
+        assert_eq!(a.1, b.1, "the same valid rows");
+        assert!(!a.2.is_empty() && a.3.iter().any(|(_, failing)| *failing > 0), "the records exercise the rules");
     }
 
     /// Issue 15: a literal that cannot be cast to its column's type fails `validate`, not the run.

@@ -14,6 +14,8 @@ pub mod coerce;
 pub mod contract;
 pub mod dead_letter;
 pub mod dedup;
+#[cfg(feature = "cluster")]
+pub mod distributed;
 pub mod evolve;
 pub mod history;
 pub mod promote;
@@ -25,4 +27,6 @@ pub(crate) mod spill;
 pub mod table;
 pub mod validate;
 
+#[cfg(feature = "cluster")]
+pub use distributed::cluster_nodes;
 pub use table::SilverTable;

@@ -208,6 +208,9 @@ pub struct PromoteOptions {
     /// local scratch files, and resolved one slice at a time ([`super::backlog`],
     /// [`super::rebuild`]).
     pub slice_bytes: u64,
+    /// Where bronze files are decoded and validated: in process, or by a cluster's executors
+    /// (one task per file; see [`super::distributed`]).
+    pub engine: crate::catalog::Engine,
 }
 
 /// Promotes every pending batch of `table`'s source (resuming an interrupted promotion first).
@@ -332,6 +335,22 @@ pub(crate) struct FileResult {
     pub observed: Observed,
 }
 
+impl FileResult {
+    /// Nothing read yet, for a contract with `gates` row-level expectations.
+    pub(crate) fn empty(gates: usize) -> FileResult {
+        FileResult {
+            valid: Vec::new(),
+            valid_rows: 0,
+            sliced: Vec::new(),
+            valid_lines: Vec::new(),
+            rejected: Vec::new(),
+            read: 0,
+            gate_counts: vec![(0, 0); gates],
+            observed: Observed::new(),
+        }
+    }
+}
+
 /// Promotes the batches of `intent`. A new intent is recorded in the ledger once its batches are
 /// validated (after a rejection-rate gate may have held some back) and before any commit; a
 /// resumed one was recorded by the run it interrupted.
@@ -365,8 +384,7 @@ async fn run_intent(
     let txn = Txn { app_id: app.clone(), version: intent.version };
     let t0 = Instant::now();
 
-    let mut results: Vec<FileResult> =
-        read_batches(lake, table, &intent.batches, opts.threads, None).try_collect().await?;
+    let mut results: Vec<FileResult> = read_batches(lake, table, &intent.batches, opts, None).try_collect().await?;
     p.timings_ms.insert("read_validate", ms(t0));
 
     let node = format!("silver/{}", table.name);
@@ -755,22 +773,34 @@ pub(crate) fn commit_meta(run_id: &str, intent: &Intent, table: &SilverTable) ->
     HashMap::from([("medallion".to_string(), meta)])
 }
 
-/// Reads, decodes and validates `batches` of `table`'s source, `threads` files at once, each file's
-/// chunks on the cores the files leave idle (one batch per run decodes on every core); results
-/// in batch order. With a `slicer`, valid rows are spilled by slice as they are validated,
+/// Reads, decodes and validates `batches` of `table`'s source, `opts.threads` files at once, each
+/// file's chunks on the cores the files leave idle (one batch per run decodes on every core), or
+/// on a cluster's executors when `opts.engine` is one; results in batch order. With a `slicer`,
+/// valid rows are spilled by slice as they are validated (as they come back from the cluster),
 /// never held for a whole batch.
 pub(crate) fn read_batches<'a>(
     lake: &'a Lake,
     table: &'a SilverTable,
     batches: &'a [BatchFile],
-    threads: usize,
+    opts: &PromoteOptions,
     slicer: Option<Arc<Slicer>>,
-) -> impl futures::Stream<Item = Result<FileResult>> + 'a {
-    let threads = threads.max(1);
+) -> futures::stream::BoxStream<'a, Result<FileResult>> {
+    #[cfg(feature = "cluster")]
+    if let crate::catalog::Engine::Cluster(cluster) = &opts.engine {
+        let cluster = cluster.clone();
+        return futures::stream::once(async move {
+            let results = super::distributed::read(lake, table, batches, &cluster, slicer).await?;
+            Ok::<_, Error>(futures::stream::iter(results.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed();
+    }
+    let threads = opts.threads.max(1);
     let workers = (threads / batches.len().clamp(1, threads)).max(1);
     futures::stream::iter(batches.iter().cloned().enumerate())
         .map(move |(i, file)| read_batch(lake, table, file, workers, slicer.clone().map(|s| (s, i))))
         .buffered(threads)
+        .boxed()
 }
 
 /// Reads, decodes and validates one bronze batch of `table`'s source, its chunks on `workers`
@@ -790,16 +820,7 @@ async fn read_batch(
         file: file.path.clone(),
         ingested_at: file.ingested_at.clone(),
     };
-    let format =
-        if crate::bronze::is_csv_batch(&file.path) {
-            let described = CsvBatch::from_gzip(&gz);
-            origin.ingested_at = origin.ingested_at.or_else(|| described.as_ref().map(|b| b.ingested_at.clone()));
-            BatchFormat::CsvGz(described.unwrap_or_else(|| {
-                CsvBatch::undescribed(&origin.batch_id, &origin.source, origin.ingested_at.as_deref())
-            }))
-        } else {
-            BatchFormat::NdjsonGz
-        };
+    let format = format_of(&gz, &mut origin);
     let contract = Arc::clone(&table.contract);
     tokio::task::spawn_blocking(move || match slicer {
         None => process(&contract, &gz, &format, &origin, workers, None),
@@ -812,6 +833,20 @@ async fn read_batch(
     })
     .await
     .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
+}
+
+/// How the bronze batch of `origin` is decoded, its bytes being `gz`; a CSV batch's description
+/// may also give its ingest time.
+pub(crate) fn format_of(gz: &[u8], origin: &mut Origin) -> BatchFormat {
+    if !crate::bronze::is_csv_batch(&origin.file) {
+        return BatchFormat::NdjsonGz;
+    }
+    let described = CsvBatch::from_gzip(gz);
+    origin.ingested_at = origin.ingested_at.take().or_else(|| described.as_ref().map(|b| b.ingested_at.clone()));
+    BatchFormat::CsvGz(
+        described
+            .unwrap_or_else(|| CsvBatch::undescribed(&origin.batch_id, &origin.source, origin.ingested_at.as_deref())),
+    )
 }
 
 /// Decodes and validates one file of records (blocking), its chunks on `workers` threads: a
@@ -827,16 +862,7 @@ pub(crate) fn process(
     mut sink: Option<&mut dyn FnMut(RecordBatch) -> Result<()>>,
 ) -> Result<FileResult> {
     let wanted = contract.field_names();
-    let mut out = FileResult {
-        valid: Vec::new(),
-        valid_rows: 0,
-        sliced: Vec::new(),
-        valid_lines: Vec::new(),
-        rejected: Vec::new(),
-        read: 0,
-        gate_counts: vec![(0, 0); contract.gates.len()],
-        observed: Observed::new(),
-    };
+    let mut out = FileResult::empty(contract.gates.len());
     let per_chunk = |chunk: crate::bronze::decode::RawChunk| {
         let mut observed = Observed::new();
         for (name, field) in wanted.iter().zip(&chunk.fields) {

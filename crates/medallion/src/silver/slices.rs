@@ -217,7 +217,7 @@ pub(crate) async fn read_all(
         reasons: HashMap::new(),
         observed: Vec::with_capacity(batches.len()),
     };
-    let mut files = std::pin::pin!(read_batches(lake, table, batches, opts.threads, Some(slicer)));
+    let mut files = std::pin::pin!(read_batches(lake, table, batches, opts, Some(slicer)));
     let mut next = batches.iter();
     while let Some(FileResult { valid_rows, sliced, rejected, read, gate_counts, observed, .. }) =
         files.try_next().await?

@@ -125,7 +125,7 @@ pub enum Action {
 /// every candidate row as it streams through validation; set-level kinds (`unique`,
 /// `relationships`) and table-level kinds (`row_count`, `freshness`, `null_fraction`, `sql`,
 /// `reconcile`) are evaluated with SQL on the table as it would be after the commit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectationSpec {
     /// Name, used as the reason in the dead letter and in results.
@@ -651,7 +651,7 @@ pub enum OnContractChange {
 }
 
 /// `[silver.<name>]`: a typed contract over one source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SilverSpec {
     /// The bronze source feeding this table (defaults to the table's name).
@@ -805,7 +805,7 @@ impl RejectedFraction {
 }
 
 /// One contract column.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
     /// Column name.

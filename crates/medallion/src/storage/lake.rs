@@ -153,6 +153,14 @@ impl Lake {
             .map_err(|e| Error::Internal(format!("table url for {layer}/{name}: {e}")))
     }
 
+    /// Where the object at `path` is for a process that opens stores by URL (a cluster's
+    /// executors): the store (`s3://bucket`, `file://`) and the object's path in it.
+    pub fn locate(&self, path: &str) -> Result<(String, String)> {
+        let url = self.root_url.join(path).map_err(|e| Error::Internal(format!("the URL of {path}: {e}")))?;
+        let (store, object) = super::store_and_root(&url).map_err(Error::Internal)?;
+        Ok((store, object.to_string()))
+    }
+
     /// Reads an object, `None` if it does not exist.
     pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
         let location = ObjectPath::from(path);

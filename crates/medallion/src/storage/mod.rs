@@ -20,3 +20,14 @@ pub use policy::{MIN_RETENTION, Maintenance, PURGE_DELETED_ABOVE};
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
+
+/// For a location `url`: the store it is in (`s3://bucket`, `file://`), as processes that open
+/// stores by URL know it, and its path in that store.
+pub(crate) fn store_and_root(url: &url::Url) -> std::result::Result<(String, object_store::path::Path), String> {
+    let store = match url.host_str() {
+        Some(host) => format!("{}://{host}", url.scheme()),
+        None => format!("{}://", url.scheme()),
+    };
+    let root = object_store::path::Path::from_url_path(url.path()).map_err(|e| format!("path of {url}: {e}"))?;
+    Ok((store, root))
+}

@@ -101,7 +101,7 @@ impl Table {
     /// The files `adds` (written for this table, not committed) as [`LiveFiles`]: a cluster reads
     /// them as the candidate before they are published.
     pub fn written_files(&self, adds: &[String]) -> Result<LiveFiles> {
-        let (store, root) = super::scan::store_and_root(self.inner.table_url())
+        let (store, root) = crate::storage::store_and_root(self.inner.table_url())
             .map_err(|e| Error::Internal(format!("{}: {e}", self.label)))?;
         let files = parse(&self.label, adds)?
             .into_iter()

@@ -153,21 +153,10 @@ pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTab
     if let Some(mode) = config.get("delta.columnMapping.mode").filter(|m| *m != "none") {
         return Err(unreadable(format!("column mapping `{mode}`")));
     }
-    let (store, root) = store_and_root(table.table_url()).map_err(unreadable)?;
+    let (store, root) = crate::storage::store_and_root(table.table_url()).map_err(unreadable)?;
     let partition_columns = snapshot.metadata().partition_columns();
     let files = resolve(table, partition_columns, &root).await?;
     Ok(LiveFiles { store, partition_columns: partition_columns.to_vec(), files })
-}
-
-/// For a table at `url`: the store its files are in (`s3://bucket`, `file://`) and the table's
-/// root in that store, which [`LiveFile`] paths start with.
-pub(super) fn store_and_root(url: &url::Url) -> Result<(String, Path), String> {
-    let store = match url.host_str() {
-        Some(host) => format!("{}://{host}", url.scheme()),
-        None => format!("{}://", url.scheme()),
-    };
-    let root = Path::from_url_path(url.path()).map_err(|e| format!("table path: {e}"))?;
-    Ok((store, root))
 }
 
 /// Every live file of `table` with at least one kept row, its path under `root`, its values of

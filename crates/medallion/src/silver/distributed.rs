@@ -1,0 +1,557 @@
+//! Bronze → silver on a cluster: the bronze files of a promotion decoded and validated by the
+//! executors, one task per file, each with the contract compiled again from its inputs
+//! ([`ContractInputs`]; the plan carries the contract's text, the files' paths, never a
+//! credential).
+//!
+//! A task returns its file's valid rows, then one report row: records read, the rejects with
+//! every reason, the row-level expectations' counts, the fields the records carried. The driver
+//! folds them into the same per-file results an in-process read gives ([`FileResult`]), so what
+//! follows is the same code in both places: rejection-rate gates, dedup, audits, the dead letter,
+//! the one merge commit with its ledger intent and app transaction, and the accounting
+//! (`read = promoted + superseded + rejected`).
+//!
+//! A task that died runs again on another executor (Ballista's retry); only the output of the
+//! attempt that succeeded reaches the driver, which commits nothing before it has every file's
+//! report.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array, new_null_array,
+};
+use datafusion::arrow::compute::{and, filter_record_batch, is_null};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+
+use super::contract::{Contract, ContractInputs};
+use super::promote::{FileResult, format_of, process};
+use super::slices::{BatchSlices, Slicer};
+use super::table::SilverTable;
+use super::validate::Origin;
+use crate::bronze::batches::BatchFile;
+use crate::bronze::drift::Observed;
+use crate::cluster::{Cluster, NodeCodec, Nodes, ticket_numbers, tickets};
+use crate::error::{Error, Result};
+use crate::quality::quarantine::Rejected;
+use crate::storage::Lake;
+
+/// The column telling which file of the promotion a row is of (its index).
+const FILE: &str = "_medallion_file";
+/// The column holding a file's report (JSON), null in the rows of records.
+const REPORT: &str = "_medallion_report";
+/// This codec's kind byte.
+const KIND: u8 = b'b';
+
+/// The plan nodes silver ships to a cluster: the scheduler and executors carry them.
+pub fn cluster_nodes() -> Nodes {
+    vec![Arc::new(BronzeCodec)]
+}
+
+/// The bronze files of a promotion, as shipped.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Shipped {
+    /// The lake's store (`s3://bucket`, `file://`).
+    store: String,
+    /// Their source.
+    source: String,
+    contract: ContractInputs,
+    files: Vec<ShippedFile>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ShippedFile {
+    /// Its path in the store.
+    location: String,
+    /// Its path in the lake (what the dead letter records).
+    path: String,
+    batch_id: String,
+    ingested_at: Option<String>,
+}
+
+/// What validating one file gave, besides its valid rows.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Report {
+    read: u64,
+    valid_rows: u64,
+    rejected: Vec<Rejected>,
+    gate_counts: Vec<(u64, u64)>,
+    observed: Observed,
+}
+
+/// The bronze files of a promotion as a table of the driver's plan: the rows of records that
+/// satisfy the contract (every column nullable), and one report row per file.
+#[derive(Debug, Clone)]
+pub struct BronzeFiles {
+    shipped: Arc<Shipped>,
+    contract: Arc<Contract>,
+    schema: SchemaRef,
+}
+
+impl BronzeFiles {
+    fn new(shipped: Shipped, contract: Arc<Contract>) -> BronzeFiles {
+        let schema = output_schema(&contract.schema);
+        BronzeFiles { shipped: Arc::new(shipped), contract, schema }
+    }
+
+    /// `batches` of `table`'s source in `lake`.
+    fn of(lake: &Lake, table: &SilverTable, batches: &[BatchFile]) -> Result<BronzeFiles> {
+        let mut store = None;
+        let mut files = Vec::with_capacity(batches.len());
+        for b in batches {
+            let (s, location) = lake.locate(&b.path)?;
+            store.get_or_insert(s);
+            files.push(ShippedFile {
+                location,
+                path: b.path.clone(),
+                batch_id: b.batch_id.clone(),
+                ingested_at: b.ingested_at.clone(),
+            });
+        }
+        let shipped = Shipped {
+            store: store.unwrap_or_else(|| "file://".to_string()),
+            source: table.source.clone(),
+            contract: table.contract.inputs.as_ref().clone(),
+            files,
+        };
+        Ok(BronzeFiles::new(shipped, Arc::clone(&table.contract)))
+    }
+
+    fn encode(&self) -> DfResult<Vec<u8>> {
+        serde_json::to_vec(self.shipped.as_ref()).map_err(bad)
+    }
+
+    fn decode(body: &[u8]) -> DfResult<BronzeFiles> {
+        let shipped: Shipped = serde_json::from_slice(body).map_err(bad)?;
+        let contract = shipped.contract.compile().map_err(|errors| {
+            let described: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.subject, e.message)).collect();
+            bad(format!("the contract does not compile: {}", described.join("; ")))
+        })?;
+        Ok(BronzeFiles::new(shipped, Arc::new(contract)))
+    }
+}
+
+fn bad(what: impl fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("medallion bronze scan: {what}"))
+}
+
+/// The file index, the report, then the contract's columns, nullable (a report row has none).
+fn output_schema(contract: &Schema) -> SchemaRef {
+    let mut fields = vec![Field::new(FILE, DataType::UInt32, false), Field::new(REPORT, DataType::Utf8, true)];
+    fields.extend(contract.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)));
+    Arc::new(Schema::new(fields))
+}
+
+#[async_trait]
+impl TableProvider for BronzeFiles {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _: &[Expr],
+        _: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let scan: Arc<dyn ExecutionPlan> =
+            Arc::new(ValidateExec::new(self.clone(), tickets(self.shipped.files.len().max(1))?));
+        let every: Vec<usize> = (0..self.schema.fields().len()).collect();
+        match projection.filter(|p| **p != every) {
+            None => Ok(scan),
+            Some(p) => {
+                let columns = p.iter().map(|&i| {
+                    let name = self.schema.field(i).name().clone();
+                    (Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>, name)
+                });
+                Ok(Arc::new(ProjectionExec::try_new(columns, scan)?))
+            }
+        }
+    }
+}
+
+/// Decodes and validates bronze files on an executor: partition `i` (ticket `i`) does file `i`.
+#[derive(Debug)]
+pub struct ValidateExec {
+    files: BronzeFiles,
+    tickets: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ValidateExec {
+    fn new(files: BronzeFiles, tickets: Arc<dyn ExecutionPlan>) -> ValidateExec {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&files.schema)),
+            Partitioning::UnknownPartitioning(tickets.properties().output_partitioning().partition_count()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        ValidateExec { files, tickets, properties }
+    }
+}
+
+impl DisplayAs for ValidateExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "MedallionValidateExec: source={}, files={}",
+            self.files.shipped.source,
+            self.files.shipped.files.len()
+        )
+    }
+}
+
+impl ExecutionPlan for ValidateExec {
+    fn name(&self) -> &str {
+        "MedallionValidateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.tickets]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let tickets = match children.as_slice() {
+            [one] => Arc::clone(one),
+            _ => return Err(bad(format!("takes 1 input, not {}", children.len()))),
+        };
+        Ok(Arc::new(ValidateExec::new(self.files.clone(), tickets)))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let tickets = self.tickets.execute(partition, Arc::clone(&context))?;
+        let files = self.files.clone();
+        let schema = Arc::clone(&files.schema);
+        let batches = futures::stream::once(async move {
+            let mut out = Vec::new();
+            for i in ticket_numbers(tickets).await? {
+                out.extend(validate_file(&files, i, &context).await?);
+            }
+            Ok::<_, DataFusionError>(futures::stream::iter(out.into_iter().map(Ok)))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// File `i` of `files`, read from the store, decoded and validated: its valid rows, then its
+/// report row.
+async fn validate_file(files: &BronzeFiles, i: usize, context: &TaskContext) -> DfResult<Vec<RecordBatch>> {
+    let external = |e: Error| DataFusionError::External(Box::new(e));
+    // Tests kill an executor here, as it starts on a file (`cluster/validate:execute:abort`).
+    crate::runtime::faults::check("cluster/validate", "execute").map_err(external)?;
+    let shipped = &files.shipped;
+    let file = shipped.files.get(i).ok_or_else(|| bad(format!("no file {i} of {}", shipped.files.len())))?;
+    let store = context.runtime_env().object_store(ObjectStoreUrl::parse(&shipped.store)?)?;
+    let location = ObjectPath::parse(&file.location).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let gz = store.get(&location).await?.bytes().await?;
+    let mut origin = Origin {
+        batch_id: file.batch_id.clone(),
+        source: shipped.source.clone(),
+        file: file.path.clone(),
+        ingested_at: file.ingested_at.clone(),
+    };
+    let format = format_of(&gz, &mut origin);
+    let (contract, schema) = (Arc::clone(&files.contract), Arc::clone(&files.schema));
+    let index = u32::try_from(i).map_err(bad)?;
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let mut keep = |valid: RecordBatch| {
+            out.push(tagged(&schema, index, None, valid.num_rows(), valid.columns().to_vec())?);
+            Ok(())
+        };
+        let result = process(&contract, &gz, &format, &origin, 1, Some(&mut keep)).map_err(external)?;
+        let report = Report {
+            read: result.read,
+            valid_rows: result.valid_rows,
+            rejected: result.rejected,
+            gate_counts: result.gate_counts,
+            observed: result.observed,
+        };
+        let report = serde_json::to_string(&report).map_err(bad)?;
+        let nulls = schema.fields().iter().skip(2).map(|f| new_null_array(f.data_type(), 1)).collect();
+        out.push(tagged(&schema, index, Some(report), 1, nulls).map_err(external)?);
+        Ok(out)
+    })
+    .await
+    .map_err(|e| bad(format!("validation task failed: {e}")))?
+}
+
+/// `rows` rows of file `index` with `columns` (the contract's), and `report` in each.
+fn tagged(
+    schema: &SchemaRef,
+    index: u32,
+    report: Option<String>,
+    rows: usize,
+    columns: Vec<ArrayRef>,
+) -> Result<RecordBatch> {
+    let mut all: Vec<ArrayRef> =
+        vec![Arc::new(UInt32Array::from(vec![index; rows])), Arc::new(StringArray::from(vec![report; rows]))];
+    all.extend(columns);
+    RecordBatch::try_new(Arc::clone(schema), all).map_err(|e| Error::arrow("the rows of a bronze file", e))
+}
+
+/// [`BronzeFiles`] and [`ValidateExec`] in plans.
+#[derive(Debug)]
+struct BronzeCodec;
+
+impl NodeCodec for BronzeCodec {
+    fn kind(&self) -> u8 {
+        KIND
+    }
+
+    fn encode_table(&self, table: &dyn TableProvider) -> Option<DfResult<Vec<u8>>> {
+        (table as &dyn std::any::Any).downcast_ref::<BronzeFiles>().map(BronzeFiles::encode)
+    }
+
+    fn decode_table(&self, body: &[u8]) -> DfResult<Arc<dyn TableProvider>> {
+        Ok(Arc::new(BronzeFiles::decode(body)?))
+    }
+
+    fn encode_exec(&self, node: &dyn ExecutionPlan) -> Option<DfResult<Vec<u8>>> {
+        node.downcast_ref::<ValidateExec>().map(|v| v.files.encode())
+    }
+
+    fn decode_exec(&self, body: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let tickets = match inputs {
+            [one] => Arc::clone(one),
+            _ => return Err(bad(format!("takes 1 input, not {}", inputs.len()))),
+        };
+        Ok(Arc::new(ValidateExec::new(BronzeFiles::decode(body)?, tickets)))
+    }
+}
+
+/// Decodes and validates `batches` of `table`'s source on `cluster`'s executors, one task per
+/// file: the results in batch order, as [`super::promote::read_batches`] gives them in process
+/// (valid rows spilled into `slicer`'s slices as they come back, when there is one).
+pub(crate) async fn read(
+    lake: &Lake,
+    table: &SilverTable,
+    batches: &[BatchFile],
+    cluster: &Cluster,
+    slicer: Option<Arc<Slicer>>,
+) -> Result<Vec<FileResult>> {
+    let context = format!("validating the bronze files of silver/{} on the cluster", table.name);
+    let sql = |e| Error::sql(&context, e);
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let files = BronzeFiles::of(lake, table, batches)?;
+    let ctx = crate::cluster::session_with(cluster, crate::catalog::new_session()?.state(), cluster_nodes()).await?;
+    let mut rows = ctx.read_table(Arc::new(files)).map_err(sql)?.execute_stream().await.map_err(sql)?;
+    let gates = table.contract.gates.len();
+    let mut results: Vec<FileResult> = batches.iter().map(|_| FileResult::empty(gates)).collect();
+    let mut reported = vec![false; batches.len()];
+    let mut spilled: Vec<Option<BatchSlices<'_>>> = batches.iter().map(|_| None).collect();
+    while let Some(batch) = rows.try_next().await.map_err(sql)? {
+        let index = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| Error::Internal(format!("{context}: the file column is not UInt32")))?;
+        let report = batch
+            .column(1)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| Error::Internal(format!("{context}: the report column is not text")))?;
+        let valid = is_null(report).map_err(|e| Error::arrow(&context, e))?;
+        for row in (0..batch.num_rows()).filter(|&r| report.is_valid(r)) {
+            let i = index.value(row) as usize;
+            let r: Report = serde_json::from_str(report.value(row))
+                .map_err(|e| Error::Internal(format!("{context}: a report does not parse: {e}")))?;
+            let result = results.get_mut(i).ok_or_else(|| Error::Internal(format!("{context}: no file {i}")))?;
+            result.read = r.read;
+            result.valid_rows = r.valid_rows;
+            result.rejected = r.rejected;
+            result.gate_counts = r.gate_counts;
+            result.observed = r.observed;
+            reported[i] = true;
+        }
+        let of_files: BTreeSet<u32> = index.values().iter().copied().collect();
+        for i in of_files {
+            let mask = and(&valid, &BooleanArray::from_iter(index.values().iter().map(|v| Some(*v == i))))
+                .map_err(|e| Error::arrow(&context, e))?;
+            let rows = filter_record_batch(&batch, &mask).map_err(|e| Error::arrow(&context, e))?;
+            if rows.num_rows() == 0 {
+                continue;
+            }
+            let rows = RecordBatch::try_new(Arc::clone(&table.contract.schema), rows.columns()[2..].to_vec())
+                .map_err(|e| Error::arrow(&context, e))?;
+            let i = i as usize;
+            match (&slicer, spilled.get_mut(i)) {
+                (Some(slicer), Some(spill)) => spill.get_or_insert_with(|| slicer.batch(i)).write(&rows)?,
+                _ => results[i].valid.push(rows),
+            }
+        }
+    }
+    if let Some(missing) = reported.iter().position(|r| !r) {
+        return Err(Error::Internal(format!("{context}: no report for {}", batches[missing].path)));
+    }
+    for (result, spill) in results.iter_mut().zip(spilled) {
+        if let Some(spill) = spill {
+            result.sliced = spill.finish()?;
+        }
+        let rows: u64 = result.valid.iter().map(|b| b.num_rows() as u64).sum();
+        if slicer.is_none() && rows != result.valid_rows {
+            return Err(Error::Internal(format!(
+                "{context}: {rows} valid rows came back, {} reported",
+                result.valid_rows
+            )));
+        }
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> BronzeFiles {
+        let spec: crate::spec::SilverSpec = toml::from_str(
+            r#"
+            primary_key = ["id"]
+            columns = [{ name = "id", type = "int64", checks = ["id > 0"] }, { name = "amount", type = "float64" }]
+            expectations = [{ name = "small", expect = "amount < 50", action = "drop" }]
+            "#,
+        )
+        .expect("a valid spec");
+        let contract = Contract::compile(&spec, &[]).expect("compiles");
+        let shipped = Shipped {
+            store: "s3://bucket".into(),
+            source: "orders".into(),
+            contract: contract.inputs.as_ref().clone(),
+            files: vec![ShippedFile {
+                location: "lake/bronze/orders/2026-12-01/b1.ndjson.gz".into(),
+                path: "bronze/orders/2026-12-01/b1.ndjson.gz".into(),
+                batch_id: "b1".into(),
+                ingested_at: Some("2026-12-01T00:00:00Z".into()),
+            }],
+        };
+        BronzeFiles::new(shipped, Arc::new(contract))
+    }
+
+    #[test]
+    fn bronze_files_and_their_scan_decode_to_what_was_encoded() {
+        let codec = crate::cluster::PhysicalCodec::with_nodes(cluster_nodes());
+        let logical = crate::cluster::LogicalCodec::with_nodes(cluster_nodes());
+        let table = files();
+        let ctx = TaskContext::default();
+        let mut buf = Vec::new();
+        datafusion_proto::logical_plan::LogicalExtensionCodec::try_encode_table_provider(
+            &logical,
+            &"t".into(),
+            Arc::new(table.clone()),
+            &mut buf,
+        )
+        .expect("encodes");
+        assert!(buf.starts_with(b"medallion\x01b"), "tagged as ours");
+        let back = datafusion_proto::logical_plan::LogicalExtensionCodec::try_decode_table_provider(
+            &logical,
+            &buf,
+            &"t".into(),
+            table.schema(),
+            &ctx,
+        )
+        .expect("decodes");
+        let back = (back.as_ref() as &dyn std::any::Any).downcast_ref::<BronzeFiles>().expect("bronze files");
+        assert_eq!(back.schema, table.schema);
+        assert_eq!(back.encode().expect("encodes"), table.encode().expect("encodes"));
+        assert_eq!(back.contract.gates.len(), 1);
+
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(ValidateExec::new(table.clone(), tickets(1).expect("tickets")));
+        let mut buf = Vec::new();
+        let converter = datafusion_proto::physical_plan::DefaultPhysicalProtoConverter {};
+        datafusion_proto::physical_plan::PhysicalExtensionCodec::try_encode(&codec, exec, &mut buf, &converter)
+            .expect("encodes");
+        let back = datafusion_proto::physical_plan::PhysicalExtensionCodec::try_decode(
+            &codec,
+            &buf,
+            &[tickets(1).expect("tickets")],
+            &ctx,
+            &converter,
+        )
+        .expect("decodes");
+        let back = back.downcast_ref::<ValidateExec>().expect("a validate node");
+        assert_eq!(back.files.encode().expect("encodes"), table.encode().expect("encodes"));
+        // Nothing but paths: no store options travel.
+        assert!(!String::from_utf8_lossy(&buf).contains("secret"));
+    }
+
+    /// A file's rows and report come back as the in-process read gives them.
+    #[tokio::test]
+    async fn an_executor_validates_a_file_into_rows_and_a_report() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let lake = Lake::open(dir.path().to_str().expect("utf-8"), dir.path()).expect("lake");
+        let path = "bronze/orders/2026-12-01/b1.ndjson.gz";
+        let text = "{\"id\":1,\"amount\":10}\n{\"id\":-2,\"amount\":5}\nnot json\n{\"id\":3,\"amount\":70}\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).expect("gzip");
+        lake.put(path, gz.finish().expect("gzip")).await.expect("put");
+        let mut table = files();
+        let (store, location) = lake.locate(path).expect("located");
+        let mut shipped = table.shipped.as_ref().clone();
+        shipped.store = store;
+        shipped.files[0].location = location;
+        table = BronzeFiles::new(shipped, Arc::clone(&table.contract));
+        let out = validate_file(&table, 0, &TaskContext::default()).await.expect("validated");
+        let (report_batch, rows) = out.split_last().expect("a report");
+        let report: Report =
+            serde_json::from_str(report_batch.column(1).as_string::<i32>().value(0)).expect("a report");
+        // What the in-process read of the same bytes gives.
+        let gz = lake.get(path).await.expect("read").expect("there");
+        let origin = Origin {
+            batch_id: "b1".into(),
+            source: "orders".into(),
+            file: path.into(),
+            ingested_at: Some("2026-12-01T00:00:00Z".into()),
+        };
+        let format = crate::bronze::decode::BatchFormat::NdjsonGz;
+        let local = process(&table.contract, &gz, &format, &origin, 1, None).expect("validates");
+        assert_eq!(
+            (report.read, report.valid_rows, report.gate_counts.clone()),
+            (4, local.valid_rows, local.gate_counts)
+        );
+        assert_eq!(report.rejected.len(), local.rejected.len());
+        assert!(report.rejected.iter().any(|r| r.line == 3 && r.source_file == path), "{:?}", report.rejected);
+        let shipped: Vec<RecordBatch> = rows
+            .iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(&table.contract.schema), b.columns()[2..].to_vec()).expect("rows"))
+            .collect();
+        assert_eq!(shipped, local.valid);
+        assert!(report.valid_rows > 0 && !report.rejected.is_empty());
+    }
+}
