@@ -210,6 +210,8 @@ try:
     check("gold's rows were written by the executors (the driver sent write nodes)", b"medallion\x01W" in sent)
     check("silver's bronze files were decoded and validated by the executors (the driver sent bronze scans)",
           b"medallion\x01b" in sent and b'"contract":' in sent)
+    check("... and deduplicated there, after a shuffle on the key (orders; customers keeps history)",
+          b'"dedup":{"keys":["order_id"],"order_by":"_ingested_at"}' in sent)
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 

@@ -34,6 +34,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::TryStreamExt;
@@ -58,6 +59,9 @@ const FILE: &str = "_medallion_file";
 const REPORT: &str = "_medallion_report";
 /// This codec's kind byte.
 const KIND: u8 = b'b';
+/// Its nodes' bytes start with one of these.
+const VALIDATE: u8 = b'v';
+const DEDUP: u8 = b'd';
 
 /// The plan nodes silver ships to a cluster: the scheduler and executors carry them.
 pub fn cluster_nodes() -> Nodes {
@@ -73,6 +77,17 @@ struct Shipped {
     source: String,
     contract: ContractInputs,
     files: Vec<ShippedFile>,
+    /// Keep only the latest record per key, on the executors (a shuffle on the key first when
+    /// there are several files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dedup: Option<Dedup>,
+}
+
+/// The latest record per key: greatest `order_by`, then the later file, then the later line.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Dedup {
+    keys: Vec<String>,
+    order_by: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -110,8 +125,9 @@ impl BronzeFiles {
         BronzeFiles { shipped: Arc::new(shipped), contract, schema }
     }
 
-    /// `batches` of `table`'s source in `lake`.
-    fn of(lake: &Lake, table: &SilverTable, batches: &[BatchFile]) -> Result<BronzeFiles> {
+    /// `batches` of `table`'s source in `lake`; with `dedup`, only the latest record per key of
+    /// them comes back.
+    fn of(lake: &Lake, table: &SilverTable, batches: &[BatchFile], dedup: bool) -> Result<BronzeFiles> {
         let mut store = None;
         let mut files = Vec::with_capacity(batches.len());
         for b in batches {
@@ -129,6 +145,7 @@ impl BronzeFiles {
             source: table.source.clone(),
             contract: table.contract.inputs.as_ref().clone(),
             files,
+            dedup: dedup.then(|| Dedup { keys: table.keys.clone(), order_by: table.order_by.clone() }),
         };
         Ok(BronzeFiles::new(shipped, Arc::clone(&table.contract)))
     }
@@ -175,8 +192,20 @@ impl TableProvider for BronzeFiles {
         _: &[Expr],
         _: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let scan: Arc<dyn ExecutionPlan> =
-            Arc::new(ValidateExec::new(self.clone(), tickets(self.shipped.files.len().max(1))?));
+        let files = self.shipped.files.len().max(1);
+        let mut scan: Arc<dyn ExecutionPlan> = Arc::new(ValidateExec::new(self.clone(), tickets(files)?));
+        if let Some(dedup) = &self.shipped.dedup {
+            if files > 1 {
+                // Every record of a key to one task: Ballista turns this into a shuffle.
+                let keys = dedup
+                    .keys
+                    .iter()
+                    .map(|k| Ok(Arc::new(Column::new_with_schema(k, &self.schema)?) as Arc<dyn PhysicalExpr>))
+                    .collect::<DfResult<Vec<_>>>()?;
+                scan = Arc::new(RepartitionExec::try_new(scan, Partitioning::Hash(keys, files))?);
+            }
+            scan = Arc::new(DedupExec::new(scan, dedup.clone()));
+        }
         let every: Vec<usize> = (0..self.schema.fields().len()).collect();
         match projection.filter(|p| **p != every) {
             None => Ok(scan),
@@ -247,11 +276,7 @@ impl ExecutionPlan for ValidateExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let tickets = match children.as_slice() {
-            [one] => Arc::clone(one),
-            _ => return Err(bad(format!("takes 1 input, not {}", children.len()))),
-        };
-        Ok(Arc::new(ValidateExec::new(self.files.clone(), tickets)))
+        Ok(Arc::new(ValidateExec::new(self.files.clone(), one_input(&children)?)))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -267,6 +292,143 @@ impl ExecutionPlan for ValidateExec {
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+/// Keeps the latest record per key among the rows of its input's partition (all the records of
+/// a key are in one partition), which come from several files; report rows pass through.
+#[derive(Debug)]
+pub struct DedupExec {
+    input: Arc<dyn ExecutionPlan>,
+    dedup: Dedup,
+    properties: Arc<PlanProperties>,
+}
+
+impl DedupExec {
+    fn new(input: Arc<dyn ExecutionPlan>, dedup: Dedup) -> DedupExec {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            Partitioning::UnknownPartitioning(input.properties().output_partitioning().partition_count()),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        DedupExec { input, dedup, properties }
+    }
+}
+
+impl DisplayAs for DedupExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "MedallionDedupExec: keys={:?}, order_by={}", self.dedup.keys, self.dedup.order_by)
+    }
+}
+
+impl ExecutionPlan for DedupExec {
+    fn name(&self) -> &str {
+        "MedallionDedupExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DedupExec::new(one_input(&children)?, self.dedup.clone())))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let (schema, dedup) = (self.input.schema(), self.dedup.clone());
+        let out = Arc::clone(&schema);
+        let batches = futures::stream::once(async move {
+            let batches: Vec<RecordBatch> = input.try_collect().await?;
+            let kept = tokio::task::spawn_blocking(move || latest_of_files(&schema, batches, &dedup))
+                .await
+                .map_err(|e| bad(format!("dedup task failed: {e}")))?
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            Ok::<_, DataFusionError>(futures::stream::iter(kept.into_iter().map(Ok)))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(out, batches)))
+    }
+}
+
+/// The report rows of `batches`, then the latest record per key of their record rows, fed to the
+/// dedup in file order (each file's rows in the order they came), as in process.
+fn latest_of_files(schema: &SchemaRef, batches: Vec<RecordBatch>, dedup: &Dedup) -> Result<Vec<RecordBatch>> {
+    let context = "keeping the latest record per key";
+    let mut out = Vec::new();
+    let mut records: Vec<(u32, RecordBatch)> = Vec::new();
+    for batch in batches {
+        let (index, report) = columns_of(&batch, context)?;
+        let reports = datafusion::arrow::compute::is_not_null(report).map_err(|e| Error::arrow(context, e))?;
+        if reports.true_count() > 0 {
+            out.push(filter_record_batch(&batch, &reports).map_err(|e| Error::arrow(context, e))?);
+        }
+        let valid = is_null(report).map_err(|e| Error::arrow(context, e))?;
+        records.extend(rows_by_file(&batch, index, &valid, context)?);
+    }
+    // Stable: a file's batches keep their order.
+    records.sort_by_key(|(file, _)| *file);
+    let records: Vec<RecordBatch> = records.into_iter().map(|(_, b)| b).collect();
+    if !records.is_empty() {
+        let rows = super::promote::WRITE_BATCH_ROWS;
+        out.extend(super::dedup::latest_per_key(schema, records, &dedup.keys, &dedup.order_by, rows)?);
+    }
+    Ok(out)
+}
+
+/// The file index and report columns of a batch of [`output_schema`].
+fn columns_of<'a>(batch: &'a RecordBatch, context: &str) -> Result<(&'a UInt32Array, &'a StringArray)> {
+    let index = batch
+        .column(0)
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| Error::Internal(format!("{context}: the file column is not UInt32")))?;
+    let report = batch
+        .column(1)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| Error::Internal(format!("{context}: the report column is not text")))?;
+    Ok((index, report))
+}
+
+/// The rows of `batch` that `valid` selects, split by file (ascending), each file's in order.
+fn rows_by_file(
+    batch: &RecordBatch,
+    index: &UInt32Array,
+    valid: &BooleanArray,
+    context: &str,
+) -> Result<Vec<(u32, RecordBatch)>> {
+    let files: BTreeSet<u32> = index.values().iter().copied().collect();
+    let mut out = Vec::with_capacity(files.len());
+    for file in files {
+        let of_file = BooleanArray::from_iter(index.values().iter().map(|v| Some(*v == file)));
+        let mask = and(valid, &of_file).map_err(|e| Error::arrow(context, e))?;
+        if mask.true_count() > 0 {
+            out.push((file, filter_record_batch(batch, &mask).map_err(|e| Error::arrow(context, e))?));
+        }
+    }
+    Ok(out)
+}
+
+/// The one input of a node of ours.
+fn one_input(inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {
+    match inputs {
+        [one] => Ok(Arc::clone(one)),
+        _ => Err(bad(format!("a node takes 1 input, not {}", inputs.len()))),
     }
 }
 
@@ -345,21 +507,45 @@ impl NodeCodec for BronzeCodec {
     }
 
     fn encode_exec(&self, node: &dyn ExecutionPlan) -> Option<DfResult<Vec<u8>>> {
-        node.downcast_ref::<ValidateExec>().map(|v| v.files.encode())
+        let tagged = |tag: u8, body: DfResult<Vec<u8>>| body.map(|b| [vec![tag], b].concat());
+        if let Some(validate) = node.downcast_ref::<ValidateExec>() {
+            return Some(tagged(VALIDATE, validate.files.encode()));
+        }
+        let dedup = node.downcast_ref::<DedupExec>()?;
+        Some(tagged(DEDUP, serde_json::to_vec(&dedup.dedup).map_err(bad)))
     }
 
     fn decode_exec(&self, body: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let tickets = match inputs {
-            [one] => Arc::clone(one),
-            _ => return Err(bad(format!("takes 1 input, not {}", inputs.len()))),
-        };
-        Ok(Arc::new(ValidateExec::new(BronzeFiles::decode(body)?, tickets)))
+        let input = one_input(inputs)?;
+        match body.split_first() {
+            Some((&VALIDATE, files)) => Ok(Arc::new(ValidateExec::new(BronzeFiles::decode(files)?, input))),
+            Some((&DEDUP, dedup)) => {
+                let dedup: Dedup = serde_json::from_slice(dedup).map_err(bad)?;
+                Ok(Arc::new(DedupExec::new(input, dedup)))
+            }
+            _ => Err(bad("an unknown node")),
+        }
     }
 }
 
+/// Whether the executors may keep only the latest record per key of a promotion's files: for a
+/// table keeping the latest row per key (SCD 1), whose batches a rejection-rate gate cannot hold
+/// back after validation (a held-back batch's records must not have beaten a kept one's). Its
+/// driver deduplicates again (nothing changes) before it audits and merges.
+fn dedups_on_executors(table: &SilverTable) -> bool {
+    let holds_back = table
+        .max_rejected_fraction
+        .as_ref()
+        .is_some_and(|b| b.per_batch.is_some() && b.action == crate::spec::Action::Fail);
+    matches!(table.history, super::history::History::Latest { .. }) && !holds_back
+}
+
 /// Decodes and validates `batches` of `table`'s source on `cluster`'s executors, one task per
-/// file: the results in batch order, as [`super::promote::read_batches`] gives them in process
-/// (valid rows spilled into `slicer`'s slices as they come back, when there is one).
+/// file (then, for most tables, the latest record per key after a shuffle on the key: see
+/// [`dedups_on_executors`]): the results in batch order, as [`super::promote::read_batches`]
+/// gives them in process, but for the superseded records when the executors dropped them
+/// (`valid_rows` still counts them). Valid rows are spilled into `slicer`'s slices as they come
+/// back, when there is one.
 pub(crate) async fn read(
     lake: &Lake,
     table: &SilverTable,
@@ -372,7 +558,8 @@ pub(crate) async fn read(
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let files = BronzeFiles::of(lake, table, batches)?;
+    let dedup = dedups_on_executors(table);
+    let files = BronzeFiles::of(lake, table, batches, dedup)?;
     let ctx = crate::cluster::session_with(cluster, crate::catalog::new_session()?.state(), cluster_nodes()).await?;
     let mut rows = ctx.read_table(Arc::new(files)).map_err(sql)?.execute_stream().await.map_err(sql)?;
     let gates = table.contract.gates.len();
@@ -380,14 +567,7 @@ pub(crate) async fn read(
     let mut reported = vec![false; batches.len()];
     let mut spilled: Vec<Option<BatchSlices<'_>>> = batches.iter().map(|_| None).collect();
     while let Some(batch) = rows.try_next().await.map_err(sql)? {
-        let index = batch
-            .column(0)
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| Error::Internal(format!("{context}: the file column is not UInt32")))?;
-        let report = batch
-            .column(1)
-            .as_string_opt::<i32>()
-            .ok_or_else(|| Error::Internal(format!("{context}: the report column is not text")))?;
+        let (index, report) = columns_of(&batch, &context)?;
         let valid = is_null(report).map_err(|e| Error::arrow(&context, e))?;
         for row in (0..batch.num_rows()).filter(|&r| report.is_valid(r)) {
             let i = index.value(row) as usize;
@@ -401,14 +581,7 @@ pub(crate) async fn read(
             result.observed = r.observed;
             reported[i] = true;
         }
-        let of_files: BTreeSet<u32> = index.values().iter().copied().collect();
-        for i in of_files {
-            let mask = and(&valid, &BooleanArray::from_iter(index.values().iter().map(|v| Some(*v == i))))
-                .map_err(|e| Error::arrow(&context, e))?;
-            let rows = filter_record_batch(&batch, &mask).map_err(|e| Error::arrow(&context, e))?;
-            if rows.num_rows() == 0 {
-                continue;
-            }
+        for (i, rows) in rows_by_file(&batch, index, &valid, &context)? {
             let rows = RecordBatch::try_new(Arc::clone(&table.contract.schema), rows.columns()[2..].to_vec())
                 .map_err(|e| Error::arrow(&context, e))?;
             let i = i as usize;
@@ -426,7 +599,9 @@ pub(crate) async fn read(
             result.sliced = spill.finish()?;
         }
         let rows: u64 = result.valid.iter().map(|b| b.num_rows() as u64).sum();
-        if slicer.is_none() && rows != result.valid_rows {
+        // Deduplicated on the executors, fewer rows than records came back: their losers are
+        // superseded, counted from the reports (`valid_rows`).
+        if slicer.is_none() && (rows > result.valid_rows || (!dedup && rows != result.valid_rows)) {
             return Err(Error::Internal(format!(
                 "{context}: {rows} valid rows came back, {} reported",
                 result.valid_rows
@@ -460,6 +635,7 @@ mod tests {
                 batch_id: "b1".into(),
                 ingested_at: Some("2026-12-01T00:00:00Z".into()),
             }],
+            dedup: None,
         };
         BronzeFiles::new(shipped, Arc::new(contract))
     }
@@ -509,6 +685,52 @@ mod tests {
         assert_eq!(back.files.encode().expect("encodes"), table.encode().expect("encodes"));
         // Nothing but paths: no store options travel.
         assert!(!String::from_utf8_lossy(&buf).contains("secret"));
+    }
+
+    /// Records of several files, in whatever order the shuffle delivered them: the latest per key
+    /// wins, an exact tie going to the later file (then the later line), as in process; report
+    /// rows pass through.
+    #[test]
+    fn the_executors_dedup_follows_file_order_whatever_the_arrival_order() {
+        use datafusion::arrow::array::Int64Array;
+        let contract =
+            Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("ts", DataType::Int64, true)]);
+        let schema = output_schema(&contract);
+        let rows = |file: u32, ids: Vec<i64>, ts: Vec<i64>| {
+            let n = ids.len();
+            tagged(&schema, file, None, n, vec![Arc::new(Int64Array::from(ids)), Arc::new(Int64Array::from(ts))])
+                .expect("rows")
+        };
+        let report = tagged(
+            &schema,
+            0,
+            Some("{}".into()),
+            1,
+            vec![new_null_array(&DataType::Int64, 1), new_null_array(&DataType::Int64, 1)],
+        )
+        .expect("report");
+        let arrived = vec![
+            rows(2, vec![1, 2], vec![5, 1]),
+            report.clone(),
+            rows(0, vec![1, 2, 3], vec![5, 9, 1]),
+            rows(1, vec![3, 3], vec![1, 0]),
+        ];
+        let dedup = Dedup { keys: vec!["id".into()], order_by: "ts".into() };
+        let out = latest_of_files(&schema, arrived, &dedup).expect("deduplicated");
+        assert_eq!(out[0], report);
+        let mut winners: Vec<(i64, u32, i64)> = Vec::new();
+        for b in &out[1..] {
+            let (index, _) = columns_of(b, "test").expect("columns");
+            let (id, ts) = (
+                b.column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+                b.column(3).as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+            );
+            winners.extend((0..b.num_rows()).map(|r| (id.value(r), index.value(r), ts.value(r))));
+        }
+        winners.sort();
+        // id 1: tie at 5, file 2 is later; id 2: 9 beats 1; id 3: a tie at 1 between files 0 and
+        // 1, file 1 is later.
+        assert_eq!(winners, vec![(1, 2, 5), (2, 0, 9), (3, 1, 1)]);
     }
 
     /// A file's rows and report come back as the in-process read gives them.

@@ -425,9 +425,13 @@ async fn run_intent(
     let mut rejected = Vec::new();
     let mut observed = Vec::with_capacity(results.len());
     let mut row_results: Vec<GateResult> = table.contract.gates.iter().map(|g| g.result()).collect();
+    // Valid records: those that came back, and (from a cluster whose executors kept only the
+    // latest per key) those superseded there.
+    let mut valid_rows = 0;
     for r in results {
         observed.push(r.observed);
         p.read += r.read;
+        valid_rows += r.valid_rows;
         valid.extend(r.valid);
         rejected.extend(r.rejected);
         for (res, (checked, failing)) in row_results.iter_mut().zip(r.gate_counts) {
@@ -441,7 +445,6 @@ async fn run_intent(
     // open, so the next run retries exactly these batches (after the data or the rule is fixed).
     enforce(&node, &mut p.expectations)?;
     let contract_rejected = rejected.len() as u64;
-    let valid_rows: u64 = valid.iter().map(|b| b.num_rows() as u64).sum();
     if valid_rows + contract_rejected != p.read {
         p.rejected = contract_rejected;
         return Err(accounting(&p));
