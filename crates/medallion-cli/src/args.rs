@@ -54,8 +54,9 @@ pub struct Global {
     /// `--vars` (e.g. `--vars '{start_date: 2024-01-01, min_amount: 10}'`).
     #[arg(long, global = true, env = "MEDALLION_VARS", value_name = "YAML")]
     pub vars: Option<String>,
-    /// Run gold models' queries and `sql` on an Apache DataFusion Ballista cluster: its scheduler,
-    /// `df://host:port` (see `medallion scheduler` and `medallion executor`).
+    /// Compute on an Apache DataFusion Ballista cluster (bronze files decoded, validated and
+    /// deduplicated, gold models' queries, `sql`): its scheduler, `df://host:port` (see `medallion
+    /// scheduler` and `medallion executor`).
     #[cfg(feature = "cluster")]
     #[arg(long, global = true, env = "MEDALLION_CLUSTER", value_name = "URL")]
     pub cluster: Option<String>,
