@@ -21,7 +21,11 @@ use std::sync::Arc;
 
 use ballista::prelude::SessionContextExt;
 use ballista_core::extension::SessionConfigExt;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::{Partitioning, PlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
@@ -33,11 +37,22 @@ pub use stores::LakeStores;
 pub use write::{Planner, Target, WriteExec, WriteNode, write};
 
 /// The one input of a node of ours that has exactly one (`what` names the node in the error).
-fn single<T: Clone>(inputs: &[T], what: &str) -> datafusion::error::Result<T> {
+pub fn single<T: Clone>(inputs: &[T], what: &str) -> datafusion::error::Result<T> {
     match inputs {
         [one] => Ok(one.clone()),
         _ => Err(datafusion::error::DataFusionError::Internal(format!("{what} takes 1 input, not {}", inputs.len()))),
     }
+}
+
+/// The properties of a plan node of ours: its output `schema` in `partitions` partitions (with
+/// none of DataFusion's guarantees about their content), bounded, emitting as `emission`.
+pub fn node_properties(schema: SchemaRef, partitions: usize, emission: EmissionType) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(partitions),
+        emission,
+        Boundedness::Bounded,
+    ))
 }
 
 /// A Ballista scheduler queries are sent to.

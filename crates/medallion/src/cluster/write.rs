@@ -22,10 +22,10 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::{DataFrame, SessionConfig};
 use futures::StreamExt;
@@ -110,12 +110,8 @@ pub struct WriteExec {
 
 impl WriteExec {
     pub(super) fn new(input: Arc<dyn ExecutionPlan>, target: Target) -> WriteExec {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(written_schema()),
-            Partitioning::UnknownPartitioning(input.properties().output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let partitions = input.properties().output_partitioning().partition_count();
+        let properties = super::node_properties(written_schema(), partitions, EmissionType::Final);
         WriteExec { input, target, properties }
     }
 

@@ -30,9 +30,9 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -48,7 +48,7 @@ use super::table::SilverTable;
 use super::validate::Origin;
 use crate::bronze::batches::BatchFile;
 use crate::bronze::drift::Observed;
-use crate::cluster::{Cluster, NodeCodec, Nodes, ticket_numbers, tickets};
+use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, single, ticket_numbers, tickets};
 use crate::error::{Error, Result};
 use crate::quality::quarantine::Rejected;
 use crate::storage::Lake;
@@ -230,12 +230,8 @@ pub struct ValidateExec {
 
 impl ValidateExec {
     fn new(files: BronzeFiles, tickets: Arc<dyn ExecutionPlan>) -> ValidateExec {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&files.schema)),
-            Partitioning::UnknownPartitioning(tickets.properties().output_partitioning().partition_count()),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let partitions = tickets.properties().output_partitioning().partition_count();
+        let properties = node_properties(Arc::clone(&files.schema), partitions, EmissionType::Incremental);
         ValidateExec { files, tickets, properties }
     }
 }
@@ -276,7 +272,7 @@ impl ExecutionPlan for ValidateExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(ValidateExec::new(self.files.clone(), one_input(&children)?)))
+        Ok(Arc::new(ValidateExec::new(self.files.clone(), single(&children, "MedallionValidateExec")?)))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -306,12 +302,8 @@ pub struct DedupExec {
 
 impl DedupExec {
     fn new(input: Arc<dyn ExecutionPlan>, dedup: Dedup) -> DedupExec {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            Partitioning::UnknownPartitioning(input.properties().output_partitioning().partition_count()),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let partitions = input.properties().output_partitioning().partition_count();
+        let properties = node_properties(input.schema(), partitions, EmissionType::Final);
         DedupExec { input, dedup, properties }
     }
 }
@@ -347,7 +339,7 @@ impl ExecutionPlan for DedupExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(DedupExec::new(one_input(&children)?, self.dedup.clone())))
+        Ok(Arc::new(DedupExec::new(single(&children, "MedallionDedupExec")?, self.dedup.clone())))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -422,14 +414,6 @@ fn rows_by_file(
         }
     }
     Ok(out)
-}
-
-/// The one input of a node of ours.
-fn one_input(inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {
-    match inputs {
-        [one] => Ok(Arc::clone(one)),
-        _ => Err(bad(format!("a node takes 1 input, not {}", inputs.len()))),
-    }
 }
 
 /// File `i` of `files`, read from the store, decoded and validated: its valid rows, then its
@@ -516,7 +500,7 @@ impl NodeCodec for BronzeCodec {
     }
 
     fn decode_exec(&self, body: &[u8], inputs: &[Arc<dyn ExecutionPlan>]) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let input = one_input(inputs)?;
+        let input = single(inputs, "a bronze scan node")?;
         match body.split_first() {
             Some((&VALIDATE, files)) => Ok(Arc::new(ValidateExec::new(BronzeFiles::decode(files)?, input))),
             Some((&DEDUP, dedup)) => {
