@@ -9,7 +9,8 @@ as `ok`/`FAIL`:
 1. the run on the cluster succeeds and its tables equal an in-process run of the same data (every
    column of silver, dead letter and gold), with the same number of commits per table; bronze
    files were decoded and validated by the executors (the driver sent bronze scans, not records);
-   gold's rows were written by the executors (the driver sent write nodes, not rows);
+   gold's rows were written by the executors (the driver sent write nodes, not rows); with a
+   per-batch rejection gate the executors keep every valid row (no dedup there), same tables;
 2. the plans the driver sent carry neither the access key id nor the secret;
 3. an executor killed (abort, as kill -9) as it starts a task: the run completes through Ballista's
    task retry on the other executor, or fails cleanly and a rerun completes; either way the tables
@@ -108,8 +109,8 @@ try:
     lake_env = {**clean_env, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
                 "MEDALLION_TEST_S3_ENDPOINT": endpoint}
 
-    def med(*args, lake, env=None, timeout=int(os.environ.get("CLUSTER_RUN_TIMEOUT", "600"))):
-        return subprocess.run([medallion, *args, "--project", str(project), "--lake", lake],
+    def med(*args, lake, env=None, timeout=int(os.environ.get("CLUSTER_RUN_TIMEOUT", "600")), proj=project):
+        return subprocess.run([medallion, *args, "--project", str(proj), "--lake", lake],
                               env={**lake_env, "MEDALLION_NOW": NOW, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
 
@@ -125,15 +126,15 @@ try:
         for f in chosen:
             s3.upload_file(str(f), "lake", f"{prefix}/{f.relative_to(data)}")
 
-    def two_runs(prefix, *args):
+    def two_runs(prefix, *args, proj=project):
         """The first batches, a run, the others, a run (so silver's second version has deletion
         vectors for gold to read): the last failed run, or the second."""
         upload(prefix, 0)
-        first = med("run", *args, lake=f"s3://lake/{prefix}")
+        first = med("run", *args, lake=f"s3://lake/{prefix}", proj=proj)
         if first.returncode != 0:
             return first
         upload(prefix, 1)
-        return med("run", *args, lake=f"s3://lake/{prefix}")
+        return med("run", *args, lake=f"s3://lake/{prefix}", proj=proj)
 
     options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
                "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
@@ -202,6 +203,23 @@ try:
           {t: (len(got[t][0]), got[t][1], len(clean[t][0]), clean[t][1]) for t in differences(got, clean)})
     gold_rows = sum(len(clean[t][0]) for t in TABLES if t.startswith("gold/"))
     check("gold has rows to compare", gold_rows > 0, gold_rows)
+
+    # 1b. A per-batch rejection gate could hold a batch back after validation, so the executors
+    # must not deduplicate across batches: every valid row comes back, the driver dedups, and the
+    # tables are the same (no batch is over the bound).
+    gated = work / "gated"
+    shutil.copytree(project, gated)
+    text = (gated / "medallion.toml").read_text()
+    (gated / "medallion.toml").write_text(text.replace('primary_key = ["order_id"]\n',
+                                                       'primary_key = ["order_id"]\nmax_rejected_fraction = 0.5\n', 1))
+    before = len(proxy.sent)
+    on_gated = two_runs("gated", "--cluster", cluster, proj=gated)
+    check("a table with a per-batch gate, on the cluster: exit 0", on_gated.returncode == 0, on_gated.stderr.strip()[-500:])
+    gated_sent = bytes(proxy.sent[before:])
+    got = tables("gated")
+    check("... validated there, not deduplicated there, the same tables",
+          b"medallion\x01b" in gated_sent and b'"dedup"' not in gated_sent and not differences(got, clean),
+          differences(got, clean))
 
     # 2. No credential in what the driver sent.
     sent = bytes(proxy.sent)
