@@ -569,9 +569,12 @@ pub(crate) async fn read(
             let rows = RecordBatch::try_new(Arc::clone(&table.contract.schema), rows.columns()[2..].to_vec())
                 .map_err(|e| Error::arrow(&context, e))?;
             let i = i as usize;
-            match (&slicer, spilled.get_mut(i)) {
-                (Some(slicer), Some(spill)) => spill.get_or_insert_with(|| slicer.batch(i)).write(&rows)?,
-                _ => results[i].valid.push(rows),
+            if i >= results.len() {
+                return Err(Error::Internal(format!("{context}: rows of a file {i} of {}", results.len())));
+            }
+            match &slicer {
+                Some(slicer) => spilled[i].get_or_insert_with(|| slicer.batch(i)).write(&rows)?,
+                None => results[i].valid.push(rows),
             }
         }
     }
