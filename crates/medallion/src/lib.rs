@@ -24,8 +24,9 @@
 //! ## Cargo features
 //! The local-filesystem lake is always available.
 //! - `s3` (default), `gcs`, `azure`: object-store lakes (`s3://`, `gs://`, `az://`).
-//! - `cluster`: queries on an Apache DataFusion Ballista cluster ([`cluster`]): the scheduler and
-//!   executor processes, and a driver's session on them.
+//! - `cluster`: computing on an Apache DataFusion Ballista cluster ([`cluster`]): the scheduler
+//!   and executor processes, a driver's session on them, bronze files validated there
+//!   (`silver::distributed`) and gold queries run there.
 
 #![warn(missing_docs)]
 

@@ -6,7 +6,9 @@
 //! the executors (Ballista's shuffle and task retries). A gold model's rows are written by the
 //! executors as files of its table ([`write`]), audited where they are, and published by the
 //! driver's one Delta commit; other results come back to the driver, which audits them and makes
-//! the commit, with its app transaction, as in-process.
+//! the commit, with its app transaction, as in-process. Silver's bronze files travel the same way
+//! through a [`NodeCodec`] of its own: validated and deduplicated on the executors, merged by the
+//! driver.
 //!
 //! Executors share nothing with the driver but the object store: they open it with their own
 //! configuration (the environment, their `[storage]`), so plans carry paths, never credentials.

@@ -209,7 +209,7 @@ pub struct PromoteOptions {
     /// [`super::rebuild`]).
     pub slice_bytes: u64,
     /// Where bronze files are decoded and validated: in process, or by a cluster's executors
-    /// (one task per file; see [`super::distributed`]).
+    /// (one task per file; see `silver::distributed`, cargo feature `cluster`).
     pub engine: crate::catalog::Engine,
 }
 
