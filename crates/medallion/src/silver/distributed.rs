@@ -42,10 +42,9 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 
 use super::contract::{Contract, ContractInputs};
-use super::promote::{FileResult, format_of, process};
+use super::promote::{FileResult, origin_of, process};
 use super::slices::{BatchSlices, Slicer};
 use super::table::SilverTable;
-use super::validate::Origin;
 use crate::bronze::batches::BatchFile;
 use crate::bronze::drift::Observed;
 use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, single, ticket_numbers, tickets};
@@ -94,10 +93,8 @@ struct Dedup {
 struct ShippedFile {
     /// Its path in the store.
     location: String,
-    /// Its path in the lake (what the dead letter records).
-    path: String,
-    batch_id: String,
-    ingested_at: Option<String>,
+    /// The batch (its path in the lake is what the dead letter records).
+    batch: BatchFile,
 }
 
 /// What validating one file gave, besides its valid rows.
@@ -133,12 +130,7 @@ impl BronzeFiles {
         for b in batches {
             let (s, location) = lake.locate(&b.path)?;
             store.get_or_insert(s);
-            files.push(ShippedFile {
-                location,
-                path: b.path.clone(),
-                batch_id: b.batch_id.clone(),
-                ingested_at: b.ingested_at.clone(),
-            });
+            files.push(ShippedFile { location, batch: b.clone() });
         }
         let shipped = Shipped {
             store: store.unwrap_or_else(|| "file://".to_string()),
@@ -427,13 +419,7 @@ async fn validate_file(files: &BronzeFiles, i: usize, context: &TaskContext) -> 
     let store = context.runtime_env().object_store(ObjectStoreUrl::parse(&shipped.store)?)?;
     let location = ObjectPath::parse(&file.location).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let gz = store.get(&location).await?.bytes().await?;
-    let mut origin = Origin {
-        batch_id: file.batch_id.clone(),
-        source: shipped.source.clone(),
-        file: file.path.clone(),
-        ingested_at: file.ingested_at.clone(),
-    };
-    let format = format_of(&gz, &mut origin);
+    let (origin, format) = origin_of(&file.batch, &shipped.source, &gz);
     let (contract, schema) = (Arc::clone(&files.contract), Arc::clone(&files.schema));
     let index = u32::try_from(i).map_err(bad)?;
     tokio::task::spawn_blocking(move || {
@@ -601,6 +587,7 @@ pub(crate) async fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::silver::validate::Origin;
 
     fn files() -> BronzeFiles {
         let spec: crate::spec::SilverSpec = toml::from_str(
@@ -618,9 +605,12 @@ mod tests {
             contract: contract.inputs.as_ref().clone(),
             files: vec![ShippedFile {
                 location: "lake/bronze/orders/2026-12-01/b1.ndjson.gz".into(),
-                path: "bronze/orders/2026-12-01/b1.ndjson.gz".into(),
-                batch_id: "b1".into(),
-                ingested_at: Some("2026-12-01T00:00:00Z".into()),
+                batch: BatchFile {
+                    path: "bronze/orders/2026-12-01/b1.ndjson.gz".into(),
+                    batch_id: "b1".into(),
+                    size: 0,
+                    ingested_at: Some("2026-12-01T00:00:00Z".into()),
+                },
             }],
             dedup: None,
         };

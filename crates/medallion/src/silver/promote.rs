@@ -817,13 +817,7 @@ async fn read_batch(
 ) -> Result<FileResult> {
     let gz =
         lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
-    let mut origin = Origin {
-        batch_id: file.batch_id.clone(),
-        source: table.source.clone(),
-        file: file.path.clone(),
-        ingested_at: file.ingested_at.clone(),
-    };
-    let format = format_of(&gz, &mut origin);
+    let (origin, format) = origin_of(&file, &table.source, &gz);
     let contract = Arc::clone(&table.contract);
     tokio::task::spawn_blocking(move || match slicer {
         None => process(&contract, &gz, &format, &origin, workers, None),
@@ -838,18 +832,25 @@ async fn read_batch(
     .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
 }
 
-/// How the bronze batch of `origin` is decoded, its bytes being `gz`; a CSV batch's description
-/// may also give its ingest time.
-pub(crate) fn format_of(gz: &[u8], origin: &mut Origin) -> BatchFormat {
+/// Where the records of bronze batch `file` of `source` come from, and how they are decoded, its
+/// bytes being `gz` (a CSV batch's description may also give its ingest time).
+pub(crate) fn origin_of(file: &BatchFile, source: &str, gz: &[u8]) -> (Origin, BatchFormat) {
+    let mut origin = Origin {
+        batch_id: file.batch_id.clone(),
+        source: source.to_string(),
+        file: file.path.clone(),
+        ingested_at: file.ingested_at.clone(),
+    };
     if !crate::bronze::is_csv_batch(&origin.file) {
-        return BatchFormat::NdjsonGz;
+        return (origin, BatchFormat::NdjsonGz);
     }
     let described = CsvBatch::from_gzip(gz);
     origin.ingested_at = origin.ingested_at.take().or_else(|| described.as_ref().map(|b| b.ingested_at.clone()));
-    BatchFormat::CsvGz(
+    let format = BatchFormat::CsvGz(
         described
             .unwrap_or_else(|| CsvBatch::undescribed(&origin.batch_id, &origin.source, origin.ingested_at.as_deref())),
-    )
+    );
+    (origin, format)
 }
 
 /// Decodes and validates one file of records (blocking), its chunks on `workers` threads: a
