@@ -152,7 +152,37 @@ pub async fn vacuum(
             out.push(sweep(t, retain, force, dry_run).await?.1);
         }
     }
+    if only.is_none() {
+        out.extend(sweep_bronze(lake, retain, dry_run).await?);
+    }
     Ok(out)
+}
+
+/// Where bronze batches are (`bronze/<source>/<date>/<batch>`).
+const BRONZE: &str = "bronze";
+
+/// Removes the bronze uploads a killed ingest left behind on a local lake, older than `retain`
+/// (a batch is renamed into place whole, so they were never a batch and nothing lists them);
+/// measured as `bronze` when there were any.
+async fn sweep_bronze(lake: &Lake, retain: Duration, dry_run: bool) -> Result<Option<Maintained>> {
+    let older_than = std::time::SystemTime::now().checked_sub(retain);
+    let swept = lake.sweep_abandoned(BRONZE, older_than, dry_run)?;
+    if swept.is_empty() {
+        return Ok(None);
+    }
+    let batches = lake.list(BRONZE).await?;
+    let bytes = batches.iter().map(|b| b.size).sum();
+    Ok(Some(Maintained {
+        table: BRONZE.to_string(),
+        files_before: batches.len(),
+        bytes_before: bytes,
+        files_after: batches.len(),
+        bytes_after: bytes,
+        removed: swept.len() as u64,
+        added: 0,
+        purged_rows: 0,
+        version: None,
+    }))
 }
 
 /// A table's policy: its own for silver and gold tables (`maintenance = { … }`), its table's for a

@@ -525,7 +525,15 @@ fn contents(proj: &Path) -> String {
         .expect("bronze")
         .flatten()
         .flat_map(|s| std::fs::read_dir(s.path()).expect("dates").flatten());
-    let batches: usize = bronze.map(|d| std::fs::read_dir(d.path()).expect("batches").count()).sum();
+    // As the lake lists them: an upload a kill interrupted (`<batch>#<n>`, the local store's
+    // staging name) is no batch; vacuum removes it.
+    let staged = |name: &str| name.rsplit_once('#').is_some_and(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()));
+    let batches: usize = bronze
+        .map(|d| {
+            let files = std::fs::read_dir(d.path()).expect("batches").flatten();
+            files.filter(|f| !staged(&f.file_name().to_string_lossy())).count()
+        })
+        .sum();
     out.push_str(&format!("bronze batches: {batches}\n"));
     out
 }
@@ -1033,9 +1041,21 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
     let kept = run(&["vacuum", "--retain", "7d"], &proj);
     assert_eq!(kept.status.code(), Some(0), "{}", text(&kept.stderr));
     assert_eq!(run(&["show", "orders", "--as-of", "0", "-n", "1"], &proj).status.code(), Some(0), "7 days kept");
+    // An ingest killed mid-upload leaves the local store's staging file beside the batches; no
+    // listing names it, and only vacuum removes it.
+    let day = std::fs::read_dir(proj.join("lake/bronze/orders")).expect("dates").flatten().next().expect("a date");
+    let staged = day.path().join("0c4e2b1a-killed.ndjson.gz#7");
+    std::fs::write(&staged, b"\x1f\x8b half").expect("stage");
     let forced = run(&["vacuum", "--retain", "0s", "--force", "--format", "json"], &proj);
     assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
     assert!(text(&forced.stdout).contains("\"removed\":"), "{}", text(&forced.stdout));
+    let bronze: serde_json::Value = text(&forced.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|r| r["table"] == "bronze")
+        .expect("bronze swept");
+    assert_eq!(bronze["removed"], 1, "{bronze}");
+    assert!(!staged.exists());
     assert_eq!(contents(&proj), before, "vacuum changes files, not contents");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0), "the pipeline goes on");
     // Z-ordered into small files: several files, the same contents.

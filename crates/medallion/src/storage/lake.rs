@@ -287,6 +287,24 @@ impl Lake {
         }
     }
 
+    /// Removes the uploads a killed process left under `prefix` of a local lake (see
+    /// [`super::uploads`]) last modified before `older_than`, unless `dry_run`: their paths under
+    /// `prefix`. An object-store lake has none (an interrupted multipart upload is for the
+    /// bucket's lifecycle rules to abort).
+    pub fn sweep_abandoned(
+        &self,
+        prefix: &str,
+        older_than: Option<std::time::SystemTime>,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        if self.bucket.is_some() {
+            return Ok(Vec::new());
+        }
+        let Ok(root) = self.root_url.to_file_path() else { return Ok(Vec::new()) };
+        let dir = root.join(prefix);
+        super::uploads::abandoned(&dir, older_than, dry_run).map_err(|source| Error::Io { path: dir, source })
+    }
+
     /// Deletes an object if it exists.
     pub async fn delete(&self, path: &str) -> Result<()> {
         match self.store.delete(&ObjectPath::from(path)).await {

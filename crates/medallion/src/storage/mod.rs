@@ -8,6 +8,7 @@ pub(crate) mod cloud;
 pub mod delta;
 mod lake;
 mod policy;
+pub(crate) mod uploads;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 

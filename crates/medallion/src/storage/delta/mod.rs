@@ -601,7 +601,10 @@ impl Table {
         let mut deleted = metrics.files_deleted;
         if let Ok(dir) = inner.table_url().to_file_path() {
             let older_than = std::time::SystemTime::now().checked_sub(retain.to_std().unwrap_or_default());
-            deleted.extend(abandoned_uploads(&dir, older_than, dry_run).map_err(|e| Error::delta(&label, e))?);
+            deleted.extend(crate::storage::uploads::abandoned(&dir, older_than, dry_run).map_err(|e| {
+                let why = format!("listing {} for abandoned uploads: {e}", dir.display());
+                Error::delta(&label, DeltaTableError::Generic(why))
+            })?);
         }
         Ok((Table { label, inner, exists: true }, deleted))
     }
@@ -690,54 +693,6 @@ impl Table {
             .map_err(|e| Error::delta(&label, e))?;
         Ok((Table { label, inner, exists: true }, metrics))
     }
-}
-
-/// A local table's files that a process killed while writing them left behind: object_store's
-/// local store writes `<file>#<n>` and renames it into place, and lists no such name, so no
-/// vacuum sees them. Those under `dir` last modified before `older_than` are removed (unless
-/// `dry_run`); their paths relative to `dir`.
-fn abandoned_uploads(
-    dir: &std::path::Path,
-    older_than: Option<std::time::SystemTime>,
-    dry_run: bool,
-) -> std::result::Result<Vec<String>, DeltaTableError> {
-    let io =
-        |e: std::io::Error| DeltaTableError::Generic(format!("listing {} for abandoned uploads: {e}", dir.display()));
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(at) = pending.pop() {
-        let entries = match std::fs::read_dir(&at) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io)?;
-            let meta = entry.metadata().map_err(io)?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if meta.is_dir() {
-                if name != "_delta_log" {
-                    pending.push(entry.path());
-                }
-                continue;
-            }
-            let staged =
-                name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            let old = match (older_than, meta.modified()) {
-                (Some(limit), Ok(at)) => at <= limit,
-                _ => false,
-            };
-            if staged && old {
-                if !dry_run {
-                    std::fs::remove_file(entry.path()).map_err(io)?;
-                }
-                let path = entry.path();
-                out.push(path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned());
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Options of [`Table::write`].
