@@ -45,9 +45,17 @@ pub struct Global {
     /// it (e.g. `10m`, for parallel `run --date` tasks); default: fail at once naming the holder.
     #[arg(long, global = true, env = "MEDALLION_LOCK_WAIT", value_name = "DURATION")]
     pub lock_wait: Option<String>,
-    /// Compressed bronze a promotion or a rebuild resolves at once (e.g. `16MiB`, the default; units
-    /// B, KiB, MiB, GiB): its memory is a few times this; a larger backlog is split by key into
-    /// slices that wait in scratch files under TMPDIR.
+    /// Memory the process may use (e.g. `2GiB`; at least 128MiB; default: three quarters of the
+    /// machine's or its cgroup's): queries (gold models, audits, sql) share a pool of this size,
+    /// spilling sorts and aggregations to scratch files under TMPDIR past it, and promotions
+    /// resolve bronze in smaller slices when it is low. Not a cap on resident memory: decoding
+    /// and writers hold what they hold (see the README's "Memory budget").
+    #[arg(long, global = true, env = "MEDALLION_MEMORY_LIMIT", value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// Compressed bronze a promotion or a rebuild resolves at once (e.g. `16MiB`; units B, KiB,
+    /// MiB, GiB; default: 16MiB, down to 4MiB under a low --memory-limit): resolving one costs
+    /// about 10 times this; a larger backlog is split by key into slices that wait in scratch
+    /// files under TMPDIR.
     #[arg(long, global = true, alias = "rebuild-slice", env = "MEDALLION_SLICE_SIZE", value_name = "SIZE")]
     pub slice_size: Option<String>,
     /// Values for `var()` in gold models, over the project's [vars]: a YAML or JSON mapping, as dbt's

@@ -95,6 +95,7 @@ fn render(e: &anyhow::Error) -> String {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     let g = &cli.global;
+    commands::set_memory_limit(g)?;
     match cli.command {
         Command::Init { dir } => commands::init::run(g, &dir),
         Command::Import { from: args::ImportFrom::Dbt { dbt_project, dir } } => {

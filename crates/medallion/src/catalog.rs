@@ -204,14 +204,24 @@ async fn session_with(
 }
 
 /// A session with the `silver`, `gold`, `quarantine` and `medallion` schemas and no tables, and
-/// medallion's SQL semantics ([`division::FloatDivision`]).
+/// medallion's SQL semantics ([`division::FloatDivision`]), drawing on the process's query memory
+/// pool ([`crate::runtime::memory::query_pool`]).
 pub fn new_session() -> Result<SessionContext> {
     // Before type coercion, which then reconciles what the rewrite changed (`3 / 2 > 1`).
     let mut rules: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
         vec![Arc::new(division::FloatDivision)];
     rules.extend(datafusion::optimizer::Analyzer::new().rules);
-    let state =
-        datafusion::execution::SessionStateBuilder::new().with_default_features().with_analyzer_rules(rules).build();
+    // Every session's operators draw on the process's one pool (`--memory-limit`), spilling to
+    // scratch files past it.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(crate::runtime::memory::query_pool())
+        .build_arc()
+        .map_err(|e| Error::sql("a query session's runtime", e))?;
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_default_features()
+        .with_runtime_env(runtime)
+        .with_analyzer_rules(rules)
+        .build();
     let ctx = SessionContext::new_with_state(state);
     add_schemas(&ctx)?;
     Ok(ctx)

@@ -74,6 +74,18 @@ pub enum Error {
         source: datafusion::error::DataFusionError,
     },
 
+    /// A query needed more memory than the process's limit lets its pool give and could not
+    /// spill (see [`crate::runtime::memory`]).
+    #[error(
+        "{context}: the query needs more memory than the process's limit allows (raise it with --memory-limit or MEDALLION_MEMORY_LIMIT): {source}"
+    )]
+    MemoryLimit {
+        /// What was being evaluated.
+        context: String,
+        /// DataFusion's "Resources exhausted", naming the largest consumers.
+        source: datafusion::error::DataFusionError,
+    },
+
     /// A gold model's template could not be rendered.
     #[error("gold model `{model}` ({}): {message}", file.display())]
     Template {
@@ -264,7 +276,16 @@ impl Error {
         }
     }
 
+    /// A query's failure while evaluating `context`: [`Error::MemoryLimit`] when it ran out of the
+    /// memory pool, else [`Error::Sql`].
+    pub fn query(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
+        Error::sql(context, source)
+    }
+
     pub(crate) fn sql(context: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
+        if matches!(source.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
+            return Error::MemoryLimit { context: context.into(), source };
+        }
         Error::Sql { context: context.into(), source }
     }
 

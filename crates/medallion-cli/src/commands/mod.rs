@@ -18,6 +18,7 @@ pub mod validate;
 
 use anyhow::{Context, Result};
 use medallion::project::Project;
+use medallion::runtime::memory;
 use medallion::silver::evolve::{self, Verdict};
 use medallion::storage::Lake;
 
@@ -85,12 +86,27 @@ pub fn engine(g: &Global) -> Result<medallion::catalog::Engine> {
     Ok(medallion::catalog::Engine::InProcess)
 }
 
-/// Compressed bronze bytes a promotion or a rebuild resolves at once.
+/// Compressed bronze bytes a promotion or a rebuild resolves at once: `--slice-size`, else what the
+/// memory limit allows.
 pub fn slice_size(g: &Global) -> Result<u64> {
     match &g.slice_size {
-        None => Ok(medallion::silver::promote::SLICE_BYTES),
+        None => Ok(memory::slice_bytes(memory::limit())),
         Some(text) => size(text, "--slice-size/MEDALLION_SLICE_SIZE"),
     }
+}
+
+/// Sets the process's memory limit from `--memory-limit`, if given (before any query runs).
+pub fn set_memory_limit(g: &Global) -> Result<()> {
+    let Some(text) = &g.memory_limit else { return Ok(()) };
+    let bytes = size(text, "--memory-limit/MEDALLION_MEMORY_LIMIT")?;
+    if bytes < memory::MIN_LIMIT {
+        anyhow::bail!(
+            "invalid --memory-limit/MEDALLION_MEMORY_LIMIT `{text}`: at least {} MiB",
+            memory::MIN_LIMIT >> 20
+        );
+    }
+    memory::set_limit(bytes);
+    Ok(())
 }
 
 /// A size such as `64MiB` (units B, KiB, MiB, GiB; KB, MB, GB mean the same), more than 0.

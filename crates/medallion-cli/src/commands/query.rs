@@ -42,7 +42,7 @@ pub async fn show(
     let df =
         ctx.sql(&format!("SELECT * FROM {table} LIMIT {limit}")).await.with_context(|| format!("reading `{table}`"))?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let rows = df.collect().await.with_context(|| format!("reading `{table}`"))?;
+    let rows = df.collect().await.map_err(|e| medallion::Error::query(format!("reading `{table}`"), e))?;
     emit(g, schema, &rows, out)
 }
 
@@ -60,7 +60,7 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>, out: Option<&std::pa
     };
     let df = medallion::catalog::read_only(&ctx, query, "`sql`").await?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let rows = df.collect().await.context("the query failed")?;
+    let rows = df.collect().await.map_err(|e| medallion::Error::query("the query failed", e))?;
     emit(g, schema, &rows, out)
 }
 

@@ -1745,3 +1745,42 @@ fn serve_lands_pushed_records_exactly_once() {
     );
     assert_eq!(rows, vec![serde_json::json!({"n": acked.len(), "k": acked.len()})]);
 }
+
+/// Issue 20: `--memory-limit` bounds what a query may hold. A sort past the limit spills and gives
+/// the rows it gives without one; a hash join's build side, which cannot spill, fails with one
+/// error naming the limit and how to raise it; a limit too low to run with is refused.
+#[test]
+fn queries_keep_to_the_memory_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    let sorted = "SELECT max(rn) AS m, sum(value) AS s FROM (SELECT value, row_number() OVER (ORDER BY value DESC) AS rn FROM generate_series(1, 20000000))";
+    let free = run(&["sql", sorted, "--format", "csv"], &proj);
+    assert_eq!(free.status.code(), Some(0), "{}", text(&free.stderr));
+    let bounded = run(&["--memory-limit", "128MiB", "sql", sorted, "--format", "csv"], &proj);
+    assert_eq!(bounded.status.code(), Some(0), "{}", text(&bounded.stderr));
+    assert_eq!(text(&bounded.stdout), text(&free.stdout));
+    assert!(text(&free.stdout).contains("20000000,200000010000000"), "{}", text(&free.stdout));
+
+    let joined = "SELECT count(*) AS n FROM generate_series(1, 8000000) a JOIN generate_series(1, 8000000) b ON a.value = b.value";
+    let over = run(&["--memory-limit", "128MiB", "sql", joined], &proj);
+    assert_eq!(over.status.code(), Some(2));
+    let err = text(&over.stderr);
+    assert!(
+        err.starts_with("error: the query failed: the query needs more memory than the process's limit allows (raise it with --memory-limit or MEDALLION_MEMORY_LIMIT): Resources exhausted")
+            && err.matches("error:").count() == 1
+            && err.contains("HashJoinInput"),
+        "{err}"
+    );
+    let env = bin()
+        .args(["sql", joined, "--format", "csv"])
+        .env("MEDALLION_MEMORY_LIMIT", "1GiB")
+        .current_dir(&proj)
+        .output()
+        .expect("runs");
+    assert_eq!(env.status.code(), Some(0), "{}", text(&env.stderr));
+    assert!(text(&env.stdout).contains("8000000"));
+
+    let low = run(&["--memory-limit", "64MiB", "sql", "SELECT 1"], &proj);
+    assert_eq!(low.status.code(), Some(2));
+    assert_eq!(text(&low.stderr), "error: invalid --memory-limit/MEDALLION_MEMORY_LIMIT `64MiB`: at least 128 MiB\n");
+}

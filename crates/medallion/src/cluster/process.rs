@@ -93,7 +93,10 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     let stores = Arc::new(LakeStores::new(options.storage));
     let work_dir = options.work_dir.clone();
     let runtime: RuntimeProducer = Arc::new(move |_| {
-        let mut builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::clone(&stores) as _);
+        // The executor's tasks share its memory pool (`--memory-limit`), spilling past it.
+        let mut builder = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::clone(&stores) as _)
+            .with_memory_pool(crate::runtime::memory::query_pool());
         if let Some(dir) = &work_dir {
             builder = builder.with_temp_file_path(dir.clone());
         }

@@ -78,7 +78,7 @@ impl Default for RunOptions {
             backoff: std::time::Duration::from_millis(500),
             date: None,
             lock_wait: std::time::Duration::ZERO,
-            slice_bytes: crate::silver::promote::SLICE_BYTES,
+            slice_bytes: crate::runtime::memory::slice_bytes(crate::runtime::memory::limit()),
             engine: crate::catalog::Engine::InProcess,
         }
     }

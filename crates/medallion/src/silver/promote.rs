@@ -76,10 +76,6 @@ pub(crate) fn most_frequent(counts: HashMap<String, u64>, n: usize) -> Vec<(Stri
 /// Rows per batch written to Delta.
 pub(crate) const WRITE_BATCH_ROWS: usize = 131_072;
 
-/// Default of [`PromoteOptions::slice_bytes`]: 16 MiB of gzip NDJSON is about 800k records of
-/// the benchmark's orders (20 bytes each), a few hundred MB once typed and deduplicated.
-pub const SLICE_BYTES: u64 = 16 << 20;
-
 /// What one promotion did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Promotion {
@@ -206,7 +202,9 @@ pub struct PromoteOptions {
     /// Compressed bronze bytes a promotion or a rebuild resolves at once, which bounds its memory:
     /// past this size its records are split by key into slices of about this size, spilled to
     /// local scratch files, and resolved one slice at a time ([`super::backlog`],
-    /// [`super::rebuild`]).
+    /// [`super::rebuild`]). A run derives it from its memory limit
+    /// ([`crate::runtime::memory::slice_bytes`]: 16 MiB, about 800k of the benchmark's orders,
+    /// unless the limit is low).
     pub slice_bytes: u64,
     /// Where bronze files are decoded and validated: in process, or by a cluster's executors
     /// (one task per file; see `silver::distributed`, cargo feature `cluster`).
