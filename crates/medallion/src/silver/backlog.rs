@@ -39,7 +39,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
-use super::dedup::latest_per_key;
+use super::dedup::latest_unless;
 use super::history::History;
 use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, most_frequent,
@@ -111,13 +111,14 @@ pub(crate) async fn promote(
     let t = Instant::now();
     let shared = Arc::new(table.clone());
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    let already = read.latest;
     let unique = if silver.exists() {
         let out_dir = spill.dir("latest")?;
         let mut resolved = Vec::with_capacity(read.slices.len());
         let mut unique = 0u64;
         for (i, paths) in read.slices.into_iter().enumerate() {
             let (table, dir) = (Arc::clone(&shared), out_dir.clone());
-            let (path, rows) = tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, &dir, i))
+            let (path, rows) = tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, already, &dir, i))
                 .await
                 .map_err(|e| Error::Internal(format!("promotion task failed: {e}")))??;
             unique += rows;
@@ -133,7 +134,7 @@ pub(crate) async fn promote(
         unique
     } else {
         let written = Arc::new(AtomicU64::new(0));
-        let winners = resolving(shared, read.slices, Arc::clone(&written));
+        let winners = resolving(shared, read.slices, already, Arc::clone(&written));
         p.silver_version = create_streamed(silver, table, winners, txn, meta).await?;
         p.inserted = written.load(Ordering::SeqCst);
         p.timings_ms.insert("merge", ms(t));
@@ -150,17 +151,24 @@ pub(crate) async fn promote(
     Ok(p)
 }
 
-/// The latest row per key of the valid rows spilled at `inputs` (blocking; files in ingest order).
-/// The input files are removed.
-fn latest(table: &SilverTable, inputs: &[PathBuf]) -> Result<Vec<RecordBatch>> {
+/// The latest row per key of the valid rows spilled at `inputs` (blocking; files in ingest order),
+/// which `already` are when the cluster's executors deduplicated them. The input files are
+/// removed.
+fn latest(table: &SilverTable, inputs: &[PathBuf], already: bool) -> Result<Vec<RecordBatch>> {
     let valid = slices::take_all(inputs)?;
-    latest_per_key(&table.contract.schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)
+    latest_unless(already, &table.contract.schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)
 }
 
 /// [`latest`], spilled into `<out_dir>/<slice>.arrow`: its path and rows.
-fn latest_spilled(table: &SilverTable, inputs: &[PathBuf], out_dir: &Path, slice: usize) -> Result<(PathBuf, u64)> {
+fn latest_spilled(
+    table: &SilverTable,
+    inputs: &[PathBuf],
+    already: bool,
+    out_dir: &Path,
+    slice: usize,
+) -> Result<(PathBuf, u64)> {
     let mut out = SpillWriter::create(out_dir, &slice.to_string(), &table.contract.schema)?;
-    for b in &latest(table, inputs)? {
+    for b in &latest(table, inputs, already)? {
         out.write(b)?;
     }
     out.finish()
@@ -170,15 +178,21 @@ fn latest_spilled(table: &SilverTable, inputs: &[PathBuf], out_dir: &Path, slice
 const IN_FLIGHT: usize = 4;
 
 /// The winners of every slice at `slices` as a stream, resolved on a blocking thread one slice at
-/// a time, a few batches ahead of the reader; `written` counts the rows it yields. A resolving
+/// a time (`already` the latest per key: see [`latest`]), a few batches ahead of the reader;
+/// `written` counts the rows it yields. A resolving
 /// thread that stops early (an error, a panic) ends the stream with an error, never with fewer
 /// rows.
-fn resolving(table: Arc<SilverTable>, slices: Vec<Vec<PathBuf>>, written: Arc<AtomicU64>) -> SendableRecordBatchStream {
+fn resolving(
+    table: Arc<SilverTable>,
+    slices: Vec<Vec<PathBuf>>,
+    already: bool,
+    written: Arc<AtomicU64>,
+) -> SendableRecordBatchStream {
     let schema = table.contract.schema.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(IN_FLIGHT);
     let resolver = tokio::task::spawn_blocking(move || {
         for paths in &slices {
-            let batches = match latest(&table, paths) {
+            let batches = match latest(&table, paths, already) {
                 Ok(batches) => batches,
                 Err(e) => {
                     let _ = tx.blocking_send(Err(e));

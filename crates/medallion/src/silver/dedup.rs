@@ -37,6 +37,22 @@ pub fn latest_per_key(
     gather(schema, batches, picks, batch_rows)
 }
 
+/// `batches` as the latest row per key: as they are when they `already` are (the cluster's
+/// executors kept only the latest per key after a shuffle on it), else [`latest_per_key`].
+pub(crate) fn latest_unless(
+    already: bool,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    keys: &[String],
+    order_by: &str,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>> {
+    if already {
+        return Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect());
+    }
+    latest_per_key(schema, batches, keys, order_by, batch_rows)
+}
+
 /// The rows `picks` names (batch, row), in arrival order, as batches of at most `batch_rows`;
 /// each input batch is released once its rows are out.
 fn gather(

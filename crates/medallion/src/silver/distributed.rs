@@ -36,7 +36,9 @@ use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
@@ -188,15 +190,12 @@ impl TableProvider for BronzeFiles {
         let mut scan: Arc<dyn ExecutionPlan> = Arc::new(ValidateExec::new(self.clone(), tickets(files)?));
         if let Some(dedup) = &self.shipped.dedup {
             if files > 1 {
-                // Every record of a key to one task: Ballista turns this into a shuffle.
-                let keys = dedup
-                    .keys
-                    .iter()
-                    .map(|k| Ok(Arc::new(Column::new_with_schema(k, &self.schema)?) as Arc<dyn PhysicalExpr>))
-                    .collect::<DfResult<Vec<_>>>()?;
+                // Every record of a key to one task: Ballista turns this into a shuffle. (The
+                // dedup node requires it too: an optimizer may plan this one again.)
+                let keys = key_columns(&dedup.keys, &self.schema)?;
                 scan = Arc::new(RepartitionExec::try_new(scan, Partitioning::Hash(keys, files))?);
             }
-            scan = Arc::new(DedupExec::new(scan, dedup.clone()));
+            scan = Arc::new(DedupExec::new(scan, dedup.clone())?);
         }
         let every: Vec<usize> = (0..self.schema.fields().len()).collect();
         match projection.filter(|p| **p != every) {
@@ -283,21 +282,30 @@ impl ExecutionPlan for ValidateExec {
     }
 }
 
-/// Keeps the latest record per key among the rows of its input's partition (all the records of
-/// a key are in one partition), which come from several files; report rows pass through.
+/// Keeps the latest record per key among the rows of its input's partition, which come from
+/// several files; report rows pass through. It requires its input hash-partitioned on the key
+/// (all the records of a key in one partition), so the physical optimizer, which removes and
+/// re-inserts repartitions by what nodes require, keeps the shuffle under it.
 #[derive(Debug)]
 pub struct DedupExec {
     input: Arc<dyn ExecutionPlan>,
     dedup: Dedup,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
     properties: Arc<PlanProperties>,
 }
 
 impl DedupExec {
-    fn new(input: Arc<dyn ExecutionPlan>, dedup: Dedup) -> DedupExec {
+    fn new(input: Arc<dyn ExecutionPlan>, dedup: Dedup) -> DfResult<DedupExec> {
         let partitions = input.properties().output_partitioning().partition_count();
         let properties = node_properties(input.schema(), partitions, EmissionType::Final);
-        DedupExec { input, dedup, properties }
+        let keys = key_columns(&dedup.keys, &input.schema())?;
+        Ok(DedupExec { input, dedup, keys, properties })
     }
+}
+
+/// The columns `keys` of `schema`, as physical expressions.
+fn key_columns(keys: &[String], schema: &Schema) -> DfResult<Vec<Arc<dyn PhysicalExpr>>> {
+    keys.iter().map(|k| Ok(Arc::new(Column::new_with_schema(k, schema)?) as Arc<dyn PhysicalExpr>)).collect()
 }
 
 impl DisplayAs for DedupExec {
@@ -323,6 +331,10 @@ impl ExecutionPlan for DedupExec {
         vec![false]
     }
 
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::KeyPartitioned(self.keys.clone())]
+    }
+
     fn apply_expressions(
         &self,
         _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
@@ -331,7 +343,7 @@ impl ExecutionPlan for DedupExec {
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(DedupExec::new(single(&children, "MedallionDedupExec")?, self.dedup.clone())))
+        Ok(Arc::new(DedupExec::new(single(&children, "MedallionDedupExec")?, self.dedup.clone())?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
@@ -491,7 +503,7 @@ impl NodeCodec for BronzeCodec {
             Some((&VALIDATE, files)) => Ok(Arc::new(ValidateExec::new(BronzeFiles::decode(files)?, input))),
             Some((&DEDUP, dedup)) => {
                 let dedup: Dedup = serde_json::from_slice(dedup).map_err(bad)?;
-                Ok(Arc::new(DedupExec::new(input, dedup)))
+                Ok(Arc::new(DedupExec::new(input, dedup)?))
             }
             _ => Err(bad("an unknown node")),
         }
@@ -500,8 +512,8 @@ impl NodeCodec for BronzeCodec {
 
 /// Whether the executors may keep only the latest record per key of a promotion's files: for a
 /// table keeping the latest row per key (SCD 1), whose batches a rejection-rate gate cannot hold
-/// back after validation (a held-back batch's records must not have beaten a kept one's). Its
-/// driver deduplicates again (nothing changes) before it audits and merges.
+/// back after validation (a held-back batch's records must not have beaten a kept one's). The
+/// driver then takes the winners as they are ([`FileResult::latest`]) to audit and merge them.
 fn dedups_on_executors(table: &SilverTable) -> bool {
     let holds_back = table
         .max_rejected_fraction
@@ -571,6 +583,7 @@ pub(crate) async fn read(
         if let Some(spill) = spill {
             result.sliced = spill.finish()?;
         }
+        result.latest = dedup;
         let rows: u64 = result.valid.iter().map(|b| b.num_rows() as u64).sum();
         // Deduplicated on the executors, fewer rows than records came back: their losers are
         // superseded, counted from the reports (`valid_rows`).
@@ -589,7 +602,7 @@ mod tests {
     use super::*;
     use crate::silver::validate::Origin;
 
-    fn files() -> BronzeFiles {
+    fn shipped() -> (Shipped, Contract) {
         let spec: crate::spec::SilverSpec = toml::from_str(
             r#"
             primary_key = ["id"]
@@ -614,6 +627,11 @@ mod tests {
             }],
             dedup: None,
         };
+        (shipped, contract)
+    }
+
+    fn files() -> BronzeFiles {
+        let (shipped, contract) = shipped();
         BronzeFiles::new(shipped, Arc::new(contract))
     }
 
@@ -662,6 +680,27 @@ mod tests {
         assert_eq!(back.files.encode().expect("encodes"), table.encode().expect("encodes"));
         // Nothing but paths: no store options travel.
         assert!(!String::from_utf8_lossy(&buf).contains("secret"));
+    }
+
+    /// The dedup needs every record of a key in one task: whatever the physical optimizer does to
+    /// the scan's plan, a hash repartition on the key sits under the dedup node (without it each
+    /// task deduplicated one file's records and the driver's second dedup hid it).
+    #[tokio::test]
+    async fn the_dedup_of_several_files_runs_after_a_shuffle_on_the_key() {
+        let (mut shipped, contract) = shipped();
+        let second = ShippedFile {
+            location: "lake/bronze/orders/2026-12-01/b2.ndjson.gz".into(),
+            batch: BatchFile { batch_id: "b2".into(), ..shipped.files[0].batch.clone() },
+        };
+        shipped.files.push(second);
+        shipped.dedup = Some(Dedup { keys: vec!["id".into()], order_by: "amount".into() });
+        let table = BronzeFiles::new(shipped, Arc::new(contract));
+        let ctx = crate::catalog::new_session().expect("session");
+        let plan = ctx.read_table(Arc::new(table)).expect("reads").create_physical_plan().await.expect("plans");
+        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+        let lines: Vec<&str> = shown.lines().map(str::trim).collect();
+        let at = lines.iter().position(|l| l.starts_with("MedallionDedupExec")).expect("a dedup node");
+        assert!(lines[at + 1].starts_with("RepartitionExec: partitioning=Hash([id@"), "{shown}");
     }
 
     /// Records of several files, in whatever order the shuffle delivered them: the latest per key

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::contract::Contract;
-use super::dedup::{Seen, first_in_window, latest_per_key, time_values};
+use super::dedup::{Seen, first_in_window, latest_unless, time_values};
 use super::evolve::{self, Change, Verdict};
 use super::history::{self, History, Rebuilt};
 use super::publish::{Publish, publish};
@@ -331,6 +331,9 @@ pub(crate) struct FileResult {
     pub gate_counts: Vec<(u64, u64)>,
     /// Fields the records carried (contract columns and others), with their kinds.
     pub observed: Observed,
+    /// Its valid rows are already the latest per key across every file of its read (the
+    /// cluster's executors deduplicated them; `valid_rows` still counts what they dropped).
+    pub latest: bool,
 }
 
 impl FileResult {
@@ -345,6 +348,7 @@ impl FileResult {
             read: 0,
             gate_counts: vec![(0, 0); gates],
             observed: Observed::new(),
+            latest: false,
         }
     }
 }
@@ -426,6 +430,7 @@ async fn run_intent(
     // Valid records: those that came back, and (from a cluster whose executors kept only the
     // latest per key) those superseded there.
     let mut valid_rows = 0;
+    let latest = results.iter().all(|r| r.latest);
     for r in results {
         observed.push(r.observed);
         p.read += r.read;
@@ -453,7 +458,7 @@ async fn run_intent(
     };
     // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
     let (plan, _, dropped) =
-        plan(lake, tables, table, valid, opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
+        plan(lake, tables, table, (valid, latest), opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
     let table_dropped = dropped.len() as u64;
     rejected.extend(dropped);
     p.expectations.extend(rate_results);
@@ -498,15 +503,15 @@ async fn run_intent(
     Ok(p)
 }
 
-/// Prepares what `valid` records change in `table`: SCD 2 rebuilds the history, SCD 1 dedups
-/// (latest per key) and audits the merge candidate. Also returns the rows `drop` expectations
+/// Prepares what `valid` records change in `table` (with whether they already are the latest per
+/// key): SCD 2 rebuilds the history, SCD 1 dedups (latest per key) and audits the merge candidate. Also returns the rows `drop` expectations
 /// removed, as rows and as dead-letter records.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
     lake: &Lake,
     tables: &dyn Registry,
     table: &SilverTable,
-    valid: Vec<RecordBatch>,
+    (valid, latest): (Vec<RecordBatch>, bool),
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
@@ -522,12 +527,12 @@ pub(crate) async fn plan(
         }
         History::Latest { delete } => {
             let (rows, removed, dropped) =
-                dedup_and_audit(lake, tables, table, valid, now, file_of, expectations, timings).await?;
+                dedup_and_audit(lake, tables, table, (valid, latest), now, file_of, expectations, timings).await?;
             Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
         }
         History::Events { .. } => {
             let (rows, removed, dropped) =
-                dedup_and_audit(lake, tables, table, valid, now, file_of, expectations, timings).await?;
+                dedup_and_audit(lake, tables, table, (valid, latest), now, file_of, expectations, timings).await?;
             Ok((Publish::Append { rows }, removed, dropped))
         }
     }
@@ -639,7 +644,7 @@ async fn dedup_and_audit(
     lake: &Lake,
     tables: &dyn Registry,
     table: &SilverTable,
-    valid: Vec<RecordBatch>,
+    (valid, latest): (Vec<RecordBatch>, bool),
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
@@ -652,7 +657,7 @@ async fn dedup_and_audit(
             let mut seen = published_events(lake, table, &valid, *time, *window).await?;
             first_in_window(&schema, valid, &table.keys, *time, *window, &mut seen, WRITE_BATCH_ROWS)?
         }
-        _ => latest_per_key(&schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?,
+        _ => latest_unless(latest, &schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?,
     };
     timings.insert("dedup", ms(t));
     if table.checks.is_empty() {

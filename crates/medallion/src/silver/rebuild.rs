@@ -37,7 +37,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::dedup::{Seen, first_in_window, latest_per_key};
+use super::dedup::{Seen, first_in_window, latest_unless};
 use super::history::{self, History, Rebuilt};
 use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons, most_frequent,
@@ -101,10 +101,11 @@ pub(crate) async fn rebuild(
     };
     let shared = Arc::new(table.clone());
     let (mut resolved_rows, mut tombstones, mut counts) = (0u64, Vec::new(), Rebuilt::default());
+    let already = read.latest;
     for (i, paths) in read.slices.into_iter().enumerate() {
         let (table, dir, schema) = (Arc::clone(&shared), rows_dir.clone(), out_schema.clone());
         let first = i64::try_from(resolved_rows).unwrap_or(i64::MAX);
-        let r = tokio::task::spawn_blocking(move || resolve(&table, &schema, &paths, &dir, i, first))
+        let r = tokio::task::spawn_blocking(move || resolve(&table, &schema, (&paths, already), &dir, i, first))
             .await
             .map_err(|e| Error::Internal(format!("rebuild task failed: {e}")))??;
         resolved_rows += r.rows;
@@ -219,11 +220,13 @@ struct Resolved {
 }
 
 /// Resolves the valid rows spilled at `inputs` (blocking; files in ingest order): the new table's
-/// rows of that slice, numbered from `first`, spilled into `out_dir`. The input files are removed.
+/// rows of that slice, numbered from `first`, spilled into `out_dir`. Rows `already` the latest per
+/// key (deduplicated on the cluster's executors) are not deduplicated again. The input files are
+/// removed.
 fn resolve(
     table: &SilverTable,
     out_schema: &SchemaRef,
-    inputs: &[PathBuf],
+    (inputs, already): (&[PathBuf], bool),
     out_dir: &Path,
     slice: usize,
     first: i64,
@@ -233,7 +236,7 @@ fn resolve(
     let schema = table.contract.schema.clone();
     let (rows, tombstones, counts) = match &table.history {
         History::Latest { delete } => {
-            let latest = latest_per_key(&schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+            let latest = latest_unless(already, &schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
             match delete {
                 None => (latest, Vec::new(), Rebuilt::default()),
                 Some(expr) => {

@@ -276,7 +276,7 @@ async fn replay_locked(
     let mut timings = HashMap::new();
     let file_of = |batch: &str| file_of.get(batch).cloned().unwrap_or_default();
     let (publish_plan, removed, dropped) =
-        plan(lake, tables, table, valid, opts.now, file_of, &mut out.expectations, &mut timings).await?;
+        plan(lake, tables, table, (valid, false), opts.now, file_of, &mut out.expectations, &mut timings).await?;
     out.dropped = dropped.len() as u64;
 
     let intent = match open {

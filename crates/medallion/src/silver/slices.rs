@@ -110,6 +110,8 @@ pub(crate) struct Read {
     pub reasons: HashMap<String, u64>,
     /// Per kept batch, the fields its records carried.
     pub observed: Vec<drift::Observed>,
+    /// The valid rows already are the latest per key (see [`FileResult::latest`]).
+    pub latest: bool,
 }
 
 impl Read {
@@ -216,12 +218,14 @@ pub(crate) async fn read_all(
         gate_counts: vec![(0, 0); table.contract.gates.len()],
         reasons: HashMap::new(),
         observed: Vec::with_capacity(batches.len()),
+        latest: !batches.is_empty(),
     };
     let mut files = std::pin::pin!(read_batches(lake, table, batches, opts, Some(slicer)));
     let mut next = batches.iter();
-    while let Some(FileResult { valid_rows, sliced, rejected, read, gate_counts, observed, .. }) =
+    while let Some(FileResult { valid_rows, sliced, rejected, read, gate_counts, observed, latest, .. }) =
         files.try_next().await?
     {
+        out.latest &= latest;
         let file = next.next().ok_or_else(|| Error::Internal("more validated batches than batches".into()))?;
         out.per_batch.push((read, rejected.len() as u64));
         if hold_back.is_some_and(|limit| fraction(rejected.len() as u64, read) > limit) {
