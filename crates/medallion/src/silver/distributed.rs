@@ -687,20 +687,28 @@ mod tests {
     /// task deduplicated one file's records and the driver's second dedup hid it).
     #[tokio::test]
     async fn the_dedup_of_several_files_runs_after_a_shuffle_on_the_key() {
-        let (mut shipped, contract) = shipped();
-        let second = ShippedFile {
-            location: "lake/bronze/orders/2026-12-01/b2.ndjson.gz".into(),
-            batch: BatchFile { batch_id: "b2".into(), ..shipped.files[0].batch.clone() },
-        };
-        shipped.files.push(second);
-        shipped.dedup = Some(Dedup { keys: vec!["id".into()], order_by: "amount".into() });
-        let table = BronzeFiles::new(shipped, Arc::new(contract));
-        let ctx = crate::catalog::new_session().expect("session");
-        let plan = ctx.read_table(Arc::new(table)).expect("reads").create_physical_plan().await.expect("plans");
-        let shown = datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string();
+        async fn planned(files: usize) -> String {
+            let (mut shipped, contract) = shipped();
+            for i in 1..files {
+                let more = ShippedFile {
+                    location: format!("lake/bronze/orders/2026-12-01/b{i}.ndjson.gz"),
+                    batch: BatchFile { batch_id: format!("b{i}"), ..shipped.files[0].batch.clone() },
+                };
+                shipped.files.push(more);
+            }
+            shipped.dedup = Some(Dedup { keys: vec!["id".into()], order_by: "amount".into() });
+            let table = BronzeFiles::new(shipped, Arc::new(contract));
+            let ctx = crate::catalog::new_session().expect("session");
+            let plan = ctx.read_table(Arc::new(table)).expect("reads").create_physical_plan().await.expect("plans");
+            datafusion::physical_plan::displayable(plan.as_ref()).indent(false).to_string()
+        }
+        let shown = planned(2).await;
         let lines: Vec<&str> = shown.lines().map(str::trim).collect();
         let at = lines.iter().position(|l| l.starts_with("MedallionDedupExec")).expect("a dedup node");
         assert!(lines[at + 1].starts_with("RepartitionExec: partitioning=Hash([id@"), "{shown}");
+        // One file is one task already: no shuffle (a daily run's single batch).
+        let shown = planned(1).await;
+        assert!(shown.contains("MedallionDedupExec") && !shown.contains("RepartitionExec"), "{shown}");
     }
 
     /// Records of several files, in whatever order the shuffle delivered them: the latest per key
