@@ -27,6 +27,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Typ
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType};
@@ -347,11 +348,21 @@ impl ExecutionPlan for DedupExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        // The task holds its share of the records: accounted in the process's memory pool, so a
+        // share larger than `--memory-limit` fails the task with "Resources exhausted" rather
+        // than the executor being killed for memory.
+        let held = MemoryConsumer::new(format!("MedallionDedupExec[{partition}]")).register(context.memory_pool());
         let input = self.input.execute(partition, context)?;
         let (schema, dedup) = (self.input.schema(), self.dedup.clone());
         let out = Arc::clone(&schema);
         let batches = futures::stream::once(async move {
-            let batches: Vec<RecordBatch> = input.try_collect().await?;
+            let batches: Vec<RecordBatch> = input
+                .and_then(|b| {
+                    let grown = held.try_grow(b.get_array_memory_size());
+                    async move { grown.map(|()| b) }
+                })
+                .try_collect()
+                .await?;
             let kept = tokio::task::spawn_blocking(move || latest_of_files(&schema, batches, &dedup))
                 .await
                 .map_err(|e| bad(format!("dedup task failed: {e}")))?
@@ -709,6 +720,43 @@ mod tests {
         // One file is one task already: no shuffle (a daily run's single batch).
         let shown = planned(1).await;
         assert!(shown.contains("MedallionDedupExec") && !shown.contains("RepartitionExec"), "{shown}");
+    }
+
+    /// A dedup task holds its share of the records in the process's memory pool: past the pool it
+    /// fails with "Resources exhausted" (the task fails, the executor lives); within it, it runs.
+    #[tokio::test]
+    async fn a_dedup_task_keeps_to_the_memory_pool() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        let contract =
+            Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("ts", DataType::Int64, true)]);
+        let schema = output_schema(&contract);
+        let ids: Vec<i64> = (0..50_000).map(|i| i % 1000).collect();
+        let ts: Vec<i64> = (0..50_000).collect();
+        let rows =
+            tagged(&schema, 0, None, ids.len(), vec![Arc::new(Int64Array::from(ids)), Arc::new(Int64Array::from(ts))])
+                .expect("rows");
+        let input = MemorySourceConfig::try_new_exec(&[vec![rows]], Arc::clone(&schema), None).expect("input");
+        let dedup = Dedup { keys: vec!["id".into()], order_by: "ts".into() };
+        let node = Arc::new(DedupExec::new(input, dedup).expect("node"));
+        let run = |pool: usize| {
+            let node = Arc::clone(&node);
+            async move {
+                let runtime = RuntimeEnvBuilder::new()
+                    .with_memory_pool(Arc::new(GreedyMemoryPool::new(pool)))
+                    .build_arc()
+                    .expect("runtime");
+                let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+                datafusion::physical_plan::collect(node, ctx).await
+            }
+        };
+        let err = run(64 << 10).await.expect_err("50k rows are more than 64 KiB");
+        assert!(matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)), "{err}");
+        assert!(err.to_string().contains("MedallionDedupExec[0]"), "{err}");
+        let kept: usize = run(64 << 20).await.expect("fits").iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(kept, 1000, "one row per key");
     }
 
     /// Records of several files, in whatever order the shuffle delivered them: the latest per key
