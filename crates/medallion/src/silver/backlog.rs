@@ -179,9 +179,8 @@ const IN_FLIGHT: usize = 4;
 
 /// The winners of every slice at `slices` as a stream, resolved on a blocking thread one slice at
 /// a time (`already` the latest per key: see [`latest`]), a few batches ahead of the reader;
-/// `written` counts the rows it yields. A resolving
-/// thread that stops early (an error, a panic) ends the stream with an error, never with fewer
-/// rows.
+/// `written` counts the rows it yields. A resolving thread that stops early (an error, a panic)
+/// ends the stream with an error, never with fewer rows.
 fn resolving(
     table: Arc<SilverTable>,
     slices: Vec<Vec<PathBuf>>,

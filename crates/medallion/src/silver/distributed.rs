@@ -35,11 +35,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::execution_plan::EmissionType;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
@@ -190,12 +187,9 @@ impl TableProvider for BronzeFiles {
         let files = self.shipped.files.len().max(1);
         let mut scan: Arc<dyn ExecutionPlan> = Arc::new(ValidateExec::new(self.clone(), tickets(files)?));
         if let Some(dedup) = &self.shipped.dedup {
-            if files > 1 {
-                // Every record of a key to one task: Ballista turns this into a shuffle. (The
-                // dedup node requires it too: an optimizer may plan this one again.)
-                let keys = key_columns(&dedup.keys, &self.schema)?;
-                scan = Arc::new(RepartitionExec::try_new(scan, Partitioning::Hash(keys, files))?);
-            }
+            // Every record of a key to one task: the dedup node requires its input partitioned by
+            // the key, and the physical optimizer puts the hash repartition (Ballista's shuffle)
+            // under it when there is more than one file.
             scan = Arc::new(DedupExec::new(scan, dedup.clone())?);
         }
         let every: Vec<usize> = (0..self.schema.fields().len()).collect();

@@ -504,8 +504,9 @@ async fn run_intent(
 }
 
 /// Prepares what `valid` records change in `table` (with whether they already are the latest per
-/// key): SCD 2 rebuilds the history, SCD 1 dedups (latest per key) and audits the merge candidate. Also returns the rows `drop` expectations
-/// removed, as rows and as dead-letter records.
+/// key): SCD 2 rebuilds the history, SCD 1 dedups (latest per key) and audits the merge
+/// candidate. Also returns the rows `drop` expectations removed, as rows and as dead-letter
+/// records.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn plan(
     lake: &Lake,
