@@ -9,14 +9,18 @@ as `ok`/`FAIL`:
 1. the run on the cluster succeeds and its tables equal an in-process run of the same data (every
    column of silver, dead letter and gold), with the same number of commits per table; bronze
    files were decoded and validated by the executors (the driver sent bronze scans, not records);
-   gold's rows were written by the executors (the driver sent write nodes, not rows); with a
+   gold's rows were written by the executors (the driver sent write nodes, not rows), and so were
+   silver's latest records (the driver sent the table to write them to); with a
    per-batch rejection gate the executors keep every valid row (no dedup there), same tables;
 2. the plans the driver sent carry neither the access key id nor the secret;
 3. an executor killed (abort, as kill -9) as it starts a task: the run completes through Ballista's
    task retry on the other executor, or fails cleanly and a rerun completes; either way the tables
    equal the clean run's, with one commit per table per run; and one killed after writing a gold
    model's files but before reporting them: same, and the dead attempt's files, never committed,
-   are removed by `vacuum`; and one killed as it starts validating a bronze file: same;
+   are removed by `vacuum`; and one killed as it starts validating a bronze file: same; and one
+   killed after writing silver's latest records but before reporting them: same, and vacuum
+   removes the dead attempt's silver files; a rebuild (`--full-refresh`) on the cluster, whose
+   executors write the new silver table's files, equals one in process;
 4. a scheduler that is not there: the run fails with one clear line, nothing committed.
 On failure the last lines of the scheduler's and executors' logs are printed (CLUSTER_LOG=info for
 Ballista's task log; CLUSTER_RUN_TIMEOUT=seconds bounds each run, default 600).
@@ -230,6 +234,8 @@ try:
           b"medallion\x01b" in sent and b'"contract":' in sent)
     check("... and deduplicated there, after a shuffle on the key (orders; customers keeps history)",
           b'"dedup":{"keys":["order_id"],"order_by":"_ingested_at"}' in sent)
+    check("... and the latest records written there as silver's files (the driver sent the table, not rows)",
+          b'"write":"s3://lake/cluster/silver/orders' in sent)
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 
@@ -286,12 +292,17 @@ try:
     # 3c. An executor killed as it starts validating a bronze file: the file is validated again
     # on the other executor; silver, its dead letter and the accounting are as in process.
     stop([survivor])
-    faulty_run("killed-validating", "cluster/validate:execute:abort", "validating")
+    survivor = faulty_run("killed-validating", "cluster/validate:execute:abort", "validating")
 
-    def unpublished(prefix):
-        """Parquet files under the gold tables that no commit of their log adds."""
+    # 3d. An executor killed once it wrote silver's latest records, before it reported the files:
+    # the retried task writes them again; the driver commits only the files it was told of.
+    stop([survivor])
+    survivor = faulty_run("killed-winners", "cluster/winners:written:abort", "winners")
+
+    def unpublished(prefix, layer="gold/"):
+        """Parquet files under the tables of `layer` that no commit of their log adds."""
         out = []
-        for t in (t for t in TABLES if t.startswith("gold/")):
+        for t in (t for t in TABLES if t.startswith(layer)):
             root = f"{prefix}/{t}/"
             added = set()
             for o in s3.list_objects_v2(Bucket="lake", Prefix=f"{root}_delta_log/").get("Contents", []):
@@ -302,7 +313,7 @@ try:
                             added.add(action["add"]["path"])
             for o in s3.list_objects_v2(Bucket="lake", Prefix=root).get("Contents", []):
                 rel = o["Key"][len(root):]
-                if rel.endswith(".parquet") and not rel.startswith("_delta_log") and rel not in added:
+                if rel.endswith(".parquet") and not rel.startswith(("_delta_log", "_change_data")) and rel not in added:
                     out.append(o["Key"])
         return out
 
@@ -313,6 +324,27 @@ try:
           vacuumed.returncode == 0 and not unpublished("written")
           and all(tables("written")[t][0] == clean[t][0] for t in TABLES),
           (vacuumed.stderr.strip()[-300:], unpublished("written")))
+
+    orphans = unpublished("winners", "silver/")
+    check("silver: the dead attempt's files are in the lake, never committed", orphans, len(orphans))
+    vacuumed = med("vacuum", "--retain", "0s", "--force", lake="s3://lake/winners")
+    check("vacuum removes them, and the tables read the same",
+          vacuumed.returncode == 0 and not unpublished("winners", "silver/")
+          and all(tables("winners")[t][0] == clean[t][0] for t in TABLES),
+          (vacuumed.stderr.strip()[-300:], unpublished("winners", "silver/")))
+
+    # 3e. A rebuild from bronze (`--full-refresh`): on the cluster the executors write the new
+    # table's files and the driver replaces the table with them; the same tables as in process.
+    inproc_rebuild = med("run", "--full-refresh", lake="s3://lake/inproc")
+    check("a rebuild in process: exit 0", inproc_rebuild.returncode == 0, inproc_rebuild.stderr.strip()[-500:])
+    before = len(proxy.sent)
+    cluster_rebuild = med("run", "--full-refresh", "--cluster", cluster, lake="s3://lake/cluster")
+    check("a rebuild on the cluster: exit 0", cluster_rebuild.returncode == 0, cluster_rebuild.stderr.strip()[-500:])
+    rebuilt, expected = tables("cluster"), tables("inproc")
+    check("... written by the executors, the same tables as in process (all columns, commits per table)",
+          b'"write":"s3://lake/cluster/silver/orders' in bytes(proxy.sent[before:])
+          and not differences(rebuilt, expected),
+          {t: (len(rebuilt[t][0]), rebuilt[t][1], len(expected[t][0]), expected[t][1]) for t in differences(rebuilt, expected)})
 
     # 4. No scheduler there.
     upload("nowhere")

@@ -345,7 +345,7 @@ async fn build_on_cluster(
         }
     };
     let rows = rows_in(&adds)?;
-    let table = table.commit_files(&adds, &model.schema, metadata).await?;
+    let table = table.commit_files(&adds, &model.schema, None, metadata).await?;
     Ok((table, rows, results))
 }
 

@@ -50,7 +50,8 @@ use crate::bronze::drift::Observed;
 use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, single, ticket_numbers, tickets};
 use crate::error::{Error, Result};
 use crate::quality::quarantine::Rejected;
-use crate::storage::Lake;
+use crate::storage::delta::Table;
+use crate::storage::{Lake, Layer};
 
 /// The column telling which file of the promotion a row is of (its index).
 const FILE: &str = "_medallion_file";
@@ -61,6 +62,9 @@ const KIND: u8 = b'b';
 /// Its nodes' bytes start with one of these.
 const VALIDATE: u8 = b'v';
 const DEDUP: u8 = b'd';
+const WINNERS: u8 = b'w';
+/// The column holding a written file's add action (JSON), in what [`WinnersExec`] returns.
+const ADD: &str = "_medallion_add";
 
 /// The plan nodes silver ships to a cluster: the scheduler and executors carry them.
 pub fn cluster_nodes() -> Nodes {
@@ -80,6 +84,10 @@ struct Shipped {
     /// there are several files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dedup: Option<Dedup>,
+    /// Write the latest records as files of the silver table at this URL (where, never how to
+    /// get in), on the executors: the driver then receives their add actions, not the rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    write: Option<String>,
 }
 
 /// The latest record per key: greatest `order_by`, then the later file, then the later line.
@@ -113,18 +121,28 @@ struct Report {
 pub struct BronzeFiles {
     shipped: Arc<Shipped>,
     contract: Arc<Contract>,
+    /// The validated rows' ([`output_schema`]).
+    rows: SchemaRef,
+    /// What the table gives: the rows, or what writing them returns ([`winners_schema`]).
     schema: SchemaRef,
 }
 
 impl BronzeFiles {
     fn new(shipped: Shipped, contract: Arc<Contract>) -> BronzeFiles {
-        let schema = output_schema(&contract.schema);
-        BronzeFiles { shipped: Arc::new(shipped), contract, schema }
+        let rows = output_schema(&contract.schema);
+        let schema = if shipped.write.is_some() { winners_schema() } else { Arc::clone(&rows) };
+        BronzeFiles { shipped: Arc::new(shipped), contract, rows, schema }
     }
 
     /// `batches` of `table`'s source in `lake`; with `dedup`, only the latest record per key of
-    /// them comes back.
-    fn of(lake: &Lake, table: &SilverTable, batches: &[BatchFile], dedup: bool) -> Result<BronzeFiles> {
+    /// them comes back; with `write` (a silver table's URL) too, they are written there instead.
+    fn of(
+        lake: &Lake,
+        table: &SilverTable,
+        batches: &[BatchFile],
+        dedup: bool,
+        write: Option<String>,
+    ) -> Result<BronzeFiles> {
         let mut store = None;
         let mut files = Vec::with_capacity(batches.len());
         for b in batches {
@@ -138,6 +156,7 @@ impl BronzeFiles {
             contract: table.contract.inputs.as_ref().clone(),
             files,
             dedup: dedup.then(|| Dedup { keys: table.keys.clone(), order_by: table.order_by.clone() }),
+            write: write.filter(|_| dedup),
         };
         Ok(BronzeFiles::new(shipped, Arc::clone(&table.contract)))
     }
@@ -158,6 +177,16 @@ impl BronzeFiles {
 
 fn bad(what: impl fmt::Display) -> DataFusionError {
     DataFusionError::Internal(format!("medallion bronze scan: {what}"))
+}
+
+/// What [`WinnersExec`] returns: the report rows (file index, report), then one row per file it
+/// wrote (its add action).
+fn winners_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(FILE, DataType::UInt32, false),
+        Field::new(REPORT, DataType::Utf8, true),
+        Field::new(ADD, DataType::Utf8, true),
+    ]))
 }
 
 /// The file index, the report, then the contract's columns, nullable (a report row has none).
@@ -191,6 +220,9 @@ impl TableProvider for BronzeFiles {
             // the key, and the physical optimizer puts the hash repartition (Ballista's shuffle)
             // under it when there is more than one file.
             scan = Arc::new(DedupExec::new(scan, dedup.clone())?);
+            if self.shipped.write.is_some() {
+                scan = Arc::new(WinnersExec::new(self.clone(), scan));
+            }
         }
         let every: Vec<usize> = (0..self.schema.fields().len()).collect();
         match projection.filter(|p| **p != every) {
@@ -217,7 +249,7 @@ pub struct ValidateExec {
 impl ValidateExec {
     fn new(files: BronzeFiles, tickets: Arc<dyn ExecutionPlan>) -> ValidateExec {
         let partitions = tickets.properties().output_partitioning().partition_count();
-        let properties = node_properties(Arc::clone(&files.schema), partitions, EmissionType::Incremental);
+        let properties = node_properties(Arc::clone(&files.rows), partitions, EmissionType::Incremental);
         ValidateExec { files, tickets, properties }
     }
 }
@@ -264,7 +296,7 @@ impl ExecutionPlan for ValidateExec {
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let tickets = self.tickets.execute(partition, Arc::clone(&context))?;
         let files = self.files.clone();
-        let schema = Arc::clone(&files.schema);
+        let schema = Arc::clone(&files.rows);
         let batches = futures::stream::once(async move {
             let mut out = Vec::new();
             for i in ticket_numbers(tickets).await? {
@@ -368,6 +400,107 @@ impl ExecutionPlan for DedupExec {
     }
 }
 
+/// Writes the record rows of its input's partition (the latest per key: a [`DedupExec`]'s) as
+/// Parquet files of the silver table, and returns the report rows and each file's add action: the
+/// rows never travel to the driver, which commits the files (or deletes them).
+#[derive(Debug)]
+pub struct WinnersExec {
+    files: BronzeFiles,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl WinnersExec {
+    fn new(files: BronzeFiles, input: Arc<dyn ExecutionPlan>) -> WinnersExec {
+        let partitions = input.properties().output_partitioning().partition_count();
+        let properties = node_properties(winners_schema(), partitions, EmissionType::Final);
+        WinnersExec { files, input, properties }
+    }
+}
+
+impl DisplayAs for WinnersExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "MedallionWinnersExec: {}", self.files.shipped.write.as_deref().unwrap_or_default())
+    }
+}
+
+impl ExecutionPlan for WinnersExec {
+    fn name(&self) -> &str {
+        "MedallionWinnersExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(WinnersExec::new(self.files.clone(), single(&children, "MedallionWinnersExec")?)))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let external = |e: Error| DataFusionError::External(Box::new(e));
+        let mut input = self.input.execute(partition, context)?;
+        let url = self.files.shipped.write.clone().ok_or_else(|| bad("a winners node without a table"))?;
+        let contract = Arc::clone(&self.files.contract.schema);
+        let batches = futures::stream::once(async move {
+            let context = "writing the latest records";
+            let url = url::Url::parse(&url).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let mut writer = crate::storage::delta::FileWriter::new(&url, Arc::clone(&contract)).map_err(external)?;
+            let mut out = Vec::new();
+            while let Some(batch) = input.try_next().await? {
+                let (_, report) = columns_of(&batch, context).map_err(external)?;
+                let reports = datafusion::arrow::compute::is_not_null(report)?;
+                if reports.true_count() > 0 {
+                    let r = filter_record_batch(&batch, &reports)?;
+                    let adds = new_null_array(&DataType::Utf8, r.num_rows());
+                    out.push(RecordBatch::try_new(
+                        winners_schema(),
+                        vec![Arc::clone(r.column(0)), Arc::clone(r.column(1)), adds],
+                    )?);
+                }
+                let records = is_null(report)?;
+                if records.true_count() > 0 {
+                    let rows = filter_record_batch(&batch, &records)?;
+                    let rows = RecordBatch::try_new(Arc::clone(&contract), rows.columns()[2..].to_vec())?;
+                    writer.write(rows).await.map_err(external)?;
+                }
+            }
+            let adds = writer.finish().await.map_err(external)?;
+            // Tests kill an executor here: its files are written, their actions not yet returned.
+            if !adds.is_empty() {
+                crate::runtime::faults::check("cluster/winners", "written").map_err(external)?;
+            }
+            let n = adds.len();
+            out.push(RecordBatch::try_new(
+                winners_schema(),
+                vec![
+                    Arc::new(UInt32Array::from(vec![0; n])),
+                    new_null_array(&DataType::Utf8, n),
+                    Arc::new(StringArray::from(adds)),
+                ],
+            )?);
+            Ok::<_, DataFusionError>(futures::stream::iter(out.into_iter().map(Ok)))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(winners_schema(), batches)))
+    }
+}
+
 /// The report rows of `batches`, then the latest record per key of their record rows, fed to the
 /// dedup in file order (each file's rows in the order they came), as in process.
 fn latest_of_files(schema: &SchemaRef, batches: Vec<RecordBatch>, dedup: &Dedup) -> Result<Vec<RecordBatch>> {
@@ -437,7 +570,7 @@ async fn validate_file(files: &BronzeFiles, i: usize, context: &TaskContext) -> 
     let location = ObjectPath::parse(&file.location).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let gz = store.get(&location).await?.bytes().await?;
     let (origin, format) = origin_of(&file.batch, &shipped.source, &gz);
-    let (contract, schema) = (Arc::clone(&files.contract), Arc::clone(&files.schema));
+    let (contract, schema) = (Arc::clone(&files.contract), Arc::clone(&files.rows));
     let index = u32::try_from(i).map_err(bad)?;
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -498,6 +631,9 @@ impl NodeCodec for BronzeCodec {
         if let Some(validate) = node.downcast_ref::<ValidateExec>() {
             return Some(tagged(VALIDATE, validate.files.encode()));
         }
+        if let Some(winners) = node.downcast_ref::<WinnersExec>() {
+            return Some(tagged(WINNERS, winners.files.encode()));
+        }
         let dedup = node.downcast_ref::<DedupExec>()?;
         Some(tagged(DEDUP, serde_json::to_vec(&dedup.dedup).map_err(bad)))
     }
@@ -506,6 +642,7 @@ impl NodeCodec for BronzeCodec {
         let input = single(inputs, "a bronze scan node")?;
         match body.split_first() {
             Some((&VALIDATE, files)) => Ok(Arc::new(ValidateExec::new(BronzeFiles::decode(files)?, input))),
+            Some((&WINNERS, files)) => Ok(Arc::new(WinnersExec::new(BronzeFiles::decode(files)?, input))),
             Some((&DEDUP, dedup)) => {
                 let dedup: Dedup = serde_json::from_slice(dedup).map_err(bad)?;
                 Ok(Arc::new(DedupExec::new(input, dedup)?))
@@ -527,6 +664,21 @@ fn dedups_on_executors(table: &SilverTable) -> bool {
     matches!(table.history, super::history::History::Latest { .. }) && !holds_back
 }
 
+/// Whether the executors also write a promotion's latest records, as files of the silver table
+/// (the driver receives their add actions and commits them, or deletes them): for a table whose
+/// records they deduplicate ([`dedups_on_executors`]), keeping the latest row per key without
+/// deletes, with one key, unpartitioned, and without a set-level `drop` expectation (which would
+/// remove rows from the candidate after the files are written). The driver merges the files with
+/// the keyed merge (only the key and order columns are read there), or, where that does not
+/// apply, reads them back and merges their rows.
+pub(crate) fn writes_winners(table: &SilverTable) -> bool {
+    dedups_on_executors(table)
+        && matches!(table.history, super::history::History::Latest { delete: None })
+        && table.keys.len() == 1
+        && table.partition_by.is_empty()
+        && !table.checks.iter().any(|c| c.drops())
+}
+
 /// Decodes and validates `batches` of `table`'s source on `cluster`'s executors, one task per
 /// file (then, for most tables, the latest record per key after a shuffle on the key: see
 /// [`dedups_on_executors`]): the results in batch order, as [`super::promote::read_batches`]
@@ -546,13 +698,18 @@ pub(crate) async fn read(
         return Ok(Vec::new());
     }
     let dedup = dedups_on_executors(table);
-    let files = BronzeFiles::of(lake, table, batches, dedup)?;
+    let write = match dedup && slicer.is_none() && writes_winners(table) {
+        true => Some(Table::open(lake, Layer::Silver, &table.name).await?.url().to_string()),
+        false => None,
+    };
+    let files = BronzeFiles::of(lake, table, batches, dedup, write.clone())?;
     let ctx = crate::cluster::session_with(cluster, crate::catalog::new_session()?.state(), cluster_nodes()).await?;
     let mut rows = ctx.read_table(Arc::new(files)).map_err(sql)?.execute_stream().await.map_err(sql)?;
     let gates = table.contract.gates.len();
     let mut results: Vec<FileResult> = batches.iter().map(|_| FileResult::empty(gates)).collect();
     let mut reported = vec![false; batches.len()];
     let mut spilled: Vec<Option<BatchSlices<'_>>> = batches.iter().map(|_| None).collect();
+    let mut written = Vec::new();
     while let Some(batch) = rows.try_next().await.map_err(sql)? {
         let (index, report) = columns_of(&batch, &context)?;
         let valid = is_null(report).map_err(|e| Error::arrow(&context, e))?;
@@ -567,6 +724,14 @@ pub(crate) async fn read(
             result.gate_counts = r.gate_counts;
             result.observed = r.observed;
             reported[i] = true;
+        }
+        if write.is_some() {
+            let adds = batch
+                .column(2)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| Error::Internal(format!("{context}: the written files' actions are not text")))?;
+            written.extend(adds.iter().flatten().map(str::to_string));
+            continue;
         }
         for (i, rows) in rows_by_file(&batch, index, &valid, &context)? {
             let rows = RecordBatch::try_new(Arc::clone(&table.contract.schema), rows.columns()[2..].to_vec())
@@ -589,6 +754,8 @@ pub(crate) async fn read(
             result.sliced = spill.finish()?;
         }
         result.latest = dedup;
+        // Every result says the executors wrote; the first carries the files.
+        result.written = write.as_ref().map(|_| std::mem::take(&mut written));
         let rows: u64 = result.valid.iter().map(|b| b.num_rows() as u64).sum();
         // Deduplicated on the executors, fewer rows than records came back: their losers are
         // superseded, counted from the reports (`valid_rows`).
@@ -631,6 +798,7 @@ mod tests {
                 },
             }],
             dedup: None,
+            write: None,
         };
         (shipped, contract)
     }

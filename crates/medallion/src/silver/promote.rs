@@ -334,6 +334,9 @@ pub(crate) struct FileResult {
     /// Its valid rows are already the latest per key across every file of its read (the
     /// cluster's executors deduplicated them; `valid_rows` still counts what they dropped).
     pub latest: bool,
+    /// The executors wrote the latest records as files of the table instead of returning them:
+    /// their add actions (all in the first result of a read, none in the others).
+    pub written: Option<Vec<String>>,
 }
 
 impl FileResult {
@@ -349,6 +352,7 @@ impl FileResult {
             gate_counts: vec![(0, 0); gates],
             observed: Observed::new(),
             latest: false,
+            written: None,
         }
     }
 }
@@ -366,13 +370,17 @@ async fn run_intent(
 ) -> Result<Promotion> {
     // Large promotions run in slices: into a simple table by `backlog`, a first load of any other
     // table as a rebuild of nothing does.
-    if intent.rebuild {
+    // On a cluster whose executors write the latest records, a promotion or a rebuild of any size
+    // is one read: its rows never come here, so there is nothing to slice.
+    let executors_write = writes_winners(table, opts)
+        && !(intent.rebuild && Table::open(lake, Layer::Silver, &table.name).await?.partitioned()?);
+    if intent.rebuild && !executors_write {
         return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
     }
-    if super::backlog::applies(table, &intent, opts) {
+    if !executors_write && super::backlog::applies(table, &intent, opts) {
         return super::backlog::promote(lake, table, intent, resumed, opts).await;
     }
-    if super::rebuild::first_load_in_slices(lake, table, &intent, opts).await? {
+    if !executors_write && super::rebuild::first_load_in_slices(lake, table, &intent, opts).await? {
         return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
     }
     let mut p = Promotion {
@@ -380,6 +388,7 @@ async fn run_intent(
         intent: intent.version,
         resumed,
         batches: intent.batches.len(),
+        rebuilt: intent.rebuild,
         ..Default::default()
     };
     let app = ledger::app_id(&table.name);
@@ -388,119 +397,199 @@ async fn run_intent(
 
     let mut results: Vec<FileResult> = read_batches(lake, table, &intent.batches, opts, None).try_collect().await?;
     p.timings_ms.insert("read_validate", ms(t0));
-
-    let node = format!("silver/{}", table.name);
-    let mut rate_results = Vec::new();
-    if let Some(bounds) = &table.max_rejected_fraction {
-        if let Some(mut r) = per_batch_gate(bounds, &intent.batches, &counts(&results)) {
-            if !r.passed() && bounds.action == Action::Fail && !resumed {
-                // Hold the offending batches back: they stay pending for the next run.
-                let limit = bounds.per_batch.unwrap_or(1.0);
-                let mut kept = Vec::new();
-                for (file, res) in intent.batches.drain(..).zip(results.drain(..)) {
-                    let rejected = res.rejected.len() as u64;
-                    if fraction(rejected, res.read) > limit {
-                        p.held_back.push(HeldBack::new(&file, res.read, &res.rejected));
-                    } else {
-                        kept.push((file, res));
+    // The files the executors wrote, when they did: committed below, or deleted if the promotion
+    // stops before its merge.
+    let written: Option<Vec<String>> = match !results.is_empty() && results.iter().all(|r| r.written.is_some()) {
+        true => Some(results.iter_mut().filter_map(|r| r.written.take()).flatten().collect()),
+        false => None,
+    };
+    let mut merging = false;
+    let promoted = async {
+        let node = format!("silver/{}", table.name);
+        let mut rate_results = Vec::new();
+        if let Some(bounds) = &table.max_rejected_fraction {
+            if let Some(mut r) = per_batch_gate(bounds, &intent.batches, &counts(&results)) {
+                if !r.passed() && bounds.action == Action::Fail && !resumed {
+                    // Hold the offending batches back: they stay pending for the next run.
+                    let limit = bounds.per_batch.unwrap_or(1.0);
+                    let mut kept = Vec::new();
+                    for (file, res) in intent.batches.drain(..).zip(results.drain(..)) {
+                        let rejected = res.rejected.len() as u64;
+                        if fraction(rejected, res.read) > limit {
+                            p.held_back.push(HeldBack::new(&file, res.read, &res.rejected));
+                        } else {
+                            kept.push((file, res));
+                        }
                     }
+                    (intent.batches, results) = kept.into_iter().unzip();
+                    p.batches = intent.batches.len();
+                    r.settle();
+                    rate_results.push(r);
+                } else {
+                    // Resumed intents keep their batches: the gate then stops the whole promotion.
+                    p.expectations.push(r);
                 }
-                (intent.batches, results) = kept.into_iter().unzip();
-                p.batches = intent.batches.len();
-                r.settle();
-                rate_results.push(r);
-            } else {
-                // Resumed intents keep their batches: the gate then stops the whole promotion.
-                p.expectations.push(r);
+            }
+            if intent.batches.is_empty() {
+                p.expectations.extend(rate_results);
+                return Ok(p);
+            }
+            // Over what would be published (held-back batches excluded).
+            p.expectations.extend(per_run_gate(bounds, &counts(&results)));
+        }
+
+        p.bytes = intent.batches.iter().map(|b| b.size).sum();
+        let mut valid = Vec::new();
+        let mut rejected = Vec::new();
+        let mut observed = Vec::with_capacity(results.len());
+        let mut row_results: Vec<GateResult> = table.contract.gates.iter().map(|g| g.result()).collect();
+        // Valid records: those that came back, and (from a cluster whose executors kept only the
+        // latest per key) those superseded there.
+        let mut valid_rows = 0;
+        let latest = results.iter().all(|r| r.latest);
+        for r in results {
+            observed.push(r.observed);
+            p.read += r.read;
+            valid_rows += r.valid_rows;
+            valid.extend(r.valid);
+            rejected.extend(r.rejected);
+            for (res, (checked, failing)) in row_results.iter_mut().zip(r.gate_counts) {
+                res.rows_checked += checked;
+                res.failing_rows += failing;
             }
         }
-        if intent.batches.is_empty() {
-            p.expectations.extend(rate_results);
-            return Ok(p);
+        row_results.append(&mut p.expectations);
+        p.expectations = row_results;
+        // Write-audit-publish: a failed `fail` gate stops here, before any commit. The intent stays
+        // open, so the next run retries exactly these batches (after the data or the rule is fixed).
+        enforce(&node, &mut p.expectations)?;
+        let contract_rejected = rejected.len() as u64;
+        if valid_rows + contract_rejected != p.read {
+            p.rejected = contract_rejected;
+            return Err(accounting(&p));
         }
-        // Over what would be published (held-back batches excluded).
-        p.expectations.extend(per_run_gate(bounds, &counts(&results)));
-    }
 
-    p.bytes = intent.batches.iter().map(|b| b.size).sum();
-    let mut valid = Vec::new();
-    let mut rejected = Vec::new();
-    let mut observed = Vec::with_capacity(results.len());
-    let mut row_results: Vec<GateResult> = table.contract.gates.iter().map(|g| g.result()).collect();
-    // Valid records: those that came back, and (from a cluster whose executors kept only the
-    // latest per key) those superseded there.
-    let mut valid_rows = 0;
-    let latest = results.iter().all(|r| r.latest);
-    for r in results {
-        observed.push(r.observed);
-        p.read += r.read;
-        valid_rows += r.valid_rows;
-        valid.extend(r.valid);
-        rejected.extend(r.rejected);
-        for (res, (checked, failing)) in row_results.iter_mut().zip(r.gate_counts) {
-            res.rows_checked += checked;
-            res.failing_rows += failing;
+        let file_of = |batch_id: &str| {
+            intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
+        };
+        // Set-level expectations audit the candidate: a rebuild's is the executors' files alone,
+        // queried where they lie; a merge's is the table with them merged, read back for it.
+        if let Some(adds) = written.as_ref().filter(|_| !table.checks.is_empty()) {
+            let t = Instant::now();
+            let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+            if intent.rebuild {
+                p.expectations.extend(audit_written(lake, tables, table, &silver, adds, opts).await?);
+                enforce(&node, &mut p.expectations)?;
+            } else {
+                valid = silver.read_written(adds, &table.contract.schema).await?;
+            }
+            p.timings_ms.insert("audit", ms(t));
         }
-    }
-    row_results.append(&mut p.expectations);
-    p.expectations = row_results;
-    // Write-audit-publish: a failed `fail` gate stops here, before any commit. The intent stays
-    // open, so the next run retries exactly these batches (after the data or the rule is fixed).
-    enforce(&node, &mut p.expectations)?;
-    let contract_rejected = rejected.len() as u64;
-    if valid_rows + contract_rejected != p.read {
-        p.rejected = contract_rejected;
-        return Err(accounting(&p));
-    }
+        // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2); the executors'
+        // files (of a table without set-level `drop` expectations).
+        let (plan, dropped) = if written.is_some() && (intent.rebuild || table.checks.is_empty()) {
+            (None, Vec::new())
+        } else {
+            let (plan, _, dropped) =
+                plan(lake, tables, table, (valid, latest), opts.now, file_of, &mut p.expectations, &mut p.timings_ms)
+                    .await?;
+            (Some(plan), dropped)
+        };
+        let table_dropped = dropped.len() as u64;
+        rejected.extend(dropped);
+        p.expectations.extend(rate_results);
+        if !resumed {
+            ledger::record(lake, &table.name, &intent).await?;
+        }
+        crate::runtime::faults::check(&format!("silver/{}", table.name), "intent")?;
+        p.rejected = rejected.len() as u64;
+        p.top_reasons = top_reasons(&rejected, TOP_REASONS);
 
-    let file_of = |batch_id: &str| {
-        intent.batches.iter().find(|b| b.batch_id == batch_id).map(|b| b.path.clone()).unwrap_or_default()
-    };
-    // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2).
-    let (plan, _, dropped) =
-        plan(lake, tables, table, (valid, latest), opts.now, file_of, &mut p.expectations, &mut p.timings_ms).await?;
-    let table_dropped = dropped.len() as u64;
-    rejected.extend(dropped);
-    p.expectations.extend(rate_results);
-    if !resumed {
-        ledger::record(lake, &table.name, &intent).await?;
-    }
-    crate::runtime::faults::check(&format!("silver/{}", table.name), "intent")?;
-    p.rejected = rejected.len() as u64;
-    p.top_reasons = top_reasons(&rejected, TOP_REASONS);
-
-    // Dead letter first: it is skipped on resume if this intent's rejects already landed.
-    let t1 = Instant::now();
-    let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
-    p.quarantine_version = q.version();
-    if !rejected.is_empty() && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
-        let batches = quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
-        let q = q
-            .write(batches, quarantine::write_options(txn.clone(), commit_meta(&opts.run_id, &intent, table), false))
-            .await?;
+        // Dead letter first: it is skipped on resume if this intent's rejects already landed.
+        let t1 = Instant::now();
+        let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
         p.quarantine_version = q.version();
-    }
-    p.timings_ms.insert("dead_letter", ms(t1));
+        // A rebuild replaces the dead letter (with nothing, when nothing is rejected now).
+        let replace = intent.rebuild && q.exists();
+        if (!rejected.is_empty() || replace) && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
+            let batches = quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
+            let batches = if batches.is_empty() { vec![RecordBatch::new_empty(quarantine::schema())] } else { batches };
+            let q = q
+                .write(
+                    batches,
+                    quarantine::write_options(txn.clone(), commit_meta(&opts.run_id, &intent, table), replace),
+                )
+                .await?;
+            p.quarantine_version = q.version();
+        }
+        p.timings_ms.insert("dead_letter", ms(t1));
 
-    crate::runtime::faults::check(&format!("silver/{}", table.name), "merge")?;
-    let t3 = Instant::now();
-    let unique = plan.rows();
-    let published = publish(lake, table, plan, txn, commit_meta(&opts.run_id, &intent, table)).await?;
-    (p.inserted, p.updated, p.deleted, p.silver_version) =
-        (published.inserted, published.updated, published.deleted, published.version);
-    p.superseded = match published.superseded {
-        Some(n) => n,
-        None => valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted()),
-    };
-    if published.superseded.is_none() && p.promoted() > unique {
-        return Err(accounting(&p));
+        crate::runtime::faults::check(&format!("silver/{}", table.name), "merge")?;
+        let t3 = Instant::now();
+        merging = true;
+        let meta = commit_meta(&opts.run_id, &intent, table);
+        let (unique, published) = match (&written, plan) {
+            (Some(adds), _) => {
+                let merged = super::publish::publish_written(lake, table, adds, intent.rebuild, txn, meta).await?;
+                (crate::storage::delta::rows_in(adds)?, super::publish::Published::merged(merged))
+            }
+            (None, Some(plan)) => (plan.rows(), publish(lake, table, plan, txn, meta).await?),
+            (None, None) => return Err(Error::Internal(format!("{node}: nothing to publish"))),
+        };
+        (p.inserted, p.updated, p.deleted, p.silver_version) =
+            (published.inserted, published.updated, published.deleted, published.version);
+        p.superseded = match published.superseded {
+            Some(n) => n,
+            None => valid_rows.saturating_sub(table_dropped).saturating_sub(p.promoted()),
+        };
+        if published.superseded.is_none() && p.promoted() > unique {
+            return Err(accounting(&p));
+        }
+        p.timings_ms.insert("merge", ms(t3));
+        p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &observed).await?;
+        if p.read != p.promoted() + p.superseded + p.rejected {
+            return Err(accounting(&p));
+        }
+        Ok::<_, Error>(p)
     }
-    p.timings_ms.insert("merge", ms(t3));
-    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &observed).await?;
-    if p.read != p.promoted() + p.superseded + p.rejected {
-        return Err(accounting(&p));
+    .await;
+    if let (Err(_), Some(adds), false) = (&promoted, &written, merging) {
+        let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+        if let Err(e) = silver.discard_files(adds).await {
+            tracing::warn!(table = %table.name, "files the executors wrote, left for vacuum: {e}");
+        }
     }
-    Ok(p)
+    promoted
+}
+
+/// The set- and table-level expectations of `table` (none of them `drop`) over the files a
+/// cluster's executors wrote for its rebuild (`adds`): queried on the cluster, `this` being those
+/// files, one row per key by construction.
+async fn audit_written(
+    lake: &Lake,
+    tables: &dyn Registry,
+    table: &SilverTable,
+    silver: &Table,
+    adds: &[String],
+    opts: &PromoteOptions,
+) -> Result<Vec<GateResult>> {
+    use crate::quality::checks::{MergeFacts, THIS, TableCheck, evaluate};
+    let ctx = catalog::session_on(lake, tables, &opts.engine).await?;
+    catalog::register_written(&ctx, THIS, silver, &table.contract.schema, adds)?;
+    let checks: Vec<&TableCheck> = table.checks.iter().collect();
+    let facts = MergeFacts { keys: &table.keys, rows: Some(crate::storage::delta::rows_in(adds)?), winners: THIS };
+    evaluate(&ctx, &checks, opts.now, Some(&facts)).await
+}
+
+/// Whether a cluster's executors write this promotion's latest records (see
+/// `distributed::writes_winners`).
+fn writes_winners(table: &SilverTable, opts: &PromoteOptions) -> bool {
+    #[cfg(feature = "cluster")]
+    if matches!(opts.engine, crate::catalog::Engine::Cluster(_)) {
+        return super::distributed::writes_winners(table);
+    }
+    let _ = (table, opts);
+    false
 }
 
 /// Prepares what `valid` records change in `table` (with whether they already are the latest per

@@ -51,6 +51,13 @@ pub(crate) struct Published {
     pub version: Option<i64>,
 }
 
+impl Published {
+    /// What a merge did.
+    pub(crate) fn merged(m: Merged) -> Published {
+        Published { inserted: m.inserted, updated: m.updated, deleted: m.deleted, superseded: None, version: m.version }
+    }
+}
+
 /// Writes `plan` to `table` in one commit carrying `txn` (plus tombstones for deletes).
 pub(crate) async fn publish(
     lake: &Lake,
@@ -65,13 +72,7 @@ pub(crate) async fn publish(
                 None => merge_into(lake, table, Candidate::Memory(rows), txn, meta).await?,
                 Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
             };
-            Ok(Published {
-                inserted: merged.inserted,
-                updated: merged.updated,
-                deleted: merged.deleted,
-                superseded: None,
-                version: merged.version,
-            })
+            Ok(Published::merged(merged))
         }
         Publish::Append { rows } => {
             let inserted = rows.iter().map(|b| b.num_rows() as u64).sum();
@@ -148,15 +149,7 @@ pub(crate) async fn merge_into(
     if !silver.exists() {
         return create(silver, table, rows, unique, txn, metadata).await;
     }
-    // A `merge` written in the contract is followed by an existing table too (the default is
-    // only for new ones: upgrading medallion never changes what readers a table needs).
-    let silver = match table.declared_deletion_vectors {
-        Some(on) if silver.deletion_vectors()? != on => {
-            tracing::info!(table = %table.name, deletion_vectors = on, "switching the table's merge mode");
-            silver.set_deletion_vectors(on).await?
-        }
-        _ => silver,
-    };
+    let silver = declared_merge_mode(silver, table).await?;
     if unique == 0 {
         return commit_nothing(silver, schema, txn, metadata).await;
     }
@@ -184,6 +177,94 @@ pub(crate) async fn merge_into(
         deleted: metrics.num_target_rows_deleted as u64,
         version: silver.version(),
     })
+}
+
+/// `silver` with the merge mode its contract declares: a `merge` written in the contract is
+/// followed by an existing table too (the default is only for new ones: upgrading medallion never
+/// changes what readers a table needs).
+async fn declared_merge_mode(silver: Table, table: &SilverTable) -> Result<Table> {
+    Ok(match table.declared_deletion_vectors {
+        Some(on) if silver.deletion_vectors()? != on => {
+            tracing::info!(table = %table.name, deletion_vectors = on, "switching the table's merge mode");
+            silver.set_deletion_vectors(on).await?
+        }
+        _ => silver,
+    })
+}
+
+/// Publishes the files a cluster's executors wrote for `table` (`adds`, not committed; unique per
+/// key) in one commit carrying `txn`. A new table is created with them; a `rebuild` replaces the
+/// table's content with them (its properties kept, a changed schema recorded); else they are
+/// merged as [`merge_into`] merges rows: the keyed merge commits them as they are (reading their
+/// key and order columns only), or, where it does not apply, they are read back and merged as
+/// rows (and then deleted).
+pub(crate) async fn publish_written(
+    lake: &Lake,
+    table: &SilverTable,
+    adds: &[String],
+    rebuild: bool,
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let schema = table.contract.schema.clone();
+    let unique = crate::storage::delta::rows_in(adds)?;
+    let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    if !silver.exists() {
+        return create_written(silver, table, adds, txn, metadata).await;
+    }
+    if rebuild {
+        let silver = silver.commit_files(adds, &schema, Some(txn), metadata).await?;
+        return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
+    }
+    let silver = declared_merge_mode(silver, table).await?;
+    if unique == 0 {
+        silver.discard_files(adds).await?;
+        return commit_nothing(silver, schema, txn, metadata).await;
+    }
+    if let [key] = table.keys.as_slice()
+        && let Some((merged, metrics)) =
+            silver.upsert_written(adds, (key, &table.order_by), txn.clone(), metadata.clone()).await?
+    {
+        if metrics.num_source_rows as u64 != unique {
+            return Err(Error::Internal(format!(
+                "merge read {} rows of the written files, their statistics say {unique}",
+                metrics.num_source_rows
+            )));
+        }
+        return Ok(Merged {
+            inserted: metrics.num_target_rows_inserted as u64,
+            updated: metrics.num_target_rows_updated as u64,
+            deleted: metrics.num_target_rows_deleted as u64,
+            version: merged.version(),
+        });
+    }
+    let rows = silver.read_written(adds, &schema).await?;
+    let merged = merge_into(lake, table, Candidate::Memory(rows), txn, metadata).await?;
+    if let Err(e) = silver.discard_files(adds).await {
+        tracing::warn!(table = %table.name, "written files left for vacuum: {e}");
+    }
+    Ok(merged)
+}
+
+/// The table's first commit, of the files a cluster's executors wrote (`adds`), with a change data
+/// feed and deletion vectors as the table declares (it is not partitioned).
+async fn create_written(
+    silver: Table,
+    table: &SilverTable,
+    adds: &[String],
+    txn: Txn,
+    metadata: HashMap<String, serde_json::Value>,
+) -> Result<Merged> {
+    let mut properties = Vec::new();
+    if table.change_feed {
+        properties.push(("delta.enableChangeDataFeed", "true"));
+    }
+    if table.deletion_vectors {
+        properties.push(("delta.enableDeletionVectors", "true"));
+    }
+    let inserted = crate::storage::delta::rows_in(adds)?;
+    let silver = silver.create_from_files(adds, &table.contract.schema, &properties, txn, metadata).await?;
+    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
 }
 
 /// The table's first commit: `rows` (`inserted` of them), partitioned and with a change data

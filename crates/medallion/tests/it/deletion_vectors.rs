@@ -124,7 +124,7 @@ async fn seeded(dir: &std::path::Path, deletion_vectors: bool) -> (Lake, Table) 
     seeded_with(dir, deletion_vectors, false).await
 }
 
-async fn seeded_with(dir: &std::path::Path, deletion_vectors: bool, change_feed: bool) -> (Lake, Table) {
+pub(crate) async fn seeded_with(dir: &std::path::Path, deletion_vectors: bool, change_feed: bool) -> (Lake, Table) {
     let lake = Lake::open(&dir.display().to_string(), dir).expect("lake");
     let mut table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
     for f in 0..4 {

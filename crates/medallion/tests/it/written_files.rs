@@ -58,12 +58,12 @@ async fn written_files_are_published_by_one_commit_and_abandoned_ones_deleted() 
     assert_eq!((adds.len(), rows_in(&adds).expect("rows")), (2, 25));
     // Not part of the table before the commit.
     assert!(!Table::open(&lake, Layer::Gold, "m").await.expect("open").exists());
-    let table = table.commit_files(&adds, &schema(false), meta()).await.expect("create");
+    let table = table.commit_files(&adds, &schema(false), None, meta()).await.expect("create");
     assert_eq!((table.version(), table.count_rows().await.expect("count")), (Some(0), 25));
 
     // Replaced, with a new column, in one commit.
     let adds = written(&table, &[rows(100..103, true)]).await;
-    let table = table.commit_files(&adds, &schema(true), meta()).await.expect("replace");
+    let table = table.commit_files(&adds, &schema(true), None, meta()).await.expect("replace");
     let reopened = Table::open(&lake, Layer::Gold, "m").await.expect("open");
     assert_eq!((reopened.version(), reopened.count_rows().await.expect("count")), (Some(1), 3));
     assert_eq!(reopened.arrow_schema().expect("schema").expect("exists").fields().len(), 2);
@@ -78,4 +78,56 @@ async fn written_files_are_published_by_one_commit_and_abandoned_ones_deleted() 
     assert_eq!(parquet_files(&dir.path().join("gold/m")), on_disk);
     let reopened = Table::open(&lake, Layer::Gold, "m").await.expect("open");
     assert_eq!((reopened.version(), reopened.count_rows().await.expect("count")), (Some(1), 3));
+}
+
+/// Files a cluster's executors wrote for a silver table (the latest record per key, in two
+/// files), merged by key without reading them again: the same rows, counts and change data feed
+/// as merging the same rows from memory, copy-on-write and with deletion vectors. Source rows the
+/// table holds as new or newer are superseded inside the written files (a vector on the new file,
+/// or the file rewritten without them and the written one deleted); the txn is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_files_merge_like_the_same_rows() {
+    use medallion::arrow::array::AsArray;
+    use medallion::arrow::datatypes::Int64Type;
+    use medallion::storage::delta::Txn;
+
+    use crate::deletion_vectors::seeded_with;
+    use crate::merge::{contents, source, upsert};
+
+    for deletion_vectors in [false, true] {
+        let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+        let (a_lake, a) = seeded_with(a_dir.path(), deletion_vectors, true).await;
+        let (b_lake, b) = seeded_with(b_dir.path(), deletion_vectors, true).await;
+        let before = a.version().expect("version");
+        let (a, from_rows) = a.upsert_rows(source(), upsert(1)).await.expect("rows merged");
+        let adds = written(&b, &source()).await;
+        let txn = Txn { app_id: "test".into(), version: 1 };
+        let (b, from_files) =
+            b.upsert_written(&adds, ("k", "o"), txn, HashMap::new()).await.expect("merged").expect("keyed");
+        let mode = if deletion_vectors { "deletion vectors" } else { "copy-on-write" };
+        assert_eq!(contents(&a_lake).await, contents(&b_lake).await, "{mode}: same rows");
+        assert_eq!(
+            (from_files.num_source_rows, from_files.num_target_rows_inserted, from_files.num_target_rows_updated),
+            (from_rows.num_source_rows, from_rows.num_target_rows_inserted, from_rows.num_target_rows_updated),
+            "{mode}"
+        );
+        assert_eq!(b.txn_version("test").await.expect("txn"), Some(1), "{mode}");
+        let changed = |t: Table| async move {
+            let b = t.changed_values("k", before).await.expect("cdf").expect("feed covers the range");
+            let mut keys: Vec<i64> = b.column(0).as_primitive::<Int64Type>().values().to_vec();
+            keys.sort_unstable();
+            keys
+        };
+        assert_eq!(changed(a).await, changed(b).await, "{mode}: same change feed");
+        // The first written file holds superseded rows: kept with a vector, or replaced and
+        // deleted; the second, only new keys, is committed as it is.
+        let on_disk: Vec<bool> = adds
+            .iter()
+            .map(|a| {
+                serde_json::from_str::<serde_json::Value>(a).expect("add")["path"].as_str().expect("path").to_string()
+            })
+            .map(|p| b_dir.path().join("silver/t").join(p).exists())
+            .collect();
+        assert_eq!(on_disk, vec![deletion_vectors, true], "{mode}");
+    }
 }

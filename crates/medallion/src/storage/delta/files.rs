@@ -13,18 +13,20 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::DeltaTableError;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, MetadataExt, StructField, StructType};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{LiveFile, LiveFiles, Table, commit_properties};
+use super::{LiveFile, LiveFiles, MergeMetrics, Table, Txn, commit_properties};
 use crate::error::{Error, Result};
 
 /// Writes Parquet files of `schema` under the table at `table_url` (which may not exist yet) and
@@ -120,12 +122,13 @@ impl Table {
     }
 
     /// Replaces the table's content with the files `adds` describe, of `schema`, in one commit
-    /// carrying `metadata`: creates the table, or removes every live file (and records the new
-    /// schema when it changed).
+    /// carrying `txn` (when given) and `metadata`: creates the table, or removes every live file
+    /// (and records the new schema when it changed). The table's properties are kept.
     pub async fn commit_files(
         self,
         adds: &[String],
         schema: &Schema,
+        txn: Option<Txn>,
         metadata: HashMap<String, Value>,
     ) -> Result<Table> {
         let label = self.label.clone();
@@ -138,15 +141,7 @@ impl Table {
         let mut metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows });
         if !self.exists {
             metadata.insert("operationMetrics".into(), metrics);
-            let fields: Vec<StructField> = structure.fields().cloned().collect();
-            let inner = CreateBuilder::new()
-                .with_log_store(self.inner.log_store())
-                .with_columns(fields)
-                .with_actions(adds.into_iter().map(Action::Add))
-                .with_commit_properties(commit_properties(None, metadata))
-                .await
-                .map_err(delta)?;
-            return Ok(Table { label, inner, exists: true });
+            return self.create_with(adds, structure, &[], txn, metadata).await;
         }
         let snapshot = self.inner.snapshot().map_err(delta)?.clone();
         let mut actions: Vec<Action> =
@@ -159,7 +154,7 @@ impl Table {
         actions.extend(adds.into_iter().map(Action::Add));
         metadata.insert("operationMetrics".into(), metrics);
         let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
-        let commit = CommitBuilder::from(commit_properties(None, metadata))
+        let commit = CommitBuilder::from(commit_properties(txn, metadata))
             .with_actions(actions)
             .build(Some(&snapshot), self.inner.log_store(), operation)
             .await
@@ -167,6 +162,90 @@ impl Table {
         let mut inner = self.inner;
         inner.update_incremental(Some(commit.version())).await.map_err(delta)?;
         Ok(Table { label, inner, exists: true })
+    }
+
+    /// Creates the table, of `schema`, with the files `adds` describe as its content and table
+    /// `properties` (`delta.enableChangeDataFeed`, …), in one commit carrying `txn` and `metadata`.
+    pub async fn create_from_files(
+        self,
+        adds: &[String],
+        schema: &Schema,
+        properties: &[(&str, &str)],
+        txn: Txn,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Table> {
+        let adds = parse(&self.label, adds)?;
+        let structure: StructType =
+            schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {}", self.label), e))?;
+        let mut metadata = metadata;
+        let metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows_of(&adds) });
+        metadata.insert("operationMetrics".into(), metrics);
+        self.create_with(adds, structure, properties, Some(txn), metadata).await
+    }
+
+    async fn create_with(
+        self,
+        adds: Vec<Add>,
+        structure: StructType,
+        properties: &[(&str, &str)],
+        txn: Option<Txn>,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Table> {
+        let label = self.label;
+        let fields: Vec<StructField> = structure.fields().cloned().collect();
+        let mut create = CreateBuilder::new()
+            .with_log_store(self.inner.log_store())
+            .with_columns(fields)
+            .with_actions(adds.into_iter().map(Action::Add))
+            .with_commit_properties(commit_properties(txn, metadata));
+        if !properties.is_empty() {
+            create = create.with_configuration(properties.iter().map(|&(k, v)| (k, Some(v))));
+        }
+        let inner = create.await.map_err(|e| Error::delta(&label, e))?;
+        Ok(Table { label, inner, exists: true })
+    }
+
+    /// Merges the rows of the files `adds` describe (written for this table, not committed; unique
+    /// per key) by `key`, newer `order_by` wins, without reading or writing them again when the
+    /// keyed merge applies (see `keyed::upsert_written`): one commit carrying `txn`. Written files
+    /// the commit leaves out are deleted after it. None when the keyed merge does not apply.
+    pub async fn upsert_written(
+        &self,
+        adds: &[String],
+        (key, order_by): (&str, &str),
+        txn: Txn,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Option<(Table, MergeMetrics)>> {
+        let adds = parse(&self.label, adds)?;
+        let label = self.label.clone();
+        let merged =
+            super::keyed::upsert_written(&self.inner, &label, adds, (key, order_by), Some(txn), metadata).await?;
+        let Some((inner, metrics, unpublished)) = merged else { return Ok(None) };
+        let store = inner.object_store();
+        for path in unpublished {
+            if let Err(e) = store.delete(&path).await {
+                tracing::warn!("{label}: a written file left for vacuum ({path}): {e}");
+            }
+        }
+        Ok(Some((Table { label, inner, exists: true }, metrics)))
+    }
+
+    /// Every row of the files `adds` describe (written for this table, not committed), in the
+    /// table's schema `schema`, file after file.
+    pub async fn read_written(&self, adds: &[String], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        let store = self.inner.object_store();
+        let mut out = Vec::new();
+        for add in parse(&self.label, adds)? {
+            let path = Path::from_url_path(&add.path)
+                .map_err(|e| Error::Internal(format!("{}: file path {}: {e}", self.label, add.path)))?;
+            let read = async {
+                let stream = super::keyed::open(&store, path, add.size, false).await?.build()?;
+                let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                batches.into_iter().map(|b| super::keyed::conform(b, schema)).collect::<Result<Vec<_>, _>>()
+            };
+            out.extend(read.await.map_err(|e: DeltaTableError| Error::delta(&self.label, e))?);
+        }
+        Ok(out)
     }
 
     /// Deletes the files `adds` describe, written for this table and never committed (a build

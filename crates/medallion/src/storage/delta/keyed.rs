@@ -38,13 +38,15 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 // delta-rs 1.1 reads with too.
 use datafusion::parquet::arrow::ProjectionMask;
 #[allow(deprecated)]
-use datafusion::parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use datafusion::parquet::arrow::async_reader::{
+    ParquetObjectReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
+};
 use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, AddCDCFile};
+use deltalake::kernel::{Action, Add, AddCDCFile};
 use deltalake::operations::merge::MergeMetrics;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -106,16 +108,158 @@ pub(super) async fn upsert(
     let delta = |e: DeltaTableError| Error::delta(label, e);
     let schema: SchemaRef = rows.schema();
     let Some(mode) = applies(table, &schema, key, order_by).map_err(delta)? else { return Ok(None) };
-    let change_feed = mode.change_feed;
     let Some(source) = index(rows, key, order_by)? else { return Ok(None) };
-    let snapshot = table.snapshot().map_err(delta)?;
+    let source = Arc::new(source);
+    let mut merge = change_target(table, mode, &source, key, order_by, &schema).await.map_err(delta)?;
+
+    // The source rows that win.
+    let mut writer = RecordBatchWriter::for_table(table).map_err(delta)?.with_writer_properties(writer_properties());
+    let mut offset = 0usize;
+    for b in rows.pass(None)? {
+        let b = &b?;
+        let n = b.num_rows();
+        let fates = &merge.fate[offset..offset + n];
+        offset += n;
+        let wins: BooleanArray = fates.iter().map(|f| Some(*f != Fate::Superseded)).collect();
+        let out = filter_record_batch(b, &wins).map_err(|e| Error::arrow("merge source rows", e))?;
+        merge.inserted += fates.iter().filter(|f| **f == Fate::Insert).count();
+        if out.num_rows() > 0 {
+            writer.write(out).await.map_err(delta)?;
+        }
+        if mode.change_feed {
+            let insert: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Insert)).collect();
+            let update: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Update)).collect();
+            merge.inserts.push(filter_record_batch(b, &insert).map_err(|e| Error::arrow("merge change feed", e))?);
+            merge.postimages.push(filter_record_batch(b, &update).map_err(|e| Error::arrow("merge change feed", e))?);
+        }
+    }
+    let adds: Vec<Action> = writer.flush().await.map_err(delta)?.into_iter().map(Action::Add).collect();
+    merge.added += adds.len();
+    merge.actions.extend(adds);
+    let committed = commit(table, merge, &schema, source.orders.len(), started, (key, order_by), txn, metadata);
+    Ok(Some(committed.await.map_err(delta)?))
+}
+
+/// The merge of rows already written to files of the table (by a cluster's executors; `adds`,
+/// not committed, their rows unique per key), when this path applies: the winning rows' files are
+/// committed as they are, a file with rows the table already holds newer gets them marked in a
+/// deletion vector (merge-on-read) or is rewritten without them (copy-on-write). `None` when the
+/// path does not apply (the caller reads the files back and merges their rows). Also returns the
+/// written files that are not part of the commit (rewritten, or all their rows superseded): the
+/// caller deletes them once the commit landed.
+pub(super) async fn upsert_written(
+    table: &DeltaTable,
+    label: &str,
+    adds: Vec<Add>,
+    (key, order_by): (&str, &str),
+    txn: Option<Txn>,
+    metadata: HashMap<String, Value>,
+) -> Result<Option<(DeltaTable, MergeMetrics, Vec<Path>)>> {
+    let started = std::time::Instant::now();
+    let delta = |e: DeltaTableError| Error::delta(label, e);
+    let arrow: Result<Schema, _> = table.snapshot().map_err(delta)?.schema().as_ref().try_into_arrow();
+    let schema: SchemaRef = Arc::new(arrow.map_err(|e| Error::arrow(format!("the schema of {label}"), e))?);
+    let Some(mode) = applies(table, &schema, key, order_by).map_err(delta)? else { return Ok(None) };
+    let store = table.object_store();
+    let written: Vec<(Path, Add)> = adds
+        .into_iter()
+        .map(|a| Path::from_url_path(&a.path).map(|p| (p, a)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| delta(DeltaTableError::Generic(format!("a written file's path: {e}"))))?;
+    let Some((source, counts)) = index_files(&store, &written, key, order_by).await.map_err(delta)? else {
+        return Ok(None);
+    };
+    let source = Arc::new(source);
+    let mut merge = change_target(table, mode, &source, key, order_by, &schema).await.map_err(delta)?;
+
+    // Each written file: committed as it is, with a vector of its superseded rows, rewritten
+    // without them, or left out (every row superseded).
+    let mut unpublished = Vec::new();
+    let mut vectors: Vec<(Add, roaring::RoaringTreemap)> = Vec::new();
+    let mut offset = 0usize;
+    for ((path, add), n) in written.into_iter().zip(counts) {
+        let fates = &merge.fate[offset..offset + n];
+        offset += n;
+        let rows_of = |fate: Fate| -> Vec<u32> { (0..n as u32).filter(|&r| fates[r as usize] == fate).collect() };
+        merge.inserted += fates.iter().filter(|f| **f == Fate::Insert).count();
+        if mode.change_feed {
+            for (fate, into) in [(Fate::Insert, &mut merge.inserts), (Fate::Update, &mut merge.postimages)] {
+                let rows = rows_of(fate);
+                if !rows.is_empty() {
+                    into.extend(read_rows(&store, path.clone(), add.size, &rows, &schema).await.map_err(delta)?);
+                }
+            }
+        }
+        let superseded = rows_of(Fate::Superseded);
+        if superseded.is_empty() {
+            merge.added += 1;
+            merge.actions.push(Action::Add(add));
+        } else if superseded.len() == n {
+            unpublished.push(path);
+        } else if mode.deletion_vectors {
+            vectors.push((add, superseded.iter().map(|&r| u64::from(r)).collect()));
+        } else {
+            let (adds, _, _) = rewrite(table, path.clone(), add.size, &superseded, false).await.map_err(delta)?;
+            merge.added += adds.len();
+            merge.actions.extend(adds);
+            unpublished.push(path);
+        }
+    }
+    if !vectors.is_empty() {
+        let (adds, vectors): (Vec<Add>, Vec<_>) = vectors.into_iter().unzip();
+        let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await.map_err(delta)?;
+        for (mut add, d) in adds.into_iter().zip(descriptors) {
+            add.deletion_vector = Some(d);
+            add.stats = add.stats.map(|s| loose_stats(&s));
+            merge.added += 1;
+            merge.actions.push(Action::Add(add));
+        }
+    }
+    let committed = commit(table, merge, &schema, source.orders.len(), started, (key, order_by), txn, metadata);
+    let (table, metrics) = committed.await.map_err(delta)?;
+    Ok(Some((table, metrics, unpublished)))
+}
+
+/// A merge in the making: what it does to the target's files (worked out before the winners are
+/// written), then the winners' files and change data as they are added.
+struct Merge {
+    /// Each source row's fate.
+    fate: Vec<Fate>,
+    /// Removes and adds so far.
+    actions: Vec<Action>,
+    /// Change data: the replaced target rows, the source rows replacing them, the new ones.
+    preimages: Vec<RecordBatch>,
+    postimages: Vec<RecordBatch>,
+    inserts: Vec<RecordBatch>,
+    change_feed: bool,
+    inserted: usize,
+    updated: usize,
+    copied: usize,
+    removed: usize,
+    added: usize,
+    files: usize,
+    scanned: usize,
+    scan_time: std::time::Duration,
+    rewrite_time: std::time::Duration,
+}
+
+/// Finds the target rows `source` matches, decides each source row's fate, and marks (deletion
+/// vectors) or rewrites (copy-on-write) the target files holding rows it replaces.
+async fn change_target(
+    table: &DeltaTable,
+    mode: Mode,
+    source: &Arc<Source>,
+    key: &str,
+    order_by: &str,
+    schema: &SchemaRef,
+) -> Result<Merge, DeltaTableError> {
+    let snapshot = table.snapshot()?;
     let store = table.object_store();
     let files: Vec<_> = snapshot.log_data().iter().collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let source = Arc::new(source);
 
     let scan_started = std::time::Instant::now();
-    let (hits, deleted, scanned) = find_hits(&store, &files, &source, key, order_by).await.map_err(delta)?;
+    let (hits, deleted, scanned) = find_hits(&store, &files, source, key, order_by).await?;
     let scan_time = scan_started.elapsed();
 
     // Each source row's fate, then the target rows to drop: those a newer source row replaces.
@@ -145,8 +289,9 @@ pub(super) async fn upsert(
     // Merge-on-read: the replaced rows are marked in each file's deletion vector, no file is
     // rewritten; the same file is committed again with its new vector (stats no longer tight).
     let rewrite_started = std::time::Instant::now();
-    let mut marked = Vec::new();
+    let mut actions = Vec::new();
     let mut preimages = Vec::new();
+    let (mut removed, mut added, mut copied) = (0usize, 0usize, 0usize);
     if mode.deletion_vectors {
         let mut vectors = Vec::with_capacity(rewrites.len());
         for (i, drop) in &rewrites {
@@ -154,8 +299,8 @@ pub(super) async fn upsert(
             v.extend(drop.iter().map(|&r| u64::from(r)));
             vectors.push(v);
         }
-        let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await.map_err(delta)?;
-        if change_feed {
+        let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await?;
+        if mode.change_feed {
             // The feed's preimages: the replaced rows, read back by position (only their pages).
             let jobs: Vec<(Path, i64, Vec<u32>)> = rewrites
                 .iter()
@@ -163,14 +308,13 @@ pub(super) async fn upsert(
                 .collect();
             preimages = futures::stream::iter(jobs)
                 .map(|(path, size, drop)| {
-                    let (store, schema) = (Arc::clone(&store), Arc::clone(&schema));
+                    let (store, schema) = (Arc::clone(&store), Arc::clone(schema));
                     tokio::spawn(async move { read_rows(&store, path, size, &drop, &schema).await })
                 })
                 .buffer_unordered(threads)
                 .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge preimage task: {e}")))?)
                 .try_concat()
-                .await
-                .map_err(delta)?;
+                .await?;
         }
         for ((i, _), d) in rewrites.drain(..).zip(descriptors) {
             // The file's add as the log has it, to be committed again with its new vector.
@@ -179,7 +323,9 @@ pub(super) async fn upsert(
             add.data_change = true;
             add.deletion_vector = Some(d);
             add.stats = add.stats.map(|s| loose_stats(&s));
-            marked.push((i, add));
+            actions.push(Action::Remove(files[i].remove_action(true)));
+            actions.push(Action::Add(add));
+            (removed, added) = (removed + 1, added + 1);
         }
     }
     // Rewrite the files with replaced rows, several at once; keep the replaced rows for the feed.
@@ -187,6 +333,7 @@ pub(super) async fn upsert(
     let rewritten: Vec<(usize, Vec<Action>, Vec<RecordBatch>, usize)> = futures::stream::iter(rewrites)
         .map(|(i, drop)| {
             let (table, path, size) = (Arc::clone(&table_arc), files[i].object_store_path(), files[i].size());
+            let change_feed = mode.change_feed;
             tokio::spawn(async move {
                 rewrite(&table, path, size, &drop, change_feed).await.map(|(adds, pre, kept)| (i, adds, pre, kept))
             })
@@ -194,72 +341,69 @@ pub(super) async fn upsert(
         .buffer_unordered(threads)
         .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge rewrite task: {e}")))?)
         .try_collect()
-        .await
-        .map_err(delta)?;
-
-    let rewrite_time = rewrite_started.elapsed();
-
-    // The source rows that win.
-    let mut writer = RecordBatchWriter::for_table(table).map_err(delta)?.with_writer_properties(writer_properties());
-    let mut postimages = Vec::new();
-    let mut inserts = Vec::new();
-    let mut offset = 0usize;
-    let mut inserted = 0usize;
-    for b in rows.pass(None)? {
-        let b = &b?;
-        let n = b.num_rows();
-        let fates = &fate[offset..offset + n];
-        offset += n;
-        let wins: BooleanArray = fates.iter().map(|f| Some(*f != Fate::Superseded)).collect();
-        let out = filter_record_batch(b, &wins).map_err(|e| Error::arrow("merge source rows", e))?;
-        inserted += fates.iter().filter(|f| **f == Fate::Insert).count();
-        if out.num_rows() > 0 {
-            writer.write(out).await.map_err(delta)?;
-        }
-        if change_feed {
-            let insert: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Insert)).collect();
-            let update: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Update)).collect();
-            inserts.push(filter_record_batch(b, &insert).map_err(|e| Error::arrow("merge change feed", e))?);
-            postimages.push(filter_record_batch(b, &update).map_err(|e| Error::arrow("merge change feed", e))?);
-        }
-    }
-    let mut actions: Vec<Action> = writer.flush().await.map_err(delta)?.into_iter().map(Action::Add).collect();
-    let added_for_source = actions.len();
-    let mut copied = 0usize;
-    let removed = rewritten.len() + marked.len();
-    let mut added = added_for_source + marked.len();
-    for (i, add) in marked {
-        actions.push(Action::Remove(files[i].remove_action(true)));
-        actions.push(Action::Add(add));
-    }
+        .await?;
     for (i, adds, pre, kept) in rewritten {
         actions.push(Action::Remove(files[i].remove_action(true)));
+        removed += 1;
         added += adds.len();
         actions.extend(adds);
         preimages.extend(pre);
         copied += kept;
     }
-    if change_feed {
-        let changes = [("update_preimage", preimages), ("update_postimage", postimages), ("insert", inserts)];
-        if let Some(cdc) = write_changes(&store, &schema, changes).await.map_err(delta)? {
+    Ok(Merge {
+        fate,
+        actions,
+        preimages,
+        postimages: Vec::new(),
+        inserts: Vec::new(),
+        change_feed: mode.change_feed,
+        inserted: 0,
+        updated,
+        copied,
+        removed,
+        added,
+        files: files.len(),
+        scanned,
+        scan_time,
+        rewrite_time: rewrite_started.elapsed(),
+    })
+}
+
+/// Commits `merge` (of `sources` source rows, begun at `started`) in one commit: its actions, its
+/// change data file when the table records a feed, the txn, and MERGE's operation metrics.
+#[allow(clippy::too_many_arguments)]
+async fn commit(
+    table: &DeltaTable,
+    merge: Merge,
+    schema: &SchemaRef,
+    sources: usize,
+    started: std::time::Instant,
+    (key, order_by): (&str, &str),
+    txn: Option<Txn>,
+    metadata: HashMap<String, Value>,
+) -> Result<(DeltaTable, MergeMetrics), DeltaTableError> {
+    let mut actions = merge.actions;
+    if merge.change_feed {
+        let changes =
+            [("update_preimage", merge.preimages), ("update_postimage", merge.postimages), ("insert", merge.inserts)];
+        if let Some(cdc) = write_changes(&table.object_store(), schema, changes).await? {
             actions.push(Action::Cdc(cdc));
         }
     }
-
     let metrics = MergeMetrics {
-        num_source_rows: source.orders.len(),
-        num_target_rows_inserted: inserted,
-        num_target_rows_updated: updated,
+        num_source_rows: sources,
+        num_target_rows_inserted: merge.inserted,
+        num_target_rows_updated: merge.updated,
         num_target_rows_deleted: 0,
-        num_target_rows_copied: copied,
-        num_output_rows: inserted + updated + copied,
-        num_target_files_scanned: scanned,
-        num_target_files_skipped_during_scan: files.len() - scanned,
-        num_target_files_added: added,
-        num_target_files_removed: removed,
+        num_target_rows_copied: merge.copied,
+        num_output_rows: merge.inserted + merge.updated + merge.copied,
+        num_target_files_scanned: merge.scanned,
+        num_target_files_skipped_during_scan: merge.files - merge.scanned,
+        num_target_files_added: merge.added,
+        num_target_files_removed: merge.removed,
         execution_time_ms: started.elapsed().as_millis() as u64,
-        scan_time_ms: scan_time.as_millis() as u64,
-        rewrite_time_ms: rewrite_time.as_millis() as u64,
+        scan_time_ms: merge.scan_time.as_millis() as u64,
+        rewrite_time_ms: merge.rewrite_time.as_millis() as u64,
     };
     let mut metadata = metadata;
     metadata.insert("operationMetrics".into(), serde_json::to_value(&metrics).unwrap_or(Value::Null));
@@ -279,12 +423,11 @@ pub(super) async fn upsert(
     };
     let commit = CommitBuilder::from(props)
         .with_actions(actions)
-        .build(Some(snapshot), table.log_store(), operation)
-        .await
-        .map_err(delta)?;
+        .build(Some(table.snapshot()?), table.log_store(), operation)
+        .await?;
     let mut out = table.clone();
-    out.update_incremental(Some(commit.version())).await.map_err(delta)?;
-    Ok(Some((out, metrics)))
+    out.update_incremental(Some(commit.version())).await?;
+    Ok((out, metrics))
 }
 
 /// How the keyed merge writes a table.
@@ -400,6 +543,42 @@ fn index(rows: &dyn Rows, key: &str, order_by: &str) -> Result<Option<Source>> {
     Ok(Some(Source { index, orders, sorted }))
 }
 
+/// The rows of `written` files indexed by key, numbered across the files in order, from their key
+/// and order columns, and each file's row count (None if a key is null or repeats: the caller
+/// merges the rows another way).
+async fn index_files(
+    store: &Arc<dyn ObjectStore>,
+    written: &[(Path, Add)],
+    key: &str,
+    order_by: &str,
+) -> Result<Option<(Source, Vec<usize>)>, DeltaTableError> {
+    let mut index: HashMap<i64, u32, Fast> = HashMap::with_hasher(Fast::default());
+    let (mut orders, mut counts) = (Vec::new(), Vec::with_capacity(written.len()));
+    for (path, add) in written {
+        let (mut stream, (k, o)) = key_and_order(store, path, add.size, key, order_by).await?;
+        let before = orders.len();
+        while let Some(batch) = stream.try_next().await? {
+            let keys = batch.column(k).as_primitive::<Int64Type>();
+            if keys.null_count() > 0 {
+                return Ok(None);
+            }
+            let ords = cast(batch.column(o), &DataType::Int64)?;
+            let ords = ords.as_primitive::<Int64Type>();
+            for r in 0..batch.num_rows() {
+                let Ok(n) = u32::try_from(orders.len()) else { return Ok(None) };
+                if index.insert(keys.value(r), n).is_some() {
+                    return Ok(None);
+                }
+                orders.push(ords.is_valid(r).then(|| ords.value(r)));
+            }
+        }
+        counts.push(orders.len() - before);
+    }
+    let mut sorted: Vec<i64> = index.keys().copied().collect();
+    sorted.sort_unstable();
+    Ok(Some((Source { index, orders, sorted }, counts)))
+}
+
 /// Whether a file whose statistics are `stats` may hold one of `sorted` keys (true without stats).
 fn may_hold(sorted: &[i64], stats: Option<&str>, key: &str) -> bool {
     let bound = |stats: &Value, which: &str| stats.get(which).and_then(|v| v.get(key)).and_then(Value::as_i64);
@@ -412,7 +591,7 @@ fn may_hold(sorted: &[i64], stats: Option<&str>, key: &str) -> bool {
 /// A reader of one target file, `READ_BATCH_ROWS` rows per batch; with `page_index`, the page
 /// index is loaded too, so a row selection reads only the pages holding its rows.
 #[allow(deprecated)]
-async fn open(
+pub(super) async fn open(
     store: &Arc<dyn ObjectStore>,
     path: Path,
     size: i64,
@@ -496,6 +675,34 @@ pub(super) async fn published_orders(
     Ok(Some(out))
 }
 
+/// A reader of the key and order columns of one file, and where they are in its batches (the same
+/// column twice when the key orders itself).
+#[allow(deprecated)]
+async fn key_and_order(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: i64,
+    key: &str,
+    order_by: &str,
+) -> Result<(ParquetRecordBatchStream<ParquetObjectReader>, (usize, usize)), DeltaTableError> {
+    let builder = open(store, path.clone(), size, false).await?;
+    let fields = builder.schema().fields();
+    let position = |name: &str| {
+        fields
+            .iter()
+            .position(|f| f.name() == name)
+            .ok_or_else(|| DeltaTableError::Generic(format!("{path}: no column `{name}`")))
+    };
+    let (k, o) = (position(key)?, position(order_by)?);
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [k, o]);
+    let columns = match k.cmp(&o) {
+        std::cmp::Ordering::Less => (0, 1),
+        std::cmp::Ordering::Greater => (1, 0),
+        std::cmp::Ordering::Equal => (0, 0),
+    };
+    Ok((builder.with_projection(mask).build()?, columns))
+}
+
 /// The rows of one target file whose key is in the source (reads the key and order columns only).
 async fn scan(
     store: Arc<dyn ObjectStore>,
@@ -506,18 +713,7 @@ async fn scan(
     source: &Source,
     deleted: &roaring::RoaringTreemap,
 ) -> Result<Vec<Hit>, DeltaTableError> {
-    let builder = open(&store, path.clone(), size, false).await?;
-    let fields = builder.schema().fields();
-    let position = |name: &str| {
-        fields
-            .iter()
-            .position(|f| f.name() == name)
-            .ok_or_else(|| DeltaTableError::Generic(format!("{path}: no column `{name}`")))
-    };
-    let (k, o) = (position(key)?, position(order_by)?);
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [k, o]);
-    let (k, o) = if k < o { (0, 1) } else { (1, 0) };
-    let mut stream = builder.with_projection(mask).build()?;
+    let (mut stream, (k, o)) = key_and_order(&store, &path, size, key, order_by).await?;
     let mut hits = Vec::new();
     let mut row = 0u32;
     while let Some(batch) = stream.try_next().await? {
@@ -615,7 +811,7 @@ async fn read_rows(
 /// `batch` (as read from one of the table's files) in the table's schema: a file written by
 /// another writer may hold strings as `Utf8View` (delta-rs's optimize does) and a file older than
 /// an added column lacks it (read as null, as readers do).
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DeltaTableError> {
+pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DeltaTableError> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }

@@ -553,6 +553,15 @@ impl Table {
         Ok((Table { label, inner, exists: true }, removed, added))
     }
 
+    /// Whether the table is partitioned (false for a table not created yet).
+    pub fn partitioned(&self) -> Result<bool> {
+        if !self.exists {
+            return Ok(false);
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        Ok(!snapshot.metadata().partition_columns().is_empty())
+    }
+
     /// Whether merges mark replaced rows in deletion vectors (`delta.enableDeletionVectors`).
     pub fn deletion_vectors(&self) -> Result<bool> {
         if !self.exists {
