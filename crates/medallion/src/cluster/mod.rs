@@ -38,6 +38,40 @@ pub use scan::{ShippedScan, ShippedTable, ticket_numbers, tickets};
 pub use stores::LakeStores;
 pub use write::{Planner, Target, WriteExec, WriteNode, write};
 
+/// The methods of `ExecutionPlan` every plan node of ours with one child writes alike: its `name`,
+/// its `properties` (a field of that name), its child (the field named), no wish for its input
+/// to be repartitioned (each task works on the partition it has), and no physical expressions
+/// (what the node evaluates travels in its own terms).
+macro_rules! one_child_node {
+    ($name:literal, $child:ident) => {
+        fn name(&self) -> &str {
+            $name
+        }
+
+        fn properties(&self) -> &std::sync::Arc<datafusion::physical_plan::PlanProperties> {
+            &self.properties
+        }
+
+        fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+            vec![&self.$child]
+        }
+
+        fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+            vec![false]
+        }
+
+        fn apply_expressions(
+            &self,
+            _: &mut dyn FnMut(
+                &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+            ) -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion>,
+        ) -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+    };
+}
+pub(crate) use one_child_node;
+
 /// The one input of a node of ours that has exactly one (`what` names the node in the error).
 pub fn single<T: Clone>(inputs: &[T], what: &str) -> datafusion::error::Result<T> {
     match inputs {

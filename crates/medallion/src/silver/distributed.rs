@@ -25,7 +25,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{and, filter_record_batch, is_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -47,7 +46,7 @@ use super::slices::{BatchSlices, Slicer};
 use super::table::SilverTable;
 use crate::bronze::batches::BatchFile;
 use crate::bronze::drift::Observed;
-use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, single, ticket_numbers, tickets};
+use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, one_child_node, single, ticket_numbers, tickets};
 use crate::error::{Error, Result};
 use crate::quality::quarantine::Rejected;
 use crate::storage::delta::Table;
@@ -266,28 +265,7 @@ impl DisplayAs for ValidateExec {
 }
 
 impl ExecutionPlan for ValidateExec {
-    fn name(&self) -> &str {
-        "MedallionValidateExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.tickets]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn apply_expressions(
-        &self,
-        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    one_child_node!("MedallionValidateExec", tickets);
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(ValidateExec::new(self.files.clone(), single(&children, "MedallionValidateExec")?)))
@@ -342,31 +320,10 @@ impl DisplayAs for DedupExec {
 }
 
 impl ExecutionPlan for DedupExec {
-    fn name(&self) -> &str {
-        "MedallionDedupExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
+    one_child_node!("MedallionDedupExec", input);
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
         vec![Distribution::KeyPartitioned(self.keys.clone())]
-    }
-
-    fn apply_expressions(
-        &self,
-        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
     }
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
@@ -425,28 +382,7 @@ impl DisplayAs for WinnersExec {
 }
 
 impl ExecutionPlan for WinnersExec {
-    fn name(&self) -> &str {
-        "MedallionWinnersExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn apply_expressions(
-        &self,
-        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
+    one_child_node!("MedallionWinnersExec", input);
 
     fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(WinnersExec::new(self.files.clone(), single(&children, "MedallionWinnersExec")?)))
