@@ -20,11 +20,14 @@ as `ok`/`FAIL`:
    are removed by `vacuum`; and one killed as it starts validating a bronze file: same; and one
    killed after writing silver's latest records but before reporting them: same, and vacuum
    removes the dead attempt's silver files; a rebuild (`--full-refresh`) on the cluster, whose
-   executors write the new silver table's files, equals one in process;
+   executors write the new silver table's files, equals one in process; and so does a small batch
+   touching one day, which the incremental gold model rebuilds as one partition (on the cluster,
+   the executors write it and the table's other rows again);
 4. a scheduler that is not there: the run fails with one clear line, nothing committed.
 On failure the last lines of the scheduler's and executors' logs are printed (CLUSTER_LOG=info for
 Ballista's task log; CLUSTER_RUN_TIMEOUT=seconds bounds each run, default 600).
 """
+import gzip
 import json
 import os
 import shutil
@@ -345,6 +348,35 @@ try:
           b'"write":"s3://lake/cluster/silver/orders' in bytes(proxy.sent[before:])
           and not differences(rebuilt, expected),
           {t: (len(rebuilt[t][0]), rebuilt[t][1], len(expected[t][0]), expected[t][1]) for t in differences(rebuilt, expected)})
+
+    # 3f. A small batch touching one day: the incremental gold model rebuilds that partition only;
+    # on the cluster the executors write it, and the table's other rows again, the same tables.
+    # The same bronze batch in both lakes (as a producer writing the layout would land it).
+    def valid(r):
+        return (isinstance(r.get("amount"), (int, float)) and r["amount"] > 0 and isinstance(r.get("customer_id"), int)
+                and str(r.get("currency", "")).upper() in ("USD", "EUR", "GBP", "JPY", "CAD")
+                and isinstance(r.get("order_date"), str) and r["order_date"] >= "2000-01-01")
+    with gzip.open(batches[-1], "rt") as f:
+        first = next(r for r in map(json.loads, f) if valid(r))
+    batch_id = "00000000-0000-4000-8000-000000000f1f"
+    first.update({"_batch_id": batch_id, "_ingested_at": "2030-01-01T00:00:00+00:00"})
+    changed = [{**first, "amount": round(first["amount"] + 1, 2)},
+               {**first, "order_id": 900000001}, {**first, "order_id": 900000002}]
+    extra = work / f"{batch_id}.ndjson.gz"
+    with gzip.open(extra, "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in changed))
+    outputs = {}
+    for prefix, args in (("inproc", ()), ("cluster", ("--cluster", cluster))):
+        s3.upload_file(str(extra), "lake", f"{prefix}/bronze/orders/{batches[-1].parent.name}/{extra.name}")
+        outputs[prefix] = med("run", *args, lake=f"s3://lake/{prefix}")
+    check("a batch touching one day, in process and on the cluster: exit 0",
+          all(o.returncode == 0 for o in outputs.values()), {p: o.stderr.strip()[-300:] for p, o in outputs.items()})
+    check("... the incremental model rebuilt one partition on both",
+          all("incremental (1 partition)" in o.stdout for o in outputs.values()),
+          {p: o.stdout.strip()[-600:] for p, o in outputs.items()})
+    after, expected = tables("cluster"), tables("inproc")
+    check("... the same tables (all columns, commits per table)", not differences(after, expected),
+          {t: (len(after[t][0]), after[t][1], len(expected[t][0]), expected[t][1]) for t in differences(after, expected)})
 
     # 4. No scheduler there.
     upload("nowhere")

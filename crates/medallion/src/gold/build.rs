@@ -180,12 +180,22 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     let remote = catalog::remote_session(tables, &opened, &opts.engine).await?;
     let commit_metadata =
         || HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
-    // A full build without `drop` expectations never brings its rows here: the executors write
-    // them and audit them where they are, and this process publishes the files.
+    // A full or partition-incremental build without `drop` expectations never brings its rows
+    // here: the executors write them and audit them where they are, and this process publishes
+    // the files.
     let drops = model.gates.iter().any(|g| g.action == Action::Drop) || model.checks.iter().any(|c| c.drops());
-    if let Some(remote) = remote.as_ref().filter(|_| replace_where.is_none() && query.is_none() && !drops) {
+    // (No partition touched: the in-process path records the new input versions in an empty commit.)
+    let none_touched = replace_where.is_some() && partitions.as_ref().is_some_and(Vec::is_empty);
+    if let Some(remote) = remote.as_ref().filter(|_| query.is_none() && !drops && !none_touched) {
+        // Incremental: the published rows outside the touched partitions are written again beside
+        // the new ones, and the checks see the whole new table, scoped as in process.
+        let keep = replace_where.as_ref().map(|predicate| {
+            let source = model.incremental.as_ref().map(|(_, s)| s.as_str()).unwrap_or_default();
+            let is_source = |name: &str| catalog::resolve(tables, name) == Some((Layer::Silver, source.to_string()));
+            (where_not(predicate), model.checks.iter().map(|c| c.scoped(is_source, predicate)).collect())
+        });
         let (table, rows, expectations) =
-            build_on_cluster(remote, table, model, &sql, &context, now, commit_metadata()).await?;
+            build_on_cluster(remote, table, model, (&sql, keep), &context, now, commit_metadata()).await?;
         if model.parquet {
             crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
             super::export::ensure(lake, &table, &model.name).await?;
@@ -198,7 +208,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             inputs,
             dropped: 0,
             expectations,
-            partitions: None,
+            partitions: partitions.filter(|_| replace_where.is_some()).map(|p| p.len()),
             added: None,
             waiting: false,
             duration_ms: ms(t0),
@@ -306,29 +316,44 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     })
 }
 
-/// A full build on a cluster: the executors write the model's rows as files of its table (not yet
-/// part of it), its expectations run over those files on the executors, and the files are
-/// published in one commit, or deleted when a `fail` expectation stops the build. Returns the
-/// table after the commit, its rows and the expectations' results.
+/// A build on a cluster: the executors write the rows of the model's `sql` as files of its table
+/// (not yet part of it), its expectations run over those files on the executors, and the files are
+/// published in one commit replacing the table's, or deleted when a `fail` expectation stops the
+/// build. With `keep` (a partition-incremental build: a `WHERE` selecting the published rows
+/// outside the touched partitions, and the checks scoped to them), those rows are written again
+/// beside the new ones: row-level expectations see the new rows, the checks the whole new table.
+/// Returns the table after the commit, its rows and the expectations' results.
 async fn build_on_cluster(
     remote: &SessionContext,
     table: Table,
     model: &GoldModel,
-    sql: &str,
+    (sql, keep): (&str, Option<(String, Vec<TableCheck>)>),
     context: &str,
     now: Now,
     metadata: HashMap<String, Value>,
 ) -> Result<(Table, u64, Vec<GateResult>)> {
     let node = format!("gold/{}", model.name);
     let df = catalog::read_only(remote, sql, context).await?;
-    let adds = catalog::write_on_cluster(df, &table, model.schema.clone()).await?;
+    let mut adds = catalog::write_on_cluster(df, &table, model.schema.clone()).await?;
+    let fresh = adds.len();
     let audited = async {
-        catalog::register_written(remote, THIS, &table, &model.schema, &adds)?;
+        if let Some((selection, _)) = &keep {
+            let kept = format!("SELECT * FROM gold.{} WHERE {selection}", crate::spec::ident(&model.name));
+            let df = catalog::read_only(remote, &kept, context).await?;
+            adds.extend(catalog::write_on_cluster(df, &table, model.schema.clone()).await?);
+        }
+        catalog::register_written(remote, THIS, &table, &model.schema, &adds[..fresh])?;
         let mut results = Vec::with_capacity(model.gates.len() + model.checks.len());
         for gate in &model.gates {
             results.push(gate.evaluate_on(remote, THIS, &node).await?);
         }
-        let checks: Vec<&TableCheck> = model.checks.iter().collect();
+        let checks: Vec<&TableCheck> = match &keep {
+            Some((_, scoped)) => {
+                catalog::register_written(remote, THIS, &table, &model.schema, &adds)?;
+                scoped.iter().collect()
+            }
+            None => model.checks.iter().collect(),
+        };
         results.extend(evaluate(remote, &checks, now, None).await?);
         enforce(&node, &mut results)?;
         crate::runtime::faults::check(&node, "write")?;
