@@ -10,7 +10,7 @@ use medallion::storage::{Lake, Layer};
 
 use crate::common::strings;
 
-fn schema() -> SchemaRef {
+pub(crate) fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("o", DataType::Int64, true),

@@ -131,3 +131,31 @@ async fn written_files_merge_like_the_same_rows() {
         assert_eq!(on_disk, vec![deletion_vectors, true], "{mode}");
     }
 }
+
+/// Where the keyed merge does not apply (here a partitioned table), merging written files says so
+/// (the caller then merges their rows) and leaves the table as it was; the files read back whole,
+/// in the table's schema, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_files_the_keyed_merge_cannot_take_read_back_whole() {
+    use medallion::storage::delta::{Txn, WriteOptions};
+
+    use crate::merge::{batch, contents, schema};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = Lake::open(&dir.path().display().to_string(), dir.path()).expect("lake");
+    let seed: Vec<(i64, Option<i64>, &str)> =
+        (1..=10).map(|k| (k, Some(10), if k % 2 == 0 { "a" } else { "b" })).collect();
+    let options = WriteOptions { partition_by: vec!["v".into()], ..Default::default() };
+    let table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+    let table = table.write(vec![batch(&seed)], options).await.expect("seed");
+    let before = contents(&lake).await;
+    let parts = [batch(&[(5, Some(11), "a"), (20, Some(1), "b")]), batch(&[(21, None, "a")])];
+    let adds = written(&table, &parts).await;
+    let txn = Txn { app_id: "test".into(), version: 1 };
+    let merged = table.upsert_written(&adds, ("k", "o"), txn, HashMap::new()).await.expect("no error");
+    assert!(merged.is_none(), "a partitioned table is not the keyed merge's");
+    assert_eq!(contents(&lake).await, before, "nothing committed");
+    assert_eq!(table.txn_version("test").await.expect("txn"), None);
+    let back = table.read_written(&adds, &schema()).await.expect("read back");
+    assert_eq!(back, parts.to_vec());
+}
