@@ -634,7 +634,7 @@ pub(crate) async fn read(
         return Ok(Vec::new());
     }
     let dedup = dedups_on_executors(table);
-    let write = match dedup && slicer.is_none() && writes_winners(table) {
+    let write = match slicer.is_none() && writes_winners(table) {
         true => Some(Table::open(lake, Layer::Silver, &table.name).await?.url().to_string()),
         false => None,
     };

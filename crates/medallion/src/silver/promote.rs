@@ -403,6 +403,8 @@ async fn run_intent(
         true => Some(results.iter_mut().filter_map(|r| r.written.take()).flatten().collect()),
         false => None,
     };
+    // Their rows, from their statistics.
+    let written_rows = written.as_deref().map(crate::storage::delta::rows_in).transpose()?.unwrap_or(0);
     let mut merging = false;
     let promoted = async {
         let node = format!("silver/{}", table.name);
@@ -478,7 +480,8 @@ async fn run_intent(
             let t = Instant::now();
             let silver = Table::open(lake, Layer::Silver, &table.name).await?;
             if intent.rebuild {
-                p.expectations.extend(audit_written(lake, tables, table, &silver, adds, opts).await?);
+                let audited = audit_written(lake, tables, table, &silver, (adds, written_rows), opts).await?;
+                p.expectations.extend(audited);
                 enforce(&node, &mut p.expectations)?;
             } else {
                 valid = silver.read_written(adds, &table.contract.schema).await?;
@@ -530,8 +533,9 @@ async fn run_intent(
         let meta = commit_meta(&opts.run_id, &intent, table);
         let (unique, published) = match (&written, plan) {
             (Some(adds), _) => {
-                let merged = super::publish::publish_written(lake, table, adds, intent.rebuild, txn, meta).await?;
-                (crate::storage::delta::rows_in(adds)?, super::publish::Published::merged(merged))
+                let written = (adds.as_slice(), written_rows);
+                let merged = super::publish::publish_written(lake, table, written, intent.rebuild, txn, meta).await?;
+                (written_rows, super::publish::Published::merged(merged))
             }
             (None, Some(plan)) => (plan.rows(), publish(lake, table, plan, txn, meta).await?),
             (None, None) => return Err(Error::Internal(format!("{node}: nothing to publish"))),
@@ -563,21 +567,21 @@ async fn run_intent(
 }
 
 /// The set- and table-level expectations of `table` (none of them `drop`) over the files a
-/// cluster's executors wrote for its rebuild (`adds`): queried on the cluster, `this` being those
-/// files, one row per key by construction.
+/// cluster's executors wrote for its rebuild (`adds`, of `rows` rows): queried on the cluster,
+/// `this` being those files, one row per key by construction.
 async fn audit_written(
     lake: &Lake,
     tables: &dyn Registry,
     table: &SilverTable,
     silver: &Table,
-    adds: &[String],
+    (adds, rows): (&[String], u64),
     opts: &PromoteOptions,
 ) -> Result<Vec<GateResult>> {
     use crate::quality::checks::{MergeFacts, THIS, TableCheck, evaluate};
     let ctx = catalog::session_on(lake, tables, &opts.engine).await?;
     catalog::register_written(&ctx, THIS, silver, &table.contract.schema, adds)?;
     let checks: Vec<&TableCheck> = table.checks.iter().collect();
-    let facts = MergeFacts { keys: &table.keys, rows: Some(crate::storage::delta::rows_in(adds)?), winners: THIS };
+    let facts = MergeFacts { keys: &table.keys, rows: Some(rows), winners: THIS };
     evaluate(&ctx, &checks, opts.now, Some(&facts)).await
 }
 

@@ -192,8 +192,8 @@ async fn declared_merge_mode(silver: Table, table: &SilverTable) -> Result<Table
     })
 }
 
-/// Publishes the files a cluster's executors wrote for `table` (`adds`, not committed; unique per
-/// key) in one commit carrying `txn`. A new table is created with them; a `rebuild` replaces the
+/// Publishes the files a cluster's executors wrote for `table` (`adds`, not committed; `unique`
+/// rows, unique per key) in one commit carrying `txn`. A new table is created with them; a `rebuild` replaces the
 /// table's content with them (its properties kept, a changed schema recorded); else they are
 /// merged as [`merge_into`] merges rows: the keyed merge commits them as they are (reading their
 /// key and order columns only), or, where it does not apply, they are read back and merged as
@@ -201,16 +201,16 @@ async fn declared_merge_mode(silver: Table, table: &SilverTable) -> Result<Table
 pub(crate) async fn publish_written(
     lake: &Lake,
     table: &SilverTable,
-    adds: &[String],
+    (adds, unique): (&[String], u64),
     rebuild: bool,
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Merged> {
     let schema = table.contract.schema.clone();
-    let unique = crate::storage::delta::rows_in(adds)?;
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     if !silver.exists() {
-        return create_written(silver, table, adds, txn, metadata).await;
+        let silver = create_written(silver, table, adds, txn, metadata).await?;
+        return Ok(Merged { inserted: unique, updated: 0, deleted: 0, version: silver.version() });
     }
     if rebuild {
         let silver = silver.commit_files(adds, &schema, Some(txn), metadata).await?;
@@ -254,7 +254,7 @@ async fn create_written(
     adds: &[String],
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
-) -> Result<Merged> {
+) -> Result<Table> {
     let mut properties = Vec::new();
     if table.change_feed {
         properties.push(("delta.enableChangeDataFeed", "true"));
@@ -262,9 +262,7 @@ async fn create_written(
     if table.deletion_vectors {
         properties.push(("delta.enableDeletionVectors", "true"));
     }
-    let inserted = crate::storage::delta::rows_in(adds)?;
-    let silver = silver.create_from_files(adds, &table.contract.schema, &properties, txn, metadata).await?;
-    Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
+    silver.create_from_files(adds, &table.contract.schema, &properties, Some(txn), metadata).await
 }
 
 /// The table's first commit: `rows` (`inserted` of them), partitioned and with a change data

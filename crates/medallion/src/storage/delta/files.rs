@@ -87,6 +87,17 @@ fn parse(label: &str, adds: &[String]) -> Result<Vec<Add>> {
         .collect()
 }
 
+/// The files `adds` describe, each with its object path under the table's root.
+fn parse_paths(label: &str, adds: &[String]) -> Result<Vec<(Path, Add)>> {
+    parse(label, adds)?
+        .into_iter()
+        .map(|a| match Path::from_url_path(&a.path) {
+            Ok(path) => Ok((path, a)),
+            Err(e) => Err(Error::Internal(format!("{label}: file path {}: {e}", a.path))),
+        })
+        .collect()
+}
+
 /// Rows in the files `adds` describe (from their statistics).
 pub fn rows_in(adds: &[String]) -> Result<u64> {
     Ok(rows_of(&parse("written files", adds)?))
@@ -105,19 +116,15 @@ impl Table {
     pub fn written_files(&self, adds: &[String]) -> Result<LiveFiles> {
         let (store, root) = crate::storage::store_and_root(self.inner.table_url())
             .map_err(|e| Error::Internal(format!("{}: {e}", self.label)))?;
-        let files = parse(&self.label, adds)?
+        let files = parse_paths(&self.label, adds)?
             .into_iter()
-            .map(|a| {
-                let path = Path::from_url_path(&a.path)
-                    .map_err(|e| Error::Internal(format!("{}: file path {}: {e}", self.label, a.path)))?;
-                Ok(LiveFile {
-                    path: Path::from_iter(root.parts().chain(path.parts())).to_string(),
-                    size: u64::try_from(a.size).unwrap_or(0),
-                    partition_values: Vec::new(),
-                    kept: None,
-                })
+            .map(|(path, a)| LiveFile {
+                path: Path::from_iter(root.parts().chain(path.parts())).to_string(),
+                size: u64::try_from(a.size).unwrap_or(0),
+                partition_values: Vec::new(),
+                kept: None,
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         Ok(LiveFiles { store, partition_columns: Vec::new(), files })
     }
 
@@ -131,6 +138,9 @@ impl Table {
         txn: Option<Txn>,
         metadata: HashMap<String, Value>,
     ) -> Result<Table> {
+        if !self.exists {
+            return self.create_from_files(adds, schema, &[], txn, metadata).await;
+        }
         let label = self.label.clone();
         let delta = |e| Error::delta(&label, e);
         let adds = parse(&label, adds)?;
@@ -139,10 +149,6 @@ impl Table {
             schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
         let mut metadata = metadata;
         let mut metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows });
-        if !self.exists {
-            metadata.insert("operationMetrics".into(), metrics);
-            return self.create_with(adds, structure, &[], txn, metadata).await;
-        }
         let snapshot = self.inner.snapshot().map_err(delta)?.clone();
         let mut actions: Vec<Action> =
             snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
@@ -165,33 +171,23 @@ impl Table {
     }
 
     /// Creates the table, of `schema`, with the files `adds` describe as its content and table
-    /// `properties` (`delta.enableChangeDataFeed`, …), in one commit carrying `txn` and `metadata`.
+    /// `properties` (`delta.enableChangeDataFeed`, …), in one commit carrying `txn` (when given)
+    /// and `metadata`.
     pub async fn create_from_files(
         self,
         adds: &[String],
         schema: &Schema,
         properties: &[(&str, &str)],
-        txn: Txn,
-        metadata: HashMap<String, Value>,
-    ) -> Result<Table> {
-        let adds = parse(&self.label, adds)?;
-        let structure: StructType =
-            schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {}", self.label), e))?;
-        let mut metadata = metadata;
-        let metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows_of(&adds) });
-        metadata.insert("operationMetrics".into(), metrics);
-        self.create_with(adds, structure, properties, Some(txn), metadata).await
-    }
-
-    async fn create_with(
-        self,
-        adds: Vec<Add>,
-        structure: StructType,
-        properties: &[(&str, &str)],
         txn: Option<Txn>,
         metadata: HashMap<String, Value>,
     ) -> Result<Table> {
         let label = self.label;
+        let adds = parse(&label, adds)?;
+        let structure: StructType =
+            schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
+        let mut metadata = metadata;
+        let metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows_of(&adds) });
+        metadata.insert("operationMetrics".into(), metrics);
         let fields: Vec<StructField> = structure.fields().cloned().collect();
         let mut create = CreateBuilder::new()
             .with_log_store(self.inner.log_store())
@@ -216,10 +212,10 @@ impl Table {
         txn: Txn,
         metadata: HashMap<String, Value>,
     ) -> Result<Option<(Table, MergeMetrics)>> {
-        let adds = parse(&self.label, adds)?;
+        let written = parse_paths(&self.label, adds)?;
         let label = self.label.clone();
         let merged =
-            super::keyed::upsert_written(&self.inner, &label, adds, (key, order_by), Some(txn), metadata).await?;
+            super::keyed::upsert_written(&self.inner, &label, written, (key, order_by), Some(txn), metadata).await?;
         let Some((inner, metrics, unpublished)) = merged else { return Ok(None) };
         let store = inner.object_store();
         for path in unpublished {
@@ -235,9 +231,7 @@ impl Table {
     pub async fn read_written(&self, adds: &[String], schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
         let store = self.inner.object_store();
         let mut out = Vec::new();
-        for add in parse(&self.label, adds)? {
-            let path = Path::from_url_path(&add.path)
-                .map_err(|e| Error::Internal(format!("{}: file path {}: {e}", self.label, add.path)))?;
+        for (path, add) in parse_paths(&self.label, adds)? {
             let read = async {
                 let stream = super::keyed::open(&store, path, add.size, false).await?.build()?;
                 let batches: Vec<RecordBatch> = stream.try_collect().await?;
@@ -252,9 +246,7 @@ impl Table {
     /// whose expectations stopped it): what `vacuum` would remove later, removed now.
     pub async fn discard_files(&self, adds: &[String]) -> Result<()> {
         let store = self.inner.object_store();
-        for add in parse(&self.label, adds)? {
-            let path = Path::from_url_path(&add.path)
-                .map_err(|e| Error::Internal(format!("{}: file path {}: {e}", self.label, add.path)))?;
+        for (path, _) in parse_paths(&self.label, adds)? {
             match store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(cause) => return Err(Error::Storage { location: format!("{}/{path}", self.label), cause }),

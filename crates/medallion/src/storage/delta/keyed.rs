@@ -140,17 +140,18 @@ pub(super) async fn upsert(
     Ok(Some(committed.await.map_err(delta)?))
 }
 
-/// The merge of rows already written to files of the table (by a cluster's executors; `adds`,
-/// not committed, their rows unique per key), when this path applies: the winning rows' files are
-/// committed as they are, a file with rows the table already holds newer gets them marked in a
-/// deletion vector (merge-on-read) or is rewritten without them (copy-on-write). `None` when the
+/// The merge of rows already written to files of the table (by a cluster's executors; `written`,
+/// each file's path and add action, not committed, their rows unique per key), when this path
+/// applies: the winning rows' files are committed as they are, a file with rows the table already
+/// holds newer gets them marked in a deletion vector (merge-on-read) or is rewritten without them
+/// (copy-on-write). `None` when the
 /// path does not apply (the caller reads the files back and merges their rows). Also returns the
 /// written files that are not part of the commit (rewritten, or all their rows superseded): the
 /// caller deletes them once the commit landed.
 pub(super) async fn upsert_written(
     table: &DeltaTable,
     label: &str,
-    adds: Vec<Add>,
+    written: Vec<(Path, Add)>,
     (key, order_by): (&str, &str),
     txn: Option<Txn>,
     metadata: HashMap<String, Value>,
@@ -161,11 +162,6 @@ pub(super) async fn upsert_written(
     let schema: SchemaRef = Arc::new(arrow.map_err(|e| Error::arrow(format!("the schema of {label}"), e))?);
     let Some(mode) = applies(table, &schema, key, order_by).map_err(delta)? else { return Ok(None) };
     let store = table.object_store();
-    let written: Vec<(Path, Add)> = adds
-        .into_iter()
-        .map(|a| Path::from_url_path(&a.path).map(|p| (p, a)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| delta(DeltaTableError::Generic(format!("a written file's path: {e}"))))?;
     let Some((source, counts)) = index_files(&store, &written, key, order_by).await.map_err(delta)? else {
         return Ok(None);
     };
