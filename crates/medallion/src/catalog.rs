@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 use crate::storage::delta::{AsOf, Table};
 use crate::storage::{Lake, Layer};
 
+pub mod unique;
+
 /// The tables a catalog serves, with the schema each reads as while it does not exist yet. The
 /// project implements it; the catalog learns schemas from it, not from the modules writing them.
 pub trait Registry: Sync {
@@ -29,6 +31,13 @@ pub trait Registry: Sync {
     fn dead_letter_schema(&self) -> SchemaRef;
     /// The lake's own tables, served as `medallion.<name>`: (name, schema).
     fn system(&self) -> Vec<(&'static str, SchemaRef)>;
+    /// The column a published table holds one row per value of, if it is one (a silver table
+    /// kept as the latest row per single-column key): queries count its distinct values plainly
+    /// ([`unique`]).
+    fn unique_key(&self, layer: Layer, name: &str) -> Option<String> {
+        let _ = (layer, name);
+        None
+    }
 }
 
 /// The layer a published table `name` is in (gold wins over silver), if any.
@@ -66,7 +75,7 @@ pub async fn session_of(registry: &dyn Registry, tables: &[(Layer, &str, Table)]
     for (layer, name, table) in tables {
         let schema = schema_of(registry, if *layer == Layer::Gold { Layer::Gold } else { Layer::Silver }, name);
         let schema = schema.ok_or_else(|| Error::Internal(format!("no schema for {}", table.label)))?;
-        register_table(&ctx, *layer, name, provider_of(&ctx, table, schema).await?)?;
+        register_published(&ctx, registry, *layer, name, provider_of(&ctx, table, schema).await?)?;
     }
     Ok(ctx)
 }
@@ -125,7 +134,7 @@ pub async fn remote_session(
                 let files = table.live_files().await?;
                 let shipped = crate::cluster::ShippedTable::new(&schema, files)
                     .map_err(|e| Error::sql(format!("reading {}", table.label), e))?;
-                register_table(&ctx, *layer, name, Arc::new(shipped))?;
+                register_published(&ctx, registry, *layer, name, Arc::new(shipped))?;
             }
             Ok(Some(ctx))
         }
@@ -188,7 +197,7 @@ async fn session_with(
     };
     for (layer, name, schema) in tables.published().into_iter().filter(|(_, name, _)| wanted(name)) {
         let p = provider(layer, name.to_string(), schema).await?;
-        register_table(&ctx, layer, name, p)?;
+        register_published(&ctx, tables, layer, name, p)?;
         if only.is_none() {
             let q = provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?;
             register(&ctx, &format!("quarantine.{name}"), q)?;
@@ -211,13 +220,18 @@ pub fn new_session() -> Result<SessionContext> {
     let mut rules: Vec<Arc<dyn datafusion::optimizer::AnalyzerRule + Send + Sync>> =
         vec![Arc::new(division::FloatDivision)];
     rules.extend(datafusion::optimizer::Analyzer::new().rules);
+    // After them: views are inlined, so a count over one sees the table.
+    let unique_keys = Arc::new(unique::UniqueKeys::default());
+    rules.push(Arc::new(unique::DistinctOfUnique(Arc::clone(&unique_keys))));
     // Every session's operators draw on the process's one pool (`--memory-limit`), spilling to
     // scratch files past it.
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_memory_pool(crate::runtime::memory::query_pool())
         .build_arc()
         .map_err(|e| Error::sql("a query session's runtime", e))?;
+    let config = datafusion::prelude::SessionConfig::new().with_extension(unique_keys);
     let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
         .with_default_features()
         .with_runtime_env(runtime)
         .with_analyzer_rules(rules)
@@ -245,6 +259,20 @@ fn add_schemas(ctx: &SessionContext) -> Result<()> {
 pub fn register_table(ctx: &SessionContext, layer: Layer, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
     register(ctx, name, Arc::clone(&provider))?;
     register(ctx, &format!("{layer}.{name}"), provider)
+}
+
+/// [`register_table`], noting the table's unique key, if `registry` names one.
+fn register_published(
+    ctx: &SessionContext,
+    registry: &dyn Registry,
+    layer: Layer,
+    name: &str,
+    provider: Arc<dyn TableProvider>,
+) -> Result<()> {
+    if let Some(key) = registry.unique_key(layer, name) {
+        unique::mark(ctx, &provider, &key);
+    }
+    register_table(ctx, layer, name, provider)
 }
 
 /// An empty table of `schema`.

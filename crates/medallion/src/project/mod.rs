@@ -982,6 +982,17 @@ impl catalog::Registry for Project {
             (crate::runtime::events::TABLE, crate::runtime::events::schema()),
         ]
     }
+
+    /// A silver table kept as the latest row per key (deletes or not), its key one column: every
+    /// promotion, rebuild and replay leaves one row per key. Histories and event tables repeat
+    /// keys.
+    fn unique_key(&self, layer: Layer, name: &str) -> Option<String> {
+        let table = self.silver.get(name).filter(|_| layer == Layer::Silver)?;
+        match (&table.history, table.keys.as_slice()) {
+            (crate::silver::history::History::Latest { .. }, [key]) => Some(key.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// A source's read options, checked: every problem as (key, message).
