@@ -35,7 +35,7 @@ use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{Now, ms};
 use crate::spec::{Action, RejectedFractionSpec};
-use crate::storage::delta::{Table, Txn};
+use crate::storage::delta::{KeyScan, Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Rejected records shown for a held-back batch.
@@ -620,12 +620,12 @@ pub(crate) async fn plan(
             Ok((Publish::Replace { rows, counts }, Vec::new(), Vec::new()))
         }
         History::Latest { delete } => {
-            let (rows, removed, dropped) =
+            let (rows, removed, dropped, scanned) =
                 dedup_and_audit(lake, tables, table, (valid, latest), now, file_of, expectations, timings).await?;
-            Ok((Publish::Merge { rows, delete: delete.clone() }, removed, dropped))
+            Ok((Publish::Merge { rows, delete: delete.clone(), scanned }, removed, dropped))
         }
         History::Events { .. } => {
-            let (rows, removed, dropped) =
+            let (rows, removed, dropped, _) =
                 dedup_and_audit(lake, tables, table, (valid, latest), now, file_of, expectations, timings).await?;
             Ok((Publish::Append { rows }, removed, dropped))
         }
@@ -732,7 +732,8 @@ async fn rebuild_versions(
 /// Deduplicates `valid` (latest per key, or an event table's window dedup) and audits the merge candidate with the table's set-
 /// and table-level expectations (results appended to `expectations`; a failed `fail` one is an
 /// error): the rows to merge, and the rows `drop` expectations removed, as rows and as
-/// dead-letter records.
+/// dead-letter records; and what the audit's scan of the table's keys found for the rows to
+/// merge, when it scanned and dropped none (the merge then need not scan again).
 #[allow(clippy::too_many_arguments)]
 async fn dedup_and_audit(
     lake: &Lake,
@@ -743,7 +744,7 @@ async fn dedup_and_audit(
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
     timings: &mut HashMap<&'static str, u64>,
-) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, Vec<Rejected>)> {
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, Vec<Rejected>, Option<KeyScan>)> {
     let t = Instant::now();
     let schema = table.contract.schema.clone();
     let deduped = match &table.history {
@@ -755,14 +756,14 @@ async fn dedup_and_audit(
     };
     timings.insert("dedup", ms(t));
     if table.checks.is_empty() {
-        return Ok((deduped, Vec::new(), Vec::new()));
+        return Ok((deduped, Vec::new(), Vec::new(), None));
     }
     // Set- and table-level expectations see the table as the merge would leave it.
     let t = Instant::now();
     let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
     let target = format!("silver.{}", table.name);
     // The candidate is the table with the rows merged (or appended).
-    let mut published = None;
+    let (mut published, mut scanned) = (None, None);
     let stage = match &table.history {
         History::Events { .. } => Stage::Append { target: &target },
         _ => {
@@ -770,7 +771,7 @@ async fn dedup_and_audit(
             let published_rows = t.live_rows()?;
             // One integer key: what the table holds per key, read like the keyed merge reads.
             if let [key] = table.keys.as_slice() {
-                published = t.published_orders(&deduped, key, &table.order_by).await?;
+                (published, scanned) = t.published_orders(&deduped, key, &table.order_by).await?.unzip();
             }
             Stage::Merge {
                 target: &target,
@@ -786,7 +787,8 @@ async fn dedup_and_audit(
     enforce(&format!("silver/{}", table.name), expectations)?;
     let dropped = quarantine::from_rows(&audited.removed, audited.reasons, &table.source, file_of)?;
     timings.insert("audit", ms(t));
-    Ok((audited.kept, audited.removed, dropped))
+    let scanned = scanned.filter(|_| audited.removed.is_empty());
+    Ok((audited.kept, audited.removed, dropped, scanned))
 }
 
 /// Records read and rejected per validated batch.

@@ -17,13 +17,14 @@ use super::spill::Spilled;
 use super::table::SilverTable;
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::storage::delta::{InMemory, Rows, Table, Txn, Upsert, WriteOptions};
+use crate::storage::delta::{InMemory, KeyScan, Rows, Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
 
 /// What a promotion (or a replay) writes to silver.
 pub(crate) enum Publish {
     /// Rows (unique per key) merged by key.
-    Merge { rows: Vec<RecordBatch>, delete: Option<Arc<dyn PhysicalExpr>> },
+    /// `scanned`: what the audit's scan of the table's keys found for these rows.
+    Merge { rows: Vec<RecordBatch>, delete: Option<Arc<dyn PhysicalExpr>>, scanned: Option<KeyScan> },
     /// The table's whole new content (SCD 2 history), with what the run's records did.
     Replace { rows: Vec<RecordBatch>, counts: Rebuilt },
     /// Rows appended (an event table's new events).
@@ -67,9 +68,9 @@ pub(crate) async fn publish(
     meta: HashMap<String, serde_json::Value>,
 ) -> Result<Published> {
     match plan {
-        Publish::Merge { rows, delete } => {
+        Publish::Merge { rows, delete, scanned } => {
             let merged = match delete {
-                None => merge_into(lake, table, Candidate::Memory(rows), txn, meta).await?,
+                None => merge_into(lake, table, Candidate::Memory(rows, scanned), txn, meta).await?,
                 Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
             };
             Ok(Published::merged(merged))
@@ -123,10 +124,11 @@ pub(crate) struct Merged {
     pub version: Option<i64>,
 }
 
-/// Rows to merge into silver (unique per key): in memory, or spilled to scratch files by a
-/// promotion too large to hold (read in passes, a batch at a time, when the keyed merge applies).
+/// Rows to merge into silver (unique per key): in memory (with what an audit's scan of the
+/// table's keys found for them, if one ran), or spilled to scratch files by a promotion too large
+/// to hold (read in passes, a batch at a time, when the keyed merge applies).
 pub(crate) enum Candidate {
-    Memory(Vec<RecordBatch>),
+    Memory(Vec<RecordBatch>, Option<KeyScan>),
     Spilled(Spilled),
 }
 
@@ -141,7 +143,7 @@ pub(crate) async fn merge_into(
 ) -> Result<Merged> {
     let schema = table.contract.schema.clone();
     let unique: u64 = match &rows {
-        Candidate::Memory(rows) => rows.iter().map(|b| b.num_rows() as u64).sum(),
+        Candidate::Memory(rows, _) => rows.iter().map(|b| b.num_rows() as u64).sum(),
         Candidate::Spilled(rows) => rows.count(),
     };
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
@@ -153,9 +155,9 @@ pub(crate) async fn merge_into(
     if unique == 0 {
         return commit_nothing(silver, schema, txn, metadata).await;
     }
-    let rows: Box<dyn Rows> = match rows {
-        Candidate::Memory(rows) => Box::new(InMemory::new(schema, rows)),
-        Candidate::Spilled(rows) => Box::new(rows),
+    let (rows, scanned): (Box<dyn Rows>, _) = match rows {
+        Candidate::Memory(rows, scanned) => (Box::new(InMemory::new(schema, rows)), scanned),
+        Candidate::Spilled(rows) => (Box::new(rows), None),
     };
     let bounds = key_bounds(rows.as_ref(), table)?;
     let upsert = Upsert {
@@ -166,6 +168,7 @@ pub(crate) async fn merge_into(
         txn: Some(txn),
         metadata,
         delete_column: None,
+        scanned,
     };
     let (silver, metrics) = silver.upsert_from(rows.as_ref(), upsert).await?;
     if metrics.num_source_rows as u64 != unique {
@@ -239,7 +242,7 @@ pub(crate) async fn publish_written(
         });
     }
     let rows = silver.read_written(adds, &schema).await?;
-    let merged = merge_into(lake, table, Candidate::Memory(rows), txn, metadata).await?;
+    let merged = merge_into(lake, table, Candidate::Memory(rows, None), txn, metadata).await?;
     if let Err(e) = silver.discard_files(adds).await {
         tracing::warn!(table = %table.name, "written files left for vacuum: {e}");
     }
@@ -277,7 +280,7 @@ async fn create(
 ) -> Result<Merged> {
     let write = creating(table, txn, metadata);
     let silver = match rows {
-        Candidate::Memory(rows) => silver.write(rows, write).await?,
+        Candidate::Memory(rows, _) => silver.write(rows, write).await?,
         Candidate::Spilled(rows) => silver.write_from(&rows, write).await?,
     };
     Ok(Merged { inserted, updated: 0, deleted: 0, version: silver.version() })
@@ -389,6 +392,7 @@ pub(crate) async fn apply_changes(
                 txn: Some(txn.clone()),
                 metadata: meta,
                 delete_column: None,
+                scanned: None,
             };
             tombs.upsert(deletes, upsert).await?;
         }
@@ -408,7 +412,7 @@ pub(crate) async fn apply_changes(
         }
         let inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
         let inserts = if inserts.is_empty() { vec![RecordBatch::new_empty(schema)] } else { inserts };
-        return create(silver, table, Candidate::Memory(inserts), inserted, txn, metadata).await;
+        return create(silver, table, Candidate::Memory(inserts, None), inserted, txn, metadata).await;
     }
     if n_kept == 0 {
         return commit_nothing(silver, schema, txn, metadata).await;
@@ -423,6 +427,7 @@ pub(crate) async fn apply_changes(
         txn: Some(txn),
         metadata,
         delete_column: Some(DELETE_FLAG.to_string()),
+        scanned: None,
     };
     let (silver, metrics) = silver.upsert(source, upsert).await?;
     Ok(Merged {

@@ -281,6 +281,60 @@ async fn merge_on_read_writes_the_same_change_data_feed() {
     assert_eq!(changed(a).await, changed(b).await);
 }
 
+/// An audit's scan of the table's keys (`published_orders`) serves the merge of the same rows into
+/// the same version: the merge reads no target file (here the files holding replaced rows are
+/// gone, and it still commits), and gives the rows a merge that scans gives. Taken of another
+/// version, or for other rows, it is not used: the merge scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audits_key_scan_serves_the_merge_of_the_same_rows() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let (a_lake, a) = seeded_with(a_dir.path(), true, false).await;
+    let (b_lake, b) = seeded_with(b_dir.path(), true, false).await;
+    let rows = source();
+    let (orders, scanned) = a.published_orders(&rows, "k", "o").await.expect("scan").expect("keyed");
+    assert_eq!(orders.iter().filter(|o| o.is_some()).count(), 500, "keys 501..=1000 are published");
+    let (b, unscanned) = b.upsert_rows(rows.clone(), upsert(1)).await.expect("merge scanning");
+
+    // The scanned files are gone from the store: only the audit's scan can tell the merge where the
+    // replaced rows are.
+    let parquet: Vec<_> = crate::common::walk(&a_dir.path().join("silver/t"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> =
+        parquet.iter().map(|p| (p.clone(), std::fs::read(p).expect("read"))).collect();
+    for p in &parquet {
+        std::fs::remove_file(p).expect("remove");
+    }
+    let (a, m) = a.upsert_rows(rows.clone(), upsert_scanned(1, scanned)).await.expect("merge taking the scan");
+    for (p, bytes) in saved {
+        std::fs::write(p, bytes).expect("restore");
+    }
+    assert_eq!(
+        (m.num_target_rows_inserted, m.num_target_rows_updated, m.num_target_files_scanned),
+        (unscanned.num_target_rows_inserted, unscanned.num_target_rows_updated, unscanned.num_target_files_scanned)
+    );
+    assert_eq!(contents(&a_lake).await, contents(&b_lake).await, "the same rows as a merge that scans");
+
+    // A scan of the version before, or of other rows, is not taken: the merge scans (and gives
+    // the same rows again).
+    let again: Vec<(i64, Option<i64>, &str)> = (490..=760).map(|k| (k, Some(12), "again")).collect();
+    let (_, stale) = b.published_orders(&[batch(&again)], "k", "o").await.expect("scan").expect("keyed");
+    let newest: Vec<(i64, Option<i64>, &str)> = (500..=520).map(|k| (k, Some(13), "newest")).collect();
+    let (b, _) = b.upsert_rows(vec![batch(&newest)], upsert(2)).await.expect("merge");
+    let (b, _) = b.upsert_rows(vec![batch(&again)], upsert_scanned(3, stale)).await.expect("stale scan");
+    let (a, _) = a.upsert_rows(vec![batch(&newest)], upsert(2)).await.expect("merge");
+    let (_, other) = a.published_orders(&[batch(&again[..100])], "k", "o").await.expect("scan").expect("keyed");
+    let (_, m) = a.upsert_rows(vec![batch(&again)], upsert_scanned(3, other)).await.expect("other rows' scan");
+    assert_eq!(m.num_target_rows_updated, 271 - 21, "keys 500..=520 are newer in the table");
+    assert_eq!(contents(&a_lake).await, contents(&b_lake).await);
+    drop(b);
+}
+
+fn upsert_scanned(version: i64, scanned: medallion::storage::delta::KeyScan) -> medallion::storage::delta::Upsert {
+    medallion::storage::delta::Upsert { scanned: Some(scanned), ..upsert(version) }
+}
+
 fn vector_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     crate::common::walk(dir)
         .into_iter()

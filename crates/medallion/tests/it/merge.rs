@@ -39,6 +39,7 @@ pub(crate) fn upsert(version: i64) -> Upsert {
         delete_column: None,
         txn: Some(Txn { app_id: "test".into(), version }),
         metadata: Default::default(),
+        scanned: None,
     }
 }
 

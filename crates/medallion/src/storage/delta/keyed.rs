@@ -94,15 +94,75 @@ struct Hit {
     order: Option<i64>,
 }
 
+/// What scanning a table version's key column for a candidate's keys found ([`published_orders`],
+/// for an audit), kept for the merge that follows: when it merges the same rows into the same
+/// version, the table's key column is read once per promotion instead of twice.
+pub struct KeyScan {
+    version: u64,
+    /// The candidate's keys, in row order.
+    keys: Vec<i64>,
+    /// Per file holding a candidate key (by path), its hits.
+    hits: Vec<(String, Vec<Hit>)>,
+    /// Each scanned file's deletion vector, by path.
+    deleted: HashMap<String, Arc<roaring::RoaringTreemap>>,
+    scanned: usize,
+}
+
+impl std::fmt::Debug for KeyScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyScan")
+            .field("version", &self.version)
+            .field("keys", &self.keys.len())
+            .field("files_hit", &self.hits.len())
+            .field("scanned", &self.scanned)
+            .finish()
+    }
+}
+
+impl KeyScan {
+    fn new(version: u64, source: &Source, files: &[deltalake::kernel::LogicalFileView], found: Found) -> KeyScan {
+        let mut keys = vec![0i64; source.orders.len()];
+        for (&k, &n) in &source.index {
+            keys[n as usize] = k;
+        }
+        let path = |i: usize| files[i].object_store_path().to_string();
+        let (hits, deleted, scanned) = found;
+        KeyScan {
+            version,
+            keys,
+            hits: hits.into_iter().map(|(i, h)| (path(i), h)).collect(),
+            deleted: deleted.into_iter().map(|(i, d)| (path(i), d)).collect(),
+            scanned,
+        }
+    }
+
+    /// What it found, as [`find_hits`] would find it for `source` in `files` of table `version`;
+    /// None unless it was taken of that version for the same keys in the same row order.
+    fn found_for(self, version: u64, files: &[deltalake::kernel::LogicalFileView], source: &Source) -> Option<Found> {
+        let same_rows = self.version == version
+            && self.keys.len() == source.orders.len()
+            && self.keys.iter().enumerate().all(|(n, k)| source.index.get(k).is_some_and(|&i| i as usize == n));
+        if !same_rows {
+            return None;
+        }
+        let at: HashMap<String, usize> =
+            files.iter().enumerate().map(|(i, f)| (f.object_store_path().to_string(), i)).collect();
+        let hits = self.hits.into_iter().map(|(p, h)| at.get(&p).map(|&i| (i, h))).collect::<Option<Vec<_>>>()?;
+        let deleted =
+            self.deleted.into_iter().map(|(p, d)| at.get(&p).map(|&i| (i, d))).collect::<Option<HashMap<_, _>>>()?;
+        Some((hits, deleted, self.scanned))
+    }
+}
+
 /// The merge, when this path applies: `None` when it does not (the caller uses MERGE).
 pub(super) async fn upsert(
     table: &DeltaTable,
     label: &str,
     rows: &dyn Rows,
-    key: &str,
-    order_by: &str,
+    (key, order_by): (&str, &str),
     txn: Option<Txn>,
     metadata: HashMap<String, Value>,
+    scanned: Option<KeyScan>,
 ) -> Result<Option<(DeltaTable, MergeMetrics)>> {
     let started = std::time::Instant::now();
     let delta = |e: DeltaTableError| Error::delta(label, e);
@@ -110,7 +170,7 @@ pub(super) async fn upsert(
     let Some(mode) = applies(table, &schema, key, order_by).map_err(delta)? else { return Ok(None) };
     let Some(source) = index(rows, key, order_by)? else { return Ok(None) };
     let source = Arc::new(source);
-    let mut merge = change_target(table, mode, &source, key, order_by, &schema).await.map_err(delta)?;
+    let mut merge = change_target(table, mode, &source, (key, order_by), &schema, scanned).await.map_err(delta)?;
 
     // The source rows that win.
     let mut writer = RecordBatchWriter::for_table(table).map_err(delta)?.with_writer_properties(writer_properties());
@@ -166,7 +226,7 @@ pub(super) async fn upsert_written(
         return Ok(None);
     };
     let source = Arc::new(source);
-    let mut merge = change_target(table, mode, &source, key, order_by, &schema).await.map_err(delta)?;
+    let mut merge = change_target(table, mode, &source, (key, order_by), &schema, None).await.map_err(delta)?;
 
     // Each written file: committed as it is, with a vector of its superseded rows, rewritten
     // without them, or left out (every row superseded).
@@ -239,15 +299,16 @@ struct Merge {
     rewrite_time: std::time::Duration,
 }
 
-/// Finds the target rows `source` matches, decides each source row's fate, and marks (deletion
-/// vectors) or rewrites (copy-on-write) the target files holding rows it replaces.
+/// Finds the target rows `source` matches (or takes what `scanned` found of them), decides each
+/// source row's fate, and marks (deletion vectors) or rewrites (copy-on-write) the target files
+/// holding rows it replaces.
 async fn change_target(
     table: &DeltaTable,
     mode: Mode,
     source: &Arc<Source>,
-    key: &str,
-    order_by: &str,
+    (key, order_by): (&str, &str),
     schema: &SchemaRef,
+    scanned: Option<KeyScan>,
 ) -> Result<Merge, DeltaTableError> {
     let snapshot = table.snapshot()?;
     let store = table.object_store();
@@ -255,7 +316,10 @@ async fn change_target(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
 
     let scan_started = std::time::Instant::now();
-    let (hits, deleted, scanned) = find_hits(&store, &files, source, key, order_by).await?;
+    let (hits, deleted, scanned) = match scanned.and_then(|s| s.found_for(snapshot.version(), &files, source)) {
+        Some(found) => found,
+        None => find_hits(&store, &files, source, key, order_by).await?,
+    };
     let scan_time = scan_started.elapsed();
 
     // Each source row's fate, then the target rows to drop: those a newer source row replaces.
@@ -649,18 +713,19 @@ pub(super) async fn published_orders(
     rows: &[RecordBatch],
     key: &str,
     order_by: &str,
-) -> Result<Option<Vec<Option<Option<i64>>>>, DeltaTableError> {
+) -> Result<Option<(Vec<Option<Option<i64>>>, KeyScan)>, DeltaTableError> {
     let Some(first) = rows.first() else { return Ok(None) };
     if applies(table, &first.schema(), key, order_by)?.is_none() {
         return Ok(None);
     }
     let rows = InMemory::new(first.schema(), rows.to_vec());
     let Ok(Some(source)) = index(&rows, key, order_by) else { return Ok(None) };
-    let files: Vec<_> = table.snapshot()?.log_data().iter().collect();
+    let snapshot = table.snapshot()?;
+    let files: Vec<_> = snapshot.log_data().iter().collect();
     let source = Arc::new(source);
-    let (hits, _, _) = find_hits(&table.object_store(), &files, &source, key, order_by).await?;
+    let found = find_hits(&table.object_store(), &files, &source, key, order_by).await?;
     let mut out: Vec<Option<Option<i64>>> = vec![None; source.orders.len()];
-    for h in hits.iter().flat_map(|(_, h)| h) {
+    for h in found.0.iter().flat_map(|(_, h)| h) {
         let o = &mut out[h.source as usize];
         *o = match (*o, h.order) {
             (None, t) => Some(t),
@@ -668,7 +733,7 @@ pub(super) async fn published_orders(
             (Some(Some(a)), Some(b)) => Some(Some(a.max(b))),
         };
     }
-    Ok(Some(out))
+    Ok(Some((out, KeyScan::new(snapshot.version(), &source, &files, found))))
 }
 
 /// A reader of the key and order columns of one file, and where they are in its batches (the same

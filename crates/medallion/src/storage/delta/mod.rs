@@ -31,6 +31,7 @@ mod rows;
 mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
 pub use files::{FileWriter, rows_in};
+pub use keyed::KeyScan;
 pub(crate) use keyed::int_key_and_order;
 pub use rows::{InMemory, Pass, Rows};
 pub use scan::{LiveFile, LiveFiles, spread};
@@ -509,13 +510,14 @@ impl Table {
     /// For each of `rows` (unique per `key`), what the table holds for its key: None (no row) or
     /// its `order_by` value (inner None: missing). Read like the keyed merge reads (key and order
     /// columns of the files whose statistics may hold a key, deletion vectors applied, several
-    /// files at once); None when that merge does not apply (one non-null integer key, …).
+    /// files at once); None when that merge does not apply (one non-null integer key, …). With
+    /// it, what the scan found, for the merge of the same rows ([`Upsert::scanned`]).
     pub async fn published_orders(
         &self,
         rows: &[RecordBatch],
         key: &str,
         order_by: &str,
-    ) -> Result<Option<Vec<Option<Option<i64>>>>> {
+    ) -> Result<Option<(Vec<Option<Option<i64>>>, KeyScan)>> {
         if !self.exists || rows.is_empty() {
             return Ok(None);
         }
@@ -636,17 +638,18 @@ impl Table {
 
     /// [`Table::upsert_rows`] over rows read in passes (e.g. spilled to scratch files): the keyed
     /// merge holds their key index, never the rows; MERGE collects them.
-    pub async fn upsert_from(self, rows: &dyn Rows, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
+    pub async fn upsert_from(self, rows: &dyn Rows, mut upsert: Upsert) -> Result<(Table, MergeMetrics)> {
         let keyed_off = std::env::var("MEDALLION_KEYED_MERGE").is_ok_and(|v| v == "off");
+        let scanned = upsert.scanned.take();
         if let ([key], None, true, false) = (upsert.keys.as_slice(), &upsert.delete_column, self.exists, keyed_off) {
             let merged = keyed::upsert(
                 &self.inner,
                 &self.label,
                 rows,
-                key,
-                &upsert.order_by,
+                (key, &upsert.order_by),
                 upsert.txn.clone(),
                 upsert.metadata.clone(),
+                scanned,
             )
             .await?;
             if let Some((inner, metrics)) = merged {
@@ -750,6 +753,10 @@ pub struct Upsert {
     pub txn: Option<Txn>,
     /// Stored in the commit's `info`.
     pub metadata: HashMap<String, Value>,
+    /// What an audit's scan of the table's keys found for these rows (see
+    /// [`Table::published_orders`]): the keyed merge takes it instead of scanning again when it
+    /// was taken of the same version for the same rows.
+    pub scanned: Option<KeyScan>,
 }
 
 fn commit_properties(txn: Option<Txn>, metadata: HashMap<String, Value>) -> CommitProperties {
