@@ -7,7 +7,7 @@
 //! expectations select the ids of their failing rows from [`ROWS`]; published rows are never
 //! removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
@@ -90,11 +90,15 @@ struct Side {
 impl Side {
     /// The aggregate's query, over the rows also matching `scope` when given.
     fn sql(&self, scope: Option<&str>) -> String {
-        let filters: Vec<String> =
-            self.filter.iter().map(String::as_str).chain(scope).map(|f| format!("({f})")).collect();
-        let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
-        format!("SELECT {} AS value FROM {}{filter}", self.expr, self.table)
+        select(&format!("{} AS value", self.expr), &self.table, self.filter.as_deref(), scope)
     }
+}
+
+/// `SELECT list FROM table`, over the rows matching `filter` and `scope` when given.
+fn select(list: &str, table: &str, filter: Option<&str>, scope: Option<&str>) -> String {
+    let filters: Vec<String> = filter.into_iter().chain(scope).map(|f| format!("({f})")).collect();
+    let filter = if filters.is_empty() { String::new() } else { format!(" WHERE {}", filters.join(" AND ")) };
+    format!("SELECT {list} FROM {table}{filter}")
 }
 
 /// Where a check is declared, for its defaults.
@@ -381,6 +385,7 @@ pub async fn evaluate(
         };
         Some(b)
     };
+    let sides = reconciled(ctx, checks).await?;
     let rows = match (&aggregates, known_rows) {
         (Some(a), _) => u64::try_from(a.column(0).as_primitive::<Int64Type>().value(0)).unwrap_or(0),
         (None, Some(n)) => n,
@@ -448,8 +453,13 @@ pub async fn evaluate(
             Query::Reconcile { this, with, tolerance, relative, scope } => {
                 // An aggregate over no rows (sum → null) counts as 0: reconciliations compare sums
                 // and counts, and an empty side must equal an empty side.
-                let a = scalar(ctx, &this.sql(scope.as_deref()), &context).await?.unwrap_or(0.0);
-                let b = scalar(ctx, &with.sql(scope.as_deref()), &context).await?.unwrap_or(0.0);
+                let side = |s: &Side| {
+                    sides.get(&((s.table.as_str(), s.filter.as_deref(), scope.as_deref()), s.expr.as_str())).copied()
+                };
+                let (Some(a), Some(b)) = (side(this), side(with)) else {
+                    return Err(Error::Internal(format!("{context}: a side was not aggregated")));
+                };
+                let (a, b) = (a.unwrap_or(0.0), b.unwrap_or(0.0));
                 let diff = (a - b).abs();
                 let allowed = tolerance + relative * a.abs().max(b.abs());
                 let within = if scope.is_some() { " (touched partitions)" } else { "" };
@@ -487,6 +497,46 @@ impl MergeFacts<'_> {
     }
 }
 
+/// The rows a reconciliation side aggregates: (table, its filter, the check's scope).
+type Over<'a> = (&'a str, Option<&'a str>, Option<&'a str>);
+
+/// A reconciliation side's aggregate, by the rows it is over and its expression.
+type Sides<'a> = HashMap<(Over<'a>, &'a str), Option<f64>>;
+
+/// The value of every side of the reconciliations among `checks` (None: null). The sides over the
+/// same rows (table, filter and scope) are aggregated in one query: two reconciliations of gold
+/// with silver (a sum and a count) read silver once.
+async fn reconciled<'a>(ctx: &SessionContext, checks: &[&'a TableCheck]) -> Result<Sides<'a>> {
+    // Per set of rows, its expressions and the checks that brought them.
+    let mut groups: BTreeMap<Over<'a>, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    for check in checks {
+        if let Query::Reconcile { this, with, scope, .. } = &check.query {
+            for side in [this, with] {
+                let (exprs, names) =
+                    groups.entry((side.table.as_str(), side.filter.as_deref(), scope.as_deref())).or_default();
+                if !exprs.contains(&side.expr.as_str()) {
+                    exprs.push(&side.expr);
+                    names.push(&check.name);
+                }
+            }
+        }
+    }
+    let mut out = Sides::new();
+    for ((table, filter, scope), (exprs, names)) in groups {
+        let values: Vec<String> =
+            exprs.iter().enumerate().map(|(i, e)| format!("CAST({e} AS DOUBLE) AS v{i}")).collect();
+        let context = format!("expectation `{}`", names.join("`, `"));
+        let batches = catalog::query(ctx, &select(&values.join(", "), table, filter, scope), &context).await?;
+        let row = batches.iter().find(|b| b.num_rows() > 0);
+        for (i, expr) in exprs.into_iter().enumerate() {
+            let value =
+                row.map(|b| b.column(i).as_primitive::<Float64Type>()).filter(|c| c.is_valid(0)).map(|c| c.value(0));
+            out.insert(((table, filter, scope), expr), value);
+        }
+    }
+    Ok(out)
+}
+
 /// Rows of [`THIS`].
 pub async fn count_this(ctx: &SessionContext) -> Result<u64> {
     count(ctx, &format!("SELECT count(*) FROM {THIS}"), "counting candidate rows").await
@@ -502,13 +552,6 @@ pub(super) async fn count(ctx: &SessionContext, sql: &str, context: &str) -> Res
     let batches = catalog::query(ctx, sql, context).await?;
     let n = batches.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
     Ok(u64::try_from(n).unwrap_or(0))
-}
-
-async fn scalar(ctx: &SessionContext, sql: &str, context: &str) -> Result<Option<f64>> {
-    let batches = catalog::query(ctx, &format!("SELECT CAST(value AS DOUBLE) FROM ({sql}) AS v"), context).await?;
-    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
-    let col = b.column(0).as_primitive::<Float64Type>();
-    Ok(col.is_valid(0).then(|| col.value(0)))
 }
 
 fn newest_micros(col: &datafusion::arrow::array::ArrayRef, context: &str) -> Result<Option<i64>> {

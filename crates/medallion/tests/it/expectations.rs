@@ -299,6 +299,38 @@ async fn drop_sends_this_runs_failing_rows_to_quarantine_and_keeps_published_one
     );
 }
 
+/// Reconciliations with the same table are aggregated together (one read of silver), and each
+/// check still gets its own sides: a passing sum, a failing count, a repeated expression, one with
+/// its own filter.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliations_with_one_table_each_get_their_own_values() {
+    let f = Fixture::new(
+        "",
+        r#"{ name = "sums", reconcile = { expr = "sum(total)", with = "orders", with_expr = "sum(amount)" }, action = "warn" },
+           { name = "again", reconcile = { expr = "sum(total) - 2", with = "orders", with_expr = "sum(amount)" }, action = "warn" },
+           { name = "counts", reconcile = { expr = "sum(n)", with = "orders", with_expr = "count(*) + 1" }, action = "warn" },
+           { name = "big", reconcile = { expr = "sum(total)", with = "orders", with_expr = "sum(amount)", with_filter = "amount >= 10" }, action = "warn" }"#,
+    );
+    let (s, project, lake) = f.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let kept = query(
+        &project,
+        &lake,
+        "SELECT expectation, outcome, observed FROM medallion.expectations WHERE node = 'gold/by_region' ORDER BY expectation",
+    )
+    .await;
+    let row = |cells: [&str; 3]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        kept,
+        vec![
+            row(["again", "warn", "40 vs 42, difference 2"]),
+            row(["big", "warn", "42 vs 30, difference 12"]),
+            row(["counts", "warn", "4 vs 5, difference 1"]),
+            row(["sums", "pass", "42 vs 42, difference 0"]),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn warn_publishes_and_every_result_is_kept_in_the_lake() {
     let f = Fixture::new(
