@@ -35,6 +35,9 @@ pub enum Stage<'a> {
         /// Per row of the audited batches, what the table holds for its key (None: unknown, the
         /// winners are found by a join; see `Table::published_orders`).
         published: Option<&'a [Option<Option<i64>>]>,
+        /// The published table's newest `order_by` value (micros; inner None: no value), when
+        /// known (see `Table::newest`): a freshness of `order_by` needs no scan then.
+        newest: Option<Option<i64>>,
     },
     /// The rows are appended to `target` (an event table).
     Append {
@@ -79,8 +82,8 @@ pub async fn audit(
     if !ids.is_empty() {
         // Fewer rows than `published` describes: the winners by a join.
         let stage = match stage {
-            Stage::Merge { published: Some(_), target, keys, order_by, published_rows } => {
-                Stage::Merge { target, keys, order_by, published_rows, published: None }
+            Stage::Merge { published: Some(_), target, keys, order_by, published_rows, newest } => {
+                Stage::Merge { target, keys, order_by, published_rows, published: None, newest }
             }
             other => other,
         };
@@ -88,12 +91,12 @@ pub async fn audit(
     }
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
     let facts = match stage {
-        Stage::Merge { keys, published_rows, .. } => {
+        Stage::Merge { keys, published_rows, order_by, newest, .. } => {
             let rows = match published_rows {
                 Some(n) => Some(n + new_winners(ctx).await?),
                 None => None,
             };
-            Some(MergeFacts { keys, rows, winners: WINNERS })
+            Some(MergeFacts { keys, rows, winners: WINNERS, newest: newest.map(|n| (order_by, n)) })
         }
         _ => None,
     };
@@ -140,6 +143,7 @@ pub async fn audit_numbered(
         keys,
         rows: Some(total.saturating_sub(dropped.len() as u64)),
         winners: THIS,
+        newest: None,
     });
     results.extend(evaluate(ctx, &others, now, facts.as_ref()).await?);
     Ok(AuditedIds { dropped, results })

@@ -298,6 +298,14 @@ impl TableCheck {
         c
     }
 
+    /// The column a freshness check reads, if it is one.
+    pub fn freshness_of(&self) -> Option<&str> {
+        match &self.query {
+            Query::Freshness { column, .. } => Some(column),
+            _ => None,
+        }
+    }
+
     fn result(&self) -> GateResult {
         GateResult::new(&self.name, self.kind, self.action, &self.definition)
     }
@@ -345,20 +353,27 @@ pub async fn evaluate(
     merge: Option<&MergeFacts<'_>>,
 ) -> Result<Vec<GateResult>> {
     // A merge candidate answers some checks from what is known of it without reading the table:
-    // its row count, uniqueness of its key, and a freshness the run's own winners prove.
-    let mut fresh_from_winners = vec![None; checks.len()];
+    // its row count, uniqueness of its key, and its newest value: a freshness the run's own
+    // winners prove, or, of the order column, the newer of the published table's newest and the
+    // winners' (a winner replaces a row only when newer by that column, so the candidate's newest
+    // is one of them).
+    let mut newest_known: Vec<Option<Option<i64>>> = vec![None; checks.len()];
     if let Some(m) = merge {
         for (i, check) in checks.iter().enumerate() {
             if let Query::Freshness { column, max_age } = &check.query {
                 let context = format!("expectation `{}`", check.name);
                 let sql = format!("SELECT max({}) FROM {}", ident(column), m.winners);
-                let newest = catalog::query(ctx, &sql, &context).await?;
-                if let Some(b) = newest.iter().find(|b| b.num_rows() > 0)
-                    && let Some(newest) = newest_micros(b.column(0), &context)?
-                    && age_seconds(now, newest) <= max_age.seconds as i64
-                {
-                    fresh_from_winners[i] = Some(b.column(0).clone());
-                }
+                let batches = catalog::query(ctx, &sql, &context).await?;
+                let winners = match batches.iter().find(|b| b.num_rows() > 0) {
+                    Some(b) => newest_micros(b.column(0), &context)?,
+                    None => None,
+                };
+                newest_known[i] = match (winners, m.newest) {
+                    (Some(w), _) if age_seconds(now, w) <= max_age.seconds as i64 => Some(Some(w)),
+                    (w, Some((order_by, Some(published)))) if order_by == column => Some(w.max(Some(published))),
+                    (w, Some((order_by, None))) if order_by == column => Some(w),
+                    _ => None,
+                };
             }
         }
     }
@@ -367,7 +382,7 @@ pub async fn evaluate(
     for (i, check) in checks.iter().enumerate() {
         let expr = match &check.query {
             Query::NullFraction { column, .. } => format!("count(*) FILTER (WHERE {} IS NULL)", ident(column)),
-            Query::Freshness { column, .. } if fresh_from_winners[i].is_none() => format!("max({})", ident(column)),
+            Query::Freshness { column, .. } if newest_known[i].is_none() => format!("max({})", ident(column)),
             _ => continue,
         };
         slot[i] = Some(exprs.len());
@@ -430,11 +445,11 @@ pub async fn evaluate(
                 r.observed = Some(format!("null fraction {fraction:.4} ({nulls} of {rows} rows)"));
             }
             Query::Freshness { column: name, max_age } => {
-                let newest = match fresh_from_winners[i].take() {
-                    Some(c) => c,
-                    None => column(slot)?,
+                let newest = match newest_known[i] {
+                    Some(known) => known,
+                    None => newest_micros(&column(slot)?, &context)?,
                 };
-                match newest_micros(&newest, &context)? {
+                match newest {
                     None => {
                         r.violated = true;
                         r.observed = Some(format!("no value in {name}"));
@@ -485,6 +500,9 @@ pub struct MergeFacts<'a> {
     pub rows: Option<u64>,
     /// The registered table of the run's winners.
     pub winners: &'a str,
+    /// The order column and the published table's newest value of it (micros; inner None: no
+    /// value), when known (see `Table::newest`).
+    pub newest: Option<(&'a str, Option<i64>)>,
 }
 
 impl MergeFacts<'_> {

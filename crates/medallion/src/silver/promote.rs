@@ -581,7 +581,7 @@ async fn audit_written(
     let ctx = catalog::session_on(lake, tables, &opts.engine).await?;
     catalog::register_written(&ctx, THIS, silver, &table.contract.schema, adds)?;
     let checks: Vec<&TableCheck> = table.checks.iter().collect();
-    let facts = MergeFacts { keys: &table.keys, rows: Some(rows), winners: THIS };
+    let facts = MergeFacts { keys: &table.keys, rows: Some(rows), winners: THIS, newest: None };
     evaluate(&ctx, &checks, opts.now, Some(&facts)).await
 }
 
@@ -773,12 +773,20 @@ async fn dedup_and_audit(
             if let [key] = table.keys.as_slice() {
                 (published, scanned) = t.published_orders(&deduped, key, &table.order_by).await?.unzip();
             }
+            // The newest order value, for a freshness of the order column: the table's newest
+            // row is live when rows are only ever replaced by newer ones (no deletes).
+            let fresh_order = table.checks.iter().any(|c| c.freshness_of() == Some(table.order_by.as_str()));
+            let newest = match &table.history {
+                History::Latest { delete: None } if fresh_order => t.newest(&table.order_by).await?,
+                _ => None,
+            };
             Stage::Merge {
                 target: &target,
                 keys: &table.keys,
                 order_by: &table.order_by,
                 published_rows,
                 published: published.as_deref(),
+                newest,
             }
         }
     };

@@ -437,3 +437,58 @@ expectations = [
     let (project, lake) = lh.open().await;
     assert_eq!(query(&project, &lake, "SELECT count(*) FROM silver.accounts").await, vec![vec!["5".to_string()]]);
 }
+
+/// A freshness of the order column on a merge whose own rows are stale is answered from the
+/// table's newest value (its log's statistics, then the file holding it, to the microsecond)
+/// and the winners': the newer of the two, as a scan of the candidate gives it. Replacing the
+/// newest row moves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn freshness_of_the_order_column_takes_the_newer_of_the_table_and_the_winners() {
+    let toml = r#"[project]
+name = "fresh"
+
+[sources.events]
+
+[silver.events]
+primary_key = ["id"]
+order_by = "at"
+columns = [
+  { name = "id", type = "int64" },
+  { name = "at", type = "timestamp" },
+]
+expectations = [
+  { name = "fresh", freshness = { column = "at", max_age = "1d" }, action = "warn" },
+]
+"#;
+    let now = chrono::Utc::now();
+    let at = |days: i64, micros: i64| now - chrono::Duration::days(days) + chrono::Duration::microseconds(micros);
+    let rec = |id: i64, t: chrono::DateTime<chrono::Utc>| {
+        format!(r#"{{"id": {id}, "at": "{}"}}"#, t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    let newest =
+        |t: chrono::DateTime<chrono::Utc>| format!("newest {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let mut lh = crate::history::Lakehouse::new(toml);
+    let fresh = |s: &RunSummary| {
+        let e = s.silver[0].expectations.iter().find(|e| e.name == "fresh").expect("fresh");
+        (e.violated, e.observed.clone().unwrap_or_default())
+    };
+    lh.run_with("events", &[rec(1, at(10, 0)), rec(2, at(10, 0)), rec(3, at(3, 123_456))]).await;
+    let (project, lake) = lh.open().await;
+    let table = Table::open(&lake, Layer::Silver, "events").await.expect("open");
+    assert_eq!(table.newest("at").await.expect("newest"), Some(Some(at(3, 123_456).timestamp_micros())));
+
+    // Stale winners (an update, a new key): the newest is still the table's.
+    let s = lh.run_with("events", &[rec(2, at(9, 0)), rec(4, at(20, 0))]).await;
+    let (violated, observed) = fresh(&s);
+    assert!(violated && observed.starts_with(&newest(at(3, 123_456))), "{observed}");
+    // The newest row replaced by a newer stale one: the winner is the newest.
+    let s = lh.run_with("events", &[rec(3, at(2, 7))]).await;
+    let (violated, observed) = fresh(&s);
+    assert!(violated && observed.starts_with(&newest(at(2, 7))), "{observed}");
+    let table = Table::open(&lake, Layer::Silver, "events").await.expect("open");
+    assert_eq!(table.newest("at").await.expect("newest"), Some(Some(at(2, 7).timestamp_micros())));
+    // A full evaluation of the published table says the same.
+    let outcomes = medallion::orchestration::test::test(&lake, &project, &[], now).await.expect("test");
+    let full = outcomes.iter().find(|o| o.result.name == "fresh").expect("fresh");
+    assert_eq!(full.result.observed.as_deref(), Some(observed.as_str()));
+}

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 mod dv;
 mod files;
 mod keyed;
+mod newest;
 mod purge;
 mod rows;
 mod scan;
@@ -522,6 +523,18 @@ impl Table {
             return Ok(None);
         }
         keyed::published_orders(&self.inner, rows, key, order_by).await.map_err(|e| Error::delta(&self.label, e))
+    }
+
+    /// The greatest value of `column` (a timestamp or date) over the physical rows of the table's
+    /// live files, in microseconds, from its log's statistics and a read of the file(s) holding
+    /// it: rows deletion vectors delete count, so this is the newest live value only where the
+    /// newest row is never deleted (the order column of a table whose rows are only replaced by
+    /// newer ones). `Some(None)`: no value; None: the statistics do not tell.
+    pub async fn newest(&self, column: &str) -> Result<Option<Option<i64>>> {
+        if !self.exists {
+            return Ok(Some(None));
+        }
+        newest::newest(&self.inner, column).await.map_err(|e| Error::delta(&self.label, e))
     }
 
     /// The table's rows, from its log: the files' record counts less their deletion vectors'
