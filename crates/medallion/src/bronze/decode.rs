@@ -517,6 +517,14 @@ impl Lines {
     fn new() -> Self {
         Lines { text: Vec::new(), lines: Vec::new() }
     }
+
+    /// An empty chunk sized like `previous` (a little more): the next chunk of a file is about as
+    /// large, so its text is allocated once instead of growing by doubling (each step copying the
+    /// text and leaving a freed buffer of another size to the allocator).
+    fn sized_like(previous: &Lines) -> Self {
+        let (text, lines) = (previous.text.len(), previous.lines.len());
+        Lines { text: Vec::with_capacity(text + text / 8), lines: Vec::with_capacity(lines + lines / 8) }
+    }
 }
 
 /// Stage 1: reads (inflating) and cuts lines into chunks of at most `limits.chunk_lines` lines
@@ -553,13 +561,15 @@ fn split_lines(
             Ok(Line::Read) => {
                 line_no += 1;
                 if !chunk.lines.is_empty() && chunk.text.len() + buf.len() > limits.chunk_bytes {
-                    on_lines(std::mem::replace(&mut chunk, Lines::new()))?;
+                    let next = Lines::sized_like(&chunk);
+                    on_lines(std::mem::replace(&mut chunk, next))?;
                 }
                 let start = chunk.text.len();
                 chunk.text.extend_from_slice(&buf);
                 chunk.lines.push((line_no, start..chunk.text.len()));
                 if chunk.lines.len() >= limits.chunk_lines {
-                    on_lines(std::mem::replace(&mut chunk, Lines::new()))?;
+                    let next = Lines::sized_like(&chunk);
+                    on_lines(std::mem::replace(&mut chunk, next))?;
                 }
             }
             Err(e) => {
