@@ -99,8 +99,8 @@ struct Hit {
 /// version, the table's key column is read once per promotion instead of twice.
 pub struct KeyScan {
     version: u64,
-    /// The candidate's keys, in row order.
-    keys: Vec<i64>,
+    /// The candidate's rows, indexed by key, as the scan looked them up.
+    source: Arc<Source>,
     /// Per file holding a candidate key (by path), its hits.
     hits: Vec<(String, Vec<Hit>)>,
     /// Each scanned file's deletion vector, by path.
@@ -112,7 +112,7 @@ impl std::fmt::Debug for KeyScan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyScan")
             .field("version", &self.version)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.source.orders.len())
             .field("files_hit", &self.hits.len())
             .field("scanned", &self.scanned)
             .finish()
@@ -120,16 +120,12 @@ impl std::fmt::Debug for KeyScan {
 }
 
 impl KeyScan {
-    fn new(version: u64, source: &Source, files: &[deltalake::kernel::LogicalFileView], found: Found) -> KeyScan {
-        let mut keys = vec![0i64; source.orders.len()];
-        for (&k, &n) in &source.index {
-            keys[n as usize] = k;
-        }
+    fn new(version: u64, source: Arc<Source>, files: &[deltalake::kernel::LogicalFileView], found: Found) -> KeyScan {
         let path = |i: usize| files[i].object_store_path().to_string();
         let (hits, deleted, scanned) = found;
         KeyScan {
             version,
-            keys,
+            source,
             hits: hits.into_iter().map(|(i, h)| (path(i), h)).collect(),
             deleted: deleted.into_iter().map(|(i, d)| (path(i), d)).collect(),
             scanned,
@@ -139,10 +135,8 @@ impl KeyScan {
     /// What it found, as [`find_hits`] would find it for `source` in `files` of table `version`;
     /// None unless it was taken of that version for the same keys in the same row order.
     fn found_for(self, version: u64, files: &[deltalake::kernel::LogicalFileView], source: &Source) -> Option<Found> {
-        let same_rows = self.version == version
-            && self.keys.len() == source.orders.len()
-            && self.keys.iter().enumerate().all(|(n, k)| source.index.get(k).is_some_and(|&i| i as usize == n));
-        if !same_rows {
+        // The same keys at the same row numbers: the hits' row numbers mean the same rows.
+        if self.version != version || self.source.index != source.index {
             return None;
         }
         let at: HashMap<String, usize> =
@@ -733,7 +727,7 @@ pub(super) async fn published_orders(
             (Some(Some(a)), Some(b)) => Some(Some(a.max(b))),
         };
     }
-    Ok(Some((out, KeyScan::new(snapshot.version(), &source, &files, found))))
+    Ok(Some((out, KeyScan::new(snapshot.version(), source, &files, found))))
 }
 
 /// A reader of the key and order columns of one file, and where they are in its batches (the same
