@@ -224,6 +224,8 @@ pub async fn after_run(
     let mut candidates = tables(project, None)?;
     candidates.push((Layer::System, crate::quality::results::TABLE.to_string()));
     candidates.push((Layer::System, crate::runtime::events::TABLE.to_string()));
+    // Kept models' states: rewritten every run, so their replaced files wait for vacuum.
+    candidates.extend(project.gold.keys().map(|m| (Layer::System, crate::gold::aggregates::state_name(m))));
     let mut state: serde_json::Map<String, serde_json::Value> =
         lake.get(STATE).await?.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     // Lakes written before per-table state kept one time for all tables.

@@ -330,6 +330,10 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
                 _ if b.waiting => "waiting for inputs".into(),
                 (false, ..) => "up to date".into(),
                 (true, Some(n), _) => format!("incremental ({n} partition{})", if n == 1 { "" } else { "s" }),
+                (true, None, None) if b.maintained.is_some() => {
+                    let n = b.maintained.unwrap_or_default();
+                    format!("kept from changes ({} change{})", thousands(n), if n == 1 { "" } else { "s" })
+                }
                 (true, None, Some(n)) => {
                     format!("incremental ({} new row{})", thousands(n), if n == 1 { "" } else { "s" })
                 }

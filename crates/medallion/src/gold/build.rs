@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::aggregates;
 use super::models::GoldModel;
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
@@ -49,6 +50,9 @@ pub struct Build {
     pub partitions: Option<usize>,
     /// dbt-style incremental builds: the rows its incremental query gave (None: a full build).
     pub added: Option<u64>,
+    /// Models kept from their source's changes ([`super::aggregates`]): the change rows applied
+    /// (None: built from the source).
+    pub maintained: Option<u64>,
     /// Not built because none of its inputs has been published yet.
     pub waiting: bool,
     /// Milliseconds spent.
@@ -110,30 +114,37 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             dropped: 0,
             partitions: None,
             added: None,
+            maintained: None,
             waiting: true,
             duration_ms: ms(t0),
         });
     }
+    // A GROUP BY over one silver table with a change data feed is kept from its changes.
+    let candidate = match aggregates::Shape::of(&model.sql) {
+        Ok(shape) if model.incremental_query.is_none() => {
+            let source = catalog::resolve(tables, &shape.source).and_then(|(layer, name)| {
+                opened.iter().find(|(l, n, t)| *l == layer && layer == Layer::Silver && *n == name && t.change_feed())
+            });
+            source.map(|(_, _, t)| (shape, t.clone()))
+        }
+        Ok(_) => None,
+        Err(why) => {
+            tracing::debug!(model = %model.name, "not kept from changes: {why}");
+            None
+        }
+    };
     let mut partitions: Option<Vec<String>> = None;
     let mut query = None;
+    let mut previous = None;
     if table.exists() && !opts.full_refresh {
         let info = table.last_commit_info().await?;
-        let previous = info.get("medallion").and_then(|m| m.get("fingerprint")).cloned();
+        previous = info.get("medallion").and_then(|m| m.get("fingerprint")).cloned();
         // dbt-style incremental: built before from the same SQL, only the new rows are computed
         // (a changed SQL or expectation rebuilds in full, as for partition-incremental models).
         query = model
             .incremental_query
             .as_ref()
             .filter(|_| previous.as_ref().and_then(|p| p.get("sql_sha256")) == fingerprint.get("sql_sha256"));
-        if let Some((column, source)) = &model.incremental
-            && let Some(prev) = &previous
-        {
-            let source_table = opened.iter().find(|(_, name, _)| *name == source.as_str()).map(|(_, _, t)| t);
-            partitions = match source_table {
-                Some(t) => touched(t, column, prev, &fingerprint).await?,
-                None => None,
-            };
-        }
         if previous.as_ref() == Some(&fingerprint) {
             if model.parquet {
                 super::export::ensure(lake, &table, &model.name).await?;
@@ -149,6 +160,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
                 dropped: 0,
                 partitions: None,
                 added: None,
+                maintained: None,
                 waiting: false,
                 duration_ms: ms(t0),
             });
@@ -157,6 +169,28 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     opened.push((Layer::Gold, model.name.as_str(), table.clone()));
     let ctx = catalog::session_of(tables, &opened).await?;
     let context = format!("gold model `{}` ({})", model.name, model.file.display());
+    // On a cluster, the model's query runs on the executors; audits and the published rows this
+    // build keeps are read here.
+    let remote = catalog::remote_session(tables, &opened, &opts.engine).await?;
+    let kept_from_changes = match candidate {
+        Some((shape, source)) if remote.is_none() => match aggregates::Plan::new(&ctx, shape, &model.sql).await {
+            Ok(plan) => Some((plan, source)),
+            Err(why) => {
+                tracing::info!(model = %model.name, "built in full, not from changes: {why}");
+                None
+            }
+        },
+        _ => None,
+    };
+    if kept_from_changes.is_none()
+        && let (Some((column, source)), Some(prev)) = (&model.incremental, &previous)
+    {
+        let source_table = opened.iter().find(|(_, name, _)| *name == source.as_str()).map(|(_, _, t)| t);
+        partitions = match source_table {
+            Some(t) => touched(t, column, prev, &fingerprint).await?,
+            None => None,
+        };
+    }
     // Incremental: only the touched partitions are computed (the filter on a grouping column
     // reaches the scan), and they replace exactly those partitions.
     let mut replace_where = match (&model.incremental, &partitions) {
@@ -175,9 +209,6 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         (None, Some(q)) => q.sql.clone(),
         (None, None) => model.sql.clone(),
     };
-    // On a cluster, the model's query runs on the executors; audits and the published rows this
-    // build keeps are read here.
-    let remote = catalog::remote_session(tables, &opened, &opts.engine).await?;
     let commit_metadata =
         || HashMap::from([("medallion".to_string(), json!({ "run_id": run_id, "fingerprint": fingerprint }))]);
     // A full or partition-incremental build without `drop` expectations never brings its rows
@@ -210,12 +241,22 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             expectations,
             partitions: partitions.filter(|_| replace_where.is_some()).map(|p| p.len()),
             added: None,
+            maintained: None,
             waiting: false,
             duration_ms: ms(t0),
         });
     }
-    let df = catalog::read_only(remote.as_ref().unwrap_or(&ctx), &sql, &context).await?;
-    let batches = df.collect().await.map_err(|e| Error::sql(&context, e))?;
+    let (batches, kept_state) = match &kept_from_changes {
+        Some((plan, source)) => {
+            let mut kept = aggregates::build(lake, &ctx, plan, (&model.name, source), opts.full_refresh).await?;
+            (std::mem::take(&mut kept.rows), Some(kept))
+        }
+        None => {
+            let df = catalog::read_only(remote.as_ref().unwrap_or(&ctx), &sql, &context).await?;
+            (df.collect().await.map_err(|e| Error::sql(&context, e))?, None)
+        }
+    };
+    let maintained = kept_state.as_ref().and_then(|k| k.changes);
     let batches = conform(batches, &model.schema, &context)?;
     // Write-audit-publish: expectations run on the result before anything is written.
     let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
@@ -295,7 +336,18 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         _ => WriteOptions { overwrite: true, metadata, ..Default::default() },
     };
     crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
+    let t = Instant::now();
     let table = table.write(batches, write).await?;
+    tracing::debug!(model = %model.name, ms = ms(t), "written");
+    if let (Some((plan, source)), Some(kept)) = (&kept_from_changes, kept_state) {
+        let t = Instant::now();
+        tracing::info!(model = %model.name, changes = ?kept.changes, recomputed_groups = kept.recomputed, "kept from changes");
+        // The model is published; a state not saved is brought forward from an older version next run.
+        if let Err(e) = aggregates::save(lake, plan, (&model.name, source), kept).await {
+            tracing::warn!(model = %model.name, "aggregate state not saved: {e}");
+        }
+        tracing::debug!(model = %model.name, ms = ms(t), "state saved");
+    }
     if model.parquet {
         crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
         super::export::ensure(lake, &table, &model.name).await?;
@@ -311,6 +363,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         expectations,
         partitions: partitions.map(|p| p.len()),
         added,
+        maintained,
         waiting: false,
         duration_ms: ms(t0),
     })

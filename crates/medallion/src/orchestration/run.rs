@@ -420,12 +420,13 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
             Done::Gold(Ok(b)) => {
                 events.emit("node_finished", Some(&node), |e| {
                     e.attempts = Some(attempts);
-                    let status = match (b.rebuilt, b.partitions.is_some() || b.added.is_some()) {
-                        _ if b.waiting => "waiting",
-                        (false, _) => "up_to_date",
-                        (true, true) => "incremental",
-                        (true, false) => "rebuilt",
-                    };
+                    let status =
+                        match (b.rebuilt, b.partitions.is_some() || b.added.is_some() || b.maintained.is_some()) {
+                            _ if b.waiting => "waiting",
+                            (false, _) => "up_to_date",
+                            (true, true) => "incremental",
+                            (true, false) => "rebuilt",
+                        };
                     e.status = Some(status.into());
                     // Rows written: a rebuilt model's rows; an up-to-date one writes none.
                     e.rows_inserted = b.rebuilt.then_some(b.rows);

@@ -3,6 +3,7 @@
 // Tests say what they expected by failing: panics are their assertions (STYLE.md §3).
 #![allow(clippy::panic)]
 
+mod aggregates;
 mod backlog;
 mod bad_input;
 mod common;

@@ -433,20 +433,26 @@ impl Table {
         Ok(Table { label, inner, exists: true })
     }
 
-    /// Distinct values of `column` in the rows that changed after version `after` (inserted,
-    /// updated (before and after) or deleted), read from the change data feed; None when the
-    /// feed does not cover that range (e.g. the table was created without it).
-    pub async fn changed_values(&self, column: &str, after: i64) -> Result<Option<RecordBatch>> {
-        let Some(latest) = self.version() else { return Ok(None) };
-        if after >= latest {
-            return Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))));
-        }
-        let enabled = self
-            .inner
+    /// Whether the table records a change data feed (`delta.enableChangeDataFeed`).
+    pub fn change_feed(&self) -> bool {
+        self.inner
             .snapshot()
             .ok()
-            .and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned());
-        if enabled.as_deref() != Some("true") {
+            .and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned())
+            .as_deref()
+            == Some("true")
+    }
+
+    /// The rows that changed after version `after`, as the change data feed gives them (the
+    /// table's columns, `_change_type`, `_commit_version`, `_commit_timestamp`); empty when nothing
+    /// changed, None when the feed does not cover that range (the table was created without it, or
+    /// a rebuild replaced the table since).
+    pub async fn changes(&self, after: i64) -> Result<Option<Vec<RecordBatch>>> {
+        let Some(latest) = self.version() else { return Ok(None) };
+        if after >= latest {
+            return Ok(Some(Vec::new()));
+        }
+        if !self.change_feed() {
             return Ok(None);
         }
         // A rebuild replaced the table: its changes are everything, not what the feed holds.
@@ -469,9 +475,17 @@ impl Table {
         let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
             .await
             .map_err(|e| Error::sql(format!("reading changes of {}", self.label), e))?;
-        let Some(schema) = batches.first().map(RecordBatch::schema) else {
-            return Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()))));
-        };
+        Ok(Some(batches))
+    }
+
+    /// Distinct values of `column` in the rows that changed after version `after` (inserted,
+    /// updated (before and after) or deleted), read from the change data feed; None when the
+    /// feed does not cover that range (e.g. the table was created without it).
+    pub async fn changed_values(&self, column: &str, after: i64) -> Result<Option<RecordBatch>> {
+        let none = || RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+        let Some(batches) = self.changes(after).await? else { return Ok(None) };
+        let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(Some(none())) };
+        let ctx = SessionContext::new();
         let context = format!("changed values of {}.{column}", self.label);
         let mem =
             datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(|e| Error::sql(&context, e))?;
@@ -481,9 +495,8 @@ impl Table {
             .await
             .map_err(|e| Error::sql(&context, e))?;
         let out = df.collect().await.map_err(|e| Error::sql(&context, e))?;
-        let schema = out.first().map(RecordBatch::schema);
-        match schema {
-            None => Ok(Some(RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty())))),
+        match out.first().map(RecordBatch::schema) {
+            None => Ok(Some(none())),
             Some(schema) => datafusion::arrow::compute::concat_batches(&schema, &out)
                 .map(Some)
                 .map_err(|e| Error::arrow(&context, e)),

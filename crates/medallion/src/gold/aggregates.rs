@@ -1,0 +1,969 @@
+//! Gold models kept from their source's change data feed instead of recomputed.
+//!
+//! A model that is one `GROUP BY` over one silver table recording a change data feed is built
+//! from a state of its groups: per group its row count and, per aggregated expression, the count
+//! of its non-null values, their exact sum, and up to 16 of their least and greatest values
+//! ([`super::extremes`]). A run reads the rows
+//! that changed since the state was taken (inserts and postimages add, deletes and preimages
+//! subtract), brings the state forward, and computes the model's rows from the state with the
+//! model's own `SELECT` list, `ORDER BY` and types. Its cost follows the batch and the number of
+//! groups, not the table.
+//!
+//! Where the line is (anything else is built in full, as before):
+//! - `SELECT … FROM <one silver table> [AS a] [WHERE …] GROUP BY <columns> [ORDER BY …]`: no join,
+//!   subquery, `DISTINCT`, `HAVING`, window, `LIMIT` or `WITH`; `GROUP BY` names columns (or
+//!   positions of selected columns);
+//! - aggregates: `count(*)`, `count(e)`, `sum(e)` and `avg(e)` of integer or decimal `e` (exact:
+//!   floating-point sums depend on the order of the rows), `min(e)` and `max(e)` of any type; none
+//!   with `DISTINCT`, `FILTER` or `OVER`; the `SELECT` list may compute on them
+//!   (`ROUND(AVG(amount), 2)`);
+//! - a `min` or `max` is taken from the group's kept least (greatest) values; a group whose kept
+//!   values the changes all removed is recomputed from the source (one scan, for those groups).
+//!
+//! The state is a Delta table, `_medallion/aggregates/<model>`, whose commit records the source
+//! version it reflects and the model's SQL: a state of another SQL, of a source the feed does not
+//! cover since (a rebuild), or missing is recomputed from the source. It is written after the
+//! model, so a crash between the two leaves an older state, brought forward next run.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, Decimal128Array, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{
+    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    self, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, Query,
+    SelectItem, SetExpr, Statement, TableFactor, Value as SqlValue,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::storage::delta::{Table, WriteOptions};
+use crate::storage::{Lake, Layer};
+
+/// What a model's SQL aggregates, when it is a shape this module keeps (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The model's query, as parsed.
+    query: Query,
+    /// The source table's name as written.
+    pub source: String,
+    /// The name the source's rows are qualified by (its alias, else its name's last part).
+    alias: String,
+    /// The `WHERE` condition.
+    filter: Option<String>,
+    /// Group keys: (column as written, its name in the state).
+    keys: Vec<(String, String)>,
+    /// Aggregated expressions, each once, with what the state keeps of it.
+    inputs: Vec<Input>,
+}
+
+/// One aggregated expression and the parts of the state its aggregates need.
+#[derive(Debug, Clone, Default)]
+struct Input {
+    sql: String,
+    count: bool,
+    sum: bool,
+    avg: bool,
+    min: bool,
+    max: bool,
+}
+
+/// An aggregate call of the kinds kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// The layout of the state table: a state of another layout is recomputed from the source.
+const LAYOUT: u64 = 1;
+
+/// Name of the state's row count column.
+const N: &str = "__n";
+/// Names the state and its helpers are registered under in a build's session.
+const STATE: &str = "__medallion_state";
+const CHANGES: &str = "__medallion_changes";
+const DELTA: &str = "__medallion_delta";
+const MERGED: &str = "__medallion_merged";
+const DIRTY: &str = "__medallion_dirty";
+
+impl Shape {
+    /// The shape of `sql`, or why it is not one kept from changes.
+    pub fn of(sql: &str) -> std::result::Result<Shape, String> {
+        let mut statements = DFParser::parse_sql(sql).map_err(|e| e.to_string())?;
+        let (Some(DFStatement::Statement(statement)), None) = (statements.pop_front(), statements.pop_front()) else {
+            return Err("not one SELECT".into());
+        };
+        let Statement::Query(query) = *statement else { return Err("not a query".into()) };
+        let q = &*query;
+        if q.with.is_some()
+            || q.limit_clause.is_some()
+            || q.fetch.is_some()
+            || !q.locks.is_empty()
+            || q.for_clause.is_some()
+            || q.settings.is_some()
+            || q.format_clause.is_some()
+            || !q.pipe_operators.is_empty()
+        {
+            return Err("WITH, LIMIT or another clause around the SELECT".into());
+        }
+        let SetExpr::Select(select) = &*q.body else { return Err("not a plain SELECT".into()) };
+        if select.distinct.is_some()
+            || select.top.is_some()
+            || select.into.is_some()
+            || select.having.is_some()
+            || select.qualify.is_some()
+            || select.prewhere.is_some()
+            || select.exclude.is_some()
+            || select.value_table_mode.is_some()
+            || !select.named_window.is_empty()
+            || !select.lateral_views.is_empty()
+            || !select.connect_by.is_empty()
+            || !select.cluster_by.is_empty()
+            || !select.distribute_by.is_empty()
+            || !select.sort_by.is_empty()
+        {
+            return Err("DISTINCT, HAVING, QUALIFY, a window or another clause".into());
+        }
+        let [from] = select.from.as_slice() else { return Err("not one table".into()) };
+        if !from.joins.is_empty() {
+            return Err("a join".into());
+        }
+        let TableFactor::Table { name, alias, args: None, with_hints, version: None, partitions, sample: None, .. } =
+            &from.relation
+        else {
+            return Err("not a table".into());
+        };
+        if !with_hints.is_empty() || !partitions.is_empty() || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+            return Err("table hints or column aliases".into());
+        }
+        let alias = match alias {
+            Some(a) => a.name.clone(),
+            None => name.0.last().and_then(|p| p.as_ident()).cloned().ok_or("no table name")?,
+        };
+        let GroupByExpr::Expressions(groups, modifiers) = &select.group_by else { return Err("GROUP BY ALL".into()) };
+        if groups.is_empty() || !modifiers.is_empty() {
+            return Err("no GROUP BY, or ROLLUP/CUBE".into());
+        }
+        let mut keys = Vec::with_capacity(groups.len());
+        for g in groups {
+            let column = match g {
+                Expr::Value(v) => match &v.value {
+                    SqlValue::Number(n, _) => {
+                        let at: usize = n.parse().map_err(|_| "a GROUP BY position")?;
+                        match select.projection.get(at.wrapping_sub(1)) {
+                            Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e,
+                            _ => return Err("a GROUP BY position".into()),
+                        }
+                    }
+                    _ => return Err("a GROUP BY constant".into()),
+                },
+                e => e,
+            };
+            let ident = match column {
+                Expr::Identifier(i) => i,
+                Expr::CompoundIdentifier(parts) if parts.len() == 2 && same_ident(&parts[0], &alias) => &parts[1],
+                _ => return Err(format!("GROUP BY {column}: not a column")),
+            };
+            let state_name = normalized(ident);
+            if state_name.starts_with("__") || keys.iter().any(|(_, k)| *k == state_name) {
+                return Err(format!("GROUP BY {column}: a reserved or repeated name"));
+            }
+            keys.push((format!("{}.{ident}", alias), state_name));
+        }
+        if select.projection.iter().any(|p| !matches!(p, SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }))
+        {
+            return Err("a wildcard in the SELECT list".into());
+        }
+        let mut inputs: Vec<Input> = Vec::new();
+        let mut refused: Option<String> = None;
+        let _ = ast::visit_expressions(&*query, |e: &Expr| {
+            match e {
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                    refused = Some("a subquery".into());
+                }
+                Expr::Function(f) => match classify(f) {
+                    Ok(None) => {}
+                    Ok(Some((kind, arg))) => {
+                        if let Some(arg) = arg {
+                            let text = arg.to_string();
+                            let at = match inputs.iter().position(|i| i.sql == text) {
+                                Some(at) => at,
+                                None => {
+                                    inputs.push(Input { sql: text, ..Default::default() });
+                                    inputs.len() - 1
+                                }
+                            };
+                            let input = &mut inputs[at];
+                            match kind {
+                                Kind::Count => input.count = true,
+                                Kind::Sum => (input.count, input.sum) = (true, true),
+                                Kind::Avg => (input.count, input.sum, input.avg) = (true, true, true),
+                                Kind::Min => (input.count, input.min) = (true, true),
+                                Kind::Max => (input.count, input.max) = (true, true),
+                                Kind::CountStar => {}
+                            }
+                        }
+                    }
+                    Err(why) => refused = Some(why),
+                },
+                _ => {}
+            }
+            if refused.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        Ok(Shape {
+            source: name.to_string(),
+            alias: alias.to_string(),
+            filter: select.selection.as_ref().map(ToString::to_string),
+            keys,
+            inputs,
+            query: *query,
+        })
+    }
+}
+
+/// `f` as an aggregate kept here (None: another function), with its argument (None for
+/// `count(*)`); an error for a form that is not kept (`DISTINCT`, `FILTER`, `OVER`, …).
+fn classify(f: &ast::Function) -> std::result::Result<Option<(Kind, Option<&Expr>)>, String> {
+    if f.over.is_some() {
+        return Err("a window function".into());
+    }
+    let name = f.name.to_string().to_lowercase();
+    let kind = match name.as_str() {
+        "count" => Kind::Count,
+        "sum" => Kind::Sum,
+        "avg" => Kind::Avg,
+        "min" => Kind::Min,
+        "max" => Kind::Max,
+        _ => return Ok(None),
+    };
+    let FunctionArguments::List(list) = &f.args else { return Err(format!("{name} without arguments")) };
+    let plain = f.filter.is_none()
+        && f.within_group.is_empty()
+        && f.null_treatment.is_none()
+        && matches!(f.parameters, FunctionArguments::None)
+        && list.clauses.is_empty()
+        && matches!(list.duplicate_treatment, None | Some(DuplicateTreatment::All));
+    match (plain, list.args.as_slice()) {
+        (true, [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]) if kind == Kind::Count => {
+            Ok(Some((Kind::CountStar, None)))
+        }
+        (true, [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))]) => Ok(Some((kind, Some(e)))),
+        _ => Err(format!("{name} with DISTINCT, FILTER or other arguments")),
+    }
+}
+
+fn same_ident(a: &Ident, b: &Ident) -> bool {
+    normalized(a) == normalized(b)
+}
+
+/// An identifier as DataFusion resolves it: unquoted ones in lower case.
+fn normalized(i: &Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }
+}
+
+/// A [`Shape`] with the types of its sums and averages, ready to build.
+#[derive(Debug)]
+pub struct Plan {
+    shape: Shape,
+    /// Per input: the type of its sum (when summed).
+    sums: Vec<Option<DataType>>,
+    /// Per input: the decimal average's (precision, scale), or None (an integer average: a double).
+    averages: Vec<Option<(u8, i8)>>,
+    /// SHA-256 of the model's SQL.
+    sql_sha256: String,
+    /// Per group key: whether it is a string (compared as `Utf8`: tables read as `Utf8View` and
+    /// batches holding `Utf8` do not join on it directly).
+    strings: Vec<bool>,
+    /// Per input with a `min` or `max`: the type its extremes are kept in.
+    values: Vec<Option<DataType>>,
+}
+
+impl Plan {
+    /// The plan for `sql` of shape `shape` in `ctx` (where the source is registered), or why it is
+    /// not kept (a floating-point sum, a SELECT list the state cannot answer, …).
+    pub async fn new(ctx: &SessionContext, shape: Shape, sql: &str) -> std::result::Result<Plan, String> {
+        let mut sums = vec![None; shape.inputs.len()];
+        let mut averages = vec![None; shape.inputs.len()];
+        let mut values = vec![None; shape.inputs.len()];
+        if !shape.inputs.is_empty() {
+            // Planned only: the type of each input, and of the sum of each summed one.
+            let mut list = Vec::new();
+            for i in &shape.inputs {
+                list.push(format!("({})", i.sql));
+                if i.sum {
+                    list.push(format!("sum({})", i.sql));
+                }
+            }
+            let groups: Vec<String> = shape.inputs.iter().map(|i| format!("({})", i.sql)).collect();
+            let probe = format!(
+                "SELECT {} FROM {} AS {} GROUP BY {}",
+                list.join(", "),
+                shape.source,
+                shape.alias,
+                groups.join(", ")
+            );
+            let plan = ctx.state().create_logical_plan(&probe).await.map_err(|e| e.to_string())?;
+            let schema = plan.schema();
+            let mut at = 0;
+            for (j, input) in shape.inputs.iter().enumerate() {
+                let arg = schema.field(at).data_type().clone();
+                at += 1;
+                if input.min || input.max {
+                    values[j] = Some(match arg {
+                        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+                        ref t => t.clone(),
+                    });
+                }
+                if !input.sum {
+                    continue;
+                }
+                match &arg {
+                    DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {}
+                    DataType::Decimal128(p, s) => {
+                        if input.avg {
+                            averages[j] = Some(((*p + 4).min(38), (*s + 4).min(38)));
+                        }
+                    }
+                    other => return Err(format!("sum or avg of {} ({other}): not exact", input.sql)),
+                }
+                sums[j] = Some(schema.field(at).data_type().clone());
+                at += 1;
+            }
+        }
+        let sql_sha256 = Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let strings = vec![false; shape.keys.len()];
+        let mut plan = Plan { shape, sums, averages, sql_sha256, strings, values };
+        plan.register_functions(ctx);
+        // The SELECT list must be answerable from the state alone: planned over an empty state, it
+        // reads no other column and aggregates nothing more (`stddev`, say, would).
+        let state = ctx.sql(&plan.source_state(None)).await.map_err(|e| e.to_string())?;
+        let schema: SchemaRef = Arc::new(state.schema().as_arrow().clone());
+        plan.strings = (0..plan.shape.keys.len())
+            .map(|i| matches!(schema.field(i).data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8))
+            .collect();
+        let empty = MemTable::try_new(schema, vec![vec![]]).map_err(|e| e.to_string())?;
+        ctx.register_table(STATE, Arc::new(empty)).map_err(|e| e.to_string())?;
+        let result = match plan.result_sql() {
+            Ok(q) => ctx.state().create_logical_plan(&q).await.map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        };
+        ctx.deregister_table(STATE).map_err(|e| e.to_string())?;
+        let aggregates = result?
+            .exists(|p| Ok(matches!(p, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_))))
+            .map_err(|e| e.to_string())?;
+        if aggregates {
+            return Err("an aggregate other than count, sum, avg, min and max".into());
+        }
+        Ok(plan)
+    }
+
+    fn state_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = self.shape.keys.iter().map(|(_, k)| crate::spec::ident(k)).collect();
+        columns.push(N.into());
+        for (j, i) in self.shape.inputs.iter().enumerate() {
+            if i.count {
+                columns.push(format!("__c{j}"));
+            }
+            if i.sum {
+                columns.push(format!("__s{j}"));
+            }
+            if i.min {
+                columns.push(format!("__lo{j}"));
+            }
+            if i.max {
+                columns.push(format!("__hi{j}"));
+            }
+        }
+        columns
+    }
+
+    /// Group key `i` as `expr` reads it, comparable across `Utf8` and `Utf8View`.
+    fn key(&self, i: usize, expr: &str) -> String {
+        if self.strings.get(i).copied().unwrap_or(false) {
+            format!("arrow_cast({expr}, 'Utf8')")
+        } else {
+            expr.to_string()
+        }
+    }
+
+    fn sum_type(&self, j: usize) -> String {
+        self.sums[j].as_ref().map(ToString::to_string).unwrap_or_default()
+    }
+
+    fn keys_sql(&self) -> String {
+        self.shape.keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    fn where_sql(&self, extra: Option<&str>) -> String {
+        match (&self.shape.filter, extra) {
+            (Some(f), Some(x)) => format!(" WHERE ({f}) AND ({x})"),
+            (Some(f), None) => format!(" WHERE ({f})"),
+            (None, Some(x)) => format!(" WHERE ({x})"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The state of every group, computed from the source (`extra`: a further condition).
+    fn source_state(&self, extra: Option<&str>) -> String {
+        let mut select: Vec<String> =
+            self.shape.keys.iter().map(|(k, name)| format!("{k} AS {}", crate::spec::ident(name))).collect();
+        select.push(format!("count(*) AS {N}"));
+        for (j, i) in self.shape.inputs.iter().enumerate() {
+            let e = &i.sql;
+            if i.count {
+                select.push(format!("count({e}) AS __c{j}"));
+            }
+            if i.sum {
+                select.push(format!("arrow_cast(coalesce(sum({e}), 0), '{}') AS __s{j}", self.sum_type(j)));
+            }
+            // All the group's values, sorted and cut to the ones kept.
+            let all = format!("array_agg({e}) FILTER (WHERE ({e}) IS NOT NULL), NULL, NULL, NULL");
+            if i.min {
+                select.push(format!("{}({all}) AS __lo{j}", self.extremes(j, false)));
+            }
+            if i.max {
+                select.push(format!("{}({all}) AS __hi{j}", self.extremes(j, true)));
+            }
+        }
+        format!(
+            "SELECT {} FROM {} AS {}{} GROUP BY {}",
+            select.join(", "),
+            self.shape.source,
+            self.shape.alias,
+            self.where_sql(extra),
+            self.keys_sql()
+        )
+    }
+
+    /// Per group, what the changes add and take away: signed counts and sums, and the values added
+    /// (`__add{j}`) and removed (`__out{j}`) of inputs with a `min` or `max`.
+    fn delta_sql(&self) -> String {
+        let mut select: Vec<String> =
+            self.shape.keys.iter().map(|(k, name)| format!("{k} AS {}", crate::spec::ident(name))).collect();
+        select.push(format!("sum(__sign) AS {N}"));
+        for (j, i) in self.shape.inputs.iter().enumerate() {
+            let e = &i.sql;
+            if i.count {
+                select.push(format!("sum(CASE WHEN ({e}) IS NOT NULL THEN __sign ELSE 0 END) AS __c{j}"));
+            }
+            if i.sum {
+                select.push(format!(
+                    "arrow_cast(coalesce(sum(CASE WHEN __sign > 0 THEN {e} END), 0) - \
+                     coalesce(sum(CASE WHEN __sign < 0 THEN {e} END), 0), '{}') AS __s{j}",
+                    self.sum_type(j)
+                ));
+            }
+            if i.min || i.max {
+                select.push(format!("array_agg({e}) FILTER (WHERE __sign > 0 AND ({e}) IS NOT NULL) AS __add{j}"));
+                select.push(format!("array_agg({e}) FILTER (WHERE __sign < 0 AND ({e}) IS NOT NULL) AS __out{j}"));
+            }
+        }
+        format!(
+            "SELECT {} FROM (SELECT *, CASE WHEN _change_type IN ('insert', 'update_postimage') THEN 1 ELSE -1 END \
+             AS __sign FROM {CHANGES}) AS {}{} GROUP BY {}",
+            select.join(", "),
+            self.shape.alias,
+            self.where_sql(None),
+            self.keys_sql()
+        )
+    }
+
+    /// The state brought forward by the delta, with `__dirty` on groups whose kept least or
+    /// greatest values the changes emptied ([`super::extremes`]: recomputed from the source).
+    fn merge_sql(&self) -> String {
+        let mut select: Vec<String> = self
+            .shape
+            .keys
+            .iter()
+            .map(|(_, k)| {
+                let k = crate::spec::ident(k);
+                format!("coalesce(s.{k}, d.{k}) AS {k}")
+            })
+            .collect();
+        select.push(format!("coalesce(s.{N}, 0) + coalesce(d.{N}, 0) AS {N}"));
+        let mut dirty = vec!["false".to_string()];
+        for (j, i) in self.shape.inputs.iter().enumerate() {
+            if i.count {
+                select.push(format!("coalesce(s.__c{j}, 0) + coalesce(d.__c{j}, 0) AS __c{j}"));
+            }
+            if i.sum {
+                select.push(format!(
+                    "arrow_cast(coalesce(s.__s{j}, 0) + coalesce(d.__s{j}, 0), '{}') AS __s{j}",
+                    self.sum_type(j)
+                ));
+            }
+            for (kept, on, descending) in [("__lo", i.min, false), ("__hi", i.max, true)] {
+                if on {
+                    let f = self.extremes(j, descending);
+                    select.push(format!("{f}(s.{kept}{j}, s.__c{j}, d.__out{j}, d.__add{j}) AS {kept}{j}"));
+                    dirty.push(format!("(__c{j} > 0 AND coalesce(cardinality({kept}{j}), 0) = 0)"));
+                }
+            }
+        }
+        let on: Vec<String> = self
+            .shape
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, (_, k))| {
+                let k = crate::spec::ident(k);
+                format!("({} IS NOT DISTINCT FROM {})", self.key(i, &format!("s.{k}")), self.key(i, &format!("d.{k}")))
+            })
+            .collect();
+        format!(
+            "SELECT *, coalesce({}, false) AS __dirty FROM (SELECT {} FROM {STATE} AS s FULL OUTER JOIN {DELTA} AS d ON {})",
+            dirty.join(" OR "),
+            select.join(", "),
+            on.join(" AND ")
+        )
+    }
+
+    /// The next state: the merged groups still holding rows and not dirty, and the dirty ones
+    /// recomputed from the source (`dirty`: whether there are any).
+    fn next_sql(&self, dirty: bool) -> String {
+        let columns = self.state_columns().join(", ");
+        let kept = format!("SELECT {columns} FROM {MERGED} WHERE NOT __dirty AND {N} > 0");
+        if !dirty {
+            return kept;
+        }
+        let same: Vec<String> = self
+            .shape
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, (k, name))| {
+                let inner = format!("d.{}", crate::spec::ident(name));
+                format!("({} IS NOT DISTINCT FROM {})", self.key(i, &inner), self.key(i, k))
+            })
+            .collect();
+        let recomputed =
+            self.source_state(Some(&format!("EXISTS (SELECT 1 FROM {DIRTY} AS d WHERE {})", same.join(" AND "))));
+        format!("{kept} UNION ALL SELECT {columns} FROM ({recomputed}) AS r")
+    }
+
+    /// The model's rows from the state: its SELECT list with each aggregate read from the state,
+    /// its ORDER BY, no WHERE or GROUP BY.
+    fn result_sql(&self) -> std::result::Result<String, String> {
+        let mut query = self.shape.query.clone();
+        let SetExpr::Select(select) = &mut *query.body else { return Err("not a SELECT".into()) };
+        let from = format!("SELECT 1 FROM {STATE} AS {}", self.shape.alias);
+        let Some(Statement::Query(q)) = Parser::parse_sql(&GenericDialect {}, &from).map_err(|e| e.to_string())?.pop()
+        else {
+            return Err("state relation".into());
+        };
+        let SetExpr::Select(state) = *q.body else { return Err("state relation".into()) };
+        select.from = state.from;
+        select.selection = None;
+        select.group_by = GroupByExpr::Expressions(Vec::new(), Vec::new());
+        let mut failed = None;
+        let _ = ast::visit_expressions_mut(&mut query, |e: &mut Expr| {
+            let Expr::Function(f) = e else { return ControlFlow::Continue(()) };
+            let replacement = match classify(f) {
+                Ok(Some((kind, arg))) => {
+                    let j = arg.and_then(|a| {
+                        let text = a.to_string();
+                        self.shape.inputs.iter().position(|i| i.sql == text)
+                    });
+                    self.replacement(kind, j)
+                }
+                Ok(None) => return ControlFlow::Continue(()),
+                Err(why) => Err(why),
+            };
+            match replacement.and_then(|r| {
+                Parser::new(&GenericDialect {})
+                    .try_with_sql(&r)
+                    .and_then(|mut p| p.parse_expr())
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(r) => {
+                    *e = r;
+                    ControlFlow::Continue(())
+                }
+                Err(why) => {
+                    failed = Some(why);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        match failed {
+            Some(why) => Err(why),
+            None => Ok(query.to_string()),
+        }
+    }
+
+    /// What an aggregate of `kind` over input `j` reads from the state.
+    fn replacement(&self, kind: Kind, j: Option<usize>) -> std::result::Result<String, String> {
+        let j = match (kind, j) {
+            (Kind::CountStar, _) => return Ok(N.to_string()),
+            (_, Some(j)) => j,
+            (_, None) => return Err("an aggregate's input is lost".into()),
+        };
+        Ok(match kind {
+            Kind::CountStar => N.to_string(),
+            Kind::Count => format!("__c{j}"),
+            Kind::Sum => format!("CASE WHEN __c{j} > 0 THEN __s{j} END"),
+            Kind::Avg => match self.averages[j] {
+                Some((p, s)) => format!("{}(__s{j}, __c{j})", average_name(p, s)),
+                None => format!("CASE WHEN __c{j} > 0 THEN CAST(__s{j} AS DOUBLE) / CAST(__c{j} AS DOUBLE) END"),
+            },
+            Kind::Min => format!("__lo{j}[1]"),
+            Kind::Max => format!("__hi{j}[1]"),
+        })
+    }
+
+    /// The name of the function keeping input `j`'s least (`descending`: greatest) values.
+    fn extremes(&self, j: usize, descending: bool) -> String {
+        let t = self.values[j].clone().unwrap_or(DataType::Null);
+        format!("__medallion_{}_{}", if descending { "greatest" } else { "least" }, super::extremes::sanitized(&t))
+    }
+
+    /// Registers the functions its SQL calls in `ctx`.
+    fn register_functions(&self, ctx: &SessionContext) {
+        for (j, avg) in self.averages.iter().enumerate() {
+            if let (Some((precision, scale)), Some(DataType::Decimal128(_, sum_scale))) = (avg, &self.sums[j]) {
+                ctx.register_udf(ScalarUDF::new_from_impl(DecimalAverage::new(*precision, *scale, *sum_scale)));
+            }
+        }
+        for t in self.values.iter().flatten() {
+            for descending in [false, true] {
+                ctx.register_udf(ScalarUDF::new_from_impl(super::extremes::Extremes::new(t.clone(), descending)));
+            }
+        }
+    }
+}
+
+/// What bringing the state forward did.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// The model's rows.
+    pub rows: Vec<RecordBatch>,
+    /// The change rows applied (None: the state was computed from the source).
+    pub changes: Option<u64>,
+    /// Groups whose `min` or `max` was recomputed from the source.
+    pub recomputed: u64,
+    /// The new state and the source version it reflects, to save once the model is published.
+    state: Vec<RecordBatch>,
+    version: i64,
+}
+
+/// The name of `model`'s state table in the system layer.
+pub fn state_name(model: &str) -> String {
+    format!("aggregates/{model}")
+}
+
+/// The state table of `model`.
+async fn state_table(lake: &Lake, model: &str) -> Result<Table> {
+    Table::open(lake, Layer::System, &state_name(model)).await
+}
+
+/// The model's rows, from its state brought forward by the source's changes (or computed from
+/// the source when the state does not apply, or `from_scratch`). `ctx` has the source registered
+/// at the snapshot of `source`.
+pub async fn build(
+    lake: &Lake,
+    ctx: &SessionContext,
+    plan: &Plan,
+    (model, source): (&str, &Table),
+    from_scratch: bool,
+) -> Result<Kept> {
+    let context = format!("gold model `{model}`, kept from the changes of {}", source.label);
+    let sql = |e| Error::sql(&context, e);
+    let version = source.version().unwrap_or(-1);
+    plan.register_functions(ctx);
+    let saved = state_table(lake, model).await?;
+    let mut changes = None;
+    if !from_scratch && saved.exists() {
+        let info = saved.last_commit_info().await?;
+        let recorded = info.get("medallion").and_then(|m| m.get("aggregates"));
+        let field = |k: &str| recorded.and_then(|r| r.get(k));
+        let same = field("layout").and_then(Value::as_u64) == Some(LAYOUT)
+            && field("sql_sha256").and_then(Value::as_str) == Some(plan.sql_sha256.as_str())
+            && field("source").and_then(Value::as_str) == Some(source.label.as_str());
+        if let Some(after) = field("version").and_then(Value::as_i64).filter(|v| same && *v <= version) {
+            let t = std::time::Instant::now();
+            changes = source.changes(after).await?;
+            tracing::debug!(model, ms = t.elapsed().as_millis() as u64, "change feed read");
+        }
+    }
+    let mut kept = Kept { version, ..Default::default() };
+    let state = match changes {
+        None => catalog_collect(ctx, &plan.source_state(None), &context).await?,
+        Some(rows) => {
+            kept.changes = Some(rows.iter().map(|b| b.num_rows() as u64).sum());
+            let old = saved.provider(ctx).await?;
+            ctx.register_table(STATE, old).map_err(sql)?;
+            let t = std::time::Instant::now();
+            let next = forward(ctx, plan, rows, &context).await;
+            tracing::debug!(model, ms = t.elapsed().as_millis() as u64, "state brought forward");
+            for name in [STATE, CHANGES, DELTA, MERGED, DIRTY] {
+                ctx.deregister_table(name).map_err(sql)?;
+            }
+            match next? {
+                Some((state, recomputed)) => {
+                    kept.recomputed = recomputed;
+                    state
+                }
+                None => {
+                    // A group with fewer rows than changes removed: the state is not this source's.
+                    tracing::warn!(model, "aggregate state inconsistent with {}; recomputed", source.label);
+                    kept.changes = None;
+                    catalog_collect(ctx, &plan.source_state(None), &context).await?
+                }
+            }
+        }
+    };
+    let schema = match state.first() {
+        Some(b) => b.schema(),
+        None => Arc::new(ctx.sql(&plan.source_state(None)).await.map_err(sql)?.schema().as_arrow().clone()),
+    };
+    let mem = MemTable::try_new(schema.clone(), vec![state.clone()]).map_err(sql)?;
+    ctx.register_table(STATE, Arc::new(mem)).map_err(sql)?;
+    let rows = match plan.result_sql() {
+        Ok(q) => catalog_collect(ctx, &q, &context).await,
+        Err(why) => Err(Error::Internal(format!("{context}: {why}"))),
+    };
+    ctx.deregister_table(STATE).map_err(sql)?;
+    kept.rows = rows?;
+    kept.state = if state.is_empty() { vec![RecordBatch::new_empty(schema)] } else { state };
+    Ok(kept)
+}
+
+/// The state after `changes`: None when a group would hold fewer than no rows.
+async fn forward(
+    ctx: &SessionContext,
+    plan: &Plan,
+    changes: Vec<RecordBatch>,
+    context: &str,
+) -> Result<Option<(Vec<RecordBatch>, u64)>> {
+    let sql = |e| Error::sql(context, e);
+    let Some(schema) = changes.first().map(RecordBatch::schema) else {
+        // Nothing changed: the state stands.
+        let state =
+            catalog_collect(ctx, &format!("SELECT {} FROM {STATE}", plan.state_columns().join(", ")), context).await?;
+        return Ok(Some((state, 0)));
+    };
+    ctx.register_table(CHANGES, Arc::new(MemTable::try_new(schema, vec![changes]).map_err(sql)?)).map_err(sql)?;
+    let t = std::time::Instant::now();
+    let (schema, delta) = collect_with_schema(ctx, &plan.delta_sql(), context).await?;
+    let delta_ms = t.elapsed().as_millis() as u64;
+    ctx.register_table(DELTA, Arc::new(MemTable::try_new(schema, vec![delta]).map_err(sql)?)).map_err(sql)?;
+    let (schema, merged) = collect_with_schema(ctx, &plan.merge_sql(), context).await?;
+    tracing::debug!(delta_ms, merge_ms = t.elapsed().as_millis() as u64 - delta_ms, "changes aggregated and merged");
+    let (mut negative, mut dirty) = (false, 0u64);
+    for b in &merged {
+        let n = b.column_by_name(N).map(|c| c.as_primitive::<Int64Type>());
+        negative |= n.is_some_and(|n| n.iter().any(|v| v.is_some_and(|v| v < 0)));
+        if let Some(d) = b.column_by_name("__dirty") {
+            dirty += d.as_boolean().true_count() as u64;
+        }
+    }
+    if negative {
+        return Ok(None);
+    }
+    ctx.register_table(MERGED, Arc::new(MemTable::try_new(schema, vec![merged]).map_err(sql)?)).map_err(sql)?;
+    if dirty > 0 {
+        let keys: Vec<String> = plan.shape.keys.iter().map(|(_, k)| crate::spec::ident(k)).collect();
+        let dirty_rows =
+            ctx.sql(&format!("SELECT {} FROM {MERGED} WHERE __dirty", keys.join(", "))).await.map_err(sql)?;
+        ctx.register_table(DIRTY, dirty_rows.into_view()).map_err(sql)?;
+    }
+    let state = catalog_collect(ctx, &plan.next_sql(dirty > 0), context).await?;
+    Ok(Some((state, dirty)))
+}
+
+/// The rows of `sql` with their schema (also when there are none).
+async fn collect_with_schema(ctx: &SessionContext, sql: &str, context: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let df = crate::catalog::read_only(ctx, sql, context).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    Ok((schema, df.collect().await.map_err(|e| Error::sql(context, e))?))
+}
+
+async fn catalog_collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+    crate::catalog::query(ctx, sql, context).await
+}
+
+/// Saves the state `kept` was built with, after the model's rows were published.
+pub async fn save(lake: &Lake, plan: &Plan, (model, source): (&str, &Table), kept: Kept) -> Result<()> {
+    let metadata = HashMap::from([(
+        "medallion".to_string(),
+        json!({ "aggregates": {
+            "layout": LAYOUT, "source": source.label, "version": kept.version, "sql_sha256": plan.sql_sha256
+        } }),
+    )]);
+    let state = kept
+        .state
+        .iter()
+        .map(|b| plain_strings(b).map_err(|e| Error::arrow(format!("aggregate state of gold/{model}"), e)))
+        .collect::<Result<Vec<_>>>()?;
+    state_table(lake, model)
+        .await?
+        .write(state, WriteOptions { overwrite: true, metadata, ..Default::default() })
+        .await?;
+    Ok(())
+}
+
+/// `batch` with its string views as plain strings, as Delta stores them.
+fn plain_strings(batch: &RecordBatch) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if f.data_type() == &DataType::Utf8View {
+            columns.push(cast(c, &DataType::Utf8)?);
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+        } else if let DataType::List(item) = f.data_type()
+            && item.data_type() == &DataType::Utf8View
+        {
+            let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+            columns.push(cast(c, &list)?);
+            fields.push(Field::new(f.name(), list, true));
+        } else {
+            columns.push(Arc::clone(c));
+            fields.push(f.as_ref().clone().with_nullable(true));
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn average_name(precision: u8, scale: i8) -> String {
+    format!("__medallion_avg_{precision}_{scale}")
+}
+
+/// `avg` of a decimal from its sum and count, as DataFusion's `avg` computes it: the sum scaled
+/// to the result's scale, divided by the count with the remainder dropped; null for no values.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DecimalAverage {
+    name: String,
+    precision: u8,
+    scale: i8,
+    sum_scale: i8,
+    signature: Signature,
+}
+
+impl DecimalAverage {
+    fn new(precision: u8, scale: i8, sum_scale: i8) -> Self {
+        let signature = Signature::any(2, Volatility::Immutable);
+        Self { name: average_name(precision, scale), precision, scale, sum_scale, signature }
+    }
+}
+
+impl ScalarUDFImpl for DecimalAverage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Decimal128(self.precision, self.scale))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
+        use datafusion::common::exec_err;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [sums, counts] = arrays.as_slice() else { return exec_err!("{} takes a sum and a count", self.name) };
+        let sums = cast(sums, &DataType::Decimal128(38, self.sum_scale))?;
+        let counts = cast(counts, &DataType::Int64)?;
+        let (sums, counts) = (sums.as_primitive::<Decimal128Type>(), counts.as_primitive::<Int64Type>());
+        let factor = 10i128.pow(u32::try_from(self.scale - self.sum_scale).unwrap_or(0));
+        let mut out = Vec::with_capacity(sums.len());
+        for (sum, count) in sums.iter().zip(counts.iter()) {
+            out.push(match (sum, count) {
+                (Some(sum), Some(count)) if count > 0 => {
+                    let Some(scaled) = sum.checked_mul(factor) else {
+                        return exec_err!("Arithmetic Overflow in AvgAccumulator");
+                    };
+                    Some(scaled / i128::from(count))
+                }
+                _ => None,
+            });
+        }
+        let avg = Decimal128Array::from(out).with_precision_and_scale(self.precision, self.scale)?;
+        avg.validate_decimal_precision(self.precision)?;
+        Ok(ColumnarValue::Array(Arc::new(avg)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Array;
+
+    use super::*;
+
+    fn refused(sql: &str) -> String {
+        Shape::of(sql).expect_err(sql)
+    }
+
+    #[test]
+    fn the_shapes_kept_and_the_ones_not() {
+        let s = Shape::of(
+            "SELECT order_date, region, COUNT(*) AS n, SUM(amount) AS revenue, ROUND(AVG(amount), 2) AS avg, \
+             MIN(amount) AS lo, MAX(amount) AS hi FROM orders WHERE amount > 0 GROUP BY order_date, region ORDER BY 1",
+        )
+        .expect("kept");
+        assert_eq!(s.source, "orders");
+        assert_eq!(
+            s.keys,
+            vec![("orders.order_date".into(), "order_date".into()), ("orders.region".into(), "region".into())]
+        );
+        assert_eq!(s.inputs.len(), 1, "one input for five aggregates of amount");
+        let i = &s.inputs[0];
+        assert!(i.count && i.sum && i.avg && i.min && i.max);
+        assert_eq!(s.filter.as_deref(), Some("amount > 0"));
+        let s = Shape::of("SELECT o.day AS d, count(o.x) FROM silver.orders AS o GROUP BY 1").expect("kept");
+        assert_eq!(s.keys, vec![("o.day".into(), "day".into())]);
+        assert!(refused("SELECT a, count(DISTINCT b) FROM t GROUP BY a").contains("DISTINCT"));
+        assert!(refused("SELECT a, sum(b) FILTER (WHERE b > 0) FROM t GROUP BY a").contains("FILTER"));
+        assert!(refused("SELECT a, sum(b) FROM t GROUP BY a HAVING sum(b) > 0").contains("HAVING"));
+        assert!(refused("SELECT a, sum(b) FROM t JOIN u USING (a) GROUP BY a").contains("join"));
+        assert!(refused("SELECT a, sum(b) OVER () FROM t GROUP BY a").contains("window"));
+        assert!(refused("SELECT sum(b) FROM t").contains("GROUP BY"));
+        assert!(refused("SELECT upper(a), sum(b) FROM t GROUP BY upper(a)").contains("not a column"));
+        assert!(refused("SELECT a, sum(b) FROM t WHERE a IN (SELECT a FROM u) GROUP BY a").contains("subquery"));
+        assert!(refused("SELECT a, sum(b) FROM t GROUP BY a LIMIT 3").contains("LIMIT"));
+    }
+
+    #[test]
+    fn a_decimal_average_drops_the_remainder_like_datafusion() {
+        let avg = DecimalAverage::new(22, 6, 2);
+        // 10.00 / 3 = 3.333333; -10.00 / 3 = -3.333333 (towards zero); no values: null.
+        let sums = Decimal128Array::from(vec![Some(1000i128), Some(-1000), Some(0)])
+            .with_precision_and_scale(28, 2)
+            .expect("decimal");
+        let counts = datafusion::arrow::array::Int64Array::from(vec![3, 3, 0]);
+        let args = ScalarFunctionArgs {
+            args: vec![ColumnarValue::Array(Arc::new(sums)), ColumnarValue::Array(Arc::new(counts))],
+            arg_fields: vec![],
+            number_rows: 3,
+            return_field: Arc::new(datafusion::arrow::datatypes::Field::new("a", DataType::Decimal128(22, 6), true)),
+            config_options: Arc::new(Default::default()),
+        };
+        let out = avg.invoke_with_args(args).expect("avg").into_array(3).expect("an array");
+        let out = out.as_primitive::<Decimal128Type>();
+        assert_eq!(out.value(0), 3_333_333);
+        assert_eq!(out.value(1), -3_333_333);
+        assert!(out.is_null(2));
+    }
+}
