@@ -5,7 +5,8 @@ use medallion::orchestration::run::{RunOptions, run};
 
 use crate::history::{Lakehouse, Rng};
 
-fn project(merge: &str) -> String {
+/// The project, its silver table merged by `merge` and partitioned by `partition_by`.
+fn project(merge: &str, partition_by: &str) -> String {
     format!(
         r#"[project]
 name = "kept"
@@ -15,6 +16,7 @@ name = "kept"
 [silver.orders]
 primary_key = ["order_id"]
 merge = "{merge}"
+partition_by = [{partition_by}]
 history = {{ scd = 1, delete_when = "op = 'D'" }}
 columns = [
   {{ name = "order_id", type = "int64" }},
@@ -52,10 +54,13 @@ const CHANGED: &str = "SELECT o.order_date, region, COUNT(*) AS n, COUNT(amount)
 /// changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
-    for merge in ["deletion_vectors", "copy_on_write"] {
+    // Partitioned silver merges through delta-rs's MERGE, whose change feed is its own.
+    for (merge, partition_by) in
+        [("deletion_vectors", ""), ("copy_on_write", ""), ("deletion_vectors", "\"order_date\"")]
+    {
         for seed in [3u64, 99] {
             let mut rng = Rng(seed);
-            let mut lh = Lakehouse::new(&project(merge));
+            let mut lh = Lakehouse::new(&project(merge, partition_by));
             let sql_file = lh.dir.path().join("gold/by_day.sql");
             std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
             std::fs::write(&sql_file, MODEL).expect("write");
@@ -91,7 +96,7 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
                 }
                 let s = lh.run_with("orders", &records).await;
                 let b = &s.gold[0];
-                let what = format!("{merge}, seed {seed}, step {step}");
+                let what = format!("{merge} [{partition_by}], seed {seed}, step {step}");
                 if step == 6 || step == 9 {
                     assert_eq!(b.maintained, None, "{what}: built from silver");
                 }
@@ -119,7 +124,7 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
 /// removed is recomputed from silver, the other groups keep their state.
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_extremes_are_replaced_from_kept_values_or_recomputed() {
-    let mut lh = Lakehouse::new(&project("deletion_vectors"));
+    let mut lh = Lakehouse::new(&project("deletion_vectors", ""));
     std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
     std::fs::write(lh.dir.path().join("gold/by_day.sql"), MODEL).expect("write");
     let order = |id: u32, amount: &str, day: u32| {
