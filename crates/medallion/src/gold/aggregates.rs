@@ -48,6 +48,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::extremes::Extremes;
 use crate::error::{Error, Result};
 use crate::storage::delta::{Table, WriteOptions};
 use crate::storage::{Lake, Layer};
@@ -397,37 +398,37 @@ impl Plan {
         columns
     }
 
-    /// Group key `i` as `expr` reads it, comparable across `Utf8` and `Utf8View`.
-    fn key(&self, i: usize, expr: &str) -> String {
-        if self.strings.get(i).copied().unwrap_or(false) {
-            format!("arrow_cast({expr}, 'Utf8')")
-        } else {
-            expr.to_string()
-        }
-    }
-
     fn sum_type(&self, j: usize) -> String {
         self.sums[j].as_ref().map(ToString::to_string).unwrap_or_default()
     }
 
-    fn keys_sql(&self) -> String {
-        self.shape.keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
-    }
-
-    fn where_sql(&self, extra: Option<&str>) -> String {
-        match (&self.shape.filter, extra) {
+    /// `SELECT <keys>, <select> FROM <from> AS <alias> [WHERE …] GROUP BY <keys>`: per group of
+    /// `from`'s rows, under the model's WHERE and `extra`.
+    fn grouped(&self, select: &[String], from: &str, extra: Option<&str>) -> String {
+        let keys = self.shape.keys.iter().map(|(k, name)| format!("{k} AS {}", crate::spec::ident(name)));
+        let select: Vec<String> = keys.chain(select.iter().cloned()).collect();
+        let alias = &self.shape.alias;
+        let filter = match (&self.shape.filter, extra) {
             (Some(f), Some(x)) => format!(" WHERE ({f}) AND ({x})"),
             (Some(f), None) => format!(" WHERE ({f})"),
             (None, Some(x)) => format!(" WHERE ({x})"),
             (None, None) => String::new(),
-        }
+        };
+        let keys: Vec<&str> = self.shape.keys.iter().map(|(k, _)| k.as_str()).collect();
+        format!("SELECT {} FROM {from} AS {alias}{filter} GROUP BY {}", select.join(", "), keys.join(", "))
+    }
+
+    /// `(left IS NOT DISTINCT FROM right)` for group key `i`, comparable across `Utf8` and
+    /// `Utf8View`.
+    fn same_key(&self, i: usize, left: &str, right: &str) -> String {
+        let strings = self.strings.get(i).copied().unwrap_or(false);
+        let key = |e: &str| if strings { format!("arrow_cast({e}, 'Utf8')") } else { e.to_string() };
+        format!("({} IS NOT DISTINCT FROM {})", key(left), key(right))
     }
 
     /// The state of every group, computed from the source (`extra`: a further condition).
     fn source_state(&self, extra: Option<&str>) -> String {
-        let mut select: Vec<String> =
-            self.shape.keys.iter().map(|(k, name)| format!("{k} AS {}", crate::spec::ident(name))).collect();
-        select.push(format!("count(*) AS {N}"));
+        let mut select = vec![format!("count(*) AS {N}")];
         for (j, i) in self.shape.inputs.iter().enumerate() {
             let e = &i.sql;
             if i.count {
@@ -445,22 +446,13 @@ impl Plan {
                 select.push(format!("{}({all}) AS __hi{j}", self.extremes(j, true)));
             }
         }
-        format!(
-            "SELECT {} FROM {} AS {}{} GROUP BY {}",
-            select.join(", "),
-            self.shape.source,
-            self.shape.alias,
-            self.where_sql(extra),
-            self.keys_sql()
-        )
+        self.grouped(&select, &self.shape.source, extra)
     }
 
     /// Per group, what the changes add and take away: signed counts and sums, and the values added
     /// (`__add{j}`) and removed (`__out{j}`) of inputs with a `min` or `max`.
     fn delta_sql(&self) -> String {
-        let mut select: Vec<String> =
-            self.shape.keys.iter().map(|(k, name)| format!("{k} AS {}", crate::spec::ident(name))).collect();
-        select.push(format!("sum(__sign) AS {N}"));
+        let mut select = vec![format!("sum(__sign) AS {N}")];
         for (j, i) in self.shape.inputs.iter().enumerate() {
             let e = &i.sql;
             if i.count {
@@ -478,14 +470,11 @@ impl Plan {
                 select.push(format!("array_agg({e}) FILTER (WHERE __sign < 0 AND ({e}) IS NOT NULL) AS __out{j}"));
             }
         }
-        format!(
-            "SELECT {} FROM (SELECT *, CASE WHEN _change_type IN ('insert', 'update_postimage') THEN 1 ELSE -1 END \
-             AS __sign FROM {CHANGES}) AS {}{} GROUP BY {}",
-            select.join(", "),
-            self.shape.alias,
-            self.where_sql(None),
-            self.keys_sql()
-        )
+        let signed = format!(
+            "(SELECT *, CASE WHEN _change_type IN ('insert', 'update_postimage') THEN 1 ELSE -1 END AS __sign \
+             FROM {CHANGES})"
+        );
+        self.grouped(&select, &signed, None)
     }
 
     /// The state brought forward by the delta, with `__dirty` on groups whose kept least or
@@ -527,7 +516,7 @@ impl Plan {
             .enumerate()
             .map(|(i, (_, k))| {
                 let k = crate::spec::ident(k);
-                format!("({} IS NOT DISTINCT FROM {})", self.key(i, &format!("s.{k}")), self.key(i, &format!("d.{k}")))
+                self.same_key(i, &format!("s.{k}"), &format!("d.{k}"))
             })
             .collect();
         format!(
@@ -551,10 +540,7 @@ impl Plan {
             .keys
             .iter()
             .enumerate()
-            .map(|(i, (k, name))| {
-                let inner = format!("d.{}", crate::spec::ident(name));
-                format!("({} IS NOT DISTINCT FROM {})", self.key(i, &inner), self.key(i, k))
-            })
+            .map(|(i, (k, name))| self.same_key(i, &format!("d.{}", crate::spec::ident(name)), k))
             .collect();
         let recomputed =
             self.source_state(Some(&format!("EXISTS (SELECT 1 FROM {DIRTY} AS d WHERE {})", same.join(" AND "))));
@@ -613,11 +599,10 @@ impl Plan {
 
     /// What an aggregate of `kind` over input `j` reads from the state.
     fn replacement(&self, kind: Kind, j: Option<usize>) -> std::result::Result<String, String> {
-        let j = match (kind, j) {
-            (Kind::CountStar, _) => return Ok(N.to_string()),
-            (_, Some(j)) => j,
-            (_, None) => return Err("an aggregate's input is lost".into()),
-        };
+        if kind == Kind::CountStar {
+            return Ok(N.to_string());
+        }
+        let j = j.ok_or("an aggregate's input is lost")?;
         Ok(match kind {
             Kind::CountStar => N.to_string(),
             Kind::Count => format!("__c{j}"),
@@ -633,8 +618,7 @@ impl Plan {
 
     /// The name of the function keeping input `j`'s least (`descending`: greatest) values.
     fn extremes(&self, j: usize, descending: bool) -> String {
-        let t = self.values[j].clone().unwrap_or(DataType::Null);
-        format!("__medallion_{}_{}", if descending { "greatest" } else { "least" }, super::extremes::sanitized(&t))
+        Extremes::function_name(self.values[j].as_ref().unwrap_or(&DataType::Null), descending)
     }
 
     /// Registers the functions its SQL calls in `ctx`.
@@ -646,7 +630,7 @@ impl Plan {
         }
         for t in self.values.iter().flatten() {
             for descending in [false, true] {
-                ctx.register_udf(ScalarUDF::new_from_impl(super::extremes::Extremes::new(t.clone(), descending)));
+                ctx.register_udf(ScalarUDF::new_from_impl(Extremes::new(t.clone(), descending)));
             }
         }
     }
@@ -707,7 +691,7 @@ pub async fn build(
     }
     let mut kept = Kept { version, ..Default::default() };
     let state = match changes {
-        None => catalog_collect(ctx, &plan.source_state(None), &context).await?,
+        None => crate::catalog::query(ctx, &plan.source_state(None), &context).await?,
         Some(rows) => {
             kept.changes = Some(rows.iter().map(|b| b.num_rows() as u64).sum());
             let old = saved.provider(ctx).await?;
@@ -727,7 +711,7 @@ pub async fn build(
                     // A group with fewer rows than changes removed: the state is not this source's.
                     tracing::warn!(model, "aggregate state inconsistent with {}; recomputed", source.label);
                     kept.changes = None;
-                    catalog_collect(ctx, &plan.source_state(None), &context).await?
+                    crate::catalog::query(ctx, &plan.source_state(None), &context).await?
                 }
             }
         }
@@ -739,7 +723,7 @@ pub async fn build(
     let mem = MemTable::try_new(schema.clone(), vec![state.clone()]).map_err(sql)?;
     ctx.register_table(STATE, Arc::new(mem)).map_err(sql)?;
     let rows = match plan.result_sql() {
-        Ok(q) => catalog_collect(ctx, &q, &context).await,
+        Ok(q) => crate::catalog::query(ctx, &q, &context).await,
         Err(why) => Err(Error::Internal(format!("{context}: {why}"))),
     };
     ctx.deregister_table(STATE).map_err(sql)?;
@@ -759,7 +743,8 @@ async fn forward(
     let Some(schema) = changes.first().map(RecordBatch::schema) else {
         // Nothing changed: the state stands.
         let state =
-            catalog_collect(ctx, &format!("SELECT {} FROM {STATE}", plan.state_columns().join(", ")), context).await?;
+            crate::catalog::query(ctx, &format!("SELECT {} FROM {STATE}", plan.state_columns().join(", ")), context)
+                .await?;
         return Ok(Some((state, 0)));
     };
     ctx.register_table(CHANGES, Arc::new(MemTable::try_new(schema, vec![changes]).map_err(sql)?)).map_err(sql)?;
@@ -787,7 +772,7 @@ async fn forward(
             ctx.sql(&format!("SELECT {} FROM {MERGED} WHERE __dirty", keys.join(", "))).await.map_err(sql)?;
         ctx.register_table(DIRTY, dirty_rows.into_view()).map_err(sql)?;
     }
-    let state = catalog_collect(ctx, &plan.next_sql(dirty > 0), context).await?;
+    let state = crate::catalog::query(ctx, &plan.next_sql(dirty > 0), context).await?;
     Ok(Some((state, dirty)))
 }
 
@@ -796,10 +781,6 @@ async fn collect_with_schema(ctx: &SessionContext, sql: &str, context: &str) -> 
     let df = crate::catalog::read_only(ctx, sql, context).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     Ok((schema, df.collect().await.map_err(|e| Error::sql(context, e))?))
-}
-
-async fn catalog_collect(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-    crate::catalog::query(ctx, sql, context).await
 }
 
 /// Saves the state `kept` was built with, after the model's rows were published.

@@ -38,19 +38,24 @@ pub struct Extremes {
 impl Extremes {
     /// The function for values of type `values`.
     pub fn new(values: DataType, descending: bool) -> Self {
-        let name = format!("__medallion_{}_{}", if descending { "greatest" } else { "least" }, sanitized(&values));
+        let name = Self::function_name(&values, descending);
         Self { name, values, descending, signature: Signature::any(4, Volatility::Immutable) }
+    }
+
+    /// The name of the function for values of type `values` (lower case: SQL names are).
+    pub fn function_name(values: &DataType, descending: bool) -> String {
+        let t: String = values
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        format!("__medallion_{}_{t}", if descending { "greatest" } else { "least" })
     }
 
     /// The list type it returns.
     pub fn list_type(values: &DataType) -> DataType {
         DataType::List(Arc::new(Field::new_list_field(values.clone(), true)))
     }
-}
-
-/// A SQL-safe name part for a type.
-pub fn sanitized(t: &DataType) -> String {
-    t.to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
 impl ScalarUDFImpl for Extremes {
