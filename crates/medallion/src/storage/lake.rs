@@ -64,6 +64,9 @@ pub struct Lake {
     bucket: Option<Arc<dyn ObjectStore>>,
     root_url: Url,
     display: String,
+    /// Delta tables opened through this lake (and its clones), reopened by reading only the
+    /// commits made since.
+    opened: Arc<super::delta::Opened>,
 }
 
 impl Lake {
@@ -93,7 +96,13 @@ impl Lake {
             .map_err(|cause| Error::Storage { location: dir.display().to_string(), cause })?;
         let root_url = Url::from_directory_path(&dir)
             .map_err(|()| Error::Internal(format!("cannot make a URL of {}", dir.display())))?;
-        Ok(Lake { store: Arc::new(store), bucket: None, root_url, display: dir.display().to_string() })
+        Ok(Lake {
+            store: Arc::new(store),
+            bucket: None,
+            root_url,
+            display: dir.display().to_string(),
+            opened: Default::default(),
+        })
     }
 
     fn open_object_store(location: &str, options: &BTreeMap<String, String>) -> Result<Lake> {
@@ -108,7 +117,13 @@ impl Lake {
         } else {
             Arc::new(PrefixStore::new(Arc::clone(&bucket), prefix))
         };
-        Ok(Lake { store, bucket: Some(bucket), root_url, display: location.trim_end_matches('/').to_string() })
+        Ok(Lake {
+            store,
+            bucket: Some(bucket),
+            root_url,
+            display: location.trim_end_matches('/').to_string(),
+            opened: Default::default(),
+        })
     }
 
     /// Proves the lake is reachable and readable with the configured credentials (one listing
@@ -127,6 +142,11 @@ impl Lake {
     /// None for a local lake (delta-rs opens the directory itself).
     pub(crate) fn delta_backend(&self) -> Option<Arc<dyn ObjectStore>> {
         self.bucket.clone()
+    }
+
+    /// The Delta tables opened through this lake.
+    pub(crate) fn opened(&self) -> &super::delta::Opened {
+        &self.opened
     }
 
     /// Human-readable location.

@@ -19,5 +19,6 @@ mod lineage;
 mod merge;
 mod pipeline;
 mod recovery;
+mod reopen;
 mod replay;
 mod written_files;
