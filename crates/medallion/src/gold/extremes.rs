@@ -116,8 +116,15 @@ impl ScalarUDFImpl for Extremes {
             }
             candidates.extend(a.map(|at| (2, at)));
             candidates.retain(|&(s, at)| !values[s].is_null(at) && bound.is_none_or(|b| rows[s].row(at) <= b));
-            candidates.sort_by(|&(s1, a1), &(s2, a2)| rows[s1].row(a1).cmp(&rows[s2].row(a2)));
-            candidates.truncate(KEPT);
+            let order =
+                |&(s1, a1): &(usize, usize), &(s2, a2): &(usize, usize)| rows[s1].row(a1).cmp(&rows[s2].row(a2));
+            // The KEPT least first (a state built from scratch offers every value of a group:
+            // selecting them costs a pass, sorting them all cost a third of the build), then in order.
+            if candidates.len() > KEPT {
+                candidates.select_nth_unstable_by(KEPT - 1, order);
+                candidates.truncate(KEPT);
+            }
+            candidates.sort_by(order);
             picks.extend(candidates);
             offsets.push(picks.len());
         }
@@ -195,5 +202,35 @@ mod tests {
         let greatest = Extremes::new(DataType::Int64, true);
         let out = call(&greatest, lists(&[Some(&[9, 4])]), vec![5], lists(&[Some(&[9])]), lists(&[Some(&[1, 8])]));
         assert_eq!(out[0], vec![8, 4], "greatest first; 1 is below the old last kept value");
+    }
+
+    #[test]
+    fn long_lists_keep_exactly_their_least_and_greatest_values_with_repeats() {
+        // Groups built from scratch: every value offered at once, many repeats, lengths around KEPT.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let groups: Vec<Vec<i64>> = (0..200)
+            .map(|g| {
+                let n = [0, 1, KEPT - 1, KEPT, KEPT + 1, 3 * KEPT, 500][g % 7];
+                (0..n).map(|_| (next() % 40) as i64 - 20).collect()
+            })
+            .collect();
+        let added: Vec<Option<&[i64]>> = groups.iter().map(|g| Some(g.as_slice())).collect();
+        let none: Vec<Option<&[i64]>> = vec![None; groups.len()];
+        for descending in [false, true] {
+            let f = Extremes::new(DataType::Int64, descending);
+            let out = call(&f, lists(&none), vec![0; groups.len()], lists(&none), lists(&added));
+            for (g, got) in groups.iter().zip(out) {
+                let mut want = g.clone();
+                want.sort_unstable_by(|a, b| if descending { b.cmp(a) } else { a.cmp(b) });
+                want.truncate(KEPT);
+                assert_eq!(got, want, "{g:?}");
+            }
+        }
     }
 }
