@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -114,16 +115,21 @@ impl Numbered for ReplayIntent {
     }
 }
 
+/// How many ledger entries are read at once: a table promoted daily for a year has 365, and an
+/// object store answers each read in tens of milliseconds.
+const READS_AT_ONCE: usize = 32;
+
 async fn list<T: Numbered>(lake: &Lake, dir: &str) -> Result<BTreeMap<i64, T>> {
-    let mut out = BTreeMap::new();
-    for meta in lake.list(dir).await? {
-        let path = meta.location.to_string();
-        let Some(bytes) = lake.get(&path).await? else { continue };
+    let read = |path: String| async move {
+        let Some(bytes) = lake.get(&path).await? else { return Ok(None) };
         let item: T =
             serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))?;
-        out.insert(item.number(), item);
-    }
-    Ok(out)
+        Ok::<_, Error>(Some(item))
+    };
+    let paths = lake.list(dir).await?.into_iter().map(|meta| meta.location.to_string());
+    let items: Vec<Option<T>> =
+        futures::stream::iter(paths.map(read)).buffer_unordered(READS_AT_ONCE).try_collect().await?;
+    Ok(items.into_iter().flatten().map(|item| (item.number(), item)).collect())
 }
 
 async fn put<T: Numbered>(lake: &Lake, dir: &str, table: &str, item: &T) -> Result<()> {
