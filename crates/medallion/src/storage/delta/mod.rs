@@ -124,7 +124,7 @@ pub struct Txn {
 pub(crate) struct Opened(std::sync::Mutex<HashMap<url::Url, (DeltaTable, Anchor)>>);
 
 /// The commit file an [`Opened`] entry was first loaded at, as the store described it then.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Anchor {
     path: String,
     size: u64,
@@ -133,17 +133,18 @@ struct Anchor {
 }
 
 impl Anchor {
-    async fn of(lake: &Lake, label: &str, version: u64) -> Result<Option<Anchor>> {
-        let path = format!("{label}/_delta_log/{version:020}.json");
+    /// The commit file at `path` as the store describes it now; None when it is gone.
+    async fn read(lake: &Lake, path: String) -> Result<Option<Anchor>> {
         Ok(lake.head(&path).await?.map(|m| Anchor { path, size: m.size, modified: m.last_modified, e_tag: m.e_tag }))
+    }
+
+    async fn of(lake: &Lake, label: &str, version: u64) -> Result<Option<Anchor>> {
+        Anchor::read(lake, format!("{label}/_delta_log/{version:020}.json")).await
     }
 
     /// Whether the anchor's commit file is still the one it was.
     async fn holds(&self, lake: &Lake) -> Result<bool> {
-        Ok(lake
-            .head(&self.path)
-            .await?
-            .is_some_and(|m| m.size == self.size && m.last_modified == self.modified && m.e_tag == self.e_tag))
+        Ok(Anchor::read(lake, self.path.clone()).await?.as_ref() == Some(self))
     }
 }
 
