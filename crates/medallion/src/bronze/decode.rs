@@ -20,6 +20,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::csv_batch::{CsvBatch, CsvLayout, parse_csv, read_layout, split_csv};
+use super::scan;
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
 /// Lines per chunk handed to validation.
@@ -332,7 +333,7 @@ pub(crate) fn decode_lines(
 ) -> crate::Result<Vec<BadLine>> {
     let mut bad = Vec::new();
     let read_bad = split_lines(reader, limits, |lines| {
-        let chunk = parse_lines(&lines, wanted, source_lines, &mut bad);
+        let chunk = parse_lines(lines, wanted, source_lines, &mut bad);
         if chunk.rows() > 0 { on_chunk(chunk) } else { Ok(()) }
     })?;
     Ok(in_line_order(read_bad, bad))
@@ -363,7 +364,7 @@ fn map_lines_into<T: Send>(
 ) -> crate::Result<Vec<BadLine>> {
     map_split(
         |on_lines| split_lines(reader, limits, on_lines),
-        |lines: Lines, bad| parse_lines(&lines, wanted, source_lines, bad),
+        |lines: Lines, bad| parse_lines(lines, wanted, source_lines, bad),
         workers,
         f,
         deliver,
@@ -599,13 +600,33 @@ fn split_lines(
     Ok(bad)
 }
 
-/// Stage 2: the rows of a chunk's lines (bad ones added to `bad`, in line order).
-fn parse_lines(lines: &Lines, wanted: &[String], source_lines: bool, bad: &mut Vec<BadLine>) -> RawChunk {
-    let mut builder = ChunkBuilder::new(wanted, source_lines, lines.lines.len(), lines.text.len());
-    for (line, span) in &lines.lines {
-        builder.push_line(&lines.text[span.clone()], *line, bad);
+/// Stage 2: the rows of a chunk's lines (bad ones added to `bad`, in line order). The chunk
+/// keeps the lines' text as it was read (its rows' raw lines are spans of it) unless a line is not
+/// UTF-8: then each row's line is copied.
+fn parse_lines(lines: Lines, wanted: &[String], source_lines: bool, bad: &mut Vec<BadLine>) -> RawChunk {
+    let Lines { text, lines } = lines;
+    let bytes = text.len();
+    match String::from_utf8(text) {
+        Ok(text) => {
+            let mut builder = ChunkBuilder::new(wanted, source_lines, lines.len(), bytes, Text::Kept);
+            for (line, span) in &lines {
+                // Lines end at newlines: each span of valid UTF-8 text is valid text.
+                match text.get(span.clone()) {
+                    Some(raw) => builder.push_text(raw, span.start, *line, bad),
+                    None => builder.push_line(&text.as_bytes()[span.clone()], span.start, *line, bad),
+                }
+            }
+            builder.finish(text)
+        }
+        Err(e) => {
+            let text = e.into_bytes();
+            let mut builder = ChunkBuilder::new(wanted, source_lines, lines.len(), bytes, Text::Copied);
+            for (line, span) in &lines {
+                builder.push_line(&text[span.clone()], span.start, *line, bad);
+            }
+            builder.finish(String::new())
+        }
     }
-    builder.finish()
 }
 
 /// What [`read_line`] found.
@@ -651,20 +672,33 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::i
     }
 }
 
+/// Where a chunk's rows' raw lines live.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// In the chunk's text as read: a row's span is its line's place there.
+    Kept,
+    /// Copied line by line into the chunk's text (the text read is not all UTF-8).
+    Copied,
+}
+
 struct ChunkBuilder<'w> {
     wanted: &'w [String],
     source_lines: bool,
+    text: Text,
     chunk: RawChunk,
     /// Byte range of each wanted field's value in the current line (reused across lines).
     slots: Vec<Option<Range<usize>>>,
+    /// Keys of the current line not wanted, with their values' kinds (reused across lines).
+    others: Vec<(Range<usize>, Kind)>,
 }
 
 impl<'w> ChunkBuilder<'w> {
     /// A builder for up to `rows` rows of `bytes` bytes of text.
-    fn new(wanted: &'w [String], source_lines: bool, rows: usize, bytes: usize) -> Self {
+    fn new(wanted: &'w [String], source_lines: bool, rows: usize, bytes: usize, text: Text) -> Self {
         ChunkBuilder {
             wanted,
             source_lines,
+            text,
             chunk: RawChunk {
                 // Each field's text starts at its share of the chunk's (at most one copy to grow);
                 // reserving the whole chunk for each raised one batch's peak RSS by a third.
@@ -682,36 +716,54 @@ impl<'w> ChunkBuilder<'w> {
                     RawField::with_capacity(rows),
                 ],
                 lines: Vec::with_capacity(rows),
-                text: String::with_capacity(bytes),
+                text: match text {
+                    Text::Kept => String::new(),
+                    Text::Copied => String::with_capacity(bytes),
+                },
                 spans: Vec::with_capacity(rows),
                 other_keys: Vec::new(),
                 csv: None,
             },
             slots: vec![None; wanted.len() + 5],
+            others: Vec::new(),
         }
     }
 
-    fn finish(self) -> RawChunk {
+    /// The chunk; `text` is the text read when its rows' spans point into it ([`Text::Kept`]).
+    fn finish(mut self, text: String) -> RawChunk {
+        if self.text == Text::Kept {
+            self.chunk.text = text;
+        }
         self.chunk
     }
 
-    fn push_line(&mut self, raw: &[u8], line: u64, bad: &mut Vec<BadLine>) {
-        let trimmed = trim_ascii(raw);
-        if trimmed.is_empty() {
-            return; // blank lines are not records
-        }
-        let text = match std::str::from_utf8(trimmed) {
-            Ok(t) => t,
+    /// Parses one line, `raw`, which starts at byte `at` of the text read.
+    fn push_line(&mut self, raw: &[u8], at: usize, line: u64, bad: &mut Vec<BadLine>) {
+        match std::str::from_utf8(raw) {
+            Ok(text) => self.push_text(text, at, line, bad),
             Err(e) => {
+                let trimmed = raw.trim_ascii();
+                if trimmed.is_empty() {
+                    return; // blank lines are not records
+                }
+                // The error's offset within the trimmed line.
+                let lead = raw.len() - raw.trim_ascii_start().len();
                 bad.push(BadLine {
                     line,
                     raw: String::from_utf8_lossy(trimmed).into_owned(),
                     rule: "invalid_utf8",
-                    message: format!("invalid UTF-8 at byte {} of line {line}", e.valid_up_to()),
+                    message: format!("invalid UTF-8 at byte {} of line {line}", e.valid_up_to() - lead),
                 });
-                return;
             }
-        };
+        }
+    }
+
+    /// Parses one line of text, `raw`, which starts at byte `at` of the text read.
+    fn push_text(&mut self, raw: &str, at: usize, line: u64, bad: &mut Vec<BadLine>) {
+        let text = raw.trim_ascii();
+        if text.is_empty() {
+            return; // blank lines are not records
+        }
         if !text.starts_with('{') {
             let what = if text.starts_with('[') { "an array" } else { "not an object" };
             let (rule, message) = match serde_json::from_str::<IgnoredAny>(text) {
@@ -723,18 +775,18 @@ impl<'w> ChunkBuilder<'w> {
         }
         let n = self.wanted.len();
         self.slots.fill(None);
-        let mut keys = 0;
-        let parsed = {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let r = Extract {
-                wanted: self.wanted,
-                base: text.as_ptr() as usize,
-                slots: &mut self.slots,
-                other: &mut self.chunk.other_keys,
-                keys: &mut keys,
+        let key_slot = KeySlot { wanted: self.wanted };
+        let (keys, parsed) = match scan::flat_object(text, |k| key_slot.slot(k), &mut self.slots, &mut self.others) {
+            Some(keys) => {
+                for (key, kind) in self.others.drain(..) {
+                    note_other(&mut self.chunk.other_keys, &text[key], kind);
+                }
+                (keys, Ok(()))
             }
-            .deserialize(&mut de);
-            r.and_then(|()| de.end())
+            None => {
+                self.slots.fill(None);
+                extract(text, self.wanted, &mut self.slots, &mut self.chunk.other_keys)
+            }
         };
         let slots = &self.slots;
         let value = |i: usize| slots[i].clone().map(|r| &text[r]);
@@ -780,10 +832,17 @@ impl<'w> ChunkBuilder<'w> {
         for (i, field) in self.chunk.provenance.iter_mut().enumerate() {
             push_token(field, value(n + i));
         }
-        let start = u32::try_from(self.chunk.text.len()).unwrap_or(u32::MAX);
-        self.chunk.text.push_str(text);
-        let end = u32::try_from(self.chunk.text.len()).unwrap_or(u32::MAX);
-        self.chunk.spans.push(start..end);
+        let start = match self.text {
+            // `text` starts after the line's leading whitespace.
+            Text::Kept => at + (raw.len() - raw.trim_ascii_start().len()),
+            Text::Copied => {
+                let start = self.chunk.text.len();
+                self.chunk.text.push_str(text);
+                start
+            }
+        };
+        let span = u32::try_from(start).unwrap_or(u32::MAX)..u32::try_from(start + text.len()).unwrap_or(u32::MAX);
+        self.chunk.spans.push(span);
         // CSV records carry the line they came from in the landed file.
         let source_line = value(n + 4).filter(|_| self.source_lines).and_then(|l| l.parse().ok());
         self.chunk.lines.push(source_line.unwrap_or(line));
@@ -810,15 +869,25 @@ fn push_token(field: &mut RawField, raw: Option<&str>) {
     }
 }
 
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    let mut s = b;
-    while let [first, rest @ ..] = s {
-        if first.is_ascii_whitespace() { s = rest } else { break }
+/// `key` with values of `kind` among a chunk's other keys (once).
+fn note_other(other: &mut Vec<(String, Kind)>, key: &str, kind: Kind) {
+    if !other.iter().any(|(k, t)| *t == kind && k == key) {
+        other.push((key.to_string(), kind));
     }
-    while let [rest @ .., last] = s {
-        if last.is_ascii_whitespace() { s = rest } else { break }
-    }
-    s
+}
+
+/// The full parser's reading of one object (see [`Extract`]): the number of keys, and whether
+/// `text` is one JSON object.
+fn extract(
+    text: &str,
+    wanted: &[String],
+    slots: &mut [Option<Range<usize>>],
+    other: &mut Vec<(String, Kind)>,
+) -> (usize, serde_json::Result<()>) {
+    let mut keys = 0;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let r = Extract { wanted, base: text.as_ptr() as usize, slots, other, keys: &mut keys }.deserialize(&mut de);
+    (keys, r.and_then(|()| de.end()))
 }
 
 /// Extracts the wanted fields (then `_batch_id`, `_ingested_at`, `_source`, `_corrupt_record`,
@@ -861,9 +930,7 @@ impl<'de, 'w> Visitor<'de> for Extract<'w> {
                 }
                 Slot::Other(key) => {
                     let kind = Kind::of(map.next_value::<&'de RawValue>()?.get());
-                    if !self.other.iter().any(|(k, t)| *t == kind && k == key.as_ref()) {
-                        self.other.push((key.into_owned(), kind));
-                    }
+                    note_other(self.other, &key, kind);
                 }
             }
         }
@@ -928,6 +995,108 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    /// Random lines close to flat JSON objects: every branch of the scanner, valid or not.
+    fn near_json_lines(count: usize) -> Vec<String> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let keys = ["a", "b", "_batch_id", "_source", "_line", "_corrupt_record", "x", "", "a\\u0062", "é"];
+        let values = [
+            "1",
+            "-0",
+            "0.5",
+            "-12.5e+3",
+            "1E9",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "2.e3",
+            "-x",
+            "true",
+            "false",
+            "null",
+            "tru",
+            "nul",
+            "\"s\"",
+            "\"\"",
+            "\"é ü\"",
+            "\"a\\\"b\"",
+            "\"\\ud800\"",
+            "\"tab\there\"",
+            "\"open",
+            "{}",
+            "{\"k\":1}",
+            "[1,2]",
+            "[]",
+            "\"x\"y",
+            "1 2",
+        ];
+        let spaces = ["", "", "", " ", "\t", "\r\n ", "\u{a0}"];
+        (0..count)
+            .map(|_| {
+                let mut line = String::from(spaces[next(spaces.len())]);
+                line.push('{');
+                for k in 0..next(5) {
+                    if k > 0 {
+                        line.push_str(if next(40) == 0 { ";" } else { "," });
+                    }
+                    line.push_str(spaces[next(spaces.len())]);
+                    let key = keys[next(keys.len())];
+                    match next(30) {
+                        0 => line.push_str(key),
+                        _ => line.push_str(&format!("\"{key}\"")),
+                    }
+                    line.push_str(spaces[next(spaces.len())]);
+                    line.push_str(if next(40) == 0 { "=" } else { ":" });
+                    line.push_str(spaces[next(spaces.len())]);
+                    line.push_str(values[next(values.len())]);
+                    line.push_str(spaces[next(spaces.len())]);
+                }
+                match next(20) {
+                    0 => {}
+                    1 => line.push_str("},"),
+                    2 => line.push_str("} x"),
+                    _ => line.push('}'),
+                }
+                line.push_str(spaces[next(spaces.len())]);
+                line
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_flat_scanner_agrees_with_serde_json_on_every_line_it_accepts_and_accepts_the_common_ones() {
+        let wanted: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let key_slot = KeySlot { wanted: &wanted };
+        let (mut accepted, mut valid) = (0, 0);
+        for line in near_json_lines(50_000) {
+            let mut full = vec![None; wanted.len() + 5];
+            let mut full_other = Vec::new();
+            let (full_keys, parsed) = extract(&line, &wanted, &mut full, &mut full_other);
+            valid += usize::from(parsed.is_ok());
+            let mut fast = vec![None; wanted.len() + 5];
+            let mut others = Vec::new();
+            let Some(keys) = scan::flat_object(&line, |k| key_slot.slot(k), &mut fast, &mut others) else {
+                continue;
+            };
+            accepted += 1;
+            assert!(parsed.is_ok(), "accepted what serde_json refuses: {line:?}");
+            assert_eq!((keys, &fast), (full_keys, &full), "{line:?}");
+            let mut fast_other = Vec::new();
+            for (key, kind) in others {
+                note_other(&mut fast_other, &line[key], kind);
+            }
+            assert_eq!(fast_other, full_other, "{line:?}");
+        }
+        // The lines serde_json reads, the scanner mostly reads too (escapes and nesting aside).
+        assert!(valid > 5_000 && accepted * 3 > valid, "{accepted} accepted of {valid} valid");
+    }
 
     fn gz(text: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -9,7 +9,8 @@
 //!
 //! [`ingest`] lands new input exactly once per content; [`batches`] lists the batches of a source
 //! (including files written by other systems in the same layout); [`decode`] streams a batch back
-//! as columns of raw tokens for silver ([`csv_batch`] for CSV text).
+//! as columns of raw tokens for silver ([`csv_batch`] for CSV text; `scan` reads the common flat
+//! JSON record without serde_json).
 
 pub mod batches;
 pub mod csv_batch;
@@ -18,6 +19,7 @@ pub mod drift;
 pub mod http;
 pub mod ingest;
 pub mod landing;
+mod scan;
 
 /// Provenance field: the batch a record arrived in.
 pub const BATCH_ID: &str = "_batch_id";
