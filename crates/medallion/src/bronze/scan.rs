@@ -1,7 +1,7 @@
 //! A scanner for the common record: one flat JSON object whose keys and strings hold no escapes.
 //!
 //! Decoding a record means finding where each wanted field's value lies in the line and checking
-//! the line is JSON. serde_json does both through its visitor machinery, a quarter of a
+//! the line is JSON. serde_json does both through its visitor machinery, about a fifth of a
 //! promotion's CPU; this scanner walks the bytes once. It decides nothing on its own: a line it
 //! does not fully understand (a nested value, an escape, a control character, anything that is
 //! not JSON) is left to serde_json, which then gives the same answer or the error message it
