@@ -688,8 +688,11 @@ struct ChunkBuilder<'w> {
     chunk: RawChunk,
     /// Byte range of each wanted field's value in the current line (reused across lines).
     slots: Vec<Option<Range<usize>>>,
-    /// Keys of the current line not wanted, with their values' kinds (reused across lines).
-    others: Vec<(Range<usize>, Kind)>,
+    /// Keys of the current line not wanted, with their positions and values' kinds (reused
+    /// across lines).
+    others: Vec<(usize, Range<usize>, Kind)>,
+    /// The keys of the lines seen, by position.
+    key_order: scan::KeyOrder,
 }
 
 impl<'w> ChunkBuilder<'w> {
@@ -726,6 +729,7 @@ impl<'w> ChunkBuilder<'w> {
             },
             slots: vec![None; wanted.len() + 5],
             others: Vec::new(),
+            key_order: scan::KeyOrder::default(),
         }
     }
 
@@ -776,10 +780,16 @@ impl<'w> ChunkBuilder<'w> {
         let n = self.wanted.len();
         self.slots.fill(None);
         let key_slot = KeySlot { wanted: self.wanted };
-        let (keys, parsed) = match scan::flat_object(text, |k| key_slot.slot(k), &mut self.slots, &mut self.others) {
+        let scanned =
+            scan::flat_object(text, &mut self.key_order, |k| key_slot.slot(k), &mut self.slots, &mut self.others);
+        // A scanned line has no escapes in its strings.
+        let escapes = scanned.is_none();
+        let (keys, parsed) = match scanned {
             Some(keys) => {
-                for (key, kind) in self.others.drain(..) {
-                    note_other(&mut self.chunk.other_keys, &text[key], kind);
+                for (k, key, kind) in self.others.drain(..) {
+                    if !self.key_order.noted(k, kind) {
+                        note_other(&mut self.chunk.other_keys, &text[key], kind);
+                    }
                 }
                 (keys, Ok(()))
             }
@@ -814,7 +824,7 @@ impl<'w> ChunkBuilder<'w> {
         }
         // A string whose escapes do not decode (a lone surrogate `\ud800`) rejects the record:
         // it never lands as an empty string.
-        for (i, name) in self.wanted.iter().enumerate() {
+        for (i, name) in self.wanted.iter().enumerate().filter(|_| escapes) {
             let escaped = value(i).filter(|r| r.starts_with('"') && r.contains('\\'));
             if let Some(Err(e)) = escaped.map(serde_json::from_str::<String>) {
                 bad.push(BadLine {
@@ -827,10 +837,10 @@ impl<'w> ChunkBuilder<'w> {
             }
         }
         for (i, field) in self.chunk.fields.iter_mut().enumerate() {
-            push_token(field, value(i));
+            push_token(field, value(i), escapes);
         }
         for (i, field) in self.chunk.provenance.iter_mut().enumerate() {
-            push_token(field, value(n + i));
+            push_token(field, value(n + i), escapes);
         }
         let start = match self.text {
             // `text` starts after the line's leading whitespace.
@@ -849,7 +859,9 @@ impl<'w> ChunkBuilder<'w> {
     }
 }
 
-fn push_token(field: &mut RawField, raw: Option<&str>) {
+/// Adds `raw`, a value's JSON text, to `field`; strings are unescaped unless `escapes` is false
+/// (the line is known to hold none).
+fn push_token(field: &mut RawField, raw: Option<&str>, escapes: bool) {
     let Some(raw) = raw else {
         field.push(Kind::Missing, "");
         return;
@@ -857,7 +869,7 @@ fn push_token(field: &mut RawField, raw: Option<&str>) {
     match Kind::of(raw) {
         Kind::String => {
             let inner = &raw[1..raw.len() - 1];
-            if inner.contains('\\') {
+            if escapes && inner.contains('\\') {
                 let s: String = serde_json::from_str(raw).unwrap_or_default();
                 field.push(Kind::String, &s);
             } else {
@@ -1005,7 +1017,20 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        let keys = ["a", "b", "_batch_id", "_source", "_line", "_corrupt_record", "x", "", "a\\u0062", "é"];
+        let keys = [
+            "a",
+            "b",
+            "_batch_id",
+            "_source",
+            "_line",
+            "_corrupt_record",
+            "x",
+            "",
+            "a\\u0062",
+            "é",
+            "a key read by words",
+            "a key read by words \\u0041",
+        ];
         let values = [
             "1",
             "-0",
@@ -1030,6 +1055,12 @@ mod tests {
             "\"\\ud800\"",
             "\"tab\there\"",
             "\"open",
+            "\"a string read eight bytes at a time\"",
+            "\"12345678\"",
+            "\"long, ünïcödé, é\"",
+            "\"long, with a tab\there\"",
+            "\"long, with an escape \\n here\"",
+            "\"long, with a quote\" here\"",
             "{}",
             "{\"k\":1}",
             "[1,2]",
@@ -1074,6 +1105,8 @@ mod tests {
     fn the_flat_scanner_agrees_with_serde_json_on_every_line_it_accepts_and_accepts_the_common_ones() {
         let wanted: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
         let key_slot = KeySlot { wanted: &wanted };
+        // One key order over all lines, as over a chunk's: its guesses hit and miss.
+        let mut order = scan::KeyOrder::default();
         let (mut accepted, mut valid) = (0, 0);
         for line in near_json_lines(50_000) {
             let mut full = vec![None; wanted.len() + 5];
@@ -1082,14 +1115,24 @@ mod tests {
             valid += usize::from(parsed.is_ok());
             let mut fast = vec![None; wanted.len() + 5];
             let mut others = Vec::new();
-            let Some(keys) = scan::flat_object(&line, |k| key_slot.slot(k), &mut fast, &mut others) else {
-                continue;
-            };
+            let scanned = scan::flat_object(&line, &mut order, |k| key_slot.slot(k), &mut fast, &mut others);
+            // What the keys of earlier lines lead the scanner to expect never changes its answer.
+            let mut unprimed = (vec![None; wanted.len() + 5], Vec::new());
+            let fresh = scan::flat_object(
+                &line,
+                &mut scan::KeyOrder::default(),
+                |k| key_slot.slot(k),
+                &mut unprimed.0,
+                &mut unprimed.1,
+            );
+            assert_eq!(scanned, fresh, "{line:?}");
+            let Some(keys) = scanned else { continue };
+            assert_eq!((&fast, &others), (&unprimed.0, &unprimed.1), "{line:?}");
             accepted += 1;
             assert!(parsed.is_ok(), "accepted what serde_json refuses: {line:?}");
             assert_eq!((keys, &fast), (full_keys, &full), "{line:?}");
             let mut fast_other = Vec::new();
-            for (key, kind) in others {
+            for (_, key, kind) in others {
                 note_other(&mut fast_other, &line[key], kind);
             }
             assert_eq!(fast_other, full_other, "{line:?}");
