@@ -824,16 +824,18 @@ impl<'w> ChunkBuilder<'w> {
         }
         // A string whose escapes do not decode (a lone surrogate `\ud800`) rejects the record:
         // it never lands as an empty string.
-        for (i, name) in self.wanted.iter().enumerate().filter(|_| escapes) {
-            let escaped = value(i).filter(|r| r.starts_with('"') && r.contains('\\'));
-            if let Some(Err(e)) = escaped.map(serde_json::from_str::<String>) {
-                bad.push(BadLine {
-                    line,
-                    raw: text.to_string(),
-                    rule: "invalid_string",
-                    message: format!("line {line}: the string of `{name}` does not decode: {e}"),
-                });
-                return;
+        if escapes {
+            for (i, name) in self.wanted.iter().enumerate() {
+                let escaped = value(i).filter(|r| r.starts_with('"') && r.contains('\\'));
+                if let Some(Err(e)) = escaped.map(serde_json::from_str::<String>) {
+                    bad.push(BadLine {
+                        line,
+                        raw: text.to_string(),
+                        rule: "invalid_string",
+                        message: format!("line {line}: the string of `{name}` does not decode: {e}"),
+                    });
+                    return;
+                }
             }
         }
         for (i, field) in self.chunk.fields.iter_mut().enumerate() {

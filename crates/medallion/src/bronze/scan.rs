@@ -56,7 +56,6 @@ fn same_text(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    let word = |s: &[u8], at: usize| s.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
     match n {
         0..8 => a.iter().zip(b).all(|(x, y)| x == y),
         8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
@@ -142,8 +141,8 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// character or the end of the line. Eight bytes at a time: most of a record's bytes are in its
 /// keys and strings.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
-    while let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-        let stops = string_stops(u64::from_le_bytes(word));
+    while let Some(w) = word(b, i) {
+        let stops = string_stops(w);
         if stops != 0 {
             // The lowest flag marks the first byte that stops the string (flags above it may be
             // false: borrows run upwards).
@@ -159,6 +158,11 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
             _ => i += 1,
         }
     }
+}
+
+/// The eight bytes of `b` from `at`, as a little-endian word; None past the end.
+fn word(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()).map(u64::from_le_bytes)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
