@@ -673,11 +673,10 @@ async fn find_hits(
     let candidates: Vec<usize> =
         (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
     let scanned = candidates.len();
-    let mut deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = HashMap::new();
-    for &i in &candidates {
-        let dv = files[i].deletion_vector_descriptor();
-        deleted.insert(i, Arc::new(super::dv::read(store.as_ref(), &Path::from(""), dv.as_ref()).await?));
-    }
+    let descriptors: Vec<_> = candidates.iter().map(|&i| files[i].deletion_vector_descriptor()).collect();
+    let vectors = super::dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
+    let deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> =
+        candidates.iter().copied().zip(vectors.into_iter().map(Arc::new)).collect();
     let jobs: Vec<(usize, Path, i64, Arc<roaring::RoaringTreemap>)> = candidates
         .iter()
         .map(|&i| (i, files[i].object_store_path(), files[i].size(), Arc::clone(&deleted[&i])))

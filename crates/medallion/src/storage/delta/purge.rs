@@ -55,14 +55,14 @@ pub(super) async fn purge(table: DeltaTable) -> Result<(DeltaTable, u64, u64), D
     let store = table.object_store();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let shared = Arc::new(table.clone());
-    let jobs: Vec<_> =
-        files.iter().map(|f| (f.deletion_vector_descriptor(), f.object_store_path(), f.size())).collect();
+    let descriptors: Vec<_> = files.iter().map(|f| f.deletion_vector_descriptor()).collect();
+    let vectors = dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
+    let jobs: Vec<_> = files.iter().zip(vectors).map(|(f, v)| (v, f.object_store_path(), f.size())).collect();
     let mut rewritten = Vec::with_capacity(files.len());
     let mut stream = futures::stream::iter(jobs)
-        .map(|(descriptor, path, size)| {
-            let (table, store) = (Arc::clone(&shared), Arc::clone(&store));
+        .map(|(deleted, path, size)| {
+            let table = Arc::clone(&shared);
             tokio::spawn(async move {
-                let deleted = dv::read(store.as_ref(), &Path::from(""), descriptor.as_ref()).await?;
                 let drop: Vec<u32> = deleted
                     .iter()
                     .map(|r| u32::try_from(r).map_err(|_| DeltaTableError::Generic(format!("{path}: row {r}"))))

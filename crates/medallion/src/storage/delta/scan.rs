@@ -28,7 +28,6 @@ use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, DeltaTableError};
-use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
 /// Reader features whose tables this scan reads exactly.
@@ -160,7 +159,8 @@ pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTab
 }
 
 /// Every live file of `table` with at least one kept row, its path under `root`, its values of
-/// `partition_columns`, and the rows its deletion vector keeps (the vectors read a few at a time);
+/// `partition_columns`, and the rows its deletion vector keeps (the vectors read together, each
+/// vector file once);
 /// a vector on a file without a row count is an error.
 async fn resolve(
     table: &DeltaTable,
@@ -180,35 +180,27 @@ async fn resolve(
         })
         .collect();
     let store = table.object_store();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let resolved: Vec<Option<LiveFile>> = futures::stream::iter(files)
-        .map(|(path, size, partition_values, descriptor, rows)| {
-            let (store, root) = (Arc::clone(&store), root.clone());
-            async move {
-                let path = Path::from_iter(root.parts().chain(path.parts())).to_string();
-                let Some(descriptor) = descriptor else {
-                    return Ok(Some(LiveFile { path, size, partition_values, kept: None }));
-                };
-                let rows = rows.ok_or_else(|| {
-                    DeltaTableError::Generic(format!(
-                        "cannot be read as plain Parquet files: {path} has a deletion vector and no row count"
-                    ))
-                })?;
-                let deleted = super::dv::read(store.as_ref(), &Path::from(""), Some(&descriptor)).await?;
-                let kept: Vec<(u64, u64)> =
-                    kept_ranges(&deleted, rows).into_iter().map(|r| (r.start as u64, r.end as u64)).collect();
-                Ok::<_, DeltaTableError>((!kept.is_empty()).then_some(LiveFile {
-                    path,
-                    size,
-                    partition_values,
-                    kept: Some((kept, rows as u64)),
-                }))
-            }
-        })
-        .buffered(threads)
-        .try_collect()
-        .await?;
-    Ok(resolved.into_iter().flatten().collect())
+    let descriptors: Vec<_> = files.iter().map(|f| f.3.clone()).collect();
+    let vectors = super::dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
+    let mut resolved = Vec::with_capacity(files.len());
+    for ((path, size, partition_values, descriptor, rows), deleted) in files.into_iter().zip(vectors) {
+        let path = Path::from_iter(root.parts().chain(path.parts())).to_string();
+        if descriptor.is_none() {
+            resolved.push(LiveFile { path, size, partition_values, kept: None });
+            continue;
+        }
+        let rows = rows.ok_or_else(|| {
+            DeltaTableError::Generic(format!(
+                "cannot be read as plain Parquet files: {path} has a deletion vector and no row count"
+            ))
+        })?;
+        let kept: Vec<(u64, u64)> =
+            kept_ranges(&deleted, rows).into_iter().map(|r| (r.start as u64, r.end as u64)).collect();
+        if !kept.is_empty() {
+            resolved.push(LiveFile { path, size, partition_values, kept: Some((kept, rows as u64)) });
+        }
+    }
+    Ok(resolved)
 }
 
 /// The live files of a snapshot, each with the rows its vector keeps.
