@@ -89,7 +89,7 @@ pub(super) async fn read_many(
                     z85::decode(&d.path_or_inline_dv).map_err(|e| corrupt(&format!("inline: {e}")))?
                 }
                 (StorageType::UuidRelativePath, Some((path, range))) => {
-                    let (start, got) = &fetched[&path];
+                    let (start, got) = fetched.get(&path).ok_or_else(|| corrupt(&format!("{path}: not fetched")))?;
                     let framed = usize::try_from(range.start - start)
                         .ok()
                         .zip(usize::try_from(range.end - start).ok())
