@@ -1,7 +1,9 @@
 //! Scratch space of a rebuild: record batches spilled to local disk as Arrow IPC files, so a
 //! rebuild holds one slice of the table at a time. The directory (under `TMPDIR`) is removed when
-//! the [`Spill`] is dropped, whether the rebuild finished or failed; a killed process leaves it
-//! to the system's temp cleaning, and a rerun starts a new one (scratch files are never resumed).
+//! the [`Spill`] is dropped, whether the rebuild finished or failed. A killed process cannot
+//! remove it: its process holds a lock on a file in it for as long as it lives, and the next
+//! [`Spill`] of any medallion process removes the directories whose lock nobody holds (the kernel
+//! releases a dead process's locks). A rerun starts a new one (scratch files are never resumed).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -19,19 +21,35 @@ use crate::storage::delta::{Pass, Rows};
 /// Extension of spilled files (the one DataFusion's Arrow reader lists).
 pub(crate) const EXTENSION: &str = "arrow";
 
+/// What every scratch directory's name starts with.
+const PREFIX: &str = "medallion-";
+
+/// The file in a scratch directory its process holds locked while it lives.
+const HELD: &str = ".held";
+
 /// A scratch directory, removed on drop.
 pub(crate) struct Spill {
     dir: tempfile::TempDir,
+    /// The lock on the directory's [`HELD`] file, released with it (or by the kernel).
+    _held: File,
 }
 
 impl Spill {
-    /// A new scratch directory named after `label`.
+    /// A new scratch directory named after `label` (after removing those of dead processes).
     pub(crate) fn new(label: &str) -> Result<Spill> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("medallion-{label}-"))
-            .tempdir()
-            .map_err(|source| Error::Scratch { path: std::env::temp_dir(), source })?;
-        Ok(Spill { dir })
+        let tmp = std::env::temp_dir();
+        sweep(&tmp);
+        let scratch = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Scratch { path, source }
+        };
+        let dir = tempfile::Builder::new().prefix(&format!("{PREFIX}{label}-")).tempdir().map_err(scratch(&tmp))?;
+        // Locked before it takes its name, so a sweep never finds it unlocked.
+        let pending = dir.path().join(".held-pending");
+        let held = File::create(&pending).map_err(scratch(&pending))?;
+        held.try_lock().map_err(|e| Error::Scratch { path: pending.clone(), source: e.into() })?;
+        std::fs::rename(&pending, dir.path().join(HELD)).map_err(scratch(&pending))?;
+        Ok(Spill { dir, _held: held })
     }
 
     /// The sub-directory `name` (created).
@@ -40,6 +58,32 @@ impl Spill {
         std::fs::create_dir_all(&path).map_err(|source| Error::Scratch { path: path.clone(), source })?;
         Ok(path)
     }
+}
+
+/// Removes the scratch directories under `tmp` whose process died (their [`HELD`] file can be
+/// locked); returns them. Best effort: a directory that cannot be removed is left, with a warning.
+/// Directories without the file (an older medallion's, or one being created) are left alone.
+fn sweep(tmp: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return Vec::new() };
+    let mut swept = Vec::new();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Ok(held) = File::open(dir.join(HELD)) else { continue };
+        if held.try_lock().is_err() {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), "removed the scratch directory of a process that died");
+                swept.push(dir);
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "scratch directory of a dead process left"),
+        }
+    }
+    swept
 }
 
 /// One spilled file being written.
@@ -159,6 +203,36 @@ mod tests {
         let root = dir.parent().expect("test step").to_path_buf();
         drop(spill);
         assert!(!root.exists());
+    }
+
+    /// A killed process's scratch directory (its lock released) is removed by the next sweep; a
+    /// live one's, and one without a lock file, are not.
+    #[test]
+    fn a_sweep_removes_only_the_scratch_of_processes_that_died() {
+        let tmp = tempfile::tempdir().expect("test step");
+        let make = |name: &str, held: bool| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir(&dir).expect("test step");
+            if held {
+                File::create(dir.join(HELD)).expect("test step");
+            }
+            dir
+        };
+        let dead = make("medallion-rebuild-orders-dead", true);
+        let old = make("medallion-rebuild-orders-old", false);
+        let other = make("not-ours", true);
+        let live = make("medallion-promote-orders-live", true);
+        let lock = File::open(live.join(HELD)).expect("test step");
+        lock.try_lock().expect("test step");
+        assert_eq!(sweep(tmp.path()), vec![dead.clone()]);
+        assert!(!dead.exists() && old.exists() && other.exists() && live.exists());
+        drop(lock);
+        assert_eq!(sweep(tmp.path()), vec![live.clone()], "its process gone, its scratch goes");
+        // A spill's own directory holds its lock from the start.
+        let spill = Spill::new("test").expect("test step");
+        let mine = spill.dir("x").expect("test step").parent().expect("test step").to_path_buf();
+        assert!(sweep(&std::env::temp_dir()).iter().all(|d| d != &mine));
+        assert!(mine.join(HELD).exists());
     }
 
     #[test]
