@@ -1,7 +1,7 @@
-//! Gold models kept from their source's changes instead of recomputed.
+//! Gold models kept from their source's change data feed instead of recomputed.
 //!
-//! A model that is one `GROUP BY` over one silver table whose changes can be read (its change data
-//! feed, or its log when it is merge-on-read: `Table::changes`) is built from a state of its groups: per group its row count and, per aggregated expression, the count
+//! A model that is one `GROUP BY` over one silver table recording a change data feed is built
+//! from a state of its groups: per group its row count and, per aggregated expression, the count
 //! of its non-null values, their exact sum, and up to 16 of their least and greatest values
 //! ([`super::extremes`]). A run reads the rows
 //! that changed since the state was taken (inserts and postimages add, deletes and preimages
@@ -297,30 +297,6 @@ pub struct Plan {
     strings: Vec<bool>,
     /// Per input with a `min` or `max`: the type its extremes are kept in.
     values: Vec<Option<DataType>>,
-    /// The source's columns the state is computed from (None: every column).
-    columns: Option<Vec<String>>,
-}
-
-/// The columns `plan` reads of the table it scans (those its scan projects and those its pushed
-/// filters name); None when it scans no table or does not project.
-fn source_columns(plan: &LogicalPlan) -> Option<Vec<String>> {
-    let mut columns: Option<Vec<String>> = None;
-    let _ = plan.apply(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && scan.projection.is_some()
-        {
-            let mut names: Vec<String> = scan.projected_schema.fields().iter().map(|f| f.name().clone()).collect();
-            for filter in &scan.filters {
-                names.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
-            }
-            names.sort();
-            names.dedup();
-            columns = Some(names);
-            return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    });
-    columns
 }
 
 impl Plan {
@@ -377,13 +353,12 @@ impl Plan {
         }
         let sql_sha256 = Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         let strings = vec![false; shape.keys.len()];
-        let mut plan = Plan { shape, sums, averages, sql_sha256, strings, values, columns: None };
+        let mut plan = Plan { shape, sums, averages, sql_sha256, strings, values };
         plan.register_functions(ctx);
         // The SELECT list must be answerable from the state alone: planned over an empty state, it
         // reads no other column and aggregates nothing more (`stddev`, say, would).
         let state = ctx.sql(&plan.source_state(None)).await.map_err(|e| e.to_string())?;
         let schema: SchemaRef = Arc::new(state.schema().as_arrow().clone());
-        plan.columns = source_columns(&state.into_optimized_plan().map_err(|e| e.to_string())?);
         plan.strings = (0..plan.shape.keys.len())
             .map(|i| matches!(schema.field(i).data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8))
             .collect();
@@ -710,7 +685,7 @@ pub async fn build(
             && field("source").and_then(Value::as_str) == Some(source.label.as_str());
         if let Some(after) = field("version").and_then(Value::as_i64).filter(|v| same && *v <= version) {
             let t = std::time::Instant::now();
-            changes = source.changes(after, plan.columns.as_deref()).await?;
+            changes = source.changes(after).await?;
             tracing::debug!(model, ms = t.elapsed().as_millis() as u64, "change feed read");
         }
     }

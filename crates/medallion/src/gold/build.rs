@@ -119,14 +119,11 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             duration_ms: ms(t0),
         });
     }
-    // A GROUP BY over one silver table whose changes are read (its change data feed, or its log
-    // when merge-on-read) is kept from them.
+    // A GROUP BY over one silver table with a change data feed is kept from its changes.
     let candidate = match aggregates::Shape::of(&model.sql) {
         Ok(shape) if model.incremental_query.is_none() => {
             let source = catalog::resolve(tables, &shape.source).and_then(|(layer, name)| {
-                opened.iter().find(|(l, n, t)| {
-                    *l == layer && layer == Layer::Silver && *n == name && (t.change_feed() || t.changes_from_log())
-                })
+                opened.iter().find(|(l, n, t)| *l == layer && layer == Layer::Silver && *n == name && t.change_feed())
             });
             source.map(|(_, _, t)| (shape, t.clone()))
         }

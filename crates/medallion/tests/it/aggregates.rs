@@ -1,14 +1,12 @@
-//! Gold models kept from their source's changes (`gold::aggregates`), read from its change data
-//! feed or derived from its log: after any batch they hold exactly what their SQL gives over silver.
+//! Gold models kept from their source's change data feed (`gold::aggregates`): after any batch
+//! they hold exactly what their SQL gives over silver.
 
 use medallion::orchestration::run::{RunOptions, run};
 
 use crate::history::{Lakehouse, Rng};
 
-/// The project, its silver table merged by `merge` and partitioned by `partition_by`; with
-/// `feed`, the model is also partition-incremental, so silver records a change data feed.
-fn project(merge: &str, partition_by: &str, feed: bool) -> String {
-    let incremental = if feed { r#"incremental = { partition_by = "order_date" }"# } else { "" };
+/// The project, its silver table merged by `merge` and partitioned by `partition_by`.
+fn project(merge: &str, partition_by: &str) -> String {
     format!(
         r#"[project]
 name = "kept"
@@ -19,7 +17,8 @@ name = "kept"
 primary_key = ["order_id"]
 merge = "{merge}"
 partition_by = [{partition_by}]
-{DELETES}columns = [
+history = {{ scd = 1, delete_when = "op = 'D'" }}
+columns = [
   {{ name = "order_id", type = "int64" }},
   {{ name = "op", type = "string" }},
   {{ name = "amount", type = "decimal(18,2)" }},
@@ -32,13 +31,10 @@ partition_by = [{partition_by}]
 owner = "analytics"
 refresh = "daily"
 sla = "1d"
-{incremental}
+incremental = {{ partition_by = "order_date" }}
 "#
     )
 }
-
-/// Silver's deletes: records with `op = 'D'` delete their key (merged by delta-rs's MERGE).
-const DELETES: &str = "history = { scd = 1, delete_when = \"op = 'D'\" }\n";
 
 /// Every aggregate kept, a WHERE, a qualified and a plain group key, nullable inputs and keys.
 const MODEL: &str = "SELECT o.order_date, region, COUNT(*) AS n, COUNT(amount) AS priced, SUM(amount) AS revenue, \
@@ -57,23 +53,13 @@ fn changed_model() -> String {
 /// changes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
-    // Partitioned silver merges through delta-rs's MERGE, whose change feed is its own. Without a
-    // feed, a merge-on-read table's changes are derived from its log: its deletion vectors when
-    // the keyed merge runs (no deletes), rewritten files when MERGE runs (deletes).
-    for (merge, partition_by, feed, deletes) in [
-        ("deletion_vectors", "", true, true),
-        ("copy_on_write", "", true, true),
-        ("deletion_vectors", "\"order_date\"", true, true),
-        ("deletion_vectors", "", false, true),
-        ("deletion_vectors", "", false, false),
-    ] {
+    // Partitioned silver merges through delta-rs's MERGE, whose change feed is its own.
+    for (merge, partition_by) in
+        [("deletion_vectors", ""), ("copy_on_write", ""), ("deletion_vectors", "\"order_date\"")]
+    {
         for seed in [3u64, 99] {
             let mut rng = Rng(seed);
-            let mut project = project(merge, partition_by, feed);
-            if !deletes {
-                project = project.replace(DELETES, "");
-            }
-            let mut lh = Lakehouse::new(&project);
+            let mut lh = Lakehouse::new(&project(merge, partition_by));
             let sql_file = lh.dir.path().join("gold/by_day.sql");
             std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
             std::fs::write(&sql_file, MODEL).expect("write");
@@ -110,7 +96,7 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
                 }
                 let s = lh.run_with("orders", &records).await;
                 let b = &s.gold[0];
-                let what = format!("{merge} [{partition_by}] feed {feed} deletes {deletes}, seed {seed}, step {step}");
+                let what = format!("{merge} [{partition_by}], seed {seed}, step {step}");
                 if step == 6 || step == 9 {
                     assert_eq!(b.maintained, None, "{what}: built from silver");
                 }
@@ -121,10 +107,7 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
                 assert!(!expected.is_empty(), "{what}");
                 assert_eq!(lh.rows("SELECT * FROM gold.by_day ORDER BY 1, 2").await, expected, "{what}");
             }
-            assert!(
-                kept_runs >= 8,
-                "{merge}, feed {feed}, deletes {deletes}, seed {seed}: {kept_runs} of 12 runs kept from changes"
-            );
+            assert!(kept_runs >= 8, "{merge}, seed {seed}: {kept_runs} of 12 runs kept from changes");
             // A full refresh computes the state from silver: the same rows.
             let kept = lh.rows("SELECT * FROM gold.by_day ORDER BY 1, 2").await;
             let (project, lake) = lh.open().await;
@@ -138,17 +121,10 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
 }
 
 /// A removed minimum comes from the group's kept least values; a group whose kept values are all
-/// removed is recomputed from silver, the other groups keep their state; from the change data
-/// feed and from the changes derived from the deletion vectors alike (no deletes: the keyed merge).
+/// removed is recomputed from silver, the other groups keep their state.
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_extremes_are_replaced_from_kept_values_or_recomputed() {
-    for feed in [true, false] {
-        removed_extremes(feed).await;
-    }
-}
-
-async fn removed_extremes(feed: bool) {
-    let mut lh = Lakehouse::new(&project("deletion_vectors", "", feed).replace(DELETES, ""));
+    let mut lh = Lakehouse::new(&project("deletion_vectors", ""));
     std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
     std::fs::write(lh.dir.path().join("gold/by_day.sql"), MODEL).expect("write");
     let order = |id: u32, amount: &str, day: u32| {
@@ -164,12 +140,12 @@ async fn removed_extremes(feed: bool) {
         "SELECT CAST(order_date AS VARCHAR), CAST(lo AS VARCHAR), CAST(hi AS VARCHAR) FROM gold.by_day ORDER BY 1";
     // Day 2's least value rises above the other: taken from the kept values.
     let s = lh.run_with("orders", &[order(30, "7.00", 2)]).await;
-    assert_eq!(s.gold[0].maintained, Some(2), "feed {feed}: one preimage, one postimage");
+    assert_eq!(s.gold[0].maintained, Some(2), "one preimage, one postimage");
     assert_eq!(lh.rows(extremes).await, vec!["2024-01-01 1.00 20.00".to_string(), "2024-01-02 5.00 7.00".into()]);
     // Day 1's 16 least values all rise: its kept least values are gone, and it is recomputed.
     let raised: Vec<String> = (1..=16).map(|i| order(i, &format!("{}.00", 100 + i), 1)).collect();
     let s = lh.run_with("orders", &raised).await;
-    assert_eq!(s.gold[0].maintained, Some(32), "feed {feed}");
+    assert_eq!(s.gold[0].maintained, Some(32));
     assert_eq!(lh.rows(extremes).await, vec!["2024-01-01 17.00 116.00".to_string(), "2024-01-02 5.00 7.00".into()]);
     let expected = lh.rows(&MODEL.replace("FROM orders", "FROM silver.orders")).await;
     assert_eq!(lh.rows("SELECT * FROM gold.by_day ORDER BY 1, 2").await, expected);

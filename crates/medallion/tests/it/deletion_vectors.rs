@@ -281,63 +281,6 @@ async fn merge_on_read_writes_the_same_change_data_feed() {
     assert_eq!(changed(a).await, changed(b).await);
 }
 
-/// Net changes: each row (key, order, value) with the times it was inserted less the times it was
-/// deleted, the rows that net to nothing left out (a rewritten file's copied rows).
-async fn net_changes(t: &Table, after: i64) -> Option<Vec<(String, i64)>> {
-    let batches = t.changes(after, None).await.expect("changes")?;
-    let mut net: std::collections::BTreeMap<String, i64> = Default::default();
-    for b in &batches {
-        let column = |name: &str| strings(b.column_by_name(name).expect(name));
-        let (k, o, v, kind) = (column("k"), column("o"), column("v"), column("_change_type"));
-        for r in 0..b.num_rows() {
-            let sign = if matches!(kind[r].as_str(), "insert" | "update_postimage") { 1 } else { -1 };
-            *net.entry(format!("{} {} {}", k[r], o[r], v[r])).or_default() += sign;
-        }
-    }
-    Some(net.into_iter().filter(|(_, n)| *n != 0).collect())
-}
-
-/// Without a change data feed, a merge-on-read table's changes are derived from its log: from its
-/// deletion vectors after the keyed merge, from rewritten files after delta-rs's MERGE (deletes),
-/// netting to the feed's changes; a file the changes need that a vacuum deleted means no
-/// derivation, not an error.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_derived_from_the_log_net_to_the_change_data_feed() {
-    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
-    let (_, fed) = seeded_with(a_dir.path(), true, true).await;
-    let (_, derived) = seeded_with(b_dir.path(), true, false).await;
-    assert!(!derived.change_feed() && derived.changes_from_log());
-    let (fed, _) = fed.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
-    let (derived, _) = derived.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
-    let keyed = net_changes(&derived, 3).await.expect("derived from the vectors");
-    assert!(keyed.iter().any(|(_, n)| *n < 0) && keyed.iter().any(|(_, n)| *n > 0), "deletes and inserts");
-    assert_eq!(keyed, net_changes(&fed, 3).await.expect("feed"), "keyed merge");
-    let projected = derived.changes(3, Some(&["v".to_string()])).await.expect("changes").expect("derived");
-    let names: Vec<String> = projected[0].schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["v", "_change_type"], "only the columns asked");
-    // delta-rs's MERGE with a delete column, over files with vectors: whole files rewritten.
-    let mut again: Vec<(i64, Option<i64>, &str)> = (200..=700).map(|k| (k, Some(13), "merge")).collect();
-    again.extend((701..=720).map(|k| (k, Some(14), "delete")));
-    let ctx = datafusion::prelude::SessionContext::new();
-    let merge = |t: Table| {
-        let source = ctx
-            .read_batches(vec![batch(&again)])
-            .expect("src")
-            .with_column("d", datafusion::prelude::col("v").eq(datafusion::prelude::lit("delete")))
-            .expect("d");
-        t.upsert(source, medallion::storage::delta::Upsert { delete_column: Some("d".into()), ..upsert(2) })
-    };
-    let (fed, _) = merge(fed).await.expect("MERGE");
-    let (derived, _) = merge(derived).await.expect("MERGE");
-    let both = net_changes(&derived, 3).await.expect("derived from the vectors and the rewritten files");
-    assert_eq!(both, net_changes(&fed, 3).await.expect("feed"), "keyed merge and MERGE");
-    assert_eq!(net_changes(&derived, derived.version().expect("version")).await, Some(Vec::new()), "none after");
-    // A vacuum deletes the files MERGE removed: the changes since are not derived.
-    let (derived, deleted) = derived.vacuum(std::time::Duration::ZERO, true, false).await.expect("vacuum");
-    assert!(!deleted.is_empty(), "removed files deleted");
-    assert_eq!(net_changes(&derived, 3).await, None, "a removed file is gone");
-}
-
 /// An audit's scan of the table's keys (`published_orders`) serves the merge of the same rows into
 /// the same version: the merge reads no target file (here the files holding replaced rows are
 /// gone, and it still commits), and gives the rows a merge that scans gives. Taken of another

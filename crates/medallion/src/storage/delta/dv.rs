@@ -40,8 +40,8 @@ fn relative_file(root: &Path, path_or_inline: &str) -> Result<Path, DeltaTableEr
     Ok(Path::from_iter(parts))
 }
 
-/// Concurrent requests for small objects: vector files in [`read_many`], existence checks.
-pub(super) const FILES_AT_ONCE: usize = 8;
+/// Concurrent requests for vector files in [`read_many`].
+const FILES_AT_ONCE: usize = 8;
 
 /// The rows each of `descriptors` deletes, in order (empty for None), with one request per vector
 /// file, not per vector: a merge writes the vectors of every data file it touched into one file,

@@ -832,8 +832,8 @@ pub(super) async fn rewrite(
     Ok((adds, dropped, copied))
 }
 
-/// The rows numbered `rows` of one file, all columns, in `schema`: the pages holding them are
-/// read, not the file.
+/// The rows numbered `rows` (sorted) of one file, all columns, in `schema`: the pages holding
+/// them are read, not the file.
 async fn read_rows(
     store: &Arc<dyn ObjectStore>,
     path: Path,
@@ -841,8 +841,25 @@ async fn read_rows(
     rows: &[u32],
     schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, DeltaTableError> {
-    let rows = rows.iter().map(|&r| u64::from(r)).collect();
-    super::changes::read(store, path, size, &super::changes::Pick::Only(rows), schema).await
+    use datafusion::parquet::arrow::arrow_reader::RowSelection;
+    let builder = open(store, path, size, true).await?;
+    let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &r in rows {
+        let r = r as usize;
+        match ranges.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => ranges.push(r..r + 1),
+        }
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), total);
+    let stream = builder.with_row_selection(selection).build()?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let got: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if got != rows.len() {
+        return Err(DeltaTableError::Generic(format!("merge: {got} of {} replaced rows read back", rows.len())));
+    }
+    batches.into_iter().map(|b| conform(b, schema)).collect()
 }
 
 /// `batch` (as read from one of the table's files) in the table's schema: a file written by

@@ -23,7 +23,6 @@ use serde_json::Value;
 use super::{Lake, Layer};
 use crate::error::{Error, Result};
 
-mod changes;
 mod dv;
 mod files;
 mod keyed;
@@ -518,42 +517,23 @@ impl Table {
             == Some("true")
     }
 
-    /// Whether [`Table::changes`] derives this table's changes from its log when it records no
-    /// change data feed: a merge-on-read table (deletion vectors) without partition columns whose
-    /// files are plain Parquet (see `changes`). A copy-on-write merge rewrites whole files, so
-    /// reading its changes would cost more than reading the table.
-    pub fn changes_from_log(&self) -> bool {
-        self.deletion_vectors().unwrap_or(false)
-            && self
-                .inner
-                .snapshot()
-                .is_ok_and(|s| s.metadata().partition_columns().is_empty() && scan::not_plain(s).is_none())
-    }
-
-    /// The rows that changed after version `after`, as the change data feed gives them (at least
-    /// the table's `columns` (None: all) and `_change_type`; from the feed every column, and
-    /// `_commit_version` and `_commit_timestamp`); empty when nothing changed. Without a feed,
-    /// derived from the log where [`Table::changes_from_log`] (see `changes`). None when neither
-    /// covers that range (the table was created without a feed, a rebuild replaced the table
-    /// since, or the derivation would cost more than reading the table).
-    pub async fn changes(&self, after: i64, columns: Option<&[String]>) -> Result<Option<Vec<RecordBatch>>> {
+    /// The rows that changed after version `after`, as the change data feed gives them (the
+    /// table's columns, `_change_type`, `_commit_version`, `_commit_timestamp`); empty when nothing
+    /// changed, None when the feed does not cover that range (the table was created without it, or
+    /// a rebuild replaced the table since).
+    pub async fn changes(&self, after: i64) -> Result<Option<Vec<RecordBatch>>> {
         let Some(latest) = self.version() else { return Ok(None) };
         if after >= latest {
             return Ok(Some(Vec::new()));
         }
         if !self.change_feed() {
-            if !self.changes_from_log() {
-                return Ok(None);
-            }
-            return changes::derive(&self.inner, after, latest, columns)
-                .await
-                .map_err(|e| Error::delta(&self.label, e));
+            return Ok(None);
         }
         // A rebuild replaced the table: its changes are everything, not what the feed holds.
         let since = usize::try_from(latest - after).unwrap_or(usize::MAX);
         let infos: Vec<_> =
             self.inner.history(Some(since)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
-        if infos.iter().any(|c| changes::rebuilt(&c.info)) {
+        if infos.iter().any(|c| c.info.get("medallion").and_then(|m| m.get("rebuild")) == Some(&Value::Bool(true))) {
             tracing::info!(table = %self.label, "rebuilt since the last build; full refresh");
             return Ok(None);
         }
@@ -577,7 +557,7 @@ impl Table {
     /// feed does not cover that range (e.g. the table was created without it).
     pub async fn changed_values(&self, column: &str, after: i64) -> Result<Option<RecordBatch>> {
         let none = || RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()));
-        let Some(batches) = self.changes(after, Some(&[column.to_string()])).await? else { return Ok(None) };
+        let Some(batches) = self.changes(after).await? else { return Ok(None) };
         let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(Some(none())) };
         let ctx = SessionContext::new();
         let context = format!("changed values of {}.{column}", self.label);
