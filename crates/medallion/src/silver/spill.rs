@@ -27,6 +27,13 @@ const PREFIX: &str = "medallion-";
 /// The file in a scratch directory its process holds locked while it lives.
 const HELD: &str = ".held";
 
+/// [`HELD`] before it is locked and named: a directory holding only this one was left by a process
+/// killed while taking its lock, a moment's work.
+const PENDING: &str = ".held-pending";
+
+/// How long after its creation a [`PENDING`] file unlocked is taken for a dead process's.
+const PENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A scratch directory, removed on drop.
 pub(crate) struct Spill {
     dir: tempfile::TempDir,
@@ -45,7 +52,7 @@ impl Spill {
         };
         let dir = tempfile::Builder::new().prefix(&format!("{PREFIX}{label}-")).tempdir().map_err(scratch(&tmp))?;
         // Locked before it takes its name, so a sweep never finds it unlocked.
-        let pending = dir.path().join(".held-pending");
+        let pending = dir.path().join(PENDING);
         let held = File::create(&pending).map_err(scratch(&pending))?;
         held.try_lock().map_err(|e| Error::Scratch { path: pending.clone(), source: e.into() })?;
         std::fs::rename(&pending, dir.path().join(HELD)).map_err(scratch(&pending))?;
@@ -62,7 +69,8 @@ impl Spill {
 
 /// Removes the scratch directories under `tmp` whose process died (their [`HELD`] file can be
 /// locked); returns them. Best effort: a directory that cannot be removed is left, with a warning.
-/// Directories without the file (an older medallion's, or one being created) are left alone.
+/// Directories without the file (an older medallion's, or one being created) are left alone, but
+/// for one whose process died while creating it (its [`PENDING`] file unlocked and old).
 fn sweep(tmp: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(tmp) else { return Vec::new() };
     let mut swept = Vec::new();
@@ -71,7 +79,13 @@ fn sweep(tmp: &Path) -> Vec<PathBuf> {
             continue;
         }
         let dir = entry.path();
-        let Ok(held) = File::open(dir.join(HELD)) else { continue };
+        let held = match File::open(dir.join(HELD)) {
+            Ok(held) => held,
+            Err(_) => match File::open(dir.join(PENDING)) {
+                Ok(pending) if age(&pending).is_some_and(|a| a > PENDING_GRACE) => pending,
+                _ => continue,
+            },
+        };
         if held.try_lock().is_err() {
             continue;
         }
@@ -84,6 +98,11 @@ fn sweep(tmp: &Path) -> Vec<PathBuf> {
         }
     }
     swept
+}
+
+/// How long ago `file` was last modified (None: unknown).
+fn age(file: &File) -> Option<std::time::Duration> {
+    file.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
 }
 
 /// One spilled file being written.
@@ -205,8 +224,9 @@ mod tests {
         assert!(!root.exists());
     }
 
-    /// A killed process's scratch directory (its lock released) is removed by the next sweep; a
-    /// live one's, and one without a lock file, are not.
+    /// A killed process's scratch directory (its lock released, or its lock file left pending
+    /// long ago) is removed by the next sweep; a live one's, one being created, and one without a
+    /// lock file are not.
     #[test]
     fn a_sweep_removes_only_the_scratch_of_processes_that_died() {
         let tmp = tempfile::tempdir().expect("test step");
@@ -220,12 +240,22 @@ mod tests {
         };
         let dead = make("medallion-rebuild-orders-dead", true);
         let old = make("medallion-rebuild-orders-old", false);
+        // Killed while taking its lock: swept once the pending file is old, not while it is new.
+        let creating = make("medallion-rebuild-orders-creating", false);
+        let pending = File::create(creating.join(PENDING)).expect("test step");
+        let killed = make("medallion-rebuild-orders-killed", false);
+        let stale = File::create(killed.join(PENDING)).expect("test step");
+        stale.set_modified(std::time::SystemTime::now() - 2 * PENDING_GRACE).expect("test step");
+        drop((pending, stale));
         let other = make("not-ours", true);
         let live = make("medallion-promote-orders-live", true);
         let lock = File::open(live.join(HELD)).expect("test step");
         lock.try_lock().expect("test step");
-        assert_eq!(sweep(tmp.path()), vec![dead.clone()]);
-        assert!(!dead.exists() && old.exists() && other.exists() && live.exists());
+        let mut swept = sweep(tmp.path());
+        swept.sort();
+        assert_eq!(swept, vec![dead.clone(), killed.clone()]);
+        assert!(!dead.exists() && !killed.exists() && old.exists() && creating.exists());
+        assert!(other.exists() && live.exists());
         drop(lock);
         assert_eq!(sweep(tmp.path()), vec![live.clone()], "its process gone, its scratch goes");
         // A spill's own directory holds its lock from the start.
