@@ -674,13 +674,14 @@ async fn find_hits(
         (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
     let scanned = candidates.len();
     let descriptors: Vec<_> = candidates.iter().map(|&i| files[i].deletion_vector_descriptor()).collect();
-    let vectors = super::dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
-    let deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> =
-        candidates.iter().copied().zip(vectors.into_iter().map(Arc::new)).collect();
+    let vectors: Vec<Arc<roaring::RoaringTreemap>> =
+        super::dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?.into_iter().map(Arc::new).collect();
     let jobs: Vec<(usize, Path, i64, Arc<roaring::RoaringTreemap>)> = candidates
         .iter()
-        .map(|&i| (i, files[i].object_store_path(), files[i].size(), Arc::clone(&deleted[&i])))
+        .zip(&vectors)
+        .map(|(&i, deleted)| (i, files[i].object_store_path(), files[i].size(), Arc::clone(deleted)))
         .collect();
+    let deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = candidates.into_iter().zip(vectors).collect();
     let hits = futures::stream::iter(jobs)
         .map(|(i, path, size, deleted)| {
             let (store, source) = (Arc::clone(store), Arc::clone(source));
