@@ -94,6 +94,8 @@ fn sweep(tmp: &Path) -> Vec<PathBuf> {
                 tracing::info!(dir = %dir.display(), "removed the scratch directory of a process that died");
                 swept.push(dir);
             }
+            // Another process's sweep removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "scratch directory of a dead process left"),
         }
     }
