@@ -1,13 +1,14 @@
 //! Table maintenance: compaction (optionally Z-ordered) with a checkpoint, and vacuum of files no
 //! recent version references. Contents never change: only the files holding them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
-use crate::storage::delta::Table;
+use crate::storage::delta::{CommitMark, Table};
 use crate::storage::{Lake, Layer, Maintenance};
 
 pub use crate::storage::MIN_RETENTION;
@@ -209,8 +210,34 @@ fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
     }
 }
 
-/// When each table was last vacuumed by policy (`_medallion/maintenance.json`).
+/// When each table was last vacuumed by policy, and what each was last checked at
+/// (`_medallion/maintenance.json`).
 const STATE: &str = "_medallion/maintenance.json";
+
+/// A table as maintenance last left it: its latest commit then, and the policy it was checked
+/// against. While both still hold, nothing can have become due but a vacuum (which goes by time),
+/// so the table is not loaded: each load replays its log (10-40 ms for a 20-commit table, several
+/// requests on an object store), and most of a run's tables (dead letters, medallion's own,
+/// models not rebuilt) are not written by it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Checked {
+    commit: CommitMark,
+    compact_above_files: usize,
+    purge_deleted_above: Option<f64>,
+}
+
+impl Checked {
+    fn of(commit: CommitMark, p: &Maintenance) -> Checked {
+        Checked { commit, compact_above_files: p.compact_above_files, purge_deleted_above: p.purge_deleted_above }
+    }
+
+    /// Whether `p` is the policy this check was made against and nothing was committed since.
+    async fn still_holds(&self, lake: &Lake, p: &Maintenance) -> Result<bool> {
+        let same =
+            self.compact_above_files == p.compact_above_files && self.purge_deleted_above == p.purge_deleted_above;
+        Ok(same && self.commit.is_latest(lake).await?)
+    }
+}
 
 /// After a successful run: compacts every table holding more live files than its policy's
 /// `compact_above_files` (Z-ordered by its `zorder`), purges the deletion vectors of one whose
@@ -232,8 +259,11 @@ pub async fn after_run(
     let legacy = state.get("last_vacuum").and_then(|t| t.as_str()).and_then(|t| t.parse::<crate::runtime::Now>().ok());
     let mut vacuumed_at = state
         .remove("vacuumed")
-        .and_then(|v| serde_json::from_value::<std::collections::BTreeMap<String, String>>(v).ok())
+        .and_then(|v| serde_json::from_value::<BTreeMap<String, String>>(v).ok())
         .unwrap_or_default();
+    let mut checked: BTreeMap<String, Checked> =
+        state.remove("checked").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    let checked_before = checked.clone();
     let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
     for (layer, name) in candidates {
         let p = policy(project, layer, &name);
@@ -244,8 +274,15 @@ pub async fn after_run(
         if p.compact_above_files == 0 && vacuum_due.is_none() && p.purge_deleted_above.is_none() {
             continue;
         }
+        if vacuum_due.is_none()
+            && let Some(c) = checked.get(&label)
+            && c.still_holds(lake, &p).await?
+        {
+            continue;
+        }
         let mut t = Table::open(lake, layer, &name).await?;
         if !t.exists() {
+            checked.remove(&label);
             continue;
         }
         if p.compact_above_files > 0 && t.files()?.0 > p.compact_above_files {
@@ -260,14 +297,25 @@ pub async fn after_run(
             t = after;
         }
         if let Some((_, retain)) = vacuum_due {
-            vacuumed.push(sweep(t, Duration::from_secs(retain.seconds), false, false).await?.1);
-            vacuumed_at.insert(label, now.to_rfc3339());
+            let (after, done) = sweep(t, Duration::from_secs(retain.seconds), false, false).await?;
+            vacuumed.push(done);
+            vacuumed_at.insert(label.clone(), now.to_rfc3339());
+            t = after;
         }
+        match t.commit_mark(lake).await? {
+            Some(commit) => checked.insert(label, Checked::of(commit, &p)),
+            None => checked.remove(&label),
+        };
     }
-    if !vacuumed.is_empty() {
-        state.remove("last_vacuum");
-        state
-            .insert("vacuumed".into(), serde_json::to_value(&vacuumed_at).map_err(|e| Error::Internal(e.to_string()))?);
+    if !vacuumed.is_empty() || checked != checked_before {
+        fn json(v: impl Serialize) -> Result<serde_json::Value> {
+            serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))
+        }
+        if !vacuumed.is_empty() {
+            state.remove("last_vacuum");
+        }
+        state.insert("vacuumed".into(), json(&vacuumed_at)?);
+        state.insert("checked".into(), json(&checked)?);
         lake.put(STATE, serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?).await?;
     }
     Ok((compacted, vacuumed))

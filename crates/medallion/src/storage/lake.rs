@@ -297,6 +297,20 @@ impl Lake {
         Ok(items)
     }
 
+    /// Every object under `prefix` whose path sorts after `offset`, sorted by path (one request
+    /// on an object store, which lists from the offset).
+    pub async fn list_after(&self, prefix: &str, offset: &str) -> Result<Vec<ObjectMeta>> {
+        let (location, offset) = (ObjectPath::from(prefix), ObjectPath::from(offset));
+        let mut items: Vec<ObjectMeta> = self
+            .store
+            .list_with_offset(Some(&location), &offset)
+            .try_collect()
+            .await
+            .map_err(|source| storage(prefix, source))?;
+        items.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(items)
+    }
+
     /// Whether any object exists under `prefix` (reads at most one listing entry).
     pub async fn any_under(&self, prefix: &str) -> Result<bool> {
         let location = ObjectPath::from(prefix);

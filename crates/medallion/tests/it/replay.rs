@@ -3,7 +3,7 @@
 use medallion::orchestration::run::{RunOptions, run};
 use medallion::project::Project;
 use medallion::storage::Layer;
-use medallion::storage::delta::Table;
+use medallion::storage::delta::{Table, WriteOptions};
 
 use crate::common::{Dir, copy_bronze, sample, write_gz};
 
@@ -256,6 +256,67 @@ async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
     assert!(files <= 2, "{files} files");
     assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]], "nothing lost");
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["32".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_checks_again_a_table_committed_to_by_another_writer_or_under_a_new_policy() {
+    let project = |limit: usize| {
+        SMALL
+            .replace("RATE", "")
+            .replace("name = \"small\"", &format!("name = \"small\"\ncompact_above_files = {limit}"))
+    };
+    let d = Dir::new(&project(3));
+    for (i, at) in ["10", "11"].iter().enumerate() {
+        let base = i64::try_from(i).expect("i") * 100;
+        d.bronze("orders", &format!("b{i}"), &format!("2024-03-01T{at}:00:00+00:00"), &orders(base..base + 10, 2));
+        let s = d.run().await;
+        assert!(s.ok() && s.compacted.is_empty(), "{:?} {:?}", s.failed, s.compacted);
+    }
+    let (_, lake) = d.open().await;
+    let files = |layer| {
+        let lake = lake.clone();
+        async move { Table::open(&lake, layer, "orders").await.expect("open").files().expect("files").0 }
+    };
+    assert_eq!((files(Layer::Silver).await, files(Layer::Quarantine).await), (2, 2));
+    let state = || {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(d.dir.path().join("lake/_medallion/maintenance.json")).expect("state"),
+        )
+        .expect("json");
+        v["checked"].clone()
+    };
+    let checked = state();
+    assert!(checked["quarantine/orders"]["commit"].is_object(), "{checked}");
+
+    // A run with nothing to do leaves the checks of the tables it did not write standing.
+    let s = d.run().await;
+    assert!(s.ok() && s.compacted.is_empty(), "{:?}", s.compacted);
+    for table in ["silver/orders", "quarantine/orders"] {
+        assert_eq!(state()[table], checked[table], "{table}");
+    }
+
+    // Another writer appends twice to the dead letter (4 files, over the limit of 3): the next run,
+    // which writes nothing to it, sees the new commits and compacts it.
+    let t = Table::open(&lake, Layer::Quarantine, "orders").await.expect("open");
+    let ctx = datafusion::prelude::SessionContext::new();
+    let rows = ctx.read_table(t.provider(&ctx).await.expect("provider")).expect("read").collect().await.expect("rows");
+    let t = t.write(rows.clone(), WriteOptions::default()).await.expect("append");
+    t.write(rows, WriteOptions::default()).await.expect("append");
+    assert_eq!(files(Layer::Quarantine).await, 4);
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    let compacted: Vec<_> = s.compacted.iter().map(|m| m.table.as_str()).collect();
+    assert!(compacted.contains(&"quarantine/orders") && !compacted.contains(&"silver/orders"), "{compacted:?}");
+    assert_eq!(files(Layer::Quarantine).await, 1);
+    assert_ne!(state()["quarantine/orders"], checked["quarantine/orders"]);
+
+    // A lower limit applies to tables nothing was committed to since their last check.
+    d.configure(&project(1));
+    let s = d.run().await;
+    assert!(s.ok(), "{:?}", s.failed);
+    assert!(s.compacted.iter().any(|m| m.table == "silver/orders"), "{:?}", s.compacted);
+    assert_eq!(files(Layer::Silver).await, 1);
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["16".to_string()]], "nothing lost");
 }
 
 #[tokio::test(flavor = "multi_thread")]

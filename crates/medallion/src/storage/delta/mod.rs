@@ -121,35 +121,60 @@ pub struct Txn {
 /// is loaded afresh. Time travel never comes from here ([`Table::open_as_of`] loads the version
 /// it asks for on a copy).
 #[derive(Debug, Default)]
-pub(crate) struct Opened(std::sync::Mutex<HashMap<url::Url, (DeltaTable, Anchor)>>);
+pub(crate) struct Opened(std::sync::Mutex<HashMap<url::Url, (DeltaTable, CommitMark)>>);
 
-/// The commit file an [`Opened`] entry was first loaded at, as the store described it then.
-#[derive(Debug, Clone, PartialEq)]
-struct Anchor {
+/// One commit file of a table as the store describes it: what an [`Opened`] entry was first
+/// loaded at, and what maintenance remembers of a table it checked (`_medallion/maintenance.json`),
+/// to tell later, without loading the table, whether anything was committed since.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CommitMark {
     path: String,
     size: u64,
-    modified: chrono::DateTime<chrono::Utc>,
+    /// RFC 3339 with nanoseconds, as the store reported it.
+    modified: String,
     e_tag: Option<String>,
 }
 
-impl Anchor {
+impl CommitMark {
     /// The commit file at `path` as the store describes it now; None when it is gone.
-    async fn read(lake: &Lake, path: String) -> Result<Option<Anchor>> {
-        Ok(lake.head(&path).await?.map(|m| Anchor { path, size: m.size, modified: m.last_modified, e_tag: m.e_tag }))
+    async fn read(lake: &Lake, path: String) -> Result<Option<CommitMark>> {
+        Ok(lake.head(&path).await?.map(|m| CommitMark {
+            path,
+            size: m.size,
+            modified: m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            e_tag: m.e_tag,
+        }))
     }
 
-    async fn of(lake: &Lake, label: &str, version: u64) -> Result<Option<Anchor>> {
-        Anchor::read(lake, format!("{label}/_delta_log/{version:020}.json")).await
+    async fn of(lake: &Lake, label: &str, version: u64) -> Result<Option<CommitMark>> {
+        CommitMark::read(lake, format!("{label}/_delta_log/{version:020}.json")).await
     }
 
-    /// Whether the anchor's commit file is still the one it was.
+    /// Whether the mark's commit file is still the one it was (not deleted, nor written again by
+    /// a table deleted and created anew).
     async fn holds(&self, lake: &Lake) -> Result<bool> {
-        Ok(Anchor::read(lake, self.path.clone()).await?.as_ref() == Some(self))
+        Ok(CommitMark::read(lake, self.path.clone()).await?.as_ref() == Some(self))
+    }
+
+    /// Whether the mark's commit is still the table's latest: it holds, and no commit file sorts
+    /// after it in the log (checkpoints and checksums written since change no data).
+    pub async fn is_latest(&self, lake: &Lake) -> Result<bool> {
+        if !self.holds(lake).await? {
+            return Ok(false);
+        }
+        let log = self.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let later = lake.list_after(log, &self.path).await?;
+        Ok(!later.iter().any(|m| {
+            m.location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .is_some_and(|v| v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()))
+        }))
     }
 }
 
 impl Opened {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<url::Url, (DeltaTable, Anchor)>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<url::Url, (DeltaTable, CommitMark)>> {
         // A panic while the map was held cannot leave an entry half-written: recover it.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -170,7 +195,7 @@ impl Opened {
     /// Keeps `inner`, just loaded from its log, for the next [`Table::open`] of `url`.
     async fn remember(&self, lake: &Lake, url: url::Url, label: &str, inner: &DeltaTable) -> Result<()> {
         let Some(version) = inner.version() else { return Ok(()) };
-        if let Some(anchor) = Anchor::of(lake, label, version).await? {
+        if let Some(anchor) = CommitMark::of(lake, label, version).await? {
             self.entries().insert(url, (inner.clone(), anchor));
         }
         Ok(())
@@ -300,6 +325,13 @@ impl Table {
     /// Where the table is (`s3://bucket/lake/gold/x`, `file:///…`).
     pub fn url(&self) -> url::Url {
         self.inner.table_url().clone()
+    }
+
+    /// The commit file of the loaded version, as the store describes it now (None if the table
+    /// does not exist or that file is gone).
+    pub async fn commit_mark(&self, lake: &Lake) -> Result<Option<CommitMark>> {
+        let Some(version) = self.version().and_then(|v| u64::try_from(v).ok()) else { return Ok(None) };
+        CommitMark::of(lake, &self.label, version).await
     }
 
     /// Latest version, if the table exists.
