@@ -17,8 +17,9 @@ use crate::args::{Cli, Command};
 /// megabytes, and glibc kept freed memory mapped (RSS) and spent ~19% of a 5M-record run in page
 /// faults. Built without transparent huge pages (`no_thp`): mimalloc advised its arenas
 /// `MADV_HUGEPAGE`, so every page it purged and touched again faulted in 2 MiB zeroed by the
-/// kernel; a daily run (one batch into 4.3M silver rows) spent 45% of its CPU clearing pages, its
-/// system time was 0.7-1.1 s (0.26-0.30 s without) and its peak RSS 20% higher.
+/// kernel. In some hours a daily run (one batch into 4.3M silver rows) spent 45% of its CPU
+/// clearing pages (system time 0.7-1.1 s, 0.26-0.30 s without); in others whole sequences of runs
+/// took as long either way. Peak RSS is a fifth lower without.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
