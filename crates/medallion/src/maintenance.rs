@@ -264,6 +264,8 @@ pub async fn after_run(
     let mut checked: BTreeMap<String, Checked> =
         state.remove("checked").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     let checked_before = checked.clone();
+    // Tables the project no longer declares are forgotten.
+    checked.retain(|label, _| candidates.iter().any(|(layer, name)| *label == format!("{layer}/{name}")));
     let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
     for (layer, name) in candidates {
         let p = policy(project, layer, &name);

@@ -317,6 +317,19 @@ async fn maintenance_checks_again_a_table_committed_to_by_another_writer_or_unde
     assert!(s.compacted.iter().any(|m| m.table == "silver/orders"), "{:?}", s.compacted);
     assert_eq!(files(Layer::Silver).await, 1);
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["16".to_string()]], "nothing lost");
+
+    // A table the project no longer declares is forgotten.
+    let with_refunds = format!(
+        "{}\n[sources.refunds]\n\n[silver.refunds]\nprimary_key = [\"order_id\"]\ncolumns = [{{ name = \"order_id\", type = \"int64\" }}]\n",
+        project(1)
+    );
+    d.configure(&with_refunds);
+    d.bronze("refunds", "r0", "2024-03-01T12:00:00+00:00", &[r#"{"order_id": 1}"#.to_string()]);
+    assert!(d.run().await.ok());
+    assert!(state()["silver/refunds"]["commit"].is_object(), "{}", state());
+    d.configure(&project(1));
+    assert!(d.run().await.ok());
+    assert!(state().get("silver/refunds").is_none() && state()["silver/orders"].is_object(), "{}", state());
 }
 
 #[tokio::test(flavor = "multi_thread")]
