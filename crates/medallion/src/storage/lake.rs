@@ -291,24 +291,14 @@ impl Lake {
     /// Every object under `prefix`, sorted by path.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let location = ObjectPath::from(prefix);
-        let mut items: Vec<ObjectMeta> =
-            self.store.list(Some(&location)).try_collect().await.map_err(|source| storage(prefix, source))?;
-        items.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(items)
+        sorted(prefix, self.store.list(Some(&location))).await
     }
 
     /// Every object under `prefix` whose path sorts after `offset`, sorted by path (one request
     /// on an object store, which lists from the offset).
     pub async fn list_after(&self, prefix: &str, offset: &str) -> Result<Vec<ObjectMeta>> {
         let (location, offset) = (ObjectPath::from(prefix), ObjectPath::from(offset));
-        let mut items: Vec<ObjectMeta> = self
-            .store
-            .list_with_offset(Some(&location), &offset)
-            .try_collect()
-            .await
-            .map_err(|source| storage(prefix, source))?;
-        items.sort_by(|a, b| a.location.cmp(&b.location));
-        Ok(items)
+        sorted(prefix, self.store.list_with_offset(Some(&location), &offset)).await
     }
 
     /// Whether any object exists under `prefix` (reads at most one listing entry).
@@ -346,6 +336,16 @@ impl Lake {
             Err(source) => Err(storage(path, source)),
         }
     }
+}
+
+/// The objects of a listing under `prefix`, sorted by path.
+async fn sorted(
+    prefix: &str,
+    listing: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
+) -> Result<Vec<ObjectMeta>> {
+    let mut items: Vec<ObjectMeta> = listing.try_collect().await.map_err(|source| storage(prefix, source))?;
+    items.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(items)
 }
 
 fn storage(path: &str, source: object_store::Error) -> Error {

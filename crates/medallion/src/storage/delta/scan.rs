@@ -27,6 +27,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use deltalake::table::state::DeltaTableState;
 use deltalake::{DeltaTable, DeltaTableError};
 use object_store::path::Path;
 
@@ -54,12 +55,9 @@ pub(super) async fn provider(
         })
         .collect();
     let protocol = snapshot.protocol();
-    let readable = protocol.min_reader_version() == 3
-        && protocol.reader_features().is_some_and(|fs| fs.iter().all(|f| READER_FEATURES.contains(&f.as_ref())));
-    let config = snapshot.metadata().configuration();
-    let mapped = config.get("delta.columnMapping.mode").is_some_and(|m| m != "none");
+    let features = protocol.min_reader_version() == 3 && protocol.reader_features().is_some();
     let counted = files.iter().all(|(_, _, dv, rows)| dv.is_none() || rows.is_some());
-    if !readable || mapped || !counted || !snapshot.metadata().partition_columns().is_empty() {
+    if !features || not_plain(snapshot).is_some() || !counted || !snapshot.metadata().partition_columns().is_empty() {
         return Ok(delta);
     }
     let store = table.object_store();
@@ -136,21 +134,27 @@ impl LiveFile {
     }
 }
 
+/// Why the files of `snapshot` cannot be read as plain Parquet files, None when they can: a
+/// reader feature other than deletion vectors and timestamps without a zone, or column mapping.
+fn not_plain(snapshot: &DeltaTableState) -> Option<String> {
+    let protocol = snapshot.protocol();
+    if let Some(f) =
+        protocol.reader_features().and_then(|fs| fs.iter().find(|f| !READER_FEATURES.contains(&f.as_ref())))
+    {
+        return Some(format!("reader feature `{}`", f.as_ref()));
+    }
+    let config = snapshot.metadata().configuration();
+    config.get("delta.columnMapping.mode").filter(|m| *m != "none").map(|mode| format!("column mapping `{mode}`"))
+}
+
 /// The live files of `table` (see [`LiveFiles`]). A table whose files cannot be read as plain
 /// Parquet (column mapping, reader features other than deletion vectors and timestamps without
 /// a zone, vectors without row counts) is an error naming why.
 pub(super) async fn live_files(table: &DeltaTable) -> Result<LiveFiles, DeltaTableError> {
     let unreadable = |why: String| DeltaTableError::Generic(format!("cannot be read as plain Parquet files: {why}"));
     let snapshot = table.snapshot()?;
-    let protocol = snapshot.protocol();
-    if let Some(f) =
-        protocol.reader_features().and_then(|fs| fs.iter().find(|f| !READER_FEATURES.contains(&f.as_ref())))
-    {
-        return Err(unreadable(format!("reader feature `{}`", f.as_ref())));
-    }
-    let config = snapshot.metadata().configuration();
-    if let Some(mode) = config.get("delta.columnMapping.mode").filter(|m| *m != "none") {
-        return Err(unreadable(format!("column mapping `{mode}`")));
+    if let Some(why) = not_plain(snapshot) {
+        return Err(unreadable(why));
     }
     let (store, root) = crate::storage::store_and_root(table.table_url()).map_err(unreadable)?;
     let partition_columns = snapshot.metadata().partition_columns();
