@@ -45,6 +45,33 @@ async fn keyed_merge_with_deletion_vectors_reads_like_copy_on_write() {
     assert_eq!(vectors, 2, "one vector file per merge");
 }
 
+/// A merge with more winning rows than one file takes is written by several writers at once (one
+/// per core, up to a file per 100,000 rows), and every row arrives once, in both modes; a
+/// superseded source row stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_merge_is_written_by_several_writers_and_loses_no_row() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for dv in [true, false] {
+        let dir = tempfile::tempdir().expect("dir");
+        let (lake, table) = seeded(dir.path(), dv).await;
+        // Keys 1..=250,000: 1..=1000 replace the seed's rows but key 7 (older), the rest are new.
+        let rows: Vec<(i64, Option<i64>, &str)> =
+            (1..=250_000).map(|k| (k, Some(if k == 7 { 9 } else { 11 }), "new")).collect();
+        let source = vec![batch(&rows[..70_000]), batch(&rows[70_000..])];
+        let (_, m) = table.upsert_rows(source, upsert(1)).await.expect("merge");
+        assert_eq!((m.num_target_rows_inserted, m.num_target_rows_updated), (249_000, 999), "dv={dv}");
+        // Merge-on-read commits the 4 seed files again with vectors; copy-on-write rewrites the
+        // one holding key 7 (the others lose every row).
+        let written = m.num_target_files_added - if dv { m.num_target_files_removed } else { 1 };
+        assert_eq!(written, cores.min(2), "dv={dv}: files of the winners");
+        let got = contents(&lake).await;
+        assert_eq!(got.len(), 250_000, "dv={dv}");
+        assert!(got.iter().enumerate().all(|(i, r)| r.0 == i as i64 + 1), "dv={dv}: each key once");
+        assert_eq!(got[6], (7, Some(10), "old".to_string()), "dv={dv}: the superseded row stays out");
+        assert!(got.iter().filter(|r| r.0 != 7).all(|r| r.1 == Some(11) && r.2 == "new"), "dv={dv}");
+    }
+}
+
 /// A table with deletion vectors is read on several partitions (delta-rs 1.1 reads it on one),
 /// and filtered, projected, limited and aggregated reads equal copy-on-write's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

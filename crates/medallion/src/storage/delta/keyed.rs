@@ -84,6 +84,64 @@ struct Source {
     orders: Vec<Option<i64>>,
     /// Keys, sorted, for range tests against file statistics.
     sorted: Vec<i64>,
+    /// The keys as bits over their range, when that is small enough: most target keys are not in
+    /// the source, and testing a bit spares them a probe of the map, which misses the cache.
+    bits: Option<KeyBits>,
+}
+
+impl Source {
+    fn new(index: HashMap<i64, u32, Fast>, orders: Vec<Option<i64>>) -> Source {
+        let mut sorted: Vec<i64> = index.keys().copied().collect();
+        sorted.sort_unstable();
+        let bits = KeyBits::new(&sorted);
+        Source { index, orders, sorted, bits }
+    }
+
+    /// The source row with key `k`.
+    #[inline]
+    fn row_of(&self, k: i64) -> Option<u32> {
+        if let Some(bits) = &self.bits
+            && !bits.contains(k)
+        {
+            return None;
+        }
+        self.index.get(&k).copied()
+    }
+}
+
+/// A set of keys as one bit per value between the least and the greatest.
+struct KeyBits {
+    least: i64,
+    words: Vec<u64>,
+}
+
+impl KeyBits {
+    /// Bits for `sorted` keys, unless their range needs more than [`KeyBits::MAX_BYTES`] or more
+    /// than 64 bits a key (then the map's own probe costs less than the bits' memory).
+    const MAX_BYTES: u64 = 16 << 20;
+
+    fn new(sorted: &[i64]) -> Option<KeyBits> {
+        let (&least, &greatest) = (sorted.first()?, sorted.last()?);
+        let span = u64::try_from(i128::from(greatest) - i128::from(least) + 1).ok()?;
+        if span / 8 > Self::MAX_BYTES || span / 64 > sorted.len() as u64 {
+            return None;
+        }
+        let mut words = vec![0u64; usize::try_from(span.div_ceil(64)).ok()?];
+        for &k in sorted {
+            let at = k.abs_diff(least);
+            words[(at / 64) as usize] |= 1 << (at % 64);
+        }
+        Some(KeyBits { least, words })
+    }
+
+    #[inline]
+    fn contains(&self, k: i64) -> bool {
+        if k < self.least {
+            return false;
+        }
+        let at = k.abs_diff(self.least);
+        self.words.get((at / 64) as usize).is_some_and(|w| w & (1 << (at % 64)) != 0)
+    }
 }
 
 /// A target row whose key is in the source.
@@ -167,15 +225,19 @@ pub(super) async fn upsert(
     let mut merge = change_target(table, mode, &source, (key, order_by), &schema, scanned).await.map_err(delta)?;
 
     // The source rows that win.
-    let mut writer = RecordBatchWriter::for_table(table).map_err(delta)?.with_writer_properties(writer_properties());
+    let mut writer = Winners::new(table, keyed_writer_properties(key), rows.count()).map_err(delta)?;
     let mut offset = 0usize;
     for b in rows.pass(None)? {
         let b = &b?;
         let n = b.num_rows();
         let fates = &merge.fate[offset..offset + n];
         offset += n;
-        let wins: BooleanArray = fates.iter().map(|f| Some(*f != Fate::Superseded)).collect();
-        let out = filter_record_batch(b, &wins).map_err(|e| Error::arrow("merge source rows", e))?;
+        let out = if fates.contains(&Fate::Superseded) {
+            let wins: BooleanArray = fates.iter().map(|f| Some(*f != Fate::Superseded)).collect();
+            filter_record_batch(b, &wins).map_err(|e| Error::arrow("merge source rows", e))?
+        } else {
+            b.clone()
+        };
         merge.inserted += fates.iter().filter(|f| **f == Fate::Insert).count();
         if out.num_rows() > 0 {
             writer.write(out).await.map_err(delta)?;
@@ -187,11 +249,71 @@ pub(super) async fn upsert(
             merge.postimages.push(filter_record_batch(b, &update).map_err(|e| Error::arrow("merge change feed", e))?);
         }
     }
-    let adds: Vec<Action> = writer.flush().await.map_err(delta)?.into_iter().map(Action::Add).collect();
+    let adds: Vec<Action> = writer.finish().await.map_err(delta)?.into_iter().map(Action::Add).collect();
     merge.added += adds.len();
     merge.actions.extend(adds);
     let committed = commit(table, merge, &schema, source.orders.len(), started, (key, order_by), txn, metadata);
     Ok(Some(committed.await.map_err(delta)?))
+}
+
+/// Rows of a merge's winners per file written at once, at least: fewer go to one file.
+const WINNER_FILE_ROWS: u64 = 100_000;
+
+/// The writers of a merge's winning rows: one file per [`WINNER_FILE_ROWS`] rows, up to one per
+/// core, each encoded on its own task (encoding a Parquet file is one core's work), fed slices of
+/// [`READ_BATCH_ROWS`] rows in turn.
+struct Winners {
+    feeds: Vec<tokio::sync::mpsc::Sender<RecordBatch>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Add>, DeltaTableError>>>,
+    next: usize,
+}
+
+impl Winners {
+    /// Writers for about `rows` rows of `table`.
+    fn new(table: &DeltaTable, properties: WriterProperties, rows: u64) -> Result<Winners, DeltaTableError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let files = usize::try_from(rows / WINNER_FILE_ROWS).unwrap_or(usize::MAX).clamp(1, threads);
+        let (mut feeds, mut tasks) = (Vec::with_capacity(files), Vec::with_capacity(files));
+        for _ in 0..files {
+            let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(properties.clone());
+            let (feed, mut rows) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+            feeds.push(feed);
+            tasks.push(tokio::spawn(async move {
+                while let Some(batch) = rows.recv().await {
+                    writer.write(batch).await?;
+                }
+                writer.flush().await
+            }));
+        }
+        Ok(Winners { feeds, tasks, next: 0 })
+    }
+
+    async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            let n = (batch.num_rows() - at).min(READ_BATCH_ROWS);
+            let feed = &self.feeds[self.next % self.feeds.len()];
+            self.next += 1;
+            if feed.send(batch.slice(at, n)).await.is_err() {
+                // A writer stopped: its error says why.
+                self.finish().await?;
+                return Err(DeltaTableError::Generic("a writer of the merge's rows stopped".into()));
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Closes the files: their add actions (the first error, if a writer failed).
+    async fn finish(&mut self) -> Result<Vec<Add>, DeltaTableError> {
+        self.feeds.clear();
+        let mut adds = Vec::new();
+        for task in std::mem::take(&mut self.tasks) {
+            let written = task.await.map_err(|e| DeltaTableError::Generic(format!("merge writer task: {e}")))?;
+            adds.extend(written?);
+        }
+        Ok(adds)
+    }
 }
 
 /// The merge of rows already written to files of the table (by a cluster's executors; `written`,
@@ -592,9 +714,7 @@ fn index(rows: &dyn Rows, key: &str, order_by: &str) -> Result<Option<Source>> {
             n += 1;
         }
     }
-    let mut sorted: Vec<i64> = index.keys().copied().collect();
-    sorted.sort_unstable();
-    Ok(Some(Source { index, orders, sorted }))
+    Ok(Some(Source::new(index, orders)))
 }
 
 /// The rows of `written` files indexed by key, numbered across the files in order, from their key
@@ -628,9 +748,7 @@ async fn index_files(
         }
         counts.push(orders.len() - before);
     }
-    let mut sorted: Vec<i64> = index.keys().copied().collect();
-    sorted.sort_unstable();
-    Ok(Some((Source { index, orders, sorted }, counts)))
+    Ok(Some((Source::new(index, orders), counts)))
 }
 
 /// Whether a file whose statistics are `stats` may hold one of `sorted` keys (true without stats).
@@ -777,7 +895,7 @@ async fn scan(
         let orders = orders.as_primitive::<Int64Type>();
         for r in 0..batch.num_rows() {
             if keys.is_valid(r)
-                && let Some(&s) = source.index.get(&keys.value(r))
+                && let Some(s) = source.row_of(keys.value(r))
                 && !deleted.contains(u64::from(row) + r as u64)
             {
                 hits.push(Hit { row: row + r as u32, source: s, order: orders.is_valid(r).then(|| orders.value(r)) });
@@ -911,4 +1029,34 @@ async fn write_changes(
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::SNAPPY).build()
+}
+
+/// [`writer_properties`] for files of a table keyed by `key`: the key column is not
+/// dictionary-encoded (its values are unique, so a dictionary only costs an interning per row).
+fn keyed_writer_properties(key: &str) -> WriterProperties {
+    let column = datafusion::parquet::schema::types::ColumnPath::from(key);
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_column_dictionary_enabled(column, false)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyBits;
+
+    #[test]
+    fn key_bits_hold_exactly_their_keys_and_are_not_built_for_sparse_or_huge_ranges() {
+        let keys = [-70i64, -64, -1, 0, 1, 63, 64, 127, 200];
+        let bits = KeyBits::new(&keys).expect("a dense range has bits");
+        for k in -200..400 {
+            assert_eq!(bits.contains(k), keys.contains(&k), "key {k}");
+        }
+        assert!(!bits.contains(i64::MIN) && !bits.contains(i64::MAX));
+        // More than 64 bits a key, or a range beyond the memory cap: no bits (the map alone).
+        assert!(KeyBits::new(&[0, 10_000]).is_none());
+        assert!(KeyBits::new(&[i64::MIN, i64::MAX]).is_none());
+        assert!(KeyBits::new(&[]).is_none());
+        assert!(KeyBits::new(&[i64::MAX]).is_some_and(|b| b.contains(i64::MAX) && !b.contains(i64::MAX - 1)));
+    }
 }
