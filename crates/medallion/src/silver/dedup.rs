@@ -61,14 +61,19 @@ fn gather(
     mut picks: Vec<(u32, u32)>,
     batch_rows: usize,
 ) -> Result<Vec<RecordBatch>> {
-    picks.sort_unstable();
+    // Picks are distinct rows: as many as there are rows means no key repeats (the common case of
+    // a daily batch), and every batch passes as it is, without sorting the picks.
+    let every_row = picks.len() == batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+    if !every_row {
+        picks.sort_unstable();
+    }
     let batch_rows = batch_rows.max(1);
     let mut out = Vec::with_capacity(picks.len().div_ceil(batch_rows));
     let mut start = 0;
     for (b, batch) in batches.iter_mut().enumerate() {
-        let end = start + picks[start..].partition_point(|&(pb, _)| pb as usize == b);
         let kept = std::mem::replace(batch, RecordBatch::new_empty(Arc::clone(schema)));
-        let kept = if end - start == kept.num_rows() {
+        let end = if every_row { start } else { start + picks[start..].partition_point(|&(pb, _)| pb as usize == b) };
+        let kept = if every_row || end - start == kept.num_rows() {
             kept
         } else {
             let rows = UInt32Array::from_iter_values(picks[start..end].iter().map(|&(_, r)| r));
@@ -95,7 +100,7 @@ type Fast = foldhash::fast::RandomState;
 type Best = (u32, u32, Box<[u8]>);
 
 /// Rows from which the common case's index is built on several threads.
-const PARALLEL_ROWS: usize = 1 << 20;
+const PARALLEL_ROWS: usize = 1 << 16;
 
 /// The common case, without allocation per row: one non-null `int64` key and an order column
 /// that converts to `int64` (timestamps, dates, integers). `None` when it does not apply.

@@ -471,9 +471,13 @@ async fn change_target(
     if mode.deletion_vectors {
         let mut vectors = Vec::with_capacity(rewrites.len());
         for (i, drop) in &rewrites {
-            let mut v = deleted.get(i).map(|d| d.as_ref().clone()).unwrap_or_default();
-            v.extend(drop.iter().map(|&r| u64::from(r)));
-            vectors.push(v);
+            // `drop` is sorted: built as one bitmap, then unioned (a row at a time costs far more).
+            let dropped = roaring::RoaringTreemap::from_sorted_iter(drop.iter().map(|&r| u64::from(r)))
+                .map_err(|e| DeltaTableError::Generic(format!("merge: replaced rows out of order: {e}")))?;
+            vectors.push(match deleted.get(i) {
+                Some(d) => d.as_ref() | &dropped,
+                None => dropped,
+            });
         }
         let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await?;
         if mode.change_feed {
