@@ -47,18 +47,19 @@ async fn keyed_merge_with_deletion_vectors_reads_like_copy_on_write() {
 
 /// A merge with more winning rows than one file takes is written by several writers at once (one
 /// per core, up to a file per 100,000 rows), and every row arrives once, in both modes; a
-/// superseded source row stays out.
+/// superseded source row stays out. Its change data feed, written the same way, has every change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_merge_is_written_by_several_writers_and_loses_no_row() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    for dv in [true, false] {
+    for (dv, feed) in [(true, false), (false, false), (true, true)] {
         let dir = tempfile::tempdir().expect("dir");
-        let (lake, table) = seeded(dir.path(), dv).await;
+        let (lake, table) = seeded_with(dir.path(), dv, feed).await;
+        let before = table.version().expect("version");
         // Keys 1..=250,000: 1..=1000 replace the seed's rows but key 7 (older), the rest are new.
         let rows: Vec<(i64, Option<i64>, &str)> =
             (1..=250_000).map(|k| (k, Some(if k == 7 { 9 } else { 11 }), "new")).collect();
         let source = vec![batch(&rows[..70_000]), batch(&rows[70_000..])];
-        let (_, m) = table.upsert_rows(source, upsert(1)).await.expect("merge");
+        let (table, m) = table.upsert_rows(source, upsert(1)).await.expect("merge");
         assert_eq!((m.num_target_rows_inserted, m.num_target_rows_updated), (249_000, 999), "dv={dv}");
         // Merge-on-read commits the 4 seed files again with vectors; copy-on-write rewrites the
         // one holding key 7 (the others lose every row).
@@ -69,6 +70,23 @@ async fn a_large_merge_is_written_by_several_writers_and_loses_no_row() {
         assert!(got.iter().enumerate().all(|(i, r)| r.0 == i as i64 + 1), "dv={dv}: each key once");
         assert_eq!(got[6], (7, Some(10), "old".to_string()), "dv={dv}: the superseded row stays out");
         assert!(got.iter().filter(|r| r.0 != 7).all(|r| r.1 == Some(11) && r.2 == "new"), "dv={dv}");
+        if feed {
+            let changes = table.changes(before).await.expect("changes").expect("a feed");
+            let kinds = crate::common::strings(
+                &datafusion::arrow::compute::concat(
+                    &changes
+                        .iter()
+                        .map(|b| b.column_by_name("_change_type").expect("type").as_ref())
+                        .collect::<Vec<_>>(),
+                )
+                .expect("concat"),
+            );
+            let count = |k: &str| kinds.iter().filter(|t| *t == k).count();
+            assert_eq!((count("insert"), count("update_preimage"), count("update_postimage")), (249_000, 999, 999));
+            let cdc =
+                crate::common::walk(dir.path()).iter().filter(|p| p.to_string_lossy().contains("_change_data")).count();
+            assert_eq!(cdc, cores.min(2), "change data files written at once");
+        }
     }
 }
 

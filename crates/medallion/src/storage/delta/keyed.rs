@@ -249,6 +249,7 @@ pub(super) async fn upsert(
             merge.postimages.push(filter_record_batch(b, &update).map_err(|e| Error::arrow("merge change feed", e))?);
         }
     }
+    merge.start_changes(&table.object_store(), &schema);
     let adds: Vec<Action> = writer.finish().await.map_err(delta)?.into_iter().map(Action::Add).collect();
     merge.added += adds.len();
     merge.actions.extend(adds);
@@ -256,8 +257,23 @@ pub(super) async fn upsert(
     Ok(Some(committed.await.map_err(delta)?))
 }
 
-/// Rows of a merge's winners per file written at once, at least: fewer go to one file.
+/// Rows of a merge's winners (or changes) per file written at once, at least: fewer go to one
+/// file.
 const WINNER_FILE_ROWS: u64 = 100_000;
+
+/// `batch` in slices of [`READ_BATCH_ROWS`] rows (none when it is empty).
+fn slices(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + '_ {
+    (0..batch.num_rows())
+        .step_by(READ_BATCH_ROWS)
+        .map(|at| batch.slice(at, (batch.num_rows() - at).min(READ_BATCH_ROWS)))
+}
+
+/// How many files `rows` rows are written to at once: one per [`WINNER_FILE_ROWS`], up to one
+/// per core (encoding a Parquet file is one core's work), at least one.
+fn file_count(rows: u64) -> usize {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    usize::try_from(rows / WINNER_FILE_ROWS).unwrap_or(usize::MAX).clamp(1, threads)
+}
 
 /// The writers of a merge's winning rows: one file per [`WINNER_FILE_ROWS`] rows, up to one per
 /// core, each encoded on its own task (encoding a Parquet file is one core's work), fed slices of
@@ -271,8 +287,7 @@ struct Winners {
 impl Winners {
     /// Writers for about `rows` rows of `table`.
     fn new(table: &DeltaTable, properties: WriterProperties, rows: u64) -> Result<Winners, DeltaTableError> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let files = usize::try_from(rows / WINNER_FILE_ROWS).unwrap_or(usize::MAX).clamp(1, threads);
+        let files = file_count(rows);
         let (mut feeds, mut tasks) = (Vec::with_capacity(files), Vec::with_capacity(files));
         for _ in 0..files {
             let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(properties.clone());
@@ -289,17 +304,14 @@ impl Winners {
     }
 
     async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
-        let mut at = 0;
-        while at < batch.num_rows() {
-            let n = (batch.num_rows() - at).min(READ_BATCH_ROWS);
+        for slice in slices(&batch) {
             let feed = &self.feeds[self.next % self.feeds.len()];
             self.next += 1;
-            if feed.send(batch.slice(at, n)).await.is_err() {
+            if feed.send(slice).await.is_err() {
                 // A writer stopped: its error says why.
                 self.finish().await?;
                 return Err(DeltaTableError::Generic("a writer of the merge's rows stopped".into()));
             }
-            at += n;
         }
         Ok(())
     }
@@ -404,6 +416,8 @@ struct Merge {
     postimages: Vec<RecordBatch>,
     inserts: Vec<RecordBatch>,
     change_feed: bool,
+    /// The change data files being written, once the changes are all known.
+    changes: Vec<tokio::task::JoinHandle<Result<Option<AddCDCFile>, DeltaTableError>>>,
     inserted: usize,
     updated: usize,
     copied: usize,
@@ -413,6 +427,36 @@ struct Merge {
     scanned: usize,
     scan_time: std::time::Duration,
     rewrite_time: std::time::Duration,
+}
+
+impl Merge {
+    /// Starts writing the change data (when the table records a feed) on tasks of their own, so
+    /// it is encoded while the winners' files are: one file per [`WINNER_FILE_ROWS`] rows, up to
+    /// one per core, fed slices of [`READ_BATCH_ROWS`] rows in turn. [`commit`] commits them.
+    fn start_changes(&mut self, store: &Arc<dyn ObjectStore>, schema: &SchemaRef) {
+        if !self.change_feed || !self.changes.is_empty() {
+            return;
+        }
+        let changes = [
+            ("update_preimage", std::mem::take(&mut self.preimages)),
+            ("update_postimage", std::mem::take(&mut self.postimages)),
+            ("insert", std::mem::take(&mut self.inserts)),
+        ];
+        let rows: usize = changes.iter().flat_map(|(_, b)| b).map(RecordBatch::num_rows).sum();
+        let files = file_count(rows as u64);
+        let mut parts: Vec<Vec<(&'static str, RecordBatch)>> = vec![Vec::new(); files];
+        let mut next = 0;
+        for (kind, batches) in changes {
+            for slice in batches.iter().flat_map(slices) {
+                parts[next % files].push((kind, slice));
+                next += 1;
+            }
+        }
+        for part in parts {
+            let (store, schema) = (Arc::clone(store), Arc::clone(schema));
+            self.changes.push(tokio::spawn(async move { write_changes(&store, &schema, part).await }));
+        }
+    }
 }
 
 /// Finds the target rows `source` matches (or takes what `scanned` found of them), decides each
@@ -537,6 +581,7 @@ async fn change_target(
         postimages: Vec::new(),
         inserts: Vec::new(),
         change_feed: mode.change_feed,
+        changes: Vec::new(),
         inserted: 0,
         updated,
         copied,
@@ -554,7 +599,7 @@ async fn change_target(
 #[allow(clippy::too_many_arguments)]
 async fn commit(
     table: &DeltaTable,
-    merge: Merge,
+    mut merge: Merge,
     schema: &SchemaRef,
     sources: usize,
     started: std::time::Instant,
@@ -562,11 +607,11 @@ async fn commit(
     txn: Option<Txn>,
     metadata: HashMap<String, Value>,
 ) -> Result<(DeltaTable, MergeMetrics), DeltaTableError> {
-    let mut actions = merge.actions;
-    if merge.change_feed {
-        let changes =
-            [("update_preimage", merge.preimages), ("update_postimage", merge.postimages), ("insert", merge.inserts)];
-        if let Some(cdc) = write_changes(&table.object_store(), schema, changes).await? {
+    merge.start_changes(&table.object_store(), schema);
+    let mut actions = std::mem::take(&mut merge.actions);
+    for changes in std::mem::take(&mut merge.changes) {
+        let written = changes.await.map_err(|e| DeltaTableError::Generic(format!("merge change data task: {e}")))?;
+        if let Some(cdc) = written? {
             actions.push(Action::Cdc(cdc));
         }
     }
@@ -1004,13 +1049,14 @@ pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
-/// Writes the change data feed's rows of this merge to one `_change_data/` file.
+/// Writes change data feed rows of this merge (each with its change type) to one
+/// `_change_data/` file; None when there are none.
 async fn write_changes(
     store: &Arc<dyn ObjectStore>,
     schema: &SchemaRef,
-    changes: [(&str, Vec<RecordBatch>); 3],
+    changes: Vec<(&str, RecordBatch)>,
 ) -> Result<Option<AddCDCFile>, DeltaTableError> {
-    if changes.iter().all(|(_, b)| b.iter().all(|b| b.num_rows() == 0)) {
+    if changes.iter().all(|(_, b)| b.num_rows() == 0) {
         return Ok(None);
     }
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -1019,12 +1065,10 @@ async fn write_changes(
     let name = format!("_change_data/cdc-00000-{}.snappy.parquet", uuid::Uuid::new_v4());
     let object = object_store::buffered::BufWriter::new(Arc::clone(store), Path::from(name.as_str()));
     let mut writer = AsyncArrowWriter::try_new(object, Arc::clone(&with_type), Some(writer_properties()))?;
-    for (kind, batches) in changes {
-        for b in batches.into_iter().filter(|b| b.num_rows() > 0) {
-            let mut columns: Vec<ArrayRef> = b.columns().to_vec();
-            columns.push(Arc::new(StringArray::from(vec![kind; b.num_rows()])));
-            writer.write(&RecordBatch::try_new(Arc::clone(&with_type), columns)?).await?;
-        }
+    for (kind, b) in changes.into_iter().filter(|(_, b)| b.num_rows() > 0) {
+        let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec![kind; b.num_rows()])));
+        writer.write(&RecordBatch::try_new(Arc::clone(&with_type), columns)?).await?;
     }
     writer.close().await?;
     let size = store.head(&Path::from(name.as_str())).await?.size as i64;
