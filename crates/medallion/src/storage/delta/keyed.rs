@@ -42,7 +42,6 @@ use datafusion::parquet::arrow::async_reader::{
     ParquetObjectReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
 };
 use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
-use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::transaction::CommitBuilder;
@@ -271,7 +270,7 @@ fn slices(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + '_ {
 /// How many files `rows` rows are written to at once: one per [`WINNER_FILE_ROWS`], up to one
 /// per core (encoding a Parquet file is one core's work), at least one.
 fn file_count(rows: u64) -> usize {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = super::cores();
     usize::try_from(rows / WINNER_FILE_ROWS).unwrap_or(usize::MAX).clamp(1, threads)
 }
 
@@ -473,7 +472,7 @@ async fn change_target(
     let snapshot = table.snapshot()?;
     let store = table.object_store();
     let files: Vec<_> = snapshot.log_data().iter().collect();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = super::cores();
 
     let scan_started = std::time::Instant::now();
     let (hits, deleted, scanned) = match scanned.and_then(|s| s.found_for(snapshot.version(), &files, source)) {
@@ -836,7 +835,7 @@ async fn find_hits(
     key: &str,
     order_by: &str,
 ) -> Result<Found, DeltaTableError> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = super::cores();
     let candidates: Vec<usize> =
         (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
     let scanned = candidates.len();
@@ -1076,17 +1075,14 @@ async fn write_changes(
 }
 
 fn writer_properties() -> WriterProperties {
-    WriterProperties::builder().set_compression(Compression::SNAPPY).build()
+    super::parquet_properties().build()
 }
 
 /// [`writer_properties`] for files of a table keyed by `key`: the key column is not
 /// dictionary-encoded (its values are unique, so a dictionary only costs an interning per row).
 fn keyed_writer_properties(key: &str) -> WriterProperties {
     let column = datafusion::parquet::schema::types::ColumnPath::from(key);
-    WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_column_dictionary_enabled(column, false)
-        .build()
+    super::parquet_properties().set_column_dictionary_enabled(column, false).build()
 }
 
 #[cfg(test)]

@@ -522,10 +522,7 @@ impl Table {
             builder = builder.with_target_file_size(Some(bytes));
         }
         if let Some(rows) = write.row_group_rows {
-            let props = datafusion::parquet::file::properties::WriterProperties::builder()
-                .set_compression(datafusion::parquet::basic::Compression::SNAPPY)
-                .set_max_row_group_row_count(Some(rows.max(1)))
-                .build();
+            let props = parquet_properties().set_max_row_group_row_count(Some(rows.max(1))).build();
             builder = builder.with_writer_properties(props);
         }
         match write.replace_where {
@@ -889,6 +886,17 @@ pub struct Upsert {
     /// [`Table::published_orders`]): the keyed merge takes it instead of scanning again when it
     /// was taken of the same version for the same rows.
     pub scanned: Option<KeyScan>,
+}
+
+/// The cores this process may use: how many files the table operations scan or write at once.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// The Parquet settings every data file medallion writes starts from: Snappy, as delta-rs writes.
+fn parquet_properties() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
+    use datafusion::parquet::{basic::Compression, file::properties::WriterProperties};
+    WriterProperties::builder().set_compression(Compression::SNAPPY)
 }
 
 fn commit_properties(txn: Option<Txn>, metadata: HashMap<String, Value>) -> CommitProperties {

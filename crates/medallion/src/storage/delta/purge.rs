@@ -53,7 +53,7 @@ pub(super) async fn purge(table: DeltaTable) -> Result<(DeltaTable, u64, u64), D
         ));
     }
     let store = table.object_store();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = super::cores();
     let shared = Arc::new(table.clone());
     let descriptors: Vec<_> = files.iter().map(|f| f.deletion_vector_descriptor()).collect();
     let vectors = dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
