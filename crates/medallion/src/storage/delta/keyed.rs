@@ -77,41 +77,67 @@ enum Fate {
 
 /// The source rows, indexed by key (the rows themselves are read again to write the winners).
 struct Source {
-    /// Key → global row number (rows numbered across batches in order).
-    index: HashMap<i64, u32, Fast>,
     /// Order value of each row (None: missing).
     orders: Vec<Option<i64>>,
     /// Keys, sorted, for range tests against file statistics.
     sorted: Vec<i64>,
-    /// The keys as bits over their range, when that is small enough: most target keys are not in
-    /// the source, and testing a bit spares them a probe of the map, which misses the cache.
-    bits: Option<KeyBits>,
+    /// The row of each key in `sorted`.
+    rows: Vec<u32>,
+    /// How a key finds its row.
+    lookup: Lookup,
+}
+
+/// A key's way to its source row.
+enum Lookup {
+    /// The keys as bits over their range, when that is small enough: a key's rank among the set
+    /// bits is its place in `sorted`. Most target keys are not in the source; a bit tells them so
+    /// without probing a map, which misses the cache, and a hit costs a popcount.
+    Bits(KeyBits),
+    /// Key → row, for keys spread too thinly for bits.
+    Map(HashMap<i64, u32, Fast>),
 }
 
 impl Source {
-    fn new(index: HashMap<i64, u32, Fast>, orders: Vec<Option<i64>>) -> Source {
-        let mut sorted: Vec<i64> = index.keys().copied().collect();
-        sorted.sort_unstable();
-        let bits = KeyBits::new(&sorted);
-        Source { index, orders, sorted, bits }
+    /// The source of `keys` (row `i` has key `keys[i]`) with their `orders`; None if a key repeats.
+    fn new(keys: Vec<i64>, orders: Vec<Option<i64>>) -> Option<Source> {
+        let mut pairs: Vec<(i64, u32)> = keys.into_iter().zip(0u32..).collect();
+        // Keys often arrive in order already (new rows of an increasing key).
+        if !pairs.is_sorted_by_key(|p| p.0) {
+            pairs.sort_unstable_by_key(|p| p.0);
+        }
+        if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        let (sorted, rows): (Vec<i64>, Vec<u32>) = pairs.into_iter().unzip();
+        let lookup = match KeyBits::new(&sorted) {
+            Some(bits) => Lookup::Bits(bits),
+            None => Lookup::Map(sorted.iter().copied().zip(rows.iter().copied()).collect()),
+        };
+        Some(Source { orders, sorted, rows, lookup })
     }
 
     /// The source row with key `k`.
     #[inline]
     fn row_of(&self, k: i64) -> Option<u32> {
-        if let Some(bits) = &self.bits
-            && !bits.contains(k)
-        {
-            return None;
+        match &self.lookup {
+            Lookup::Bits(bits) => bits.rank(k).map(|at| self.rows[at]),
+            Lookup::Map(map) => map.get(&k).copied(),
         }
-        self.index.get(&k).copied()
+    }
+
+    /// Whether `other` has the same keys at the same row numbers.
+    fn same_keys(&self, other: &Source) -> bool {
+        self.sorted == other.sorted && self.rows == other.rows
     }
 }
 
-/// A set of keys as one bit per value between the least and the greatest.
+/// A set of sorted keys as one bit per value between the least and the greatest, with the number
+/// of keys before each word, so a key's place among them is one popcount away.
 struct KeyBits {
     least: i64,
     words: Vec<u64>,
+    /// Set bits in the words before each word.
+    before: Vec<u32>,
 }
 
 impl KeyBits {
@@ -122,7 +148,7 @@ impl KeyBits {
     fn new(sorted: &[i64]) -> Option<KeyBits> {
         let (&least, &greatest) = (sorted.first()?, sorted.last()?);
         let span = u64::try_from(i128::from(greatest) - i128::from(least) + 1).ok()?;
-        if span / 8 > Self::MAX_BYTES || span / 64 > sorted.len() as u64 {
+        if span / 8 > Self::MAX_BYTES || span / 64 > sorted.len() as u64 || u32::try_from(sorted.len()).is_err() {
             return None;
         }
         let mut words = vec![0u64; usize::try_from(span.div_ceil(64)).ok()?];
@@ -130,16 +156,29 @@ impl KeyBits {
             let at = k.abs_diff(least);
             words[(at / 64) as usize] |= 1 << (at % 64);
         }
-        Some(KeyBits { least, words })
+        let mut seen = 0u32;
+        let before = words
+            .iter()
+            .map(|w| {
+                let b = seen;
+                seen += w.count_ones();
+                b
+            })
+            .collect();
+        Some(KeyBits { least, words, before })
     }
 
+    /// The place of `k` among the keys (its index in the sorted keys), None if it is not one.
     #[inline]
-    fn contains(&self, k: i64) -> bool {
+    fn rank(&self, k: i64) -> Option<usize> {
         if k < self.least {
-            return false;
+            return None;
         }
         let at = k.abs_diff(self.least);
-        self.words.get((at / 64) as usize).is_some_and(|w| w & (1 << (at % 64)) != 0)
+        let w = usize::try_from(at / 64).ok()?;
+        let word = *self.words.get(w)?;
+        let bit = 1u64 << (at % 64);
+        (word & bit != 0).then(|| self.before[w] as usize + (word & (bit - 1)).count_ones() as usize)
     }
 }
 
@@ -193,7 +232,7 @@ impl KeyScan {
     /// None unless it was taken of that version for the same keys in the same row order.
     fn found_for(self, version: u64, files: &[deltalake::kernel::LogicalFileView], source: &Source) -> Option<Found> {
         // The same keys at the same row numbers: the hits' row numbers mean the same rows.
-        if self.version != version || self.source.index != source.index {
+        if self.version != version || !self.source.same_keys(source) {
             return None;
         }
         let at: HashMap<String, usize> =
@@ -741,9 +780,7 @@ fn index(rows: &dyn Rows, key: &str, order_by: &str) -> Result<Option<Source>> {
     if u32::try_from(total).is_err() {
         return Ok(None);
     }
-    let mut index: HashMap<i64, u32, Fast> = HashMap::with_capacity_and_hasher(total, Fast::default());
-    let mut orders = Vec::with_capacity(total);
-    let mut n = 0u32;
+    let (mut keys, mut orders) = (Vec::with_capacity(total), Vec::with_capacity(total));
     // The projection keeps the order asked for: key first, then order (the same column twice if
     // the key orders itself).
     for b in rows.pass(Some(&[k, o]))? {
@@ -751,18 +788,16 @@ fn index(rows: &dyn Rows, key: &str, order_by: &str) -> Result<Option<Source>> {
         if b.column(0).null_count() > 0 {
             return Ok(None);
         }
-        let keys = b.column(0).as_primitive::<Int64Type>();
+        keys.extend_from_slice(b.column(0).as_primitive::<Int64Type>().values());
         let ords = cast(b.column(1), &DataType::Int64).map_err(|e| Error::arrow("merge source order", e))?;
-        let ords = ords.as_primitive::<Int64Type>();
-        for r in 0..b.num_rows() {
-            if index.insert(keys.value(r), n).is_some() {
-                return Ok(None);
-            }
-            orders.push(ords.is_valid(r).then(|| ords.value(r)));
-            n += 1;
-        }
+        push_orders(&mut orders, ords.as_primitive::<Int64Type>());
     }
-    Ok(Some(Source::new(index, orders)))
+    Ok(Source::new(keys, orders))
+}
+
+/// Appends the values of `ords` to `orders` (None where null).
+fn push_orders(orders: &mut Vec<Option<i64>>, ords: &datafusion::arrow::array::Int64Array) {
+    orders.extend((0..ords.len()).map(|r| ords.is_valid(r).then(|| ords.value(r))));
 }
 
 /// The rows of `written` files indexed by key, numbered across the files in order, from their key
@@ -774,29 +809,24 @@ async fn index_files(
     key: &str,
     order_by: &str,
 ) -> Result<Option<(Source, Vec<usize>)>, DeltaTableError> {
-    let mut index: HashMap<i64, u32, Fast> = HashMap::with_hasher(Fast::default());
-    let (mut orders, mut counts) = (Vec::new(), Vec::with_capacity(written.len()));
+    let (mut keys, mut orders, mut counts) = (Vec::new(), Vec::new(), Vec::with_capacity(written.len()));
     for (path, add) in written {
         let (mut stream, (k, o)) = key_and_order(store, path, add.size, key, order_by).await?;
         let before = orders.len();
         while let Some(batch) = stream.try_next().await? {
-            let keys = batch.column(k).as_primitive::<Int64Type>();
-            if keys.null_count() > 0 {
+            let column = batch.column(k).as_primitive::<Int64Type>();
+            if column.null_count() > 0 {
                 return Ok(None);
             }
-            let ords = cast(batch.column(o), &DataType::Int64)?;
-            let ords = ords.as_primitive::<Int64Type>();
-            for r in 0..batch.num_rows() {
-                let Ok(n) = u32::try_from(orders.len()) else { return Ok(None) };
-                if index.insert(keys.value(r), n).is_some() {
-                    return Ok(None);
-                }
-                orders.push(ords.is_valid(r).then(|| ords.value(r)));
-            }
+            keys.extend_from_slice(column.values());
+            push_orders(&mut orders, cast(batch.column(o), &DataType::Int64)?.as_primitive::<Int64Type>());
         }
         counts.push(orders.len() - before);
     }
-    Ok(Some((Source::new(index, orders), counts)))
+    if u32::try_from(keys.len()).is_err() {
+        return Ok(None);
+    }
+    Ok(Source::new(keys, orders).map(|s| (s, counts)))
 }
 
 /// Whether a file whose statistics are `stats` may hold one of `sorted` keys (true without stats).
@@ -1087,20 +1117,42 @@ fn keyed_writer_properties(key: &str) -> WriterProperties {
 
 #[cfg(test)]
 mod tests {
-    use super::KeyBits;
+    use super::{KeyBits, Lookup, Source};
 
     #[test]
-    fn key_bits_hold_exactly_their_keys_and_are_not_built_for_sparse_or_huge_ranges() {
+    fn key_bits_rank_exactly_their_keys_and_are_not_built_for_sparse_or_huge_ranges() {
         let keys = [-70i64, -64, -1, 0, 1, 63, 64, 127, 200];
         let bits = KeyBits::new(&keys).expect("a dense range has bits");
         for k in -200..400 {
-            assert_eq!(bits.contains(k), keys.contains(&k), "key {k}");
+            assert_eq!(bits.rank(k), keys.iter().position(|&x| x == k), "key {k}");
         }
-        assert!(!bits.contains(i64::MIN) && !bits.contains(i64::MAX));
+        assert!(bits.rank(i64::MIN).is_none() && bits.rank(i64::MAX).is_none());
         // More than 64 bits a key, or a range beyond the memory cap: no bits (the map alone).
         assert!(KeyBits::new(&[0, 10_000]).is_none());
         assert!(KeyBits::new(&[i64::MIN, i64::MAX]).is_none());
         assert!(KeyBits::new(&[]).is_none());
-        assert!(KeyBits::new(&[i64::MAX]).is_some_and(|b| b.contains(i64::MAX) && !b.contains(i64::MAX - 1)));
+        assert!(
+            KeyBits::new(&[i64::MAX]).is_some_and(|b| b.rank(i64::MAX) == Some(0) && b.rank(i64::MAX - 1).is_none())
+        );
+    }
+
+    #[test]
+    fn a_source_finds_each_key_s_row_by_bits_or_map_and_refuses_repeated_keys() {
+        // Dense keys (bits) and sparse ones (the map), out of order: row i has key keys[i].
+        for keys in [vec![7i64, -3, 12, 0, 5, 9, 1], vec![7_000_000i64, -3, 12, 1 << 40, 5]] {
+            let source = Source::new(keys.clone(), vec![None; keys.len()]).expect("unique keys");
+            let dense = matches!(source.lookup, Lookup::Bits(_));
+            assert_eq!(dense, keys.len() == 7, "bits only for the dense keys");
+            for (row, &k) in keys.iter().enumerate() {
+                assert_eq!(source.row_of(k), Some(row as u32), "key {k}");
+                assert_eq!(source.row_of(k + 1).is_some(), keys.contains(&(k + 1)), "key {}", k + 1);
+            }
+            assert!(source.sorted.is_sorted());
+            assert!(source.same_keys(&Source::new(keys.clone(), vec![None; keys.len()]).expect("unique")));
+            let mut swapped = keys.clone();
+            swapped.swap(0, 1);
+            assert!(!source.same_keys(&Source::new(swapped, vec![None; keys.len()]).expect("unique")));
+        }
+        assert!(Source::new(vec![1, 2, 1], vec![None; 3]).is_none());
     }
 }
