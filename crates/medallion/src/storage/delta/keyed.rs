@@ -98,8 +98,10 @@ enum Lookup {
 }
 
 impl Source {
-    /// The source of `keys` (row `i` has key `keys[i]`) with their `orders`; None if a key repeats.
+    /// The source of `keys` (row `i` has key `keys[i]`) with their `orders`; None if a key repeats
+    /// or the rows cannot all be numbered in a `u32`.
     fn new(keys: Vec<i64>, orders: Vec<Option<i64>>) -> Option<Source> {
+        u32::try_from(keys.len()).ok()?;
         let mut pairs: Vec<(i64, u32)> = keys.into_iter().zip(0u32..).collect();
         // Keys often arrive in order already (new rows of an increasing key).
         if !pairs.is_sorted_by_key(|p| p.0) {
@@ -148,7 +150,7 @@ impl KeyBits {
     fn new(sorted: &[i64]) -> Option<KeyBits> {
         let (&least, &greatest) = (sorted.first()?, sorted.last()?);
         let span = u64::try_from(i128::from(greatest) - i128::from(least) + 1).ok()?;
-        if span / 8 > Self::MAX_BYTES || span / 64 > sorted.len() as u64 || u32::try_from(sorted.len()).is_err() {
+        if span / 8 > Self::MAX_BYTES || span / 64 > sorted.len() as u64 {
             return None;
         }
         let mut words = vec![0u64; usize::try_from(span.div_ceil(64)).ok()?];
@@ -156,6 +158,7 @@ impl KeyBits {
             let at = k.abs_diff(least);
             words[(at / 64) as usize] |= 1 << (at % 64);
         }
+        // At most 8 * MAX_BYTES bits are set: the counts fit a u32.
         let mut seen = 0u32;
         let before = words
             .iter()
@@ -822,9 +825,6 @@ async fn index_files(
             push_orders(&mut orders, cast(batch.column(o), &DataType::Int64)?.as_primitive::<Int64Type>());
         }
         counts.push(orders.len() - before);
-    }
-    if u32::try_from(keys.len()).is_err() {
-        return Ok(None);
     }
     Ok(Source::new(keys, orders).map(|s| (s, counts)))
 }
