@@ -430,28 +430,41 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
 #[test]
 fn a_transient_fault_is_retried_and_commits_once() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = demo(dir.path());
+    // `run` in a new demo with a fault once at `point`: silver/orders' node event, once the run
+    // finished, after its silver and dead-letter rows were checked.
+    let faulted_once = |name: &str, point: &str| {
+        let proj = dir.path().join(name);
+        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+        let out = bin()
+            .args(["run", "--format", "json"])
+            .env("MEDALLION_FAULT_AT", format!("{point}:1"))
+            .current_dir(&proj)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", text(&out.stderr));
+        let counts = run(
+            &["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"],
+            &proj,
+        );
+        assert!(text(&counts.stdout).contains("| 2710 | 148 |"), "{point}: {}", text(&counts.stdout));
+        let silver = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .find(|l| l["type"] == "node_finished" && l["node"] == "silver/orders")
+            .expect("event");
+        (proj, silver)
+    };
     // Fails once between the dead-letter commit and the silver MERGE: the retry resumes the intent.
-    let out = bin()
-        .args(["run", "--format", "json"])
-        .env("MEDALLION_FAULT_AT", "silver/orders:merge:1")
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
-    let silver = lines.iter().find(|l| l["type"] == "node_finished" && l["node"] == "silver/orders").expect("event");
+    let (proj, silver) = faulted_once("demo", "silver/orders:merge");
     assert_eq!(
         (silver["attempts"].as_u64(), silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64()),
         (Some(2), Some(3000), Some(148))
     );
-    let counts = run(
-        &["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"],
-        &proj,
-    );
-    assert!(text(&counts.stdout).contains("| 2710 | 148 |"), "{}", text(&counts.stdout));
+    // Fails once writing the dead letter, while the merge works: the merge must not commit (the
+    // retry would skip a landed silver commit and its rejects would be lost).
+    let (_, silver) = faulted_once("dead_letter", "silver/orders:dead_letter");
+    assert_eq!(silver["attempts"].as_u64(), Some(2));
 
     // A source that cannot be ingested: its silver table and what reads it are skipped, the rest runs.
     let out = bin()
@@ -585,6 +598,7 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
         "bronze/orders:batch",
         "bronze/customers:batch",
         "silver/orders:intent",
+        "silver/orders:dead_letter",
         "silver/orders:merge",
         "silver/dim_customers:merge",
         "gold/daily_revenue:write",
@@ -667,7 +681,13 @@ fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
     assert!(want.contains("bronze batches: 4"), "{want}");
     assert_eq!(vectors(&clean), 1, "the second run's merge marked replaced rows");
 
-    let points = ["bronze/orders:batch", "silver/orders:intent", "silver/orders:merge", "gold/daily_revenue:write"];
+    let points = [
+        "bronze/orders:batch",
+        "silver/orders:intent",
+        "silver/orders:dead_letter",
+        "silver/orders:merge",
+        "gold/daily_revenue:write",
+    ];
     let proj = killed_runs_give(&want, &points, &[15, 60, 120, 200, 320, 450, 600], init);
     // Vectors of killed merges, if any, are named by no commit: a vacuum removes them.
     let vacuum = run(&["vacuum", "orders", "--retain", "0s", "--force"], &proj);

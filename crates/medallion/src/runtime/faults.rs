@@ -4,7 +4,9 @@
 //! there (as `kill -9` would), the `n`th time it gets there (default the first). Steps: `bronze/<source>:ingest` (before landing),
 //! `bronze/<source>:batch` (marker written, batch not yet), `bronze/<source>:page` (an HTTP
 //! source's page landed, its fetch state not moved past it), `silver/<table>:intent` (intent
-//! recorded, nothing committed), `silver/<table>:merge` (dead letter committed, silver not),
+//! recorded, nothing committed), `silver/<table>:dead_letter` (the dead letter about to be
+//! written while the merge reads and writes; nothing committed), `silver/<table>:merge` (dead
+//! letter committed, silver not),
 //! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
 //! Parquet export not), `silver/<table>:replay` (a replay's MERGE
 //! committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor starts reading a

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{faults, ms};
-use crate::storage::delta::{Table, Txn};
+use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Whether a promotion of `intent`'s batches into `table` runs here: more than one slice of bronze,
@@ -127,7 +127,7 @@ pub(crate) async fn promote(
         p.timings_ms.insert("dedup", ms(t));
         let t = Instant::now();
         let winners = Spilled::new(table.contract.schema.clone(), resolved, unique);
-        let merged = merge_into(lake, table, Candidate::Spilled(winners), txn, meta).await?;
+        let merged = merge_into(lake, table, Candidate::Spilled(winners), (txn, meta), Gate::open()).await?;
         (p.inserted, p.updated, p.deleted, p.silver_version) =
             (merged.inserted, merged.updated, merged.deleted, merged.version);
         p.timings_ms.insert("merge", ms(t));

@@ -35,7 +35,7 @@ use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{Now, ms};
 use crate::spec::{Action, RejectedFractionSpec};
-use crate::storage::delta::{KeyScan, Table, Txn};
+use crate::storage::delta::{Gate, KeyScan, Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Rejected records shown for a held-back batch.
@@ -508,38 +508,52 @@ async fn run_intent(
         p.rejected = rejected.len() as u64;
         p.top_reasons = top_reasons(&rejected, TOP_REASONS);
 
-        // Dead letter first: it is skipped on resume if this intent's rejects already landed.
-        let t1 = Instant::now();
+        // The dead letter lands before silver's commit: a resumed intent skips a dead letter
+        // its rejects already landed in, so it must never follow the merge. It is written while
+        // the merge reads and writes; the merge's commit waits at the gate.
         let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
         p.quarantine_version = q.version();
-        // A rebuild replaces the dead letter (with nothing, when nothing is rejected now).
-        let replace = intent.rebuild && q.exists();
-        if (!rejected.is_empty() || replace) && q.txn_version(&app).await?.unwrap_or(0) < intent.version {
-            let batches = quarantine::to_batches(&rejected, opts.now.timestamp_micros(), &opts.run_id)?;
-            let batches = if batches.is_empty() { vec![RecordBatch::new_empty(quarantine::schema())] } else { batches };
-            let q = q
-                .write(
-                    batches,
-                    quarantine::write_options(txn.clone(), commit_meta(&opts.run_id, &intent, table), replace),
-                )
-                .await?;
-            p.quarantine_version = q.version();
-        }
-        p.timings_ms.insert("dead_letter", ms(t1));
-
-        crate::runtime::faults::check(&format!("silver/{}", table.name), "merge")?;
-        let t3 = Instant::now();
-        merging = true;
         let meta = commit_meta(&opts.run_id, &intent, table);
-        let (unique, published) = match (&written, plan) {
-            (Some(adds), _) => {
-                let written = (adds.as_slice(), written_rows);
-                let merged = super::publish::publish_written(lake, table, written, intent.rebuild, txn, meta).await?;
-                (written_rows, super::publish::Published::merged(merged))
-            }
-            (None, Some(plan)) => (plan.rows(), publish(lake, table, plan, txn, meta).await?),
-            (None, None) => return Err(Error::Internal(format!("{node}: nothing to publish"))),
+        let letter = DeadLetter {
+            // A rebuild replaces the dead letter (with nothing, when nothing is rejected now).
+            replace: intent.rebuild && q.exists(),
+            table: q,
+            rejected,
+            txn: txn.clone(),
+            meta: meta.clone(),
+            failed_at: opts.now.timestamp_micros(),
+            run_id: opts.run_id.clone(),
+            node: node.clone(),
         };
+        let (dead_letter, gate) = letter.spawn();
+        let t3 = Instant::now();
+        let published = match (&written, plan) {
+            (Some(adds), _) => match gate.pass().await {
+                Ok(()) => {
+                    merging = true;
+                    let written = (adds.as_slice(), written_rows);
+                    super::publish::publish_written(lake, table, written, intent.rebuild, txn, meta)
+                        .await
+                        .map(|merged| (written_rows, super::publish::Published::merged(merged)))
+                }
+                Err(e) => Err(e),
+            },
+            (None, Some(plan)) => {
+                let rows = plan.rows();
+                publish(lake, table, plan, (txn, meta), gate).await.map(|published| (rows, published))
+            }
+            (None, None) => Err(Error::Internal(format!("{node}: nothing to publish"))),
+        };
+        // The dead letter's own error, when it failed (the gate then stopped the merge).
+        let (version, dead_letter_ms) = match dead_letter.await {
+            Ok(landed) => landed?,
+            Err(e) => return Err(Error::Internal(format!("{node}: the dead letter's task: {e}"))),
+        };
+        let (unique, published) = published?;
+        if let Some(version) = version {
+            p.quarantine_version = Some(version);
+        }
+        p.timings_ms.insert("dead_letter", dead_letter_ms);
         (p.inserted, p.updated, p.deleted, p.silver_version) =
             (published.inserted, published.updated, published.deleted, published.version);
         p.superseded = match published.superseded {
@@ -564,6 +578,60 @@ async fn run_intent(
         }
     }
     promoted
+}
+
+/// What writing a dead letter did: the table's version when it committed, and the time it took
+/// (ms).
+type Landed = (Option<i64>, u64);
+
+/// A promotion's dead letter: its rejected records, written to `table` in one commit carrying
+/// `txn` (none when nothing is rejected and nothing is replaced, or when this txn already landed).
+struct DeadLetter {
+    /// The promotion's node (`silver/<table>`).
+    node: String,
+    table: Table,
+    rejected: Vec<Rejected>,
+    /// Replace the table's content (a rebuild).
+    replace: bool,
+    txn: Txn,
+    meta: HashMap<String, serde_json::Value>,
+    failed_at: i64,
+    run_id: String,
+}
+
+impl DeadLetter {
+    /// Writes it on a task of its own: returns the task (the table's version when it committed,
+    /// and its time in ms) and the gate silver's commit waits at, which opens once the dead letter
+    /// landed (then checks the node's `merge` fault point).
+    fn spawn(self) -> (tokio::task::JoinHandle<Result<Landed>>, Gate) {
+        let node = self.node.clone();
+        let (landed, on_landing) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let t = Instant::now();
+            let written = self.write().await;
+            let _ = landed.send(written.is_ok());
+            Ok((written?, ms(t)))
+        });
+        let gate = Gate::after(async move {
+            match on_landing.await {
+                Ok(true) => crate::runtime::faults::check(&node, "merge"),
+                // The promotion reports the task's own error.
+                _ => Err(Error::Internal(format!("{node}: the dead letter did not land"))),
+            }
+        });
+        (task, gate)
+    }
+
+    async fn write(self) -> Result<Option<i64>> {
+        let DeadLetter { node, table, rejected, replace, txn, meta, failed_at, run_id } = self;
+        crate::runtime::faults::check(&node, "dead_letter")?;
+        if (rejected.is_empty() && !replace) || table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
+            return Ok(None);
+        }
+        let batches = quarantine::to_batches(&rejected, failed_at, &run_id)?;
+        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(quarantine::schema())] } else { batches };
+        Ok(table.write(batches, quarantine::write_options(txn, meta, replace)).await?.version())
+    }
 }
 
 /// The set- and table-level expectations of `table` (none of them `drop`) over the files a

@@ -17,7 +17,7 @@ use super::spill::Spilled;
 use super::table::SilverTable;
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::storage::delta::{InMemory, KeyScan, Rows, Table, Txn, Upsert, WriteOptions};
+use crate::storage::delta::{Gate, InMemory, KeyScan, Rows, Table, Txn, Upsert, WriteOptions};
 use crate::storage::{Lake, Layer};
 
 /// What a promotion (or a replay) writes to silver.
@@ -59,23 +59,26 @@ impl Published {
     }
 }
 
-/// Writes `plan` to `table` in one commit carrying `txn` (plus tombstones for deletes).
+/// Writes `plan` to `table` in one commit carrying `txn` (plus tombstones for deletes), once
+/// `gate` opens: a keyed merge reads and writes meanwhile, the others wait before they start.
 pub(crate) async fn publish(
     lake: &Lake,
     table: &SilverTable,
     plan: Publish,
-    txn: Txn,
-    meta: HashMap<String, serde_json::Value>,
+    (txn, meta): (Txn, HashMap<String, serde_json::Value>),
+    gate: Gate,
 ) -> Result<Published> {
     match plan {
-        Publish::Merge { rows, delete, scanned } => {
-            let merged = match delete {
-                None => merge_into(lake, table, Candidate::Memory(rows, scanned), txn, meta).await?,
-                Some(delete) => apply_changes(lake, table, rows, &delete, txn, meta).await?,
-            };
+        Publish::Merge { rows, delete: None, scanned } => {
+            let merged = merge_into(lake, table, Candidate::Memory(rows, scanned), (txn, meta), gate).await?;
             Ok(Published::merged(merged))
         }
+        Publish::Merge { rows, delete: Some(delete), .. } => {
+            gate.pass().await?;
+            Ok(Published::merged(apply_changes(lake, table, rows, &delete, txn, meta).await?))
+        }
         Publish::Append { rows } => {
+            gate.pass().await?;
             let inserted = rows.iter().map(|b| b.num_rows() as u64).sum();
             // An empty append still commits, so the txn records the promotion as done.
             let rows = if rows.is_empty() { vec![RecordBatch::new_empty(table.contract.schema.clone())] } else { rows };
@@ -83,6 +86,7 @@ pub(crate) async fn publish(
             Ok(Published { inserted, updated: 0, deleted: 0, superseded: None, version })
         }
         Publish::Replace { rows, counts } => {
+            gate.pass().await?;
             let version = write_rows(lake, table, rows, txn, meta, true).await?;
             Ok(Published {
                 inserted: counts.inserted,
@@ -132,14 +136,15 @@ pub(crate) enum Candidate {
     Spilled(Spilled),
 }
 
-/// Merges `rows` (unique per key) into `table` in one commit carrying `txn`: creates the table
-/// on first write, and commits even when there is nothing to merge, so the txn is recorded.
+/// Merges `rows` (unique per key) into `table` in one commit carrying `txn`, once `gate` opens:
+/// creates the table on first write, and commits even when there is nothing to merge, so the txn
+/// is recorded.
 pub(crate) async fn merge_into(
     lake: &Lake,
     table: &SilverTable,
     rows: Candidate,
-    txn: Txn,
-    metadata: HashMap<String, serde_json::Value>,
+    (txn, metadata): (Txn, HashMap<String, serde_json::Value>),
+    gate: Gate,
 ) -> Result<Merged> {
     let schema = table.contract.schema.clone();
     let unique: u64 = match &rows {
@@ -149,10 +154,12 @@ pub(crate) async fn merge_into(
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     if !silver.exists() {
+        gate.pass().await?;
         return create(silver, table, rows, unique, txn, metadata).await;
     }
     let silver = declared_merge_mode(silver, table).await?;
     if unique == 0 {
+        gate.pass().await?;
         return commit_nothing(silver, schema, txn, metadata).await;
     }
     let (rows, scanned): (Box<dyn Rows>, _) = match rows {
@@ -169,6 +176,7 @@ pub(crate) async fn merge_into(
         metadata,
         delete_column: None,
         scanned,
+        gate,
     };
     let (silver, metrics) = silver.upsert_from(rows.as_ref(), upsert).await?;
     if metrics.num_source_rows as u64 != unique {
@@ -242,7 +250,7 @@ pub(crate) async fn publish_written(
         });
     }
     let rows = silver.read_written(adds, &schema).await?;
-    let merged = merge_into(lake, table, Candidate::Memory(rows, None), txn, metadata).await?;
+    let merged = merge_into(lake, table, Candidate::Memory(rows, None), (txn, metadata), Gate::open()).await?;
     if let Err(e) = silver.discard_files(adds).await {
         tracing::warn!(table = %table.name, "written files left for vacuum: {e}");
     }
@@ -393,6 +401,7 @@ pub(crate) async fn apply_changes(
                 metadata: meta,
                 delete_column: None,
                 scanned: None,
+                gate: Gate::open(),
             };
             tombs.upsert(deletes, upsert).await?;
         }
@@ -428,6 +437,7 @@ pub(crate) async fn apply_changes(
         metadata,
         delete_column: Some(DELETE_FLAG.to_string()),
         scanned: None,
+        gate: Gate::open(),
     };
     let (silver, metrics) = silver.upsert(source, upsert).await?;
     Ok(Merged {

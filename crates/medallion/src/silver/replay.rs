@@ -35,7 +35,7 @@ use crate::quality::quarantine::{self, Reason, Rejected, Stored};
 use crate::runtime::Now;
 use crate::runtime::ledger::{self, ReplayIntent};
 use crate::spec::ident;
-use crate::storage::delta::{Table, Txn, WriteOptions};
+use crate::storage::delta::{Gate, Table, Txn, WriteOptions};
 use crate::storage::{Lake, Layer};
 
 /// Settings of a replay.
@@ -301,7 +301,7 @@ async fn replay_locked(
     let merge_now = out.passing > 0 && silver.txn_version(&app).await?.unwrap_or(0) < intent.version;
     let mut superseded = None;
     if merge_now {
-        let published = publish(lake, table, publish_plan, txn.clone(), meta.clone()).await?;
+        let published = publish(lake, table, publish_plan, (txn.clone(), meta.clone()), Gate::open()).await?;
         (out.inserted, out.updated, out.deleted, out.silver_version) =
             (published.inserted, published.updated, published.deleted, published.version);
         superseded = published.superseded;

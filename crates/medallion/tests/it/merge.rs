@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use medallion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use medallion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use medallion::storage::delta::{MergeMetrics, Table, Txn, Upsert, WriteOptions};
+use medallion::storage::delta::{Gate, MergeMetrics, Table, Txn, Upsert, WriteOptions};
 use medallion::storage::{Lake, Layer};
 
 use crate::common::strings;
@@ -40,6 +40,7 @@ pub(crate) fn upsert(version: i64) -> Upsert {
         txn: Some(Txn { app_id: "test".into(), version }),
         metadata: Default::default(),
         scanned: None,
+        gate: Gate::open(),
     }
 }
 
@@ -85,6 +86,52 @@ pub(crate) async fn contents(lake: &Lake) -> Vec<(i64, Option<i64>, String)> {
         }
     }
     out
+}
+
+/// Parquet data files in the table directory `dir` (committed or not).
+fn data_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("table dir")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .count()
+}
+
+/// A promotion's dead letter lands before its merge, written meanwhile: the keyed merge reads and
+/// writes its files, then waits at its gate and commits once it opens; a gate that fails stops
+/// the commit with its error, as it stops MERGE (which waits before it starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_commits_only_past_its_gate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (lake, table) = seeded(dir.path()).await;
+    let before = table.version();
+    let silver = dir.path().join("silver/t");
+    let failed = || Gate::after(async { Err(medallion::Error::Internal("the dead letter did not land".into())) });
+    let reopen = || Table::open(&lake, Layer::Silver, "t");
+
+    let stopped = table.upsert_rows(source(), Upsert { gate: failed(), ..upsert(1) }).await;
+    assert!(stopped.expect_err("keyed merge stopped").to_string().contains("the dead letter did not land"));
+    let ctx = datafusion::prelude::SessionContext::new();
+    let stopped = Upsert { gate: failed(), ..upsert(1) };
+    let stopped = reopen().await.expect("open").upsert(ctx.read_batches(source()).expect("source"), stopped).await;
+    assert!(stopped.expect_err("MERGE stopped").to_string().contains("the dead letter did not land"));
+    assert_eq!(reopen().await.expect("open").version(), before, "nothing committed past a failed gate");
+
+    let files = data_files(&silver);
+    let (reached, waiting) = tokio::sync::oneshot::channel();
+    let (opens, open) = tokio::sync::oneshot::channel::<()>();
+    let gate = Gate::after(async move {
+        let _ = reached.send(());
+        open.await.map_err(|_| medallion::Error::Internal("never opened".into()))
+    });
+    let merging = tokio::spawn(reopen().await.expect("open").upsert_rows(source(), Upsert { gate, ..upsert(1) }));
+    waiting.await.expect("the merge reaches its gate");
+    assert!(data_files(&silver) > files, "the winners' files are written before the gate opens");
+    assert_eq!(reopen().await.expect("open").version(), before, "and not committed");
+    opens.send(()).expect("merge waiting");
+    let (merged, metrics) = merging.await.expect("task").expect("merged");
+    assert_eq!(merged.version(), before.map(|v| v + 1));
+    assert_eq!((metrics.num_target_rows_inserted, metrics.num_target_rows_updated), (500, 125));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,7 @@ use object_store::path::Path;
 use serde_json::Value;
 
 use super::rows::{InMemory, Rows};
-use super::{Txn, commit_properties};
+use super::{Gate, Txn, commit_properties};
 use crate::error::{Error, Result};
 
 type Fast = foldhash::fast::RandomState;
@@ -253,9 +253,9 @@ pub(super) async fn upsert(
     label: &str,
     rows: &dyn Rows,
     (key, order_by): (&str, &str),
-    txn: Option<Txn>,
-    metadata: HashMap<String, Value>,
+    (txn, metadata): (Option<Txn>, HashMap<String, Value>),
     scanned: Option<KeyScan>,
+    gate: &mut Gate,
 ) -> Result<Option<(DeltaTable, MergeMetrics)>> {
     let started = std::time::Instant::now();
     let delta = |e: DeltaTableError| Error::delta(label, e);
@@ -294,6 +294,7 @@ pub(super) async fn upsert(
     let adds: Vec<Action> = writer.finish().await.map_err(delta)?.into_iter().map(Action::Add).collect();
     merge.added += adds.len();
     merge.actions.extend(adds);
+    std::mem::take(gate).pass().await?;
     let committed = commit(table, merge, &schema, source.orders.len(), started, (key, order_by), txn, metadata);
     Ok(Some(committed.await.map_err(delta)?))
 }

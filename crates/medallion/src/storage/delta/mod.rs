@@ -776,9 +776,9 @@ impl Table {
                 &self.label,
                 rows,
                 (key, &upsert.order_by),
-                upsert.txn.clone(),
-                upsert.metadata.clone(),
+                (upsert.txn.clone(), upsert.metadata.clone()),
                 scanned,
+                &mut upsert.gate,
             )
             .await?;
             if let Some((inner, metrics)) = merged {
@@ -795,7 +795,9 @@ impl Table {
     /// Upserts `source` (unique per key) by `keys`: inserts new keys, and updates a matched row
     /// only when the source is newer by `order_by` (so an older record never overwrites a newer
     /// one, whatever order batches arrive in). `bounds` narrows the target scan.
-    pub async fn upsert(self, source: DataFrame, upsert: Upsert) -> Result<(Table, MergeMetrics)> {
+    pub async fn upsert(self, source: DataFrame, mut upsert: Upsert) -> Result<(Table, MergeMetrics)> {
+        // delta-rs's MERGE commits as it ends: what must land first lands before it starts.
+        std::mem::take(&mut upsert.gate).pass().await?;
         let label = self.label.clone();
         let mut predicate: Vec<String> = upsert.keys.iter().map(|k| format!("target.{k} = source.{k}")).collect();
         predicate.extend(upsert.bounds);
@@ -886,6 +888,41 @@ pub struct Upsert {
     /// [`Table::published_orders`]): the keyed merge takes it instead of scanning again when it
     /// was taken of the same version for the same rows.
     pub scanned: Option<KeyScan>,
+    /// What the commit waits for: the keyed merge reads and writes meanwhile; MERGE waits before
+    /// it starts.
+    pub gate: Gate,
+}
+
+/// What a commit waits for before it lands: another commit that must land first (a promotion's
+/// dead letter before its merge), made meanwhile, or nothing ([`Gate::open`]). A gate that fails
+/// stops the commit with its error.
+#[derive(Default)]
+pub struct Gate(Option<futures::future::BoxFuture<'static, Result<()>>>);
+
+impl Gate {
+    /// Nothing to wait for.
+    pub fn open() -> Gate {
+        Gate(None)
+    }
+
+    /// Wait for `landed`.
+    pub fn after(landed: impl Future<Output = Result<()>> + Send + 'static) -> Gate {
+        Gate(Some(Box::pin(landed)))
+    }
+
+    /// Waits until the gate opens (its error when it does not).
+    pub async fn pass(self) -> Result<()> {
+        match self.0 {
+            Some(landed) => landed.await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Gate(waiting)" } else { "Gate(open)" })
+    }
 }
 
 /// The cores this process may use: how many files the table operations scan or write at once.
