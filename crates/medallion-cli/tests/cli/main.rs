@@ -31,6 +31,16 @@ fn demo(dir: &Path) -> PathBuf {
     proj
 }
 
+/// Drops the expectations of silver.orders from the demo project at `proj` (a table with set-level
+/// ones is promoted in memory, never as a backlog in slices).
+fn without_orders_expectations(proj: &Path) {
+    let toml = proj.join("medallion.toml");
+    let text = std::fs::read_to_string(&toml).expect("read");
+    let start = text.find("expectations = [\n  { name = \"order_date_plausible\"").expect("orders' expectations");
+    let end = start + text[start..].find("]\n").expect("their end") + 2;
+    std::fs::write(&toml, format!("{}{}", &text[..start], &text[end..])).expect("write");
+}
+
 /// The rows of `medallion sql <query> --format json` in `proj`.
 fn sql_rows(proj: &Path, query: &str) -> Vec<serde_json::Value> {
     let out = run(&["sql", query, "--format", "json"], proj);
@@ -430,24 +440,34 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
 #[test]
 fn a_transient_fault_is_retried_and_commits_once() {
     let dir = tempfile::tempdir().expect("tmp");
-    // `run` in a new demo with a fault once at `point`: silver/orders' node event, once the run
-    // finished, after its silver and dead-letter rows were checked.
-    let faulted_once = |name: &str, point: &str| {
-        let proj = dir.path().join(name);
-        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+    let counts = |proj: &Path| {
+        let sql = "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q";
+        text(&run(&["sql", sql], proj).stdout)
+    };
+    // `run ARGS` in a new demo (`plain`: without orders' expectations) with a fault once at
+    // `point`: silver/orders' node event, once the silver and dead-letter rows were checked
+    // against an uninterrupted run's.
+    let faulted_once = |name: &str, point: &str, args: &[&str], plain: bool| {
+        let init = |name: &str| {
+            let proj = dir.path().join(name);
+            assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
+            if plain {
+                without_orders_expectations(&proj);
+            }
+            proj
+        };
+        let (clean, proj) = (init(&format!("{name}_clean")), init(name));
+        let args: Vec<&str> = ["run", "--format", "json"].iter().chain(args).copied().collect();
+        assert_eq!(run(&args, &clean).status.code(), Some(0));
         let out = bin()
-            .args(["run", "--format", "json"])
+            .args(&args)
             .env("MEDALLION_FAULT_AT", format!("{point}:1"))
             .current_dir(&proj)
             .stdin(Stdio::null())
             .output()
             .expect("runs");
-        assert_eq!(out.status.code(), Some(0), "{point}: {}", text(&out.stderr));
-        let counts = run(
-            &["sql", "SELECT (SELECT count(*) FROM silver.orders) AS s, (SELECT count(*) FROM quarantine.orders) AS q"],
-            &proj,
-        );
-        assert!(text(&counts.stdout).contains("| 2710 | 148 |"), "{point}: {}", text(&counts.stdout));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert_eq!(counts(&proj), counts(&clean), "{name}");
         let silver = text(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
@@ -456,15 +476,23 @@ fn a_transient_fault_is_retried_and_commits_once() {
         (proj, silver)
     };
     // Fails once between the dead-letter commit and the silver MERGE: the retry resumes the intent.
-    let (proj, silver) = faulted_once("demo", "silver/orders:merge");
+    let (proj, silver) = faulted_once("demo", "silver/orders:merge", &[], false);
+    assert!(counts(&proj).contains("| 2710 | 148 |"), "{}", counts(&proj));
     assert_eq!(
         (silver["attempts"].as_u64(), silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64()),
         (Some(2), Some(3000), Some(148))
     );
-    // Fails once writing the dead letter, while the merge works: the merge must not commit (the
-    // retry would skip a landed silver commit and its rejects would be lost).
-    let (_, silver) = faulted_once("dead_letter", "silver/orders:dead_letter");
-    assert_eq!(silver["attempts"].as_u64(), Some(2));
+    // Fails once writing the dead letter, while silver is written: silver must not commit (the
+    // retry would skip a landed silver commit and the rejects would be lost). In memory, as a
+    // first load in slices (a rebuild of nothing), and as a backlog in slices.
+    for (name, args, plain) in [
+        ("dead_letter", &[][..], false),
+        ("dead_letter_sliced", &["--slice-size", "1KiB"][..], false),
+        ("dead_letter_backlog", &["--slice-size", "1KiB"][..], true),
+    ] {
+        let (_, silver) = faulted_once(name, "silver/orders:dead_letter", args, plain);
+        assert_eq!(silver["attempts"].as_u64(), Some(2), "{name}");
+    }
 
     // A source that cannot be ingested: its silver table and what reads it are skipped, the rest runs.
     let out = bin()
@@ -607,6 +635,15 @@ fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     killed_runs_give(&want, &points, &[15, 60, 120, 200, 320, 450], init);
 }
 
+/// The steps of a run publishing orders that a kill test stops it at.
+const ORDER_STEPS: [&str; 5] = [
+    "bronze/orders:batch",
+    "silver/orders:intent",
+    "silver/orders:dead_letter",
+    "silver/orders:merge",
+    "gold/daily_revenue:write",
+];
+
 /// For each fault point, a project from `init` whose `run` is killed there, then run again, holds
 /// `want`; so does one killed again and again (kill -9 after each delay) and then run: returned.
 fn killed_runs_give(
@@ -681,14 +718,7 @@ fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
     assert!(want.contains("bronze batches: 4"), "{want}");
     assert_eq!(vectors(&clean), 1, "the second run's merge marked replaced rows");
 
-    let points = [
-        "bronze/orders:batch",
-        "silver/orders:intent",
-        "silver/orders:dead_letter",
-        "silver/orders:merge",
-        "gold/daily_revenue:write",
-    ];
-    let proj = killed_runs_give(&want, &points, &[15, 60, 120, 200, 320, 450, 600], init);
+    let proj = killed_runs_give(&want, &ORDER_STEPS, &[15, 60, 120, 200, 320, 450, 600], init);
     // Vectors of killed merges, if any, are named by no commit: a vacuum removes them.
     let vacuum = run(&["vacuum", "orders", "--retain", "0s", "--force"], &proj);
     assert_eq!(vacuum.status.code(), Some(0), "{}", text(&vacuum.stderr));
@@ -708,11 +738,7 @@ fn a_backlog_promoted_in_slices_killed_at_any_step_gives_the_clean_tables() {
     let init = |name: &str| {
         let proj = dir.path().join(name);
         assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
-        let toml = proj.join("medallion.toml");
-        let text = std::fs::read_to_string(&toml).expect("read");
-        let start = text.find("expectations = [\n  { name = \"order_date_plausible\"").expect("orders' expectations");
-        let end = start + text[start..].find("]\n").expect("their end") + 2;
-        std::fs::write(&toml, format!("{}{}", &text[..start], &text[end..])).expect("write");
+        without_orders_expectations(&proj);
         proj
     };
     let clean = init("clean");
@@ -728,8 +754,7 @@ fn a_backlog_promoted_in_slices_killed_at_any_step_gives_the_clean_tables() {
         .and_then(|p| p["slices"].as_u64());
     assert!(slices.is_some_and(|n| n > 1), "orders promoted in slices: {lines:?}");
     let want = contents(&clean);
-    let points = ["bronze/orders:batch", "silver/orders:intent", "silver/orders:merge", "gold/daily_revenue:write"];
-    killed_commands_give(command, &want, &points, &[15, 60, 120, 200, 320, 450], init);
+    killed_commands_give(command, &want, &ORDER_STEPS, &[15, 60, 120, 200, 320, 450], init);
 }
 
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
@@ -789,6 +814,7 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
 
     for (i, point) in [
         "silver/orders:intent",
+        "silver/orders:dead_letter",
         "silver/orders:merge",
         "silver/dim_customers:intent",
         "silver/dim_customers:merge",

@@ -29,6 +29,7 @@
 //! ([`super::rebuild::first_load_in_slices`]); a large promotion into an existing one stays in
 //! memory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,7 @@ use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, most_frequent,
 };
 use super::publish::{Candidate, create_streamed, merge_into};
+use super::rejects::{DeadLetter, Rejects};
 use super::slices;
 use super::spill::{Spill, SpillWriter, Spilled};
 use super::table::SilverTable;
@@ -94,29 +96,55 @@ pub(crate) async fn promote(
     faults::check(&node, "intent")?;
     let meta = commit_meta(&opts.run_id, &intent, table);
     let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
-    let t = Instant::now();
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
-    if p.rejected > 0 && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
-        let rejects = Spilled::new(quarantine::schema(), vec![read.rejects], p.rejected);
-        let write = quarantine::write_options(txn.clone(), meta.clone(), false);
-        p.quarantine_version = q.write_from(&rejects, write).await?.version();
-    }
-    p.timings_ms.insert("dead_letter", ms(t));
+    let rejects = Rejects::Spilled(Spilled::new(quarantine::schema(), vec![read.rejects], p.rejected));
+    let letter =
+        DeadLetter { node: node.clone(), table: q, rejects, replace: false, txn: txn.clone(), meta: meta.clone() };
+    let (dead_letter, gate) = letter.spawn();
 
-    // 3. Resolve and merge. A new table takes the winners as each slice is resolved (the next
-    //    slice resolves on another core while the writer encodes); an existing one gets them
-    //    spilled first, since the keyed merge reads them twice.
-    faults::check(&node, "merge")?;
+    // 3. Resolve and merge (silver's commit waits for the dead letter's). A new table takes the
+    //    winners as each slice is resolved (the next slice resolves on another core while the
+    //    writer encodes); an existing one gets them spilled first, since the keyed merge reads
+    //    them twice.
+    let merged = merge(lake, table, &mut p, (read.slices, read.latest), &spill, (txn, meta), gate).await;
+    // The dead letter's own error, when it failed (the gate then stopped the merge).
+    let (version, dead_letter_ms) = dead_letter.landed().await?;
+    let unique = merged?;
+    if let Some(version) = version {
+        p.quarantine_version = Some(version);
+    }
+    p.timings_ms.insert("dead_letter", dead_letter_ms);
+    p.superseded = read.valid.saturating_sub(p.promoted());
+    if p.promoted() > unique {
+        return Err(accounting(&p));
+    }
+    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
+    if p.read != p.promoted() + p.superseded + p.rejected {
+        return Err(accounting(&p));
+    }
+    Ok(p)
+}
+
+/// Resolves the winners of `slices` (`already` the latest per key: see [`latest`]) and publishes
+/// them to silver in one commit once `gate` opens: the rows it resolved.
+async fn merge(
+    lake: &Lake,
+    table: &SilverTable,
+    p: &mut Promotion,
+    (slices, already): (Vec<Vec<PathBuf>>, bool),
+    spill: &Spill,
+    (txn, meta): (Txn, HashMap<String, serde_json::Value>),
+    gate: Gate,
+) -> Result<u64> {
     let t = Instant::now();
     let shared = Arc::new(table.clone());
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let already = read.latest;
-    let unique = if silver.exists() {
+    if silver.exists() {
         let out_dir = spill.dir("latest")?;
-        let mut resolved = Vec::with_capacity(read.slices.len());
+        let mut resolved = Vec::with_capacity(slices.len());
         let mut unique = 0u64;
-        for (i, paths) in read.slices.into_iter().enumerate() {
+        for (i, paths) in slices.into_iter().enumerate() {
             let (table, dir) = (Arc::clone(&shared), out_dir.clone());
             let (path, rows) = tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, already, &dir, i))
                 .await
@@ -127,28 +155,19 @@ pub(crate) async fn promote(
         p.timings_ms.insert("dedup", ms(t));
         let t = Instant::now();
         let winners = Spilled::new(table.contract.schema.clone(), resolved, unique);
-        let merged = merge_into(lake, table, Candidate::Spilled(winners), (txn, meta), Gate::open()).await?;
+        let merged = merge_into(lake, table, Candidate::Spilled(winners), (txn, meta), gate).await?;
         (p.inserted, p.updated, p.deleted, p.silver_version) =
             (merged.inserted, merged.updated, merged.deleted, merged.version);
         p.timings_ms.insert("merge", ms(t));
-        unique
+        Ok(unique)
     } else {
         let written = Arc::new(AtomicU64::new(0));
-        let winners = resolving(shared, read.slices, already, Arc::clone(&written));
+        let winners = gate.hold(resolving(shared, slices, already, Arc::clone(&written)));
         p.silver_version = create_streamed(silver, table, winners, txn, meta).await?;
         p.inserted = written.load(Ordering::SeqCst);
         p.timings_ms.insert("merge", ms(t));
-        p.inserted
-    };
-    p.superseded = read.valid.saturating_sub(p.promoted());
-    if p.promoted() > unique {
-        return Err(accounting(&p));
+        Ok(p.inserted)
     }
-    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
-    if p.read != p.promoted() + p.superseded + p.rejected {
-        return Err(accounting(&p));
-    }
-    Ok(p)
 }
 
 /// The latest row per key of the valid rows spilled at `inputs` (blocking; files in ingest order),

@@ -21,6 +21,7 @@ pub mod history;
 pub mod promote;
 pub mod publish;
 pub(crate) mod rebuild;
+pub(crate) mod rejects;
 pub mod replay;
 pub(crate) mod slices;
 pub(crate) mod spill;

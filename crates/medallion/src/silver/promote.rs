@@ -20,6 +20,7 @@ use super::dedup::{Seen, first_in_window, latest_unless, time_values};
 use super::evolve::{self, Change, Verdict};
 use super::history::{self, History, Rebuilt};
 use super::publish::{Publish, publish};
+use super::rejects::{DeadLetter, Rejects};
 use super::slices::Slicer;
 use super::table::SilverTable;
 use super::validate::{Origin, validate};
@@ -35,7 +36,7 @@ use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{Now, ms};
 use crate::spec::{Action, RejectedFractionSpec};
-use crate::storage::delta::{Gate, KeyScan, Table, Txn};
+use crate::storage::delta::{KeyScan, Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Rejected records shown for a held-back batch.
@@ -515,15 +516,17 @@ async fn run_intent(
         p.quarantine_version = q.version();
         let meta = commit_meta(&opts.run_id, &intent, table);
         let letter = DeadLetter {
+            node: node.clone(),
             // A rebuild replaces the dead letter (with nothing, when nothing is rejected now).
             replace: intent.rebuild && q.exists(),
             table: q,
-            rejected,
+            rejects: Rejects::Records {
+                rows: rejected,
+                failed_at: opts.now.timestamp_micros(),
+                run_id: opts.run_id.clone(),
+            },
             txn: txn.clone(),
             meta: meta.clone(),
-            failed_at: opts.now.timestamp_micros(),
-            run_id: opts.run_id.clone(),
-            node: node.clone(),
         };
         let (dead_letter, gate) = letter.spawn();
         let t3 = Instant::now();
@@ -545,10 +548,7 @@ async fn run_intent(
             (None, None) => Err(Error::Internal(format!("{node}: nothing to publish"))),
         };
         // The dead letter's own error, when it failed (the gate then stopped the merge).
-        let (version, dead_letter_ms) = match dead_letter.await {
-            Ok(landed) => landed?,
-            Err(e) => return Err(Error::Internal(format!("{node}: the dead letter's task: {e}"))),
-        };
+        let (version, dead_letter_ms) = dead_letter.landed().await?;
         let (unique, published) = published?;
         if let Some(version) = version {
             p.quarantine_version = Some(version);
@@ -578,60 +578,6 @@ async fn run_intent(
         }
     }
     promoted
-}
-
-/// What writing a dead letter did: the table's version when it committed, and the time it took
-/// (ms).
-type Landed = (Option<i64>, u64);
-
-/// A promotion's dead letter: its rejected records, written to `table` in one commit carrying
-/// `txn` (none when nothing is rejected and nothing is replaced, or when this txn already landed).
-struct DeadLetter {
-    /// The promotion's node (`silver/<table>`).
-    node: String,
-    table: Table,
-    rejected: Vec<Rejected>,
-    /// Replace the table's content (a rebuild).
-    replace: bool,
-    txn: Txn,
-    meta: HashMap<String, serde_json::Value>,
-    failed_at: i64,
-    run_id: String,
-}
-
-impl DeadLetter {
-    /// Writes it on a task of its own: returns the task (the table's version when it committed,
-    /// and its time in ms) and the gate silver's commit waits at, which opens once the dead letter
-    /// landed (then checks the node's `merge` fault point).
-    fn spawn(self) -> (tokio::task::JoinHandle<Result<Landed>>, Gate) {
-        let node = self.node.clone();
-        let (landed, on_landing) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let t = Instant::now();
-            let written = self.write().await;
-            let _ = landed.send(written.is_ok());
-            Ok((written?, ms(t)))
-        });
-        let gate = Gate::after(async move {
-            match on_landing.await {
-                Ok(true) => crate::runtime::faults::check(&node, "merge"),
-                // The promotion reports the task's own error.
-                _ => Err(Error::Internal(format!("{node}: the dead letter did not land"))),
-            }
-        });
-        (task, gate)
-    }
-
-    async fn write(self) -> Result<Option<i64>> {
-        let DeadLetter { node, table, rejected, replace, txn, meta, failed_at, run_id } = self;
-        crate::runtime::faults::check(&node, "dead_letter")?;
-        if (rejected.is_empty() && !replace) || table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
-            return Ok(None);
-        }
-        let batches = quarantine::to_batches(&rejected, failed_at, &run_id)?;
-        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(quarantine::schema())] } else { batches };
-        Ok(table.write(batches, quarantine::write_options(txn, meta, replace)).await?.version())
-    }
 }
 
 /// The set- and table-level expectations of `table` (none of them `drop`) over the files a

@@ -23,7 +23,7 @@
 //! Memory is about one slice (`PromoteOptions::slice_bytes` of compressed bronze) plus
 //! the files being decoded; disk is about twice the typed table, under `TMPDIR`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +43,7 @@ use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons, most_frequent,
 };
 use super::publish::{create_streamed, replace_streamed, replace_tombstones, tomb_schema};
+use super::rejects::{DeadLetter, Rejects};
 use super::slices;
 use super::spill::{self, Spill, SpillWriter, Spilled};
 use super::table::SilverTable;
@@ -57,7 +58,7 @@ use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
 use crate::runtime::{faults, ms};
 use crate::spec::ident;
-use crate::storage::delta::{Table, Txn};
+use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Rebuilds `table` as `intent` (a rebuild over every bronze batch of its source) says; or, for
@@ -173,40 +174,63 @@ pub(crate) async fn rebuild(
     faults::check(&node, "intent")?;
     let meta = commit_meta(&opts.run_id, &intent, table);
     let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
-    let t = Instant::now();
     let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
     p.quarantine_version = q.version();
-    let replace = intent.rebuild && q.exists();
-    if (p.rejected > 0 || replace) && q.txn_version(&txn.app_id).await?.unwrap_or(0) < intent.version {
-        let rejects = Spilled::new(quarantine::schema(), rejects, p.rejected);
-        let write = quarantine::write_options(txn.clone(), meta.clone(), replace);
-        p.quarantine_version = q.write_from(&rejects, write).await?.version();
+    let letter = DeadLetter {
+        node: node.clone(),
+        replace: intent.rebuild && q.exists(),
+        table: q,
+        rejects: Rejects::Spilled(Spilled::new(quarantine::schema(), rejects, p.rejected)),
+        txn: txn.clone(),
+        meta: meta.clone(),
+    };
+    let (dead_letter, gate) = letter.spawn();
+    let spilled = (rows_dir.as_path(), &out_schema, &dropped);
+    let published = publish_rebuilt(lake, table, spilled, (tombstones, intent.rebuild), (txn, meta), gate).await;
+    // The dead letter's own error, when it failed (the gate then stopped silver's commit).
+    let (version, dead_letter_ms) = dead_letter.landed().await?;
+    let (silver_version, merge_ms) = published?;
+    if let Some(version) = version {
+        p.quarantine_version = Some(version);
     }
-    p.timings_ms.insert("dead_letter", ms(t));
+    p.timings_ms.insert("dead_letter", dead_letter_ms);
+    p.silver_version = silver_version;
+    p.timings_ms.insert("merge", merge_ms);
+    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
+    Ok(p)
+}
+
+/// Publishes a rebuild (or a first load in slices): its tombstones (SCD 1 with deletes), then the
+/// rows spilled under `rows_dir` (less the `dropped` row ids) replacing silver's (`rebuild`) or
+/// creating it, in one commit once `gate` opens. Returns silver's version and the time (ms).
+async fn publish_rebuilt(
+    lake: &Lake,
+    table: &SilverTable,
+    (rows_dir, out_schema, dropped): (&Path, &SchemaRef, &BTreeMap<i64, Vec<quarantine::Reason>>),
+    (tombstones, rebuild): (Vec<RecordBatch>, bool),
+    (txn, meta): (Txn, HashMap<String, serde_json::Value>),
+    gate: Gate,
+) -> Result<(Option<i64>, u64)> {
     if let History::Latest { delete: Some(_) } = &table.history {
         replace_tombstones(lake, table, tombstones, txn.clone(), meta.clone()).await?;
     }
-
-    faults::check(&node, "merge")?;
     let t = Instant::now();
     let ctx = SessionContext::new();
-    scratch_table(&ctx, "rebuilt", &rows_dir).await?;
+    scratch_table(&ctx, "rebuilt", rows_dir).await?;
     let columns: Vec<String> = out_schema.fields().iter().map(|f| ident(f.name())).collect();
     let mut sql = format!("SELECT {} FROM rebuilt", columns.join(", "));
     if !dropped.is_empty() {
         register_ids(&ctx, "dropped", dropped.keys().copied())?;
         sql.push_str(&format!(" WHERE {ROW_ID} NOT IN (SELECT id FROM dropped)"));
     }
-    let rows = stream(&ctx, &sql).await?;
-    p.silver_version = if intent.rebuild {
+    let rows = gate.hold(stream(&ctx, &sql).await?);
+    let version = if rebuild {
         replace_streamed(lake, table, rows, txn, meta).await?
     } else {
         let silver = Table::open(lake, Layer::Silver, &table.name).await?;
         create_streamed(silver, table, rows, txn, meta).await?
     };
-    p.timings_ms.insert("merge", ms(t));
-    p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
-    Ok(p)
+    Ok((version, ms(t)))
 }
 
 /// What resolving one slice gave.

@@ -17,7 +17,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructField, Transaction};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{Lake, Layer};
@@ -916,6 +916,19 @@ impl Gate {
             Some(landed) => landed.await,
             None => Ok(()),
         }
+    }
+
+    /// `rows`, ending only once the gate opens (a write of the stream commits after its end), or
+    /// with the gate's error as its last item when it fails.
+    pub fn hold(self, rows: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        if self.0.is_none() {
+            return rows;
+        }
+        let schema = rows.schema();
+        let end = futures::stream::once(self.pass()).filter_map(|passed| async move {
+            passed.err().map(|e| Err(datafusion::error::DataFusionError::External(Box::new(e))))
+        });
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows.chain(end)))
     }
 }
 

@@ -1,0 +1,109 @@
+//! A promotion's rejects, written to its dead letter while its merge works.
+//!
+//! A promotion commits its dead letter before silver: a resumed intent skips a dead letter its
+//! rejects already landed in, so that commit must never follow silver's. Nothing else waits for
+//! it: the dead letter is written on a task of its own while the merge reads silver's keys and
+//! writes its files, and silver's commit waits at the [`Gate`] the task opens once the dead letter
+//! landed. A dead letter that fails keeps the gate shut; the promotion reports its error.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::spill::Spilled;
+use crate::error::{Error, Result};
+use crate::quality::quarantine::{self, Rejected};
+use crate::runtime::{faults, ms};
+use crate::storage::delta::{Gate, Rows, Table, Txn};
+
+/// The rejected records of a promotion.
+pub(crate) enum Rejects {
+    /// In memory, with when and in which run they failed.
+    Records { rows: Vec<Rejected>, failed_at: i64, run_id: String },
+    /// Dead-letter rows spilled to scratch files (the files must outlive the writing).
+    Spilled(Spilled),
+}
+
+impl Rejects {
+    fn is_empty(&self) -> bool {
+        match self {
+            Rejects::Records { rows, .. } => rows.is_empty(),
+            Rejects::Spilled(rows) => rows.count() == 0,
+        }
+    }
+}
+
+/// A promotion's dead letter: its rejects, written to `table` in one commit carrying `txn` (none
+/// when nothing is rejected and nothing is replaced, or when this txn already landed).
+pub(crate) struct DeadLetter {
+    /// The promotion's node (`silver/<table>`), for its fault points.
+    pub node: String,
+    /// The dead-letter table.
+    pub table: Table,
+    pub rejects: Rejects,
+    /// Replace the table's content (a rebuild's dead letter).
+    pub replace: bool,
+    pub txn: Txn,
+    pub meta: HashMap<String, serde_json::Value>,
+}
+
+/// A dead letter being written.
+pub(crate) struct Writing {
+    node: String,
+    task: tokio::task::JoinHandle<Result<(Option<i64>, u64)>>,
+}
+
+impl DeadLetter {
+    /// Writes it on a task of its own: returns the writing, and the gate silver's commit waits at,
+    /// which opens once the dead letter landed (then checks the node's `merge` fault point).
+    pub(crate) fn spawn(self) -> (Writing, Gate) {
+        let node = self.node.clone();
+        let (landed, on_landing) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let t = Instant::now();
+            let written = self.write().await;
+            let _ = landed.send(written.is_ok());
+            Ok((written?, ms(t)))
+        });
+        let gated = node.clone();
+        let gate = Gate::after(async move {
+            match on_landing.await {
+                Ok(true) => faults::check(&gated, "merge"),
+                // The promotion reports the writing's own error.
+                _ => Err(Error::Internal(format!("{gated}: the dead letter did not land"))),
+            }
+        });
+        (Writing { node, task }, gate)
+    }
+
+    async fn write(self) -> Result<Option<i64>> {
+        let DeadLetter { node, table, rejects, replace, txn, meta } = self;
+        faults::check(&node, "dead_letter")?;
+        if (rejects.is_empty() && !replace) || table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
+            return Ok(None);
+        }
+        let write = quarantine::write_options(txn, meta, replace);
+        let written = match rejects {
+            Rejects::Records { rows, failed_at, run_id } => {
+                let batches = quarantine::to_batches(&rows, failed_at, &run_id)?;
+                let batches =
+                    if batches.is_empty() { vec![RecordBatch::new_empty(quarantine::schema())] } else { batches };
+                table.write(batches, write).await?
+            }
+            Rejects::Spilled(rows) => table.write_from(&rows, write).await?,
+        };
+        Ok(written.version())
+    }
+}
+
+impl Writing {
+    /// Waits until it ends: the dead letter's version when this wrote one, and the time it took
+    /// (ms); its error when it failed.
+    pub(crate) async fn landed(self) -> Result<(Option<i64>, u64)> {
+        match self.task.await {
+            Ok(landed) => landed,
+            Err(e) => Err(Error::Internal(format!("{}: the dead letter's task: {e}", self.node))),
+        }
+    }
+}
