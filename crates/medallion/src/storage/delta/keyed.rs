@@ -290,7 +290,7 @@ pub(super) async fn upsert(
             merge.postimages.push(filter_record_batch(b, &update).map_err(|e| Error::arrow("merge change feed", e))?);
         }
     }
-    merge.start_changes(&table.object_store(), &schema);
+    merge.start_changes(&table.object_store(), &schema, key);
     let adds: Vec<Action> = writer.finish().await.map_err(delta)?.into_iter().map(Action::Add).collect();
     merge.added += adds.len();
     merge.actions.extend(adds);
@@ -474,8 +474,9 @@ struct Merge {
 impl Merge {
     /// Starts writing the change data (when the table records a feed) on tasks of their own, so
     /// it is encoded while the winners' files are: one file per [`WINNER_FILE_ROWS`] rows, up to
-    /// one per core, fed slices of [`READ_BATCH_ROWS`] rows in turn. [`commit`] commits them.
-    fn start_changes(&mut self, store: &Arc<dyn ObjectStore>, schema: &SchemaRef) {
+    /// one per core, fed slices of [`READ_BATCH_ROWS`] rows in turn, the `key` column without a
+    /// dictionary. [`commit`] commits them.
+    fn start_changes(&mut self, store: &Arc<dyn ObjectStore>, schema: &SchemaRef, key: &str) {
         if !self.change_feed || !self.changes.is_empty() {
             return;
         }
@@ -494,9 +495,10 @@ impl Merge {
                 next += 1;
             }
         }
+        let properties = keyed_writer_properties(key);
         for part in parts {
-            let (store, schema) = (Arc::clone(store), Arc::clone(schema));
-            self.changes.push(tokio::spawn(async move { write_changes(&store, &schema, part).await }));
+            let (store, schema, properties) = (Arc::clone(store), Arc::clone(schema), properties.clone());
+            self.changes.push(tokio::spawn(async move { write_changes(&store, &schema, part, properties).await }));
         }
     }
 }
@@ -649,7 +651,7 @@ async fn commit(
     txn: Option<Txn>,
     metadata: HashMap<String, Value>,
 ) -> Result<(DeltaTable, MergeMetrics), DeltaTableError> {
-    merge.start_changes(&table.object_store(), schema);
+    merge.start_changes(&table.object_store(), schema, key);
     let mut actions = std::mem::take(&mut merge.actions);
     for changes in std::mem::take(&mut merge.changes) {
         let written = changes.await.map_err(|e| DeltaTableError::Generic(format!("merge change data task: {e}")))?;
@@ -1085,6 +1087,7 @@ async fn write_changes(
     store: &Arc<dyn ObjectStore>,
     schema: &SchemaRef,
     changes: Vec<(&str, RecordBatch)>,
+    properties: WriterProperties,
 ) -> Result<Option<AddCDCFile>, DeltaTableError> {
     if changes.iter().all(|(_, b)| b.num_rows() == 0) {
         return Ok(None);
@@ -1094,7 +1097,7 @@ async fn write_changes(
     let with_type: SchemaRef = Arc::new(Schema::new(fields));
     let name = format!("_change_data/cdc-00000-{}.snappy.parquet", uuid::Uuid::new_v4());
     let object = object_store::buffered::BufWriter::new(Arc::clone(store), Path::from(name.as_str()));
-    let mut writer = AsyncArrowWriter::try_new(object, Arc::clone(&with_type), Some(writer_properties()))?;
+    let mut writer = AsyncArrowWriter::try_new(object, Arc::clone(&with_type), Some(properties))?;
     for (kind, b) in changes.into_iter().filter(|(_, b)| b.num_rows() > 0) {
         let mut columns: Vec<ArrayRef> = b.columns().to_vec();
         columns.push(Arc::new(StringArray::from(vec![kind; b.num_rows()])));
