@@ -239,16 +239,6 @@ impl Checked {
     }
 }
 
-/// What [`after_run`] did to one table.
-#[derive(Default)]
-struct Looked {
-    label: String,
-    compacted: Option<Maintained>,
-    vacuumed: Option<Maintained>,
-    /// The table's new check (None inside: the table is gone), unless the old one still holds.
-    checked: Option<Option<Checked>>,
-}
-
 /// After a successful run: compacts every table holding more live files than its policy's
 /// `compact_above_files` (Z-ordered by its `zorder`), purges the deletion vectors of one whose
 /// deleted rows pass its `purge_deleted_above` share, and vacuums every table whose policy's
@@ -276,67 +266,47 @@ pub async fn after_run(
     let checked_before = checked.clone();
     // Tables the project no longer declares are forgotten.
     checked.retain(|label, _| candidates.iter().any(|(layer, name)| *label == format!("{layer}/{name}")));
-    // Every table is looked at concurrently (most runs leave nothing to do, and each look reads
-    // a log); what is done to them, one table at a time.
-    let acting = tokio::sync::Mutex::new(());
-    let looks = candidates.into_iter().map(|(layer, name)| {
+    let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
+    for (layer, name) in candidates {
         let p = policy(project, layer, &name);
         let label = format!("{layer}/{name}");
         let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::runtime::Now>().ok()).or(legacy);
         let vacuum_due =
             p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
-        let (checked, acting) = (&checked, &acting);
-        async move {
-            let mut done = Looked { label, ..Default::default() };
-            if p.compact_above_files == 0 && vacuum_due.is_none() && p.purge_deleted_above.is_none() {
-                return Ok(done);
-            }
-            if vacuum_due.is_none()
-                && let Some(c) = checked.get(&done.label)
-                && c.still_holds(lake, &p).await?
-            {
-                return Ok(done);
-            }
-            let mut t = Table::open(lake, layer, &name).await?;
-            if !t.exists() {
-                done.checked = Some(None);
-                return Ok(done);
-            }
-            if p.compact_above_files > 0 && t.files()?.0 > p.compact_above_files {
-                let _one = acting.lock().await;
-                let (after, compaction) = compact(t, &p.zorder, p.target_size).await?;
-                tracing::info!(table = %compaction.table, files_before = compaction.files_before, files_after = compaction.files_after, "compacted");
-                done.compacted = Some(compaction);
-                t = after;
-            } else if purge_due(&t, p.purge_deleted_above)? {
-                let _one = acting.lock().await;
-                let (after, purged) = purge(t).await?;
-                tracing::info!(table = %purged.table, rows = purged.purged_rows, files = purged.removed, "deletion vectors purged");
-                done.compacted = Some(purged);
-                t = after;
-            }
-            if let Some((_, retain)) = vacuum_due {
-                let _one = acting.lock().await;
-                let (after, swept) = sweep(t, Duration::from_secs(retain.seconds), false, false).await?;
-                done.vacuumed = Some(swept);
-                t = after;
-            }
-            done.checked = Some(t.commit_mark(lake).await?.map(|commit| Checked::of(commit, &p)));
-            Ok::<_, Error>(done)
+        if p.compact_above_files == 0 && vacuum_due.is_none() && p.purge_deleted_above.is_none() {
+            continue;
         }
-    });
-    let looked = futures::future::try_join_all(looks).await?;
-    let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
-    for done in looked {
-        compacted.extend(done.compacted);
-        if let Some(swept) = done.vacuumed {
-            vacuumed.push(swept);
-            vacuumed_at.insert(done.label.clone(), now.to_rfc3339());
+        if vacuum_due.is_none()
+            && let Some(c) = checked.get(&label)
+            && c.still_holds(lake, &p).await?
+        {
+            continue;
         }
-        match done.checked {
-            Some(Some(c)) => checked.insert(done.label, c),
-            Some(None) => checked.remove(&done.label),
-            None => None,
+        let mut t = Table::open(lake, layer, &name).await?;
+        if !t.exists() {
+            checked.remove(&label);
+            continue;
+        }
+        if p.compact_above_files > 0 && t.files()?.0 > p.compact_above_files {
+            let (after, done) = compact(t, &p.zorder, p.target_size).await?;
+            tracing::info!(table = %done.table, files_before = done.files_before, files_after = done.files_after, "compacted");
+            compacted.push(done);
+            t = after;
+        } else if purge_due(&t, p.purge_deleted_above)? {
+            let (after, done) = purge(t).await?;
+            tracing::info!(table = %done.table, rows = done.purged_rows, files = done.removed, "deletion vectors purged");
+            compacted.push(done);
+            t = after;
+        }
+        if let Some((_, retain)) = vacuum_due {
+            let (after, done) = sweep(t, Duration::from_secs(retain.seconds), false, false).await?;
+            vacuumed.push(done);
+            vacuumed_at.insert(label.clone(), now.to_rfc3339());
+            t = after;
+        }
+        match t.commit_mark(lake).await? {
+            Some(commit) => checked.insert(label, Checked::of(commit, &p)),
+            None => checked.remove(&label),
         };
     }
     if !vacuumed.is_empty() || checked != checked_before {

@@ -478,12 +478,8 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     if let Some(l) = &lineage {
         summary.lineage = Some(l.finish().await);
     }
-    // Two tables of their own: written at once.
-    let expectations = summary.expectations();
-    let (recorded, logged) =
-        tokio::join!(results::record(lake, &run_id, "run", opts.now, &expectations), events.record(lake));
-    recorded?;
-    logged?;
+    results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
+    events.record(lake).await?;
     // Maintenance follows successful runs only: a failed run is retried first, on the same files.
     if summary.ok() {
         (summary.compacted, summary.vacuumed) = crate::maintenance::after_run(lake, project, opts.now).await?;
