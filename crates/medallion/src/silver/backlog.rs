@@ -96,12 +96,9 @@ pub(crate) async fn promote(
     faults::check(&node, "intent")?;
     let meta = commit_meta(&opts.run_id, &intent, table);
     let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
-    let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
-    p.quarantine_version = q.version();
     let rejects = Rejects::Spilled(Spilled::new(quarantine::schema(), vec![read.rejects], p.rejected));
-    let letter =
-        DeadLetter { node: node.clone(), table: q, rejects, replace: false, txn: txn.clone(), meta: meta.clone() };
-    let (dead_letter, gate) = letter.spawn();
+    let letter = DeadLetter::open(lake, (&table.name, &node), rejects, intent.rebuild, (txn.clone(), meta.clone()));
+    let (dead_letter, gate) = letter.await?.spawn();
 
     // 3. Resolve and merge (silver's commit waits for the dead letter's). A new table takes the
     //    winners as each slice is resolved (the next slice resolves on another core while the
@@ -109,12 +106,8 @@ pub(crate) async fn promote(
     //    them twice.
     let merged = merge(lake, table, &mut p, (read.slices, read.latest), &spill, (txn, meta), gate).await;
     // The dead letter's own error, when it failed (the gate then stopped the merge).
-    let (version, dead_letter_ms) = dead_letter.landed().await?;
+    dead_letter.landed(&mut p).await?;
     let unique = merged?;
-    if let Some(version) = version {
-        p.quarantine_version = Some(version);
-    }
-    p.timings_ms.insert("dead_letter", dead_letter_ms);
     p.superseded = read.valid.saturating_sub(p.promoted());
     if p.promoted() > unique {
         return Err(accounting(&p));

@@ -512,23 +512,11 @@ async fn run_intent(
         // The dead letter lands before silver's commit: a resumed intent skips a dead letter
         // its rejects already landed in, so it must never follow the merge. It is written while
         // the merge reads and writes; the merge's commit waits at the gate.
-        let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
-        p.quarantine_version = q.version();
         let meta = commit_meta(&opts.run_id, &intent, table);
-        let letter = DeadLetter {
-            node: node.clone(),
-            // A rebuild replaces the dead letter (with nothing, when nothing is rejected now).
-            replace: intent.rebuild && q.exists(),
-            table: q,
-            rejects: Rejects::Records {
-                rows: rejected,
-                failed_at: opts.now.timestamp_micros(),
-                run_id: opts.run_id.clone(),
-            },
-            txn: txn.clone(),
-            meta: meta.clone(),
-        };
-        let (dead_letter, gate) = letter.spawn();
+        let rejects =
+            Rejects::Records { rows: rejected, failed_at: opts.now.timestamp_micros(), run_id: opts.run_id.clone() };
+        let letter = DeadLetter::open(lake, (&table.name, &node), rejects, intent.rebuild, (txn.clone(), meta.clone()));
+        let (dead_letter, gate) = letter.await?.spawn();
         let t3 = Instant::now();
         let published = match (&written, plan) {
             (Some(adds), _) => match gate.pass().await {
@@ -548,12 +536,8 @@ async fn run_intent(
             (None, None) => Err(Error::Internal(format!("{node}: nothing to publish"))),
         };
         // The dead letter's own error, when it failed (the gate then stopped the merge).
-        let (version, dead_letter_ms) = dead_letter.landed().await?;
+        dead_letter.landed(&mut p).await?;
         let (unique, published) = published?;
-        if let Some(version) = version {
-            p.quarantine_version = Some(version);
-        }
-        p.timings_ms.insert("dead_letter", dead_letter_ms);
         (p.inserted, p.updated, p.deleted, p.silver_version) =
             (published.inserted, published.updated, published.deleted, published.version);
         p.superseded = match published.superseded {

@@ -174,26 +174,14 @@ pub(crate) async fn rebuild(
     faults::check(&node, "intent")?;
     let meta = commit_meta(&opts.run_id, &intent, table);
     let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
-    let q = Table::open(lake, Layer::Quarantine, &table.name).await?;
-    p.quarantine_version = q.version();
-    let letter = DeadLetter {
-        node: node.clone(),
-        replace: intent.rebuild && q.exists(),
-        table: q,
-        rejects: Rejects::Spilled(Spilled::new(quarantine::schema(), rejects, p.rejected)),
-        txn: txn.clone(),
-        meta: meta.clone(),
-    };
-    let (dead_letter, gate) = letter.spawn();
+    let rejects = Rejects::Spilled(Spilled::new(quarantine::schema(), rejects, p.rejected));
+    let letter = DeadLetter::open(lake, (&table.name, &node), rejects, intent.rebuild, (txn.clone(), meta.clone()));
+    let (dead_letter, gate) = letter.await?.spawn();
     let spilled = (rows_dir.as_path(), &out_schema, &dropped);
     let published = publish_rebuilt(lake, table, spilled, (tombstones, intent.rebuild), (txn, meta), gate).await;
     // The dead letter's own error, when it failed (the gate then stopped silver's commit).
-    let (version, dead_letter_ms) = dead_letter.landed().await?;
+    dead_letter.landed(&mut p).await?;
     let (silver_version, merge_ms) = published?;
-    if let Some(version) = version {
-        p.quarantine_version = Some(version);
-    }
-    p.timings_ms.insert("dead_letter", dead_letter_ms);
     p.silver_version = silver_version;
     p.timings_ms.insert("merge", merge_ms);
     p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;

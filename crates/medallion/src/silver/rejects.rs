@@ -11,11 +11,13 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 
+use super::promote::Promotion;
 use super::spill::Spilled;
 use crate::error::{Error, Result};
 use crate::quality::quarantine::{self, Rejected};
 use crate::runtime::{faults, ms};
 use crate::storage::delta::{Gate, Rows, Table, Txn};
+use crate::storage::{Lake, Layer};
 
 /// The rejected records of a promotion.
 pub(crate) enum Rejects {
@@ -38,27 +40,43 @@ impl Rejects {
 /// when nothing is rejected and nothing is replaced, or when this txn already landed).
 pub(crate) struct DeadLetter {
     /// The promotion's node (`silver/<table>`), for its fault points.
-    pub node: String,
+    node: String,
     /// The dead-letter table.
-    pub table: Table,
-    pub rejects: Rejects,
+    table: Table,
+    rejects: Rejects,
     /// Replace the table's content (a rebuild's dead letter).
-    pub replace: bool,
-    pub txn: Txn,
-    pub meta: HashMap<String, serde_json::Value>,
+    replace: bool,
+    txn: Txn,
+    meta: HashMap<String, serde_json::Value>,
 }
 
 /// A dead letter being written.
 pub(crate) struct Writing {
     node: String,
+    /// The table's version before.
+    before: Option<i64>,
     task: tokio::task::JoinHandle<Result<(Option<i64>, u64)>>,
 }
 
 impl DeadLetter {
+    /// The dead letter of silver `table`'s promotion (`node`): `rejects`, committed with `txn`
+    /// and `meta`; a `rebuild`'s replaces the content of an existing one (with nothing, when
+    /// nothing is rejected now).
+    pub(crate) async fn open(
+        lake: &Lake,
+        (table, node): (&str, &str),
+        rejects: Rejects,
+        rebuild: bool,
+        (txn, meta): (Txn, HashMap<String, serde_json::Value>),
+    ) -> Result<DeadLetter> {
+        let q = Table::open(lake, Layer::Quarantine, table).await?;
+        Ok(DeadLetter { node: node.to_string(), replace: rebuild && q.exists(), table: q, rejects, txn, meta })
+    }
+
     /// Writes it on a task of its own: returns the writing, and the gate silver's commit waits at,
     /// which opens once the dead letter landed (then checks the node's `merge` fault point).
     pub(crate) fn spawn(self) -> (Writing, Gate) {
-        let node = self.node.clone();
+        let (node, before) = (self.node.clone(), self.table.version());
         let (landed, on_landing) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let t = Instant::now();
@@ -74,7 +92,7 @@ impl DeadLetter {
                 _ => Err(Error::Internal(format!("{gated}: the dead letter did not land"))),
             }
         });
-        (Writing { node, task }, gate)
+        (Writing { node, before, task }, gate)
     }
 
     async fn write(self) -> Result<Option<i64>> {
@@ -98,12 +116,15 @@ impl DeadLetter {
 }
 
 impl Writing {
-    /// Waits until it ends: the dead letter's version when this wrote one, and the time it took
-    /// (ms); its error when it failed.
-    pub(crate) async fn landed(self) -> Result<(Option<i64>, u64)> {
-        match self.task.await {
-            Ok(landed) => landed,
-            Err(e) => Err(Error::Internal(format!("{}: the dead letter's task: {e}", self.node))),
-        }
+    /// Waits until it ends, and records in `p` the dead letter's version and the time it took
+    /// (ms, `dead_letter`); its error when it failed.
+    pub(crate) async fn landed(self, p: &mut Promotion) -> Result<()> {
+        let (version, took) = match self.task.await {
+            Ok(landed) => landed?,
+            Err(e) => return Err(Error::Internal(format!("{}: the dead letter's task: {e}", self.node))),
+        };
+        p.quarantine_version = version.or(self.before);
+        p.timings_ms.insert("dead_letter", took);
+        Ok(())
     }
 }
