@@ -242,6 +242,14 @@ try:
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 
+    def stacks(pid):
+        """Every thread's backtrace of process `pid` (gdb, if installed), its last 400 lines."""
+        if not shutil.which("gdb"):
+            return "(gdb is not installed)"
+        bt = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                            capture_output=True, text=True, timeout=120)
+        return "\n".join(bt.stdout.splitlines()[-400:])
+
     def faulty_run(name, fault, prefix):
         """A run on `prefix`'s first batches while the only executor, `name`, dies at `fault`
         (abort, as kill -9); another executor joins once it died, within the scheduler's grace
@@ -259,7 +267,13 @@ try:
         check(f"{name}: the faulty executor died ({fault})", killed.returncode is not None and killed.returncode < 0,
               killed.returncode)
         survivor = executor(f"{name}-survivor")
-        out, err = running.communicate(timeout=600)
+        try:
+            out, err = running.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            # A hung run (seen once in CI, 2026-12-04): its threads' stacks say where it waits.
+            print(f"{name}: the run hung for 600 s; its stacks:\n{stacks(running.pid)}", file=sys.stderr)
+            running.kill()
+            out, err = running.communicate()
         if running.returncode != 0:
             lines = [l for l in err.splitlines() if l.startswith("error")]
             check(f"{name}: the run whose executor died fails cleanly (one error per failed node)",

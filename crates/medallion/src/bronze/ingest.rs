@@ -11,13 +11,13 @@
 
 use std::io::{Read, Write};
 
-use flate2::write::GzEncoder;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::csv_batch::{CsvBatch, Dialect, count_records, json_string, key_json, provenance_members, push_csv_object};
+use super::gzip::Gzip;
 use super::{CORRUPT_RECORD, batch_path};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
@@ -496,7 +496,7 @@ pub async fn ingest_group(
     if !own.is_empty() {
         let read = read.clone();
         let converted = tokio::task::spawn_blocking(move || -> std::result::Result<_, String> {
-            let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::new(super::GZIP_LEVEL));
+            let mut gz = Gzip::new(Vec::new(), None).map_err(|e| format!("cannot be landed: {e}"))?;
             let mut counts = Vec::with_capacity(own.len());
             for (i, body) in &own {
                 let (text, _) = text_reader(body).map_err(|e| format!("cannot be read: {e}"))?;
@@ -640,16 +640,16 @@ fn land(
 ) -> std::result::Result<(u64, u64), String> {
     let (text, gzip) = text_reader(from).map_err(|e| format!("cannot be read: {e}"))?;
     let mut hashed = Hashing { inner: text.take(expected.bytes), hasher: Sha256::new(), bytes: 0 };
-    let level = flate2::Compression::new(super::GZIP_LEVEL);
+    let landing = |e: std::io::Error| format!("cannot be landed: {e}");
     let provenance = match provenance {
         Provenance::Members(p) => p.as_str(),
         Provenance::CsvHeader(extra) => {
-            let mut gz = flate2::GzBuilder::new().extra(extra.clone()).write(sink, level);
-            let records = copy_csv(read, &mut hashed, &mut gz).map_err(|e| format!("cannot be landed: {e}"))?;
+            let mut gz = Gzip::new(sink, Some(extra.clone())).map_err(landing)?;
+            let records = copy_csv(read, &mut hashed, &mut gz).map_err(landing)?;
             return finish(hashed, expected, gz, (records, 0));
         }
     };
-    let mut gz = GzEncoder::new(sink, level);
+    let mut gz = Gzip::new(sink, None).map_err(landing)?;
     let (records, corrupt) = if read.format == SourceFormat::Parquet {
         match from.local_file().filter(|_| !gzip) {
             // Read by row group from the file; the bytes are hashed below all the same, so a file
@@ -671,7 +671,7 @@ fn land(
 fn finish<R: Read>(
     mut hashed: Hashing<R>,
     expected: &Fingerprint,
-    gz: GzEncoder<PartSink>,
+    gz: Gzip<PartSink>,
     counts: (u64, u64),
 ) -> std::result::Result<(u64, u64), String> {
     // Whatever the format left unread still counts for the check.
@@ -1229,7 +1229,7 @@ mod tests {
                 [Limits::default(), Limits { chunk_lines: 7, chunk_bytes: 300, max_line: 10_000, long_line_kept: 10 }]
             {
                 let reference = {
-                    let mut gz_nd = GzEncoder::new(Vec::new(), Compression::fast());
+                    let mut gz_nd = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
                     gz_nd.write_all(&ndjson).expect("gz");
                     decoded(&gz_nd.finish().expect("gz"), &BatchFormat::NdjsonGz, &wanted, limits, 1)
                 };

@@ -16,6 +16,7 @@ pub mod batches;
 pub mod csv_batch;
 pub mod decode;
 pub mod drift;
+pub mod gzip;
 pub mod http;
 pub mod ingest;
 pub mod landing;
@@ -32,11 +33,6 @@ pub const SOURCE: &str = "_source";
 pub const LINE: &str = "_line";
 /// Field under which ingest keeps a line that was not a JSON object, as text.
 pub const CORRUPT_RECORD: &str = "_corrupt_record";
-
-/// Gzip level of the bronze batches ingest writes. Measured on 1M orders (README, "Bronze"):
-/// level 3 lands NDJSON 2.5x and CSV 1.7x faster than level 6 for 11-18% more bytes; level 1 was
-/// no faster than 3 on NDJSON and 60% larger on CSV.
-pub const GZIP_LEVEL: u32 = 3;
 
 /// File name endings of bronze batches: gzip NDJSON, and gzip CSV text.
 pub const BATCH_SUFFIXES: [&str; 2] = [".ndjson.gz", ".csv.gz"];
