@@ -35,7 +35,7 @@ use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type, SchemaRe
 use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{
-    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    AggregateUDF, ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -48,7 +48,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::extremes::Extremes;
+use super::extremes::{Extremes, KeptOf};
 use crate::error::{Error, Result};
 use crate::storage::delta::{Table, WriteOptions};
 use crate::storage::{Lake, Layer};
@@ -437,13 +437,12 @@ impl Plan {
             if i.sum {
                 select.push(format!("arrow_cast(coalesce(sum({e}), 0), '{}') AS __s{j}", self.sum_type(j)));
             }
-            // All the group's values, sorted and cut to the ones kept.
-            let all = format!("array_agg({e}) FILTER (WHERE ({e}) IS NOT NULL), NULL, NULL, NULL");
+            // The group's least and greatest values, as many as are kept.
             if i.min {
-                select.push(format!("{}({all}) AS __lo{j}", self.extremes(j, false)));
+                select.push(format!("{}({e}) AS __lo{j}", self.kept_of(j, false)));
             }
             if i.max {
-                select.push(format!("{}({all}) AS __hi{j}", self.extremes(j, true)));
+                select.push(format!("{}({e}) AS __hi{j}", self.kept_of(j, true)));
             }
         }
         self.grouped(&select, &self.shape.source, extra)
@@ -621,6 +620,11 @@ impl Plan {
         Extremes::function_name(self.values[j].as_ref().unwrap_or(&DataType::Null), descending)
     }
 
+    /// The aggregate taking the kept values of input `j` from its rows.
+    fn kept_of(&self, j: usize, descending: bool) -> String {
+        KeptOf::function_name(self.values[j].as_ref().unwrap_or(&DataType::Null), descending)
+    }
+
     /// Registers the functions its SQL calls in `ctx`.
     fn register_functions(&self, ctx: &SessionContext) {
         for (j, avg) in self.averages.iter().enumerate() {
@@ -631,6 +635,7 @@ impl Plan {
         for t in self.values.iter().flatten() {
             for descending in [false, true] {
                 ctx.register_udf(ScalarUDF::new_from_impl(Extremes::new(t.clone(), descending)));
+                ctx.register_udaf(AggregateUDF::new_from_impl(KeptOf::new(t.clone(), descending)));
             }
         }
     }

@@ -13,13 +13,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, new_empty_array};
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, new_empty_array};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::{SortOptions, cast, interleave};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
 use datafusion::arrow::row::{Row, RowConverter, SortField};
-use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::AccumulatorArgs;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator, ScalarFunctionArgs, ScalarUDFImpl,
+    Signature, Volatility,
+};
 
 /// How many of a group's least (greatest) values are kept.
 pub const KEPT: usize = 16;
@@ -145,6 +149,234 @@ impl ScalarUDFImpl for Extremes {
     }
 }
 
+/// `name(values)`: an aggregate giving, per group, its [`KEPT`] least (`descending`: greatest)
+/// non-null values in order, with repeats: the list [`Extremes`] keeps, taken in one pass over a
+/// group's rows. Each group holds at most [`KEPT`] values as comparable rows; a value not below the
+/// group's last (when it holds [`KEPT`]) costs one comparison. Collecting every value of a group
+/// (`array_agg`) and selecting from them was a third of a kept model's first build.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct KeptOf {
+    name: String,
+    values: DataType,
+    descending: bool,
+    signature: Signature,
+}
+
+impl KeptOf {
+    /// The aggregate for values of type `values`.
+    pub fn new(values: DataType, descending: bool) -> Self {
+        let name = Self::function_name(&values, descending);
+        Self { name, values, descending, signature: Signature::any(1, Volatility::Immutable) }
+    }
+
+    /// The name of the aggregate for values of type `values`.
+    pub fn function_name(values: &DataType, descending: bool) -> String {
+        format!("{}_of", Extremes::function_name(values, descending))
+    }
+
+    fn groups(&self) -> Result<KeptRows> {
+        let order = SortOptions { descending: self.descending, nulls_first: false };
+        let converter = RowConverter::new(vec![SortField::new_with_options(self.values.clone(), order)])?;
+        Ok(KeptRows { converter, values: self.values.clone(), groups: Vec::new(), bytes: 0 })
+    }
+}
+
+impl AggregateUDFImpl for KeptOf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(Extremes::list_type(&self.values))
+    }
+
+    fn accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(OneGroup(self.groups()?)))
+    }
+
+    fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(self.groups()?))
+    }
+}
+
+/// Per group, its kept values as rows in order (at most [`KEPT`]).
+#[derive(Debug)]
+struct KeptRows {
+    converter: RowConverter,
+    values: DataType,
+    groups: Vec<Vec<Box<[u8]>>>,
+    /// Bytes of the rows held.
+    bytes: usize,
+}
+
+impl KeptRows {
+    /// Offers group `g` a value (as a row): kept if it is among the group's [`KEPT`] least.
+    fn offer(&mut self, g: usize, row: &[u8]) {
+        let kept = &mut self.groups[g];
+        if kept.len() == KEPT && row >= &*kept[KEPT - 1] {
+            return;
+        }
+        if kept.len() == KEPT
+            && let Some(gone) = kept.pop()
+        {
+            self.bytes -= gone.len();
+        }
+        let at = kept.partition_point(|k| &**k <= row);
+        kept.insert(at, row.into());
+        self.bytes += row.len();
+    }
+
+    /// Offers each non-null value of `values` (not filtered out) to its group.
+    fn offer_all(
+        &mut self,
+        values: &ArrayRef,
+        group_indices: &[usize],
+        filter: Option<&BooleanArray>,
+        groups: usize,
+    ) -> Result<()> {
+        if self.groups.len() < groups {
+            self.groups.resize_with(groups, Vec::new);
+        }
+        // Strings may come as views or not, whatever the plan said.
+        let values = cast(values, &self.values)?;
+        let rows = self.converter.convert_columns(&[Arc::clone(&values)])?;
+        for (i, &g) in group_indices.iter().enumerate() {
+            let passes = filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+            if passes && values.is_valid(i) {
+                self.offer(g, rows.row(i).as_ref());
+            }
+        }
+        Ok(())
+    }
+
+    /// The lists of the groups `emit_to` names, taken out.
+    fn lists(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        self.bytes -= groups.iter().flatten().map(|r| r.len()).sum::<usize>();
+        let parser = self.converter.parser();
+        let rows: Vec<_> = groups.iter().flatten().map(|r| parser.parse(r)).collect();
+        let values = if rows.is_empty() {
+            new_empty_array(&self.values)
+        } else {
+            let mut columns = self.converter.convert_rows(rows)?;
+            columns.pop().ok_or_else(|| DataFusionError::Internal("no column converted".into()))?
+        };
+        let field = Arc::new(Field::new_list_field(self.values.clone(), true));
+        let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+        Ok(Arc::new(ListArray::try_new(field, offsets, values, None)?))
+    }
+
+    /// Offers each group the values of its list in `lists` (a partial state).
+    fn merge_lists(&mut self, lists: &ArrayRef, group_indices: &[usize], groups: usize) -> Result<()> {
+        if self.groups.len() < groups {
+            self.groups.resize_with(groups, Vec::new);
+        }
+        let lists = lists.as_list::<i32>();
+        let values = cast(lists.values(), &self.values)?;
+        let rows = self.converter.convert_columns(&[Arc::clone(&values)])?;
+        let offsets = lists.value_offsets();
+        for (i, &g) in group_indices.iter().enumerate() {
+            if lists.is_null(i) {
+                continue;
+            }
+            for at in offsets[i] as usize..offsets[i + 1] as usize {
+                if values.is_valid(at) {
+                    self.offer(g, rows.row(at).as_ref());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GroupsAccumulator for KeptRows {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let [values] = values else { return exec_err!("kept values take one argument") };
+        self.offer_all(values, group_indices, opt_filter, total_num_groups)
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        self.lists(emit_to)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.lists(emit_to)?])
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        let [lists] = values else { return exec_err!("kept values merge one list") };
+        self.merge_lists(lists, group_indices, total_num_groups)
+    }
+
+    /// Each row as a state of its own: a list of its value (null where filtered out).
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let [values] = values else { return exec_err!("kept values take one argument") };
+        let field = Arc::new(Field::new_list_field(self.values.clone(), true));
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(1, values.len()));
+        let nulls = opt_filter.map(|f| NullBuffer::from_iter((0..f.len()).map(|i| f.is_valid(i) && f.value(i))));
+        Ok(vec![Arc::new(ListArray::try_new(field, offsets, cast(values, &self.values)?, nulls)?)])
+    }
+
+    fn size(&self) -> usize {
+        self.bytes + self.groups.capacity() * std::mem::size_of::<Vec<Box<[u8]>>>() + self.converter.size()
+    }
+}
+
+/// [`KeptRows`] for an aggregate without groups (one group, 0).
+#[derive(Debug)]
+struct OneGroup(KeptRows);
+
+impl OneGroup {
+    fn list(&mut self) -> Result<ScalarValue> {
+        let held = self.0.groups.clone();
+        let bytes = self.0.bytes;
+        let list = self.0.lists(EmitTo::All);
+        (self.0.groups, self.0.bytes) = (held, bytes);
+        ScalarValue::try_from_array(&list?, 0)
+    }
+}
+
+impl Accumulator for OneGroup {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let [values] = values else { return exec_err!("kept values take one argument") };
+        self.0.offer_all(values, &vec![0; values.len()], None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.0.groups.is_empty() {
+            self.0.groups.push(Vec::new());
+        }
+        self.list()
+    }
+
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let [lists] = states else { return exec_err!("kept values merge one list") };
+        self.0.merge_lists(lists, &vec![0; lists.len()], 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{Int64Array, Int64Builder, ListBuilder};
@@ -231,6 +463,106 @@ mod tests {
                 want.truncate(KEPT);
                 assert_eq!(got, want, "{g:?}");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kept_of_aggregate_gives_each_group_its_least_and_greatest_values_on_every_path() {
+        use datafusion::arrow::array::StringViewArray;
+        use datafusion::arrow::datatypes::Schema;
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::datasource::MemTable;
+        use datafusion::logical_expr::AggregateUDF;
+        use datafusion::prelude::{SessionConfig, SessionContext};
+
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Groups of every size around KEPT, values with repeats and nulls, spread over partitions
+        // and batches, so partial states are merged; strings come as views, declared as Utf8.
+        let rows: Vec<(i64, Option<i64>)> = (0..6000)
+            .map(|_| {
+                let g = (next() % 150) as i64;
+                let size = [1, 3, 15, 16, 17, 40, 1000][(g % 7) as usize];
+                (g, (next() % 9 != 0).then(|| (next() % size) as i64 - 5))
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+            Field::new("s", DataType::Utf8View, true),
+        ]));
+        let partitions: Vec<Vec<RecordBatch>> = rows
+            .chunks(1000)
+            .map(|part| {
+                part.chunks(300)
+                    .map(|b| {
+                        let g = Int64Array::from_iter_values(b.iter().map(|r| r.0));
+                        let v = Int64Array::from_iter(b.iter().map(|r| r.1));
+                        let s = StringViewArray::from_iter(b.iter().map(|r| r.1.map(|v| format!("{:04}", v + 100))));
+                        RecordBatch::try_new(schema.clone(), vec![Arc::new(g), Arc::new(v), Arc::new(s)])
+                            .expect("batch")
+                    })
+                    .collect()
+            })
+            .collect();
+        for skip_partial in [false, true] {
+            let mut config = SessionConfig::new().with_target_partitions(3).with_batch_size(128);
+            if skip_partial {
+                // Every row its own partial state (convert_to_state).
+                let options = config.options_mut();
+                options.execution.skip_partial_aggregation_probe_rows_threshold = 1;
+                options.execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
+            }
+            let ctx = SessionContext::new_with_config(config);
+            let table = MemTable::try_new(schema.clone(), partitions.clone()).expect("table");
+            ctx.register_table("t", Arc::new(table)).expect("register");
+            for t in [DataType::Int64, DataType::Utf8] {
+                for descending in [false, true] {
+                    ctx.register_udaf(AggregateUDF::new_from_impl(KeptOf::new(t.clone(), descending)));
+                }
+            }
+            let sql = format!(
+                "SELECT g, {}(v), {}(v), {}(s), {}(s) FROM t GROUP BY g ORDER BY g",
+                KeptOf::function_name(&DataType::Int64, false),
+                KeptOf::function_name(&DataType::Int64, true),
+                KeptOf::function_name(&DataType::Utf8, false),
+                KeptOf::function_name(&DataType::Utf8, true),
+            );
+            let batches = ctx.sql(&sql).await.expect("plan").collect().await.expect("run");
+            let mut groups = 0;
+            for b in &batches {
+                let g = b.column(0).as_primitive::<Int64Type>();
+                for r in 0..b.num_rows() {
+                    let values: Vec<i64> = rows.iter().filter(|x| x.0 == g.value(r)).filter_map(|x| x.1).collect();
+                    let mut least = values.clone();
+                    least.sort_unstable();
+                    let mut greatest = least.clone();
+                    greatest.reverse();
+                    least.truncate(KEPT);
+                    greatest.truncate(KEPT);
+                    let ints =
+                        |c: usize| b.column(c).as_list::<i32>().value(r).as_primitive::<Int64Type>().values().to_vec();
+                    let texts = |c: usize| {
+                        let l = b.column(c).as_list::<i32>().value(r);
+                        l.as_string::<i32>()
+                            .iter()
+                            .map(|s| s.expect("no null kept").parse::<i64>().expect("n") - 100)
+                            .collect::<Vec<_>>()
+                    };
+                    let why = format!("group {} ({} values), skip partial {skip_partial}", g.value(r), values.len());
+                    assert_eq!(ints(1), least, "{why}");
+                    assert_eq!(ints(2), greatest, "{why}");
+                    assert_eq!(texts(3), least, "{why}: strings");
+                    assert_eq!(texts(4), greatest, "{why}: strings");
+                    groups += 1;
+                }
+            }
+            assert_eq!(groups, 150);
         }
     }
 }
