@@ -75,7 +75,7 @@ pub async fn session_of(registry: &dyn Registry, tables: &[(Layer, &str, Table)]
     for (layer, name, table) in tables {
         let schema = schema_of(registry, if *layer == Layer::Gold { Layer::Gold } else { Layer::Silver }, name);
         let schema = schema.ok_or_else(|| Error::Internal(format!("no schema for {}", table.label)))?;
-        register_published(&ctx, registry, *layer, name, provider_of(&ctx, table, schema).await?)?;
+        register_published(&ctx, registry, (*layer, name), provider_of(&ctx, table, schema).await?, Some(table))?;
     }
     Ok(ctx)
 }
@@ -134,7 +134,7 @@ pub async fn remote_session(
                 let files = table.live_files().await?;
                 let shipped = crate::cluster::ShippedTable::new(&schema, files)
                     .map_err(|e| Error::sql(format!("reading {}", table.label), e))?;
-                register_published(&ctx, registry, *layer, name, Arc::new(shipped))?;
+                register_published(&ctx, registry, (*layer, name), Arc::new(shipped), None)?;
             }
             Ok(Some(ctx))
         }
@@ -196,16 +196,16 @@ async fn session_with(
         async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
     };
     for (layer, name, schema) in tables.published().into_iter().filter(|(_, name, _)| wanted(name)) {
-        let p = provider(layer, name.to_string(), schema).await?;
-        register_published(&ctx, tables, layer, name, p)?;
+        let (table, p) = provider(layer, name.to_string(), schema).await?;
+        register_published(&ctx, tables, (layer, name), p, Some(&table))?;
         if only.is_none() {
-            let q = provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?;
+            let (_, q) = provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?;
             register(&ctx, &format!("quarantine.{name}"), q)?;
         }
     }
     if only.is_none() {
         for (name, schema) in tables.system() {
-            let p = provider(Layer::System, name.to_string(), schema).await?;
+            let (_, p) = provider(Layer::System, name.to_string(), schema).await?;
             register(&ctx, &format!("medallion.{name}"), p)?;
         }
     }
@@ -261,16 +261,21 @@ pub fn register_table(ctx: &SessionContext, layer: Layer, name: &str, provider: 
     register(ctx, &format!("{layer}.{name}"), provider)
 }
 
-/// [`register_table`], noting the table's unique key, if `registry` names one.
+/// [`register_table`], noting the table's unique key, if `registry` names one, and whether the
+/// key is never null, if `table` (the table `provider` reads) tells from its log.
 fn register_published(
     ctx: &SessionContext,
     registry: &dyn Registry,
-    layer: Layer,
-    name: &str,
+    (layer, name): (Layer, &str),
     provider: Arc<dyn TableProvider>,
+    table: Option<&Table>,
 ) -> Result<()> {
     if let Some(key) = registry.unique_key(layer, name) {
-        unique::mark(ctx, &provider, &key);
+        let never_null = match table {
+            Some(t) => t.never_null(&key)?,
+            None => false,
+        };
+        unique::mark(ctx, &provider, &key, never_null);
     }
     register_table(ctx, layer, name, provider)
 }
@@ -306,12 +311,13 @@ async fn provider(
     name: &str,
     schema: SchemaRef,
     as_of: Option<AsOf>,
-) -> Result<Arc<dyn TableProvider>> {
+) -> Result<(Table, Arc<dyn TableProvider>)> {
     let table = match as_of {
         None => Table::open(lake, layer, name).await?,
         Some(at) => Table::open_as_of(lake, layer, name, at).await?,
     };
-    provider_of(ctx, &table, schema).await
+    let provider = provider_of(ctx, &table, schema).await?;
+    Ok((table, provider))
 }
 
 /// An opened table's provider; a table not created yet reads as empty with `schema`.

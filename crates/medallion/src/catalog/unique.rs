@@ -1,4 +1,5 @@
-//! `count(DISTINCT k)` over a table that holds one row per `k` is `count(k)`. A silver table kept
+//! `count(DISTINCT k)` over a table that holds one row per `k` is `count(k)`, and `count(*)` when
+//! `k` is never null. A silver table kept
 //! as the latest row per key (SCD 1) holds one row per key by construction, and reconciling gold
 //! with it by `count(DISTINCT order_id)` is the usual check. DataFusion does not know the key is
 //! unique, so it hashes every key of the table to count them: on 4.3M rows, 0.6 s against 0.1 s
@@ -7,8 +8,10 @@
 //! Sessions note which registered tables are unique on which column ([`mark`]); the analyzer rule
 //! [`DistinctOfUnique`] drops the `DISTINCT` of a `count` whose one argument is such a column,
 //! read straight from the table or through filters, sorts, limits, aliases and projections that
-//! pass the column on (anything else, a join, a union, an aggregate, keeps it). Output names stay
-//! as written.
+//! pass the column on (anything else, a join, a union, an aggregate, keeps it). When the table
+//! also holds no null `k` (its log's statistics say so: every live file's null count of `k` is 0),
+//! the count becomes `count(*)`, which reads no column (the reconciliation above read every key
+//! of the table to count them). Output names stay as written.
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -16,6 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use datafusion::catalog::TableProvider;
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::utils::expr::COUNT_STAR_EXPANSION;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::expr::AggregateFunction;
@@ -24,16 +28,23 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
 
-/// The tables of a session known to hold one row per value of a column: (provider, column). The
-/// providers are held, so an address is never reused by another table while the session lives.
+/// The tables of a session known to hold one row per value of a column. The providers are held,
+/// so an address is never reused by another table while the session lives.
 #[derive(Default)]
-pub struct UniqueKeys(RwLock<Vec<(Arc<dyn TableProvider>, String)>>);
+pub struct UniqueKeys(RwLock<Vec<Marked>>);
+
+/// A table marked unique on a column.
+struct Marked {
+    provider: Arc<dyn TableProvider>,
+    key: String,
+    never_null: bool,
+}
 
 impl UniqueKeys {
-    /// The unique column of `provider`, if it is marked.
-    fn key_of(&self, provider: &Arc<dyn TableProvider>) -> Option<String> {
+    /// The unique column of `provider` and whether it is never null, if it is marked.
+    fn key_of(&self, provider: &Arc<dyn TableProvider>) -> Option<(String, bool)> {
         let tables = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        tables.iter().find(|(p, _)| same(p, provider)).map(|(_, k)| k.clone())
+        tables.iter().find(|m| same(&m.provider, provider)).map(|m| (m.key.clone(), m.never_null))
     }
 
     fn is_empty(&self) -> bool {
@@ -44,7 +55,7 @@ impl UniqueKeys {
 impl fmt::Debug for UniqueKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tables = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        f.debug_list().entries(tables.iter().map(|(_, k)| k)).finish()
+        f.debug_list().entries(tables.iter().map(|m| (&m.key, m.never_null))).finish()
     }
 }
 
@@ -54,13 +65,17 @@ fn same(a: &Arc<dyn TableProvider>, b: &Arc<dyn TableProvider>) -> bool {
 }
 
 /// Notes in `ctx` (a session of [`super::new_session`]) that `provider` holds one row per value of
-/// its column `key`. The caller vouches for it: a wrong mark makes `count(DISTINCT key)` count
-/// repeats.
-pub fn mark(ctx: &SessionContext, provider: &Arc<dyn TableProvider>, key: &str) {
+/// its column `key`, and whether `key` is `never_null`. The caller vouches for both: a wrong mark
+/// makes `count(DISTINCT key)` count repeats (or nulls).
+pub fn mark(ctx: &SessionContext, provider: &Arc<dyn TableProvider>, key: &str, never_null: bool) {
     let state = ctx.state_ref();
     let state = state.read();
     if let Some(keys) = state.config().get_extension::<UniqueKeys>() {
-        keys.0.write().unwrap_or_else(PoisonError::into_inner).push((Arc::clone(provider), key.to_string()));
+        keys.0.write().unwrap_or_else(PoisonError::into_inner).push(Marked {
+            provider: Arc::clone(provider),
+            key: key.to_string(),
+            never_null,
+        });
     }
 }
 
@@ -96,19 +111,24 @@ impl AnalyzerRule for DistinctOfUnique {
 
 impl DistinctOfUnique {
     /// `expr` (of an aggregate over `input`) with every `count(DISTINCT c)` of a column `c` unique
-    /// in `input` counting plainly.
+    /// in `input` counting plainly: `count(c)`, or `count(*)` when `c` is never null.
     fn plain_counts(&self, expr: Expr, input: &LogicalPlan) -> Result<Transformed<Expr>> {
         expr.transform_up(|e| {
             let Expr::AggregateFunction(AggregateFunction { func, params }) = &e else {
                 return Ok(Transformed::no(e));
             };
-            let unique = func.name() == "count"
-                && params.distinct
-                && matches!(params.args.as_slice(), [Expr::Column(c)]
-                    if input.schema().index_of_column(c).is_ok_and(|i| self.unique_at(input, i)));
+            let unique = match params.args.as_slice() {
+                [Expr::Column(c)] if func.name() == "count" && params.distinct => {
+                    input.schema().index_of_column(c).ok().and_then(|i| self.unique_at(input, i))
+                }
+                _ => None,
+            };
             match e {
-                Expr::AggregateFunction(mut f) if unique => {
+                Expr::AggregateFunction(mut f) if unique.is_some() => {
                     f.params.distinct = false;
+                    if unique == Some(true) {
+                        f.params.args = vec![Expr::Literal(COUNT_STAR_EXPANSION, None)];
+                    }
                     Ok(Transformed::yes(Expr::AggregateFunction(f)))
                 }
                 e => Ok(Transformed::no(e)),
@@ -116,12 +136,14 @@ impl DistinctOfUnique {
         })
     }
 
-    /// Whether the `i`th column of `plan`'s output holds no value twice.
-    fn unique_at(&self, plan: &LogicalPlan, i: usize) -> bool {
+    /// Whether the `i`th column of `plan`'s output holds no value twice: Some(whether it is never
+    /// null besides), or None.
+    fn unique_at(&self, plan: &LogicalPlan, i: usize) -> Option<bool> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let field = scan.projected_schema.field(i).name();
-                source_as_provider(&scan.source).ok().and_then(|p| self.0.key_of(&p)).is_some_and(|k| k == *field)
+                let (key, never_null) = source_as_provider(&scan.source).ok().and_then(|p| self.0.key_of(&p))?;
+                (key == *field).then_some(never_null)
             }
             LogicalPlan::Filter(f) => self.unique_at(&f.input, i),
             LogicalPlan::Sort(s) => self.unique_at(&s.input, i),
@@ -130,15 +152,15 @@ impl DistinctOfUnique {
             LogicalPlan::Projection(p) => {
                 let mut e = match p.expr.get(i) {
                     Some(e) if p.expr.len() == p.schema.fields().len() => e,
-                    _ => return false,
+                    _ => return None,
                 };
                 while let Expr::Alias(a) = e {
                     e = &a.expr;
                 }
-                let Expr::Column(c) = e else { return false };
-                p.input.schema().index_of_column(c).is_ok_and(|j| self.unique_at(&p.input, j))
+                let Expr::Column(c) = e else { return None };
+                p.input.schema().index_of_column(c).ok().and_then(|j| self.unique_at(&p.input, j))
             }
-            _ => false,
+            _ => None,
         }
     }
 }
@@ -182,7 +204,7 @@ mod tests {
         let (marked, other) = (table(), table());
         ctx.register_table("t", Arc::clone(&marked)).expect("register");
         ctx.register_table("u", other).expect("register");
-        mark(&ctx, &marked, "k");
+        mark(&ctx, &marked, "k", false);
 
         // The repeated key (a mark the caller got wrong) is counted twice: the rewrite happened.
         assert_eq!(counts(&ctx, "SELECT count(DISTINCT k), count(DISTINCT v) FROM t").await, vec![3, 2]);
@@ -206,5 +228,32 @@ mod tests {
             vec![2]
         );
         assert_eq!(counts(&ctx, "SELECT count(DISTINCT k + 0) FROM t").await, vec![2]);
+    }
+
+    /// A key marked never null counts rows: `count(*)`, reading no column. A null key (a mark the
+    /// caller got wrong) then counts, where a key that may be null is counted as `count(k)`.
+    #[tokio::test]
+    async fn distinct_count_of_a_never_null_unique_key_counts_rows() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(2)]))])
+                .expect("batch");
+        let with_null = || -> Arc<dyn TableProvider> {
+            Arc::new(MemTable::try_new(Arc::clone(&schema), vec![vec![batch.clone()]]).expect("table"))
+        };
+        let ctx = new_session().expect("session");
+        let (never, maybe) = (with_null(), with_null());
+        ctx.register_table("never", Arc::clone(&never)).expect("register");
+        ctx.register_table("maybe", Arc::clone(&maybe)).expect("register");
+        mark(&ctx, &never, "k", true);
+        mark(&ctx, &maybe, "k", false);
+        assert_eq!(counts(&ctx, "SELECT count(DISTINCT k) FROM never").await, vec![3]);
+        assert_eq!(
+            counts(&ctx, "SELECT count(DISTINCT id) FROM (SELECT k AS id FROM never WHERE true) AS x").await,
+            vec![3]
+        );
+        assert_eq!(counts(&ctx, "SELECT count(DISTINCT k) FROM maybe").await, vec![2]);
+        let named = query(&ctx, "SELECT count(DISTINCT k) FROM never", "test").await.expect("runs");
+        assert_eq!(named[0].schema().field(0).name(), "count(DISTINCT never.k)");
     }
 }

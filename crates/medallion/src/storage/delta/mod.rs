@@ -653,6 +653,20 @@ impl Table {
         newest::newest(&self.inner, column).await.map_err(|e| Error::delta(&self.label, e))
     }
 
+    /// Whether `column` holds no null in the table's live rows, from its log: every live file's
+    /// statistics count no null in it (a deletion vector only removes rows). False when a file
+    /// has no statistics for it; true for a table not created yet.
+    pub fn never_null(&self, column: &str) -> Result<bool> {
+        if !self.exists {
+            return Ok(true);
+        }
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        Ok(snapshot.log_data().iter().all(|f| {
+            let stats = f.stats().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+            stats.and_then(|s| s.get("nullCount")?.get(column)?.as_i64()) == Some(0)
+        }))
+    }
+
     /// The table's rows, from its log: the files' record counts less their deletion vectors'
     /// (None when a file has no record count; Some(0) when the table does not exist).
     pub fn live_rows(&self) -> Result<Option<u64>> {
