@@ -5,7 +5,7 @@
 //!
 //! Why not flate2's streaming encoder: on the bench's batches, libdeflate at level 1 compressed
 //! in 59% of zlib-rs's level-3 time, to the same bytes on NDJSON and 6% more on CSV (README,
-//! "Bronze"). It compresses whole buffers only, hence the chunks; a chunk restarts the 32 KiB
+//! "Semantics"). It compresses whole buffers only, hence the chunks; a chunk restarts the 32 KiB
 //! window, which costs nothing measurable at 4 MiB. Memory: one chunk of text and its output.
 
 use std::io::{self, Write};
@@ -15,7 +15,7 @@ use libdeflater::{CompressionLvl, Compressor, crc32};
 /// Text compressed as one gzip member.
 pub const CHUNK_BYTES: usize = 4 << 20;
 
-/// libdeflate's level for bronze batches (README, "Bronze": levels and libraries measured).
+/// libdeflate's level for bronze batches (README, "Semantics": levels and libraries measured).
 pub const LEVEL: i32 = 1;
 
 /// Gzip header flag: an extra field follows the fixed header.
