@@ -563,6 +563,20 @@ mod tests {
                 }
             }
             assert_eq!(groups, 150);
+            // Without GROUP BY (one accumulator per partition, their states merged): every value.
+            let all = format!(
+                "SELECT {}(v), {}(v) FROM t",
+                KeptOf::function_name(&DataType::Int64, false),
+                KeptOf::function_name(&DataType::Int64, true)
+            );
+            let batches = ctx.sql(&all).await.expect("plan").collect().await.expect("run");
+            let mut values: Vec<i64> = rows.iter().filter_map(|x| x.1).collect();
+            values.sort_unstable();
+            let ints =
+                |c: usize| batches[0].column(c).as_list::<i32>().value(0).as_primitive::<Int64Type>().values().to_vec();
+            assert_eq!(ints(0), values[..KEPT].to_vec(), "least of the whole table");
+            values.reverse();
+            assert_eq!(ints(1), values[..KEPT].to_vec(), "greatest of the whole table");
         }
     }
 }
