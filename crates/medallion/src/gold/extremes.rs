@@ -218,6 +218,13 @@ struct KeptRows {
 }
 
 impl KeptRows {
+    /// Makes room for `groups` groups.
+    fn grow(&mut self, groups: usize) {
+        if self.groups.len() < groups {
+            self.groups.resize_with(groups, Vec::new);
+        }
+    }
+
     /// Offers group `g` a value (as a row): kept if it is among the group's [`KEPT`] least.
     fn offer(&mut self, g: usize, row: &[u8]) {
         let kept = &mut self.groups[g];
@@ -242,9 +249,7 @@ impl KeptRows {
         filter: Option<&BooleanArray>,
         groups: usize,
     ) -> Result<()> {
-        if self.groups.len() < groups {
-            self.groups.resize_with(groups, Vec::new);
-        }
+        self.grow(groups);
         // Strings may come as views or not, whatever the plan said.
         let values = cast(values, &self.values)?;
         let rows = self.converter.convert_columns(&[Arc::clone(&values)])?;
@@ -276,9 +281,7 @@ impl KeptRows {
 
     /// Offers each group the values of its list in `lists` (a partial state).
     fn merge_lists(&mut self, lists: &ArrayRef, group_indices: &[usize], groups: usize) -> Result<()> {
-        if self.groups.len() < groups {
-            self.groups.resize_with(groups, Vec::new);
-        }
+        self.grow(groups);
         let lists = lists.as_list::<i32>();
         let values = cast(lists.values(), &self.values)?;
         let rows = self.converter.convert_columns(&[Arc::clone(&values)])?;
