@@ -50,7 +50,7 @@ use sha2::{Digest, Sha256};
 
 use super::extremes::{Extremes, KeptOf};
 use crate::error::{Error, Result};
-use crate::storage::delta::{Table, WriteOptions};
+use crate::storage::delta::{Feed, Table, WriteOptions};
 use crate::storage::{Lake, Layer};
 
 /// What a model's SQL aggregates, when it is a shape this module keeps (see the module docs).
@@ -97,6 +97,8 @@ const LAYOUT: u64 = 1;
 
 /// Name of the state's row count column.
 const N: &str = "__n";
+/// Name of the delta's count of change rows.
+const ROWS: &str = "__rows";
 /// Names the state and its helpers are registered under in a build's session.
 const STATE: &str = "__medallion_state";
 const CHANGES: &str = "__medallion_changes";
@@ -448,10 +450,12 @@ impl Plan {
         self.grouped(&select, &self.shape.source, extra)
     }
 
-    /// Per group, what the changes add and take away: signed counts and sums, and the values added
-    /// (`__add{j}`) and removed (`__out{j}`) of inputs with a `min` or `max`.
+    /// Per group, what the changes add and take away: the change rows (`__rows`), signed counts
+    /// and sums, and of inputs with a `min` or `max` the values removed (`__out{j}`) and the least
+    /// (`__addlo{j}`) and greatest (`__addhi{j}`) values added. Only as many added values as are
+    /// kept can be among the group's kept values, so the others are not collected.
     fn delta_sql(&self) -> String {
-        let mut select = vec![format!("sum(__sign) AS {N}")];
+        let mut select = vec![format!("sum(__sign) AS {N}"), format!("count(*) AS {ROWS}")];
         for (j, i) in self.shape.inputs.iter().enumerate() {
             let e = &i.sql;
             if i.count {
@@ -465,8 +469,13 @@ impl Plan {
                 ));
             }
             if i.min || i.max {
-                select.push(format!("array_agg({e}) FILTER (WHERE __sign > 0 AND ({e}) IS NOT NULL) AS __add{j}"));
                 select.push(format!("array_agg({e}) FILTER (WHERE __sign < 0 AND ({e}) IS NOT NULL) AS __out{j}"));
+            }
+            for (added, on, descending) in [("__addlo", i.min, false), ("__addhi", i.max, true)] {
+                if on {
+                    select
+                        .push(format!("{}({e}) FILTER (WHERE __sign > 0) AS {added}{j}", self.kept_of(j, descending)));
+                }
             }
         }
         let signed = format!(
@@ -500,10 +509,10 @@ impl Plan {
                     self.sum_type(j)
                 ));
             }
-            for (kept, on, descending) in [("__lo", i.min, false), ("__hi", i.max, true)] {
+            for (kept, added, on, descending) in [("__lo", "__addlo", i.min, false), ("__hi", "__addhi", i.max, true)] {
                 if on {
                     let f = self.extremes(j, descending);
-                    select.push(format!("{f}(s.{kept}{j}, s.__c{j}, d.__out{j}, d.__add{j}) AS {kept}{j}"));
+                    select.push(format!("{f}(s.{kept}{j}, s.__c{j}, d.__out{j}, d.{added}{j}) AS {kept}{j}"));
                     dirty.push(format!("(__c{j} > 0 AND coalesce(cardinality({kept}{j}), 0) = 0)"));
                 }
             }
@@ -689,33 +698,30 @@ pub async fn build(
             && field("sql_sha256").and_then(Value::as_str) == Some(plan.sql_sha256.as_str())
             && field("source").and_then(Value::as_str) == Some(source.label.as_str());
         if let Some(after) = field("version").and_then(Value::as_i64).filter(|v| same && *v <= version) {
-            let t = std::time::Instant::now();
-            changes = source.changes(after).await?;
-            tracing::debug!(model, ms = t.elapsed().as_millis() as u64, "change feed read");
+            changes = source.change_feed_after(after).await?;
         }
     }
     let mut kept = Kept { version, ..Default::default() };
     let state = match changes {
         None => crate::catalog::query(ctx, &plan.source_state(None), &context).await?,
-        Some(rows) => {
-            kept.changes = Some(rows.iter().map(|b| b.num_rows() as u64).sum());
+        Some(feed) => {
             let old = saved.provider(ctx).await?;
             ctx.register_table(STATE, old).map_err(sql)?;
             let t = std::time::Instant::now();
-            let next = forward(ctx, plan, rows, &context).await;
+            let next = forward(ctx, plan, feed, &context).await;
             tracing::debug!(model, ms = t.elapsed().as_millis() as u64, "state brought forward");
             for name in [STATE, CHANGES, DELTA, MERGED, DIRTY] {
                 ctx.deregister_table(name).map_err(sql)?;
             }
             match next? {
-                Some((state, recomputed)) => {
+                Some(Forward { state, rows, recomputed }) => {
+                    kept.changes = Some(rows);
                     kept.recomputed = recomputed;
                     state
                 }
                 None => {
                     // A group with fewer rows than changes removed: the state is not this source's.
                     tracing::warn!(model, "aggregate state inconsistent with {}; recomputed", source.label);
-                    kept.changes = None;
                     crate::catalog::query(ctx, &plan.source_state(None), &context).await?
                 }
             }
@@ -737,28 +743,42 @@ pub async fn build(
     Ok(kept)
 }
 
-/// The state after `changes`: None when a group would hold fewer than no rows.
-async fn forward(
-    ctx: &SessionContext,
-    plan: &Plan,
-    changes: Vec<RecordBatch>,
-    context: &str,
-) -> Result<Option<(Vec<RecordBatch>, u64)>> {
+/// A state brought forward.
+struct Forward {
+    state: Vec<RecordBatch>,
+    /// The change rows applied (those the model's `WHERE` keeps).
+    rows: u64,
+    /// Groups recomputed from the source.
+    recomputed: u64,
+}
+
+/// The state after the changes `feed` holds: None when a group would hold fewer than no rows.
+async fn forward(ctx: &SessionContext, plan: &Plan, feed: Feed, context: &str) -> Result<Option<Forward>> {
     let sql = |e| Error::sql(context, e);
-    let Some(schema) = changes.first().map(RecordBatch::schema) else {
+    let Feed::Rows(changes) = feed else {
         // Nothing changed: the state stands.
         let state =
             crate::catalog::query(ctx, &format!("SELECT {} FROM {STATE}", plan.state_columns().join(", ")), context)
                 .await?;
-        return Ok(Some((state, 0)));
+        return Ok(Some(Forward { state, rows: 0, recomputed: 0 }));
     };
-    ctx.register_table(CHANGES, Arc::new(MemTable::try_new(schema, vec![changes]).map_err(sql)?)).map_err(sql)?;
+    // The feed is read by the delta's query: only the columns the model uses.
+    ctx.register_table(CHANGES, changes).map_err(sql)?;
     let t = std::time::Instant::now();
     let (schema, delta) = collect_with_schema(ctx, &plan.delta_sql(), context).await?;
     let delta_ms = t.elapsed().as_millis() as u64;
+    let rows: u64 = delta
+        .iter()
+        .filter_map(|b| b.column_by_name(ROWS))
+        .map(|c| c.as_primitive::<Int64Type>().iter().flatten().sum::<i64>().max(0) as u64)
+        .sum();
     ctx.register_table(DELTA, Arc::new(MemTable::try_new(schema, vec![delta]).map_err(sql)?)).map_err(sql)?;
     let (schema, merged) = collect_with_schema(ctx, &plan.merge_sql(), context).await?;
-    tracing::debug!(delta_ms, merge_ms = t.elapsed().as_millis() as u64 - delta_ms, "changes aggregated and merged");
+    tracing::debug!(
+        delta_ms,
+        merge_ms = t.elapsed().as_millis() as u64 - delta_ms,
+        "changes read, aggregated and merged"
+    );
     let (mut negative, mut dirty) = (false, 0u64);
     for b in &merged {
         let n = b.column_by_name(N).map(|c| c.as_primitive::<Int64Type>());
@@ -778,7 +798,7 @@ async fn forward(
         ctx.register_table(DIRTY, dirty_rows.into_view()).map_err(sql)?;
     }
     let state = crate::catalog::query(ctx, &plan.next_sql(dirty > 0), context).await?;
-    Ok(Some((state, dirty)))
+    Ok(Some(Forward { state, rows, recomputed: dirty }))
 }
 
 /// The rows of `sql` with their schema (also when there are none).

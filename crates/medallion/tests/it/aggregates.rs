@@ -66,9 +66,12 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
             let mut model = MODEL.to_string();
             let mut kept_runs = 0;
             for step in 0..12 {
-                let records: Vec<String> = (0..1 + rng.next(15))
+                // Step 4 adds 40 new orders to one group at once: more than the values it keeps.
+                let (count, ids) = if step == 4 { (40, 100..140) } else { (1 + rng.next(15), 0..0) };
+                let mut ids = ids;
+                let records: Vec<String> = (0..count)
                     .map(|_| {
-                        let id = 1 + rng.next(30);
+                        let id = ids.next().unwrap_or_else(|| 1 + rng.next(30));
                         let op = if rng.next(8) == 0 { r#""D""# } else { r#""U""# };
                         let amount = match rng.next(10) {
                             0 => "null".to_string(),
@@ -79,9 +82,9 @@ async fn a_model_kept_from_changes_equals_its_query_after_random_batches() {
                         };
                         let qty = if rng.next(9) == 0 { "null".to_string() } else { (1 + rng.next(10)).to_string() };
                         let region = ["\"uk\"", "\"us\"", "null"][rng.next(3) as usize];
+                        let (region, day) = if id >= 100 { ("\"uk\"", 1) } else { (region, 1 + rng.next(4)) };
                         format!(
-                            r#"{{"order_id": {id}, "op": {op}, "amount": {amount}, "qty": {qty}, "order_date": "2024-01-0{}", "region": {region}}}"#,
-                            1 + rng.next(4)
+                            r#"{{"order_id": {id}, "op": {op}, "amount": {amount}, "qty": {qty}, "order_date": "2024-01-0{day}", "region": {region}}}"#
                         )
                     })
                     .collect();

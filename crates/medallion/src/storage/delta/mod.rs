@@ -546,14 +546,14 @@ impl Table {
             == Some("true")
     }
 
-    /// The rows that changed after version `after`, as the change data feed gives them (the
-    /// table's columns, `_change_type`, `_commit_version`, `_commit_timestamp`); empty when nothing
-    /// changed, None when the feed does not cover that range (the table was created without it, or
-    /// a rebuild replaced the table since).
-    pub async fn changes(&self, after: i64) -> Result<Option<Vec<RecordBatch>>> {
+    /// The change data feed after version `after` (the table's columns, `_change_type`,
+    /// `_commit_version`, `_commit_timestamp`), to query: a query reads only the columns it uses.
+    /// None when the feed does not cover that range (the table was created without it, or a
+    /// rebuild replaced the table since).
+    pub async fn change_feed_after(&self, after: i64) -> Result<Option<Feed>> {
         let Some(latest) = self.version() else { return Ok(None) };
         if after >= latest {
-            return Ok(Some(Vec::new()));
+            return Ok(Some(Feed::Unchanged));
         }
         if !self.change_feed() {
             return Ok(None);
@@ -566,19 +566,23 @@ impl Table {
             tracing::info!(table = %self.label, "rebuilt since the last build; full refresh");
             return Ok(None);
         }
-        let ctx = SessionContext::new();
         let start = u64::try_from(after + 1).map_err(|_| Error::Internal("negative version".into()))?;
-        let plan = match self.inner.clone().scan_cdf().with_starting_version(start).build(&ctx.state(), None).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                tracing::info!(table = %self.label, error = %e, "no change data feed for this range; full refresh");
-                return Ok(None);
-            }
-        };
-        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-            .await
-            .map_err(|e| Error::sql(format!("reading changes of {}", self.label), e))?;
-        Ok(Some(batches))
+        let builder = self.inner.clone().scan_cdf().with_starting_version(start);
+        // The files of the range are listed here, so a range the feed does not cover says so now
+        // rather than when a query first scans it.
+        if let Err(e) = builder.build(&SessionContext::new().state(), None).await {
+            tracing::info!(table = %self.label, error = %e, "no change data feed for this range; full refresh");
+            return Ok(None);
+        }
+        let provider = deltalake::delta_datafusion::DeltaCdfTableProvider::try_new(builder)
+            .map_err(|e| Error::delta(&self.label, e))?;
+        Ok(Some(Feed::Rows(Arc::new(provider))))
+    }
+
+    /// The rows that changed after version `after` (see [`Table::change_feed_after`]); empty
+    /// when nothing changed, None when the feed does not cover that range.
+    pub async fn changes(&self, after: i64) -> Result<Option<Vec<RecordBatch>>> {
+        self.query_changes(after, "SELECT * FROM changes").await
     }
 
     /// Distinct values of `column` in the rows that changed after version `after` (inserted,
@@ -586,24 +590,30 @@ impl Table {
     /// feed does not cover that range (e.g. the table was created without it).
     pub async fn changed_values(&self, column: &str, after: i64) -> Result<Option<RecordBatch>> {
         let none = || RecordBatch::new_empty(Arc::new(datafusion::arrow::datatypes::Schema::empty()));
-        let Some(batches) = self.changes(after).await? else { return Ok(None) };
-        let Some(schema) = batches.first().map(RecordBatch::schema) else { return Ok(Some(none())) };
-        let ctx = SessionContext::new();
+        let sql = format!("SELECT DISTINCT {} FROM changes", crate::spec::ident(column));
+        let Some(out) = self.query_changes(after, &sql).await? else { return Ok(None) };
         let context = format!("changed values of {}.{column}", self.label);
-        let mem =
-            datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(|e| Error::sql(&context, e))?;
-        ctx.register_table("changes", Arc::new(mem)).map_err(|e| Error::sql(&context, e))?;
-        let df = ctx
-            .sql(&format!("SELECT DISTINCT {} FROM changes", crate::spec::ident(column)))
-            .await
-            .map_err(|e| Error::sql(&context, e))?;
-        let out = df.collect().await.map_err(|e| Error::sql(&context, e))?;
         match out.first().map(RecordBatch::schema) {
             None => Ok(Some(none())),
             Some(schema) => datafusion::arrow::compute::concat_batches(&schema, &out)
                 .map(Some)
                 .map_err(|e| Error::arrow(&context, e)),
         }
+    }
+
+    /// The rows of `sql` over the change data feed after `after`, registered as `changes`: empty
+    /// when nothing changed, None when the feed does not cover the range.
+    async fn query_changes(&self, after: i64, sql: &str) -> Result<Option<Vec<RecordBatch>>> {
+        let feed = match self.change_feed_after(after).await? {
+            None => return Ok(None),
+            Some(Feed::Unchanged) => return Ok(Some(Vec::new())),
+            Some(Feed::Rows(feed)) => feed,
+        };
+        let context = format!("reading changes of {}", self.label);
+        let ctx = SessionContext::new();
+        ctx.register_table("changes", feed).map_err(|e| Error::sql(&context, e))?;
+        let df = ctx.sql(sql).await.map_err(|e| Error::sql(&context, e))?;
+        Ok(Some(df.collect().await.map_err(|e| Error::sql(&context, e))?))
     }
 
     /// Compacts small files (bin-packing), or Z-orders by `zorder` columns, in one commit; then
@@ -950,6 +960,14 @@ impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() { "Gate(waiting)" } else { "Gate(open)" })
     }
+}
+
+/// What changed in a table after a version, by its change data feed.
+pub enum Feed {
+    /// No commit since.
+    Unchanged,
+    /// The changed rows, as a table to query.
+    Rows(Arc<dyn TableProvider>),
 }
 
 /// The cores this process may use: how many files the table operations scan or write at once.
