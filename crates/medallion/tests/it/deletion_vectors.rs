@@ -216,9 +216,22 @@ async fn delta_rs_merge_optimize_and_vacuum_on_vectored_files_read_like_copy_on_
     assert_eq!(merged, contents(&b_lake).await, "MERGE");
     assert!(!merged.iter().any(|r| (701..=720).contains(&r.0)), "deleted");
     // delta-rs's optimize, then a vacuum keeping nothing old.
+    let before = parquet_files(a_dir.path());
     let (a, _, _) = a.optimize(&[], None).await.expect("optimize");
     let (b, _, _) = b.optimize(&[], None).await.expect("optimize");
     assert_eq!(contents(&a_lake).await, contents(&b_lake).await, "optimize");
+    // Compacted files are Snappy like every other (delta-rs's optimize defaults to ZSTD, which
+    // made every later key scan of a compacted table decode ZSTD).
+    let compacted: Vec<_> = parquet_files(a_dir.path()).into_iter().filter(|p| !before.contains(p)).collect();
+    assert!(!compacted.is_empty(), "optimize wrote files");
+    for path in &compacted {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let reader = SerializedFileReader::new(std::fs::File::open(path).expect("open")).expect("parquet");
+        let row_group = reader.metadata().row_group(0);
+        for column in row_group.columns() {
+            assert_eq!(column.compression(), datafusion::parquet::basic::Compression::SNAPPY, "{}", path.display());
+        }
+    }
     let still = a.deleted_rows().expect("deleted").0;
     let (_, deleted) = a.vacuum(std::time::Duration::ZERO, true, false).await.expect("vacuum");
     let _ = b.vacuum(std::time::Duration::ZERO, true, false).await.expect("vacuum");
@@ -378,6 +391,12 @@ async fn an_audits_key_scan_serves_the_merge_of_the_same_rows() {
 
 fn upsert_scanned(version: i64, scanned: medallion::storage::delta::KeyScan) -> medallion::storage::delta::Upsert {
     medallion::storage::delta::Upsert { scanned: Some(scanned), ..upsert(version) }
+}
+
+/// The data files under `dir`/silver/t.
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let entries = std::fs::read_dir(dir.join("silver/t")).expect("table dir");
+    entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "parquet")).collect()
 }
 
 fn vector_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

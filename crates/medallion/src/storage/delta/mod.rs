@@ -625,7 +625,9 @@ impl Table {
         } else {
             deltalake::operations::optimize::OptimizeType::ZOrder(zorder.to_vec())
         };
-        let mut builder = self.inner.optimize().with_type(kind);
+        // Snappy like every file medallion writes: delta-rs's optimize would write ZSTD, and every
+        // later scan of a compacted table (the keyed merge's key scan first) would decode it.
+        let mut builder = self.inner.optimize().with_type(kind).with_writer_properties(parquet_properties().build());
         if let Some(size) = target_size.and_then(std::num::NonZeroU64::new) {
             builder = builder.with_target_size(size);
         }
