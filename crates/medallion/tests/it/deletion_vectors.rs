@@ -663,3 +663,35 @@ maintenance = {{ purge_deleted_above = 1 }}
         }
     }
 }
+
+/// A policy's compaction packs the small files, each without the rows its vector deletes, and
+/// leaves the larger files as they are, vectors included: the contents never change, and a
+/// compaction costs the files written since the last one, not the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacting_small_files_drops_their_deleted_rows_and_leaves_large_files_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (lake, t) = seeded(dir.path(), true).await;
+    let (t, _) = t.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let again: Vec<(i64, Option<i64>, &str)> = (1..=300).map(|k| (k, Some(12), "again")).collect();
+    let (t, _) = t.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("merge-on-read");
+    let before = contents(&lake).await;
+    let live = t.live_files().await.expect("files").files;
+    let vectored = |files: &[medallion::storage::delta::LiveFile]| files.iter().filter(|f| f.kept.is_some()).count();
+    assert!(live.len() >= 5 && vectored(&live) >= 3, "{} files, {} with vectors", live.len(), vectored(&live));
+    // The largest file is "large": just over half the target.
+    let largest = live.iter().map(|f| f.size).max().expect("a file");
+    let (t, removed, added) = t.compact_small(2 * largest - 2).await.expect("compact");
+    assert_eq!(contents(&lake).await, before, "contents unchanged");
+    let after = t.live_files().await.expect("files").files;
+    // Every file but the largest packed, in files of about the target (a file whose rows are all
+    // deleted is not live, and packed too).
+    assert!(removed as usize >= live.len() - 1 && added >= 1 && added < removed, "{removed} files packed into {added}");
+    assert_eq!(after.len() as u64, 1 + added, "the largest file and the packed ones");
+    let kept = after.iter().find(|f| f.size == largest).expect("the largest file stays");
+    assert_eq!(kept.kept.is_some(), live.iter().find(|f| f.size == largest).expect("largest").kept.is_some());
+    assert_eq!(vectored(&after), usize::from(kept.kept.is_some()), "packed files carry no vector");
+    // Nothing left to pack: no commit.
+    let version = t.version();
+    let (t, removed, added) = t.compact_small(2 * largest - 2).await.expect("compact");
+    assert_eq!((removed, added, t.version()), (0, 0, version));
+}

@@ -1001,37 +1001,49 @@ pub(super) async fn rewrite(
     drop: &[u32],
     keep_dropped: bool,
 ) -> Result<(Vec<Action>, Vec<RecordBatch>, usize), DeltaTableError> {
+    rewrite_together(table, vec![(path, size, drop.to_vec())], keep_dropped).await
+}
+
+/// Rewrites `files` (path, size, rows to drop, sorted) into one new file, in order, each without
+/// its dropped rows: its Add actions, the dropped rows (when `keep_dropped`) and the rows copied.
+pub(super) async fn rewrite_together(
+    table: &DeltaTable,
+    files: Vec<(Path, i64, Vec<u32>)>,
+    keep_dropped: bool,
+) -> Result<(Vec<Action>, Vec<RecordBatch>, usize), DeltaTableError> {
     let store = table.object_store();
-    let mut stream = open(&store, path, size, false).await?.build()?;
     let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
     let schema: SchemaRef = Arc::new(table.snapshot()?.schema().as_ref().try_into_arrow()?);
-    let mut dropped = Vec::new();
-    let (mut start, mut next, mut copied) = (0u32, 0usize, 0usize);
-    while let Some(batch) = stream.try_next().await? {
-        let batch = conform(batch, &schema)?;
-        let end = start + batch.num_rows() as u32;
-        let mut keep = vec![true; batch.num_rows()];
-        while next < drop.len() && drop[next] < end {
-            keep[(drop[next] - start) as usize] = false;
-            next += 1;
+    let (mut dropped, mut copied) = (Vec::new(), 0usize);
+    for (path, size, drop) in files {
+        let mut stream = open(&store, path, size, false).await?.build()?;
+        let (mut start, mut next) = (0u32, 0usize);
+        while let Some(batch) = stream.try_next().await? {
+            let batch = conform(batch, &schema)?;
+            let end = start + batch.num_rows() as u32;
+            let mut keep = vec![true; batch.num_rows()];
+            while next < drop.len() && drop[next] < end {
+                keep[(drop[next] - start) as usize] = false;
+                next += 1;
+            }
+            let mask = BooleanArray::from(keep);
+            let kept = filter_record_batch(&batch, &mask)?;
+            copied += kept.num_rows();
+            if keep_dropped {
+                dropped.push(filter_record_batch(&batch, &datafusion::arrow::compute::not(&mask)?)?);
+            }
+            if kept.num_rows() > 0 {
+                writer.write(kept).await?;
+            }
+            start = end;
         }
-        let mask = BooleanArray::from(keep);
-        let kept = filter_record_batch(&batch, &mask)?;
-        copied += kept.num_rows();
-        if keep_dropped {
-            dropped.push(filter_record_batch(&batch, &datafusion::arrow::compute::not(&mask)?)?);
+        if next != drop.len() {
+            return Err(DeltaTableError::Generic(format!(
+                "merge: a file changed while it was rewritten ({} of {} rows found)",
+                next,
+                drop.len()
+            )));
         }
-        if kept.num_rows() > 0 {
-            writer.write(kept).await?;
-        }
-        start = end;
-    }
-    if next != drop.len() {
-        return Err(DeltaTableError::Generic(format!(
-            "merge: a file changed while it was rewritten ({} of {} rows found)",
-            next,
-            drop.len()
-        )));
     }
     let adds = writer.flush().await?.into_iter().map(Action::Add).collect();
     Ok((adds, dropped, copied))

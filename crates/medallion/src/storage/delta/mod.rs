@@ -710,6 +710,19 @@ impl Table {
         Ok((Table { label, inner, exists: true }, removed, added))
     }
 
+    /// Packs the files under half of `target` bytes into files of about `target` bytes, without
+    /// the rows their deletion vectors delete; larger files stay as they are (contents unchanged,
+    /// one commit without data change). Unpartitioned tables. Returns (files removed, files added).
+    pub async fn compact_small(self, target: u64) -> Result<(Table, u64, u64)> {
+        let label = self.label.clone();
+        if !self.exists {
+            return Ok((self, 0, 0));
+        }
+        let (inner, removed, added) =
+            purge::compact_small(self.inner, target).await.map_err(|e| Error::delta(&label, e))?;
+        Ok((Table { label, inner, exists: true }, removed, added))
+    }
+
     /// Whether the table is partitioned (false for a table not created yet).
     pub fn partitioned(&self) -> Result<bool> {
         if !self.exists {

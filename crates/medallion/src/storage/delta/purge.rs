@@ -94,3 +94,82 @@ pub(super) async fn purge(table: DeltaTable) -> Result<(DeltaTable, u64, u64), D
     out.update_incremental(Some(commit.version())).await?;
     Ok((out, removed, added))
 }
+
+/// Compacts the table's small files: the live files under half of `target` bytes, in log order,
+/// packed into files of about `target` bytes, each written without the rows its deletion vector
+/// deletes, in one commit without data change. Larger files stay as they are, vectors included
+/// (a table's policy purges them when its deleted share passes `purge_deleted_above`): a
+/// compaction costs the files written since the last one, not the table. Unpartitioned tables
+/// only. Returns the table and (files removed, files added); (0, 0) and no commit when there is
+/// nothing to pack (no small file, or a lone one without a vector).
+pub(super) async fn compact_small(table: DeltaTable, target: u64) -> Result<(DeltaTable, u64, u64), DeltaTableError> {
+    let snapshot = table.snapshot()?.clone();
+    if !snapshot.metadata().partition_columns().is_empty() {
+        return Err(DeltaTableError::Generic("compacting small files of a partitioned table: use optimize".into()));
+    }
+    let small: Vec<_> =
+        snapshot.log_data().iter().filter(|f| u64::try_from(f.size()).unwrap_or(u64::MAX) < target / 2).collect();
+    // Bins of about `target` bytes, in log order.
+    let mut bins: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut filled = 0u64;
+    for (i, f) in small.iter().enumerate() {
+        if filled >= target {
+            bins.push(Vec::new());
+            filled = 0;
+        }
+        if let Some(bin) = bins.last_mut() {
+            bin.push(i);
+        }
+        filled += u64::try_from(f.size()).unwrap_or(0);
+    }
+    bins.retain(|b| b.len() > 1 || b.iter().any(|&i| small[i].deletion_vector_descriptor().is_some()));
+    if bins.is_empty() {
+        return Ok((table, 0, 0));
+    }
+    let store = table.object_store();
+    let packed: Vec<usize> = bins.iter().flatten().copied().collect();
+    let descriptors: Vec<_> = packed.iter().map(|&i| small[i].deletion_vector_descriptor()).collect();
+    let vectors: std::collections::HashMap<usize, roaring::RoaringTreemap> =
+        packed.iter().copied().zip(dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?).collect();
+    let shared = Arc::new(table.clone());
+    let jobs: Vec<Vec<(Path, i64, Vec<u32>)>> = bins
+        .iter()
+        .map(|bin| {
+            bin.iter()
+                .map(|&i| {
+                    let path = small[i].object_store_path();
+                    let drop: Vec<u32> = vectors[&i]
+                        .iter()
+                        .map(|r| u32::try_from(r).map_err(|_| DeltaTableError::Generic(format!("{path}: row {r}"))))
+                        .collect::<Result<_, _>>()?;
+                    Ok((path, small[i].size(), drop))
+                })
+                .collect::<Result<Vec<_>, DeltaTableError>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut stream = futures::stream::iter(jobs)
+        .map(|files| {
+            let table = Arc::clone(&shared);
+            tokio::spawn(async move { keyed::rewrite_together(&table, files, false).await.map(|(adds, _, _)| adds) })
+        })
+        .buffered(super::cores());
+    let mut actions: Vec<Action> = packed.iter().map(|&i| Action::Remove(small[i].remove_action(false))).collect();
+    let removed = packed.len() as u64;
+    let mut added = 0u64;
+    while let Some(joined) = stream.next().await {
+        for a in joined.map_err(|e| DeltaTableError::Generic(format!("compaction task: {e}")))?? {
+            if let Action::Add(mut add) = a {
+                add.data_change = false;
+                actions.push(Action::Add(add));
+                added += 1;
+            }
+        }
+    }
+    let operation =
+        DeltaOperation::Optimize { predicate: None, target_size: i64::try_from(target).unwrap_or(i64::MAX) };
+    let commit =
+        CommitBuilder::default().with_actions(actions).build(Some(&snapshot), table.log_store(), operation).await?;
+    let mut out = table;
+    out.update_incremental(Some(commit.version())).await?;
+    Ok((out, removed, added))
+}
