@@ -1016,7 +1016,7 @@ pub(super) async fn rewrite_together(
     let schema: SchemaRef = Arc::new(table.snapshot()?.schema().as_ref().try_into_arrow()?);
     let (mut dropped, mut copied) = (Vec::new(), 0usize);
     for (path, size, drop) in files {
-        let mut stream = open(&store, path, size, false).await?.build()?;
+        let mut stream = open(&store, path.clone(), size, false).await?.build()?;
         let (mut start, mut next) = (0u32, 0usize);
         while let Some(batch) = stream.try_next().await? {
             let batch = conform(batch, &schema)?;
@@ -1039,7 +1039,7 @@ pub(super) async fn rewrite_together(
         }
         if next != drop.len() {
             return Err(DeltaTableError::Generic(format!(
-                "merge: a file changed while it was rewritten ({} of {} rows found)",
+                "{path} changed while it was rewritten ({} of {} rows to drop found)",
                 next,
                 drop.len()
             )));

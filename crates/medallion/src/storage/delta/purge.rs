@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use deltalake::kernel::Action;
 use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, LogicalFileView};
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::StreamExt;
@@ -52,47 +52,10 @@ pub(super) async fn purge(table: DeltaTable) -> Result<(DeltaTable, u64, u64), D
             "purging deletion vectors of a partitioned table is not supported; run a full rebuild".into(),
         ));
     }
-    let store = table.object_store();
-    let threads = super::cores();
-    let shared = Arc::new(table.clone());
-    let descriptors: Vec<_> = files.iter().map(|f| f.deletion_vector_descriptor()).collect();
-    let vectors = dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
-    let jobs: Vec<_> = files.iter().zip(vectors).map(|(f, v)| (v, f.object_store_path(), f.size())).collect();
-    let mut rewritten = Vec::with_capacity(files.len());
-    let mut stream = futures::stream::iter(jobs)
-        .map(|(deleted, path, size)| {
-            let table = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let drop: Vec<u32> = deleted
-                    .iter()
-                    .map(|r| u32::try_from(r).map_err(|_| DeltaTableError::Generic(format!("{path}: row {r}"))))
-                    .collect::<Result<_, _>>()?;
-                keyed::rewrite(&table, path, size, &drop, false).await.map(|(adds, _, _)| adds)
-            })
-        })
-        .buffered(threads);
-    while let Some(joined) = stream.next().await {
-        rewritten.push(joined.map_err(|e| DeltaTableError::Generic(format!("purge task: {e}")))??);
-    }
-    let mut actions = Vec::new();
-    let removed = files.len() as u64;
-    let mut added = 0u64;
-    for (f, adds) in files.iter().zip(rewritten) {
-        actions.push(Action::Remove(f.remove_action(false)));
-        for a in adds {
-            if let Action::Add(mut add) = a {
-                add.data_change = false;
-                actions.push(Action::Add(add));
-                added += 1;
-            }
-        }
-    }
+    // Each file alone, into its own successor.
+    let bins = files.into_iter().map(|f| vec![f]).collect();
     let operation = DeltaOperation::Optimize { predicate: Some("deletion vectors purged".into()), target_size: 0 };
-    let commit =
-        CommitBuilder::default().with_actions(actions).build(Some(&snapshot), table.log_store(), operation).await?;
-    let mut out = table;
-    out.update_incremental(Some(commit.version())).await?;
-    Ok((out, removed, added))
+    rewrite_bins(table, bins, operation).await
 }
 
 /// Compacts the table's small files: the live files under half of `target` bytes, in log order,
@@ -107,57 +70,73 @@ pub(super) async fn compact_small(table: DeltaTable, target: u64) -> Result<(Del
     if !snapshot.metadata().partition_columns().is_empty() {
         return Err(DeltaTableError::Generic("compacting small files of a partitioned table: use optimize".into()));
     }
-    let small: Vec<_> =
-        snapshot.log_data().iter().filter(|f| u64::try_from(f.size()).unwrap_or(u64::MAX) < target / 2).collect();
     // Bins of about `target` bytes, in log order.
-    let mut bins: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut bins: Vec<Vec<LogicalFileView>> = vec![Vec::new()];
     let mut filled = 0u64;
-    for (i, f) in small.iter().enumerate() {
+    for f in snapshot.log_data().iter() {
+        let size = u64::try_from(f.size()).unwrap_or(u64::MAX);
+        if size >= target / 2 {
+            continue;
+        }
         if filled >= target {
             bins.push(Vec::new());
             filled = 0;
         }
         if let Some(bin) = bins.last_mut() {
-            bin.push(i);
+            bin.push(f);
         }
-        filled += u64::try_from(f.size()).unwrap_or(0);
+        filled += size;
     }
-    bins.retain(|b| b.len() > 1 || b.iter().any(|&i| small[i].deletion_vector_descriptor().is_some()));
+    bins.retain(|b| b.len() > 1 || b.iter().any(|f| f.deletion_vector_descriptor().is_some()));
     if bins.is_empty() {
         return Ok((table, 0, 0));
     }
+    let operation =
+        DeltaOperation::Optimize { predicate: None, target_size: i64::try_from(target).unwrap_or(i64::MAX) };
+    rewrite_bins(table, bins, operation).await
+}
+
+/// Rewrites each bin of files into one new file (a file's rows in order, bin after bin), without
+/// the rows their deletion vectors delete, several bins at once, and commits it as one
+/// `operation` without data change: every file of every bin removed, their successors added.
+/// Returns the table and (files removed, files added).
+async fn rewrite_bins(
+    table: DeltaTable,
+    bins: Vec<Vec<LogicalFileView>>,
+    operation: DeltaOperation,
+) -> Result<(DeltaTable, u64, u64), DeltaTableError> {
+    let snapshot = table.snapshot()?.clone();
     let store = table.object_store();
-    let packed: Vec<usize> = bins.iter().flatten().copied().collect();
-    let descriptors: Vec<_> = packed.iter().map(|&i| small[i].deletion_vector_descriptor()).collect();
-    let vectors: std::collections::HashMap<usize, roaring::RoaringTreemap> =
-        packed.iter().copied().zip(dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?).collect();
+    let descriptors: Vec<_> = bins.iter().flatten().map(|f| f.deletion_vector_descriptor()).collect();
+    let mut vectors = dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?.into_iter();
+    let mut actions = Vec::new();
+    let mut jobs = Vec::with_capacity(bins.len());
+    for bin in &bins {
+        let mut files = Vec::with_capacity(bin.len());
+        for f in bin {
+            let path = f.object_store_path();
+            // One per descriptor, in order (an empty one for a file without a vector).
+            let deleted = vectors.next().ok_or_else(|| DeltaTableError::Generic(format!("{path}: no vector read")))?;
+            let drop: Vec<u32> = deleted
+                .iter()
+                .map(|r| u32::try_from(r).map_err(|_| DeltaTableError::Generic(format!("{path}: row {r}"))))
+                .collect::<Result<_, _>>()?;
+            files.push((path, f.size(), drop));
+            actions.push(Action::Remove(f.remove_action(false)));
+        }
+        jobs.push(files);
+    }
+    let removed = actions.len() as u64;
     let shared = Arc::new(table.clone());
-    let jobs: Vec<Vec<(Path, i64, Vec<u32>)>> = bins
-        .iter()
-        .map(|bin| {
-            bin.iter()
-                .map(|&i| {
-                    let path = small[i].object_store_path();
-                    let drop: Vec<u32> = vectors[&i]
-                        .iter()
-                        .map(|r| u32::try_from(r).map_err(|_| DeltaTableError::Generic(format!("{path}: row {r}"))))
-                        .collect::<Result<_, _>>()?;
-                    Ok((path, small[i].size(), drop))
-                })
-                .collect::<Result<Vec<_>, DeltaTableError>>()
-        })
-        .collect::<Result<_, _>>()?;
     let mut stream = futures::stream::iter(jobs)
         .map(|files| {
             let table = Arc::clone(&shared);
             tokio::spawn(async move { keyed::rewrite_together(&table, files, false).await.map(|(adds, _, _)| adds) })
         })
         .buffered(super::cores());
-    let mut actions: Vec<Action> = packed.iter().map(|&i| Action::Remove(small[i].remove_action(false))).collect();
-    let removed = packed.len() as u64;
     let mut added = 0u64;
     while let Some(joined) = stream.next().await {
-        for a in joined.map_err(|e| DeltaTableError::Generic(format!("compaction task: {e}")))?? {
+        for a in joined.map_err(|e| DeltaTableError::Generic(format!("rewrite task: {e}")))?? {
             if let Action::Add(mut add) = a {
                 add.data_change = false;
                 actions.push(Action::Add(add));
@@ -165,8 +144,6 @@ pub(super) async fn compact_small(table: DeltaTable, target: u64) -> Result<(Del
             }
         }
     }
-    let operation =
-        DeltaOperation::Optimize { predicate: None, target_size: i64::try_from(target).unwrap_or(i64::MAX) };
     let commit =
         CommitBuilder::default().with_actions(actions).build(Some(&snapshot), table.log_store(), operation).await?;
     let mut out = table;
