@@ -28,6 +28,13 @@ use datafusion::logical_expr::{
 /// How many of a group's least (greatest) values are kept.
 pub const KEPT: usize = 16;
 
+/// Rows of `values` in the order the kept lists hold them (least first; `descending`: greatest
+/// first). [`Extremes`] and [`KeptOf`] must agree on it: one merges the lists the other builds.
+fn converter(values: &DataType, descending: bool) -> Result<RowConverter> {
+    let order = SortOptions { descending, nulls_first: false };
+    Ok(RowConverter::new(vec![SortField::new_with_options(values.clone(), order)])?)
+}
+
 /// `name(kept, count, removed, added)`: the new list of a group's least (`descending`: greatest)
 /// values, from the kept list, the group's count of values before the change, and the values the
 /// change removed and added (lists; null is empty).
@@ -85,8 +92,7 @@ impl ScalarUDFImpl for Extremes {
         let count = cast(count, &DataType::Int64)?;
         let (kept, removed, added) = (kept.as_list::<i32>(), removed.as_list::<i32>(), added.as_list::<i32>());
         let count = count.as_primitive::<Int64Type>();
-        let order = SortOptions { descending: self.descending, nulls_first: false };
-        let converter = RowConverter::new(vec![SortField::new_with_options(self.values.clone(), order)])?;
+        let converter = converter(&self.values, self.descending)?;
         // Every value of the three lists, as arrays to gather from and as comparable rows.
         let sources: [&ListArray; 3] = [kept, removed, added];
         let values: Vec<ArrayRef> = sources.iter().map(|l| Arc::clone(l.values())).collect();
@@ -175,8 +181,7 @@ impl KeptOf {
     }
 
     fn groups(&self) -> Result<KeptRows> {
-        let order = SortOptions { descending: self.descending, nulls_first: false };
-        let converter = RowConverter::new(vec![SortField::new_with_options(self.values.clone(), order)])?;
+        let converter = converter(&self.values, self.descending)?;
         Ok(KeptRows { converter, values: self.values.clone(), groups: Vec::new(), bytes: 0 })
     }
 }
