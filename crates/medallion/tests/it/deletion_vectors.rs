@@ -164,6 +164,16 @@ async fn deletion_vectors_against_copy_on_write_timing() {
     }
 }
 
+/// [`seeded`] with deletion vectors, then merged twice: [`source`], and the keys `again` at
+/// order 12.
+async fn merged_twice(dir: &std::path::Path, again: std::ops::RangeInclusive<i64>) -> (Lake, Table) {
+    let (lake, t) = seeded(dir, true).await;
+    let (t, _) = t.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
+    let again: Vec<(i64, Option<i64>, &str)> = again.map(|k| (k, Some(12), "again")).collect();
+    let (t, _) = t.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("merge-on-read");
+    (lake, t)
+}
+
 /// A table of keys 1..=1000 (order 10) in four files of 250 keys, with deletion vectors or not.
 async fn seeded(dir: &std::path::Path, deletion_vectors: bool) -> (Lake, Table) {
     seeded_with(dir, deletion_vectors, false).await
@@ -247,10 +257,7 @@ async fn delta_rs_merge_optimize_and_vacuum_on_vectored_files_read_like_copy_on_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_drops_deleted_rows_from_files_and_keeps_the_contents() {
     let dir = tempfile::tempdir().expect("dir");
-    let (lake, t) = seeded(dir.path(), true).await;
-    let (t, _) = t.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
-    let again: Vec<(i64, Option<i64>, &str)> = (490..=760).map(|k| (k, Some(12), "again")).collect();
-    let (t, _) = t.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("merge-on-read");
+    let (lake, t) = merged_twice(dir.path(), 490..=760).await;
     let before = contents(&lake).await;
     let (deleted, rows) = t.deleted_rows().expect("share");
     assert_eq!(rows - deleted, before.len() as u64);
@@ -670,10 +677,7 @@ maintenance = {{ purge_deleted_above = 1 }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacting_small_files_drops_their_deleted_rows_and_leaves_large_files_alone() {
     let dir = tempfile::tempdir().expect("dir");
-    let (lake, t) = seeded(dir.path(), true).await;
-    let (t, _) = t.upsert_rows(source(), upsert(1)).await.expect("merge-on-read");
-    let again: Vec<(i64, Option<i64>, &str)> = (1..=300).map(|k| (k, Some(12), "again")).collect();
-    let (t, _) = t.upsert_rows(vec![batch(&again)], upsert(2)).await.expect("merge-on-read");
+    let (lake, t) = merged_twice(dir.path(), 1..=300).await;
     let before = contents(&lake).await;
     let live = t.live_files().await.expect("files").files;
     let vectored = |files: &[medallion::storage::delta::LiveFile]| files.iter().filter(|f| f.kept.is_some()).count();
