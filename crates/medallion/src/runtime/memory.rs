@@ -91,6 +91,14 @@ pub fn slice_bytes(limit: u64) -> u64 {
     (limit.saturating_sub(BASE) / SLICE_FACTOR).clamp(MIN_SLICE_BYTES, MAX_SLICE_BYTES)
 }
 
+/// How many slices of `slice_bytes` a promotion resolves at once with `threads` threads under
+/// `limit`: one a thread, as far as what the limit leaves past the base pays for them (at least
+/// one).
+pub fn slices_at_once(limit: u64, slice_bytes: u64, threads: usize) -> usize {
+    let fit = limit.saturating_sub(BASE) / SLICE_FACTOR.saturating_mul(slice_bytes.max(1));
+    usize::try_from(fit).unwrap_or(usize::MAX).clamp(1, threads.max(1))
+}
+
 /// The memory pool every query session of this process shares, of [`limit`]'s size (fixed at the
 /// first call); it names its five largest consumers when an allocation fails.
 pub fn query_pool() -> Arc<dyn MemoryPool> {
@@ -124,5 +132,15 @@ mod tests {
         let mid = slice_bytes(480 << 20);
         assert!(mid > MIN_SLICE_BYTES && mid < MAX_SLICE_BYTES, "{mid}");
         assert!(slice_bytes(440 << 20) < mid);
+    }
+
+    #[test]
+    fn slices_resolve_one_a_thread_as_far_as_the_limit_pays_for_them() {
+        assert_eq!(slices_at_once(24 << 30, MAX_SLICE_BYTES, 2), 2);
+        assert_eq!(slices_at_once(24 << 30, MAX_SLICE_BYTES, 0), 1);
+        // The slice the limit leads to fits once, not twice.
+        assert_eq!(slices_at_once(480 << 20, slice_bytes(480 << 20), 2), 1);
+        assert_eq!(slices_at_once(MIN_LIMIT, MIN_SLICE_BYTES, 8), 1);
+        assert_eq!(slices_at_once(BASE + 3 * SLICE_FACTOR * MAX_SLICE_BYTES, MAX_SLICE_BYTES, 8), 3);
     }
 }

@@ -39,6 +39,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
 
 use super::dedup::latest_unless;
 use super::history::History;
@@ -54,7 +55,7 @@ use crate::bronze::drift;
 use crate::error::{Error, Result};
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{faults, ms};
+use crate::runtime::{faults, memory, ms};
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
@@ -104,7 +105,8 @@ pub(crate) async fn promote(
     //    winners as each slice is resolved (the next slice resolves on another core while the
     //    writer encodes); an existing one gets them spilled first, since the keyed merge reads
     //    them twice.
-    let merged = merge(lake, table, &mut p, (read.slices, read.latest), &spill, (txn, meta), gate).await;
+    let at_once = memory::slices_at_once(memory::limit(), opts.slice_bytes, opts.threads);
+    let merged = merge(lake, table, &mut p, (read.slices, read.latest, at_once), &spill, (txn, meta), gate).await;
     // The dead letter's own error, when it failed (the gate then stopped the merge).
     dead_letter.landed(&mut p).await?;
     let unique = merged?;
@@ -119,13 +121,14 @@ pub(crate) async fn promote(
     Ok(p)
 }
 
-/// Resolves the winners of `slices` (`already` the latest per key: see [`latest`]) and publishes
-/// them to silver in one commit once `gate` opens: the rows it resolved.
+/// Resolves the winners of `slices` (`already` the latest per key: see [`latest`]; into an existing
+/// table, `at_once` slices at a time) and publishes them to silver in one commit once `gate` opens:
+/// the rows it resolved.
 async fn merge(
     lake: &Lake,
     table: &SilverTable,
     p: &mut Promotion,
-    (slices, already): (Vec<Vec<PathBuf>>, bool),
+    (slices, already, at_once): (Vec<Vec<PathBuf>>, bool, usize),
     spill: &Spill,
     (txn, meta): (Txn, HashMap<String, serde_json::Value>),
     gate: Gate,
@@ -134,17 +137,19 @@ async fn merge(
     let shared = Arc::new(table.clone());
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     if silver.exists() {
+        // `at_once` slices at a time (one a thread, as far as the memory limit allows).
         let out_dir = spill.dir("latest")?;
-        let mut resolved = Vec::with_capacity(slices.len());
-        let mut unique = 0u64;
-        for (i, paths) in slices.into_iter().enumerate() {
+        let resolving = slices.into_iter().enumerate().map(|(i, paths)| {
             let (table, dir) = (Arc::clone(&shared), out_dir.clone());
-            let (path, rows) = tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, already, &dir, i))
-                .await
-                .map_err(|e| Error::Internal(format!("promotion task failed: {e}")))??;
-            unique += rows;
-            resolved.push(path);
-        }
+            async move {
+                tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, already, &dir, i))
+                    .await
+                    .map_err(|e| Error::Internal(format!("promotion task failed: {e}")))?
+            }
+        });
+        let spilled: Vec<(PathBuf, u64)> = futures::stream::iter(resolving).buffered(at_once).try_collect().await?;
+        let unique = spilled.iter().map(|(_, rows)| rows).sum();
+        let resolved = spilled.into_iter().map(|(path, _)| path).collect();
         p.timings_ms.insert("dedup", ms(t));
         let t = Instant::now();
         let winners = Spilled::new(table.contract.schema.clone(), resolved, unique);

@@ -118,7 +118,7 @@ pub struct Promotion {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rebuilt: bool,
     /// Slices of a rebuild or of a promotion larger than one: parts of its records (by key)
-    /// resolved one at a time.
+    /// resolved apart.
     #[serde(skip_serializing_if = "is_zero")]
     pub slices: usize,
     /// The most frequent reasons of this promotion's rejects (`rule (column)`, records), at most
@@ -202,8 +202,8 @@ pub struct PromoteOptions {
     pub rebuild: bool,
     /// Compressed bronze bytes a promotion or a rebuild resolves at once, which bounds its memory:
     /// past this size its records are split by key into slices of about this size, spilled to
-    /// local scratch files, and resolved one slice at a time ([`super::backlog`],
-    /// [`super::rebuild`]). A run derives it from its memory limit
+    /// local scratch files, and resolved a slice at a time per thread, as far as the memory
+    /// limit pays for them ([`super::backlog`], [`super::rebuild`]). A run derives it from its memory limit
     /// ([`crate::runtime::memory::slice_bytes`]: 16 MiB, about 800k of the benchmark's orders,
     /// unless the limit is low).
     pub slice_bytes: u64,

@@ -7,8 +7,9 @@
 //!    Valid rows are spilled to local scratch files, split into slices by a hash of the key, so
 //!    all the records of a key land in one slice, in ingest order; rejects are spilled as
 //!    dead-letter rows. A batch is released once spilled.
-//! 2. **Resolve**: one slice at a time, the latest row per key (SCD 1; keys whose latest record
-//!    is a delete become tombstones), the whole history (SCD 2) or the first arrival of each event
+//! 2. **Resolve**: a slice a thread (as far as the memory limit pays for them,
+//!    [`memory::slices_at_once`]), the latest row per key (SCD 1; keys whose latest record is a
+//!    delete become tombstones), the whole history (SCD 2) or the first arrival of each event
 //!    within its window (event tables) is computed and spilled, every row numbered.
 //! 3. **Audit**: set- and table-level expectations query the resolved files where they lie;
 //!    `drop` ones name the rows they remove by number.
@@ -20,7 +21,7 @@
 //! steps (`first_load_in_slices`): as a promotion, not a rebuild (a per-batch gate holds batches
 //! back, the table is created as a new one, its commits are not marked as a rebuild).
 //!
-//! Memory is about one slice (`PromoteOptions::slice_bytes` of compressed bronze) plus
+//! Memory is about a slice a thread (`PromoteOptions::slice_bytes` of compressed bronze) plus
 //! the files being decoded; disk is about twice the typed table, under `TMPDIR`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +36,7 @@ use datafusion::datasource::file_format::options::ArrowReadOptions;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::dedup::{Seen, first_in_window, latest_unless};
 use super::history::{self, History, Rebuilt};
@@ -56,7 +57,7 @@ use crate::quality::checks::ROW_ID;
 use crate::quality::gates::enforce;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{faults, ms};
+use crate::runtime::{faults, memory, ms};
 use crate::spec::ident;
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
@@ -93,7 +94,7 @@ pub(crate) async fn rebuild(
         return Ok(p);
     };
 
-    // 2. Resolve, slice by slice.
+    // 2. Resolve, a slice a thread as far as the memory limit allows.
     let t = Instant::now();
     let rows_dir = spill.dir("rows")?;
     let out_schema = match &table.history {
@@ -101,14 +102,19 @@ pub(crate) async fn rebuild(
         History::Versions { .. } => table.schema.clone(),
     };
     let shared = Arc::new(table.clone());
-    let (mut resolved_rows, mut tombstones, mut counts) = (0u64, Vec::new(), Rebuilt::default());
     let already = read.latest;
-    for (i, paths) in read.slices.into_iter().enumerate() {
+    let at_once = memory::slices_at_once(memory::limit(), opts.slice_bytes, opts.threads);
+    let resolving = read.slices.into_iter().enumerate().map(|(i, paths)| {
         let (table, dir, schema) = (Arc::clone(&shared), rows_dir.clone(), out_schema.clone());
-        let first = i64::try_from(resolved_rows).unwrap_or(i64::MAX);
-        let r = tokio::task::spawn_blocking(move || resolve(&table, &schema, (&paths, already), &dir, i, first))
-            .await
-            .map_err(|e| Error::Internal(format!("rebuild task failed: {e}")))??;
+        async move {
+            tokio::task::spawn_blocking(move || resolve(&table, &schema, (&paths, already), &dir, i))
+                .await
+                .map_err(|e| Error::Internal(format!("rebuild task failed: {e}")))?
+        }
+    });
+    let resolved: Vec<Resolved> = futures::stream::iter(resolving).buffered(at_once).try_collect().await?;
+    let (mut resolved_rows, mut tombstones, mut counts) = (0u64, Vec::new(), Rebuilt::default());
+    for r in resolved {
         resolved_rows += r.rows;
         tombstones.extend(r.tombstones);
         counts.inserted += r.counts.inserted;
@@ -232,16 +238,15 @@ struct Resolved {
 }
 
 /// Resolves the valid rows spilled at `inputs` (blocking; files in ingest order): the new table's
-/// rows of that slice, numbered from `first`, spilled into `out_dir`. Rows `already` the latest per
-/// key (deduplicated on the cluster's executors) are not deduplicated again. The input files are
-/// removed.
+/// rows of that slice, spilled into `out_dir`, numbered by [`first_row`]. Rows `already` the
+/// latest per key (deduplicated on the cluster's executors) are not deduplicated again. The input
+/// files are removed.
 fn resolve(
     table: &SilverTable,
     out_schema: &SchemaRef,
     (inputs, already): (&[PathBuf], bool),
     out_dir: &Path,
     slice: usize,
-    first: i64,
 ) -> Result<Resolved> {
     let valid = slices::take_all(inputs)?;
     let context = format!("rebuilding silver/{}", table.name);
@@ -287,13 +292,19 @@ fn resolve(
     };
     let numbered = with_row_id(out_schema);
     let mut out = SpillWriter::create(out_dir, &slice.to_string(), &numbered)?;
-    let mut next = first;
+    let mut next = first_row(slice);
     for b in rows {
         out.write(&number(&b, &numbered, next)?)?;
         next += b.num_rows() as i64;
     }
     let (_, rows) = out.finish()?;
     Ok(Resolved { rows, tombstones, counts })
+}
+
+/// The number of the first row of slice `slice`: the slice in the high bits, so slices resolved at
+/// once number their rows apart (a slice holds fewer than 2^40 rows, there are at most 256).
+fn first_row(slice: usize) -> i64 {
+    i64::try_from(slice).unwrap_or(i64::MAX >> 40) << 40
 }
 
 /// Registers the spilled files of `dir` as the table `name` of `ctx`.

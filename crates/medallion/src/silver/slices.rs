@@ -3,7 +3,7 @@
 //! split into slices by a hash of the key (one file per slice and batch; all the records of a key
 //! land in one slice, read back in ingest order), and its rejects spilled as dead-letter rows. No
 //! batch is held whole, however large. A rebuild and a promotion of a large backlog then resolve
-//! one slice at a time.
+//! the slices apart, a slice at a time per thread as far as the memory limit pays for them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

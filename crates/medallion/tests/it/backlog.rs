@@ -3,6 +3,7 @@
 
 use medallion::orchestration::run::{RunOptions, RunSummary};
 use medallion::silver::promote::Promotion;
+use medallion::storage::Layer;
 
 use crate::common::{Dir, sample, write_gz};
 
@@ -171,4 +172,30 @@ async fn a_first_load_in_slices_with_expectations_equals_the_same_load_in_memory
     let (a, b) = (run(&memory, u64::MAX).await, run(&sliced, u64::MAX).await);
     assert_eq!(counts(orders(&a)), counts(orders(&b)));
     assert_eq!(tables(&memory).await, tables(&sliced).await, "after a merge");
+}
+
+/// A sliced first load (its slices resolved two at a time) whose set-level expectation fails
+/// commits nothing (no silver table, no dead letter), and the next run, the expectation fixed,
+/// loads what the same load in memory loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sliced_first_load_that_fails_its_audit_commits_nothing() {
+    let (batches, _) = sample(3_000, 6, 44);
+    let warn = r#"{ name = "has_orders", row_count = { min = 1 }, action = "warn" }"#;
+    let fail = r#"{ name = "has_orders", row_count = { max = 10 }, action = "fail" }"#;
+    let (memory, sliced) = (Dir::example(), Dir::example());
+    for d in [&memory, &sliced] {
+        land(d, &batches);
+    }
+    sliced.edit(warn, fail);
+    let failed = run(&sliced, 2 << 10).await;
+    let errors: Vec<_> = failed.failed.iter().map(|f| f.error.clone()).collect();
+    assert!(errors.iter().any(|e| e.contains("has_orders")), "{errors:?}");
+    assert_eq!(sliced.version(Layer::Silver, "orders").await, None, "silver committed despite its audit");
+    assert_eq!(sliced.version(Layer::Quarantine, "orders").await, None, "the dead letter committed");
+
+    sliced.edit(fail, warn);
+    let (a, b) = (run(&memory, u64::MAX).await, run(&sliced, 2 << 10).await);
+    assert!(orders(&b).slices > 1, "{:?}", orders(&b));
+    assert_eq!(counts(orders(&a)), counts(orders(&b)));
+    assert_eq!(tables(&memory).await, tables(&sliced).await);
 }
