@@ -13,10 +13,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, ListArray, new_empty_array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, AsArray, BooleanArray, ListArray, PrimitiveArray,
+    new_empty_array,
+};
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::{SortOptions, cast, interleave};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Date64Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use datafusion::arrow::row::{Row, RowConverter, SortField};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::AccumulatorArgs;
@@ -207,8 +214,32 @@ impl AggregateUDFImpl for KeptOf {
         true
     }
 
+    /// Values of a primitive type are kept as native values (compared without row encoding:
+    /// that encoding and comparing rows were most of a kept model's first build); others as rows.
     fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(self.groups()?))
+        fn native<T: ArrowPrimitiveType>(of: &KeptOf) -> Box<dyn GroupsAccumulator> {
+            Box::new(KeptNative::<T> { values: of.values.clone(), descending: of.descending, groups: Vec::new() })
+        }
+        Ok(match &self.values {
+            DataType::Int8 => native::<Int8Type>(self),
+            DataType::Int16 => native::<Int16Type>(self),
+            DataType::Int32 => native::<Int32Type>(self),
+            DataType::Int64 => native::<Int64Type>(self),
+            DataType::UInt8 => native::<UInt8Type>(self),
+            DataType::UInt16 => native::<UInt16Type>(self),
+            DataType::UInt32 => native::<UInt32Type>(self),
+            DataType::UInt64 => native::<UInt64Type>(self),
+            DataType::Float32 => native::<Float32Type>(self),
+            DataType::Float64 => native::<Float64Type>(self),
+            DataType::Date32 => native::<Date32Type>(self),
+            DataType::Date64 => native::<Date64Type>(self),
+            DataType::Decimal128(..) => native::<Decimal128Type>(self),
+            DataType::Timestamp(TimeUnit::Second, _) => native::<TimestampSecondType>(self),
+            DataType::Timestamp(TimeUnit::Millisecond, _) => native::<TimestampMillisecondType>(self),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => native::<TimestampMicrosecondType>(self),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => native::<TimestampNanosecondType>(self),
+            _ => Box::new(self.groups()?),
+        })
     }
 }
 
@@ -330,17 +361,123 @@ impl GroupsAccumulator for KeptRows {
         self.merge_lists(lists, group_indices, total_num_groups)
     }
 
-    /// Each row as a state of its own: a list of its value (null where filtered out).
     fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
-        let [values] = values else { return exec_err!("kept values take one argument") };
-        let field = Arc::new(Field::new_list_field(self.values.clone(), true));
-        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(1, values.len()));
-        let nulls = opt_filter.map(|f| NullBuffer::from_iter((0..f.len()).map(|i| f.is_valid(i) && f.value(i))));
-        Ok(vec![Arc::new(ListArray::try_new(field, offsets, cast(values, &self.values)?, nulls)?)])
+        states_of_rows(&self.values, values, opt_filter)
     }
 
     fn size(&self) -> usize {
         self.bytes + self.groups.capacity() * std::mem::size_of::<Vec<Box<[u8]>>>() + self.converter.size()
+    }
+}
+
+/// Each row as a state of its own: a list of its value (null where filtered out).
+fn states_of_rows(of: &DataType, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    let [values] = values else { return exec_err!("kept values take one argument") };
+    let field = Arc::new(Field::new_list_field(of.clone(), true));
+    let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(1, values.len()));
+    let nulls = opt_filter.map(|f| NullBuffer::from_iter((0..f.len()).map(|i| f.is_valid(i) && f.value(i))));
+    Ok(vec![Arc::new(ListArray::try_new(field, offsets, cast(values, of)?, nulls)?)])
+}
+
+/// Per group, its kept values in order (at most [`KEPT`]), for values of a primitive type `T`,
+/// compared as native values in the order rows of them compare in ([`converter`]: floats in
+/// IEEE 754 total order, reversed when `descending`).
+#[derive(Debug)]
+struct KeptNative<T: ArrowPrimitiveType> {
+    values: DataType,
+    descending: bool,
+    groups: Vec<Vec<T::Native>>,
+}
+
+impl<T: ArrowPrimitiveType> KeptNative<T> {
+    /// Offers group `g` a value: kept if it is among the group's [`KEPT`] least.
+    fn offer(&mut self, g: usize, value: T::Native) {
+        let descending = self.descending;
+        let order = |a: T::Native, b: T::Native| if descending { b.compare(a) } else { a.compare(b) };
+        let kept = &mut self.groups[g];
+        if kept.len() == KEPT {
+            if order(value, kept[KEPT - 1]).is_ge() {
+                return;
+            }
+            kept.pop();
+        }
+        let at = kept.partition_point(|&k| order(k, value).is_le());
+        kept.insert(at, value);
+    }
+
+    /// Offers each value of `values` that is valid and `passes` to its group.
+    fn offer_all(
+        &mut self,
+        values: &ArrayRef,
+        group_of: impl Fn(usize) -> usize,
+        passes: impl Fn(usize) -> bool,
+    ) -> Result<()> {
+        let values = cast(values, &self.values)?;
+        let values = values.as_primitive::<T>();
+        for (i, &value) in values.values().iter().enumerate() {
+            if values.is_valid(i) && passes(i) {
+                self.offer(group_of(i), value);
+            }
+        }
+        Ok(())
+    }
+
+    fn grow(&mut self, groups: usize) {
+        if self.groups.len() < groups {
+            self.groups.resize_with(groups, Vec::new);
+        }
+    }
+}
+
+impl<T: ArrowPrimitiveType> GroupsAccumulator for KeptNative<T> {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let [values] = values else { return exec_err!("kept values take one argument") };
+        self.grow(total_num_groups);
+        let passes = |i: usize| opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+        self.offer_all(values, |i| group_indices[i], passes)
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let groups = emit_to.take_needed(&mut self.groups);
+        let values =
+            PrimitiveArray::<T>::from_iter_values(groups.iter().flatten().copied()).with_data_type(self.values.clone());
+        let field = Arc::new(Field::new_list_field(self.values.clone(), true));
+        let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+        Ok(Arc::new(ListArray::try_new(field, offsets, Arc::new(values), None)?))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.evaluate(emit_to)?])
+    }
+
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
+        let [lists] = values else { return exec_err!("kept values merge one list") };
+        self.grow(total_num_groups);
+        let lists = lists.as_list::<i32>();
+        // The group of each listed value: its list's (none for values of no list, or a null one;
+        // a sliced list's offsets start past 0).
+        let mut group_of = vec![usize::MAX; lists.values().len()];
+        for (i, w) in lists.value_offsets().windows(2).enumerate() {
+            if !lists.is_null(i) {
+                group_of[w[0] as usize..w[1] as usize].fill(group_indices[i]);
+            }
+        }
+        self.offer_all(lists.values(), |i| group_of[i], |i| group_of[i] != usize::MAX)
+    }
+
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        states_of_rows(&self.values, values, opt_filter)
+    }
+
+    fn size(&self) -> usize {
+        let held: usize = self.groups.iter().map(Vec::capacity).sum();
+        self.groups.capacity() * std::mem::size_of::<Vec<T::Native>>() + held * std::mem::size_of::<T::Native>()
     }
 }
 
@@ -388,8 +525,23 @@ impl Accumulator for OneGroup {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{Int64Array, Int64Builder, ListBuilder};
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+    use datafusion::logical_expr::AggregateUDF;
+    use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
+
+    /// A xorshift generator from `seed` (not 0).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
 
     fn lists(rows: &[Option<&[i64]>]) -> ArrayRef {
         let mut b = ListBuilder::new(Int64Builder::new());
@@ -447,13 +599,7 @@ mod tests {
     #[test]
     fn long_lists_keep_exactly_their_least_and_greatest_values_with_repeats() {
         // Groups built from scratch: every value offered at once, many repeats, lengths around KEPT.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let groups: Vec<Vec<i64>> = (0..200)
             .map(|g| {
                 let n = [0, 1, KEPT - 1, KEPT, KEPT + 1, 3 * KEPT, 500][g % 7];
@@ -477,26 +623,15 @@ mod tests {
     #[tokio::test]
     async fn the_kept_of_aggregate_gives_each_group_its_least_and_greatest_values_on_every_path() {
         use datafusion::arrow::array::StringViewArray;
-        use datafusion::arrow::datatypes::Schema;
-        use datafusion::arrow::record_batch::RecordBatch;
-        use datafusion::datasource::MemTable;
-        use datafusion::logical_expr::AggregateUDF;
-        use datafusion::prelude::{SessionConfig, SessionContext};
 
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         // Groups of every size around KEPT, values with repeats and nulls, spread over partitions
         // and batches, so partial states are merged; strings come as views, declared as Utf8.
         let rows: Vec<(i64, Option<i64>)> = (0..6000)
             .map(|_| {
                 let g = (next() % 150) as i64;
                 let size = [1, 3, 15, 16, 17, 40, 1000][(g % 7) as usize];
-                (g, (next() % 9 != 0).then(|| (next() % size) as i64 - 5))
+                (g, (!next().is_multiple_of(9)).then(|| (next() % size) as i64 - 5))
             })
             .collect();
         let schema = Arc::new(Schema::new(vec![
@@ -586,5 +721,97 @@ mod tests {
             values.reverse();
             assert_eq!(ints(1), values[..KEPT].to_vec(), "greatest of the whole table");
         }
+    }
+
+    #[tokio::test]
+    async fn values_kept_natively_are_in_the_order_of_their_rows() {
+        use datafusion::arrow::array::{Decimal128Array, Float64Array, TimestampMicrosecondArray};
+
+        // Floats with every special value (NaN of both signs, zeros of both signs, infinities),
+        // decimals and zoned timestamps: the native lists must be the lists rows would give,
+        // since `Extremes` merges them as rows.
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        let floats = [f64::NAN, -f64::NAN, -0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 1.5, -1.5, f64::MIN_POSITIVE];
+        let n = 1200;
+        // A group, a float, a decimal's units and a timestamp's microseconds.
+        type Row = (i64, Option<f64>, Option<i128>, Option<i64>);
+        let rows: Vec<Row> = (0..n)
+            .map(|_| {
+                let valid = !next().is_multiple_of(10);
+                let pick = next();
+                (
+                    (pick % 5) as i64,
+                    valid.then(|| floats[(pick / 7 % floats.len() as u64) as usize] * (1.0 + (pick % 3) as f64)),
+                    valid.then(|| (pick % 2001) as i128 - 1000),
+                    valid.then(|| (pick % 5000) as i64 - 2500),
+                )
+            })
+            .collect();
+        let types = [
+            DataType::Float64,
+            DataType::Decimal128(18, 2),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int64, false),
+            Field::new("f", types[0].clone(), true),
+            Field::new("d", types[1].clone(), true),
+            Field::new("t", types[2].clone(), true),
+        ]));
+        let columns = |part: &[Row]| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.0))),
+                Arc::new(Float64Array::from_iter(part.iter().map(|r| r.1))),
+                Arc::new(Decimal128Array::from_iter(part.iter().map(|r| r.2)).with_data_type(types[1].clone())),
+                Arc::new(TimestampMicrosecondArray::from_iter(part.iter().map(|r| r.3)).with_timezone("UTC")),
+            ]
+        };
+        let partitions: Vec<Vec<RecordBatch>> = rows
+            .chunks(300)
+            .map(|part| {
+                part.chunks(100).map(|b| RecordBatch::try_new(schema.clone(), columns(b)).expect("batch")).collect()
+            })
+            .collect();
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3).with_batch_size(64));
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema.clone(), partitions).expect("table")))
+            .expect("register");
+        let mut calls = Vec::new();
+        for (t, column) in types.iter().zip(["f", "d", "t"]) {
+            for descending in [false, true] {
+                ctx.register_udaf(AggregateUDF::new_from_impl(KeptOf::new(t.clone(), descending)));
+                calls.push(format!("{}({column})", KeptOf::function_name(t, descending)));
+            }
+        }
+        let sql = format!("SELECT g, {} FROM t GROUP BY g ORDER BY g", calls.join(", "));
+        let batches = ctx.sql(&sql).await.expect("plan").collect().await.expect("run");
+        let all = RecordBatch::try_new(schema.clone(), columns(&rows)).expect("all");
+        let mut groups = 0;
+        for b in &batches {
+            for r in 0..b.num_rows() {
+                let g = b.column(0).as_primitive::<Int64Type>().value(r);
+                for (c, t) in types.iter().enumerate() {
+                    for (k, descending) in [false, true].into_iter().enumerate() {
+                        let converter = converter(t, descending).expect("converter");
+                        let rows_of = |a: &ArrayRef| -> Vec<Vec<u8>> {
+                            let rows = converter.convert_columns(&[Arc::clone(a)]).expect("rows");
+                            rows.iter().map(|row| row.as_ref().to_vec()).collect()
+                        };
+                        let values = all.column(c + 1);
+                        let mut want: Vec<Vec<u8>> = rows_of(values)
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(i, _)| rows[*i].0 == g && values.is_valid(*i))
+                            .map(|(_, row)| row)
+                            .collect();
+                        want.sort();
+                        want.truncate(KEPT);
+                        let got = rows_of(&b.column(1 + 2 * c + k).as_list::<i32>().value(r));
+                        assert_eq!(got, want, "group {g}, {t}, descending {descending}");
+                    }
+                }
+                groups += 1;
+            }
+        }
+        assert_eq!(groups, 5);
     }
 }
