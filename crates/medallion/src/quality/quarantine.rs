@@ -127,8 +127,11 @@ pub fn schema() -> SchemaRef {
 }
 
 /// Text bytes per dead-letter batch at most: a promotion's rejects may hold gigabytes of text,
-/// more than one arrow string array takes (2 GiB).
-const BATCH_BYTES: usize = 256 << 20;
+/// more than one arrow string array takes (2 GiB), and the dead letter's writer takes its batches
+/// through a queue of ten (delta-rs's writer channel) filled faster than it encodes them: batches
+/// of a bronze batch's rejects each (12 MB at 500k records a batch) kept the dead letter of a 10M
+/// record first load in memory, 206 MB of its peak (117 MB at 5M; heaptrack).
+const BATCH_BYTES: usize = 2 << 20;
 
 /// Builds quarantine batches from rejected records, split so no batch holds more than
 /// [`BATCH_BYTES`] of text (one empty batch when there are none); see [`to_batch`].
