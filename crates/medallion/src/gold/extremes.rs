@@ -164,8 +164,9 @@ impl ScalarUDFImpl for Extremes {
 
 /// `name(values)`: an aggregate giving, per group, its [`KEPT`] least (`descending`: greatest)
 /// non-null values in order, with repeats: the list [`Extremes`] keeps, taken in one pass over a
-/// group's rows. Each group holds at most [`KEPT`] values as comparable rows; a value not below the
-/// group's last (when it holds [`KEPT`]) costs one comparison. Collecting every value of a group
+/// group's rows. Each group holds at most [`KEPT`] values (native values of primitive types,
+/// comparable rows of others); a value not below the group's last (when it holds [`KEPT`]) costs
+/// one comparison. Collecting every value of a group
 /// (`array_agg`) and selecting from them was a third of a kept model's first build.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct KeptOf {

@@ -200,12 +200,12 @@ pub struct PromoteOptions {
     /// Rebuild the table from every bronze batch of its source with the current contract: one
     /// new version of the table and of its dead letter (`medallion rebuild`, `run --full-refresh`).
     pub rebuild: bool,
-    /// Compressed bronze bytes a promotion or a rebuild resolves at once, which bounds its memory:
-    /// past this size its records are split by key into slices of about this size, spilled to
-    /// local scratch files, and resolved a slice at a time per thread, as far as the memory
-    /// limit pays for them ([`super::backlog`], [`super::rebuild`]). A run derives it from its memory limit
-    /// ([`crate::runtime::memory::slice_bytes`]: 16 MiB, about 800k of the benchmark's orders,
-    /// unless the limit is low).
+    /// Compressed bronze bytes a promotion or a rebuild resolves at once per thread, which bounds
+    /// its memory: past this size its records are split by key into slices of about this size,
+    /// spilled to local scratch files, and resolved a slice a thread as far as the memory limit
+    /// pays for them ([`super::backlog`], [`super::rebuild`]). A run derives it from its memory
+    /// limit ([`crate::runtime::memory::slice_bytes`]: 16 MiB, about 800k of the benchmark's
+    /// orders, unless the limit is low).
     pub slice_bytes: u64,
     /// Where bronze files are decoded and validated: in process, or by a cluster's executors
     /// (one task per file; see `silver::distributed`, cargo feature `cluster`).
