@@ -37,8 +37,9 @@ pub struct Global {
     /// More output on stderr: -v stage timings, -vv debug, -vvv trace.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Files landed and decoded in parallel, and tables or models run at once (default: the number of
-    /// cores).
+    /// Files landed and decoded in parallel, slices of a large promotion or rebuild resolved at
+    /// once (as far as the memory limit allows), and tables or models run at once (default: the
+    /// number of cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
     /// How long run, backfill, retry, schedule and replay wait for the lake's lock while another writer holds

@@ -193,7 +193,7 @@ pub struct PromoteOptions {
     pub run_id: String,
     /// The run's clock: failure time of dead-letter rows, `now` of freshness expectations.
     pub now: Now,
-    /// Files decoded in parallel.
+    /// Files decoded in parallel, and slices resolved at once as far as the memory limit allows.
     pub threads: usize,
     /// Only pending batches of this bronze date partition (`YYYY-MM-DD`); None: all.
     pub date: Option<String>,
