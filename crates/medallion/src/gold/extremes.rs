@@ -254,14 +254,14 @@ struct KeptRows {
     bytes: usize,
 }
 
-impl KeptRows {
-    /// Makes room for `groups` groups.
-    fn grow(&mut self, groups: usize) {
-        if self.groups.len() < groups {
-            self.groups.resize_with(groups, Vec::new);
-        }
+/// Makes room in `kept` (a list per group) for `groups` groups.
+fn grow<T>(kept: &mut Vec<Vec<T>>, groups: usize) {
+    if kept.len() < groups {
+        kept.resize_with(groups, Vec::new);
     }
+}
 
+impl KeptRows {
     /// Offers group `g` a value (as a row): kept if it is among the group's [`KEPT`] least.
     fn offer(&mut self, g: usize, row: &[u8]) {
         let kept = &mut self.groups[g];
@@ -286,7 +286,7 @@ impl KeptRows {
         filter: Option<&BooleanArray>,
         groups: usize,
     ) -> Result<()> {
-        self.grow(groups);
+        grow(&mut self.groups, groups);
         // Strings may come as views or not, whatever the plan said.
         let values = cast(values, &self.values)?;
         let rows = self.converter.convert_columns(&[Arc::clone(&values)])?;
@@ -318,7 +318,7 @@ impl KeptRows {
 
     /// Offers each group the values of its list in `lists` (a partial state).
     fn merge_lists(&mut self, lists: &ArrayRef, group_indices: &[usize], groups: usize) -> Result<()> {
-        self.grow(groups);
+        grow(&mut self.groups, groups);
         let lists = lists.as_list::<i32>();
         let values = cast(lists.values(), &self.values)?;
         let rows = self.converter.convert_columns(&[Arc::clone(&values)])?;
@@ -422,12 +422,6 @@ impl<T: ArrowPrimitiveType> KeptNative<T> {
         }
         Ok(())
     }
-
-    fn grow(&mut self, groups: usize) {
-        if self.groups.len() < groups {
-            self.groups.resize_with(groups, Vec::new);
-        }
-    }
 }
 
 impl<T: ArrowPrimitiveType> GroupsAccumulator for KeptNative<T> {
@@ -439,7 +433,7 @@ impl<T: ArrowPrimitiveType> GroupsAccumulator for KeptNative<T> {
         total_num_groups: usize,
     ) -> Result<()> {
         let [values] = values else { return exec_err!("kept values take one argument") };
-        self.grow(total_num_groups);
+        grow(&mut self.groups, total_num_groups);
         let passes = |i: usize| opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
         self.offer_all(values, |i| group_indices[i], passes)
     }
@@ -459,7 +453,7 @@ impl<T: ArrowPrimitiveType> GroupsAccumulator for KeptNative<T> {
 
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
         let [lists] = values else { return exec_err!("kept values merge one list") };
-        self.grow(total_num_groups);
+        grow(&mut self.groups, total_num_groups);
         let lists = lists.as_list::<i32>();
         // The group of each listed value: its list's (none for values of no list, or a null one;
         // a sliced list's offsets start past 0).

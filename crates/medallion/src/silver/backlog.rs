@@ -39,7 +39,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::{StreamExt, TryStreamExt};
 
 use super::dedup::latest_unless;
 use super::history::History;
@@ -52,10 +51,10 @@ use super::slices;
 use super::spill::{Spill, SpillWriter, Spilled};
 use super::table::SilverTable;
 use crate::bronze::drift;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{faults, memory, ms};
+use crate::runtime::{faults, ms};
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
@@ -105,8 +104,7 @@ pub(crate) async fn promote(
     //    winners as each slice is resolved (the next slice resolves on another core while the
     //    writer encodes); an existing one gets them spilled first, since the keyed merge reads
     //    them twice.
-    let at_once = memory::slices_at_once(memory::limit(), opts.slice_bytes, opts.threads);
-    let merged = merge(lake, table, &mut p, (read.slices, read.latest, at_once), &spill, (txn, meta), gate).await;
+    let merged = merge(lake, table, &mut p, (read.slices, read.latest), (&spill, opts), (txn, meta), gate).await;
     // The dead letter's own error, when it failed (the gate then stopped the merge).
     dead_letter.landed(&mut p).await?;
     let unique = merged?;
@@ -122,14 +120,14 @@ pub(crate) async fn promote(
 }
 
 /// Resolves the winners of `slices` (`already` the latest per key: see [`latest`]; into an existing
-/// table, `at_once` slices at a time) and publishes them to silver in one commit once `gate` opens:
-/// the rows it resolved.
+/// table, a slice per thread of `opts` as far as the memory limit allows) and publishes them to
+/// silver in one commit once `gate` opens: the rows it resolved.
 async fn merge(
     lake: &Lake,
     table: &SilverTable,
     p: &mut Promotion,
-    (slices, already, at_once): (Vec<Vec<PathBuf>>, bool, usize),
-    spill: &Spill,
+    (slices, already): (Vec<Vec<PathBuf>>, bool),
+    (spill, opts): (&Spill, &PromoteOptions),
     (txn, meta): (Txn, HashMap<String, serde_json::Value>),
     gate: Gate,
 ) -> Result<u64> {
@@ -137,17 +135,10 @@ async fn merge(
     let shared = Arc::new(table.clone());
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
     if silver.exists() {
-        // `at_once` slices at a time (one a thread, as far as the memory limit allows).
-        let out_dir = spill.dir("latest")?;
-        let resolving = slices.into_iter().enumerate().map(|(i, paths)| {
-            let (table, dir) = (Arc::clone(&shared), out_dir.clone());
-            async move {
-                tokio::task::spawn_blocking(move || latest_spilled(&table, &paths, already, &dir, i))
-                    .await
-                    .map_err(|e| Error::Internal(format!("promotion task failed: {e}")))?
-            }
-        });
-        let spilled: Vec<(PathBuf, u64)> = futures::stream::iter(resolving).buffered(at_once).try_collect().await?;
+        let (table_of, out_dir) = (Arc::clone(&shared), spill.dir("latest")?);
+        let spilled =
+            slices::resolve_each(slices, opts, move |i, paths| latest_spilled(&table_of, paths, already, &out_dir, i))
+                .await?;
         let unique = spilled.iter().map(|(_, rows)| rows).sum();
         let resolved = spilled.into_iter().map(|(path, _)| path).collect();
         p.timings_ms.insert("dedup", ms(t));

@@ -7,8 +7,8 @@
 //!    Valid rows are spilled to local scratch files, split into slices by a hash of the key, so
 //!    all the records of a key land in one slice, in ingest order; rejects are spilled as
 //!    dead-letter rows. A batch is released once spilled.
-//! 2. **Resolve**: a slice a thread (as far as the memory limit pays for them,
-//!    [`memory::slices_at_once`]), the latest row per key (SCD 1; keys whose latest record is a
+//! 2. **Resolve**: a slice a thread as far as the memory limit pays for them
+//!    ([`slices::resolve_each`]), the latest row per key (SCD 1; keys whose latest record is a
 //!    delete become tombstones), the whole history (SCD 2) or the first arrival of each event
 //!    within its window (event tables) is computed and spilled, every row numbered.
 //! 3. **Audit**: set- and table-level expectations query the resolved files where they lie;
@@ -36,7 +36,7 @@ use datafusion::datasource::file_format::options::ArrowReadOptions;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::dedup::{Seen, first_in_window, latest_unless};
 use super::history::{self, History, Rebuilt};
@@ -57,7 +57,7 @@ use crate::quality::checks::ROW_ID;
 use crate::quality::gates::enforce;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{faults, memory, ms};
+use crate::runtime::{faults, ms};
 use crate::spec::ident;
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
@@ -103,16 +103,10 @@ pub(crate) async fn rebuild(
     };
     let shared = Arc::new(table.clone());
     let already = read.latest;
-    let at_once = memory::slices_at_once(memory::limit(), opts.slice_bytes, opts.threads);
-    let resolving = read.slices.into_iter().enumerate().map(|(i, paths)| {
-        let (table, dir, schema) = (Arc::clone(&shared), rows_dir.clone(), out_schema.clone());
-        async move {
-            tokio::task::spawn_blocking(move || resolve(&table, &schema, (&paths, already), &dir, i))
-                .await
-                .map_err(|e| Error::Internal(format!("rebuild task failed: {e}")))?
-        }
-    });
-    let resolved: Vec<Resolved> = futures::stream::iter(resolving).buffered(at_once).try_collect().await?;
+    let (dir, schema) = (rows_dir.clone(), out_schema.clone());
+    let resolved =
+        slices::resolve_each(read.slices, opts, move |i, paths| resolve(&shared, &schema, (paths, already), &dir, i))
+            .await?;
     let (mut resolved_rows, mut tombstones, mut counts) = (0u64, Vec::new(), Rebuilt::default());
     for r in resolved {
         resolved_rows += r.rows;

@@ -14,7 +14,7 @@ use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::promote::{
     FileResult, HeldBack, PromoteOptions, Promotion, accounting, count_reasons, fraction, per_batch_gate, per_run_gate,
@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine;
 use crate::runtime::ledger::Intent;
-use crate::runtime::ms;
+use crate::runtime::{memory, ms};
 use crate::spec::Action;
 use crate::storage::Lake;
 
@@ -255,6 +255,27 @@ pub(crate) async fn read_all(
     }
     out.rejects = rejects.finish()?.0;
     Ok(out)
+}
+
+/// `resolve` run on every slice of `slices` (its index and files) on blocking threads, a slice per
+/// thread of `opts` as far as the memory limit pays for them ([`memory::slices_at_once`]): the
+/// results in slice order.
+pub(crate) async fn resolve_each<T, F>(slices: Vec<Vec<PathBuf>>, opts: &PromoteOptions, resolve: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize, &[PathBuf]) -> Result<T> + Send + Sync + 'static,
+{
+    let at_once = memory::slices_at_once(memory::limit(), opts.slice_bytes, opts.threads);
+    let resolve = Arc::new(resolve);
+    let resolving = slices.into_iter().enumerate().map(|(i, paths)| {
+        let resolve = Arc::clone(&resolve);
+        async move {
+            tokio::task::spawn_blocking(move || resolve(i, &paths))
+                .await
+                .map_err(|e| Error::Internal(format!("resolving slice {i} failed: {e}")))?
+        }
+    });
+    futures::stream::iter(resolving).buffered(at_once).try_collect().await
 }
 
 /// Every batch of the spilled files at `paths`, in order; the files are removed once read.
