@@ -227,6 +227,11 @@ fn policy(project: &Project, layer: Layer, name: &str) -> Maintenance {
     }
 }
 
+/// Commits between the checkpoints a run writes, for tables that do not set
+/// `delta.checkpointInterval` (Spark's default; delta-rs's is 100): a run opens each of its tables
+/// once from its log, and each commit since the last checkpoint costs that open about 1 ms.
+const CHECKPOINT_EVERY: u64 = 10;
+
 /// When each table was last vacuumed by policy, and what each was last checked at
 /// (`_medallion/maintenance.json`).
 const STATE: &str = "_medallion/maintenance.json";
@@ -259,7 +264,9 @@ impl Checked {
 /// After a successful run: compacts every table holding more live files than its policy's
 /// `compact_above_files` (Z-ordered by its `zorder`), purges the deletion vectors of one whose
 /// deleted rows pass its `purge_deleted_above` share, and vacuums every table whose policy's
-/// `vacuum_every` has passed since its last policy vacuum. Returns (compacted or purged, vacuumed).
+/// `vacuum_every` has passed since its last policy vacuum; then writes a checkpoint of every
+/// table committed to [`CHECKPOINT_EVERY`] times or more since its last one, whatever its policy.
+/// Returns (compacted or purged, vacuumed).
 pub async fn after_run(
     lake: &Lake,
     project: &Project,
@@ -290,9 +297,6 @@ pub async fn after_run(
         let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::runtime::Now>().ok()).or(legacy);
         let vacuum_due =
             p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
-        if p.compact_above_files == 0 && vacuum_due.is_none() && p.purge_deleted_above.is_none() {
-            continue;
-        }
         if vacuum_due.is_none()
             && let Some(c) = checked.get(&label)
             && c.still_holds(lake, &p).await?
@@ -324,6 +328,9 @@ pub async fn after_run(
             vacuumed.push(done);
             vacuumed_at.insert(label.clone(), now.to_rfc3339());
             t = after;
+        }
+        if t.checkpoint_if_due(lake, CHECKPOINT_EVERY).await? {
+            tracing::debug!(table = %label, version = t.version(), "checkpoint written");
         }
         match t.commit_mark(lake).await? {
             Some(commit) => checked.insert(label, Checked::of(commit, &p)),

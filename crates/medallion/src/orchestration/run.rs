@@ -26,7 +26,8 @@ use crate::runtime::clock::later;
 use crate::runtime::events::{Event, EventSink, Events};
 use crate::runtime::{Now, lock, ms, new_run_id};
 use crate::silver::promote::{PromoteOptions, Promotion, promote, request_rebuild};
-use crate::storage::Lake;
+use crate::storage::delta::Table;
+use crate::storage::{Lake, Layer};
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -225,6 +226,12 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     };
     let events = Events::new(&run_id, sink);
     events.emit("run_started", None, |_| {});
+    // The run's events are appended to the events table at its end: its log is replayed now,
+    // beside the nodes' work, and the append then reads only the commits made since (`Opened`).
+    let events_table = tokio::spawn({
+        let lake = lake.clone();
+        async move { Table::open(&lake, Layer::System, crate::runtime::events::TABLE).await.map(|_| ()) }
+    });
     let skipped = |node: &str, summary: &mut RunSummary| {
         events.emit("node_skipped", Some(node), |e| {
             e.status = Some("skipped".into());
@@ -479,10 +486,16 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
         summary.lineage = Some(l.finish().await);
     }
     results::record(lake, &run_id, "run", opts.now, &summary.expectations()).await?;
+    let tail = Instant::now();
+    // A failed open is reported by the append's own.
+    let _ = events_table.await;
     events.record(lake).await?;
+    tracing::debug!(ms = ms(tail), "events recorded");
     // Maintenance follows successful runs only: a failed run is retried first, on the same files.
     if summary.ok() {
+        let tail = Instant::now();
         (summary.compacted, summary.vacuumed) = crate::maintenance::after_run(lake, project, opts.now).await?;
+        tracing::debug!(ms = ms(tail), "maintenance checked");
     }
     runlog::record(lake, &summary.run_id, &summary).await?;
     Ok(summary)

@@ -258,6 +258,56 @@ async fn append_only_tables_are_compacted_after_runs_past_the_file_limit() {
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["32".to_string()]]);
 }
 
+/// Every table a run commits to gets a checkpoint once ten commits have piled up since its last
+/// one, whatever its maintenance policy (compaction, which also writes one, is off; silver and
+/// its dead letter have no policy at all), so an open replays at most ten commits; the
+/// checkpointed tables read the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_checkpoint_every_table_every_ten_commits() {
+    let no_policy = "maintenance = { compact_above_files = 0, purge_deleted_above = 1 }";
+    let d = Dir::new(
+        &SMALL.replace("RATE", no_policy).replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 0"),
+    );
+    let last_checkpoint = |table: &str| {
+        std::fs::read(d.dir.path().join(format!("lake/{table}/_delta_log/_last_checkpoint"))).ok().map(|b| {
+            serde_json::from_slice::<serde_json::Value>(&b).expect("json")["version"].as_i64().expect("version")
+        })
+    };
+    let tables = ["silver/orders", "quarantine/orders", "_medallion/events"];
+    for i in 0..11i64 {
+        let at = format!("2024-03-01T{:02}:00:00+00:00", 10 + i);
+        d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
+        let s = d.run().await;
+        assert!(s.ok() && s.compacted.is_empty(), "{:?} {:?}", s.failed, s.compacted);
+        // Versions 0..=i: the tenth commit (version 9) is checkpointed, the eleventh is not.
+        let want = (i >= 9).then_some(9);
+        for table in tables {
+            assert_eq!(last_checkpoint(table), want, "{table} after run {}", i + 1);
+        }
+    }
+    let (_, lake) = d.open().await;
+    assert_eq!(Table::open(&lake, Layer::Silver, "orders").await.expect("open").version(), Some(10));
+
+    // A table that sets its own interval (50, by another writer: version 11) keeps it: silver is
+    // checkpointed again at version 19, its dead letter is not.
+    let url = Table::open(&lake, Layer::Quarantine, "orders").await.expect("open").url();
+    deltalake::open_table(url)
+        .await
+        .expect("open")
+        .set_tbl_properties()
+        .with_properties([("delta.checkpointInterval".to_string(), "50".to_string())].into())
+        .await
+        .expect("set interval");
+    for i in 11..20i64 {
+        let at = format!("2024-03-02T{:02}:00:00+00:00", i);
+        d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
+        assert!(d.run().await.ok());
+    }
+    assert_eq!((last_checkpoint("silver/orders"), last_checkpoint("quarantine/orders")), (Some(19), Some(9)));
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["160".to_string()]], "nothing lost");
+    assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["40".to_string()]]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_checks_again_a_table_committed_to_by_another_writer_or_under_a_new_policy() {
     let project = |limit: usize| {

@@ -636,6 +636,31 @@ impl Table {
         Ok((Table { label, inner, exists: true }, metrics.num_files_removed, metrics.num_files_added))
     }
 
+    /// Writes a checkpoint of the loaded version when `every` commits or more were made since the
+    /// last one (the table's `delta.checkpointInterval` when it sets one). Opening a table replays
+    /// every commit since its last checkpoint, twice in delta-rs; a writer that leaves checkpointing
+    /// to delta-rs's default gets one every 100 commits. Returns whether it wrote one.
+    pub async fn checkpoint_if_due(&self, lake: &Lake, every: u64) -> Result<bool> {
+        let Some(version) = self.version() else { return Ok(false) };
+        let every = self
+            .inner
+            .snapshot()
+            .ok()
+            .and_then(|s| s.metadata().configuration().get("delta.checkpointInterval").cloned())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&v| v > 0)
+            .unwrap_or(every);
+        let last = last_checkpoint(lake, &self.label).await?;
+        let since = u64::try_from(version - last.unwrap_or(-1)).unwrap_or(0);
+        if since < every {
+            return Ok(false);
+        }
+        deltalake::protocol::checkpoints::create_checkpoint(&self.inner, None)
+            .await
+            .map_err(|e| Error::delta(&self.label, e))?;
+        Ok(true)
+    }
+
     /// For each of `rows` (unique per `key`), what the table holds for its key: None (no row) or
     /// its `order_by` value (inner None: missing). Read like the keyed merge reads (key and order
     /// columns of the files whose statistics may hold a key, deletion vectors applied, several
@@ -991,6 +1016,13 @@ fn cores() -> usize {
 }
 
 /// The Parquet settings every data file medallion writes starts from: Snappy, as delta-rs writes.
+/// The version of `label`'s last checkpoint, from `_delta_log/_last_checkpoint` (None when it is
+/// missing or unreadable: a checkpoint is then due).
+async fn last_checkpoint(lake: &Lake, label: &str) -> Result<Option<i64>> {
+    let Some(bytes) = lake.get(&format!("{label}/_delta_log/_last_checkpoint")).await? else { return Ok(None) };
+    Ok(serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("version").and_then(Value::as_i64)))
+}
+
 fn parquet_properties() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
     use datafusion::parquet::{basic::Compression, file::properties::WriterProperties};
     WriterProperties::builder().set_compression(Compression::SNAPPY)
