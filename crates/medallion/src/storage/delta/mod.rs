@@ -1015,7 +1015,6 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 
-/// The Parquet settings every data file medallion writes starts from: Snappy, as delta-rs writes.
 /// The version of `label`'s last checkpoint, from `_delta_log/_last_checkpoint` (None when it is
 /// missing or unreadable: a checkpoint is then due).
 async fn last_checkpoint(lake: &Lake, label: &str) -> Result<Option<i64>> {
@@ -1023,6 +1022,7 @@ async fn last_checkpoint(lake: &Lake, label: &str) -> Result<Option<i64>> {
     Ok(serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("version").and_then(Value::as_i64)))
 }
 
+/// The Parquet settings every data file medallion writes starts from: Snappy, as delta-rs writes.
 fn parquet_properties() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
     use datafusion::parquet::{basic::Compression, file::properties::WriterProperties};
     WriterProperties::builder().set_compression(Compression::SNAPPY)
