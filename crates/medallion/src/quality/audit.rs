@@ -96,7 +96,8 @@ pub async fn audit(
                 Some(n) => Some(n + new_winners(ctx).await?),
                 None => None,
             };
-            Some(MergeFacts { keys, rows, winners: WINNERS, newest: newest.map(|n| (order_by, n)) })
+            let newest = newest.map(|n| (order_by, n));
+            Some(MergeFacts { keys, rows, winners: WINNERS, newest, winners_newest: &[] })
         }
         _ => None,
     };
@@ -116,15 +117,14 @@ pub struct AuditedIds {
 /// Audits a whole candidate table that is not in memory: `rows` holds the columns of `schema`
 /// plus [`super::checks::ROW_ID`] numbering its rows (e.g. files spilled by a rebuild). Rows
 /// are read by the checks' queries, never collected; what comes back is the dropped rows' ids.
-/// `keyed`: the candidate is known to hold one row per value of these key columns, and this many
-/// rows (before drops), so `unique` on the key and `row_count` need no scan.
+/// `keyed`: what is known of a candidate of one row per key, so that some checks need no scan.
 pub async fn audit_numbered(
     ctx: &SessionContext,
     checks: &[TableCheck],
     schema: &SchemaRef,
     rows: Arc<dyn TableProvider>,
     now: Now,
-    keyed: Option<(&[String], u64)>,
+    keyed: Option<Keyed<'_>>,
 ) -> Result<AuditedIds> {
     if checks.is_empty() {
         return Ok(AuditedIds { dropped: BTreeMap::new(), results: Vec::new() });
@@ -139,14 +139,30 @@ pub async fn audit_numbered(
         stage_numbered(ctx, schema, rows, &dropped.keys().copied().collect()).await?;
     }
     let mut results: Vec<GateResult> = dropped_by.into_iter().map(|(r, _)| r).collect();
-    let facts = keyed.map(|(keys, total)| MergeFacts {
-        keys,
-        rows: Some(total.saturating_sub(dropped.len() as u64)),
+    let facts = keyed.map(|k| MergeFacts {
+        keys: k.keys,
+        rows: Some(k.rows.saturating_sub(dropped.len() as u64)),
         winners: THIS,
         newest: None,
+        // A dropped row may have been the newest.
+        winners_newest: if dropped.is_empty() { k.newest } else { &[] },
     });
     results.extend(evaluate(ctx, &others, now, facts.as_ref()).await?);
     Ok(AuditedIds { dropped, results })
+}
+
+/// What is known of a whole candidate of one row per value of its key (see [`audit_numbered`]):
+/// `unique` on the key and `row_count` need no scan, nor, when no row is dropped, a `freshness` of
+/// a column whose newest value is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyed<'a> {
+    /// The key columns.
+    pub keys: &'a [String],
+    /// The candidate's rows, before drops.
+    pub rows: u64,
+    /// Its newest value of some columns (micros; None: no value; see
+    /// [`super::checks::newest_of`]), before drops.
+    pub newest: &'a [(String, Option<i64>)],
 }
 
 /// Per dropped row id (ascending), the `drop` checks that removed it.

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -362,13 +362,20 @@ pub async fn evaluate(
         for (i, check) in checks.iter().enumerate() {
             if let Query::Freshness { column, max_age } = &check.query {
                 let context = format!("expectation `{}`", check.name);
-                let sql = format!("SELECT max({}) FROM {}", ident(column), m.winners);
-                let batches = catalog::query(ctx, &sql, &context).await?;
-                let winners = match batches.iter().find(|b| b.num_rows() > 0) {
-                    Some(b) => newest_micros(b.column(0), &context)?,
-                    None => None,
+                let winners = match m.winners_newest.iter().find(|(c, _)| c == column) {
+                    Some(&(_, known)) => known,
+                    None => {
+                        let sql = format!("SELECT max({}) FROM {}", ident(column), m.winners);
+                        let batches = catalog::query(ctx, &sql, &context).await?;
+                        match batches.iter().find(|b| b.num_rows() > 0) {
+                            Some(b) => newest_micros(b.column(0), &context)?,
+                            None => None,
+                        }
+                    }
                 };
                 newest_known[i] = match (winners, m.newest) {
+                    // The winners are the whole candidate (a rebuild's rows).
+                    (w, _) if m.winners == THIS => Some(w),
                     (Some(w), _) if age_seconds(now, w) <= max_age.seconds as i64 => Some(Some(w)),
                     (w, Some((order_by, Some(published)))) if order_by == column => Some(w.max(Some(published))),
                     (w, Some((order_by, None))) if order_by == column => Some(w),
@@ -503,6 +510,9 @@ pub struct MergeFacts<'a> {
     /// The order column and the published table's newest value of it (micros; inner None: no
     /// value), when known (see `Table::newest`).
     pub newest: Option<(&'a str, Option<i64>)>,
+    /// The winners' newest value of some columns (micros; None: no value), known without reading
+    /// them (see [`newest_of`]).
+    pub winners_newest: &'a [(String, Option<i64>)],
 }
 
 impl MergeFacts<'_> {
@@ -570,6 +580,20 @@ pub(super) async fn count(ctx: &SessionContext, sql: &str, context: &str) -> Res
     let batches = catalog::query(ctx, sql, context).await?;
     let n = batches.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The newest value of `column` in `batches` (micros since the epoch; None: no value), as a
+/// freshness expectation reads it.
+pub fn newest_of(batches: &[RecordBatch], column: &str) -> Result<Option<i64>> {
+    let context = format!("the newest value of `{column}`");
+    let mut newest = None;
+    for b in batches {
+        let col = b.column_by_name(column).ok_or_else(|| Error::Internal(format!("{context}: no such column")))?;
+        let col =
+            cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| Error::arrow(&context, e))?;
+        newest = newest.max(datafusion::arrow::compute::max(col.as_primitive::<TimestampMicrosecondType>()));
+    }
+    Ok(newest)
 }
 
 fn newest_micros(col: &datafusion::arrow::array::ArrayRef, context: &str) -> Result<Option<i64>> {

@@ -579,7 +579,7 @@ async fn audit_written(
     let ctx = catalog::session_on(lake, tables, &opts.engine).await?;
     catalog::register_written(&ctx, THIS, silver, &table.contract.schema, adds)?;
     let checks: Vec<&TableCheck> = table.checks.iter().collect();
-    let facts = MergeFacts { keys: &table.keys, rows: Some(rows), winners: THIS, newest: None };
+    let facts = MergeFacts { keys: &table.keys, rows: Some(rows), winners: THIS, newest: None, winners_newest: &[] };
     evaluate(&ctx, &checks, opts.now, Some(&facts)).await
 }
 

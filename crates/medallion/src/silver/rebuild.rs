@@ -51,9 +51,10 @@ use super::table::SilverTable;
 use crate::bronze::drift;
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
-use crate::quality::audit::audit_numbered;
+use crate::quality::audit::{Keyed, audit_numbered};
 use crate::quality::candidate::{number, register_ids, with_row_id};
 use crate::quality::checks::ROW_ID;
+use crate::quality::checks::newest_of;
 use crate::quality::gates::enforce;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
@@ -104,9 +105,13 @@ pub(crate) async fn rebuild(
     let shared = Arc::new(table.clone());
     let already = read.latest;
     let (dir, schema) = (rows_dir.clone(), out_schema.clone());
-    let resolved =
-        slices::resolve_each(read.slices, opts, move |i, paths| resolve(&shared, &schema, (paths, already), &dir, i))
-            .await?;
+    // The columns `freshness` expectations read: their newest values are taken as rows resolve.
+    let fresh: Vec<String> = table.checks.iter().filter_map(|c| c.freshness_of()).map(String::from).collect();
+    let mut newest: Vec<(String, Option<i64>)> = fresh.iter().map(|c| (c.clone(), None)).collect();
+    let resolved = slices::resolve_each(read.slices, opts, move |i, paths| {
+        resolve(&shared, &schema, (paths, already), (&dir, &fresh), i)
+    })
+    .await?;
     let (mut resolved_rows, mut tombstones, mut counts) = (0u64, Vec::new(), Rebuilt::default());
     for r in resolved {
         resolved_rows += r.rows;
@@ -114,6 +119,9 @@ pub(crate) async fn rebuild(
         counts.inserted += r.counts.inserted;
         counts.closed += r.counts.closed;
         counts.superseded += r.counts.superseded;
+        for ((_, all), slice) in newest.iter_mut().zip(r.newest) {
+            *all = (*all).max(slice);
+        }
     }
     p.timings_ms.insert("dedup", ms(t));
 
@@ -124,7 +132,11 @@ pub(crate) async fn rebuild(
         let ctx = catalog::session_for(lake, tables, &table.reads()).await?;
         let rows = scratch_table(&ctx, "__medallion_rebuilt", &rows_dir).await?;
         // Latest per key: one row per key by construction.
-        let keyed = matches!(table.history, History::Latest { .. }).then_some((table.keys.as_slice(), resolved_rows));
+        let keyed = matches!(table.history, History::Latest { .. }).then_some(Keyed {
+            keys: &table.keys,
+            rows: resolved_rows,
+            newest: &newest,
+        });
         let audited = audit_numbered(&ctx, &table.checks, &out_schema, rows, opts.now, keyed).await?;
         p.expectations.extend(audited.results);
         enforce(&node, &mut p.expectations)?;
@@ -229,17 +241,19 @@ struct Resolved {
     tombstones: Vec<RecordBatch>,
     /// What the history did with the records (SCD 2).
     counts: Rebuilt,
+    /// The newest value of each column asked for, over the rows (micros; None: no value).
+    newest: Vec<Option<i64>>,
 }
 
 /// Resolves the valid rows spilled at `inputs` (blocking; files in ingest order): the new table's
-/// rows of that slice, spilled into `out_dir`, numbered by [`first_row`]. Rows `already` the
-/// latest per key (deduplicated on the cluster's executors) are not deduplicated again. The input
-/// files are removed.
+/// rows of that slice, spilled into `out_dir`, numbered by [`first_row`], with their newest value
+/// of each of the `fresh` columns. Rows `already` the latest per key (deduplicated on the cluster's
+/// executors) are not deduplicated again. The input files are removed.
 fn resolve(
     table: &SilverTable,
     out_schema: &SchemaRef,
     (inputs, already): (&[PathBuf], bool),
-    out_dir: &Path,
+    (out_dir, fresh): (&Path, &[String]),
     slice: usize,
 ) -> Result<Resolved> {
     let valid = slices::take_all(inputs)?;
@@ -284,6 +298,7 @@ fn resolve(
             (rows, Vec::new(), counts)
         }
     };
+    let newest = fresh.iter().map(|c| newest_of(&rows, c)).collect::<Result<_>>()?;
     let numbered = with_row_id(out_schema);
     let mut out = SpillWriter::create(out_dir, &slice.to_string(), &numbered)?;
     let mut next = first_row(slice);
@@ -292,7 +307,7 @@ fn resolve(
         next += b.num_rows() as i64;
     }
     let (_, rows) = out.finish()?;
-    Ok(Resolved { rows, tombstones, counts })
+    Ok(Resolved { rows, tombstones, counts, newest })
 }
 
 /// The number of the first row of slice `slice`: the slice in the high bits, so slices resolved at
