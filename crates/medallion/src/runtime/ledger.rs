@@ -11,8 +11,17 @@
 //! Intent N is committed exactly when the silver table's recorded txn version for the app id is
 //! ≥ N. A crash anywhere leaves at most one open intent (N = committed + 1), which the next run
 //! resumes with exactly the same batches, so no batch is promoted twice and none is skipped.
+//!
+//! A run needs the batches every committed intent since the last rebuild covered: one read per
+//! intent, which grows with the table's history (a table promoted daily for a year has 365, each
+//! a GET on an object store). So every [`SUMMARY_EVERY`] committed intents, a run sums them up in
+//! `_medallion/ledger/summary/silver/<table>.json` (the last intent it covers, the last rebuild,
+//! the batches since), and the next runs read it and only the intents after it ([`promoted`]).
+//! The summary is derived from committed intents alone, so a crash while writing it leaves the
+//! previous one, as good; it names the silver table it describes (its Delta table id), so a table
+//! deleted and made again ignores it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -120,20 +129,30 @@ impl Numbered for ReplayIntent {
 const READS_AT_ONCE: usize = 32;
 
 async fn list<T: Numbered>(lake: &Lake, dir: &str) -> Result<BTreeMap<i64, T>> {
+    let paths = lake.list(dir).await?.into_iter().map(|meta| meta.location.to_string());
+    read_all(lake, paths).await
+}
+
+/// The entries at `paths`, by number (a path gone meanwhile is skipped).
+async fn read_all<T: Numbered>(lake: &Lake, paths: impl Iterator<Item = String>) -> Result<BTreeMap<i64, T>> {
     let read = |path: String| async move {
         let Some(bytes) = lake.get(&path).await? else { return Ok(None) };
         let item: T =
             serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("corrupt ledger entry {path}: {e}")))?;
         Ok::<_, Error>(Some(item))
     };
-    let paths = lake.list(dir).await?.into_iter().map(|meta| meta.location.to_string());
     let items: Vec<Option<T>> =
         futures::stream::iter(paths.map(read)).buffer_unordered(READS_AT_ONCE).try_collect().await?;
     Ok(items.into_iter().flatten().map(|item| (item.number(), item)).collect())
 }
 
+/// The file name of entry `number`: names sort as numbers do.
+fn entry_name(number: i64) -> String {
+    format!("{number:010}.json")
+}
+
 async fn put<T: Numbered>(lake: &Lake, dir: &str, table: &str, item: &T) -> Result<()> {
-    let path = format!("{dir}/{:010}.json", item.number());
+    let path = format!("{dir}/{}", entry_name(item.number()));
     let bytes = serde_json::to_vec_pretty(item).map_err(|e| Error::Internal(e.to_string()))?;
     if lake.put_if_absent(&path, bytes).await? {
         Ok(())
@@ -145,9 +164,113 @@ async fn put<T: Numbered>(lake: &Lake, dir: &str, table: &str, item: &T) -> Resu
     }
 }
 
-/// Every intent of `table`, by number.
-pub async fn intents(lake: &Lake, table: &str) -> Result<BTreeMap<i64, Intent>> {
-    list(lake, &dir(table)).await
+/// What the intents of a silver table say ([`promoted`]).
+#[derive(Debug, Default)]
+pub struct Promoted {
+    /// The highest intent number recorded, committed or not (0: none).
+    pub last: i64,
+    /// The intent numbered one past the committed ones, when recorded: a promotion that stopped
+    /// before its commit.
+    pub open: Option<Intent>,
+    /// The newest committed rebuild's number (0: none).
+    pub last_rebuild: i64,
+    /// The batches (paths) the committed intents since the newest rebuild covered, its own
+    /// included: every batch already promoted.
+    pub done: HashSet<String>,
+}
+
+/// The committed intents of a table through one of them, summed up (see the module docs).
+#[derive(Debug, Serialize, Deserialize)]
+struct Summary {
+    /// The silver table's Delta table id.
+    table_id: String,
+    /// The last intent it covers.
+    through: i64,
+    /// [`Promoted::last_rebuild`] through it.
+    last_rebuild: i64,
+    /// [`Promoted::done`] through it, sorted.
+    done: Vec<String>,
+}
+
+/// A run sums up the committed intents once this many were committed since the last summary.
+pub const SUMMARY_EVERY: i64 = 10;
+
+fn summary_path(table: &str) -> String {
+    format!("_medallion/ledger/summary/silver/{table}.json")
+}
+
+/// What the intents of `table` say, its silver table having committed `committed` of them and
+/// having the Delta table id `table_id` (None: no silver table). Reads its summary, when one
+/// describes this table through at most `committed`, and the intents after it; writes a new
+/// summary once [`SUMMARY_EVERY`] intents were committed since.
+pub async fn promoted(lake: &Lake, table: &str, committed: i64, table_id: Option<&str>) -> Result<Promoted> {
+    let summary = match table_id {
+        Some(id) => summary(lake, table, id, committed).await,
+        None => None,
+    };
+    let through = summary.as_ref().map_or(0, |s| s.through);
+    let mut out = match summary {
+        Some(s) => {
+            Promoted { last: s.through, open: None, last_rebuild: s.last_rebuild, done: s.done.into_iter().collect() }
+        }
+        None => Promoted::default(),
+    };
+    let dir = dir(table);
+    let after = lake.list_after(&dir, &format!("{dir}/{}", entry_name(through))).await?;
+    let numbered: Vec<(i64, String)> = after
+        .into_iter()
+        .filter_map(|meta| {
+            let n = meta.location.filename()?.strip_suffix(".json")?.parse::<i64>().ok()?;
+            (n > through).then(|| (n, meta.location.to_string()))
+        })
+        .collect();
+    out.last = numbered.iter().map(|(n, _)| *n).fold(out.last, i64::max);
+    let wanted = numbered.into_iter().filter(|(n, _)| *n <= committed + 1).map(|(_, path)| path);
+    for (n, intent) in read_all::<Intent>(lake, wanted).await? {
+        if n > committed {
+            out.open = Some(intent);
+            continue;
+        }
+        if intent.rebuild {
+            out.done.clear();
+            out.last_rebuild = n;
+        }
+        out.done.extend(intent.batches.into_iter().map(|b| b.path));
+    }
+    if let Some(id) = table_id
+        && committed - through >= SUMMARY_EVERY
+    {
+        let mut done: Vec<String> = out.done.iter().cloned().collect();
+        done.sort();
+        let summary = Summary { table_id: id.to_string(), through: committed, last_rebuild: out.last_rebuild, done };
+        let bytes = serde_json::to_vec(&summary).map_err(|e| Error::Internal(e.to_string()))?;
+        // Only a shortcut: without it, the next run reads the intents again.
+        if let Err(e) = lake.put(&summary_path(table), bytes).await {
+            tracing::warn!(table, "the ledger's summary was not written: {e}");
+        }
+    }
+    Ok(out)
+}
+
+/// The summary of `table`'s intents, when there is one of the silver table `table_id` through at
+/// most `committed` intents (a table restored to an older version has fewer).
+async fn summary(lake: &Lake, table: &str, table_id: &str, committed: i64) -> Option<Summary> {
+    let path = summary_path(table);
+    let bytes = match lake.get(&path).await {
+        Ok(bytes) => bytes?,
+        Err(e) => {
+            tracing::warn!(table, "the ledger's summary was not read, the intents are: {e}");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<Summary>(&bytes) {
+        Ok(s) if s.table_id == table_id && s.through <= committed => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(table, "corrupt ledger summary {path}, the intents are read instead: {e}");
+            None
+        }
+    }
 }
 
 /// Records `intent`; refuses to replace an existing one.

@@ -4,7 +4,7 @@
 //! superseded counts valid records that lost to a newer one (in the same run, or already in
 //! silver). A mismatch fails the run.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -224,11 +224,10 @@ pub async fn promote(
 ) -> Result<Vec<Promotion>> {
     let app = ledger::app_id(&table.name);
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
-    let intents = ledger::intents(lake, &table.name).await?;
     let mut committed = silver.txn_version(&app).await?.unwrap_or(0);
-    if let Some((&last, _)) = intents.last_key_value()
-        && last > committed + 1
-    {
+    let ledger::Promoted { last, open, last_rebuild, mut done } =
+        ledger::promoted(lake, &table.name, committed, silver.id().as_deref()).await?;
+    if last > committed + 1 {
         return Err(Error::InconsistentState {
             table: format!("silver/{}", table.name),
             message: format!(
@@ -240,10 +239,9 @@ pub async fn promote(
             ),
         });
     }
-    let open = intents.get(&(committed + 1)).cloned();
     // A rebuild asked for by a run that was killed before it recorded the rebuild's intent.
     let requested = match ledger::rebuild_request(lake, &table.name).await? {
-        Some(r) if r.after < committed && intents.range(r.after + 1..=committed).any(|(_, i)| i.rebuild) => {
+        Some(r) if r.after < committed && last_rebuild > r.after => {
             ledger::clear_rebuild_request(lake, &table.name).await?;
             false
         }
@@ -261,10 +259,7 @@ pub async fn promote(
         Verdict::Evolve(c) | Verdict::Rebuild(c) | Verdict::Refuse(c) => c.iter().map(Change::describe).collect(),
         Verdict::Unchanged => Vec::new(),
     };
-    // Batches already promoted: those of committed intents since the last rebuild.
-    let since = intents.range(..=committed).rev().find(|(_, i)| i.rebuild).map_or(0, |(v, _)| *v);
-    let mut done: HashSet<String> =
-        intents.range(since..=committed).flat_map(|(_, i)| i.batches.iter().map(|b| b.path.clone())).collect();
+    // Batches already promoted (`done`): those of committed intents since the last rebuild.
     let mut out = Vec::new();
     if let Some(open) = open {
         tracing::info!(intent = open.version, rebuild = open.rebuild, "resuming an interrupted promotion");

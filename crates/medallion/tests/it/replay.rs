@@ -308,6 +308,54 @@ async fn runs_checkpoint_every_table_every_ten_commits() {
     assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["40".to_string()]]);
 }
 
+/// Every ten committed promotions a run sums up the ledger's intents; later runs read the summary
+/// and the intents after it only: with the intents it covers gone, each batch is still promoted
+/// once. A summary that names another table (one deleted and made again) is not used.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_read_the_ledger_summary_and_only_the_intents_after_it() {
+    use medallion::runtime::ledger;
+    let d = Dir::new(&SMALL.replace("RATE", ""));
+    let path = d.dir.path().join("lake/_medallion/ledger/summary/silver/orders.json");
+    let summary = || std::fs::read(&path).ok().map(|b| serde_json::from_slice::<serde_json::Value>(&b).expect("json"));
+    let promoted = |s: &medallion::orchestration::run::RunSummary| {
+        assert!(s.ok(), "{:?}", s.failed);
+        s.silver.iter().find(|p| p.table == "orders").map_or(0, |p| p.batches)
+    };
+    for i in 0..12i64 {
+        let at = format!("2024-03-01T{:02}:00:00+00:00", 10 + i);
+        d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
+        assert_eq!(promoted(&d.run().await), 1);
+        // Run 11 finds ten committed intents and sums them up; run 12 reads it.
+        let through = summary().map(|s| s["through"].as_i64().expect("through"));
+        assert_eq!(through, (i >= 10).then_some(10), "after run {}", i + 1);
+    }
+    assert_eq!(summary().expect("summary")["done"].as_array().expect("done").len(), 10);
+
+    // The intents it covers are not read again.
+    let intents = d.dir.path().join("lake/_medallion/ledger/silver/orders");
+    for n in 1..=10 {
+        std::fs::remove_file(intents.join(format!("{n:010}.json"))).expect("remove an intent");
+    }
+    d.bronze("orders", "b12", "2024-03-02T10:00:00+00:00", &orders(1200..1210, 2));
+    assert_eq!(promoted(&d.run().await), 1, "only the new batch");
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["104".to_string()]]);
+    assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["26".to_string()]]);
+
+    // Another table's summary (here: through every intent, nothing done) is not used.
+    let (_, lake) = d.open().await;
+    let silver = Table::open(&lake, Layer::Silver, "orders").await.expect("open");
+    let (id, committed) = (silver.id().expect("id"), 13);
+    let mut other = summary().expect("summary");
+    (other["table_id"], other["through"], other["done"]) = ("another".into(), committed.into(), serde_json::json!([]));
+    std::fs::write(&path, serde_json::to_vec(&other).expect("json")).expect("write");
+    let read = ledger::promoted(&lake, "orders", committed, Some(&id)).await.expect("ledger");
+    assert_eq!((read.last, read.done.len()), (13, 3), "the intents after the deleted ones");
+    other["table_id"] = id.clone().into();
+    std::fs::write(&path, serde_json::to_vec(&other).expect("json")).expect("write");
+    let read = ledger::promoted(&lake, "orders", committed, Some(&id)).await.expect("ledger");
+    assert_eq!((read.last, read.done.len()), (13, 0), "this table's summary is used");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_checks_again_a_table_committed_to_by_another_writer_or_under_a_new_policy() {
     let project = |limit: usize| {

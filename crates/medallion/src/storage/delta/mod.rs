@@ -536,6 +536,14 @@ impl Table {
         Ok(Table { label, inner, exists: true })
     }
 
+    /// The table's id (its metadata's `id`, given when it was created), if it exists.
+    pub fn id(&self) -> Option<String> {
+        if !self.exists {
+            return None;
+        }
+        self.inner.snapshot().ok().map(|s| s.metadata().id().to_string())
+    }
+
     /// Whether the table records a change data feed (`delta.enableChangeDataFeed`).
     pub fn change_feed(&self) -> bool {
         self.inner
