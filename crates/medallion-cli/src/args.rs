@@ -42,8 +42,9 @@ pub struct Global {
     /// number of cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
-    /// How long run, backfill, retry, schedule and replay wait for the lake's lock while another writer holds
-    /// it (e.g. `10m`, for parallel `run --date` tasks); default: fail at once naming the holder.
+    /// How long run, backfill, retry, schedule, replay, optimize and vacuum wait for the lake's lock
+    /// while another writer holds it (e.g. `10m`, for parallel `run --date` tasks); default: fail at
+    /// once naming the holder.
     #[arg(long, global = true, env = "MEDALLION_LOCK_WAIT", value_name = "DURATION")]
     pub lock_wait: Option<String>,
     /// Memory the process may use (e.g. `2GiB`; at least 128MiB; default: three quarters of the

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::project::Project;
+use crate::runtime::lock;
 use crate::storage::delta::{CommitMark, Table};
 use crate::storage::{Lake, Layer, Maintenance};
 
@@ -127,32 +128,40 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
 }
 
 /// Compacts every table (or `only`), Z-ordering by `zorder` when given, into files of about
-/// `target_size` bytes (default: delta-rs's, 100 MiB), after purging every deletion vector.
+/// `target_size` bytes (default: delta-rs's, 100 MiB), after purging every deletion vector. Holds
+/// the lake's lock (waiting up to `lock_wait` for another writer): a run's commit would conflict.
 pub async fn optimize(
     lake: &Lake,
     project: &Project,
     only: Option<&str>,
-    zorder: &[String],
-    target_size: Option<u64>,
+    (zorder, target_size): (&[String], Option<u64>),
+    lock_wait: Duration,
 ) -> Result<Vec<Maintained>> {
-    let mut out = Vec::new();
-    for (layer, name) in tables(project, only)? {
-        let t = Table::open(lake, layer, &name).await?;
-        if t.exists() {
-            out.push(compact(t, if layer == Layer::Quarantine { &[] } else { zorder }, target_size).await?.1);
+    let tables = tables(project, only)?;
+    let lock = lock::acquire_waiting(lake, "optimize", lock_wait).await?;
+    let optimized = async {
+        let mut out = Vec::new();
+        for (layer, name) in tables {
+            let t = Table::open(lake, layer, &name).await?;
+            if t.exists() {
+                out.push(compact(t, if layer == Layer::Quarantine { &[] } else { zorder }, target_size).await?.1);
+            }
         }
-    }
-    Ok(out)
+        Ok(out)
+    };
+    lock.release_after(optimized.await).await
 }
 
-/// Vacuums every table (or `only`), keeping the files of versions younger than `retain`.
+/// Vacuums every table (or `only`), keeping the files of versions younger than `retain`. Holds
+/// the lake's lock (waiting up to `lock_wait` for another writer), unless it only lists
+/// (`dry_run`): a full vacuum deletes files no commit names, and a run's or an ingest's files are
+/// such files until it commits (with a short `--retain`, they would go).
 pub async fn vacuum(
     lake: &Lake,
     project: &Project,
     only: Option<&str>,
-    retain: Duration,
-    force: bool,
-    dry_run: bool,
+    (retain, force, dry_run): (Duration, bool, bool),
+    lock_wait: Duration,
 ) -> Result<Vec<Maintained>> {
     if retain < MIN_RETENTION && !force {
         return Err(Error::Refused {
@@ -163,17 +172,28 @@ pub async fn vacuum(
             ),
         });
     }
-    let mut out = Vec::new();
-    for (layer, name) in tables(project, only)? {
-        let t = Table::open(lake, layer, &name).await?;
-        if t.exists() {
-            out.push(sweep(t, retain, force, dry_run).await?.1);
+    let tables = tables(project, only)?;
+    let lock = match dry_run {
+        true => None,
+        false => Some(lock::acquire_waiting(lake, "vacuum", lock_wait).await?),
+    };
+    let vacuumed = async {
+        let mut out = Vec::new();
+        for (layer, name) in tables {
+            let t = Table::open(lake, layer, &name).await?;
+            if t.exists() {
+                out.push(sweep(t, retain, force, dry_run).await?.1);
+            }
         }
+        if only.is_none() {
+            out.extend(sweep_bronze(lake, retain, dry_run).await?);
+        }
+        Ok(out)
+    };
+    match lock {
+        Some(lock) => lock.release_after(vacuumed.await).await,
+        None => vacuumed.await,
     }
-    if only.is_none() {
-        out.extend(sweep_bronze(lake, retain, dry_run).await?);
-    }
-    Ok(out)
 }
 
 /// Where bronze batches are (`bronze/<source>/<date>/<batch>`).

@@ -12,16 +12,15 @@ use crate::say;
 
 pub async fn optimize(g: &Global, only: Option<&str>, zorder: &[String], target_size: Option<u64>) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let done = maintenance::optimize(&lake, &project, only, zorder, target_size).await?;
+    let done = maintenance::optimize(&lake, &project, only, (zorder, target_size), super::lock_wait(g)?).await?;
     report(g, "optimized", &done)
 }
 
 pub async fn vacuum(g: &Global, only: Option<&str>, retain: &str, force: bool, dry_run: bool) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let retain: Duration = retain.parse().map_err(|e: String| anyhow!("--retain: {e}"))?;
-    let done =
-        maintenance::vacuum(&lake, &project, only, std::time::Duration::from_secs(retain.seconds), force, dry_run)
-            .await?;
+    let retain = std::time::Duration::from_secs(retain.seconds);
+    let done = maintenance::vacuum(&lake, &project, only, (retain, force, dry_run), super::lock_wait(g)?).await?;
     report(g, if dry_run { "would vacuum" } else { "vacuumed" }, &done)
 }
 

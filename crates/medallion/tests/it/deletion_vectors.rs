@@ -569,7 +569,9 @@ async fn random_sequences_give_the_same_silver_as_copy_on_write() {
                 0 => {
                     for lh in [&dv, &cow] {
                         let (project, lake) = lh.open().await;
-                        medallion::maintenance::optimize(&lake, &project, None, &[], None).await.expect("optimize");
+                        medallion::maintenance::optimize(&lake, &project, None, (&[], None), std::time::Duration::ZERO)
+                            .await
+                            .expect("optimize");
                     }
                 }
                 1 if !fixed => {

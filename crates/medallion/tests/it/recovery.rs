@@ -182,6 +182,57 @@ async fn a_first_batch_with_only_rejects_creates_an_empty_silver_table_and_no_go
     assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
 }
 
+/// `optimize` and `vacuum` are writers too: while another holds the lake they fail naming it and
+/// delete nothing (a run's data files are named by no commit until it commits: a short retention
+/// would take them); a dry run only lists; with a lock wait they take their turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn optimize_and_vacuum_take_the_lakes_lock() {
+    use std::time::Duration;
+
+    use medallion::maintenance;
+    use medallion::runtime::lock::{self, PATH};
+    let env = Env::new().await;
+    let (batches, _) = sample(500, 2, 7);
+    for b in &batches {
+        env.land(b);
+    }
+    assert!(env.run().await.ok());
+    // A file another writer is writing, before its commit.
+    let pending = env.lake_dir().join("silver/orders/part-00000-in-flight.snappy.parquet");
+    std::fs::write(&pending, b"PAR1 being written").expect("write");
+
+    let zero = Duration::ZERO;
+    let held = lock::acquire(&env.lake, "run by someone else").await.expect("lock");
+    let err = maintenance::vacuum(&env.lake, &env.project, None, (zero, true, false), zero)
+        .await
+        .expect_err("locked")
+        .to_string();
+    assert!(err.contains("the lake is in use by run by someone else (pid"), "{err}");
+    assert!(pending.exists(), "vacuum deleted a file while another writer held the lake");
+    let err =
+        maintenance::optimize(&env.lake, &env.project, None, (&[], None), zero).await.expect_err("locked").to_string();
+    assert!(err.contains("the lake is in use by run by someone else (pid"), "{err}");
+    let listed =
+        maintenance::vacuum(&env.lake, &env.project, None, (zero, true, true), zero).await.expect("a dry run lists");
+    assert!(listed.iter().any(|m| m.table == "silver/orders" && m.removed >= 1), "{listed:?}");
+    assert!(pending.exists());
+
+    // Waiting its turn: the holder lets go after a moment.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.release().await.expect("release");
+    });
+    let vacuumed = maintenance::vacuum(&env.lake, &env.project, None, (zero, true, false), Duration::from_secs(30))
+        .await
+        .expect("vacuum once the lake is free");
+    release.await.expect("released");
+    assert!(vacuumed.iter().any(|m| m.table == "silver/orders" && m.removed >= 1), "{vacuumed:?}");
+    assert!(!pending.exists());
+    assert!(!env.lake.exists(PATH).await.expect("exists"), "vacuum gives the lock back");
+    maintenance::optimize(&env.lake, &env.project, None, (&[], None), zero).await.expect("optimize");
+    assert!(!env.lake.exists(PATH).await.expect("exists"), "optimize gives the lock back");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_writer_per_lake_and_stale_locks_are_taken_over() {
     use medallion::runtime::lock::{self, Holder, PATH};
