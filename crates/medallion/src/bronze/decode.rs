@@ -544,34 +544,39 @@ fn split_lines(
     let mut bad = Vec::new();
     let mut chunk = Lines::new();
     let mut line_no: u64 = 0;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        buf.clear();
-        match read_line(&mut reader, &mut buf, limits.max_line) {
+        // Each line is read straight into the chunk's text, at its end.
+        let start = chunk.text.len();
+        match read_line(&mut reader, &mut chunk.text, limits.max_line) {
             Ok(Line::End) => break,
             Ok(Line::TooLong(len)) => {
                 line_no += 1;
-                let kept = String::from_utf8_lossy(&buf[..buf.len().min(limits.long_line_kept)]).into_owned();
+                let held = chunk.text.len() - start;
+                let kept = String::from_utf8_lossy(&chunk.text[start..start + held.min(limits.long_line_kept)]);
                 bad.push(BadLine {
                     line: line_no,
-                    raw: kept,
+                    raw: kept.into_owned(),
                     rule: "line_too_long",
                     message: format!(
                         "line {line_no} is {len} bytes, over the {} decoded per line; its first {} bytes are kept here, all of it in bronze",
                         limits.max_line,
-                        buf.len().min(limits.long_line_kept)
+                        held.min(limits.long_line_kept)
                     ),
                 });
+                chunk.text.truncate(start);
             }
             Ok(Line::Read) => {
                 line_no += 1;
-                if !chunk.lines.is_empty() && chunk.text.len() + buf.len() > limits.chunk_bytes {
-                    let next = Lines::sized_like(&chunk);
+                if !chunk.lines.is_empty() && chunk.text.len() > limits.chunk_bytes {
+                    // Over the chunk's bytes: this line starts the next chunk.
+                    let mut next = Lines::sized_like(&chunk);
+                    next.text.extend_from_slice(&chunk.text[start..]);
+                    chunk.text.truncate(start);
                     on_lines(std::mem::replace(&mut chunk, next))?;
+                    chunk.lines.push((line_no, 0..chunk.text.len()));
+                } else {
+                    chunk.lines.push((line_no, start..chunk.text.len()));
                 }
-                let start = chunk.text.len();
-                chunk.text.extend_from_slice(&buf);
-                chunk.lines.push((line_no, start..chunk.text.len()));
                 if chunk.lines.len() >= limits.chunk_lines {
                     let next = Lines::sized_like(&chunk);
                     on_lines(std::mem::replace(&mut chunk, next))?;
@@ -579,14 +584,15 @@ fn split_lines(
             }
             Err(e) => {
                 // Whatever was read of an unterminated line is kept as its own bad line.
-                if !buf.is_empty() {
+                if chunk.text.len() > start {
                     line_no += 1;
                     bad.push(BadLine {
                         line: line_no,
-                        raw: String::from_utf8_lossy(&buf).into_owned(),
+                        raw: String::from_utf8_lossy(&chunk.text[start..]).into_owned(),
                         rule: "truncated_line",
                         message: format!("line {line_no} is cut off by a decompression error"),
                     });
+                    chunk.text.truncate(start);
                 }
                 bad.push(BadLine {
                     line: line_no + 1,
@@ -644,9 +650,10 @@ enum Line {
     TooLong(u64),
 }
 
-/// Reads one line into `buf`, holding at most `max` bytes of it: a longer line is skipped to
-/// its end (never held whole: a line of gigabytes costs no memory).
+/// Reads one line onto the end of `buf`, holding at most `max` bytes of it: a longer line is
+/// skipped to its end (never held whole: a line of gigabytes costs no memory).
 fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    let start = buf.len();
     let mut total: u64 = 0;
     loop {
         let available = match reader.fill_buf() {
@@ -665,7 +672,7 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::i
             Some(i) => (i + 1, true),
             None => (available.len(), false),
         };
-        let room = (max + 1).saturating_sub(buf.len());
+        let room = (max + 1).saturating_sub(buf.len() - start);
         buf.extend_from_slice(&available[..take.min(room)]);
         total += take as u64;
         reader.consume(take);
