@@ -105,8 +105,12 @@ pub(crate) async fn rebuild(
     let shared = Arc::new(table.clone());
     let already = read.latest;
     let (dir, schema) = (rows_dir.clone(), out_schema.clone());
-    // The columns `freshness` expectations read: their newest values are taken as rows resolve.
-    let fresh: Vec<String> = table.checks.iter().filter_map(|c| c.freshness_of()).map(String::from).collect();
+    // The columns `freshness` expectations read: their newest values are taken as rows resolve
+    // (latest per key: the audit below knows such a candidate without reading it).
+    let fresh: Vec<String> = match table.history {
+        History::Latest { .. } => table.checks.iter().filter_map(|c| c.freshness_of()).map(String::from).collect(),
+        _ => Vec::new(),
+    };
     let mut newest: Vec<(String, Option<i64>)> = fresh.iter().map(|c| (c.clone(), None)).collect();
     let resolved = slices::resolve_each(read.slices, opts, move |i, paths| {
         resolve(&shared, &schema, (paths, already), (&dir, &fresh), i)
