@@ -7,7 +7,8 @@ Checks, each printed as `ok`/`FAIL`:
    one version);
 2. end to end: the orders example over bronze batches in `s3://lake/e2e` (credentials from
    AWS_* variables, endpoint from `[storage]` with `${VAR}`), results equal to the generator's
-   manifest and to a local run on the same data; a second run writes nothing;
+   manifest and to a local run on the same data; a second run writes nothing; 13 daily runs, the
+   ledger summed up after 10 and read with the intents listed after it;
 3. interop: Python `deltalake` and `polars` read the S3 tables with the same endpoint options;
    `optimize` (Z-order, checkpoint) and `vacuum` keep the contents, time travel still works;
 4. a wrong secret, a missing bucket and an unreachable endpoint: exit 2, one line, nothing written;
@@ -135,6 +136,41 @@ try:
     on_s3 = fingerprint("s3://lake/e2e")
     check("s3 tables equal a local run on the same data", local_run.returncode == 0 and on_s3 == clean, (on_s3[0], clean[0]))
     check("silver rows match the manifest", on_s3[0].get("n") == expected["silver_rows"] and on_s3[0].get("k") == expected["silver_rows"], on_s3[0])
+
+    # Daily runs: every 10 committed promotions a run sums up the ledger's intents; later runs read
+    # the summary and only the intents listed after it (S3 `start-after`): with the intents it
+    # covers gone, the next run still promotes only its new batch.
+    daily = work / "daily"
+    subprocess.run([sys.executable, gen, "--rows", "13000", "--batches", "13", "--seed", "12", "--out", str(daily)],
+                   check=True, stdout=subprocess.DEVNULL)
+    daily_files = sorted((daily / "bronze").rglob("*.ndjson.gz"))
+
+    def daily_run():
+        r = med("run", "--format", "json", lake="s3://lake/daily")
+        batches = [p.get("batches") for l in r.stdout.splitlines() if '"summary"' in l
+                   for p in json.loads(l).get("silver", []) if p.get("table") == "orders"]
+        return r.returncode, batches
+
+    runs = []
+    for f in daily_files[:12]:
+        s3.upload_file(str(f), "lake", f"daily/{f.relative_to(daily)}")
+        runs.append(daily_run())
+    ledger = "daily/_medallion/ledger"
+    try:
+        summed = json.loads(s3.get_object(Bucket="lake", Key=f"{ledger}/summary/silver/orders.json")["Body"].read())
+    except botocore.exceptions.ClientError as e:
+        summed = {"error": str(e)}
+    check("12 daily runs on s3: one batch each, the ledger summed up through intent 10",
+          runs == [(0, [1])] * 12 and (summed.get("through"), len(summed.get("done", []))) == (10, 10), (runs, summed.get("through")))
+    for n in range(1, 11):
+        s3.delete_object(Bucket="lake", Key=f"{ledger}/silver/orders/{n:010}.json")
+    s3.upload_file(str(daily_files[12]), "lake", f"daily/{daily_files[12].relative_to(daily)}")
+    last = daily_run()
+    daily_local = work / "daily-local"
+    shutil.copytree(daily, daily_local)
+    daily_clean = med("run", lake=str(daily_local))
+    check("... run 13 reads the summary and the intents after it: its batch alone, the tables of one local run",
+          last == (0, [1]) and daily_clean.returncode == 0 and fingerprint("s3://lake/daily") == fingerprint(str(daily_local)), last)
 
     # 3. Interop: deltalake and polars read the S3 tables with the same endpoint options.
     options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
