@@ -544,14 +544,14 @@ impl Table {
         self.inner.snapshot().ok().map(|s| s.metadata().id().to_string())
     }
 
+    /// The table property `key` of the loaded version (None when unset, or no version is loaded).
+    fn property(&self, key: &str) -> Option<String> {
+        self.inner.snapshot().ok().and_then(|s| s.metadata().configuration().get(key).cloned())
+    }
+
     /// Whether the table records a change data feed (`delta.enableChangeDataFeed`).
     pub fn change_feed(&self) -> bool {
-        self.inner
-            .snapshot()
-            .ok()
-            .and_then(|s| s.metadata().configuration().get("delta.enableChangeDataFeed").cloned())
-            .as_deref()
-            == Some("true")
+        self.property("delta.enableChangeDataFeed").as_deref() == Some("true")
     }
 
     /// The change data feed after version `after` (the table's columns, `_change_type`,
@@ -651,10 +651,7 @@ impl Table {
     pub async fn checkpoint_if_due(&self, lake: &Lake, every: u64) -> Result<bool> {
         let Some(version) = self.version() else { return Ok(false) };
         let every = self
-            .inner
-            .snapshot()
-            .ok()
-            .and_then(|s| s.metadata().configuration().get("delta.checkpointInterval").cloned())
+            .property("delta.checkpointInterval")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|&v| v > 0)
             .unwrap_or(every);
