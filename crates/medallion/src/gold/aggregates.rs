@@ -10,9 +10,13 @@
 //! groups, not the table.
 //!
 //! Where the line is (anything else is built in full, as before):
-//! - `SELECT … FROM <one silver table> [AS a] [WHERE …] GROUP BY <columns> [ORDER BY …]`: no join,
-//!   subquery, `DISTINCT`, `HAVING`, window, `LIMIT` or `WITH`; `GROUP BY` names columns (or
-//!   positions of selected columns);
+//! - `SELECT … FROM <one silver table> [AS a] [<inner or left joins of tables>] [WHERE …] GROUP BY
+//!   <expressions> [ORDER BY …]`: no right or full join, subquery, `DISTINCT`, `HAVING`, window,
+//!   `LIMIT` or `WITH`, and no function whose value varies between runs (`now()`, `random()`);
+//!   `GROUP BY` names expressions or positions of selected ones, and the `SELECT` list reads a key
+//!   that is not a column of the silver table by repeating it as written;
+//! - joined tables: while none of them changes, the changes joined are the change of the join;
+//!   the state records their versions, and a run after one changed recomputes from the source;
 //! - aggregates: `count(*)`, `count(e)`, `sum(e)` and `avg(e)` of integer or decimal `e` (exact:
 //!   floating-point sums depend on the order of the rows), `min(e)` and `max(e)` of any type; none
 //!   with `DISTINCT`, `FILTER` or `OVER`; the `SELECT` list may compute on them
@@ -62,9 +66,13 @@ pub struct Shape {
     pub source: String,
     /// The name the source's rows are qualified by (its alias, else its name's last part).
     alias: String,
+    /// The joins after the source, as written (empty, or starting with a space).
+    joins: String,
+    /// The tables joined to the source, as written: the state holds while none of them changes.
+    pub joined: Vec<String>,
     /// The `WHERE` condition.
     filter: Option<String>,
-    /// Group keys: (column as written, its name in the state).
+    /// Group keys: (expression as written, its name in the state).
     keys: Vec<(String, String)>,
     /// Aggregated expressions, each once, with what the state keeps of it.
     inputs: Vec<Input>,
@@ -145,21 +153,32 @@ impl Shape {
             return Err("DISTINCT, HAVING, QUALIFY, a window or another clause".into());
         }
         let [from] = select.from.as_slice() else { return Err("not one table".into()) };
-        if !from.joins.is_empty() {
-            return Err("a join".into());
-        }
-        let TableFactor::Table { name, alias, args: None, with_hints, version: None, partitions, sample: None, .. } =
-            &from.relation
-        else {
-            return Err("not a table".into());
-        };
-        if !with_hints.is_empty() || !partitions.is_empty() || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
-            return Err("table hints or column aliases".into());
-        }
+        let (name, alias) = plain_table(&from.relation)?;
         let alias = match alias {
-            Some(a) => a.name.clone(),
+            Some(a) => a.clone(),
             None => name.0.last().and_then(|p| p.as_ident()).cloned().ok_or("no table name")?,
         };
+        // Joined tables: each source row joins the same rows of them until one changes, so the
+        // joined rows of the changes are the changes of the joined rows (inner and left joins
+        // only: a right or full join adds rows for what the source lacks).
+        let mut joined = Vec::with_capacity(from.joins.len());
+        let mut joins = String::new();
+        for j in &from.joins {
+            use ast::{JoinConstraint, JoinOperator};
+            let linear = match &j.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => {
+                    matches!(c, JoinConstraint::On(_) | JoinConstraint::Using(_))
+                }
+                JoinOperator::CrossJoin(JoinConstraint::None) => true,
+                _ => false,
+            };
+            if !linear || j.global {
+                return Err(format!("{j}: not an inner or left join"));
+            }
+            joined.push(plain_table(&j.relation)?.0.to_string());
+            joins.push(' ');
+            joins.push_str(&j.to_string());
+        }
         let GroupByExpr::Expressions(groups, modifiers) = &select.group_by else { return Err("GROUP BY ALL".into()) };
         if groups.is_empty() || !modifiers.is_empty() {
             return Err("no GROUP BY, or ROLLUP/CUBE".into());
@@ -179,16 +198,24 @@ impl Shape {
                 },
                 e => e,
             };
+            // A column of the source keeps its name in the state, which the SELECT list reads as
+            // the source: it finds the column as written. Any other key is named by its place,
+            // and the SELECT list's copies of it are replaced by that name.
             let ident = match column {
-                Expr::Identifier(i) => i,
-                Expr::CompoundIdentifier(parts) if parts.len() == 2 && same_ident(&parts[0], &alias) => &parts[1],
-                _ => return Err(format!("GROUP BY {column}: not a column")),
+                Expr::Identifier(i) => Some(i),
+                Expr::CompoundIdentifier(parts) if parts.len() == 2 && normalized(&parts[0]) == normalized(&alias) => {
+                    parts.last()
+                }
+                _ => None,
             };
-            let state_name = normalized(ident);
-            if state_name.starts_with("__") || keys.iter().any(|(_, k)| *k == state_name) {
-                return Err(format!("GROUP BY {column}: a reserved or repeated name"));
+            let state_name = ident
+                .map(normalized)
+                .filter(|n| !n.starts_with("__") && !keys.iter().any(|(_, k)| k == n))
+                .unwrap_or_else(|| format!("__g{}", keys.len()));
+            if keys.iter().any(|(k, _)| *k == column.to_string()) {
+                return Err(format!("GROUP BY {column}: repeated"));
             }
-            keys.push((format!("{}.{ident}", alias), state_name));
+            keys.push((column.to_string(), state_name));
         }
         if select.projection.iter().any(|p| !matches!(p, SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }))
         {
@@ -236,6 +263,8 @@ impl Shape {
         Ok(Shape {
             source: name.to_string(),
             alias: alias.to_string(),
+            joins,
+            joined,
             filter: select.selection.as_ref().map(ToString::to_string),
             keys,
             inputs,
@@ -275,8 +304,18 @@ fn classify(f: &ast::Function) -> std::result::Result<Option<(Kind, Option<&Expr
     }
 }
 
-fn same_ident(a: &Ident, b: &Ident) -> bool {
-    normalized(a) == normalized(b)
+/// The name and alias of a table read as it is (no function, version, sample, hint or column
+/// aliases).
+fn plain_table(relation: &TableFactor) -> std::result::Result<(&ast::ObjectName, Option<&Ident>), String> {
+    let TableFactor::Table { name, alias, args: None, with_hints, version: None, partitions, sample: None, .. } =
+        relation
+    else {
+        return Err(format!("{relation}: not a table"));
+    };
+    if !with_hints.is_empty() || !partitions.is_empty() || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return Err("table hints or column aliases".into());
+    }
+    Ok((name, alias.as_ref().map(|a| &a.name)))
 }
 
 /// An identifier as DataFusion resolves it: unquoted ones in lower case.
@@ -319,10 +358,11 @@ impl Plan {
             }
             let groups: Vec<String> = shape.inputs.iter().map(|i| format!("({})", i.sql)).collect();
             let probe = format!(
-                "SELECT {} FROM {} AS {} GROUP BY {}",
+                "SELECT {} FROM {} AS {}{} GROUP BY {}",
                 list.join(", "),
                 shape.source,
                 shape.alias,
+                shape.joins,
                 groups.join(", ")
             );
             let plan = ctx.state().create_logical_plan(&probe).await.map_err(|e| e.to_string())?;
@@ -352,6 +392,21 @@ impl Plan {
                 sums[j] = Some(schema.field(at).data_type().clone());
                 at += 1;
             }
+        }
+        // A function whose value depends on when or how often it runs (`now()`, `current_date`,
+        // `random()`) would keep each row as it was when its change was applied.
+        let model = ctx.state().create_logical_plan(sql).await.map_err(|e| e.to_string())?;
+        let varies = |e: &datafusion::logical_expr::Expr| {
+            e.exists(|e| {
+                Ok(matches!(e, datafusion::logical_expr::Expr::ScalarFunction(f)
+                    if f.func.signature().volatility != Volatility::Immutable))
+            })
+        };
+        let time_dependent = model
+            .exists(|p| Ok(p.expressions().iter().any(|e| varies(e).unwrap_or(true))))
+            .map_err(|e| e.to_string())?;
+        if time_dependent {
+            return Err("a function whose value varies between runs (now, current_date, random, …)".into());
         }
         let sql_sha256 = Sha256::digest(sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         let strings = vec![false; shape.keys.len()];
@@ -404,8 +459,9 @@ impl Plan {
         self.sums[j].as_ref().map(ToString::to_string).unwrap_or_default()
     }
 
-    /// `SELECT <keys>, <select> FROM <from> AS <alias> [WHERE …] GROUP BY <keys>`: per group of
-    /// `from`'s rows, under the model's WHERE and `extra`.
+    /// `SELECT <keys>, <select> FROM <from> AS <alias> [<joins>] [WHERE …] GROUP BY <keys>`: per
+    /// group of `from`'s rows joined as the model joins the source's, under the model's WHERE and
+    /// `extra`.
     fn grouped(&self, select: &[String], from: &str, extra: Option<&str>) -> String {
         let keys = self.shape.keys.iter().map(|(k, name)| format!("{k} AS {}", crate::spec::ident(name)));
         let select: Vec<String> = keys.chain(select.iter().cloned()).collect();
@@ -417,7 +473,8 @@ impl Plan {
             (None, None) => String::new(),
         };
         let keys: Vec<&str> = self.shape.keys.iter().map(|(k, _)| k.as_str()).collect();
-        format!("SELECT {} FROM {from} AS {alias}{filter} GROUP BY {}", select.join(", "), keys.join(", "))
+        let joins = &self.shape.joins;
+        format!("SELECT {} FROM {from} AS {alias}{joins}{filter} GROUP BY {}", select.join(", "), keys.join(", "))
     }
 
     /// `(left IS NOT DISTINCT FROM right)` for group key `i`, comparable across `Utf8` and
@@ -455,26 +512,28 @@ impl Plan {
     /// (`__addlo{j}`) and greatest (`__addhi{j}`) values added. Only as many added values as are
     /// kept can be among the group's kept values, so the others are not collected.
     fn delta_sql(&self) -> String {
-        let mut select = vec![format!("sum(__sign) AS {N}"), format!("count(*) AS {ROWS}")];
+        // Qualified: a joined table may have a column of the name.
+        let sign = format!("{}.__sign", self.shape.alias);
+        let mut select = vec![format!("sum({sign}) AS {N}"), format!("count(*) AS {ROWS}")];
         for (j, i) in self.shape.inputs.iter().enumerate() {
             let e = &i.sql;
             if i.count {
-                select.push(format!("sum(CASE WHEN ({e}) IS NOT NULL THEN __sign ELSE 0 END) AS __c{j}"));
+                select.push(format!("sum(CASE WHEN ({e}) IS NOT NULL THEN {sign} ELSE 0 END) AS __c{j}"));
             }
             if i.sum {
                 select.push(format!(
-                    "arrow_cast(coalesce(sum(CASE WHEN __sign > 0 THEN {e} END), 0) - \
-                     coalesce(sum(CASE WHEN __sign < 0 THEN {e} END), 0), '{}') AS __s{j}",
+                    "arrow_cast(coalesce(sum(CASE WHEN {sign} > 0 THEN {e} END), 0) - \
+                     coalesce(sum(CASE WHEN {sign} < 0 THEN {e} END), 0), '{}') AS __s{j}",
                     self.sum_type(j)
                 ));
             }
             if i.min || i.max {
-                select.push(format!("array_agg({e}) FILTER (WHERE __sign < 0 AND ({e}) IS NOT NULL) AS __out{j}"));
+                select.push(format!("array_agg({e}) FILTER (WHERE {sign} < 0 AND ({e}) IS NOT NULL) AS __out{j}"));
             }
             for (added, on, descending) in [("__addlo", i.min, false), ("__addhi", i.max, true)] {
                 if on {
                     select
-                        .push(format!("{}({e}) FILTER (WHERE __sign > 0) AS {added}{j}", self.kept_of(j, descending)));
+                        .push(format!("{}({e}) FILTER (WHERE {sign} > 0) AS {added}{j}", self.kept_of(j, descending)));
                 }
             }
         }
@@ -543,15 +602,17 @@ impl Plan {
         if !dirty {
             return kept;
         }
-        let same: Vec<String> = self
-            .shape
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, (k, name))| self.same_key(i, &format!("d.{}", crate::spec::ident(name)), k))
-            .collect();
-        let recomputed =
-            self.source_state(Some(&format!("EXISTS (SELECT 1 FROM {DIRTY} AS d WHERE {})", same.join(" AND "))));
+        // The dirty keys are renamed so that no column of theirs hides one the keys read.
+        let (mut renamed, mut same) = (Vec::new(), Vec::new());
+        for (i, (k, name)) in self.shape.keys.iter().enumerate() {
+            renamed.push(format!("{} AS __dirty{i}", crate::spec::ident(name)));
+            same.push(self.same_key(i, &format!("__medallion_d.__dirty{i}"), k));
+        }
+        let recomputed = self.source_state(Some(&format!(
+            "EXISTS (SELECT 1 FROM (SELECT {} FROM {DIRTY}) AS __medallion_d WHERE {})",
+            renamed.join(", "),
+            same.join(" AND ")
+        )));
         format!("{kept} UNION ALL SELECT {columns} FROM ({recomputed}) AS r")
     }
 
@@ -599,10 +660,18 @@ impl Plan {
                 }
             }
         });
-        match failed {
-            Some(why) => Err(why),
-            None => Ok(query.to_string()),
+        if let Some(why) = failed {
+            return Err(why);
         }
+        // The group keys the SELECT list and ORDER BY repeat as written are read from the state.
+        let _ = ast::visit_expressions_mut(&mut query, |e: &mut Expr| {
+            let text = e.to_string();
+            if let Some((_, name)) = self.shape.keys.iter().find(|(k, _)| *k == text) {
+                *e = Expr::Identifier(Ident::with_quote('"', name.as_str()));
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        Ok(query.to_string())
     }
 
     /// What an aggregate of `kind` over input `j` reads from the state.
@@ -659,9 +728,11 @@ pub struct Kept {
     pub changes: Option<u64>,
     /// Groups whose `min` or `max` was recomputed from the source.
     pub recomputed: u64,
-    /// The new state and the source version it reflects, to save once the model is published.
+    /// The new state, the source version it reflects and the joined tables' versions it holds
+    /// for, to save once the model is published.
     state: Vec<RecordBatch>,
     version: i64,
+    joined: Value,
 }
 
 /// The name of `model`'s state table in the system layer.
@@ -676,12 +747,13 @@ async fn state_table(lake: &Lake, model: &str) -> Result<Table> {
 
 /// The model's rows, from its state brought forward by the source's changes (or computed from
 /// the source when the state does not apply, or `from_scratch`). `ctx` has the source registered
-/// at the snapshot of `source`.
+/// at the snapshot of `source`, and the tables it joins at theirs, whose versions (and ids) are
+/// `joined`: a state saved with other versions of them is recomputed.
 pub async fn build(
     lake: &Lake,
     ctx: &SessionContext,
     plan: &Plan,
-    (model, source): (&str, &Table),
+    (model, source, joined): (&str, &Table, Value),
     from_scratch: bool,
 ) -> Result<Kept> {
     let context = format!("gold model `{model}`, kept from the changes of {}", source.label);
@@ -696,12 +768,13 @@ pub async fn build(
         let field = |k: &str| recorded.and_then(|r| r.get(k));
         let same = field("layout").and_then(Value::as_u64) == Some(LAYOUT)
             && field("sql_sha256").and_then(Value::as_str) == Some(plan.sql_sha256.as_str())
-            && field("source").and_then(Value::as_str) == Some(source.label.as_str());
+            && field("source").and_then(Value::as_str) == Some(source.label.as_str())
+            && field("joined").unwrap_or(&json!({})) == &joined;
         if let Some(after) = field("version").and_then(Value::as_i64).filter(|v| same && *v <= version) {
             changes = source.change_feed_after(after).await?;
         }
     }
-    let mut kept = Kept { version, ..Default::default() };
+    let mut kept = Kept { version, joined, ..Default::default() };
     let state = match changes {
         None => crate::catalog::query(ctx, &plan.source_state(None), &context).await?,
         Some(feed) => {
@@ -813,7 +886,8 @@ pub async fn save(lake: &Lake, plan: &Plan, (model, source): (&str, &Table), kep
     let metadata = HashMap::from([(
         "medallion".to_string(),
         json!({ "aggregates": {
-            "layout": LAYOUT, "source": source.label, "version": kept.version, "sql_sha256": plan.sql_sha256
+            "layout": LAYOUT, "source": source.label, "version": kept.version, "sql_sha256": plan.sql_sha256,
+            "joined": kept.joined,
         } }),
     )]);
     let state = kept
@@ -930,10 +1004,8 @@ mod tests {
         )
         .expect("kept");
         assert_eq!(s.source, "orders");
-        assert_eq!(
-            s.keys,
-            vec![("orders.order_date".into(), "order_date".into()), ("orders.region".into(), "region".into())]
-        );
+        assert_eq!(s.keys, vec![("order_date".into(), "order_date".into()), ("region".into(), "region".into())]);
+        assert!(s.joined.is_empty() && s.joins.is_empty());
         assert_eq!(s.inputs.len(), 1, "one input for five aggregates of amount");
         let i = &s.inputs[0];
         assert!(i.count && i.sum && i.avg && i.min && i.max);
@@ -943,10 +1015,39 @@ mod tests {
         assert!(refused("SELECT a, count(DISTINCT b) FROM t GROUP BY a").contains("DISTINCT"));
         assert!(refused("SELECT a, sum(b) FILTER (WHERE b > 0) FROM t GROUP BY a").contains("FILTER"));
         assert!(refused("SELECT a, sum(b) FROM t GROUP BY a HAVING sum(b) > 0").contains("HAVING"));
-        assert!(refused("SELECT a, sum(b) FROM t JOIN u USING (a) GROUP BY a").contains("join"));
+        // Inner and left joins, keys of the joined tables and expressions (named by place).
+        let s = Shape::of(
+            "SELECT o.day, coalesce(c.tier, 'none') AS tier, sum(o.x) FROM silver.orders AS o \
+             LEFT JOIN dim AS c ON o.cid = c.cid JOIN regions USING (region) GROUP BY o.day, 2, c.tier",
+        )
+        .expect("kept");
+        assert_eq!(
+            (s.source.as_str(), s.joined.as_slice()),
+            ("silver.orders", ["dim".to_string(), "regions".into()].as_slice())
+        );
+        assert_eq!(s.joins, " LEFT JOIN dim AS c ON o.cid = c.cid JOIN regions USING(region)");
+        assert_eq!(
+            s.keys,
+            vec![
+                ("o.day".into(), "day".into()),
+                ("coalesce(c.tier, 'none')".into(), "__g1".into()),
+                ("c.tier".into(), "__g2".into())
+            ]
+        );
+        for join in ["RIGHT JOIN", "FULL OUTER JOIN", "LEFT ANTI JOIN"] {
+            assert!(
+                refused(&format!("SELECT a, sum(b) FROM t {join} u USING (a) GROUP BY a"))
+                    .contains("not an inner or left join"),
+                "{join}"
+            );
+        }
+        assert!(
+            refused("SELECT a, sum(b) FROM t JOIN (SELECT a FROM u) AS v USING (a) GROUP BY a").contains("not a table")
+        );
+        assert!(refused("SELECT a, sum(b) FROM t, u GROUP BY a").contains("not one table"));
         assert!(refused("SELECT a, sum(b) OVER () FROM t GROUP BY a").contains("window"));
         assert!(refused("SELECT sum(b) FROM t").contains("GROUP BY"));
-        assert!(refused("SELECT upper(a), sum(b) FROM t GROUP BY upper(a)").contains("not a column"));
+        assert!(refused("SELECT upper(a), sum(b) FROM t GROUP BY upper(a), upper(a)").contains("repeated"));
         assert!(refused("SELECT a, sum(b) FROM t WHERE a IN (SELECT a FROM u) GROUP BY a").contains("subquery"));
         assert!(refused("SELECT a, sum(b) FROM t GROUP BY a LIMIT 3").contains("LIMIT"));
     }

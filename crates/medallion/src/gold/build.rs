@@ -119,13 +119,30 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             duration_ms: ms(t0),
         });
     }
-    // A GROUP BY over one silver table with a change data feed is kept from its changes.
+    // A GROUP BY over one silver table with a change data feed (joined to other tables or not) is
+    // kept from its changes.
     let candidate = match aggregates::Shape::of(&model.sql) {
         Ok(shape) if model.incremental_query.is_none() => {
-            let source = catalog::resolve(tables, &shape.source).and_then(|(layer, name)| {
-                opened.iter().find(|(l, n, t)| *l == layer && layer == Layer::Silver && *n == name && t.change_feed())
-            });
-            source.map(|(_, _, t)| (shape, t.clone()))
+            let find = |name: &str| {
+                catalog::resolve(tables, name)
+                    .and_then(|(layer, name)| opened.iter().position(|(l, n, _)| *l == layer && *n == name))
+            };
+            let source = find(&shape.source).filter(|&i| opened[i].0 == Layer::Silver && opened[i].2.change_feed());
+            let joined: Option<Vec<usize>> = shape.joined.iter().map(|n| find(n)).collect();
+            match (source, joined) {
+                // A table joined to itself changes on both sides.
+                (Some(s), Some(joined)) if !joined.contains(&s) => {
+                    let mut versions = serde_json::Map::new();
+                    for i in joined {
+                        let (layer, name, t) = &opened[i];
+                        let label = format!("{layer}/{name}");
+                        let version = inputs.get(&label).cloned().flatten();
+                        versions.insert(label, json!({ "version": version, "id": t.id() }));
+                    }
+                    Some((shape, opened[s].2.clone(), Value::Object(versions)))
+                }
+                _ => None,
+            }
         }
         Ok(_) => None,
         Err(why) => {
@@ -173,8 +190,9 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     // build keeps are read here.
     let remote = catalog::remote_session(tables, &opened, &opts.engine).await?;
     let kept_from_changes = match candidate {
-        Some((shape, source)) if remote.is_none() => match aggregates::Plan::new(&ctx, shape, &model.sql).await {
-            Ok(plan) => Some((plan, source)),
+        Some((shape, source, joined)) if remote.is_none() => match aggregates::Plan::new(&ctx, shape, &model.sql).await
+        {
+            Ok(plan) => Some((plan, source, joined)),
             Err(why) => {
                 tracing::info!(model = %model.name, "built in full, not from changes: {why}");
                 None
@@ -247,8 +265,9 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         });
     }
     let (batches, kept_state) = match &kept_from_changes {
-        Some((plan, source)) => {
-            let mut kept = aggregates::build(lake, &ctx, plan, (&model.name, source), opts.full_refresh).await?;
+        Some((plan, source, joined)) => {
+            let mut kept =
+                aggregates::build(lake, &ctx, plan, (&model.name, source, joined.clone()), opts.full_refresh).await?;
             (std::mem::take(&mut kept.rows), Some(kept))
         }
         None => {
@@ -339,7 +358,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     let t = Instant::now();
     let table = table.write(batches, write).await?;
     tracing::debug!(model = %model.name, ms = ms(t), "written");
-    if let (Some((plan, source)), Some(kept)) = (&kept_from_changes, kept_state) {
+    if let (Some((plan, source, _)), Some(kept)) = (&kept_from_changes, kept_state) {
         let t = Instant::now();
         tracing::info!(model = %model.name, changes = ?kept.changes, recomputed_groups = kept.recomputed, "kept from changes");
         // The model is published; a state not saved is brought forward from an older version next run.

@@ -153,3 +153,115 @@ async fn removed_extremes_are_replaced_from_kept_values_or_recomputed() {
     let expected = lh.rows(&MODEL.replace("FROM orders", "FROM silver.orders")).await;
     assert_eq!(lh.rows("SELECT * FROM gold.by_day ORDER BY 1, 2").await, expected);
 }
+
+/// A join model: orders joined to their customers' tier, grouped by an expression of the joined
+/// table.
+const JOINED: &str = "SELECT o.order_date, coalesce(c.tier, 'unknown') AS tier, COUNT(*) AS n, \
+     SUM(o.amount) AS revenue, MIN(o.qty) AS fewest, MAX(c.name) AS last_name \
+     FROM orders AS o LEFT JOIN customers AS c ON o.qty = c.customer_id \
+     WHERE c.tier IS NULL OR c.tier <> 'gone' \
+     GROUP BY o.order_date, coalesce(c.tier, 'unknown') ORDER BY 1, 2";
+
+/// A model reading the clock: never kept (each row would keep the day of the run that applied it).
+const DATED: &str = "SELECT order_date, COUNT(*) AS n FROM orders WHERE order_date < current_date GROUP BY order_date";
+
+/// A model joining the source to a table that has not changed is kept from the source's
+/// changes; a run that changes the joined table builds it from silver again. After each run it
+/// equals its SQL over silver. A model calling `current_date` is built in full every run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_model_is_kept_while_the_joined_tables_stand() {
+    // As in the example: by_day's incremental declaration gives silver.orders its change feed,
+    // and by_tier, declared as a plain model, is kept from it.
+    let toml = project("deletion_vectors", "")
+        + r#"
+[gold.by_tier]
+owner = "analytics"
+refresh = "daily"
+sla = "1d"
+
+[gold.dated]
+owner = "analytics"
+refresh = "daily"
+sla = "1d"
+
+[sources.customers]
+
+[silver.customers]
+primary_key = ["customer_id"]
+columns = [
+  { name = "customer_id", type = "int64" },
+  { name = "name", type = "string" },
+  { name = "tier", type = "string" },
+]
+"#;
+    for seed in [5u64, 17] {
+        let mut rng = Rng(seed);
+        let mut lh = Lakehouse::new(&toml);
+        std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
+        std::fs::write(lh.dir.path().join("gold/by_tier.sql"), JOINED).expect("write");
+        std::fs::write(lh.dir.path().join("gold/by_day.sql"), MODEL).expect("write");
+        std::fs::write(lh.dir.path().join("gold/dated.sql"), DATED).expect("write");
+        let mut kept_runs = 0;
+        for step in 0..12 {
+            // Customers change at steps 0, 5 and 8: those runs start from silver again.
+            let customers_change = matches!(step, 0 | 5 | 8);
+            if customers_change {
+                let tiers = ["\"gold\"", "\"silver\"", "\"gone\"", "null"];
+                let mut customers = Vec::new();
+                for id in 1..=8 {
+                    if rng.next(3) > 0 {
+                        let tier = tiers[rng.next(4) as usize];
+                        customers.push(format!(r#"{{"customer_id": {id}, "name": "c{id}-{step}", "tier": {tier}}}"#));
+                    }
+                }
+                lh.land("customers", &customers);
+            }
+            // Step 3 puts 40 orders in a group of their own, more than the 16 least quantities it
+            // keeps; step 7 raises the 16 least: the group's kept values are all gone, and it is
+            // recomputed.
+            let heap = |id: u32, qty: u32| {
+                format!(
+                    r#"{{"order_id": {id}, "op": "U", "amount": 1.00, "qty": {qty}, "order_date": "2024-01-09", "region": "uk"}}"#
+                )
+            };
+            let orders: Vec<String> = match step {
+                3 => (100..140).map(|id| heap(id, id - 80)).collect(),
+                7 => (100..116).map(|id| heap(id, id + 100)).collect(),
+                _ => (0..1 + rng.next(15)).map(|_| {
+                    let id = 1 + rng.next(30);
+                    let op = if rng.next(8) == 0 { "D" } else { "U" };
+                    let cents = 1 + rng.next(5_000);
+                    let qty = if rng.next(9) == 0 { "null".to_string() } else { (1 + rng.next(10)).to_string() };
+                    let day = 1 + rng.next(4);
+                    format!(
+                        r#"{{"order_id": {id}, "op": "{op}", "amount": {}.{:02}, "qty": {qty}, "order_date": "2024-01-0{day}", "region": "uk"}}"#,
+                        cents / 100,
+                        cents % 100
+                    )
+                })
+                .collect(),
+            };
+            let s = lh.run_with("orders", &orders).await;
+            let b = s.gold.iter().find(|b| b.model == "by_tier").expect("by_tier built");
+            let what = format!("seed {seed}, step {step}");
+            if customers_change {
+                assert_eq!(b.maintained, None, "{what}: the joined table changed, built from silver");
+            } else {
+                assert!(b.maintained.is_some(), "{what}: kept from the changes");
+                kept_runs += 1;
+            }
+            let expected = lh
+                .rows(
+                    &JOINED
+                        .replace("FROM orders", "FROM silver.orders")
+                        .replace("JOIN customers", "JOIN silver.customers"),
+                )
+                .await;
+            assert!(!expected.is_empty(), "{what}");
+            assert_eq!(lh.rows("SELECT * FROM gold.by_tier ORDER BY 1, 2").await, expected, "{what}");
+            let dated = s.gold.iter().find(|b| b.model == "dated").expect("dated built");
+            assert!(dated.rebuilt && dated.maintained.is_none(), "{what}: {dated:?}");
+        }
+        assert_eq!(kept_runs, 9, "seed {seed}");
+    }
+}
