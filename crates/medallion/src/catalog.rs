@@ -51,6 +51,18 @@ fn schema_of(tables: &dyn Registry, layer: Layer, name: &str) -> Option<SchemaRe
     tables.published().into_iter().find(|(l, n, _)| *l == layer && *n == name).map(|(.., s)| s)
 }
 
+/// Whether `plan` calls a function whose value varies between runs of the same SQL over the same
+/// rows (`now()`, `current_date`, `random()`: DataFusion's stable and volatile functions).
+pub fn varies_between_runs(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::{Expr, Volatility};
+    let varies = |e: &Expr| {
+        e.exists(|e| Ok(matches!(e, Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable)))
+            .unwrap_or(true)
+    };
+    plan.exists(|p| Ok(p.expressions().iter().any(varies))).unwrap_or(true)
+}
+
 /// A session with every table of `tables` in `lake` registered.
 pub async fn session(lake: &Lake, tables: &dyn Registry) -> Result<SessionContext> {
     session_as_of(lake, tables, None).await

@@ -120,9 +120,10 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         });
     }
     // A GROUP BY over one silver table with a change data feed (joined to other tables or not) is
-    // kept from its changes.
+    // kept from its changes, unless its SQL reads the clock (a kept row would keep the value of the
+    // run that applied it).
     let candidate = match aggregates::Shape::of(&model.sql) {
-        Ok(shape) if model.incremental_query.is_none() => {
+        Ok(shape) if model.incremental_query.is_none() && !model.varies => {
             let find = |name: &str| {
                 catalog::resolve(tables, name)
                     .and_then(|(layer, name)| opened.iter().position(|(l, n, _)| *l == layer && *n == name))
@@ -162,7 +163,8 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             .incremental_query
             .as_ref()
             .filter(|_| previous.as_ref().and_then(|p| p.get("sql_sha256")) == fingerprint.get("sql_sha256"));
-        if previous.as_ref() == Some(&fingerprint) {
+        // A model reading the clock is built every run: the same inputs give other rows tomorrow.
+        if previous.as_ref() == Some(&fingerprint) && !model.varies {
             if model.parquet {
                 super::export::ensure(lake, &table, &model.name).await?;
             }
@@ -201,6 +203,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         _ => None,
     };
     if kept_from_changes.is_none()
+        && !model.varies
         && let (Some((column, source)), Some(prev)) = (&model.incremental, &previous)
     {
         let source_table = opened.iter().find(|(_, name, _)| *name == source.as_str()).map(|(_, _, t)| t);

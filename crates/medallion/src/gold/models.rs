@@ -50,6 +50,10 @@ pub struct GoldModel {
     pub retries: Option<u32>,
     /// Compaction and vacuum after runs.
     pub maintenance: Maintenance,
+    /// Its SQL calls a function whose value varies between runs (`now()`, `current_date`,
+    /// `random()`): built in full every run, never skipped, kept from changes or built by
+    /// partition.
+    pub varies: bool,
 }
 
 /// A model's SQL after rendering, and the tables it reads.

@@ -615,6 +615,7 @@ impl Project {
                             }
                         };
                         catalog::register_table(&ctx, Layer::Gold, n, catalog::empty(schema.clone(), n)?)?;
+                        let varies = catalog::varies_between_runs(df.logical_plan());
                         let gates =
                             crate::quality::gates::compile(&g.spec.expectations, &schema).unwrap_or_else(|errors| {
                                 for (name, message) in errors {
@@ -703,6 +704,7 @@ impl Project {
                                     &mut diags,
                                 ),
                                 schema,
+                                varies,
                             },
                         );
                     }
