@@ -76,7 +76,8 @@ async fn compact(t: Table, zorder: &[String], target_size: Option<u64>) -> Resul
     Ok((t, done))
 }
 
-/// Files a policy's compaction writes when the policy names no size: delta-rs's default.
+/// Files a policy's compaction writes when neither the policy nor the table
+/// (`delta.targetFileSize`) names a size: delta-rs's default.
 const TARGET_SIZE: u64 = 100 << 20;
 
 /// Packs `t`'s small files (under half of `target_size`) into files of about `target_size`
@@ -332,7 +333,9 @@ pub async fn after_run(
         }
         if p.compact_above_files > 0 && t.files()?.0 > p.compact_above_files {
             let (after, done) = if p.zorder.is_empty() && !t.partitioned()? {
-                compact_small(t, p.target_size.unwrap_or(TARGET_SIZE)).await?
+                // As delta-rs's optimize sizes them: the policy's size, else the table's own.
+                let target = p.target_size.or_else(|| t.target_file_size()).unwrap_or(TARGET_SIZE);
+                compact_small(t, target).await?
             } else {
                 compact(t, &p.zorder, p.target_size).await?
             };

@@ -13,7 +13,7 @@ pub struct Maintenance {
     pub compact_above_files: usize,
     /// Z-order compacted files by these columns.
     pub zorder: Vec<String>,
-    /// Size of compacted files (None: delta-rs's default).
+    /// Size of compacted files (None: the table's `delta.targetFileSize`, else delta-rs's default).
     pub target_size: Option<u64>,
     /// Vacuum (every, retain).
     pub vacuum: Option<(Duration, Duration)>,

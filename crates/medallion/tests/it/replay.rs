@@ -290,14 +290,7 @@ async fn runs_checkpoint_every_table_every_ten_commits() {
 
     // A table that sets its own interval (50, by another writer: version 11) keeps it: silver is
     // checkpointed again at version 19, its dead letter is not.
-    let url = Table::open(&lake, Layer::Quarantine, "orders").await.expect("open").url();
-    deltalake::open_table(url)
-        .await
-        .expect("open")
-        .set_tbl_properties()
-        .with_properties([("delta.checkpointInterval".to_string(), "50".to_string())].into())
-        .await
-        .expect("set interval");
+    set_property(&lake, "orders", "delta.checkpointInterval", "50").await;
     for i in 11..20i64 {
         let at = format!("2024-03-02T{:02}:00:00+00:00", i);
         d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
@@ -499,4 +492,45 @@ async fn a_vacuum_policy_runs_after_runs_when_due() {
     );
     let err = Project::load(d.dir.path()).await.expect_err("too short").to_string();
     assert!(err.contains("vacuum_retain `1h` is below 7 days"), "{err}");
+}
+
+/// A policy that names no file size packs files to the table's own `delta.targetFileSize` (set by
+/// another writer), as delta-rs's optimize does: at a size every file already reaches, nothing is
+/// packed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_without_a_size_compacts_to_the_table_s_target_file_size() {
+    let d =
+        Dir::new(&SMALL.replace("RATE", "").replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 2"));
+    let files = |lake: medallion::storage::Lake| async move {
+        Table::open(&lake, Layer::Quarantine, "orders").await.expect("open").files().expect("files").0
+    };
+    d.bronze("orders", "b0", "2024-03-01T10:00:00+00:00", &orders(0..10, 2));
+    assert!(d.run().await.ok());
+    let (_, lake) = d.open().await;
+    set_property(&lake, "orders", "delta.targetFileSize", "2").await;
+    for (i, at) in ["11", "12", "13"].iter().enumerate() {
+        let base = 100 * (1 + i64::try_from(i).expect("i"));
+        d.bronze(
+            "orders",
+            &format!("b{}", i + 1),
+            &format!("2024-03-01T{at}:00:00+00:00"),
+            &orders(base..base + 10, 2),
+        );
+        assert!(d.run().await.ok());
+    }
+    let (_, lake) = d.open().await;
+    assert_eq!(files(lake).await, 4, "one file per run, none under half of 2 bytes");
+    assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]]);
+}
+
+/// Sets `key` on the dead letter of `table`, as another Delta writer would.
+async fn set_property(lake: &medallion::storage::Lake, table: &str, key: &str, value: &str) {
+    let url = Table::open(lake, Layer::Quarantine, table).await.expect("open").url();
+    deltalake::open_table(url)
+        .await
+        .expect("open")
+        .set_tbl_properties()
+        .with_properties([(key.to_string(), value.to_string())].into())
+        .await
+        .expect("set a table property");
 }

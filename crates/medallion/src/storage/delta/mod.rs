@@ -549,6 +549,11 @@ impl Table {
         self.inner.snapshot().ok().and_then(|s| s.metadata().configuration().get(key).cloned())
     }
 
+    /// The size its writers should aim files at (`delta.targetFileSize`, in bytes), when set.
+    pub fn target_file_size(&self) -> Option<u64> {
+        self.property("delta.targetFileSize")?.parse().ok().filter(|&n| n > 0)
+    }
+
     /// Whether the table records a change data feed (`delta.enableChangeDataFeed`).
     pub fn change_feed(&self) -> bool {
         self.property("delta.enableChangeDataFeed").as_deref() == Some("true")
