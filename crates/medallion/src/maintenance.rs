@@ -286,7 +286,7 @@ impl Checked {
 /// `compact_above_files` (Z-ordered by its `zorder`), purges the deletion vectors of one whose
 /// deleted rows pass its `purge_deleted_above` share, and vacuums every table whose policy's
 /// `vacuum_every` has passed since its last policy vacuum; then writes a checkpoint of every
-/// table committed to [`CHECKPOINT_EVERY`] times or more since its last one, whatever its policy.
+/// table committed to `CHECKPOINT_EVERY` (10) times or more since its last one, whatever its policy.
 /// Returns (compacted or purged, vacuumed).
 pub async fn after_run(
     lake: &Lake,

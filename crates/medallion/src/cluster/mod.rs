@@ -4,7 +4,7 @@
 //! logs, resolves each table a query reads into its live Parquet files ([`ShippedTable`]), and
 //! hands the query's logical plan to the scheduler, which plans it into stages and runs them on
 //! the executors (Ballista's shuffle and task retries). A gold model's rows are written by the
-//! executors as files of its table ([`write`]), audited where they are, and published by the
+//! executors as files of its table (`cluster::write`), audited where they are, and published by the
 //! driver's one Delta commit; other results come back to the driver, which audits them and makes
 //! the commit, with its app transaction, as in-process. Silver's bronze files travel the same way
 //! through a [`NodeCodec`] of its own: validated and deduplicated on the executors, merged by the

@@ -1,7 +1,7 @@
 //! `medallion import dbt <dbt_project> <new_project>`: a dbt project as a medallion project.
 //!
 //! - Seeds (`seeds/*.csv`) become CSV sources landing from `seeds/` and silver contracts with the
-//!   types dbt would infer ([`super::seed`]); the key is the column `schema.yml` tests as `unique`
+//!   types dbt would infer (`import::seed`); the key is the column `schema.yml` tests as `unique`
 //!   and `not_null`, else the first column whose values are distinct and present.
 //! - Models (`models/**.sql`) become gold models, their SQL copied as it is (dbt's Jinja runs in
 //!   medallion); a materialization set in `dbt_project.yml` or `schema.yml` is written into the

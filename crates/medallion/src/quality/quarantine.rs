@@ -134,7 +134,7 @@ pub fn schema() -> SchemaRef {
 const BATCH_BYTES: usize = 2 << 20;
 
 /// Builds quarantine batches from rejected records, split so no batch holds more than
-/// [`BATCH_BYTES`] of text (one empty batch when there are none); see [`to_batch`].
+/// `BATCH_BYTES` of text (one empty batch when there are none); see [`to_batch`].
 pub fn to_batches(rows: &[Rejected], failed_at: i64, run_id: &str) -> Result<Vec<RecordBatch>> {
     to_batches_within(rows, failed_at, run_id, BATCH_BYTES)
 }

@@ -5,7 +5,7 @@
 //!
 //! A task returns its file's valid rows, then one report row: records read, the rejects with
 //! every reason, the row-level expectations' counts, the fields the records carried. The driver
-//! folds them into the same per-file results an in-process read gives ([`FileResult`]), so what
+//! folds them into the same per-file results an in-process read gives (`FileResult`), so what
 //! follows is the same code in both places: rejection-rate gates, dedup, audits, the dead letter,
 //! the one merge commit with its ledger intent and app transaction, and the accounting
 //! (`read = promoted + superseded + rejected`).

@@ -203,7 +203,7 @@ pub struct PromoteOptions {
     /// Compressed bronze bytes a promotion or a rebuild resolves at once per thread, which bounds
     /// its memory: past this size its records are split by key into slices of about this size,
     /// spilled to local scratch files, and resolved a slice a thread as far as the memory limit
-    /// pays for them ([`super::backlog`], [`super::rebuild`]). A run derives it from its memory
+    /// pays for them (`silver::backlog`, `silver::rebuild`). A run derives it from its memory
     /// limit ([`crate::runtime::memory::slice_bytes`]: 16 MiB, about 800k of the benchmark's
     /// orders, unless the limit is low).
     pub slice_bytes: u64,

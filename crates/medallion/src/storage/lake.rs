@@ -78,7 +78,7 @@ impl Lake {
 
     /// Opens the lake at `location`: a directory, a `file://` URL or an object-store URL
     /// (`s3://bucket/prefix`, `gs://…`, `az://…`) configured by the environment and `options`
-    /// (the project's `[storage]`; see [`super::cloud`]). Nothing is read or written yet: see
+    /// (the project's `[storage]`; see `storage::cloud`). Nothing is read or written yet: see
     /// [`Lake::check`].
     pub fn open_with(location: &str, base: &Path, options: &BTreeMap<String, String>) -> Result<Lake> {
         let dir: PathBuf = if let Some(rest) = location.strip_prefix("file://") {
@@ -312,7 +312,7 @@ impl Lake {
     }
 
     /// Removes the uploads a killed process left under `prefix` of a local lake (see
-    /// [`super::uploads`]) last modified before `older_than`, unless `dry_run`: their paths under
+    /// `storage::uploads`) last modified before `older_than`, unless `dry_run`: their paths under
     /// `prefix`. An object-store lake has none (an interrupted multipart upload is for the
     /// bucket's lifecycle rules to abort).
     pub fn sweep_abandoned(

@@ -40,7 +40,7 @@ pub struct FileWriter {
 impl FileWriter {
     /// A writer for the table at `table_url`. Its store is found as delta-rs finds one for a URL:
     /// local paths by default, object stores once registered
-    /// ([`crate::storage::cloud::register_stores`]).
+    /// (`storage::cloud::register_stores`).
     pub fn new(table_url: &Url, schema: SchemaRef) -> Result<FileWriter> {
         let label = table_url.to_string();
         let writer = RecordBatchWriter::try_new(table_url.as_str(), Arc::clone(&schema), None, None)

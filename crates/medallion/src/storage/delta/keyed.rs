@@ -198,7 +198,7 @@ struct Hit {
     order: Option<i64>,
 }
 
-/// What scanning a table version's key column for a candidate's keys found ([`published_orders`],
+/// What scanning a table version's key column for a candidate's keys found (`published_orders`,
 /// for an audit), kept for the merge that follows: when it merges the same rows into the same
 /// version, the table's key column is read once per promotion instead of twice.
 pub struct KeyScan {

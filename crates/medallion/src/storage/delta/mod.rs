@@ -2,7 +2,7 @@
 //!
 //! Every commit medallion makes carries an application transaction (`txn` app id + version):
 //! delta-rs records it but does not refuse a second commit with the same one, so callers read
-//! [`txn_version`] first and skip a commit that already landed (a retry never duplicates).
+//! [`Table::txn_version`] first and skip a commit that already landed (a retry never duplicates).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ pub struct Txn {
 #[derive(Debug, Default)]
 pub(crate) struct Opened(std::sync::Mutex<HashMap<url::Url, (DeltaTable, CommitMark)>>);
 
-/// One commit file of a table as the store describes it: what an [`Opened`] entry was first
+/// One commit file of a table as the store describes it: what an `Opened` entry was first
 /// loaded at, and what maintenance remembers of a table it checked (`_medallion/maintenance.json`),
 /// to tell later, without loading the table, whether anything was committed since.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -205,7 +205,7 @@ impl Opened {
 impl Table {
     /// Opens `layer/name`; a table that does not exist yet is returned with `exists() == false`.
     /// A table opened before through the same lake is brought forward from there: only the
-    /// commits made since are read (see [`Opened`]).
+    /// commits made since are read (see `Opened`).
     pub async fn open(lake: &Lake, layer: Layer, name: &str) -> Result<Table> {
         let label = format!("{layer}/{name}");
         let url = lake.table_url(layer, name)?;
