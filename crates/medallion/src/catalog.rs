@@ -6,6 +6,7 @@
 //! as empty with its declared schema. Which tables exist, and their schemas, come from a
 //! [`Registry`] (the project).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -71,13 +72,29 @@ pub async fn session(lake: &Lake, tables: &dyn Registry) -> Result<SessionContex
 /// A session with every table as it was at `as_of` (None: now). Tables created later read as
 /// empty.
 pub async fn session_as_of(lake: &Lake, tables: &dyn Registry, as_of: Option<AsOf>) -> Result<SessionContext> {
-    session_with(lake, tables, as_of, None).await
+    session_with(lake, tables, as_of, Select::All).await
+}
+
+/// A session for running `sql` as of `as_of` (None: now), with only the tables it names
+/// registered: opening a table reads its log, on an object store a few requests each. SQL whose
+/// tables cannot all be told apart (the information schema, `SHOW TABLES`, another catalog's
+/// names, SQL that does not parse) gets every table, as [`session_as_of`].
+pub async fn session_reading(
+    lake: &Lake,
+    tables: &dyn Registry,
+    as_of: Option<AsOf>,
+    sql: &str,
+) -> Result<SessionContext> {
+    match Referenced::of(&new_session()?, sql) {
+        Some(named) => session_with(lake, tables, as_of, Select::Referenced(&named)).await,
+        None => session_as_of(lake, tables, as_of).await,
+    }
 }
 
 /// A session with only the silver and gold tables named in `tables` (no dead letters, no
 /// results): opening a Delta table reads its log, so a node's audit opens only what it reads.
 pub async fn session_for(lake: &Lake, registry: &dyn Registry, tables: &[&str]) -> Result<SessionContext> {
-    session_with(lake, registry, None, Some(tables)).await
+    session_with(lake, registry, None, Select::Published(tables)).await
 }
 
 /// A session over tables already opened (layer, name, table): a node that has read their versions
@@ -195,31 +212,126 @@ pub fn register_written(
     }
 }
 
+/// Which tables a session registers.
+enum Select<'a> {
+    /// Every table: silver and gold, their dead letters, the lake's own tables.
+    All,
+    /// Only the silver and gold tables of these names.
+    Published(&'a [&'a str]),
+    /// The tables a query names ([`Referenced`]).
+    Referenced(&'a Referenced),
+}
+
+impl Select<'_> {
+    fn published(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Published(names) => names.contains(&name),
+            Self::Referenced(r) => r.published.contains(name),
+        }
+    }
+
+    fn quarantine(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Published(_) => false,
+            Self::Referenced(r) => r.quarantine.contains(name),
+        }
+    }
+
+    fn system(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Published(_) => false,
+            Self::Referenced(r) => r.system.contains(name),
+        }
+    }
+}
+
+/// The tables a query names, by what it names them: `orders` or `silver.orders` (published),
+/// `quarantine.orders`, `medallion.events`.
+#[derive(Debug, Default)]
+struct Referenced {
+    published: BTreeSet<String>,
+    quarantine: BTreeSet<String>,
+    system: BTreeSet<String>,
+}
+
+impl Referenced {
+    /// What `sql` names, when every name is one the catalog serves or cannot serve (a name of
+    /// another catalog, the information schema, SQL that does not parse: None, every table).
+    fn of(ctx: &SessionContext, sql: &str) -> Option<Self> {
+        use datafusion::common::TableReference;
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).ok()?;
+        let default = state.config().options().catalog.default_catalog.clone();
+        let mut out = Self::default();
+        for r in state.resolve_table_references(&statement).ok()? {
+            let (schema, table) = match &r {
+                TableReference::Bare { table } => (None, table.to_string()),
+                TableReference::Partial { schema, table } => (Some(schema.as_ref()), table.to_string()),
+                TableReference::Full { catalog, schema, table } if catalog.as_ref() == default => {
+                    (Some(schema.as_ref()), table.to_string())
+                }
+                TableReference::Full { .. } => return None,
+            };
+            match schema {
+                None | Some("silver" | "gold") => out.published.insert(table),
+                Some("quarantine") => out.quarantine.insert(table),
+                Some("medallion") => out.system.insert(table),
+                Some(_) => return None,
+            };
+        }
+        Some(out)
+    }
+}
+
 async fn session_with(
     lake: &Lake,
     tables: &dyn Registry,
     as_of: Option<AsOf>,
-    only: Option<&[&str]>,
+    select: Select<'_>,
 ) -> Result<SessionContext> {
     let ctx = new_session()?;
-    let wanted = |name: &str| only.is_none_or(|names| names.contains(&name));
     let provider = |layer: Layer, name: String, schema: SchemaRef| {
         let ctx = ctx.clone();
         async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
     };
-    for (layer, name, schema) in tables.published().into_iter().filter(|(_, name, _)| wanted(name)) {
-        let (table, p) = provider(layer, name.to_string(), schema).await?;
-        register_published(&ctx, tables, (layer, name), p, Some(&table))?;
-        if only.is_none() {
-            let (_, q) = provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?;
+    // Opened side by side: on an object store each open is a few requests in turn.
+    let opening = tables.published().into_iter().map(|(layer, name, schema)| {
+        let (provider, select) = (&provider, &select);
+        async move {
+            let table = match select.published(name) {
+                true => Some(provider(layer, name.to_string(), schema).await?),
+                false => None,
+            };
+            let dead_letter = match select.quarantine(name) {
+                true => Some(provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?.1),
+                false => None,
+            };
+            Ok::<_, Error>((layer, name, table, dead_letter))
+        }
+    });
+    let system_opening = tables.system().into_iter().filter(|(name, _)| select.system(name)).map(|(name, schema)| {
+        let provider = &provider;
+        async move { Ok::<_, Error>((name, provider(Layer::System, name.to_string(), schema).await?.1)) }
+    });
+    let (opened, system_opened) = futures::future::try_join(
+        futures::future::try_join_all(opening),
+        futures::future::try_join_all(system_opening),
+    )
+    .await?;
+    for (layer, name, table, dead_letter) in opened {
+        if let Some((table, p)) = table {
+            register_published(&ctx, tables, (layer, name), p, Some(&table))?;
+        }
+        if let Some(q) = dead_letter {
             register(&ctx, &format!("quarantine.{name}"), q)?;
         }
     }
-    if only.is_none() {
-        for (name, schema) in tables.system() {
-            let (_, p) = provider(Layer::System, name.to_string(), schema).await?;
-            register(&ctx, &format!("medallion.{name}"), p)?;
-        }
+    for (name, p) in system_opened {
+        register(&ctx, &format!("medallion.{name}"), p)?;
     }
     Ok(ctx)
 }

@@ -1,7 +1,7 @@
 //! `medallion show`, `medallion sql` and `medallion history`.
 
 use anyhow::{Context, Result, anyhow, bail};
-use medallion::catalog::{resolve, session_as_of};
+use medallion::catalog::{resolve, session_reading};
 use medallion::storage::delta::{AsOf, Table};
 
 use super::open;
@@ -27,9 +27,10 @@ pub async fn show(
         return Err(medallion::Error::Unknown { kind: "table", name: table.to_string(), known }.into());
     };
     let at = as_of(at)?;
+    let query = format!("SELECT * FROM {table} LIMIT {limit}");
     let ctx = match at {
-        Some(AsOf::Version(_)) | None => session_as_of(&lake, &project, None).await?,
-        Some(time) => session_as_of(&lake, &project, Some(time)).await?,
+        Some(AsOf::Version(_)) | None => session_reading(&lake, &project, None, &query).await?,
+        Some(time) => session_reading(&lake, &project, Some(time), &query).await?,
     };
     if let Some(version) = at.filter(|a| matches!(a, AsOf::Version(_))) {
         let t = Table::open_as_of(&lake, layer, &name, version).await?;
@@ -39,8 +40,7 @@ pub async fn show(
         ctx.deregister_table(table)?;
         ctx.register_table(table, t.provider(&ctx).await?)?;
     }
-    let df =
-        ctx.sql(&format!("SELECT * FROM {table} LIMIT {limit}")).await.with_context(|| format!("reading `{table}`"))?;
+    let df = ctx.sql(&query).await.with_context(|| format!("reading `{table}`"))?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let rows = df.collect().await.map_err(|e| medallion::Error::query(format!("reading `{table}`"), e))?;
     emit(g, schema, &rows, out)
@@ -54,9 +54,12 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>, out: Option<&std::pa
     }
     let engine = super::engine(g)?;
     let ctx = match at {
+        None if engine == medallion::catalog::Engine::InProcess => {
+            session_reading(&lake, &project, None, query).await?
+        }
         None => medallion::catalog::session_on(&lake, &project, &engine).await?,
         Some(_) if engine != medallion::catalog::Engine::InProcess => bail!("--as-of is not supported with --cluster"),
-        Some(_) => session_as_of(&lake, &project, at).await?,
+        Some(_) => session_reading(&lake, &project, at, query).await?,
     };
     let df = medallion::catalog::read_only(&ctx, query, "`sql`").await?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());

@@ -218,3 +218,52 @@ async fn independent_nodes_run_together_and_dependents_wait_for_their_inputs() {
     // The summary stays in DAG order.
     assert_eq!(s.silver.iter().map(|p| p.table.as_str()).collect::<Vec<_>>(), ["dim_customers", "orders"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_session_opens_only_the_tables_the_query_names() {
+    let env = Env::new().await;
+    let (batches, expected) = sample(6_000, 2, 5);
+    for b in &batches {
+        env.land(b);
+    }
+    env.run().await;
+    let registered = |ctx: &datafusion::prelude::SessionContext| {
+        [
+            "orders",
+            "silver.orders",
+            "gold.daily_revenue",
+            "quarantine.orders",
+            "medallion.events",
+            "medallion.expectations",
+        ]
+        .into_iter()
+        .filter(|t| ctx.table_exist(*t).expect("name"))
+        .collect::<Vec<_>>()
+    };
+    let count = |ctx: datafusion::prelude::SessionContext, sql: &'static str| async move {
+        let rows = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
+        use medallion::arrow::array::AsArray;
+        rows[0].column(0).as_primitive::<medallion::arrow::datatypes::Int64Type>().value(0) as u64
+    };
+    let session = |sql: &'static str| {
+        let (lake, project) = (&env.lake, &env.project);
+        async move { medallion::catalog::session_reading(lake, project, None, sql).await.expect("session") }
+    };
+
+    let sql = "SELECT count(*) FROM gold.daily_revenue";
+    let ctx = session(sql).await;
+    assert_eq!(registered(&ctx), ["gold.daily_revenue"]);
+    assert_eq!(count(ctx, sql).await, expected.gold_rows);
+
+    // Plain names, dead letters and the lake's own tables, in subqueries and a CTE.
+    let sql = "WITH o AS (SELECT * FROM orders) SELECT (SELECT count(*) FROM o) + \
+               (SELECT count(*) FROM quarantine.orders) + 0 * (SELECT count(*) FROM medallion.events)";
+    let ctx = session(sql).await;
+    assert_eq!(registered(&ctx), ["orders", "silver.orders", "quarantine.orders", "medallion.events"]);
+    assert_eq!(count(ctx, sql).await, expected.silver_rows + expected.invalid);
+
+    // What it cannot tell apart gets every table.
+    for sql in ["SELECT count(*) FROM information_schema.tables", "SELEC nothing"] {
+        assert_eq!(registered(&session(sql).await).len(), 6, "{sql}");
+    }
+}
