@@ -60,7 +60,7 @@ pub struct Global {
     /// files under TMPDIR.
     #[arg(long, global = true, alias = "rebuild-slice", env = "MEDALLION_SLICE_SIZE", value_name = "SIZE")]
     pub slice_size: Option<String>,
-    /// Values for `var()` in gold models, over the project's [vars]: a YAML or JSON mapping, as dbt's
+    /// Values for `var()` in gold models, over the project's `[vars]`: a YAML or JSON mapping, as dbt's
     /// `--vars` (e.g. `--vars '{start_date: 2024-01-01, min_amount: 10}'`).
     #[arg(long, global = true, env = "MEDALLION_VARS", value_name = "YAML")]
     pub vars: Option<String>,
@@ -118,7 +118,7 @@ pub enum Command {
     /// Land raw files (or stdin, `-`) in a source's bronze layer, exactly once per content; for an
     /// HTTP source, without files: fetch its new pages. With --follow: keep landing what arrives.
     Ingest {
-        /// The source, as declared in [sources.<name>] (with --follow: default every source with
+        /// The source, as declared in `[sources.<name>]` (with --follow: default every source with
         /// `paths` or `http`).
         #[arg(required_unless_present = "follow")]
         source: Option<String>,
@@ -180,7 +180,7 @@ pub enum Command {
     },
     /// Stay up and run what is due: sources with a `schedule`, gold models by their `refresh`.
     ///
-    /// Missed fires are caught up once (or each, with `catchup = true` in [project]). SIGTERM or
+    /// Missed fires are caught up once (or each, with `catchup = true` in `[project]`). SIGTERM or
     /// Ctrl-C stops it after the current run finishes.
     Schedule {
         /// Run what is due now, then exit (for cron or a test).
