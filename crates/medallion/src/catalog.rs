@@ -72,7 +72,7 @@ pub async fn session(lake: &Lake, tables: &dyn Registry) -> Result<SessionContex
 /// A session with every table as it was at `as_of` (None: now). Tables created later read as
 /// empty.
 pub async fn session_as_of(lake: &Lake, tables: &dyn Registry, as_of: Option<AsOf>) -> Result<SessionContext> {
-    session_with(lake, tables, as_of, Select::All).await
+    session_with(lake, tables, as_of, &Wanted::all(tables)).await
 }
 
 /// A session for running `sql` as of `as_of` (None: now), with only the tables it names
@@ -85,8 +85,8 @@ pub async fn session_reading(
     as_of: Option<AsOf>,
     sql: &str,
 ) -> Result<SessionContext> {
-    match Referenced::of(&new_session()?, sql) {
-        Some(named) => session_with(lake, tables, as_of, Select::Referenced(&named)).await,
+    match Wanted::named_in(&new_session()?, sql) {
+        Some(named) => session_with(lake, tables, as_of, &named).await,
         None => session_as_of(lake, tables, as_of).await,
     }
 }
@@ -94,7 +94,7 @@ pub async fn session_reading(
 /// A session with only the silver and gold tables named in `tables` (no dead letters, no
 /// results): opening a Delta table reads its log, so a node's audit opens only what it reads.
 pub async fn session_for(lake: &Lake, registry: &dyn Registry, tables: &[&str]) -> Result<SessionContext> {
-    session_with(lake, registry, None, Select::Published(tables)).await
+    session_with(lake, registry, None, &Wanted::published(tables)).await
 }
 
 /// A session over tables already opened (layer, name, table): a node that has read their versions
@@ -212,55 +212,31 @@ pub fn register_written(
     }
 }
 
-/// Which tables a session registers.
-enum Select<'a> {
-    /// Every table: silver and gold, their dead letters, the lake's own tables.
-    All,
-    /// Only the silver and gold tables of these names.
-    Published(&'a [&'a str]),
-    /// The tables a query names ([`Referenced`]).
-    Referenced(&'a Referenced),
-}
-
-impl Select<'_> {
-    fn published(&self, name: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Published(names) => names.contains(&name),
-            Self::Referenced(r) => r.published.contains(name),
-        }
-    }
-
-    fn quarantine(&self, name: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Published(_) => false,
-            Self::Referenced(r) => r.quarantine.contains(name),
-        }
-    }
-
-    fn system(&self, name: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Published(_) => false,
-            Self::Referenced(r) => r.system.contains(name),
-        }
-    }
-}
-
-/// The tables a query names, by what it names them: `orders` or `silver.orders` (published),
-/// `quarantine.orders`, `medallion.events`.
+/// Which tables a session registers, by the names a query uses for them: `orders` or
+/// `silver.orders` (published), `quarantine.orders`, `medallion.events`.
 #[derive(Debug, Default)]
-struct Referenced {
+struct Wanted {
     published: BTreeSet<String>,
     quarantine: BTreeSet<String>,
     system: BTreeSet<String>,
 }
 
-impl Referenced {
-    /// What `sql` names, when every name is one the catalog serves or cannot serve (a name of
-    /// another catalog, the information schema, SQL that does not parse: None, every table).
-    fn of(ctx: &SessionContext, sql: &str) -> Option<Self> {
+impl Wanted {
+    /// Every table: silver and gold, their dead letters, the lake's own tables.
+    fn all(tables: &dyn Registry) -> Self {
+        let published: BTreeSet<String> = tables.published().into_iter().map(|(_, n, _)| n.to_string()).collect();
+        let system = tables.system().into_iter().map(|(n, _)| n.to_string()).collect();
+        Self { quarantine: published.clone(), published, system }
+    }
+
+    /// Only the silver and gold tables of these names.
+    fn published(names: &[&str]) -> Self {
+        Self { published: names.iter().map(|n| n.to_string()).collect(), ..Self::default() }
+    }
+
+    /// The tables `sql` names, when every name is one the catalog serves or cannot serve (a name
+    /// of another catalog, the information schema, SQL that does not parse: None, every table).
+    fn named_in(ctx: &SessionContext, sql: &str) -> Option<Self> {
         use datafusion::common::TableReference;
         let state = ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
@@ -291,7 +267,7 @@ async fn session_with(
     lake: &Lake,
     tables: &dyn Registry,
     as_of: Option<AsOf>,
-    select: Select<'_>,
+    wanted: &Wanted,
 ) -> Result<SessionContext> {
     let ctx = new_session()?;
     let provider = |layer: Layer, name: String, schema: SchemaRef| {
@@ -300,23 +276,26 @@ async fn session_with(
     };
     // Opened side by side: on an object store each open is a few requests in turn.
     let opening = tables.published().into_iter().map(|(layer, name, schema)| {
-        let (provider, select) = (&provider, &select);
+        let provider = &provider;
         async move {
-            let table = match select.published(name) {
-                true => Some(provider(layer, name.to_string(), schema).await?),
-                false => None,
+            let table = if wanted.published.contains(name) {
+                Some(provider(layer, name.to_string(), schema).await?)
+            } else {
+                None
             };
-            let dead_letter = match select.quarantine(name) {
-                true => Some(provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?.1),
-                false => None,
+            let dead_letter = if wanted.quarantine.contains(name) {
+                Some(provider(Layer::Quarantine, name.to_string(), tables.dead_letter_schema()).await?.1)
+            } else {
+                None
             };
             Ok::<_, Error>((layer, name, table, dead_letter))
         }
     });
-    let system_opening = tables.system().into_iter().filter(|(name, _)| select.system(name)).map(|(name, schema)| {
-        let provider = &provider;
-        async move { Ok::<_, Error>((name, provider(Layer::System, name.to_string(), schema).await?.1)) }
-    });
+    let system_opening =
+        tables.system().into_iter().filter(|(name, _)| wanted.system.contains(*name)).map(|(name, schema)| {
+            let provider = &provider;
+            async move { Ok::<_, Error>((name, provider(Layer::System, name.to_string(), schema).await?.1)) }
+        });
     let (opened, system_opened) = futures::future::try_join(
         futures::future::try_join_all(opening),
         futures::future::try_join_all(system_opening),
