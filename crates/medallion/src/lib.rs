@@ -48,6 +48,8 @@ pub mod sample;
 pub mod silver;
 pub mod spec;
 pub mod storage;
+#[cfg(test)]
+mod testing;
 
 pub use error::{Error, Result};
 

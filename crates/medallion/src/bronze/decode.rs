@@ -1023,13 +1023,8 @@ mod tests {
 
     /// Random lines close to flat JSON objects: every branch of the scanner, valid or not.
     fn near_json_lines(count: usize) -> Vec<String> {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut random = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| (random() % n as u64) as usize;
         let keys = [
             "a",
             "b",

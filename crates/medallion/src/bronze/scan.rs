@@ -329,13 +329,7 @@ mod tests {
             let s = string_stops(w);
             (s != 0).then(|| (s.trailing_zeros() / 8) as usize)
         };
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2_000 {
             let random = next();
             let plain = u64::from_le_bytes(random.to_le_bytes().map(|c| if stop(c) { b'a' } else { c }));

@@ -527,16 +527,7 @@ mod tests {
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
-
-    /// A xorshift generator from `seed` (not 0).
-    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        }
-    }
+    use crate::testing::xorshift;
 
     fn lists(rows: &[Option<&[i64]>]) -> ArrayRef {
         let mut b = ListBuilder::new(Int64Builder::new());
