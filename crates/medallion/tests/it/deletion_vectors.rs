@@ -109,6 +109,7 @@ async fn a_vectored_table_is_read_on_several_partitions_like_copy_on_write() {
         "SELECT k, v FROM t WHERE k BETWEEN 120 AND 260 ORDER BY k",
         "SELECT v, count(*) FROM t WHERE o >= 11 GROUP BY v ORDER BY v",
         "SELECT k FROM t WHERE v = 'all' ORDER BY k LIMIT 3",
+        "SELECT count(*) FROM t WHERE v = 'all'",
     ];
     let run = |table: Table, sql: &'static str| async move {
         let config = datafusion::prelude::SessionConfig::new().with_target_partitions(4);
@@ -125,7 +126,44 @@ async fn a_vectored_table_is_read_on_several_partitions_like_copy_on_write() {
         assert_eq!(got, want, "{sql}");
         assert!(plan.contains("DataSourceExec: file_groups={4 groups"), "{sql}: {plan}");
     }
+    // Reading no column, the live rows are counted from the log: no file is scanned.
+    for sql in ["SELECT count(*) FROM t", "SELECT count(*) AS n FROM (SELECT 1 AS one FROM t LIMIT 700) AS l"] {
+        let ((got, plan), (want, _)) = (run(a.clone(), sql).await, run(b.clone(), sql).await);
+        assert_eq!(got, want, "{sql}");
+        assert!(!plan.contains("file_groups"), "{sql}: {plan}");
+    }
     drop((a_lake, b_lake));
+}
+
+/// A vectored table's provider reads its vectors at its first scan, not when it is made (a
+/// session registers tables its queries may not read), and a count reads neither vectors nor
+/// files: with them gone, counting still answers from the log and reading rows fails, naming the
+/// table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vectored_table_reads_its_vectors_at_its_first_scan_and_counts_from_its_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (lake, t) = merged_twice(dir.path(), 240..=260).await;
+    let ctx = datafusion::prelude::SessionContext::new();
+    let count = |ctx: datafusion::prelude::SessionContext, sql: &'static str| async move {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok::<_, datafusion::error::DataFusionError>(
+            batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("i64").value(0),
+        )
+    };
+    ctx.register_table("t", t.provider(&ctx).await.expect("provider")).expect("register");
+    let live = count(ctx.clone(), "SELECT count(k) FROM t").await.expect("a scan");
+    assert!(live >= 1000, "{live}");
+    let gone: Vec<_> = vector_files(dir.path()).into_iter().chain(parquet_files(dir.path())).collect();
+    assert!(gone.len() > 4, "{gone:?}");
+    for f in &gone {
+        std::fs::remove_file(f).expect("remove");
+    }
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("t", t.provider(&ctx).await.expect("a provider made without the vectors")).expect("register");
+    assert_eq!(count(ctx.clone(), "SELECT count(*) FROM t").await.expect("counted from the log"), live);
+    let err = count(ctx, "SELECT count(k) FROM t").await.expect_err("its rows are gone").to_string();
+    assert!(err.contains("reading silver/t"), "{err}");
+    drop(lake);
 }
 
 fn walk_names(dir: &std::path::Path, prefix: &str) -> usize {

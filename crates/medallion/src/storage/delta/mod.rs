@@ -433,7 +433,7 @@ impl Table {
     pub async fn provider(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>> {
         self.inner.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(&self.label, e))?;
         let delta = self.inner.table_provider().await.map_err(|e| Error::sql(format!("reading {}", self.label), e))?;
-        scan::provider(&self.inner, ctx, delta).await.map_err(|e| Error::delta(&self.label, e))
+        scan::provider(&self.inner, &self.label, ctx, delta).await.map_err(|e| Error::delta(&self.label, e))
     }
 
     /// The table's live files as plain Parquet files (see [`LiveFiles`]): what a cluster's

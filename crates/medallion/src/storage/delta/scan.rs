@@ -9,35 +9,44 @@
 //! It reads what it can read exactly: no partition columns, no column mapping (reader features
 //! only `deletionVectors` and `timestampNtz`), vectors stored beside the table, and a row count
 //! in the statistics of every file with a vector. Any other table is read by delta-rs.
+//!
+//! The vectors are read, and the selections built, at the first scan of the table, not when the
+//! provider is made: a session registers tables its queries may not read (a node's audit answered
+//! from what the merge knows), and a scan of no column (`count(*)`) reads no file at all, its rows
+//! counted from the log (each file's row count less its vector's cardinality).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
-use datafusion::parquet::arrow::arrow_reader::RowSelection;
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use deltalake::kernel::DeletionVectorDescriptor;
 use deltalake::table::state::DeltaTableState;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
 use object_store::path::Path;
 
 /// Reader features whose tables this scan reads exactly.
 const READER_FEATURES: [&str; 2] = ["deletionVectors", "timestampNtz"];
 
 /// A provider reading `table` (as `delta`, delta-rs's provider for it, would) on every core when
-/// its files carry deletion vectors; `delta` itself otherwise.
+/// its files carry deletion vectors; `delta` itself otherwise. Errors of its scans name `label`.
 pub(super) async fn provider(
     table: &DeltaTable,
+    label: &str,
     ctx: &SessionContext,
     delta: Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>, DeltaTableError> {
@@ -45,40 +54,70 @@ pub(super) async fn provider(
     if !snapshot.log_data().iter().any(|f| f.deletion_vector_descriptor().is_some()) {
         return Ok(delta);
     }
-    // Each live file: path, size, deletion vector, record count.
-    let files: Vec<_> = snapshot
+    let files: Vec<Live> = snapshot
         .log_data()
         .iter()
-        .map(|f| {
-            let size = u64::try_from(f.size()).unwrap_or(0);
-            (f.object_store_path(), size, f.deletion_vector_descriptor(), f.num_records())
+        .map(|f| Live {
+            path: f.object_store_path(),
+            size: u64::try_from(f.size()).unwrap_or(0),
+            vector: f.deletion_vector_descriptor(),
+            rows: f.num_records().and_then(|n| u64::try_from(n).ok()),
         })
         .collect();
     let protocol = snapshot.protocol();
     let features = protocol.min_reader_version() == 3 && protocol.reader_features().is_some();
-    let counted = files.iter().all(|(_, _, dv, rows)| dv.is_none() || rows.is_some());
+    let counted = files.iter().all(|f| f.vector.is_none() || f.rows.is_some());
     if !features || not_plain(snapshot).is_some() || !counted || !snapshot.metadata().partition_columns().is_empty() {
         return Ok(delta);
     }
     let store = table.object_store();
-    // Paths relative to the table root, as the store is.
-    let scanned: Vec<PartitionedFile> = resolve(table, &[], &Path::from(""))
-        .await?
-        .into_iter()
-        .map(|f| {
-            let selection = f.selection();
-            let file = PartitionedFile::new(f.path, f.size);
-            match selection {
-                Some(s) => file.with_extension(ParquetRowSelection::new(s)),
-                None => file,
-            }
-        })
-        .collect();
     // The table's store under a name of its own in this session.
     let url = ObjectStoreUrl::parse(format!("medallion-table://{}", uuid::Uuid::new_v4().simple()))
         .map_err(|e| DeltaTableError::Generic(format!("scan: {e}")))?;
-    ctx.runtime_env().register_object_store(url.as_ref(), store);
-    Ok(Arc::new(VectoredScan { schema: delta.schema(), url, files: scanned }))
+    ctx.runtime_env().register_object_store(url.as_ref(), Arc::clone(&store));
+    Ok(Arc::new(VectoredScan {
+        schema: delta.schema(),
+        label: label.to_string(),
+        url,
+        store,
+        files,
+        scanned: tokio::sync::OnceCell::new(),
+    }))
+}
+
+/// A live file of a snapshot, as its log describes it.
+#[derive(Debug)]
+struct Live {
+    /// Relative to the table root, as the store is.
+    path: Path,
+    size: u64,
+    vector: Option<DeletionVectorDescriptor>,
+    /// Its row count, from its statistics.
+    rows: Option<u64>,
+}
+
+/// The selection reading the rows of a `rows`-row file that `deleted` keeps, built in one pass;
+/// None when it keeps none.
+fn kept_selection(deleted: &roaring::RoaringTreemap, rows: u64) -> Option<RowSelection> {
+    let mut selectors: Vec<RowSelector> =
+        Vec::with_capacity(usize::try_from(deleted.len().min(rows)).unwrap_or(0).saturating_mul(2) + 1);
+    let (mut next, mut kept) = (0u64, 0u64);
+    for d in deleted.iter().take_while(|&d| d < rows) {
+        if d > next {
+            selectors.push(RowSelector::select(usize::try_from(d - next).unwrap_or(usize::MAX)));
+            kept += d - next;
+        }
+        match selectors.last_mut() {
+            Some(s) if s.skip => s.row_count += 1,
+            _ => selectors.push(RowSelector::skip(1)),
+        }
+        next = d + 1;
+    }
+    if next < rows {
+        selectors.push(RowSelector::select(usize::try_from(rows - next).unwrap_or(usize::MAX)));
+        kept += rows - next;
+    }
+    (kept > 0).then(|| RowSelection::from(selectors))
 }
 
 /// The ranges of the rows of a `rows`-row file that `deleted` keeps, in order.
@@ -207,12 +246,57 @@ async fn resolve(
     Ok(resolved)
 }
 
-/// The live files of a snapshot, each with the rows its vector keeps.
+/// The live files of a snapshot, each read with the rows its vector keeps.
 #[derive(Debug)]
 struct VectoredScan {
     schema: SchemaRef,
+    label: String,
     url: ObjectStoreUrl,
-    files: Vec<PartitionedFile>,
+    store: Arc<dyn ObjectStore>,
+    files: Vec<Live>,
+    /// The files to scan, each with its selection: resolved at the first scan, once.
+    scanned: tokio::sync::OnceCell<Vec<PartitionedFile>>,
+}
+
+impl VectoredScan {
+    /// The live rows, from the log alone: every file's row count less its vector's cardinality;
+    /// None when a file's row count is unknown.
+    fn live_rows(&self) -> Option<u64> {
+        self.files.iter().try_fold(0u64, |sum, f| {
+            let deleted = f.vector.as_ref().map_or(0, |v| u64::try_from(v.cardinality).unwrap_or(u64::MAX));
+            Some(sum + f.rows?.saturating_sub(deleted))
+        })
+    }
+
+    /// The files with at least one kept row, each with its selection (the vectors read together,
+    /// each vector file once).
+    async fn scanned(&self) -> Result<&[PartitionedFile], DeltaTableError> {
+        let files = self
+            .scanned
+            .get_or_try_init(|| async {
+                let descriptors: Vec<_> = self.files.iter().map(|f| f.vector.clone()).collect();
+                let vectors = super::dv::read_many(self.store.as_ref(), &Path::from(""), &descriptors).await?;
+                let mut scanned = Vec::with_capacity(self.files.len());
+                for (f, deleted) in self.files.iter().zip(vectors) {
+                    let file = PartitionedFile::new(f.path.to_string(), f.size);
+                    match (&f.vector, f.rows) {
+                        (None, _) => scanned.push(file),
+                        (Some(_), Some(rows)) => scanned.extend(
+                            kept_selection(&deleted, rows).map(|s| file.with_extension(ParquetRowSelection::new(s))),
+                        ),
+                        (Some(_), None) => {
+                            return Err(DeltaTableError::Generic(format!(
+                                "{}: a deletion vector and no row count",
+                                f.path
+                            )));
+                        }
+                    }
+                }
+                Ok(scanned)
+            })
+            .await?;
+        Ok(files)
+    }
 }
 
 #[async_trait]
@@ -237,6 +321,21 @@ impl TableProvider for VectoredScan {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // No column read (`count(*)`): the live rows, counted from the log, no file opened.
+        if projection.is_some_and(|p| p.is_empty())
+            && filters.is_empty()
+            && let Some(rows) = self.live_rows()
+        {
+            let rows = limit.map_or(rows, |l| rows.min(u64::try_from(l).unwrap_or(u64::MAX)));
+            let schema = Arc::new(self.schema.project(&[])?);
+            let options = RecordBatchOptions::new().with_row_count(Some(usize::try_from(rows).unwrap_or(usize::MAX)));
+            let batch = RecordBatch::try_new_with_options(Arc::clone(&schema), Vec::new(), &options)?;
+            return Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?);
+        }
+        let files = self
+            .scanned()
+            .await
+            .map_err(|e| DataFusionError::External(format!("reading {}: {e}", self.label).into()))?;
         let mut source = ParquetSource::new(Arc::clone(&self.schema));
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let schema = DFSchema::try_from(Arc::clone(&self.schema))?;
@@ -244,7 +343,7 @@ impl TableProvider for VectoredScan {
         }
         let config = FileScanConfigBuilder::new(self.url.clone(), Arc::new(source))
             .with_file_groups(
-                spread(self.files.clone(), state.config().target_partitions().clamp(1, self.files.len().max(1)))
+                spread(files.to_vec(), state.config().target_partitions().clamp(1, files.len().max(1)))
                     .into_iter()
                     .filter(|g| !g.is_empty())
                     .collect(),
@@ -284,6 +383,41 @@ mod tests {
         let file =
             LiveFile { path: String::new(), size: 0, partition_values: Vec::new(), kept: Some((kept, rows as u64)) };
         file.kept.as_ref().is_some_and(|(k, _)| !k.is_empty()).then(|| file.selection()).flatten()
+    }
+
+    /// The rows a selection reads.
+    fn selected(s: &RowSelection) -> Vec<usize> {
+        let mut at = 0;
+        let mut rows = Vec::new();
+        for sel in s.iter() {
+            if !sel.skip {
+                rows.extend(at..at + sel.row_count);
+            }
+            at += sel.row_count;
+        }
+        rows
+    }
+
+    /// The selection a local scan builds in one pass reads the rows the ranges a cluster's
+    /// executors are sent read: random vectors, runs of deleted rows, rows past the file's end.
+    #[test]
+    fn kept_selection_reads_what_the_kept_ranges_read() {
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
+        for case in 0..300 {
+            let rows = next() % 300;
+            let density = next() % 100;
+            let deleted: roaring::RoaringTreemap = (0..rows + 5).filter(|_| next() % 100 < density).collect();
+            let fast = kept_selection(&deleted, rows);
+            let ranges = kept_rows(&deleted, usize::try_from(rows).expect("small"));
+            assert_eq!(fast.as_ref().map(selected), ranges.as_ref().map(selected), "case {case}: {rows} rows");
+            if let Some(s) = &fast {
+                assert_eq!(
+                    s.row_count() as u64 + deleted.iter().filter(|&d| d < rows).count() as u64,
+                    rows,
+                    "case {case}"
+                );
+            }
+        }
     }
 
     #[test]
