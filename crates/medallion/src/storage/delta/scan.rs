@@ -54,16 +54,7 @@ pub(super) async fn provider(
     if !snapshot.log_data().iter().any(|f| f.deletion_vector_descriptor().is_some()) {
         return Ok(delta);
     }
-    let files: Vec<Live> = snapshot
-        .log_data()
-        .iter()
-        .map(|f| Live {
-            path: f.object_store_path(),
-            size: u64::try_from(f.size()).unwrap_or(0),
-            vector: f.deletion_vector_descriptor(),
-            rows: f.num_records().and_then(|n| u64::try_from(n).ok()),
-        })
-        .collect();
+    let files = live(snapshot, &[]);
     let protocol = snapshot.protocol();
     let features = protocol.min_reader_version() == 3 && protocol.reader_features().is_some();
     let counted = files.iter().all(|f| f.vector.is_none() || f.rows.is_some());
@@ -91,9 +82,52 @@ struct Live {
     /// Relative to the table root, as the store is.
     path: Path,
     size: u64,
+    /// Its values of the partition columns asked for, in their order (None: null).
+    partition_values: Vec<Option<String>>,
     vector: Option<DeletionVectorDescriptor>,
     /// Its row count, from its statistics.
     rows: Option<u64>,
+}
+
+/// The live files of `snapshot`, with their values of `partition_columns`.
+fn live(snapshot: &DeltaTableState, partition_columns: &[String]) -> Vec<Live> {
+    snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let values = f.partition_values_map();
+            Live {
+                path: f.object_store_path(),
+                size: u64::try_from(f.size()).unwrap_or(0),
+                partition_values: partition_columns.iter().map(|c| values.get(c).cloned().flatten()).collect(),
+                vector: f.deletion_vector_descriptor(),
+                rows: f.num_records().and_then(|n| u64::try_from(n).ok()),
+            }
+        })
+        .collect()
+}
+
+/// Each of `files` with, when it carries a vector, the rows the vector deletes and the file's row
+/// count (the vectors read together, each vector file once); a vector on a file without a row
+/// count is an error.
+async fn with_vectors<'a>(
+    store: &dyn ObjectStore,
+    files: &'a [Live],
+) -> Result<Vec<(&'a Live, Option<(roaring::RoaringTreemap, u64)>)>, DeltaTableError> {
+    let descriptors: Vec<_> = files.iter().map(|f| f.vector.clone()).collect();
+    let vectors = super::dv::read_many(store, &Path::from(""), &descriptors).await?;
+    files
+        .iter()
+        .zip(vectors)
+        .map(|(f, deleted)| match (&f.vector, f.rows) {
+            (None, _) => Ok((f, None)),
+            (Some(_), Some(rows)) => Ok((f, Some((deleted, rows)))),
+            (Some(_), None) => Err(DeltaTableError::Generic(format!(
+                "cannot be read as plain Parquet files: {} has a deletion vector and no row count",
+                f.path
+            ))),
+        })
+        .collect()
 }
 
 /// The selection reading the rows of a `rows`-row file that `deleted` keeps, built in one pass;
@@ -210,37 +244,21 @@ async fn resolve(
     partition_columns: &[String],
     root: &Path,
 ) -> Result<Vec<LiveFile>, DeltaTableError> {
-    let files: Vec<_> = table
-        .snapshot()?
-        .log_data()
-        .iter()
-        .map(|f| {
-            let size = u64::try_from(f.size()).unwrap_or(0);
-            let values = f.partition_values_map();
-            let values: Vec<Option<String>> =
-                partition_columns.iter().map(|c| values.get(c).cloned().flatten()).collect();
-            (f.object_store_path(), size, values, f.deletion_vector_descriptor(), f.num_records())
-        })
-        .collect();
+    let files = live(table.snapshot()?, partition_columns);
     let store = table.object_store();
-    let descriptors: Vec<_> = files.iter().map(|f| f.3.clone()).collect();
-    let vectors = super::dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?;
     let mut resolved = Vec::with_capacity(files.len());
-    for ((path, size, partition_values, descriptor, rows), deleted) in files.into_iter().zip(vectors) {
-        let path = Path::from_iter(root.parts().chain(path.parts())).to_string();
-        if descriptor.is_none() {
-            resolved.push(LiveFile { path, size, partition_values, kept: None });
+    for (f, vector) in with_vectors(store.as_ref(), &files).await? {
+        let path = Path::from_iter(root.parts().chain(f.path.parts())).to_string();
+        let partition_values = f.partition_values.clone();
+        let Some((deleted, rows)) = vector else {
+            resolved.push(LiveFile { path, size: f.size, partition_values, kept: None });
             continue;
-        }
-        let rows = rows.ok_or_else(|| {
-            DeltaTableError::Generic(format!(
-                "cannot be read as plain Parquet files: {path} has a deletion vector and no row count"
-            ))
-        })?;
+        };
+        let rows = usize::try_from(rows).unwrap_or(usize::MAX);
         let kept: Vec<(u64, u64)> =
             kept_ranges(&deleted, rows).into_iter().map(|r| (r.start as u64, r.end as u64)).collect();
         if !kept.is_empty() {
-            resolved.push(LiveFile { path, size, partition_values, kept: Some((kept, rows as u64)) });
+            resolved.push(LiveFile { path, size: f.size, partition_values, kept: Some((kept, rows as u64)) });
         }
     }
     Ok(resolved)
@@ -274,25 +292,17 @@ impl VectoredScan {
         let files = self
             .scanned
             .get_or_try_init(|| async {
-                let descriptors: Vec<_> = self.files.iter().map(|f| f.vector.clone()).collect();
-                let vectors = super::dv::read_many(self.store.as_ref(), &Path::from(""), &descriptors).await?;
                 let mut scanned = Vec::with_capacity(self.files.len());
-                for (f, deleted) in self.files.iter().zip(vectors) {
+                for (f, vector) in with_vectors(self.store.as_ref(), &self.files).await? {
                     let file = PartitionedFile::new(f.path.to_string(), f.size);
-                    match (&f.vector, f.rows) {
-                        (None, _) => scanned.push(file),
-                        (Some(_), Some(rows)) => scanned.extend(
+                    match vector {
+                        None => scanned.push(file),
+                        Some((deleted, rows)) => scanned.extend(
                             kept_selection(&deleted, rows).map(|s| file.with_extension(ParquetRowSelection::new(s))),
                         ),
-                        (Some(_), None) => {
-                            return Err(DeltaTableError::Generic(format!(
-                                "{}: a deletion vector and no row count",
-                                f.path
-                            )));
-                        }
                     }
                 }
-                Ok(scanned)
+                Ok::<_, DeltaTableError>(scanned)
             })
             .await?;
         Ok(files)
