@@ -72,7 +72,7 @@ pub async fn session(lake: &Lake, tables: &dyn Registry) -> Result<SessionContex
 /// A session with every table as it was at `as_of` (None: now). Tables created later read as
 /// empty.
 pub async fn session_as_of(lake: &Lake, tables: &dyn Registry, as_of: Option<AsOf>) -> Result<SessionContext> {
-    session_with(lake, tables, as_of, &Wanted::all(tables)).await
+    session_with(new_session()?, lake, tables, as_of, &Wanted::all(tables)).await
 }
 
 /// A session for running `sql` as of `as_of` (None: now), with only the tables it names
@@ -85,16 +85,16 @@ pub async fn session_reading(
     as_of: Option<AsOf>,
     sql: &str,
 ) -> Result<SessionContext> {
-    match Wanted::named_in(&new_session()?, sql) {
-        Some(named) => session_with(lake, tables, as_of, &named).await,
-        None => session_as_of(lake, tables, as_of).await,
-    }
+    // The session that parses the query is the one its tables are registered in.
+    let ctx = new_session()?;
+    let wanted = Wanted::named_in(&ctx, sql).unwrap_or_else(|| Wanted::all(tables));
+    session_with(ctx, lake, tables, as_of, &wanted).await
 }
 
 /// A session with only the silver and gold tables named in `tables` (no dead letters, no
 /// results): opening a Delta table reads its log, so a node's audit opens only what it reads.
 pub async fn session_for(lake: &Lake, registry: &dyn Registry, tables: &[&str]) -> Result<SessionContext> {
-    session_with(lake, registry, None, &Wanted::published(tables)).await
+    session_with(new_session()?, lake, registry, None, &Wanted::published(tables)).await
 }
 
 /// A session over tables already opened (layer, name, table): a node that has read their versions
@@ -263,13 +263,14 @@ impl Wanted {
     }
 }
 
+/// `ctx` (a session of [`new_session`]) with the `wanted` tables of `tables` registered.
 async fn session_with(
+    ctx: SessionContext,
     lake: &Lake,
     tables: &dyn Registry,
     as_of: Option<AsOf>,
     wanted: &Wanted,
 ) -> Result<SessionContext> {
-    let ctx = new_session()?;
     let provider = |layer: Layer, name: String, schema: SchemaRef| {
         let ctx = ctx.clone();
         async move { provider(lake, &ctx, layer, &name, schema, as_of).await }
