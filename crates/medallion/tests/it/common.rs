@@ -62,8 +62,7 @@ impl Env {
     }
 
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
-        let b = self.query(sql).await;
-        b[0].column(0).as_primitive::<Int64Type>().value(0)
+        first_i64(&self.query(sql).await)
     }
 
     /// Sum of a decimal(…,2) column in cents.
@@ -89,6 +88,11 @@ pub async fn query(project: &Project, lake: &Lake, sql: &str) -> Vec<Vec<String>
 }
 
 /// A column's values as strings (whatever the string encoding, e.g. Utf8View).
+/// The first row's first column of a query's rows, an `Int64` (a count).
+pub fn first_i64(batches: &[RecordBatch]) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
 pub fn strings(col: &medallion::arrow::array::ArrayRef) -> Vec<String> {
     let utf8 = medallion::arrow::compute::cast(col, &medallion::arrow::datatypes::DataType::Utf8).expect("cast");
     let a = utf8.as_string::<i32>();

@@ -4,7 +4,7 @@
 use medallion::storage::delta::{Table, WriteOptions};
 use medallion::storage::{Lake, Layer};
 
-use crate::common::strings;
+use crate::common::{first_i64, strings};
 use crate::merge::{batch, contents, source, upsert};
 
 /// On a table with deletion vectors enabled, the keyed merge marks replaced rows
@@ -145,10 +145,7 @@ async fn a_vectored_table_reads_its_vectors_at_its_first_scan_and_counts_from_it
     let (lake, t) = merged_twice(dir.path(), 240..=260).await;
     let ctx = datafusion::prelude::SessionContext::new();
     let count = |ctx: datafusion::prelude::SessionContext, sql: &'static str| async move {
-        let batches = ctx.sql(sql).await?.collect().await?;
-        Ok::<_, datafusion::error::DataFusionError>(
-            batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("i64").value(0),
-        )
+        Ok::<_, datafusion::error::DataFusionError>(first_i64(&ctx.sql(sql).await?.collect().await?))
     };
     ctx.register_table("t", t.provider(&ctx).await.expect("provider")).expect("register");
     let live = count(ctx.clone(), "SELECT count(k) FROM t").await.expect("a scan");

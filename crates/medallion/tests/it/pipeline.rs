@@ -1,6 +1,6 @@
 //! The orders pipeline end to end: counts and sums against the generator's own bookkeeping.
 
-use crate::common::{Env, sample};
+use crate::common::{Env, first_i64, sample};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn all_batches_at_once_match_expectations_and_rerun_changes_nothing() {
@@ -241,9 +241,7 @@ async fn a_query_session_opens_only_the_tables_the_query_names() {
         .collect::<Vec<_>>()
     };
     let count = |ctx: datafusion::prelude::SessionContext, sql: &'static str| async move {
-        let rows = ctx.sql(sql).await.expect("plan").collect().await.expect("run");
-        use medallion::arrow::array::AsArray;
-        rows[0].column(0).as_primitive::<medallion::arrow::datatypes::Int64Type>().value(0) as u64
+        first_i64(&ctx.sql(sql).await.expect("plan").collect().await.expect("run")) as u64
     };
     let session = |sql: &'static str| {
         let (lake, project) = (&env.lake, &env.project);
