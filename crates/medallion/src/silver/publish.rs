@@ -307,7 +307,7 @@ pub(crate) async fn create_streamed(
 }
 
 /// How a table's first commit writes: partitioned, with a change data feed and deletion vectors
-/// as the table declares.
+/// as the table declares; its rows, which have no order, on every core at once.
 fn creating(table: &SilverTable, txn: Txn, metadata: HashMap<String, serde_json::Value>) -> WriteOptions {
     WriteOptions {
         partition_by: table.partition_by.clone(),
@@ -315,6 +315,7 @@ fn creating(table: &SilverTable, txn: Txn, metadata: HashMap<String, serde_json:
         metadata,
         change_feed: table.change_feed,
         deletion_vectors: table.deletion_vectors,
+        any_order: true,
         ..Default::default()
     }
 }
@@ -487,6 +488,7 @@ pub(crate) async fn replace_streamed(
         deletion_vectors: false,
         row_group_rows: None,
         file_bytes: None,
+        any_order: true,
     };
     Ok(Table::open(lake, Layer::Silver, &table.name).await?.write_stream(rows, write).await?.version())
 }

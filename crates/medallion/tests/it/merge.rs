@@ -168,3 +168,54 @@ async fn keyed_merge_equals_delta_merge() {
     assert_eq!(ka.len(), 625);
     assert_eq!(ka, kb);
 }
+
+/// A write that creates a table of rows in any order (silver's first load) encodes them on every
+/// core at once, a file per core, and commits them as one creation: the same rows as the one-file
+/// write, the table's properties, the txn and the commit's metadata; merges then work on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_from_rows_in_any_order_is_written_on_every_core() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    // 200,000 rows in batches that are not whole slices (a writer takes 65,536 rows at a time).
+    let rows: Vec<(i64, Option<i64>, String)> =
+        (1..=200_000).map(|k| (k, Some(k % 7), format!("v{}", k % 13))).collect();
+    let batches = || -> Vec<RecordBatch> {
+        rows.chunks(70_000)
+            .map(|c| batch(&c.iter().map(|(k, o, v)| (*k, *o, v.as_str())).collect::<Vec<_>>()))
+            .collect()
+    };
+    let meta = || std::collections::HashMap::from([("medallion".to_string(), serde_json::json!({ "run_id": "r1" }))]);
+    let creating = |any_order| WriteOptions {
+        any_order,
+        change_feed: true,
+        deletion_vectors: true,
+        txn: Some(Txn { app_id: "test".into(), version: 1 }),
+        metadata: meta(),
+        ..Default::default()
+    };
+    let mut created = Vec::new();
+    for (dir, any_order) in [(a_dir.path(), true), (b_dir.path(), false)] {
+        let lake = Lake::open(&dir.display().to_string(), dir).expect("lake");
+        let table = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+        let table = table.write(batches(), creating(any_order)).await.expect("created");
+        assert_eq!(table.version(), Some(0), "one commit creates the table");
+        created.push((lake, table));
+    }
+    let (a, b) = (&created[0].1, &created[1].1);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(a.files().expect("files").0, cores.min(4), "a file per core (4 slices)");
+    assert_eq!(b.files().expect("files").0, 1, "delta-rs writes one");
+    assert_eq!(contents(&created[0].0).await, contents(&created[1].0).await, "the same rows");
+    assert_eq!(a.count_rows().await.expect("rows"), 200_000);
+    assert!(a.change_feed() && a.deletion_vectors().expect("properties"));
+    assert_eq!(a.txn_version("test").await.expect("txn"), Some(1));
+    let info = a.last_commit_info().await.expect("info");
+    assert_eq!(info.get("medallion").and_then(|m| m.get("run_id")), Some(&serde_json::json!("r1")));
+    let history = a.commits().await.expect("history");
+    assert_eq!(history[0].rows.inserted, 200_000, "the commit counts its rows");
+
+    // Keys 199,001..=201,000, newer: 1,000 updated with deletion vectors, 1,000 inserted.
+    let newer: Vec<(i64, Option<i64>, &str)> = (199_001..=201_000).map(|k| (k, Some(9), "newer")).collect();
+    let (a, merged) = created.swap_remove(0).1.upsert_rows(vec![batch(&newer)], upsert(2)).await.expect("merged");
+    assert_eq!((merged.num_target_rows_updated, merged.num_target_rows_inserted), (1_000, 1_000));
+    assert_eq!(a.count_rows().await.expect("rows"), 201_000);
+}

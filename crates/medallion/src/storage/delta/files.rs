@@ -54,23 +54,7 @@ impl FileWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let context = || format!("rows written to {}", self.label);
-        if batch.num_columns() != self.schema.fields().len() {
-            return Err(Error::Internal(format!(
-                "{}: {} columns for a table of {}",
-                context(),
-                batch.num_columns(),
-                self.schema.fields().len()
-            )));
-        }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::arrow(context(), e))?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| Error::arrow(context(), e))?;
+        let batch = conform(batch, &self.schema, &self.label)?;
         self.writer.write(batch).await.map_err(|e| Error::delta(&self.label, e))
     }
 
@@ -79,6 +63,27 @@ impl FileWriter {
         let adds = self.writer.flush().await.map_err(|e| Error::delta(&self.label, e))?;
         adds.iter().map(|a| serde_json::to_string(a).map_err(|e| Error::Internal(format!("add action: {e}")))).collect()
     }
+}
+
+/// `batch`, whose columns are `schema`'s in its order, as a batch of `schema`: each column cast to
+/// the schema's type where it differs (a query may give `Utf8View` where the table has `Utf8`).
+pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef, label: &str) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let context = || format!("rows written to {label}");
+    if batch.num_columns() != schema.fields().len() {
+        let (given, wanted) = (batch.num_columns(), schema.fields().len());
+        return Err(Error::Internal(format!("{}: {given} columns for a table of {wanted}", context())));
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::arrow(context(), e))?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::arrow(context(), e))
 }
 
 fn parse(label: &str, adds: &[String]) -> Result<Vec<Add>> {
@@ -181,10 +186,22 @@ impl Table {
         txn: Option<Txn>,
         metadata: HashMap<String, Value>,
     ) -> Result<Table> {
-        let label = self.label;
-        let adds = parse(&label, adds)?;
+        let adds = parse(&self.label, adds)?;
         let structure: StructType =
-            schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
+            schema.try_into_kernel().map_err(|e| Error::arrow(format!("schema of {}", self.label), e))?;
+        self.create_with(adds, structure, properties, txn, metadata).await
+    }
+
+    /// [`Table::create_from_files`] of the files `adds` describe, of Delta schema `structure`.
+    pub(super) async fn create_with(
+        self,
+        adds: Vec<Add>,
+        structure: StructType,
+        properties: &[(&str, &str)],
+        txn: Option<Txn>,
+        metadata: HashMap<String, Value>,
+    ) -> Result<Table> {
+        let label = self.label;
         let mut metadata = metadata;
         let metrics = json!({ "num_added_files": adds.len(), "num_added_rows": rows_of(&adds) });
         metadata.insert("operationMetrics".into(), metrics);

@@ -55,6 +55,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde_json::Value;
 
+use super::parallel::{SLICE_ROWS, Writers, file_count, slices};
 use super::rows::{InMemory, Rows};
 use super::{Gate, Txn, commit_properties};
 use crate::error::{Error, Result};
@@ -62,7 +63,7 @@ use crate::error::{Error, Result};
 type Fast = foldhash::fast::RandomState;
 
 /// Rows decoded per step while scanning and rewriting target files.
-const READ_BATCH_ROWS: usize = 65_536;
+const READ_BATCH_ROWS: usize = SLICE_ROWS;
 
 /// What happens to a source row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +272,7 @@ pub(super) async fn upsert(
     let mut merge = change_target(table, mode, &source, (key, order_by), &schema, scanned).await.map_err(delta)?;
 
     // The source rows that win.
-    let mut writer = Winners::new(table, keyed_writer_properties(key), rows.count()).map_err(delta)?;
+    let mut writer = winners(table, keyed_writer_properties(key), rows.count()).map_err(delta)?;
     let mut offset = 0usize;
     for b in rows.pass(None)? {
         let b = &b?;
@@ -285,8 +286,10 @@ pub(super) async fn upsert(
             b.clone()
         };
         merge.inserted += fates.iter().filter(|f| **f == Fate::Insert).count();
-        if out.num_rows() > 0 {
-            writer.write(out).await.map_err(delta)?;
+        if !writer.write(&out).await {
+            // A writer stopped: its error says why.
+            writer.finish(writer_stopped).await.map_err(delta)?;
+            return Err(delta(writer_stopped("it stopped".into())));
         }
         if mode.change_feed {
             let insert: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Insert)).collect();
@@ -296,7 +299,7 @@ pub(super) async fn upsert(
         }
     }
     merge.start_changes(&table.object_store(), &schema, key);
-    let adds: Vec<Action> = writer.finish().await.map_err(delta)?.into_iter().map(Action::Add).collect();
+    let adds: Vec<Action> = writer.finish(writer_stopped).await.map_err(delta)?.into_iter().map(Action::Add).collect();
     merge.added += adds.len();
     merge.actions.extend(adds);
     std::mem::take(gate).pass().await?;
@@ -304,75 +307,27 @@ pub(super) async fn upsert(
     Ok(Some(committed.await.map_err(delta)?))
 }
 
-/// Rows of a merge's winners (or changes) per file written at once, at least: fewer go to one
-/// file.
-const WINNER_FILE_ROWS: u64 = 100_000;
-
-/// `batch` in slices of [`READ_BATCH_ROWS`] rows (none when it is empty).
-fn slices(batch: &RecordBatch) -> impl Iterator<Item = RecordBatch> + '_ {
-    (0..batch.num_rows())
-        .step_by(READ_BATCH_ROWS)
-        .map(|at| batch.slice(at, (batch.num_rows() - at).min(READ_BATCH_ROWS)))
+/// The writers of a merge's winning rows (about `rows` of them) to files of `table`: one file per
+/// 100,000 rows, up to one per core, each encoded on its own task ([`Writers`]).
+fn winners(
+    table: &DeltaTable,
+    properties: WriterProperties,
+    rows: u64,
+) -> Result<Writers<DeltaTableError>, DeltaTableError> {
+    let writers = (0..file_count(rows))
+        .map(|_| Ok(RecordBatchWriter::for_table(table)?.with_writer_properties(properties.clone())))
+        .collect::<Result<Vec<_>, DeltaTableError>>()?;
+    Ok(Writers::start(writers, |mut writer, mut rows| async move {
+        while let Some(batch) = rows.recv().await {
+            writer.write(batch).await?;
+        }
+        writer.flush().await
+    }))
 }
 
-/// How many files `rows` rows are written to at once: one per [`WINNER_FILE_ROWS`], up to one
-/// per core (encoding a Parquet file is one core's work), at least one.
-fn file_count(rows: u64) -> usize {
-    let threads = super::cores();
-    usize::try_from(rows / WINNER_FILE_ROWS).unwrap_or(usize::MAX).clamp(1, threads)
-}
-
-/// The writers of a merge's winning rows: one file per [`WINNER_FILE_ROWS`] rows, up to one per
-/// core, each encoded on its own task (encoding a Parquet file is one core's work), fed slices of
-/// [`READ_BATCH_ROWS`] rows in turn.
-struct Winners {
-    feeds: Vec<tokio::sync::mpsc::Sender<RecordBatch>>,
-    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Add>, DeltaTableError>>>,
-    next: usize,
-}
-
-impl Winners {
-    /// Writers for about `rows` rows of `table`.
-    fn new(table: &DeltaTable, properties: WriterProperties, rows: u64) -> Result<Winners, DeltaTableError> {
-        let files = file_count(rows);
-        let (mut feeds, mut tasks) = (Vec::with_capacity(files), Vec::with_capacity(files));
-        for _ in 0..files {
-            let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(properties.clone());
-            let (feed, mut rows) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-            feeds.push(feed);
-            tasks.push(tokio::spawn(async move {
-                while let Some(batch) = rows.recv().await {
-                    writer.write(batch).await?;
-                }
-                writer.flush().await
-            }));
-        }
-        Ok(Winners { feeds, tasks, next: 0 })
-    }
-
-    async fn write(&mut self, batch: RecordBatch) -> Result<(), DeltaTableError> {
-        for slice in slices(&batch) {
-            let feed = &self.feeds[self.next % self.feeds.len()];
-            self.next += 1;
-            if feed.send(slice).await.is_err() {
-                // A writer stopped: its error says why.
-                self.finish().await?;
-                return Err(DeltaTableError::Generic("a writer of the merge's rows stopped".into()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Closes the files: their add actions (the first error, if a writer failed).
-    async fn finish(&mut self) -> Result<Vec<Add>, DeltaTableError> {
-        self.feeds.clear();
-        let mut adds = Vec::new();
-        for task in std::mem::take(&mut self.tasks) {
-            let written = task.await.map_err(|e| DeltaTableError::Generic(format!("merge writer task: {e}")))?;
-            adds.extend(written?);
-        }
-        Ok(adds)
-    }
+/// A merge's writer task failed to finish.
+fn writer_stopped(why: String) -> DeltaTableError {
+    DeltaTableError::Generic(format!("a writer of the merge's rows: {why}"))
 }
 
 /// The merge of rows already written to files of the table (by a cluster's executors; `written`,
@@ -478,9 +433,8 @@ struct Merge {
 
 impl Merge {
     /// Starts writing the change data (when the table records a feed) on tasks of their own, so
-    /// it is encoded while the winners' files are: one file per [`WINNER_FILE_ROWS`] rows, up to
-    /// one per core, fed slices of [`READ_BATCH_ROWS`] rows in turn, the `key` column without a
-    /// dictionary. [`commit`] commits them.
+    /// it is encoded while the winners' files are: as many files as [`file_count`] says, fed
+    /// slices in turn, the `key` column without a dictionary. [`commit`] commits them.
     fn start_changes(&mut self, store: &Arc<dyn ObjectStore>, schema: &SchemaRef, key: &str) {
         if !self.change_feed || !self.changes.is_empty() {
             return;

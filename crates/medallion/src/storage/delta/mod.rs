@@ -27,6 +27,7 @@ mod dv;
 mod files;
 mod keyed;
 mod newest;
+mod parallel;
 mod purge;
 mod rows;
 mod scan;
@@ -475,6 +476,9 @@ impl Table {
 
     /// Writes `batches` in one commit: appended, or replacing the table's content.
     pub async fn write(self, batches: Vec<RecordBatch>, write: WriteOptions) -> Result<Table> {
+        if self.creates_in_parallel(&write) {
+            return self.create_in_parallel(once::stream(batches)?, write).await;
+        }
         let plan = once::plan(batches)?;
         self.write_plan(plan, write).await
     }
@@ -483,8 +487,72 @@ impl Table {
     /// time: the files are written as the batches arrive and committed at the end. A stream that
     /// yields no batch writes no row (and still commits).
     pub async fn write_stream(self, stream: SendableRecordBatchStream, write: WriteOptions) -> Result<Table> {
+        if self.creates_in_parallel(&write) {
+            return self.create_in_parallel(stream, write).await;
+        }
         let plan = once::stream_plan(stream)?;
         self.write_plan(plan, write).await
+    }
+
+    /// Whether `write` creates the table from rows in any order, unpartitioned and with the
+    /// writer's defaults: [`Table::create_in_parallel`] then writes it.
+    fn creates_in_parallel(&self, write: &WriteOptions) -> bool {
+        write.any_order
+            && !self.exists
+            && write.partition_by.is_empty()
+            && write.replace_where.is_none()
+            && write.row_group_rows.is_none()
+            && write.file_bytes.is_none()
+    }
+
+    /// Creates the table with the rows of `stream` as [`Table::write_stream`] would, their
+    /// Parquet files encoded on every core at once ([`parallel`]: delta-rs's write encodes an
+    /// unpartitioned table's rows on one), and commits them in one commit that creates the table.
+    async fn create_in_parallel(self, mut stream: SendableRecordBatchStream, write: WriteOptions) -> Result<Table> {
+        use deltalake::datafile::writer::{DeltaWriter as FileSink, WriterConfig};
+        let label = self.label.clone();
+        let delta = |e: DeltaTableError| Error::delta(&label, e);
+        // The table's schema as Delta has it, and the files' as a reader of the table finds it.
+        let given = stream.schema();
+        let structure: deltalake::kernel::StructType =
+            given.as_ref().try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
+        let schema: SchemaRef =
+            Arc::new((&structure).try_into_arrow().map_err(|e| Error::arrow(format!("schema of {label}"), e))?);
+        let config = WriterConfig::new(
+            Arc::clone(&schema),
+            Vec::new(),
+            Some(parquet_properties().build()),
+            None,
+            None,
+            buoyant_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(32),
+            None,
+        );
+        let store = self.inner.object_store();
+        let sinks = (0..cores()).map(|_| FileSink::new(Arc::clone(&store), config.clone())).collect();
+        let mut writers = parallel::Writers::start(sinks, |mut sink, mut rows| async move {
+            while let Some(batch) = rows.recv().await {
+                sink.write(&batch).await?;
+            }
+            sink.close().await
+        });
+        let stopped = |why: String| DeltaTableError::Generic(format!("a writer of the new table's rows: {why}"));
+        while let Some(batch) = stream.next().await {
+            let batch =
+                files::conform(batch.map_err(|e| Error::sql(format!("rows written to {label}"), e))?, &schema, &label)?;
+            if !writers.write(&batch).await {
+                writers.finish(stopped).await.map_err(delta)?;
+                return Err(delta(stopped("it stopped".into())));
+            }
+        }
+        let adds = writers.finish(stopped).await.map_err(delta)?;
+        let mut properties = Vec::new();
+        if write.change_feed {
+            properties.push(("delta.enableChangeDataFeed", "true"));
+        }
+        if write.deletion_vectors {
+            properties.push(("delta.enableDeletionVectors", "true"));
+        }
+        self.create_with(adds, structure, &properties, write.txn, write.metadata).await
     }
 
     /// Writes one pass over `rows` like [`Table::write`], holding a batch at a time (rows spilled
@@ -939,6 +1007,9 @@ pub struct WriteOptions {
     /// Bytes a data file is written up to (None: delta-rs's 100 MiB): the writer holds a file's
     /// bytes until it is full and uploaded.
     pub file_bytes: Option<u64>,
+    /// The rows have no order to keep (silver's): a write that creates an unpartitioned table
+    /// then encodes them on every core at once, into a file per core, in any order.
+    pub any_order: bool,
 }
 
 /// Options of [`Table::upsert`].
@@ -1099,11 +1170,16 @@ mod once {
 
     /// A plan reading `batches` once (an empty table when there are none).
     pub(super) fn plan(batches: Vec<RecordBatch>) -> Result<LogicalPlan> {
+        stream_plan(stream(batches)?)
+    }
+
+    /// `batches` as a stream (at least one, possibly empty, gives the schema).
+    pub(super) fn stream(batches: Vec<RecordBatch>) -> Result<SendableRecordBatchStream> {
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             return Err(Error::Internal("a write needs at least one (possibly empty) batch".into()));
         };
         let rows = futures::stream::iter(batches.into_iter().map(Ok)).boxed();
-        stream_plan(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rows)))
     }
 
     /// A plan reading `rows` once.
