@@ -86,3 +86,58 @@ impl<E: Send + 'static> Writers<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn rows(n: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n as i64))]).expect("batch")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_row_goes_to_one_writer_in_slices_taken_in_turn() {
+        let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let mut writers = Writers::<String>::start(counts.clone(), |count, mut rows| async move {
+            while let Some(batch) = rows.recv().await {
+                assert!(batch.num_rows() <= SLICE_ROWS);
+                count.fetch_add(batch.num_rows(), Ordering::Relaxed);
+            }
+            Ok(Vec::new())
+        });
+        // 7 slices: 2 of 100,000 rows' 65,536 and 34,464, then 5, then none, then 3 whole ones and 1.
+        for n in [100_000, 5, 0, 3 * SLICE_ROWS, 1] {
+            assert!(writers.write(&rows(n)).await);
+        }
+        assert!(writers.finish(|why| why).await.expect("finished").is_empty());
+        let got: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(got, vec![SLICE_ROWS + SLICE_ROWS + 1, 34_464 + SLICE_ROWS, 5 + SLICE_ROWS]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_fails_stops_the_write_with_its_error() {
+        let mut writers = Writers::<String>::start(vec![0, 1], |n, mut rows| async move {
+            if n == 1 {
+                return Err("the disk is full".to_string());
+            }
+            while rows.recv().await.is_some() {}
+            Ok(Vec::new())
+        });
+        let mut stopped = false;
+        for _ in 0..16 {
+            if !writers.write(&rows(SLICE_ROWS)).await {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped, "a send to the failed writer fails");
+        assert_eq!(writers.finish(|why| why).await.expect_err("failed"), "the disk is full");
+    }
+}
