@@ -55,7 +55,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde_json::Value;
 
-use super::parallel::{SLICE_ROWS, Writers, file_count, slices};
+use super::parallel::{Writers, file_count, slices};
 use super::rows::{InMemory, Rows};
 use super::{Gate, Txn, commit_properties};
 use crate::error::{Error, Result};
@@ -63,7 +63,7 @@ use crate::error::{Error, Result};
 type Fast = foldhash::fast::RandomState;
 
 /// Rows decoded per step while scanning and rewriting target files.
-const READ_BATCH_ROWS: usize = SLICE_ROWS;
+const READ_BATCH_ROWS: usize = 65_536;
 
 /// What happens to a source row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -524,7 +524,9 @@ impl Table {
             Some(parquet_properties().build()),
             None,
             None,
-            buoyant_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(32),
+            buoyant_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(
+                deltalake::table::config::DEFAULT_NUM_INDEX_COLS,
+            ),
             None,
         );
         let store = self.inner.object_store();
