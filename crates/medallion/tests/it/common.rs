@@ -87,12 +87,12 @@ pub async fn query(project: &Project, lake: &Lake, sql: &str) -> Vec<Vec<String>
     rows
 }
 
-/// A column's values as strings (whatever the string encoding, e.g. Utf8View).
 /// The first row's first column of a query's rows, an `Int64` (a count).
 pub fn first_i64(batches: &[RecordBatch]) -> i64 {
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
 }
 
+/// A column's values as strings (whatever the string encoding, e.g. Utf8View).
 pub fn strings(col: &medallion::arrow::array::ArrayRef) -> Vec<String> {
     let utf8 = medallion::arrow::compute::cast(col, &medallion::arrow::datatypes::DataType::Utf8).expect("cast");
     let a = utf8.as_string::<i32>();
