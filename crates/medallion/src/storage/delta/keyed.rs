@@ -286,11 +286,7 @@ pub(super) async fn upsert(
             b.clone()
         };
         merge.inserted += fates.iter().filter(|f| **f == Fate::Insert).count();
-        if !writer.write(&out).await {
-            // A writer stopped: its error says why.
-            writer.finish(writer_stopped).await.map_err(delta)?;
-            return Err(delta(writer_stopped("it stopped".into())));
-        }
+        writer.write(&out).await.map_err(delta)?;
         if mode.change_feed {
             let insert: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Insert)).collect();
             let update: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Update)).collect();
@@ -299,7 +295,7 @@ pub(super) async fn upsert(
         }
     }
     merge.start_changes(&table.object_store(), &schema, key);
-    let adds: Vec<Action> = writer.finish(writer_stopped).await.map_err(delta)?.into_iter().map(Action::Add).collect();
+    let adds: Vec<Action> = writer.finish().await.map_err(delta)?.into_iter().map(Action::Add).collect();
     merge.added += adds.len();
     merge.actions.extend(adds);
     std::mem::take(gate).pass().await?;
@@ -317,7 +313,7 @@ fn winners(
     let writers = (0..file_count(rows))
         .map(|_| Ok(RecordBatchWriter::for_table(table)?.with_writer_properties(properties.clone())))
         .collect::<Result<Vec<_>, DeltaTableError>>()?;
-    Ok(Writers::start(writers, |mut writer, mut rows| async move {
+    Ok(Writers::start(writers, writer_stopped, |mut writer, mut rows| async move {
         while let Some(batch) = rows.recv().await {
             writer.write(batch).await?;
         }
@@ -325,7 +321,7 @@ fn winners(
     }))
 }
 
-/// A merge's writer task failed to finish.
+/// The error of a merge's writer that ended without one of its own.
 fn writer_stopped(why: String) -> DeltaTableError {
     DeltaTableError::Generic(format!("a writer of the merge's rows: {why}"))
 }

@@ -531,22 +531,19 @@ impl Table {
         );
         let store = self.inner.object_store();
         let sinks = (0..cores()).map(|_| FileSink::new(Arc::clone(&store), config.clone())).collect();
-        let mut writers = parallel::Writers::start(sinks, |mut sink, mut rows| async move {
+        let stopped = |why: String| DeltaTableError::Generic(format!("a writer of the new table's rows: {why}"));
+        let mut writers = parallel::Writers::start(sinks, stopped, |mut sink, mut rows| async move {
             while let Some(batch) = rows.recv().await {
                 sink.write(&batch).await?;
             }
             sink.close().await
         });
-        let stopped = |why: String| DeltaTableError::Generic(format!("a writer of the new table's rows: {why}"));
         while let Some(batch) = stream.next().await {
             let batch =
                 files::conform(batch.map_err(|e| Error::sql(format!("rows written to {label}"), e))?, &schema, &label)?;
-            if !writers.write(&batch).await {
-                writers.finish(stopped).await.map_err(delta)?;
-                return Err(delta(stopped("it stopped".into())));
-            }
+            writers.write(&batch).await.map_err(delta)?;
         }
-        let adds = writers.finish(stopped).await.map_err(delta)?;
+        let adds = writers.finish().await.map_err(delta)?;
         let mut properties = Vec::new();
         if write.change_feed {
             properties.push(("delta.enableChangeDataFeed", "true"));

@@ -34,12 +34,20 @@ pub(super) struct Writers<E> {
     feeds: Vec<mpsc::Sender<RecordBatch>>,
     tasks: Vec<JoinHandle<Result<Vec<Add>, E>>>,
     next: usize,
+    /// The error of a writer that stopped without one of its own (its task panicked or was
+    /// cancelled), from what happened.
+    stopped: fn(String) -> E,
 }
 
 impl<E: Send + 'static> Writers<E> {
     /// Starts `run` for each of `writers` on a task of its own, over the slices it is fed (its
-    /// channel closes when the rows end).
-    pub(super) fn start<W, F>(writers: Vec<W>, run: impl Fn(W, mpsc::Receiver<RecordBatch>) -> F) -> Writers<E>
+    /// channel closes when the rows end); `stopped` words the error of a writer that ended without
+    /// one.
+    pub(super) fn start<W, F>(
+        writers: Vec<W>,
+        stopped: fn(String) -> E,
+        run: impl Fn(W, mpsc::Receiver<RecordBatch>) -> F,
+    ) -> Writers<E>
     where
         F: Future<Output = Result<Vec<Add>, E>> + Send + 'static,
     {
@@ -50,25 +58,28 @@ impl<E: Send + 'static> Writers<E> {
             feeds.push(feed);
             tasks.push(tokio::spawn(run(writer, rows)));
         }
-        Writers { feeds, tasks, next: 0 }
+        Writers { feeds, tasks, next: 0, stopped }
     }
 
-    /// Hands `batch`'s rows to the writers, a slice each in turn. False when a writer stopped:
-    /// [`Writers::finish`] then says why.
-    pub(super) async fn write(&mut self, batch: &RecordBatch) -> bool {
+    /// Hands `batch`'s rows to the writers, a slice each in turn. When a writer stopped, waits for
+    /// them all and returns why it did.
+    pub(super) async fn write(&mut self, batch: &RecordBatch) -> Result<(), E> {
         for slice in slices(batch) {
             let feed = &self.feeds[self.next % self.feeds.len()];
             self.next += 1;
             if feed.send(slice).await.is_err() {
-                return false;
+                return Err(match self.finish().await {
+                    Err(e) => e,
+                    Ok(_) => (self.stopped)("it stopped before the rows ended".into()),
+                });
             }
         }
-        true
+        Ok(())
     }
 
     /// Ends the rows and waits for every writer: the add actions of all their files, or the first
-    /// error (`joined` makes one of a task that did not finish).
-    pub(super) async fn finish(&mut self, joined: impl Fn(String) -> E) -> Result<Vec<Add>, E> {
+    /// error.
+    pub(super) async fn finish(&mut self) -> Result<Vec<Add>, E> {
         self.feeds.clear();
         let mut adds = Vec::new();
         let mut failed = None;
@@ -77,7 +88,7 @@ impl<E: Send + 'static> Writers<E> {
             match task.await {
                 Ok(Ok(written)) => adds.extend(written),
                 Ok(Err(e)) => failed = failed.or(Some(e)),
-                Err(e) => failed = failed.or_else(|| Some(joined(format!("a writer task stopped: {e}")))),
+                Err(e) => failed = failed.or_else(|| Some((self.stopped)(format!("its task ended: {e}")))),
             }
         }
         match failed {
@@ -105,39 +116,46 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_row_goes_to_one_writer_in_slices_taken_in_turn() {
         let counts: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-        let mut writers = Writers::<String>::start(counts.clone(), |count, mut rows| async move {
-            while let Some(batch) = rows.recv().await {
-                assert!(batch.num_rows() <= SLICE_ROWS);
-                count.fetch_add(batch.num_rows(), Ordering::Relaxed);
-            }
-            Ok(Vec::new())
-        });
+        let mut writers = Writers::start(
+            counts.clone(),
+            |why| why,
+            |count, mut rows| async move {
+                while let Some(batch) = rows.recv().await {
+                    assert!(batch.num_rows() <= SLICE_ROWS);
+                    count.fetch_add(batch.num_rows(), Ordering::Relaxed);
+                }
+                Ok(Vec::new())
+            },
+        );
         // 7 slices: 2 of 100,000 rows' 65,536 and 34,464, then 5, then none, then 3 whole ones and 1.
         for n in [100_000, 5, 0, 3 * SLICE_ROWS, 1] {
-            assert!(writers.write(&rows(n)).await);
+            writers.write(&rows(n)).await.expect("written");
         }
-        assert!(writers.finish(|why| why).await.expect("finished").is_empty());
+        assert!(writers.finish().await.expect("finished").is_empty());
         let got: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         assert_eq!(got, vec![SLICE_ROWS + SLICE_ROWS + 1, 34_464 + SLICE_ROWS, 5 + SLICE_ROWS]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_that_fails_stops_the_write_with_its_error() {
-        let mut writers = Writers::<String>::start(vec![0, 1], |n, mut rows| async move {
-            if n == 1 {
-                return Err("the disk is full".to_string());
-            }
-            while rows.recv().await.is_some() {}
-            Ok(Vec::new())
-        });
-        let mut stopped = false;
+        let mut writers = Writers::start(
+            vec![0, 1],
+            |why| why,
+            |n, mut rows| async move {
+                if n == 1 {
+                    return Err("the disk is full".to_string());
+                }
+                while rows.recv().await.is_some() {}
+                Ok(Vec::new())
+            },
+        );
+        let mut stopped = None;
         for _ in 0..16 {
-            if !writers.write(&rows(SLICE_ROWS)).await {
-                stopped = true;
+            if let Err(e) = writers.write(&rows(SLICE_ROWS)).await {
+                stopped = Some(e);
                 break;
             }
         }
-        assert!(stopped, "a send to the failed writer fails");
-        assert_eq!(writers.finish(|why| why).await.expect_err("failed"), "the disk is full");
+        assert_eq!(stopped.as_deref(), Some("the disk is full"), "a send to the failed writer fails with its error");
     }
 }
