@@ -17,7 +17,7 @@ use super::spill::Spilled;
 use super::table::SilverTable;
 use crate::catalog;
 use crate::error::{Error, Result};
-use crate::storage::delta::{Gate, InMemory, KeyScan, Rows, Table, Txn, Upsert, WriteOptions};
+use crate::storage::delta::{Gate, InMemory, KeyScan, Rows, Table, Txn, Upsert, WriteOptions, creation_properties};
 use crate::storage::{Lake, Layer};
 
 /// What a promotion (or a replay) writes to silver.
@@ -266,13 +266,7 @@ async fn create_written(
     txn: Txn,
     metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Table> {
-    let mut properties = Vec::new();
-    if table.change_feed {
-        properties.push(("delta.enableChangeDataFeed", "true"));
-    }
-    if table.deletion_vectors {
-        properties.push(("delta.enableDeletionVectors", "true"));
-    }
+    let properties = creation_properties(table.change_feed, table.deletion_vectors);
     silver.create_from_files(adds, &table.contract.schema, &properties, Some(txn), metadata).await
 }
 

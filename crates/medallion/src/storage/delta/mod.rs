@@ -544,13 +544,7 @@ impl Table {
             writers.write(&batch).await.map_err(delta)?;
         }
         let adds = writers.finish().await.map_err(delta)?;
-        let mut properties = Vec::new();
-        if write.change_feed {
-            properties.push(("delta.enableChangeDataFeed", "true"));
-        }
-        if write.deletion_vectors {
-            properties.push(("delta.enableDeletionVectors", "true"));
-        }
+        let properties = creation_properties(write.change_feed, write.deletion_vectors);
         self.create_with(adds, structure, &properties, write.txn, write.metadata).await
     }
 
@@ -574,15 +568,9 @@ impl Table {
             builder = builder.with_partition_columns(write.partition_by);
         }
         if !self.exists {
-            let mut config = Vec::new();
-            if write.change_feed {
-                config.push(("delta.enableChangeDataFeed", Some("true")));
-            }
-            if write.deletion_vectors {
-                config.push(("delta.enableDeletionVectors", Some("true")));
-            }
+            let config = creation_properties(write.change_feed, write.deletion_vectors);
             if !config.is_empty() {
-                builder = builder.with_configuration(config);
+                builder = builder.with_configuration(config.into_iter().map(|(k, v)| (k, Some(v))));
             }
         }
         if let Some(bytes) = write.file_bytes.and_then(std::num::NonZeroU64::new) {
@@ -1106,6 +1094,18 @@ async fn last_checkpoint(lake: &Lake, label: &str) -> Result<Option<i64>> {
 fn parquet_properties() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
     use datafusion::parquet::{basic::Compression, file::properties::WriterProperties};
     WriterProperties::builder().set_compression(Compression::SNAPPY)
+}
+
+/// The table properties a table is created with: a change data feed, deletion vectors.
+pub fn creation_properties(change_feed: bool, deletion_vectors: bool) -> Vec<(&'static str, &'static str)> {
+    let mut properties = Vec::new();
+    if change_feed {
+        properties.push(("delta.enableChangeDataFeed", "true"));
+    }
+    if deletion_vectors {
+        properties.push(("delta.enableDeletionVectors", "true"));
+    }
+    properties
 }
 
 fn commit_properties(txn: Option<Txn>, metadata: HashMap<String, Value>) -> CommitProperties {
