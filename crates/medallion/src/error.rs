@@ -268,10 +268,12 @@ impl Error {
         use deltalake::DeltaTableError as D;
         match self {
             Error::Storage { .. } | Error::Busy { .. } => true,
-            Error::Delta { source, .. } => matches!(
-                source,
-                D::ObjectStore { .. } | D::VersionAlreadyExists(_) | D::Transaction { .. } | D::Io { .. }
-            ),
+            Error::Delta {
+                source: D::ObjectStore { .. } | D::VersionAlreadyExists(_) | D::Transaction { .. } | D::Io { .. },
+                ..
+            } => true,
+            Error::Delta { source, .. } => store_failed(source),
+            Error::Sql { source, .. } => store_failed(source),
             _ => false,
         }
     }
@@ -296,6 +298,35 @@ impl Error {
     pub(crate) fn arrow(context: impl Into<String>, source: datafusion::arrow::error::ArrowError) -> Self {
         Error::sql(context, datafusion::error::DataFusionError::ArrowError(Box::new(source), None))
     }
+}
+
+/// Whether `error` was caused by the object store failing to answer (a dropped connection, a 5xx
+/// its client gave up on, a timeout), wherever the store's error sits in its chain of causes: a
+/// Delta log read through the kernel, a query's Parquet read. A store that answered with a client
+/// error (missing object, access denied, bad path) would answer the same again.
+fn store_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        // The kernel keeps the store's error without naming it as its source.
+        let store = match e.downcast_ref::<buoyant_kernel::Error>() {
+            Some(buoyant_kernel::Error::ObjectStore(store)) => Some(store),
+            _ => e.downcast_ref::<object_store::Error>(),
+        };
+        if let Some(store) = store {
+            return match store {
+                object_store::Error::Generic { .. } => !answered_client_error(&store.to_string()),
+                object_store::Error::JoinError { .. } => true,
+                _ => false,
+            };
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Whether a store's error text says the server answered with a 4xx status.
+fn answered_client_error(text: &str) -> bool {
+    text.split("status code: ").skip(1).any(|rest| rest.starts_with('4'))
 }
 
 fn render_diagnostics(diags: &[Diagnostic]) -> String {
@@ -394,5 +425,36 @@ mod tests {
         );
         assert_eq!(explain(&down), "cannot reach http://127.0.0.1:1 (connection failed after 6 retries)");
         assert!(!explain(&down).contains('\n'));
+    }
+
+    /// A store that dropped a connection fails a Delta log read (through the kernel) or a query's
+    /// Parquet read wrapped in their own errors: the node is retried all the same. A store that
+    /// answered "no" is not asked again.
+    #[test]
+    fn a_store_failure_inside_a_kernel_or_query_error_is_transient() {
+        use datafusion::error::DataFusionError as F;
+        use deltalake::DeltaTableError as D;
+        let dropped = || {
+            generic(
+                "Error performing GET http://h/lake/t/_delta_log/00000000000000000000.json in 101ms, after 1 retries, max_retries: 6, retry_timeout: 60s  - HTTP error: error sending request",
+            )
+        };
+        let forbidden = || {
+            generic("Error performing GET http://h/x - Server returned non-2xx status code: 403 Forbidden: <Error/>")
+        };
+        let kernel = |e| Error::delta("gold/m", D::KernelError(buoyant_kernel::Error::ObjectStore(e)));
+        let query = |e| Error::sql("the changes of silver/orders", F::External(Box::new(e)));
+        assert!(kernel(dropped()).is_transient());
+        assert!(query(dropped()).is_transient());
+        assert!(Error::sql("q", F::ObjectStore(Box::new(dropped()))).is_transient());
+        assert!(
+            Error::sql("q", F::Context("reading".into(), Box::new(F::ObjectStore(Box::new(dropped()))))).is_transient()
+        );
+        assert!(!kernel(forbidden()).is_transient());
+        assert!(!query(forbidden()).is_transient());
+        let missing = object_store::Error::NotFound { path: "x".into(), source: "gone".into() };
+        assert!(!query(missing).is_transient());
+        assert!(!Error::delta("gold/m", D::KernelError(buoyant_kernel::Error::generic("bad log"))).is_transient());
+        assert!(!Error::sql("q", F::Plan("no such column".into())).is_transient());
     }
 }

@@ -375,6 +375,7 @@ pub async fn after_run(
     for done in futures::future::join_all(due).await {
         done.map_err(|e| Error::Internal(format!("checkpoint task: {e}")))??;
     }
+    crate::runtime::faults::check("maintenance", "state")?;
     if !vacuumed.is_empty() || checked != checked_before {
         fn json(v: impl Serialize) -> Result<serde_json::Value> {
             serde_json::to_value(v).map_err(|e| Error::Internal(e.to_string()))

@@ -437,6 +437,38 @@ fn retry_reruns_only_what_failed_and_select_narrows_a_run() {
     assert!(text(&out.stderr).contains("unknown node `nope+`"), "{}", text(&out.stderr));
 }
 
+/// The maintenance after a run is retried after a transient error like a node: here the error
+/// comes once its compaction committed, before it recorded what it checked. The run succeeds, and
+/// the retry compacts nothing twice.
+#[test]
+fn a_transient_fault_in_maintenance_is_retried_and_compacts_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    let toml = proj.join("medallion.toml");
+    let spec = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, spec.replace("[project]\n", "[project]\ncompact_above_files = 1\n")).expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    // The second run appends to the event log, which then holds two files: due for compaction.
+    let out = bin()
+        .args(["run"])
+        .env("MEDALLION_FAULT_AT", "maintenance:state:1")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("MEDALLION_FAULT_AT=maintenance:state:1 (time 1)"), "{}", text(&out.stderr));
+    let log = proj.join("lake/_medallion/events/_delta_log");
+    let optimized = std::fs::read_dir(&log)
+        .expect("log")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter(|e| std::fs::read_to_string(e.path()).expect("commit").contains("\"operation\":\"OPTIMIZE\""))
+        .count();
+    assert_eq!(optimized, 1, "the event log compacted once");
+    assert_eq!(sql_rows(&proj, "SELECT count(DISTINCT run_id) AS runs FROM medallion.events")[0]["runs"], 2);
+}
+
 #[test]
 fn a_transient_fault_is_retried_and_commits_once() {
     let dir = tempfile::tempdir().expect("tmp");

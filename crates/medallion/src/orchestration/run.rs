@@ -492,9 +492,13 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
     events.record(lake).await?;
     tracing::debug!(ms = ms(tail), "events recorded");
     // Maintenance follows successful runs only: a failed run is retried first, on the same files.
+    // It is retried after a transient error like a node (each of its steps checks afresh whether
+    // it is due, so a retry redoes none that committed).
     if summary.ok() {
         let tail = Instant::now();
-        (summary.compacted, summary.vacuumed) = crate::maintenance::after_run(lake, project, opts.now).await?;
+        let (done, _) =
+            attempt(opts, None, "maintenance", || crate::maintenance::after_run(lake, project, opts.now)).await;
+        (summary.compacted, summary.vacuumed) = done?;
         tracing::debug!(ms = ms(tail), "maintenance checked");
     }
     runlog::record(lake, &summary.run_id, &summary).await?;

@@ -10,7 +10,8 @@
 //! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
 //! Parquet export not), `silver/<table>:replay` (a replay's MERGE
 //! committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor starts reading a
-//! shipped table's files). Unset, it costs one environment lookup.
+//! shipped table's files), `maintenance:state` (the maintenance after a run compacted, vacuumed
+//! and checkpointed what was due, and has not recorded what it checked). Unset, it costs one environment lookup.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
