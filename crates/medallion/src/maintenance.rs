@@ -312,21 +312,36 @@ pub async fn after_run(
     // Tables the project no longer declares are forgotten.
     checked.retain(|label, _| candidates.iter().any(|(layer, name)| *label == format!("{layer}/{name}")));
     let (mut compacted, mut vacuumed) = (Vec::new(), Vec::new());
-    // The tables loaded below: each is checkpointed if due.
-    let mut loaded: Vec<Table> = Vec::new();
-    for (layer, name) in candidates {
+    // Every table that may have work is loaded, side by side: each load replays the table's log
+    // (mostly synchronously), and a run commits to several.
+    let loads = candidates.into_iter().map(|(layer, name)| {
         let p = policy(project, layer, &name);
         let label = format!("{layer}/{name}");
         let last = vacuumed_at.get(&label).and_then(|t| t.parse::<crate::runtime::Now>().ok()).or(legacy);
         let vacuum_due =
             p.vacuum.filter(|(every, _)| last.is_none_or(|l| (now - l).num_seconds() >= every.seconds as i64));
-        if vacuum_due.is_none()
-            && let Some(c) = checked.get(&label)
-            && c.still_holds(lake, &p).await?
-        {
+        let (lake, check) = (lake.clone(), checked.get(&label).cloned());
+        tokio::spawn(async move {
+            if vacuum_due.is_none()
+                && let Some(c) = check
+                && c.still_holds(&lake, &p).await?
+            {
+                return Ok(None);
+            }
+            let t = Table::open(&lake, layer, &name).await?;
+            Ok::<_, Error>(Some((label, p, vacuum_due, t)))
+        })
+    });
+    let opened = futures::future::join_all(loads).await;
+    // The tables loaded: each is checkpointed if due.
+    let mut loaded: Vec<Table> = Vec::new();
+    // In the project's order, one at a time: compactions and vacuums are whole-table work.
+    for load in opened {
+        let Some((label, p, vacuum_due, mut t)) =
+            load.map_err(|e| Error::Internal(format!("loading a table for maintenance: {e}")))??
+        else {
             continue;
-        }
-        let mut t = Table::open(lake, layer, &name).await?;
+        };
         if !t.exists() {
             checked.remove(&label);
             continue;
