@@ -201,7 +201,8 @@ pub enum Command {
     /// of every table (or one), optionally Z-ordering silver and gold by columns; writes a
     /// checkpoint. Contents do not change.
     Optimize {
-        /// A silver table or gold model (with its dead letter); all when omitted.
+        /// A silver table or gold model (with its dead letter), or one layer's (`silver/orders`,
+        /// `quarantine.orders`); all when omitted.
         table: Option<String>,
         /// Z-order by these columns (e.g. order_date) so filters on them skip files.
         #[arg(long, value_delimiter = ',', value_name = "COLS")]
@@ -213,7 +214,8 @@ pub enum Command {
     /// Delete data and deletion-vector files no version younger than --retain references, and
     /// older files no commit named (time travel before that stops working). Contents do not change.
     Vacuum {
-        /// A silver table or gold model (with its dead letter); all when omitted.
+        /// A silver table or gold model (with its dead letter), or one layer's (`silver/orders`,
+        /// `quarantine.orders`); all when omitted.
         table: Option<String>,
         /// Keep the files of versions younger than this (e.g. 7d, 30d).
         #[arg(long, default_value = "7d", value_name = "DURATION")]
@@ -358,7 +360,8 @@ pub enum Command {
     },
     /// Print rows of a table: `orders`, `silver.orders`, `quarantine.orders`, `gold.daily_revenue`.
     Show {
-        /// Table name.
+        /// `orders`, `silver.orders` (or `silver/orders`, as runs name it), `gold.daily_revenue`,
+        /// `quarantine.orders`.
         table: String,
         /// Rows to print.
         #[arg(long, short = 'n', default_value_t = 20)]
@@ -384,7 +387,8 @@ pub enum Command {
     },
     /// A table's commits: version, time, operation, rows changed and the run that made each.
     History {
-        /// `orders`, `silver.orders`, `gold.daily_revenue`, `quarantine.orders`.
+        /// `orders`, `silver.orders` (or `silver/orders`, as runs name it), `gold.daily_revenue`,
+        /// `quarantine.orders`.
         table: String,
         /// Most recent commits shown.
         #[arg(long, short = 'n', default_value_t = 20)]

@@ -109,7 +109,8 @@ async fn sweep(t: Table, retain: Duration, force: bool, dry_run: bool) -> Result
     Ok((t, done))
 }
 
-/// The tables `only` (a name: its silver or gold table and its dead letter) or all of them.
+/// The tables `only` names (a name: its silver or gold table and its dead letter; `silver/orders`,
+/// as runs and errors name a table, or `silver.orders`: that one) or all of them.
 fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>> {
     let mut out = Vec::new();
     for t in project.silver.keys() {
@@ -119,7 +120,11 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
         out.extend([(Layer::Gold, m.clone()), (Layer::Quarantine, m.clone())]);
     }
     if let Some(name) = only {
-        out.retain(|(_, n)| n == name);
+        let (layer, table) = match name.split_once(['/', '.']) {
+            Some((layer, table)) => (Some(layer), table),
+            None => (None, name),
+        };
+        out.retain(|(l, n)| n == table && layer.is_none_or(|layer| l.to_string() == layer));
         if out.is_empty() {
             let known = project.silver.keys().chain(project.gold.keys()).cloned().collect();
             return Err(Error::Unknown { kind: "table", name: name.to_string(), known });

@@ -14,17 +14,27 @@ fn as_of(text: Option<&str>) -> Result<Option<AsOf>> {
     text.map(|t| t.parse::<AsOf>().map_err(|e| anyhow!("--as-of: {e}"))).transpose()
 }
 
+/// A table named as runs, errors and events name it (`silver/orders`) in SQL's spelling
+/// (`silver.orders`); any other name as it is.
+fn sql_name(table: &str) -> String {
+    match table.split_once('/') {
+        Some((layer @ ("silver" | "gold" | "quarantine"), name)) => format!("{layer}.{name}"),
+        _ => table.to_string(),
+    }
+}
+
 pub async fn show(
     g: &Global,
-    table: &str,
+    given: &str,
     limit: usize,
     at: Option<&str>,
     out: Option<&std::path::Path>,
 ) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
     let known = known_tables(&project);
+    let table = &sql_name(given);
     let Some((layer, name)) = resolve(&project, table).filter(|_| known.iter().any(|k| k == table)) else {
-        return Err(medallion::Error::Unknown { kind: "table", name: table.to_string(), known }.into());
+        return Err(medallion::Error::Unknown { kind: "table", name: given.to_string(), known }.into());
     };
     let at = as_of(at)?;
     let query = format!("SELECT * FROM {table} LIMIT {limit}");
@@ -86,12 +96,12 @@ fn emit(
     Ok(Outcome::Ok)
 }
 
-pub async fn history(g: &Global, table: &str, limit: usize) -> Result<Outcome> {
+pub async fn history(g: &Global, given: &str, limit: usize) -> Result<Outcome> {
     let (project, lake) = open(g).await?;
-    let Some((layer, name)) = resolve(&project, table) else {
+    let Some((layer, name)) = resolve(&project, &sql_name(given)) else {
         return Err(medallion::Error::Unknown {
             kind: "table",
-            name: table.to_string(),
+            name: given.to_string(),
             known: known_tables(&project),
         }
         .into());

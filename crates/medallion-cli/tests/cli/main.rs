@@ -181,6 +181,35 @@ fn init_run_status_show_sql() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown table `nope`"), "{}", text(&out.stderr));
 
+    // A table named as runs, errors and `status` name it (`quarantine/orders`) is the same table.
+    for (slash, dot) in [
+        (
+            &["show", "quarantine/orders", "-n", "2", "--format", "json"][..],
+            &["show", "quarantine.orders", "-n", "2", "--format", "json"][..],
+        ),
+        (
+            &["history", "gold/daily_revenue", "--format", "json"],
+            &["history", "gold.daily_revenue", "--format", "json"],
+        ),
+    ] {
+        let (a, b) = (run(slash, &proj), run(dot, &proj));
+        assert_eq!(a.status.code(), Some(0), "{slash:?}: {}", text(&a.stderr));
+        assert_eq!(text(&a.stdout), text(&b.stdout), "{slash:?}");
+        assert!(!text(&a.stdout).is_empty(), "{slash:?}");
+    }
+    let out = run(&["history", "silver/nope"], &proj);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown table `silver/nope`"), "{}", text(&out.stderr));
+    // `optimize silver/orders` compacts that table, not its dead letter as `optimize orders` does.
+    let out = run(&["optimize", "silver/orders", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let tables: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["table"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(tables, ["silver/orders"], "{}", text(&out.stdout));
+
     let out = run(&["sql", "SELECT * FROM nope"], &proj);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
