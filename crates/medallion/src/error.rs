@@ -319,6 +319,13 @@ fn store_failed(error: &(dyn std::error::Error + 'static)) -> bool {
                 _ => false,
             };
         }
+        // DataFusion's Parquet reader keeps only the text of a failed footer read ("Failed to
+        // fetch metadata for file …: Object Store error: …").
+        if let Some(datafusion::parquet::errors::ParquetError::General(text)) =
+            e.downcast_ref::<datafusion::parquet::errors::ParquetError>()
+        {
+            return text.contains("Object Store error: Generic") && !answered_client_error(text);
+        }
         cause = e.source();
     }
     false
@@ -456,5 +463,12 @@ mod tests {
         assert!(!query(missing).is_transient());
         assert!(!Error::delta("gold/m", D::KernelError(buoyant_kernel::Error::generic("bad log"))).is_transient());
         assert!(!Error::sql("q", F::Plan("no such column".into())).is_transient());
+        let footer = |text: &str| {
+            let text = format!("Failed to fetch metadata for file lake/silver/orders/part-0.parquet: {text}");
+            Error::sql("q", F::ParquetError(Box::new(datafusion::parquet::errors::ParquetError::General(text))))
+        };
+        assert!(footer(&format!("Object Store error: {}", dropped())).is_transient());
+        assert!(!footer(&format!("Object Store error: {}", forbidden())).is_transient());
+        assert!(!footer("Parquet error: Invalid Parquet file. Corrupt footer").is_transient());
     }
 }
