@@ -332,10 +332,16 @@ impl Project {
             if spec.columns.is_empty() {
                 diags.push(Diagnostic::new(&t.file, &subject, "the contract has no columns").with_line(t.line));
             }
-            let mut seen = std::collections::BTreeSet::new();
+            // Each column's line: its name's first mention after `columns` (the primary key names
+            // it before), a repeated name's after the first column's.
+            let columns = line_of(&t.file, "columns", t.line);
+            let mut seen: BTreeMap<&str, Option<usize>> = BTreeMap::new();
             for c in &spec.columns {
-                let line = line_of(&t.file, &format!("\"{}\"", c.name), t.line);
-                if !seen.insert(c.name.as_str()) {
+                let first = seen.get(c.name.as_str()).copied();
+                let from = first.map_or(columns, |l| l.map(|l| l + 1));
+                let line = line_of(&t.file, &format!("\"{}\"", c.name), from);
+                seen.entry(c.name.as_str()).or_insert(line);
+                if first.is_some() {
                     diags.push(
                         Diagnostic::new(&t.file, &subject, format!("column `{}` is declared twice", c.name))
                             .with_line(line),

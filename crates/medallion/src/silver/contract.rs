@@ -146,15 +146,18 @@ impl Contract {
         let mut fields = Vec::new();
         let mut typed = Vec::new();
         let mut read: Vec<&str> = Vec::new();
-        for c in &spec.columns {
+        for (i, c) in spec.columns.iter().enumerate() {
             let field = c.from.as_deref().unwrap_or(&c.name);
+            // A column declared twice is reported as such where the project is validated; that
+            // its field is read twice follows from it.
+            let repeated = spec.columns[..i].iter().any(|p| p.name == c.name);
             if field.trim().is_empty() {
                 errors.push(ContractError {
                     subject: format!("column `{}`", c.name),
                     message: "`from` names no field".into(),
                     needle: Some("from".into()),
                 });
-            } else if read.contains(&field) {
+            } else if read.contains(&field) && !repeated {
                 errors.push(ContractError {
                     subject: format!("column `{}`", c.name),
                     message: format!(
