@@ -6,6 +6,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
@@ -155,6 +158,7 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
                 |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
             let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(first)?;
             let expr = crate::catalog::division::floats(expr, &df_schema).map_err(first)?.data;
+            fold_constants(&ctx, expr.clone(), &df_schema).map_err(first)?;
             let expr = ctx.create_physical_expr(expr, &df_schema).map_err(first)?;
             match expr.data_type(schema).map_err(first)? {
                 DataType::Boolean => Ok(Some(Gate { name: spec.name.clone(), kind, action: spec.action, sql, expr })),
@@ -167,6 +171,19 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
         }
     }
     if errors.is_empty() { Ok(gates) } else { Err(errors) }
+}
+
+/// `expr` with its constants folded, as a query's planner folds them: a literal that does not
+/// cast to its column's type (a `range` bound `'not a date'` on a date column) fails here, when the
+/// project is validated, instead of in the first run that evaluates it.
+fn fold_constants(ctx: &SessionContext, expr: Expr, schema: &DFSchema) -> datafusion::error::Result<Expr> {
+    let info = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .with_config_options(Arc::clone(ctx.state().config_options()))
+        .build();
+    let simplifier = ExprSimplifier::new(info);
+    let coerced = simplifier.coerce(expr, schema)?;
+    simplifier.simplify(coerced)
 }
 
 impl Gate {
