@@ -735,7 +735,10 @@ impl Project {
             // Set- and table-level expectations, planned with every table known.
             for (n, t) in &specs.silver {
                 let Some(table) = silver.get_mut(n) else { continue };
-                let owner = Owner { name: n, sla: table.sla };
+                // An `sla` that does not parse is reported above; a stand-in keeps a freshness
+                // expectation that defaults to it from reporting a missing one as well.
+                let stand_in = t.spec.sla.is_some().then_some(Duration { seconds: 0 });
+                let owner = Owner { name: n, sla: table.sla.or(stand_in) };
                 let subject = format!("silver table `{n}`, expectations");
                 match compile_checks(&ctx, &t.spec.expectations, table.schema.clone(), owner).await? {
                     Ok(compiled) => {
