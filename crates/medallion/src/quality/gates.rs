@@ -158,7 +158,7 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
                 |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
             let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(first)?;
             let expr = crate::catalog::division::floats(expr, &df_schema).map_err(first)?.data;
-            fold_constants(&ctx, expr.clone(), &df_schema).map_err(first)?;
+            constants_fit(&ctx, expr.clone(), &df_schema).map_err(first)?;
             let expr = ctx.create_physical_expr(expr, &df_schema).map_err(first)?;
             match expr.data_type(schema).map_err(first)? {
                 DataType::Boolean => Ok(Some(Gate { name: spec.name.clone(), kind, action: spec.action, sql, expr })),
@@ -173,17 +173,18 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
     if errors.is_empty() { Ok(gates) } else { Err(errors) }
 }
 
-/// `expr` with its constants folded, as a query's planner folds them: a literal that does not
-/// cast to its column's type (a `range` bound `'not a date'` on a date column) fails here, when the
-/// project is validated, instead of in the first run that evaluates it.
-fn fold_constants(ctx: &SessionContext, expr: Expr, schema: &DFSchema) -> datafusion::error::Result<Expr> {
+/// Folds `expr`'s constants as a query's planner folds them, for the error only: a literal that
+/// does not cast to its column's type (a `range` bound `'not a date'` on a date column) fails here,
+/// when the project is validated, instead of in the first run that evaluates it. The gate keeps
+/// the expression as written: folding is free to fix a stable function's value (`now()`, given a
+/// start time) at load, and a long-running `schedule` reuses the loaded project run after run.
+fn constants_fit(ctx: &SessionContext, expr: Expr, schema: &DFSchema) -> datafusion::error::Result<()> {
     let info = SimplifyContext::builder()
         .with_schema(Arc::new(schema.clone()))
         .with_config_options(Arc::clone(ctx.state().config_options()))
         .build();
     let simplifier = ExprSimplifier::new(info);
-    let coerced = simplifier.coerce(expr, schema)?;
-    simplifier.simplify(coerced)
+    simplifier.simplify(simplifier.coerce(expr, schema)?).map(|_| ())
 }
 
 impl Gate {
