@@ -124,7 +124,7 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
             Some((layer, table)) => (Some(layer), table),
             None => (None, name),
         };
-        out.retain(|(l, n)| n == table && layer.is_none_or(|layer| l.to_string() == layer));
+        out.retain(|(l, n)| n == table && layer.is_none_or(|layer| l.dir() == layer));
         if out.is_empty() {
             let known = project.silver.keys().chain(project.gold.keys()).cloned().collect();
             return Err(Error::Unknown { kind: "table", name: name.to_string(), known });
