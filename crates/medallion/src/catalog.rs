@@ -333,7 +333,10 @@ pub fn new_session() -> Result<SessionContext> {
         .with_memory_pool(crate::runtime::memory::query_pool())
         .build_arc()
         .map_err(|e| Error::sql("a query session's runtime", e))?;
-    let config = datafusion::prelude::SessionConfig::new().with_extension(unique_keys);
+    let mut config = datafusion::prelude::SessionConfig::new().with_extension(unique_keys);
+    // Planning errors then say where in the SQL they are (a column's span too); spans are
+    // ignored when plans compare.
+    config.options_mut().sql_parser.collect_spans = true;
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -438,6 +441,82 @@ fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) 
 pub async fn query(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
     let df = read_only(ctx, sql, context).await?;
     df.collect().await.map_err(|e| Error::sql(context, e))
+}
+
+/// A DataFusion error in one line for a user: its first line, a SQL parser's error in the
+/// parser's own words (`Expected: ), found: EOF`, not `SQL error: ParserError("…")`).
+pub fn error_line(e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e.find_root() {
+        datafusion::error::DataFusionError::SQL(p, _) => match p.as_ref() {
+            ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+            other => other.to_string(),
+        },
+        _ => e.to_string().lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+/// Where in a query something is: (line, column), 1-based, columns counting characters.
+pub type Position = (usize, usize);
+
+/// A query's planning or parsing error as a user reads it: one line, where in the SQL, and
+/// DataFusion's advice (sessions from [`new_session`] collect the spans this needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlProblem {
+    /// What is wrong, in one line, without the position.
+    pub message: String,
+    /// The start of the offending text and just past its end; a parser's point has both equal.
+    pub span: Option<(Position, Position)>,
+    /// DataFusion's help, or its notes ("possible column orders.amount").
+    pub advice: Option<String>,
+}
+
+impl SqlProblem {
+    /// The problem `e` describes: its diagnostic when it has one, else its first line; a
+    /// parser's trailing position (" at Line: 4, Column: 1") is taken off the message, and is
+    /// the span when there is no other.
+    pub fn of(e: &datafusion::error::DataFusionError) -> Self {
+        let (message, point) = match e.diagnostic() {
+            Some(d) => without_position(d.message.lines().next().unwrap_or_default()),
+            None => without_position(&error_line(e)),
+        };
+        let Some(d) = e.diagnostic() else { return Self { message, span: point.map(|p| (p, p)), advice: None } };
+        let at = |l: datafusion::common::Location| (l.line as usize, l.column as usize);
+        let advice: Vec<&str> = match d.helps.is_empty() {
+            false => d.helps.iter().map(|h| h.message.as_str()).collect(),
+            true => d.notes.iter().map(|n| n.message.as_str()).collect(),
+        };
+        Self {
+            message,
+            span: d.span.map(|s| (at(s.start), at(s.end))).or(point.map(|p| (p, p))),
+            advice: (!advice.is_empty()).then(|| advice.join("; ")),
+        }
+    }
+}
+
+/// A parser's message without its trailing position, and that position.
+fn without_position(text: &str) -> (String, Option<Position>) {
+    let point = text.rsplit_once(" at Line: ").and_then(|(message, at)| {
+        let (l, c) = at.split_once(", Column: ")?;
+        Some((message.to_string(), (l.trim().parse().ok()?, c.trim().parse().ok()?)))
+    });
+    match point {
+        Some((message, p)) => (message, Some(p)),
+        None => (text.to_string(), None),
+    }
+}
+
+impl std::fmt::Display for SqlProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(((line, column), _)) = self.span {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(advice) = &self.advice {
+            write!(f, " (hint: {advice})")?;
+        }
+        Ok(())
+    }
 }
 
 /// Plans `sql` as a query only: DDL (`CREATE`, `DROP`), DML (`INSERT`, `UPDATE`, `DELETE`,

@@ -71,7 +71,13 @@ pub async fn sql(g: &Global, query: &str, at: Option<&str>, out: Option<&std::pa
         Some(_) if engine != medallion::catalog::Engine::InProcess => bail!("--as-of is not supported with --cluster"),
         Some(_) => session_reading(&lake, &project, at, query).await?,
     };
-    let df = medallion::catalog::read_only(&ctx, query, "`sql`").await?;
+    // A query that does not plan: what and where in it, in one line.
+    let df = medallion::catalog::read_only(&ctx, query, "`sql`").await.map_err(|e| match e {
+        medallion::Error::Sql { context, source } => {
+            anyhow::anyhow!("{context}: {}", medallion::catalog::SqlProblem::of(&source))
+        }
+        other => other.into(),
+    })?;
     let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
     let rows = df.collect().await.map_err(|e| medallion::Error::query("the query failed", e))?;
     emit(g, schema, &rows, out)

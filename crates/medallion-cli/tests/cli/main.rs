@@ -213,6 +213,17 @@ fn init_run_status_show_sql() {
     let out = run(&["sql", "SELECT * FROM nope"], &proj);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    // A query that does not plan or parse: what, where in it, and DataFusion's advice, in one line.
+    for (query, said) in [
+        (
+            "SELECT order_id,\n  amout FROM silver.orders",
+            "line 2, column 3: column 'amout' not found (hint: possible column silver.orders.amount)",
+        ),
+        ("SELEC 1", "line 1, column 1: Expected: an SQL statement, found: SELEC"),
+    ] {
+        let out = run(&["sql", query], &proj);
+        assert_eq!((out.status.code(), text(&out.stderr)), (Some(2), format!("error: `sql`: {said}\n")));
+    }
 }
 
 #[test]
@@ -1709,9 +1720,10 @@ fn validate_plans_what_it_can_and_reports_no_follow_on_errors() {
     let columns = config.lines().position(|l| l.starts_with("columns_")).expect("key") + 1;
     let want = [
         format!("medallion.toml:{columns}: silver table `dim_customers`: unknown field `columns_`"),
-        "gold/broken.sql: gold model `broken`: SQL does not parse".to_string(),
+        "gold/broken.sql:1:1: gold model `broken`: SQL does not parse: Expected: an SQL statement, found: SELEC"
+            .to_string(),
         format!(
-            "gold/daily_revenue.sql:{amout}: gold model `daily_revenue`: SQL does not plan: Schema error: No field named amout"
+            "gold/daily_revenue.sql:{amout}:9: gold model `daily_revenue`: SQL does not plan: column 'amout' not found (hint: possible column orders.amount)"
         ),
     ];
     for w in &want {

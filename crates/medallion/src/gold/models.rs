@@ -88,13 +88,15 @@ pub struct RenderError {
     pub file: Option<PathBuf>,
     /// Line in that file.
     pub line: Option<usize>,
+    /// Column on that line, when known.
+    pub column: Option<usize>,
     /// What is wrong.
     pub message: String,
 }
 
 impl RenderError {
     fn plain(message: impl Into<String>) -> Self {
-        Self { file: None, line: None, message: message.into() }
+        Self { file: None, line: None, column: None, message: message.into() }
     }
 }
 
@@ -214,7 +216,7 @@ impl Macros {
         let message = e.detail().map_or_else(|| e.kind().to_string(), str::to_string);
         let Some(line) = e.line() else { return RenderError::plain(format!("in macros/: {message}")) };
         let (file, start) = self.starts.iter().rev().find(|(_, start)| *start <= line).cloned().unwrap_or_default();
-        RenderError { file: Some(file), line: Some(line + 1 - start.max(1)), message }
+        RenderError { file: Some(file), line: Some(line + 1 - start.max(1)), column: None, message }
     }
 }
 
@@ -403,6 +405,7 @@ pub fn render(
             _ => RenderError {
                 file: None,
                 line: e.line(),
+                column: None,
                 message: format!("template error: {}", e.detail().map_or_else(|| e.kind().to_string(), str::to_string)),
             },
         })?;
@@ -424,7 +427,7 @@ pub fn render(
         }
     }
     for sql in std::iter::once(&sql).chain(incremental.as_ref().map(|i| &i.sql)) {
-        refs.extend(tables_of(sql, name, exists)?);
+        refs.extend(tables_of(template, sql, name, exists)?);
     }
     let mut unique = Vec::new();
     for r in refs {
@@ -435,9 +438,85 @@ pub fn render(
     Ok(Rendered { sql, refs: unique, incremental, notes: config.notes })
 }
 
-/// The tables `sql` (one query) reads by name; `gold.<name>` (`{{ this }}`) is the model itself.
-fn tables_of(sql: &str, name: &str, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>, RenderError> {
-    let statements = DFParser::parse_sql(sql).map_err(|e| RenderError::plain(format!("SQL does not parse: {e}")))?;
+/// Where a span of a model's rendered SQL comes from in its template: (line, column), 1-based,
+/// the column when the spanned text is found once on that line. `start` and `end` are the span's
+/// (line, column) in `rendered`, columns counting characters, the end's just past the span (a
+/// point: the word there).
+///
+/// Rendering keeps a template's lines where it can (macros are imported on the first line,
+/// `{{ ref('x') }}` renders in place), so the same line is taken when both have as many lines
+/// and that line holds the spanned text. A macro or a false `{% if %}` adds or drops lines; then
+/// the one template line holding the spanned text (or the rendered line as a whole) is taken,
+/// and nothing when that is ambiguous: no line is better than a wrong one.
+pub fn template_position(
+    template: &str,
+    rendered: &str,
+    start: (usize, usize),
+    end: (usize, usize),
+) -> Option<(usize, Option<usize>)> {
+    let rendered_lines: Vec<&str> = rendered.lines().collect();
+    let template_lines: Vec<&str> = template.lines().collect();
+    let at = *rendered_lines.get(start.0.checked_sub(1)?)?;
+    let chars: Vec<char> = at.chars().collect();
+    let from = start.1.saturating_sub(1).min(chars.len());
+    let to = match end.0 == start.0 && end.1 > start.1 {
+        true => end.1.saturating_sub(1).min(chars.len()),
+        // A point (a parser's position) spans the word there.
+        false if end.0 == start.0 => {
+            chars[from..].iter().position(|c| c.is_whitespace()).map_or(chars.len(), |n| from + n)
+        }
+        false => chars.len(),
+    };
+    let text: String = chars[from..to].iter().collect();
+    let text = text.trim();
+    if template_lines.len() == rendered_lines.len() {
+        let source = template_lines[start.0 - 1];
+        if source == at {
+            return Some((start.0, Some(start.1)));
+        }
+        if text.is_empty() || source.contains(text) {
+            return Some((start.0, column_of(source, text)));
+        }
+    }
+    template_find(template, text).or_else(|| {
+        let mut equal =
+            template_lines.iter().enumerate().filter(|(_, l)| !at.trim().is_empty() && l.trim() == at.trim());
+        let (i, line) = equal.next()?;
+        equal.next().is_none().then(|| (i + 1, column_of(line, text)))
+    })
+}
+
+/// The one line of `template` holding `text`, 1-based, and the column where `text` starts when
+/// it is there once; nothing when no line or several do.
+pub fn template_find(template: &str, text: &str) -> Option<(usize, Option<usize>)> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut holding = template.lines().enumerate().filter(|(_, l)| l.contains(text));
+    let (i, line) = holding.next()?;
+    holding.next().is_none().then(|| (i + 1, column_of(line, text)))
+}
+
+/// The 1-based character column of `text` in `line`, when it occurs there exactly once.
+fn column_of(line: &str, text: &str) -> Option<usize> {
+    let mut found = line.match_indices(text).filter(|_| !text.is_empty());
+    let (byte, _) = found.next()?;
+    found.next().is_none().then(|| line[..byte].chars().count() + 1)
+}
+
+/// The tables `sql` (one query, rendered from `template`) reads by name; `gold.<name>`
+/// (`{{ this }}`) is the model itself.
+fn tables_of(template: &str, sql: &str, name: &str, exists: &dyn Fn(&str) -> bool) -> Result<Vec<String>, RenderError> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| {
+        let problem = crate::catalog::SqlProblem::of(&e);
+        let position = problem.span.and_then(|(start, end)| template_position(template, sql, start, end));
+        RenderError {
+            file: None,
+            line: position.map(|p| p.0),
+            column: position.and_then(|p| p.1),
+            message: format!("SQL does not parse: {}", problem.message),
+        }
+    })?;
     if statements.len() != 1 {
         return Err(RenderError::plain(format!(
             "a model must be exactly one query, found {} statements",
@@ -548,6 +627,37 @@ mod tests {
         assert_eq!(render("SELECT {{ a() }}", "model", &known, &jinja).expect("renders").sql, "SELECT 1");
         let e = render("SELECT {{ b() }}", "model", &known, &jinja).expect_err("b is gone");
         assert!(jinja.is_follow_on(&e), "{e}");
+    }
+
+    /// Where `word` first is in `sql`: (line, column) of its start and just past it, 1-based.
+    fn span_of(sql: &str, word: &str) -> ((usize, usize), (usize, usize)) {
+        let (i, line) = sql.lines().enumerate().find(|(_, l)| l.contains(word)).expect("word");
+        let column = line[..line.find(word).expect("word")].chars().count() + 1;
+        ((i + 1, column), (i + 1, column + word.chars().count()))
+    }
+
+    #[test]
+    fn a_position_in_the_rendered_sql_is_found_in_the_template() {
+        let at = |template: &str, word: &str| {
+            let sql = render_plain(template).expect("renders").sql;
+            let (start, end) = span_of(&sql, word);
+            template_position(template, &sql, start, end)
+        };
+        // `ref()` renders in place, shorter than it is written: same line, the word's own column.
+        assert_eq!(at("SELECT 1\nFROM {{ ref('orders') }} AS o WHERE o.amout > 0", "o.amout"), Some((2, Some(37))));
+        // A false `{% if %}` drops lines: the one line holding the word.
+        let template = "{{ config(materialized='incremental') }}\nSELECT a\nFROM orders\n{% if is_incremental() %}\nWHERE a > 1\n{% endif %}\nORDER BY amout";
+        assert_eq!(at(template, "amout"), Some((7, Some(10))));
+        // The word on two lines of a template whose lines moved: no line rather than a wrong one.
+        let template = "{% if false %}\n\n{% endif %}SELECT amout\nFROM orders\nWHERE amout > 0";
+        assert_eq!(at(template, "amout"), None);
+        // A parser's point spans the word there.
+        let sql = "SELECT a\nFROM orders LIMT 1";
+        assert_eq!(template_position(sql, sql, (2, 13), (2, 13)), Some((2, Some(13))));
+        let template = "{% if false %}\n{% endif %}SELECT a\nFROM orders o LIMT 1";
+        let e = render_plain(template).expect_err("does not parse");
+        assert_eq!((e.line, e.column), (Some(3), Some(15)), "{}", e.message);
+        assert_eq!(e.message, "SQL does not parse: Expected: end of statement, found: LIMT");
     }
 
     #[test]

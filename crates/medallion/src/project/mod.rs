@@ -545,23 +545,23 @@ impl Project {
                         );
                     }
                     if let (Ok(refresh), Ok(sla)) = (refresh, sla) {
-                        rendered.insert(n.clone(), (r, g.clone(), file, refresh, sla));
+                        rendered.insert(n.clone(), (r, g.clone(), file, refresh, sla, template));
                     }
                 }
                 Err(e) if jinja.is_follow_on(&e) => {} // its macro file's error is reported
                 Err(e) => {
                     // A Jinja error knows its line (in the SQL file or a macro file); otherwise
                     // point at the offending reference: `ref('x')` or `x` quoted in the message.
-                    let line = e.line.or_else(|| {
+                    let position = e.line.map(|line| (line, e.column)).or_else(|| {
                         let needle = e
                             .message
                             .split_once("ref('")
                             .and_then(|(_, rest)| rest.split_once("')"))
                             .map(|(name, _)| format!("ref('{name}')"))
                             .or_else(|| e.message.split('`').nth(1).map(str::to_string));
-                        needle.and_then(|n| line_of(&file, &n, None))
+                        needle.and_then(|n| line_of(&file, &n, None)).map(|line| (line, None))
                     });
-                    diags.push(Diagnostic::new(e.file.unwrap_or(file), &subject, e.message).with_line(line));
+                    diags.push(Diagnostic::new(e.file.unwrap_or(file), &subject, e.message).with_position(position));
                 }
             }
         }
@@ -569,17 +569,22 @@ impl Project {
             rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
         let mut gold_order = match topological_order(&deps) {
             Ok(order) => order,
-            Err(cycle) => {
+            Err(stuck) => {
+                // The models on a cycle are reported; what reads them is left out as a follow-on,
+                // and every other model is still planned.
+                let cycle: Vec<&String> = stuck.iter().filter(|n| reaches(&deps, n, n)).collect();
+                let names: Vec<&str> = cycle.iter().map(|n| n.as_str()).collect();
                 for n in &cycle {
-                    if let Some((_, _, file, ..)) = rendered.get(n) {
+                    if let Some((_, _, file, ..)) = rendered.get(*n) {
                         diags.push(Diagnostic::new(
                             file,
                             format!("gold model `{n}`"),
-                            format!("is part of a reference cycle: {}", cycle.join(" → ")),
+                            format!("is part of a reference cycle: {}", names.join(" → ")),
                         ));
                     }
                 }
-                Vec::new()
+                let rest = deps.iter().filter(|(n, _)| !stuck.contains(n)).map(|(n, d)| (n.clone(), d.clone()));
+                topological_order(&rest.collect()).unwrap_or_default()
             }
         };
 
@@ -607,7 +612,7 @@ impl Project {
                 .map_err(|e| Error::sql("registering medallion.expectations", e))?;
             let mut planned = Vec::new();
             for n in &gold_order {
-                let Some((r, g, file, refresh, sla)) = rendered.remove(n) else { continue };
+                let Some((r, g, file, refresh, sla, template)) = rendered.remove(n) else { continue };
                 if r.refs.iter().any(|x| broken_table(x) || unplanned.contains(x)) {
                     unplanned.insert(n.clone());
                     continue; // it reads a table that did not load: nothing to plan against
@@ -617,7 +622,7 @@ impl Project {
                         let schema = match catalog::result_schema(&df, "a gold model") {
                             Ok(s) => s,
                             Err(e) => {
-                                diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), plan_error(e)));
+                                diags.push(sql_problem(e, &template, &r.sql, &file, format!("gold model `{n}`"), ""));
                                 unplanned.insert(n.clone());
                                 continue;
                             }
@@ -671,14 +676,17 @@ impl Project {
                                         diags.push(Diagnostic::new(&file, &subject, format!("with is_incremental() true column `{}` is {}, not {} as in the full build", f.name(), f.data_type(), g.data_type())).with_line(line));
                                     }
                                 }
-                                Err(e) => diags.push(
-                                    Diagnostic::new(
+                                Err(e) => {
+                                    let d = sql_problem(
+                                        e,
+                                        &template,
+                                        &q.sql,
                                         &file,
-                                        &subject,
-                                        format!("with is_incremental() true, {}", plan_error(e)),
-                                    )
-                                    .with_line(line),
-                                ),
+                                        subject,
+                                        "with is_incremental() true, ",
+                                    );
+                                    diags.push(if d.line.is_some() { d } else { d.with_line(line) });
+                                }
                             }
                         }
                         planned.push((n.clone(), g.clone()));
@@ -719,14 +727,7 @@ impl Project {
                         );
                     }
                     Err(e) => {
-                        let message = plan_error(e);
-                        // "No field named amout": the line that names it.
-                        let line = message
-                            .split_once("No field named ")
-                            .map(|(_, rest)| rest.split(['.', ' ']).next().unwrap_or_default().trim_matches('"'))
-                            .filter(|name| !name.is_empty())
-                            .and_then(|name| line_of(&file, name, None));
-                        diags.push(Diagnostic::new(&file, format!("gold model `{n}`"), message).with_line(line));
+                        diags.push(sql_problem(e, &template, &r.sql, &file, format!("gold model `{n}`"), ""));
                         unplanned.insert(n.clone());
                     }
                 }
@@ -1070,13 +1071,49 @@ fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptio
     if errors.is_empty() { Ok(read) } else { Err(errors) }
 }
 
-/// A model's SQL that does not plan, in one line.
-fn plan_error(e: Error) -> String {
-    match e {
-        Error::Sql { source, .. } => {
-            format!("SQL does not plan: {}", source.to_string().lines().next().unwrap_or_default())
+/// Whether `to` is reached from `from` by one reference or more in `deps`.
+fn reaches(deps: &BTreeMap<String, Vec<String>>, from: &str, to: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut next: Vec<&str> = deps.get(from).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
+    while let Some(n) = next.pop() {
+        if n == to {
+            return true;
         }
-        other => other.to_string(),
+        if seen.insert(n) {
+            next.extend(deps.get(n).into_iter().flatten().map(String::as_str));
+        }
+    }
+    false
+}
+
+/// A model's SQL that does not plan, as one problem, at the place in the model's `template`
+/// that the `rendered` SQL it planned points at.
+fn sql_problem(
+    e: Error,
+    template: &str,
+    rendered: &str,
+    file: &Path,
+    subject: impl Into<String>,
+    prefix: &str,
+) -> Diagnostic {
+    let Error::Sql { source, .. } = e else { return Diagnostic::new(file, subject, format!("{prefix}{e}")) };
+    let problem = catalog::SqlProblem::of(&source);
+    let position = match problem.span {
+        Some((start, end)) => crate::gold::models::template_position(template, rendered, start, end),
+        // Some paths (a HAVING clause) say "No field named amout." without a span: the line
+        // that names it, if one does.
+        None => problem
+            .message
+            .split_once("No field named ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .map(|name| name.trim_end_matches('.').replace('"', ""))
+            .and_then(|name| crate::gold::models::template_find(template, &name)),
+    };
+    let d = Diagnostic::new(file, subject, format!("{prefix}SQL does not plan: {}", problem.message))
+        .with_position(position);
+    match problem.advice {
+        Some(advice) => d.with_hint(advice),
+        None => d,
     }
 }
 

@@ -179,7 +179,7 @@ async fn compile_one(
     let mut refs = BTreeSet::new();
     for (sql, want) in c.planned_queries() {
         let plan = catalog::read_only(ctx, &sql, "an expectation").await.map_err(|e| match e {
-            Error::Sql { source, .. } => first_line(&source.to_string()),
+            Error::Sql { source, .. } => catalog::error_line(&source),
             other => first_line(&other.to_string()),
         })?;
         let plan = plan.logical_plan().clone();

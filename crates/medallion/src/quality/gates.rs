@@ -154,8 +154,7 @@ pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate
         }
         let compiled = spec.check().and_then(|check| {
             let Check::Row { kind, sql } = check else { return Ok(None) };
-            let first =
-                |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
+            let first = |e: datafusion::error::DataFusionError| crate::catalog::error_line(&e);
             let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(first)?;
             let expr = crate::catalog::division::floats(expr, &df_schema).map_err(first)?.data;
             constants_fit(&ctx, expr.clone(), &df_schema).map_err(first)?;

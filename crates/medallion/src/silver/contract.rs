@@ -11,7 +11,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 
 use crate::bronze::{BATCH_ID, INGESTED_AT, SOURCE};
-use crate::quality::gates::{Gate, first_line};
+use crate::catalog::error_line;
+use crate::quality::gates::Gate;
 use crate::spec::{ColumnType, SilverSpec};
 use crate::storage::timestamp_type;
 
@@ -198,11 +199,11 @@ impl Contract {
             schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect(),
         );
         let compile = |sql: &str, want: Option<&DataType>| -> Result<(Arc<dyn PhysicalExpr>, Vec<usize>), String> {
-            let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| first_line(&e.to_string()))?;
-            let expr = crate::catalog::division::floats(expr, &df_schema).map_err(|e| first_line(&e.to_string()))?.data;
+            let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| error_line(&e))?;
+            let expr = crate::catalog::division::floats(expr, &df_schema).map_err(|e| error_line(&e))?.data;
             let refs: Vec<usize> = expr.column_refs().iter().filter_map(|c| schema.index_of(&c.name).ok()).collect();
-            let phys = ctx.create_physical_expr(expr, &df_schema).map_err(|e| first_line(&e.to_string()))?;
-            let dt = phys.data_type(&schema).map_err(|e| first_line(&e.to_string()))?;
+            let phys = ctx.create_physical_expr(expr, &df_schema).map_err(|e| error_line(&e))?;
+            let dt = phys.data_type(&schema).map_err(|e| error_line(&e))?;
             match want {
                 None if dt != DataType::Boolean => {
                     return Err(format!("a check must be a boolean expression, this one gives {dt}"));
@@ -217,7 +218,7 @@ impl Contract {
             {
                 return Err(format!(
                     "{} (a literal that does not fit the column's type fails on every row; to read a marker such as 'NA' as null, use null_values)",
-                    first_line(&e.to_string())
+                    error_line(&e)
                 ));
             }
             Ok((phys, refs))

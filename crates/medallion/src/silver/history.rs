@@ -171,7 +171,7 @@ impl History {
 
 fn predicate(schema: &SchemaRef, sql: &str) -> Result<Arc<dyn PhysicalExpr>, String> {
     let ctx = SessionContext::new();
-    let first = |e: datafusion::error::DataFusionError| e.to_string().lines().next().unwrap_or_default().to_string();
+    let first = |e: datafusion::error::DataFusionError| crate::catalog::error_line(&e);
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(first)?;
     let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(first)?;
     let expr = crate::catalog::division::floats(expr, &df_schema).map_err(first)?.data;

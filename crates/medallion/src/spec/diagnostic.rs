@@ -12,6 +12,8 @@ pub struct Diagnostic {
     pub file: PathBuf,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// 1-based column on that line, when known (SQL problems); u32 keeps the type small.
+    pub column: Option<u32>,
     /// What it is about, e.g. "silver table `orders`, column `amount`".
     pub subject: String,
     /// What is wrong.
@@ -23,12 +25,28 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A problem in `file` about `subject`.
     pub fn new(file: impl Into<PathBuf>, subject: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file: file.into(), line: None, subject: subject.into(), message: message.into(), hint: None }
+        Self {
+            file: file.into(),
+            line: None,
+            column: None,
+            subject: subject.into(),
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// Sets the line.
     pub fn with_line(self, line: Option<usize>) -> Self {
         Self { line, ..self }
+    }
+
+    /// Sets the line and column.
+    pub fn with_position(self, position: Option<(usize, Option<usize>)>) -> Self {
+        Self {
+            line: position.map(|p| p.0),
+            column: position.and_then(|p| p.1).and_then(|c| u32::try_from(c).ok()),
+            ..self
+        }
     }
 
     /// Sets the hint.
@@ -42,6 +60,9 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}", self.file.display())?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
         }
         if self.subject.is_empty() {
             write!(f, ": {}", self.message)?;
