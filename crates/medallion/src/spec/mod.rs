@@ -438,14 +438,30 @@ impl ExpectationSpec {
             return Some(("not_null", Ok(format!("{} IS NOT NULL", ident(col)))));
         }
         if let Some(a) = &self.accepted_values {
+            let kinds: std::collections::BTreeSet<&str> = a
+                .values
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(_) => "strings",
+                    toml::Value::Integer(_) | toml::Value::Float(_) => "numbers",
+                    _ => "booleans", // or a kind `literal` refuses first
+                })
+                .collect();
             let sql = if a.values.is_empty() {
                 Err("accepted_values needs at least one value".into())
             } else {
-                a.values
-                    .iter()
-                    .map(literal)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|values| format!("{c} IS NULL OR {c} IN ({})", values.join(", "), c = ident(&a.column)))
+                a.values.iter().map(literal).collect::<Result<Vec<_>, _>>().and_then(|values| {
+                    if kinds.len() > 1 {
+                        // SQL would coerce the list to one type and fail on a value ("Cannot
+                        // cast string 'mobile' to value of Int64 type"): say what is wrong.
+                        let kinds: Vec<&str> = kinds.into_iter().collect();
+                        return Err(format!(
+                            "accepted_values mixes {}: write every value as the column's type (in quotes for a string column)",
+                            kinds.join(" and ")
+                        ));
+                    }
+                    Ok(format!("{c} IS NULL OR {c} IN ({})", values.join(", "), c = ident(&a.column)))
+                })
             };
             return Some(("accepted_values", sql));
         }
