@@ -120,11 +120,8 @@ fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>>
         out.extend([(Layer::Gold, m.clone()), (Layer::Quarantine, m.clone())]);
     }
     if let Some(name) = only {
-        let (layer, table) = match name.split_once(['/', '.']) {
-            Some((layer, table)) => (Some(layer), table),
-            None => (None, name),
-        };
-        out.retain(|(l, n)| n == table && layer.is_none_or(|layer| l.dir() == layer));
+        let (layer, table) = Layer::split(name).map_or((None, name), |(l, n)| (Some(l), n));
+        out.retain(|(l, n)| n == table && layer.is_none_or(|layer| *l == layer));
         if out.is_empty() {
             let known = project.silver.keys().chain(project.gold.keys()).cloned().collect();
             return Err(Error::Unknown { kind: "table", name: name.to_string(), known });

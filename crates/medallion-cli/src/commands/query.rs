@@ -17,9 +17,9 @@ fn as_of(text: Option<&str>) -> Result<Option<AsOf>> {
 /// A table named as runs, errors and events name it (`silver/orders`) in SQL's spelling
 /// (`silver.orders`); any other name as it is.
 fn sql_name(table: &str) -> String {
-    match table.split_once('/') {
-        Some((layer @ ("silver" | "gold" | "quarantine"), name)) => format!("{layer}.{name}"),
-        _ => table.to_string(),
+    match medallion::storage::Layer::split(table) {
+        Some((layer, name)) => format!("{layer}.{name}"),
+        None => table.to_string(),
     }
 }
 

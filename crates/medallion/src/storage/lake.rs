@@ -47,6 +47,15 @@ impl Layer {
             Layer::System => "_medallion",
         }
     }
+
+    /// The layer and name a table is given by: `silver/orders`, as runs, errors and events name
+    /// it, or `silver.orders`, as SQL does; None for a bare name or anything but silver, gold
+    /// and quarantine.
+    pub fn split(label: &str) -> Option<(Layer, &str)> {
+        let (layer, name) = label.split_once(['/', '.'])?;
+        let layer = [Layer::Silver, Layer::Gold, Layer::Quarantine].into_iter().find(|l| l.dir() == layer)?;
+        Some((layer, name))
+    }
 }
 
 impl fmt::Display for Layer {
@@ -380,5 +389,20 @@ impl BatchFile {
         let mut parts = self.path.rsplit('/');
         parts.next()?;
         parts.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_label_splits_into_its_layer_and_name() {
+        assert_eq!(Layer::split("silver/orders"), Some((Layer::Silver, "orders")));
+        assert_eq!(Layer::split("gold.daily_revenue"), Some((Layer::Gold, "daily_revenue")));
+        assert_eq!(Layer::split("quarantine/orders"), Some((Layer::Quarantine, "orders")));
+        for not in ["orders", "bronze/orders", "_medallion/expectations", "medallion.expectations"] {
+            assert_eq!(Layer::split(not), None, "{not}");
+        }
     }
 }
