@@ -24,6 +24,12 @@ fn run(args: &[&str], dir: &Path) -> Output {
     bin().args(args).current_dir(dir).stdin(Stdio::null()).output().expect("runs")
 }
 
+/// `medallion <args>` in `dir`, with the fault hook set: `MEDALLION_FAULT_AT=<fault>`
+/// (`node:point:times` or `node:point:abort`).
+fn faulted(args: &[&str], fault: &str, dir: &Path) -> Output {
+    bin().args(args).env("MEDALLION_FAULT_AT", fault).current_dir(dir).stdin(Stdio::null()).output().expect("runs")
+}
+
 /// The demo project, made by `medallion init` as `<dir>/demo`.
 fn demo(dir: &Path) -> PathBuf {
     let proj = dir.join("demo");
@@ -379,12 +385,7 @@ fn quarantine_summarises_and_replay_promotes_what_a_fixed_contract_accepts() {
     );
     // Interrupted after its MERGE, before the dead-letter rewrite: the next replay finishes it
     // without merging again.
-    let out = bin()
-        .args(["replay", "orders"])
-        .env("MEDALLION_FAULT_AT", "silver/orders:replay:1")
-        .current_dir(&proj)
-        .output()
-        .expect("runs");
+    let out = faulted(&["replay", "orders"], "silver/orders:replay:1", &proj);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     let version = |proj: &Path| {
         let out = run(&["history", "orders", "--format", "json"], proj);
@@ -489,13 +490,7 @@ fn a_transient_fault_in_maintenance_is_retried_and_compacts_once() {
     std::fs::write(&toml, spec.replace("[project]\n", "[project]\ncompact_above_files = 1\n")).expect("write");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
     // The second run appends to the event log, which then holds two files: due for compaction.
-    let out = bin()
-        .args(["run"])
-        .env("MEDALLION_FAULT_AT", "maintenance:state:1")
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = faulted(&["run"], "maintenance:state:1", &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("MEDALLION_FAULT_AT=maintenance:state:1 (time 1)"), "{}", text(&out.stderr));
     let log = proj.join("lake/_medallion/events/_delta_log");
@@ -531,13 +526,7 @@ fn a_transient_fault_is_retried_and_commits_once() {
         let (clean, proj) = (init(&format!("{name}_clean")), init(name));
         let args: Vec<&str> = ["run", "--format", "json"].iter().chain(args).copied().collect();
         assert_eq!(run(&args, &clean).status.code(), Some(0));
-        let out = bin()
-            .args(&args)
-            .env("MEDALLION_FAULT_AT", format!("{point}:1"))
-            .current_dir(&proj)
-            .stdin(Stdio::null())
-            .output()
-            .expect("runs");
+        let out = faulted(&args, &format!("{point}:1"), &proj);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
         assert_eq!(counts(&proj), counts(&clean), "{name}");
         let silver = text(&out.stdout)
@@ -567,13 +556,7 @@ fn a_transient_fault_is_retried_and_commits_once() {
     }
 
     // A source that cannot be ingested: its silver table and what reads it are skipped, the rest runs.
-    let out = bin()
-        .args(["run", "--retries", "0", "--format", "json"])
-        .env("MEDALLION_FAULT_AT", "bronze/orders:ingest:9")
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = faulted(&["run", "--retries", "0", "--format", "json"], "bronze/orders:ingest:9", &proj);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> =
         text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
@@ -588,12 +571,7 @@ fn a_transient_fault_is_retried_and_commits_once() {
     assert!(nodes("node_finished").contains(&"silver/dim_customers".to_string()), "{lines:?}");
 
     // More faults than retries: the node fails, says how often it tried; a plain run then finishes.
-    let out = bin()
-        .args(["run", "--full-refresh", "--retries", "1"])
-        .env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:5")
-        .current_dir(&proj)
-        .output()
-        .expect("runs");
+    let out = faulted(&["run", "--full-refresh", "--retries", "1"], "gold/daily_revenue:write:5", &proj);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("error: gold/daily_revenue: lake storage error")
@@ -609,12 +587,7 @@ fn a_transient_fault_is_retried_and_commits_once() {
         .expect("read")
         .replace("[gold.daily_revenue]\n", "[gold.daily_revenue]\nretries = 0\n");
     std::fs::write(&toml, spec).expect("write");
-    let out = bin()
-        .args(["run", "--full-refresh"])
-        .env("MEDALLION_FAULT_AT", "gold/daily_revenue:write:1")
-        .current_dir(&proj)
-        .output()
-        .expect("runs");
+    let out = faulted(&["run", "--full-refresh"], "gold/daily_revenue:write:1", &proj);
     assert_eq!(out.status.code(), Some(1));
     assert!(!text(&out.stderr).contains("attempts"), "{}", text(&out.stderr));
 }
@@ -653,13 +626,7 @@ fn contents(proj: &Path) -> String {
 
 /// `medallion <command>` in `proj`, made to abort (as `kill -9` would) at the fault point `point`.
 fn killed_at(command: &str, point: &str, proj: &Path) {
-    let out = bin()
-        .args(command.split_whitespace())
-        .env("MEDALLION_FAULT_AT", format!("{point}:abort"))
-        .current_dir(proj)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = faulted(&command.split_whitespace().collect::<Vec<_>>(), &format!("{point}:abort"), proj);
     assert!(!out.status.success() && out.status.code().is_none(), "{point}: the process must die: {:?}", out.status);
 }
 
@@ -1009,13 +976,7 @@ fn backfill_runs_each_date_in_order_and_resumes() {
         assert_eq!(run(&["ingest", source, f], &proj).status.code(), Some(0), "{f}");
     }
     // A day that keeps failing stops the backfill there; running it again resumes.
-    let out = bin()
-        .args(["backfill", "--from", "2024-03-03", "--to", "2024-03-05"])
-        .env("MEDALLION_FAULT_AT", "silver/orders:merge:9")
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = faulted(&["backfill", "--from", "2024-03-03", "--to", "2024-03-05"], "silver/orders:merge:9", &proj);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("backfill stopped at 2024-03-04"), "{}", text(&out.stderr));
     let out = run(&["backfill", "--from", "2024-03-03", "--to", "2024-03-05"], &proj);
