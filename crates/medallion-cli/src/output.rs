@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use medallion::arrow::array::RecordBatch;
+use medallion::arrow::datatypes::SchemaRef;
 use medallion::arrow::json::WriterBuilder;
 use medallion::arrow::json::writer::LineDelimited;
 
@@ -83,7 +84,10 @@ pub fn thousands(n: u64) -> String {
 
 /// Prints record batches as a text grid, JSON Lines (`type: "row"`, the row's columns in
 /// order, nulls kept, decimals as exact JSON numbers) or CSV with a header.
-pub fn batches(batches: &[RecordBatch], format: Format) -> Result<()> {
+pub fn batches(schema: SchemaRef, batches: &[RecordBatch], format: Format) -> Result<()> {
+    // No batches (an empty table): the header still says what the columns are.
+    let empty = [RecordBatch::new_empty(schema)];
+    let batches = if batches.is_empty() { &empty[..] } else { batches };
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {

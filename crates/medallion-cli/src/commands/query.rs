@@ -97,7 +97,7 @@ fn emit(
                 eprintln!("wrote {} rows to {}", thousands(n), path.display());
             }
         }
-        None => batches(rows, g.format)?,
+        None => batches(schema, rows, g.format)?,
     }
     Ok(Outcome::Ok)
 }

@@ -27,7 +27,7 @@ pub async fn runs(g: &Global, run_id: Option<&str>, limit: usize) -> Result<Outc
         if rows.iter().all(|b| b.num_rows() == 0) {
             anyhow::bail!("no events for run `{id}` (see `medallion runs` for recent run ids)");
         }
-        batches(&rows, g.format)?;
+        batches(rows[0].schema(), &rows, g.format)?;
         return Ok(Outcome::Ok);
     }
     let recent = runlog::recent(&lake, limit).await?;

@@ -136,6 +136,11 @@ fn init_run_status_show_sql() {
 
     let out = run(&["validate"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Before the first run a table is empty, and says which columns it will have.
+    let out = run(&["show", "silver/orders"], &proj);
+    assert!(text(&out.stdout).contains("| order_id | customer_id | amount |"), "{}", text(&out.stdout));
+    let out = run(&["sql", "SELECT order_date, revenue FROM gold.daily_revenue", "--format", "csv"], &proj);
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "order_date,revenue\n".to_string()));
 
     let out = run(&["run"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
