@@ -443,9 +443,20 @@ pub async fn query(ctx: &SessionContext, sql: &str, context: &str) -> Result<Vec
     df.collect().await.map_err(|e| Error::sql(context, e))
 }
 
-/// A DataFusion error in one line for a user: its first line, a SQL parser's error in the
-/// parser's own words (`Expected: ), found: EOF`, not `SQL error: ParserError("…")`).
+/// A DataFusion error in one line for a user, for SQL the user did not write whole (an
+/// expression of a contract or an expectation): [`SqlProblem`]'s message and advice, without a
+/// position in the SQL medallion built around it.
 pub fn error_line(e: &datafusion::error::DataFusionError) -> String {
+    let problem = SqlProblem::of(e);
+    match problem.advice {
+        Some(advice) => format!("{} (hint: {advice})", problem.message),
+        None => problem.message,
+    }
+}
+
+/// The first line of a DataFusion error, a SQL parser's error in the parser's own words
+/// (`Expected: ), found: EOF`, not `SQL error: ParserError("…")`).
+fn first_line(e: &datafusion::error::DataFusionError) -> String {
     use datafusion::sql::sqlparser::parser::ParserError;
     match e.find_root() {
         datafusion::error::DataFusionError::SQL(p, _) => match p.as_ref() {
@@ -474,12 +485,14 @@ pub struct SqlProblem {
 impl SqlProblem {
     /// The problem `e` describes: its diagnostic when it has one, else its first line; a
     /// parser's trailing position (" at Line: 4, Column: 1") is taken off the message, and is
-    /// the span when there is no other.
+    /// the span when there is no other. A table is named as written ("table 'clients' not
+    /// found"), not in DataFusion's default catalog and schema.
     pub fn of(e: &datafusion::error::DataFusionError) -> Self {
         let (message, point) = match e.diagnostic() {
             Some(d) => without_position(d.message.lines().next().unwrap_or_default()),
-            None => without_position(&error_line(e)),
+            None => without_position(&first_line(e)),
         };
+        let message = message.replace("'datafusion.public.", "'");
         let Some(d) = e.diagnostic() else { return Self { message, span: point.map(|p| (p, p)), advice: None } };
         let at = |l: datafusion::common::Location| (l.line as usize, l.column as usize);
         let advice: Vec<&str> = match d.helps.is_empty() {

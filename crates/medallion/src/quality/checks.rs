@@ -179,16 +179,7 @@ async fn compile_one(
     let mut refs = BTreeSet::new();
     for (sql, want) in c.planned_queries() {
         let plan = catalog::read_only(ctx, &sql, "an expectation").await.map_err(|e| match e {
-            // DataFusion's diagnostic and advice, without a position in SQL the user did not
-            // write; "table 'clients' not found", not DataFusion's default catalog and schema.
-            Error::Sql { source, .. } => {
-                let problem = catalog::SqlProblem::of(&source);
-                let message = problem.message.replace("'datafusion.public.", "'");
-                match problem.advice {
-                    Some(advice) => format!("{message} (hint: {advice})"),
-                    None => message,
-                }
-            }
+            Error::Sql { source, .. } => catalog::error_line(&source),
             other => first_line(&other.to_string()),
         })?;
         let plan = plan.logical_plan().clone();

@@ -172,7 +172,7 @@ async fn bad_expectations_are_validate_errors_with_lines() {
     };
     let text = Project::load(f.dir.path()).await.expect_err("invalid").to_string();
     let typo = format!(
-        "medallion.toml:{}: silver table `orders`, expectations: expectation `typo`: Schema error: No field named amout",
+        "medallion.toml:{}: silver table `orders`, expectations: expectation `typo`: column 'amout' not found (hint: possible column amount)",
         line_of("\"typo\"")
     );
     let two = format!(
