@@ -736,3 +736,29 @@ async fn compacting_small_files_drops_their_deleted_rows_and_leaves_large_files_
     let (t, removed, added) = t.compact_small(2 * largest - 2).await.expect("compact");
     assert_eq!((removed, added, t.version()), (0, 0, version));
 }
+
+/// The keyed merge skips a file's order column when its statistics put every row below the
+/// batch's least order: a row as new as a file's newest still keeps the file's order column
+/// read, so an older row of that file is replaced and the equal one is not; a batch newer than
+/// every file (its order column skipped) replaces both. Both merge modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_as_new_as_a_file_s_newest_row_is_decided_by_each_row_s_order() {
+    use crate::history::Lakehouse;
+    let balances = "SELECT id, seq, balance FROM silver.accounts ORDER BY id";
+    for mode in ["deletion_vectors", "copy_on_write"] {
+        let mut lh = Lakehouse::new(&ACCOUNTS.replace("MERGE_MODE", mode));
+        let rows = |list: &[(i64, i64, i64)]| -> Vec<String> {
+            list.iter().map(|(id, seq, b)| format!(r#"{{"id": {id}, "seq": {seq}, "balance": {b}}}"#)).collect()
+        };
+        lh.land("accounts", &rows(&[(1, 5, 100), (2, 10, 200)]));
+        assert!(lh.run().await.ok(), "{mode}");
+        // Both keys at seq 10: id 1 (at 5) is replaced, id 2 (at 10, as new) is kept.
+        lh.land("accounts", &rows(&[(1, 10, 101), (2, 10, 201)]));
+        assert!(lh.run().await.ok(), "{mode}");
+        assert_eq!(lh.rows(balances).await, ["1 10 101", "2 10 200"], "{mode}");
+        // Newer than every file: both replaced.
+        lh.land("accounts", &rows(&[(1, 11, 102), (2, 11, 202)]));
+        assert!(lh.run().await.ok(), "{mode}");
+        assert_eq!(lh.rows(balances).await, ["1 11 102", "2 11 202"], "{mode}");
+    }
+}

@@ -82,6 +82,9 @@ struct Source {
     orders: Vec<Option<i64>>,
     /// Keys, sorted, for range tests against file statistics.
     sorted: Vec<i64>,
+    /// The least order value when every row has one: a target file whose rows are all older by
+    /// its statistics is then scanned without its order column.
+    least_order: Option<i64>,
     /// The row of each key in `sorted`.
     rows: Vec<u32>,
     /// How a key finds its row.
@@ -116,7 +119,10 @@ impl Source {
             Some(bits) => Lookup::Bits(bits),
             None => Lookup::Map(sorted.iter().copied().zip(rows.iter().copied()).collect()),
         };
-        Some(Source { orders, sorted, rows, lookup })
+        // None when a row has no order value (or there is no row).
+        let least_order =
+            orders.iter().try_fold(None::<i64>, |m, o| o.map(|o| Some(m.map_or(o, |m| m.min(o))))).flatten();
+        Some(Source { orders, sorted, rows, least_order, lookup })
     }
 
     /// The source row with key `k`.
@@ -830,19 +836,20 @@ async fn find_hits(
     let descriptors: Vec<_> = candidates.iter().map(|&i| files[i].deletion_vector_descriptor()).collect();
     let vectors: Vec<Arc<roaring::RoaringTreemap>> =
         super::dv::read_many(store.as_ref(), &Path::from(""), &descriptors).await?.into_iter().map(Arc::new).collect();
-    let jobs: Vec<(usize, Path, i64, Arc<roaring::RoaringTreemap>)> = candidates
+    let jobs: Vec<_> = candidates
         .iter()
         .zip(&vectors)
-        .map(|(&i, deleted)| (i, files[i].object_store_path(), files[i].size(), Arc::clone(deleted)))
+        .map(|(&i, deleted)| (i, files[i].object_store_path(), files[i].size(), Arc::clone(deleted), files[i].stats()))
         .collect();
     let deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = candidates.into_iter().zip(vectors).collect();
     let hits = futures::stream::iter(jobs)
-        .map(|(i, path, size, deleted)| {
+        .map(|(i, path, size, deleted, stats)| {
             let (store, source) = (Arc::clone(store), Arc::clone(source));
             let (key, order_by) = (key.to_string(), order_by.to_string());
-            tokio::spawn(
-                async move { scan(store, path, size, &key, &order_by, &source, &deleted).await.map(|h| (i, h)) },
-            )
+            tokio::spawn(async move {
+                let file = TargetFile { path, size, stats: stats.as_deref(), deleted: &deleted };
+                scan(store, file, &key, &order_by, &source).await.map(|h| (i, h))
+            })
         })
         .buffer_unordered(threads)
         .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge scan task: {e}")))?)
@@ -894,6 +901,22 @@ async fn key_and_order(
     key: &str,
     order_by: &str,
 ) -> Result<(ParquetRecordBatchStream<ParquetObjectReader>, (usize, usize)), DeltaTableError> {
+    let (stream, (k, o), _) = key_and_maybe_order(store, path, size, key, order_by, |_| None).await?;
+    Ok((stream, (k, o.unwrap_or(k))))
+}
+
+/// A reader of the key column of one file and, unless `bound` gives the greatest order value its
+/// rows may have (from the order column's type), of its order column; where they are in its
+/// batches, and that value.
+#[allow(deprecated)]
+async fn key_and_maybe_order(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: i64,
+    key: &str,
+    order_by: &str,
+    bound: impl FnOnce(&DataType) -> Option<i64>,
+) -> Result<(ParquetRecordBatchStream<ParquetObjectReader>, (usize, Option<usize>), Option<i64>), DeltaTableError> {
     let builder = open(store, path.clone(), size, false).await?;
     let fields = builder.schema().fields();
     let position = |name: &str| {
@@ -903,38 +926,85 @@ async fn key_and_order(
             .ok_or_else(|| DeltaTableError::Generic(format!("{path}: no column `{name}`")))
     };
     let (k, o) = (position(key)?, position(order_by)?);
+    if let Some(bound) = bound(fields[o].data_type()) {
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [k]);
+        return Ok((builder.with_projection(mask).build()?, (0, None), Some(bound)));
+    }
     let mask = ProjectionMask::roots(builder.parquet_schema(), [k, o]);
     let columns = match k.cmp(&o) {
-        std::cmp::Ordering::Less => (0, 1),
-        std::cmp::Ordering::Greater => (1, 0),
-        std::cmp::Ordering::Equal => (0, 0),
+        std::cmp::Ordering::Less => (0, Some(1)),
+        std::cmp::Ordering::Greater => (1, Some(0)),
+        std::cmp::Ordering::Equal => (0, Some(0)),
     };
-    Ok((builder.with_projection(mask).build()?, columns))
+    Ok((builder.with_projection(mask).build()?, columns, None))
+}
+
+/// One target file to scan: where it is, its statistics (JSON) and its deletion vector.
+struct TargetFile<'a> {
+    path: Path,
+    size: i64,
+    stats: Option<&'a str>,
+    deleted: &'a roaring::RoaringTreemap,
+}
+
+/// The greatest order value a row of a file may have, by its statistics, in the unit its order
+/// column casts to `int64` in; None unless the statistics say, every row has an order value, and
+/// the type is an integer, a date or a timestamp of milli- or microseconds. Delta keeps
+/// timestamps to the millisecond, so a microsecond timestamp's statistic may be up to 999 below
+/// the value. Statistics of a file with deleted rows still bound its live rows.
+fn greatest_order(stats: Option<&str>, order_by: &str, ty: &DataType) -> Option<i64> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let stats = serde_json::from_str::<Value>(stats?).ok()?;
+    if stats.get("nullCount")?.get(order_by)?.as_i64()? != 0 {
+        return None;
+    }
+    let max = stats.get("maxValues")?.get(order_by)?;
+    let micros = || super::newest::micros(max.as_str()?);
+    match ty {
+        DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8 => max.as_i64(),
+        DataType::Date32 => micros()?.checked_div(86_400_000_000),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => micros()?.checked_add(999),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => micros()?.checked_div(1_000),
+        _ => None,
+    }
 }
 
 /// The rows of one target file whose key is in the source (reads the key and order columns only).
+///
+/// When the file's statistics put every order value below the source's least (the common case of
+/// ordering by `_ingested_at`: a new batch is newer than the table), only the key column is read:
+/// each hit then carries the greatest value its row may have as its order. The merge only
+/// compares a source's order with a hit's (`>`), and every source order exceeds that value, so
+/// every decision is the one the exact values would give.
 async fn scan(
     store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: i64,
+    file: TargetFile<'_>,
     key: &str,
     order_by: &str,
     source: &Source,
-    deleted: &roaring::RoaringTreemap,
 ) -> Result<Vec<Hit>, DeltaTableError> {
-    let (mut stream, (k, o)) = key_and_order(&store, &path, size, key, order_by).await?;
+    let below_source = |ty: &DataType| {
+        let least = source.least_order?;
+        greatest_order(file.stats, order_by, ty).filter(|greatest| *greatest < least)
+    };
+    let (mut stream, (k, o), bound) =
+        key_and_maybe_order(&store, &file.path, file.size, key, order_by, below_source).await?;
     let mut hits = Vec::new();
     let mut row = 0u32;
     while let Some(batch) = stream.try_next().await? {
         let keys = batch.column(k).as_primitive::<Int64Type>();
-        let orders = cast(batch.column(o), &DataType::Int64)?;
-        let orders = orders.as_primitive::<Int64Type>();
+        let orders = o.map(|o| cast(batch.column(o), &DataType::Int64)).transpose()?;
+        let orders = orders.as_ref().map(|o| o.as_primitive::<Int64Type>());
         for r in 0..batch.num_rows() {
             if keys.is_valid(r)
                 && let Some(s) = source.row_of(keys.value(r))
-                && !deleted.contains(u64::from(row) + r as u64)
+                && !file.deleted.contains(u64::from(row) + r as u64)
             {
-                hits.push(Hit { row: row + r as u32, source: s, order: orders.is_valid(r).then(|| orders.value(r)) });
+                let order = match orders {
+                    Some(orders) => orders.is_valid(r).then(|| orders.value(r)),
+                    None => bound,
+                };
+                hits.push(Hit { row: row + r as u32, source: s, order });
             }
         }
         row += batch.num_rows() as u32;
@@ -1088,7 +1158,7 @@ fn keyed_writer_properties(key: &str) -> WriterProperties {
 
 #[cfg(test)]
 mod tests {
-    use super::{KeyBits, Lookup, Source};
+    use super::{DataType, KeyBits, Lookup, Source, greatest_order};
 
     #[test]
     fn key_bits_rank_exactly_their_keys_and_are_not_built_for_sparse_or_huge_ranges() {
@@ -1107,6 +1177,25 @@ mod tests {
         assert!(
             KeyBits::new(&[i64::MAX]).is_some_and(|b| b.rank(i64::MAX) == Some(0) && b.rank(i64::MAX - 1).is_none())
         );
+    }
+
+    #[test]
+    fn a_file_s_greatest_order_comes_from_its_statistics_rounded_up_to_what_they_drop() {
+        use datafusion::arrow::datatypes::TimeUnit;
+        let stats = r#"{"numRecords": 3, "nullCount": {"seq": 0, "at": 0, "day": 0, "gap": 1},
+            "maxValues": {"seq": 41, "at": "2024-03-04T01:38:59.629Z", "day": "2024-03-04", "gap": 7}}"#;
+        let at = chrono::DateTime::parse_from_rfc3339("2024-03-04T01:38:59.629Z").expect("time").timestamp_micros();
+        let greatest = |col: &str, ty: DataType| greatest_order(Some(stats), col, &ty);
+        assert_eq!(greatest("seq", DataType::Int64), Some(41));
+        // Delta keeps a millisecond: the microseconds it dropped may be up to 999.
+        assert_eq!(greatest("at", DataType::Timestamp(TimeUnit::Microsecond, None)), Some(at + 999));
+        assert_eq!(greatest("at", DataType::Timestamp(TimeUnit::Millisecond, None)), Some(at / 1_000));
+        assert_eq!(greatest("day", DataType::Date32), Some(19_786));
+        // A null order, a type it cannot bound, a column without statistics, no statistics: none.
+        assert_eq!(greatest("gap", DataType::Int64), None);
+        assert_eq!(greatest("at", DataType::Timestamp(TimeUnit::Nanosecond, None)), None);
+        assert_eq!(greatest("nope", DataType::Int64), None);
+        assert_eq!(greatest_order(None, "seq", &DataType::Int64), None);
     }
 
     #[test]

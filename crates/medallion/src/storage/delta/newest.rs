@@ -61,7 +61,7 @@ pub(super) async fn newest(table: &DeltaTable, column: &str) -> Result<Option<Op
 
 /// A statistic of a timestamp (`2024-03-04T01:38:59.629Z`, or without zone) or date
 /// (`2024-02-29`) in microseconds since the epoch.
-fn micros(stat: &str) -> Option<i64> {
+pub(super) fn micros(stat: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(stat) {
         return Some(t.timestamp_micros());
     }
