@@ -569,21 +569,19 @@ impl Project {
             rendered.iter().map(|(n, (r, ..))| (n.clone(), r.refs.clone())).collect();
         let mut gold_order = match topological_order(&deps) {
             Ok(order) => order,
-            Err(stuck) => {
-                // The models on a cycle are reported; what reads them is left out as a follow-on,
-                // and every other model is still planned.
-                let cycle: Vec<&String> = stuck.iter().filter(|n| reaches(&deps, n, n)).collect();
-                let names: Vec<&str> = cycle.iter().map(|n| n.as_str()).collect();
+            Err(cycle) => {
+                // The models on a cycle are reported and left out; what reads them is then a
+                // follow-on (not planned, below), and every other model is still planned.
                 for n in &cycle {
-                    if let Some((_, _, file, ..)) = rendered.get(*n) {
+                    if let Some((_, _, file, ..)) = rendered.remove(n) {
                         diags.push(Diagnostic::new(
                             file,
                             format!("gold model `{n}`"),
-                            format!("is part of a reference cycle: {}", names.join(" → ")),
+                            format!("is part of a reference cycle: {}", cycle.join(" → ")),
                         ));
                     }
                 }
-                let rest = deps.iter().filter(|(n, _)| !stuck.contains(n)).map(|(n, d)| (n.clone(), d.clone()));
+                let rest = deps.iter().filter(|(n, _)| !cycle.contains(n)).map(|(n, d)| (n.clone(), d.clone()));
                 topological_order(&rest.collect()).unwrap_or_default()
             }
         };
@@ -1069,21 +1067,6 @@ fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptio
         errors.push(("delimiter", "the delimiter and the quote must differ".into()));
     }
     if errors.is_empty() { Ok(read) } else { Err(errors) }
-}
-
-/// Whether `to` is reached from `from` by one reference or more in `deps`.
-fn reaches(deps: &BTreeMap<String, Vec<String>>, from: &str, to: &str) -> bool {
-    let mut seen = BTreeSet::new();
-    let mut next: Vec<&str> = deps.get(from).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
-    while let Some(n) = next.pop() {
-        if n == to {
-            return true;
-        }
-        if seen.insert(n) {
-            next.extend(deps.get(n).into_iter().flatten().map(String::as_str));
-        }
-    }
-    false
 }
 
 /// A model's SQL that does not plan, as one problem, at the place in the model's `template`

@@ -24,7 +24,26 @@ pub fn topological_order(deps: &BTreeMap<String, Vec<String>>) -> Result<Vec<Str
             order.push(n.to_string());
         }
     }
-    if remaining.is_empty() { Ok(order) } else { Err(remaining.keys().map(|s| s.to_string()).collect()) }
+    if remaining.is_empty() {
+        return Ok(order);
+    }
+    // What remains is on a cycle or reads one; only the former are the cycle.
+    Err(remaining.keys().filter(|n| reaches(deps, n, n)).map(|s| s.to_string()).collect())
+}
+
+/// Whether `to` is reached from `from` by one dependency or more in `deps`.
+fn reaches(deps: &BTreeMap<String, Vec<String>>, from: &str, to: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut next: Vec<&str> = deps.get(from).map(|d| d.iter().map(String::as_str).collect()).unwrap_or_default();
+    while let Some(n) = next.pop() {
+        if n == to {
+            return true;
+        }
+        if seen.insert(n) {
+            next.extend(deps.get(n).into_iter().flatten().map(String::as_str));
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -44,6 +63,9 @@ mod tests {
     #[test]
     fn reports_cycles() {
         let d = deps(&[("a", &["b"]), ("b", &["a"]), ("c", &[])]);
+        assert_eq!(topological_order(&d), Err(vec!["a".into(), "b".into()]));
+        // A node reading a cycle cannot be ordered either, but it is not in the cycle.
+        let d = deps(&[("a", &["b"]), ("b", &["a"]), ("d", &["a"]), ("e", &["d"]), ("c", &[])]);
         assert_eq!(topological_order(&d), Err(vec!["a".into(), "b".into()]));
     }
 }
