@@ -794,10 +794,10 @@ async fn index_files(
 }
 
 /// Whether a file whose statistics are `stats` may hold one of `sorted` keys (true without stats).
-fn may_hold(sorted: &[i64], stats: Option<&str>, key: &str) -> bool {
+fn may_hold(sorted: &[i64], stats: Option<&Value>, key: &str) -> bool {
     let bound = |stats: &Value, which: &str| stats.get(which).and_then(|v| v.get(key)).and_then(Value::as_i64);
-    let Some(stats) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else { return true };
-    let (Some(lo), Some(hi)) = (bound(&stats, "minValues"), bound(&stats, "maxValues")) else { return true };
+    let Some(stats) = stats else { return true };
+    let (Some(lo), Some(hi)) = (bound(stats, "minValues"), bound(stats, "maxValues")) else { return true };
     let at = sorted.partition_point(|&k| k < lo);
     at < sorted.len() && sorted[at] <= hi
 }
@@ -830,8 +830,11 @@ async fn find_hits(
     order_by: &str,
 ) -> Result<Found, DeltaTableError> {
     let threads = super::cores();
+    // Each file's statistics, read once: for its key range here, its order bound in `scan`.
+    let mut stats: Vec<Option<Value>> =
+        files.iter().map(|f| f.stats().and_then(|s| serde_json::from_str(&s).ok())).collect();
     let candidates: Vec<usize> =
-        (0..files.len()).filter(|&i| may_hold(&source.sorted, files[i].stats().as_deref(), key)).collect();
+        (0..files.len()).filter(|&i| may_hold(&source.sorted, stats[i].as_ref(), key)).collect();
     let scanned = candidates.len();
     let descriptors: Vec<_> = candidates.iter().map(|&i| files[i].deletion_vector_descriptor()).collect();
     let vectors: Vec<Arc<roaring::RoaringTreemap>> =
@@ -839,7 +842,7 @@ async fn find_hits(
     let jobs: Vec<_> = candidates
         .iter()
         .zip(&vectors)
-        .map(|(&i, deleted)| (i, files[i].object_store_path(), files[i].size(), Arc::clone(deleted), files[i].stats()))
+        .map(|(&i, deleted)| (i, files[i].object_store_path(), files[i].size(), Arc::clone(deleted), stats[i].take()))
         .collect();
     let deleted: HashMap<usize, Arc<roaring::RoaringTreemap>> = candidates.into_iter().zip(vectors).collect();
     let hits = futures::stream::iter(jobs)
@@ -847,7 +850,7 @@ async fn find_hits(
             let (store, source) = (Arc::clone(store), Arc::clone(source));
             let (key, order_by) = (key.to_string(), order_by.to_string());
             tokio::spawn(async move {
-                let file = TargetFile { path, size, stats: stats.as_deref(), deleted: &deleted };
+                let file = TargetFile { path, size, stats, deleted: &deleted };
                 scan(store, file, &key, &order_by, &source).await.map(|h| (i, h))
             })
         })
@@ -939,11 +942,11 @@ async fn key_and_maybe_order(
     Ok((builder.with_projection(mask).build()?, columns, None))
 }
 
-/// One target file to scan: where it is, its statistics (JSON) and its deletion vector.
+/// One target file to scan: where it is, its statistics and its deletion vector.
 struct TargetFile<'a> {
     path: Path,
     size: i64,
-    stats: Option<&'a str>,
+    stats: Option<Value>,
     deleted: &'a roaring::RoaringTreemap,
 }
 
@@ -952,9 +955,9 @@ struct TargetFile<'a> {
 /// the type is an integer, a date or a timestamp of milli- or microseconds. Delta keeps
 /// timestamps to the millisecond, so a microsecond timestamp's statistic may be up to 999 below
 /// the value. Statistics of a file with deleted rows still bound its live rows.
-fn greatest_order(stats: Option<&str>, order_by: &str, ty: &DataType) -> Option<i64> {
+fn greatest_order(stats: Option<&Value>, order_by: &str, ty: &DataType) -> Option<i64> {
     use datafusion::arrow::datatypes::TimeUnit;
-    let stats = serde_json::from_str::<Value>(stats?).ok()?;
+    let stats = stats?;
     if stats.get("nullCount")?.get(order_by)?.as_i64()? != 0 {
         return None;
     }
@@ -985,7 +988,7 @@ async fn scan(
 ) -> Result<Vec<Hit>, DeltaTableError> {
     let below_source = |ty: &DataType| {
         let least = source.least_order?;
-        greatest_order(file.stats, order_by, ty).filter(|greatest| *greatest < least)
+        greatest_order(file.stats.as_ref(), order_by, ty).filter(|greatest| *greatest < least)
     };
     let (mut stream, (k, o), bound) =
         key_and_maybe_order(&store, &file.path, file.size, key, order_by, below_source).await?;
@@ -1182,10 +1185,13 @@ mod tests {
     #[test]
     fn a_file_s_greatest_order_comes_from_its_statistics_rounded_up_to_what_they_drop() {
         use datafusion::arrow::datatypes::TimeUnit;
-        let stats = r#"{"numRecords": 3, "nullCount": {"seq": 0, "at": 0, "day": 0, "gap": 1},
-            "maxValues": {"seq": 41, "at": "2024-03-04T01:38:59.629Z", "day": "2024-03-04", "gap": 7}}"#;
+        let stats: serde_json::Value = serde_json::from_str(
+            r#"{"numRecords": 3, "nullCount": {"seq": 0, "at": 0, "day": 0, "gap": 1},
+            "maxValues": {"seq": 41, "at": "2024-03-04T01:38:59.629Z", "day": "2024-03-04", "gap": 7}}"#,
+        )
+        .expect("json");
         let at = chrono::DateTime::parse_from_rfc3339("2024-03-04T01:38:59.629Z").expect("time").timestamp_micros();
-        let greatest = |col: &str, ty: DataType| greatest_order(Some(stats), col, &ty);
+        let greatest = |col: &str, ty: DataType| greatest_order(Some(&stats), col, &ty);
         assert_eq!(greatest("seq", DataType::Int64), Some(41));
         // Delta keeps a millisecond: the microseconds it dropped may be up to 999.
         assert_eq!(greatest("at", DataType::Timestamp(TimeUnit::Microsecond, None)), Some(at + 999));
