@@ -488,12 +488,12 @@ impl SqlProblem {
     /// the span when there is no other. A table is named as written ("table 'clients' not
     /// found"), not in DataFusion's default catalog and schema.
     pub fn of(e: &datafusion::error::DataFusionError) -> Self {
-        let (message, point) = match e.diagnostic() {
-            Some(d) => without_position(d.message.lines().next().unwrap_or_default()),
-            None => without_position(&first_line(e)),
-        };
+        let diagnostic = e.diagnostic();
+        let text = diagnostic.map_or_else(|| first_line(e), |d| d.message.lines().next().unwrap_or_default().into());
+        let (message, point) = without_position(&text);
         let message = message.replace("'datafusion.public.", "'");
-        let Some(d) = e.diagnostic() else { return Self { message, span: point.map(|p| (p, p)), advice: None } };
+        let point = point.map(|p| (p, p));
+        let Some(d) = diagnostic else { return Self { message, span: point, advice: None } };
         let at = |l: datafusion::common::Location| (l.line as usize, l.column as usize);
         let advice: Vec<&str> = match d.helps.is_empty() {
             false => d.helps.iter().map(|h| h.message.as_str()).collect(),
@@ -501,7 +501,7 @@ impl SqlProblem {
         };
         Self {
             message,
-            span: d.span.map(|s| (at(s.start), at(s.end))).or(point.map(|p| (p, p))),
+            span: d.span.map(|s| (at(s.start), at(s.end))).or(point),
             advice: (!advice.is_empty()).then(|| advice.join("; ")),
         }
     }
