@@ -7,6 +7,7 @@ use medallion::arrow::array::RecordBatch;
 use medallion::arrow::datatypes::SchemaRef;
 use medallion::arrow::json::WriterBuilder;
 use medallion::arrow::json::writer::LineDelimited;
+use medallion::bronze::drift::DriftEvent;
 
 use crate::args::Format;
 
@@ -38,8 +39,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
         .collect();
     let numeric: Vec<bool> = (0..header.len())
         .map(|c| {
+            // A column of `-` alone holds no number: it reads as text.
             c > 0
-                && rows.len() > 1
+                && rows[1..].iter().any(|r| r.get(c).is_some_and(|s| s != "-"))
                 && rows[1..].iter().all(|r| {
                     r.get(c).is_some_and(|s| {
                         s == "-" || (!s.is_empty() && s.chars().all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.'))
@@ -226,13 +228,15 @@ pub fn samples<'a>(results: impl IntoIterator<Item = (&'a str, &'a medallion::qu
     out
 }
 
-/// Schema-drift events as a table: source, field, change, types, first-seen batch and time.
-pub fn drift(events: &[medallion::bronze::drift::DriftEvent]) -> Option<String> {
+/// Schema-drift events as a table: source, field, change, types, the silver tables whose contract
+/// reads the field (`read_by`; `-`: none yet, bronze alone keeps it), first-seen batch and time.
+pub fn drift(events: &[DriftEvent], read_by: impl Fn(&DriftEvent) -> Vec<String>) -> Option<String> {
     let mut rows = vec![vec![
         "source".to_string(),
         "field".into(),
         "change".into(),
         "types".into(),
+        "read by".into(),
         "first seen in batch".into(),
         "ingested at".into(),
     ]];
@@ -244,6 +248,7 @@ pub fn drift(events: &[medallion::bronze::drift::DriftEvent]) -> Option<String> 
             e.field.clone(),
             e.change.replace('_', " "),
             types,
+            Some(read_by(e).join(", ")).filter(|r| !r.is_empty()).unwrap_or_else(|| "-".into()),
             e.batch_id.clone(),
             e.ingested_at.clone().unwrap_or_else(|| "-".into()),
         ]);
@@ -261,5 +266,9 @@ mod tests {
         assert_eq!(thousands(12), "12");
         let t = table(&[vec!["table".into(), "rows".into()], vec!["orders".into(), "1,000".into()]]);
         assert_eq!(t, "table    rows\norders  1,000\n");
+        // Numbers (and `-` among them) right-aligned; a column of `-` alone is text.
+        let row = |a: &str, b: &str, c: &str| vec![a.to_string(), b.to_string(), c.to_string()];
+        let t = table(&[row("table", "version", "read by"), row("a", "12", "-"), row("b", "-", "-")]);
+        assert_eq!(t, "table  version  read by\na           12  -\nb            -  -\n");
     }
 }

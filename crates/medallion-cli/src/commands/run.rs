@@ -187,7 +187,7 @@ pub(crate) async fn execute(
         Format::Json => print_json(&summary)?,
         // -q: errors and warnings only (on stderr, below).
         Format::Text | Format::Csv if g.quiet > 0 => {}
-        Format::Text | Format::Csv => print_text(&summary, g.verbose > 0)?,
+        Format::Text | Format::Csv => print_text(&project, &summary, g.verbose > 0)?,
     }
     note_contracts(&summary);
     note_landing(&summary.ingested);
@@ -234,10 +234,16 @@ fn note_contracts(s: &RunSummary) {
             let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) };
             eprintln!("note: silver/{} rebuilt from bronze{why}", p.table);
         } else {
-            eprintln!(
-                "note: silver/{t}: {changes}: added in place; rows promoted earlier hold null there until `medallion rebuild {t}`",
-                t = p.table
-            );
+            let t = &p.table;
+            let how = if p.added_columns.is_empty() {
+                "let in: every published row passes the new rules".to_string()
+            } else {
+                format!(
+                    "taken in place; rows promoted earlier hold null in {} until `medallion rebuild {t}`",
+                    p.added_columns.join(", ")
+                )
+            };
+            eprintln!("note: silver/{t}: {changes}: {how}");
         }
     }
 }
@@ -284,7 +290,7 @@ fn print_json(s: &RunSummary) -> Result<()> {
     json_line("summary", serde_json::to_value(s)?)
 }
 
-fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
+fn print_text(project: &medallion::project::Project, s: &RunSummary, timings: bool) -> Result<()> {
     sayln!("run {} of `{}`: {}", s.run_id, s.project, if s.ok() { "ok" } else { "FAILED" });
     if !s.ingested.is_empty() {
         let mut rows = vec![vec!["ingested".to_string(), "status".into(), "batch".into(), "records".into()]];
@@ -350,7 +356,7 @@ fn print_text(s: &RunSummary, timings: bool) -> Result<()> {
     }
     let failing = results.iter().filter(|(_, e)| e.outcome == GateOutcome::Fail).map(|(n, e)| (n.as_str(), e));
     say!("{}", samples(failing));
-    if let Some(t) = drift(&s.drift) {
+    if let Some(t) = drift(&s.drift, |e| project.readers_of(&e.source, &e.field)) {
         say!("\nschema drift (bronze kept every record; check the contracts)\n{t}");
     }
     let t = &s.totals;

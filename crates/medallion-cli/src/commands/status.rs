@@ -111,7 +111,9 @@ pub async fn run(g: &Global) -> Result<Outcome> {
     }
     if g.format == Format::Json {
         for e in &events {
-            json_line("drift", serde_json::to_value(e)?)?;
+            let mut line = serde_json::to_value(e)?;
+            line["read_by"] = serde_json::json!(project.readers_of(&e.source, &e.field));
+            json_line("drift", line)?;
         }
         for (table, verdict) in &changed {
             let (node, changes, next) = super::describe_contract_change(table, verdict);
@@ -127,7 +129,7 @@ pub async fn run(g: &Global) -> Result<Outcome> {
             let (node, changes, next) = super::describe_contract_change(table, verdict);
             sayln!("\ncontract changed: {node}: {}; {next}", changes.join("; "));
         }
-        if let Some(t) = drift_table(&events) {
+        if let Some(t) = drift_table(&events, |e| project.readers_of(&e.source, &e.field)) {
             say!("\nschema drift\n{t}");
         }
         match last {

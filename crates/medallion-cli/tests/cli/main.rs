@@ -801,6 +801,71 @@ fn a_backlog_promoted_in_slices_killed_at_any_step_gives_the_clean_tables() {
     killed_commands_give(command, &want, &ORDER_STEPS, &[15, 60, 120, 200, 320, 450], init);
 }
 
+/// A contract change a run takes in place says so on stderr even when no batch is pending: the
+/// published rows' new column is null until a rebuild, and the user must hear it from the run
+/// that made it so. One commit takes the column in; a rule every published row passes is let in.
+#[test]
+fn a_contract_change_taken_in_place_with_nothing_pending_is_reported() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let rows = |proj: &Path| sql_rows(proj, "SELECT count(*) AS n FROM silver.orders")[0]["n"].clone();
+    let before = rows(&proj);
+    let history = |proj: &Path| text(&run(&["history", "silver/orders", "--format", "json"], proj).stdout);
+    let commits = |proj: &Path| history(proj).lines().count();
+    let committed = commits(&proj);
+    let toml = proj.join("medallion.toml");
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&toml).expect("read");
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&toml, text.replacen(from, to, 1)).expect("write");
+    };
+    let source = "  { name = \"source\",      type = \"string\" },\n";
+    edit(source, &format!("{source}  {{ name = \"promo_code\",  type = \"string\", required = false }},\n"));
+
+    let evolved = run(&["run"], &proj);
+    assert_eq!(evolved.status.code(), Some(0), "{}", text(&evolved.stderr));
+    assert!(
+        text(&evolved.stderr).contains(
+            "note: silver/orders: added column promo_code (string, nullable): taken in place; rows promoted earlier hold null in promo_code until `medallion rebuild orders`"
+        ),
+        "{}",
+        text(&evolved.stderr)
+    );
+    assert_eq!(commits(&proj), committed + 1, "one commit adds the column: {}", history(&proj));
+    assert_eq!(rows(&proj), before, "no row changed");
+    let added = history(&proj).lines().next().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"));
+    let added = added.expect("a commit");
+    assert_eq!(added["operation"], "ADD COLUMN", "{added}");
+    assert!(added["run_id"].is_string(), "the commit names the run that made it: {added}");
+    // The drifted field the contract now reads is marked so; the one it does not is not.
+    let status = run(&["status", "--format", "json"], &proj);
+    let drift: Vec<serde_json::Value> = text(&status.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|l| l["type"] == "drift")
+        .collect();
+    let read_by = |field: &str| drift.iter().find(|d| d["field"] == field).map(|d| d["read_by"].clone());
+    assert_eq!(read_by("promo_code"), Some(serde_json::json!(["silver/orders"])), "{drift:?}");
+    assert_eq!(read_by("tier"), Some(serde_json::json!([])), "{drift:?}");
+    let again = run(&["run"], &proj);
+    assert!(!text(&again.stderr).contains("note: silver/orders"), "said once: {}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("silver: no pending bronze batches"), "{}", text(&again.stdout));
+
+    edit("checks = [\"amount > 0\"]", "checks = [\"amount > 0\", \"amount < 1000000\"]");
+    let let_in = run(&["run"], &proj);
+    assert_eq!(let_in.status.code(), Some(0), "{}", text(&let_in.stderr));
+    let stderr = text(&let_in.stderr);
+    assert!(stderr.contains("note: silver/orders: checks of amount:"), "{stderr}");
+    assert!(stderr.contains(": let in: every published row passes the new rules"), "{stderr}");
+    assert!(!stderr.contains("hold null"), "{stderr}");
+
+    let rebuilt = run(&["rebuild", "orders"], &proj);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
+    let filled = sql_rows(&proj, "SELECT count(promo_code) AS n FROM silver.orders");
+    assert!(filled[0]["n"].as_u64().is_some_and(|n| n > 0), "{filled:?}");
+}
+
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
 /// uninterrupted rebuild.
 #[test]

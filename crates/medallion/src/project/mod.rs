@@ -82,6 +82,16 @@ pub struct Project {
 }
 
 impl Project {
+    /// The silver tables (`silver/<name>`) whose contract reads raw field `field` of `source`:
+    /// a drifted field some contract reads is taken care of; one none reads is still in bronze only.
+    pub fn readers_of(&self, source: &str, field: &str) -> Vec<String> {
+        self.silver
+            .values()
+            .filter(|t| t.source == source && t.contract.columns.iter().any(|c| c.field == field))
+            .map(|t| format!("silver/{}", t.name))
+            .collect()
+    }
+
     /// The project's DAG: node → the nodes it reads.
     pub fn edges(&self) -> BTreeMap<String, BTreeSet<String>> {
         let mut up: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -176,6 +176,16 @@ impl Change {
         matches!(self, Change::AddedColumn { required: false, .. })
     }
 
+    /// The column it is about, if one.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            Change::AddedColumn { column, .. }
+            | Change::RemovedColumn { column }
+            | Change::ColumnType { column, .. } => Some(column),
+            Change::Rule { .. } => None,
+        }
+    }
+
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
@@ -342,22 +352,24 @@ pub async fn assess(table: &SilverTable, silver: &Table) -> Result<Verdict> {
 
 /// Brings the published table in line with the contract before a promotion: adds nullable
 /// columns in place when the change can be let in; returns whether the table must be rebuilt
-/// from bronze; refuses otherwise. `rebuilding` (an explicit rebuild) accepts every change.
-pub async fn reconcile(table: &SilverTable, silver: Table, rebuilding: bool) -> Result<(Table, Verdict)> {
+/// from bronze; refuses otherwise. `rebuilding` (an explicit rebuild) accepts every change. The
+/// commit adding columns names `run_id`.
+pub async fn reconcile(table: &SilverTable, silver: Table, rebuilding: bool, run_id: &str) -> Result<(Table, Verdict)> {
     if rebuilding {
         let found = changes(table, &silver).await?;
         return Ok((silver, if found.is_empty() { Verdict::Unchanged } else { Verdict::Rebuild(found) }));
     }
     match assess(table, &silver).await? {
-        Verdict::Evolve(changes) => Ok((add_columns(table, silver, &changes).await?, Verdict::Evolve(changes))),
+        Verdict::Evolve(changes) => Ok((add_columns(table, silver, &changes, run_id).await?, Verdict::Evolve(changes))),
         Verdict::Refuse(changes) => Err(refusal(table, &changes)),
         v => Ok((silver, v)),
     }
 }
 
 /// Adds the nullable columns `changes` add to the published table, in one metadata-only commit
-/// recording the contract (nothing to do when they add none: the next commit records rules).
-pub async fn add_columns(table: &SilverTable, silver: Table, changes: &[Change]) -> Result<Table> {
+/// recording the contract and naming `run_id` (nothing to do when they add none: the next commit
+/// records rules).
+pub async fn add_columns(table: &SilverTable, silver: Table, changes: &[Change], run_id: &str) -> Result<Table> {
     let added: Vec<Field> = changes
         .iter()
         .filter_map(|c| match c {
@@ -368,22 +380,26 @@ pub async fn add_columns(table: &SilverTable, silver: Table, changes: &[Change])
     if added.is_empty() {
         return Ok(silver);
     }
-    silver.add_columns(&added, evolved_meta(table, changes)).await
+    silver.add_columns(&added, evolved_meta(table, changes, run_id)).await
 }
 
 /// Records the contract in an empty commit after rule changes were let in and nothing else was
 /// committed, so later runs need not check the published rows again.
-pub async fn record(table: &SilverTable, silver: Table, changes: &[Change]) -> Result<Table> {
+pub async fn record(table: &SilverTable, silver: Table, changes: &[Change], run_id: &str) -> Result<Table> {
     let schema = silver.arrow_schema()?.unwrap_or_else(|| Arc::clone(&table.schema));
-    let write = WriteOptions { metadata: evolved_meta(table, changes), ..Default::default() };
+    let write = WriteOptions { metadata: evolved_meta(table, changes, run_id), ..Default::default() };
     silver.write(vec![RecordBatch::new_empty(schema)], write).await
 }
 
-fn evolved_meta(table: &SilverTable, changes: &[Change]) -> std::collections::HashMap<String, serde_json::Value> {
+fn evolved_meta(
+    table: &SilverTable,
+    changes: &[Change],
+    run_id: &str,
+) -> std::collections::HashMap<String, serde_json::Value> {
     let evolved: Vec<String> = changes.iter().map(Change::describe).collect();
     std::collections::HashMap::from([(
         "medallion".to_string(),
-        serde_json::json!({ "contract": table.record.to_json(), "evolved": evolved }),
+        serde_json::json!({ "run_id": run_id, "contract": table.record.to_json(), "evolved": evolved }),
     )])
 }
 

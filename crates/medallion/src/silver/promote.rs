@@ -125,9 +125,13 @@ pub struct Promotion {
     /// [`TOP_REASONS`], most frequent first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub top_reasons: Vec<(String, u64)>,
-    /// How the contract differed from the published table (added in place, or why it rebuilt).
+    /// How the contract differed from the published table (taken in place, or why it rebuilt).
+    /// A promotion of no batch that only took a contract change in reports it too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub contract_changes: Vec<String>,
+    /// Columns taken in place: rows promoted before hold null in them until a rebuild.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub added_columns: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -252,12 +256,18 @@ pub async fn promote(
     let (silver, verdict) = if open.as_ref().is_some_and(|i| i.rebuild) {
         (silver, Verdict::Unchanged)
     } else {
-        evolve::reconcile(table, silver, opts.rebuild || requested).await?
+        evolve::reconcile(table, silver, opts.rebuild || requested, &opts.run_id).await?
     };
     let mut rebuild = opts.rebuild || requested || matches!(verdict, Verdict::Rebuild(_));
     let changes: Vec<String> = match &verdict {
         Verdict::Evolve(c) | Verdict::Rebuild(c) | Verdict::Refuse(c) => c.iter().map(Change::describe).collect(),
         Verdict::Unchanged => Vec::new(),
+    };
+    let added_columns: Vec<String> = match &verdict {
+        Verdict::Evolve(c) => {
+            c.iter().filter(|c| c.additive()).filter_map(Change::column).map(str::to_string).collect()
+        }
+        _ => Vec::new(),
     };
     // Batches already promoted (`done`): those of committed intents since the last rebuild.
     let mut out = Vec::new();
@@ -282,9 +292,23 @@ pub async fn promote(
     };
     if pending.is_empty() && !rebuild {
         match out.first_mut() {
-            Some(first) => first.contract_changes = changes,
+            Some(first) => (first.contract_changes, first.added_columns) = (changes, added_columns),
             None if let Verdict::Evolve(c) = &verdict => {
-                evolve::record(table, silver, c).await?;
+                // Added columns were committed with the contract; rules alone need a commit of it.
+                let silver = if added_columns.is_empty() {
+                    evolve::record(table, silver, c, &opts.run_id).await?
+                } else {
+                    silver
+                };
+                // Nothing promoted, but the table changed: the run reports it.
+                out.push(Promotion {
+                    table: table.name.clone(),
+                    intent: committed,
+                    silver_version: silver.version(),
+                    contract_changes: changes,
+                    added_columns,
+                    ..Default::default()
+                });
             }
             None => {}
         }
@@ -293,7 +317,7 @@ pub async fn promote(
     let pending = batches::order_by_ingestion(lake, pending).await?;
     let intent = Intent { version: committed + 1, run_id: opts.run_id.clone(), batches: pending, rebuild };
     let mut p = run_intent(lake, tables, table, intent, false, opts).await?;
-    p.contract_changes = changes;
+    (p.contract_changes, p.added_columns) = (changes, added_columns);
     out.push(p);
     if out.iter().any(|p| p.rebuilt) {
         ledger::clear_rebuild_request(lake, &table.name).await?;

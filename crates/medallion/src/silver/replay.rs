@@ -152,7 +152,7 @@ async fn replay_locked(
         Verdict::Unchanged => {}
         Verdict::Evolve(_) if opts.dry_run => {}
         Verdict::Evolve(changes) => {
-            evolve::add_columns(table, silver, &changes).await?;
+            evolve::add_columns(table, silver, &changes, &opts.run_id).await?;
         }
         Verdict::Rebuild(changes) | Verdict::Refuse(changes) => return Err(evolve::refusal(table, &changes)),
     }
