@@ -321,7 +321,9 @@ fn print_text(project: &medallion::project::Project, s: &RunSummary, timings: bo
             p.silver_version.map_or("-".into(), |v| v.to_string()),
         ]);
     }
-    if s.silver.is_empty() {
+    if s.silver.is_empty() && s.failed.iter().any(|f| f.node.starts_with("silver/")) {
+        sayln!("\nsilver: nothing promoted (errors below)");
+    } else if s.silver.is_empty() {
         sayln!("\nsilver: no pending bronze batches");
     } else {
         say!("\n{}", table(&rows));

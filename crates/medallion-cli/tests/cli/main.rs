@@ -913,6 +913,7 @@ fn a_rebuild_killed_at_any_step_finishes_as_an_uninterrupted_one() {
     let refused = run(&["run"], &clean);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("medallion rebuild orders"), "{}", text(&refused.stderr));
+    assert!(text(&refused.stdout).contains("silver: nothing promoted (errors below)"), "{}", text(&refused.stdout));
     // Small slices, so the rebuild spills and resolves its tables a part at a time.
     let rebuild = "rebuild --slice-size 2KiB";
     let rebuilt = run(&rebuild.split(' ').collect::<Vec<_>>(), &clean);
