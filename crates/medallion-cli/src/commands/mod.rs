@@ -159,12 +159,18 @@ pub async fn contract_changes(project: &Project, lake: &Lake) -> Result<Vec<(Str
 pub fn describe_contract_change(table: &str, verdict: &Verdict) -> (String, Vec<String>, String) {
     let (changes, next) = match verdict {
         Verdict::Unchanged => (&[][..], String::new()),
-        Verdict::Evolve(c) => (
-            &c[..],
-            format!(
-                "the next run takes it in place (rows already published hold null in new columns until `medallion rebuild {table}`)"
-            ),
-        ),
+        Verdict::Evolve(c) => {
+            let added: Vec<&str> = c.iter().filter(|c| c.additive()).filter_map(evolve::Change::column).collect();
+            let next = if added.is_empty() {
+                "the next run lets it in (every published row passes the new rules)".to_string()
+            } else {
+                format!(
+                    "the next run takes it in place (rows already published hold null in {} until `medallion rebuild {table}`)",
+                    added.join(", ")
+                )
+            };
+            (&c[..], next)
+        }
         Verdict::Rebuild(c) => {
             (&c[..], "the next run rebuilds it from bronze (on_contract_change = \"rebuild\")".to_string())
         }

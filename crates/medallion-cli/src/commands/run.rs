@@ -243,7 +243,13 @@ fn note_contracts(s: &RunSummary) {
                     p.added_columns.join(", ")
                 )
             };
-            eprintln!("note: silver/{t}: {changes}: {how}");
+            let replay = p.waiting_in_dead_letter.map_or_else(String::new, |n| {
+                format!(
+                    "; {} record(s) wait in its dead letter: `medallion replay {t} --dry-run` shows which pass now",
+                    thousands(n)
+                )
+            });
+            eprintln!("note: silver/{t}: {changes}: {how}{replay}");
         }
     }
 }

@@ -166,6 +166,9 @@ pub enum Change {
         /// is checked before the change is let in. Otherwise it changes what rows hold (types,
         /// transforms, keys, order, partitions, history) and needs a rebuild.
         acceptance: bool,
+        /// Whether records the old rules rejected may pass it (a check dropped, a column made
+        /// optional, a null marker added): the dead letter may hold records to replay.
+        relaxes: bool,
     },
 }
 
@@ -174,6 +177,11 @@ impl Change {
     /// null) and new rows carry it.
     pub fn additive(&self) -> bool {
         matches!(self, Change::AddedColumn { required: false, .. })
+    }
+
+    /// Whether records the old rules rejected may pass under the new ones.
+    pub fn relaxes(&self) -> bool {
+        matches!(self, Change::Rule { relaxes: true, .. })
     }
 
     /// The column it is about, if one.
@@ -255,13 +263,15 @@ pub fn diff<'a>(
     if had.fingerprint == want.fingerprint {
         return out;
     }
-    let rule = |what: String| Change::Rule { what, acceptance: false };
-    let acceptance = |what: String| Change::Rule { what, acceptance: true };
+    let rule = |what: String| Change::Rule { what, acceptance: false, relaxes: false };
+    let acceptance = |what: String, relaxes: bool| Change::Rule { what, acceptance: true, relaxes };
+    // Whether `new` drops a rule of `old`.
+    let drops = |old: &[String], new: &[String]| old.iter().any(|r| !new.contains(r));
     for c in &want.columns {
         let Some(old) = had.columns.iter().find(|o| o.name == c.name) else { continue };
         if old.required != c.required {
             let how = if c.required { "optional → required" } else { "required → optional" };
-            out.push(acceptance(format!("{}: {how}", c.name)));
+            out.push(acceptance(format!("{}: {how}", c.name), !c.required));
         }
         if old.from != c.from {
             let show = |f: &Option<String>| format!("`{}`", f.as_deref().unwrap_or(&c.name));
@@ -272,12 +282,10 @@ pub fn diff<'a>(
             out.push(rule(format!("transform of {}: {} → {}", c.name, show(&old.transform), show(&c.transform))));
         }
         if old.checks != c.checks {
-            out.push(acceptance(format!(
-                "checks of {}: [{}] → [{}]",
-                c.name,
-                old.checks.join(", "),
-                c.checks.join(", ")
-            )));
+            out.push(acceptance(
+                format!("checks of {}: [{}] → [{}]", c.name, old.checks.join(", "), c.checks.join(", ")),
+                drops(&old.checks, &c.checks),
+            ));
         }
         if old.null_values != c.null_values {
             let what = format!("null_values of {}: {:?} → {:?}", c.name, old.null_values, c.null_values);
@@ -290,11 +298,15 @@ pub fn diff<'a>(
                 .chain(&c.null_values)
                 .filter(|m| !(old.null_values.contains(m) && c.null_values.contains(m)));
             let harmless = ty.is_some_and(|ty| ty == ColumnType::String || changed.clone().all(|m| !reads_as(m, ty)));
-            out.push(if harmless { acceptance(what) } else { rule(what) });
+            let added = c.null_values.iter().any(|m| !old.null_values.contains(m));
+            out.push(if harmless { acceptance(what, added) } else { rule(what) });
         }
     }
     if had.checks != want.checks {
-        out.push(acceptance(format!("table checks: [{}] → [{}]", had.checks.join(", "), want.checks.join(", "))));
+        out.push(acceptance(
+            format!("table checks: [{}] → [{}]", had.checks.join(", "), want.checks.join(", ")),
+            drops(&had.checks, &want.checks),
+        ));
     }
     if had.primary_key != want.primary_key {
         out.push(rule(format!(
@@ -346,6 +358,7 @@ pub async fn assess(table: &SilverTable, silver: &Table) -> Result<Verdict> {
     changes.push(Change::Rule {
         what: format!("{failing} row(s) already published fail the new rules"),
         acceptance: false,
+        relaxes: false,
     });
     Ok(Verdict::Refuse(changes))
 }

@@ -132,6 +132,10 @@ pub struct Promotion {
     /// Columns taken in place: rows promoted before hold null in them until a rebuild.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub added_columns: Vec<String>,
+    /// When a rule change let in relaxes the rules (a check dropped, a column made optional, a
+    /// null marker added): the records waiting in the dead letter, some of which may pass now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_in_dead_letter: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -269,6 +273,12 @@ pub async fn promote(
         }
         _ => Vec::new(),
     };
+    let waiting = match &verdict {
+        Verdict::Evolve(c) if c.iter().any(Change::relaxes) => {
+            Some(super::dead_letter::outstanding(lake, &table.name).await?).filter(|n| *n > 0)
+        }
+        _ => None,
+    };
     // Batches already promoted (`done`): those of committed intents since the last rebuild.
     let mut out = Vec::new();
     if let Some(open) = open {
@@ -292,7 +302,10 @@ pub async fn promote(
     };
     if pending.is_empty() && !rebuild {
         match out.first_mut() {
-            Some(first) => (first.contract_changes, first.added_columns) = (changes, added_columns),
+            Some(first) => {
+                (first.contract_changes, first.added_columns, first.waiting_in_dead_letter) =
+                    (changes, added_columns, waiting)
+            }
             None if let Verdict::Evolve(c) = &verdict => {
                 // Added columns were committed with the contract; rules alone need a commit of it.
                 let silver = if added_columns.is_empty() {
@@ -307,6 +320,7 @@ pub async fn promote(
                     silver_version: silver.version(),
                     contract_changes: changes,
                     added_columns,
+                    waiting_in_dead_letter: waiting,
                     ..Default::default()
                 });
             }
@@ -317,7 +331,7 @@ pub async fn promote(
     let pending = batches::order_by_ingestion(lake, pending).await?;
     let intent = Intent { version: committed + 1, run_id: opts.run_id.clone(), batches: pending, rebuild };
     let mut p = run_intent(lake, tables, table, intent, false, opts).await?;
-    (p.contract_changes, p.added_columns) = (changes, added_columns);
+    (p.contract_changes, p.added_columns, p.waiting_in_dead_letter) = (changes, added_columns, waiting);
     out.push(p);
     if out.iter().any(|p| p.rebuilt) {
         ledger::clear_rebuild_request(lake, &table.name).await?;

@@ -188,9 +188,34 @@ async fn rules_that_published_rows_break_are_refused_and_replay_works_after_an_a
     assert_eq!((p.table.as_str(), p.batches, p.read), ("orders", 0, 0), "{p:?}");
     assert!(p.contract_changes.iter().any(|c| c.starts_with("checks of amount")), "{p:?}");
     assert!(p.added_columns.is_empty(), "{p:?}");
+    // `amount > 0` is gone: records it rejected may pass, and the dead letter holds some.
+    assert!(p.waiting_in_dead_letter.is_some_and(|n| n > 0), "{p:?}");
     let (project, lake) = d.open().await;
     let silver = Table::open(&lake, Layer::Silver, "orders").await.expect("open");
     assert_eq!(evolve::assess(&project.silver["orders"], &silver).await.expect("assess"), Verdict::Unchanged);
+    // Which rule changes may let rejected records in: a dropped check, an optional column, a new
+    // null marker; not a check added, a column made required or a marker removed.
+    for (from, to, relaxes) in [
+        ("checks = [\"amount >= 0\"]", "checks = [\"amount >= 0\", \"amount < 1e9\"]", false),
+        ("checks = [\"amount >= 0\"]", "checks = []", true),
+        (
+            "{ name = \"region\",      type = \"string\" }",
+            "{ name = \"region\", type = \"string\", required = false }",
+            true,
+        ),
+        (
+            "{ name = \"region\",      type = \"string\" }",
+            "{ name = \"region\", type = \"string\", null_values = [\"n/a\"] }",
+            true,
+        ),
+    ] {
+        let before = std::fs::read_to_string(d.dir.path().join("medallion.toml")).expect("read");
+        d.edit(from, to);
+        let (project, _) = d.open().await;
+        let changes = evolve::changes(&project.silver["orders"], &silver).await.expect("compare");
+        assert!(!changes.is_empty() && changes.iter().all(|c| c.relaxes() == relaxes), "{to}: {changes:?}");
+        d.configure(&before);
+    }
     // And an added column: the replay promotes what now passes into the evolved table.
     add_channel(&d);
     let r = d.replay(None, false).await;
