@@ -113,6 +113,7 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
             .map(|c| vec![c.label.clone(), c.column.clone().unwrap_or_else(|| "-".into()), thousands(c.records)]),
     );
     say!("\n{}", table(&rows));
+    note_markers(&project, name, &s.null_markers)?;
     let mut rows = vec![vec!["batch".to_string(), "records".into()]];
     rows.extend(s.by_batch.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));
     say!("\n{}", table(&rows));
@@ -126,4 +127,32 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// A hint per undeclared null marker the dead letter's type errors show: where to declare it,
+/// and the replay that then promotes the records.
+fn note_markers(
+    project: &medallion::project::Project,
+    table: &str,
+    markers: &[medallion::silver::dead_letter::Count],
+) -> Result<()> {
+    let mut by_marker: Vec<(&str, Vec<String>, u64)> = Vec::new();
+    for m in markers {
+        let column = format!("{} ({})", m.column.as_deref().unwrap_or("-"), thousands(m.records));
+        match by_marker.iter_mut().find(|(text, _, _)| *text == m.label) {
+            Some((_, columns, n)) => {
+                columns.push(column);
+                *n += m.records;
+            }
+            None => by_marker.push((&m.label, vec![column], m.records)),
+        }
+    }
+    let source = project.silver.get(table).map_or(table, |t| t.source.as_str());
+    for (marker, columns, _) in by_marker {
+        sayln!(
+            "\nhint: {marker:?} where a value was expected, in {}: likely a null marker; `null_values = [{marker:?}]` on [sources.{source}] (or the column) reads it as null, then `medallion replay {table}` promotes what passes",
+            columns.join(", ")
+        );
+    }
+    Ok(())
 }

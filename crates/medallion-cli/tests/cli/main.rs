@@ -887,6 +887,82 @@ fn a_contract_change_taken_in_place_with_nothing_pending_is_reported() {
     );
 }
 
+/// A CSV export marks missing values `NA`; the contract does not say so, so those records are
+/// type errors. `quarantine` says it looks like a null marker and where to declare it; declaring
+/// it is let in with a pointer to the dead letter; the replay promotes what passes.
+#[test]
+fn an_undeclared_null_marker_is_hinted_and_its_records_replayed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("cars");
+    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
+    let toml = proj.join("medallion.toml");
+    std::fs::write(
+        &toml,
+        r#"[project]
+name = "cars"
+lake = "./lake"
+
+[sources.cars]
+format = "csv"
+paths = ["landing/*.csv"]
+
+[silver.cars]
+source = "cars"
+primary_key = ["id"]
+order_by = "_ingested_at"
+columns = [
+  { name = "id",   type = "int64" },
+  { name = "mpg",  type = "float64", required = false },
+  { name = "year", type = "int64" },
+]
+"#,
+    )
+    .expect("write");
+    std::fs::write(
+        proj.join("landing/cars.csv"),
+        "id,mpg,year\n1,21.5,1999\n2,NA,2001\n3,N/A,2003\n4,30,NA\n5,x,2010\n",
+    )
+    .expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let summary = text(&run(&["quarantine", "cars"], &proj).stdout);
+    assert!(summary.starts_with("quarantine/cars: 4 outstanding record(s)"), "{summary}");
+    assert!(
+        summary.contains(
+            "hint: \"NA\" where a value was expected, in mpg (1), year (1): likely a null marker; `null_values = [\"NA\"]` on [sources.cars] (or the column) reads it as null, then `medallion replay cars` promotes what passes"
+        ),
+        "{summary}"
+    );
+    assert!(summary.contains("hint: \"N/A\" where a value was expected, in mpg (1)"), "{summary}");
+    assert!(!summary.contains("hint: \"x\""), "a plain bad value is no marker: {summary}");
+
+    let spec = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, spec.replace("format = \"csv\"\n", "format = \"csv\"\nnull_values = [\"NA\", \"N/A\"]\n"))
+        .expect("write");
+    let declared = run(&["run"], &proj);
+    assert_eq!(declared.status.code(), Some(0), "{}", text(&declared.stderr));
+    assert!(
+        text(&declared.stderr)
+            .contains("4 record(s) wait in its dead letter: `medallion replay cars --dry-run` shows which pass now"),
+        "{}",
+        text(&declared.stderr)
+    );
+    let replayed = run(&["replay", "cars"], &proj);
+    assert_eq!(replayed.status.code(), Some(0), "{}", text(&replayed.stderr));
+    // mpg NA and N/A are null now; year NA is still missing in a required column, x still no number.
+    let rows = sql_rows(&proj, "SELECT id, mpg FROM silver.cars ORDER BY id");
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!({"id": 1, "mpg": 21.5}),
+            serde_json::json!({"id": 2, "mpg": null}),
+            serde_json::json!({"id": 3, "mpg": null}),
+        ],
+    );
+    let summary = text(&run(&["quarantine", "cars"], &proj).stdout);
+    assert!(summary.starts_with("quarantine/cars: 2 outstanding record(s), 2 replayed"), "{summary}");
+    assert!(!summary.contains("hint:"), "declared markers are no longer hinted: {summary}");
+}
+
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
 /// uninterrupted rebuild.
 #[test]

@@ -61,6 +61,7 @@ impl Fault {
             Fault::None => ("", String::new()),
             Fault::Missing => ("required", "field required".to_string()),
             Fault::Null => ("required", "null is not allowed".to_string()),
+            // `dead_letter` reads the value back from this text to hint at null markers.
             Fault::Type => ("type", format!("cannot read {what} as {ty}")),
             Fault::NotWhole => ("type", format!("{what} is not a whole number")),
             Fault::Range => ("range", format!("{what} does not fit {ty}")),

@@ -15,6 +15,9 @@ const TOP_REASONS: usize = 5;
 const SAMPLES: usize = 3;
 /// Rows of the by-batch and by-day lists.
 const LIST: usize = 20;
+/// Texts exports write for a missing value (compared in upper case): a type error on one of them
+/// is most likely a null marker the source does not declare.
+const COMMON_MARKERS: [&str; 10] = ["NA", "N/A", "#N/A", "NULL", "NONE", "NIL", "-", "?", ".", "MISSING"];
 
 /// A count under a label.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +48,10 @@ pub struct DeadLetter {
     pub by_day: Vec<Count>,
     /// Sample raw records of the most common reasons (`rule (column)`).
     pub samples: Vec<(String, Vec<String>)>,
+    /// Outstanding records rejected by `type` on a text exports use for a missing value (`NA`,
+    /// `N/A`, `NULL`, …), by that text and column: null markers the contract does not declare.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub null_markers: Vec<Count>,
 }
 
 /// Summarises `quarantine/<table>` (a silver table or a gold model).
@@ -91,6 +98,20 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         let label = reason.column.as_ref().map_or_else(|| reason.label.clone(), |c| format!("{} ({c})", reason.label));
         samples.push((label, raws.into_iter().map(|r| text(&r[0])).collect()));
     }
+    // The value is the quoted string of the coercion's message (`cannot read string "NA" as …`).
+    let markers = COMMON_MARKERS.iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ");
+    let null_markers = rows(
+        &ctx,
+        &format!(
+            "SELECT v, c, count(DISTINCT _id) AS n FROM (SELECT _id, trim(split_part(e['message'], '\"', 2)) AS v, e['column'] AS c \
+             FROM (SELECT _id, unnest(_errors) AS e FROM {open}) WHERE e['rule'] = 'type' AND starts_with(e['message'], 'cannot read string \"')) \
+             WHERE upper(v) IN ({markers}) GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
+        ),
+    )
+    .await?
+    .into_iter()
+    .map(|r| Count { label: text(&r[0]), column: r[1].clone(), records: count(&r[2]) })
+    .collect();
     let plain = |rows: Vec<Vec<Option<String>>>| {
         rows.into_iter().map(|r| Count { label: text(&r[0]), column: None, records: count(&r[1]) }).collect()
     };
@@ -102,6 +123,7 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         by_batch: plain(by_batch),
         by_day: plain(by_day),
         samples,
+        null_markers,
     })
 }
 
