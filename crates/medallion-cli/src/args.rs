@@ -354,6 +354,9 @@ pub enum Command {
         dry_run: bool,
     },
     /// Summarise a table's dead letter: records by reason, batch and day, with sample records.
+    ///
+    /// Type errors on texts exports write for a missing value (`NA`, `N/A`, `NULL`, …) get a hint
+    /// naming the `null_values` that would read them as null (then `medallion replay`).
     Quarantine {
         /// The silver table or gold model.
         table: String,
