@@ -98,6 +98,15 @@ pub enum ImportFrom {
         /// Where to write the medallion project (must not hold one).
         dir: PathBuf,
     },
+    /// Data files (CSV, TSV, NDJSON; gzip allowed): per file, a source landing a copy of it from
+    /// `landing/` and a silver table whose contract is inferred from its first 100,000 records
+    /// (types, null markers such as `NA` in typed columns, a key). The choices are printed; the
+    /// new project is validated before the command returns.
+    Files {
+        /// The files, then the directory to write the project in (must not hold one).
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +117,7 @@ pub enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
-    /// Bring a project from another tool (dbt) as a new medallion project.
+    /// Bring a project from another tool (dbt), or your own data files, as a new medallion project.
     Import {
         #[command(subcommand)]
         from: ImportFrom,

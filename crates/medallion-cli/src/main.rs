@@ -105,6 +105,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Import { from: args::ImportFrom::Dbt { dbt_project, dir } } => {
             commands::init::import_dbt(g, &dbt_project, &dir).await
         }
+        Command::Import { from: args::ImportFrom::Files { mut paths } } => {
+            let dir = paths.pop().unwrap_or_default();
+            commands::init::import_files(g, &paths, &dir).await
+        }
         Command::Validate => commands::validate::run(g).await,
         Command::Ingest { source, follow: true, interval, .. } => {
             commands::ingest::follow(g, source.as_deref(), &interval).await

@@ -118,7 +118,7 @@ pub enum Error {
         message: String,
     },
 
-    /// A dbt project could not be imported: a file it needs is missing or does not parse.
+    /// A project could not be imported: a file it needs is missing or does not parse.
     #[error("cannot import {}: {message}", file.display())]
     Import {
         /// The dbt project's file.

@@ -27,6 +27,17 @@ pub fn run(g: &Global, dir: &Path) -> Result<Outcome> {
 
 pub async fn import_dbt(g: &Global, from: &Path, dir: &Path) -> Result<Outcome> {
     let imported = medallion::import::dbt::import(from, dir)?;
+    report(g, &from.display().to_string(), dir, &imported).await
+}
+
+pub async fn import_files(g: &Global, files: &[std::path::PathBuf], dir: &Path) -> Result<Outcome> {
+    let imported = medallion::import::files::import(files, dir)?;
+    let from = if files.len() == 1 { files[0].display().to_string() } else { format!("{} files", files.len()) };
+    report(g, &from, dir, &imported).await
+}
+
+/// What an import wrote, did not translate and chose, then the new project validated.
+async fn report(g: &Global, from: &str, dir: &Path, imported: &medallion::import::dbt::Imported) -> Result<Outcome> {
     if g.format == Format::Json {
         let listed = |items: &[(std::path::PathBuf, String)]| -> Vec<serde_json::Value> {
             items.iter().map(|(f, what)| serde_json::json!({ "file": f, "message": what })).collect()
@@ -60,7 +71,7 @@ pub async fn import_dbt(g: &Global, from: &Path, dir: &Path) -> Result<Outcome> 
     if g.format != Format::Json && g.quiet == 0 {
         eprintln!(
             "imported {} into {}: {} source(s), {} silver table(s), {} gold model(s){}",
-            from.display(),
+            from,
             dir.display(),
             project.sources.len(),
             project.silver.len(),

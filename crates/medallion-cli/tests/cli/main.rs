@@ -963,6 +963,63 @@ columns = [
     assert!(!summary.contains("hint:"), "declared markers are no longer hinted: {summary}");
 }
 
+/// A user's own files become a project that runs as it is: `import files` infers each file's
+/// contract (types, `NA` as null where a number is expected but a value in a string column, a key)
+/// and the first run promotes every record.
+#[test]
+fn imported_data_files_run_with_nothing_rejected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("Cars.csv"),
+        "id,make,mpg,year,region,sold_on\n1,ford,21.5,1999,NA,2024-01-02\n2,bmw,NA,2001,EU,2024-01-03\n3,audi,30,NA,,N/A\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("orders.ndjson"),
+        "{\"order_id\": 7, \"amount\": \"12.50\", \"items\": [1], \"at\": \"2024-01-02T10:00:00Z\"}\n{\"order_id\": 8, \"amount\": 3, \"at\": null}\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("notes.txt"), "hello\n").expect("write");
+    let out = run(&["import", "files", "Cars.csv", "orders.ndjson", "notes.txt", "proj"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: notes.txt: `.txt` files are not imported (CSV, TSV and NDJSON are)"), "{stderr}");
+    assert!(stderr.contains("note: Cars.csv: table `cars`: primary key `id`"), "{stderr}");
+    assert!(stderr.contains("field `items` holds nested JSON: left in bronze, not in the contract"), "{stderr}");
+    let proj = dir.path().join("proj");
+    let toml = std::fs::read_to_string(proj.join("medallion.toml")).expect("read");
+    assert!(
+        toml.contains("{ name = \"mpg\", type = \"float64\", required = false, null_values = [\"NA\"] }"),
+        "{toml}"
+    );
+    assert!(toml.contains("{ name = \"region\", type = \"string\", required = false }"), "{toml}");
+
+    let first = run(&["run"], &proj);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(!text(&first.stderr).contains("rejected"), "{}", text(&first.stderr));
+    let cars = sql_rows(
+        &proj,
+        "SELECT id, mpg, year, region, CAST(sold_on AS VARCHAR) AS sold_on FROM silver.cars ORDER BY id",
+    );
+    assert_eq!(
+        cars,
+        vec![
+            serde_json::json!({"id": 1, "mpg": 21.5, "year": 1999, "region": "NA", "sold_on": "2024-01-02"}),
+            serde_json::json!({"id": 2, "mpg": null, "year": 2001, "region": "EU", "sold_on": "2024-01-03"}),
+            serde_json::json!({"id": 3, "mpg": 30.0, "year": null, "region": null, "sold_on": null}),
+        ]
+    );
+    let orders = text(&run(&["sql", "SELECT * FROM silver.orders ORDER BY order_id", "--format", "csv"], &proj).stdout);
+    assert!(orders.starts_with("order_id,amount,at,_batch_id,"), "the file's field order: {orders}");
+    assert!(orders.contains("\n7,12.5,2024-01-02T10:00:00Z,") && orders.contains("\n8,3.0,,"), "{orders}");
+
+    let again = run(&["import", "files", "Cars.csv", "proj"], dir.path());
+    assert_eq!(again.status.code(), Some(2), "never over a project: {}", text(&again.stderr));
+    let none = run(&["import", "files", "notes.txt", "empty"], dir.path());
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none.stderr));
+    assert!(text(&none.stderr).contains("no file could be imported"), "{}", text(&none.stderr));
+}
+
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
 /// uninterrupted rebuild.
 #[test]

@@ -607,12 +607,12 @@ fn read_yaml(path: &Path) -> Result<Value> {
 }
 
 /// A TOML basic string (JSON's escapes are TOML's).
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// A TOML key: bare when it can be.
-fn key(s: &str) -> String {
+pub(super) fn key(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         s.to_string()
     } else {

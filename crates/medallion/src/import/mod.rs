@@ -1,4 +1,6 @@
-//! Bringing projects from other tools: `medallion import dbt`.
+//! Bringing projects from other tools and data from files: `medallion import dbt`, `medallion
+//! import files`.
 
 pub mod dbt;
+pub mod files;
 mod seed;

@@ -78,6 +78,18 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// Texts exports write for a missing value (compared in any case): a type error on one of them is
+/// most likely a null marker the contract does not declare (`medallion quarantine` hints at it,
+/// `medallion import files` declares the ones it sees in typed columns).
+pub const COMMON_NULL_MARKERS: [&str; 11] =
+    ["NA", "N/A", "#N/A", "NULL", "NONE", "NIL", "NAN", "-", "?", ".", "MISSING"];
+
+/// Whether `text` (surrounding whitespace aside) is one of [`COMMON_NULL_MARKERS`].
+pub fn is_common_null_marker(text: &str) -> bool {
+    let text = text.trim();
+    COMMON_NULL_MARKERS.iter().any(|m| m.eq_ignore_ascii_case(text))
+}
+
 /// A coerced column.
 #[derive(Debug)]
 pub struct Coerced {

@@ -15,9 +15,6 @@ const TOP_REASONS: usize = 5;
 const SAMPLES: usize = 3;
 /// Rows of the by-batch and by-day lists.
 const LIST: usize = 20;
-/// Texts exports write for a missing value (compared in upper case): a type error on one of them
-/// is most likely a null marker the source does not declare.
-const COMMON_MARKERS: [&str; 10] = ["NA", "N/A", "#N/A", "NULL", "NONE", "NIL", "-", "?", ".", "MISSING"];
 
 /// A count under a label.
 #[derive(Debug, Clone, Serialize)]
@@ -99,7 +96,7 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         samples.push((label, raws.into_iter().map(|r| text(&r[0])).collect()));
     }
     // The value is the quoted string of the coercion's message (`cannot read string "NA" as …`).
-    let markers = COMMON_MARKERS.iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ");
+    let markers = super::coerce::COMMON_NULL_MARKERS.iter().map(|m| quote(m)).collect::<Vec<_>>().join(", ");
     let null_markers = rows(
         &ctx,
         &format!(

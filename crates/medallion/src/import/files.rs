@@ -1,0 +1,451 @@
+//! Data files as a new project (`medallion import files FILE... DIR`): per file, a source landing
+//! it from `landing/` and a silver table whose contract is inferred from its records, so a user's
+//! own CSV or NDJSON runs in one command and the contract is there to read and edit.
+//!
+//! Inference reads the first [`SAMPLE`] records:
+//! - **Types**: a CSV cell or JSON string as dbt's seed inference reads text (integer, number,
+//!   `%Y-%m-%d` date, datetime, `true`/`false`, else string); JSON numbers and booleans as such.
+//!   A column with numbers and numeric strings takes the wider number type; one mixing anything
+//!   else is a string where every value is one, or left out with a note.
+//! - **Nulls**: an empty CSV cell and JSON `null` are null. A text exports write for a missing
+//!   value (`NA`, `N/A`, `NULL`, …: [`is_common_null_marker`]) in a column whose other values are numbers,
+//!   dates or booleans becomes that column's `null_values`; in a string column it stays a value
+//!   (`NA` may be North America).
+//! - **Key**: the first column whose values are distinct and present, a name `id` or ending in
+//!   `_id` first; with none, every column (identical records are kept once). A note says which.
+//! - Every column but the key is optional: a value missing later is null, not a rejected record.
+//!
+//! A value a later record carries that the inferred type cannot read is a dead-letter record with
+//! its reason, never lost; widening the type is a contract change (`medallion rebuild`).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::dbt::{Imported, key, quote};
+use super::seed;
+use crate::error::{Error, Result};
+use crate::silver::coerce::is_common_null_marker;
+
+/// Records read to infer a contract.
+pub const SAMPLE: usize = 100_000;
+
+/// A file's format, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv { delimiter: u8 },
+    Ndjson,
+}
+
+/// One inferred column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Column {
+    name: String,
+    ty: String,
+    /// Markers read as null in this column.
+    null_values: BTreeSet<String>,
+    /// Whether every sampled record has a value.
+    complete: bool,
+    /// Whether its sampled values are distinct and present.
+    unique: bool,
+}
+
+/// Writes a project in `to` for `files`: each copied to `to/landing/`, with its source and silver
+/// table. `to` must not hold a project.
+pub fn import(files: &[PathBuf], to: &Path) -> Result<Imported> {
+    let main = to.join(crate::spec::PROJECT_FILE);
+    if main.exists() {
+        return Err(Error::ProjectExists { path: main });
+    }
+    let mut out = Imported::default();
+    let name = to.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let name = name.or_else(|| to.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or("data".into());
+    let mut toml = format!("[project]\nname = {}\nlake = \"./lake\"\n", quote(&name));
+    let mut names = BTreeSet::new();
+    let mut written: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for file in files {
+        let shown = PathBuf::from(file.file_name().unwrap_or(file.as_os_str()));
+        let (format, stem) = match format_of(file) {
+            Ok(f) => f,
+            Err(why) => {
+                out.untranslated.push((shown, why));
+                continue;
+            }
+        };
+        let table = table_name(&stem);
+        if !names.insert(table.clone()) {
+            out.untranslated.push((shown, format!("a second file for table `{table}`: not imported")));
+            continue;
+        }
+        let sample = read_sample(file)?;
+        let columns = match format {
+            Format::Csv { delimiter } => csv_columns(&sample, delimiter),
+            Format::Ndjson => ndjson_columns(&sample, &shown, &mut out),
+        };
+        let columns = match columns {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => {
+                out.untranslated.push((shown, "no column to read: not imported".into()));
+                continue;
+            }
+            Err(why) => {
+                out.untranslated.push((shown, format!("not imported: {why}")));
+                continue;
+            }
+        };
+        let landed = PathBuf::from("landing").join(&shown);
+        toml.push_str(&section(&table, format, &landed, &columns, &shown, &mut out));
+        written.push((file.clone(), landed));
+    }
+    if written.is_empty() {
+        let why: Vec<String> = out.untranslated.iter().map(|(f, w)| format!("{}: {w}", f.display())).collect();
+        return Err(Error::Import {
+            file: files.first().cloned().unwrap_or_default(),
+            message: format!("no file could be imported ({})", why.join("; ")),
+        });
+    }
+    write(to, &crate::spec::PROJECT_FILE.into(), toml.as_bytes())?;
+    out.files.push(PathBuf::from(crate::spec::PROJECT_FILE));
+    write(to, &".gitignore".into(), b"lake/\n")?;
+    out.files.push(PathBuf::from(".gitignore"));
+    for (from, landed) in written {
+        let path = to.join(&landed);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+        }
+        std::fs::copy(&from, &path).map_err(|source| Error::Io { path: from.clone(), source })?;
+        out.files.push(landed);
+    }
+    Ok(out)
+}
+
+fn write(to: &Path, rel: &PathBuf, bytes: &[u8]) -> Result<()> {
+    let path = to.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+    }
+    std::fs::write(&path, bytes).map_err(|source| Error::Io { path, source })
+}
+
+/// The format and stem of `file` from its name (`.gz` looked through).
+fn format_of(file: &Path) -> std::result::Result<(Format, String), String> {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let bare = name.strip_suffix(".gz").unwrap_or(&name);
+    let (stem, ext) = bare.rsplit_once('.').ok_or_else(|| "no extension to tell its format by".to_string())?;
+    let format = match ext.to_ascii_lowercase().as_str() {
+        "csv" => Format::Csv { delimiter: b',' },
+        "tsv" | "tab" => Format::Csv { delimiter: b'\t' },
+        "ndjson" | "jsonl" | "json" => Format::Ndjson,
+        other => return Err(format!("`.{other}` files are not imported (CSV, TSV and NDJSON are)")),
+    };
+    Ok((format, stem.to_string()))
+}
+
+/// A table name for a file stem: lower case, runs of other characters as `_`.
+fn table_name(stem: &str) -> String {
+    let mut out = String::new();
+    for c in stem.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    let out = out.trim_matches('_').to_string();
+    match out.chars().next() {
+        None => "data".into(),
+        Some(c) if c.is_ascii_digit() => format!("t_{out}"),
+        Some(_) => out,
+    }
+}
+
+/// The text of the first [`SAMPLE`] lines of `file` (gzip inflated; a CSV record spanning lines
+/// may be cut at the end, which the CSV reader then reads as a short last record).
+fn read_sample(file: &Path) -> Result<String> {
+    let io = |source| Error::Io { path: file.to_path_buf(), source };
+    let mut f = std::fs::File::open(file).map_err(io)?;
+    let mut magic = [0u8; 2];
+    let gz = f.read(&mut magic).map_err(io)? == 2 && magic == [0x1f, 0x8b];
+    let f = std::fs::File::open(file).map_err(io)?;
+    let reader: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(f)) } else { Box::new(f) };
+    let mut text = Vec::new();
+    let mut reader = BufReader::new(reader);
+    for _ in 0..=SAMPLE {
+        if reader.read_until(b'\n', &mut text).map_err(io)? == 0 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&text).into_owned();
+    Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
+}
+
+/// Columns of a CSV sample: named by its header, typed from its cells.
+fn csv_columns(text: &str, delimiter: u8) -> std::result::Result<Vec<Column>, String> {
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(delimiter).from_reader(text.as_bytes());
+    let header: Vec<String> =
+        reader.headers().map_err(|e| format!("unreadable header: {e}"))?.iter().map(|h| h.trim().to_string()).collect();
+    if header.iter().any(String::is_empty) {
+        return Err("the header has an empty column name".into());
+    }
+    let mut cells: Vec<Vec<Option<String>>> = vec![Vec::new(); header.len()];
+    for record in reader.records().take(SAMPLE) {
+        let Ok(record) = record else { continue };
+        for (i, column) in cells.iter_mut().enumerate() {
+            // An empty or missing cell is null, as landing reads it.
+            column.push(record.get(i).filter(|v| !v.is_empty()).map(str::to_string));
+        }
+    }
+    Ok(header.into_iter().zip(cells).map(|(name, cells)| typed(name, &cells)).collect())
+}
+
+/// A column from its cells' texts (None: null).
+fn typed(name: String, cells: &[Option<String>]) -> Column {
+    let markers: BTreeSet<String> =
+        cells.iter().flatten().filter(|v| is_common_null_marker(v)).map(|v| v.trim().to_string()).collect();
+    let values: Vec<&str> =
+        cells.iter().flatten().map(String::as_str).filter(|v| !markers.contains(v.trim())).collect();
+    let ty = seed::infer_type(&values).to_string();
+    // A marker in a string column is a value (`NA`: North America); elsewhere it is a null.
+    let (null_values, present): (BTreeSet<String>, Vec<&str>) = if ty == "string" {
+        (BTreeSet::new(), cells.iter().flatten().map(String::as_str).collect())
+    } else {
+        (markers, values)
+    };
+    let complete = present.len() == cells.len() && !cells.is_empty();
+    let unique = complete && present.iter().collect::<BTreeSet<_>>().len() == present.len();
+    Column { name, ty, null_values, complete, unique }
+}
+
+/// Columns of an NDJSON sample: its objects' fields in the order first seen. Nested fields are
+/// left out (with a note): contracts hold flat columns, and bronze keeps the whole record.
+fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::Result<Vec<Column>, String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut fields: std::collections::HashMap<String, Field> = std::collections::HashMap::new();
+    let mut records = 0usize;
+    for line in text.lines().filter(|l| !l.trim().is_empty()).take(SAMPLE) {
+        let Ok(Ordered(object)) = serde_json::from_str::<Ordered>(line) else { continue };
+        for (k, v) in object {
+            let field = fields.entry(k.clone()).or_insert_with(|| {
+                order.push(k.clone());
+                Field { cells: vec![None; records], ..Field::default() }
+            });
+            match &v {
+                Value::Null => field.cells.push(None),
+                Value::String(s) => field.cells.push(Some(s.clone())),
+                Value::Number(n) => {
+                    field.numbers = true;
+                    field.cells.push(Some(n.to_string()));
+                }
+                Value::Bool(b) => {
+                    field.bools = true;
+                    field.cells.push(Some(b.to_string()));
+                }
+                Value::Array(_) | Value::Object(_) => {
+                    field.nested = true;
+                    field.cells.push(None);
+                }
+            }
+        }
+        records += 1;
+        for f in fields.values_mut() {
+            // A field this record does not carry is null in it.
+            f.cells.resize(records, None);
+        }
+    }
+    if records == 0 {
+        return Err("no JSON object in its first lines".into());
+    }
+    let mut columns = Vec::new();
+    for name in order {
+        let Some(field) = fields.remove(&name) else { continue };
+        if field.nested {
+            out.notes.push((
+                file.to_path_buf(),
+                format!("field `{name}` holds nested JSON: left in bronze, not in the contract"),
+            ));
+            continue;
+        }
+        let column = typed(name.clone(), &field.cells);
+        // JSON numbers read only as numbers, booleans only as booleans: anything else mixed in
+        // (say `"n/a"` beside numbers) gets a type that reads both, or is left out.
+        let fits = match column.ty.as_str() {
+            "int64" | "float64" => !field.bools,
+            "bool" => !field.numbers,
+            "string" => !field.numbers && !field.bools,
+            _ => !field.numbers && !field.bools,
+        };
+        if fits {
+            columns.push(column);
+        } else {
+            out.notes.push((
+                file.to_path_buf(),
+                format!(
+                    "field `{name}` mixes JSON types no one column type reads: left in bronze, not in the contract"
+                ),
+            ));
+        }
+    }
+    Ok(columns)
+}
+
+/// A JSON object's fields in the order the text has them (a `Value` orders them by name).
+struct Ordered(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> std::result::Result<Ordered, M::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry::<String, Value>()? {
+                    fields.push(field);
+                }
+                Ok(Ordered(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// What a sample holds of one NDJSON field.
+#[derive(Debug, Default)]
+struct Field {
+    /// Per record: its text (a string's value, a number or boolean as written), None: null or absent.
+    cells: Vec<Option<String>>,
+    numbers: bool,
+    bools: bool,
+    nested: bool,
+}
+
+/// The `[sources.x]` and `[silver.x]` sections of one file.
+fn section(table: &str, format: Format, landed: &Path, columns: &[Column], file: &Path, out: &mut Imported) -> String {
+    let keys: Vec<&Column> = {
+        let named_id = |c: &&&Column| {
+            let n = c.name.to_ascii_lowercase();
+            n == "id" || n.ends_with("_id")
+        };
+        let unique: Vec<&Column> = columns.iter().filter(|c| c.unique).collect();
+        match unique.iter().find(named_id).or(unique.first()) {
+            Some(c) => {
+                out.notes.push((
+                    file.to_path_buf(),
+                    format!(
+                        "table `{table}`: primary key `{}`: its values are distinct and present in the sample",
+                        c.name
+                    ),
+                ));
+                vec![c]
+            }
+            None => {
+                out.notes.push((
+                    file.to_path_buf(),
+                    format!(
+                        "table `{table}`: no column is distinct and present: every column is the key (identical records are kept once)"
+                    ),
+                ));
+                columns.iter().collect()
+            }
+        }
+    };
+    let (format_name, delimiter) = match format {
+        Format::Csv { delimiter: b'\t' } => ("csv", Some("\\t")),
+        Format::Csv { .. } => ("csv", None),
+        Format::Ndjson => ("ndjson", None),
+    };
+    let path = landed.to_string_lossy().replace('\\', "/");
+    let mut t = format!("\n[sources.{}]\nformat = \"{format_name}\"\npaths = [{}]\n", key(table), quote(&path));
+    if let Some(d) = delimiter {
+        t.push_str(&format!("delimiter = \"{d}\"\n"));
+    }
+    let key_names: Vec<String> = keys.iter().map(|c| quote(&c.name)).collect();
+    t.push_str(&format!(
+        "\n[silver.{}]\nsource = {}\nprimary_key = [{}]\norder_by = \"_ingested_at\"\ncolumns = [\n",
+        key(table),
+        quote(table),
+        key_names.join(", ")
+    ));
+    for c in columns {
+        let mut col = format!("  {{ name = {}, type = {}", quote(&c.name), quote(&c.ty));
+        if !keys.iter().any(|k| k.name == c.name) {
+            col.push_str(", required = false");
+        }
+        if !c.null_values.is_empty() {
+            let markers: Vec<String> = c.null_values.iter().map(|m| quote(m)).collect();
+            col.push_str(&format!(", null_values = [{}]", markers.join(", ")));
+        }
+        t.push_str(&col);
+        t.push_str(" },\n");
+    }
+    t.push_str("]\n");
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_name(columns: &[Column]) -> Vec<(&str, &str, Vec<&str>)> {
+        columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty.as_str(), c.null_values.iter().map(String::as_str).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn csv_markers_are_nulls_in_typed_columns_and_values_in_string_ones() {
+        let csv = "id,mpg,region,day,ok\n1,21.5,NA,2024-01-02,true\n2,NA,EU,N/A,false\n3,30,,2024-01-04,\n";
+        let columns = csv_columns(csv, b',').expect("reads");
+        assert_eq!(
+            by_name(&columns),
+            vec![
+                ("id", "int64", vec![]),
+                ("mpg", "float64", vec!["NA"]),
+                ("region", "string", vec![]),
+                ("day", "date", vec!["N/A"]),
+                ("ok", "bool", vec![]),
+            ]
+        );
+        assert!(columns[0].unique && columns[0].complete);
+        assert!(!columns[1].complete && !columns[2].complete && !columns[4].complete);
+    }
+
+    #[test]
+    fn ndjson_fields_take_their_json_types_and_nested_or_mixed_ones_are_left_out() {
+        let text = concat!(
+            "{\"id\": 1, \"amount\": \"12.50\", \"at\": \"2024-01-02T10:00:00Z\", \"tags\": [1], \"n\": 1, \"x\": true}\n",
+            "{\"id\": 2, \"amount\": 3, \"at\": null, \"n\": \"NA\", \"x\": 1, \"late\": \"a\"}\n",
+            "not json\n",
+        );
+        let mut out = Imported::default();
+        let columns = ndjson_columns(text, Path::new("f.ndjson"), &mut out).expect("reads");
+        assert_eq!(
+            by_name(&columns),
+            vec![
+                ("id", "int64", vec![]),
+                ("amount", "float64", vec![]),
+                ("at", "timestamp", vec![]),
+                ("n", "int64", vec!["NA"]),
+                ("late", "string", vec![]),
+            ]
+        );
+        let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
+        assert!(notes.iter().any(|n| n.contains("`tags` holds nested JSON")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("`x` mixes JSON types")), "{notes:?}");
+    }
+
+    #[test]
+    fn names_and_formats_come_from_the_file_name() {
+        assert_eq!(table_name("Sales 2024-Q1"), "sales_2024_q1");
+        assert_eq!(table_name("2024"), "t_2024");
+        assert_eq!(format_of(Path::new("a/b.TSV.gz")), Ok((Format::Csv { delimiter: b'\t' }, "b".into())));
+        assert_eq!(format_of(Path::new("events.jsonl")), Ok((Format::Ndjson, "events".into())));
+        assert!(format_of(Path::new("x.parquet")).is_err() && format_of(Path::new("README")).is_err());
+    }
+}
