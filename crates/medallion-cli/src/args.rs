@@ -100,8 +100,8 @@ pub enum ImportFrom {
     },
     /// Data files (CSV, TSV, NDJSON; gzip allowed): per file, a source landing a copy of it from
     /// `landing/` and a silver table whose contract is inferred from its first 100,000 records
-    /// (types, null markers such as `NA` in typed columns, a key). The choices are printed; the
-    /// new project is validated before the command returns.
+    /// (the type that reads 99% of a column's values, null markers such as `NA` in typed columns, a
+    /// key). The choices are printed; the new project is validated before the command returns.
     Files {
         /// The files, then the directory to write the project in (must not hold one).
         #[arg(required = true, num_args = 2..)]

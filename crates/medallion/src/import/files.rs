@@ -4,15 +4,16 @@
 //!
 //! Inference reads the first [`SAMPLE`] records:
 //! - **Types**: a CSV cell or JSON string as dbt's seed inference reads text (integer, number,
-//!   `%Y-%m-%d` date, datetime, `true`/`false`, else string); JSON numbers and booleans as such.
-//!   A column with numbers and numeric strings takes the wider number type; one mixing anything
-//!   else is a string where every value is one, or left out with a note.
+//!   `%Y-%m-%d` date, datetime, `true`/`false`, else string), the first that reads [`MAJORITY`]
+//!   of the column's values (the others go to the dead letter, and a note says so); JSON numbers
+//!   and booleans as such. A field mixing JSON types no column type reads is left out with a note.
 //! - **Nulls**: an empty CSV cell and JSON `null` are null. A text exports write for a missing
 //!   value (`NA`, `N/A`, `NULL`, …: [`is_common_null_marker`]) in a column whose other values are numbers,
 //!   dates or booleans becomes that column's `null_values`; in a string column it stays a value
 //!   (`NA` may be North America).
-//! - **Key**: the first column whose values are distinct and present, a name `id` or ending in
-//!   `_id` first; with none, every column (identical records are kept once). A note says which.
+//! - **Key**: `id` or a name ending in `_id` that nearly every record carries, nearly always
+//!   distinct ([`key_of`]); else the first column whose values are distinct and present; with
+//!   none, every column (identical records are kept once). A note says which.
 //! - Every column but the key is optional: a value missing later is null, not a rejected record.
 //!
 //! A value a later record carries that the inferred type cannot read is a dead-letter record with
@@ -39,6 +40,10 @@ enum Format {
     Ndjson,
 }
 
+/// Share of a column's sampled values its type must read: the rest (a few `C-1234` among
+/// numeric ids) go to the dead letter with their reason rather than make the column a string.
+const MAJORITY: f64 = 0.99;
+
 /// One inferred column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Column {
@@ -46,10 +51,20 @@ struct Column {
     ty: String,
     /// Markers read as null in this column.
     null_values: BTreeSet<String>,
-    /// Whether every sampled record has a value.
-    complete: bool,
-    /// Whether its sampled values are distinct and present.
-    unique: bool,
+    /// Sampled records, and those with a value (not null, not a marker).
+    records: usize,
+    present: usize,
+    /// Distinct values among the present ones.
+    distinct: usize,
+    /// Values the type does not read: how many, and the first.
+    outliers: (usize, Option<String>),
+}
+
+impl Column {
+    /// Whether every sampled record has a value, each a different one.
+    fn unique(&self) -> bool {
+        self.records > 0 && self.present == self.records && self.distinct == self.present
+    }
 }
 
 /// Writes a project in `to` for `files`: each copied to `to/landing/`, with its source and silver
@@ -201,22 +216,50 @@ fn csv_columns(text: &str, delimiter: u8) -> std::result::Result<Vec<Column>, St
     Ok(header.into_iter().zip(cells).map(|(name, cells)| typed(name, &cells)).collect())
 }
 
-/// A column from its cells' texts (None: null).
+/// A column from its cells' texts (None: null): the first type (int64, float64, date, timestamp,
+/// bool) that reads [`MAJORITY`] of its values, else string.
 fn typed(name: String, cells: &[Option<String>]) -> Column {
     let markers: BTreeSet<String> =
         cells.iter().flatten().filter(|v| is_common_null_marker(v)).map(|v| v.trim().to_string()).collect();
-    let values: Vec<&str> =
-        cells.iter().flatten().map(String::as_str).filter(|v| !markers.contains(v.trim())).collect();
-    let ty = seed::infer_type(&values).to_string();
+    let values: Vec<&str> = cells.iter().flatten().map(|v| v.trim()).filter(|v| !markers.contains(*v)).collect();
+    let count = |f: &dyn Fn(&str) -> bool| values.iter().filter(|v| f(v)).count();
+    let enough = |n: usize| !values.is_empty() && n as f64 >= MAJORITY * values.len() as f64;
+    let date = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
+    let number = |v: &str| seed::is_integer(v) || seed::is_decimal(v);
+    let boolean = |v: &str| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false");
+    let (integers, numbers) = (count(&seed::is_integer), count(&number));
+    // A whole number among decimals makes no int64 column: the number type takes every number.
+    let ty: (&str, &dyn Fn(&str) -> bool) = if enough(integers) && integers == numbers {
+        ("int64", &seed::is_integer)
+    } else if enough(numbers) {
+        ("float64", &number)
+    } else if enough(count(&date)) && count(&seed::is_timestamp) == 0 {
+        ("date", &date)
+    } else if enough(count(&seed::is_timestamp)) {
+        ("timestamp", &seed::is_timestamp)
+    } else if enough(count(&boolean)) {
+        ("bool", &boolean)
+    } else {
+        ("string", &|_: &str| true)
+    };
+    let (ty, reads) = ty;
     // A marker in a string column is a value (`NA`: North America); elsewhere it is a null.
     let (null_values, present): (BTreeSet<String>, Vec<&str>) = if ty == "string" {
         (BTreeSet::new(), cells.iter().flatten().map(String::as_str).collect())
     } else {
-        (markers, values)
+        (markers, values.clone())
     };
-    let complete = present.len() == cells.len() && !cells.is_empty();
-    let unique = complete && present.iter().collect::<BTreeSet<_>>().len() == present.len();
-    Column { name, ty, null_values, complete, unique }
+    let outliers = values.iter().filter(|v| !reads(v)).count();
+    let first = values.iter().find(|v| !reads(v)).map(|v| v.to_string());
+    Column {
+        name,
+        ty: ty.to_string(),
+        null_values,
+        records: cells.len(),
+        present: present.len(),
+        distinct: present.iter().collect::<BTreeSet<_>>().len(),
+        outliers: (outliers, first),
+    }
 }
 
 /// Columns of an NDJSON sample: its objects' fields in the order first seen. Nested fields are
@@ -324,34 +367,59 @@ struct Field {
     nested: bool,
 }
 
+/// The key column: `id` or a name ending in `_id`, present in [`MAJORITY`] of the sampled records
+/// with at most one in ten values repeating (re-sent records: silver keeps the latest); else the
+/// first column whose values are all present and distinct; None: no column identifies a record.
+fn key_of(columns: &[Column]) -> Option<&Column> {
+    let id_named = |c: &&Column| {
+        let n = c.name.to_ascii_lowercase();
+        n == "id" || n.ends_with("_id")
+    };
+    let identifies = |c: &&Column| {
+        matches!(c.ty.as_str(), "int64" | "string")
+            && c.present as f64 >= MAJORITY * c.records as f64
+            && c.distinct as f64 >= 0.9 * c.present as f64
+    };
+    columns.iter().filter(id_named).find(identifies).or_else(|| columns.iter().find(|c| c.unique()))
+}
+
 /// The `[sources.x]` and `[silver.x]` sections of one file.
 fn section(table: &str, format: Format, landed: &Path, columns: &[Column], file: &Path, out: &mut Imported) -> String {
-    let keys: Vec<&Column> = {
-        let named_id = |c: &&&Column| {
-            let n = c.name.to_ascii_lowercase();
-            n == "id" || n.ends_with("_id")
-        };
-        let unique: Vec<&Column> = columns.iter().filter(|c| c.unique).collect();
-        match unique.iter().find(named_id).or(unique.first()) {
-            Some(c) => {
-                out.notes.push((
-                    file.to_path_buf(),
-                    format!(
-                        "table `{table}`: primary key `{}`: its values are distinct and present in the sample",
-                        c.name
-                    ),
-                ));
-                vec![c]
-            }
-            None => {
-                out.notes.push((
-                    file.to_path_buf(),
-                    format!(
-                        "table `{table}`: no column is distinct and present: every column is the key (identical records are kept once)"
-                    ),
-                ));
-                columns.iter().collect()
-            }
+    for c in columns.iter().filter(|c| c.outliers.0 > 0) {
+        let (n, first) = &c.outliers;
+        out.notes.push((
+            file.to_path_buf(),
+            format!(
+                "table `{table}`: column `{}` is {} though {n} of its {} sampled values are not (such as `{}`): their records go to the dead letter with the reason; make it a string to keep them in silver",
+                c.name,
+                c.ty,
+                c.present,
+                first.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let keys: Vec<&Column> = match key_of(columns) {
+        Some(c) => {
+            let repeats = if c.distinct < c.present {
+                format!(
+                    "; {} of its {} sampled values repeat one before them: the latest record per key is kept",
+                    c.present - c.distinct,
+                    c.present
+                )
+            } else {
+                String::new()
+            };
+            out.notes.push((file.to_path_buf(), format!("table `{table}`: primary key `{}`{repeats}", c.name)));
+            vec![c]
+        }
+        None => {
+            out.notes.push((
+                file.to_path_buf(),
+                format!(
+                    "table `{table}`: no column identifies a record: every column is the key (identical records are kept once)"
+                ),
+            ));
+            columns.iter().collect()
         }
     };
     let (format_name, delimiter) = match format {
@@ -412,8 +480,36 @@ mod tests {
                 ("ok", "bool", vec![]),
             ]
         );
-        assert!(columns[0].unique && columns[0].complete);
-        assert!(!columns[1].complete && !columns[2].complete && !columns[4].complete);
+        assert!(columns[0].unique() && !columns[1].unique() && !columns[2].unique());
+        assert_eq!(key_of(&columns).map(|c| c.name.as_str()), Some("id"));
+    }
+
+    #[test]
+    fn a_type_reads_nearly_every_value_and_the_key_may_repeat() {
+        // 200 ids, one `C-7` and one repeat; amounts whole but one; dates but one in another format.
+        let mut csv = String::from("n,order_id,amount,day\n");
+        for i in 0..200 {
+            let id = match i {
+                7 => "C-7".to_string(),
+                8 => "6".to_string(),
+                _ => i.to_string(),
+            };
+            let amount = if i == 3 { "2.5".to_string() } else { i.to_string() };
+            let day = if i == 5 { "05/01/2024".to_string() } else { "2024-01-02".to_string() };
+            csv.push_str(&format!("{},{id},{amount},{day}\n", i % 3));
+        }
+        let columns = csv_columns(&csv, b',').expect("reads");
+        assert_eq!(
+            by_name(&columns).into_iter().map(|(n, t, _)| (n, t)).collect::<Vec<_>>(),
+            vec![("n", "int64"), ("order_id", "int64"), ("amount", "float64"), ("day", "date")]
+        );
+        assert_eq!(columns[1].outliers, (1, Some("C-7".into())));
+        assert_eq!(columns[2].outliers.0, 0, "a whole amount among decimals is a number");
+        assert_eq!(columns[3].outliers, (1, Some("05/01/2024".into())));
+        assert_eq!(key_of(&columns).map(|c| c.name.as_str()), Some("order_id"), "re-sent ids still key");
+        // Two records in three repeat a value: no key, and `n` identifies nothing.
+        let few = csv_columns("a,b\n1,x\n1,y\n1,x\n", b',').expect("reads");
+        assert_eq!(key_of(&few), None);
     }
 
     #[test]

@@ -88,12 +88,12 @@ pub(super) fn infer_type(values: &[&str]) -> &'static str {
     }
 }
 
-fn is_integer(v: &str) -> bool {
+pub(super) fn is_integer(v: &str) -> bool {
     let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
     !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn is_decimal(v: &str) -> bool {
+pub(super) fn is_decimal(v: &str) -> bool {
     let unsigned = v.strip_prefix(['-', '+']).unwrap_or(v);
     let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
         Some((m, e)) => (m, Some(e)),
@@ -104,7 +104,7 @@ fn is_decimal(v: &str) -> bool {
     !(int.is_empty() && frac.is_empty()) && digits(int) && digits(frac) && exponent.is_none_or(is_integer)
 }
 
-fn is_timestamp(v: &str) -> bool {
+pub(super) fn is_timestamp(v: &str) -> bool {
     ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"].iter().any(|f| chrono::NaiveDateTime::parse_from_str(v, f).is_ok())
         || chrono::DateTime::parse_from_rfc3339(v).is_ok()
 }
