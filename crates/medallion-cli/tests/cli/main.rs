@@ -971,7 +971,7 @@ fn imported_data_files_run_with_nothing_rejected() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
         dir.path().join("Cars.csv"),
-        "id,make,mpg,year,region,sold_on\n1,ford,21.5,1999,NA,2024-01-02\n2,bmw,NA,2001,EU,2024-01-03\n3,audi,30,NA,,N/A\n",
+        "id,make,mpg,year,region,Sold On\n1,ford,21.5,1999,NA,2024-01-02\n2,bmw,NA,2001,EU,2024-01-03\n3,audi,30,NA,,N/A\n",
     )
     .expect("write");
     std::fs::write(
@@ -993,6 +993,10 @@ fn imported_data_files_run_with_nothing_rejected() {
         "{toml}"
     );
     assert!(toml.contains("{ name = \"region\", type = \"string\", required = false }"), "{toml}");
+    assert!(
+        toml.contains("{ name = \"sold_on\", from = \"Sold On\", type = \"date\""),
+        "a header as a column name: {toml}"
+    );
 
     let first = run(&["run"], &proj);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));

@@ -47,7 +47,10 @@ const MAJORITY: f64 = 0.99;
 /// One inferred column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Column {
+    /// The contract's name for it: `field` in lower snake case ([`column_names`]).
     name: String,
+    /// The raw field (CSV header, JSON key) it reads.
+    field: String,
     ty: String,
     /// Markers read as null in this column.
     null_values: BTreeSet<String>,
@@ -100,7 +103,10 @@ pub fn import(files: &[PathBuf], to: &Path) -> Result<Imported> {
             Format::Ndjson => ndjson_columns(&sample, &shown, &mut out),
         };
         let columns = match columns {
-            Ok(c) if !c.is_empty() => c,
+            Ok(mut c) if !c.is_empty() => {
+                column_names(&mut c);
+                c
+            }
             Ok(_) => {
                 out.untranslated.push((shown, "no column to read: not imported".into()));
                 continue;
@@ -158,21 +164,47 @@ fn format_of(file: &Path) -> std::result::Result<(Format, String), String> {
     Ok((format, stem.to_string()))
 }
 
-/// A table name for a file stem: lower case, runs of other characters as `_`.
+/// A table name for a file stem: [`snake`], `t_` before a leading digit.
 fn table_name(stem: &str) -> String {
+    match snake(stem) {
+        s if s.is_empty() => "data".into(),
+        s if s.starts_with(|c: char| c.is_ascii_digit()) => format!("t_{s}"),
+        s => s,
+    }
+}
+
+/// `text` in lower snake case: letters and digits lowered, runs of anything else one `_`, none at
+/// either end (`Sold On (UTC)` → `sold_on_utc`).
+fn snake(text: &str) -> String {
     let mut out = String::new();
-    for c in stem.chars() {
+    for c in text.chars() {
         if c.is_ascii_alphanumeric() {
             out.push(c.to_ascii_lowercase());
         } else if !out.ends_with('_') {
             out.push('_');
         }
     }
-    let out = out.trim_matches('_').to_string();
-    match out.chars().next() {
-        None => "data".into(),
-        Some(c) if c.is_ascii_digit() => format!("t_{out}"),
-        Some(_) => out,
+    out.trim_matches('_').to_string()
+}
+
+/// Names the contract accepts for `columns` (lower snake case of their fields; `c_` before a
+/// leading digit, `column<i>` when nothing is left, `_2`, `_3`… on a name taken): a column whose
+/// name differs from its field reads it with `from`.
+fn column_names(columns: &mut [Column]) {
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for (i, c) in columns.iter_mut().enumerate() {
+        let base = match snake(&c.field) {
+            s if s.is_empty() => format!("column{}", i + 1),
+            s if s.starts_with(|c: char| c.is_ascii_digit()) => format!("c_{s}"),
+            s => s,
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        c.name = name;
     }
 }
 
@@ -218,7 +250,7 @@ fn csv_columns(text: &str, delimiter: u8) -> std::result::Result<Vec<Column>, St
 
 /// A column from its cells' texts (None: null): the first type (int64, float64, date, timestamp,
 /// bool) that reads [`MAJORITY`] of its values, else string.
-fn typed(name: String, cells: &[Option<String>]) -> Column {
+fn typed(field: String, cells: &[Option<String>]) -> Column {
     let markers: BTreeSet<String> =
         cells.iter().flatten().filter(|v| is_common_null_marker(v)).map(|v| v.trim().to_string()).collect();
     let values: Vec<&str> = cells.iter().flatten().map(|v| v.trim()).filter(|v| !markers.contains(*v)).collect();
@@ -252,7 +284,8 @@ fn typed(name: String, cells: &[Option<String>]) -> Column {
     let outliers = values.iter().filter(|v| !reads(v)).count();
     let first = values.iter().find(|v| !reads(v)).map(|v| v.to_string());
     Column {
-        name,
+        name: field.clone(),
+        field,
         ty: ty.to_string(),
         null_values,
         records: cells.len(),
@@ -440,7 +473,11 @@ fn section(table: &str, format: Format, landed: &Path, columns: &[Column], file:
         key_names.join(", ")
     ));
     for c in columns {
-        let mut col = format!("  {{ name = {}, type = {}", quote(&c.name), quote(&c.ty));
+        let mut col = format!("  {{ name = {}", quote(&c.name));
+        if c.field != c.name {
+            col.push_str(&format!(", from = {}", quote(&c.field)));
+        }
+        col.push_str(&format!(", type = {}", quote(&c.ty)));
         if !keys.iter().any(|k| k.name == c.name) {
             col.push_str(", required = false");
         }
@@ -534,6 +571,24 @@ mod tests {
         let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
         assert!(notes.iter().any(|n| n.contains("`tags` holds nested JSON")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("`x` mixes JSON types")), "{notes:?}");
+    }
+
+    #[test]
+    fn headers_people_write_become_column_names_reading_them() {
+        let mut columns = csv_columns("Car ID,Sold On (UTC),price,Price,2nd,__\n1,2,3,4,5,6\n", b',').expect("reads");
+        column_names(&mut columns);
+        let names: Vec<(&str, &str)> = columns.iter().map(|c| (c.name.as_str(), c.field.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("car_id", "Car ID"),
+                ("sold_on_utc", "Sold On (UTC)"),
+                ("price", "price"),
+                ("price_2", "Price"),
+                ("c_2nd", "2nd"),
+                ("column6", "__")
+            ]
+        );
     }
 
     #[test]
