@@ -136,21 +136,20 @@ fn note_markers(
     table: &str,
     markers: &[medallion::silver::dead_letter::Count],
 ) -> Result<()> {
-    let mut by_marker: Vec<(&str, Vec<String>, u64)> = Vec::new();
+    let mut by_marker: Vec<(&str, Vec<String>)> = Vec::new();
     for m in markers {
         let column = format!("{} ({})", m.column.as_deref().unwrap_or("-"), thousands(m.records));
-        match by_marker.iter_mut().find(|(text, _, _)| *text == m.label) {
-            Some((_, columns, n)) => {
-                columns.push(column);
-                *n += m.records;
-            }
-            None => by_marker.push((&m.label, vec![column], m.records)),
+        match by_marker.iter_mut().find(|(text, _)| *text == m.label) {
+            Some((_, columns)) => columns.push(column),
+            None => by_marker.push((&m.label, vec![column])),
         }
     }
     let source = project.silver.get(table).map_or(table, |t| t.source.as_str());
-    for (marker, columns, _) in by_marker {
+    // The columns' own markers first: on the source, a string column would read its `NA`
+    // (North America) as null too.
+    for (marker, columns) in by_marker {
         sayln!(
-            "\nhint: {marker:?} where a value was expected, in {}: likely a null marker; `null_values = [{marker:?}]` on [sources.{source}] (or the column) reads it as null, then `medallion replay {table}` promotes what passes",
+            "\nhint: {marker:?} where a value was expected, in {}: likely a null marker; `null_values = [{marker:?}]` on those columns (or on [sources.{source}], for string columns too) reads it as null, then `medallion replay {table}` promotes what passes",
             columns.join(", ")
         );
     }

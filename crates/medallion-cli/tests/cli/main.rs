@@ -928,7 +928,7 @@ columns = [
     assert!(summary.starts_with("quarantine/cars: 4 outstanding record(s)"), "{summary}");
     assert!(
         summary.contains(
-            "hint: \"NA\" where a value was expected, in mpg (1), year (1): likely a null marker; `null_values = [\"NA\"]` on [sources.cars] (or the column) reads it as null, then `medallion replay cars` promotes what passes"
+            "hint: \"NA\" where a value was expected, in mpg (1), year (1): likely a null marker; `null_values = [\"NA\"]` on those columns (or on [sources.cars], for string columns too) reads it as null, then `medallion replay cars` promotes what passes"
         ),
         "{summary}"
     );
