@@ -160,7 +160,7 @@ pub fn describe_contract_change(table: &str, verdict: &Verdict) -> (String, Vec<
     let (changes, next) = match verdict {
         Verdict::Unchanged => (&[][..], String::new()),
         Verdict::Evolve(c) => {
-            let added: Vec<&str> = c.iter().filter(|c| c.additive()).filter_map(evolve::Change::column).collect();
+            let added = evolve::added_in_place(c);
             let next = if added.is_empty() {
                 "the next run lets it in (every published row passes the new rules)".to_string()
             } else {

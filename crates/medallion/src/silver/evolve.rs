@@ -184,16 +184,6 @@ impl Change {
         matches!(self, Change::Rule { relaxes: true, .. })
     }
 
-    /// The column it is about, if one.
-    pub fn column(&self) -> Option<&str> {
-        match self {
-            Change::AddedColumn { column, .. }
-            | Change::RemovedColumn { column }
-            | Change::ColumnType { column, .. } => Some(column),
-            Change::Rule { .. } => None,
-        }
-    }
-
     /// One line for people.
     pub fn describe(&self) -> String {
         match self {
@@ -206,6 +196,17 @@ impl Change {
             Change::Rule { what, .. } => what.clone(),
         }
     }
+}
+
+/// The columns `changes` add in place (nullable: rows already published read null in them).
+pub fn added_in_place(changes: &[Change]) -> Vec<&str> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AddedColumn { column, required: false, .. } => Some(column.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What to do about a table's contract before promoting into it.
@@ -383,13 +384,8 @@ pub async fn reconcile(table: &SilverTable, silver: Table, rebuilding: bool, run
 /// recording the contract and naming `run_id` (nothing to do when they add none: the next commit
 /// records rules).
 pub async fn add_columns(table: &SilverTable, silver: Table, changes: &[Change], run_id: &str) -> Result<Table> {
-    let added: Vec<Field> = changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::AddedColumn { column, .. } => table.schema.field_with_name(column).ok().cloned(),
-            _ => None,
-        })
-        .collect();
+    let added: Vec<Field> =
+        added_in_place(changes).into_iter().filter_map(|c| table.schema.field_with_name(c).ok().cloned()).collect();
     if added.is_empty() {
         return Ok(silver);
     }

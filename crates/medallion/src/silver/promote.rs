@@ -268,9 +268,7 @@ pub async fn promote(
         Verdict::Unchanged => Vec::new(),
     };
     let added_columns: Vec<String> = match &verdict {
-        Verdict::Evolve(c) => {
-            c.iter().filter(|c| c.additive()).filter_map(Change::column).map(str::to_string).collect()
-        }
+        Verdict::Evolve(c) => evolve::added_in_place(c).into_iter().map(str::to_string).collect(),
         _ => Vec::new(),
     };
     let waiting = match &verdict {
