@@ -37,7 +37,7 @@ pub async fn import_files(g: &Global, files: &[std::path::PathBuf], dir: &Path) 
 }
 
 /// What an import wrote, did not translate and chose, then the new project validated.
-async fn report(g: &Global, from: &str, dir: &Path, imported: &medallion::import::dbt::Imported) -> Result<Outcome> {
+async fn report(g: &Global, from: &str, dir: &Path, imported: &medallion::import::Imported) -> Result<Outcome> {
     if g.format == Format::Json {
         let listed = |items: &[(std::path::PathBuf, String)]| -> Vec<serde_json::Value> {
             items.iter().map(|(f, what)| serde_json::json!({ "file": f, "message": what })).collect()

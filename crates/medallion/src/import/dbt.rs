@@ -21,18 +21,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::seed::{self, Seed};
+use super::{GITIGNORE, Imported, key, quote, write_file};
 use crate::error::{Error, Result};
-
-/// What an import wrote and left out.
-#[derive(Debug, Clone, Default)]
-pub struct Imported {
-    /// Files written, relative to the new project.
-    pub files: Vec<PathBuf>,
-    /// What was not translated, with the dbt file it is in.
-    pub untranslated: Vec<(PathBuf, String)>,
-    /// Choices made for the user (an inferred key), with the dbt file they concern.
-    pub notes: Vec<(PathBuf, String)>,
-}
 
 /// A model or seed's properties from `*.yml`.
 #[derive(Debug, Clone, Default)]
@@ -268,13 +258,9 @@ pub fn import(from: &Path, to: &Path) -> Result<Imported> {
     }
 
     files.push((PathBuf::from(crate::spec::PROJECT_FILE), toml));
-    files.push((PathBuf::from(".gitignore"), "lake/\n".into()));
+    files.push((PathBuf::from(".gitignore"), GITIGNORE.into()));
     for (rel, text) in &files {
-        let path = to.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
-        }
-        std::fs::write(&path, text).map_err(|source| Error::Io { path: path.clone(), source })?;
+        write_file(to, rel, text.as_bytes())?;
         out.files.push(rel.clone());
     }
     Ok(out)
@@ -604,20 +590,6 @@ fn read_yaml(path: &Path) -> Result<Value> {
     let value: Value = serde_norway::from_str(&text)
         .map_err(|e| Error::Import { file: path.to_path_buf(), message: e.to_string() })?;
     Ok(if value.is_null() { Value::Object(Default::default()) } else { value })
-}
-
-/// A TOML basic string (JSON's escapes are TOML's).
-pub(super) fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// A TOML key: bare when it can be.
-pub(super) fn key(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        s.to_string()
-    } else {
-        quote(s)
-    }
 }
 
 /// A JSON value as a TOML value (None: null, or an object holding one).

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::dbt::{Imported, key, quote};
 use super::seed;
+use super::{GITIGNORE, Imported, key, make_parent, quote, write_file};
 use crate::error::{Error, Result};
 use crate::silver::coerce::is_common_null_marker;
 
@@ -127,27 +127,17 @@ pub fn import(files: &[PathBuf], to: &Path) -> Result<Imported> {
             message: format!("no file could be imported ({})", why.join("; ")),
         });
     }
-    write(to, &crate::spec::PROJECT_FILE.into(), toml.as_bytes())?;
-    out.files.push(PathBuf::from(crate::spec::PROJECT_FILE));
-    write(to, &".gitignore".into(), b"lake/\n")?;
-    out.files.push(PathBuf::from(".gitignore"));
+    for (rel, text) in [(PathBuf::from(crate::spec::PROJECT_FILE), toml.as_str()), (".gitignore".into(), GITIGNORE)] {
+        write_file(to, &rel, text.as_bytes())?;
+        out.files.push(rel);
+    }
     for (from, landed) in written {
         let path = to.join(&landed);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
-        }
+        make_parent(&path)?;
         std::fs::copy(&from, &path).map_err(|source| Error::Io { path: from.clone(), source })?;
         out.files.push(landed);
     }
     Ok(out)
-}
-
-fn write(to: &Path, rel: &PathBuf, bytes: &[u8]) -> Result<()> {
-    let path = to.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
-    }
-    std::fs::write(&path, bytes).map_err(|source| Error::Io { path, source })
 }
 
 /// The format and stem of `file` from its name (`.gz` looked through).
@@ -212,10 +202,9 @@ fn column_names(columns: &mut [Column]) {
 /// may be cut at the end, which the CSV reader then reads as a short last record).
 fn read_sample(file: &Path) -> Result<String> {
     let io = |source| Error::Io { path: file.to_path_buf(), source };
-    let mut f = std::fs::File::open(file).map_err(io)?;
-    let mut magic = [0u8; 2];
-    let gz = f.read(&mut magic).map_err(io)? == 2 && magic == [0x1f, 0x8b];
-    let f = std::fs::File::open(file).map_err(io)?;
+    let mut f = BufReader::new(std::fs::File::open(file).map_err(io)?);
+    // Gzip by its magic number, looked at without consuming it.
+    let gz = f.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
     let reader: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(f)) } else { Box::new(f) };
     let mut text = Vec::new();
     let mut reader = BufReader::new(reader);
@@ -259,15 +248,15 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
     let date = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
     let number = |v: &str| seed::is_integer(v) || seed::is_decimal(v);
     let boolean = |v: &str| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false");
-    let (integers, numbers) = (count(&seed::is_integer), count(&number));
+    let (integers, numbers, timestamps) = (count(&seed::is_integer), count(&number), count(&seed::is_timestamp));
     // A whole number among decimals makes no int64 column: the number type takes every number.
     let ty: (&str, &dyn Fn(&str) -> bool) = if enough(integers) && integers == numbers {
         ("int64", &seed::is_integer)
     } else if enough(numbers) {
         ("float64", &number)
-    } else if enough(count(&date)) && count(&seed::is_timestamp) == 0 {
+    } else if enough(count(&date)) && timestamps == 0 {
         ("date", &date)
-    } else if enough(count(&seed::is_timestamp)) {
+    } else if enough(timestamps) {
         ("timestamp", &seed::is_timestamp)
     } else if enough(count(&boolean)) {
         ("bool", &boolean)
@@ -350,7 +339,6 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
         let fits = match column.ty.as_str() {
             "int64" | "float64" => !field.bools,
             "bool" => !field.numbers,
-            "string" => !field.numbers && !field.bools,
             _ => !field.numbers && !field.bools,
         };
         if fits {

@@ -71,7 +71,7 @@ pub fn infer(text: &str, overrides: &[(String, String)]) -> Result<Seed, String>
 }
 
 /// dbt's order: integer, number, date, datetime, boolean, text (a column of nulls only is text).
-pub(super) fn infer_type(values: &[&str]) -> &'static str {
+fn infer_type(values: &[&str]) -> &'static str {
     let all = |f: &dyn Fn(&str) -> bool| !values.is_empty() && values.iter().all(|v| f(v.trim()));
     if all(&|v| is_integer(v)) {
         "int64"
