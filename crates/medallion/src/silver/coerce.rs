@@ -14,9 +14,14 @@
 //! | timestamp | RFC 3339 (offset converted to UTC), `YYYY-MM-DD[ T]HH:MM:SS[.f]` taken as UTC | numbers, other formats |
 //!
 //! A missing key or `null` is an error for a required column and a null otherwise.
+//!
+//! A column's `format` ([`Format`]) reads text the defaults refuse: dates and timestamps by a
+//! strftime pattern (`%d/%m/%Y`), numbers as a sample of how the file writes 1234.56 (`1.234,56`:
+//! a decimal comma, dots between thousands). JSON numbers are read as ever.
 
 use std::sync::Arc;
 
+use chrono::format::{Item, Parsed, StrftimeItems};
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
@@ -48,7 +53,7 @@ pub enum Fault {
 
 impl Fault {
     /// Rule name and message for a rejected value.
-    pub fn describe(self, kind: Kind, text: &str, ty: ColumnType) -> (&'static str, String) {
+    pub fn describe(self, kind: Kind, text: &str, ty: ColumnType, format: Option<&Format>) -> (&'static str, String) {
         let shown = shorten(text);
         let what = match kind {
             Kind::String => format!("string {shown:?}"),
@@ -62,7 +67,10 @@ impl Fault {
             Fault::Missing => ("required", "field required".to_string()),
             Fault::Null => ("required", "null is not allowed".to_string()),
             // `dead_letter` reads the value back from this text to hint at null markers.
-            Fault::Type => ("type", format!("cannot read {what} as {ty}")),
+            Fault::Type => match format {
+                None => ("type", format!("cannot read {what} as {ty}")),
+                Some(f) => ("type", format!("cannot read {what} as {ty} in format {:?}", f.text())),
+            },
             Fault::NotWhole => ("type", format!("{what} is not a whole number")),
             Fault::Range => ("range", format!("{what} does not fit {ty}")),
             Fault::NotFinite => ("finite", format!("{what}: NaN and infinity are not allowed")),
@@ -106,9 +114,196 @@ impl Coerced {
     }
 }
 
-/// Coerces `field` to `ty`. A string equal to one of `nulls` (surrounding whitespace aside) is
-/// read as JSON `null` (the source's or column's `null_values`).
-pub fn coerce(field: &RawField, ty: ColumnType, required: bool, nulls: &[String]) -> Coerced {
+/// A column's `format`: how its text is written when the defaults do not read it.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// A strftime pattern (chrono's syntax) for a date or timestamp column.
+    Time {
+        /// The pattern as written.
+        text: String,
+        /// Its parsed items.
+        items: Vec<Item<'static>>,
+    },
+    /// How a number column's text writes 1234.56.
+    Number {
+        /// The sample as written.
+        text: String,
+        /// The decimal separator (`.` or `,`).
+        decimal: char,
+        /// The separator between groups of three digits, if any.
+        thousands: Option<char>,
+    },
+}
+
+/// Characters that may separate thousands in a number format.
+const THOUSANDS: [char; 7] = ['.', ',', ' ', '\'', '_', '\u{a0}', '\u{202f}'];
+
+impl Format {
+    /// The format `text` for a column of type `ty`, or why it is not one.
+    pub fn parse(text: &str, ty: ColumnType) -> Result<Format, String> {
+        match ty {
+            ColumnType::Date | ColumnType::Timestamp => Format::time(text, ty),
+            ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal { .. } => Format::number(text),
+            ColumnType::String | ColumnType::Bool => {
+                Err(format!("`format` applies to date, timestamp and number columns, not {ty}"))
+            }
+        }
+    }
+
+    /// The format as written in the contract.
+    pub fn text(&self) -> &str {
+        match self {
+            Format::Time { text, .. } | Format::Number { text, .. } => text,
+        }
+    }
+
+    fn time(text: &str, ty: ColumnType) -> Result<Format, String> {
+        let items = StrftimeItems::new(text).parse_to_owned().map_err(|_| {
+            format!("format {text:?} is not a strftime pattern (such as \"%d/%m/%Y\" or \"%d.%m.%Y %H:%M\")")
+        })?;
+        // A pattern must name a whole date: a day written with it must read back as that day.
+        let sample = NaiveDate::from_ymd_opt(2024, 12, 31).and_then(|d| d.and_hms_opt(23, 59, 58)).unwrap_or_default();
+        let mut written = String::new();
+        let unwritable = std::fmt::Write::write_fmt(
+            &mut written,
+            format_args!("{}", sample.and_utc().fixed_offset().format_with_items(items.iter())),
+        )
+        .is_err();
+        let back = match ty {
+            ColumnType::Date => read_date_with(&written, &items),
+            _ => read_timestamp_with(&written, &items)
+                .and_then(chrono::DateTime::from_timestamp_micros)
+                .map(|t| t.date_naive()),
+        };
+        match back {
+            Some(day) if day == sample.date() && !unwritable => Ok(Format::Time { text: text.to_string(), items }),
+            _ => Err(format!(
+                "format {text:?} does not name a whole date (day, month and year, as in \"%d/%m/%Y\"): 2024-12-31 written with it is {written:?}"
+            )),
+        }
+    }
+
+    fn number(text: &str) -> Result<Format, String> {
+        let bad = || {
+            format!(
+                "format {text:?} is not a way of writing 1234.56: write that number as the file does, such as \"1.234,56\" (decimal comma, dots between thousands), \"1234,56\" or \"1,234.56\""
+            )
+        };
+        let rest = text.strip_prefix('1').ok_or_else(bad)?;
+        let (thousands, rest) = match rest.strip_prefix("234") {
+            Some(r) => (None, r),
+            None => {
+                let sep = rest.chars().next().filter(|c| THOUSANDS.contains(c)).ok_or_else(bad)?;
+                (Some(sep), rest[sep.len_utf8()..].strip_prefix("234").ok_or_else(bad)?)
+            }
+        };
+        let decimal = match rest {
+            "" => '.',
+            r => {
+                let d = r.chars().next().filter(|c| matches!(c, '.' | ',')).ok_or_else(bad)?;
+                if &r[1..] != "56" || Some(d) == thousands {
+                    return Err(bad());
+                }
+                d
+            }
+        };
+        if thousands == Some(decimal) {
+            return Err(bad());
+        }
+        Ok(Format::Number { text: text.to_string(), decimal, thousands })
+    }
+
+    /// `text` as the default parsers read numbers (`-1234.56`), or None when it is not a number
+    /// written this way (thousands separators only between groups of three digits).
+    fn plain_number(text: &str, decimal: char, thousands: Option<char>) -> Option<String> {
+        let spaced = thousands.is_some_and(|t| t == ' ' || t == '\u{a0}' || t == '\u{202f}');
+        let t = text.trim_matches(|c: char| c.is_whitespace());
+        let (sign, t) = match t.strip_prefix(['-', '+']) {
+            Some(rest) => (&t[..1], rest),
+            None => ("", t),
+        };
+        let (int, frac) = match t.split_once(decimal) {
+            Some((i, f)) => (i, Some(f)),
+            None => (t, None),
+        };
+        let mut out = String::with_capacity(t.len() + 1);
+        out.push_str(sign);
+        let is_sep = |c: char| Some(c) == thousands || (spaced && matches!(c, ' ' | '\u{a0}' | '\u{202f}'));
+        if int.contains(is_sep) {
+            let mut groups = int.split(is_sep);
+            let first = groups.next()?;
+            if first.is_empty() || first.len() > 3 || !first.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            out.push_str(first);
+            for g in groups {
+                if g.len() != 3 || !g.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                out.push_str(g);
+            }
+        } else {
+            out.push_str(int);
+        }
+        if let Some(f) = frac {
+            if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            out.push('.');
+            out.push_str(f);
+        }
+        Some(out)
+    }
+}
+
+/// `parse` applied to a number written as `format` says (JSON numbers as they are).
+fn read_number<T>(
+    kind: Kind,
+    text: &str,
+    format: &Format,
+    parse: impl Fn(Kind, &str) -> Result<T, Fault>,
+) -> Result<T, Fault> {
+    match (kind, format) {
+        (Kind::String, Format::Number { decimal, thousands, .. }) => {
+            let plain = Format::plain_number(text, *decimal, *thousands).ok_or(Fault::Type)?;
+            parse(kind, &plain)
+        }
+        _ => parse(kind, text),
+    }
+}
+
+fn read_date_with(text: &str, items: &[Item<'static>]) -> Option<NaiveDate> {
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text.trim(), items.iter()).ok()?;
+    parsed.to_naive_date().ok()
+}
+
+/// Microseconds since the epoch, UTC: an offset in the text converts, none is UTC; a pattern with
+/// no time of day reads midnight.
+fn read_timestamp_with(text: &str, items: &[Item<'static>]) -> Option<i64> {
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, text.trim(), items.iter()).ok()?;
+    if let Ok(t) = parsed.to_datetime() {
+        return Some(t.timestamp_micros());
+    }
+    let naive = match parsed.to_naive_datetime_with_offset(0) {
+        Ok(t) => t,
+        Err(_) => parsed.to_naive_date().ok()?.and_hms_opt(0, 0, 0)?,
+    };
+    Some(naive.and_utc().timestamp_micros())
+}
+
+fn time_items(format: Option<&Format>) -> Option<&[Item<'static>]> {
+    match format {
+        Some(Format::Time { items, .. }) => Some(items),
+        _ => None,
+    }
+}
+
+/// Coerces `field` to `ty`, read as `format` says when there is one. A string equal to one of
+/// `nulls` (surrounding whitespace aside) is read as JSON `null` (the source's or column's
+/// `null_values`).
+pub fn coerce(field: &RawField, ty: ColumnType, required: bool, nulls: &[String], format: Option<&Format>) -> Coerced {
     let n = field.len();
     let mut faults = Vec::with_capacity(n);
     let is_marker = |i: usize| {
@@ -150,21 +345,38 @@ pub fn coerce(field: &RawField, ty: ColumnType, required: bool, nulls: &[String]
             Arc::new(b.finish()) as ArrayRef
         }};
     }
-    let array = match ty {
-        ColumnType::Int64 => run!(Int64Builder::with_capacity(n), parse_int),
-        ColumnType::Float64 => run!(Float64Builder::with_capacity(n), parse_float),
-        ColumnType::Decimal { precision, scale } => {
+    let number = format.filter(|f| matches!(f, Format::Number { .. }));
+    let array = match (ty, number, time_items(format)) {
+        (ColumnType::Int64, Some(f), _) => run!(Int64Builder::with_capacity(n), |k, t| read_number(k, t, f, parse_int)),
+        (ColumnType::Int64, None, _) => run!(Int64Builder::with_capacity(n), parse_int),
+        (ColumnType::Float64, Some(f), _) => {
+            run!(Float64Builder::with_capacity(n), |k, t| read_number(k, t, f, parse_float))
+        }
+        (ColumnType::Float64, None, _) => run!(Float64Builder::with_capacity(n), parse_float),
+        (ColumnType::Decimal { precision, scale }, number, _) => {
             let builder = Decimal128Builder::with_capacity(n)
                 .with_precision_and_scale(precision, i8::try_from(scale).unwrap_or(0))
                 .unwrap_or_else(|_| Decimal128Builder::with_capacity(n));
-            run!(builder, |k, t| parse_decimal_token(k, t, precision, scale))
+            match number {
+                Some(f) => {
+                    run!(builder, |k, t| read_number(k, t, f, |k, t| parse_decimal_token(k, t, precision, scale)))
+                }
+                None => run!(builder, |k, t| parse_decimal_token(k, t, precision, scale)),
+            }
         }
-        ColumnType::String => run!(StringBuilder::with_capacity(n, field.data.len()), parse_string),
-        ColumnType::Bool => run!(BooleanBuilder::with_capacity(n), parse_bool),
-        ColumnType::Date => run!(Date32Builder::with_capacity(n), parse_date),
-        ColumnType::Timestamp => {
-            run!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"), |k, t| match k {
-                Kind::String => parse_timestamp(t).ok_or(Fault::Type),
+        (ColumnType::String, ..) => run!(StringBuilder::with_capacity(n, field.data.len()), parse_string),
+        (ColumnType::Bool, ..) => run!(BooleanBuilder::with_capacity(n), parse_bool),
+        (ColumnType::Date, _, Some(items)) => run!(Date32Builder::with_capacity(n), |k, t| match k {
+            Kind::String => read_date_with(t, items)
+                .map(|d| chrono::Datelike::num_days_from_ce(&d) - EPOCH_DAYS_CE)
+                .ok_or(Fault::Type),
+            _ => Err(Fault::Type),
+        }),
+        (ColumnType::Date, _, None) => run!(Date32Builder::with_capacity(n), parse_date),
+        (ColumnType::Timestamp, _, items) => {
+            run!(TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"), |k, t| match (k, items) {
+                (Kind::String, Some(items)) => read_timestamp_with(t, items).ok_or(Fault::Type),
+                (Kind::String, None) => parse_timestamp(t).ok_or(Fault::Type),
                 _ => Err(Fault::Type),
             })
         }
@@ -172,17 +384,25 @@ pub fn coerce(field: &RawField, ty: ColumnType, required: bool, nulls: &[String]
     Coerced { array, faults }
 }
 
-/// Whether the string `text` coerces to a value of `ty` (a null marker that does is also a value).
-pub fn reads_as(text: &str, ty: ColumnType) -> bool {
+/// Whether the string `text` coerces to a value of `ty` read as `format` says (a null marker that
+/// does is also a value).
+pub fn reads_as(text: &str, ty: ColumnType, format: Option<&Format>) -> bool {
     let s = Kind::String;
-    match ty {
-        ColumnType::Int64 => parse_int(s, text).is_ok(),
-        ColumnType::Float64 => parse_float(s, text).is_ok(),
-        ColumnType::Decimal { precision, scale } => parse_decimal_token(s, text, precision, scale).is_ok(),
-        ColumnType::String => true,
-        ColumnType::Bool => parse_bool(s, text).is_ok(),
-        ColumnType::Date => parse_date(s, text).is_ok(),
-        ColumnType::Timestamp => parse_timestamp(text).is_some(),
+    match (ty, format, time_items(format)) {
+        (ColumnType::Int64, Some(f @ Format::Number { .. }), _) => read_number(s, text, f, parse_int).is_ok(),
+        (ColumnType::Float64, Some(f @ Format::Number { .. }), _) => read_number(s, text, f, parse_float).is_ok(),
+        (ColumnType::Decimal { precision, scale }, Some(f @ Format::Number { .. }), _) => {
+            read_number(s, text, f, |k, t| parse_decimal_token(k, t, precision, scale)).is_ok()
+        }
+        (ColumnType::Date, _, Some(items)) => read_date_with(text, items).is_some(),
+        (ColumnType::Timestamp, _, Some(items)) => read_timestamp_with(text, items).is_some(),
+        (ColumnType::Int64, ..) => parse_int(s, text).is_ok(),
+        (ColumnType::Float64, ..) => parse_float(s, text).is_ok(),
+        (ColumnType::Decimal { precision, scale }, ..) => parse_decimal_token(s, text, precision, scale).is_ok(),
+        (ColumnType::String, ..) => true,
+        (ColumnType::Bool, ..) => parse_bool(s, text).is_ok(),
+        (ColumnType::Date, ..) => parse_date(s, text).is_ok(),
+        (ColumnType::Timestamp, ..) => parse_timestamp(text).is_some(),
     }
 }
 
@@ -479,7 +699,7 @@ mod tests {
             (N, "", None, Fault::Null),
         ];
         let f = field(&cases.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>());
-        let out = coerce(&f, ColumnType::Int64, true, &[]);
+        let out = coerce(&f, ColumnType::Int64, true, &[], None);
         let arr = out.array.as_primitive::<Int64Type>();
         for (i, c) in cases.iter().enumerate() {
             assert_eq!(arr.is_valid(i).then(|| arr.value(i)), c.2, "{c:?}");
@@ -509,7 +729,7 @@ mod tests {
             (Num, "1e20", None, Fault::Range),
         ];
         let f = field(&cases.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>());
-        let out = coerce(&f, ColumnType::Decimal { precision: 18, scale: 2 }, true, &[]);
+        let out = coerce(&f, ColumnType::Decimal { precision: 18, scale: 2 }, true, &[], None);
         let arr = out.array.as_primitive::<Decimal128Type>();
         for (i, c) in cases.iter().enumerate() {
             assert_eq!(arr.is_valid(i).then(|| arr.value(i)), c.2, "{c:?}");
@@ -520,7 +740,7 @@ mod tests {
     #[test]
     fn float_refuses_non_finite() {
         let f = field(&[(Num, "1.5"), (S, " 12.5 "), (S, "nan"), (S, "inf"), (S, "-infinity"), (B, "true")]);
-        let out = coerce(&f, ColumnType::Float64, true, &[]);
+        let out = coerce(&f, ColumnType::Float64, true, &[], None);
         let arr = out.array.as_primitive::<Float64Type>();
         assert_eq!((arr.value(0), arr.value(1)), (1.5, 12.5));
         assert_eq!(&out.faults[2..], &[Fault::NotFinite, Fault::NotFinite, Fault::NotFinite, Fault::Type]);
@@ -544,14 +764,14 @@ mod tests {
             (S, "2024-02-30"),
             (S, " 2024-01-15"),
         ]);
-        let out = coerce(&f, ColumnType::Date, true, &[]);
+        let out = coerce(&f, ColumnType::Date, true, &[], None);
         let arr = out.array.as_primitive::<Date32Type>();
         assert_eq!((arr.value(0), arr.value(3)), (19737, 19782));
         assert_eq!(&out.faults[..4], &[Fault::None; 4]);
         assert!(out.faults[4..].iter().all(|f| *f == Fault::Type), "{:?}", out.faults);
 
         let f = field(&[(S, "usd"), (Num, "5"), (M, "")]);
-        let out = coerce(&f, ColumnType::String, false, &[]);
+        let out = coerce(&f, ColumnType::String, false, &[], None);
         assert_eq!(out.faults, vec![Fault::None, Fault::Type, Fault::None]);
         assert_eq!(out.array.as_string::<i32>().value(0), "usd");
         assert!(out.array.is_null(2));
@@ -564,7 +784,7 @@ mod tests {
         assert_eq!(parse_timestamp("2024-03-01 00:00:00"), Some(1_709_251_200_000_000));
         assert_eq!(parse_timestamp("yesterday"), None);
         let f = field(&[(B, "true"), (S, "No"), (Num, "1"), (Num, "2"), (S, "maybe")]);
-        let out = coerce(&f, ColumnType::Bool, true, &[]);
+        let out = coerce(&f, ColumnType::Bool, true, &[], None);
         assert_eq!(&out.faults[..3], &[Fault::None; 3]);
         assert_eq!(&out.faults[3..], &[Fault::Type, Fault::Type]);
     }
@@ -573,20 +793,100 @@ mod tests {
     fn null_markers_read_as_null_in_any_type() {
         let f = field(&[(Kind::String, "NA"), (Kind::String, " NULL "), (Kind::Number, "7"), (Kind::String, "N/A")]);
         let nulls = ["NA".to_string(), "NULL".to_string()];
-        let out = coerce(&f, ColumnType::Int64, false, &nulls);
+        let out = coerce(&f, ColumnType::Int64, false, &nulls, None);
         assert_eq!(out.faults, vec![Fault::None, Fault::None, Fault::None, Fault::Type]);
         assert_eq!((out.array.null_count(), out.array.len()), (3, 4));
-        let required = coerce(&f, ColumnType::Int64, true, &nulls);
+        let required = coerce(&f, ColumnType::Int64, true, &nulls, None);
         assert_eq!(required.faults[..2], [Fault::Null, Fault::Null]);
-        let text = coerce(&f, ColumnType::String, false, &nulls);
+        let text = coerce(&f, ColumnType::String, false, &nulls, None);
         assert_eq!(
             text.faults,
             vec![Fault::None, Fault::None, Fault::Type, Fault::None],
             "markers are null in text too"
         );
         assert_eq!(text.array.null_count(), 3, "the two markers, and the number refused for text");
-        let none = coerce(&f, ColumnType::String, false, &[]);
+        let none = coerce(&f, ColumnType::String, false, &[], None);
         assert_eq!(none.array.null_count(), 1, "without markers only the number is refused");
+    }
+
+    #[test]
+    fn dates_and_timestamps_read_by_a_pattern() {
+        let dmy = Format::parse("%d/%m/%Y", ColumnType::Date).expect("a format");
+        let f = field(&[(S, "15/01/2024"), (S, " 01/02/2024 "), (S, "2024-01-15"), (S, "31/02/2024"), (Num, "15")]);
+        let out = coerce(&f, ColumnType::Date, true, &[], Some(&dmy));
+        let arr = out.array.as_primitive::<Date32Type>();
+        assert_eq!((arr.value(0), arr.value(1)), (19737, 19754), "15 January and 1 February 2024");
+        assert_eq!(out.faults, [Fault::None, Fault::None, Fault::Type, Fault::Type, Fault::Type]);
+        let (rule, message) = Fault::Type.describe(S, "2024-01-15", ColumnType::Date, Some(&dmy));
+        assert_eq!(
+            (rule, message.as_str()),
+            ("type", r#"cannot read string "2024-01-15" as date in format "%d/%m/%Y""#)
+        );
+
+        let ts = Format::parse("%d.%m.%Y %H:%M", ColumnType::Timestamp).expect("a format");
+        let day = Format::parse("%m/%d/%Y", ColumnType::Timestamp).expect("a format");
+        let zoned = Format::parse("%d.%m.%Y %H:%M %z", ColumnType::Timestamp).expect("a format");
+        let f = field(&[(S, "01.03.2024 01:30"), (S, "01.03.2024 01:30 +0100"), (S, "03/01/2024")]);
+        let micros = |fmt: &Format, row: usize| {
+            let out = coerce(&f, ColumnType::Timestamp, false, &[], Some(fmt));
+            let arr = out.array.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+            arr.is_valid(row).then(|| arr.value(row))
+        };
+        assert_eq!(micros(&ts, 0), Some(1_709_251_200_000_000 + 5_400_000_000), "no offset is UTC");
+        assert_eq!(micros(&zoned, 1), Some(1_709_251_200_000_000 + 1_800_000_000), "an offset converts");
+        assert_eq!(micros(&day, 2), Some(1_709_251_200_000_000), "a pattern without a time reads midnight");
+        assert_eq!(micros(&ts, 2), None);
+
+        for (bad, ty, why) in [
+            ("%d/%m", ColumnType::Date, "does not name a whole date"),
+            ("%H:%M", ColumnType::Timestamp, "does not name a whole date"),
+            ("%d/%m/%Q", ColumnType::Date, "is not a strftime pattern"),
+            ("%Y", ColumnType::String, "applies to date, timestamp and number columns, not string"),
+        ] {
+            let e = Format::parse(bad, ty).expect_err("not a format");
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn numbers_read_as_the_format_writes_1234_56() {
+        let eu = Format::parse("1.234,56", ColumnType::Decimal { precision: 18, scale: 2 }).expect("a format");
+        let cases: &[(Kind, &str, Option<i128>)] = &[
+            (S, "1.234,56", Some(123_456)),
+            (S, "-1.234.567,8", Some(-123_456_780)),
+            (S, "12,5", Some(1250)),
+            (S, " 7 ", Some(700)),
+            (Num, "3.25", Some(325)),
+            (S, "1.23,4", None),
+            (S, "1,234.56", None),
+            (S, "12,", None),
+            (S, ".234", None),
+        ];
+        let f = field(&cases.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>());
+        let out = coerce(&f, ColumnType::Decimal { precision: 18, scale: 2 }, true, &[], Some(&eu));
+        let arr = out.array.as_primitive::<Decimal128Type>();
+        for (i, c) in cases.iter().enumerate() {
+            assert_eq!(arr.is_valid(i).then(|| arr.value(i)), c.2, "{c:?}");
+            assert_eq!(out.faults[i] == Fault::None, c.2.is_some(), "{c:?}");
+        }
+
+        let fr = Format::parse("1 234,56", ColumnType::Float64).expect("a format");
+        let f = field(&[(S, "1\u{202f}234,5"), (S, "2 000"), (S, "2,5e3")]);
+        let out = coerce(&f, ColumnType::Float64, true, &[], Some(&fr));
+        let arr = out.array.as_primitive::<Float64Type>();
+        assert_eq!((arr.value(0), arr.value(1)), (1234.5, 2000.0), "any space separates thousands");
+        assert_eq!(out.faults[2], Fault::Type);
+
+        let us = Format::parse("1,234", ColumnType::Int64).expect("a format");
+        let f = field(&[(S, "1,234,567"), (S, "1,234.5")]);
+        let out = coerce(&f, ColumnType::Int64, true, &[], Some(&us));
+        assert_eq!(out.array.as_primitive::<Int64Type>().value(0), 1_234_567);
+        assert_eq!(out.faults[1], Fault::NotWhole);
+
+        for bad in ["1.234.56", "1234", "1,234,56", "12.34", "1 234 56", "1.234,5"] {
+            let ok = Format::parse(bad, ColumnType::Float64).is_ok();
+            assert_eq!(ok, bad == "1234", "{bad}");
+        }
     }
 
     /// The allocation-free decimal parser agrees with the exact one wherever it answers.

@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 use crate::bronze::{BATCH_ID, INGESTED_AT, SOURCE};
 use crate::catalog::error_line;
 use crate::quality::gates::Gate;
+use crate::silver::coerce::Format;
 use crate::spec::{ColumnType, SilverSpec};
 use crate::storage::timestamp_type;
 
@@ -44,6 +45,8 @@ pub struct Column {
     pub transform: Option<(String, Arc<dyn PhysicalExpr>)>,
     /// Text values read as null (the column's `null_values`, else the source's).
     pub null_values: Vec<String>,
+    /// How its text is written, when the defaults do not read it.
+    pub format: Option<Format>,
 }
 
 /// A compiled check.
@@ -253,9 +256,29 @@ impl Contract {
                     }),
                 }
             }
+            let format = match c.format.as_deref().map(|f| Format::parse(f, ty)) {
+                None => None,
+                Some(Ok(f)) => Some(f),
+                Some(Err(message)) => {
+                    errors.push(ContractError {
+                        subject: subject.clone(),
+                        message,
+                        needle: c.format.as_ref().map(|f| format!("\"{f}\"")),
+                    });
+                    None
+                }
+            };
             let null_values = column_nulls(spec, c, source_nulls);
             let field = c.from.clone().unwrap_or_else(|| c.name.clone());
-            columns.push(Column { name: c.name.clone(), field, ty, required: c.required, transform, null_values });
+            columns.push(Column {
+                name: c.name.clone(),
+                field,
+                ty,
+                required: c.required,
+                transform,
+                null_values,
+                format,
+            });
         }
         for sql in &spec.checks {
             match compile(sql, None) {

@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::coerce::reads_as;
+use super::coerce::{Format, reads_as};
 use super::table::SilverTable;
 use crate::error::{Error, Result};
 use crate::spec::{ColumnType, OnContractChange, SilverSpec, ident, quote};
@@ -74,6 +74,9 @@ pub struct ColumnRecord {
     /// Null markers in effect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub null_values: Vec<String>,
+    /// How its text is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl ContractRecord {
@@ -91,6 +94,7 @@ impl ContractRecord {
                 transform: c.transform.clone(),
                 checks: c.checks.clone(),
                 null_values: super::contract::column_nulls(spec, c, source_nulls),
+                format: c.format.clone(),
             })
             .collect();
         let history = match (&spec.history, &spec.dedup) {
@@ -288,6 +292,11 @@ pub fn diff<'a>(
                 drops(&old.checks, &c.checks),
             ));
         }
+        if old.format != c.format {
+            // The same text may read as another value (`01/02/2024`: 1 February or 2 January).
+            let show = |f: &Option<String>| f.as_ref().map_or("the default".to_string(), |f| format!("{f:?}"));
+            out.push(rule(format!("format of {}: {} → {}", c.name, show(&old.format), show(&c.format))));
+        }
         if old.null_values != c.null_values {
             let what = format!("null_values of {}: {:?} → {:?}", c.name, old.null_values, c.null_values);
             // A marker that is also a value of the column's type (`0`, `n` for bool) changes
@@ -298,7 +307,10 @@ pub fn diff<'a>(
                 .iter()
                 .chain(&c.null_values)
                 .filter(|m| !(old.null_values.contains(m) && c.null_values.contains(m)));
-            let harmless = ty.is_some_and(|ty| ty == ColumnType::String || changed.clone().all(|m| !reads_as(m, ty)));
+            let harmless = ty.is_some_and(|ty| {
+                let format = c.format.as_deref().and_then(|f| Format::parse(f, ty).ok());
+                ty == ColumnType::String || changed.clone().all(|m| !reads_as(m, ty, format.as_ref()))
+            });
             let added = c.null_values.iter().any(|m| !old.null_values.contains(m));
             out.push(if harmless { acceptance(what, added) } else { rule(what) });
         }

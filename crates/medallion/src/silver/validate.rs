@@ -48,7 +48,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
     let mut faults: Vec<Vec<Fault>> = Vec::with_capacity(contract.columns.len());
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(contract.schema.fields().len());
     for (column, field) in contract.columns.iter().zip(&chunk.fields) {
-        let c = coerce(field, column.ty, column.required, &column.null_values);
+        let c = coerce(field, column.ty, column.required, &column.null_values, column.format.as_ref());
         arrays.push(c.array);
         faults.push(c.faults);
     }
@@ -159,7 +159,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             let field = &chunk.fields[c];
             let fault = faults[c][r];
             if fault != Fault::None {
-                let (rule, message) = fault.describe(field.kinds[r], field.text(r), column.ty);
+                let (rule, message) = fault.describe(field.kinds[r], field.text(r), column.ty, column.format.as_ref());
                 reasons.push(Reason { column: Some(column.name.clone()), rule: rule.to_string(), message });
             }
             if transform_null[c].as_ref().is_some_and(|t| t[r]) {
