@@ -100,8 +100,10 @@ pub enum ImportFrom {
     },
     /// Data files (CSV, TSV, NDJSON; gzip allowed): per file, a source landing a copy of it from
     /// `landing/` and a silver table whose contract is inferred from its first 100,000 records
-    /// (the type that reads 99% of a column's values, null markers such as `NA` in typed columns, a
-    /// key). The choices are printed; the new project is validated before the command returns.
+    /// (the type that reads 99% of a column's values, a `format` for numbers and dates written
+    /// otherwise such as `1.234,56` or `31/12/2024`, null markers such as `NA` in typed columns, a
+    /// key; a CSV file's delimiter, and Windows-1252 for text that is not UTF-8). The choices are
+    /// printed; the new project is validated before the command returns.
     Files {
         /// The files, then the directory to write the project in (must not hold one).
         #[arg(required = true, num_args = 2..)]
@@ -365,7 +367,9 @@ pub enum Command {
     /// Summarise a table's dead letter: records by reason, batch and day, with sample records.
     ///
     /// Type errors on texts exports write for a missing value (`NA`, `N/A`, `NULL`, …) get a hint
-    /// naming the `null_values` that would read them as null (then `medallion replay`).
+    /// naming the `null_values` that would read them as null (then `medallion replay`); type
+    /// errors on dates or numbers written otherwise (`31/12/2024`, `1.234,56`), one naming the
+    /// column `format` that reads them (then `medallion rebuild`).
     Quarantine {
         /// The silver table or gold model.
         table: String,

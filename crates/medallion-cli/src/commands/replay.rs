@@ -114,6 +114,17 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
     );
     say!("\n{}", table(&rows));
     note_markers(&project, name, &s.null_markers)?;
+    for f in &s.formats {
+        let guess = if f.ambiguous { " (no value tells the day from the month: check which comes first)" } else { "" };
+        sayln!(
+            "\nhint: {} record(s) rejected as {} in column {} hold values such as {:?} that `format = {:?}` reads{guess}: with it on the column, `medallion rebuild {name}` reads them (and what was published) that way",
+            thousands(f.records),
+            f.ty,
+            f.column,
+            f.example,
+            f.format
+        );
+    }
     let mut rows = vec![vec!["batch".to_string(), "records".into()]];
     rows.extend(s.by_batch.iter().map(|c| vec![c.label.clone(), thousands(c.records)]));
     say!("\n{}", table(&rows));

@@ -1024,6 +1024,171 @@ fn imported_data_files_run_with_nothing_rejected() {
     assert!(text(&none.stderr).contains("no file could be imported"), "{}", text(&none.stderr));
 }
 
+/// A contract written by hand for a source that writes day-first dates and decimal commas: the
+/// records go to the dead letter, `quarantine` names the format that reads them, and with it on the
+/// columns a rebuild promotes every record.
+#[test]
+fn an_undeclared_format_is_hinted_and_a_rebuild_reads_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("shop");
+    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
+    let toml = proj.join("medallion.toml");
+    std::fs::write(
+        &toml,
+        r#"[project]
+name = "shop"
+lake = "./lake"
+
+[sources.sales]
+format = "ndjson"
+paths = ["landing/*.ndjson"]
+
+[silver.sales]
+source = "sales"
+primary_key = ["id"]
+order_by = "_ingested_at"
+columns = [
+  { name = "id",     type = "int64" },
+  { name = "amount", type = "decimal(12,2)" },
+  { name = "day",    type = "date" },
+]
+"#,
+    )
+    .expect("write");
+    let records =
+        [(1, "1.234,50", "31/12/2024"), (2, "7", "2024-01-02"), (3, "12,00", "13/01/2024"), (4, "x", "02/01/2024")];
+    let lines: Vec<String> = records
+        .iter()
+        .map(|(id, amount, day)| format!("{{\"id\": {id}, \"amount\": \"{amount}\", \"day\": \"{day}\"}}\n"))
+        .collect();
+    std::fs::write(proj.join("landing/sales.ndjson"), lines.concat()).expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let summary = text(&run(&["quarantine", "sales"], &proj).stdout);
+    assert!(summary.starts_with("quarantine/sales: 3 outstanding record(s)"), "{summary}");
+    assert!(
+        summary.contains(
+            "hint: 3 record(s) rejected as date in column day hold values such as \"02/01/2024\" that `format = \"%d/%m/%Y\"` reads: with it on the column, `medallion rebuild sales` reads them (and what was published) that way"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("hint: 2 record(s) rejected as decimal(12,2) in column amount hold values such as \"1.234,50\" that `format = \"1.234,56\"`"),
+        "`x` is no number in any format: {summary}"
+    );
+    let json = text(&run(&["quarantine", "sales", "--format", "json"], &proj).stdout);
+    let json: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert_eq!(
+        json["formats"][0],
+        serde_json::json!({"column": "amount", "type": "decimal(12,2)", "format": "1.234,56", "records": 2, "example": "1.234,50", "ambiguous": false}),
+        "{json}"
+    );
+
+    let spec = std::fs::read_to_string(&toml).expect("read");
+    let spec = spec
+        .replace("type = \"decimal(12,2)\" }", "type = \"decimal(12,2)\", format = \"1.234,56\" }")
+        .replace("type = \"date\" }", "type = \"date\", format = \"%d/%m/%Y\" }");
+    std::fs::write(&toml, spec).expect("write");
+    let rebuilt = run(&["rebuild", "sales"], &proj);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
+    assert_eq!(
+        sql_rows(
+            &proj,
+            "SELECT id, CAST(amount AS VARCHAR) AS amount, CAST(day AS VARCHAR) AS day FROM silver.sales ORDER BY id"
+        ),
+        vec![
+            serde_json::json!({"id": 1, "amount": "1234.50", "day": "2024-12-31"}),
+            serde_json::json!({"id": 3, "amount": "12.00", "day": "2024-01-13"}),
+        ],
+        "the ISO day and the `x` amount are what this format does not read"
+    );
+    let after = text(&run(&["quarantine", "sales"], &proj).stdout);
+    assert!(after.starts_with("quarantine/sales: 2 outstanding record(s)"), "{after}");
+    assert!(!after.contains("hint:"), "formats declared are no longer hinted: {after}");
+}
+
+/// Exports as spreadsheets write them: a Windows-1252 file with `;` between fields, decimal commas,
+/// dots between thousands and day-first dates; a UTF-8 one with a byte-order mark, US thousands
+/// and month-first dates. `import files` finds the dialect and each column's `format`, the run
+/// reads every value as written, and a changed format is a contract change that a rebuild applies.
+#[test]
+fn spreadsheet_exports_import_and_run_as_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut eu = b"Kunde;Betrag;Datum;Zeit\r\n".to_vec();
+    eu.extend_from_slice(b"M\xfcller;1.234,50;03.01.2024;03.01.2024 14:05\r\n");
+    eu.extend_from_slice(b"Dupont;-7,25;14.01.2024;14.01.2024 09:30\r\nRossi;NA;;\r\n");
+    std::fs::write(dir.path().join("umsatz.csv"), eu).expect("write");
+    std::fs::write(
+        dir.path().join("us.csv"),
+        "\u{feff}id,total,ordered\n1,\"1,234,567\",01/02/2024\n2,12,12/31/2024\n",
+    )
+    .expect("write");
+    let out = run(&["import", "files", "umsatz.csv", "us.csv", "proj"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("note: umsatz.csv: not UTF-8: read as windows-1252"), "{stderr}");
+    assert!(
+        stderr.contains("note: umsatz.csv: table `umsatz`: column `betrag` is float64 written as \"1.234,56\""),
+        "{stderr}"
+    );
+    let proj = dir.path().join("proj");
+    let toml = std::fs::read_to_string(proj.join("medallion.toml")).expect("read");
+    for want in [
+        "delimiter = \";\"\nencoding = \"windows-1252\"",
+        "{ name = \"datum\", from = \"Datum\", type = \"date\", required = false, format = \"%d.%m.%Y\" }",
+        "type = \"timestamp\", required = false, format = \"%d.%m.%Y %H:%M\" }",
+        "{ name = \"total\", type = \"int64\", required = false, format = \"1,234.56\" }",
+        "format = \"%m/%d/%Y\"",
+    ] {
+        assert!(toml.contains(want), "{want}: {toml}");
+    }
+
+    let first = run(&["run"], &proj);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert!(!text(&first.stderr).contains("rejected"), "{}", text(&first.stderr));
+    let rows = |sql: &str| sql_rows(&proj, sql);
+    assert_eq!(
+        rows(
+            "SELECT kunde, betrag, CAST(datum AS VARCHAR) AS d, CAST(zeit AS VARCHAR) AS t FROM silver.umsatz ORDER BY kunde"
+        ),
+        vec![
+            serde_json::json!({"kunde": "Dupont", "betrag": -7.25, "d": "2024-01-14", "t": "2024-01-14T09:30:00Z"}),
+            serde_json::json!({"kunde": "Müller", "betrag": 1234.5, "d": "2024-01-03", "t": "2024-01-03T14:05:00Z"}),
+            serde_json::json!({"kunde": "Rossi", "betrag": null, "d": null, "t": null}),
+        ]
+    );
+    assert_eq!(
+        rows("SELECT id, total, CAST(ordered AS VARCHAR) AS o FROM silver.us ORDER BY id"),
+        vec![
+            serde_json::json!({"id": 1, "total": 1234567, "o": "2024-01-02"}),
+            serde_json::json!({"id": 2, "total": 12, "o": "2024-12-31"}),
+        ]
+    );
+
+    // Read day first instead: the same text is another date, so published rows need a rebuild.
+    let path = proj.join("medallion.toml");
+    std::fs::write(&path, toml.replace("format = \"%m/%d/%Y\"", "format = \"%d/%m/%Y\"")).expect("write");
+    let refused = run(&["run"], &proj);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("format of ordered: \"%m/%d/%Y\" → \"%d/%m/%Y\""),
+        "{}",
+        text(&refused.stderr)
+    );
+    let rebuilt = run(&["rebuild", "us"], &proj);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
+    assert!(
+        text(&rebuilt.stderr).contains("warning: silver/us rejected 1 of 2 records (50.00%): type (ordered) 1"),
+        "12/31/2024 has no 31st month: {}",
+        text(&rebuilt.stderr)
+    );
+    assert_eq!(
+        rows("SELECT id, CAST(ordered AS VARCHAR) AS o FROM silver.us ORDER BY id"),
+        vec![serde_json::json!({"id": 1, "o": "2024-02-01"})]
+    );
+    let why = text(&run(&["quarantine", "us"], &proj).stdout);
+    assert!(why.contains("type    ordered"), "{why}");
+}
+
 /// Issue 15: a rebuild killed at any step, then `rebuild` or `run` again, gives the tables of an
 /// uninterrupted rebuild.
 #[test]

@@ -221,6 +221,16 @@ impl Encoding {
         })
     }
 
+    /// `bytes` as text (a UTF-8 byte-order mark dropped; invalid UTF-8 replaced).
+    pub(crate) fn text(self, bytes: &[u8]) -> String {
+        match self {
+            Encoding::Utf8 => {
+                String::from_utf8_lossy(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)).into_owned()
+            }
+            enc => bytes.iter().map(|&b| enc.char_of(b)).collect(),
+        }
+    }
+
     fn char_of(self, b: u8) -> char {
         match (self, b) {
             (Encoding::Windows1252, 0x80..=0x9f) => WINDOWS_1252_HIGH[usize::from(b - 0x80)],

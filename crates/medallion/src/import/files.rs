@@ -27,8 +27,10 @@ use serde_json::Value;
 
 use super::seed;
 use super::{GITIGNORE, Imported, key, make_parent, quote, write_file};
+use crate::bronze::ingest::Encoding;
 use crate::error::{Error, Result};
-use crate::silver::coerce::is_common_null_marker;
+use crate::silver::coerce::{is_common_null_marker, reads_as};
+use crate::silver::formats;
 
 /// Records read to infer a contract.
 pub const SAMPLE: usize = 100_000;
@@ -61,6 +63,10 @@ struct Column {
     distinct: usize,
     /// Values the type does not read: how many, and the first.
     outliers: (usize, Option<String>),
+    /// How its values are written, when the defaults do not read them (`%d/%m/%Y`, `1.234,56`).
+    format: Option<String>,
+    /// Whether that format was a guess between two that read every value (day and month).
+    ambiguous: bool,
 }
 
 impl Column {
@@ -97,7 +103,19 @@ pub fn import(files: &[PathBuf], to: &Path) -> Result<Imported> {
             out.untranslated.push((shown, format!("a second file for table `{table}`: not imported")));
             continue;
         }
-        let sample = read_sample(file)?;
+        let bytes = read_sample(file)?;
+        // Text that is not UTF-8 is most likely a Windows export: Windows-1252 reads every byte.
+        let (sample, encoding) = match std::str::from_utf8(&bytes) {
+            Ok(_) => (Encoding::Utf8.text(&bytes), None),
+            Err(_) => (Encoding::Windows1252.text(&bytes), Some("windows-1252")),
+        };
+        if let Some(e) = encoding {
+            out.notes.push((shown.clone(), format!("not UTF-8: read as {e} (`encoding` in its source)")));
+        }
+        let format = match format {
+            Format::Csv { delimiter: b',' } => Format::Csv { delimiter: sniff_delimiter(&sample) },
+            f => f,
+        };
         let columns = match format {
             Format::Csv { delimiter } => csv_columns(&sample, delimiter),
             Format::Ndjson => ndjson_columns(&sample, &shown, &mut out),
@@ -117,7 +135,7 @@ pub fn import(files: &[PathBuf], to: &Path) -> Result<Imported> {
             }
         };
         let landed = PathBuf::from("landing").join(&shown);
-        toml.push_str(&section(&table, format, &landed, &columns, &shown, &mut out));
+        toml.push_str(&section(&table, (format, encoding), &landed, &columns, &shown, &mut out));
         written.push((file.clone(), landed));
     }
     if written.is_empty() {
@@ -198,9 +216,9 @@ fn column_names(columns: &mut [Column]) {
     }
 }
 
-/// The text of the first [`SAMPLE`] lines of `file` (gzip inflated; a CSV record spanning lines
-/// may be cut at the end, which the CSV reader then reads as a short last record).
-fn read_sample(file: &Path) -> Result<String> {
+/// The first [`SAMPLE`] lines of `file` (gzip inflated; a CSV record spanning lines may be cut at
+/// the end, which the CSV reader then reads as a short last record).
+fn read_sample(file: &Path) -> Result<Vec<u8>> {
     let io = |source| Error::Io { path: file.to_path_buf(), source };
     let mut f = BufReader::new(std::fs::File::open(file).map_err(io)?);
     // Gzip by its magic number, looked at without consuming it.
@@ -213,8 +231,28 @@ fn read_sample(file: &Path) -> Result<String> {
             break;
         }
     }
-    let text = String::from_utf8_lossy(&text).into_owned();
-    Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
+    Ok(text)
+}
+
+/// Delimiters a `.csv` file may use: the comma, then what exports write where the comma is the
+/// decimal separator (`;`), tabs and pipes.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The delimiter of a CSV sample: of [`DELIMITERS`], the one splitting the header into the most
+/// fields (at least two) that nearly every record of the first hundred also has; `,` if none.
+fn sniff_delimiter(text: &str) -> u8 {
+    let mut best = (1, b',');
+    for d in DELIMITERS {
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(d).from_reader(text.as_bytes());
+        let lens: Vec<usize> = reader.records().take(101).map_while(|r| r.ok()).map(|r| r.len()).collect();
+        let Some((&header, rows)) = lens.split_first() else { continue };
+        let agree = rows.iter().filter(|&&n| n == header).count();
+        if header > best.0 && agree as f64 >= 0.9 * rows.len() as f64 {
+            best = (header, d);
+        }
+    }
+    best.1
 }
 
 /// Columns of a CSV sample: named by its header, typed from its cells.
@@ -263,7 +301,14 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
     } else {
         ("string", &|_: &str| true)
     };
-    let (ty, reads) = ty;
+    let (default_ty, default_reads) = ty;
+    // Text the defaults do not read may be numbers or dates written another way.
+    let guess = if default_ty == "string" { formats::guess(&values, None, MAJORITY) } else { None };
+    let ty = guess.as_ref().map_or(default_ty.to_string(), |g| g.ty.to_string());
+    let reads = |v: &str| match &guess {
+        Some(g) => reads_as(v, g.ty, Some(&g.format)),
+        None => default_reads(v),
+    };
     // A marker in a string column is a value (`NA`: North America); elsewhere it is a null.
     let (null_values, present): (BTreeSet<String>, Vec<&str>) = if ty == "string" {
         (BTreeSet::new(), cells.iter().flatten().map(String::as_str).collect())
@@ -275,12 +320,14 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
     Column {
         name: field.clone(),
         field,
-        ty: ty.to_string(),
+        ty,
         null_values,
         records: cells.len(),
         present: present.len(),
         distinct: present.iter().collect::<BTreeSet<_>>().len(),
         outliers: (outliers, first),
+        format: guess.as_ref().map(|g| g.format.text().to_string()),
+        ambiguous: guess.is_some_and(|g| g.ambiguous),
     }
 }
 
@@ -405,7 +452,22 @@ fn key_of(columns: &[Column]) -> Option<&Column> {
 }
 
 /// The `[sources.x]` and `[silver.x]` sections of one file.
-fn section(table: &str, format: Format, landed: &Path, columns: &[Column], file: &Path, out: &mut Imported) -> String {
+fn section(
+    table: &str,
+    (format, encoding): (Format, Option<&str>),
+    landed: &Path,
+    columns: &[Column],
+    file: &Path,
+    out: &mut Imported,
+) -> String {
+    for c in columns.iter().filter(|c| c.format.is_some()) {
+        let f = c.format.as_deref().unwrap_or_default();
+        let guess = if c.ambiguous { "; no sampled value tells the day from the month: check it" } else { "" };
+        out.notes.push((
+            file.to_path_buf(),
+            format!("table `{table}`: column `{}` is {} written as {f:?} (its `format`){guess}", c.name, c.ty),
+        ));
+    }
     for c in columns.iter().filter(|c| c.outliers.0 > 0) {
         let (n, first) = &c.outliers;
         out.notes.push((
@@ -444,14 +506,18 @@ fn section(table: &str, format: Format, landed: &Path, columns: &[Column], file:
         }
     };
     let (format_name, delimiter) = match format {
-        Format::Csv { delimiter: b'\t' } => ("csv", Some("\\t")),
-        Format::Csv { .. } => ("csv", None),
+        Format::Csv { delimiter: b'\t' } => ("csv", Some("\\t".to_string())),
+        Format::Csv { delimiter: b',' } => ("csv", None),
+        Format::Csv { delimiter } => ("csv", Some(char::from(delimiter).to_string())),
         Format::Ndjson => ("ndjson", None),
     };
     let path = landed.to_string_lossy().replace('\\', "/");
     let mut t = format!("\n[sources.{}]\nformat = \"{format_name}\"\npaths = [{}]\n", key(table), quote(&path));
     if let Some(d) = delimiter {
         t.push_str(&format!("delimiter = \"{d}\"\n"));
+    }
+    if let Some(e) = encoding {
+        t.push_str(&format!("encoding = {}\n", quote(e)));
     }
     let key_names: Vec<String> = keys.iter().map(|c| quote(&c.name)).collect();
     t.push_str(&format!(
@@ -468,6 +534,9 @@ fn section(table: &str, format: Format, landed: &Path, columns: &[Column], file:
         col.push_str(&format!(", type = {}", quote(&c.ty)));
         if !keys.iter().any(|k| k.name == c.name) {
             col.push_str(", required = false");
+        }
+        if let Some(f) = &c.format {
+            col.push_str(&format!(", format = {}", quote(f)));
         }
         if !c.null_values.is_empty() {
             let markers: Vec<String> = c.null_values.iter().map(|m| quote(m)).collect();
@@ -507,6 +576,40 @@ mod tests {
         );
         assert!(columns[0].unique() && !columns[1].unique() && !columns[2].unique());
         assert_eq!(key_of(&columns).map(|c| c.name.as_str()), Some("id"));
+    }
+
+    #[test]
+    fn the_delimiter_is_the_one_every_record_splits_alike() {
+        assert_eq!(sniff_delimiter("a;b;c\n1;\"x, y\";3\n2;z;4\n"), b';', "commas inside quotes");
+        assert_eq!(sniff_delimiter("a,b\n1,x;y\n2,z;w\n"), b',', "semicolons in a text column");
+        assert_eq!(sniff_delimiter("a\tb\n1\t2\n"), b'\t');
+        assert_eq!(sniff_delimiter("a|b|c\n1|2|3\n"), b'|');
+        assert_eq!(sniff_delimiter("only\n1\n"), b',', "one column: the default");
+        // The header splits three ways on `;`, but no record does.
+        assert_eq!(sniff_delimiter("a;b;c,d\n1,2\n3,4\n"), b',');
+    }
+
+    #[test]
+    fn numbers_and_dates_written_otherwise_get_a_format() {
+        let eu = "n;amount;day;at\n1;1.234,5;31.12.2024;31.12.2024 23:59\n2;-3,25;01.02.2024;01.02.2024 00:00\n";
+        let columns = csv_columns(eu, b';').expect("reads");
+        let formats: Vec<(&str, &str, Option<&str>)> =
+            columns.iter().map(|c| (c.name.as_str(), c.ty.as_str(), c.format.as_deref())).collect();
+        assert_eq!(
+            formats,
+            vec![
+                ("n", "int64", None),
+                ("amount", "float64", Some("1.234,56")),
+                ("day", "date", Some("%d.%m.%Y")),
+                ("at", "timestamp", Some("%d.%m.%Y %H:%M")),
+            ]
+        );
+        let days = csv_columns("d\n01/02/2024\n03/04/2024\n", b',').expect("reads");
+        assert_eq!((days[0].format.as_deref(), days[0].ambiguous), (Some("%d/%m/%Y"), true), "no day past 12");
+        let us = csv_columns("d\n01/02/2024\n12/31/2024\n", b',').expect("reads");
+        assert_eq!((us[0].format.as_deref(), us[0].ambiguous), (Some("%m/%d/%Y"), false));
+        let text = csv_columns("d\nfoo\n12/31/2024\n", b',').expect("reads");
+        assert_eq!((text[0].ty.as_str(), text[0].format.as_deref()), ("string", None));
     }
 
     #[test]

@@ -49,7 +49,32 @@ pub struct DeadLetter {
     /// `N/A`, `NULL`, …), by that text and column: null markers the contract does not declare.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub null_markers: Vec<Count>,
+    /// Columns without a `format` whose `type` rejects are mostly values a format reads
+    /// (`31/12/2024`, `1.234,56`): formats the contract does not declare.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub formats: Vec<FormatHint>,
 }
+
+/// A format that reads most of a column's rejected values.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormatHint {
+    /// The column.
+    pub column: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The format (`%d/%m/%Y`, `1.234,56`).
+    pub format: String,
+    /// Outstanding records whose value it reads.
+    pub records: u64,
+    /// One of those values.
+    pub example: String,
+    /// Whether another format reads as many (day and month told apart by no value).
+    pub ambiguous: bool,
+}
+
+/// Distinct rejected values per column a format is guessed from.
+const FORMAT_SAMPLE: usize = 1000;
 
 /// Summarises `quarantine/<table>` (a silver table or a gold model).
 pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Result<DeadLetter> {
@@ -109,6 +134,18 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
     .into_iter()
     .map(|r| Count { label: text(&r[0]), column: r[1].clone(), records: count(&r[2]) })
     .collect();
+    let formats = format_hints(
+        rows(
+            &ctx,
+            &format!(
+                "SELECT c, m, count(DISTINCT _id) AS n FROM (SELECT _id, e['column'] AS c, e['message'] AS m \
+                 FROM (SELECT _id, unnest(_errors) AS e FROM {open}) WHERE e['rule'] = 'type') \
+                 WHERE starts_with(m, 'cannot read string \"') AND NOT contains(m, ' in format \"') \
+                 GROUP BY 1, 2 ORDER BY 1, n DESC, 2"
+            ),
+        )
+        .await?,
+    );
     let plain = |rows: Vec<Vec<Option<String>>>| {
         rows.into_iter().map(|r| Count { label: text(&r[0]), column: None, records: count(&r[1]) }).collect()
     };
@@ -121,7 +158,48 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         by_day: plain(by_day),
         samples,
         null_markers,
+        formats,
     })
+}
+
+/// Per column, the format ([`super::formats::guess`]) reading at least half of its rejected
+/// values, from rows of (column, coercion message, records), a column's rows together.
+fn format_hints(rows: Vec<Vec<Option<String>>>) -> Vec<FormatHint> {
+    // `cannot read string "31/12/2024" as date`: the value as Rust quotes it, and the type.
+    let parse = |m: &str| {
+        let (value, ty) = m.strip_prefix("cannot read string \"")?.rsplit_once("\" as ")?;
+        Some((value.replace("\\\"", "\"").replace("\\\\", "\\"), ty.parse::<crate::spec::ColumnType>().ok()?))
+    };
+    let mut hints = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while let Some(first) = rows.peek() {
+        let column = text(&first[0]);
+        let mut values: Vec<(String, u64)> = Vec::new();
+        let mut ty = None;
+        while let Some(r) = rows.next_if(|r| text(&r[0]) == column) {
+            if let Some((v, t)) = r[1].as_deref().and_then(parse)
+                && values.len() < FORMAT_SAMPLE
+                && ty.is_none_or(|ty| ty == t)
+            {
+                ty = Some(t);
+                values.push((v, count(&r[2])));
+            }
+        }
+        let Some(ty) = ty else { continue };
+        let texts: Vec<&str> = values.iter().map(|(v, _)| v.trim()).collect();
+        let Some(g) = super::formats::guess(&texts, Some(ty), 0.5) else { continue };
+        let read: Vec<&(String, u64)> =
+            values.iter().filter(|(v, _)| super::coerce::reads_as(v.trim(), ty, Some(&g.format))).collect();
+        hints.push(FormatHint {
+            column,
+            ty: ty.to_string(),
+            format: g.format.text().to_string(),
+            records: read.iter().map(|(_, n)| n).sum(),
+            example: read.first().map(|(v, _)| v.clone()).unwrap_or_default(),
+            ambiguous: g.ambiguous,
+        });
+    }
+    hints
 }
 
 /// Records still in `quarantine/<table>` (not replayed out); 0 if it does not exist.

@@ -17,6 +17,7 @@ pub mod dedup;
 #[cfg(feature = "cluster")]
 pub mod distributed;
 pub mod evolve;
+pub mod formats;
 pub mod history;
 pub mod promote;
 pub mod publish;
