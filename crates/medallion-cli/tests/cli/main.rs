@@ -1024,6 +1024,68 @@ fn imported_data_files_run_with_nothing_rejected() {
     assert!(text(&none.stderr).contains("no file could be imported"), "{}", text(&none.stderr));
 }
 
+/// A Latin-1 CSV landed by a source that declares no encoding: its records that are not UTF-8 go
+/// to the dead letter saying so, never into silver with replacement characters; once the source
+/// declares its encoding, a rebuild reads the bytes bronze kept in it.
+#[test]
+fn a_csv_that_is_not_utf8_is_never_silently_altered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("people");
+    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
+    let toml = proj.join("medallion.toml");
+    std::fs::write(
+        &toml,
+        r#"[project]
+name = "people"
+lake = "./lake"
+
+[sources.people]
+format = "csv"
+paths = ["landing/*.csv"]
+
+[silver.people]
+primary_key = ["id"]
+columns = [
+  { name = "id", type = "int64" },
+  { name = "name", from = "Straße", type = "string" },
+]
+"#,
+    )
+    .expect("write");
+    std::fs::write(proj.join("landing/people.csv"), b"id,Stra\xdfe\n1,M\xfcller\n2,Smith\n").expect("write");
+    let first = run(&["run"], &proj);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    // The header's `Straße` is not UTF-8 either: Smith's record lacks the field.
+    assert!(
+        text(&first.stderr)
+            .contains("warning: silver/people rejected 2 of 2 records (100.00%): invalid_utf8 1, required (name) 1"),
+        "{}",
+        text(&first.stderr)
+    );
+    let names = |proj: &Path| sql_rows(proj, "SELECT id, name FROM silver.people ORDER BY id");
+    let why = sql_rows(
+        &proj,
+        "SELECT e['message'] AS m FROM (SELECT unnest(_errors) AS e FROM quarantine.people) WHERE e['rule'] = 'invalid_utf8'",
+    );
+    assert_eq!(
+        why,
+        vec![
+            serde_json::json!({"m": "invalid UTF-8 at byte 3 of line 2: the file is not UTF-8 text (a Latin-1 or Windows-1252 export?): set `encoding` on its source, then `medallion rebuild`"})
+        ]
+    );
+
+    let spec = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, spec.replace("format = \"csv\"\n", "format = \"csv\"\nencoding = \"latin-1\"\n"))
+        .expect("write");
+    let rebuilt = run(&["rebuild", "people"], &proj);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
+    assert!(!text(&rebuilt.stderr).contains("rejected"), "{}", text(&rebuilt.stderr));
+    assert_eq!(
+        names(&proj),
+        vec![serde_json::json!({"id": 1, "name": "Müller"}), serde_json::json!({"id": 2, "name": "Smith"})]
+    );
+}
+
 /// A contract written by hand for a source that writes day-first dates and decimal commas: the
 /// records go to the dead letter, `quarantine` names the format that reads them, and with it on the
 /// columns a rebuild promotes every record.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::decode::{BadLine, Kind, Limits, RawChunk, RawField};
-use super::ingest::CsvOptions;
+use super::ingest::{CsvOptions, Encoding};
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
 /// Gzip extra subfield id of a CSV batch's description.
@@ -396,6 +396,9 @@ pub(crate) struct CsvLayout {
     /// which per rejected row was a quarter of a run), and csv-core 0.1.13's `Clone` of a reader
     /// loses its DFA's final states (a clone ends a record after one byte), so it is shared.
     record_parser: std::sync::Mutex<csv_core::Reader>,
+    /// The source's declared encoding, for text that is not UTF-8: a file landed before the
+    /// source declared it keeps its bytes in bronze, and is read in it once declared.
+    encoding: Encoding,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -405,7 +408,7 @@ enum Column {
 }
 
 impl CsvLayout {
-    fn new(batch: CsvBatch, names: Vec<String>, wanted: &[String]) -> Self {
+    fn new(batch: CsvBatch, names: Vec<String>, wanted: &[String], encoding: Encoding) -> Self {
         let opts = batch.dialect.options();
         // Provenance names are the tool's (as in an NDJSON record, where they follow the
         // file's columns and win): never a field of the file, wanted or other.
@@ -446,7 +449,7 @@ impl CsvLayout {
             .build();
         let record_parser = std::sync::Mutex::new(record_parser);
         let provenance = provenance_members(&batch.batch_id, &batch.ingested_at, &batch.source);
-        CsvLayout { provenance, opts, names, keys, wanted, is_wanted, record_parser }
+        CsvLayout { provenance, opts, names, keys, wanted, is_wanted, record_parser, encoding }
     }
 
     /// A record's dead-letter text: the JSON object NDJSON landing made of it, with provenance.
@@ -510,6 +513,7 @@ pub(crate) fn read_layout(
     reader: &mut impl BufRead,
     batch: CsvBatch,
     wanted: &[String],
+    encoding: Encoding,
 ) -> std::io::Result<(Arc<CsvLayout>, CsvText)> {
     let opts = batch.dialect.options();
     let mut lines_before = 0;
@@ -544,7 +548,12 @@ pub(crate) fn read_layout(
         match rdr.read_byte_record(&mut row) {
             Ok(true) => {
                 start = usize::try_from(rdr.position().byte()).unwrap_or(text.len()).min(text.len());
-                row.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect()
+                row.iter()
+                    .map(|f| match std::str::from_utf8(f) {
+                        Ok(name) => name.trim().to_string(),
+                        Err(_) => encoding.text(f).trim().to_string(),
+                    })
+                    .collect()
             }
             _ => {
                 start = text.len();
@@ -554,7 +563,7 @@ pub(crate) fn read_layout(
     } else {
         opts.column_names.clone()
     };
-    let layout = Arc::new(CsvLayout::new(batch, names, wanted));
+    let layout = Arc::new(CsvLayout::new(batch, names, wanted, encoding));
     Ok((layout, CsvText { text, start, lines_before }))
 }
 
@@ -684,8 +693,48 @@ fn too_long(line: u64, len: u64, kept: &[u8], limits: Limits) -> BadLine {
     }
 }
 
+/// A record holding bytes that are not UTF-8: `at` is the first one's offset in it.
+fn not_utf8(line: u64, at: usize, record: &[u8]) -> BadLine {
+    BadLine {
+        line,
+        raw: String::from_utf8_lossy(record).into_owned(),
+        rule: "invalid_utf8",
+        message: format!(
+            "invalid UTF-8 at byte {at} of line {line}: the file is not UTF-8 text (a Latin-1 or Windows-1252 export?): set `encoding` on its source, then `medallion rebuild`"
+        ),
+    }
+}
+
+/// A chunk's bytes as text, with where its records start (`start` in the bytes) in it: text that
+/// is not UTF-8 is read in `encoding` when the source declares one, else each run of bytes that
+/// are not UTF-8 is replaced by U+FFFD, and where each replacement is in the text (ascending) is
+/// returned too.
+fn as_text(bytes: Vec<u8>, start: usize, encoding: Encoding) -> (String, usize, Vec<usize>) {
+    let bytes = match String::from_utf8(bytes) {
+        Ok(text) => return (text, start, Vec::new()),
+        Err(e) => e.into_bytes(),
+    };
+    let (head, rest) = bytes.split_at(start.min(bytes.len()));
+    if encoding != Encoding::Utf8 {
+        let head = encoding.text(head);
+        let start = head.len();
+        return (head + &encoding.text(rest), start, Vec::new());
+    }
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    let start = text.len();
+    let mut at = Vec::new();
+    for chunk in rest.utf8_chunks() {
+        text.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            at.push(text.len());
+            text.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    (text, start, at)
+}
+
 /// Stage 2 for CSV: the rows of a chunk of text, by wanted field; a record longer than
-/// `limits.max_line` is a bad line instead.
+/// `limits.max_line`, or holding bytes that are not UTF-8, is a bad line instead.
 pub(crate) fn parse_csv(
     layout: &Arc<CsvLayout>,
     chunk: CsvText,
@@ -694,10 +743,8 @@ pub(crate) fn parse_csv(
     bad: &mut Vec<BadLine>,
 ) -> RawChunk {
     let CsvText { text, start, lines_before } = chunk;
-    let text = match String::from_utf8(text) {
-        Ok(t) => t,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
+    let (text, start, invalid) = as_text(text, start, layout.encoding);
+    let mut invalid = invalid.into_iter().peekable();
     let bytes = text.as_bytes();
     let rows_guess = memchr::memchr_iter(b'\n', &bytes[start.min(bytes.len())..]).count() + 1;
     // Each field's text starts at its share of the chunk's: at most one copy to grow.
@@ -730,6 +777,12 @@ pub(crate) fn parse_csv(
         }
         let line = lines_before + 1 + passed;
         let record = trim_line_ends(at..end, bytes);
+        // Bytes that are not UTF-8 (a Latin-1 export read as UTF-8): never silently replaced.
+        while invalid.next_if(|&p| p < record.start).is_some() {}
+        if let Some(&p) = invalid.peek().filter(|&&p| p < record.end) {
+            bad.push(not_utf8(line, p - record.start, &bytes[record.clone()]));
+            continue;
+        }
         if record.len() > limits.max_line {
             let kept = &bytes[record.start..record.start + limits.long_line_kept.min(record.len())];
             bad.push(too_long(line, record.len() as u64, kept, limits));

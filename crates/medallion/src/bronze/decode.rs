@@ -20,6 +20,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::csv_batch::{CsvBatch, CsvLayout, parse_csv, read_layout, split_csv};
+use super::ingest::Encoding;
 use super::scan;
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
@@ -231,8 +232,10 @@ pub enum BatchFormat {
     NdjsonGz,
     /// Plain NDJSON (dead-letter records being replayed: rows numbered by their line).
     Ndjson,
-    /// A bronze batch of gzip CSV text, described by its gzip header (or, without one, by this).
-    CsvGz(CsvBatch),
+    /// A bronze batch of gzip CSV text, described by its gzip header (or, without one, by the
+    /// batch given), and its source's declared encoding: text that is not UTF-8 (landed before
+    /// the source declared one) is read in it.
+    CsvGz(CsvBatch, Encoding),
 }
 
 /// Decodes a bronze batch or replayed records and maps each chunk of rows with `f` on `workers`
@@ -302,10 +305,10 @@ fn map_batch_into<T: Send>(
     match format {
         BatchFormat::NdjsonGz => map_lines_into(gz_lines(bytes), wanted, true, limits, workers, f, deliver),
         BatchFormat::Ndjson => map_lines_into(bytes, wanted, false, limits, workers, f, deliver),
-        BatchFormat::CsvGz(fallback) => {
+        BatchFormat::CsvGz(fallback, encoding) => {
             let batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
             let mut reader = gz_lines(bytes);
-            let (layout, first) = match read_layout(&mut reader, batch, wanted) {
+            let (layout, first) = match read_layout(&mut reader, batch, wanted, *encoding) {
                 Ok(read) => read,
                 Err(e) => {
                     let message = format!("gzip stream unreadable before the first record: {e}; the file is lost");

@@ -443,6 +443,7 @@ impl Project {
                         n.clone(),
                         SilverTable {
                             name: n.clone(),
+                            encoding: source_encoding(specs.sources.get(&source).map(|s| &s.spec)),
                             source,
                             contract: Arc::new(contract),
                             keys: spec.primary_key.clone(),
@@ -1020,6 +1021,12 @@ impl catalog::Registry for Project {
 }
 
 /// A source's read options, checked: every problem as (key, message).
+/// The text encoding a source declares (UTF-8 when it declares none, or one not known: that is
+/// reported with the source).
+fn source_encoding(spec: Option<&crate::spec::SourceSpec>) -> crate::bronze::ingest::Encoding {
+    spec.and_then(|s| s.encoding.as_deref()).and_then(|e| e.parse().ok()).unwrap_or_default()
+}
+
 fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptions, Vec<(&'static str, String)>> {
     let mut errors = Vec::new();
     let mut read = ReadOptions { format: spec.format, ..Default::default() };

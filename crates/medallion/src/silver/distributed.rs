@@ -46,6 +46,7 @@ use super::slices::{BatchSlices, Slicer};
 use super::table::SilverTable;
 use crate::bronze::batches::BatchFile;
 use crate::bronze::drift::Observed;
+use crate::bronze::ingest::Encoding;
 use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, one_child_node, single, ticket_numbers, tickets};
 use crate::error::{Error, Result};
 use crate::quality::quarantine::Rejected;
@@ -77,6 +78,9 @@ struct Shipped {
     store: String,
     /// Their source.
     source: String,
+    /// Its declared encoding.
+    #[serde(default)]
+    encoding: Encoding,
     contract: ContractInputs,
     files: Vec<ShippedFile>,
     /// Keep only the latest record per key, on the executors (a shuffle on the key first when
@@ -152,6 +156,7 @@ impl BronzeFiles {
         let shipped = Shipped {
             store: store.unwrap_or_else(|| "file://".to_string()),
             source: table.source.clone(),
+            encoding: table.encoding,
             contract: table.contract.inputs.as_ref().clone(),
             files,
             dedup: dedup.then(|| Dedup { keys: table.keys.clone(), order_by: table.order_by.clone() }),
@@ -505,7 +510,7 @@ async fn validate_file(files: &BronzeFiles, i: usize, context: &TaskContext) -> 
     let store = context.runtime_env().object_store(ObjectStoreUrl::parse(&shipped.store)?)?;
     let location = ObjectPath::parse(&file.location).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let gz = store.get(&location).await?.bytes().await?;
-    let (origin, format) = origin_of(&file.batch, &shipped.source, &gz);
+    let (origin, format) = origin_of(&file.batch, &shipped.source, shipped.encoding, &gz);
     let (contract, schema) = (Arc::clone(&files.contract), Arc::clone(&files.rows));
     let index = u32::try_from(i).map_err(bad)?;
     tokio::task::spawn_blocking(move || {
@@ -723,6 +728,7 @@ mod tests {
         let shipped = Shipped {
             store: "s3://bucket".into(),
             source: "orders".into(),
+            encoding: Encoding::Windows1252,
             contract: contract.inputs.as_ref().clone(),
             files: vec![ShippedFile {
                 location: "lake/bronze/orders/2026-12-01/b1.ndjson.gz".into(),
