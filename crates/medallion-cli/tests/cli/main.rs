@@ -1181,7 +1181,7 @@ fn spreadsheet_exports_import_and_run_as_written() {
     std::fs::write(dir.path().join("umsatz.csv"), eu).expect("write");
     std::fs::write(
         dir.path().join("us.csv"),
-        "\u{feff}id,total,ordered\n1,\"1,234,567\",01/02/2024\n2,12,12/31/2024\n",
+        "\u{feff}id,total,ordered,price\n1,\"1,234,567\",01/02/2024,\"$1,234.50\"\n2,12,12/31/2024,$12.00\n",
     )
     .expect("write");
     let out = run(&["import", "files", "umsatz.csv", "us.csv", "proj"], dir.path());
@@ -1200,6 +1200,7 @@ fn spreadsheet_exports_import_and_run_as_written() {
         "type = \"timestamp\", required = false, format = \"%d.%m.%Y %H:%M\" }",
         "{ name = \"total\", type = \"int64\", required = false, format = \"1,234.56\" }",
         "format = \"%m/%d/%Y\"",
+        "{ name = \"price\", type = \"float64\", required = false, format = \"$1,234.56\" }",
     ] {
         assert!(toml.contains(want), "{want}: {toml}");
     }
@@ -1219,10 +1220,10 @@ fn spreadsheet_exports_import_and_run_as_written() {
         ]
     );
     assert_eq!(
-        rows("SELECT id, total, CAST(ordered AS VARCHAR) AS o FROM silver.us ORDER BY id"),
+        rows("SELECT id, total, CAST(ordered AS VARCHAR) AS o, price FROM silver.us ORDER BY id"),
         vec![
-            serde_json::json!({"id": 1, "total": 1234567, "o": "2024-01-02"}),
-            serde_json::json!({"id": 2, "total": 12, "o": "2024-12-31"}),
+            serde_json::json!({"id": 1, "total": 1234567, "o": "2024-01-02", "price": 1234.5}),
+            serde_json::json!({"id": 2, "total": 12, "o": "2024-12-31", "price": 12.0}),
         ]
     );
 

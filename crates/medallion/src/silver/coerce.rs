@@ -132,6 +132,10 @@ pub enum Format {
         decimal: char,
         /// The separator between groups of three digits, if any.
         thousands: Option<char>,
+        /// Text before the number (a currency: `$`), trimmed; a value may leave it out.
+        prefix: String,
+        /// Text after it (` €`, ` %`), trimmed; a value may leave it out.
+        suffix: String,
     },
 }
 
@@ -186,10 +190,12 @@ impl Format {
     fn number(text: &str) -> Result<Format, String> {
         let bad = || {
             format!(
-                "format {text:?} is not a way of writing 1234.56: write that number as the file does, such as \"1.234,56\" (decimal comma, dots between thousands), \"1234,56\" or \"1,234.56\""
+                "format {text:?} is not a way of writing 1234.56: write that number as the file does, such as \"1.234,56\" (decimal comma, dots between thousands), \"1234,56\", \"1,234.56\" or \"$1,234.56\""
             )
         };
-        let rest = text.strip_prefix('1').ok_or_else(bad)?;
+        let digits = |t: &str| t.chars().any(|c| c.is_ascii_digit());
+        let at = text.find('1').ok_or_else(bad)?;
+        let (prefix, rest) = (&text[..at], &text[at + 1..]);
         let (thousands, rest) = match rest.strip_prefix("234") {
             Some(r) => (None, r),
             None => {
@@ -197,31 +203,47 @@ impl Format {
                 (Some(sep), rest[sep.len_utf8()..].strip_prefix("234").ok_or_else(bad)?)
             }
         };
-        let decimal = match rest {
-            "" => '.',
-            r => {
-                let d = r.chars().next().filter(|c| matches!(c, '.' | ',')).ok_or_else(bad)?;
-                if &r[1..] != "56" || Some(d) == thousands {
-                    return Err(bad());
-                }
-                d
-            }
+        let fraction = rest.chars().next().filter(|c| matches!(c, '.' | ',') && rest[1..].starts_with("56"));
+        let (decimal, suffix) = match fraction {
+            Some(d) => (d, &rest[3..]),
+            // Whole numbers: the decimal separator is the one thousands do not use.
+            None => (if thousands == Some('.') { ',' } else { '.' }, rest),
         };
-        if thousands == Some(decimal) {
+        if thousands == Some(decimal) || digits(prefix) || digits(suffix) || suffix.starts_with(['.', ',']) {
             return Err(bad());
         }
-        Ok(Format::Number { text: text.to_string(), decimal, thousands })
+        let (prefix, suffix) = (prefix.trim().to_string(), suffix.trim().to_string());
+        if prefix.ends_with(['-', '+']) || suffix.starts_with(['-', '+']) {
+            return Err(bad());
+        }
+        Ok(Format::Number { text: text.to_string(), decimal, thousands, prefix, suffix })
     }
 
     /// `text` as the default parsers read numbers (`-1234.56`), or None when it is not a number
     /// written this way (thousands separators only between groups of three digits).
-    fn plain_number(text: &str, decimal: char, thousands: Option<char>) -> Option<String> {
+    fn plain_number(text: &str, decimal: char, thousands: Option<char>, affix: (&str, &str)) -> Option<String> {
         let spaced = thousands.is_some_and(|t| t == ' ' || t == '\u{a0}' || t == '\u{202f}');
         let t = text.trim_matches(|c: char| c.is_whitespace());
-        let (sign, t) = match t.strip_prefix(['-', '+']) {
-            Some(rest) => (&t[..1], rest),
-            None => ("", t),
-        };
+        // A sign before or after the prefix (`-$12`, `$-12`); the prefix and suffix optional.
+        fn signed(t: &str) -> Option<(&str, &str)> {
+            t.strip_prefix(['-', '+']).map(|rest| (&t[..1], rest))
+        }
+        let (mut sign, mut t) = signed(t).unwrap_or(("", t));
+        if !affix.0.is_empty()
+            && let Some(rest) = t.strip_prefix(affix.0)
+        {
+            t = rest.trim_start();
+            if sign.is_empty()
+                && let Some((s, rest)) = signed(t)
+            {
+                (sign, t) = (s, rest);
+            }
+        }
+        if !affix.1.is_empty()
+            && let Some(rest) = t.strip_suffix(affix.1)
+        {
+            t = rest.trim_end();
+        }
         let (int, frac) = match t.split_once(decimal) {
             Some((i, f)) => (i, Some(f)),
             None => (t, None),
@@ -264,8 +286,8 @@ fn read_number<T>(
     parse: impl Fn(Kind, &str) -> Result<T, Fault>,
 ) -> Result<T, Fault> {
     match (kind, format) {
-        (Kind::String, Format::Number { decimal, thousands, .. }) => {
-            let plain = Format::plain_number(text, *decimal, *thousands).ok_or(Fault::Type)?;
+        (Kind::String, Format::Number { decimal, thousands, prefix, suffix, .. }) => {
+            let plain = Format::plain_number(text, *decimal, *thousands, (prefix, suffix)).ok_or(Fault::Type)?;
             parse(kind, &plain)
         }
         _ => parse(kind, text),
@@ -883,7 +905,28 @@ mod tests {
         assert_eq!(out.array.as_primitive::<Int64Type>().value(0), 1_234_567);
         assert_eq!(out.faults[1], Fault::NotWhole);
 
-        for bad in ["1.234.56", "1234", "1,234,56", "12.34", "1 234 56", "1.234,5"] {
+        let dollars = Format::parse("$1,234.56", ColumnType::Float64).expect("a format");
+        let euros = Format::parse("1.234,56 €", ColumnType::Float64).expect("a format");
+        for (text, format, want) in [
+            ("$1,234.50", &dollars, Some(1234.5)),
+            ("-$3", &dollars, Some(-3.0)),
+            ("$ -3", &dollars, Some(-3.0)),
+            ("12.5", &dollars, Some(12.5)),
+            ("12.5$", &dollars, None),
+            ("12,50 €", &euros, Some(12.5)),
+            ("-1.000€", &euros, Some(-1000.0)),
+            ("€12", &euros, None),
+        ] {
+            let got = reads_as(text, ColumnType::Float64, Some(format)).then(|| {
+                let f = field(&[(S, text)]);
+                coerce(&f, ColumnType::Float64, true, &[], Some(format)).array.as_primitive::<Float64Type>().value(0)
+            });
+            assert_eq!(got, want, "{text}");
+        }
+        let eu_ints = Format::parse("1.234", ColumnType::Int64).expect("a format");
+        assert!(reads_as("1.234.567", ColumnType::Int64, Some(&eu_ints)), "whole numbers with dots between thousands");
+
+        for bad in ["1.234.56", "1234", "1,234,56", "12.34", "1 234 56", "1.234,5", "1234,56 7", "-1234"] {
             let ok = Format::parse(bad, ColumnType::Float64).is_ok();
             assert_eq!(ok, bad == "1234", "{bad}");
         }

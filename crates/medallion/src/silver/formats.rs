@@ -44,8 +44,9 @@ pub fn guess(values: &[&str], ty: Option<ColumnType>, share: f64) -> Option<Gues
         Some(_) => None,
     };
     if let Some(as_ty) = number {
+        let (prefix, suffix) = affixes(values, share);
         for text in NUMBER_FORMATS {
-            let Ok(f) = Format::parse(text, as_ty) else { continue };
+            let Ok(f) = Format::parse(&format!("{prefix}{text}{suffix}"), as_ty) else { continue };
             if let Some(n) = reads(as_ty, &f) {
                 let whole = ty.is_none() && reads(ColumnType::Int64, &f) == Some(n);
                 let ty = if whole { ColumnType::Int64 } else { as_ty };
@@ -69,6 +70,32 @@ pub fn guess(values: &[&str], ty: Option<ColumnType>, share: f64) -> Option<Gues
         }
     }
     None
+}
+
+/// The text most values write before and after their digits (a currency: `$`, ` €`), when at
+/// least `share` of them do; empty otherwise.
+fn affixes(values: &[&str], share: f64) -> (String, String) {
+    let number = |c: char| c.is_ascii_digit() || matches!(c, '-' | '+');
+    let common = |runs: Vec<&str>| {
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for r in runs.into_iter().filter(|r| !r.trim().is_empty()) {
+            *counts.entry(r).or_default() += 1;
+        }
+        let best = counts.into_iter().max_by_key(|(_, n)| *n);
+        best.filter(|(_, n)| *n as f64 >= share * values.len() as f64).map_or(String::new(), |(r, _)| r.to_string())
+    };
+    // A sign may come before the prefix (`-$3`).
+    let lead = values
+        .iter()
+        .map(|v| v.trim_start().trim_start_matches(['-', '+']))
+        .map(|v| &v[..v.find(number).unwrap_or(v.len())])
+        .collect();
+    let tail = values
+        .iter()
+        .map(|v| v.trim_end())
+        .map(|v| &v[v.rfind(|c: char| c.is_ascii_digit()).map_or(v.len(), |i| i + 1)..])
+        .collect();
+    (common(lead), common(tail))
 }
 
 #[cfg(test)]
@@ -95,5 +122,9 @@ mod tests {
         let dec = ColumnType::Decimal { precision: 10, scale: 2 };
         assert_eq!(s(&["1.234,56"], Some(dec), 0.9), g("decimal(10,2)", "1.234,56", 1, false));
         assert_eq!(s(&["1.234,56"], Some(ColumnType::String), 0.9), None);
+        // Currencies around the digits are part of the format.
+        assert_eq!(s(&["$1,234.50", "-$3.25", "$12"], None, 0.99), g("float64", "$1,234.56", 3, false));
+        assert_eq!(s(&["12,50 €", "1.000 €"], None, 0.99), g("float64", "1.234,56 €", 2, false));
+        assert_eq!(s(&["EUR 12", "EUR 1.000"], None, 0.99), g("int64", "EUR 1.234,56", 2, false));
     }
 }

@@ -849,7 +849,7 @@ pub struct ColumnSpec {
     /// How the text of a date, timestamp or number is written when the defaults do not read it:
     /// a strftime pattern for dates and timestamps (`"%d/%m/%Y"`, `"%d.%m.%Y %H:%M"`), and for
     /// numbers 1234.56 written as the file writes it (`"1.234,56"`: decimal comma, dots between
-    /// thousands; `"1234,56"`; `"1,234.56"`).
+    /// thousands; `"1234,56"`; `"1,234.56"`; `"$1,234.56"`, a currency a value may leave out).
     #[serde(default)]
     pub format: Option<String>,
     /// Free text.
