@@ -10,11 +10,13 @@ use crate::spec::ColumnType;
 const NUMBER_FORMATS: [&str; 4] = ["1.234,56", "1,234.56", "1 234,56", "1'234.56"];
 
 /// Date patterns tried, day first before month first (where both read as many values, the guess
-/// says it is ambiguous); each with a time of day too, for timestamps.
-const DATE_FORMATS: [&str; 7] = ["%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%d/%m/%y", "%m/%d/%y"];
+/// says it is ambiguous); each with a time of day too, for timestamps (ISO dates read by default,
+/// but not with a time lacking its seconds).
+const DATE_FORMATS: [&str; 8] =
+    ["%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%Y/%m/%d", "%d/%m/%y", "%m/%d/%y", "%Y-%m-%d"];
 
 /// Times of day tried after a date pattern, for timestamps ("": midnight).
-const TIMES: [&str; 3] = [" %H:%M:%S", " %H:%M", ""];
+const TIMES: [&str; 4] = [" %H:%M:%S", " %H:%M", "T%H:%M", ""];
 
 /// A format that reads a column's values.
 #[derive(Debug, Clone)]
@@ -116,6 +118,8 @@ mod tests {
         assert_eq!(s(&["01/02/2024", "03/04/2024"], None, 0.99), g("date", "%d/%m/%Y", 2, true));
         assert_eq!(s(&["12/31/2024 10:00", "x"], None, 0.5), g("timestamp", "%m/%d/%Y %H:%M", 1, false));
         assert_eq!(s(&["12/31/2024 10:00", "x"], None, 0.99), None);
+        assert_eq!(s(&["2024-12-31 10:00"], None, 0.99), g("timestamp", "%Y-%m-%d %H:%M", 1, false));
+        assert_eq!(s(&["2024-12-31T10:00"], None, 0.99), g("timestamp", "%Y-%m-%dT%H:%M", 1, false));
         // A column's type limits the guess: dates for a timestamp read at midnight.
         assert_eq!(s(&["31.12.2024"], Some(ColumnType::Timestamp), 0.9), g("timestamp", "%d.%m.%Y", 1, false));
         assert_eq!(s(&["31.12.2024"], Some(ColumnType::Int64), 0.9), None);
