@@ -114,6 +114,16 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
     );
     say!("\n{}", table(&rows));
     note_markers(&project, name, &s.null_markers)?;
+    if let Some(d) = &s.delimiter {
+        let source = project.silver.get(name).map_or(name, |t| t.source.as_str());
+        let shown = if d.delimiter == '\t' { "\\t".to_string() } else { d.delimiter.to_string() };
+        sayln!(
+            "\nhint: the records carry one field {:?} where {:?} splits it into columns they lack ({}): set `delimiter = \"{shown}\"` on [sources.{source}], then `medallion rebuild {name}` reads the landed files with it",
+            d.field,
+            d.delimiter.to_string(),
+            d.columns.join(", ")
+        );
+    }
     for f in &s.formats {
         let guess = if f.ambiguous { " (no value tells the day from the month: check which comes first)" } else { "" };
         sayln!(

@@ -1024,6 +1024,64 @@ fn imported_data_files_run_with_nothing_rejected() {
     assert!(text(&none.stderr).contains("no file could be imported"), "{}", text(&none.stderr));
 }
 
+/// A semicolon-separated export landed by a source declaring no delimiter: every record lacks
+/// every column. `quarantine` points at the delimiter; declared, it reads the files already landed
+/// (bronze keeps their bytes), and `rebuild` promotes them. Batches whose header the delimiter
+/// they were landed with reads keep reading with it.
+#[test]
+fn a_delimiter_declared_after_landing_reads_the_landed_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = dir.path().join("shop");
+    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
+    let toml = proj.join("medallion.toml");
+    std::fs::write(
+        &toml,
+        r#"[project]
+name = "shop"
+lake = "./lake"
+
+[sources.x]
+format = "csv"
+paths = ["landing/*.csv"]
+
+[silver.x]
+primary_key = ["id"]
+columns = [
+  { name = "id", type = "int64" },
+  { name = "name", type = "string" },
+]
+"#,
+    )
+    .expect("write");
+    std::fs::write(proj.join("landing/a.csv"), "id;name\n1;a,b\n2;c\n").expect("write");
+    std::fs::write(proj.join("landing/b.csv"), "id,name\n3,d\n").expect("write");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let summary = text(&run(&["quarantine", "x"], &proj).stdout);
+    assert!(
+        summary.contains(
+            "hint: the records carry one field \"id;name\" where \";\" splits it into columns they lack (id, name): set `delimiter = \";\"` on [sources.x], then `medallion rebuild x` reads the landed files with it"
+        ),
+        "{summary}"
+    );
+
+    let spec = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, spec.replace("format = \"csv\"\n", "format = \"csv\"\ndelimiter = \";\"\n")).expect("write");
+    let rebuilt = run(&["rebuild", "x"], &proj);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", text(&rebuilt.stderr));
+    assert!(!text(&rebuilt.stderr).contains("rejected"), "{}", text(&rebuilt.stderr));
+    assert_eq!(
+        sql_rows(&proj, "SELECT id, name FROM silver.x ORDER BY id"),
+        vec![
+            serde_json::json!({"id": 1, "name": "a,b"}),
+            serde_json::json!({"id": 2, "name": "c"}),
+            serde_json::json!({"id": 3, "name": "d"}),
+        ],
+        "b.csv, whose header the comma reads, still reads with it"
+    );
+    let after = text(&run(&["quarantine", "x"], &proj).stdout);
+    assert!(after.starts_with("quarantine/x: 0 outstanding record(s)"), "{after}");
+}
+
 /// A Latin-1 CSV landed by a source that declares no encoding: its records that are not UTF-8 go
 /// to the dead letter saying so, never into silver with replacement characters; once the source
 /// declares its encoding, a rebuild reads the bytes bronze kept in it.

@@ -65,6 +65,18 @@ pub struct Dialect {
     pub skip_rows: usize,
 }
 
+/// How a source reads its CSV text now, for batches landed before a correction: text that is
+/// not UTF-8 reads in its declared `encoding`, and a batch whose header its current dialect splits
+/// into more of the wanted fields than the dialect it was landed with reads in the current one
+/// (a delimiter declared after the first files landed with the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CsvSource {
+    /// The source's dialect (None: not a CSV source).
+    pub dialect: Option<Dialect>,
+    /// The source's declared encoding.
+    pub encoding: Encoding,
+}
+
 impl Dialect {
     /// The stored form of `opts`.
     pub fn of(opts: &CsvOptions) -> Dialect {
@@ -408,6 +420,11 @@ enum Column {
 }
 
 impl CsvLayout {
+    /// How many wanted fields the header names.
+    pub(crate) fn found(&self) -> usize {
+        self.wanted.iter().filter(|c| matches!(c, Column::At(i) if *i < self.names.len())).count()
+    }
+
     fn new(batch: CsvBatch, names: Vec<String>, wanted: &[String], encoding: Encoding) -> Self {
         let opts = batch.dialect.options();
         // Provenance names are the tool's (as in an NDJSON record, where they follow the

@@ -19,8 +19,7 @@ use flate2::read::MultiGzDecoder;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::csv_batch::{CsvBatch, CsvLayout, parse_csv, read_layout, split_csv};
-use super::ingest::Encoding;
+use super::csv_batch::{CsvBatch, CsvLayout, CsvSource, Dialect, parse_csv, read_layout, split_csv};
 use super::scan;
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
@@ -233,9 +232,8 @@ pub enum BatchFormat {
     /// Plain NDJSON (dead-letter records being replayed: rows numbered by their line).
     Ndjson,
     /// A bronze batch of gzip CSV text, described by its gzip header (or, without one, by the
-    /// batch given), and its source's declared encoding: text that is not UTF-8 (landed before
-    /// the source declared one) is read in it.
-    CsvGz(CsvBatch, Encoding),
+    /// batch given), and how its source reads CSV now ([`CsvSource`]).
+    CsvGz(CsvBatch, CsvSource),
 }
 
 /// Decodes a bronze batch or replayed records and maps each chunk of rows with `f` on `workers`
@@ -305,10 +303,21 @@ fn map_batch_into<T: Send>(
     match format {
         BatchFormat::NdjsonGz => map_lines_into(gz_lines(bytes), wanted, true, limits, workers, f, deliver),
         BatchFormat::Ndjson => map_lines_into(bytes, wanted, false, limits, workers, f, deliver),
-        BatchFormat::CsvGz(fallback, encoding) => {
-            let batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
+        BatchFormat::CsvGz(fallback, source) => {
+            let mut batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
+            if let Some(current) = source.dialect.as_ref().filter(|d| **d != batch.dialect) {
+                let found = |dialect: &Dialect| {
+                    let batch = CsvBatch { dialect: dialect.clone(), ..batch.clone() };
+                    read_layout(&mut gz_lines(bytes), batch, wanted, source.encoding).map_or(0, |(l, _)| l.found())
+                };
+                // Only between two dialects reading a header: names given by a dialect without
+                // one are always "found".
+                if current.header && batch.dialect.header && found(current) > found(&batch.dialect) {
+                    batch.dialect = current.clone();
+                }
+            }
             let mut reader = gz_lines(bytes);
-            let (layout, first) = match read_layout(&mut reader, batch, wanted, *encoding) {
+            let (layout, first) = match read_layout(&mut reader, batch, wanted, source.encoding) {
                 Ok(read) => read,
                 Err(e) => {
                     let message = format!("gzip stream unreadable before the first record: {e}; the file is lost");

@@ -1037,6 +1037,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bronze::csv_batch::CsvSource;
 
     const P: &str = "\"_batch_id\": \"b\"";
 
@@ -1246,7 +1247,8 @@ mod tests {
                 assert_eq!(reference.0.len() as u64, n, "{shown:?}");
                 for workers in [1, 3] {
                     let fallback = CsvBatch::undescribed("x", "y", None);
-                    let got = decoded(&gz, &BatchFormat::CsvGz(fallback, Encoding::Utf8), &wanted, limits, workers);
+                    let got =
+                        decoded(&gz, &BatchFormat::CsvGz(fallback, CsvSource::default()), &wanted, limits, workers);
                     assert_eq!(got, reference, "{shown:?} {limits:?} {workers} workers");
                 }
             }
@@ -1269,12 +1271,15 @@ mod tests {
         for limits in [Limits::default(), Limits { chunk_lines: 1, chunk_bytes: 8, max_line: 1000, long_line_kept: 10 }]
         {
             for workers in [1, 2] {
-                let format = BatchFormat::CsvGz(fallback.clone(), Encoding::Utf8);
+                let format = BatchFormat::CsvGz(fallback.clone(), CsvSource::default());
                 let (rows, _, bad) = decoded(&gz, &format, &wanted, limits, workers);
                 let names: Vec<(u64, String)> = rows.iter().map(|r| (r.0, r.1[1].1.clone())).collect();
                 assert_eq!(names, [(3, "two\nlines".to_string()), (6, "ok".to_string())], "{limits:?}");
                 assert_eq!(bad, [(2, "invalid_utf8".to_string()), (5, "invalid_utf8".to_string())]);
-                let format = BatchFormat::CsvGz(fallback.clone(), Encoding::Latin1);
+                let format = BatchFormat::CsvGz(
+                    fallback.clone(),
+                    CsvSource { encoding: Encoding::Latin1, ..Default::default() },
+                );
                 let (rows, _, bad) = decoded(&gz, &format, &wanted, limits, workers);
                 let names: Vec<String> = rows.iter().map(|r| r.1[1].1.clone()).collect();
                 assert_eq!(names, ["Müller", "two\nlines", "Straße à", "ok"], "{limits:?}");
@@ -1300,7 +1305,7 @@ mod tests {
         let fallback = CsvBatch::undescribed("x", "y", None);
         for workers in [1, 2] {
             let (rows, _, bad) =
-                decoded(&gz, &BatchFormat::CsvGz(fallback.clone(), Encoding::Utf8), &wanted, limits, workers);
+                decoded(&gz, &BatchFormat::CsvGz(fallback.clone(), CsvSource::default()), &wanted, limits, workers);
             let ids: Vec<(u64, String)> = rows.iter().map(|r| (r.0, r.1[0].1.clone())).collect();
             assert_eq!(ids, [(2, "1".to_string()), (5, "3".to_string())]);
             assert_eq!(bad, [(3, "line_too_long".to_string()), (6, "line_too_long".to_string())]);
@@ -1308,7 +1313,8 @@ mod tests {
         let text: String = (0..5000).map(|i| format!("{i},n{i}\n")).collect();
         let (gz, _) = csv_batch(&read, format!("id,name\n{text}").as_bytes());
         let cut = &gz[..gz.len() / 2];
-        let (rows, _, bad) = decoded(cut, &BatchFormat::CsvGz(fallback, Encoding::Utf8), &wanted, Limits::default(), 2);
+        let (rows, _, bad) =
+            decoded(cut, &BatchFormat::CsvGz(fallback, CsvSource::default()), &wanted, Limits::default(), 2);
         assert!(!rows.is_empty() && rows.len() < 5000, "{}", rows.len());
         assert!(rows.iter().enumerate().all(|(i, r)| r.1[0].1 == i.to_string() && r.0 == i as u64 + 2));
         assert_eq!(bad.last().map(|b| b.1.as_str()), Some("unreadable_file"), "{bad:?}");

@@ -443,7 +443,7 @@ impl Project {
                         n.clone(),
                         SilverTable {
                             name: n.clone(),
-                            encoding: source_encoding(specs.sources.get(&source).map(|s| &s.spec)),
+                            csv: csv_source(specs.sources.get(&source).map(|s| &s.spec)),
                             source,
                             contract: Arc::new(contract),
                             keys: spec.primary_key.clone(),
@@ -1021,10 +1021,13 @@ impl catalog::Registry for Project {
 }
 
 /// A source's read options, checked: every problem as (key, message).
-/// The text encoding a source declares (UTF-8 when it declares none, or one not known: that is
-/// reported with the source).
-fn source_encoding(spec: Option<&crate::spec::SourceSpec>) -> crate::bronze::ingest::Encoding {
-    spec.and_then(|s| s.encoding.as_deref()).and_then(|e| e.parse().ok()).unwrap_or_default()
+/// How a source reads CSV now (its options' errors are reported with the source).
+fn csv_source(spec: Option<&crate::spec::SourceSpec>) -> crate::bronze::csv_batch::CsvSource {
+    let read = spec.and_then(|s| read_options(s).ok()).unwrap_or_default();
+    crate::bronze::csv_batch::CsvSource {
+        dialect: (read.format == SourceFormat::Csv).then(|| crate::bronze::csv_batch::Dialect::of(&read.csv)),
+        encoding: read.encoding,
+    }
 }
 
 fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptions, Vec<(&'static str, String)>> {

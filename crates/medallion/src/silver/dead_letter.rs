@@ -53,6 +53,21 @@ pub struct DeadLetter {
     /// (`31/12/2024`, `1.234,56`): formats the contract does not declare.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub formats: Vec<FormatHint>,
+    /// A field of the sampled records (a CSV header read whole) that splits on a delimiter into
+    /// columns the records lack: the source's `delimiter` is likely another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<DelimiterHint>,
+}
+
+/// A CSV header read as one field where another delimiter splits it into the contract's columns.
+#[derive(Debug, Clone, Serialize)]
+pub struct DelimiterHint {
+    /// The field, as read (`id;name;amount`).
+    pub field: String,
+    /// The delimiter that splits it.
+    pub delimiter: char,
+    /// The missing columns it names.
+    pub columns: Vec<String>,
 }
 
 /// A format that reads most of a column's rejected values.
@@ -146,6 +161,9 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         )
         .await?,
     );
+    let missing: Vec<&str> =
+        by_reason.iter().filter(|r| r.label == "required").filter_map(|r| r.column.as_deref()).collect();
+    let delimiter = delimiter_hint(samples.iter().flat_map(|(_, raws)| raws).map(String::as_str), &missing);
     let plain = |rows: Vec<Vec<Option<String>>>| {
         rows.into_iter().map(|r| Count { label: text(&r[0]), column: None, records: count(&r[1]) }).collect()
     };
@@ -159,7 +177,26 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         samples,
         null_markers,
         formats,
+        delimiter,
     })
+}
+
+/// The first field of `raws` (JSON objects) that `;`, a tab, `|` or `,` splits into at least two
+/// of the `missing` columns.
+fn delimiter_hint<'a>(raws: impl Iterator<Item = &'a str>, missing: &[&str]) -> Option<DelimiterHint> {
+    for raw in raws {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(raw) else { continue };
+        for field in fields.keys().filter(|k| !k.starts_with('_')) {
+            for delimiter in [';', '\t', '|', ','] {
+                let columns: Vec<String> =
+                    field.split(delimiter).map(str::trim).filter(|p| missing.contains(p)).map(str::to_string).collect();
+                if columns.len() >= 2 {
+                    return Some(DelimiterHint { field: field.clone(), delimiter, columns });
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Per column, the format ([`super::formats::guess`]) reading at least half of its rejected

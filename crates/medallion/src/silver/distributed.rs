@@ -45,8 +45,8 @@ use super::promote::{FileResult, origin_of, process};
 use super::slices::{BatchSlices, Slicer};
 use super::table::SilverTable;
 use crate::bronze::batches::BatchFile;
+use crate::bronze::csv_batch::CsvSource;
 use crate::bronze::drift::Observed;
-use crate::bronze::ingest::Encoding;
 use crate::cluster::{Cluster, NodeCodec, Nodes, node_properties, one_child_node, single, ticket_numbers, tickets};
 use crate::error::{Error, Result};
 use crate::quality::quarantine::Rejected;
@@ -78,9 +78,9 @@ struct Shipped {
     store: String,
     /// Their source.
     source: String,
-    /// Its declared encoding.
+    /// How it reads CSV now.
     #[serde(default)]
-    encoding: Encoding,
+    csv: CsvSource,
     contract: ContractInputs,
     files: Vec<ShippedFile>,
     /// Keep only the latest record per key, on the executors (a shuffle on the key first when
@@ -156,7 +156,7 @@ impl BronzeFiles {
         let shipped = Shipped {
             store: store.unwrap_or_else(|| "file://".to_string()),
             source: table.source.clone(),
-            encoding: table.encoding,
+            csv: table.csv.clone(),
             contract: table.contract.inputs.as_ref().clone(),
             files,
             dedup: dedup.then(|| Dedup { keys: table.keys.clone(), order_by: table.order_by.clone() }),
@@ -510,7 +510,7 @@ async fn validate_file(files: &BronzeFiles, i: usize, context: &TaskContext) -> 
     let store = context.runtime_env().object_store(ObjectStoreUrl::parse(&shipped.store)?)?;
     let location = ObjectPath::parse(&file.location).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let gz = store.get(&location).await?.bytes().await?;
-    let (origin, format) = origin_of(&file.batch, &shipped.source, shipped.encoding, &gz);
+    let (origin, format) = origin_of(&file.batch, &shipped.source, &shipped.csv, &gz);
     let (contract, schema) = (Arc::clone(&files.contract), Arc::clone(&files.rows));
     let index = u32::try_from(i).map_err(bad)?;
     tokio::task::spawn_blocking(move || {
@@ -728,7 +728,10 @@ mod tests {
         let shipped = Shipped {
             store: "s3://bucket".into(),
             source: "orders".into(),
-            encoding: Encoding::Windows1252,
+            csv: CsvSource {
+                dialect: Some(crate::bronze::csv_batch::Dialect::of(&Default::default())),
+                encoding: crate::bronze::ingest::Encoding::Windows1252,
+            },
             contract: contract.inputs.as_ref().clone(),
             files: vec![ShippedFile {
                 location: "lake/bronze/orders/2026-12-01/b1.ndjson.gz".into(),

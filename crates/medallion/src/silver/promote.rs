@@ -25,10 +25,9 @@ use super::slices::Slicer;
 use super::table::SilverTable;
 use super::validate::{Origin, validate};
 use crate::bronze::batches::{self, BatchFile};
-use crate::bronze::csv_batch::CsvBatch;
+use crate::bronze::csv_batch::{CsvBatch, CsvSource};
 use crate::bronze::decode::{BatchFormat, Kind, for_each_chunk};
 use crate::bronze::drift::{self, DriftEvent, Observed};
-use crate::bronze::ingest::Encoding;
 use crate::catalog::{self, Registry};
 use crate::error::{Error, Result};
 use crate::quality::audit::{Stage, audit};
@@ -954,7 +953,7 @@ async fn read_batch(
 ) -> Result<FileResult> {
     let gz =
         lake.get(&file.path).await?.ok_or_else(|| Error::Internal(format!("bronze batch {} vanished", file.path)))?;
-    let (origin, format) = origin_of(&file, &table.source, table.encoding, &gz);
+    let (origin, format) = origin_of(&file, &table.source, &table.csv, &gz);
     let contract = Arc::clone(&table.contract);
     tokio::task::spawn_blocking(move || match slicer {
         None => process(&contract, &gz, &format, &origin, workers, None),
@@ -969,10 +968,10 @@ async fn read_batch(
     .map_err(|e| Error::Internal(format!("validation task failed: {e}")))?
 }
 
-/// Where the records of bronze batch `file` of `source` (declaring `encoding`) come from, and how
-/// they are decoded, its bytes being `gz` (a CSV batch's description may also give its ingest
-/// time).
-pub(crate) fn origin_of(file: &BatchFile, source: &str, encoding: Encoding, gz: &[u8]) -> (Origin, BatchFormat) {
+/// Where the records of bronze batch `file` of `source` (reading CSV as `csv` says now) come
+/// from, and how they are decoded, its bytes being `gz` (a CSV batch's description may also give
+/// its ingest time).
+pub(crate) fn origin_of(file: &BatchFile, source: &str, csv: &CsvSource, gz: &[u8]) -> (Origin, BatchFormat) {
     let mut origin = Origin {
         batch_id: file.batch_id.clone(),
         source: source.to_string(),
@@ -987,7 +986,7 @@ pub(crate) fn origin_of(file: &BatchFile, source: &str, encoding: Encoding, gz: 
     let format = BatchFormat::CsvGz(
         described
             .unwrap_or_else(|| CsvBatch::undescribed(&origin.batch_id, &origin.source, origin.ingested_at.as_deref())),
-        encoding,
+        csv.clone(),
     );
     (origin, format)
 }

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use super::contract::Contract;
 use super::evolve::ContractRecord;
 use super::history::History;
-use crate::bronze::ingest::Encoding;
+use crate::bronze::csv_batch::CsvSource;
 use crate::quality::checks::TableCheck;
 use crate::spec::{Duration, OnContractChange, RejectedFractionSpec};
 use crate::storage::Maintenance;
@@ -20,9 +20,8 @@ pub struct SilverTable {
     pub name: String,
     /// Its source.
     pub source: String,
-    /// Its source's declared text encoding: a CSV batch landed before it was declared, whose
-    /// text is not UTF-8, is read in it.
-    pub encoding: Encoding,
+    /// How its source reads CSV now (batches landed before a correction read with it).
+    pub csv: CsvSource,
     /// Compiled contract.
     pub contract: Arc<Contract>,
     /// Primary key.
