@@ -887,22 +887,26 @@ fn a_contract_change_taken_in_place_with_nothing_pending_is_reported() {
     );
 }
 
+/// A project `name` in `dir` with a `landing/` directory and these sections after `[project]`
+/// (its lake `./lake`): the project directory and its `medallion.toml`.
+fn landing_project(dir: &Path, name: &str, sections: &str) -> (PathBuf, PathBuf) {
+    let proj = dir.join(name);
+    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
+    let toml = proj.join("medallion.toml");
+    std::fs::write(&toml, format!("[project]\nname = \"{name}\"\nlake = \"./lake\"\n\n{sections}")).expect("write");
+    (proj, toml)
+}
+
 /// A CSV export marks missing values `NA`; the contract does not say so, so those records are
 /// type errors. `quarantine` says it looks like a null marker and where to declare it; declaring
 /// it is let in with a pointer to the dead letter; the replay promotes what passes.
 #[test]
 fn an_undeclared_null_marker_is_hinted_and_its_records_replayed() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("cars");
-    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
-    let toml = proj.join("medallion.toml");
-    std::fs::write(
-        &toml,
-        r#"[project]
-name = "cars"
-lake = "./lake"
-
-[sources.cars]
+    let (proj, toml) = landing_project(
+        dir.path(),
+        "cars",
+        r#"[sources.cars]
 format = "csv"
 paths = ["landing/*.csv"]
 
@@ -916,8 +920,7 @@ columns = [
   { name = "year", type = "int64" },
 ]
 "#,
-    )
-    .expect("write");
+    );
     std::fs::write(
         proj.join("landing/cars.csv"),
         "id,mpg,year\n1,21.5,1999\n2,NA,2001\n3,N/A,2003\n4,30,NA\n5,x,2010\n",
@@ -1031,16 +1034,10 @@ fn imported_data_files_run_with_nothing_rejected() {
 #[test]
 fn a_delimiter_declared_after_landing_reads_the_landed_files() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("shop");
-    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
-    let toml = proj.join("medallion.toml");
-    std::fs::write(
-        &toml,
-        r#"[project]
-name = "shop"
-lake = "./lake"
-
-[sources.x]
+    let (proj, toml) = landing_project(
+        dir.path(),
+        "shop",
+        r#"[sources.x]
 format = "csv"
 paths = ["landing/*.csv"]
 
@@ -1051,8 +1048,7 @@ columns = [
   { name = "name", type = "string" },
 ]
 "#,
-    )
-    .expect("write");
+    );
     std::fs::write(proj.join("landing/a.csv"), "id;name\n1;a,b\n2;c\n").expect("write");
     std::fs::write(proj.join("landing/b.csv"), "id,name\n3,d\n").expect("write");
     assert_eq!(run(&["run"], &proj).status.code(), Some(0));
@@ -1088,16 +1084,10 @@ columns = [
 #[test]
 fn a_csv_that_is_not_utf8_is_never_silently_altered() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("people");
-    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
-    let toml = proj.join("medallion.toml");
-    std::fs::write(
-        &toml,
-        r#"[project]
-name = "people"
-lake = "./lake"
-
-[sources.people]
+    let (proj, toml) = landing_project(
+        dir.path(),
+        "people",
+        r#"[sources.people]
 format = "csv"
 paths = ["landing/*.csv"]
 
@@ -1108,8 +1098,7 @@ columns = [
   { name = "name", from = "Straße", type = "string" },
 ]
 "#,
-    )
-    .expect("write");
+    );
     std::fs::write(proj.join("landing/people.csv"), b"id,Stra\xdfe\n1,M\xfcller\n2,Smith\n").expect("write");
     let first = run(&["run"], &proj);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
@@ -1150,16 +1139,10 @@ columns = [
 #[test]
 fn an_undeclared_format_is_hinted_and_a_rebuild_reads_it() {
     let dir = tempfile::tempdir().expect("tmp");
-    let proj = dir.path().join("shop");
-    std::fs::create_dir_all(proj.join("landing")).expect("mkdir");
-    let toml = proj.join("medallion.toml");
-    std::fs::write(
-        &toml,
-        r#"[project]
-name = "shop"
-lake = "./lake"
-
-[sources.sales]
+    let (proj, toml) = landing_project(
+        dir.path(),
+        "shop",
+        r#"[sources.sales]
 format = "ndjson"
 paths = ["landing/*.ndjson"]
 
@@ -1173,8 +1156,7 @@ columns = [
   { name = "day",    type = "date" },
 ]
 "#,
-    )
-    .expect("write");
+    );
     let records =
         [(1, "1.234,50", "31/12/2024"), (2, "7", "2024-01-02"), (3, "12,00", "13/01/2024"), (4, "x", "02/01/2024")];
     let lines: Vec<String> = records
