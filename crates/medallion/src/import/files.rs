@@ -31,6 +31,7 @@ use crate::bronze::ingest::Encoding;
 use crate::error::{Error, Result};
 use crate::silver::coerce::{is_common_null_marker, reads_as};
 use crate::silver::formats;
+use crate::spec::ColumnType;
 
 /// Records read to infer a contract.
 pub const SAMPLE: usize = 100_000;
@@ -285,7 +286,9 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
     let enough = |n: usize| !values.is_empty() && n as f64 >= MAJORITY * values.len() as f64;
     let date = |v: &str| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok();
     let number = |v: &str| seed::is_integer(v) || seed::is_decimal(v);
-    let boolean = |v: &str| v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false");
+    // As silver reads booleans: `true`/`false`, `yes`/`no`, `t`/`f`, `y`/`n`, `on`/`off`, any case
+    // (0 and 1 make an integer column first).
+    let boolean = |v: &str| reads_as(v, ColumnType::Bool, None);
     let (integers, numbers, timestamps) = (count(&seed::is_integer), count(&number), count(&seed::is_timestamp));
     // A whole number among decimals makes no int64 column: the number type takes every number.
     let ty: (&str, &dyn Fn(&str) -> bool) = if enough(integers) && integers == numbers {
@@ -608,6 +611,8 @@ mod tests {
         assert_eq!((days[0].format.as_deref(), days[0].ambiguous), (Some("%d/%m/%Y"), true), "no day past 12");
         let us = csv_columns("d\n01/02/2024\n12/31/2024\n", b',').expect("reads");
         assert_eq!((us[0].format.as_deref(), us[0].ambiguous), (Some("%m/%d/%Y"), false));
+        let flags = csv_columns("a,b\nYes,t\nno,F\n", b',').expect("reads");
+        assert_eq!((flags[0].ty.as_str(), flags[1].ty.as_str()), ("bool", "bool"), "as silver reads booleans");
         let text = csv_columns("d\nfoo\n12/31/2024\n", b',').expect("reads");
         assert_eq!((text[0].ty.as_str(), text[0].format.as_deref()), ("string", None));
     }
