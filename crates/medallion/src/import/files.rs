@@ -11,7 +11,7 @@
 //!   value (`NA`, `N/A`, `NULL`, …: [`is_common_null_marker`]) in a column whose other values are numbers,
 //!   dates or booleans becomes that column's `null_values`; in a string column it stays a value
 //!   (`NA` may be North America).
-//! - **Key**: `id` or a name ending in `_id` that nearly every record carries, nearly always
+//! - **Key**: a name that says so (`id`, `…_id`, `…_nr`, `…_no`: [`KEY_NAMES`]) that nearly every record carries, nearly always
 //!   distinct ([`key_of`]); else the first column whose values are distinct and present; with
 //!   none, every column (identical records are kept once). A note says which.
 //! - Every column but the key is optional: a value missing later is null, not a rejected record.
@@ -182,18 +182,55 @@ fn table_name(stem: &str) -> String {
     }
 }
 
-/// `text` in lower snake case: letters and digits lowered, runs of anything else one `_`, none at
-/// either end (`Sold On (UTC)` → `sold_on_utc`).
+/// `text` in lower snake case: letters and digits lowered (accented Latin letters spelled in
+/// ASCII: `Währung` → `waehrung`), a `_` where camel case starts a word (`OrderID` → `order_id`,
+/// `HTTPServer` → `http_server`), runs of anything else one `_`, none at either end
+/// (`Sold On (UTC)` → `sold_on_utc`).
 fn snake(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::new();
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('_') {
-            out.push('_');
+    for (i, &c) in chars.iter().enumerate() {
+        let Some(ascii) = ascii_of(c) else {
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+            continue;
+        };
+        if c.is_uppercase() && !out.is_empty() && !out.ends_with('_') {
+            let prev = chars[i - 1];
+            let after_lower = prev.is_lowercase() || prev.is_ascii_digit();
+            let acronym_ends = prev.is_uppercase() && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            if after_lower || acronym_ends {
+                out.push('_');
+            }
         }
+        out.push_str(&ascii);
     }
     out.trim_matches('_').to_string()
+}
+
+/// A letter or digit in lower-case ASCII: accented Latin letters without their accents (German
+/// umlauts and `ß` as Germans spell them without: `ae`, `oe`, `ue`, `ss`); None for anything else.
+fn ascii_of(c: char) -> Option<String> {
+    if c.is_ascii_alphanumeric() {
+        return Some(c.to_ascii_lowercase().to_string());
+    }
+    let spelled = match c.to_lowercase().next()? {
+        'ä' | 'æ' => "ae",
+        'ö' | 'œ' => "oe",
+        'ü' => "ue",
+        'ß' => "ss",
+        'à' | 'á' | 'â' | 'ã' | 'å' => "a",
+        'ç' => "c",
+        'è' | 'é' | 'ê' | 'ë' => "e",
+        'ì' | 'í' | 'î' | 'ï' => "i",
+        'ñ' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ø' => "o",
+        'ù' | 'ú' | 'û' => "u",
+        'ý' | 'ÿ' => "y",
+        _ => return None,
+    };
+    Some(spelled.to_string())
 }
 
 /// Names the contract accepts for `columns` (lower snake case of their fields; `c_` before a
@@ -438,13 +475,17 @@ struct Field {
     nested: bool,
 }
 
-/// The key column: `id` or a name ending in `_id`, present in [`MAJORITY`] of the sampled records
+/// Names, or ends of names after `_`, that say a column identifies a record (`order_id`,
+/// `bestell_nr`, `invoice_no`, `customer_number`).
+const KEY_NAMES: [&str; 6] = ["id", "nr", "no", "num", "number", "key"];
+
+/// The key column: a name of [`KEY_NAMES`] (`id`, `…_id`, `…_nr`, …), present in [`MAJORITY`] of the sampled records
 /// with at most one in ten values repeating (re-sent records: silver keeps the latest); else the
 /// first column whose values are all present and distinct; None: no column identifies a record.
 fn key_of(columns: &[Column]) -> Option<&Column> {
     let id_named = |c: &&Column| {
         let n = c.name.to_ascii_lowercase();
-        n == "id" || n.ends_with("_id")
+        KEY_NAMES.iter().any(|k| n == *k || n.strip_suffix(k).is_some_and(|rest| rest.ends_with('_')))
     };
     let identifies = |c: &&Column| {
         matches!(c.ty.as_str(), "int64" | "string")
@@ -671,7 +712,11 @@ mod tests {
 
     #[test]
     fn headers_people_write_become_column_names_reading_them() {
-        let mut columns = csv_columns("Car ID,Sold On (UTC),price,Price,2nd,__\n1,2,3,4,5,6\n", b',').expect("reads");
+        let mut columns = csv_columns(
+            "Car ID,Sold On (UTC),price,Price,2nd,__,OrderID,HTTPServer,Währung,Bestell-Nr\n1,2,3,4,5,6,7,8,9,10\n",
+            b',',
+        )
+        .expect("reads");
         column_names(&mut columns);
         let names: Vec<(&str, &str)> = columns.iter().map(|c| (c.name.as_str(), c.field.as_str())).collect();
         assert_eq!(
@@ -682,9 +727,19 @@ mod tests {
                 ("price", "price"),
                 ("price_2", "Price"),
                 ("c_2nd", "2nd"),
-                ("column6", "__")
+                ("column6", "__"),
+                ("order_id", "OrderID"),
+                ("http_server", "HTTPServer"),
+                ("waehrung", "Währung"),
+                ("bestell_nr", "Bestell-Nr"),
             ]
         );
+        // `…_nr` says "identifies" as `…_id` does: the first of them that does is the key.
+        let keyed = csv_columns("Bestell-Nr,Kunde\n1,7\n2,7\n", b',').map(|mut c| {
+            column_names(&mut c);
+            c
+        });
+        assert_eq!(keyed.ok().as_deref().and_then(key_of).map(|c| c.name.clone()), Some("bestell_nr".to_string()));
     }
 
     #[test]
