@@ -841,7 +841,9 @@ impl<'w> ChunkBuilder<'w> {
                 line,
                 raw: original,
                 rule: "corrupt_record",
-                message: format!("line {line} was not a JSON object when ingested; kept as text"),
+                message: format!(
+                    "line {line} could not be read as a record when ingested (not a JSON object, or text that is not UTF-8); kept as text"
+                ),
             });
             return;
         }

@@ -977,6 +977,14 @@ fn csv_records(
             Ok(true) => {
                 let start = row.position().map_or(0, |p| p.byte());
                 let line = skipped + 1 + newlines.borrow_mut().before(start);
+                // NDJSON cannot hold bytes that are not UTF-8: such a row is kept as text, marked
+                // (a dead letter), never landed with replacement characters as if it were data.
+                if row.iter().any(|f| std::str::from_utf8(f).is_err()) {
+                    let fields: Vec<String> = row.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                    let delimiter = char::from(opts.delimiter).to_string();
+                    emit(Record::Corrupt(format!("line {line}, not UTF-8: {}", fields.join(&delimiter))));
+                    continue;
+                }
                 obj.clear();
                 push_csv_object(&mut obj, &keys, opts.header, &row, line);
                 obj.push('}');
@@ -1257,8 +1265,8 @@ mod tests {
 
     /// Bytes that are not UTF-8 in a CSV batch (a Latin-1 file landed by a source declaring no
     /// encoding) make their record an `invalid_utf8` bad line, never text with replacement
-    /// characters; once the source declares its encoding, the batch reads in it. (The NDJSON
-    /// landing, which pushed CSV bodies still take, cannot keep such bytes: it replaces them.)
+    /// characters; once the source declares its encoding, the batch reads in it. The NDJSON
+    /// landing, which pushed CSV bodies still take, cannot keep such bytes: it marks the row.
     #[test]
     fn csv_bytes_that_are_not_utf8_are_bad_lines_until_an_encoding_reads_them() {
         use super::super::decode::{BatchFormat, Limits};
@@ -1286,6 +1294,11 @@ mod tests {
                 assert!(bad.is_empty(), "{bad:?}");
             }
         }
+        // Landed as NDJSON (a pushed body): such rows are marked, not replaced.
+        let (ndjson, _, corrupt) = to_ndjson(&read, text, P);
+        assert_eq!(corrupt, 2, "{ndjson}");
+        assert!(ndjson.contains("{\"_corrupt_record\": \"line 2, not UTF-8: 1,M\u{fffd}ller\""), "{ndjson}");
+        assert!(!ndjson.contains("\"name\": \"M"), "{ndjson}");
     }
 
     /// A record longer than the limit (an unclosed quote runs to the end of the file) is a
