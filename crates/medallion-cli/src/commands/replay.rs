@@ -127,12 +127,13 @@ pub async fn summary(g: &Global, name: &str) -> Result<Outcome> {
     for f in &s.formats {
         let guess = if f.ambiguous { " (no value tells the day from the month: check which comes first)" } else { "" };
         sayln!(
-            "\nhint: {} record(s) rejected as {} in column {} hold values such as {:?} that `format = {:?}` reads{guess}: with it on the column, `medallion rebuild {name}` reads them (and what was published) that way",
-            thousands(f.records),
-            f.ty,
+            "\nhint: column {} ({}): `format = {:?}` reads the values of {} of the {} record(s) sampled from its type errors (such as {:?}){guess}: with it on the column, `medallion rebuild {name}` reads them (and what was published) that way",
             f.column,
+            f.ty,
+            f.format,
+            thousands(f.records),
+            thousands(f.sampled),
             f.example,
-            f.format
         );
     }
     let mut rows = vec![vec!["batch".to_string(), "records".into()]];

@@ -1169,19 +1169,19 @@ columns = [
     assert!(summary.starts_with("quarantine/sales: 3 outstanding record(s)"), "{summary}");
     assert!(
         summary.contains(
-            "hint: 3 record(s) rejected as date in column day hold values such as \"02/01/2024\" that `format = \"%d/%m/%Y\"` reads: with it on the column, `medallion rebuild sales` reads them (and what was published) that way"
+            "hint: column day (date): `format = \"%d/%m/%Y\"` reads the values of 3 of the 3 record(s) sampled from its type errors (such as \"02/01/2024\"): with it on the column, `medallion rebuild sales` reads them (and what was published) that way"
         ),
         "{summary}"
     );
     assert!(
-        summary.contains("hint: 2 record(s) rejected as decimal(12,2) in column amount hold values such as \"1.234,50\" that `format = \"1.234,56\"`"),
+        summary.contains("hint: column amount (decimal(12,2)): `format = \"1.234,56\"` reads the values of 2 of the 3 record(s) sampled from its type errors (such as \"1.234,50\")"),
         "`x` is no number in any format: {summary}"
     );
     let json = text(&run(&["quarantine", "sales", "--format", "json"], &proj).stdout);
     let json: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
     assert_eq!(
         json["formats"][0],
-        serde_json::json!({"column": "amount", "type": "decimal(12,2)", "format": "1.234,56", "records": 2, "example": "1.234,50", "ambiguous": false}),
+        serde_json::json!({"column": "amount", "type": "decimal(12,2)", "format": "1.234,56", "records": 2, "sampled": 3, "example": "1.234,50", "ambiguous": false}),
         "{json}"
     );
 

@@ -343,7 +343,8 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
     };
     let (default_ty, default_reads) = ty;
     // Text the defaults do not read may be numbers or dates written another way.
-    let guess = if default_ty == "string" { formats::guess(&values, None, MAJORITY) } else { None };
+    let weighted: Vec<(&str, u64)> = values.iter().map(|v| (*v, 1)).collect();
+    let guess = if default_ty == "string" { formats::guess(&weighted, None, MAJORITY) } else { None };
     let ty = guess.as_ref().map_or(default_ty.to_string(), |g| g.ty.to_string());
     let reads = |v: &str| match &guess {
         Some(g) => reads_as(v, g.ty, Some(&g.format)),

@@ -80,16 +80,20 @@ pub struct FormatHint {
     pub ty: String,
     /// The format (`%d/%m/%Y`, `1.234,56`).
     pub format: String,
-    /// Outstanding records whose value it reads.
+    /// Outstanding records whose value it reads, of those holding the [`FORMAT_SAMPLE`] values
+    /// most records hold.
     pub records: u64,
+    /// Outstanding records holding those values.
+    pub sampled: u64,
     /// One of those values.
     pub example: String,
     /// Whether another format reads as many (day and month told apart by no value).
     pub ambiguous: bool,
 }
 
-/// Distinct rejected values per column a format is guessed from.
-const FORMAT_SAMPLE: usize = 1000;
+/// Distinct rejected values per column a format is guessed from (those most records hold): the
+/// summary reads no more of a large dead letter.
+pub const FORMAT_SAMPLE: usize = 1000;
 
 /// Summarises `quarantine/<table>` (a silver table or a gold model).
 pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Result<DeadLetter> {
@@ -153,10 +157,11 @@ pub async fn summarize(lake: &Lake, tables: &dyn Registry, table: &str) -> Resul
         rows(
             &ctx,
             &format!(
-                "SELECT c, m, count(DISTINCT _id) AS n FROM (SELECT _id, e['column'] AS c, e['message'] AS m \
+                "SELECT c, m, n FROM (SELECT c, m, n, row_number() OVER (PARTITION BY c ORDER BY n DESC, m) AS r \
+                 FROM (SELECT c, m, count(DISTINCT _id) AS n FROM (SELECT _id, e['column'] AS c, e['message'] AS m \
                  FROM (SELECT _id, unnest(_errors) AS e FROM {open}) WHERE e['rule'] = 'type') \
-                 WHERE starts_with(m, 'cannot read string \"') AND NOT contains(m, ' in format \"') \
-                 GROUP BY 1, 2 ORDER BY 1, n DESC, 2"
+                 WHERE starts_with(m, 'cannot read string \"') AND NOT contains(m, ' in format \"') GROUP BY 1, 2)) \
+                 WHERE r <= {FORMAT_SAMPLE} ORDER BY 1, n DESC, 2"
             ),
         )
         .await?,
@@ -199,8 +204,8 @@ fn delimiter_hint<'a>(raws: impl Iterator<Item = &'a str>, missing: &[&str]) -> 
     None
 }
 
-/// Per column, the format ([`super::formats::guess`]) reading at least half of its rejected
-/// values, from rows of (column, coercion message, records), a column's rows together.
+/// Per column, the format ([`super::formats::guess`]) reading the values of at least half of its
+/// rejected records, from rows of (column, coercion message, records), a column's rows together.
 fn format_hints(rows: Vec<Vec<Option<String>>>) -> Vec<FormatHint> {
     // `cannot read string "31/12/2024" as date`: the value as Rust quotes it, and the type.
     let parse = |m: &str| {
@@ -215,7 +220,6 @@ fn format_hints(rows: Vec<Vec<Option<String>>>) -> Vec<FormatHint> {
         let mut ty = None;
         while let Some(r) = rows.next_if(|r| text(&r[0]) == column) {
             if let Some((v, t)) = r[1].as_deref().and_then(parse)
-                && values.len() < FORMAT_SAMPLE
                 && ty.is_none_or(|ty| ty == t)
             {
                 ty = Some(t);
@@ -223,15 +227,16 @@ fn format_hints(rows: Vec<Vec<Option<String>>>) -> Vec<FormatHint> {
             }
         }
         let Some(ty) = ty else { continue };
-        let texts: Vec<&str> = values.iter().map(|(v, _)| v.trim()).collect();
-        let Some(g) = super::formats::guess(&texts, Some(ty), 0.5) else { continue };
+        let weighted: Vec<(&str, u64)> = values.iter().map(|(v, n)| (v.trim(), *n)).collect();
+        let Some(g) = super::formats::guess(&weighted, Some(ty), 0.5) else { continue };
         let read: Vec<&(String, u64)> =
             values.iter().filter(|(v, _)| super::coerce::reads_as(v.trim(), ty, Some(&g.format))).collect();
         hints.push(FormatHint {
             column,
             ty: ty.to_string(),
             format: g.format.text().to_string(),
-            records: read.iter().map(|(_, n)| n).sum(),
+            records: g.reads,
+            sampled: weighted.iter().map(|(_, n)| n).sum(),
             example: read.first().map(|(v, _)| v.clone()).unwrap_or_default(),
             ambiguous: g.ambiguous,
         });
