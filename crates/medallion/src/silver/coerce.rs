@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use chrono::format::{Item, Parsed, StrftimeItems};
+use chrono::format::{Item, Numeric, Parsed, StrftimeItems};
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
@@ -295,16 +295,26 @@ fn read_number<T>(
 }
 
 fn read_date_with(text: &str, items: &[Item<'static>]) -> Option<NaiveDate> {
+    let parsed = parsed_with(text, items)?;
+    parsed.to_naive_date().ok()
+}
+
+/// `text` read by `items`; None where it does not match, or where a `%Y` year has fewer than four
+/// digits (`13/02/24` read by `%d/%m/%Y` is a two-digit year, never the year 24).
+fn parsed_with(text: &str, items: &[Item<'static>]) -> Option<Parsed> {
     let mut parsed = Parsed::new();
     chrono::format::parse(&mut parsed, text.trim(), items.iter()).ok()?;
-    parsed.to_naive_date().ok()
+    let full_year = items.iter().any(|i| matches!(i, Item::Numeric(Numeric::Year, _)));
+    if full_year && parsed.year().is_some_and(|y| (0..1000).contains(&y)) {
+        return None;
+    }
+    Some(parsed)
 }
 
 /// Microseconds since the epoch, UTC: an offset in the text converts, none is UTC; a pattern with
 /// no time of day reads midnight.
 fn read_timestamp_with(text: &str, items: &[Item<'static>]) -> Option<i64> {
-    let mut parsed = Parsed::new();
-    chrono::format::parse(&mut parsed, text.trim(), items.iter()).ok()?;
+    let parsed = parsed_with(text, items)?;
     if let Ok(t) = parsed.to_datetime() {
         return Some(t.timestamp_micros());
     }
@@ -839,6 +849,8 @@ mod tests {
         let arr = out.array.as_primitive::<Date32Type>();
         assert_eq!((arr.value(0), arr.value(1)), (19737, 19754), "15 January and 1 February 2024");
         assert_eq!(out.faults, [Fault::None, Fault::None, Fault::Type, Fault::Type, Fault::Type]);
+        assert!(!reads_as("13/02/24", ColumnType::Date, Some(&dmy)), "a two-digit year is not the year 24");
+        assert!(reads_as("3/2/2024", ColumnType::Date, Some(&dmy)), "days and months without their zero");
         let (rule, message) = Fault::Type.describe(S, "2024-01-15", ColumnType::Date, Some(&dmy));
         assert_eq!(
             (rule, message.as_str()),

@@ -133,6 +133,7 @@ mod tests {
         assert_eq!(s(&["12/31/2024 10:00", "x"], None, 0.5), g("timestamp", "%m/%d/%Y %H:%M", 1, false));
         assert_eq!(s(&["12/31/2024 10:00", "x"], None, 0.99), None);
         assert_eq!(s(&["2024-12-31 10:00"], None, 0.99), g("timestamp", "%Y-%m-%d %H:%M", 1, false));
+        assert_eq!(s(&["13/02/24", "14/03/25"], None, 0.99), g("date", "%d/%m/%y", 2, false), "two-digit years");
         assert_eq!(s(&["2024-12-31T10:00"], None, 0.99), g("timestamp", "%Y-%m-%dT%H:%M", 1, false));
         // A column's type limits the guess: dates for a timestamp read at midnight.
         assert_eq!(s(&["31.12.2024"], Some(ColumnType::Timestamp), 0.9), g("timestamp", "%d.%m.%Y", 1, false));
