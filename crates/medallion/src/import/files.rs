@@ -7,6 +7,8 @@
 //!   `%Y-%m-%d` date, datetime, `true`/`false`, else string), the first that reads [`MAJORITY`]
 //!   of the column's values (the others go to the dead letter, and a note says so); JSON numbers
 //!   and booleans as such. A field mixing JSON types no column type reads is left out with a note.
+//!   Text none of those read may be numbers or dates written otherwise: the `format` reading the
+//!   most of them, 99% at least ([`formats::guess`]), is the column's.
 //! - **Nulls**: an empty CSV cell and JSON `null` are null. A text exports write for a missing
 //!   value (`NA`, `N/A`, `NULL`, …: [`is_common_null_marker`]) in a column whose other values are numbers,
 //!   dates or booleans becomes that column's `null_values`; in a string column it stays a value
