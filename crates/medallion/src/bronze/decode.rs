@@ -19,7 +19,7 @@ use flate2::read::MultiGzDecoder;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::csv_batch::{CsvBatch, CsvLayout, CsvSource, Dialect, parse_csv, read_layout, split_csv};
+use super::csv_batch::{CsvBatch, CsvLayout, CsvSource, parse_csv, read_layout, split_csv};
 use super::scan;
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
@@ -304,26 +304,28 @@ fn map_batch_into<T: Send>(
         BatchFormat::NdjsonGz => map_lines_into(gz_lines(bytes), wanted, true, limits, workers, f, deliver),
         BatchFormat::Ndjson => map_lines_into(bytes, wanted, false, limits, workers, f, deliver),
         BatchFormat::CsvGz(fallback, source) => {
-            let mut batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
-            if let Some(current) = source.dialect.as_ref().filter(|d| **d != batch.dialect) {
-                let found = |dialect: &Dialect| {
-                    let batch = CsvBatch { dialect: dialect.clone(), ..batch.clone() };
-                    read_layout(&mut gz_lines(bytes), batch, wanted, source.encoding).map_or(0, |(l, _)| l.found())
-                };
-                // Only between two dialects reading a header: names given by a dialect without
-                // one are always "found".
-                if current.header && batch.dialect.header && found(current) > found(&batch.dialect) {
-                    batch.dialect = current.clone();
-                }
-            }
+            let batch = CsvBatch::from_gzip(bytes).unwrap_or_else(|| fallback.clone());
+            // Only between two dialects reading a header: names given by a dialect without one
+            // are always "found".
+            let other = source.dialect.as_ref().filter(|d| d.header && batch.dialect.header && **d != batch.dialect);
+            let other = other.map(|d| CsvBatch { dialect: d.clone(), ..batch.clone() });
             let mut reader = gz_lines(bytes);
-            let (layout, first) = match read_layout(&mut reader, batch, wanted, source.encoding) {
+            let (mut layout, mut first) = match read_layout(&mut reader, batch, wanted, source.encoding) {
                 Ok(read) => read,
                 Err(e) => {
                     let message = format!("gzip stream unreadable before the first record: {e}; the file is lost");
                     return Ok(vec![BadLine { line: 1, raw: String::new(), rule: "unreadable_file", message }]);
                 }
             };
+            // The source's dialect now, where its header names more of the wanted fields.
+            if let Some(other) = other {
+                let mut again = gz_lines(bytes);
+                if let Ok((l, f)) = read_layout(&mut again, other, wanted, source.encoding)
+                    && l.found() > layout.found()
+                {
+                    (reader, layout, first) = (again, l, f);
+                }
+            }
             map_split(
                 |on_text| split_csv(reader, &layout, first, limits, on_text),
                 |text, bad| parse_csv(&layout, text, wanted.len(), limits, bad),

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::csv_batch::{CsvBatch, Dialect, count_records, json_string, key_json, provenance_members, push_csv_object};
+use super::csv_batch::{
+    CsvBatch, CsvSource, Dialect, count_records, json_string, key_json, provenance_members, push_csv_object,
+};
 use super::gzip::Gzip;
 use super::{CORRUPT_RECORD, batch_path};
 use crate::error::{Error, Result};
@@ -174,6 +176,16 @@ pub struct ReadOptions {
     pub encoding: Encoding,
     /// CSV dialect (ignored for other formats).
     pub csv: CsvOptions,
+}
+
+impl ReadOptions {
+    /// How these options read CSV text now, for batches landed before a correction.
+    pub fn csv_source(&self) -> CsvSource {
+        CsvSource {
+            dialect: (self.format == SourceFormat::Csv).then(|| Dialect::of(&self.csv)),
+            encoding: self.encoding,
+        }
+    }
 }
 
 impl From<SourceFormat> for ReadOptions {
@@ -1045,7 +1057,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bronze::csv_batch::CsvSource;
 
     const P: &str = "\"_batch_id\": \"b\"";
 

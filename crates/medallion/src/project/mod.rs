@@ -443,7 +443,7 @@ impl Project {
                         n.clone(),
                         SilverTable {
                             name: n.clone(),
-                            csv: csv_source(specs.sources.get(&source).map(|s| &s.spec)),
+                            csv: sources.get(&source).map(|s: &Source| s.read.csv_source()).unwrap_or_default(),
                             source,
                             contract: Arc::new(contract),
                             keys: spec.primary_key.clone(),
@@ -1021,15 +1021,6 @@ impl catalog::Registry for Project {
 }
 
 /// A source's read options, checked: every problem as (key, message).
-/// How a source reads CSV now (its options' errors are reported with the source).
-fn csv_source(spec: Option<&crate::spec::SourceSpec>) -> crate::bronze::csv_batch::CsvSource {
-    let read = spec.and_then(|s| read_options(s).ok()).unwrap_or_default();
-    crate::bronze::csv_batch::CsvSource {
-        dialect: (read.format == SourceFormat::Csv).then(|| crate::bronze::csv_batch::Dialect::of(&read.csv)),
-        encoding: read.encoding,
-    }
-}
-
 fn read_options(spec: &crate::spec::SourceSpec) -> std::result::Result<ReadOptions, Vec<(&'static str, String)>> {
     let mut errors = Vec::new();
     let mut read = ReadOptions { format: spec.format, ..Default::default() };
