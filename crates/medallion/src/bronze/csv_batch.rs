@@ -274,6 +274,12 @@ impl RecordEnds {
         self.ended + u64::from(self.started)
     }
 
+    /// Whether the text scanned ends inside a quoted field: read to its end, the last record's
+    /// field was never closed.
+    pub(crate) fn in_quotes(&self) -> bool {
+        matches!(self.state, State::Quoted | State::Escaped)
+    }
+
     /// Scans the next `bytes` of the text: the offset just past the last `\n` in them that is
     /// not inside a quoted field, if any.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
@@ -521,6 +527,8 @@ pub(crate) struct CsvText {
     start: usize,
     /// Lines of the file before the text.
     lines_before: u64,
+    /// Whether the text ends the file inside a quoted field (its last record is never closed).
+    unclosed: bool,
 }
 
 /// Reads a CSV batch's header (after its skipped lines): the batch's layout for `wanted`, and the
@@ -581,7 +589,7 @@ pub(crate) fn read_layout(
         opts.column_names.clone()
     };
     let layout = Arc::new(CsvLayout::new(batch, names, wanted, encoding));
-    Ok((layout, CsvText { text, start, lines_before }))
+    Ok((layout, CsvText { text, start, lines_before, unclosed: false }))
 }
 
 /// Stage 1 for CSV: reads (inflating) and cuts the text after the header into chunks ending at a
@@ -598,7 +606,7 @@ pub(crate) fn split_csv(
 ) -> crate::Result<Vec<BadLine>> {
     let mut bad = Vec::new();
     let mut ends = RecordEnds::new(&layout.opts);
-    let CsvText { text: mut chunk, mut start, mut lines_before } = first;
+    let CsvText { text: mut chunk, mut start, mut lines_before, .. } = first;
     // Records of the first chunk's header are not counted: its text past the header is scanned.
     let mut boundary = ends.scan(&chunk[start..]).map(|b| start + b);
     let mut at_chunk = 0;
@@ -608,7 +616,7 @@ pub(crate) fn split_csv(
         let rest = chunk.split_off(at);
         let text = std::mem::replace(chunk, rest);
         let newlines = memchr::memchr_iter(b'\n', &text).count() as u64;
-        let done = CsvText { text, start: *start, lines_before: *lines_before };
+        let done = CsvText { text, start: *start, lines_before: *lines_before, unclosed: false };
         *start = 0;
         *lines_before += newlines;
         done
@@ -692,7 +700,8 @@ pub(crate) fn split_csv(
         bad.push(too_long(line, len, &kept, limits));
     } else if chunk.len() > start {
         let end = chunk.len();
-        on_text(cut(&mut chunk, end, &mut start, &mut lines_before))?;
+        let last = cut(&mut chunk, end, &mut start, &mut lines_before);
+        on_text(CsvText { unclosed: ends.in_quotes(), ..last })?;
     }
     Ok(bad)
 }
@@ -706,6 +715,20 @@ fn too_long(line: u64, len: u64, kept: &[u8], limits: Limits) -> BadLine {
             "the record at line {line} is {len} bytes, over the {} decoded per record (an unclosed quote?); its first {} bytes are kept here, all of it in bronze",
             limits.max_line,
             kept.len()
+        ),
+    }
+}
+
+/// The last record of a file, whose quoted field is never closed: read as the parser reads it, every
+/// line after its start would be one field of it, and the records there would vanish into it.
+fn unclosed_quote(line: u64, record: &str) -> BadLine {
+    let after = memchr::memchr_iter(b'\n', record.as_bytes()).count();
+    BadLine {
+        line,
+        raw: record.to_string(),
+        rule: "unclosed_quote",
+        message: format!(
+            "the record at line {line} opens a quoted field that is never closed: it would run to the end of the file ({after} more line(s) read as one field); the file is cut short, or a quote in it is not doubled: land the corrected file"
         ),
     }
 }
@@ -759,7 +782,7 @@ pub(crate) fn parse_csv(
     limits: Limits,
     bad: &mut Vec<BadLine>,
 ) -> RawChunk {
-    let CsvText { text, start, lines_before } = chunk;
+    let CsvText { text, start, lines_before, unclosed } = chunk;
     let (text, start, invalid) = as_text(text, start, layout.encoding);
     let mut invalid = invalid.into_iter().peekable();
     let bytes = text.as_bytes();
@@ -803,6 +826,10 @@ pub(crate) fn parse_csv(
         if record.len() > limits.max_line {
             let kept = &bytes[record.start..record.start + limits.long_line_kept.min(record.len())];
             bad.push(too_long(line, record.len() as u64, kept, limits));
+            continue;
+        }
+        if unclosed && end == bytes.len() {
+            bad.push(unclosed_quote(line, &text[record]));
             continue;
         }
         for (field, column) in fields.iter_mut().zip(&layout.wanted) {

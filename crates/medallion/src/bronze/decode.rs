@@ -198,7 +198,7 @@ pub struct BadLine {
     /// The raw text (lossy UTF-8).
     pub raw: String,
     /// Short rule name: `invalid_utf8`, `invalid_json`, `invalid_string`, `not_an_object`,
-    /// `corrupt_record`, `line_too_long`, `truncated_line`, `unreadable_file`.
+    /// `corrupt_record`, `line_too_long`, `unclosed_quote`, `truncated_line`, `unreadable_file`.
     pub rule: &'static str,
     /// What is wrong.
     pub message: String,
@@ -844,7 +844,7 @@ impl<'w> ChunkBuilder<'w> {
                 raw: original,
                 rule: "corrupt_record",
                 message: format!(
-                    "line {line} could not be read as a record when ingested (not a JSON object, or text that is not UTF-8); kept as text"
+                    "line {line} could not be read as a record when ingested (not a JSON object, a CSV record whose quoted field is never closed, or text that is not UTF-8); kept as text"
                 ),
             });
             return;

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::csv_batch::{
-    CsvBatch, CsvSource, Dialect, count_records, json_string, key_json, provenance_members, push_csv_object,
+    CsvBatch, CsvSource, Dialect, RecordEnds, count_records, json_string, key_json, provenance_members, push_csv_object,
 };
 use super::gzip::Gzip;
 use super::{CORRUPT_RECORD, batch_path};
@@ -958,7 +958,7 @@ fn csv_records(
         text.read_until(b'\n', &mut line)?;
         skipped += 1;
     }
-    let newlines = std::rc::Rc::new(std::cell::RefCell::new(NewlineIndex::default()));
+    let newlines = std::rc::Rc::new(std::cell::RefCell::new(NewlineIndex::new(opts)));
     let body = NewlineCounting { inner: text, offset: 0, index: std::rc::Rc::clone(&newlines) };
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -989,6 +989,17 @@ fn csv_records(
             Ok(true) => {
                 let start = row.position().map_or(0, |p| p.byte());
                 let line = skipped + 1 + newlines.borrow_mut().before(start);
+                // A quoted field never closed runs to the end: the lines after its start would be
+                // one field, their records gone into it. The row is kept as text, marked.
+                if newlines.borrow().unclosed() {
+                    let fields: Vec<String> = row.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+                    let delimiter = char::from(opts.delimiter).to_string();
+                    emit(Record::Corrupt(format!(
+                        "line {line}, a quoted field never closed: {}",
+                        fields.join(&delimiter)
+                    )));
+                    continue;
+                }
                 // NDJSON cannot hold bytes that are not UTF-8: such a row is kept as text, marked
                 // (a dead letter), never landed with replacement characters as if it were data.
                 if row.iter().any(|f| std::str::from_utf8(f).is_err()) {
@@ -1012,14 +1023,28 @@ fn csv_records(
     Ok(())
 }
 
-/// Byte offsets of the newlines read but not yet passed by the CSV parser, and how many it passed.
-#[derive(Default)]
+/// Byte offsets of the newlines read but not yet passed by the CSV parser, and how many it passed;
+/// and whether the text read so far ends inside a quoted field.
 struct NewlineIndex {
     pending: std::collections::VecDeque<u64>,
     passed: u64,
+    quotes: RecordEnds,
+    /// Whether the text was read to its end.
+    eof: bool,
 }
 
 impl NewlineIndex {
+    fn new(opts: &CsvOptions) -> Self {
+        NewlineIndex { pending: Default::default(), passed: 0, quotes: RecordEnds::new(opts), eof: false }
+    }
+
+    /// Whether the record the parser just gave is the file's last and its quoted field is never
+    /// closed: the parser reads to the end only to finish the last record, so once the text is
+    /// read to its end, the record it gives is the last.
+    fn unclosed(&self) -> bool {
+        self.eof && self.quotes.in_quotes()
+    }
+
     /// Newlines before a record whose parse started at byte `start`. The csv crate's own line
     /// count is one short after a CRLF line end (it starts the next record at the `\n`), so every
     /// record of a Windows export would point at the line above it: a newline at `start` itself
@@ -1045,6 +1070,8 @@ impl<R: Read> Read for NewlineCounting<R> {
         let n = self.inner.read(buf)?;
         let mut index = self.index.borrow_mut();
         index.pending.extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| self.offset + i as u64));
+        index.quotes.scan(&buf[..n]);
+        index.eof |= n == 0 && !buf.is_empty();
         self.offset += n as u64;
         Ok(n)
     }
@@ -1310,6 +1337,53 @@ mod tests {
         assert_eq!(corrupt, 2, "{ndjson}");
         assert!(ndjson.contains("{\"_corrupt_record\": \"line 2, not UTF-8: 1,M\u{fffd}ller\""), "{ndjson}");
         assert!(!ndjson.contains("\"name\": \"M"), "{ndjson}");
+    }
+
+    /// A quoted field never closed makes its record run to the end of the file: the lines after
+    /// its start would be one field of it, and the records on them would vanish into it. Such a
+    /// record is an `unclosed_quote` bad line (a dead letter), never a row; the NDJSON landing
+    /// (pushed bodies) marks it. A quoted field holding newlines and closed at the end is a row.
+    #[test]
+    fn a_quote_never_closed_is_a_bad_line_not_the_rest_of_the_file() {
+        use super::super::decode::{BatchFormat, Limits};
+
+        let read = ReadOptions { format: SourceFormat::Csv, ..Default::default() };
+        let escaped = ReadOptions { csv: CsvOptions { escape: Some(b'\\'), ..Default::default() }, ..read.clone() };
+        let wanted = vec!["id".to_string(), "name".to_string()];
+        let fallback = CsvBatch::undescribed("x", "y", None);
+        // (read as, text, rows (line, name), bad lines (line, rule))
+        type Lines<'a> = &'a [(u64, &'a str)];
+        let cases: [(&ReadOptions, &[u8], Lines, Lines); 5] = [
+            (&read, b"id,name\n0,ok\n1,\"Alice\n2,Bob\n3,Carol\n", &[(2, "ok")], &[(3, "unclosed_quote")]),
+            (&read, b"id,name\n0,ok\n1,\"Al\"\"ice", &[(2, "ok")], &[(3, "unclosed_quote")]),
+            (&read, b"id,name\n0,ok\n1,\"A\nB\"", &[(2, "ok"), (3, "A\nB")], &[]),
+            (&read, b"id,name\n1,\"A\"\"\"\n", &[(2, "A\"")], &[]),
+            (&escaped, b"id,name\n0,ok\n1,\"x\\\"\n", &[(2, "ok")], &[(3, "unclosed_quote")]),
+        ];
+        for (read, text, rows_wanted, bad_wanted) in cases {
+            let shown = String::from_utf8_lossy(text);
+            let (gz, records) = csv_batch(read, text);
+            assert_eq!(records as usize, rows_wanted.len() + bad_wanted.len(), "{shown:?}");
+            for limits in
+                [Limits::default(), Limits { chunk_lines: 1, chunk_bytes: 4, max_line: 1000, long_line_kept: 10 }]
+            {
+                for workers in [1, 2] {
+                    let format = BatchFormat::CsvGz(fallback.clone(), CsvSource::default());
+                    let (rows, _, bad) = decoded(&gz, &format, &wanted, limits, workers);
+                    let names: Vec<(u64, &str)> = rows.iter().map(|r| (r.0, r.1[1].1.as_str())).collect();
+                    assert_eq!(names, rows_wanted, "{shown:?} {limits:?}");
+                    let bad: Vec<(u64, &str)> = bad.iter().map(|b| (b.0, b.1.as_str())).collect();
+                    assert_eq!(bad, bad_wanted, "{shown:?} {limits:?}");
+                }
+            }
+            let (ndjson, n, corrupt) = to_ndjson(read, text, P);
+            assert_eq!((n, corrupt as usize), (records, bad_wanted.len()), "{ndjson}");
+        }
+        let (ndjson, _, _) = to_ndjson(&read, b"id,name\n1,\"Alice\n2,Bob\n", P);
+        assert!(
+            ndjson.contains("{\"_corrupt_record\": \"line 2, a quoted field never closed: 1,Alice\\n2,Bob\\n\""),
+            "{ndjson}"
+        );
     }
 
     /// A record longer than the limit (an unclosed quote runs to the end of the file) is a
