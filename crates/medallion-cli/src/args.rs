@@ -244,8 +244,8 @@ pub enum Command {
     /// them; gzip allowed) lands as one bronze batch, exactly once per content, before the answer.
     ///
     /// With MEDALLION_PUSH_TOKEN set, pushes need `Authorization: Bearer <token>`. Answers are JSON:
-    /// 200 with the batch id; 400 a body with no readable record, 401, 404 an unknown source, 405,
-    /// 413 a body over --max-body.
+    /// 200 with the batch id; 400 a body with no readable record, or not UTF-8 from a source
+    /// declaring no other encoding; 401, 404 an unknown source, 405, 413 a body over --max-body.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR")]

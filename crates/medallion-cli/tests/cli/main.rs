@@ -2290,6 +2290,14 @@ fn serve_lands_pushed_records_exactly_once() {
             "none of its 2 record(s) is a JSON object",
         ),
         ("POST", "/ingest/orders", &auth[..], Vec::new(), 400, "the body is empty"),
+        (
+            "POST",
+            "/ingest/orders",
+            &auth[..],
+            b"{\"order_id\": 1}\n{\"order_id\": 2, \"note\": \"M\xfcller\"}\n".to_vec(),
+            400,
+            "line 2 is not UTF-8 text",
+        ),
         ("POST", "/ingest/orders", &auth[..], big, 413, "--max-body"),
     ] {
         let (status, answer) = http(&addr, method, path, headers, &body);

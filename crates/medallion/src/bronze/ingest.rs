@@ -554,9 +554,11 @@ pub async fn ingest_group(
 }
 
 /// What a pushed body would land (records, of which corrupt), read without landing anything; or
-/// why it is refused: empty, no record a JSON object (NDJSON, JSON), not Parquet, or inflating
-/// past [`MAX_INFLATE_RATIO`] times its size. Pushes are refused whole rather than landed as
-/// corrupt records only, so the client learns at once (a file landed from disk never is).
+/// why it is refused: empty, no record a JSON object (NDJSON, JSON), not Parquet, inflating
+/// past [`MAX_INFLATE_RATIO`] times its size, or text that is not UTF-8 from a source declaring no
+/// other encoding (landed as NDJSON, its bytes could not be kept). Pushes are refused whole rather
+/// than landed as corrupt records only, so the client learns at once (a file landed from disk
+/// never is).
 pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(u64, u64), String> {
     if body.is_empty() {
         return Err("the body is empty".into());
@@ -565,10 +567,17 @@ pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(
     let cap =
         if gzip { (body.len() as u64).saturating_mul(MAX_INFLATE_RATIO).min(MAX_INFLATED_BYTES) } else { u64::MAX };
     let mut limited = text.take(cap.saturating_add(1));
+    let mut checked = Utf8Check::new(&mut limited);
     let (records, corrupt) =
-        records_ndjson(read, &mut limited, body.len() as u64, "", &mut std::io::sink(), "cannot be read")?;
+        records_ndjson(read, &mut checked, body.len() as u64, "", &mut std::io::sink(), "cannot be read")?;
+    let not_utf8 = checked.bad.filter(|_| read.encoding == Encoding::Utf8 && read.format != SourceFormat::Parquet);
     if limited.limit() == 0 {
         return Err(format!("inflates past {MAX_INFLATE_RATIO} times its compressed size: refused as a gzip bomb"));
+    }
+    if let Some((line, byte)) = not_utf8 {
+        return Err(format!(
+            "line {line} is not UTF-8 text (byte {byte} of the line; a Latin-1 or Windows-1252 export?): declare the source's `encoding`, or send UTF-8"
+        ));
     }
     match (records, corrupt) {
         (0, _) => Err("the body holds no record".into()),
@@ -577,6 +586,63 @@ pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(
             Err(format!("none of its {n} record(s) is a JSON object (the source's format is {format})"))
         }
         counts => Ok(counts),
+    }
+}
+
+/// A reader passing text on and checking it is UTF-8: where the first byte that is not is.
+struct Utf8Check<R> {
+    inner: R,
+    /// The first bytes of a character the last read cut.
+    carry: Vec<u8>,
+    /// Lines passed, and bytes of the current line.
+    lines: u64,
+    column: u64,
+    /// The first byte that is not UTF-8: (line, byte of the line), both from 1.
+    bad: Option<(u64, u64)>,
+}
+
+impl<R: Read> Utf8Check<R> {
+    fn new(inner: R) -> Self {
+        Utf8Check { inner, carry: Vec::new(), lines: 0, column: 0, bad: None }
+    }
+
+    fn check(&mut self, bytes: &[u8], eof: bool) {
+        if self.carry.is_empty() {
+            return self.check_text(bytes, eof);
+        }
+        let mut text = std::mem::take(&mut self.carry);
+        text.extend_from_slice(bytes);
+        self.check_text(&text, eof);
+    }
+
+    fn check_text(&mut self, text: &[u8], eof: bool) {
+        let (valid, error) = match std::str::from_utf8(text) {
+            Ok(_) => (text.len(), None),
+            Err(e) => (e.valid_up_to(), Some(e.error_len().is_some() || eof)),
+        };
+        let passed = &text[..valid];
+        match memchr::memrchr(b'\n', passed) {
+            Some(last) => {
+                self.lines += memchr::memchr_iter(b'\n', passed).count() as u64;
+                self.column = (passed.len() - last - 1) as u64;
+            }
+            None => self.column += passed.len() as u64,
+        }
+        match error {
+            Some(true) => self.bad = Some((self.lines + 1, self.column + 1)),
+            Some(false) => self.carry = text[valid..].to_vec(),
+            None => {}
+        }
+    }
+}
+
+impl<R: Read> Read for Utf8Check<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.bad.is_none() {
+            self.check(&buf[..n], n == 0 && !buf.is_empty());
+        }
+        Ok(n)
     }
 }
 
@@ -1337,6 +1403,51 @@ mod tests {
         assert_eq!(corrupt, 2, "{ndjson}");
         assert!(ndjson.contains("{\"_corrupt_record\": \"line 2, not UTF-8: 1,M\u{fffd}ller\""), "{ndjson}");
         assert!(!ndjson.contains("\"name\": \"M"), "{ndjson}");
+    }
+
+    /// A pushed body whose text is not UTF-8 (and whose source declares no other encoding) is
+    /// refused whole, naming the line: landed as NDJSON, its bytes could not be kept. With the
+    /// source's encoding declared it lands. A character cut between two reads is no error.
+    #[test]
+    fn a_pushed_body_that_is_not_utf8_is_refused_whole() {
+        let csv = ReadOptions { format: SourceFormat::Csv, ..Default::default() };
+        let latin1 = ReadOptions { encoding: Encoding::Latin1, ..csv.clone() };
+        let ndjson = ReadOptions::default();
+        let body = |b: &[u8]| bytes::Bytes::from(b.to_vec());
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).expect("gz");
+            bytes::Bytes::from(e.finish().expect("gz"))
+        };
+        let refused = [
+            (&csv, body(b"id,name\n1,ok\n2,M\xfcller\n")),
+            (&csv, gz(b"id,name\n1,ok\n2,M\xfcller\n")),
+            (&ndjson, body(b"{\"id\": 1}\n{\"id\": 2, \"name\": \"M\xfcller\"}\n")),
+        ];
+        for (read, b) in refused {
+            let why = inspect(read, &b).expect_err("refused");
+            assert!(why.contains("line 3") || why.contains("line 2"), "{why}");
+            assert!(why.contains("not UTF-8") && why.contains("encoding"), "{why}");
+        }
+        assert_eq!(inspect(&latin1, &body(b"id,name\n1,ok\n2,M\xfcller\n")), Ok((2, 0)));
+        assert_eq!(inspect(&csv, &body("id,name\n1,Müller\n".as_bytes())), Ok((1, 0)));
+        // One byte a read: a character's bytes come in several reads.
+        struct Bytewise<'a>(&'a [u8]);
+        impl Read for Bytewise<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        for (text, bad) in
+            [("a\nMüller €\n".as_bytes(), None), (b"a\nb\nc\xc3", Some((3, 2))), (b"a\n\xe2\x82x\n", Some((2, 1)))]
+        {
+            let mut check = Utf8Check::new(Bytewise(text));
+            std::io::copy(&mut check, &mut std::io::sink()).expect("reads");
+            assert_eq!(check.bad, bad, "{text:?}");
+        }
     }
 
     /// A quoted field never closed makes its record run to the end of the file: the lines after
