@@ -579,17 +579,33 @@ fn is_midnight(rest: &str) -> bool {
     frac.is_empty() || frac.strip_prefix('.').is_some_and(|f| !f.is_empty() && f.bytes().all(|c| c == b'0'))
 }
 
-/// Microseconds since the epoch, UTC.
+/// Microseconds since the epoch, UTC: `YYYY-MM-DD[T ]HH:MM[:SS[.f]]`, with `Z` or `±HH:MM`
+/// converted, without one taken as UTC.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(dt.timestamp_micros());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(text, fmt) {
-            return Some(dt.and_utc().timestamp_micros());
-        }
+    // chrono reads `%Y` from any number of digits: `24-03-01` would be the year 24.
+    let b = text.as_bytes();
+    if b.len() < 16 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
+        return None;
     }
-    None
+    const NAIVE: [&str; 4] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+    if let Some(dt) = NAIVE.iter().find_map(|fmt| NaiveDateTime::parse_from_str(text, fmt).ok()) {
+        return Some(dt.and_utc().timestamp_micros());
+    }
+    let (local, offset) = match text.strip_suffix(['Z', 'z']) {
+        Some(local) => (local, "+00:00"),
+        None => {
+            let at = text.len().checked_sub(6)?;
+            (text.get(..at)?, text.get(at..)?)
+        }
+    };
+    let local = NAIVE.iter().find_map(|fmt| NaiveDateTime::parse_from_str(local, fmt).ok())?;
+    let offset = chrono::DateTime::parse_from_rfc3339(&format!("1970-01-01T00:00:00{offset}")).ok()?;
+    Some(
+        (local - chrono::TimeDelta::seconds(i64::from(offset.offset().local_minus_utc()))).and_utc().timestamp_micros(),
+    )
 }
 
 /// A decimal literal held exactly: `digits × 10^exp`.
@@ -815,6 +831,23 @@ mod tests {
         assert_eq!(parse_timestamp("2024-03-01T01:00:00+01:00"), Some(1_709_251_200_000_000));
         assert_eq!(parse_timestamp("2024-03-01 00:00:00"), Some(1_709_251_200_000_000));
         assert_eq!(parse_timestamp("yesterday"), None);
+        // Seconds may be left out (Pydantic, DuckDB and Spark read these); an offset converts.
+        let half_past_ten = Some(1_709_289_000_000_000);
+        for text in ["2024-03-01T10:30", "2024-03-01 10:30", "2024-03-01T10:30Z", "2024-03-01 11:30+01:00"] {
+            assert_eq!(parse_timestamp(text), half_past_ten, "{text}");
+        }
+        assert_eq!(parse_timestamp("2024-03-01 11:30:00+01:00"), half_past_ten);
+        // A year of four digits, and a whole time of day.
+        for text in [
+            "24-03-01 10:30:00",
+            "24-03-01T10:30",
+            "2024-03-01 10",
+            "2024-03-01 10:30:",
+            "2024-03-01T25:00",
+            "2024-03-01 10:3€00000",
+        ] {
+            assert_eq!(parse_timestamp(text), None, "{text}");
+        }
         let f = field(&[(B, "true"), (S, "No"), (Num, "1"), (Num, "2"), (S, "maybe")]);
         let out = coerce(&f, ColumnType::Bool, true, &[], None);
         assert_eq!(&out.faults[..3], &[Fault::None; 3]);
