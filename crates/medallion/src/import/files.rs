@@ -374,15 +374,24 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
     }
 }
 
-/// Columns of an NDJSON sample: its objects' fields in the order first seen. Nested fields are
-/// left out (with a note): contracts hold flat columns, and bronze keeps the whole record.
+/// Columns of an NDJSON sample: its objects' fields in the order first seen, the fields of objects
+/// inside them too, each read by its dotted path (`customer.id`; an object's own members by name).
+/// Arrays are left out (with a note): contracts hold flat columns, and bronze keeps the whole
+/// record.
 fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::Result<Vec<Column>, String> {
     let mut order: Vec<String> = Vec::new();
     let mut fields: std::collections::HashMap<String, Field> = std::collections::HashMap::new();
     let mut records = 0usize;
+    // Paths holding an object in some record, and keys inside objects no path can name.
+    let mut objects: BTreeSet<String> = BTreeSet::new();
+    let mut unnamed: BTreeSet<String> = BTreeSet::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()).take(SAMPLE) {
         let Ok(Ordered(object)) = serde_json::from_str::<Ordered>(line) else { continue };
+        let mut flat = Vec::new();
         for (k, v) in object {
+            flatten(k, v, 0, &mut flat, &mut objects, &mut unnamed);
+        }
+        for (k, v) in flat {
             let field = fields.entry(k.clone()).or_insert_with(|| {
                 order.push(k.clone());
                 Field { cells: vec![None; records], ..Field::default() }
@@ -413,13 +422,28 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
     if records == 0 {
         return Err("no JSON object in its first lines".into());
     }
+    for path in unnamed {
+        out.notes.push((
+            file.to_path_buf(),
+            format!("field `{path}` is inside an object under a key a dotted path cannot name: left in bronze, not in the contract"),
+        ));
+    }
     let mut columns = Vec::new();
     for name in order {
         let Some(field) = fields.remove(&name) else { continue };
+        if objects.contains(&name) {
+            if field.cells.iter().any(Option::is_some) || field.nested {
+                out.notes.push((
+                    file.to_path_buf(),
+                    format!("field `{name}` is an object in some records and a value in others: its values are left in bronze, the object's fields are columns"),
+                ));
+            }
+            continue;
+        }
         if field.nested {
             out.notes.push((
                 file.to_path_buf(),
-                format!("field `{name}` holds nested JSON: left in bronze, not in the contract"),
+                format!("field `{name}` holds an array: left in bronze, not in the contract"),
             ));
             continue;
         }
@@ -443,6 +467,36 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
         }
     }
     Ok(columns)
+}
+
+/// Objects nested deeper than this are left whole (an array's note names them).
+const MAX_DEPTH: usize = 4;
+
+/// `value` at `path` as (path, value) leaves: an object's members under `path.<key>` (by name),
+/// the object itself noted in `objects`; a key with a dot, or empty, inside an object cannot be a
+/// path's step (`unnamed`). An object deeper than [`MAX_DEPTH`] stays one value.
+fn flatten(
+    path: String,
+    value: Value,
+    depth: usize,
+    out: &mut Vec<(String, Value)>,
+    objects: &mut BTreeSet<String>,
+    unnamed: &mut BTreeSet<String>,
+) {
+    match value {
+        Value::Object(members) if depth < MAX_DEPTH => {
+            for (k, v) in members {
+                let inner = format!("{path}.{k}");
+                if k.is_empty() || k.contains('.') {
+                    unnamed.insert(inner);
+                } else {
+                    flatten(inner, v, depth + 1, out, objects, unnamed);
+                }
+            }
+            objects.insert(path);
+        }
+        other => out.push((path, other)),
+    }
 }
 
 /// A JSON object's fields in the order the text has them (a `Value` orders them by name).
@@ -709,8 +763,37 @@ mod tests {
             ]
         );
         let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
-        assert!(notes.iter().any(|n| n.contains("`tags` holds nested JSON")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("`tags` holds an array")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("`x` mixes JSON types")), "{notes:?}");
+    }
+
+    /// Nested objects (as API responses hold them) become a column per field inside, read by a
+    /// dotted `from`; arrays are left in bronze with a note.
+    #[test]
+    fn ndjson_objects_inside_records_become_columns_read_by_their_path() {
+        let text = concat!(
+            "{\"id\": 1, \"customer\": {\"id\": 5, \"address\": {\"city\": \"K\\u00f6ln\"}}, \"tags\": [1]}\n",
+            "{\"id\": 2, \"customer\": {\"id\": 6, \"tier\": \"gold\"}}\n",
+            "{\"id\": 3, \"customer\": null}\n",
+        );
+        let mut out = Imported::default();
+        let mut columns = ndjson_columns(text, Path::new("f.ndjson"), &mut out).expect("reads");
+        column_names(&mut columns);
+        let fields: Vec<(&str, &str, &str)> =
+            columns.iter().map(|c| (c.name.as_str(), c.field.as_str(), c.ty.as_str())).collect();
+        assert_eq!(
+            fields,
+            [
+                ("id", "id", "int64"),
+                ("customer_address_city", "customer.address.city", "string"),
+                ("customer_id", "customer.id", "int64"),
+                ("customer_tier", "customer.tier", "string"),
+            ]
+        );
+        assert_eq!(columns[2].present, 2);
+        let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
+        assert!(notes.iter().any(|n| n.contains("`tags` holds an array")), "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("customer")), "{notes:?}");
     }
 
     #[test]

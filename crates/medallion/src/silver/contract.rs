@@ -338,6 +338,21 @@ mod tests {
         Contract::compile(&spec, &[])
     }
 
+    /// `records` (NDJSON lines) validated as one bronze batch.
+    fn processed(c: &Contract, records: &[&str]) -> crate::silver::promote::FileResult {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, records.join("\n").as_bytes()).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let origin = crate::silver::validate::Origin {
+            batch_id: "b".into(),
+            source: "s".into(),
+            file: "bronze/s/b.ndjson.gz".into(),
+            ingested_at: Some("2026-12-01T00:00:00Z".into()),
+        };
+        let format = crate::bronze::decode::BatchFormat::NdjsonGz;
+        crate::silver::promote::process(c, &gz, &format, &origin, 1, None).expect("validates")
+    }
+
     /// A contract compiled again from its inputs (as a cluster's executors do) validates alike.
     #[test]
     fn a_contract_compiles_again_from_its_inputs() {
@@ -374,18 +389,8 @@ mod tests {
             r#"{"id":"x","day":null,"amt":1}"#,
             r#"{"id":4,"amt":"20"}"#,
         ];
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, records.join("\n").as_bytes()).expect("gzip");
-        let gz = gz.finish().expect("gzip");
-        let origin = crate::silver::validate::Origin {
-            batch_id: "b".into(),
-            source: "s".into(),
-            file: "bronze/s/b.ndjson.gz".into(),
-            ingested_at: Some("2026-12-01T00:00:00Z".into()),
-        };
         let validated = |c: &Contract| {
-            let format = crate::bronze::decode::BatchFormat::NdjsonGz;
-            let r = crate::silver::promote::process(c, &gz, &format, &origin, 1, None).expect("validates");
+            let r = processed(c, &records);
             let reasons: Vec<String> = r.rejected.iter().map(|r| format!("{} {:?}", r.line, r.reasons)).collect();
             (r.read, r.valid, reasons, r.gate_counts)
         };
@@ -397,6 +402,57 @@ mod tests {
         assert_eq!((a.0, &a.2, &a.3), (b.0, &b.2, &b.3));
         assert_eq!(a.1, b.1, "the same valid rows");
         assert!(!a.2.is_empty() && a.3.iter().any(|(_, failing)| *failing > 0), "the records exercise the rules");
+    }
+
+    /// A column reads a nested field by a dotted `from` (`customer.id`, `items.0.sku`), as APIs
+    /// send them; a key holding the dotted name itself wins (flattened exports); numbers stay exact;
+    /// a missing step is a missing value, a nested value where a scalar is wanted a type error.
+    #[test]
+    fn a_dotted_from_reads_a_nested_field() {
+        let contract = compile(
+            r#"{ name = "id", type = "int64" },
+               { name = "customer_id", from = "customer.id", type = "int64" },
+               { name = "city", from = "customer.address.city", type = "string", required = false },
+               { name = "first_sku", from = "items.0.sku", type = "string", required = false },
+               { name = "amount", from = "totals.amount", type = "decimal(20,2)", required = false }"#,
+        )
+        .expect("compiles");
+        let records = [
+            r#"{"id":1,"customer":{"id":5,"address":{"city":"K\u00f6ln"}},"items":[{"sku":"A"}],"totals":{"amount":123456789012345678.91}}"#,
+            r#"{"id":2,"customer.id":7,"customer":{"id":8}}"#,
+            r#"{"id":3,"customer":null}"#,
+            r#"{"id":4,"customer":"x"}"#,
+            r#"{"id":5,"customer":{"id":"9"},"items":[]}"#,
+            r#"{"id":6,"customer":{"id":{"x":1}}}"#,
+            r#"{"id":7,"customer":{"id":10,"id":11}}"#,
+            r#"{"id":8,"customer":{"i\u0064":12}}"#,
+        ];
+        let r = processed(&contract, &records);
+        let valid = datafusion::arrow::compute::concat_batches(&r.valid[0].schema(), &r.valid).expect("concat");
+        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&[valid
+            .project(&[0, 1, 2, 3, 4])
+            .expect("project")])
+        .expect("shown")
+        .to_string();
+        let rows: Vec<&str> = shown.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                "| 1  | 5           | Köln | A         | 123456789012345678.91 |",
+                "| 2  | 7           |      |           |                       |",
+                "| 5  | 9           |      |           |                       |",
+                "| 7  | 11          |      |           |                       |",
+                "| 8  | 12          |      |           |                       |",
+            ],
+            "{shown}"
+        );
+        let rejected: Vec<(u64, Vec<String>)> =
+            r.rejected.iter().map(|r| (r.line, r.reasons.iter().map(|x| x.rule.clone()).collect())).collect();
+        assert_eq!(
+            rejected,
+            [(3, vec!["required".to_string()]), (4, vec!["required".to_string()]), (6, vec!["type".to_string()])]
+        );
+        assert_eq!(contract.field_names()[1], "customer.id");
     }
 
     /// Issue 15: a literal that cannot be cast to its column's type fails `validate`, not the run.

@@ -1003,11 +1003,13 @@ pub(crate) fn process(
     workers: usize,
     mut sink: Option<&mut dyn FnMut(RecordBatch) -> Result<()>>,
 ) -> Result<FileResult> {
-    let wanted = contract.field_names();
+    let names = contract.field_names();
+    let decoding = super::paths::Decoding::of(&contract.columns);
     let mut out = FileResult::empty(contract.gates.len());
-    let per_chunk = |chunk: crate::bronze::decode::RawChunk| {
+    let per_chunk = |mut chunk: crate::bronze::decode::RawChunk| {
+        decoding.resolve(&mut chunk);
         let mut observed = Observed::new();
-        for (name, field) in wanted.iter().zip(&chunk.fields) {
+        for (name, field) in names.iter().zip(&chunk.fields) {
             let mut seen = [false; 6];
             for k in &field.kinds {
                 seen[*k as usize] = true;
@@ -1020,7 +1022,7 @@ pub(crate) fn process(
         }
         Ok((chunk.rows() as u64, observed, validate(contract, &chunk, origin)?))
     };
-    let bad = for_each_chunk(bytes, format, &wanted, workers, per_chunk, &mut |(rows, observed, v)| {
+    let bad = for_each_chunk(bytes, format, &decoding.fields, workers, per_chunk, &mut |(rows, observed, v)| {
         out.read += rows;
         for (name, kinds) in observed {
             out.observed.entry(name).or_default().extend(kinds);

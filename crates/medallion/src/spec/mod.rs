@@ -827,7 +827,8 @@ pub struct ColumnSpec {
     /// Column name.
     pub name: String,
     /// The raw field the column is read from when its name differs (a rename, as dbt staging's
-    /// `id as customer_id`: `{ name = "customer_id", from = "id" }`); default: `name`.
+    /// `id as customer_id`: `{ name = "customer_id", from = "id" }`); default: `name`. A dotted
+    /// path reads a field inside nested objects and arrays (`customer.id`, `items.0.sku`).
     #[serde(default)]
     pub from: Option<String>,
     /// Type: `int64`, `float64`, `decimal(p,s)`, `string`, `bool`, `date`, `timestamp`.
