@@ -1055,23 +1055,21 @@ fn csv_records(
             Ok(true) => {
                 let start = row.position().map_or(0, |p| p.byte());
                 let line = skipped + 1 + newlines.borrow_mut().before(start);
-                // A quoted field never closed runs to the end: the lines after its start would be
-                // one field, their records gone into it. The row is kept as text, marked.
-                if newlines.borrow().unclosed() {
+                // Rows that cannot be data are kept as text, marked (a dead letter): a quoted field
+                // never closed runs to the end (the lines after its start would be one field, their
+                // records gone into it), and NDJSON cannot hold bytes that are not UTF-8 (never
+                // landed with replacement characters as if they were data).
+                let why = if newlines.borrow().unclosed() {
+                    Some("a quoted field never closed")
+                } else if row.iter().any(|f| std::str::from_utf8(f).is_err()) {
+                    Some("not UTF-8")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
                     let fields: Vec<String> = row.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
                     let delimiter = char::from(opts.delimiter).to_string();
-                    emit(Record::Corrupt(format!(
-                        "line {line}, a quoted field never closed: {}",
-                        fields.join(&delimiter)
-                    )));
-                    continue;
-                }
-                // NDJSON cannot hold bytes that are not UTF-8: such a row is kept as text, marked
-                // (a dead letter), never landed with replacement characters as if it were data.
-                if row.iter().any(|f| std::str::from_utf8(f).is_err()) {
-                    let fields: Vec<String> = row.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-                    let delimiter = char::from(opts.delimiter).to_string();
-                    emit(Record::Corrupt(format!("line {line}, not UTF-8: {}", fields.join(&delimiter))));
+                    emit(Record::Corrupt(format!("line {line}, {why}: {}", fields.join(&delimiter))));
                     continue;
                 }
                 obj.clear();

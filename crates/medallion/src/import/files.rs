@@ -425,7 +425,9 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
     for path in unnamed {
         out.notes.push((
             file.to_path_buf(),
-            format!("field `{path}` is inside an object under a key a dotted path cannot name: left in bronze, not in the contract"),
+            format!(
+                "field `{path}` is an object's member under a key a dotted path cannot name (empty, or with a dot): left in bronze, not in the contract"
+            ),
         ));
     }
     let mut columns = Vec::new();
@@ -443,7 +445,9 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
         if field.nested {
             out.notes.push((
                 file.to_path_buf(),
-                format!("field `{name}` holds an array: left in bronze, not in the contract"),
+                format!(
+                    "field `{name}` holds an array (or objects nested over {MAX_DEPTH} deep): left in bronze, not in the contract"
+                ),
             ));
             continue;
         }
@@ -469,12 +473,13 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
     Ok(columns)
 }
 
-/// Objects nested deeper than this are left whole (an array's note names them).
+/// Objects nested deeper than this are left whole, in bronze.
 const MAX_DEPTH: usize = 4;
 
 /// `value` at `path` as (path, value) leaves: an object's members under `path.<key>` (by name),
 /// the object itself noted in `objects`; a key with a dot, or empty, inside an object cannot be a
-/// path's step (`unnamed`). An object deeper than [`MAX_DEPTH`] stays one value.
+/// path's step, nor can a record's own key with a dot lead into its object (`unnamed`). An object
+/// deeper than [`MAX_DEPTH`] stays one value.
 fn flatten(
     path: String,
     value: Value,
@@ -484,6 +489,9 @@ fn flatten(
     unnamed: &mut BTreeSet<String>,
 ) {
     match value {
+        Value::Object(_) if depth == 0 && path.contains('.') => {
+            unnamed.insert(path);
+        }
         Value::Object(members) if depth < MAX_DEPTH => {
             for (k, v) in members {
                 let inner = format!("{path}.{k}");
@@ -774,7 +782,7 @@ mod tests {
         let text = concat!(
             "{\"id\": 1, \"customer\": {\"id\": 5, \"address\": {\"city\": \"K\\u00f6ln\"}}, \"tags\": [1]}\n",
             "{\"id\": 2, \"customer\": {\"id\": 6, \"tier\": \"gold\"}}\n",
-            "{\"id\": 3, \"customer\": null}\n",
+            "{\"id\": 3, \"customer\": null, \"a.b\": {\"c\": 1}, \"x\": {\"y.z\": 2}}\n",
         );
         let mut out = Imported::default();
         let mut columns = ndjson_columns(text, Path::new("f.ndjson"), &mut out).expect("reads");
@@ -794,6 +802,9 @@ mod tests {
         let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
         assert!(notes.iter().any(|n| n.contains("`tags` holds an array")), "{notes:?}");
         assert!(!notes.iter().any(|n| n.contains("customer")), "{notes:?}");
+        for path in ["`a.b`", "`x.y.z`"] {
+            assert!(notes.iter().any(|n| n.contains(path) && n.contains("cannot name")), "{notes:?}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod distributed;
 pub mod evolve;
 pub mod formats;
 pub mod history;
-pub mod paths;
+pub(crate) mod paths;
 pub mod promote;
 pub mod publish;
 pub(crate) mod rebuild;

@@ -17,7 +17,7 @@ use super::contract::Column;
 use crate::bronze::decode::{Kind, RawChunk, RawField};
 
 /// The steps of `field` read as a path: two or more, none empty; None for a plain field name.
-pub fn steps(field: &str) -> Option<Vec<&str>> {
+pub(crate) fn steps(field: &str) -> Option<Vec<&str>> {
     let steps: Vec<&str> = field.split('.').collect();
     (steps.len() > 1 && steps.iter().all(|s| !s.is_empty())).then_some(steps)
 }
@@ -25,9 +25,9 @@ pub fn steps(field: &str) -> Option<Vec<&str>> {
 /// How a contract's columns are decoded: the fields asked of the decoder, and, per column with a
 /// path, where its first step is among them.
 #[derive(Debug, Clone)]
-pub struct Decoding {
+pub(crate) struct Decoding {
     /// The columns' fields in column order, then each first step no column reads as a field.
-    pub fields: Vec<String>,
+    pub(crate) fields: Vec<String>,
     /// (column, index of its first step in `fields`, the steps after it).
     paths: Vec<(usize, usize, Vec<String>)>,
     columns: usize,
@@ -35,7 +35,7 @@ pub struct Decoding {
 
 impl Decoding {
     /// How `columns` are decoded.
-    pub fn of(columns: &[Column]) -> Decoding {
+    pub(crate) fn of(columns: &[Column]) -> Decoding {
         let mut fields: Vec<String> = columns.iter().map(|c| c.field.clone()).collect();
         let mut paths = Vec::new();
         for (i, c) in columns.iter().enumerate() {
@@ -55,7 +55,7 @@ impl Decoding {
     /// Puts the value along its path in each path column's field (rows holding the dotted key
     /// itself keep it), and drops the first steps decoded for them: the chunk's fields are then
     /// the columns'.
-    pub fn resolve(&self, chunk: &mut RawChunk) {
+    pub(crate) fn resolve(&self, chunk: &mut RawChunk) {
         for (column, head, rest) in &self.paths {
             let (own, first) = (&chunk.fields[*column], &chunk.fields[*head]);
             if !own.kinds.contains(&Kind::Missing) {
@@ -82,21 +82,21 @@ impl Decoding {
 /// The raw JSON value at `steps` inside `json` (an object or array), if every step is there: an
 /// object's member (the last of a repeated key, as for a record's), an array's element by index.
 fn lookup<'a>(json: &'a str, steps: &[String]) -> Option<&'a RawValue> {
-    let mut at: &'a RawValue = serde_json::from_str(json).ok()?;
+    let mut at = json;
+    let mut found = None;
     for step in steps {
-        at = match at.get().as_bytes().first() {
-            Some(b'{') => {
-                let members: Vec<(String, &'a RawValue)> = serde_json::from_str::<Members<'a>>(at.get()).ok()?.0;
-                members.into_iter().rev().find(|(k, _)| k == step)?.1
-            }
+        let value: &'a RawValue = match at.as_bytes().first() {
+            Some(b'{') => serde_json::from_str::<Members<'a>>(at).ok()?.0.into_iter().rev().find(|(k, _)| k == step)?.1,
             Some(b'[') => {
                 let index: usize = step.parse().ok()?;
-                serde_json::from_str::<Vec<&'a RawValue>>(at.get()).ok()?.into_iter().nth(index)?
+                serde_json::from_str::<Vec<&'a RawValue>>(at).ok()?.into_iter().nth(index)?
             }
             _ => return None,
         };
+        at = value.get();
+        found = Some(value);
     }
-    Some(at)
+    found
 }
 
 /// An object's members in order, repeated keys kept (the last one wins a lookup).
