@@ -376,8 +376,7 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
 
 /// Columns of an NDJSON sample: its objects' fields in the order first seen, the fields of objects
 /// inside them too, each read by its dotted path (`customer.id`; an object's own members by name).
-/// Arrays are left out (with a note): contracts hold flat columns, and bronze keeps the whole
-/// record.
+/// A field holding arrays (or objects past [`MAX_DEPTH`]) is a `json` column, its JSON text.
 fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::Result<Vec<Column>, String> {
     let mut order: Vec<String> = Vec::new();
     let mut fields: std::collections::HashMap<String, Field> = std::collections::HashMap::new();
@@ -409,7 +408,7 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
                 }
                 Value::Array(_) | Value::Object(_) => {
                     field.nested = true;
-                    field.cells.push(None);
+                    field.cells.push(Some(v.to_string()));
                 }
             }
         }
@@ -443,12 +442,21 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
             continue;
         }
         if field.nested {
-            out.notes.push((
-                file.to_path_buf(),
-                format!(
-                    "field `{name}` holds an array (or objects nested over {MAX_DEPTH} deep): left in bronze, not in the contract"
-                ),
-            ));
+            // Arrays (and objects past the depth flattened) are kept as their JSON text.
+            let present = field.cells.iter().flatten().count();
+            let distinct = field.cells.iter().flatten().collect::<BTreeSet<_>>().len();
+            columns.push(Column {
+                name: name.clone(),
+                field: name,
+                ty: "json".into(),
+                null_values: BTreeSet::new(),
+                records: field.cells.len(),
+                present,
+                distinct,
+                outliers: (0, None),
+                format: None,
+                ambiguous: false,
+            });
             continue;
         }
         let column = typed(name.clone(), &field.cells);
@@ -473,13 +481,13 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
     Ok(columns)
 }
 
-/// Objects nested deeper than this are left whole, in bronze.
+/// Objects nested deeper than this are kept whole, as JSON text.
 const MAX_DEPTH: usize = 4;
 
 /// `value` at `path` as (path, value) leaves: an object's members under `path.<key>` (by name),
 /// the object itself noted in `objects`; a key with a dot, or empty, inside an object cannot be a
-/// path's step, nor can a record's own key with a dot lead into its object (`unnamed`). An object
-/// deeper than [`MAX_DEPTH`] stays one value.
+/// path's step (`unnamed`). An object deeper than [`MAX_DEPTH`], or under a record's own dotted
+/// key (no path leads into it), stays one value.
 fn flatten(
     path: String,
     value: Value,
@@ -489,9 +497,8 @@ fn flatten(
     unnamed: &mut BTreeSet<String>,
 ) {
     match value {
-        Value::Object(_) if depth == 0 && path.contains('.') => {
-            unnamed.insert(path);
-        }
+        // A record's own dotted key is read as a whole (a flattened export): its object is kept whole.
+        object @ Value::Object(_) if depth == 0 && path.contains('.') => out.push((path, object)),
         Value::Object(members) if depth < MAX_DEPTH => {
             for (k, v) in members {
                 let inner = format!("{path}.{k}");
@@ -752,7 +759,7 @@ mod tests {
     }
 
     #[test]
-    fn ndjson_fields_take_their_json_types_and_nested_or_mixed_ones_are_left_out() {
+    fn ndjson_fields_take_their_json_types_arrays_are_json_and_mixed_ones_are_left_out() {
         let text = concat!(
             "{\"id\": 1, \"amount\": \"12.50\", \"at\": \"2024-01-02T10:00:00Z\", \"tags\": [1], \"n\": 1, \"x\": true}\n",
             "{\"id\": 2, \"amount\": 3, \"at\": null, \"n\": \"NA\", \"x\": 1, \"late\": \"a\"}\n",
@@ -766,17 +773,17 @@ mod tests {
                 ("id", "int64", vec![]),
                 ("amount", "float64", vec![]),
                 ("at", "timestamp", vec![]),
+                ("tags", "json", vec![]),
                 ("n", "int64", vec!["NA"]),
                 ("late", "string", vec![]),
             ]
         );
         let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
-        assert!(notes.iter().any(|n| n.contains("`tags` holds an array")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("`x` mixes JSON types")), "{notes:?}");
     }
 
     /// Nested objects (as API responses hold them) become a column per field inside, read by a
-    /// dotted `from`; arrays are left in bronze with a note.
+    /// dotted `from`; arrays, and objects no path leads into, are `json` columns.
     #[test]
     fn ndjson_objects_inside_records_become_columns_read_by_their_path() {
         let text = concat!(
@@ -795,16 +802,15 @@ mod tests {
                 ("id", "id", "int64"),
                 ("customer_address_city", "customer.address.city", "string"),
                 ("customer_id", "customer.id", "int64"),
+                ("tags", "tags", "json"),
                 ("customer_tier", "customer.tier", "string"),
+                ("a_b", "a.b", "json"),
             ]
         );
-        assert_eq!(columns[2].present, 2);
+        assert_eq!((columns[2].present, columns[3].present), (2, 1));
         let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
-        assert!(notes.iter().any(|n| n.contains("`tags` holds an array")), "{notes:?}");
         assert!(!notes.iter().any(|n| n.contains("customer")), "{notes:?}");
-        for path in ["`a.b`", "`x.y.z`"] {
-            assert!(notes.iter().any(|n| n.contains(path) && n.contains("cannot name")), "{notes:?}");
-        }
+        assert!(notes.iter().any(|n| n.contains("`x.y.z`") && n.contains("cannot name")), "{notes:?}");
     }
 
     #[test]

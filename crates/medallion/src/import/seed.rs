@@ -121,6 +121,7 @@ pub fn medallion_type(sql: &str) -> Option<String> {
             "boolean" | "bool" => "bool",
             "date" => "date",
             "timestamp" | "datetime" | "timestamptz" | "timestamp with time zone" => "timestamp",
+            "json" | "jsonb" | "variant" => "json",
             "decimal" | "numeric" => {
                 return Some(if t.contains('(') { t.replace("numeric", "decimal") } else { "decimal(18,3)".into() });
             }
@@ -159,6 +160,7 @@ mod tests {
             infer(csv, &[("ID".into(), "varchar".into()), ("price".into(), "numeric(10,2)".into())]).expect("x");
         assert_eq!((typed.columns[0].ty.as_str(), typed.columns[2].ty.as_str()), ("string", "decimal(10,2)"));
         assert!(infer(csv, &[("id".into(), "geometry".into())]).expect_err("no type").contains("geometry"));
+        assert_eq!(medallion_type("JSONB").as_deref(), Some("json"));
         assert!(infer("a,b\n1,2,3\n", &[]).is_err(), "a ragged row is an error, as in dbt");
     }
 }

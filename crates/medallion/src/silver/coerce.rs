@@ -148,7 +148,7 @@ impl Format {
         match ty {
             ColumnType::Date | ColumnType::Timestamp => Format::time(text, ty),
             ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal { .. } => Format::number(text),
-            ColumnType::String | ColumnType::Bool => {
+            ColumnType::String | ColumnType::Bool | ColumnType::Json => {
                 Err(format!("`format` applies to date, timestamp and number columns, not {ty}"))
             }
         }
@@ -397,6 +397,7 @@ pub fn coerce(field: &RawField, ty: ColumnType, required: bool, nulls: &[String]
             }
         }
         (ColumnType::String, ..) => run!(StringBuilder::with_capacity(n, field.data.len()), parse_string),
+        (ColumnType::Json, ..) => run!(StringBuilder::with_capacity(n, field.data.len() + 2 * n), parse_json),
         (ColumnType::Bool, ..) => run!(BooleanBuilder::with_capacity(n), parse_bool),
         (ColumnType::Date, _, Some(items)) => run!(Date32Builder::with_capacity(n), |k, t| match k {
             Kind::String => read_date_with(t, items)
@@ -431,7 +432,7 @@ pub fn reads_as(text: &str, ty: ColumnType, format: Option<&Format>) -> bool {
         (ColumnType::Int64, ..) => parse_int(s, text).is_ok(),
         (ColumnType::Float64, ..) => parse_float(s, text).is_ok(),
         (ColumnType::Decimal { precision, scale }, ..) => parse_decimal_token(s, text, precision, scale).is_ok(),
-        (ColumnType::String, ..) => true,
+        (ColumnType::String | ColumnType::Json, ..) => true,
         (ColumnType::Bool, ..) => parse_bool(s, text).is_ok(),
         (ColumnType::Date, ..) => parse_date(s, text).is_ok(),
         (ColumnType::Timestamp, ..) => parse_timestamp(text).is_some(),
@@ -528,6 +529,23 @@ fn parse_string(kind: Kind, text: &str) -> Result<&str, Fault> {
     match kind {
         Kind::String => Ok(text),
         _ => Err(Fault::Type),
+    }
+}
+
+/// Any value as its JSON text: a string quoted, unless it is the text of an object or array (a
+/// double-encoded value, a CSV cell holding JSON).
+fn parse_json(kind: Kind, text: &str) -> Result<std::borrow::Cow<'_, str>, Fault> {
+    match kind {
+        Kind::String => {
+            let holds_json = text.trim_start().starts_with(['{', '['])
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+            if holds_json {
+                Ok(text.into())
+            } else {
+                serde_json::to_string(text).map(Into::into).map_err(|_| Fault::Type)
+            }
+        }
+        _ => Ok(text.into()),
     }
 }
 
@@ -792,6 +810,48 @@ mod tests {
         let arr = out.array.as_primitive::<Float64Type>();
         assert_eq!((arr.value(0), arr.value(1)), (1.5, 12.5));
         assert_eq!(&out.faults[2..], &[Fault::NotFinite, Fault::NotFinite, Fault::NotFinite, Fault::Type]);
+    }
+
+    /// A `json` column keeps any JSON value as its text: an object or array as the record wrote
+    /// it, a number or boolean as its literal, a string quoted, unless the string is itself the
+    /// text of an object or array (a double-encoded value, a CSV cell holding JSON).
+    #[test]
+    fn json_columns_keep_any_value_as_its_json_text() {
+        let f = field(&[
+            (O, "[{\"name\": \"bug\"}]"),
+            (O, "{\"a\": 1}"),
+            (Num, "1.50"),
+            (B, "true"),
+            (S, "plain \"text\""),
+            (S, "[1, 2]"),
+            (S, "{not json"),
+            (S, "NA"),
+            (N, ""),
+            (M, ""),
+        ]);
+        let out = coerce(&f, ColumnType::Json, false, &["NA".to_string()], None);
+        let text = out.array.as_string::<i32>();
+        let got: Vec<Option<&str>> = (0..text.len()).map(|i| text.is_valid(i).then(|| text.value(i))).collect();
+        assert_eq!(
+            got,
+            [
+                Some("[{\"name\": \"bug\"}]"),
+                Some("{\"a\": 1}"),
+                Some("1.50"),
+                Some("true"),
+                Some("\"plain \\\"text\\\"\""),
+                Some("[1, 2]"),
+                Some("\"{not json\""),
+                None,
+                None,
+                None,
+            ]
+        );
+        assert!(out.faults.iter().all(|f| *f == Fault::None));
+        assert_eq!("JSON".parse::<ColumnType>(), Ok(ColumnType::Json));
+        assert_eq!(ColumnType::Json.to_string(), "json");
+        assert!(Format::parse("%Y", ColumnType::Json).is_err());
+        assert!(reads_as("anything", ColumnType::Json, None));
     }
 
     #[test]

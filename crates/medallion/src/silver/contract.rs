@@ -23,7 +23,7 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Int64 => DataType::Int64,
         ColumnType::Float64 => DataType::Float64,
         ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, i8::try_from(scale).unwrap_or(0)),
-        ColumnType::String => DataType::Utf8,
+        ColumnType::String | ColumnType::Json => DataType::Utf8,
         ColumnType::Bool => DataType::Boolean,
         ColumnType::Date => DataType::Date32,
         ColumnType::Timestamp => timestamp_type(),
@@ -409,12 +409,15 @@ mod tests {
     /// a missing step is a missing value, a nested value where a scalar is wanted a type error.
     #[test]
     fn a_dotted_from_reads_a_nested_field() {
+        use datafusion::arrow::array::{Array, AsArray};
+
         let contract = compile(
             r#"{ name = "id", type = "int64" },
                { name = "customer_id", from = "customer.id", type = "int64" },
                { name = "city", from = "customer.address.city", type = "string", required = false },
                { name = "first_sku", from = "items.0.sku", type = "string", required = false },
-               { name = "amount", from = "totals.amount", type = "decimal(20,2)", required = false }"#,
+               { name = "amount", from = "totals.amount", type = "decimal(20,2)", required = false },
+               { name = "items", type = "json", required = false }"#,
         )
         .expect("compiles");
         let records = [
@@ -453,6 +456,10 @@ mod tests {
             [(3, vec!["required".to_string()]), (4, vec!["required".to_string()]), (6, vec!["type".to_string()])]
         );
         assert_eq!(contract.field_names()[1], "customer.id");
+        let items = valid.column(5).as_string::<i32>();
+        assert_eq!(items.value(0), r#"[{"sku":"A"}]"#, "an array kept as its JSON text");
+        assert_eq!(items.value(2), "[]");
+        assert!(items.is_null(1));
     }
 
     /// Issue 15: a literal that cannot be cast to its column's type fails `validate`, not the run.

@@ -278,6 +278,12 @@ pub fn diff<'a>(
             let how = if c.required { "optional → required" } else { "required → optional" };
             out.push(acceptance(format!("{}: {how}", c.name), !c.required));
         }
+        // Types stored alike (`string` and `json`, both text) read the same raw value otherwise:
+        // the published table's schema cannot tell, the recorded contract can.
+        let stored = |ty: &str| ty.parse::<ColumnType>().ok().map(super::contract::arrow_type);
+        if old.ty != c.ty && stored(&old.ty).is_some() && stored(&old.ty) == stored(&c.ty) {
+            out.push(rule(format!("type of {}: {} → {}", c.name, old.ty, c.ty)));
+        }
         if old.from != c.from {
             let show = |f: &Option<String>| format!("`{}`", f.as_deref().unwrap_or(&c.name));
             out.push(rule(format!("field of {}: {} → {}", c.name, show(&old.from), show(&c.from))));

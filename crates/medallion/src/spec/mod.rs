@@ -831,7 +831,8 @@ pub struct ColumnSpec {
     /// path reads a field inside nested objects and arrays (`customer.id`, `items.0.sku`).
     #[serde(default)]
     pub from: Option<String>,
-    /// Type: `int64`, `float64`, `decimal(p,s)`, `string`, `bool`, `date`, `timestamp`.
+    /// Type: `int64`, `float64`, `decimal(p,s)`, `string`, `bool`, `date`, `timestamp`, `json`
+    /// (any value as its JSON text).
     #[serde(rename = "type")]
     pub ty: String,
     /// Whether a missing or null value rejects the record (default true).

@@ -25,6 +25,8 @@ pub enum ColumnType {
     Date,
     /// UTC timestamp (microseconds).
     Timestamp,
+    /// Any JSON value, stored as its JSON text (an object or array as the record wrote it).
+    Json,
 }
 
 impl FromStr for ColumnType {
@@ -39,10 +41,11 @@ impl FromStr for ColumnType {
             "bool" | "boolean" => ColumnType::Bool,
             "date" => ColumnType::Date,
             "timestamp" => ColumnType::Timestamp,
+            "json" => ColumnType::Json,
             _ => {
                 return parse_decimal(&t).ok_or_else(|| {
                     format!(
-                        "unknown type `{s}`; expected int64, float64, decimal(p,s), string, bool, date or timestamp"
+                        "unknown type `{s}`; expected int64, float64, decimal(p,s), string, bool, date, timestamp or json"
                     )
                 });
             }
@@ -68,6 +71,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Bool => f.write_str("bool"),
             ColumnType::Date => f.write_str("date"),
             ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::Json => f.write_str("json"),
         }
     }
 }

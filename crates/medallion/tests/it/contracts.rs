@@ -409,6 +409,25 @@ async fn an_empty_string_in_a_partition_column_is_null_for_every_reader() {
     }
 }
 
+/// A `json` column keeps a value as its JSON text where a `string` column keeps only strings:
+/// the same raw text reads otherwise (`"web"` quoted), so changing one to the other on a published
+/// table is a contract change that needs a rebuild, though both are text to Delta.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_string_column_turned_json_needs_a_rebuild() {
+    let d = Dir::example();
+    let record = r#"{"order_id": 1, "customer_id": 7, "amount": 10.5, "currency": "USD", "order_date": "2024-03-09", "region": "eu", "source": "web", "_batch_id": "b1", "_ingested_at": "2026-12-01T00:00:00.000000+00:00", "_source": "orders"}"#;
+    write_gz(&d.dir.path().join("lake/bronze/orders/2026-12-01/b1.ndjson.gz"), format!("{record}\n").as_bytes());
+    let s = d.run().await;
+    assert_eq!(s.silver.iter().map(|p| p.inserted).sum::<u64>(), 1);
+    d.edit("{ name = \"source\",      type = \"string\"", "{ name = \"source\",      type = \"json\"");
+    let (project, lake) = d.open().await;
+    let silver = Table::open(&lake, Layer::Silver, "orders").await.expect("open");
+    let changes = evolve::changes(&project.silver["orders"], &silver).await.expect("compare");
+    let described: Vec<String> = changes.iter().map(Change::describe).collect();
+    assert_eq!(described, vec!["type of source: string → json"]);
+    assert!(matches!(changes[0], Change::Rule { acceptance: false, .. }), "a rule change: {changes:?}");
+}
+
 /// Issue 17: a contract column can be read from a differently named raw field (dbt staging's
 /// `id as order_id`); changing the field later is a contract change; two columns cannot read one
 /// field.
