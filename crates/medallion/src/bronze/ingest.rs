@@ -1036,6 +1036,11 @@ fn csv_records(
         .from_reader(body);
     let headers: Vec<String> = if opts.header {
         match reader.byte_headers() {
+            // Its quoted field never closed, the header would be the whole file: marked, as a row.
+            Ok(h) if newlines.borrow().unclosed() => {
+                emit(Record::Corrupt(marked(skipped + 1, "a quoted field never closed", h, opts.delimiter)));
+                return Ok(());
+            }
             Ok(h) => h.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect(),
             Err(e) => {
                 emit(Record::Corrupt(format!("unreadable CSV header: {e}")));
@@ -1067,9 +1072,7 @@ fn csv_records(
                     None
                 };
                 if let Some(why) = why {
-                    let fields: Vec<String> = row.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
-                    let delimiter = char::from(opts.delimiter).to_string();
-                    emit(Record::Corrupt(format!("line {line}, {why}: {}", fields.join(&delimiter))));
+                    emit(Record::Corrupt(marked(line, why, &row, opts.delimiter)));
                     continue;
                 }
                 obj.clear();
@@ -1085,6 +1088,12 @@ fn csv_records(
         }
     }
     Ok(())
+}
+
+/// The text of a CSV row that cannot be data, marked with its line and why (a dead letter's text).
+fn marked(line: u64, why: &str, row: &csv::ByteRecord, delimiter: u8) -> String {
+    let fields: Vec<String> = row.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+    format!("line {line}, {why}: {}", fields.join(&char::from(delimiter).to_string()))
 }
 
 /// Byte offsets of the newlines read but not yet passed by the CSV parser, and how many it passed;
@@ -1462,12 +1471,14 @@ mod tests {
         let fallback = CsvBatch::undescribed("x", "y", None);
         // (read as, text, rows (line, name), bad lines (line, rule))
         type Lines<'a> = &'a [(u64, &'a str)];
-        let cases: [(&ReadOptions, &[u8], Lines, Lines); 5] = [
+        let cases: [(&ReadOptions, &[u8], Lines, Lines); 6] = [
             (&read, b"id,name\n0,ok\n1,\"Alice\n2,Bob\n3,Carol\n", &[(2, "ok")], &[(3, "unclosed_quote")]),
             (&read, b"id,name\n0,ok\n1,\"Al\"\"ice", &[(2, "ok")], &[(3, "unclosed_quote")]),
             (&read, b"id,name\n0,ok\n1,\"A\nB\"", &[(2, "ok"), (3, "A\nB")], &[]),
             (&read, b"id,name\n1,\"A\"\"\"\n", &[(2, "A\"")], &[]),
             (&escaped, b"id,name\n0,ok\n1,\"x\\\"\n", &[(2, "ok")], &[(3, "unclosed_quote")]),
+            // The header itself: the whole file would be its names.
+            (&read, b"id,\"name\n1,Ann\n2,Bob\n", &[], &[(1, "unclosed_quote")]),
         ];
         for (read, text, rows_wanted, bad_wanted) in cases {
             let shown = String::from_utf8_lossy(text);
