@@ -26,6 +26,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::seed;
 use super::{GITIGNORE, Imported, key, make_parent, quote, write_file};
@@ -375,7 +376,7 @@ fn typed(field: String, cells: &[Option<String>]) -> Column {
 }
 
 /// Columns of an NDJSON sample: its objects' fields in the order first seen, the fields of objects
-/// inside them too, each read by its dotted path (`customer.id`; an object's own members by name).
+/// inside them too (in the text's order), each read by its dotted path (`customer.id`).
 /// A field holding arrays (or objects past [`MAX_DEPTH`]) is a `json` column, its JSON text.
 fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::Result<Vec<Column>, String> {
     let mut order: Vec<String> = Vec::new();
@@ -388,7 +389,7 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
         let Ok(Ordered(object)) = serde_json::from_str::<Ordered>(line) else { continue };
         let mut flat = Vec::new();
         for (k, v) in object {
-            flatten(k, v, 0, &mut flat, &mut objects, &mut unnamed);
+            flatten(k, &v, 0, &mut flat, &mut objects, &mut unnamed);
         }
         for (k, v) in flat {
             let field = fields.entry(k.clone()).or_insert_with(|| {
@@ -484,38 +485,41 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
 /// Objects nested deeper than this are kept whole, as JSON text.
 const MAX_DEPTH: usize = 4;
 
-/// `value` at `path` as (path, value) leaves: an object's members under `path.<key>` (by name),
+/// `value` at `path` as (path, value) leaves: an object's members under `path.<key>`, in order,
 /// the object itself noted in `objects`; a key with a dot, or empty, inside an object cannot be a
 /// path's step (`unnamed`). An object deeper than [`MAX_DEPTH`], or under a record's own dotted
 /// key (no path leads into it), stays one value.
 fn flatten(
     path: String,
-    value: Value,
+    value: &RawValue,
     depth: usize,
     out: &mut Vec<(String, Value)>,
     objects: &mut BTreeSet<String>,
     unnamed: &mut BTreeSet<String>,
 ) {
-    match value {
-        // A record's own dotted key is read as a whole (a flattened export): its object is kept whole.
-        object @ Value::Object(_) if depth == 0 && path.contains('.') => out.push((path, object)),
-        Value::Object(members) if depth < MAX_DEPTH => {
-            for (k, v) in members {
-                let inner = format!("{path}.{k}");
-                if k.is_empty() || k.contains('.') {
-                    unnamed.insert(inner);
-                } else {
-                    flatten(inner, v, depth + 1, out, objects, unnamed);
-                }
-            }
-            objects.insert(path);
+    let text = value.get();
+    // A record's own dotted key is read as a whole (a flattened export): its object is kept whole.
+    let members = (text.starts_with('{') && depth < MAX_DEPTH && !(depth == 0 && path.contains('.')))
+        .then(|| serde_json::from_str::<Ordered>(text).ok())
+        .flatten();
+    let Some(Ordered(members)) = members else {
+        out.push((path, serde_json::from_str(text).unwrap_or(Value::Null)));
+        return;
+    };
+    for (k, v) in members {
+        let inner = format!("{path}.{k}");
+        if k.is_empty() || k.contains('.') {
+            unnamed.insert(inner);
+        } else {
+            flatten(inner, &v, depth + 1, out, objects, unnamed);
         }
-        other => out.push((path, other)),
     }
+    objects.insert(path);
 }
 
-/// A JSON object's fields in the order the text has them (a `Value` orders them by name).
-struct Ordered(Vec<(String, Value)>);
+/// A JSON object's members in the order the text has them (a `Value` orders them by name), each
+/// as its JSON text.
+struct Ordered(Vec<(String, Box<RawValue>)>);
 
 impl<'de> serde::Deserialize<'de> for Ordered {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -527,7 +531,7 @@ impl<'de> serde::Deserialize<'de> for Ordered {
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> std::result::Result<Ordered, M::Error> {
                 let mut fields = Vec::new();
-                while let Some(field) = map.next_entry::<String, Value>()? {
+                while let Some(field) = map.next_entry::<String, Box<RawValue>>()? {
                     fields.push(field);
                 }
                 Ok(Ordered(fields))
@@ -800,14 +804,14 @@ mod tests {
             fields,
             [
                 ("id", "id", "int64"),
-                ("customer_address_city", "customer.address.city", "string"),
                 ("customer_id", "customer.id", "int64"),
+                ("customer_address_city", "customer.address.city", "string"),
                 ("tags", "tags", "json"),
                 ("customer_tier", "customer.tier", "string"),
                 ("a_b", "a.b", "json"),
             ]
         );
-        assert_eq!((columns[2].present, columns[3].present), (2, 1));
+        assert_eq!((columns[1].present, columns[3].present), (2, 1));
         let notes: Vec<&str> = out.notes.iter().map(|(_, n)| n.as_str()).collect();
         assert!(!notes.iter().any(|n| n.contains("customer")), "{notes:?}");
         assert!(notes.iter().any(|n| n.contains("`x.y.z`") && n.contains("cannot name")), "{notes:?}");
