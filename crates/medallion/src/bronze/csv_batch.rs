@@ -280,6 +280,12 @@ impl RecordEnds {
         matches!(self.state, State::Quoted | State::Escaped)
     }
 
+    /// Whether the text scanned is one record whose quoted field is never closed (read to its
+    /// end, no record ended): a header that would take the whole file as its names.
+    fn never_closed_from_start(&self) -> bool {
+        self.ended == 0 && self.in_quotes()
+    }
+
     /// Scans the next `bytes` of the text: the offset just past the last `\n` in them that is
     /// not inside a quoted field, if any.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
@@ -393,7 +399,7 @@ pub(crate) fn count_records(opts: &CsvOptions, text: &mut impl BufRead) -> std::
         text.consume(n);
     }
     // A header whose quoted field is never closed is the file's one record, read as unclosed.
-    let header = opts.header && !(ends.ended == 0 && ends.in_quotes());
+    let header = opts.header && !ends.never_closed_from_start();
     Ok(ends.records().saturating_sub(u64::from(header)))
 }
 
@@ -570,24 +576,27 @@ pub(crate) fn read_layout(
                 break;
             }
         }
-        let mut rdr = csv_reader(&opts, &text[..]);
-        let mut row = csv::ByteRecord::new();
-        match rdr.read_byte_record(&mut row) {
+        if ends.never_closed_from_start() {
             // The header's quoted field is never closed: the whole text would be its names. It is
             // read as a record instead, which `split_csv` finds unclosed (a dead letter).
-            _ if ends.ended == 0 && ends.in_quotes() => Vec::new(),
-            Ok(true) => {
-                start = usize::try_from(rdr.position().byte()).unwrap_or(text.len()).min(text.len());
-                row.iter()
-                    .map(|f| match std::str::from_utf8(f) {
-                        Ok(name) => name.trim().to_string(),
-                        Err(_) => encoding.text(f).trim().to_string(),
-                    })
-                    .collect()
-            }
-            _ => {
-                start = text.len();
-                Vec::new()
+            Vec::new()
+        } else {
+            let mut rdr = csv_reader(&opts, &text[..]);
+            let mut row = csv::ByteRecord::new();
+            match rdr.read_byte_record(&mut row) {
+                Ok(true) => {
+                    start = usize::try_from(rdr.position().byte()).unwrap_or(text.len()).min(text.len());
+                    row.iter()
+                        .map(|f| match std::str::from_utf8(f) {
+                            Ok(name) => name.trim().to_string(),
+                            Err(_) => encoding.text(f).trim().to_string(),
+                        })
+                        .collect()
+                }
+                _ => {
+                    start = text.len();
+                    Vec::new()
+                }
             }
         }
     } else {

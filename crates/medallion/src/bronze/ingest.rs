@@ -567,10 +567,12 @@ pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(
     let cap =
         if gzip { (body.len() as u64).saturating_mul(MAX_INFLATE_RATIO).min(MAX_INFLATED_BYTES) } else { u64::MAX };
     let mut limited = text.take(cap.saturating_add(1));
-    let mut checked = Utf8Check::new(&mut limited);
+    // Text read as UTF-8 is checked; a declared encoding reads every byte, Parquet is not text.
+    let utf8 = read.encoding == Encoding::Utf8 && read.format != SourceFormat::Parquet;
+    let mut checked = Utf8Check::new(&mut limited, utf8);
     let (records, corrupt) =
         records_ndjson(read, &mut checked, body.len() as u64, "", &mut std::io::sink(), "cannot be read")?;
-    let not_utf8 = checked.bad.filter(|_| read.encoding == Encoding::Utf8 && read.format != SourceFormat::Parquet);
+    let not_utf8 = checked.bad;
     if limited.limit() == 0 {
         return Err(format!("inflates past {MAX_INFLATE_RATIO} times its compressed size: refused as a gzip bomb"));
     }
@@ -589,9 +591,11 @@ pub fn inspect(read: &ReadOptions, body: &bytes::Bytes) -> std::result::Result<(
     }
 }
 
-/// A reader passing text on and checking it is UTF-8: where the first byte that is not is.
+/// A reader passing text on and, when `checking`, checking it is UTF-8: where the first byte that
+/// is not is.
 struct Utf8Check<R> {
     inner: R,
+    checking: bool,
     /// The first bytes of a character the last read cut.
     carry: Vec<u8>,
     /// Lines passed, and bytes of the current line.
@@ -602,8 +606,8 @@ struct Utf8Check<R> {
 }
 
 impl<R: Read> Utf8Check<R> {
-    fn new(inner: R) -> Self {
-        Utf8Check { inner, carry: Vec::new(), lines: 0, column: 0, bad: None }
+    fn new(inner: R, checking: bool) -> Self {
+        Utf8Check { inner, checking, carry: Vec::new(), lines: 0, column: 0, bad: None }
     }
 
     fn check(&mut self, bytes: &[u8], eof: bool) {
@@ -639,7 +643,7 @@ impl<R: Read> Utf8Check<R> {
 impl<R: Read> Read for Utf8Check<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if self.bad.is_none() {
+        if self.checking && self.bad.is_none() {
             self.check(&buf[..n], n == 0 && !buf.is_empty());
         }
         Ok(n)
@@ -1451,7 +1455,7 @@ mod tests {
         for (text, bad) in
             [("a\nMüller €\n".as_bytes(), None), (b"a\nb\nc\xc3", Some((3, 2))), (b"a\n\xe2\x82x\n", Some((2, 1)))]
         {
-            let mut check = Utf8Check::new(Bytewise(text));
+            let mut check = Utf8Check::new(Bytewise(text), true);
             std::io::copy(&mut check, &mut std::io::sink()).expect("reads");
             assert_eq!(check.bad, bad, "{text:?}");
         }

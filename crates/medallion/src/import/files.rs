@@ -34,6 +34,7 @@ use crate::bronze::ingest::Encoding;
 use crate::error::{Error, Result};
 use crate::silver::coerce::{is_common_null_marker, reads_as};
 use crate::silver::formats;
+use crate::silver::paths::Members;
 use crate::spec::ColumnType;
 
 /// Records read to infer a contract.
@@ -386,10 +387,11 @@ fn ndjson_columns(text: &str, file: &Path, out: &mut Imported) -> std::result::R
     let mut objects: BTreeSet<String> = BTreeSet::new();
     let mut unnamed: BTreeSet<String> = BTreeSet::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()).take(SAMPLE) {
-        let Ok(Ordered(object)) = serde_json::from_str::<Ordered>(line) else { continue };
+        // In the text's order: a `Value` orders an object's members by name.
+        let Ok(Members(object)) = serde_json::from_str::<Members>(line) else { continue };
         let mut flat = Vec::new();
         for (k, v) in object {
-            flatten(k, &v, 0, &mut flat, &mut objects, &mut unnamed);
+            flatten(k, v, 0, &mut flat, &mut objects, &mut unnamed);
         }
         for (k, v) in flat {
             let field = fields.entry(k.clone()).or_insert_with(|| {
@@ -500,9 +502,9 @@ fn flatten(
     let text = value.get();
     // A record's own dotted key is read as a whole (a flattened export): its object is kept whole.
     let members = (text.starts_with('{') && depth < MAX_DEPTH && !(depth == 0 && path.contains('.')))
-        .then(|| serde_json::from_str::<Ordered>(text).ok())
+        .then(|| serde_json::from_str::<Members>(text).ok())
         .flatten();
-    let Some(Ordered(members)) = members else {
+    let Some(Members(members)) = members else {
         out.push((path, serde_json::from_str(text).unwrap_or(Value::Null)));
         return;
     };
@@ -511,34 +513,10 @@ fn flatten(
         if k.is_empty() || k.contains('.') {
             unnamed.insert(inner);
         } else {
-            flatten(inner, &v, depth + 1, out, objects, unnamed);
+            flatten(inner, v, depth + 1, out, objects, unnamed);
         }
     }
     objects.insert(path);
-}
-
-/// A JSON object's members in the order the text has them (a `Value` orders them by name), each
-/// as its JSON text.
-struct Ordered(Vec<(String, Box<RawValue>)>);
-
-impl<'de> serde::Deserialize<'de> for Ordered {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = Ordered;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> std::result::Result<Ordered, M::Error> {
-                let mut fields = Vec::new();
-                while let Some(field) = map.next_entry::<String, Box<RawValue>>()? {
-                    fields.push(field);
-                }
-                Ok(Ordered(fields))
-            }
-        }
-        d.deserialize_map(Fields)
-    }
 }
 
 /// What a sample holds of one NDJSON field.

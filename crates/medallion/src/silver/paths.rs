@@ -99,8 +99,9 @@ fn lookup<'a>(json: &'a str, steps: &[String]) -> Option<&'a RawValue> {
     found
 }
 
-/// An object's members in order, repeated keys kept (the last one wins a lookup).
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+/// An object's members in the text's order (a `serde_json::Value` orders them by name), each as
+/// its JSON text, repeated keys kept (the last one wins a lookup).
+pub(crate) struct Members<'a>(pub(crate) Vec<(String, &'a RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
