@@ -133,7 +133,8 @@ pub enum Command {
         /// `paths` or `http`).
         #[arg(required_unless_present = "follow")]
         source: Option<String>,
-        /// Files to ingest; `-` reads standard input. Gzip is detected.
+        /// Files to ingest, --threads at a time, each ingested after the one before it; `-` reads
+        /// standard input. Gzip is detected.
         files: Vec<String>,
         /// Stay up: land new and grown landing files, and fetch HTTP sources, every --interval,
         /// until SIGTERM or Ctrl-C (which finish the file or page under way first). Promotion is

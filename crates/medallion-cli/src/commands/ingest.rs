@@ -1,9 +1,11 @@
 //! `medallion ingest`.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use medallion::bronze::ingest::{FileInput, ingest, ingest_from};
+use futures::StreamExt as _;
+use medallion::bronze::ingest::{FileInput, IngestOutcome, Input, ingest_from};
 
 use super::{clock, open, spinner};
 use crate::Outcome;
@@ -40,37 +42,78 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
     if files.is_empty() {
         anyhow::bail!("give files to ingest into `{}`, or `-` to read standard input", src.name);
     }
-    for (i, file) in files.iter().enumerate() {
-        let progress = spinner(g, format!("ingesting {file} into `{}`", src.name));
-        let at = medallion::runtime::clock::later(now, i);
-        let outcome = if file == "-" {
+    // Standard input is read whole first; files must be regular files (a FIFO or device would
+    // block or never end).
+    let mut inputs: Vec<Arc<dyn Input>> = Vec::with_capacity(files.len());
+    for file in files {
+        if file == "-" {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
-            ingest(&lake, &src.name, src.read.clone(), file, buf, at).await
-        } else {
-            // A FIFO or device would block or never end: regular files only (`-` reads stdin).
-            let meta = std::fs::metadata(file).with_context(|| format!("cannot read {file}"))?;
-            if !meta.is_file() {
-                let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
-                anyhow::bail!("cannot ingest {file}: it is {what}; give files, or `-` to read standard input");
-            }
-            let input = std::sync::Arc::new(FileInput { path: file.into(), start: 0, head: Vec::new() });
-            ingest_from(&lake, &src.name, src.read.clone(), file, input, at).await
-        };
-        if let Some(pb) = progress {
-            pb.finish_and_clear();
+            inputs.push(Arc::new(bytes::Bytes::from(buf)));
+            continue;
         }
-        let outcome = outcome?;
+        let meta = std::fs::metadata(file).with_context(|| format!("cannot read {file}"))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
+            anyhow::bail!("cannot ingest {file}: it is {what}; give files, or `-` to read standard input");
+        }
+        inputs.push(Arc::new(FileInput::new(file)));
+    }
+    // Files land `--threads` at a time, in waves that keep a repeated file after its first copy;
+    // each gets a later ingest time than the file before it, as given.
+    let threads = super::threads(g);
+    let progress = spinner(g, format!("ingesting {} input(s) into `{}`", files.len(), src.name));
+    let mut landed: Vec<Option<medallion::Result<IngestOutcome>>> = (0..files.len()).map(|_| None).collect();
+    for wave in medallion::bronze::landing::waves(&inputs, threads).await {
+        let done: Vec<(usize, medallion::Result<IngestOutcome>)> = futures::stream::iter(wave)
+            .map(|i| {
+                let (input, at) = (Arc::clone(&inputs[i]), medallion::runtime::clock::later(now, i));
+                let (lake, src) = (&lake, &src);
+                async move { (i, ingest_from(lake, &src.name, src.read.clone(), &files[i], input, at).await) }
+            })
+            .buffered(threads)
+            .collect()
+            .await;
+        for (i, outcome) in done {
+            landed[i] = Some(outcome);
+        }
+    }
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let mut failed = Vec::new();
+    for (file, outcome) in files.iter().zip(landed) {
+        let outcome = match outcome {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(e)) => {
+                failed.push(e);
+                continue;
+            }
+            None => anyhow::bail!("internal error: no outcome for {file}"),
+        };
         super::run::note_landing(std::slice::from_ref(&outcome));
         if g.format == Format::Json {
             json_line("ingested", serde_json::to_value(&outcome)?)?;
         }
         rows.push(row(file.clone(), outcome));
     }
+    // Nothing landed: the error, as for one file. Some landed: they are reported, then each
+    // input that could not land, and the command fails (exit 1).
+    if rows.len() == 1 && !failed.is_empty() {
+        let first = failed.remove(0);
+        if failed.is_empty() {
+            return Err(first.into());
+        }
+        let others: Vec<String> = failed.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!("{first}\nand {} more input(s) not ingested:\n{}", failed.len(), others.join("\n"));
+    }
     if g.format != Format::Json {
         say!("{}", table(&rows));
     }
-    Ok(Outcome::Ok)
+    for e in &failed {
+        eprintln!("error: {e}");
+    }
+    Ok(if failed.is_empty() { Outcome::Ok } else { Outcome::Failed })
 }
 
 /// `ingest --follow`: lands what arrives, every `interval`, until SIGTERM or Ctrl-C. A signal is

@@ -294,6 +294,71 @@ fn ingest_from_stdin_is_exactly_once() {
     assert!(text(&out.stderr).contains("unknown source `nosuch` (known: customers, orders)"), "{}", text(&out.stderr));
 }
 
+/// `ingest` of several files lands them `--threads` at a time, in the order given: a later file
+/// wins a key over an earlier one, a copy of an earlier file finds its content landed (with the
+/// earlier file's ingest time, not racing it), and a file that cannot land is named while the
+/// others land.
+#[test]
+fn ingesting_several_files_keeps_their_order_and_names_the_one_that_fails() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    let order = |id: u32, amount: &str| {
+        format!(
+            "{{\"order_id\": {id}, \"customer_id\": 2, \"amount\": {amount}, \"currency\": \"EUR\", \"order_date\": \"2024-03-02\", \"region\": \"uk\", \"source\": \"web\"}}\n"
+        )
+    };
+    let first = format!("{}{}", order(900_001, "1.00"), order(900_002, "2.00"));
+    let files = [
+        ("first.ndjson", first.clone().into_bytes()),
+        ("second.ndjson", order(900_001, "9.00").into_bytes()),
+        ("copy-of-first.ndjson", first.into_bytes()),
+        ("bomb.ndjson.gz", {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut gz, &vec![b' '; 8 << 20]).expect("gzip");
+            gz.finish().expect("gzip")
+        }),
+        ("third.ndjson", order(900_003, "3.00").into_bytes()),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(proj.join(name), bytes).expect("write");
+    }
+    let mut args = vec!["ingest", "orders", "--threads", "3"];
+    args.extend(files.iter().map(|(name, _)| *name));
+    let out = run(&args, &proj);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let statuses: Vec<(&str, &str)> = stdout
+        .lines()
+        .filter_map(|l| files.iter().find(|(name, _)| l.starts_with(name)).map(|(name, _)| (*name, l)))
+        .map(|(name, l)| (name, if l.contains("already ingested") { "already" } else { "ingested" }))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("first.ndjson", "ingested"),
+            ("second.ndjson", "ingested"),
+            ("copy-of-first.ndjson", "already"),
+            ("third.ndjson", "ingested")
+        ],
+        "{stdout}"
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(stderr.contains("bomb.ndjson.gz") && stderr.contains("decompresses to more than"), "{stderr}");
+
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    let rows = sql_rows(
+        &proj,
+        "SELECT order_id, CAST(amount AS VARCHAR) AS amount FROM silver.orders WHERE order_id > 900000 ORDER BY order_id",
+    );
+    let got: Vec<(i64, String)> = rows
+        .iter()
+        .map(|r| (r["order_id"].as_i64().unwrap_or(0), r["amount"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let want = [(900_001, "9.00"), (900_002, "2.00"), (900_003, "3.00")];
+    assert_eq!(got, want.map(|(id, a)| (id, a.to_string())), "the second file's amount wins");
+}
+
 #[test]
 fn a_failing_gold_model_exits_1_and_stops_only_its_dependents() {
     let lake = tempfile::tempdir().expect("tmp");

@@ -23,12 +23,14 @@
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::ingest::{IngestOutcome, ReadOptions};
+use super::content::Print;
+use super::ingest::{IngestOutcome, Input, ReadOptions};
 use crate::error::{Error, Result};
 use crate::spec::SourceFormat;
 use crate::storage::Lake;
@@ -183,10 +185,14 @@ pub struct FileStamp {
 impl FileStamp {
     /// The stamp of the file at `path` now (None where the platform has no inode and ctime).
     pub fn of(path: &Path) -> Option<FileStamp> {
+        FileStamp::of_metadata(&std::fs::metadata(path).ok()?)
+    }
+
+    /// The stamp a file's metadata gives (None where the platform has no inode and ctime).
+    pub fn of_metadata(m: &std::fs::Metadata) -> Option<FileStamp> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            let m = std::fs::metadata(path).ok()?;
             let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
             Some(FileStamp {
                 len: m.len(),
@@ -198,7 +204,7 @@ impl FileStamp {
         }
         #[cfg(not(unix))]
         {
-            let _ = path;
+            let _ = m;
             None
         }
     }
@@ -410,6 +416,49 @@ impl Seen {
     }
 }
 
+impl From<Print> for Seen {
+    fn from(print: Print) -> Seen {
+        Seen { bytes: print.bytes, sha256: print.sha256 }
+    }
+}
+
+/// Inputs landed together (in their order, each with a later ingest time than the one before) go
+/// in two waves, `threads` at a time: first those whose raw bytes repeat no earlier input's, then
+/// the repeats, which so find their content landed with the earlier input's ingest time rather
+/// than race it for the batch. Only inputs sharing a size with another are read to tell (blocking
+/// work, `threads` at a time); one that cannot be read goes in the first wave, where landing it
+/// says why. Returns the two waves as indexes into `inputs`.
+pub async fn waves(inputs: &[Arc<dyn Input>], threads: usize) -> [Vec<usize>; 2] {
+    use futures::StreamExt as _;
+    let sizes: Vec<Option<u64>> = inputs.iter().map(|i| i.size().ok()).collect();
+    let mut count: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for size in sizes.iter().flatten() {
+        *count.entry(*size).or_default() += 1;
+    }
+    let hashed: Vec<Option<Seen>> = futures::stream::iter(inputs.iter().zip(&sizes))
+        .map(|(input, size)| {
+            let shared = size.is_some_and(|s| count[&s] > 1);
+            let input = Arc::clone(input);
+            async move {
+                if !shared {
+                    return None;
+                }
+                tokio::task::spawn_blocking(move || input.open().and_then(Seen::of_reader).ok()).await.ok().flatten()
+            }
+        })
+        .buffered(threads.max(1))
+        .collect()
+        .await;
+    let mut waves: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    for (i, seen) in hashed.iter().enumerate() {
+        let repeat = seen
+            .as_ref()
+            .is_some_and(|s| waves[0].iter().any(|&first| hashed[first].as_ref().is_some_and(|f| f.same_bytes(s))));
+        waves[usize::from(repeat)].push(i);
+    }
+    waves
+}
+
 /// Records that `seen` (the whole file) of `shown` was landed, in the batch `landed_in` (id,
 /// path); with the file's `stamp` when it stayed the same while it was read.
 pub async fn remember(
@@ -460,6 +509,28 @@ mod tests {
         std::fs::write(&file, b"{\"id\": 1}\n").expect("rewrite");
         std::fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(mtime)).expect("set mtime");
         assert_eq!(known().await.expect("look"), None);
+    }
+
+    #[tokio::test]
+    async fn a_repeat_lands_in_the_second_wave_and_only_shared_sizes_are_read() {
+        struct Counted(bytes::Bytes, std::sync::atomic::AtomicUsize);
+        impl Input for Counted {
+            fn open(&self) -> std::io::Result<Box<dyn Read + Send>> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.open()
+            }
+            fn size(&self) -> std::io::Result<u64> {
+                self.0.size()
+            }
+        }
+        let inputs: Vec<Arc<Counted>> = ["aaaa", "bb", "aaaa", "abab", "ccc", "bb"]
+            .iter()
+            .map(|t| Arc::new(Counted(bytes::Bytes::from_static(t.as_bytes()), Default::default())))
+            .collect();
+        let dyns: Vec<Arc<dyn Input>> = inputs.iter().map(|i| Arc::clone(i) as Arc<dyn Input>).collect();
+        assert_eq!(waves(&dyns, 2).await, [vec![0, 1, 3, 4], vec![2, 5]]);
+        let opened: Vec<usize> = inputs.iter().map(|i| i.1.load(std::sync::atomic::Ordering::SeqCst)).collect();
+        assert_eq!(opened, [1, 1, 1, 1, 0, 1], "the one size no other input has is not read");
     }
 
     #[test]

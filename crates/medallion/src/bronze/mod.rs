@@ -13,6 +13,7 @@
 //! JSON record without serde_json).
 
 pub mod batches;
+pub(crate) mod content;
 pub mod csv_batch;
 pub mod decode;
 pub mod drift;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bronze::ingest::{FileInput, IngestOutcome, IngestStatus, ingest_from};
+use crate::bronze::ingest::{FileInput, IngestOutcome, IngestStatus, Input, land_input};
 use crate::bronze::landing;
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
@@ -578,11 +578,11 @@ async fn ingest_paths(
     let entries = tokio::task::spawn_blocking(move || landing::scan(&root, &name, &patterns, follow))
         .await
         .map_err(|e| Error::Internal(format!("listing landing files: {e}")))??;
-    // Files land `threads` at a time (hashing and converting them is CPU work), each to its end
-    // even when another fails; outcomes keep the files' order. Files given together get strictly
-    // increasing ingest times in their (sorted) order, so duplicates across them resolve by that
-    // order, not by which landing finished first. A file with the same bytes as an earlier one
-    // lands after it (then finds its content landed), never beside it.
+    // Files land `threads` at a time (converting them is CPU work), each to its end even when
+    // another fails; outcomes keep the files' order. Files given together get strictly increasing
+    // ingest times in their (sorted) order, so duplicates across them resolve by that order, not by
+    // which landing finished first: a file with the same bytes as an earlier one lands after it
+    // (then finds its content landed), never beside it.
     use futures::StreamExt as _;
     let threads = opts.threads.max(1);
     let prepared: Vec<Result<Landing>> = futures::stream::iter(entries)
@@ -592,18 +592,21 @@ async fn ingest_paths(
         .await;
     let prepared = prepared.into_iter().collect::<Result<Vec<Landing>>>()?;
     let mut outcomes: Vec<Option<Result<IngestOutcome>>> = Vec::new();
-    let mut waves: [Vec<(usize, NewFile)>; 2] = [Vec::new(), Vec::new()];
+    let mut new: Vec<(usize, NewFile)> = Vec::new();
     for (i, landing) in prepared.into_iter().enumerate() {
         match landing {
             Landing::Done(outcome) => outcomes.push(Some(Ok(outcome))),
             Landing::New(file) => {
-                let repeat = waves[0].iter().any(|(_, first)| first.seen.same_bytes(&file.seen));
-                waves[usize::from(repeat)].push((i, file));
+                new.push((i, file));
                 outcomes.push(None);
             }
         }
     }
+    let inputs: Vec<Arc<dyn Input>> = new.iter().map(|(_, f)| Arc::clone(&f.input) as Arc<dyn Input>).collect();
+    let waves = landing::waves(&inputs, threads).await;
+    let mut files: Vec<Option<(usize, NewFile)>> = new.into_iter().map(Some).collect();
     for wave in waves {
+        let wave: Vec<(usize, NewFile)> = wave.into_iter().filter_map(|k| files[k].take()).collect();
         let landed: Vec<(usize, Result<IngestOutcome>)> = futures::stream::iter(wave)
             .map(|(i, file)| async move { (i, land_new(lake, source, file, later(opts.now, i)).await) })
             .buffered(threads)
@@ -624,14 +627,11 @@ enum Landing {
 
 /// A landing file with content not yet in bronze.
 struct NewFile {
-    path: std::path::PathBuf,
     shown: String,
-    /// The whole file as hashed, and its stamp then (none if it changed meanwhile).
-    seen: landing::Seen,
-    stamp: Option<landing::FileStamp>,
-    /// Where its new content starts, and the header lines before it (a grown CSV file).
-    start: u64,
-    head: Vec<u8>,
+    /// Its whole or new content.
+    input: Arc<FileInput>,
+    /// The whole file as hashed, when only its new content lands (else its landing hashes it).
+    whole: Option<landing::Seen>,
     note: Option<String>,
 }
 
@@ -653,39 +653,53 @@ async fn prepare_landing(lake: &Lake, source: &crate::project::Source, entry: la
             note: None,
         }));
     }
-    let file = path.clone();
-    let (seen, stamp) = match tokio::task::spawn_blocking(move || {
-        let before = landing::FileStamp::of(&file);
-        let seen = landing::Seen::of_file(&file)?;
-        // The stamp of the bytes hashed: none if the file changed meanwhile.
-        Ok::<_, std::io::Error>((seen, before.filter(|b| landing::FileStamp::of(&file).as_ref() == Some(b))))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
-    {
-        Ok(seen) => seen,
-        Err(e) => return Ok(Landing::Done(IngestOutcome::skipped(&shown, format!("cannot be read: {e}")))),
-    };
-    let (start, head, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
-        landing::NewContent::Whole => (0, Vec::new(), None),
-        landing::NewContent::Appended { start, head, note } => (start, head, Some(note)),
+    let (input, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
+        landing::NewContent::Whole => (FileInput::new(path), None),
+        landing::NewContent::Appended { start, head, note } => (FileInput::from(path, start, head), Some(note)),
         landing::NewContent::Refused(why) => return Ok(Landing::Done(IngestOutcome::skipped(&shown, why))),
     };
-    Ok(Landing::New(NewFile { path, shown, seen, stamp, start, head, note }))
+    let input = Arc::new(input);
+    let whole = if input.local_file().is_some() {
+        None
+    } else {
+        let opened = Arc::clone(&input);
+        // Opened first: a change from here on, during the hash too, is one its landing refuses.
+        match tokio::task::spawn_blocking(move || opened.open().and_then(|_| landing::Seen::of_file(&opened.path)))
+            .await
+            .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+        {
+            Ok(seen) => Some(seen),
+            Err(e) => return Ok(Landing::Done(IngestOutcome::skipped(&shown, format!("cannot be read: {e}")))),
+        }
+    };
+    Ok(Landing::New(NewFile { shown, input, whole, note }))
 }
 
-/// Lands a file's new content as a batch ingested at `now`, and remembers what landed.
+/// Lands a file's new content as a batch ingested at `now`, and remembers what landed: the whole
+/// file's bytes, with its stamp when it was opened (unchanged through the landing, or nothing
+/// landed).
 async fn land_new(lake: &Lake, source: &crate::project::Source, file: NewFile, now: Now) -> Result<IngestOutcome> {
-    let NewFile { path, shown, seen, stamp, start, head, note } = file;
-    let input = Arc::new(FileInput { path, start, head });
-    let mut outcome = match ingest_from(lake, &source.name, source.read.clone(), &shown, input, now).await {
-        Ok(outcome) => outcome,
+    let NewFile { shown, input, whole, note } = file;
+    let landed = land_input(lake, &source.name, &source.read, &shown, Arc::clone(&input) as Arc<dyn Input>, now).await;
+    let (mut outcome, raw) = match landed {
+        Ok(landed) => landed,
         // Input that cannot be landed (not gzip after all, a gzip bomb, changed meanwhile)
         // is skipped with why; the other files still land.
         Err(Error::Ingest { message, .. }) => return Ok(IngestOutcome::skipped(&shown, message)),
         Err(e) => return Err(e),
     };
-    landing::remember(lake, &source.name, &shown, seen, stamp, (&outcome.batch_id, &outcome.path)).await?;
+    let seen = match whole.or_else(|| raw.map(landing::Seen::from)) {
+        Some(seen) => seen,
+        // A gzip stream unreadable part-way: its raw bytes were not all read.
+        None => {
+            let file = input.path.clone();
+            tokio::task::spawn_blocking(move || landing::Seen::of_file(&file))
+                .await
+                .map_err(|e| Error::Internal(format!("hashing {shown}: {e}")))?
+                .map_err(|source| Error::Io { path: input.path.clone(), source })?
+        }
+    };
+    landing::remember(lake, &source.name, &shown, seen, input.stamp(), (&outcome.batch_id, &outcome.path)).await?;
     if let Some(note) = note {
         outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));
     }

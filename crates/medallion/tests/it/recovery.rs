@@ -22,11 +22,14 @@ async fn ingesting_the_same_content_twice_lands_one_batch() {
         ingest(&env.lake, "orders", SourceFormat::Ndjson, "copy.ndjson", content.clone(), now).await.expect("ingest");
     assert_eq!(second.status, IngestStatus::AlreadyIngested);
     assert_eq!(second.batch_id, first.batch_id);
+    // The second landing's own upload was abandoned: nothing of it is in bronze.
+    assert_eq!(walk(&env.lake_dir().join("bronze")), vec![env.lake_dir().join(&first.path)]);
 
     // A crash after the marker but before the batch landed: the next ingest completes that batch.
     std::fs::remove_file(env.lake_dir().join(&first.path)).expect("rm");
     let third = ingest(&env.lake, "orders", SourceFormat::Ndjson, "a.ndjson", content, now).await.expect("ingest");
     assert_eq!((third.status, third.batch_id.as_str()), (IngestStatus::Recovered, first.batch_id.as_str()));
+    assert_eq!(walk(&env.lake_dir().join("bronze")), vec![env.lake_dir().join(&first.path)], "that batch alone");
 
     let s = env.run().await;
     assert_eq!(s.totals.read, expected.records);
@@ -34,15 +37,14 @@ async fn ingesting_the_same_content_twice_lands_one_batch() {
     assert_eq!(env.scalar_i64("SELECT count(*) FROM silver.orders").await as u64, expected.silver_rows);
 }
 
-/// Issue 22: ingest streams its input (fingerprint, then convert and upload in parts): a batch
+/// Issue 22: ingest streams its input (one pass: convert, hash and upload in parts): a batch
 /// larger than one part lands whole and reads back record for record; an input that changes
-/// between the two reads lands nothing.
+/// while it is read lands nothing, and claims nothing: its next landing lands it.
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::result_large_err)] // the decoder's callback returns medallion's Result
 async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_one() {
     use std::io::Write;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use medallion::bronze::ingest::{FileInput, Input, ingest_from};
 
@@ -65,7 +67,7 @@ async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_
     }
     f.flush().expect("flush");
     drop(f);
-    let input = Arc::new(FileInput { path: path.clone(), start: 0, head: Vec::new() });
+    let input = Arc::new(FileInput::new(&path));
     let now = medallion::runtime::now();
     let out = ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "big.ndjson", input, now).await.expect("ingest");
     assert_eq!((out.status, out.records, out.corrupt), (IngestStatus::Ingested, n, 0));
@@ -79,25 +81,37 @@ async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_
     .expect("decode");
     assert_eq!((rows, bad.len()), (n, 0));
 
-    // Different bytes on the second read: refused, and no batch object appears.
-    struct Changing(AtomicUsize);
+    // A file written to while it lands (its stamp moves after it was opened): refused, and no
+    // batch object appears.
+    struct Changing(FileInput);
     impl Input for Changing {
         fn open(&self) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-            let k = self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(std::io::Cursor::new(format!("{{\"order_id\": {k}}}\n").into_bytes())))
+            let r = self.0.open()?;
+            std::fs::OpenOptions::new().append(true).open(&self.0.path)?.write_all(b"{\"order_id\": 9}\n")?;
+            Ok(r)
         }
         fn size(&self) -> std::io::Result<u64> {
-            Ok(16)
+            self.0.size()
+        }
+        fn changed(&self) -> bool {
+            self.0.changed()
         }
     }
+    let moving = env.dir.path().join("moving.ndjson");
+    std::fs::write(&moving, "{\"order_id\": 1}\n").expect("write");
     let before = walk(&env.lake_dir().join("bronze")).len();
-    let err =
-        ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "moving", Arc::new(Changing(AtomicUsize::new(0))), now)
-            .await
-            .expect_err("changed")
-            .to_string();
+    let changing = Arc::new(Changing(FileInput::new(&moving)));
+    let err = ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "moving", changing, now)
+        .await
+        .expect_err("changed")
+        .to_string();
     assert!(err.contains("changed while it was being landed"), "{err}");
     assert_eq!(walk(&env.lake_dir().join("bronze")).len(), before, "no batch landed");
+    // Settled, it lands (no marker was left claiming its content).
+    let out = ingest_from(&env.lake, "orders", SourceFormat::Ndjson, "moving", Arc::new(FileInput::new(&moving)), now)
+        .await
+        .expect("ingest");
+    assert_eq!((out.status, out.records), (IngestStatus::Ingested, 2));
 }
 
 #[tokio::test(flavor = "multi_thread")]
