@@ -357,6 +357,20 @@ fn ingesting_several_files_keeps_their_order_and_names_the_one_that_fails() {
         .collect();
     let want = [(900_001, "9.00"), (900_002, "2.00"), (900_003, "3.00")];
     assert_eq!(got, want.map(|(id, a)| (id, a.to_string())), "the second file's amount wins");
+    // The run's landings are events with the bytes landed and the time it took.
+    let landed: u64 = std::fs::read_dir(proj.join("landing"))
+        .expect("landing")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("orders-"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
+    let events = sql_rows(
+        &proj,
+        "SELECT sum(bytes) AS bytes, count(duration_ms) AS timed, count(*) AS n FROM medallion.events \
+         WHERE node = 'bronze/orders' AND status = 'ingested'",
+    );
+    assert_eq!(events[0]["bytes"].as_u64(), Some(landed), "{events:?}");
+    assert_eq!(events[0]["timed"], events[0]["n"], "{events:?}");
 }
 
 #[test]

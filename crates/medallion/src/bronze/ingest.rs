@@ -70,6 +70,10 @@ pub struct IngestOutcome {
     pub records: u64,
     /// Lines that were not JSON objects, kept as `_corrupt_record` text.
     pub corrupt: u64,
+    /// Bytes of the input's content read (decompressed; 0 when it was not read).
+    pub bytes: u64,
+    /// How long landing it took (for inputs landed together, the time of all of them).
+    pub duration_ms: u64,
     /// Damage to the input (a gzip stream unreadable past some point: what was read landed), or
     /// why it was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +90,8 @@ impl IngestOutcome {
             path: String::new(),
             records: 0,
             corrupt: 0,
+            bytes: 0,
+            duration_ms: 0,
             note: Some(why.into()),
         }
     }
@@ -476,6 +482,7 @@ pub(crate) async fn land_input(
     from: std::sync::Arc<dyn Input>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(IngestOutcome, Option<Print>)> {
+    let started = std::time::Instant::now();
     let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
     let fresh = Marker::fresh(now, input);
     let (path, provenance) = fresh.landing(source, read);
@@ -508,6 +515,8 @@ pub(crate) async fn land_input(
         path,
         records,
         corrupt,
+        bytes: print.content.bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
         note: print.damage.clone(),
     };
     if created {
@@ -555,11 +564,13 @@ pub async fn ingest_group(
     bodies: Vec<bytes::Bytes>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<IngestOutcome>> {
+    let started = std::time::Instant::now();
     let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
     let fresh = Marker::fresh(now, input);
     let path = fresh.batch(source, false);
     // Which inputs this batch lands: (index, fingerprint); the others are answered as landed.
     let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; bodies.len()];
+    let mut read_bytes = vec![0u64; bodies.len()];
     let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut landing = Vec::new();
     for (i, body) in bodies.iter().enumerate() {
@@ -569,6 +580,7 @@ pub async fn ingest_group(
             .map_err(|e| Error::Internal(format!("fingerprint task: {e}")))?
             .map_err(failed)?
             .content;
+        read_bytes[i] = print.bytes;
         if let Some(&first) = taken.get(&print.sha256) {
             landing.push((i, Some(first)));
             continue;
@@ -584,6 +596,8 @@ pub async fn ingest_group(
                     path: earlier_path,
                     records: 0,
                     corrupt: 0,
+                    bytes: print.bytes,
+                    duration_ms: started.elapsed().as_millis() as u64,
                     note: None,
                 });
                 continue;
@@ -623,6 +637,8 @@ pub async fn ingest_group(
                 path: path.clone(),
                 records,
                 corrupt,
+                bytes: read_bytes[i],
+                duration_ms: started.elapsed().as_millis() as u64,
                 note: None,
             });
         }

@@ -268,6 +268,8 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                         e.status = Some(o.status.label().replace(' ', "_"));
                         e.rows_inserted = Some(o.records);
                         e.rows_rejected = Some(o.corrupt);
+                        e.bytes = Some(o.bytes);
+                        e.duration_ms = Some(o.duration_ms);
                     });
                 }
                 summary.ingested.extend(outcomes);
@@ -650,6 +652,8 @@ async fn prepare_landing(lake: &Lake, source: &crate::project::Source, entry: la
             path: batch,
             records: 0,
             corrupt: 0,
+            bytes: 0,
+            duration_ms: 0,
             note: None,
         }));
     }
