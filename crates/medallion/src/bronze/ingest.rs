@@ -385,11 +385,12 @@ pub struct FileInput {
 impl FileInput {
     /// The whole file at `path`.
     pub fn new(path: impl Into<std::path::PathBuf>) -> FileInput {
-        FileInput::from(path, 0, Vec::new())
+        FileInput { path: path.into(), start: 0, head: Vec::new(), opened: std::sync::OnceLock::new() }
     }
 
-    /// The file at `path` from byte `start` on, after `head`.
-    pub fn from(path: impl Into<std::path::PathBuf>, start: u64, head: Vec<u8>) -> FileInput {
+    /// The new content of a grown file at `path`: `head` (a CSV file's header lines), then the
+    /// file from byte `start` on.
+    pub fn grown(path: impl Into<std::path::PathBuf>, start: u64, head: Vec<u8>) -> FileInput {
         FileInput { path: path.into(), start, head, opened: std::sync::OnceLock::new() }
     }
 

@@ -659,7 +659,7 @@ async fn prepare_landing(lake: &Lake, source: &crate::project::Source, entry: la
     }
     let (input, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
         landing::NewContent::Whole => (FileInput::new(path), None),
-        landing::NewContent::Appended { start, head, note } => (FileInput::from(path, start, head), Some(note)),
+        landing::NewContent::Appended { start, head, note } => (FileInput::grown(path, start, head), Some(note)),
         landing::NewContent::Refused(why) => return Ok(Landing::Done(IngestOutcome::skipped(&shown, why))),
     };
     let input = Arc::new(input);
