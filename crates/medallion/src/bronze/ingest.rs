@@ -507,6 +507,7 @@ pub(crate) async fn land_input(
         Ok::<_, Error>((marker, created, converted.counts, converted.print))
     };
     let (uploaded, decided) = tokio::join!(lake.put_parts(&path, rx), decided);
+    let uploaded = store_first(&decided, uploaded)?;
     let (marker, created, (records, corrupt), print) = decided?;
     let raw = print.raw.clone();
     let landed = |status, batch_id, path, (records, corrupt)| IngestOutcome {
@@ -543,9 +544,20 @@ pub(crate) async fn land_input(
         })
     };
     let (uploaded, converted) = tokio::join!(lake.put_parts(&path, rx), converter);
-    let counts = converted.map_err(|e| Error::Internal(format!("ingest task: {e}")))?.map_err(failed)?;
+    let counts = converted.map_err(|e| Error::Internal(format!("ingest task: {e}")))?.map_err(failed);
+    let uploaded = store_first(&counts, uploaded)?;
+    let counts = counts?;
     uploaded?;
     Ok((landed(IngestStatus::Recovered, marker.batch_id, path, counts), raw))
+}
+
+/// The upload's result, or its error when the landing failed too and the store refused the upload:
+/// that stopped the conversion, so it is the cause to report.
+fn store_first<T>(landing: &Result<T>, uploaded: Result<()>) -> Result<Result<()>> {
+    match (landing, uploaded) {
+        (Err(_), Err(e @ Error::Storage { .. })) => Err(e),
+        (_, uploaded) => Ok(uploaded),
+    }
 }
 
 /// Why an input read differently from one read to the next lands nothing.

@@ -38,8 +38,9 @@ async fn ingesting_the_same_content_twice_lands_one_batch() {
 }
 
 /// Issue 22: ingest streams its input (one pass: convert, hash and upload in parts): a batch
-/// larger than one part lands whole and reads back record for record; an input that changes
-/// while it is read lands nothing, and claims nothing: its next landing lands it.
+/// larger than one part lands whole and reads back record for record; a store refusing the upload
+/// part-way is the error said; an input that changes while it is read lands nothing, and claims
+/// nothing: its next landing lands it.
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::result_large_err)] // the decoder's callback returns medallion's Result
 async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_one() {
@@ -80,6 +81,21 @@ async fn ingest_streams_large_inputs_in_parts_and_lands_nothing_from_a_changing_
     })
     .expect("decode");
     assert_eq!((rows, bad.len()), (n, 0));
+
+    // The store refusing the upload part-way (here: `bronze/orders` is a file, not a directory)
+    // is the error said, not the conversion it stopped; no marker claims the content.
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = dir.path().join("lake");
+    std::fs::create_dir_all(lake.join("bronze")).expect("mkdir");
+    std::fs::write(lake.join("bronze/orders"), b"in the way").expect("write");
+    let blocked = medallion::storage::Lake::open("lake", dir.path()).expect("lake");
+    let input = Arc::new(FileInput::new(&path));
+    let err = ingest_from(&blocked, "orders", SourceFormat::Ndjson, "big.ndjson", input, now)
+        .await
+        .expect_err("the store refuses")
+        .to_string();
+    assert!(err.contains("bronze/orders/") && !err.contains("the upload stopped"), "{err}");
+    assert!(!lake.join("_medallion/ingest/orders").exists(), "no marker: {err}");
 
     // A file written to while it lands (its stamp moves after it was opened): refused, and no
     // batch object appears.
