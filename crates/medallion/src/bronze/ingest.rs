@@ -487,16 +487,9 @@ pub(crate) async fn land_input(
     let failed = |message: String| Error::Ingest { source_name: source.to_string(), input: input.to_string(), message };
     let fresh = Marker::fresh(now, input);
     let (path, provenance) = fresh.landing(source, read);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2);
-    let converter = {
-        let (from, read) = (std::sync::Arc::clone(&from), read.clone());
-        tokio::task::spawn_blocking(move || land(from.as_ref(), &read, &provenance, PartSink::new(tx)))
-    };
-    // The upload runs beside the conversion, and ends when the decision below sends the batch's
-    // end (or drops the sink: nothing is written).
-    let decided = async {
-        let converted = converter.await.map_err(|e| Error::Internal(format!("ingest task: {e}")))?.map_err(failed)?;
-        if from.changed() {
+    let first = std::sync::Arc::clone(&from);
+    let decide = async move |converted: Converted| {
+        if first.changed() {
             return Err(failed(CHANGED.into()));
         }
         let (marker, created) = fresh.claim(lake, &Marker::path(source, &converted.print.content.sha256)).await?;
@@ -504,11 +497,10 @@ pub(crate) async fn land_input(
             crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
             converted.sink.done().await.map_err(|e| failed(format!("cannot be landed: {e}")))?;
         }
-        Ok::<_, Error>((marker, created, converted.counts, converted.print))
+        Ok((marker, created, converted.counts, converted.print))
     };
-    let (uploaded, decided) = tokio::join!(lake.put_parts(&path, rx), decided);
-    let uploaded = store_first(&decided, uploaded)?;
-    let (marker, created, (records, corrupt), print) = decided?;
+    let ((marker, created, (records, corrupt), print), uploaded) =
+        convert_uploading(lake, &path, std::sync::Arc::clone(&from), read, provenance, &failed, decide).await?;
     let raw = print.raw.clone();
     let landed = |status, batch_id, path, (records, corrupt)| IngestOutcome {
         input: input.to_string(),
@@ -531,32 +523,43 @@ pub(crate) async fn land_input(
     }
     crate::runtime::faults::check(&format!("bronze/{source}"), "batch")?;
     let (path, provenance) = marker.landing(source, read);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2);
-    let converter = {
-        let (read, expected) = (read.clone(), print.content.clone());
-        tokio::task::spawn_blocking(move || {
-            let converted = land(from.as_ref(), &read, &provenance, PartSink::new(tx))?;
-            if from.changed() || converted.print.content != expected {
-                return Err(CHANGED.to_string());
-            }
-            converted.sink.blocking_done().map_err(|e| format!("cannot be landed: {e}"))?;
-            Ok(converted.counts)
-        })
+    let again = std::sync::Arc::clone(&from);
+    let decide = async |converted: Converted| {
+        if again.changed() || converted.print.content != print.content {
+            return Err(failed(CHANGED.into()));
+        }
+        converted.sink.done().await.map_err(|e| failed(format!("cannot be landed: {e}")))?;
+        Ok(converted.counts)
     };
-    let (uploaded, converted) = tokio::join!(lake.put_parts(&path, rx), converter);
-    let counts = converted.map_err(|e| Error::Internal(format!("ingest task: {e}")))?.map_err(failed);
-    let uploaded = store_first(&counts, uploaded)?;
-    let counts = counts?;
+    let (counts, uploaded) = convert_uploading(lake, &path, from, read, provenance, &failed, decide).await?;
     uploaded?;
     Ok((landed(IngestStatus::Recovered, marker.batch_id, path, counts), raw))
 }
 
-/// The upload's result, or its error when the landing failed too and the store refused the upload:
-/// that stopped the conversion, so it is the cause to report.
-fn store_first<T>(landing: &Result<T>, uploaded: Result<()>) -> Result<Result<()>> {
-    match (landing, uploaded) {
+/// Converts `from` on a blocking thread into a batch uploaded at `path` as it is produced; `decide`
+/// gets what the conversion made and completes the upload ([`PartSink::done`]) or drops it (nothing
+/// is written). Returns what `decide` returned and the upload's result; when both failed and the
+/// store refused the upload, that stopped the conversion, so its error is the one returned.
+async fn convert_uploading<T>(
+    lake: &Lake,
+    path: &str,
+    from: std::sync::Arc<dyn Input>,
+    read: &ReadOptions,
+    provenance: Provenance,
+    failed: &impl Fn(String) -> Error,
+    decide: impl AsyncFnOnce(Converted) -> Result<T>,
+) -> Result<(T, Result<()>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Part>(2);
+    let read = read.clone();
+    let converter = tokio::task::spawn_blocking(move || land(from.as_ref(), &read, &provenance, PartSink::new(tx)));
+    let decided = async {
+        let converted = converter.await.map_err(|e| Error::Internal(format!("ingest task: {e}")))?.map_err(failed)?;
+        decide(converted).await
+    };
+    let (uploaded, decided) = tokio::join!(lake.put_parts(path, rx), decided);
+    match (decided, uploaded) {
         (Err(_), Err(e @ Error::Storage { .. })) => Err(e),
-        (_, uploaded) => Ok(uploaded),
+        (decided, uploaded) => Ok((decided?, uploaded)),
     }
 }
 
@@ -938,11 +941,6 @@ impl PartSink {
     /// Sends the end, completing the upload (after [`PartSink::flush_part`]).
     async fn done(self) -> std::io::Result<()> {
         self.tx.send(Part::Done).await.map_err(|_| std::io::Error::other("the upload stopped"))
-    }
-
-    /// [`PartSink::done`], blocking.
-    fn blocking_done(self) -> std::io::Result<()> {
-        self.tx.blocking_send(Part::Done).map_err(|_| std::io::Error::other("the upload stopped"))
     }
 }
 
