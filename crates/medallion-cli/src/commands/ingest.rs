@@ -4,8 +4,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use futures::StreamExt as _;
-use medallion::bronze::ingest::{FileInput, IngestOutcome, Input, ingest_from};
+use medallion::bronze::ingest::{FileInput, Input, ingest_from};
 
 use super::{clock, open, spinner};
 use crate::Outcome;
@@ -63,33 +62,23 @@ pub async fn run(g: &Global, source: &str, files: &[String]) -> Result<Outcome> 
     // each gets a later ingest time than the file before it, as given.
     let threads = super::threads(g);
     let progress = spinner(g, format!("ingesting {} input(s) into `{}`", files.len(), src.name));
-    let mut landed: Vec<Option<medallion::Result<IngestOutcome>>> = (0..files.len()).map(|_| None).collect();
-    for wave in medallion::bronze::landing::waves(&inputs, threads).await {
-        let done: Vec<(usize, medallion::Result<IngestOutcome>)> = futures::stream::iter(wave)
-            .map(|i| {
-                let (input, at) = (Arc::clone(&inputs[i]), medallion::runtime::clock::later(now, i));
-                let (lake, src) = (&lake, &src);
-                async move { (i, ingest_from(lake, &src.name, src.read.clone(), &files[i], input, at).await) }
-            })
-            .buffered(threads)
-            .collect()
-            .await;
-        for (i, outcome) in done {
-            landed[i] = Some(outcome);
-        }
-    }
+    let landed = medallion::bronze::landing::in_waves(&inputs, threads, |i| {
+        let (input, at) = (Arc::clone(&inputs[i]), medallion::runtime::clock::later(now, i));
+        let (lake, src) = (&lake, &src);
+        async move { ingest_from(lake, &src.name, src.read.clone(), &files[i], input, at).await }
+    })
+    .await;
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
     let mut failed = Vec::new();
     for (file, outcome) in files.iter().zip(landed) {
         let outcome = match outcome {
-            Some(Ok(outcome)) => outcome,
-            Some(Err(e)) => {
+            Ok(outcome) => outcome,
+            Err(e) => {
                 failed.push(e);
                 continue;
             }
-            None => anyhow::bail!("internal error: no outcome for {file}"),
         };
         super::run::note_landing(std::slice::from_ref(&outcome));
         if g.format == Format::Json {

@@ -422,13 +422,39 @@ impl From<Print> for Seen {
     }
 }
 
-/// Inputs landed together (in their order, each with a later ingest time than the one before) go
-/// in two waves, `threads` at a time: first those whose raw bytes repeat no earlier input's, then
-/// the repeats, which so find their content landed with the earlier input's ingest time rather
-/// than race it for the batch. Only inputs sharing a size with another are read to tell (blocking
-/// work, `threads` at a time); one that cannot be read goes in the first wave, where landing it
-/// says why. Returns the two waves as indexes into `inputs`.
-pub async fn waves(inputs: &[Arc<dyn Input>], threads: usize) -> [Vec<usize>; 2] {
+/// Lands `inputs` given together (in their order, each with a later ingest time than the one
+/// before) with `land` (given an input's index), `threads` at a time, in the [`waves`] that keep a
+/// repeated input after its first copy; every input to its end, even when another fails. Returns
+/// what `land` gave for each input, in the inputs' order.
+pub async fn in_waves<T, Landed>(inputs: &[Arc<dyn Input>], threads: usize, land: impl Fn(usize) -> Landed) -> Vec<T>
+where
+    Landed: std::future::Future<Output = T>,
+{
+    use futures::StreamExt as _;
+    let mut landed: Vec<Option<T>> = inputs.iter().map(|_| None).collect();
+    for wave in waves(inputs, threads).await {
+        let done: Vec<(usize, T)> = futures::stream::iter(wave)
+            .map(|i| {
+                let landing = land(i);
+                async move { (i, landing.await) }
+            })
+            .buffered(threads.max(1))
+            .collect()
+            .await;
+        for (i, outcome) in done {
+            landed[i] = Some(outcome);
+        }
+    }
+    // Every input is in exactly one wave.
+    landed.into_iter().flatten().collect()
+}
+
+/// Inputs landed together go in two waves, `threads` at a time: first those whose raw bytes
+/// repeat no earlier input's, then the repeats, which so find their content landed with the
+/// earlier input's ingest time rather than race it for the batch. Only inputs sharing a size with
+/// another are read to tell (blocking work, `threads` at a time); one that cannot be read goes in
+/// the first wave, where landing it says why. Returns the two waves as indexes into `inputs`.
+async fn waves(inputs: &[Arc<dyn Input>], threads: usize) -> [Vec<usize>; 2] {
     use futures::StreamExt as _;
     let sizes: Vec<Option<u64>> = inputs.iter().map(|i| i.size().ok()).collect();
     let mut count: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();

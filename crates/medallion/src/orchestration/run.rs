@@ -605,18 +605,13 @@ async fn ingest_paths(
         }
     }
     let inputs: Vec<Arc<dyn Input>> = new.iter().map(|(_, f)| Arc::clone(&f.input) as Arc<dyn Input>).collect();
-    let waves = landing::waves(&inputs, threads).await;
-    let mut files: Vec<Option<(usize, NewFile)>> = new.into_iter().map(Some).collect();
-    for wave in waves {
-        let wave: Vec<(usize, NewFile)> = wave.into_iter().filter_map(|k| files[k].take()).collect();
-        let landed: Vec<(usize, Result<IngestOutcome>)> = futures::stream::iter(wave)
-            .map(|(i, file)| async move { (i, land_new(lake, source, file, later(opts.now, i)).await) })
-            .buffered(threads)
-            .collect()
-            .await;
-        for (i, outcome) in landed {
-            outcomes[i] = Some(outcome);
-        }
+    let landed = landing::in_waves(&inputs, threads, |k| {
+        let (i, file) = &new[k];
+        land_new(lake, source, file, later(opts.now, *i))
+    })
+    .await;
+    for ((i, _), outcome) in new.iter().zip(landed) {
+        outcomes[*i] = Some(outcome);
     }
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("landing outcome missing".into())))).collect()
 }
@@ -682,17 +677,17 @@ async fn prepare_landing(lake: &Lake, source: &crate::project::Source, entry: la
 /// Lands a file's new content as a batch ingested at `now`, and remembers what landed: the whole
 /// file's bytes, with its stamp when it was opened (unchanged through the landing, or nothing
 /// landed).
-async fn land_new(lake: &Lake, source: &crate::project::Source, file: NewFile, now: Now) -> Result<IngestOutcome> {
+async fn land_new(lake: &Lake, source: &crate::project::Source, file: &NewFile, now: Now) -> Result<IngestOutcome> {
     let NewFile { shown, input, whole, note } = file;
-    let landed = land_input(lake, &source.name, &source.read, &shown, Arc::clone(&input) as Arc<dyn Input>, now).await;
+    let landed = land_input(lake, &source.name, &source.read, shown, Arc::clone(input) as Arc<dyn Input>, now).await;
     let (mut outcome, raw) = match landed {
         Ok(landed) => landed,
         // Input that cannot be landed (not gzip after all, a gzip bomb, changed meanwhile)
         // is skipped with why; the other files still land.
-        Err(Error::Ingest { message, .. }) => return Ok(IngestOutcome::skipped(&shown, message)),
+        Err(Error::Ingest { message, .. }) => return Ok(IngestOutcome::skipped(shown, message)),
         Err(e) => return Err(e),
     };
-    let seen = match whole.or_else(|| raw.map(landing::Seen::from)) {
+    let seen = match whole.clone().or_else(|| raw.map(landing::Seen::from)) {
         Some(seen) => seen,
         // A gzip stream unreadable part-way: its raw bytes were not all read.
         None => {
@@ -703,9 +698,9 @@ async fn land_new(lake: &Lake, source: &crate::project::Source, file: NewFile, n
                 .map_err(|source| Error::Io { path: input.path.clone(), source })?
         }
     };
-    landing::remember(lake, &source.name, &shown, seen, input.stamp(), (&outcome.batch_id, &outcome.path)).await?;
+    landing::remember(lake, &source.name, shown, seen, input.stamp(), (&outcome.batch_id, &outcome.path)).await?;
     if let Some(note) = note {
-        outcome.note = Some(outcome.note.map_or(note.clone(), |damage| format!("{note}; {damage}")));
+        outcome.note = Some(outcome.note.map_or_else(|| note.clone(), |damage| format!("{note}; {damage}")));
     }
     Ok(outcome)
 }
