@@ -391,14 +391,19 @@ fn print_text(project: &medallion::project::Project, s: &RunSummary, timings: bo
         }
     }
     if timings {
-        for p in &s.silver {
-            let mut stages: Vec<_> = p.timings_ms.iter().collect();
+        let stages = |timings: &std::collections::HashMap<&str, u64>| {
+            let mut stages: Vec<_> = timings.iter().collect();
             stages.sort();
-            let text: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v} ms")).collect();
-            eprintln!("silver/{}: {}", p.table, text.join(", "));
+            stages.iter().map(|(k, v)| format!("{k} {v} ms")).collect::<Vec<_>>().join(", ")
+        };
+        for p in &s.silver {
+            eprintln!("silver/{}: {}", p.table, stages(&p.timings_ms));
         }
         for b in &s.gold {
-            eprintln!("gold/{}: {} ms", b.model, b.duration_ms);
+            match b.timings_ms.is_empty() {
+                true => eprintln!("gold/{}: {} ms", b.model, b.duration_ms),
+                false => eprintln!("gold/{}: {} ms ({})", b.model, b.duration_ms, stages(&b.timings_ms)),
+            }
         }
         eprintln!("run: {} ms", s.duration_ms);
     }

@@ -263,6 +263,18 @@ fn run_json_is_json_lines_with_types() {
         (silver["rows_read"].as_u64(), silver["rows_rejected"].as_u64(), silver["version"].as_i64()),
         (Some(3000), Some(148), Some(0))
     );
+    // A built model's event says where its time went, each stage within the node's time.
+    for (model, extra) in [("gold/daily_revenue", &["state", "export"][..]), ("gold/revenue_by_tier", &["state"])] {
+        let gold = lines.iter().find(|l| l["type"] == "node_finished" && l["node"] == model).expect("gold event");
+        let stages = gold["stages_ms"].as_object().expect("stages_ms");
+        let mut names: Vec<&str> = stages.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut want = [&["expectations", "prepare", "query", "write"][..], extra].concat();
+        want.sort_unstable();
+        assert_eq!(names, want, "{model}: {gold}");
+        let total = gold["duration_ms"].as_u64().expect("duration");
+        assert!(stages.values().all(|v| v.as_u64().is_some_and(|ms| ms <= total)), "{model}: {gold}");
+    }
     let t = &lines[lines.len() - 1]["totals"];
     let sum = t["promoted"].as_u64().unwrap_or(0)
         + t["superseded"].as_u64().unwrap_or(0)

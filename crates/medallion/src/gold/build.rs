@@ -57,6 +57,11 @@ pub struct Build {
     pub waiting: bool,
     /// Milliseconds spent.
     pub duration_ms: u64,
+    /// Milliseconds per stage of a build (none when it was not built): `prepare` (opening its
+    /// inputs, planning), `query` (its SQL, or its groups brought forward from changes; on a
+    /// cluster, the executors' build and audit), `expectations`, `dead_letter` (rows `drop`
+    /// expectations removed), `write`, `state` (a kept model's state saved), `export`.
+    pub timings_ms: HashMap<&'static str, u64>,
 }
 
 /// Settings of a build.
@@ -117,6 +122,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             maintained: None,
             waiting: true,
             duration_ms: ms(t0),
+            timings_ms: HashMap::new(),
         });
     }
     // A GROUP BY over one silver table with a change data feed (joined to other tables or not) is
@@ -182,6 +188,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
                 maintained: None,
                 waiting: false,
                 duration_ms: ms(t0),
+                timings_ms: HashMap::new(),
             });
         }
     }
@@ -238,6 +245,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     let drops = model.gates.iter().any(|g| g.action == Action::Drop) || model.checks.iter().any(|c| c.drops());
     // (No partition touched: the in-process path records the new input versions in an empty commit.)
     let none_touched = replace_where.is_some() && partitions.as_ref().is_some_and(Vec::is_empty);
+    let mut timings = HashMap::from([("prepare", ms(t0))]);
     if let Some(remote) = remote.as_ref().filter(|_| query.is_none() && !drops && !none_touched) {
         // Incremental: the published rows outside the touched partitions are written again beside
         // the new ones, and the checks see the whole new table, scoped as in process.
@@ -246,12 +254,11 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             let is_source = |name: &str| catalog::resolve(tables, name) == Some((Layer::Silver, source.to_string()));
             (where_not(predicate), model.checks.iter().map(|c| c.scoped(is_source, predicate)).collect())
         });
+        let t = Instant::now();
         let (table, rows, expectations) =
             build_on_cluster(remote, table, model, (&sql, keep), &context, now, commit_metadata()).await?;
-        if model.parquet {
-            crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
-            super::export::ensure(lake, &table, &model.name).await?;
-        }
+        timings.insert("query", ms(t));
+        export(lake, model, &table, &mut timings).await?;
         return Ok(Build {
             model: model.name.clone(),
             rebuilt: true,
@@ -265,8 +272,10 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             maintained: None,
             waiting: false,
             duration_ms: ms(t0),
+            timings_ms: timings,
         });
     }
+    let t = Instant::now();
     let (batches, kept_state) = match &kept_from_changes {
         Some((plan, source, joined)) => {
             let mut kept =
@@ -280,6 +289,8 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     };
     let maintained = kept_state.as_ref().and_then(|k| k.changes);
     let batches = conform(batches, &model.schema, &context)?;
+    timings.insert("query", ms(t));
+    let t = Instant::now();
     // Write-audit-publish: expectations run on the result before anything is written.
     let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
     // dbt-style incremental: the published rows this build keeps, read once for both the
@@ -325,9 +336,12 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         }
     }
     enforce(&format!("gold/{}", model.name), &mut expectations)?;
+    timings.insert("expectations", ms(t));
     if !dropped.is_empty() {
+        let t = Instant::now();
         let q = Table::open(lake, Layer::Quarantine, &model.name).await?;
         q.write(quarantine::to_batches(&dropped, now.timestamp_micros(), run_id)?, WriteOptions::default()).await?;
+        timings.insert("dead_letter", ms(t));
     }
     let written: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
@@ -360,7 +374,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
     let t = Instant::now();
     let table = table.write(batches, write).await?;
-    tracing::debug!(model = %model.name, ms = ms(t), "written");
+    timings.insert("write", ms(t));
     if let (Some((plan, source, _)), Some(kept)) = (&kept_from_changes, kept_state) {
         let t = Instant::now();
         tracing::info!(model = %model.name, changes = ?kept.changes, recomputed_groups = kept.recomputed, "kept from changes");
@@ -368,12 +382,9 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         if let Err(e) = aggregates::save(lake, plan, (&model.name, source), kept).await {
             tracing::warn!(model = %model.name, "aggregate state not saved: {e}");
         }
-        tracing::debug!(model = %model.name, ms = ms(t), "state saved");
+        timings.insert("state", ms(t));
     }
-    if model.parquet {
-        crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
-        super::export::ensure(lake, &table, &model.name).await?;
-    }
+    export(lake, model, &table, &mut timings).await?;
     let rows = if replace_where.is_some() || query.is_some() { table.count_rows().await? } else { written };
     Ok(Build {
         model: model.name.clone(),
@@ -388,7 +399,19 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         maintained,
         waiting: false,
         duration_ms: ms(t0),
+        timings_ms: timings,
     })
+}
+
+/// Writes a built model's Parquet export when it has one (timed as `export`).
+async fn export(lake: &Lake, model: &GoldModel, table: &Table, timings: &mut HashMap<&'static str, u64>) -> Result<()> {
+    if model.parquet {
+        let t = Instant::now();
+        crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
+        super::export::ensure(lake, table, &model.name).await?;
+        timings.insert("export", ms(t));
+    }
+    Ok(())
 }
 
 /// A build on a cluster: the executors write the rows of the model's `sql` as files of its table

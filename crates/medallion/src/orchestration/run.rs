@@ -441,6 +441,8 @@ async fn run_locked(project: &Project, lake: &Lake, opts: &RunOptions, run_id: S
                     e.rows_inserted = b.rebuilt.then_some(b.rows);
                     e.rows_rejected = Some(b.dropped);
                     e.duration_ms = Some(b.duration_ms);
+                    e.stages_ms = (!b.timings_ms.is_empty())
+                        .then(|| b.timings_ms.iter().map(|(k, v)| (k.to_string(), *v)).collect());
                     e.version = b.version;
                     e.expectations_failed = Some(b.expectations.iter().filter(|x| !x.passed()).count() as u64);
                 });
