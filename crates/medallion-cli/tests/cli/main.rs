@@ -283,6 +283,24 @@ fn run_json_is_json_lines_with_types() {
 }
 
 #[test]
+fn run_v_prints_each_nodes_stages_in_the_order_they_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    let out = run(&["run", "-v"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    // The stage names of `node`'s line, in the order printed.
+    let stages = |node: &str| -> Vec<String> {
+        let line = err.lines().find(|l| l.starts_with(&format!("{node}: "))).unwrap_or_default();
+        let inner = line.rsplit_once('(').map_or(line, |(_, s)| s);
+        let inner = inner.split_once(": ").map_or(inner, |(_, s)| s);
+        inner.split(", ").filter_map(|s| s.split_whitespace().next()).map(str::to_string).collect()
+    };
+    assert_eq!(stages("silver/orders"), ["read_validate", "dedup", "audit", "merge", "dead_letter"], "{err}");
+    assert_eq!(stages("gold/daily_revenue"), ["prepare", "query", "expectations", "write", "state", "export"], "{err}");
+}
+
+#[test]
 fn ingest_from_stdin_is_exactly_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let proj = demo(dir.path());
