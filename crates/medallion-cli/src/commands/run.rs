@@ -416,9 +416,10 @@ fn print_text(project: &medallion::project::Project, s: &RunSummary, timings: bo
             eprintln!("silver/{}: {}", p.table, stages(&p.timings_ms));
         }
         for b in &s.gold {
-            match b.timings_ms.is_empty() {
-                true => eprintln!("gold/{}: {} ms", b.model, b.duration_ms),
-                false => eprintln!("gold/{}: {} ms ({})", b.model, b.duration_ms, stages(&b.timings_ms)),
+            if b.timings_ms.is_empty() {
+                eprintln!("gold/{}: {} ms", b.model, b.duration_ms);
+            } else {
+                eprintln!("gold/{}: {} ms ({})", b.model, b.duration_ms, stages(&b.timings_ms));
             }
         }
         eprintln!("run: {} ms", s.duration_ms);
