@@ -391,26 +391,9 @@ fn print_text(project: &medallion::project::Project, s: &RunSummary, timings: bo
         }
     }
     if timings {
-        // In the order a node goes through them (the dead letter is written during the merge);
-        // any other after them, by name.
-        const FLOW: [&str; 12] = [
-            "read_validate",
-            "dedup",
-            "history",
-            "audit",
-            "merge",
-            "dead_letter",
-            "prepare",
-            "query",
-            "expectations",
-            "write",
-            "state",
-            "export",
-        ];
-        let stages = |timings: &std::collections::HashMap<&str, u64>| {
-            let mut stages: Vec<_> = timings.iter().collect();
-            stages.sort_by_key(|(k, _)| (FLOW.iter().position(|s| s == *k).unwrap_or(FLOW.len()), **k));
-            stages.iter().map(|(k, v)| format!("{k} {v} ms")).collect::<Vec<_>>().join(", ")
+        // In the order a node goes through them (`NodeStage`'s order).
+        let stages = |timings: &medallion::runtime::Timings| {
+            timings.iter().map(|(k, v)| format!("{k} {v} ms")).collect::<Vec<_>>().join(", ")
         };
         for p in &s.silver {
             eprintln!("silver/{}: {}", p.table, stages(&p.timings_ms));

@@ -286,6 +286,18 @@ fn run_json_is_json_lines_with_types() {
 fn run_v_prints_each_nodes_stages_in_the_order_they_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let proj = demo(dir.path());
+    // A model whose `drop` expectation removes its rows: its dead letter is written between its
+    // expectations and its write.
+    std::fs::write(
+        proj.join("gold/busy_days.sql"),
+        "SELECT order_date, count(*) AS n FROM {{ ref('orders') }} GROUP BY order_date",
+    )
+    .expect("sql");
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read");
+    let busy =
+        "\n[gold.busy_days]\nexpectations = [{ name = \"busy\", expect = \"n > 1000000\", action = \"drop\" }]\n";
+    std::fs::write(&toml, config + busy).expect("write");
     let out = run(&["run", "-v"], &proj);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -296,8 +308,13 @@ fn run_v_prints_each_nodes_stages_in_the_order_they_run() {
         let inner = inner.split_once(": ").map_or(inner, |(_, s)| s);
         inner.split(", ").filter_map(|s| s.split_whitespace().next()).map(str::to_string).collect()
     };
-    assert_eq!(stages("silver/orders"), ["read_validate", "dedup", "audit", "merge", "dead_letter"], "{err}");
+    assert_eq!(stages("silver/orders"), ["read_validate", "dedup", "audit", "dead_letter", "merge"], "{err}");
     assert_eq!(stages("gold/daily_revenue"), ["prepare", "query", "expectations", "write", "state", "export"], "{err}");
+    assert_eq!(
+        stages("gold/busy_days"),
+        ["prepare", "query", "expectations", "dead_letter", "write", "state"],
+        "{err}"
+    );
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::quality::audit::{Stage, audit};
 use crate::quality::checks::{THIS, TableCheck, evaluate};
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine::{self, Reason, Rejected};
-use crate::runtime::{Now, ms};
+use crate::runtime::{NodeStage, Now, Timings, ms};
 use crate::spec::Action;
 use crate::storage::delta::{Table, WriteOptions, rows_in};
 use crate::storage::{Lake, Layer};
@@ -61,7 +61,7 @@ pub struct Build {
     /// inputs, planning), `query` (its SQL, or its groups brought forward from changes; on a
     /// cluster, the executors' build and audit), `expectations`, `dead_letter` (rows `drop`
     /// expectations removed), `write`, `state` (a kept model's state saved), `export`.
-    pub timings_ms: HashMap<&'static str, u64>,
+    pub timings_ms: Timings,
 }
 
 /// Settings of a build.
@@ -122,7 +122,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             maintained: None,
             waiting: true,
             duration_ms: ms(t0),
-            timings_ms: HashMap::new(),
+            timings_ms: Timings::new(),
         });
     }
     // A GROUP BY over one silver table with a change data feed (joined to other tables or not) is
@@ -188,7 +188,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
                 maintained: None,
                 waiting: false,
                 duration_ms: ms(t0),
-                timings_ms: HashMap::new(),
+                timings_ms: Timings::new(),
             });
         }
     }
@@ -245,7 +245,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     let drops = model.gates.iter().any(|g| g.action == Action::Drop) || model.checks.iter().any(|c| c.drops());
     // (No partition touched: the in-process path records the new input versions in an empty commit.)
     let none_touched = replace_where.is_some() && partitions.as_ref().is_some_and(Vec::is_empty);
-    let mut timings = HashMap::from([("prepare", ms(t0))]);
+    let mut timings = Timings::from([(NodeStage::Prepare, ms(t0))]);
     if let Some(remote) = remote.as_ref().filter(|_| query.is_none() && !drops && !none_touched) {
         // Incremental: the published rows outside the touched partitions are written again beside
         // the new ones, and the checks see the whole new table, scoped as in process.
@@ -257,7 +257,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         let t = Instant::now();
         let (table, rows, expectations) =
             build_on_cluster(remote, table, model, (&sql, keep), &context, now, commit_metadata()).await?;
-        timings.insert("query", ms(t));
+        timings.insert(NodeStage::Query, ms(t));
         export(lake, model, &table, &mut timings).await?;
         return Ok(Build {
             model: model.name.clone(),
@@ -289,7 +289,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     };
     let maintained = kept_state.as_ref().and_then(|k| k.changes);
     let batches = conform(batches, &model.schema, &context)?;
-    timings.insert("query", ms(t));
+    timings.insert(NodeStage::Query, ms(t));
     let t = Instant::now();
     // Write-audit-publish: expectations run on the result before anything is written.
     let (mut batches, mut dropped, mut expectations) = audit_rows(model, batches)?;
@@ -336,12 +336,12 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         }
     }
     enforce(&format!("gold/{}", model.name), &mut expectations)?;
-    timings.insert("expectations", ms(t));
+    timings.insert(NodeStage::Expectations, ms(t));
     if !dropped.is_empty() {
         let t = Instant::now();
         let q = Table::open(lake, Layer::Quarantine, &model.name).await?;
         q.write(quarantine::to_batches(&dropped, now.timestamp_micros(), run_id)?, WriteOptions::default()).await?;
-        timings.insert("dead_letter", ms(t));
+        timings.insert(NodeStage::DeadLetter, ms(t));
     }
     let written: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     let schema = batches.first().map_or_else(|| model.schema.clone(), RecordBatch::schema);
@@ -374,7 +374,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
     let t = Instant::now();
     let table = table.write(batches, write).await?;
-    timings.insert("write", ms(t));
+    timings.insert(NodeStage::Write, ms(t));
     if let (Some((plan, source, _)), Some(kept)) = (&kept_from_changes, kept_state) {
         let t = Instant::now();
         tracing::info!(model = %model.name, changes = ?kept.changes, recomputed_groups = kept.recomputed, "kept from changes");
@@ -382,7 +382,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
         if let Err(e) = aggregates::save(lake, plan, (&model.name, source), kept).await {
             tracing::warn!(model = %model.name, "aggregate state not saved: {e}");
         }
-        timings.insert("state", ms(t));
+        timings.insert(NodeStage::State, ms(t));
     }
     export(lake, model, &table, &mut timings).await?;
     let rows = if replace_where.is_some() || query.is_some() { table.count_rows().await? } else { written };
@@ -404,12 +404,12 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
 }
 
 /// Writes a built model's Parquet export when it has one (timed as `export`).
-async fn export(lake: &Lake, model: &GoldModel, table: &Table, timings: &mut HashMap<&'static str, u64>) -> Result<()> {
+async fn export(lake: &Lake, model: &GoldModel, table: &Table, timings: &mut Timings) -> Result<()> {
     if model.parquet {
         let t = Instant::now();
         crate::runtime::faults::check(&format!("gold/{}", model.name), "export")?;
         super::export::ensure(lake, table, &model.name).await?;
-        timings.insert("export", ms(t));
+        timings.insert(NodeStage::Export, ms(t));
     }
     Ok(())
 }

@@ -14,4 +14,4 @@ pub mod lock;
 pub mod memory;
 pub mod schedule;
 
-pub use clock::{Now, ms, new_run_id, now};
+pub use clock::{NodeStage, Now, Timings, ms, new_run_id, now};

@@ -54,7 +54,7 @@ use crate::bronze::drift;
 use crate::error::Result;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{faults, ms};
+use crate::runtime::{NodeStage, faults, ms};
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
@@ -141,20 +141,20 @@ async fn merge(
                 .await?;
         let unique = spilled.iter().map(|(_, rows)| rows).sum();
         let resolved = spilled.into_iter().map(|(path, _)| path).collect();
-        p.timings_ms.insert("dedup", ms(t));
+        p.timings_ms.insert(NodeStage::Dedup, ms(t));
         let t = Instant::now();
         let winners = Spilled::new(table.contract.schema.clone(), resolved, unique);
         let merged = merge_into(lake, table, Candidate::Spilled(winners), (txn, meta), gate).await?;
         (p.inserted, p.updated, p.deleted, p.silver_version) =
             (merged.inserted, merged.updated, merged.deleted, merged.version);
-        p.timings_ms.insert("merge", ms(t));
+        p.timings_ms.insert(NodeStage::Merge, ms(t));
         Ok(unique)
     } else {
         let written = Arc::new(AtomicU64::new(0));
         let winners = gate.hold(resolving(shared, slices, already, Arc::clone(&written)));
         p.silver_version = create_streamed(silver, table, winners, txn, meta).await?;
         p.inserted = written.load(Ordering::SeqCst);
-        p.timings_ms.insert("merge", ms(t));
+        p.timings_ms.insert(NodeStage::Merge, ms(t));
         Ok(p.inserted)
     }
 }

@@ -34,7 +34,7 @@ use crate::quality::audit::{Stage, audit};
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{Now, ms};
+use crate::runtime::{NodeStage, Now, Timings, ms};
 use crate::spec::{Action, RejectedFractionSpec};
 use crate::storage::delta::{KeyScan, Table, Txn};
 use crate::storage::{Lake, Layer};
@@ -113,7 +113,7 @@ pub struct Promotion {
     /// New fields or JSON types the source's records started carrying.
     pub drift: Vec<DriftEvent>,
     /// Stage timings in milliseconds.
-    pub timings_ms: HashMap<&'static str, u64>,
+    pub timings_ms: Timings,
     /// Whether it rebuilt the table from every bronze batch (replacing it and its dead letter).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rebuilt: bool,
@@ -428,7 +428,7 @@ async fn run_intent(
     let t0 = Instant::now();
 
     let mut results: Vec<FileResult> = read_batches(lake, table, &intent.batches, opts, None).try_collect().await?;
-    p.timings_ms.insert("read_validate", ms(t0));
+    p.timings_ms.insert(NodeStage::ReadValidate, ms(t0));
     // The files the executors wrote, when they did: committed below, or deleted if the promotion
     // stops before its merge.
     let written: Option<Vec<String>> = match !results.is_empty() && results.iter().all(|r| r.written.is_some()) {
@@ -518,7 +518,7 @@ async fn run_intent(
             } else {
                 valid = silver.read_written(adds, &table.contract.schema).await?;
             }
-            p.timings_ms.insert("audit", ms(t));
+            p.timings_ms.insert(NodeStage::Audit, ms(t));
         }
         // What to publish: merged rows (SCD 1) or the rebuilt history (SCD 2); the executors'
         // files (of a table without set-level `drop` expectations).
@@ -578,7 +578,7 @@ async fn run_intent(
         if published.superseded.is_none() && p.promoted() > unique {
             return Err(accounting(&p));
         }
-        p.timings_ms.insert("merge", ms(t3));
+        p.timings_ms.insert(NodeStage::Merge, ms(t3));
         p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &observed).await?;
         if p.read != p.promoted() + p.superseded + p.rejected {
             return Err(accounting(&p));
@@ -638,14 +638,14 @@ pub(crate) async fn plan(
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
-    timings: &mut HashMap<&'static str, u64>,
+    timings: &mut Timings,
 ) -> Result<(Publish, Vec<RecordBatch>, Vec<Rejected>)> {
     match &table.history {
         History::Versions { track, delete } => {
             let t = Instant::now();
             let (rows, counts) =
                 rebuild_versions(lake, tables, table, track, delete.as_ref(), &valid, now, expectations).await?;
-            timings.insert("history", ms(t));
+            timings.insert(NodeStage::History, ms(t));
             Ok((Publish::Replace { rows, counts }, Vec::new(), Vec::new()))
         }
         History::Latest { delete } => {
@@ -772,7 +772,7 @@ async fn dedup_and_audit(
     now: Now,
     file_of: impl Fn(&str) -> String,
     expectations: &mut Vec<GateResult>,
-    timings: &mut HashMap<&'static str, u64>,
+    timings: &mut Timings,
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, Vec<Rejected>, Option<KeyScan>)> {
     let t = Instant::now();
     let schema = table.contract.schema.clone();
@@ -783,7 +783,7 @@ async fn dedup_and_audit(
         }
         _ => latest_unless(latest, &schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?,
     };
-    timings.insert("dedup", ms(t));
+    timings.insert(NodeStage::Dedup, ms(t));
     if table.checks.is_empty() {
         return Ok((deduped, Vec::new(), Vec::new(), None));
     }
@@ -823,7 +823,7 @@ async fn dedup_and_audit(
     expectations.extend(audited.results);
     enforce(&format!("silver/{}", table.name), expectations)?;
     let dropped = quarantine::from_rows(&audited.removed, audited.reasons, &table.source, file_of)?;
-    timings.insert("audit", ms(t));
+    timings.insert(NodeStage::Audit, ms(t));
     let scanned = scanned.filter(|_| audited.removed.is_empty());
     Ok((audited.kept, audited.removed, dropped, scanned))
 }

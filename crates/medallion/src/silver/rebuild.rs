@@ -58,7 +58,7 @@ use crate::quality::checks::newest_of;
 use crate::quality::gates::enforce;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{faults, ms};
+use crate::runtime::{NodeStage, faults, ms};
 use crate::spec::ident;
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
@@ -127,7 +127,7 @@ pub(crate) async fn rebuild(
             *all = (*all).max(slice);
         }
     }
-    p.timings_ms.insert("dedup", ms(t));
+    p.timings_ms.insert(NodeStage::Dedup, ms(t));
 
     // 3. Audit the new table where it lies; rows `drop` expectations remove join the rejects.
     let t = Instant::now();
@@ -162,7 +162,7 @@ pub(crate) async fn rebuild(
         }
         rejects.push(w.finish()?.0);
     }
-    p.timings_ms.insert("audit", ms(t));
+    p.timings_ms.insert(NodeStage::Audit, ms(t));
 
     // What the new table holds, and what became of every record.
     let n_dropped = dropped.len() as u64;
@@ -199,7 +199,7 @@ pub(crate) async fn rebuild(
     dead_letter.landed(&mut p).await?;
     let (silver_version, merge_ms) = published?;
     p.silver_version = silver_version;
-    p.timings_ms.insert("merge", merge_ms);
+    p.timings_ms.insert(NodeStage::Merge, merge_ms);
     p.drift = drift::observe(lake, &table.source, &opts.run_id, &intent.batches, &read.observed).await?;
     Ok(p)
 }

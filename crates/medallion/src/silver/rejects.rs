@@ -15,7 +15,7 @@ use super::promote::Promotion;
 use super::spill::Spilled;
 use crate::error::{Error, Result};
 use crate::quality::quarantine::{self, Rejected};
-use crate::runtime::{faults, ms};
+use crate::runtime::{NodeStage, faults, ms};
 use crate::storage::delta::{Gate, Rows, Table, Txn};
 use crate::storage::{Lake, Layer};
 
@@ -124,7 +124,7 @@ impl Writing {
             Err(e) => return Err(Error::Internal(format!("{}: the dead letter's task: {e}", self.node))),
         };
         p.quarantine_version = version.or(self.before);
-        p.timings_ms.insert("dead_letter", took);
+        p.timings_ms.insert(NodeStage::DeadLetter, took);
         Ok(())
     }
 }

@@ -273,7 +273,7 @@ async fn replay_locked(
     }
 
     let replayed = numbered(&valid, &valid_records)?;
-    let mut timings = HashMap::new();
+    let mut timings = crate::runtime::Timings::new();
     let file_of = |batch: &str| file_of.get(batch).cloned().unwrap_or_default();
     let (publish_plan, removed, dropped) =
         plan(lake, tables, table, (valid, false), opts.now, file_of, &mut out.expectations, &mut timings).await?;

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine;
 use crate::runtime::ledger::Intent;
-use crate::runtime::{memory, ms};
+use crate::runtime::{NodeStage, memory, ms};
 use crate::spec::Action;
 use crate::storage::Lake;
 
@@ -157,7 +157,7 @@ pub(crate) async fn read_judged(
     p.bytes = intent.batches.iter().map(|b| b.size).sum();
     p.slices = count(p.bytes, opts.slice_bytes);
     let mut read = read_all(lake, table, &intent.batches, p.slices, spill, opts, limit).await?;
-    p.timings_ms.insert("read_validate", ms(t));
+    p.timings_ms.insert(NodeStage::ReadValidate, ms(t));
     let mut held_back_gate = None;
     if let Some(mut r) = bounds.and_then(|b| per_batch_gate(b, &intent.batches, &read.per_batch)) {
         if read.held_back.is_empty() {

@@ -110,7 +110,7 @@ async fn warn_publishes_and_records_drop_quarantines_with_the_expectation_name()
     let g = &s.gold.iter().find(|b| b.model == "by_region").expect("built");
     assert_eq!(g.dropped, 1);
     // Writing the dropped rows is a stage of the build of its own.
-    assert!(g.timings_ms.contains_key("dead_letter"), "{:?}", g.timings_ms);
+    assert!(g.timings_ms.contains_key(&medallion::runtime::NodeStage::DeadLetter), "{:?}", g.timings_ms);
     assert_eq!(g.expectations.iter().map(|e| e.failing_rows).collect::<Vec<_>>(), vec![1, 2]);
     let gold = query(&project, &lake, "SELECT region FROM gold.by_region ORDER BY region").await;
     assert_eq!(gold, vec![vec!["uk".to_string()], vec!["us".into()]]);
