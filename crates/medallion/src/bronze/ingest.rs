@@ -95,6 +95,28 @@ impl IngestOutcome {
             note: Some(why.into()),
         }
     }
+
+    /// An input whose content landed before, as batch `batch_id` at `path`: nothing landed again.
+    /// `bytes`: the content's size, when this call read it.
+    pub fn already_ingested(
+        input: &str,
+        batch_id: String,
+        path: String,
+        bytes: u64,
+        duration_ms: u64,
+    ) -> IngestOutcome {
+        IngestOutcome {
+            input: input.to_string(),
+            status: IngestStatus::AlreadyIngested,
+            batch_id,
+            path,
+            records: 0,
+            corrupt: 0,
+            bytes,
+            duration_ms,
+            note: None,
+        }
+    }
 }
 
 /// Decompressed bytes of one input at most, and times its compressed size: past either, a gzip
@@ -605,17 +627,13 @@ pub async fn ingest_group(
         let (earlier, created) = fresh.clone().claim(lake, &marker_path).await?;
         if !created {
             if let Some(earlier_path) = earlier.landed(lake, source).await? {
-                outcomes[i] = Some(IngestOutcome {
-                    input: input.to_string(),
-                    status: IngestStatus::AlreadyIngested,
-                    batch_id: earlier.batch_id,
-                    path: earlier_path,
-                    records: 0,
-                    corrupt: 0,
-                    bytes: print.bytes,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    note: None,
-                });
+                outcomes[i] = Some(IngestOutcome::already_ingested(
+                    input,
+                    earlier.batch_id,
+                    earlier_path,
+                    print.bytes,
+                    started.elapsed().as_millis() as u64,
+                ));
                 continue;
             }
             // Its batch never landed (a crash): this one lands it.

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bronze::ingest::{FileInput, IngestOutcome, IngestStatus, Input, land_input};
+use crate::bronze::ingest::{FileInput, IngestOutcome, Input, land_input};
 use crate::bronze::landing;
 use crate::error::{Error, Result};
 use crate::gold::build::{Build, BuildOptions, build};
@@ -642,17 +642,7 @@ async fn prepare_landing(lake: &Lake, source: &crate::project::Source, entry: la
         landing::Entry::Read { path, shown } => (path, shown),
     };
     if let Some((batch_id, batch)) = landing::unchanged(lake, &source.name, &shown, &path).await? {
-        return Ok(Landing::Done(IngestOutcome {
-            input: shown,
-            status: IngestStatus::AlreadyIngested,
-            batch_id,
-            path: batch,
-            records: 0,
-            corrupt: 0,
-            bytes: 0,
-            duration_ms: 0,
-            note: None,
-        }));
+        return Ok(Landing::Done(IngestOutcome::already_ingested(&shown, batch_id, batch, 0, 0)));
     }
     let (input, note) = match landing::new_content(lake, &source.name, &source.read, &shown, &path).await? {
         landing::NewContent::Whole => (FileInput::new(path), None),
