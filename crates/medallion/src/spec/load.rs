@@ -490,6 +490,20 @@ fn toml_error(file: &Path, text: &str, subject: &str, e: &toml::de::Error) -> Di
     }
 }
 
+/// Keys other tools (dbt, Pydantic, pandas, Great Expectations) use for what medallion names
+/// otherwise: (their key, medallion's key, the hint), the hint given where medallion's key is known.
+const BORROWED_KEYS: [(&str, &str, &str); 9] = [
+    ("nullable", "required", "columns are required unless they say `required = false`"),
+    ("not_null", "required", "write `required = true` (the default) or `required = false`"),
+    ("dtype", "type", "a column's type is `type = \"...\"`"),
+    ("data_type", "type", "a column's type is `type = \"...\"`"),
+    ("tests", "checks", "a column's rules are `checks = [\"<SQL condition>\", ...]`"),
+    ("constraints", "checks", "a column's rules are `checks = [\"<SQL condition>\", ...]`"),
+    ("tests", "expectations", "a table's rules are `expectations = [{ name = ..., ... }]`"),
+    ("unique_key", "primary_key", "the key is `primary_key = [\"col\", ...]`"),
+    ("key", "primary_key", "the key is `primary_key = [\"col\", ...]`"),
+];
+
 /// An error from deserialising one section: locate the offending key inside the section when the
 /// message names one, otherwise point at the section.
 fn field_error(
@@ -507,9 +521,11 @@ fn field_error(
         let field = quoted_field(&message).unwrap_or_default();
         let expected = message.split_once("expected").map(|(_, list)| list).unwrap_or_default();
         let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        match known.iter().find(|k| near(k, &field)) {
-            Some(k) => d.with_hint(format!("did you mean `{k}`?")),
-            None => d.with_hint(format!("`{field}` is not a known key here; check its spelling")),
+        let borrowed = BORROWED_KEYS.iter().find(|(from, key, _)| *from == field && known.contains(key));
+        match (borrowed, known.iter().find(|k| near(k, &field))) {
+            (Some((_, _, hint)), _) => d.with_hint((*hint).to_string()),
+            (None, Some(k)) => d.with_hint(format!("did you mean `{k}`?")),
+            (None, None) => d.with_hint(format!("`{field}` is not a known key here; check its spelling")),
         }
     } else if message.starts_with("missing field") {
         let field = quoted_field(&message).unwrap_or_default();
@@ -582,6 +598,29 @@ mod tests {
             rendered[1]
         );
         assert!(rendered[2].starts_with("gold/rev.toml:3: gold model `rev`: unknown field `slaa`"), "{}", rendered[2]);
+    }
+
+    /// A key another tool uses for what medallion names otherwise gets medallion's key as its
+    /// hint, where that key is known; a misspelling still gets its nearest key.
+    #[test]
+    fn keys_borrowed_from_other_tools_are_answered_with_medallions() {
+        let dir = project(&[(
+            "medallion.toml",
+            "[project]\nname = \"p\"\n\n[sources.a]\n\n[silver.a]\nsource = \"a\"\nunique_key = [\"id\"]\ncolumns = [\n  { name = \"id\", type = \"int64\" },\n  { name = \"tag\", type = \"string\", nullable = true },\n  { name = \"n\", dtype = \"int64\" },\n  { name = \"m\", type = \"int64\", tests = [\"m > 0\"] },\n  { name = \"k\", typ = \"int64\" },\n]\n",
+        )]);
+        let specs = load_specs(dir.path());
+        let hints: Vec<(String, Option<String>)> =
+            specs.diagnostics.iter().map(|d| (d.message.clone(), d.hint.clone())).collect();
+        for (field, hint) in [
+            ("unique_key", "the key is `primary_key"),
+            ("nullable", "`required = false`"),
+            ("dtype", "`type = \"...\"`"),
+            ("tests", "`checks = ["),
+            ("typ", "did you mean `type`?"),
+        ] {
+            let found = hints.iter().find(|(m, _)| m.starts_with(&format!("unknown field `{field}`")));
+            assert!(found.is_some_and(|(_, h)| h.as_deref().is_some_and(|h| h.contains(hint))), "{field}: {hints:#?}");
+        }
     }
 
     /// Issue 17: every missing and unknown key of every declaration in one pass, each at its line:
