@@ -598,13 +598,18 @@ fn is_midnight(rest: &str) -> bool {
 }
 
 /// Microseconds since the epoch, UTC: `YYYY-MM-DD[T ]HH:MM[:SS[.f]]`, with `Z` or `±HH:MM`
-/// converted, without one taken as UTC.
+/// converted, without one taken as UTC; a date alone (`YYYY-MM-DD`) is its midnight, UTC, as
+/// Pydantic's lax mode, DuckDB and Spark read it.
 pub fn parse_timestamp(text: &str) -> Option<i64> {
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(dt.timestamp_micros());
     }
     // chrono reads `%Y` from any number of digits: `24-03-01` would be the year 24.
     let b = text.as_bytes();
+    if b.len() == 10 {
+        let day = parse_date(Kind::String, text).ok()?;
+        return i64::from(day).checked_mul(86_400_000_000);
+    }
     if b.len() < 16 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
         return None;
     }
@@ -891,6 +896,12 @@ mod tests {
         assert_eq!(parse_timestamp("2024-03-01T01:00:00+01:00"), Some(1_709_251_200_000_000));
         assert_eq!(parse_timestamp("2024-03-01 00:00:00"), Some(1_709_251_200_000_000));
         assert_eq!(parse_timestamp("yesterday"), None);
+        // A date alone is its midnight, UTC (Pydantic's lax mode, DuckDB, Spark); not a short year.
+        assert_eq!(parse_timestamp("2024-03-01"), Some(1_709_251_200_000_000));
+        assert_eq!(parse_timestamp("1969-12-31"), Some(-86_400_000_000));
+        for text in ["2024-02-30", "24-03-01-0", "2024/03/01", "20240301"] {
+            assert_eq!(parse_timestamp(text), None, "{text}");
+        }
         // Seconds may be left out (Pydantic, DuckDB and Spark read these); an offset converts.
         let half_past_ten = Some(1_709_289_000_000_000);
         for text in ["2024-03-01T10:30", "2024-03-01 10:30", "2024-03-01T10:30Z", "2024-03-01 11:30+01:00"] {
