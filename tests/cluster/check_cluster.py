@@ -52,7 +52,7 @@ work = Path(tempfile.mkdtemp(prefix="medallion-cluster-"))
 check = Checks()
 NOW = "2026-06-01T12:00:00Z"
 # The generator's data has orders only (dim_customers stays unpublished; revenue_by_tier reads it empty).
-TABLES = ["silver/orders", "quarantine/orders", "gold/daily_revenue", "gold/revenue_by_tier"]
+TABLES = ["silver/orders", "quarantine/orders", "gold/daily_revenue", "gold/revenue_by_tier", "gold/sources_json"]
 
 
 class Recorder:
@@ -111,6 +111,12 @@ try:
     shutil.copytree(Path(repo) / "examples" / "orders", project, ignore=shutil.ignore_patterns("lake"))
     text = (project / "medallion.toml").read_text()
     storage = '[storage]\nendpoint = "${MEDALLION_TEST_S3_ENDPOINT}"\nregion = "us-east-1"\nallow_http = true\n\n'
+    # A model calling medallion's own SQL functions (JSON), which the scheduler and the executors
+    # must know to plan and run it.
+    (project / "gold" / "sources_json.sql").write_text(
+        "SELECT source, json_extract_string(concat('{\"s\": \"', source, '\"}'), '$.s') AS read_back, "
+        "json_array_length(concat('[', CAST(count(*) AS VARCHAR), ']')) AS one FROM {{ ref('orders') }} GROUP BY source")
+    text += '\n[gold.sources_json]\nexpectations = [{ name = "read_back", expect = "read_back = source AND one = 1", action = "fail" }]\n'
     (project / "medallion.toml").write_text(text.replace("[sources.orders]", storage + "[sources.orders]", 1))
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDALLION_"))}
     lake_env = {**clean_env, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,

@@ -344,6 +344,7 @@ pub fn new_session() -> Result<SessionContext> {
         .with_analyzer_rules(rules)
         .build();
     let ctx = SessionContext::new_with_state(state);
+    crate::functions::register(&ctx).map_err(|e| Error::sql("a query session's functions", e))?;
     add_schemas(&ctx)?;
     Ok(ctx)
 }

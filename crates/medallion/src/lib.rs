@@ -35,6 +35,7 @@ pub mod catalog;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod error;
+pub mod functions;
 pub mod gold;
 pub mod import;
 pub mod init;

@@ -142,9 +142,14 @@ pub async fn session_with(cluster: &Cluster, state: SessionState, nodes: Nodes) 
             message: format!("cannot connect ({why})"),
         });
     }
-    SessionContext::remote_with_state(&cluster.url, state)
+    let ctx = SessionContext::remote_with_state(&cluster.url, state)
         .await
-        .map_err(|e| Error::Cluster { what: format!("the scheduler at {}", cluster.url), message: e.to_string() })
+        .map_err(|e| Error::Cluster { what: format!("the scheduler at {}", cluster.url), message: e.to_string() })?;
+    // Ballista puts its own function list in place of the session's: medallion's come back.
+    for udf in crate::functions::udfs() {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+    Ok(ctx)
 }
 
 /// The planner settings every query on a cluster runs with (the driver's, and the scheduler's

@@ -86,6 +86,15 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     start_server(cluster, options.bind, Arc::new(config)).await.map_err(|e| failed("the scheduler", e))
 }
 
+/// Ballista's functions and medallion's (the tasks' plans name them).
+fn functions() -> ballista_core::registry::BallistaFunctionRegistry {
+    let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+    for udf in crate::functions::udfs() {
+        registry.scalar_functions.insert(udf.name().to_string(), udf);
+    }
+    registry
+}
+
 /// Runs an executor until the process is stopped (SIGTERM, Ctrl-C).
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     // Tasks that write files open the lake by URL through delta-rs: the same buckets.
@@ -116,6 +125,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
         executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         override_runtime_producer: Some(runtime),
+        override_function_registry: Some(Arc::new(functions())),
         override_logical_codec: Some(Arc::new(LogicalCodec::with_nodes(options.nodes.clone()))),
         override_physical_codec: Some(Arc::new(PhysicalCodec::with_nodes(options.nodes))),
         ..ExecutorProcessConfig::default()

@@ -192,10 +192,15 @@ impl QueryPlanner for Planner {
     }
 }
 
-/// The scheduler's session state: Ballista's, with [`Planner`].
+/// The scheduler's session state: Ballista's, with [`Planner`] and medallion's SQL functions
+/// (the plans it is sent name them).
 pub(super) fn scheduler_state(config: SessionConfig) -> DfResult<SessionState> {
     let state = ballista_core::utils::default_session_builder(config)?;
-    Ok(SessionStateBuilder::new_from_existing(state).with_query_planner(Arc::new(Planner)).build())
+    let mut state = SessionStateBuilder::new_from_existing(state).with_query_planner(Arc::new(Planner)).build();
+    for udf in crate::functions::udfs() {
+        datafusion::execution::FunctionRegistry::register_udf(&mut state, udf)?;
+    }
+    Ok(state)
 }
 
 /// Runs `df` (of a cluster session) on the executors, its rows written as files of the table at

@@ -143,6 +143,7 @@ impl GateResult {
 /// [`crate::quality::checks`]); errors are (expectation name, message).
 pub fn compile(specs: &[ExpectationSpec], schema: &SchemaRef) -> Result<Vec<Gate>, Vec<(String, String)>> {
     let ctx = SessionContext::new();
+    crate::functions::register(&ctx).map_err(|e| vec![(String::new(), e.to_string())])?;
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| vec![(String::new(), e.to_string())])?;
     let mut gates = Vec::new();
     let mut errors = Vec::new();

@@ -195,6 +195,10 @@ impl Contract {
             }
         };
         let ctx = SessionContext::new();
+        if let Err(e) = crate::functions::register(&ctx) {
+            errors.push(ContractError { subject: "columns".into(), message: e.to_string(), needle: None });
+            return Err(errors);
+        }
         // One row of nulls: evaluating an expression on it fails on what would fail on every row
         // at run time, such as a literal that cannot be cast to its column's type.
         let probe = RecordBatch::try_new(

@@ -471,3 +471,54 @@ async fn a_column_can_be_read_from_a_differently_named_field() {
     let err = medallion::project::Project::load(d.dir.path()).await.expect_err("invalid").to_string();
     assert!(err.contains("field `oid` is already read by another column"), "{err}");
 }
+
+/// A `json` column is read inside by SQL wherever a project writes SQL: a column's check, a row
+/// expectation, a gold model (`->>`, `json_extract`, `json_array_length`) and a query.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_columns_are_read_inside_by_checks_expectations_and_gold() {
+    let d = Dir::new(
+        r#"
+[project]
+name = "j"
+lake = "./lake"
+
+[sources.api]
+format = "ndjson"
+
+[silver.tickets]
+source = "api"
+primary_key = ["id"]
+columns = [
+  { name = "id", type = "int64" },
+  { name = "items", type = "json", checks = ["json_array_length(items) <= 2"] },
+]
+expectations = [{ name = "has_items", expect = "json_array_length(items) > 0", action = "drop" }]
+
+[gold.first_items]
+sql = "gold/first_items.sql"
+expectations = [{ name = "counted", expect = "json_array_length(items) = n", action = "fail" }]
+"#,
+    );
+    std::fs::create_dir_all(d.dir.path().join("gold")).expect("mkdir");
+    std::fs::write(
+        d.dir.path().join("gold/first_items.sql"),
+        "SELECT id, items, items ->> '$[0].sku' AS sku, CAST(json_extract(items, '$[0].qty') AS BIGINT) AS qty, \
+         json_array_length(items) AS n FROM {{ ref('tickets') }}",
+    )
+    .expect("sql");
+    let lines = [
+        r#"{"id": 1, "items": [{"sku": "A", "qty": 2}]}"#,
+        r#"{"id": 2, "items": [{"sku": "B", "qty": 1}, {"sku": "C", "qty": 5}]}"#,
+        r#"{"id": 3, "items": []}"#,
+        r#"{"id": 4, "items": [1, 2, 3]}"#,
+    ];
+    d.bronze("api", "b1", "2024-03-01T00:00:00Z", &lines.map(str::to_string));
+    let summary = d.run().await;
+    assert!(summary.ok(), "{:?}", summary.failed);
+    let gold = d.rows("SELECT id, sku, qty, n FROM gold.first_items ORDER BY id").await;
+    assert_eq!(gold, [["1", "A", "2", "1"], ["2", "B", "1", "2"]]);
+    let rejected = d.rows("SELECT _raw ->> 'id', _errors FROM quarantine.tickets ORDER BY 1").await;
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(rejected[0][0] == "3" && rejected[0][1].contains("has_items"), "{rejected:?}");
+    assert!(rejected[1][0] == "4" && rejected[1][1].contains("json_array_length(items) <= 2"), "{rejected:?}");
+}
