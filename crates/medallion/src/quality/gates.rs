@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
@@ -191,13 +192,11 @@ impl Gate {
     /// Per row: whether it fails (the expression is false or null).
     pub fn failing(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
         let n = batch.num_rows();
-        let out = self
-            .expr
-            .evaluate(batch)
-            .and_then(|v| v.into_array(n))
-            .map_err(|e| Error::sql(format!("expectation `{}`", self.name), e))?;
+        // A row the expectation cannot be evaluated on fails it.
+        let (out, errors) =
+            by_rows(batch, &DataType::Boolean, &|b: &RecordBatch| self.expr.evaluate(b)?.into_array(b.num_rows()))?;
         let out = out.as_boolean();
-        Ok((0..n).map(|r| !(out.is_valid(r) && out.value(r))).collect())
+        Ok((0..n).map(|r| errors.contains_key(&r) || !(out.is_valid(r) && out.value(r))).collect())
     }
 
     /// A fresh result for this gate.
@@ -270,4 +269,90 @@ pub fn results_of(error: &Error) -> Vec<GateResult> {
 /// The first line of an error message (DataFusion's go on with context a user need not read).
 pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
+}
+
+/// Rows an expression could not be evaluated on, with the error.
+pub type RowErrors = std::collections::HashMap<usize, String>;
+
+/// `eval` over `batch`; where it fails, over ever smaller halves, so that a row it cannot be
+/// evaluated on (a cast of text that is no number, JSON functions over text that is no JSON)
+/// fails alone: the values (null on such rows, of type `ty`) and each such row's error. One bad
+/// value must not stop the rows beside it.
+pub fn by_rows(
+    batch: &RecordBatch,
+    ty: &DataType,
+    eval: &dyn Fn(&RecordBatch) -> datafusion::error::Result<ArrayRef>,
+) -> Result<(ArrayRef, RowErrors)> {
+    fn go(
+        batch: &RecordBatch,
+        offset: usize,
+        ty: &DataType,
+        eval: &dyn Fn(&RecordBatch) -> datafusion::error::Result<ArrayRef>,
+        parts: &mut Vec<ArrayRef>,
+        errors: &mut RowErrors,
+    ) {
+        let n = batch.num_rows();
+        match eval(batch) {
+            Ok(values) => parts.push(values),
+            Err(e) if n <= 1 => {
+                parts.push(new_null_array(ty, n));
+                if n == 1 {
+                    errors.insert(offset, e.find_root().to_string());
+                }
+            }
+            Err(_) => {
+                let half = n / 2;
+                go(&batch.slice(0, half), offset, ty, eval, parts, errors);
+                go(&batch.slice(half, n - half), offset + half, ty, eval, parts, errors);
+            }
+        }
+    }
+    let (mut parts, mut errors) = (Vec::new(), RowErrors::new());
+    go(batch, 0, ty, eval, &mut parts, &mut errors);
+    let values = match parts.as_slice() {
+        [one] => Arc::clone(one),
+        _ => {
+            let refs: Vec<&dyn Array> = parts.iter().map(|p| p.as_ref()).collect();
+            concat(&refs).map_err(|e| Error::arrow("joining the rows of an expression", e))?
+        }
+    };
+    Ok((values, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int32Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    /// Where an expression fails on some rows, the others get their values and each failing row
+    /// its own error; a whole batch that evaluates is evaluated once.
+    #[test]
+    fn by_rows_isolates_the_rows_an_expression_fails_on() -> Result<()> {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
+        let texts = StringArray::from(vec![Some("1"), Some("x"), Some("3"), None, Some("y"), Some("6"), Some("7")]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(texts)]).map_err(|e| Error::arrow("batch", e))?;
+        let calls = std::cell::Cell::new(0);
+        let cast = |b: &RecordBatch| {
+            calls.set(calls.get() + 1);
+            Ok(datafusion::arrow::compute::cast_with_options(
+                b.column(0),
+                &DataType::Int32,
+                &datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() },
+            )?)
+        };
+        let (values, errors) = by_rows(&batch, &DataType::Int32, &cast)?;
+        let want = Int32Array::from(vec![Some(1), None, Some(3), None, None, Some(6), Some(7)]);
+        assert_eq!(values.as_primitive::<datafusion::arrow::datatypes::Int32Type>(), &want);
+        let mut failed: Vec<usize> = errors.keys().copied().collect();
+        failed.sort_unstable();
+        assert_eq!(failed, [1, 4]);
+        assert!(errors[&1].contains("'x'"), "{errors:?}");
+        let clean = batch.slice(5, 2);
+        calls.set(0);
+        let (_, none) = by_rows(&clean, &DataType::Int32, &cast)?;
+        assert!(none.is_empty() && calls.get() == 1);
+        Ok(())
+    }
 }

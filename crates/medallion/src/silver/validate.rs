@@ -7,12 +7,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::Float64Type;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 
 use super::coerce::{Fault, coerce, parse_timestamp};
 use super::contract::{Contract, arrow_type};
 use crate::bronze::decode::{Kind, RawChunk, RawField};
 use crate::error::{Error, Result};
+use crate::quality::gates::{RowErrors, by_rows};
 use crate::quality::quarantine::{Reason, Rejected};
 use crate::spec::{Action, ColumnType};
 
@@ -59,23 +60,27 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
     let mut batch = RecordBatch::try_new(contract.schema.clone(), arrays)
         .map_err(|e| Error::arrow(format!("building rows of {}", origin.file), e))?;
 
-    // Transforms, in column order, each seeing the previous ones' results.
+    // Transforms, in column order, each seeing the previous ones' results. A row a transform
+    // cannot be computed for (a cast of text that is no number) is rejected with the error; the
+    // other rows go on.
     let mut transform_null: Vec<Option<Vec<bool>>> = vec![None; contract.columns.len()];
+    let mut transform_errors: Vec<RowErrors> = vec![RowErrors::new(); contract.columns.len()];
     for (i, column) in contract.columns.iter().enumerate() {
-        let Some((sql, expr)) = &column.transform else { continue };
-        let out = expr
-            .evaluate(&batch)
-            .and_then(|v| v.into_array(n))
-            .map_err(|e| Error::sql(format!("transform `{sql}` of column `{}`", column.name), e))?;
-        let out = cast(&out, &arrow_type(column.ty))
-            .map_err(|e| Error::arrow(format!("transform `{sql}` of column `{}`", column.name), e))?;
+        let Some((_, expr)) = &column.transform else { continue };
+        let ty = arrow_type(column.ty);
+        let (out, errors) = by_rows(&batch, &ty, &|b: &RecordBatch| {
+            let out = expr.evaluate(b)?.into_array(b.num_rows())?;
+            Ok(cast(&out, &ty)?)
+        })?;
         let before = batch.column(i);
         if column.required {
-            let lost: Vec<bool> = (0..n).map(|r| before.is_valid(r) && out.is_null(r)).collect();
+            let lost: Vec<bool> =
+                (0..n).map(|r| before.is_valid(r) && out.is_null(r) && !errors.contains_key(&r)).collect();
             if lost.iter().any(|&l| l) {
                 transform_null[i] = Some(lost);
             }
         }
+        transform_errors[i] = errors;
         let mut cols = batch.columns().to_vec();
         cols[i] = out;
         batch = RecordBatch::try_new(contract.schema.clone(), cols)
@@ -95,17 +100,18 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
 
     // Checks: a row fails when the expression is false, or null although every column it reads
     // is present (a null input is already reported by coercion, or allowed for optional columns).
+    // A row a check cannot be evaluated on fails it, with the error.
     let mut check_fails: Vec<Option<Vec<bool>>> = Vec::with_capacity(contract.checks.len());
+    let mut check_errors: Vec<RowErrors> = Vec::with_capacity(contract.checks.len());
     for check in &contract.checks {
-        let result = check
-            .expr
-            .evaluate(&batch)
-            .and_then(|v| v.into_array(n))
-            .map_err(|e| Error::sql(format!("check `{}`", check.rule), e))?;
+        let (result, errors) =
+            by_rows(&batch, &DataType::Boolean, &|b: &RecordBatch| check.expr.evaluate(b)?.into_array(b.num_rows()))?;
         let result = result.as_boolean();
         let fails: Vec<bool> = (0..n)
             .map(|r| {
-                if result.is_valid(r) {
+                if errors.contains_key(&r) {
+                    true
+                } else if result.is_valid(r) {
                     !result.value(r)
                 } else {
                     check.refs.iter().all(|&c| batch.column(c).is_valid(r))
@@ -113,6 +119,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             })
             .collect();
         check_fails.push(fails.iter().any(|&f| f).then_some(fails));
+        check_errors.push(errors);
     }
 
     let mut keep = vec![true; n];
@@ -124,6 +131,11 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
     for f in transform_null.iter().chain(&check_fails).flatten() {
         for (k, fail) in keep.iter_mut().zip(f) {
             *k &= !fail;
+        }
+    }
+    for errors in &transform_errors {
+        for &r in errors.keys() {
+            keep[r] = false;
         }
     }
     // Expectations see only rows that satisfy the contract; `drop` ones reject their failures.
@@ -162,23 +174,33 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
                 let (rule, message) = fault.describe(field.kinds[r], field.text(r), column.ty, column.format.as_ref());
                 reasons.push(Reason { column: Some(column.name.clone()), rule: rule.to_string(), message });
             }
+            let sql = column.transform.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
             if transform_null[c].as_ref().is_some_and(|t| t[r]) {
-                let sql = column.transform.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
                 reasons.push(Reason {
                     column: Some(column.name.clone()),
                     rule: "transform".into(),
                     message: format!("transform `{sql}` gave null for {}", shown(field, r)),
                 });
             }
+            if let Some(error) = transform_errors[c].get(&r) {
+                reasons.push(Reason {
+                    column: Some(column.name.clone()),
+                    rule: "transform".into(),
+                    message: format!("transform `{sql}` failed for {}: {error}", shown(field, r)),
+                });
+            }
         }
-        for (check, fails) in contract.checks.iter().zip(&check_fails) {
+        for ((check, fails), errors) in contract.checks.iter().zip(&check_fails).zip(&check_errors) {
             if fails.as_ref().is_some_and(|f| f[r]) {
-                let message = match &check.column {
-                    Some(col) => {
-                        let idx = contract.columns.iter().position(|c| &c.name == col).unwrap_or(0);
-                        format!("check failed for {}", shown(&chunk.fields[idx], r))
-                    }
-                    None => "check failed".to_string(),
+                let value = check.column.as_ref().map(|col| {
+                    let idx = contract.columns.iter().position(|c| &c.name == col).unwrap_or(0);
+                    shown(&chunk.fields[idx], r)
+                });
+                let message = match (value, errors.get(&r)) {
+                    (Some(v), Some(error)) => format!("check could not be evaluated for {v}: {error}"),
+                    (None, Some(error)) => format!("check could not be evaluated: {error}"),
+                    (Some(v), None) => format!("check failed for {v}"),
+                    (None, None) => "check failed".to_string(),
                 };
                 reasons.push(Reason { column: check.column.clone(), rule: check.rule.clone(), message });
             }

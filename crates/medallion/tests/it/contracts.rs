@@ -522,3 +522,55 @@ expectations = [{ name = "counted", expect = "json_array_length(items) = n", act
     assert!(rejected[0][0] == "3" && rejected[0][1].contains("has_items"), "{rejected:?}");
     assert!(rejected[1][0] == "4" && rejected[1][1].contains("json_array_length(items) <= 2"), "{rejected:?}");
 }
+
+/// A value a transform, a check or an expectation cannot be evaluated on (a cast of text that is
+/// no number, JSON functions over text that is no JSON) rejects its row with the error; the rows
+/// beside it are promoted. It used to fail the table's promotion, run after run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_an_expression_cannot_be_evaluated_on_rejects_its_row_only() {
+    let d = Dir::new(
+        r#"
+[project]
+name = "e"
+lake = "./lake"
+
+[sources.s]
+format = "ndjson"
+
+[silver.t]
+source = "s"
+primary_key = ["id"]
+columns = [
+  { name = "id", type = "int64" },
+  { name = "code", type = "string", checks = ["CAST(code AS INT) > 0"] },
+  { name = "label", type = "string", transform = "CAST(CAST(label AS INT) * 2 AS VARCHAR)" },
+  { name = "payload", type = "string", checks = ["json_array_length(payload) > 0"] },
+]
+expectations = [{ name = "small_code", expect = "CAST(code AS INT) < 100", action = "drop" }]
+"#,
+    );
+    let lines = [
+        r#"{"id": 1, "code": "5", "label": "3", "payload": "[1]"}"#,
+        r#"{"id": 2, "code": "x", "label": "3", "payload": "[1]"}"#,
+        r#"{"id": 3, "code": "5", "label": "y", "payload": "[1]"}"#,
+        r#"{"id": 4, "code": "5", "label": "3", "payload": "nope"}"#,
+        r#"{"id": 5, "code": "500", "label": "3", "payload": "[1]"}"#,
+        r#"{"id": 6, "code": "7", "label": "4", "payload": "[1, 2]"}"#,
+    ];
+    d.bronze("s", "b1", "2024-03-01T00:00:00Z", &lines.map(str::to_string));
+    let summary = d.run().await;
+    assert!(summary.ok(), "{:?}", summary.failed);
+    assert_eq!(d.rows("SELECT id, label FROM t ORDER BY id").await, [["1", "6"], ["6", "8"]]);
+    let rejected = d.rows("SELECT _raw ->> 'id', _errors FROM quarantine.t ORDER BY 1").await;
+    let reason = |id: &str| rejected.iter().find(|r| r[0] == id).map(|r| r[1].clone()).unwrap_or_default();
+    assert_eq!(rejected.len(), 4, "{rejected:?}");
+    for (id, want) in [
+        ("2", "check could not be evaluated for \"x\": "),
+        ("2", "Cannot cast string 'x'"),
+        ("3", "transform `CAST(CAST(label AS INT) * 2 AS VARCHAR)` failed for \"y\": "),
+        ("4", "json_array_length: `nope` is not JSON"),
+        ("5", "small_code"),
+    ] {
+        assert!(reason(id).contains(want), "{id}: {want} not in {}", reason(id));
+    }
+}
