@@ -464,6 +464,10 @@ fn first_line(e: &datafusion::error::DataFusionError) -> String {
             ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
             other => other.to_string(),
         },
+        // A wrapper ("Optimizer rule 'simplify_expressions' failed") says where, its cause what.
+        root if matches!(e, datafusion::error::DataFusionError::Context(..)) => {
+            root.to_string().lines().next().unwrap_or_default().to_string()
+        }
         _ => e.to_string().lines().next().unwrap_or_default().to_string(),
     }
 }

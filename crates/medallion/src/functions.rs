@@ -119,6 +119,22 @@ impl ScalarUDFImpl for JsonFunction {
         })
     }
 
+    /// A constant path that cannot be read is a planning error, so `validate` reports it before
+    /// any data moves; the call itself is kept.
+    fn simplify(
+        &self,
+        args: Vec<Expr>,
+        _info: &datafusion::logical_expr::simplify::SimplifyContext,
+    ) -> Result<datafusion::logical_expr::simplify::ExprSimplifyResult> {
+        if let Some(Expr::Literal(path, _)) = args.get(1)
+            && let Some(text) = path.try_as_str().flatten()
+            && let Err(why) = parse_path(text)
+        {
+            return plan_err!("{}: {why}", self.which.name());
+        }
+        Ok(datafusion::logical_expr::simplify::ExprSimplifyResult::Original(args))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
@@ -443,6 +459,24 @@ mod tests {
             let error = rows(sql).await.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(error.contains(want), "{sql}: {error}");
         }
+    }
+
+    /// A constant path that cannot be read fails planning (what `validate` does), before any row
+    /// is read; a path from a column is read per row.
+    #[tokio::test]
+    async fn a_constant_path_that_cannot_be_read_fails_planning() -> Result<()> {
+        let ctx = SessionContext::new();
+        register(&ctx)?;
+        let plan = |sql: &str| {
+            let ctx = ctx.clone();
+            let sql = sql.to_string();
+            async move { ctx.sql(&sql).await?.into_optimized_plan() }
+        };
+        let bad = plan("SELECT json_extract(j, '$.a[x]') FROM (VALUES ('{}')) AS t(j)").await;
+        let error = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("json_extract: path `$.a[x]`: `[x]` is neither an index"), "{error}");
+        plan("SELECT j ->> '$.a[0]', json_extract(j, p) FROM (VALUES ('{}', '$.[x')) AS t(j, p)").await?;
+        Ok(())
     }
 
     #[test]

@@ -521,6 +521,15 @@ expectations = [{ name = "counted", expect = "json_array_length(items) = n", act
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert!(rejected[0][0] == "3" && rejected[0][1].contains("has_items"), "{rejected:?}");
     assert!(rejected[1][0] == "4" && rejected[1][1].contains("json_array_length(items) <= 2"), "{rejected:?}");
+    // A constant path that cannot be read is a problem of the project, before any data moves.
+    std::fs::write(
+        d.dir.path().join("gold/first_items.sql"),
+        "SELECT id, items, items ->> '$[0' AS sku, 1 AS qty, 1 AS n FROM {{ ref('tickets') }}",
+    )
+    .expect("sql");
+    let err = medallion::project::Project::load(d.dir.path()).await.expect_err("invalid").to_string();
+    assert!(err.contains("gold/first_items.sql: gold model `first_items`: SQL does not plan:"), "{err}");
+    assert!(err.contains("json_extract_string: path `$[0`: a `[` is not closed"), "{err}");
 }
 
 /// A value a transform, a check or an expectation cannot be evaluated on (a cast of text that is
