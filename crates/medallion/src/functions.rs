@@ -23,6 +23,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, Int64Bu
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, plan_err};
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::sqlparser::ast::BinaryOperator;
@@ -32,7 +33,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use serde_json::value::RawValue;
 
-/// Every function of this module, to register in a session (or a cluster's registry).
+/// Every function of this module (a cluster's executors hold them in Ballista's registry, which
+/// takes no registration: see [`add_to`] for the others).
 pub fn udfs() -> Vec<Arc<ScalarUDF>> {
     [Json::Extract, Json::ExtractString, Json::ArrayLength, Json::Valid]
         .into_iter()
@@ -40,15 +42,21 @@ pub fn udfs() -> Vec<Arc<ScalarUDF>> {
         .collect()
 }
 
-/// Registers the functions and the `->` / `->>` operators in `ctx`.
-pub fn register(ctx: &SessionContext) -> Result<()> {
+/// Adds every function of this module to `registry`: a session's state (one that plans SQL, or
+/// a cluster's scheduler, which runs plans naming them).
+pub fn add_to(registry: &mut dyn FunctionRegistry) -> Result<()> {
     for udf in udfs() {
-        ctx.register_udf(udf.as_ref().clone());
+        registry.register_udf(udf)?;
     }
-    datafusion::execution::FunctionRegistry::register_expr_planner(
-        &mut *ctx.state_ref().write(),
-        Arc::new(JsonOperators),
-    )
+    Ok(())
+}
+
+/// Registers the functions and the `->` / `->>` operators in `ctx`, which plans SQL.
+pub fn register(ctx: &SessionContext) -> Result<()> {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    add_to(&mut *state)?;
+    state.register_expr_planner(Arc::new(JsonOperators))
 }
 
 /// Which function.

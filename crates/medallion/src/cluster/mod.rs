@@ -146,9 +146,8 @@ pub async fn session_with(cluster: &Cluster, state: SessionState, nodes: Nodes) 
         .await
         .map_err(|e| Error::Cluster { what: format!("the scheduler at {}", cluster.url), message: e.to_string() })?;
     // Ballista puts its own function list in place of the session's: medallion's come back.
-    for udf in crate::functions::udfs() {
-        ctx.register_udf(udf.as_ref().clone());
-    }
+    crate::functions::add_to(&mut *ctx.state_ref().write())
+        .map_err(|e| Error::sql("a cluster session's functions", e))?;
     Ok(ctx)
 }
 

@@ -86,7 +86,8 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     start_server(cluster, options.bind, Arc::new(config)).await.map_err(|e| failed("the scheduler", e))
 }
 
-/// Ballista's functions and medallion's (the tasks' plans name them).
+/// Ballista's functions and medallion's (the tasks' plans name them). Ballista's registry does
+/// not implement `register_udf` (it answers "not implemented"): its map is filled directly.
 fn functions() -> ballista_core::registry::BallistaFunctionRegistry {
     let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
     for udf in crate::functions::udfs() {

@@ -197,9 +197,7 @@ impl QueryPlanner for Planner {
 pub(super) fn scheduler_state(config: SessionConfig) -> DfResult<SessionState> {
     let state = ballista_core::utils::default_session_builder(config)?;
     let mut state = SessionStateBuilder::new_from_existing(state).with_query_planner(Arc::new(Planner)).build();
-    for udf in crate::functions::udfs() {
-        datafusion::execution::FunctionRegistry::register_udf(&mut state, udf)?;
-    }
+    crate::functions::add_to(&mut state)?;
     Ok(state)
 }
 
