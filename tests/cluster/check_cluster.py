@@ -52,7 +52,8 @@ work = Path(tempfile.mkdtemp(prefix="medallion-cluster-"))
 check = Checks()
 NOW = "2026-06-01T12:00:00Z"
 # The generator's data has orders only (dim_customers stays unpublished; revenue_by_tier reads it empty).
-TABLES = ["silver/orders", "quarantine/orders", "gold/daily_revenue", "gold/revenue_by_tier", "gold/sources_json"]
+TABLES = ["silver/orders", "quarantine/orders", "gold/daily_revenue", "gold/revenue_by_tier", "gold/sources_json",
+          "gold/source_parts"]
 
 
 class Recorder:
@@ -117,6 +118,11 @@ try:
         "SELECT source, json_extract_string(concat('{\"s\": \"', source, '\"}'), '$.s') AS read_back, "
         "json_array_length(concat('[', CAST(count(*) AS VARCHAR), ']')) AS one FROM {{ ref('orders') }} GROUP BY source")
     text += '\n[gold.sources_json]\nexpectations = [{ name = "read_back", expect = "read_back = source AND one = 1", action = "fail" }]\n'
+    # A wildcard path's list, made rows by `unnest` across the executors' partitions.
+    (project / "gold" / "source_parts.sql").write_text(
+        "SELECT part, count(*) AS n FROM (SELECT unnest(json_extract_string(concat('[\"', source, '\", \"', currency, "
+        "'\"]'), '$[*]')) AS part FROM {{ ref('orders') }}) GROUP BY part")
+    text += '\n[gold.source_parts]\nexpectations = [{ name = "counted", expect = "n > 0 AND part IS NOT NULL", action = "fail" }]\n'
     (project / "medallion.toml").write_text(text.replace("[sources.orders]", storage + "[sources.orders]", 1))
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDALLION_"))}
     lake_env = {**clean_env, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,

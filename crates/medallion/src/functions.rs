@@ -11,26 +11,34 @@
 //! - `json_valid(json)`: whether the text is JSON;
 //! - `json -> path` and `json ->> path`: `json_extract` and `json_extract_string`.
 //!
-//! A path is JSONPath (`'$.items[0].sku'`, `'$."odd key"'`, `'$["odd key"]'`), a JSON Pointer
-//! (`'/items/0/sku'`), a plain key (`'sku'`), or an integer (an array's index, from 0). A path
-//! the value does not have gives NULL, as a NULL input does. Text that is not JSON is an error
-//! naming the function and the text (DuckDB's choice: a model never silently reads a malformed
-//! value as missing); `json_valid` tells them apart first where that can happen.
+//! A path is JSONPath (`'$.items[0].sku'`, `'$."odd key"'`, `'$["odd key"]'`, `'$.items[-1]'`
+//! from the end), a JSON Pointer (`'/items/0/sku'`), a plain key (`'sku'`), or an integer (an
+//! array's index, from 0). A path the value does not have gives NULL, as a NULL input does. A
+//! constant JSONPath with wildcards (`'$.items[*].sku'`: every element of an array; `'$.a.*'`:
+//! every value of an object) reaches many values and gives a list of them, in document order,
+//! possibly empty: `unnest` makes them rows. Text that is not JSON is an error naming the function
+//! and the text (DuckDB's choice: a model never silently reads a malformed value as missing);
+//! `json_valid` tells them apart first where that can happen.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBuilder, Int64Builder, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Int64Builder, ListBuilder, StringArray, StringBuilder,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err, plan_err};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::sqlparser::ast::BinaryOperator;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use datafusion::prelude::SessionContext;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Every function of this module (a cluster's executors hold them in Ballista's registry, which
@@ -127,6 +135,16 @@ impl ScalarUDFImpl for JsonFunction {
         })
     }
 
+    /// A list of values where the path is a constant with a wildcard (it reaches many), else one.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let one = self.return_type(&types)?;
+        let constant = args.scalar_arguments.get(1).copied().flatten().and_then(|s| s.try_as_str().flatten());
+        let many = constant.is_some_and(|text| parse_path(text).is_ok_and(|path| reaches_many(&path)));
+        let data_type = if many { DataType::List(Arc::new(Field::new_list_field(one, true))) } else { one };
+        Ok(Arc::new(Field::new(self.name(), data_type, true)))
+    }
+
     /// A constant path that cannot be read is a planning error, so `validate` reports it before
     /// any data moves; the call itself is kept.
     fn simplify(
@@ -146,15 +164,17 @@ impl ScalarUDFImpl for JsonFunction {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let many = matches!(args.return_field.data_type(), DataType::List(_));
         let texts = text_array(&args.args[0], rows)?;
         let texts = texts.as_string::<i32>();
+        let name = self.which.name();
         // A constant path is parsed once.
         let paths: Paths = match args.args.get(1) {
             None => Paths::Constant(Some(Vec::new())),
-            Some(ColumnarValue::Scalar(s)) => Paths::Constant(path_of_scalar(s, self.which.name())?),
+            Some(ColumnarValue::Scalar(s)) => Paths::Constant(path_of_scalar(s, name)?),
             Some(ColumnarValue::Array(a)) => Paths::PerRow(Arc::clone(a)),
         };
-        let name = self.which.name();
+        let read = reader(texts, &paths, name, many);
         let out: ArrayRef = match self.which {
             Json::Valid => {
                 let mut b = BooleanBuilder::with_capacity(rows);
@@ -165,35 +185,35 @@ impl ScalarUDFImpl for JsonFunction {
                 }
                 Arc::new(b.finish())
             }
-            Json::ArrayLength => {
-                let mut b = Int64Builder::with_capacity(rows);
-                for i in 0..rows {
-                    let length = match found(texts, i, &paths, name)? {
-                        None | Some("null") => None,
-                        Some(array) if array.starts_with('[') => {
-                            let items: Vec<&RawValue> =
-                                serde_json::from_str(array).or_else(|e| exec_err!("{name}: {e}"))?;
-                            i64::try_from(items.len()).ok()
-                        }
-                        Some(_) => Some(0),
-                    };
-                    b.append_option(length);
-                }
-                Arc::new(b.finish())
+            Json::ArrayLength => gather(Int64Builder::with_capacity(rows), many, rows, read, |b, hit| {
+                b.append_option(match hit {
+                    None => None,
+                    Some(array) if array.starts_with('[') => i64::try_from(elements(array, name)?.len()).ok(),
+                    Some(_) => Some(0),
+                });
+                Ok(())
+            })?,
+            Json::Extract => {
+                let b = StringBuilder::with_capacity(rows, texts.value_data().len() / 2);
+                gather(b, many, rows, read, |b, hit| {
+                    b.append_option(hit);
+                    Ok(())
+                })?
             }
-            Json::Extract | Json::ExtractString => {
-                let mut b = StringBuilder::with_capacity(rows, texts.value_data().len() / 2);
-                for i in 0..rows {
-                    match (self.which, found(texts, i, &paths, name)?) {
-                        (_, None) | (Json::ExtractString, Some("null")) => b.append_null(),
-                        (Json::ExtractString, Some(quoted)) if quoted.starts_with('"') => {
-                            let text: String = serde_json::from_str(quoted).or_else(|e| exec_err!("{name}: {e}"))?;
+            Json::ExtractString => {
+                let b = StringBuilder::with_capacity(rows, texts.value_data().len() / 2);
+                gather(b, many, rows, read, |b, hit| {
+                    match hit {
+                        None | Some("null") => b.append_null(),
+                        Some(quoted) if quoted.starts_with('"') => {
+                            let text: Cow<'_, str> =
+                                serde_json::from_str(quoted).or_else(|e| exec_err!("{name}: {e}"))?;
                             b.append_value(text);
                         }
-                        (_, Some(text)) => b.append_value(text),
+                        Some(text) => b.append_value(text),
                     }
-                }
-                Arc::new(b.finish())
+                    Ok(())
+                })?
             }
         };
         if scalar {
@@ -201,6 +221,47 @@ impl ScalarUDFImpl for JsonFunction {
         }
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// The column of `rows` rows a call gives: each row's first value (NULL for none), or, where the
+/// path `many` values, a list of all of them (NULL for a NULL input or path). `read` puts a row's
+/// values in a buffer and says whether the row is read (not NULL); `push` appends one value.
+fn gather<'a, B: ArrayBuilder>(
+    mut values: B,
+    many: bool,
+    rows: usize,
+    mut read: impl FnMut(usize, &mut Vec<&'a str>) -> Result<bool>,
+    mut push: impl FnMut(&mut B, Option<&'a str>) -> Result<()>,
+) -> Result<ArrayRef> {
+    let mut hits = Vec::new();
+    if !many {
+        for i in 0..rows {
+            hits.clear();
+            let first = if read(i, &mut hits)? { hits.first().copied() } else { None };
+            push(&mut values, first)?;
+        }
+        return Ok(values.finish());
+    }
+    let mut lists = ListBuilder::with_capacity(values, rows);
+    for i in 0..rows {
+        hits.clear();
+        let is_read = read(i, &mut hits)?;
+        for hit in &hits {
+            push(lists.values(), Some(hit))?;
+        }
+        lists.append(is_read);
+    }
+    Ok(Arc::new(lists.finish()))
+}
+
+/// [`found`] for the rows of one call.
+fn reader<'a>(
+    texts: &'a StringArray,
+    paths: &'a Paths,
+    function: &'a str,
+    many: bool,
+) -> impl FnMut(usize, &mut Vec<&'a str>) -> Result<bool> + 'a {
+    move |i, hits| found(texts, i, paths, function, many, hits)
 }
 
 /// The first argument as a Utf8 array of `rows` rows.
@@ -216,6 +277,17 @@ type Path = Vec<Step>;
 enum Step {
     Key(String),
     Index(usize),
+    /// `[-n]`: the n-th element from an array's end.
+    FromEnd(usize),
+    /// `[*]`: every element of an array.
+    Elements,
+    /// `.*`: every value of an object.
+    Members,
+}
+
+/// Whether `path` can reach more than one value (it has a wildcard).
+fn reaches_many(path: &[Step]) -> bool {
+    path.iter().any(|s| matches!(s, Step::Elements | Step::Members))
 }
 
 /// The paths of a call: one for every row, or each row's own (None: a NULL path).
@@ -241,17 +313,21 @@ fn path_of_scalar(s: &ScalarValue, function: &str) -> Result<Option<Path>> {
     }
 }
 
-/// The JSON text of the value at row `i`'s path, as the row wrote it (None: a NULL input or
-/// path, or a path the value does not have); an error when the text is not JSON. Values are
-/// never converted: a number keeps its digits, an object its keys' order.
+/// Reads row `i`: false for a NULL input or path; else true, with the JSON text of every value
+/// the row's path reaches in `hits` (none where the value has no such path; at most one without
+/// a wildcard), as the row wrote it. An error when the text is not JSON, or when a path with a
+/// wildcard comes from a column (the result is a list only for a constant path). Values are never
+/// converted: a number keeps its digits, an object its keys' order.
 fn found<'a>(
-    texts: &'a datafusion::arrow::array::StringArray,
+    texts: &'a StringArray,
     i: usize,
     paths: &Paths,
     function: &str,
-) -> Result<Option<&'a str>> {
+    many: bool,
+    hits: &mut Vec<&'a str>,
+) -> Result<bool> {
     if texts.is_null(i) {
-        return Ok(None);
+        return Ok(false);
     }
     let own;
     let path: &[Step] = match paths {
@@ -261,10 +337,16 @@ fn found<'a>(
                 own = p;
                 &own
             }
-            None => return Ok(None),
+            None => return Ok(false),
         },
-        Paths::Constant(None) | Paths::PerRow(_) => return Ok(None),
+        Paths::Constant(None) | Paths::PerRow(_) => return Ok(false),
     };
+    if !many && reaches_many(path) {
+        return exec_err!(
+            "{function}: a path with a wildcard (`*`) reaches many values, and gives their list only when it \
+             is a constant"
+        );
+    }
     let text = texts.value(i);
     let value: &RawValue = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -274,31 +356,109 @@ fn found<'a>(
             return exec_err!("{function}: `{shown}{more}` is not JSON ({e}); json_valid() tells such text apart");
         }
     };
-    walk(value, path).or_else(|e| exec_err!("{function}: {e}"))
+    reach(value.get(), path, hits, function)?;
+    Ok(true)
 }
 
-/// The text of the value at `path` in `value` (already read as JSON whole).
-fn walk<'a>(value: &'a RawValue, path: &[Step]) -> std::result::Result<Option<&'a str>, serde_json::Error> {
-    let mut at = value.get().trim();
-    for step in path {
-        let next: Option<&RawValue> = match (at.as_bytes().first(), step) {
-            (Some(b'{'), Step::Key(k)) => {
-                let members: std::collections::HashMap<std::borrow::Cow<'_, str>, &RawValue> =
-                    serde_json::from_str(at)?;
-                members.get(k.as_str()).copied()
+/// Puts the text of every value `path` reaches from `at` (JSON text already read whole) in
+/// `hits`, in document order.
+fn reach<'a>(at: &'a str, path: &[Step], hits: &mut Vec<&'a str>, function: &str) -> Result<()> {
+    let at = at.trim();
+    let Some((step, rest)) = path.split_first() else {
+        hits.push(at);
+        return Ok(());
+    };
+    match (at.as_bytes().first(), step) {
+        (Some(b'{'), Step::Key(k)) => {
+            // A key written twice is read where it is first written, as DuckDB reads it.
+            if let Some((_, v)) = members(at, function)?.into_iter().find(|(key, _)| key == k) {
+                reach(v.get(), rest, hits, function)?;
             }
-            (Some(b'['), Step::Index(i)) => serde_json::from_str::<Vec<&RawValue>>(at)?.get(*i).copied(),
-            // A JSON Pointer's number is a key of an object, an index of an array.
-            (Some(b'['), Step::Key(k)) => match k.parse::<usize>() {
-                Ok(i) => serde_json::from_str::<Vec<&RawValue>>(at)?.get(i).copied(),
-                Err(_) => None,
-            },
-            _ => None,
-        };
-        let Some(next) = next else { return Ok(None) };
-        at = next.get().trim();
+        }
+        (Some(b'{'), Step::Members) => {
+            for (_, v) in members(at, function)? {
+                reach(v.get(), rest, hits, function)?;
+            }
+        }
+        (Some(b'['), Step::Elements) => {
+            for v in elements(at, function)? {
+                reach(v.get(), rest, hits, function)?;
+            }
+        }
+        (Some(b'['), Step::Index(_) | Step::FromEnd(_) | Step::Key(_)) => {
+            let items = elements(at, function)?;
+            let index = match step {
+                Step::Index(i) => Some(*i),
+                Step::FromEnd(n) => items.len().checked_sub(*n),
+                // A JSON Pointer's number is a key of an object, an index of an array.
+                Step::Key(k) => k.parse::<usize>().ok(),
+                Step::Elements | Step::Members => None,
+            };
+            if let Some(v) = index.and_then(|i| items.get(i)) {
+                reach(v.get(), rest, hits, function)?;
+            }
+        }
+        _ => {}
     }
-    Ok(Some(at))
+    Ok(())
+}
+
+/// The elements of an array's JSON text.
+fn elements<'a>(array: &'a str, function: &str) -> Result<Vec<&'a RawValue>> {
+    serde_json::from_str(array).or_else(|e| exec_err!("{function}: {e}"))
+}
+
+/// The members of an object's JSON text, in their order.
+fn members<'a>(object: &'a str, function: &str) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>> {
+    match serde_json::from_str::<Members<'a>>(object) {
+        Ok(Members(m)) => Ok(m),
+        Err(e) => exec_err!("{function}: {e}"),
+    }
+}
+
+/// An object's members in their order, keys borrowed where they have no escape.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Ordered;
+        impl<'de> Visitor<'de> for Ordered {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> std::result::Result<Members<'de>, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push((key, value));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Ordered)
+    }
+}
+
+/// An object's key: borrowed from the text unless it has an escape.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
 }
 
 /// Parses a path: JSONPath from `$`, a JSON Pointer from `/`, else one key.
@@ -312,7 +472,8 @@ fn parse_path(text: &str) -> std::result::Result<Path, String> {
     Ok(vec![Step::Key(text.to_string())])
 }
 
-/// The steps of a JSONPath after its `$`: `.key`, `."key"`, `[n]`, `["key"]`, `['key']`.
+/// The steps of a JSONPath after its `$`: `.key`, `."key"`, `.*`, `[n]`, `[-n]` (or `[#-n]`, from
+/// the end), `[*]`, `["key"]`, `['key']`.
 fn json_path(mut rest: &str) -> std::result::Result<Path, String> {
     let mut path = Vec::new();
     while !rest.is_empty() {
@@ -323,13 +484,13 @@ fn json_path(mut rest: &str) -> std::result::Result<Path, String> {
                 rest = &quoted[end + 1..];
             } else {
                 let end = after.find(['.', '[']).unwrap_or(after.len());
+                if after.starts_with('.') {
+                    return Err("recursive descent (`..`) is not supported: name each step".into());
+                }
                 if end == 0 {
                     return Err("a `.` names no key".into());
                 }
-                if after[..end] == *"*" {
-                    return Err("wildcards (`*`) are not supported".into());
-                }
-                path.push(Step::Key(after[..end].to_string()));
+                path.push(if after[..end] == *"*" { Step::Members } else { Step::Key(after[..end].to_string()) });
                 rest = &after[end..];
             }
         } else if let Some(after) = rest.strip_prefix('[') {
@@ -339,10 +500,17 @@ fn json_path(mut rest: &str) -> std::result::Result<Path, String> {
                 .strip_prefix('"')
                 .and_then(|s| s.strip_suffix('"'))
                 .or_else(|| inside.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')));
-            match (unquoted, inside.parse::<usize>()) {
-                (Some(key), _) => path.push(Step::Key(key.to_string())),
-                (None, Ok(i)) => path.push(Step::Index(i)),
-                (None, Err(_)) => return Err(format!("`[{inside}]` is neither an index from 0 nor a quoted key")),
+            let from_end = inside.strip_prefix('#').unwrap_or(inside).strip_prefix('-');
+            match (unquoted, inside.parse::<usize>(), from_end.map(str::parse::<usize>)) {
+                (Some(key), _, _) => path.push(Step::Key(key.to_string())),
+                (None, Ok(i), _) => path.push(Step::Index(i)),
+                (None, Err(_), Some(Ok(n))) => path.push(if n == 0 { Step::Index(0) } else { Step::FromEnd(n) }),
+                _ if inside == "*" => path.push(Step::Elements),
+                _ => {
+                    return Err(format!(
+                        "`[{inside}]` is neither an index (from 0, or `-1` from the end), `*`, nor a quoted key"
+                    ));
+                }
             }
             rest = &after[end + 1..];
         } else {
@@ -425,6 +593,14 @@ mod tests {
             (format!("json_array_length({doc}, '$.a.b')"), "2"),
             (format!("json_array_length({doc}, '$.s')"), "0"),
             (format!("json_array_length({doc}, '$.missing')"), "NULL"),
+            // A JSON null is no array (DuckDB: 0).
+            (format!("json_array_length({doc}, '$.n')"), "0"),
+            // From the end, and a key written twice read where first written (as DuckDB does).
+            (format!("json_extract({doc}, '$.a.b[-1].c')"), r#""x""#),
+            (format!("json_extract({doc}, '$.a.b[#-2]')"), "10"),
+            (format!("json_extract({doc}, '$.a.b[-3]')"), "NULL"),
+            ("json_extract('{\"k\": 1, \"k\": 2}', 'k')".to_string(), "1"),
+            ("json_extract_string('{\"k\\u0031\": \"e\"}', 'k1')".to_string(), "e"),
             ("json_array_length('[1, 2, 3]')".to_string(), "3"),
             ("json_extract(NULL, '$.a')".to_string(), "NULL"),
             ("json_extract('{\"a\": 1}', NULL)".to_string(), "NULL"),
@@ -459,7 +635,12 @@ mod tests {
         for (sql, want) in [
             ("SELECT json_extract('{\"a\": ', '$.a')", "json_extract: `{\"a\": ` is not JSON"),
             ("SELECT json_extract('{}', '$.a[x]')", "path `$.a[x]`: `[x]` is neither an index"),
-            ("SELECT json_extract('{}', '$.*')", "wildcards (`*`) are not supported"),
+            ("SELECT json_extract('{}', '$..a')", "recursive descent (`..`) is not supported"),
+            ("SELECT json_extract('{}', '$[-x]')", "`[-x]` is neither an index"),
+            (
+                "SELECT json_extract('{\"a\": [1]}', p) FROM (VALUES ('$.a[*]')) AS t(p)",
+                "json_extract: a path with a wildcard (`*`) reaches many values, and gives their list only when it is a constant",
+            ),
             ("SELECT json_extract('[1]', -1)", "an index counts from 0, not -1"),
             ("SELECT json_extract(1, '$.a')", "its first argument must be JSON text"),
             ("SELECT json_extract('{}', true)", "a path is text"),
@@ -487,6 +668,38 @@ mod tests {
         Ok(())
     }
 
+    /// A constant path with wildcards gives the list of every value it reaches, in document
+    /// order (DuckDB's results, checked against DuckDB 2.0), and `unnest` makes them rows.
+    #[tokio::test]
+    async fn wildcards_give_lists_that_unnest_into_rows() -> Result<()> {
+        let doc = r#"'{"items": [{"sku": "A", "qty": 2}, {"sku": "B"}, null, {"sku": null, "qty": 7}], "o": {"x": 1, "y": [2, 3]}}'"#;
+        for (expr, want) in [
+            (format!("json_extract({doc}, '$.items[*].sku')"), r#"["A", "B", null]"#),
+            (format!("json_extract_string({doc}, '$.items[*].sku')"), "[A, B, ]"),
+            (format!("json_extract({doc}, '$.items[*].qty')"), "[2, 7]"),
+            (format!("{doc} -> '$.o.*'"), "[1, [2, 3]]"),
+            (format!("{doc} ->> '$.o.*[*]'"), "[2, 3]"),
+            (format!("json_extract({doc}, '$.o[*]')"), "[]"),
+            (format!("json_extract({doc}, '$.missing[*]')"), "[]"),
+            (format!("json_array_length({doc}, '$.o.*')"), "[0, 2]"),
+            ("json_extract(NULL, '$[*]')".to_string(), "NULL"),
+            ("arrow_typeof(json_extract_string('[1]', '$[*]'))".to_string(), "List(Utf8)"),
+            ("arrow_typeof(json_array_length('[1]', '$[*]'))".to_string(), "List(Int64)"),
+        ] {
+            let sql = format!("SELECT {expr}");
+            let got = one(&sql).await.map_err(|e| e.context(sql))?;
+            assert_eq!(got, want, "{expr}");
+        }
+        let got = rows(
+            "SELECT id, item ->> 'sku' AS sku, CAST(item ->> 'qty' AS BIGINT) AS qty FROM              (SELECT id, unnest(j -> '$.items[*]') AS item FROM (VALUES (1, '{\"items\": [{\"sku\": \"A\", \"qty\": 2}, {\"sku\": \"B\", \"qty\": 1}]}'),              (2, '{\"items\": []}'), (3, NULL), (4, '{\"items\": [{\"sku\": \"C\", \"qty\": 5}]}')) AS t(id, j)) ORDER BY id, sku",
+        )
+        .await?;
+        let body: Vec<&str> =
+            got.iter().map(String::as_str).filter(|l| l.starts_with("| ") && !l.contains(" sku ")).collect();
+        assert_eq!(body, ["| 1  | A   | 2   |", "| 1  | B   | 1   |", "| 4  | C   | 5   |"], "{got:#?}");
+        Ok(())
+    }
+
     #[test]
     fn paths_parse_into_their_steps() {
         let k = |s: &str| Step::Key(s.to_string());
@@ -495,6 +708,10 @@ mod tests {
         assert_eq!(parse_path("$['x.y'][\"z\"]"), Ok(vec![k("x.y"), k("z")]));
         assert_eq!(parse_path("/a~1b/~0c/0"), Ok(vec![k("a/b"), k("~c"), k("0")]));
         assert_eq!(parse_path("a.b"), Ok(vec![k("a.b")]));
+        assert_eq!(
+            parse_path("$.a[*].*[-2][#-1][-0]"),
+            Ok(vec![k("a"), Step::Elements, Step::Members, Step::FromEnd(2), Step::FromEnd(1), Step::Index(0)])
+        );
         assert!(parse_path("$.").is_err());
         assert!(parse_path("$[1").is_err());
         assert!(parse_path("$a").is_err());

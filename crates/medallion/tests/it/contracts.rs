@@ -473,7 +473,8 @@ async fn a_column_can_be_read_from_a_differently_named_field() {
 }
 
 /// A `json` column is read inside by SQL wherever a project writes SQL: a column's check, a row
-/// expectation, a gold model (`->>`, `json_extract`, `json_array_length`) and a query.
+/// expectation, a gold model (`->>`, `json_extract`, `json_array_length`; an array's elements made
+/// rows by a wildcard and `unnest`, and kept as a list column) and a query.
 #[tokio::test(flavor = "multi_thread")]
 async fn json_columns_are_read_inside_by_checks_expectations_and_gold() {
     let d = Dir::new(
@@ -497,6 +498,10 @@ expectations = [{ name = "has_items", expect = "json_array_length(items) > 0", a
 [gold.first_items]
 sql = "gold/first_items.sql"
 expectations = [{ name = "counted", expect = "json_array_length(items) = n", action = "fail" }]
+
+[gold.lines]
+sql = "gold/lines.sql"
+expectations = [{ name = "one_of_its_skus", expect = "array_has(skus, sku)", action = "fail" }]
 "#,
     );
     std::fs::create_dir_all(d.dir.path().join("gold")).expect("mkdir");
@@ -504,6 +509,12 @@ expectations = [{ name = "counted", expect = "json_array_length(items) = n", act
         d.dir.path().join("gold/first_items.sql"),
         "SELECT id, items, items ->> '$[0].sku' AS sku, CAST(json_extract(items, '$[0].qty') AS BIGINT) AS qty, \
          json_array_length(items) AS n FROM {{ ref('tickets') }}",
+    )
+    .expect("sql");
+    std::fs::write(
+        d.dir.path().join("gold/lines.sql"),
+        "SELECT id, item ->> 'sku' AS sku, CAST(item ->> 'qty' AS BIGINT) AS qty, items ->> '$[*].sku' AS skus \
+         FROM (SELECT id, items, unnest(items -> '$[*]') AS item FROM {{ ref('tickets') }})",
     )
     .expect("sql");
     let lines = [
@@ -517,6 +528,8 @@ expectations = [{ name = "counted", expect = "json_array_length(items) = n", act
     assert!(summary.ok(), "{:?}", summary.failed);
     let gold = d.rows("SELECT id, sku, qty, n FROM gold.first_items ORDER BY id").await;
     assert_eq!(gold, [["1", "A", "2", "1"], ["2", "B", "1", "2"]]);
+    let lines = d.rows("SELECT id, sku, qty, array_to_string(skus, ',') FROM gold.lines ORDER BY id, sku").await;
+    assert_eq!(lines, [["1", "A", "2", "A"], ["2", "B", "1", "B,C"], ["2", "C", "5", "B,C"]]);
     let rejected = d.rows("SELECT _raw ->> 'id', _errors FROM quarantine.tickets ORDER BY 1").await;
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert!(rejected[0][0] == "3" && rejected[0][1].contains("has_items"), "{rejected:?}");
