@@ -17,6 +17,10 @@ use crate::quality::gates::{RowErrors, by_rows};
 use crate::quality::quarantine::{Reason, Rejected};
 use crate::spec::{Action, ColumnType};
 
+/// Added to the rule of a reason an expression could not be evaluated for (a transform's or a
+/// check's): the quarantine summary counts such records apart from the values a check found false.
+const NOT_EVALUATED: &str = "(could not be evaluated)";
+
 /// Where a chunk comes from: used for provenance fallbacks and dead-letter rows.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -185,7 +189,7 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
             if let Some(error) = transform_errors[c].get(&r) {
                 reasons.push(Reason {
                     column: Some(column.name.clone()),
-                    rule: "transform".into(),
+                    rule: format!("transform {NOT_EVALUATED}"),
                     message: format!("transform `{sql}` failed for {}: {error}", shown(field, r)),
                 });
             }
@@ -196,13 +200,20 @@ pub fn validate(contract: &Contract, chunk: &RawChunk, origin: &Origin) -> Resul
                     let idx = contract.columns.iter().position(|c| &c.name == col).unwrap_or(0);
                     shown(&chunk.fields[idx], r)
                 });
-                let message = match (value, errors.get(&r)) {
+                let error = errors.get(&r);
+                let message = match (value, error) {
                     (Some(v), Some(error)) => format!("check could not be evaluated for {v}: {error}"),
                     (None, Some(error)) => format!("check could not be evaluated: {error}"),
                     (Some(v), None) => format!("check failed for {v}"),
                     (None, None) => "check failed".to_string(),
                 };
-                reasons.push(Reason { column: check.column.clone(), rule: check.rule.clone(), message });
+                // A value the check could not be evaluated on is counted apart from the values it
+                // found false: the fixes differ (the contract's SQL, not the data).
+                let rule = match error {
+                    Some(_) => format!("{} {NOT_EVALUATED}", check.rule),
+                    None => check.rule.clone(),
+                };
+                reasons.push(Reason { column: check.column.clone(), rule, message });
             }
         }
         for (gate, drops) in contract.gates.iter().zip(&gate_drops) {

@@ -595,4 +595,26 @@ expectations = [{ name = "small_code", expect = "CAST(code AS INT) < 100", actio
     ] {
         assert!(reason(id).contains(want), "{id}: {want} not in {}", reason(id));
     }
+    // Values a check or transform could not be evaluated on are counted apart from those a check
+    // found false, in the dead letter's rules and so in every summary of them.
+    let rules =
+        d.rows("SELECT e['rule'], e['column'] FROM (SELECT unnest(_errors) AS e FROM quarantine.t) ORDER BY 1").await;
+    assert_eq!(
+        rules,
+        [
+            ["CAST(code AS INT) > 0 (could not be evaluated)", "code"],
+            ["json_array_length(payload) > 0 (could not be evaluated)", "payload"],
+            ["small_code", ""],
+            ["transform (could not be evaluated)", "label"],
+        ]
+    );
+    assert!(
+        summary
+            .silver
+            .iter()
+            .flat_map(|p| &p.top_reasons)
+            .any(|(r, n)| r == "CAST(code AS INT) > 0 (could not be evaluated) (code)" && *n == 1),
+        "{:?}",
+        summary.silver
+    );
 }
