@@ -534,8 +534,10 @@ struct Field {
 const KEY_NAMES: [&str; 6] = ["id", "nr", "no", "num", "number", "key"];
 
 /// The key column: a name of [`KEY_NAMES`] (`id`, `…_id`, `…_nr`, …), present in [`MAJORITY`] of the sampled records
-/// with at most one in ten values repeating (re-sent records: silver keeps the latest); else the
-/// first column whose values are all present and distinct; None: no column identifies a record.
+/// with at most one in ten values repeating (re-sent records: silver keeps the latest; one repeat
+/// in a sample of fewer than twenty); else the first column whose values are all present and
+/// distinct, unless they are floating-point numbers (measures such as amounts, distinct in a small
+/// sample by chance); None: no column identifies a record.
 fn key_of(columns: &[Column]) -> Option<&Column> {
     let id_named = |c: &&Column| {
         let n = c.name.to_ascii_lowercase();
@@ -544,9 +546,11 @@ fn key_of(columns: &[Column]) -> Option<&Column> {
     let identifies = |c: &&Column| {
         matches!(c.ty.as_str(), "int64" | "string")
             && c.present as f64 >= MAJORITY * c.records as f64
-            && c.distinct as f64 >= 0.9 * c.present as f64
+            && c.distinct > 1
+            && c.present - c.distinct <= (c.present / 10).max(1)
     };
-    columns.iter().filter(id_named).find(identifies).or_else(|| columns.iter().find(|c| c.unique()))
+    let measure = |c: &Column| c.ty == "float64";
+    columns.iter().filter(id_named).find(identifies).or_else(|| columns.iter().find(|c| c.unique() && !measure(c)))
 }
 
 /// The `[sources.x]` and `[silver.x]` sections of one file.
@@ -738,6 +742,13 @@ mod tests {
         // Two records in three repeat a value: no key, and `n` identifies nothing.
         let few = csv_columns("a,b\n1,x\n1,y\n1,x\n", b',').expect("reads");
         assert_eq!(key_of(&few), None);
+        // A small sample: one re-sent id still keys it, and amounts, distinct by chance, never do.
+        let small = csv_columns("order_id,amount\n1,10.5\n2,20.25\n2,21.5\n3,5.75\n", b',').expect("reads");
+        assert_eq!(key_of(&small).map(|c| c.name.as_str()), Some("order_id"));
+        let measures = csv_columns("kind,amount\nx,10.5\nx,20.25\ny,21.5\n", b',').expect("reads");
+        assert_eq!(key_of(&measures).map(|c| c.name.as_str()), None);
+        let daily = csv_columns("day,visits\n2024-01-01,5\n2024-01-02,5\n", b',').expect("reads");
+        assert_eq!(key_of(&daily).map(|c| c.name.as_str()), Some("day"), "a day per record keys it");
     }
 
     #[test]
