@@ -348,10 +348,27 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema.clone())] } else { batches };
     let metadata: HashMap<String, Value> = commit_metadata();
     let added = query.map(|_| written);
-    // Keyed dbt-style incremental: the published rows other than the new rows' keys, and the new
-    // rows, replace the table (dbt's delete+insert).
-    let batches = match query {
-        Some(q) if !q.unique_key.is_empty() && written > 0 => {
+    crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
+    let t = Instant::now();
+    // A keyed model's table marks replaced rows as its `merge` says: a switch is a commit of its
+    // own (back to copy-on-write, the vectors are purged first).
+    let keyed_model = model.incremental_query.as_ref().is_some_and(|q| !q.unique_key.is_empty());
+    let table = match table.exists() && keyed_model && table.deletion_vectors()? != model.deletion_vectors {
+        true => table.set_deletion_vectors(model.deletion_vectors).await?,
+        false => table,
+    };
+    // Keyed dbt-style incremental (dbt's delete+insert): the published rows with the new rows'
+    // keys are replaced by the new rows, touching only the files that hold such keys; where the
+    // table does not allow that (partitioned, say), the published rows other than those keys
+    // and the new rows replace the table.
+    let keyed = query.filter(|q| !q.unique_key.is_empty() && written > 0);
+    let replaced = match keyed {
+        Some(q) => table.replace_keys(&batches, &q.unique_key, metadata.clone()).await?,
+        None => None,
+    };
+    let batches = match keyed {
+        Some(_) if replaced.is_some() => Vec::new(),
+        Some(q) => {
             let mut all = match kept {
                 Some(k) => k,
                 None => kept_rows(&ctx, model, Some(q), &batches, &schema).await?,
@@ -359,7 +376,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             all.extend(batches);
             all
         }
-        _ => batches,
+        None => batches,
     };
     let write = match (&replace_where, &partitions) {
         // No partition touched: an empty commit records the new input versions.
@@ -369,11 +386,12 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             WriteOptions { metadata, ..Default::default() }
         }
         (Some(predicate), _) => WriteOptions { replace_where: Some(predicate.clone()), metadata, ..Default::default() },
-        _ => WriteOptions { overwrite: true, metadata, ..Default::default() },
+        _ => WriteOptions { overwrite: true, metadata, deletion_vectors: model.deletion_vectors, ..Default::default() },
     };
-    crate::runtime::faults::check(&format!("gold/{}", model.name), "write")?;
-    let t = Instant::now();
-    let table = table.write(batches, write).await?;
+    let table = match replaced {
+        Some(table) => table,
+        None => table.write(batches, write).await?,
+    };
     timings.insert(NodeStage::Write, ms(t));
     if let (Some((plan, source, _)), Some(kept)) = (&kept_from_changes, kept_state) {
         let t = Instant::now();

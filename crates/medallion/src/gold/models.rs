@@ -42,6 +42,9 @@ pub struct GoldModel {
     pub incremental: Option<(String, String)>,
     /// Incremental the dbt way: the query giving the rows to add once the table exists.
     pub incremental_query: Option<IncrementalQuery>,
+    /// A keyed incremental build marks replaced rows in deletion vectors (`merge =
+    /// "deletion_vectors"`) rather than rewriting the files holding them.
+    pub deletion_vectors: bool,
     /// Labels for selection.
     pub tags: Vec<String>,
     /// Also published as `<lake>/exports/<model>.parquet` (`outputs = ["parquet"]`).

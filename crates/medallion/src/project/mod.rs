@@ -651,6 +651,18 @@ impl Project {
                                 }
                                 Vec::new()
                             });
+                        if g.spec.merge.is_some() && r.incremental.as_ref().is_none_or(|q| q.unique_key.is_empty()) {
+                            diags.push(
+                                Diagnostic::new(
+                                    &g.file,
+                                    format!("gold model `{n}`"),
+                                    "merge: only a keyed incremental model (config(materialized='incremental', \
+                                     unique_key=...)) replaces rows; this one is rewritten or appended, so `merge` \
+                                     would change nothing: remove it",
+                                )
+                                .with_line(line_of(&g.file, "merge", g.line)),
+                            );
+                        }
                         if let Some(q) = &r.incremental {
                             let subject = format!("gold model `{n}`, config(materialized='incremental')");
                             let line = line_of(&file, "is_incremental", None);
@@ -719,6 +731,7 @@ impl Project {
                                 checks: Vec::new(),
                                 incremental: None,
                                 incremental_query: r.incremental,
+                                deletion_vectors: g.spec.merge == Some(crate::spec::MergeMode::DeletionVectors),
                                 tags: g.spec.tags.clone(),
                                 parquet: g.spec.outputs.iter().any(|o| o == "parquet"),
                                 retries: g.spec.retries,

@@ -902,6 +902,11 @@ pub struct GoldSpec {
     /// Rebuild only the partitions the source's changes touch (default: the whole model).
     #[serde(default)]
     pub incremental: Option<IncrementalSpec>,
+    /// How a keyed dbt-style incremental build replaces rows: `copy_on_write` (default: the files
+    /// holding a replaced key are rewritten; every Delta reader reads the table) or
+    /// `deletion_vectors` (replaced rows are marked; readers need deletion-vector support).
+    #[serde(default)]
+    pub merge: Option<MergeMode>,
 }
 
 /// `incremental = { partition_by = "order_date", source = "orders" }`.

@@ -56,7 +56,11 @@ fn order(id: u32, cents: u32, region: &str) -> String {
 }
 
 fn lakehouse() -> Lakehouse {
-    let lh = Lakehouse::new(PROJECT);
+    lakehouse_with(PROJECT)
+}
+
+fn lakehouse_with(project: &str) -> Lakehouse {
+    let lh = Lakehouse::new(project);
     let root = lh.dir.path();
     for (file, text) in [
         ("gold/latest.sql", LATEST),
@@ -88,6 +92,15 @@ async fn a_dbt_incremental_model_adds_only_new_rows_and_equals_a_full_refresh() 
     let second = lh.run_with("orders", &[order(2, 300, "us"), order(4, 5, "us")]).await;
     assert_eq!(status(&second, "latest"), (true, Some(2), 4));
     assert_eq!(status(&second, "versions"), (true, Some(2), 5), "the keyless model appends");
+    // Order 2's old row went with the one file holding it, rewritten; the table was not.
+    let (_, lake) = lh.open().await;
+    let latest = medallion::storage::delta::Table::open(&lake, medallion::storage::Layer::Gold, "latest").await;
+    let info = latest.expect("open").last_commit_info().await.expect("info");
+    let metric =
+        |name: &str| info.get("operationMetrics").and_then(|m| m.get(name)).and_then(serde_json::Value::as_i64);
+    let changed =
+        ["num_target_rows_deleted", "num_target_rows_inserted", "num_target_files_removed", "num_target_files_added"];
+    assert_eq!(changed.map(metric), [Some(1), Some(2), Some(1), Some(2)], "{info:?}");
     assert_eq!(lh.rows(LATEST_ROWS).await, lh.rows(FROM_SILVER).await);
     assert_eq!(lh.rows("SELECT * FROM gold.by_region ORDER BY region").await, vec!["uk 2 10.99", "us 2 3.05"]);
     // Nothing new: up to date, nothing written.
@@ -115,6 +128,61 @@ async fn a_dbt_incremental_model_adds_only_new_rows_and_equals_a_full_refresh() 
     std::fs::write(lh.dir.path().join("gold/latest.sql"), edited).expect("write");
     let s = lh.run_with("orders", &[order(6, 1, "us")]).await;
     assert_eq!(status(&s, "latest"), (true, None, 6));
+}
+
+async fn latest(lh: &Lakehouse) -> medallion::storage::delta::Table {
+    let (_, lake) = lh.open().await;
+    medallion::storage::delta::Table::open(&lake, medallion::storage::Layer::Gold, "latest").await.expect("open")
+}
+
+/// `merge = "deletion_vectors"`: a keyed build marks the replaced rows instead of rewriting the
+/// files holding them; a switch back to copy-on-write purges the vectors, and the rows stay those
+/// of silver throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_incremental_model_may_mark_replaced_rows_in_deletion_vectors() {
+    let marked = PROJECT.replace("[gold.latest]\n", "[gold.latest]\nmerge = \"deletion_vectors\"\n");
+    let mut lh = lakehouse_with(&marked);
+    lh.run_with("orders", &[order(1, 100, "uk"), order(2, 250, "us"), order(3, 999, "uk")]).await;
+    lh.run_with("orders", &[order(2, 300, "us"), order(4, 5, "us")]).await;
+    assert_eq!(lh.rows(LATEST_ROWS).await, lh.rows(FROM_SILVER).await);
+    let (_, lake) = lh.open().await;
+    // The build's commit (the run's maintenance then purged a share of deleted rows this large).
+    let table = medallion::storage::delta::Table::open_as_of(
+        &lake,
+        medallion::storage::Layer::Gold,
+        "latest",
+        medallion::storage::delta::AsOf::Version(1),
+    )
+    .await
+    .expect("open");
+    assert!(table.deletion_vectors().expect("config"));
+    assert_eq!(table.deleted_rows().expect("vectors").0, 1, "order 2's old row, marked");
+    let info = table.last_commit_info().await.expect("info");
+    let copied =
+        info.get("operationMetrics").and_then(|m| m.get("num_target_rows_copied")).and_then(serde_json::Value::as_i64);
+    assert_eq!(copied, Some(0), "no row rewritten: {info:?}");
+    // Back to copy-on-write (a full build: the project changed): the vectors go, and the next
+    // keyed build rewrites the files holding its keys again.
+    std::fs::write(lh.dir.path().join("medallion.toml"), PROJECT).expect("write");
+    lh.run_with("orders", &[order(3, 1000, "uk")]).await;
+    assert_eq!(lh.rows(LATEST_ROWS).await, lh.rows(FROM_SILVER).await);
+    let table = latest(&lh).await;
+    assert!(!table.deletion_vectors().expect("config"));
+    lh.run_with("orders", &[order(1, 7, "us")]).await;
+    assert_eq!(lh.rows(LATEST_ROWS).await, lh.rows(FROM_SILVER).await);
+    let table = latest(&lh).await;
+    assert_eq!(table.deleted_rows().expect("vectors").0, 0);
+    let info = table.last_commit_info().await.expect("info");
+    let rewritten = info
+        .get("operationMetrics")
+        .and_then(|m| m.get("num_target_files_removed"))
+        .and_then(serde_json::Value::as_i64);
+    assert_eq!(rewritten, Some(1), "{info:?}");
+    // On a model that replaces no rows (`versions` appends), `merge` is a mistake `validate` names.
+    let appending = PROJECT.replace("[gold.versions]\n", "[gold.versions]\nmerge = \"deletion_vectors\"\n");
+    std::fs::write(lh.dir.path().join("medallion.toml"), appending).expect("write");
+    let err = Project::load(lh.dir.path()).await.expect_err("invalid").to_string();
+    assert!(err.contains("medallion.toml:20: gold model `versions`: merge: only a keyed incremental model"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,5 +20,6 @@ mod merge;
 mod pipeline;
 mod recovery;
 mod reopen;
+mod replace;
 mod replay;
 mod written_files;

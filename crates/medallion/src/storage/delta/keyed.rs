@@ -311,7 +311,7 @@ pub(super) async fn upsert(
 
 /// The writers of a merge's winning rows (about `rows` of them) to files of `table`: one file per
 /// 100,000 rows, up to one per core, each encoded on its own task ([`Writers`]).
-fn winners(
+pub(super) fn winners(
     table: &DeltaTable,
     properties: WriterProperties,
     rows: u64,
@@ -662,11 +662,11 @@ async fn commit(
 
 /// How the keyed merge writes a table.
 #[derive(Debug, Clone, Copy)]
-struct Mode {
+pub(super) struct Mode {
     /// The table records a change data feed.
-    change_feed: bool,
+    pub(super) change_feed: bool,
     /// Replaced rows are marked in deletion vectors instead of files being rewritten.
-    deletion_vectors: bool,
+    pub(super) deletion_vectors: bool,
 }
 
 /// Writer table features the keyed merge keeps: it writes deletion vectors and the change data
@@ -676,7 +676,7 @@ const WRITER_FEATURES: [&str; 6] =
     ["deletionVectors", "changeDataFeed", "appendOnly", "invariants", "checkConstraints", "timestampNtz"];
 
 /// `stats` with `tightBounds` false: a file with deleted rows keeps the bounds of all its rows.
-fn loose_stats(stats: &str) -> String {
+pub(super) fn loose_stats(stats: &str) -> String {
     match serde_json::from_str::<serde_json::Map<String, Value>>(stats) {
         Ok(mut m) => {
             m.insert("tightBounds".into(), Value::Bool(false));
@@ -692,6 +692,14 @@ fn applies(table: &DeltaTable, schema: &Schema, key: &str, order_by: &str) -> Re
     if !int_key_and_order_types(schema, k, o) {
         return Ok(None);
     }
+    writable(table, schema)
+}
+
+/// Whether this module's writers (and [`super::replace`]'s) keep everything `table` asks of a
+/// writer, for rows of `schema`, and how they write it; None when they do not: constraints,
+/// invariants, column mapping, append-only, partitions, other writer features, a schema that
+/// differs, or vectors on a table that no longer writes them.
+pub(super) fn writable(table: &DeltaTable, schema: &Schema) -> Result<Option<Mode>, DeltaTableError> {
     let snapshot = table.snapshot()?;
     let config = snapshot.metadata().configuration();
     let constrained = config.iter().any(|(k, v)| {
@@ -1148,7 +1156,7 @@ async fn write_changes(
     Ok(Some(AddCDCFile { path: name, size, partition_values: HashMap::new(), data_change: false, tags: None }))
 }
 
-fn writer_properties() -> WriterProperties {
+pub(super) fn writer_properties() -> WriterProperties {
     super::parquet_properties().build()
 }
 

@@ -29,6 +29,7 @@ mod keyed;
 mod newest;
 mod parallel;
 mod purge;
+mod replace;
 mod rows;
 mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
@@ -891,6 +892,28 @@ impl Table {
                     ctx.read_batches(rows).map_err(|e| Error::sql(format!("merge source for {}", self.label), e))?;
                 self.upsert(source, upsert).await
             }
+        }
+    }
+
+    /// Replaces the rows whose key (`keys`) is among `rows`' keys with `rows` (dbt's
+    /// `delete+insert`), reading only the key columns of the files that may hold one and
+    /// rewriting (or marking, with deletion vectors) only those that do; the commit carries
+    /// `metadata`. `Ok(None)`, with nothing written, when the table is partitioned, constrained,
+    /// records a change data feed or has other columns than `rows`: write the whole new content
+    /// then.
+    pub async fn replace_keys(
+        &self,
+        rows: &[RecordBatch],
+        keys: &[String],
+        metadata: HashMap<String, Value>,
+    ) -> Result<Option<Table>> {
+        if !self.exists {
+            return Ok(None);
+        }
+        let replaced = replace::replace_keys(&self.inner, rows, keys, metadata).await;
+        match replaced.map_err(|e| Error::delta(&self.label, e))? {
+            Some((inner, _)) => Ok(Some(Table { label: self.label.clone(), inner, exists: true })),
+            None => Ok(None),
         }
     }
 
