@@ -46,7 +46,7 @@ type Fast = foldhash::fast::RandomState;
 struct Keys {
     converter: RowConverter,
     set: HashSet<Box<[u8]>, Fast>,
-    /// The least and greatest key, when there is one integer key column.
+    /// The least and greatest key, when there is one signed integer key column.
     range: Option<(i64, i64)>,
 }
 
@@ -57,7 +57,12 @@ impl Keys {
         let converter = RowConverter::new(fields)?;
         let mut set = HashSet::with_hasher(Fast::default());
         let mut range: Option<(i64, i64)> = None;
-        let one_int = at.len() == 1 && schema.field(at[0]).data_type().is_integer();
+        // Signed integers only: each converts to `i64` exactly, as Delta's statistics hold them.
+        let one_int = at.len() == 1
+            && matches!(
+                schema.field(at[0]).data_type(),
+                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+            );
         for batch in rows {
             let columns: Vec<ArrayRef> = at.iter().map(|&i| Arc::clone(batch.column(i))).collect();
             let converted = converter.convert_columns(&columns)?;
@@ -120,7 +125,9 @@ pub(super) async fn replace_keys(
     // The files that may hold a key, and the rows of each that do.
     let snapshot = table.snapshot()?;
     let files: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
+    // (New rows whose every key has a null part replace nothing: no file is read.)
     let candidates: Vec<usize> = (0..files.len())
+        .filter(|_| !incoming.set.is_empty())
         .filter(|&i| {
             let stats: Option<Value> = files[i].stats().and_then(|s| serde_json::from_str(&s).ok());
             incoming.may_be_in(stats.as_ref(), &keys[0])
@@ -193,7 +200,8 @@ pub(super) async fn replace_keys(
             .await?;
         for (i, adds, kept, hits) in rewritten {
             actions.push(Action::Remove(files[i].remove_action(true)));
-            (removed, added, copied, deleted_rows) = (removed + 1, added + adds.len(), copied + kept, deleted_rows + hits);
+            (removed, added, copied, deleted_rows) =
+                (removed + 1, added + adds.len(), copied + kept, deleted_rows + hits);
             actions.extend(adds);
         }
     }
