@@ -561,66 +561,6 @@ pub async fn read_only(ctx: &SessionContext, sql: &str, context: &str) -> Result
     })
 }
 
-/// `df` with each uncorrelated scalar subquery (`(SELECT max(_ingested_at) FROM {{ this }})`, the
-/// dbt-style incremental filter) evaluated first and written in as its value: DataFusion plans
-/// such a subquery as a join, so a comparison with it prunes no file by its statistics, and the
-/// query read every file of its table; against the value, the scan skips the files and row groups
-/// that cannot pass. Subqueries that refer to the outer query, or call a function whose value
-/// varies (`now()`, `random()`), are left as they are; so is one giving more than one row (the
-/// query then fails as before).
-pub async fn with_scalar_subqueries_evaluated(ctx: &SessionContext, df: DataFrame, context: &str) -> Result<DataFrame> {
-    use datafusion::common::ScalarValue;
-    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-    use datafusion::logical_expr::{Expr, Subquery};
-    let plan = df.logical_plan().clone();
-    let mut found: Vec<Subquery> = Vec::new();
-    plan.apply(|node| {
-        node.apply_expressions(|e| {
-            e.apply(|e| {
-                if let Expr::ScalarSubquery(q) = e
-                    && q.outer_ref_columns.is_empty()
-                    && !varies_between_runs(&q.subquery)
-                    && !found.contains(q)
-                {
-                    found.push(q.clone());
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })
-    })
-    .map_err(|e| Error::sql(context, e))?;
-    if found.is_empty() {
-        return Ok(df);
-    }
-    let mut values: Vec<(Subquery, ScalarValue)> = Vec::with_capacity(found.len());
-    for q in found {
-        let rows = ctx.execute_logical_plan(q.subquery.as_ref().clone()).await.map_err(|e| Error::sql(context, e))?;
-        let batches = rows.collect().await.map_err(|e| Error::sql(context, e))?;
-        let mut non_empty = batches.iter().filter(|b| b.num_rows() > 0);
-        let value = match (non_empty.next(), non_empty.next()) {
-            (None, _) => ScalarValue::try_from(q.subquery.schema().field(0).data_type()),
-            (Some(b), None) if b.num_rows() == 1 && b.num_columns() == 1 => ScalarValue::try_from_array(b.column(0), 0),
-            _ => continue,
-        };
-        values.push((q, value.map_err(|e| Error::sql(context, e))?));
-    }
-    let plan = plan
-        .transform_up(|node| {
-            node.map_expressions(|e| {
-                e.transform_up(|e| match &e {
-                    Expr::ScalarSubquery(q) => match values.iter().find(|(v, _)| v == q) {
-                        Some((_, value)) => Ok(Transformed::yes(Expr::Literal(value.clone(), None))),
-                        None => Ok(Transformed::no(e)),
-                    },
-                    _ => Ok(Transformed::no(e)),
-                })
-            })
-        })
-        .map_err(|e| Error::sql(context, e))?
-        .data;
-    ctx.execute_logical_plan(plan).await.map_err(|e| Error::sql(context, e))
-}
-
 /// The schema a query's rows have: after analysis, which may change types (medallion's float
 /// division, type coercion), so not the unanalysed plan's `df.schema()`.
 pub fn result_schema(df: &DataFrame, context: &str) -> Result<SchemaRef> {
@@ -758,57 +698,6 @@ mod tests {
     use datafusion::arrow::datatypes::Float64Type;
 
     use super::*;
-
-    fn has_scalar_subquery(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
-        use datafusion::common::tree_node::TreeNode;
-        use datafusion::logical_expr::Expr;
-        plan.exists(|p| {
-            Ok(p.expressions().iter().any(|e| e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_)))).unwrap_or(false)))
-        })
-        .unwrap_or(false)
-    }
-
-    /// An uncorrelated scalar subquery is evaluated first and written in as its value (so a scan
-    /// can prune by it); correlated ones and those calling varying functions stay; rows are the
-    /// same either way.
-    #[tokio::test]
-    async fn uncorrelated_scalar_subqueries_become_their_values() -> Result<()> {
-        let ctx = SessionContext::new();
-        let rows = |sql: &'static str| {
-            let ctx = ctx.clone();
-            async move {
-                let df = ctx.sql(sql).await.map_err(|e| Error::sql("test", e))?;
-                let plain = df.clone().collect().await.map_err(|e| Error::sql("test", e))?;
-                let evaluated = with_scalar_subqueries_evaluated(&ctx, df, "test").await?;
-                let left = has_scalar_subquery(evaluated.logical_plan());
-                let got = evaluated.collect().await.map_err(|e| Error::sql("test", e))?;
-                let text = |b: &[RecordBatch]| {
-                    datafusion::arrow::util::pretty::pretty_format_batches(b).map(|t| t.to_string()).unwrap_or_default()
-                };
-                assert_eq!(text(&got), text(&plain), "{sql}");
-                Ok::<_, Error>((left, text(&got)))
-            }
-        };
-        let (left, got) =
-            rows("SELECT s FROM (VALUES (1, 'a'), (2, 'b'), (3, 'c')) AS t(n, s) WHERE n > (SELECT max(n) - 2 FROM (VALUES (1), (3)) AS u(n)) ORDER BY s").await?;
-        assert!(!left && got.contains("| b |") && got.contains("| c |") && !got.contains("| a |"), "{got}");
-        // No row: NULL, so nothing passes.
-        let (left, got) = rows(
-            "SELECT s FROM (VALUES (1, 'a')) AS t(n, s) WHERE n > (SELECT n FROM (VALUES (1)) AS u(n) WHERE n > 5)",
-        )
-        .await?;
-        assert!(!left && !got.contains("| a |"), "{got}");
-        // Correlated: left to the planner.
-        let (left, _) = rows(
-            "SELECT s FROM (VALUES (1, 'a'), (2, 'b')) AS t(n, s) WHERE n = (SELECT max(u.n) FROM (VALUES (1), (2)) AS u(n) WHERE u.n = t.n)",
-        )
-        .await?;
-        assert!(left);
-        // A value that varies between evaluations: left.
-        let (left, _) = rows("SELECT 1 AS one WHERE (SELECT random()) < 2").await?;
-        assert!(left);
-        Ok(())
-    }
 
     /// Issue 17: integer `/` divides as DuckDB and Spark do, in projections, aggregates, filters
     /// and subqueries; decimals keep their type; names stay as written.

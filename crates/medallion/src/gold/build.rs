@@ -283,14 +283,7 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
             (std::mem::take(&mut kept.rows), Some(kept))
         }
         None => {
-            let session = remote.as_ref().unwrap_or(&ctx);
-            let df = catalog::read_only(session, &sql, &context).await?;
-            // A dbt-style incremental query's `(SELECT max(…) FROM {{ this }})`, as a value, lets
-            // the scan of its source skip the files older than the last build.
-            let df = match query {
-                Some(_) => catalog::with_scalar_subqueries_evaluated(session, df, &context).await?,
-                None => df,
-            };
+            let df = catalog::read_only(remote.as_ref().unwrap_or(&ctx), &sql, &context).await?;
             (df.collect().await.map_err(|e| Error::sql(&context, e))?, None)
         }
     };
