@@ -353,11 +353,8 @@ pub async fn build(lake: &Lake, tables: &dyn Registry, model: &GoldModel, opts: 
     // A keyed model's table marks replaced rows as its `merge` says: a switch is a commit of its
     // own (back to copy-on-write, the vectors are purged first).
     let keyed_model = model.incremental_query.as_ref().is_some_and(|q| !q.unique_key.is_empty());
-    let table = if table.exists() && keyed_model && table.deletion_vectors()? != model.deletion_vectors {
-        table.set_deletion_vectors(model.deletion_vectors).await?
-    } else {
-        table
-    };
+    let table =
+        if table.exists() && keyed_model { table.with_deletion_vectors(model.deletion_vectors).await? } else { table };
     // Keyed dbt-style incremental (dbt's delete+insert): the published rows with the new rows'
     // keys are replaced by the new rows, touching only the files that hold such keys; where the
     // table does not allow that (partitioned, say), the published rows other than those keys

@@ -194,13 +194,10 @@ pub(crate) async fn merge_into(
 /// followed by an existing table too (the default is only for new ones: upgrading medallion never
 /// changes what readers a table needs).
 async fn declared_merge_mode(silver: Table, table: &SilverTable) -> Result<Table> {
-    Ok(match table.declared_deletion_vectors {
-        Some(on) if silver.deletion_vectors()? != on => {
-            tracing::info!(table = %table.name, deletion_vectors = on, "switching the table's merge mode");
-            silver.set_deletion_vectors(on).await?
-        }
-        _ => silver,
-    })
+    match table.declared_deletion_vectors {
+        Some(on) => silver.with_deletion_vectors(on).await,
+        None => Ok(silver),
+    }
 }
 
 /// Publishes the files a cluster's executors wrote for `table` (`adds`, not committed; `unique`

@@ -45,7 +45,7 @@ use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
 use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, Add, AddCDCFile};
+use deltalake::kernel::{Action, Add, AddCDCFile, DeletionVectorDescriptor};
 use deltalake::operations::merge::MergeMetrics;
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -546,32 +546,12 @@ async fn change_target(
                 .await?;
         }
         for ((i, _), d) in rewrites.drain(..).zip(descriptors) {
-            // The file's add as the log has it, to be committed again with its new vector.
-            #[allow(deprecated)]
-            let mut add = files[i].add_action();
-            add.data_change = true;
-            add.deletion_vector = Some(d);
-            add.stats = add.stats.map(|s| loose_stats(&s));
-            actions.push(Action::Remove(files[i].remove_action(true)));
-            actions.push(Action::Add(add));
+            actions.extend(marked(&files[i], d));
             (removed, added) = (removed + 1, added + 1);
         }
     }
     // Rewrite the files with replaced rows, several at once; keep the replaced rows for the feed.
-    let table_arc = Arc::new(table.clone());
-    let rewritten: Vec<(usize, Vec<Action>, Vec<RecordBatch>, usize)> = futures::stream::iter(rewrites)
-        .map(|(i, drop)| {
-            let (table, path, size) = (Arc::clone(&table_arc), files[i].object_store_path(), files[i].size());
-            let change_feed = mode.change_feed;
-            tokio::spawn(async move {
-                rewrite(&table, path, size, &drop, change_feed).await.map(|(adds, pre, kept)| (i, adds, pre, kept))
-            })
-        })
-        .buffer_unordered(threads)
-        .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("merge rewrite task: {e}")))?)
-        .try_collect()
-        .await?;
-    for (i, adds, pre, kept) in rewritten {
+    for (i, adds, pre, kept) in rewrite_each(table, &files, rewrites, mode.change_feed).await? {
         actions.push(Action::Remove(files[i].remove_action(true)));
         removed += 1;
         added += adds.len();
@@ -1021,6 +1001,40 @@ async fn scan(
         row += batch.num_rows() as u32;
     }
     Ok(hits)
+}
+
+/// `file`'s remove, and its add as the log has it committed again with `vector` (its statistics
+/// no longer tight): how a merge-on-read write marks rows.
+pub(super) fn marked(file: &deltalake::kernel::LogicalFileView, vector: DeletionVectorDescriptor) -> [Action; 2] {
+    #[allow(deprecated)]
+    let mut add = file.add_action();
+    add.data_change = true;
+    add.deletion_vector = Some(vector);
+    add.stats = add.stats.map(|s| loose_stats(&s));
+    [Action::Remove(file.remove_action(true)), Action::Add(add)]
+}
+
+/// [`rewrite`] of each of `rewrites` (an index into `files`, its rows to drop, sorted), several
+/// files at once: per file, its index, Add actions, dropped rows (when `keep_dropped`) and rows
+/// copied.
+pub(super) async fn rewrite_each(
+    table: &DeltaTable,
+    files: &[deltalake::kernel::LogicalFileView],
+    rewrites: Vec<(usize, Vec<u32>)>,
+    keep_dropped: bool,
+) -> Result<Vec<(usize, Vec<Action>, Vec<RecordBatch>, usize)>, DeltaTableError> {
+    let shared = Arc::new(table.clone());
+    futures::stream::iter(rewrites)
+        .map(|(i, drop)| {
+            let (table, path, size) = (Arc::clone(&shared), files[i].object_store_path(), files[i].size());
+            tokio::spawn(async move {
+                rewrite(&table, path, size, &drop, keep_dropped).await.map(|(adds, pre, kept)| (i, adds, pre, kept))
+            })
+        })
+        .buffer_unordered(super::cores())
+        .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("rewrite task: {e}")))?)
+        .try_collect()
+        .await
 }
 
 /// Rewrites one file without the rows numbered `drop` (sorted): its Add actions, the dropped rows

@@ -832,6 +832,16 @@ impl Table {
         Ok(snapshot.metadata().configuration().get("delta.enableDeletionVectors").is_some_and(|v| v == "true"))
     }
 
+    /// The table with merges marking rows in deletion vectors or not, as `on` says: switched
+    /// ([`Table::set_deletion_vectors`], a commit) only when it differs.
+    pub async fn with_deletion_vectors(self, on: bool) -> Result<Table> {
+        if self.deletion_vectors()? == on {
+            return Ok(self);
+        }
+        tracing::info!(table = %self.label, deletion_vectors = on, "switching the table's merge mode");
+        self.set_deletion_vectors(on).await
+    }
+
     /// Switches merges to deletion vectors (upgrading the protocol to reader 3 / writer 7 with the
     /// `deletionVectors` feature) or back to copy-on-write (purging the vectors first; the
     /// protocol stays, so readers still need deletion-vector support). No row changes.

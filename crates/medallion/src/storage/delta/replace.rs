@@ -22,9 +22,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::parquet::arrow::ProjectionMask;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
@@ -38,7 +38,7 @@ use object_store::path::Path;
 use serde_json::Value;
 
 use super::commit_properties;
-use super::keyed::{conform, loose_stats, open, rewrite, winners, writable, writer_properties};
+use super::keyed::{conform, marked, open, rewrite_each, winners, writable, writer_properties};
 
 type Fast = foldhash::fast::RandomState;
 
@@ -66,18 +66,16 @@ impl Keys {
         for batch in rows {
             let columns: Vec<ArrayRef> = at.iter().map(|&i| Arc::clone(batch.column(i))).collect();
             let converted = converter.convert_columns(&columns)?;
-            let ints = if one_int { Some(cast(&columns[0], &DataType::Int64)?) } else { None };
+            let ints = one_int.then(|| cast(&columns[0], &DataType::Int64)).transpose()?;
+            let ints = ints.as_ref().map(|a| a.as_primitive::<Int64Type>());
             for r in present(&columns) {
                 set.insert(converted.row(r).as_ref().into());
-                if let Some(ints) = &ints {
-                    let k = ints.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(r));
-                    if let Some(k) = k {
-                        range = Some(range.map_or((k, k), |(lo, hi)| (lo.min(k), hi.max(k))));
-                    }
+                if let Some(k) = ints.map(|a| a.value(r)) {
+                    range = Some(range.map_or((k, k), |(lo, hi)| (lo.min(k), hi.max(k))));
                 }
             }
         }
-        Ok(Keys { converter, set, range: range.filter(|_| one_int) })
+        Ok(Keys { converter, set, range })
     }
 
     /// Whether a file with these statistics may hold one of the keys (`key`: its one column).
@@ -163,45 +161,26 @@ pub(super) async fn replace_keys(
     // Mark or rewrite the files holding matched rows.
     let rewrite_started = std::time::Instant::now();
     let mut actions = Vec::new();
-    let (mut removed, mut added, mut copied, mut deleted_rows) = (0usize, 0usize, 0usize, 0usize);
+    let (mut removed, mut added, mut copied) = (0usize, 0usize, 0usize);
+    let deleted_rows: usize = touched.iter().map(|(_, hits, _)| hits.len()).sum();
     if mode.deletion_vectors {
         let mut vectors = Vec::with_capacity(touched.len());
         for (_, hits, deleted) in &touched {
-            deleted_rows += hits.len();
             let mut vector = deleted.clone();
             vector.extend(hits.iter().map(|&r| u64::from(r)));
             vectors.push(vector);
         }
         let descriptors = super::dv::write(store.as_ref(), &Path::from(""), vectors).await?;
         for ((i, _, _), d) in touched.iter().zip(descriptors) {
-            #[allow(deprecated)]
-            let mut add = files[*i].add_action();
-            add.data_change = true;
-            add.deletion_vector = Some(d);
-            add.stats = add.stats.map(|s| loose_stats(&s));
-            actions.push(Action::Remove(files[*i].remove_action(true)));
-            actions.push(Action::Add(add));
+            actions.extend(marked(&files[*i], d));
             (removed, added) = (removed + 1, added + 1);
         }
     } else {
         // Several files at once, each into one new file.
-        let shared = Arc::new(table.clone());
-        let rewritten: Vec<(usize, Vec<Action>, usize, usize)> = futures::stream::iter(touched)
-            .map(|(i, hits, _)| {
-                let (table, path, size) = (Arc::clone(&shared), files[i].object_store_path(), files[i].size());
-                tokio::spawn(async move {
-                    let (adds, _, kept) = rewrite(&table, path, size, &hits, false).await?;
-                    Ok::<_, DeltaTableError>((i, adds, kept, hits.len()))
-                })
-            })
-            .buffer_unordered(super::cores())
-            .map(|joined| joined.map_err(|e| DeltaTableError::Generic(format!("replace rewrite task: {e}")))?)
-            .try_collect()
-            .await?;
-        for (i, adds, kept, hits) in rewritten {
+        let rewrites = touched.into_iter().map(|(i, hits, _)| (i, hits)).collect();
+        for (i, adds, _, kept) in rewrite_each(table, &files, rewrites, false).await? {
             actions.push(Action::Remove(files[i].remove_action(true)));
-            (removed, added, copied, deleted_rows) =
-                (removed + 1, added + adds.len(), copied + kept, deleted_rows + hits);
+            (removed, added, copied) = (removed + 1, added + adds.len(), copied + kept);
             actions.extend(adds);
         }
     }
