@@ -1,20 +1,57 @@
 """Helpers the Python test scripts share: named checks that count passes and failures, and
 local ports for the servers they start."""
 import json
+import shutil
 import socket
+import subprocess
 import time
 
 
 class Checks:
-    """`check(name, ok, detail)`: prints `ok`/`FAIL` with the name (and the detail), counts both."""
+    """`check(name, ok, detail)`: prints `ok`/`FAIL` with the name (and the detail), counts both;
+    `summary(label)` prints the counts and then every failure again, last, where a CI log's tail
+    shows them even when the middle of a long log is cut."""
 
     def __init__(self):
         self.passed = self.failed = 0
+        self.failures = []
 
     def __call__(self, name, ok, detail=""):
         self.passed += bool(ok)
         self.failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + str(detail) if detail else ''}", flush=True)
+        line = f"{'ok  ' if ok else 'FAIL'} {name}{': ' + str(detail) if detail else ''}"
+        if not ok:
+            self.failures.append(line)
+        print(line, flush=True)
+
+    def summary(self, label):
+        print(f"{label}{self.passed} passed, {self.failed} failed", flush=True)
+        for line in self.failures:
+            print(line[:2000], flush=True)
+
+
+def stacks(pid):
+    """Every thread's backtrace of process `pid` (gdb, if installed), its last 400 lines."""
+    if not shutil.which("gdb"):
+        return "(gdb is not installed)"
+    bt = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                        capture_output=True, text=True, timeout=120)
+    return "\n".join(bt.stdout.splitlines()[-400:])
+
+
+def finish(process, timeout, name):
+    """Waits for `process` (started with text pipes) up to `timeout` s, as `subprocess.run` does,
+    except that a process still running then is not just killed: its threads' stacks are printed,
+    and its output so far kept, so a hang says where it waits. Returns a `CompletedProcess` (a
+    negative return code once killed)."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{name}: still running after {timeout} s; its stacks:\n{stacks(process.pid)}", flush=True)
+        process.kill()
+        out, err = process.communicate()
+        err = (err or "") + f"\n(killed after {timeout} s)"
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 def free_port():

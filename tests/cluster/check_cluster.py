@@ -24,8 +24,11 @@ as `ok`/`FAIL`:
    touching one day, which the incremental gold model rebuilds as one partition (on the cluster,
    the executors write it and the table's other rows again);
 4. a scheduler that is not there: the run fails with one clear line, nothing committed.
-On failure the last lines of the scheduler's and executors' logs are printed (CLUSTER_LOG=info for
-Ballista's task log; CLUSTER_RUN_TIMEOUT=seconds bounds each run, default 600).
+On failure the last lines of the scheduler's log (info: jobs submitted and finished, executors
+lost, tasks reset) and the executors' (warn; CLUSTER_LOG sets both) are printed, then every failed
+check again, last. CLUSTER_RUN_TIMEOUT=seconds bounds each run (default 600); a faulty run still
+going after 600 s has its threads' stacks printed, and its check quotes what the scheduler logged
+meanwhile.
 """
 import gzip
 import json
@@ -45,7 +48,7 @@ from deltalake import DeltaTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
-from harness import Checks, free_port, moto_user, wait_port  # noqa: E402  (tests/harness.py)
+from harness import Checks, finish, free_port, moto_user, wait_port  # noqa: E402  (tests/harness.py)
 
 medallion, repo, gen = sys.argv[1:4]
 work = Path(tempfile.mkdtemp(prefix="medallion-cluster-"))
@@ -184,7 +187,7 @@ try:
     # The cluster: a scheduler without credentials, two executors with 1 slot each.
     sched_port = free_port()
     scheduler = subprocess.Popen([medallion, "scheduler", "--bind", f"127.0.0.1:{sched_port}", "--executor-timeout", "8s"],
-                                 env={**clean_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "warn")}, stdout=subprocess.DEVNULL, stderr=open(work / "scheduler.log", "w"))
+                                 env={**clean_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "info")}, stdout=subprocess.DEVNULL, stderr=open(work / "scheduler.log", "w"))
     processes.append(scheduler)
     wait_port(sched_port)
 
@@ -254,20 +257,13 @@ try:
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 
-    def stacks(pid):
-        """Every thread's backtrace of process `pid` (gdb, if installed), its last 400 lines."""
-        if not shutil.which("gdb"):
-            return "(gdb is not installed)"
-        bt = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
-                            capture_output=True, text=True, timeout=120)
-        return "\n".join(bt.stdout.splitlines()[-400:])
-
     def faulty_run(name, fault, prefix):
         """A run on `prefix`'s first batches while the only executor, `name`, dies at `fault`
         (abort, as kill -9); another executor joins once it died, within the scheduler's grace
         period for a cluster without executors. Checks the faulty one died and the run completed
         (through task retry, or a clean failure and a rerun); returns the new executor."""
         killed = executor(name, env={"MEDALLION_FAULT_AT": fault})
+        logged = (work / "scheduler.log").stat().st_size
         time.sleep(2)
         upload(prefix, 0)
         running = subprocess.Popen([medallion, "run", "--cluster", cluster, "--project", str(project), "--lake", f"s3://lake/{prefix}"],
@@ -279,17 +275,16 @@ try:
         check(f"{name}: the faulty executor died ({fault})", killed.returncode is not None and killed.returncode < 0,
               killed.returncode)
         survivor = executor(f"{name}-survivor")
-        try:
-            out, err = running.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            # A hung run (seen once in CI, 2026-12-04): its threads' stacks say where it waits.
-            print(f"{name}: the run hung for 600 s; its stacks:\n{stacks(running.pid)}", file=sys.stderr)
-            running.kill()
-            out, err = running.communicate()
+        # A hung run (seen in CI, 2026-12-04 and 12-06): its threads' stacks say where it waits.
+        running = finish(running, 600, f"{name}: the run")
+        err = running.stderr
         if running.returncode != 0:
             lines = [l for l in err.splitlines() if l.startswith("error")]
+            with open(work / "scheduler.log", "rb") as log:
+                log.seek(logged)
+                meanwhile = [l[:200] for l in log.read().decode(errors="replace").splitlines() if l[:4].isdigit()]
             check(f"{name}: the run whose executor died fails cleanly (one error per failed node)",
-                  running.returncode == 1 and lines, err.strip()[-500:])
+                  running.returncode == 1 and lines, (err.strip()[-500:], meanwhile[-12:]))
             rerun = med("run", "--cluster", cluster, lake=f"s3://lake/{prefix}")
             check(f"{name}: ... and a rerun completes", rerun.returncode == 0, rerun.stderr.strip()[-500:])
         else:
@@ -421,9 +416,11 @@ finally:
         p.kill()
     moto.terminate()
     if check.failed or sys.exc_info()[0] is not None:
+        # Log lines only (a plan Ballista prints spans many lines without a timestamp).
         for log in sorted(work.glob("*.log")):
-            print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]), flush=True)
+            lines = [l for l in log.read_text(errors="replace").splitlines() if l[:4].isdigit()]
+            print(f"--- {log.name} (last lines)\n" + "\n".join(l[:300] for l in lines[-25:]), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
-print(f"cluster: {check.passed} passed, {check.failed} failed", flush=True)
+check.summary("cluster: ")
 sys.exit(1 if check.failed else 0)

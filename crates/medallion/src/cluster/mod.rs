@@ -162,4 +162,7 @@ fn planning(config: SessionConfig) -> SessionConfig {
         // 55 refuses once dynamic filters exist (and Ballista then waits on the job forever). The
         // umbrella option: it overrides the join-only one when both are set.
         .set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false)
+        // The scheduler turns round-robin repartitioning off for every job it plans, and logs a
+        // warning each time it does (a line per query in its log): off from the start.
+        .with_round_robin_repartition(false)
 }
