@@ -186,7 +186,7 @@ try:
 
     # The cluster: a scheduler without credentials, two executors with 1 slot each.
     sched_port = free_port()
-    scheduler = subprocess.Popen([medallion, "scheduler", "--bind", f"127.0.0.1:{sched_port}", "--executor-timeout", "8s"],
+    scheduler = subprocess.Popen([medallion, "scheduler", "--bind", f"127.0.0.1:{sched_port}", "--executor-timeout", "10s"],
                                  env={**clean_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "info")}, stdout=subprocess.DEVNULL, stderr=open(work / "scheduler.log", "w"))
     processes.append(scheduler)
     wait_port(sched_port)
@@ -195,7 +195,7 @@ try:
         flight, grpc = free_port(), free_port()
         p = subprocess.Popen([medallion, "executor", "--scheduler", f"127.0.0.1:{sched_port}",
                               "--bind", f"127.0.0.1:{flight}", "--grpc-port", str(grpc), "--slots", "1",
-                              "--heartbeat", "1s", "--project", str(project)],
+                              "--project", str(project)],
                              env={**lake_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "warn"), **(env or {})}, stdout=subprocess.DEVNULL,
                              stderr=open(work / f"executor-{name}.log", "w"))
         processes.append(p)
@@ -203,7 +203,7 @@ try:
         return p
 
     a, b = executor("a"), executor("b")
-    time.sleep(2)  # both registered (heartbeats every second)
+    time.sleep(2)  # both registered (an idle executor asks for tasks every 50 ms)
     proxy = Recorder(sched_port)
     cluster = f"df://127.0.0.1:{proxy.port}"
 
@@ -301,7 +301,7 @@ try:
         for p in executors:
             p.terminate()
             p.wait(timeout=30)
-        time.sleep(10)  # the scheduler drops them (executor timeout 8s)
+        time.sleep(12)  # the scheduler drops them (executor timeout 10s)
 
     # 3. An executor killed as it starts a task.
     stop([a, b])

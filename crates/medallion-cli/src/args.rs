@@ -280,7 +280,8 @@ pub enum Command {
         /// Times a failed task is retried (on another executor when one is free) before its job fails.
         #[arg(long, default_value_t = 3, value_name = "N")]
         task_retries: usize,
-        /// An executor silent this long is lost and its tasks run again elsewhere (e.g. 30s).
+        /// An executor silent this long is lost and its tasks run again elsewhere (at least 10s:
+        /// a busy executor reports every 5s).
         #[arg(long, default_value = "30s", value_name = "DURATION")]
         executor_timeout: String,
     },
@@ -307,9 +308,6 @@ pub enum Command {
         /// Directory for shuffle files (default: a temporary directory).
         #[arg(long, value_name = "DIR")]
         work_dir: Option<PathBuf>,
-        /// How often it tells the scheduler it is alive (shorter than the scheduler's --executor-timeout).
-        #[arg(long, default_value = "5s", value_name = "DURATION")]
-        heartbeat: String,
     },
     /// Recent runs (from the run log), or one run's nodes (from the event log).
     Runs {

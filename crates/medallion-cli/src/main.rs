@@ -144,9 +144,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             commands::cluster::scheduler(bind, external_host, task_retries, &executor_timeout).await
         }
         #[cfg(feature = "cluster")]
-        Command::Executor { scheduler, bind, grpc_port, external_host, slots, work_dir, heartbeat } => {
-            let at =
-                commands::cluster::Executor { scheduler, bind, grpc_port, external_host, slots, work_dir, heartbeat };
+        Command::Executor { scheduler, bind, grpc_port, external_host, slots, work_dir } => {
+            let at = commands::cluster::Executor { scheduler, bind, grpc_port, external_host, slots, work_dir };
             commands::cluster::executor(g, at).await
         }
         Command::Runs { run_id, limit } => commands::runs::runs(g, run_id.as_deref(), limit).await,

@@ -17,9 +17,11 @@ pub async fn scheduler(
     executor_timeout: &str,
 ) -> Result<Outcome> {
     let executor_timeout = super::span(executor_timeout, "--executor-timeout")?;
-    eprintln!("medallion scheduler listening on {bind}");
     let nodes = medallion::silver::cluster_nodes();
-    run_scheduler(SchedulerOptions { bind, external_host, task_retries, executor_timeout, nodes }).await?;
+    let options = SchedulerOptions { bind, external_host, task_retries, executor_timeout, nodes };
+    options.check()?;
+    eprintln!("medallion scheduler listening on {bind}");
+    run_scheduler(options).await?;
     Ok(Outcome::Ok)
 }
 
@@ -31,7 +33,6 @@ pub struct Executor {
     pub external_host: Option<String>,
     pub slots: Option<usize>,
     pub work_dir: Option<PathBuf>,
-    pub heartbeat: String,
 }
 
 /// Runs an executor until the process is stopped.
@@ -41,7 +42,6 @@ pub async fn executor(g: &Global, at: Executor) -> Result<Outcome> {
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
         .with_context(|| format!("invalid --scheduler `{}`: expected HOST:PORT", at.scheduler))?;
-    let heartbeat = super::span(&at.heartbeat, "--heartbeat")?;
     // The project's [storage] when --project holds one: the same rules as the driver's.
     let storage =
         if g.project.join("medallion.toml").exists() { super::load(g).await?.storage } else { Default::default() };
@@ -55,7 +55,6 @@ pub async fn executor(g: &Global, at: Executor) -> Result<Outcome> {
         slots,
         work_dir: at.work_dir.map(|d| d.display().to_string()),
         storage,
-        heartbeat,
         nodes: medallion::silver::cluster_nodes(),
     };
     run_executor(options).await?;

@@ -126,6 +126,39 @@ fn missing_project_exits_2_with_a_hint() {
     assert!(err.contains("medallion.toml") && err.contains("medallion init"), "{err}");
 }
 
+/// A busy executor tells its scheduler it is alive every 5 s: a shorter executor timeout would
+/// drop executors while they work. The scheduler refuses it before it listens.
+#[cfg(feature = "cluster")]
+#[test]
+fn a_scheduler_refuses_an_executor_timeout_a_busy_executor_cannot_keep() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut scheduler = bin()
+        .args(["scheduler", "--bind", "127.0.0.1:0", "--executor-timeout", "8s"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let started = std::time::Instant::now();
+    while scheduler.try_wait().expect("waits").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            scheduler.kill().expect("kills");
+            panic!("the scheduler started with an executor timeout of 8s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = scheduler.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cluster: the scheduler: an executor timeout of 8s is too short")
+            && err.contains("at least 10s"),
+        "{err}"
+    );
+}
+
 #[test]
 fn init_run_status_show_sql() {
     let dir = tempfile::tempdir().expect("tmp");

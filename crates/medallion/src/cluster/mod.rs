@@ -33,7 +33,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 
 pub use codec::{LogicalCodec, NodeCodec, Nodes, PhysicalCodec};
-pub use process::{ExecutorOptions, SchedulerOptions, run_executor, run_scheduler};
+pub use process::{ExecutorOptions, MIN_EXECUTOR_TIMEOUT, SchedulerOptions, run_executor, run_scheduler};
 pub use scan::{ShippedScan, ShippedTable, ticket_numbers, tickets};
 pub use stores::LakeStores;
 pub use write::{Planner, Target, WriteExec, WriteNode, write};

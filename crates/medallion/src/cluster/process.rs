@@ -28,10 +28,28 @@ pub struct SchedulerOptions {
     pub external_host: Option<String>,
     /// Times a task is retried on another executor before its job fails.
     pub task_retries: usize,
-    /// An executor silent this long is lost: its tasks run again elsewhere.
+    /// An executor silent this long is lost: its tasks run again elsewhere (at least
+    /// [`MIN_EXECUTOR_TIMEOUT`]).
     pub executor_timeout: Duration,
     /// The plan nodes of higher layers it plans and ships (as its executors must carry).
     pub nodes: Nodes,
+}
+
+impl SchedulerOptions {
+    /// Refuses options a scheduler cannot keep: an executor timeout under [`MIN_EXECUTOR_TIMEOUT`].
+    pub fn check(&self) -> Result<()> {
+        if self.executor_timeout < MIN_EXECUTOR_TIMEOUT {
+            return Err(failed(
+                "the scheduler",
+                format!(
+                    "an executor timeout of {:?} is too short: a busy executor reports every {:?}, so it \
+                     must be at least {:?}",
+                    self.executor_timeout, BUSY_POLL, MIN_EXECUTOR_TIMEOUT
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An executor to start.
@@ -51,11 +69,19 @@ pub struct ExecutorOptions {
     pub work_dir: Option<String>,
     /// Object-store options (a project's `[storage]`), over the environment's.
     pub storage: BTreeMap<String, String>,
-    /// How often it tells the scheduler it is alive (shorter than the scheduler's executor timeout).
-    pub heartbeat: Duration,
     /// The plan nodes of higher layers it runs (as its scheduler carries).
     pub nodes: Nodes,
 }
+
+/// How often a busy executor tells its scheduler it is alive. Executors ask for tasks (see
+/// `run_scheduler`), and under that policy the asking is the heartbeat: Ballista 55 asks at once
+/// while a slot is free and every 5 s while all are busy (`HEARTBEAT_POLL_INTERVAL`).
+const BUSY_POLL: Duration = Duration::from_secs(5);
+
+/// The shortest executor timeout a scheduler takes: twice a busy executor's poll, so that one late
+/// poll on a loaded machine does not drop an executor while it works (its tasks rolled back and run
+/// again).
+pub const MIN_EXECUTOR_TIMEOUT: Duration = Duration::from_secs(2 * BUSY_POLL.as_secs());
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Cluster { what: what.to_string(), message: e.to_string() }
@@ -63,6 +89,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// Runs a scheduler until the process is stopped.
 pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
+    options.check()?;
     let config = SchedulerConfig {
         bind_host: options.bind.ip().to_string(),
         bind_port: options.bind.port(),
@@ -124,7 +151,6 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         print_thread_info: false,
         // As the scheduler's (see `run_scheduler`).
         task_scheduling_policy: TaskSchedulingPolicy::PullStaged,
-        executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         override_runtime_producer: Some(runtime),
         override_function_registry: Some(Arc::new(functions())),
         override_logical_codec: Some(Arc::new(LogicalCodec::with_nodes(options.nodes.clone()))),
