@@ -159,6 +159,42 @@ fn a_scheduler_refuses_an_executor_timeout_a_busy_executor_cannot_keep() {
     );
 }
 
+/// A read that fails while a model's Parquet export is uploading (the store gone mid-export) fails
+/// the node in one line, uploads nothing, and the next run exports. It used to wait forever: the
+/// upload waited for parts the failed read would never send.
+#[test]
+fn an_export_whose_read_fails_fails_its_node_and_uploads_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let proj = demo(dir.path());
+    let mut running = bin()
+        .args(["run", "--retries", "0"])
+        .env("MEDALLION_FAULT_AT", "gold/daily_revenue:exporting")
+        .current_dir(&proj)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let started = std::time::Instant::now();
+    while running.try_wait().expect("waits").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            running.kill().expect("kills");
+            panic!("the run did not end within 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = running.wait_with_output().expect("output");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("gold/daily_revenue") && errors[0].contains("MEDALLION_FAULT_AT"), "{err}");
+    let export = proj.join("lake/exports/daily_revenue.parquet");
+    assert!(!export.exists(), "an export was uploaded");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    assert!(export.exists(), "the next run exported");
+}
+
 #[test]
 fn init_run_status_show_sql() {
     let dir = tempfile::tempdir().expect("tmp");

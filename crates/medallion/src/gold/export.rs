@@ -88,7 +88,12 @@ async fn export(lake: &Lake, table: &Table, model: &str, version: i64) -> Result
     let path = path_of(model);
     let upload = lake.put_parts(&path, rx);
     let produce = async {
+        // The sender is the producer's: dropped when it stops, an error included, so the upload
+        // sees the end and aborts rather than waiting for parts that never come.
+        let tx = tx;
         while let Some(batch) = stream.next().await {
+            // Tests fail the table's read here, as a store gone mid-export does.
+            crate::runtime::faults::check(&format!("gold/{model}"), "exporting")?;
             let batch = batch.map_err(|e| Error::sql(&context, e))?;
             let batch = catalog::cast_to(&batch, &schema, &context)?;
             writer.write(&batch).map_err(|e| Error::Internal(format!("{context}: {e}")))?;

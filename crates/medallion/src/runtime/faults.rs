@@ -8,7 +8,7 @@
 //! written while the merge reads and writes; nothing committed), `silver/<table>:merge` (dead
 //! letter committed, silver not),
 //! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
-//! Parquet export not), `silver/<table>:replay` (a replay's MERGE
+//! Parquet export not), `gold/<model>:exporting` (the export reading the table's rows), `silver/<table>:replay` (a replay's MERGE
 //! committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor starts reading a
 //! shipped table's files), `maintenance:state` (the maintenance after a run compacted, vacuumed
 //! and checkpointed what was due, and has not recorded what it checked). Unset, it costs one environment lookup.
