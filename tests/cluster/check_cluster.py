@@ -19,7 +19,9 @@ as `ok`/`FAIL`:
    model's files but before reporting them: same, and the dead attempt's files, never committed,
    are removed by `vacuum`; and one killed as it starts validating a bronze file: same; and one
    killed after writing silver's latest records but before reporting them: same, and vacuum
-   removes the dead attempt's silver files; a rebuild (`--full-refresh`) on the cluster, whose
+   removes the dead attempt's silver files; and one killed once it wrote a gold model's files
+   the second time and restarted on its own address and work directory, serving the dead one's
+   files: the run completes through task retry, each partition's files committed once; a rebuild (`--full-refresh`) on the cluster, whose
    executors write the new silver table's files, equals one in process; and so does a small batch
    touching one day, which the incremental gold model rebuilds as one partition (on the cluster,
    the executors write it and the table's other rows again);
@@ -191,11 +193,15 @@ try:
     processes.append(scheduler)
     wait_port(sched_port)
 
-    def executor(name, env=None):
-        flight, grpc = free_port(), free_port()
+    def executor(name, env=None, address=None):
+        """An executor with 1 slot; `address` = (flight port, gRPC port, work directory) to start it
+        where another ran (as a service manager restarts one), else free ports and its own."""
+        flight, grpc, work_dir = address or (free_port(), free_port(), None)
+        if work_dir:
+            Path(work_dir).mkdir(exist_ok=True)
         p = subprocess.Popen([medallion, "executor", "--scheduler", f"127.0.0.1:{sched_port}",
                               "--bind", f"127.0.0.1:{flight}", "--grpc-port", str(grpc), "--slots", "1",
-                              "--project", str(project)],
+                              *(["--work-dir", str(work_dir)] if work_dir else []), "--project", str(project)],
                              env={**lake_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "warn"), **(env or {})}, stdout=subprocess.DEVNULL,
                              stderr=open(work / f"executor-{name}.log", "w"))
         processes.append(p)
@@ -257,12 +263,13 @@ try:
     check("the plans carry neither the access key id nor the secret",
           key_id.encode() not in sent and secret.encode() not in sent)
 
-    def faulty_run(name, fault, prefix):
+    def faulty_run(name, fault, prefix, address=None):
         """A run on `prefix`'s first batches while the only executor, `name`, dies at `fault`
         (abort, as kill -9); another executor joins once it died, within the scheduler's grace
-        period for a cluster without executors. Checks the faulty one died and the run completed
-        (through task retry, or a clean failure and a rerun); returns the new executor."""
-        killed = executor(name, env={"MEDALLION_FAULT_AT": fault})
+        period for a cluster without executors (at the same `address`, when given: restarted).
+        Checks the faulty one died and the run completed (through task retry, or a clean failure
+        and a rerun; with `address`, through task retry only); returns the new executor."""
+        killed = executor(name, env={"MEDALLION_FAULT_AT": fault}, address=address)
         logged = (work / "scheduler.log").stat().st_size
         time.sleep(2)
         upload(prefix, 0)
@@ -274,11 +281,14 @@ try:
             pass
         check(f"{name}: the faulty executor died ({fault})", killed.returncode is not None and killed.returncode < 0,
               killed.returncode)
-        survivor = executor(f"{name}-survivor")
+        survivor = executor(f"{name}-survivor", address=address)
         # A hung run (seen in CI, 2026-12-04 and 12-06): its threads' stacks say where it waits.
         running = finish(running, 600, f"{name}: the run")
         err = running.stderr
-        if running.returncode != 0:
+        if address:
+            check(f"{name}: the run completed through task retry on the restarted executor", running.returncode == 0,
+                  err.strip()[-800:])
+        elif running.returncode != 0:
             lines = [l for l in err.splitlines() if l.startswith("error")]
             with open(work / "scheduler.log", "rb") as log:
                 log.seek(logged)
@@ -323,6 +333,14 @@ try:
     stop([survivor])
     survivor = faulty_run("killed-winners", "cluster/winners:written:abort", "winners")
 
+    # 3e. An executor killed once it wrote a gold model's files the second time, and restarted on
+    # its own address and work directory: Ballista keeps the first task's results among the job's
+    # when it runs again, and the restarted executor serves the dead one's files; each partition's
+    # files are committed once all the same.
+    stop([survivor])
+    survivor = faulty_run("restarted", "cluster/write:written:abort2", "restarted",
+                          address=(free_port(), free_port(), work / "restarted-work"))
+
     def unpublished(prefix, layer="gold/"):
         """Parquet files under the tables of `layer` that no commit of their log adds."""
         out = []
@@ -357,7 +375,7 @@ try:
           and all(tables("winners")[t][0] == clean[t][0] for t in TABLES),
           (vacuumed.stderr.strip()[-300:], unpublished("winners", "silver/")))
 
-    # 3e. A rebuild from bronze (`--full-refresh`): on the cluster the executors write the new
+    # 3f. A rebuild from bronze (`--full-refresh`): on the cluster the executors write the new
     # table's files and the driver replaces the table with them; the same tables as in process.
     inproc_rebuild = med("run", "--full-refresh", lake="s3://lake/inproc")
     check("a rebuild in process: exit 0", inproc_rebuild.returncode == 0, inproc_rebuild.stderr.strip()[-500:])
@@ -370,7 +388,7 @@ try:
           and not differences(rebuilt, expected),
           {t: (len(rebuilt[t][0]), rebuilt[t][1], len(expected[t][0]), expected[t][1]) for t in differences(rebuilt, expected)})
 
-    # 3f. A small batch touching one day: on the cluster the incremental gold model rebuilds that
+    # 3g. A small batch touching one day: on the cluster the incremental gold model rebuilds that
     # partition only (the executors write it, and the table's other rows again); the same tables.
     # The same bronze batch in both lakes (as a producer writing the layout would land it).
     def valid(r):
