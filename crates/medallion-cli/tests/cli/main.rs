@@ -30,6 +30,21 @@ fn faulted(args: &[&str], fault: &str, dir: &Path) -> Output {
     bin().args(args).env("MEDALLION_FAULT_AT", fault).current_dir(dir).stdin(Stdio::null()).output().expect("runs")
 }
 
+/// `command`'s output once it ended; fails the test if it is still running after `seconds` (a
+/// hang, which `output()` would wait on forever).
+fn ended_within(mut command: Command, seconds: u64) -> Output {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starts");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("waits").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(seconds) {
+            child.kill().expect("kills");
+            panic!("{command:?} still running after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// The demo project, made by `medallion init` as `<dir>/demo`.
 fn demo(dir: &Path) -> PathBuf {
     let proj = dir.join("demo");
@@ -132,23 +147,9 @@ fn missing_project_exits_2_with_a_hint() {
 #[test]
 fn a_scheduler_refuses_an_executor_timeout_a_busy_executor_cannot_keep() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut scheduler = bin()
-        .args(["scheduler", "--bind", "127.0.0.1:0", "--executor-timeout", "8s"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let started = std::time::Instant::now();
-    while scheduler.try_wait().expect("waits").is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            scheduler.kill().expect("kills");
-            panic!("the scheduler started with an executor timeout of 8s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = scheduler.wait_with_output().expect("output");
+    let mut scheduler = bin();
+    scheduler.args(["scheduler", "--bind", "127.0.0.1:0", "--executor-timeout", "8s"]).current_dir(dir.path());
+    let out = ended_within(scheduler, 60);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -166,24 +167,12 @@ fn a_scheduler_refuses_an_executor_timeout_a_busy_executor_cannot_keep() {
 fn an_export_whose_read_fails_fails_its_node_and_uploads_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let proj = demo(dir.path());
-    let mut running = bin()
+    let mut running = bin();
+    running
         .args(["run", "--retries", "0"])
         .env("MEDALLION_FAULT_AT", "gold/daily_revenue:exporting")
-        .current_dir(&proj)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let started = std::time::Instant::now();
-    while running.try_wait().expect("waits").is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(120) {
-            running.kill().expect("kills");
-            panic!("the run did not end within 120 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = running.wait_with_output().expect("output");
+        .current_dir(&proj);
+    let out = ended_within(running, 120);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
