@@ -20,8 +20,8 @@ as `ok`/`FAIL`:
    are removed by `vacuum`; and one killed as it starts validating a bronze file: same; and one
    killed after writing silver's latest records but before reporting them: same, and vacuum
    removes the dead attempt's silver files; and one killed once it wrote a gold model's files
-   the second time and restarted on its own address and work directory, serving the dead one's
-   files: the run completes through task retry, each partition's files committed once; a rebuild (`--full-refresh`) on the cluster, whose
+   the second time and restarted on its own address and work directory (where the dead one's
+   files still are): the run completes through task retry, the same tables; a rebuild (`--full-refresh`) on the cluster, whose
    executors write the new silver table's files, equals one in process; and so does a small batch
    touching one day, which the incremental gold model rebuilds as one partition (on the cluster,
    the executors write it and the table's other rows again);
@@ -334,9 +334,8 @@ try:
     survivor = faulty_run("killed-winners", "cluster/winners:written:abort", "winners")
 
     # 3e. An executor killed once it wrote a gold model's files the second time, and restarted on
-    # its own address and work directory: Ballista keeps the first task's results among the job's
-    # when it runs again, and the restarted executor serves the dead one's files; each partition's
-    # files are committed once all the same.
+    # its own address and work directory, as a service manager restarts one (the dead one's shuffle
+    # files are still there): the run completes through task retry, with the clean run's tables.
     stop([survivor])
     survivor = faulty_run("restarted", "cluster/write:written:abort2", "restarted",
                           address=(free_port(), free_port(), work / "restarted-work"))

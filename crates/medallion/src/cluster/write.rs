@@ -1,28 +1,19 @@
 //! Writing a query's result into a table's files on the executors: each task writes the rows of
-//! its partition as Parquet files under the table and returns their Delta add actions, tagged with
-//! its partition and attempt; the driver, which receives the actions of the tasks that succeeded,
-//! keeps one attempt's per partition and makes the one commit. Files of an attempt that died, or
-//! of a second attempt reported for the same partition, are never committed (`vacuum` removes
-//! them).
-//!
-//! A partition can come back more than once: Ballista 55 adds a final-stage task's output to the
-//! job's results when the task succeeds and never takes it out. When an executor holding the
-//! stage's inputs is lost, the stage is rolled back and its tasks run again, so a partition that had
-//! finished is fetched twice: two attempts' reports, or one report twice when the rerun wrote it in
-//! the first one's place. (The cluster test saw it once in CI, 2026-12-06: one of a model's two
-//! partitions came back twice, and its `no_fanout` reconciliation stopped the build.)
+//! its partition as Parquet files under the table and returns their Delta add actions; the driver,
+//! which receives the actions of the tasks that succeeded (a retried task's are those of its last
+//! attempt), makes the one commit. Files of an attempt that died are never committed (`vacuum`
+//! removes them).
 //!
 //! The driver wraps the query's logical plan in a [`WriteNode`]; the scheduler plans it into a
 //! [`WriteExec`] over the query's physical plan ([`Planner`], in its session state), which
 //! Ballista splits into stages as any plan.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -51,14 +42,9 @@ pub struct Target {
     pub schema: SchemaRef,
 }
 
-/// The schema of what a write returns: one row per file written, with the task's partition, the
-/// attempt's id (random, one per task attempt) and the file's Delta add action as JSON.
+/// The schema of what a write returns: one row per file written, its Delta add action as JSON.
 fn written_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("partition", DataType::UInt64, false),
-        Field::new("attempt", DataType::Utf8, false),
-        Field::new("add", DataType::Utf8, false),
-    ]))
+    Arc::new(Schema::new(vec![Field::new("add", DataType::Utf8, false)]))
 }
 
 /// `input`'s rows written into `target`'s files (a logical plan node).
@@ -162,15 +148,7 @@ impl ExecutionPlan for WriteExec {
             if !adds.is_empty() {
                 crate::runtime::faults::check("cluster/write", "written").map_err(external)?;
             }
-            let attempt = uuid::Uuid::new_v4().to_string();
-            Ok(RecordBatch::try_new(
-                written_schema(),
-                vec![
-                    Arc::new(UInt64Array::from(vec![partition as u64; adds.len()])),
-                    Arc::new(StringArray::from(vec![attempt; adds.len()])),
-                    Arc::new(StringArray::from(adds)),
-                ],
-            )?)
+            Ok(RecordBatch::try_new(written_schema(), vec![Arc::new(StringArray::from(adds))])?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(written_schema(), written)))
     }
@@ -232,82 +210,13 @@ pub async fn write(df: DataFrame, table_url: &Url, schema: SchemaRef) -> Result<
         WriteNode::new(plan, Target { url: table_url.to_string(), schema }).map_err(|e| Error::sql(&context, e))?;
     let plan = LogicalPlan::Extension(Extension { node: Arc::new(node) });
     let batches = DataFrame::new(state, plan).collect().await.map_err(|e| Error::sql(&context, e))?;
-    let (adds, repeated) = one_attempt_per_partition(&batches)
-        .map_err(|e| Error::Internal(format!("{context}: the written files' actions: {e}")))?;
-    if !repeated.is_empty() {
-        tracing::warn!(
-            "{context}: partitions {repeated:?} came back from more than one attempt (an executor was lost after \
-             writing them); one attempt's files are kept, the others' are left for vacuum"
-        );
+    let mut adds = Vec::new();
+    for b in &batches {
+        let column = b
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| Error::Internal(format!("{context}: the written files' actions are not strings")))?;
+        adds.extend((0..column.len()).filter(|&i| column.is_valid(i)).map(|i| column.value(i).to_string()));
     }
     Ok(adds)
-}
-
-/// The add actions of the first attempt reported for each partition, each once (a rerun on the
-/// same executor writes its report where the first attempt's was, so one report can be fetched
-/// twice), and the partitions reported more than once (whose repeats are dropped).
-fn one_attempt_per_partition(batches: &[RecordBatch]) -> std::result::Result<(Vec<String>, Vec<u64>), String> {
-    let mut chosen: HashMap<u64, String> = HashMap::new();
-    let mut repeated = Vec::new();
-    let mut adds = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for b in batches {
-        let column = |name: &str| b.column_by_name(name).ok_or_else(|| format!("no `{name}` column"));
-        let partitions = column("partition")?
-            .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
-            .ok_or("`partition` is not UInt64")?;
-        let attempts = column("attempt")?.as_string_opt::<i32>().ok_or("`attempt` is not a string")?;
-        let actions = column("add")?.as_string_opt::<i32>().ok_or("`add` is not a string")?;
-        for i in 0..b.num_rows() {
-            if partitions.is_null(i) || attempts.is_null(i) || actions.is_null(i) {
-                return Err(format!("a null in row {i}"));
-            }
-            let (partition, attempt) = (partitions.value(i), attempts.value(i));
-            let first = chosen.entry(partition).or_insert_with(|| attempt.to_string());
-            if first == attempt && seen.insert(actions.value(i)) {
-                adds.push(actions.value(i).to_string());
-            } else if !repeated.contains(&partition) {
-                repeated.push(partition);
-            }
-        }
-    }
-    repeated.sort_unstable();
-    Ok((adds, repeated))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(partition: u64, attempt: &str, adds: &[&str]) -> RecordBatch {
-        let n = adds.len();
-        RecordBatch::try_new(
-            written_schema(),
-            vec![
-                Arc::new(UInt64Array::from(vec![partition; n])),
-                Arc::new(StringArray::from(vec![attempt; n])),
-                Arc::new(StringArray::from(adds.to_vec())),
-            ],
-        )
-        .expect("a report")
-    }
-
-    #[test]
-    fn a_partition_reported_by_two_attempts_is_committed_once() {
-        // Partition 0 written by a task whose stage ran again, and again by its rerun; partition 1
-        // once, its report fetched twice (the rerun's report in the first one's place); an
-        // attempt that wrote nothing reports no row.
-        let batches = [
-            report(0, "a", &["p0-a-1", "p0-a-2"]),
-            report(1, "b", &["p1-b-1"]),
-            report(0, "c", &["p0-c-1", "p0-c-2"]),
-            report(1, "b", &["p1-b-1"]),
-            report(2, "d", &[]),
-        ];
-        let (adds, repeated) = one_attempt_per_partition(&batches).expect("reports");
-        assert_eq!(adds, ["p0-a-1", "p0-a-2", "p1-b-1"]);
-        assert_eq!(repeated, [0, 1]);
-        let (adds, repeated) = one_attempt_per_partition(&batches[..2]).expect("reports");
-        assert_eq!((adds.len(), repeated.len()), (3, 0));
-    }
 }
