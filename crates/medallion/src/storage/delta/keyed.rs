@@ -782,7 +782,7 @@ async fn index_files(
 }
 
 /// Whether a file whose statistics are `stats` may hold one of `sorted` keys (true without stats).
-fn may_hold(sorted: &[i64], stats: Option<&Value>, key: &str) -> bool {
+pub(super) fn may_hold(sorted: &[i64], stats: Option<&Value>, key: &str) -> bool {
     let bound = |stats: &Value, which: &str| stats.get(which).and_then(|v| v.get(key)).and_then(Value::as_i64);
     let Some(stats) = stats else { return true };
     let (Some(lo), Some(hi)) = (bound(stats, "minValues"), bound(stats, "maxValues")) else { return true };

@@ -7,7 +7,7 @@
 //!
 //! 1. The new rows' keys are put in a set, in Arrow's row format (so composite and string keys
 //!    compare as bytes).
-//! 2. With one integer key, files whose key statistics hold none of them are skipped; the others
+//! 2. With one integer key, files whose key range holds none of them are skipped; the others
 //!    are scanned on the key columns only (rows their deletion vector already deletes match
 //!    nothing).
 //! 3. A file holding a matched row is rewritten without it (copy-on-write), or, on a table with
@@ -38,7 +38,7 @@ use object_store::path::Path;
 use serde_json::Value;
 
 use super::commit_properties;
-use super::keyed::{conform, marked, open, rewrite_each, winners, writable, writer_properties};
+use super::keyed::{conform, marked, may_hold, open, rewrite_each, winners, writable, writer_properties};
 
 type Fast = foldhash::fast::RandomState;
 
@@ -46,8 +46,9 @@ type Fast = foldhash::fast::RandomState;
 struct Keys {
     converter: RowConverter,
     set: HashSet<Box<[u8]>, Fast>,
-    /// The least and greatest key, when there is one signed integer key column.
-    range: Option<(i64, i64)>,
+    /// The keys, sorted, when there is one signed integer key column (to skip files by their
+    /// statistics).
+    ints: Option<Vec<i64>>,
 }
 
 impl Keys {
@@ -56,7 +57,7 @@ impl Keys {
         let fields = at.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
         let converter = RowConverter::new(fields)?;
         let mut set = HashSet::with_hasher(Fast::default());
-        let mut range: Option<(i64, i64)> = None;
+        let mut sorted: Vec<i64> = Vec::new();
         // Signed integers only: each converts to `i64` exactly, as Delta's statistics hold them.
         let one_int = at.len() == 1
             && matches!(
@@ -70,22 +71,16 @@ impl Keys {
             let ints = ints.as_ref().map(|a| a.as_primitive::<Int64Type>());
             for r in present(&columns) {
                 set.insert(converted.row(r).as_ref().into());
-                if let Some(k) = ints.map(|a| a.value(r)) {
-                    range = Some(range.map_or((k, k), |(lo, hi)| (lo.min(k), hi.max(k))));
-                }
+                sorted.extend(ints.map(|a| a.value(r)));
             }
         }
-        Ok(Keys { converter, set, range })
+        sorted.sort_unstable();
+        Ok(Keys { converter, set, ints: one_int.then_some(sorted) })
     }
 
     /// Whether a file with these statistics may hold one of the keys (`key`: its one column).
     fn may_be_in(&self, stats: Option<&Value>, key: &str) -> bool {
-        let Some((lo, hi)) = self.range else { return true };
-        let bound = |which: &str| stats?.get(which)?.get(key)?.as_i64();
-        match (bound("minValues"), bound("maxValues")) {
-            (Some(min), Some(max)) => min <= hi && lo <= max,
-            _ => true,
-        }
+        self.ints.as_ref().is_none_or(|sorted| may_hold(sorted, stats, key))
     }
 }
 
