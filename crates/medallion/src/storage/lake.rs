@@ -137,11 +137,13 @@ impl Lake {
 
     /// Proves the lake is reachable and readable with the configured credentials (one listing
     /// request): a wrong credential, a missing bucket or an unreachable endpoint is an error here,
-    /// before anything is written.
+    /// before anything is written. The listing is of `_medallion`'s first level: a recursive one
+    /// would, on a local lake, walk and stat up to a thousand entries of the run log and the event
+    /// log's history on every command.
     pub async fn check(&self) -> Result<()> {
-        match self.store.list(Some(&ObjectPath::from("_medallion"))).next().await {
-            None | Some(Ok(_)) => Ok(()),
-            Some(Err(source)) => {
+        match self.store.list_with_delimiter(Some(&ObjectPath::from("_medallion"))).await {
+            Ok(_) => Ok(()),
+            Err(source) => {
                 Err(Error::InvalidLake { location: self.display.clone(), message: crate::error::explain(&source) })
             }
         }
@@ -404,5 +406,20 @@ mod tests {
         for not in ["orders", "bronze/orders", "_medallion/expectations", "medallion.expectations"] {
             assert_eq!(Layer::split(not), None, "{not}");
         }
+    }
+
+    #[tokio::test]
+    async fn checking_a_lake_lists_the_first_level_of_medallions_directory_only() {
+        // Every command checks its lake. A recursive listing walked (and, on a local lake,
+        // stat'ed) up to a thousand entries of the run log and the event log's history each
+        // time; it would also fail on the loop below, which a one-level listing never enters.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lake = Lake::open(&dir.path().to_string_lossy(), dir.path()).expect("lake");
+        lake.check().await.expect("a lake without `_medallion` yet");
+        let runs = dir.path().join("_medallion/runs");
+        std::fs::create_dir_all(&runs).expect("runs");
+        std::fs::write(runs.join("r1.json"), "{}").expect("run log");
+        std::os::unix::fs::symlink("..", runs.join("loop")).expect("symlink");
+        lake.check().await.expect("checked");
     }
 }
