@@ -196,7 +196,8 @@ fn parquet(table: &ShippedTable, scan: &Scan, group: usize) -> DfResult<Option<A
     };
     let url = ObjectStoreUrl::parse(&files.store)?;
     let mut source =
-        ParquetSource::new(TableSchema::builder(Arc::clone(&data)).with_table_partition_cols(parts).build());
+        ParquetSource::new(TableSchema::builder(Arc::clone(&data)).with_table_partition_cols(parts).build())
+            .with_metadata_size_hint(crate::storage::delta::FOOTER_HINT);
     // Only filters on the files' columns reach the Parquet reader (partition values are not
     // in the files); DataFusion filters every row above the scan anyway.
     let pushable: Vec<Expr> = scan

@@ -800,7 +800,9 @@ pub(super) async fn open(
     page_index: bool,
 ) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>, DeltaTableError> {
     use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
-    let reader = ParquetObjectReader::new(Arc::clone(store), path).with_file_size(u64::try_from(size).unwrap_or(0));
+    let reader = ParquetObjectReader::new(Arc::clone(store), path)
+        .with_file_size(u64::try_from(size).unwrap_or(0))
+        .with_footer_size_hint(super::FOOTER_HINT);
     let options = ArrowReaderOptions::new().with_page_index(page_index);
     Ok(ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?.with_batch_size(READ_BATCH_ROWS))
 }

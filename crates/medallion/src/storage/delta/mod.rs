@@ -39,6 +39,12 @@ pub(crate) use keyed::int_key_and_order;
 pub use rows::{InMemory, Pass, Rows};
 pub use scan::{LiveFile, LiveFiles, spread};
 
+/// Bytes read from the end of a Parquet file to find its metadata: the footer and the page index
+/// in one read where they fit (a silver file's footer is a few KiB), instead of the footer's
+/// length first and the metadata second. On an object store that is one request per file scanned
+/// instead of two.
+pub(crate) const FOOTER_HINT: usize = 64 << 10;
+
 /// A Delta table of the lake, opened at its latest version (or not yet created).
 #[derive(Debug, Clone)]
 pub struct Table {

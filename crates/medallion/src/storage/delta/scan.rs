@@ -346,7 +346,7 @@ impl TableProvider for VectoredScan {
             .scanned()
             .await
             .map_err(|e| DataFusionError::External(format!("reading {}: {e}", self.label).into()))?;
-        let mut source = ParquetSource::new(Arc::clone(&self.schema));
+        let mut source = ParquetSource::new(Arc::clone(&self.schema)).with_metadata_size_hint(super::FOOTER_HINT);
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let schema = DFSchema::try_from(Arc::clone(&self.schema))?;
             source = source.with_predicate(state.create_physical_expr(predicate, &schema)?);
