@@ -301,6 +301,44 @@ async fn runs_checkpoint_every_table_every_ten_commits() {
     assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["40".to_string()]]);
 }
 
+/// Commits past a table's log retention (`delta.logRetentionDuration`, 30 days) are removed when
+/// maintenance writes a checkpoint, not after every commit: delta-rs's own cleanup lists the whole
+/// log each time (a request per commit on an object store). The table reads the same after.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_commits_are_removed_at_checkpoints_not_after_every_commit() {
+    let no_policy = "maintenance = { compact_above_files = 0, purge_deleted_above = 1 }";
+    let d = Dir::new(
+        &SMALL.replace("RATE", no_policy).replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 0"),
+    );
+    let log = d.dir.path().join("lake/silver/orders/_delta_log");
+    let commit = |v: i64| log.join(format!("{v:020}.json"));
+    let checkpoint = |v: i64| log.join(format!("{v:020}.checkpoint.parquet"));
+    for i in 0..20i64 {
+        if i == 10 {
+            // Versions 0..=9, checkpointed at 9: the first nine commits are made 40 days old.
+            assert!(checkpoint(9).exists());
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+            for v in 0..9 {
+                std::fs::File::options().write(true).open(commit(v)).expect("commit").set_modified(old).expect("mtime");
+            }
+        }
+        let at = format!("2024-03-01T{:02}:00:00+00:00", i);
+        d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
+        assert!(d.run().await.ok(), "run {}", i + 1);
+        if i == 10 {
+            // Version 10 committed, no checkpoint due: the expired commits are still there.
+            assert!((0..9).all(|v| commit(v).exists()), "expired commits removed after a commit");
+        }
+    }
+    // Version 19 is checkpointed: the expired commits before checkpoint 9 go, the others stay.
+    assert!(checkpoint(19).exists());
+    assert!((0..9).all(|v| !commit(v).exists()), "expired commits kept after a checkpoint");
+    assert!((9..20).all(|v| commit(v).exists()), "a commit inside the retention removed");
+    assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["160".to_string()]], "nothing lost");
+    let (_, lake) = d.open().await;
+    assert_eq!(Table::open(&lake, Layer::Silver, "orders").await.expect("open").version(), Some(19));
+}
+
 /// Every ten committed promotions a run sums up the ledger's intents; later runs read the summary
 /// and the intents after it only: with the intents it covers gone, each batch is still promoted
 /// once. A summary that names another table (one deleted and made again) is not used.

@@ -712,9 +712,11 @@ impl Table {
     }
 
     /// Writes a checkpoint of the loaded version when `every` commits or more were made since the
-    /// last one (the table's `delta.checkpointInterval` when it sets one). Opening a table replays
-    /// every commit since its last checkpoint, twice in delta-rs; a writer that leaves checkpointing
-    /// to delta-rs's default gets one every 100 commits. Returns whether it wrote one.
+    /// last one (the table's `delta.checkpointInterval` when it sets one), then removes the commits
+    /// older than the table's `delta.logRetentionDuration` (30 days by default) that a checkpoint
+    /// covers, unless the table sets `delta.enableExpiredLogCleanup` to false. Opening a table
+    /// replays every commit since its last checkpoint, twice in delta-rs; a writer that leaves
+    /// checkpointing to delta-rs's default gets one every 100 commits. Returns whether it wrote one.
     pub async fn checkpoint_if_due(&self, lake: &Lake, every: u64) -> Result<bool> {
         let Some(version) = self.version() else { return Ok(false) };
         let every = self
@@ -730,6 +732,13 @@ impl Table {
         deltalake::protocol::checkpoints::create_checkpoint(&self.inner, None)
             .await
             .map_err(|e| Error::delta(&self.label, e))?;
+        let cleanup =
+            self.property("delta.enableExpiredLogCleanup").is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
+        if cleanup {
+            deltalake::protocol::checkpoints::cleanup_metadata(&self.inner, None)
+                .await
+                .map_err(|e| Error::delta(&self.label, e))?;
+        }
         Ok(true)
     }
 
@@ -1147,8 +1156,13 @@ pub fn creation_properties(change_feed: bool, deletion_vectors: bool) -> Vec<(&'
     properties
 }
 
+/// A commit's properties: `metadata`, the app transaction of `txn`, and no cleanup of expired
+/// commits after it. delta-rs would otherwise list the table's whole log after every commit to find
+/// the commits past `delta.logRetentionDuration` (a request per commit on an object store, a stat
+/// per entry on disk); they are removed when maintenance writes a checkpoint instead
+/// ([`Table::checkpoint_if_due`]), as Spark removes them.
 fn commit_properties(txn: Option<Txn>, metadata: HashMap<String, Value>) -> CommitProperties {
-    let props = CommitProperties::default().with_metadata(metadata);
+    let props = CommitProperties::default().with_metadata(metadata).with_cleanup_expired_logs(Some(false));
     match txn {
         Some(t) => props.with_application_transaction(Transaction::new(t.app_id, t.version)),
         None => props,
