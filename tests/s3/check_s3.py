@@ -304,7 +304,9 @@ try:
                     for k, v in resp.getheaders():
                         if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
                             self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(data)))
+                    # A HEAD has no body: its length is the object's, as the server said.
+                    length = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                    self.send_header("Content-Length", length)
                     self.end_headers()
                     if self.command != "HEAD":
                         self.wfile.write(data)
