@@ -290,7 +290,7 @@ async fn runs_checkpoint_every_table_every_ten_commits() {
 
     // A table that sets its own interval (50, by another writer: version 11) keeps it: silver is
     // checkpointed again at version 19, its dead letter is not.
-    set_property(&lake, "orders", "delta.checkpointInterval", "50").await;
+    set_property(&lake, Layer::Quarantine, "orders", "delta.checkpointInterval", "50").await;
     for i in 11..20i64 {
         let at = format!("2024-03-02T{:02}:00:00+00:00", i);
         d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
@@ -306,6 +306,19 @@ async fn runs_checkpoint_every_table_every_ten_commits() {
 /// log each time (a request per commit on an object store). The table reads the same after.
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_commits_are_removed_at_checkpoints_not_after_every_commit() {
+    expired_commits(false).await;
+}
+
+/// A table that sets `delta.enableExpiredLogCleanup = false` keeps its expired commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_without_log_cleanup_keeps_its_expired_commits() {
+    expired_commits(true).await;
+}
+
+/// 20 runs into silver; after the first 10 (versions 0..=9, checkpointed at 9) its first nine
+/// commits are made 40 days old, and, when `keep`, the table sets `delta.enableExpiredLogCleanup`
+/// to false (by another writer: one more commit).
+async fn expired_commits(keep: bool) {
     let no_policy = "maintenance = { compact_above_files = 0, purge_deleted_above = 1 }";
     let d = Dir::new(
         &SMALL.replace("RATE", no_policy).replace("name = \"small\"", "name = \"small\"\ncompact_above_files = 0"),
@@ -315,28 +328,37 @@ async fn expired_commits_are_removed_at_checkpoints_not_after_every_commit() {
     let checkpoint = |v: i64| log.join(format!("{v:020}.checkpoint.parquet"));
     for i in 0..20i64 {
         if i == 10 {
-            // Versions 0..=9, checkpointed at 9: the first nine commits are made 40 days old.
             assert!(checkpoint(9).exists());
             let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
             for v in 0..9 {
                 std::fs::File::options().write(true).open(commit(v)).expect("commit").set_modified(old).expect("mtime");
+            }
+            if keep {
+                let (_, lake) = d.open().await;
+                set_property(&lake, Layer::Silver, "orders", "delta.enableExpiredLogCleanup", "false").await;
             }
         }
         let at = format!("2024-03-01T{:02}:00:00+00:00", i);
         d.bronze("orders", &format!("b{i}"), &at, &orders(i * 100..i * 100 + 10, 2));
         assert!(d.run().await.ok(), "run {}", i + 1);
         if i == 10 {
-            // Version 10 committed, no checkpoint due: the expired commits are still there.
+            // A commit, no checkpoint due: the expired commits are still there.
             assert!((0..9).all(|v| commit(v).exists()), "expired commits removed after a commit");
         }
     }
-    // Version 19 is checkpointed: the expired commits before checkpoint 9 go, the others stay.
+    // Version 19 is checkpointed: the expired commits before checkpoint 9 go (unless kept), the
+    // others stay.
     assert!(checkpoint(19).exists());
-    assert!((0..9).all(|v| !commit(v).exists()), "expired commits kept after a checkpoint");
+    if keep {
+        assert!((0..9).all(|v| commit(v).exists()), "expired commits removed from a table that keeps them");
+    } else {
+        assert!((0..9).all(|v| !commit(v).exists()), "expired commits kept after a checkpoint");
+    }
     assert!((9..20).all(|v| commit(v).exists()), "a commit inside the retention removed");
     assert_eq!(d.rows("SELECT count(*) FROM silver.orders").await, vec![vec!["160".to_string()]], "nothing lost");
     let (_, lake) = d.open().await;
-    assert_eq!(Table::open(&lake, Layer::Silver, "orders").await.expect("open").version(), Some(19));
+    let version = Table::open(&lake, Layer::Silver, "orders").await.expect("open").version();
+    assert_eq!(version, Some(if keep { 20 } else { 19 }));
 }
 
 /// Every ten committed promotions a run sums up the ledger's intents; later runs read the summary
@@ -545,7 +567,7 @@ async fn a_policy_without_a_size_compacts_to_the_table_s_target_file_size() {
     d.bronze("orders", "b0", "2024-03-01T10:00:00+00:00", &orders(0..10, 2));
     assert!(d.run().await.ok());
     let (_, lake) = d.open().await;
-    set_property(&lake, "orders", "delta.targetFileSize", "2").await;
+    set_property(&lake, Layer::Quarantine, "orders", "delta.targetFileSize", "2").await;
     for (i, at) in ["11", "12", "13"].iter().enumerate() {
         let base = 100 * (1 + i64::try_from(i).expect("i"));
         d.bronze(
@@ -561,9 +583,9 @@ async fn a_policy_without_a_size_compacts_to_the_table_s_target_file_size() {
     assert_eq!(d.rows("SELECT count(*) FROM quarantine.orders").await, vec![vec!["8".to_string()]]);
 }
 
-/// Sets `key` on the dead letter of `table`, as another Delta writer would.
-async fn set_property(lake: &medallion::storage::Lake, table: &str, key: &str, value: &str) {
-    let url = Table::open(lake, Layer::Quarantine, table).await.expect("open").url();
+/// Sets `key` on `layer`/`table`, as another Delta writer would.
+async fn set_property(lake: &medallion::storage::Lake, layer: Layer, table: &str, key: &str, value: &str) {
+    let url = Table::open(lake, layer, table).await.expect("open").url();
     deltalake::open_table(url)
         .await
         .expect("open")

@@ -732,9 +732,10 @@ impl Table {
         deltalake::protocol::checkpoints::create_checkpoint(&self.inner, None)
             .await
             .map_err(|e| Error::delta(&self.label, e))?;
-        let cleanup =
-            self.property("delta.enableExpiredLogCleanup").is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"));
-        if cleanup {
+        // `delta.enableExpiredLogCleanup` as delta-rs's own post-commit hook reads it.
+        use deltalake::table::config::TablePropertiesExt;
+        let snapshot = self.inner.snapshot().map_err(|e| Error::delta(&self.label, e))?;
+        if snapshot.table_config().enable_expired_log_cleanup() {
             deltalake::protocol::checkpoints::cleanup_metadata(&self.inner, None)
                 .await
                 .map_err(|e| Error::delta(&self.label, e))?;
