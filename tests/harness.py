@@ -54,6 +54,14 @@ def finish(process, timeout, name):
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def run(cmd, env, timeout, name):
+    """`cmd` run to its end, its output captured as text, as `subprocess.run` does, but a hang
+    past `timeout` s is reported by [`finish`] (stacks printed, output kept, a failed return code)
+    instead of an exception that ends the script."""
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return finish(process, timeout, name)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 nothing listens on (now)."""
     with socket.socket() as s:

@@ -21,8 +21,9 @@ as `ok`/`FAIL`:
    killed after writing silver's latest records but before reporting them: same, and vacuum
    removes the dead attempt's silver files; and one killed once it wrote a gold model's files
    the second time and restarted on its own address and work directory (where the dead one's
-   files still are): the run completes through task retry, the same tables; a rebuild (`--full-refresh`) on the cluster, whose
-   executors write the new silver table's files, equals one in process; and so does a small batch
+   files still are): the run completes through task retry, the same tables; a rebuild
+   (`--full-refresh`) on the cluster, whose executors write the new silver table's files, equals
+   one in process; and so does a small batch
    touching one day, which the incremental gold model rebuilds as one partition (on the cluster,
    the executors write it and the table's other rows again);
 4. a scheduler that is not there: the run fails with one clear line, nothing committed.
@@ -50,7 +51,7 @@ from deltalake import DeltaTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
-from harness import Checks, finish, free_port, moto_user, wait_port  # noqa: E402  (tests/harness.py)
+from harness import Checks, finish, free_port, moto_user, run, wait_port  # noqa: E402  (tests/harness.py)
 
 medallion, repo, gen = sys.argv[1:4]
 work = Path(tempfile.mkdtemp(prefix="medallion-cluster-"))
@@ -134,9 +135,8 @@ try:
                 "MEDALLION_TEST_S3_ENDPOINT": endpoint}
 
     def med(*args, lake, env=None, timeout=int(os.environ.get("CLUSTER_RUN_TIMEOUT", "600")), proj=project):
-        return subprocess.run([medallion, *args, "--project", str(proj), "--lake", lake],
-                              env={**lake_env, "MEDALLION_NOW": NOW, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
+        return run([medallion, *args, "--project", str(proj), "--lake", lake],
+                   {**lake_env, "MEDALLION_NOW": NOW, **(env or {})}, timeout, " ".join(args))
 
     data = work / "data"
     subprocess.run([sys.executable, gen, "--rows", "200000", "--batches", "5", "--seed", "18", "--out", str(data)],

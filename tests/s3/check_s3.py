@@ -41,7 +41,7 @@ from deltalake import DeltaTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from delta_arrow import read  # noqa: E402  (tests/delta_arrow.py)
-from harness import Checks, finish, free_port, moto_user, wait_port  # noqa: E402  (tests/harness.py)
+from harness import Checks, free_port, moto_user, run, wait_port  # noqa: E402  (tests/harness.py)
 
 medallion, repo, gen = sys.argv[1:4]
 work = Path(tempfile.mkdtemp(prefix="medallion-s3-"))
@@ -97,9 +97,8 @@ try:
                      "MEDALLION_TEST_S3_ENDPOINT": endpoint})
 
     def med(*args, lake, env=None, timeout=300):
-        cmd = [medallion, *args, "--project", str(project), "--lake", lake]
-        running = subprocess.Popen(cmd, env={**base_env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        return finish(running, timeout, " ".join(args))
+        return run([medallion, *args, "--project", str(project), "--lake", lake], {**base_env, **(env or {})}, timeout,
+                   " ".join(args))
 
     data = work / "data"
     subprocess.run([sys.executable, gen, "--rows", "40000", "--batches", "4", "--seed", "11", "--out", str(data)], check=True, stdout=subprocess.DEVNULL)

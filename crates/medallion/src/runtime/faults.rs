@@ -1,17 +1,18 @@
 //! A test hook for failure handling: `MEDALLION_FAULT_AT=<node>:<step>[:<times>|abort[<n>]]` (e.g.
 //! `silver/orders:merge:1`) makes that step of that node fail with a transient storage error the
-//! first `times` times (default 1) the process reaches it, or with `abort` kills the process
-//! there (as `kill -9` would), the `n`th time it gets there (default the first). Steps: `bronze/<source>:ingest` (before landing),
-//! `bronze/<source>:batch` (marker written, batch not yet), `bronze/<source>:page` (an HTTP
-//! source's page landed, its fetch state not moved past it), `silver/<table>:intent` (intent
-//! recorded, nothing committed), `silver/<table>:dead_letter` (the dead letter about to be
-//! written while the merge reads and writes; nothing committed), `silver/<table>:merge` (dead
-//! letter committed, silver not),
-//! `gold/<model>:write` (silver committed, gold not), `gold/<model>:export` (gold committed, its
-//! Parquet export not), `gold/<model>:exporting` (the export reading the table's rows), `silver/<table>:replay` (a replay's MERGE
-//! committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor starts reading a
-//! shipped table's files), `maintenance:state` (the maintenance after a run compacted, vacuumed
-//! and checkpointed what was due, and has not recorded what it checked). Unset, it costs one environment lookup.
+//! first `times` times (default 1) the process reaches it, or with `abort` kills the process there
+//! (as `kill -9` would), the `n`th time it gets there (default the first). Steps:
+//! `bronze/<source>:ingest` (before landing), `bronze/<source>:batch` (marker written, batch not
+//! yet), `bronze/<source>:page` (an HTTP source's page landed, its fetch state not moved past it),
+//! `silver/<table>:intent` (intent recorded, nothing committed), `silver/<table>:dead_letter` (the
+//! dead letter about to be written while the merge reads and writes; nothing committed),
+//! `silver/<table>:merge` (dead letter committed, silver not), `gold/<model>:write` (silver
+//! committed, gold not), `gold/<model>:export` (gold committed, its Parquet export not),
+//! `gold/<model>:exporting` (the export reading the table's rows), `silver/<table>:replay` (a
+//! replay's MERGE committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor
+//! starts reading a shipped table's files), `maintenance:state` (the maintenance after a run
+//! compacted, vacuumed and checkpointed what was due, and has not recorded what it checked). Unset,
+//! it costs one environment lookup.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
