@@ -19,12 +19,16 @@ Checks, each printed as `ok`/`FAIL`:
    clean run;
 7. what a scan costs in requests: a one-column scan of a silver table with deletion vectors (the
    daily runs' lake) reads each data file in two ranged GETs (its metadata, then the column), not
-   three (the footer's length first).
+   three (the footer's length first);
+8. what a run costs in reads of the Delta logs: a run on the daily runs' lake reads each commit and
+   checkpoint once, however many times it loads the table (a load read its checkpoint in ~11
+   ranged GETs, its commits since twice).
 """
 import http.client
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -361,6 +365,18 @@ try:
     check("a one-column scan of silver with deletion vectors reads each data file in two requests",
           scan.returncode == 0 and gets and len(gets) == 2 * len(set(gets)),
           (scan.returncode, f"{len(gets)} GETs of {len(set(gets))} files", scan.stderr.strip()[-300:]))
+
+    # 8. GETs of the Delta logs' versioned files (commits, checkpoints) in a run that has nothing
+    # new to do but loads every table: each object once.
+    proxy.seen = []
+    noop = med("run", lake="s3://lake/daily", env=via)
+    seen, proxy.seen = proxy.seen, None
+    log_gets = [path for method, path in seen if method == "GET" and re.search(r"/_delta_log/\d{20}\.", path)]
+    repeated = sorted({p for p in log_gets if log_gets.count(p) > 1})
+    check("a run reads each Delta log's commits and checkpoints once",
+          noop.returncode == 0 and log_gets and not repeated,
+          (noop.returncode, f"{len(log_gets)} GETs of {len(set(log_gets))} log objects", repeated[:3], noop.stderr.strip()[-300:]))
+    print(f"     ({len(seen)} requests in the run, {len(log_gets)} of them GETs of log objects)", flush=True)
     proxy.stop()
 finally:
     moto.terminate()
