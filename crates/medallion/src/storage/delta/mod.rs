@@ -167,18 +167,26 @@ impl CommitMark {
     /// Whether the mark's commit is still the table's latest: it holds, and no commit file sorts
     /// after it in the log (checkpoints and checksums written since change no data).
     pub async fn is_latest(&self, lake: &Lake) -> Result<bool> {
-        if !self.holds(lake).await? {
-            return Ok(false);
-        }
         let log = self.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        let later = lake.list_after(log, &self.path).await?;
-        Ok(!later.iter().any(|m| {
-            m.location
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-                .is_some_and(|v| v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()))
-        }))
+        Ok(self.holds(lake).await? && newest_commit_after(lake, log, &self.path).await?.is_none())
     }
+}
+
+/// The newest version committed in the log `log` (`<table>/_delta_log`) after the file `after`
+/// (one listing), None when none was; checkpoints and checksums written since change no data.
+async fn newest_commit_after(lake: &Lake, log: &str, after: &str) -> Result<Option<u64>> {
+    let later = lake.list_after(log, after).await?;
+    Ok(later
+        .iter()
+        .filter_map(|m| {
+            m.location
+                .filename()?
+                .strip_suffix(".json")
+                .filter(|v| v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()))?
+                .parse()
+                .ok()
+        })
+        .max())
 }
 
 impl Opened {
@@ -195,8 +203,14 @@ impl Opened {
             self.entries().remove(url);
             return Ok(None);
         }
-        inner.load().await.map_err(|e| Error::delta(label, e))?;
-        self.entries().insert(url.clone(), (inner.clone(), anchor));
+        // Loading lists the log from its checkpoint and reads `_last_checkpoint` even when
+        // nothing was committed: one listing after the version in hand tells that.
+        let log = format!("{label}/_delta_log");
+        let in_hand = inner.version().map_or(String::new(), |v| format!("{log}/{v:020}.json"));
+        if newest_commit_after(lake, &log, &in_hand).await?.is_some() {
+            inner.load().await.map_err(|e| Error::delta(label, e))?;
+            self.entries().insert(url.clone(), (inner.clone(), anchor));
+        }
         Ok(Some(inner))
     }
 
