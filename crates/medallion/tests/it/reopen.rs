@@ -27,13 +27,19 @@ async fn seen(lake: &Lake) -> (bool, Option<i64>, u64) {
     (t.exists(), t.version(), rows)
 }
 
-#[tokio::test]
-async fn a_reopened_table_sees_every_commit_and_a_recreated_one_is_read_afresh() {
+/// A lake in a new directory, and another process's view of it, which remembers nothing of the
+/// first's opens.
+fn two_views() -> (tempfile::TempDir, Lake, Lake) {
     let dir = tempfile::tempdir().expect("dir");
     let here = dir.path().display().to_string();
     let lake = Lake::open(&here, dir.path()).expect("lake");
-    // Another process's view of the same lake: it remembers nothing of `lake`'s opens.
     let other = Lake::open(&here, dir.path()).expect("lake");
+    (dir, lake, other)
+}
+
+#[tokio::test]
+async fn a_reopened_table_sees_every_commit_and_a_recreated_one_is_read_afresh() {
+    let (dir, lake, other) = two_views();
 
     assert_eq!(seen(&lake).await, (false, None, 0));
     append(&lake, 0..10).await;
@@ -59,4 +65,26 @@ async fn a_reopened_table_sees_every_commit_and_a_recreated_one_is_read_afresh()
         append(&other, start..start + 2).await;
     }
     assert_eq!(seen(&lake).await, (true, Some(4), 10));
+}
+
+/// (version, rows inserted) of the `limit` latest commits of `t`, newest first.
+async fn recent(t: &Table, limit: usize) -> Vec<(i64, u64)> {
+    t.recent_commits(Some(limit)).await.expect("commits").iter().map(|c| (c.version, c.rows.inserted)).collect()
+}
+
+#[tokio::test]
+async fn a_tables_recent_commits_are_those_up_to_the_version_in_hand_each_with_its_own_version() {
+    let (_dir, lake, other) = two_views();
+    for range in [0..10, 10..15, 15..17] {
+        append(&lake, range).await;
+    }
+    let t = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+    assert_eq!(recent(&t, 2).await, vec![(2, 2), (1, 5)]);
+
+    // Another writer commits after `t` was opened: `t` still describes its own version.
+    append(&other, 17..20).await;
+    assert_eq!(recent(&t, 1).await, vec![(2, 2)]);
+    assert_eq!(recent(&t, 5).await, vec![(2, 2), (1, 5), (0, 10)]);
+    let now = Table::open(&lake, Layer::Silver, "t").await.expect("open");
+    assert_eq!(recent(&now, 2).await, vec![(3, 3), (2, 2)]);
 }

@@ -14,7 +14,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructField, Transaction};
+use deltalake::kernel::{Action, CommitInfo, StructField, Transaction};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::{StreamExt, TryStreamExt};
@@ -167,26 +167,36 @@ impl CommitMark {
     /// Whether the mark's commit is still the table's latest: it holds, and no commit file sorts
     /// after it in the log (checkpoints and checksums written since change no data).
     pub async fn is_latest(&self, lake: &Lake) -> Result<bool> {
-        let log = self.path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        Ok(self.holds(lake).await? && newest_commit_after(lake, log, &self.path).await?.is_none())
+        Ok(self.newest_since(lake).await? == Some(None))
+    }
+
+    /// None when the mark no longer holds; else the newest version committed after it (None:
+    /// none). One listing of the log from the mark's version on tells both, as it describes the
+    /// mark's file too (size and tag: a listing's times are not a HEAD's); a store that gives no
+    /// tag is asked with a HEAD first.
+    async fn newest_since(&self, lake: &Lake) -> Result<Option<Option<u64>>> {
+        let (log, file) = self.path.rsplit_once('/').unwrap_or(("", &self.path));
+        let version = file.strip_suffix(".json").unwrap_or(file);
+        let mark: u64 = version.parse().map_err(|_| Error::Internal(format!("commit mark {}", self.path)))?;
+        let newest =
+            |listed: &[object_store::ObjectMeta]| listed.iter().filter_map(commit_version).filter(|v| *v > mark).max();
+        if self.e_tag.is_none() {
+            if !self.holds(lake).await? {
+                return Ok(None);
+            }
+            return Ok(Some(newest(&lake.list_after(log, &self.path).await?)));
+        }
+        let listed = lake.list_after(log, &format!("{log}/{version}")).await?;
+        let held =
+            listed.iter().any(|m| m.location.as_ref() == self.path && m.size == self.size && m.e_tag == self.e_tag);
+        Ok(held.then(|| newest(&listed)))
     }
 }
 
-/// The newest version committed in the log `log` (`<table>/_delta_log`) after the file `after`
-/// (one listing), None when none was; checkpoints and checksums written since change no data.
-async fn newest_commit_after(lake: &Lake, log: &str, after: &str) -> Result<Option<u64>> {
-    let later = lake.list_after(log, after).await?;
-    Ok(later
-        .iter()
-        .filter_map(|m| {
-            m.location
-                .filename()?
-                .strip_suffix(".json")
-                .filter(|v| v.len() == 20 && v.bytes().all(|b| b.is_ascii_digit()))?
-                .parse()
-                .ok()
-        })
-        .max())
+/// The version of a commit file (`<20 digits>.json`); None for any other file of a log.
+fn commit_version(meta: &object_store::ObjectMeta) -> Option<u64> {
+    let version = meta.location.filename()?.strip_suffix(".json")?;
+    version.bytes().all(|b| b.is_ascii_digit()).then_some(version).filter(|v| v.len() == 20)?.parse().ok()
 }
 
 impl Opened {
@@ -199,15 +209,13 @@ impl Opened {
     /// not opened before or its anchor no longer holds.
     async fn reopen(&self, lake: &Lake, url: &url::Url, label: &str) -> Result<Option<DeltaTable>> {
         let Some((mut inner, anchor)) = self.entries().get(url).cloned() else { return Ok(None) };
-        if !anchor.holds(lake).await? {
+        let Some(newest) = anchor.newest_since(lake).await? else {
             self.entries().remove(url);
             return Ok(None);
-        }
+        };
         // Loading lists the log from its checkpoint and reads `_last_checkpoint` even when
-        // nothing was committed: one listing after the version in hand tells that.
-        let log = format!("{label}/_delta_log");
-        let in_hand = inner.version().map_or(String::new(), |v| format!("{log}/{v:020}.json"));
-        if newest_commit_after(lake, &log, &in_hand).await?.is_some() {
+        // nothing was committed: the anchor's listing tells whether anything was.
+        if newest.is_some_and(|v| inner.version().is_none_or(|in_hand| v > in_hand)) {
             inner.load().await.map_err(|e| Error::delta(label, e))?;
             self.entries().insert(url.clone(), (inner.clone(), anchor));
         }
@@ -294,13 +302,11 @@ impl Table {
 
     /// The `limit` most recent commits (all when None), newest first.
     pub async fn recent_commits(&self, limit: Option<usize>) -> Result<Vec<Commit>> {
-        let Some(latest) = self.version() else { return Ok(Vec::new()) };
-        let infos: Vec<_> = self.inner.history(limit).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
+        let infos = self.commit_infos(limit).await?;
         let count = |m: Option<&Value>, k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_u64).unwrap_or(0);
         Ok(infos
             .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
+            .map(|(version, c)| {
                 let metrics = c.info.get("operationMetrics");
                 let rows = RowChanges {
                     inserted: count(metrics, "num_target_rows_inserted") + count(metrics, "num_added_rows"),
@@ -308,7 +314,7 @@ impl Table {
                     deleted: count(metrics, "num_target_rows_deleted") + count(metrics, "num_deleted_rows"),
                 };
                 Commit {
-                    version: latest - i as i64,
+                    version,
                     timestamp: c.timestamp.and_then(chrono::DateTime::from_timestamp_millis),
                     operation: c.operation.clone().unwrap_or_default(),
                     rows,
@@ -321,6 +327,43 @@ impl Table {
                 }
             })
             .collect())
+    }
+
+    /// The commit infos of the `limit` latest commits up to the version in hand (all when None),
+    /// newest first, each with its version. A window is read by version, without listing the
+    /// log: delta-rs's `history` lists it from the window's start (a request on an object store)
+    /// and returns commits made after the version in hand too. Commits removed by log cleanup
+    /// are skipped.
+    async fn commit_infos(&self, limit: Option<usize>) -> Result<Vec<(i64, CommitInfo)>> {
+        let Some(latest) = self.version() else { return Ok(Vec::new()) };
+        let delta = |e| Error::delta(&self.label, e);
+        let Some(limit) = limit else {
+            let infos: Vec<_> = self.inner.history(None).try_collect().await.map_err(delta)?;
+            return Ok(infos.into_iter().enumerate().map(|(i, c)| (latest - i as i64, c)).collect());
+        };
+        let first = latest.saturating_sub(i64::try_from(limit).unwrap_or(i64::MAX).saturating_sub(1)).max(0);
+        let log_store = self.inner.log_store();
+        let reads = (first..=latest).rev().map(|version| {
+            let log_store = Arc::clone(&log_store);
+            async move {
+                let entry = log_store.read_commit_entry(u64::try_from(version).unwrap_or_default()).await?;
+                Ok::<_, DeltaTableError>((version, entry))
+            }
+        });
+        let entries: Vec<_> = futures::stream::iter(reads).buffered(8).try_collect().await.map_err(delta)?;
+        let mut infos = Vec::with_capacity(entries.len());
+        for (version, entry) in entries {
+            let actions =
+                serde_json::Deserializer::from_slice(entry.as_deref().unwrap_or_default()).into_iter::<Action>();
+            for action in actions {
+                let action = action.map_err(|e| Error::delta(&self.label, DeltaTableError::from(e)))?;
+                if let Action::CommitInfo(info) = action {
+                    infos.push((version, info));
+                    break;
+                }
+            }
+        }
+        Ok(infos)
     }
 
     /// The version of the newest commit that changed the table's contents: compactions, purges
@@ -378,9 +421,7 @@ impl Table {
         if !self.exists {
             return Ok(HashMap::new());
         }
-        let mut infos: Vec<_> =
-            self.inner.history(Some(1)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
-        Ok(infos.pop().map(|c| c.info).unwrap_or_default())
+        Ok(self.commit_infos(Some(1)).await?.pop().map(|(_, c)| c.info).unwrap_or_default())
     }
 
     /// The newest value of `medallion.<key>` in the commit info of the last `limit` commits.
@@ -391,9 +432,8 @@ impl Table {
         // Every promotion records it, so the newest commit usually has it: read that one alone
         // first (a run reads this each time), the rest only when it does not.
         for window in [1, limit] {
-            let infos: Vec<_> =
-                self.inner.history(Some(window)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
-            let found = infos.into_iter().find_map(|c| c.info.get("medallion").and_then(|m| m.get(key)).cloned());
+            let infos = self.commit_infos(Some(window)).await?;
+            let found = infos.into_iter().find_map(|(_, c)| c.info.get("medallion").and_then(|m| m.get(key)).cloned());
             if found.is_some() || window >= limit {
                 return Ok(found);
             }
@@ -649,9 +689,9 @@ impl Table {
         }
         // A rebuild replaced the table: its changes are everything, not what the feed holds.
         let since = usize::try_from(latest - after).unwrap_or(usize::MAX);
-        let infos: Vec<_> =
-            self.inner.history(Some(since)).try_collect().await.map_err(|e| Error::delta(&self.label, e))?;
-        if infos.iter().any(|c| c.info.get("medallion").and_then(|m| m.get("rebuild")) == Some(&Value::Bool(true))) {
+        let infos = self.commit_infos(Some(since)).await?;
+        if infos.iter().any(|(_, c)| c.info.get("medallion").and_then(|m| m.get("rebuild")) == Some(&Value::Bool(true)))
+        {
             tracing::info!(table = %self.label, "rebuilt since the last build; full refresh");
             return Ok(None);
         }
