@@ -121,7 +121,7 @@ impl Lake {
             root_url.set_path(&format!("{}/", root_url.path()));
         }
         let (bucket, prefix) = super::cloud::bucket_store(&root_url, options)?;
-        let bucket: Arc<dyn ObjectStore> = Arc::new(super::log_cache::LogCache::new(bucket));
+        let bucket: Arc<dyn ObjectStore> = Arc::new(super::object_cache::ObjectCache::new(bucket));
         let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
             Arc::clone(&bucket)
         } else {

@@ -1,14 +1,14 @@
 //! Storage: the lake's object store ([`Lake`]) and its Delta tables ([`delta`]).
 //!
 //! Every read and write of the lake goes through `object_store`, so the same code serves a local
-//! directory and an object-store URL (`cloud`), whose Delta logs' immutable objects are read once
-//! per process (`log_cache`). `delta` (with its `keyed` merge) and `cloud` are
-//! the only modules importing deltalake.
+//! directory and an object-store URL (`cloud`), whose objects that never change (Delta logs'
+//! commits and checkpoints, data files' footers) are read once per process (`object_cache`).
+//! `delta` (with its `keyed` merge) and `cloud` are the only modules importing deltalake.
 
 pub(crate) mod cloud;
 pub mod delta;
 mod lake;
-mod log_cache;
+mod object_cache;
 mod policy;
 pub(crate) mod uploads;
 

@@ -1,24 +1,32 @@
-//! The Delta logs' immutable objects, each fetched once per process on an object-store lake.
+//! Objects that never change, read once per process on an object-store lake.
 //!
-//! A Delta log's versioned files (`_delta_log/<20-digit version>.json`, its checkpoints and
-//! checksums) are never rewritten in place: a commit is created with a conditional put, and a
-//! checkpoint written again for its version holds the same actions. delta-rs reads them again and
-//! again. Loading a table reads its checkpoint three times (protocol and metadata, then the file
-//! actions, each pass its footer and metadata first: ~11 ranged GETs of one file) and its commits
-//! since twice, and a run loads some tables more than once. On S3 each of those reads is a request
-//! with its latency. [`LogCache`] wraps the store Delta tables are opened with and keeps each such
-//! object's bytes the first time it is read (whole: the passes read most of a checkpoint anyway),
-//! or written, and answers later reads, ranges included, from memory.
+//! Two kinds of object in a lake are never rewritten in place, and are read again and again:
+//! - A Delta log's versioned files (`_delta_log/<20-digit version>.json`, its checkpoints and
+//!   checksums): a commit is created with a conditional put, and a checkpoint written again for
+//!   its version holds the same actions. Loading a table read its checkpoint three times (protocol
+//!   and metadata, then the file actions, each pass its footer and metadata first: ~11 ranged
+//!   GETs of one file) and its commits since twice, and a run loads some tables more than once.
+//!   They are kept whole the first time they are read (the passes read most of a checkpoint
+//!   anyway), or written.
+//! - Data files named with a UUID (`part-…-<uuid>-c000.snappy.parquet`, change data, deletion
+//!   vectors): a writer names each file it creates anew. Every scan reads a Parquet file's footer
+//!   and metadata before its columns, and a run scans silver several times (the merge's key scan,
+//!   gold builds, audits). A read that ends at the file's end and is at most [`MAX_SUFFIX`] long
+//!   (the readers' footer hint: the whole of a small file) is kept, and later reads within it are
+//!   answered from memory.
+//!
+//! On S3 each read is a request with its latency. [`ObjectCache`] wraps the store the lake and its
+//! Delta tables are opened with.
 //!
 //! What stays exact:
-//! - Everything else passes through: data files, `_last_checkpoint`, listings, `HEAD`s (a table
-//!   reopened from memory checks its commit's size and tag with one: `delta::CommitMark`), reads
-//!   with conditions or a version.
-//! - A table deleted and created anew writes the same paths again. A log is listed before it is
-//!   read, so a listing entry whose size or tag differs from the kept object's drops it; so do a
-//!   put, copy, rename or delete of the path through this store, and a conditional put refused
+//! - Everything else passes through: other objects (`_last_checkpoint`, exports, the ledger),
+//!   listings, `HEAD`s (a table reopened from memory checks its commit's size and tag: see
+//!   `delta::CommitMark`), reads with conditions or a version, and ranges outside what is kept.
+//! - A table deleted and created anew writes the same log paths again. A log is listed before it
+//!   is read, so a listing entry whose size or tag differs from the kept object's drops it; so do
+//!   a put, copy, rename or delete of the path through this store, and a conditional put refused
 //!   because another writer created the object.
-//! - Memory is bounded: objects over [`MAX_OBJECT`] are not kept, and past [`MAX_TOTAL`] the
+//! - Memory is bounded: log objects over [`MAX_OBJECT`] are not kept, and past [`MAX_TOTAL`] the
 //!   oldest go first.
 
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +43,10 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
-/// The largest object kept: a checkpoint of ~100k files.
+/// The largest log object kept: a checkpoint of ~100k files.
 pub const MAX_OBJECT: u64 = 16 << 20;
+/// The longest end of a data file kept: twice the readers' footer hint (`delta::FOOTER_HINT`).
+pub const MAX_SUFFIX: u64 = 128 << 10;
 /// The most bytes kept at once.
 pub const MAX_TOTAL: usize = 64 << 20;
 /// The most listed sizes remembered (what lets a first ranged read fetch the whole object).
@@ -54,8 +64,24 @@ pub fn is_immutable(path: &Path) -> bool {
     in_log && versioned && [".json", ".crc", ".parquet"].iter().any(|ext| name.ends_with(ext))
 }
 
-/// A store whose Delta logs' immutable objects are kept in memory once read (see the module).
-pub struct LogCache {
+/// Whether `path` is a data file named anew by the writer that created it: a Parquet file or a
+/// deletion vector (`.bin`) whose name holds a UUID, outside any `_delta_log`.
+pub fn is_unique_data(path: &Path) -> bool {
+    let Some(name) = path.filename() else { return false };
+    let uuid = |i: usize| {
+        name.get(i..i + 36).is_some_and(|s| {
+            s.bytes()
+                .enumerate()
+                .all(|(j, b)| if [8, 13, 18, 23].contains(&j) { b == b'-' } else { b.is_ascii_hexdigit() })
+        })
+    };
+    (name.ends_with(".parquet") || name.ends_with(".bin"))
+        && !path.as_ref().contains("_delta_log/")
+        && (0..name.len().saturating_sub(35)).any(uuid)
+}
+
+/// A store whose objects that never change are kept in memory once read (see the module).
+pub struct ObjectCache {
     inner: Arc<dyn ObjectStore>,
     kept: Arc<Mutex<Kept>>,
 }
@@ -70,16 +96,26 @@ struct Kept {
     listed: HashMap<Path, u64>,
 }
 
+/// An object's bytes from `start` to its end (the whole of a log object).
 #[derive(Clone)]
 struct Object {
     bytes: Bytes,
+    start: u64,
     meta: ObjectMeta,
     attributes: Attributes,
 }
 
+impl Object {
+    /// The bytes of `range` of the object, when they are kept.
+    fn slice(&self, range: &Range<u64>) -> Option<Bytes> {
+        let (start, end) = (range.start.checked_sub(self.start)?, range.end.checked_sub(self.start)?);
+        (start <= end && end <= self.bytes.len() as u64).then(|| self.bytes.slice(start as usize..end as usize))
+    }
+}
+
 impl Kept {
     fn keep(&mut self, path: Path, object: Object) {
-        if object.bytes.len() as u64 > MAX_OBJECT {
+        if object.bytes.len() as u64 > MAX_OBJECT.max(MAX_SUFFIX) {
             return;
         }
         self.drop_path(&path);
@@ -136,14 +172,16 @@ fn resolve(range: Option<&GetRange>, size: u64) -> Option<Range<u64>> {
     }
 }
 
-fn answer(object: &Object, range: Range<u64>) -> GetResult {
-    let bytes = object.bytes.slice(range.start as usize..range.end as usize);
-    GetResult {
+/// `range` of `object` as the store would answer it; None when it is not kept.
+fn answer(object: &Object, range: Option<&GetRange>) -> Option<GetResult> {
+    let range = resolve(range, object.meta.size)?;
+    let bytes = object.slice(&range)?;
+    Some(GetResult {
         payload: GetResultPayload::Stream(stream::once(async move { Ok(bytes) }).boxed()),
         meta: object.meta.clone(),
         range,
         attributes: object.attributes.clone(),
-    }
+    })
 }
 
 /// Whether `options` asks for the object's current bytes and nothing else.
@@ -156,10 +194,10 @@ fn plain_read(options: &GetOptions) -> bool {
         && options.if_unmodified_since.is_none()
 }
 
-impl LogCache {
-    /// `inner`, with its Delta logs' immutable objects kept once read.
-    pub fn new(inner: Arc<dyn ObjectStore>) -> LogCache {
-        LogCache { inner, kept: Default::default() }
+impl ObjectCache {
+    /// `inner`, with its objects that never change kept once read.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> ObjectCache {
+        ObjectCache { inner, kept: Default::default() }
     }
 
     fn kept(&self) -> MutexGuard<'_, Kept> {
@@ -190,13 +228,34 @@ impl LogCache {
             return Ok(if options.range.is_none() { Read::Whole(read) } else { Read::Store });
         }
         let (meta, attributes) = (read.meta.clone(), read.attributes.clone());
-        let object = Object { bytes: read.bytes().await?, meta, attributes };
+        let object = Object { bytes: read.bytes().await?, start: 0, meta, attributes };
         self.kept().keep(path.clone(), object.clone());
         Ok(Read::Kept(object))
     }
+
+    /// A read of a data file: answered from its kept end when that holds the range; else the
+    /// store's answer, kept when it is the file's end and short enough.
+    async fn read_data(&self, path: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        let kept = self.kept().objects.get(path).cloned();
+        if let Some(answer) = kept.and_then(|object| answer(&object, options.range.as_ref())) {
+            return Ok(answer);
+        }
+        let read = self.inner.get_opts(path, options).await?;
+        if read.range.end != read.meta.size || read.range.end - read.range.start > MAX_SUFFIX {
+            return Ok(read);
+        }
+        let (start, meta, attributes) = (read.range.start, read.meta.clone(), read.attributes.clone());
+        let object = Object { bytes: read.bytes().await?, start, meta, attributes };
+        self.kept().keep(path.clone(), object.clone());
+        let whole = start..object.meta.size;
+        answer(&object, Some(&GetRange::Bounded(whole))).ok_or_else(|| object_store::Error::Generic {
+            store: "cache",
+            source: "a kept read is not its own range".into(),
+        })
+    }
 }
 
-/// What [`LogCache::read`] found.
+/// What [`ObjectCache::read`] found.
 enum Read {
     Kept(Object),
     /// Read whole from the store, too large to keep.
@@ -205,20 +264,20 @@ enum Read {
     Store,
 }
 
-impl fmt::Debug for LogCache {
+impl fmt::Debug for ObjectCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LogCache").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("ObjectCache").field("inner", &self.inner).finish_non_exhaustive()
     }
 }
 
-impl fmt::Display for LogCache {
+impl fmt::Display for ObjectCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LogCache({})", self.inner)
+        write!(f, "ObjectCache({})", self.inner)
     }
 }
 
 #[async_trait]
-impl ObjectStore for LogCache {
+impl ObjectStore for ObjectCache {
     async fn put_opts(
         &self,
         location: &Path,
@@ -237,7 +296,7 @@ impl ObjectStore for LogCache {
                     e_tag: put.e_tag.clone(),
                     version: put.version.clone(),
                 };
-                self.kept().keep(location.clone(), Object { bytes, meta, attributes: Attributes::default() });
+                self.kept().keep(location.clone(), Object { bytes, start: 0, meta, attributes: Attributes::default() });
             }
             // Refused (another writer created it) or failed: whatever is there was not written here.
             _ => self.forget(location),
@@ -258,13 +317,15 @@ impl ObjectStore for LogCache {
         if plain_read(&options) && is_immutable(location) {
             match self.read(location, &options).await? {
                 Read::Kept(object) => {
-                    if let Some(range) = resolve(options.range.as_ref(), object.bytes.len() as u64) {
-                        return Ok(answer(&object, range));
+                    if let Some(answer) = answer(&object, options.range.as_ref()) {
+                        return Ok(answer);
                     }
                 }
                 Read::Whole(read) => return Ok(read),
                 Read::Store => {}
             }
+        } else if plain_read(&options) && is_unique_data(location) {
+            return self.read_data(location, options).await;
         }
         self.inner.get_opts(location, options).await
     }
@@ -272,11 +333,23 @@ impl ObjectStore for LogCache {
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
         if is_immutable(location) && !ranges.is_empty() {
             let ranged = GetOptions { range: ranges.first().cloned().map(GetRange::Bounded), ..Default::default() };
-            if let Read::Kept(object) = self.read(location, &ranged).await? {
-                let size = object.bytes.len() as u64;
-                if ranges.iter().all(|r| r.start <= r.end && r.end <= size) {
-                    return Ok(ranges.iter().map(|r| object.bytes.slice(r.start as usize..r.end as usize)).collect());
-                }
+            if let Read::Kept(object) = self.read(location, &ranged).await?
+                && let Some(parts) = ranges.iter().map(|r| object.slice(r)).collect()
+            {
+                return Ok(parts);
+            }
+        } else if is_unique_data(location) {
+            // One range: a footer read (DataFusion's Parquet reader asks for it this way), kept
+            // when it is the file's end.
+            if let [range] = ranges
+                && range.end.saturating_sub(range.start) <= MAX_SUFFIX
+            {
+                let options = GetOptions { range: Some(GetRange::Bounded(range.clone())), ..Default::default() };
+                return Ok(vec![self.read_data(location, options).await?.bytes().await?]);
+            }
+            let kept = self.kept().objects.get(location).cloned();
+            if let Some(parts) = kept.and_then(|object| ranges.iter().map(|r| object.slice(r)).collect()) {
+                return Ok(parts);
             }
         }
         self.inner.get_ranges(location, ranges).await
@@ -364,9 +437,9 @@ mod tests {
         store.list(Some(&Path::from(prefix))).try_collect::<Vec<_>>().await.expect("list");
     }
 
-    fn lake() -> (Arc<dyn ObjectStore>, LogCache) {
+    fn lake() -> (Arc<dyn ObjectStore>, ObjectCache) {
         let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        (Arc::clone(&inner), LogCache::new(inner))
+        (Arc::clone(&inner), ObjectCache::new(inner))
     }
 
     #[test]
@@ -392,6 +465,65 @@ mod tests {
         ] {
             assert!(!is_immutable(&Path::from(path)), "{path}");
         }
+    }
+
+    const DATA: &str = "t/part-00000-1c72bdc7-6a08-4253-9516-054e5beef249-c000.snappy.parquet";
+
+    #[test]
+    fn data_files_named_with_a_uuid_are_unique() {
+        for path in [
+            DATA,
+            "t/_change_data/cdc-00000-1c72bdc7-6a08-4253-9516-054e5beef249.snappy.parquet",
+            "t/deletion_vector_1c72bdc7-6a08-4253-9516-054e5beef249.bin",
+            "t/order_date=2024-01-01/part-00001-1C72BDC7-6A08-4253-9516-054E5BEEF249.c000.zstd.parquet",
+        ] {
+            assert!(is_unique_data(&Path::from(path)), "{path}");
+        }
+        for path in [
+            "exports/daily_revenue.parquet",
+            "t/part-00000-1c72bdc7-6a08-4253-9516-054e5beef24.snappy.parquet",
+            "t/part-00000-1c72bdc7x6a08-4253-9516-054e5beef249-c000.snappy.parquet",
+            "t/_delta_log/00000000000000000002.checkpoint.1c72bdc7-6a08-4253-9516-054e5beef249.parquet",
+            "t/1c72bdc7-6a08-4253-9516-054e5beef249.json",
+        ] {
+            assert!(!is_unique_data(&Path::from(path)), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_data_files_end_once_read_answers_the_reads_within_it() {
+        let (inner, cache) = lake();
+        let file: Vec<u8> = (0..200u8).collect();
+        put(&*inner, DATA, file.clone()).await;
+        // A read short of the end is not kept.
+        assert_eq!(get(&cache, DATA, Some(GetRange::Bounded(0..10))).await, &file[..10]);
+        // The footer hint's read: kept, and what falls within it is answered from it.
+        assert_eq!(get(&cache, DATA, Some(GetRange::Bounded(120..200))).await, &file[120..]);
+        put(&*inner, DATA, vec![9; 200]).await;
+        assert_eq!(get(&cache, DATA, Some(GetRange::Suffix(8))).await, &file[192..]);
+        assert_eq!(get(&cache, DATA, Some(GetRange::Bounded(150..160))).await, &file[150..160]);
+        let parts = cache.get_ranges(&Path::from(DATA), &[130..140, 190..200]).await.expect("ranges");
+        assert_eq!(parts, vec![Bytes::from(file[130..140].to_vec()), Bytes::from(file[190..].to_vec())]);
+        // A footer read asked as the one range of a `get_ranges` is kept too.
+        let other = "t/part-00002-1c72bdc7-6a08-4253-9516-054e5beef249-c000.snappy.parquet";
+        put(&*inner, other, file.clone()).await;
+        assert_eq!(
+            cache.get_ranges(&Path::from(other), std::slice::from_ref(&(100..200))).await.expect("ranges"),
+            vec![Bytes::from(file[100..].to_vec())]
+        );
+        put(&*inner, other, vec![9; 200]).await;
+        assert_eq!(get(&cache, other, Some(GetRange::Bounded(150..160))).await, &file[150..160]);
+        // Before what is kept: the store's (here changed, to tell them apart).
+        assert_eq!(get(&cache, DATA, Some(GetRange::Bounded(100..130))).await, vec![9; 30]);
+        assert_eq!(cache.get_ranges(&Path::from(DATA), &[110..125, 190..200]).await.expect("ranges")[0], vec![9; 15]);
+        assert_eq!(get(&cache, DATA, None).await, vec![9; 200]);
+
+        // An end longer than a footer hint's is not kept.
+        let large = "t/part-00001-1c72bdc7-6a08-4253-9516-054e5beef249-c000.snappy.parquet";
+        put(&*inner, large, vec![1; MAX_SUFFIX as usize + 1]).await;
+        assert_eq!(get(&cache, large, Some(GetRange::Offset(0))).await.len(), MAX_SUFFIX as usize + 1);
+        put(&*inner, large, vec![2; MAX_SUFFIX as usize + 1]).await;
+        assert_eq!(get(&cache, large, Some(GetRange::Suffix(4))).await, vec![2; 4]);
     }
 
     #[tokio::test]
