@@ -43,6 +43,8 @@ use object_store::{
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
+use super::delta::FOOTER_HINT;
+
 /// The largest log object kept: a checkpoint of ~100k files.
 pub const MAX_OBJECT: u64 = 16 << 20;
 /// The longest end of a data file kept: twice the readers' footer hint (`delta::FOOTER_HINT`).
@@ -234,23 +236,39 @@ impl ObjectCache {
     }
 
     /// A read of a data file: answered from its kept end when that holds the range; else the
-    /// store's answer, kept when it is the file's end and short enough.
+    /// store's answer, kept when it is the file's end and short enough. A read of a Parquet
+    /// footer's last 8 bytes alone (delta-rs's readers, which give no hint: then the metadata,
+    /// then the columns, three requests) is widened to the footer hint's length, which brings the
+    /// metadata with it, or the whole of a small file.
     async fn read_data(&self, path: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         let kept = self.kept().objects.get(path).cloned();
         if let Some(answer) = kept.and_then(|object| answer(&object, options.range.as_ref())) {
             return Ok(answer);
         }
-        let read = self.inner.get_opts(path, options).await?;
-        if read.range.end != read.meta.size || read.range.end - read.range.start > MAX_SUFFIX {
+        let hint = FOOTER_HINT as u64;
+        let widened = match &options.range {
+            Some(GetRange::Bounded(r)) if r.start < r.end && r.end - r.start <= 8 => {
+                Some(GetRange::Bounded(r.end.saturating_sub(hint)..r.end))
+            }
+            Some(GetRange::Suffix(n)) if *n <= 8 => Some(GetRange::Suffix(hint)),
+            _ => None,
+        };
+        let asked = options.range.clone();
+        let read =
+            self.inner.get_opts(path, GetOptions { range: widened.clone().or(asked.clone()), ..options }).await?;
+        let at_end = read.range.end == read.meta.size && read.range.end - read.range.start <= MAX_SUFFIX;
+        if !at_end && widened.is_none() {
             return Ok(read);
         }
         let (start, meta, attributes) = (read.range.start, read.meta.clone(), read.attributes.clone());
         let object = Object { bytes: read.bytes().await?, start, meta, attributes };
-        self.kept().keep(path.clone(), object.clone());
-        let whole = start..object.meta.size;
-        answer(&object, Some(&GetRange::Bounded(whole))).ok_or_else(|| object_store::Error::Generic {
+        if at_end {
+            self.kept().keep(path.clone(), object.clone());
+        }
+        let asked = asked.unwrap_or(GetRange::Bounded(start..object.meta.size));
+        answer(&object, Some(&asked)).ok_or_else(|| object_store::Error::Generic {
             store: "cache",
-            source: "a kept read is not its own range".into(),
+            source: format!("a read of {path} did not bring the {asked} asked").into(),
         })
     }
 }
@@ -517,6 +535,25 @@ mod tests {
         assert_eq!(get(&cache, DATA, Some(GetRange::Bounded(100..130))).await, vec![9; 30]);
         assert_eq!(cache.get_ranges(&Path::from(DATA), &[110..125, 190..200]).await.expect("ranges")[0], vec![9; 15]);
         assert_eq!(get(&cache, DATA, None).await, vec![9; 200]);
+
+        // delta-rs's readers ask for the footer's last 8 bytes first: the read brings the hint's
+        // length (here the whole file), kept; a read of a few bytes inside a file is answered
+        // and not kept.
+        let third = "t/part-00003-1c72bdc7-6a08-4253-9516-054e5beef249-c000.snappy.parquet";
+        put(&*inner, third, file.clone()).await;
+        assert_eq!(get(&cache, third, Some(GetRange::Bounded(50..54))).await, &file[50..54]);
+        put(&*inner, third, vec![8; 200]).await;
+        assert_eq!(get(&cache, third, Some(GetRange::Bounded(50..54))).await, vec![8; 4], "a read inside is not kept");
+        put(&*inner, third, file.clone()).await;
+        assert_eq!(get(&cache, third, Some(GetRange::Bounded(192..200))).await, &file[192..]);
+        put(&*inner, third, vec![8; 200]).await;
+        assert_eq!(get(&cache, third, Some(GetRange::Bounded(0..192))).await, &file[..192]);
+        assert!(
+            cache
+                .get_opts(&Path::from(third), GetOptions { range: Some(GetRange::Bounded(5..5)), ..Default::default() })
+                .await
+                .is_err()
+        );
 
         // An end longer than a footer hint's is not kept.
         let large = "t/part-00001-1c72bdc7-6a08-4253-9516-054e5beef249-c000.snappy.parquet";
