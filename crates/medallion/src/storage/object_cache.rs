@@ -91,7 +91,7 @@ pub struct ObjectCache {
 #[derive(Default)]
 struct Kept {
     objects: HashMap<Path, Object>,
-    /// Kept paths, oldest first (a path may repeat after it was dropped and kept again).
+    /// Kept paths, oldest first.
     order: VecDeque<Path>,
     bytes: usize,
     /// Sizes of immutable objects seen in listings and not kept yet.
@@ -135,6 +135,7 @@ impl Kept {
     fn drop_path(&mut self, path: &Path) {
         if let Some(gone) = self.objects.remove(path) {
             self.bytes -= gone.bytes.len();
+            self.order.retain(|kept| kept != path);
         }
         self.listed.remove(path);
     }
@@ -561,6 +562,31 @@ mod tests {
         assert_eq!(get(&cache, large, Some(GetRange::Offset(0))).await.len(), MAX_SUFFIX as usize + 1);
         put(&*inner, large, vec![2; MAX_SUFFIX as usize + 1]).await;
         assert_eq!(get(&cache, large, Some(GetRange::Suffix(4))).await, vec![2; 4]);
+    }
+
+    #[test]
+    fn a_path_kept_again_and_again_is_kept_once() {
+        let mut kept = Kept::default();
+        let path = Path::from(COMMIT);
+        let object = |n: usize| Object {
+            bytes: Bytes::from(vec![0; n]),
+            start: 0,
+            meta: ObjectMeta {
+                location: path.clone(),
+                last_modified: chrono::Utc::now(),
+                size: n as u64,
+                e_tag: None,
+                version: None,
+            },
+            attributes: Attributes::default(),
+        };
+        for n in 1..100 {
+            kept.keep(path.clone(), object(n));
+            kept.keep(path.clone(), object(n));
+            kept.drop_path(&path);
+            kept.keep(path.clone(), object(n));
+        }
+        assert_eq!((kept.objects.len(), kept.order.len(), kept.bytes), (1, 1, 99));
     }
 
     #[tokio::test]
