@@ -167,29 +167,42 @@ impl CommitMark {
     /// Whether the mark's commit is still the table's latest: it holds, and no commit file sorts
     /// after it in the log (checkpoints and checksums written since change no data).
     pub async fn is_latest(&self, lake: &Lake) -> Result<bool> {
-        Ok(self.newest_since(lake).await? == Some(None))
+        Ok(matches!(self.newest_since(lake).await?, Some(None)))
     }
 
-    /// None when the mark no longer holds; else the newest version committed after it (None:
-    /// none). One listing of the log from the mark's version on tells both, as it describes the
-    /// mark's file too (size and tag: a listing's times are not a HEAD's); a store that gives no
-    /// tag is asked with a HEAD first.
-    async fn newest_since(&self, lake: &Lake) -> Result<Option<Option<u64>>> {
+    /// None when the mark no longer holds; else the newest commit after it, with its version
+    /// (None: none). One listing of the log from the mark's version on tells both, as it
+    /// describes the mark's file too (size and tag: a listing's times are not a HEAD's); a store
+    /// that gives no tag is asked with a HEAD first.
+    async fn newest_since(&self, lake: &Lake) -> Result<Option<Option<(u64, CommitMark)>>> {
         let (log, file) = self.path.rsplit_once('/').unwrap_or(("", &self.path));
         let version = file.strip_suffix(".json").unwrap_or(file);
         let mark: u64 = version.parse().map_err(|_| Error::Internal(format!("commit mark {}", self.path)))?;
-        let newest =
-            |listed: &[object_store::ObjectMeta]| listed.iter().filter_map(commit_version).filter(|v| *v > mark).max();
+        let newest = |listed: Vec<object_store::ObjectMeta>| {
+            let newest = listed.into_iter().filter_map(|m| Some((commit_version(&m)?, m))).max_by_key(|(v, _)| *v);
+            newest.filter(|(v, _)| *v > mark).map(|(v, m)| (v, CommitMark::listed(m)))
+        };
         if self.e_tag.is_none() {
             if !self.holds(lake).await? {
                 return Ok(None);
             }
-            return Ok(Some(newest(&lake.list_after(log, &self.path).await?)));
+            return Ok(Some(newest(lake.list_after(log, &self.path).await?)));
         }
         let listed = lake.list_after(log, &format!("{log}/{version}")).await?;
         let held =
             listed.iter().any(|m| m.location.as_ref() == self.path && m.size == self.size && m.e_tag == self.e_tag);
-        Ok(held.then(|| newest(&listed)))
+        Ok(held.then(|| newest(listed)))
+    }
+
+    /// The mark of a commit file as a listing describes it: its time is the listing's, so such a
+    /// mark is only ever compared by size and tag (see [`CommitMark::newest_since`]).
+    fn listed(meta: object_store::ObjectMeta) -> CommitMark {
+        CommitMark {
+            path: meta.location.to_string(),
+            size: meta.size,
+            modified: meta.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            e_tag: meta.e_tag,
+        }
     }
 }
 
@@ -215,8 +228,14 @@ impl Opened {
         };
         // Loading lists the log from its checkpoint and reads `_last_checkpoint` even when
         // nothing was committed: the anchor's listing tells whether anything was.
-        if newest.is_some_and(|v| inner.version().is_none_or(|in_hand| v > in_hand)) {
+        if let Some((version, newest)) = newest
+            && inner.version().is_none_or(|in_hand| version > in_hand)
+        {
             inner.load().await.map_err(|e| Error::delta(label, e))?;
+            // Anchored again at the newest commit listed (of the table now in hand), so the
+            // next listing starts there, not at the first open's version; a mark without a tag
+            // stays where it was (it is checked with a HEAD and its time).
+            let anchor = if newest.e_tag.is_some() { newest } else { anchor };
             self.entries().insert(url.clone(), (inner.clone(), anchor));
         }
         Ok(Some(inner))
