@@ -85,6 +85,8 @@ async fn a_tables_recent_commits_are_those_up_to_the_version_in_hand_each_with_i
     append(&other, 17..20).await;
     assert_eq!(recent(&t, 1).await, vec![(2, 2)]);
     assert_eq!(recent(&t, 5).await, vec![(2, 2), (1, 5), (0, 10)]);
+    let all: Vec<_> = t.commits().await.expect("commits").iter().map(|c| (c.version, c.rows.inserted)).collect();
+    assert_eq!(all, vec![(2, 2), (1, 5), (0, 10)]);
     let now = Table::open(&lake, Layer::Silver, "t").await.expect("open");
     assert_eq!(recent(&now, 2).await, vec![(3, 3), (2, 2)]);
 }

@@ -146,12 +146,17 @@ pub struct CommitMark {
 impl CommitMark {
     /// The commit file at `path` as the store describes it now; None when it is gone.
     async fn read(lake: &Lake, path: String) -> Result<Option<CommitMark>> {
-        Ok(lake.head(&path).await?.map(|m| CommitMark {
+        Ok(lake.head(&path).await?.map(|m| CommitMark::described(path, m)))
+    }
+
+    /// The mark of the commit file at `path` as `meta` (a HEAD's or a listing's) describes it.
+    fn described(path: String, meta: object_store::ObjectMeta) -> CommitMark {
+        CommitMark {
             path,
-            size: m.size,
-            modified: m.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            e_tag: m.e_tag,
-        }))
+            size: meta.size,
+            modified: meta.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            e_tag: meta.e_tag,
+        }
     }
 
     async fn of(lake: &Lake, label: &str, version: u64) -> Result<Option<CommitMark>> {
@@ -176,11 +181,13 @@ impl CommitMark {
     /// that gives no tag is asked with a HEAD first.
     async fn newest_since(&self, lake: &Lake) -> Result<Option<Option<(u64, CommitMark)>>> {
         let (log, file) = self.path.rsplit_once('/').unwrap_or(("", &self.path));
-        let version = file.strip_suffix(".json").unwrap_or(file);
-        let mark: u64 = version.parse().map_err(|_| Error::Internal(format!("commit mark {}", self.path)))?;
+        let mark = commit_version(file).ok_or_else(|| Error::Internal(format!("commit mark {}", self.path)))?;
+        // A mark made from a listing has the listing's time: it is only ever compared by size
+        // and tag (below).
         let newest = |listed: Vec<object_store::ObjectMeta>| {
-            let newest = listed.into_iter().filter_map(|m| Some((commit_version(&m)?, m))).max_by_key(|(v, _)| *v);
-            newest.filter(|(v, _)| *v > mark).map(|(v, m)| (v, CommitMark::listed(m)))
+            let versioned = listed.into_iter().filter_map(|m| Some((commit_version(m.location.filename()?)?, m)));
+            let newest = versioned.max_by_key(|(v, _)| *v).filter(|(v, _)| *v > mark);
+            newest.map(|(v, m)| (v, CommitMark::described(m.location.to_string(), m)))
         };
         if self.e_tag.is_none() {
             if !self.holds(lake).await? {
@@ -188,27 +195,17 @@ impl CommitMark {
             }
             return Ok(Some(newest(lake.list_after(log, &self.path).await?)));
         }
-        let listed = lake.list_after(log, &format!("{log}/{version}")).await?;
+        let listed = lake.list_after(log, &format!("{log}/{mark:020}")).await?;
         let held =
             listed.iter().any(|m| m.location.as_ref() == self.path && m.size == self.size && m.e_tag == self.e_tag);
         Ok(held.then(|| newest(listed)))
     }
-
-    /// The mark of a commit file as a listing describes it: its time is the listing's, so such a
-    /// mark is only ever compared by size and tag (see [`CommitMark::newest_since`]).
-    fn listed(meta: object_store::ObjectMeta) -> CommitMark {
-        CommitMark {
-            path: meta.location.to_string(),
-            size: meta.size,
-            modified: meta.last_modified.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            e_tag: meta.e_tag,
-        }
-    }
 }
 
-/// The version of a commit file (`<20 digits>.json`); None for any other file of a log.
-fn commit_version(meta: &object_store::ObjectMeta) -> Option<u64> {
-    let version = meta.location.filename()?.strip_suffix(".json")?;
+/// The version of a commit file named `name` (`<20 digits>.json`); None for any other file of a
+/// log.
+fn commit_version(name: &str) -> Option<u64> {
+    let version = name.strip_suffix(".json")?;
     version.bytes().all(|b| b.is_ascii_digit()).then_some(version).filter(|v| v.len() == 20)?.parse().ok()
 }
 
@@ -349,20 +346,38 @@ impl Table {
     }
 
     /// The commit infos of the `limit` latest commits up to the version in hand (all when None),
-    /// newest first, each with its version. A window is read by version, without listing the
-    /// log: delta-rs's `history` lists it from the window's start (a request on an object store)
-    /// and returns commits made after the version in hand too. Commits removed by log cleanup
-    /// are skipped.
+    /// newest first, each with its version, read by version: a window without listing the log
+    /// (delta-rs's `history` lists it from the window's start, a request on an object store), all
+    /// of them after one listing. delta-rs's `history` also returns the commits made after the
+    /// version in hand, which numbering from that version mislabelled. Commits removed by log
+    /// cleanup are skipped.
     async fn commit_infos(&self, limit: Option<usize>) -> Result<Vec<(i64, CommitInfo)>> {
         let Some(latest) = self.version() else { return Ok(Vec::new()) };
         let delta = |e| Error::delta(&self.label, e);
-        let Some(limit) = limit else {
-            let infos: Vec<_> = self.inner.history(None).try_collect().await.map_err(delta)?;
-            return Ok(infos.into_iter().enumerate().map(|(i, c)| (latest - i as i64, c)).collect());
-        };
-        let first = latest.saturating_sub(i64::try_from(limit).unwrap_or(i64::MAX).saturating_sub(1)).max(0);
         let log_store = self.inner.log_store();
-        let reads = (first..=latest).rev().map(|version| {
+        let versions: Vec<i64> = match limit {
+            Some(limit) => {
+                let first = latest.saturating_sub(i64::try_from(limit).unwrap_or(i64::MAX).saturating_sub(1)).max(0);
+                (first..=latest).rev().collect()
+            }
+            // Every commit the log still holds (cleanup removes the oldest): listed once.
+            None => {
+                let listed: Vec<_> = log_store
+                    .object_store(None)
+                    .list(Some(log_store.log_path()))
+                    .try_collect()
+                    .await
+                    .map_err(|e| delta(DeltaTableError::from(e)))?;
+                let mut versions: Vec<i64> = listed
+                    .iter()
+                    .filter_map(|m| i64::try_from(commit_version(m.location.filename()?)?).ok())
+                    .filter(|v| *v <= latest)
+                    .collect();
+                versions.sort_unstable_by(|a, b| b.cmp(a));
+                versions
+            }
+        };
+        let reads = versions.into_iter().map(|version| {
             let log_store = Arc::clone(&log_store);
             async move {
                 let entry = log_store.read_commit_entry(u64::try_from(version).unwrap_or_default()).await?;
