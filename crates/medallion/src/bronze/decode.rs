@@ -1165,6 +1165,47 @@ mod tests {
         assert!(valid > 5_000 && accepted * 3 > valid, "{accepted} accepted of {valid} valid");
     }
 
+    /// A row's texts are its values as serde_json reads them, whether its chunk's text was kept as
+    /// read (all UTF-8) or copied line by line (a line is not UTF-8), escapes and all.
+    #[test]
+    fn each_rows_texts_are_its_values_as_serde_json_reads_them_in_any_chunk() {
+        let wanted = ["a", "b", "_batch_id"];
+        let lines = near_json_lines(5_000);
+        let text = lines.join("\n") + "\n";
+        let (kept, _) = decode(&gz(text.as_bytes()), &wanted);
+        let mut mixed = text.clone().into_bytes();
+        mixed.extend_from_slice(b"{\"a\": \"\xff\"}\n");
+        let (copied, bad) = decode(&gz(&mixed), &wanted);
+        assert_eq!(bad.last().map(|b| b.rule), Some("invalid_utf8"));
+        let (kept, copied) = (&kept[0], &copied[0]);
+        assert!(!kept.text.is_empty() && kept.rows() > 500, "{} rows", kept.rows());
+        assert_eq!((kept.rows(), &kept.lines), (copied.rows(), &copied.lines));
+        for r in 0..kept.rows() {
+            assert_eq!(kept.raw(r), copied.raw(r));
+            // The last of a duplicated key wins, as in a map.
+            let values: std::collections::BTreeMap<String, Box<RawValue>> =
+                serde_json::from_str(&kept.raw(r)).expect("a row is a JSON object");
+            for (i, name) in wanted.iter().enumerate() {
+                let field = if i < 2 { &kept.fields[i] } else { &kept.provenance[0] };
+                let (kind, value) = match values.get(*name).map(|v| v.get()) {
+                    None => (Kind::Missing, String::new()),
+                    Some(v) => match Kind::of(v) {
+                        // Only wanted fields' strings are checked: provenance the tool wrote.
+                        Kind::String => (Kind::String, serde_json::from_str::<String>(v).unwrap_or_default()),
+                        Kind::Null => (Kind::Null, String::new()),
+                        kind => (kind, v.to_string()),
+                    },
+                };
+                assert_eq!((field.kinds[r], field.text(r)), (kind, value.as_str()), "{name} of {:?}", kept.raw(r));
+                let other = if i < 2 { &copied.fields[i] } else { &copied.provenance[0] };
+                assert_eq!((other.kinds[r], other.text(r)), (kind, value.as_str()), "copied");
+            }
+        }
+        let bytes = |c: &RawChunk| c.fields.iter().map(|f| f.data.len()).sum::<usize>();
+        let texts = |c: &RawChunk| (0..c.rows()).flat_map(|r| c.fields.iter().map(move |f| f.text(r).len())).sum();
+        assert_eq!((bytes(kept), bytes(copied)), (texts(kept), texts(kept)));
+    }
+
     fn gz(text: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(text).expect("write");
