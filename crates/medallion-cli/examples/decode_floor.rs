@@ -10,15 +10,12 @@
 //! ```
 //! Prints one JSON line: files, rows, bad lines, inflated-and-decoded seconds (best pass).
 
+mod flags;
+
 #[allow(clippy::result_large_err)] // the decoder's callback returns medallion's Result
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut take = |flag: &str| -> Option<String> {
-        let at = args.iter().position(|a| a == flag)?;
-        let value = args.get(at + 1).cloned();
-        args.drain(at..(at + 2).min(args.len()));
-        value
-    };
+    let mut take = |flag: &str| flags::take(&mut args, flag);
     let fields: Vec<String> =
         take("--fields").ok_or("--fields a,b,c is required")?.split(',').map(str::to_string).collect();
     let reps: usize = take("--reps").and_then(|r| r.parse().ok()).unwrap_or(3).max(1);

@@ -7,15 +7,16 @@
 //! ```
 //! Prints one JSON line: files, inflated bytes, seconds.
 
+mod flags;
+
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 fn main() -> std::io::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut threads = std::thread::available_parallelism().map_or(2, usize::from);
-    if let Some(at) = args.iter().position(|a| a == "--threads") {
-        threads = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(threads).max(1);
-        args.drain(at..(at + 2).min(args.len()));
+    if let Some(n) = flags::take(&mut args, "--threads") {
+        threads = n.parse().unwrap_or(threads).max(1);
     }
     let start = std::time::Instant::now();
     let next = AtomicUsize::new(0);
