@@ -14,7 +14,7 @@
 
 mod flags;
 
-use medallion::silver::contract::Contract;
+use medallion::project::Project;
 use medallion::silver::validate::{Origin, validate};
 
 #[allow(clippy::result_large_err)] // the decoder's callback returns medallion's Result
@@ -24,11 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let project = take("--project").ok_or("--project DIR is required")?;
     let table = take("--table").ok_or("--table NAME is required")?;
     let reps: usize = take("--reps").and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
-    let specs = medallion::spec::load_specs(std::path::Path::new(&project));
-    let spec = specs.silver.get(&table).ok_or_else(|| format!("no silver table `{table}` in {project}"))?;
-    let source = spec.spec.source.clone().unwrap_or_else(|| table.clone());
-    let nulls = specs.sources.get(&source).map(|s| s.spec.null_values.clone()).unwrap_or_default();
-    let contract = Contract::compile(&spec.spec, &nulls).map_err(|e| format!("the contract of `{table}`: {e:?}"))?;
+    // The project as a run loads it: the same contract, null markers and source.
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let project = runtime.block_on(Project::load(std::path::Path::new(&project))).map_err(|e| e.to_string())?;
+    let silver = project.silver.get(&table).ok_or_else(|| format!("no silver table `{table}` in the project"))?;
+    let (contract, source) = (&silver.contract, &silver.source);
     let wanted = contract.field_names();
     let files: Vec<(String, Vec<u8>)> =
         args.iter().map(|p| std::fs::read(p).map(|gz| (p.clone(), gz))).collect::<Result<_, _>>()?;
@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let start = std::time::Instant::now();
             for chunk in &chunks {
                 rows += chunk.rows();
-                valid += validate(&contract, chunk, &origin)?.valid.num_rows();
+                valid += validate(contract, chunk, &origin)?.valid.num_rows();
             }
             validated += start.elapsed().as_secs_f64();
         }
