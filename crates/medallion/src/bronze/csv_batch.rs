@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::decode::{BadLine, Kind, Limits, RawChunk, RawField};
+use super::decode::{BadLine, Kind, Limits, RawChunk, RawField, RunField};
 use super::ingest::{CsvOptions, Encoding};
 use super::{BATCH_ID, CORRUPT_RECORD, INGESTED_AT, LINE, SOURCE};
 
@@ -810,8 +810,7 @@ pub(crate) fn parse_csv(
             f
         })
         .collect();
-    let mut provenance =
-        [RawField::with_capacity(rows_guess), RawField::with_capacity(rows_guess), RawField::with_capacity(rows_guess)];
+    let mut provenance: [RunField; 3] = Default::default();
     let mut lines = Vec::with_capacity(rows_guess);
     let mut spans = Vec::with_capacity(rows_guess);
     // Kinds seen per column not wanted: [string, null].

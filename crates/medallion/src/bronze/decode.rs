@@ -152,13 +152,85 @@ impl RawField {
     }
 }
 
+/// A field whose value comes in runs of rows, kept once per run: provenance, which every record
+/// of a batch carries the same (its batch id, time and source). Kept once per row, the batch id
+/// alone was 36 bytes a record copied, then read back, per column built from it.
+#[derive(Debug, Default)]
+pub struct RunField {
+    /// Each run, in row order: its first row, the kind of its value, and the value's text as a
+    /// range of `data`.
+    runs: Vec<(usize, Kind, Range<u32>)>,
+    /// The runs' texts, concatenated.
+    data: String,
+    /// Number of rows.
+    rows: usize,
+}
+
+impl RunField {
+    /// Adds a row holding `text` of `kind`: to the last run when it holds the same.
+    pub(crate) fn push(&mut self, kind: Kind, text: &str) {
+        let same = self
+            .runs
+            .last()
+            .is_some_and(|(_, k, r)| *k == kind && &self.data[r.start as usize..r.end as usize] == text);
+        if !same {
+            let start = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
+            self.data.push_str(text);
+            self.runs.push((self.rows, kind, start..u32::try_from(self.data.len()).unwrap_or(u32::MAX)));
+        }
+        self.rows += 1;
+    }
+
+    /// The runs in row order: the rows each covers, with its value's kind and text.
+    pub fn runs(&self) -> impl Iterator<Item = (Range<usize>, Kind, &str)> + '_ {
+        self.runs.iter().enumerate().map(|(i, (first, kind, text))| {
+            let end = self.runs.get(i + 1).map_or(self.rows, |next| next.0);
+            (*first..end, *kind, &self.data[text.start as usize..text.end as usize])
+        })
+    }
+
+    /// The kind and text of row `i` (`i` < [`RunField::len`]).
+    pub fn value(&self, i: usize) -> (Kind, &str) {
+        let (_, kind, text) = &self.runs[self.runs.partition_point(|(first, _, _)| *first <= i) - 1];
+        (*kind, &self.data[text.start as usize..text.end as usize])
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+}
+
+/// Where a decoded value goes: a field kept per row, or per run.
+pub(crate) trait Values {
+    /// Adds a row holding `text` of `kind`.
+    fn push(&mut self, kind: Kind, text: &str);
+}
+
+impl Values for RawField {
+    fn push(&mut self, kind: Kind, text: &str) {
+        RawField::push(self, kind, text);
+    }
+}
+
+impl Values for RunField {
+    fn push(&mut self, kind: Kind, text: &str) {
+        RunField::push(self, kind, text);
+    }
+}
+
 /// Rows (JSON objects) of one chunk, by wanted field.
 #[derive(Debug)]
 pub struct RawChunk {
     /// One per wanted field, in the order given to the decoder.
     pub fields: Vec<RawField>,
-    /// `_batch_id`, `_ingested_at`, `_source` of each row.
-    pub provenance: [RawField; 3],
+    /// `_batch_id`, `_ingested_at`, `_source` of each row, by runs.
+    pub provenance: [RunField; 3],
     /// 1-based line number of each row in its file.
     pub lines: Vec<u64>,
     /// The chunk's text; `spans[i]` is row i's raw line.
@@ -738,11 +810,7 @@ impl<'w> ChunkBuilder<'w> {
                         f
                     })
                     .collect(),
-                provenance: [
-                    RawField::with_capacity(rows),
-                    RawField::with_capacity(rows),
-                    RawField::with_capacity(rows),
-                ],
+                provenance: Default::default(),
                 lines: Vec::with_capacity(rows),
                 text: match text {
                     Text::Kept => String::new(),
@@ -890,7 +958,7 @@ impl<'w> ChunkBuilder<'w> {
 
 /// Adds `raw`, a value's JSON text, to `field`; strings are unescaped unless `escapes` is false
 /// (the line is known to hold none).
-fn push_token(field: &mut RawField, raw: Option<&str>, escapes: bool) {
+fn push_token(field: &mut impl Values, raw: Option<&str>, escapes: bool) {
     let Some(raw) = raw else {
         field.push(Kind::Missing, "");
         return;
@@ -1201,8 +1269,10 @@ mod tests {
                     },
                 };
                 for (chunk, how) in [(kept, "kept"), (copied, "copied")] {
-                    let field = chunk.fields.get(i).unwrap_or(&chunk.provenance[0]);
-                    let got = (field.kinds[r], field.text(r));
+                    let got = match chunk.fields.get(i) {
+                        Some(field) => (field.kinds[r], field.text(r)),
+                        None => chunk.provenance[0].value(r),
+                    };
                     assert_eq!(got, (kind, value.as_str()), "{name} of {:?}, {how}", kept.raw(r));
                 }
             }
@@ -1229,6 +1299,49 @@ mod tests {
         (chunks, bad)
     }
 
+    /// Provenance is kept once per run of equal values, and reads back per row as it was pushed:
+    /// a run ends where the text or the kind changes (a missing value and a null are both empty).
+    #[test]
+    fn a_run_field_reads_back_each_row_as_pushed() {
+        let pushed = [
+            (Kind::String, "b1"),
+            (Kind::String, "b1"),
+            (Kind::Missing, ""),
+            (Kind::Null, ""),
+            (Kind::Null, ""),
+            (Kind::String, ""),
+            (Kind::String, "b2"),
+            (Kind::Number, "b2"),
+            (Kind::String, "b1"),
+        ];
+        let mut field = RunField::default();
+        assert!(field.is_empty() && field.runs().next().is_none());
+        for (kind, text) in pushed {
+            field.push(kind, text);
+        }
+        assert_eq!(field.len(), pushed.len());
+        for (i, want) in pushed.iter().enumerate() {
+            assert_eq!(field.value(i), *want, "row {i}");
+        }
+        let runs: Vec<_> = field.runs().collect();
+        assert_eq!(
+            runs,
+            [
+                (0..2, Kind::String, "b1"),
+                (2..3, Kind::Missing, ""),
+                (3..5, Kind::Null, ""),
+                (5..6, Kind::String, ""),
+                (6..7, Kind::String, "b2"),
+                (7..8, Kind::Number, "b2"),
+                (8..9, Kind::String, "b1"),
+            ]
+        );
+        // A batch's rows are one run: its value is kept once.
+        let mut batch = RunField::default();
+        (0..10_000).for_each(|_| batch.push(Kind::String, "5f0c9a3e-batch"));
+        assert_eq!((batch.runs().count(), batch.data.len()), (1, "5f0c9a3e-batch".len()));
+    }
+
     #[test]
     fn extracts_tokens_by_kind() {
         let text = br#"{"a": 1.50, "b": "x\"y", "c": null, "_batch_id": "b1", "extra": {"k": [1]}, "d": true, "e": [1]}
@@ -1244,7 +1357,7 @@ mod tests {
         assert_eq!((c.fields[3].kinds[0], c.fields[3].text(0)), (Kind::Bool, "true"));
         assert_eq!(c.fields[4].kinds[0], Kind::Nested);
         assert_eq!(c.fields[0].kinds[1], Kind::Missing);
-        assert_eq!(c.provenance[0].text(0), "b1");
+        assert_eq!(c.provenance[0].value(0), (Kind::String, "b1"));
         assert_eq!(c.lines, vec![1, 2]);
         assert!(c.raw(0).contains("\"extra\""));
     }

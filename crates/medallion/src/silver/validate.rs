@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 
 use super::coerce::{Fault, coerce, parse_timestamp};
 use super::contract::{Contract, arrow_type};
-use crate::bronze::decode::{Kind, RawChunk, RawField};
+use crate::bronze::decode::{Kind, RawChunk, RawField, RunField};
 use crate::error::{Error, Result};
 use crate::quality::gates::{RowErrors, by_rows};
 use crate::quality::quarantine::{Reason, Rejected};
@@ -245,34 +245,27 @@ fn shown(field: &RawField, r: usize) -> String {
     }
 }
 
-fn provenance_text(field: &RawField, fallback: &str) -> ArrayRef {
-    let value = |i: usize| if field.kinds[i] == Kind::String { field.text(i) } else { fallback };
-    // Sized up front: a batch id per row grown by doubling was a tenth of decoding's page faults.
-    let bytes = (0..field.len()).map(|i| value(i).len()).sum();
+/// A provenance column's text per row: each run's value, or `fallback` where it is not a string.
+fn provenance_text(field: &RunField, fallback: &str) -> ArrayRef {
+    let value = |kind: Kind, text| if kind == Kind::String { text } else { fallback };
+    let bytes = field.runs().map(|(rows, kind, text)| rows.len() * value(kind, text).len()).sum();
     let mut values = StringBuilder::with_capacity(field.len(), bytes);
-    for i in 0..field.len() {
-        values.append_value(value(i));
+    for (rows, kind, text) in field.runs() {
+        let text = value(kind, text);
+        for _ in rows {
+            values.append_value(text);
+        }
     }
     Arc::new(values.finish())
 }
 
-fn provenance_time(field: &RawField, fallback: Option<i64>) -> ArrayRef {
-    let mut last: Option<(&str, Option<i64>)> = None;
-    let values: TimestampMicrosecondArray = (0..field.len())
-        .map(|i| {
-            if field.kinds[i] != Kind::String {
-                return fallback;
-            }
-            let text = field.text(i);
-            match last {
-                Some((t, v)) if t == text => v,
-                _ => {
-                    let v = parse_timestamp(text).or(fallback);
-                    last = Some((text, v));
-                    v
-                }
-            }
-        })
-        .collect();
-    Arc::new(values.with_timezone("UTC"))
+/// A provenance column's time per row: each run's value parsed once, or `fallback` where it is
+/// not a string or not a time.
+fn provenance_time(field: &RunField, fallback: Option<i64>) -> ArrayRef {
+    let mut values = Vec::with_capacity(field.len());
+    for (rows, kind, text) in field.runs() {
+        let time = if kind == Kind::String { parse_timestamp(text).or(fallback) } else { fallback };
+        values.extend(std::iter::repeat_n(time, rows.len()));
+    }
+    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
 }
