@@ -212,10 +212,37 @@ async fn a_table_created_from_rows_in_any_order_is_written_on_every_core() {
     assert_eq!(info.get("medallion").and_then(|m| m.get("run_id")), Some(&serde_json::json!("r1")));
     let history = a.commits().await.expect("history");
     assert_eq!(history[0].rows.inserted, 200_000, "the commit counts its rows");
+    // Distinct keys are written plain; orders (7 values) and texts (13) get a dictionary.
+    let table_dir = a_dir.path().join("silver").join("t");
+    let first = dictionaries(&table_dir);
+    assert_eq!(first.values().collect::<Vec<_>>(), vec![&[("k", false), ("o", true), ("v", true)]; first.len()]);
 
-    // Keys 199,001..=201,000, newer: 1,000 updated with deletion vectors, 1,000 inserted.
-    let newer: Vec<(i64, Option<i64>, &str)> = (199_001..=201_000).map(|k| (k, Some(9), "newer")).collect();
+    // Keys 199,001..=201,000, newer: 1,000 updated with deletion vectors, 1,000 inserted. Their
+    // orders are distinct: the merge writes them plain too.
+    let newer: Vec<(i64, Option<i64>, &str)> = (199_001..=201_000).map(|k| (k, Some(k), "newer")).collect();
     let (a, merged) = created.swap_remove(0).1.upsert_rows(vec![batch(&newer)], upsert(2)).await.expect("merged");
     assert_eq!((merged.num_target_rows_updated, merged.num_target_rows_inserted), (1_000, 1_000));
     assert_eq!(a.count_rows().await.expect("rows"), 201_000);
+    let merged: Vec<_> =
+        dictionaries(&table_dir).into_iter().filter(|(f, _)| !first.contains_key(f)).map(|(_, d)| d).collect();
+    assert_eq!(merged, vec![[("k", false), ("o", false), ("v", true)]], "the merge's new file");
+}
+
+/// Per Parquet file of the table directory `dir`: whether each of its columns (k, o, v) is
+/// dictionary-encoded.
+fn dictionaries(dir: &std::path::Path) -> std::collections::BTreeMap<String, [(&'static str, bool); 3]> {
+    use medallion::parquet::basic::Encoding;
+    use medallion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("table dir").flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).expect("file")).expect("parquet");
+        let group = reader.metadata().row_group(0);
+        let dictionary = |i: usize| group.column(i).encodings().any(|e| e == Encoding::RLE_DICTIONARY);
+        out.insert(path.display().to_string(), [("k", dictionary(0)), ("o", dictionary(1)), ("v", dictionary(2))]);
+    }
+    out
 }

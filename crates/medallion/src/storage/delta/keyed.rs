@@ -42,7 +42,7 @@ use datafusion::parquet::arrow::async_reader::{
     ParquetObjectReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
 };
 use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, AddCDCFile, DeletionVectorDescriptor};
@@ -57,7 +57,7 @@ use serde_json::Value;
 
 use super::parallel::{Writers, file_count, slices};
 use super::rows::{InMemory, Rows};
-use super::{Gate, Txn, commit_properties};
+use super::{Gate, Txn, commit_properties, encodings};
 use crate::error::{Error, Result};
 
 type Fast = foldhash::fast::RandomState;
@@ -278,7 +278,9 @@ pub(super) async fn upsert(
     let mut merge = change_target(table, mode, &source, (key, order_by), &schema, scanned).await.map_err(delta)?;
 
     // The source rows that win.
-    let mut writer = winners(table, keyed_writer_properties(key), rows.count()).map_err(delta)?;
+    let sample = rows.pass(None)?.next().transpose()?;
+    let properties = encodings::plain_where_distinct(keyed_writer_properties(key), sample.as_ref()).build();
+    let mut writer = winners(table, properties, rows.count()).map_err(delta)?;
     let mut offset = 0usize;
     for b in rows.pass(None)? {
         let b = &b?;
@@ -456,7 +458,7 @@ impl Merge {
                 next += 1;
             }
         }
-        let properties = keyed_writer_properties(key);
+        let properties = keyed_writer_properties(key).build();
         for part in parts {
             let (store, schema, properties) = (Arc::clone(store), Arc::clone(schema), properties.clone());
             self.changes.push(tokio::spawn(async move { write_changes(&store, &schema, part, properties).await }));
@@ -1178,9 +1180,9 @@ pub(super) fn writer_properties() -> WriterProperties {
 
 /// [`writer_properties`] for files of a table keyed by `key`: the key column is not
 /// dictionary-encoded (its values are unique, so a dictionary only costs an interning per row).
-fn keyed_writer_properties(key: &str) -> WriterProperties {
+fn keyed_writer_properties(key: &str) -> WriterPropertiesBuilder {
     let column = datafusion::parquet::schema::types::ColumnPath::from(key);
-    super::parquet_properties().set_column_dictionary_enabled(column, false).build()
+    super::parquet_properties().set_column_dictionary_enabled(column, false)
 }
 
 #[cfg(test)]

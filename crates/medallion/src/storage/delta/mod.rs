@@ -24,6 +24,7 @@ use super::{Lake, Layer};
 use crate::error::{Error, Result};
 
 mod dv;
+mod encodings;
 mod files;
 mod keyed;
 mod newest;
@@ -613,10 +614,20 @@ impl Table {
             given.as_ref().try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
         let schema: SchemaRef =
             Arc::new((&structure).try_into_arrow().map_err(|e| Error::arrow(format!("schema of {label}"), e))?);
+        let rows = |batch: Option<datafusion::error::Result<RecordBatch>>| match batch {
+            Some(batch) => {
+                files::conform(batch.map_err(|e| Error::sql(format!("rows written to {label}"), e))?, &schema, &label)
+                    .map(Some)
+            }
+            None => Ok(None),
+        };
+        // The first rows decide which columns get a dictionary.
+        let first = rows(stream.next().await)?;
+        let properties = encodings::plain_where_distinct(parquet_properties(), first.as_ref()).build();
         let config = WriterConfig::new(
             Arc::clone(&schema),
             Vec::new(),
-            Some(parquet_properties().build()),
+            Some(properties),
             None,
             None,
             buoyant_kernel::table_properties::DataSkippingNumIndexedCols::NumColumns(
@@ -633,10 +644,10 @@ impl Table {
             }
             sink.close().await
         });
-        while let Some(batch) = stream.next().await {
-            let batch =
-                files::conform(batch.map_err(|e| Error::sql(format!("rows written to {label}"), e))?, &schema, &label)?;
+        let mut next = first;
+        while let Some(batch) = next {
             writers.write(&batch).await.map_err(delta)?;
+            next = rows(stream.next().await)?;
         }
         let adds = writers.finish().await.map_err(delta)?;
         let properties = creation_properties(write.change_feed, write.deletion_vectors);

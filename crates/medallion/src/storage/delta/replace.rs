@@ -37,8 +37,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde_json::Value;
 
-use super::commit_properties;
-use super::keyed::{conform, marked, may_hold, open, rewrite_each, winners, writable, writer_properties};
+use super::keyed::{conform, marked, may_hold, open, rewrite_each, winners, writable};
+use super::{commit_properties, encodings, parquet_properties};
 
 type Fast = foldhash::fast::RandomState;
 
@@ -183,7 +183,8 @@ pub(super) async fn replace_keys(
 
     // The new rows, encoded on every core (a file per 100,000 rows, up to one per core).
     let inserted: usize = rows.iter().map(RecordBatch::num_rows).sum();
-    let mut writer = winners(table, writer_properties(), inserted as u64)?;
+    let properties = encodings::plain_where_distinct(parquet_properties(), rows.first()).build();
+    let mut writer = winners(table, properties, inserted as u64)?;
     for batch in &rows {
         writer.write(batch).await?;
     }
