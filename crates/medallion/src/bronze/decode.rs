@@ -153,8 +153,8 @@ impl RawField {
 }
 
 /// A field whose value comes in runs of rows, kept once per run: provenance, which every record
-/// of a batch carries the same (its batch id, time and source). Kept once per row, the batch id
-/// alone was 36 bytes a record copied, then read back, per column built from it.
+/// of a batch carries the same (its batch id, time and source). Kept per row, the batch id alone
+/// was 36 bytes copied for each record, then read back to build its column.
 #[derive(Debug, Default)]
 pub struct RunField {
     /// Each run, in row order: its first row, the kind of its value, and the value's text as a

@@ -248,6 +248,7 @@ fn shown(field: &RawField, r: usize) -> String {
 /// A provenance column's text per row: each run's value, or `fallback` where it is not a string.
 fn provenance_text(field: &RunField, fallback: &str) -> ArrayRef {
     let value = |kind: Kind, text| if kind == Kind::String { text } else { fallback };
+    // Sized up front: a batch id per row grown by doubling was a tenth of decoding's page faults.
     let bytes = field.runs().map(|(rows, kind, text)| rows.len() * value(kind, text).len()).sum();
     let mut values = StringBuilder::with_capacity(field.len(), bytes);
     for (rows, kind, text) in field.runs() {

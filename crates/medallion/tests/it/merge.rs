@@ -215,6 +215,7 @@ async fn a_table_created_from_rows_in_any_order_is_written_on_every_core() {
     // Distinct keys are written plain; orders (7 values) and texts (13) get a dictionary.
     let table_dir = a_dir.path().join("silver").join("t");
     let first = dictionaries(&table_dir);
+    assert_eq!(first.len(), cores.min(4), "the creation's files");
     assert_eq!(first.values().collect::<Vec<_>>(), vec![&[("k", false), ("o", true), ("v", true)]; first.len()]);
 
     // Keys 199,001..=201,000, newer: 1,000 updated with deletion vectors, 1,000 inserted. Their
