@@ -278,11 +278,13 @@ pub(super) async fn upsert(
     let mut merge = change_target(table, mode, &source, (key, order_by), &schema, scanned).await.map_err(delta)?;
 
     // The source rows that win.
-    let sample = rows.pass(None)?.next().transpose()?;
-    let properties = encodings::plain_where_distinct(keyed_writer_properties(key), sample.as_ref()).build();
+    // The first batch of the one pass over them decides the encodings.
+    let mut pass = rows.pass(None)?.peekable();
+    let sample = pass.peek().and_then(|b| b.as_ref().ok());
+    let properties = encodings::plain_where_distinct(keyed_writer_properties(key), sample).build();
     let mut writer = winners(table, properties, rows.count()).map_err(delta)?;
     let mut offset = 0usize;
-    for b in rows.pass(None)? {
+    for b in pass {
         let b = &b?;
         let n = b.num_rows();
         let fates = &merge.fate[offset..offset + n];
