@@ -45,6 +45,7 @@ use super::history::History;
 use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, most_frequent,
 };
+use super::provenance;
 use super::publish::{Candidate, create_streamed, merge_into};
 use super::rejects::{DeadLetter, Rejects};
 use super::slices;
@@ -164,7 +165,11 @@ async fn merge(
 /// removed.
 fn latest(table: &SilverTable, inputs: &[PathBuf], already: bool) -> Result<Vec<RecordBatch>> {
     let valid = slices::take_all(inputs)?;
-    latest_unless(already, &table.contract.schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)
+    // Deduplicated with provenance still a dictionary: the gather copies a key a row.
+    let schema = &table.contract.schema;
+    let spilled = provenance::spilled_schema(schema);
+    let latest = latest_unless(already, &spilled, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+    provenance::decode_all(latest, schema)
 }
 
 /// [`latest`], spilled into `<out_dir>/<slice>.arrow`: its path and rows.

@@ -21,6 +21,7 @@ pub mod formats;
 pub mod history;
 pub(crate) mod paths;
 pub mod promote;
+pub(crate) mod provenance;
 pub mod publish;
 pub(crate) mod rebuild;
 pub(crate) mod rejects;

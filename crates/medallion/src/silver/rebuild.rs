@@ -43,6 +43,7 @@ use super::history::{self, History, Rebuilt};
 use super::promote::{
     PromoteOptions, Promotion, TOP_REASONS, WRITE_BATCH_ROWS, accounting, commit_meta, count_reasons, most_frequent,
 };
+use super::provenance;
 use super::publish::{create_streamed, replace_streamed, replace_tombstones, tomb_schema};
 use super::rejects::{DeadLetter, Rejects};
 use super::slices;
@@ -265,7 +266,10 @@ fn resolve(
     let schema = table.contract.schema.clone();
     let (rows, tombstones, counts) = match &table.history {
         History::Latest { delete } => {
-            let latest = latest_unless(already, &schema, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+            // Deduplicated with provenance still a dictionary: the gather copies a key a row.
+            let spilled = provenance::spilled_schema(&schema);
+            let latest = latest_unless(already, &spilled, valid, &table.keys, &table.order_by, WRITE_BATCH_ROWS)?;
+            let latest = provenance::decode_all(latest, &schema)?;
             match delete {
                 None => (latest, Vec::new(), Rebuilt::default()),
                 Some(expr) => {
@@ -285,8 +289,9 @@ fn resolve(
         }
         History::Events { time, window } => {
             let mut seen = Seen::default();
-            let kept = first_in_window(&schema, valid, &table.keys, *time, *window, &mut seen, WRITE_BATCH_ROWS)?;
-            (kept, Vec::new(), Rebuilt::default())
+            let spilled = provenance::spilled_schema(&schema);
+            let kept = first_in_window(&spilled, valid, &table.keys, *time, *window, &mut seen, WRITE_BATCH_ROWS)?;
+            (provenance::decode_all(kept, &schema)?, Vec::new(), Rebuilt::default())
         }
         History::Versions { track, delete } => {
             let (rows, counts) = history::rebuild(
@@ -297,7 +302,7 @@ fn resolve(
                 track,
                 delete.as_ref(),
                 &[],
-                &valid,
+                &provenance::decode_all(valid, &schema)?,
             )?;
             (rows, Vec::new(), counts)
         }

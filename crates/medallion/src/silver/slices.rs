@@ -20,6 +20,7 @@ use super::promote::{
     FileResult, HeldBack, PromoteOptions, Promotion, accounting, count_reasons, fraction, per_batch_gate, per_run_gate,
     read_batches,
 };
+use super::provenance;
 use super::spill::{self, Spill, SpillWriter};
 use super::table::SilverTable;
 use crate::bronze::batches::BatchFile;
@@ -42,7 +43,8 @@ pub(crate) fn count(bytes: u64, slice_bytes: u64) -> usize {
     usize::try_from(bytes.div_ceil(slice_bytes.max(1)).clamp(1, MAX_SLICES)).unwrap_or(1)
 }
 
-/// Where validated rows are spilled: `slices` files per batch, by a hash of the key columns.
+/// Where validated rows are spilled: `slices` files per batch, by a hash of the key columns, in
+/// the contract's [`provenance::spilled_schema`] ([`take_all`] gives them back so).
 pub(crate) struct Slicer {
     dir: PathBuf,
     schema: SchemaRef,
@@ -53,7 +55,12 @@ pub(crate) struct Slicer {
 impl Slicer {
     /// The files of the `n`th batch (created as rows come).
     pub(crate) fn batch(&self, n: usize) -> BatchSlices<'_> {
-        BatchSlices { slicer: self, batch: n, writers: (0..self.slices).map(|_| None).collect() }
+        BatchSlices {
+            slicer: self,
+            batch: n,
+            writers: (0..self.slices).map(|_| None).collect(),
+            provenance: provenance::Encoder::default(),
+        }
     }
 }
 
@@ -62,13 +69,15 @@ pub(crate) struct BatchSlices<'a> {
     slicer: &'a Slicer,
     batch: usize,
     writers: Vec<Option<SpillWriter>>,
+    provenance: provenance::Encoder,
 }
 
 impl BatchSlices<'_> {
-    /// Appends each row of `batch` to its slice's file.
+    /// Appends each row of `batch` (of the contract's schema) to its slice's file.
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let s = self.slicer;
-        for (slice, rows) in by_slice(batch, &s.keys, s.slices)? {
+        let batch = self.provenance.encode(batch, &s.schema)?;
+        for (slice, rows) in by_slice(&batch, &s.keys, s.slices)? {
             let writer = match &mut self.writers[slice] {
                 Some(w) => w,
                 empty => empty.insert(SpillWriter::create(&s.dir, &format!("{slice}-{}", self.batch), &s.schema)?),
@@ -199,7 +208,7 @@ pub(crate) async fn read_all(
     opts: &PromoteOptions,
     hold_back: Option<f64>,
 ) -> Result<Read> {
-    let schema = table.contract.schema.clone();
+    let schema = provenance::spilled_schema(&table.contract.schema);
     let keys: Vec<usize> = table
         .keys
         .iter()
@@ -278,7 +287,8 @@ where
     futures::stream::iter(resolving).buffered(at_once).try_collect().await
 }
 
-/// Every batch of the spilled files at `paths`, in order; the files are removed once read.
+/// Every batch of the spilled files at `paths`, in order, in the contract's
+/// [`provenance::spilled_schema`] (see [`provenance::decode`]); the files are removed once read.
 pub(crate) fn take_all(paths: &[PathBuf]) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for path in paths {

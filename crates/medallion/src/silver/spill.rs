@@ -13,7 +13,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::FileReader;
-use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::ipc::writer::{DictionaryHandling, FileWriter, IpcWriteOptions};
 
 use crate::error::{Error, Result};
 use crate::storage::delta::{Pass, Rows};
@@ -119,7 +119,11 @@ impl SpillWriter {
     pub(crate) fn create(dir: &Path, name: &str, schema: &SchemaRef) -> Result<SpillWriter> {
         let path = dir.join(format!("{name}.{EXTENSION}"));
         let file = File::create(&path).map_err(|source| Error::Scratch { path: path.clone(), source })?;
-        let writer = FileWriter::try_new_buffered(file, schema.as_ref()).map_err(|e| arrow(&path, e))?;
+        // A dictionary column's values may grow from one batch to the next (see
+        // `provenance::Encoder`): written as deltas, which one IPC file can hold.
+        let options = IpcWriteOptions::default().with_dictionary_handling(DictionaryHandling::Delta);
+        let writer = FileWriter::try_new_with_options(BufWriter::new(file), schema.as_ref(), options)
+            .map_err(|e| arrow(&path, e))?;
         Ok(SpillWriter { path, writer, rows: 0 })
     }
 
