@@ -62,22 +62,31 @@ fn gather(
     batch_rows: usize,
 ) -> Result<Vec<RecordBatch>> {
     // Picks are distinct rows: as many as there are rows means no key repeats (the common case of
-    // a daily batch), and every batch passes as it is, without sorting the picks.
+    // a daily batch), and every batch passes as it is.
     let every_row = picks.len() == batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+    // Otherwise each batch's picked rows, in row order: marked, then read back (linear, where
+    // sorting the picks took a 20th of a large promotion's time).
+    let mut picked: Vec<Vec<bool>> = Vec::new();
     if !every_row {
-        picks.sort_unstable();
+        picked = batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+        for (b, r) in picks.drain(..) {
+            picked[b as usize][r as usize] = true;
+        }
     }
+    drop(picks);
     let batch_rows = batch_rows.max(1);
-    let mut out = Vec::with_capacity(picks.len().div_ceil(batch_rows));
-    let mut start = 0;
+    let mut out = Vec::new();
     for (b, batch) in batches.iter_mut().enumerate() {
         let kept = std::mem::replace(batch, RecordBatch::new_empty(Arc::clone(schema)));
-        let end = if every_row { start } else { start + picks[start..].partition_point(|&(pb, _)| pb as usize == b) };
-        let kept = if every_row || end - start == kept.num_rows() {
-            kept
-        } else {
-            let rows = UInt32Array::from_iter_values(picks[start..end].iter().map(|&(_, r)| r));
-            take_record_batch(&kept, &rows).map_err(|e| Error::arrow("dedup output", e))?
+        let rows = match picked.get(b) {
+            Some(marks) if marks.iter().any(|&m| !m) => {
+                Some(UInt32Array::from_iter_values((0..marks.len() as u32).filter(|&r| marks[r as usize])))
+            }
+            _ => None,
+        };
+        let kept = match rows {
+            None => kept,
+            Some(rows) => take_record_batch(&kept, &rows).map_err(|e| Error::arrow("dedup output", e))?,
         };
         let mut offset = 0;
         while offset < kept.num_rows() {
@@ -85,9 +94,7 @@ fn gather(
             out.push(kept.slice(offset, n));
             offset += n;
         }
-        start = end;
     }
-    drop(picks);
     if out.is_empty() {
         out.push(RecordBatch::new_empty(Arc::clone(schema)));
     }
