@@ -2,9 +2,9 @@
 //!
 //! Every record of a bronze batch carries the same `_batch_id` and `_source`: as text, 36 and 6
 //! bytes a row and an offset each, about two fifths of a spilled row of the orders contract. A
-//! large promotion copies its rows four times between validation and dedup (sliced by key, written
-//! to scratch, read back, gathered), so its rows go there with these two columns as a dictionary
-//! (a 4-byte key a row, each distinct value once), and come back as text once deduplicated.
+//! large promotion's rows are written to scratch files, read back and gathered before they are
+//! deduplicated, so they go there with these two columns as a dictionary (a 4-byte key a row,
+//! each distinct value once), and come back as text once deduplicated.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,8 +41,8 @@ fn encoded(field: &Field) -> bool {
     ENCODED.contains(&field.name().as_str()) && field.data_type() == &DataType::Utf8
 }
 
-/// Encodes the provenance columns of one batch's rows, chunk after chunk. Its dictionaries only
-/// grow, so each chunk's is the one before or that one extended: what one Arrow IPC file can hold
+/// Encodes the provenance columns of one batch's rows, part after part. Its dictionaries only
+/// grow, so each part's is the one before or that one extended: what one Arrow IPC file can hold
 /// (as a delta), and one comparison of a value a row when it repeats.
 #[derive(Default)]
 pub(crate) struct Encoder {
