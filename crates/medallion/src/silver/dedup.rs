@@ -93,12 +93,12 @@ fn gather(
         for part in rows.chunks(batch_rows) {
             let inputs: Vec<&RecordBatch> = batches.iter().collect();
             out.push(interleave_record_batch(&inputs, part).map_err(|e| Error::arrow("dedup output", e))?);
-            // The batches whose rows are all out.
+            // The batches whose rows are all out (rows come in batch order).
             let done = part.last().map_or(0, |&(b, _)| b);
             for batch in batches.iter_mut().take(done).skip(released) {
                 *batch = RecordBatch::new_empty(Arc::clone(schema));
             }
-            released = released.max(done);
+            released = done;
         }
     }
     if out.is_empty() {
@@ -345,31 +345,33 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn keeps_greatest_order_and_later_arrival_on_ties() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
+    /// The schema of [`keyed`]'s rows: a key `k`, an order `o`, a value `v`.
+    fn keyed_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
             Field::new("o", DataType::Int64, true),
             Field::new("v", DataType::Utf8, true),
-        ]));
-        let b1 = RecordBatch::try_new(
-            schema.clone(),
+        ]))
+    }
+
+    /// Rows of [`keyed_schema`].
+    fn keyed(keys: Vec<i64>, orders: Vec<i64>, values: &[impl AsRef<str>]) -> RecordBatch {
+        RecordBatch::try_new(
+            keyed_schema(),
             vec![
-                Arc::new(Int64Array::from(vec![1, 2, 3])),
-                Arc::new(Int64Array::from(vec![5, 5, 5])),
-                Arc::new(StringArray::from(vec!["a1", "b1", "c1"])),
+                Arc::new(Int64Array::from(keys)),
+                Arc::new(Int64Array::from(orders)),
+                Arc::new(StringArray::from_iter_values(values)),
             ],
         )
-        .expect("batch");
-        let b2 = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2, 4])),
-                Arc::new(Int64Array::from(vec![4, 5, 1])),
-                Arc::new(StringArray::from(vec!["a2", "b2", "d2"])),
-            ],
-        )
-        .expect("batch");
+        .expect("batch")
+    }
+
+    #[test]
+    fn keeps_greatest_order_and_later_arrival_on_ties() {
+        let schema = keyed_schema();
+        let b1 = keyed(vec![1, 2, 3], vec![5, 5, 5], &["a1", "b1", "c1"]);
+        let b2 = keyed(vec![1, 2, 4], vec![4, 5, 1], &["a2", "b2", "d2"]);
         let out = latest_per_key(&schema, vec![b1.clone(), b2.clone()], &["k".into()], "o", 2).expect("dedup");
         assert!(out.iter().all(|b| b.num_rows() <= 2), "batches of at most batch_rows");
         assert_eq!(rows_of(&out), vec![(1, "a1".into()), (2, "b2".into()), (3, "c1".into()), (4, "d2".into())]);
@@ -429,27 +431,14 @@ mod tests {
 
     #[test]
     fn winners_from_many_small_batches_come_out_in_full_batches_in_arrival_order() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("o", DataType::Int64, true),
-            Field::new("v", DataType::Utf8, true),
-        ]));
+        let schema = keyed_schema();
         // Ten batches of three rows, as a large promotion's slice reads them back: keys 0..29, and
         // each batch's first row repeats the key before it with an older order value (superseded).
         let batches: Vec<RecordBatch> = (0..10i64)
             .map(|b| {
                 let keys = vec![(3 * b - 1).max(0), 3 * b + 1, 3 * b + 2];
-                let orders = vec![if b == 0 { 1 } else { 0 }, 1, 1];
                 let values: Vec<String> = keys.iter().map(|k| format!("{b}-{k}")).collect();
-                RecordBatch::try_new(
-                    schema.clone(),
-                    vec![
-                        Arc::new(Int64Array::from(keys)),
-                        Arc::new(Int64Array::from(orders)),
-                        Arc::new(StringArray::from(values)),
-                    ],
-                )
-                .expect("batch")
+                keyed(keys, vec![if b == 0 { 1 } else { 0 }, 1, 1], &values)
             })
             .collect();
         let out = latest_per_key(&schema, batches, &["k".into()], "o", 8).expect("dedup");

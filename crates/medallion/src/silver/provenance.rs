@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 
 use crate::bronze::{BATCH_ID, SOURCE};
+use crate::catalog;
 use crate::error::{Error, Result};
 
 /// The provenance columns kept as a dictionary.
@@ -113,25 +113,10 @@ impl Encoder {
     }
 }
 
-/// `batch` (of `schema`'s [`spilled_schema`], or of `schema` itself) in `schema`: its provenance
-/// columns as text again.
-pub(crate) fn decode(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| match column.data_type() == field.data_type() {
-            true => Ok(Arc::clone(column)),
-            false => cast(column, field.data_type()),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::arrow("decoding provenance", e))?;
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::arrow("decoding provenance", e))
-}
-
-/// [`decode`] of every batch of `batches`.
+/// `batches` (of `schema`'s [`spilled_schema`], or of `schema` itself) in `schema`: their
+/// provenance columns as text again.
 pub(crate) fn decode_all(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    batches.iter().map(|b| decode(b, schema)).collect()
+    batches.iter().map(|b| catalog::cast_to(b, schema, "decoding provenance")).collect()
 }
 
 #[cfg(test)]

@@ -288,7 +288,7 @@ where
 }
 
 /// Every batch of the spilled files at `paths`, in order, in the contract's
-/// [`provenance::spilled_schema`] (see [`provenance::decode`]); the files are removed once read.
+/// [`provenance::spilled_schema`] (see [`provenance::decode_all`]); the files are removed once read.
 pub(crate) fn take_all(paths: &[PathBuf]) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for path in paths {
