@@ -16,6 +16,7 @@
 mod codec;
 mod process;
 mod scan;
+mod stalled;
 mod stores;
 mod write;
 

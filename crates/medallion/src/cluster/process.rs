@@ -12,8 +12,9 @@ use ballista_core::utils::default_config_producer;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use super::codec::{LogicalCodec, Nodes, PhysicalCodec};
 use super::stores::LakeStores;
@@ -109,8 +110,15 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
         override_physical_codec: Some(Arc::new(PhysicalCodec::with_nodes(options.nodes))),
         ..SchedulerConfig::default()
     };
+    config.validate().map_err(|e| failed("the scheduler", e))?;
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| failed("the scheduler's state", e))?;
-    start_server(cluster, options.bind, Arc::new(config)).await.map_err(|e| failed("the scheduler", e))
+    let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+        .await
+        .map_err(|e| failed("the scheduler", e))?;
+    // Jobs Ballista can no longer finish are cancelled, so their drivers do not wait for good.
+    tokio::spawn(super::stalled::watch(scheduler.clone()));
+    tracing::info!("medallion scheduler listening on {}", options.bind);
+    start_grpc_service(options.bind, scheduler).await.map_err(|e| failed("the scheduler", e))
 }
 
 /// Ballista's functions and medallion's (the tasks' plans name them). Ballista's registry does
