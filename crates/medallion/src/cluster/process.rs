@@ -117,7 +117,6 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
         .map_err(|e| failed("the scheduler", e))?;
     // Jobs Ballista can no longer finish are cancelled, so their drivers do not wait for good.
     tokio::spawn(super::stalled::watch(scheduler.clone()));
-    tracing::info!("medallion scheduler listening on {}", options.bind);
     start_grpc_service(options.bind, scheduler).await.map_err(|e| failed("the scheduler", e))
 }
 
