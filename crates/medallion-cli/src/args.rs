@@ -268,7 +268,9 @@ pub enum Command {
         flush_bytes: String,
     },
     /// Run a Ballista scheduler for `--cluster` runs, until stopped. Executors register with it;
-    /// drivers (`run --cluster df://HOST:PORT`) send it their queries.
+    /// drivers (`run --cluster df://HOST:PORT`) send it their queries. A job left with no task
+    /// running and none to run for 20-30s while the cluster is idle is cancelled (logged), so its
+    /// driver fails instead of waiting for good.
     #[cfg(feature = "cluster")]
     Scheduler {
         /// Address to listen on.

@@ -27,7 +27,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(10);
 const LOOKS: u32 = 3;
 
 /// What one look saw of the cluster.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Look<J> {
     /// Jobs with no task running and none to run, not finished.
     pub idle: Vec<J>,
@@ -64,9 +64,10 @@ pub(super) async fn watch(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPl
         counts = count(counts, look(&scheduler).await);
         for job in stalled(&counts) {
             tracing::warn!(
-                "Cancelling job {job}: for {}s it had no task running and none to run while the cluster was idle \
-                 (Ballista lost track of its stages, likely after an executor was lost); a rerun runs it again",
-                LOOK_EVERY.as_secs() * u64::from(LOOKS)
+                "Cancelling job {job}: at {LOOKS} looks {}s apart it had no task running and none to run while the \
+                 cluster was idle (Ballista lost track of its stages, likely after an executor was lost); a rerun \
+                 runs it again",
+                LOOK_EVERY.as_secs()
             );
             counts.remove(&job);
             if let Err(e) = scheduler.cancel_job(job.clone()).await {
