@@ -12,7 +12,7 @@ use datafusion::prelude::SessionContext;
 use super::candidate::{WINNERS, new_winners, split, stage_append, stage_merge, stage_numbered, stage_rows};
 use super::checks::{MergeFacts, THIS, TableCheck, count_this, evaluate, failing_ids};
 use super::gates::GateResult;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::quality::quarantine::Reason;
 use crate::runtime::Now;
 
@@ -149,6 +149,24 @@ pub async fn audit_numbered(
     });
     results.extend(evaluate(ctx, &others, now, facts.as_ref()).await?);
     Ok(AuditedIds { dropped, results })
+}
+
+/// Audits a whole candidate of one row per value of its key while it is written, never read: from
+/// what its writer counted (`keyed`). Every check must be [`TableCheck::known_without_rows`].
+pub async fn audit_unread(checks: &[TableCheck], now: Now, keyed: Keyed<'_>) -> Result<Vec<GateResult>> {
+    if let Some(c) = checks.iter().find(|c| !c.known_without_rows(keyed.keys)) {
+        return Err(Error::Internal(format!("expectation `{}` needs to read the rows it audits", c.name)));
+    }
+    let checks: Vec<&TableCheck> = checks.iter().collect();
+    let facts = MergeFacts {
+        keys: keyed.keys,
+        rows: Some(keyed.rows),
+        winners: THIS,
+        newest: None,
+        winners_newest: keyed.newest,
+    };
+    // Nothing is registered: the facts answer every check.
+    evaluate(&SessionContext::new(), &checks, now, Some(&facts)).await
 }
 
 /// What is known of a whole candidate of one row per value of its key (see [`audit_numbered`]):

@@ -225,6 +225,18 @@ impl TableCheck {
         self.action == Action::Drop
     }
 
+    /// Whether it is answered, over a candidate of one row per value of `keys`, by what the
+    /// candidate's writer counts (its rows, its newest values: see [`MergeFacts`]) without reading
+    /// it: `unique` on the key, `row_count` and `freshness`, none of them dropping rows.
+    pub fn known_without_rows(&self, keys: &[String]) -> bool {
+        !self.drops()
+            && match &self.query {
+                Query::Unique(cols) => same_columns(cols, keys),
+                Query::RowCount { .. } | Query::Freshness { .. } => true,
+                _ => false,
+            }
+    }
+
     fn describe(&self) -> String {
         match &self.query {
             Query::Unique(cols) => format!("unique ({})", cols.join(", ")),
@@ -517,12 +529,17 @@ pub struct MergeFacts<'a> {
 
 impl MergeFacts<'_> {
     fn is_key(&self, cols: &[String]) -> bool {
-        let mut a: Vec<&String> = cols.iter().collect();
-        let mut b: Vec<&String> = self.keys.iter().collect();
-        a.sort();
-        b.sort();
-        a == b
+        same_columns(cols, self.keys)
     }
+}
+
+/// Whether `a` and `b` name the same columns, in any order.
+fn same_columns(a: &[String], b: &[String]) -> bool {
+    let mut a: Vec<&String> = a.iter().collect();
+    let mut b: Vec<&String> = b.iter().collect();
+    a.sort();
+    b.sort();
+    a == b
 }
 
 /// The rows a reconciliation side aggregates: (table, its filter, the check's scope).

@@ -23,16 +23,20 @@
 //! promotion ends. Results equal the in-memory promotion's: same winners, same commits, same
 //! accounting (`tests/it/backlog.rs`).
 //!
+//! A new table's set- and table-level expectations, when what its writer counts answers them all
+//! (`unique` on the key, `row_count`, `freshness`; none `drop`: see [`applies`]), are judged once
+//! its rows are written, from those counts: the intent is recorded, and the dead letter (written
+//! meanwhile, its commit held) and silver commit, only if they pass.
+//!
 //! Tables this does not cover (change-data apply (`delete_when`), SCD 2 histories, event tables,
-//! tables with set- or table-level expectations, whose audit stages the merge candidate in
-//! memory): a first load larger than one slice runs as a rebuild of nothing does
-//! ([`super::rebuild::first_load_in_slices`]); a large promotion into an existing one stays in
-//! memory.
+//! tables with other set- or table-level expectations, or any into an existing table, whose
+//! audit stages the merge candidate in memory): a first load larger than one slice runs as a
+//! rebuild of nothing does ([`super::rebuild::first_load_in_slices`]); a large promotion into an
+//! existing one stays in memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
@@ -52,21 +56,31 @@ use super::slices;
 use super::spill::{Spill, SpillWriter, Spilled};
 use super::table::SilverTable;
 use crate::bronze::drift;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::quality::audit::{Keyed, audit_unread};
+use crate::quality::checks::newest_of;
+use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{NodeStage, faults, ms};
+use crate::runtime::{NodeStage, Now, faults, ms};
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
 /// Whether a promotion of `intent`'s batches into `table` runs here: more than one slice of bronze,
 /// into a table this module covers.
-pub(crate) fn applies(table: &SilverTable, intent: &Intent, opts: &PromoteOptions) -> bool {
+/// A table with set- or table-level expectations is covered when it does not exist yet and
+/// they are answered by what its writer counts ([`audit_unread`]): they are then audited once its
+/// rows are written, before anything commits.
+pub(crate) async fn applies(lake: &Lake, table: &SilverTable, intent: &Intent, opts: &PromoteOptions) -> Result<bool> {
     let bytes: u64 = intent.batches.iter().map(|b| b.size).sum();
-    !intent.rebuild
-        && bytes > opts.slice_bytes
-        && matches!(table.history, History::Latest { delete: None })
-        && table.checks.is_empty()
+    if intent.rebuild || bytes <= opts.slice_bytes || !matches!(table.history, History::Latest { delete: None }) {
+        return Ok(false);
+    }
+    if table.checks.is_empty() {
+        return Ok(true);
+    }
+    Ok(table.checks.iter().all(|c| c.known_without_rows(&table.keys))
+        && !Table::open(lake, Layer::Silver, &table.name).await?.exists())
 }
 
 /// Promotes the batches of `intent` (not a rebuild) into `table` through scratch files.
@@ -87,25 +101,64 @@ pub(crate) async fn promote(
     else {
         return Ok(p);
     };
-    p.expectations.extend(held_back_gate);
     p.top_reasons = most_frequent(read.reasons, TOP_REASONS);
 
-    // 2. Publish: intent, dead letter, table.
-    if !resumed {
-        ledger::record(lake, &table.name, &intent).await?;
-    }
-    faults::check(&node, "intent")?;
+    // 2. Publish: intent, dead letter, table. With expectations to audit (a new table's), the
+    //    intent is recorded, and the dead letter commits, once the table's rows are written and
+    //    pass them: the dead letter is written meanwhile, its commit held until then.
     let meta = commit_meta(&opts.run_id, &intent, table);
     let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
     let rejects = Rejects::Spilled(Spilled::new(quarantine::schema(), vec![read.rejects], p.rejected));
     let letter = DeadLetter::open(lake, (&table.name, &node), rejects, intent.rebuild, (txn.clone(), meta.clone()));
-    let (dead_letter, gate) = letter.await?.spawn();
+    let letter = letter.await?;
+    let verdict = Arc::new(Mutex::new(None));
+    let (letter, audit) = if table.checks.is_empty() {
+        if !resumed {
+            ledger::record(lake, &table.name, &intent).await?;
+        }
+        faults::check(&node, "intent")?;
+        (letter, None)
+    } else {
+        let (passed, on_passing) = tokio::sync::oneshot::channel();
+        let stopped = format!("{node}: stopped before its expectations passed");
+        let held = Gate::after(async move { on_passing.await.map_err(|_| Error::Internal(stopped)) });
+        let verdict = Arc::clone(&verdict);
+        let audit = Audit { lake: lake.clone(), intent: intent.clone(), resumed, now: opts.now, passed, verdict };
+        (letter.held(held), Some(audit))
+    };
+    let (dead_letter, gate) = letter.spawn();
 
     // 3. Resolve and merge (silver's commit waits for the dead letter's). A new table takes the
     //    winners as each slice is resolved (the next slice resolves on another core while the
     //    writer encodes); an existing one gets them spilled first, since the keyed merge reads
     //    them twice.
-    let merged = merge(lake, table, &mut p, (read.slices, read.latest), (&spill, opts), (txn, meta), gate).await;
+    let slices = (read.slices, read.latest);
+    let merged = merge(lake, table, &mut p, slices, (&spill, opts), (txn, meta), (gate, audit)).await;
+    // The audit's results, before the held-back gate's (as a promotion in memory has them), and
+    // the error that stopped the commits when it did.
+    // A dead letter held for the audit fails when the audit stops it, or when the merge failed
+    // before its audit: then the audit's error, or the merge's, is the one to report.
+    let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let merged = match verdict {
+        Some(Verdict { results, stopped }) => {
+            p.expectations.extend(results);
+            if let Some(e) = stopped {
+                let _ = dead_letter.landed(&mut p).await;
+                enforce(&node, &mut p.expectations)?;
+                return Err(e);
+            }
+            merged
+        }
+        None if !table.checks.is_empty() => match merged {
+            Err(e) => {
+                let _ = dead_letter.landed(&mut p).await;
+                return Err(e);
+            }
+            ok => ok,
+        },
+        None => merged,
+    };
+    p.expectations.extend(held_back_gate);
     // The dead letter's own error, when it failed (the gate then stopped the merge).
     dead_letter.landed(&mut p).await?;
     let unique = merged?;
@@ -130,11 +183,17 @@ async fn merge(
     (slices, already): (Vec<Vec<PathBuf>>, bool),
     (spill, opts): (&Spill, &PromoteOptions),
     (txn, meta): (Txn, HashMap<String, serde_json::Value>),
-    gate: Gate,
+    (gate, audit): (Gate, Option<Audit>),
 ) -> Result<u64> {
     let t = Instant::now();
     let shared = Arc::new(table.clone());
     let silver = Table::open(lake, Layer::Silver, &table.name).await?;
+    if silver.exists() && audit.is_some() {
+        return Err(Error::Internal(format!(
+            "silver/{}: expectations audited unread on an existing table",
+            table.name
+        )));
+    }
     if silver.exists() {
         let (table_of, out_dir) = (Arc::clone(&shared), spill.dir("latest")?);
         let spilled =
@@ -151,12 +210,86 @@ async fn merge(
         p.timings_ms.insert(NodeStage::Merge, ms(t));
         Ok(unique)
     } else {
-        let written = Arc::new(AtomicU64::new(0));
-        let winners = gate.hold(resolving(shared, slices, already, Arc::clone(&written)));
+        let fresh = table.checks.iter().filter_map(|c| c.freshness_of()).map(|c| (c.to_string(), None)).collect();
+        let tally = Arc::new(Mutex::new(Tally { rows: 0, newest: fresh }));
+        let gate = match audit {
+            Some(audit) => Gate::after(audit.judge(Arc::clone(&shared), Arc::clone(&tally), gate)),
+            None => gate,
+        };
+        let winners = gate.hold(resolving(Arc::clone(&shared), slices, already, Arc::clone(&tally)));
         p.silver_version = create_streamed(silver, table, winners, txn, meta).await?;
-        p.inserted = written.load(Ordering::SeqCst);
+        p.inserted = tally.lock().unwrap_or_else(PoisonError::into_inner).rows;
         p.timings_ms.insert(NodeStage::Merge, ms(t));
         Ok(p.inserted)
+    }
+}
+
+/// What the winners streamed into a new table were: their rows, and their newest value of each
+/// column a `freshness` expectation reads (micros; None: no value).
+struct Tally {
+    rows: u64,
+    newest: Vec<(String, Option<i64>)>,
+}
+
+impl Tally {
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        for (column, newest) in &mut self.newest {
+            *newest = (*newest).max(newest_of(std::slice::from_ref(batch), column)?);
+        }
+        Ok(())
+    }
+}
+
+/// The audit of a new table's expectations, made from what its writer counted ([`Tally`]) once
+/// its rows are written: they pass, and the intent is recorded and the dead letter's held commit
+/// may land; they fail, and nothing commits.
+struct Audit {
+    lake: Lake,
+    intent: Intent,
+    resumed: bool,
+    now: Now,
+    /// Opens the dead letter's commit.
+    passed: tokio::sync::oneshot::Sender<()>,
+    /// Where the verdict is left for the promotion.
+    verdict: Arc<Mutex<Option<Verdict>>>,
+}
+
+/// What an [`Audit`] found.
+struct Verdict {
+    results: Vec<GateResult>,
+    /// The error that stopped the commits (a failed `fail` expectation's among them).
+    stopped: Option<Error>,
+}
+
+impl Audit {
+    /// Audits `table`'s rows as `tally` counted them, then waits for `landed` (the dead letter):
+    /// the gate of silver's commit.
+    async fn judge(self, table: Arc<SilverTable>, tally: Arc<Mutex<Tally>>, landed: Gate) -> Result<()> {
+        let Audit { lake, intent, resumed, now, passed, verdict } = self;
+        let node = format!("silver/{}", table.name);
+        let (rows, newest) = {
+            let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+            (tally.rows, tally.newest.clone())
+        };
+        let mut results = Vec::new();
+        let stopped = async {
+            results = audit_unread(&table.checks, now, Keyed { keys: &table.keys, rows, newest: &newest }).await?;
+            enforce(&node, &mut results)?;
+            if !resumed {
+                ledger::record(&lake, &table.name, &intent).await?;
+            }
+            faults::check(&node, "intent")
+        }
+        .await
+        .err();
+        let failed = stopped.is_some();
+        *verdict.lock().unwrap_or_else(PoisonError::into_inner) = Some(Verdict { results, stopped });
+        if failed {
+            return Err(Error::Internal(format!("{node}: stopped by its audit")));
+        }
+        let _ = passed.send(());
+        landed.pass().await
     }
 }
 
@@ -198,7 +331,7 @@ fn resolving(
     table: Arc<SilverTable>,
     slices: Vec<Vec<PathBuf>>,
     already: bool,
-    written: Arc<AtomicU64>,
+    tally: Arc<Mutex<Tally>>,
 ) -> SendableRecordBatchStream {
     let schema = table.contract.schema.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(IN_FLIGHT);
@@ -220,14 +353,14 @@ fn resolving(
         true
     });
     let stream = futures::stream::unfold(Some((rx, resolver)), move |state| {
-        let written = Arc::clone(&written);
+        let tally = Arc::clone(&tally);
         async move {
             let (mut rx, resolver) = state?;
             match rx.recv().await {
-                Some(Ok(b)) => {
-                    written.fetch_add(b.num_rows() as u64, Ordering::SeqCst);
-                    Some((Ok(b), Some((rx, resolver))))
-                }
+                Some(Ok(b)) => match tally.lock().unwrap_or_else(PoisonError::into_inner).add(&b) {
+                    Ok(()) => Some((Ok(b), Some((rx, resolver)))),
+                    Err(e) => Some((Err(DataFusionError::External(Box::new(e))), None)),
+                },
                 Some(Err(e)) => Some((Err(DataFusionError::External(Box::new(e))), None)),
                 None => match resolver.await {
                     Ok(true) => None,

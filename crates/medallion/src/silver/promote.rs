@@ -409,7 +409,7 @@ async fn run_intent(
     if intent.rebuild && !executors_write {
         return super::rebuild::rebuild(lake, tables, table, intent, resumed, opts).await;
     }
-    if !executors_write && super::backlog::applies(table, &intent, opts) {
+    if !executors_write && super::backlog::applies(lake, table, &intent, opts).await? {
         return super::backlog::promote(lake, table, intent, resumed, opts).await;
     }
     if !executors_write && super::rebuild::first_load_in_slices(lake, table, &intent, opts).await? {

@@ -480,6 +480,7 @@ pub(crate) async fn replace_streamed(
         row_group_rows: None,
         file_bytes: None,
         any_order: true,
+        gate: Gate::open(),
     };
     Ok(Table::open(lake, Layer::Silver, &table.name).await?.write_stream(rows, write).await?.version())
 }

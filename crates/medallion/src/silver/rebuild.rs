@@ -17,9 +17,10 @@
 //!    replaced in that order, each in one commit carrying the intent's txn (a rerun after a kill
 //!    skips the commits that landed), streamed from the scratch files.
 //!
-//! A first load larger than one slice of a table [`super::backlog`] does not cover takes the same
-//! steps (`first_load_in_slices`): as a promotion, not a rebuild (a per-batch gate holds batches
-//! back, the table is created as a new one, its commits are not marked as a rebuild).
+//! A first load larger than one slice of a table [`super::backlog`] does not cover (one whose
+//! expectations must read its rows, among others) takes the same steps (`first_load_in_slices`):
+//! as a promotion, not a rebuild (a per-batch gate holds batches back, the table is created as a
+//! new one, its commits are not marked as a rebuild).
 //!
 //! Memory is about a slice a thread (`PromoteOptions::slice_bytes` of compressed bronze) plus
 //! the files being decoded; disk is about twice the typed table, under `TMPDIR`.

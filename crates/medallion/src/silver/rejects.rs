@@ -16,7 +16,7 @@ use super::spill::Spilled;
 use crate::error::{Error, Result};
 use crate::quality::quarantine::{self, Rejected};
 use crate::runtime::{NodeStage, faults, ms};
-use crate::storage::delta::{Gate, Rows, Table, Txn};
+use crate::storage::delta::{Gate, Rows, Table, Txn, WriteOptions};
 use crate::storage::{Lake, Layer};
 
 /// The rejected records of a promotion.
@@ -48,6 +48,8 @@ pub(crate) struct DeadLetter {
     replace: bool,
     txn: Txn,
     meta: HashMap<String, serde_json::Value>,
+    /// What its commit waits for besides (see [`DeadLetter::held`]).
+    held: Gate,
 }
 
 /// A dead letter being written.
@@ -70,7 +72,14 @@ impl DeadLetter {
         (txn, meta): (Txn, HashMap<String, serde_json::Value>),
     ) -> Result<DeadLetter> {
         let q = Table::open(lake, Layer::Quarantine, table).await?;
-        Ok(DeadLetter { node: node.to_string(), replace: rebuild && q.exists(), table: q, rejects, txn, meta })
+        let replace = rebuild && q.exists();
+        Ok(DeadLetter { node: node.to_string(), replace, table: q, rejects, txn, meta, held: Gate::open() })
+    }
+
+    /// Its commit also waits for `gate` (the verdict of an audit made as silver's rows are
+    /// written): a gate that fails stops it, and so silver's.
+    pub(crate) fn held(self, gate: Gate) -> DeadLetter {
+        DeadLetter { held: gate, ..self }
     }
 
     /// Writes it on a task of its own: returns the writing, and the gate silver's commit waits at,
@@ -96,12 +105,17 @@ impl DeadLetter {
     }
 
     async fn write(self) -> Result<Option<i64>> {
-        let DeadLetter { node, table, rejects, replace, txn, meta } = self;
+        let DeadLetter { node, table, rejects, replace, txn, meta, held } = self;
         faults::check(&node, "dead_letter")?;
-        if (rejects.is_empty() && !replace) || table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
+        if table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
             return Ok(None);
         }
-        let write = quarantine::write_options(txn, meta, replace);
+        if rejects.is_empty() && !replace {
+            // Nothing to commit, but what holds it still decides whether silver commits.
+            held.pass().await?;
+            return Ok(None);
+        }
+        let write = WriteOptions { gate: held, ..quarantine::write_options(txn, meta, replace) };
         let written = match rejects {
             Rejects::Records { rows, failed_at, run_id } => {
                 let batches = quarantine::to_batches(&rows, failed_at, &run_id)?;

@@ -2,14 +2,16 @@
 //! it gives exactly what the same promotion gives in memory.
 
 use medallion::orchestration::run::{RunOptions, RunSummary};
+use medallion::runtime::NodeStage;
 use medallion::silver::promote::Promotion;
 use medallion::storage::Layer;
 
 use crate::common::{Dir, sample, write_gz};
 
 /// The orders example without the set- and table-level expectations of `silver.orders` (their
-/// audit stages the candidate in memory, so such a table is never promoted in slices), its silver
-/// merging as `merge` says. Its incremental gold model makes the table record a change data feed.
+/// audit stages the candidate in memory, so a table with them merges a backlog in memory), its
+/// silver merging as `merge` says. Its incremental gold model makes the table record a change data
+/// feed.
 fn project(merge: &str, rate: &str) -> Dir {
     let d = Dir::example();
     let path = d.dir.path().join("medallion.toml");
@@ -119,9 +121,10 @@ async fn feed(d: &Dir) -> Vec<Vec<String>> {
     rows
 }
 
-/// A first load of a table with set-level expectations (the example's `unique`, `row_count`,
-/// `freshness` and a `drop` range) runs in slices as a rebuild of nothing does; it equals the
-/// first load in memory: tables, counts, expectation results, the held-back batch.
+/// A first load of a table whose set-level expectations need not read its rows (the example's
+/// `unique` on its key, `row_count` and `freshness`; its `drop` range is row-level) streams its
+/// winners into the new table, audited from what the writer counted before anything commits; it
+/// equals the first load in memory: tables, counts, expectation results, the held-back batch.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_first_load_in_slices_with_expectations_equals_the_same_load_in_memory() {
     let (batches, _) = sample(3_000, 6, 43);
@@ -153,6 +156,8 @@ async fn a_first_load_in_slices_with_expectations_equals_the_same_load_in_memory
     assert_eq!(failures(&a), failures(&b), "{:?}", orders(&b));
     let (pa, pb) = (orders(&a), orders(&b));
     assert_eq!((pa.slices, pb.slices > 4, pb.rebuilt), (0, true, false), "{pb:?}");
+    // Streamed: no winners resolved into scratch files first, as a rebuild's are.
+    assert!(!pb.timings_ms.contains_key(&NodeStage::Dedup), "{pb:?}");
     assert_eq!(counts(pa), counts(pb));
     assert!(pb.rejected > 0 && pb.held_back.len() == 1, "{pb:?}");
     let results = |p: &Promotion| {
@@ -175,8 +180,9 @@ async fn a_first_load_in_slices_with_expectations_equals_the_same_load_in_memory
 }
 
 /// A sliced first load's `freshness` is the newest value of the rows it would publish: taken as
-/// the slices resolve, or, when a set-level `drop` removed rows (here the newest batch's), read
-/// from what remains. Both equal the same load in memory.
+/// the winners stream into the table, or, when a set-level `drop` removed rows (here the newest
+/// batch's; such a load runs as a rebuild does), read from what remains. Both equal the same load
+/// in memory.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sliced_first_load_reports_the_newest_row_it_keeps() {
     let (batches, _) = sample(3_000, 6, 45);
@@ -204,6 +210,7 @@ async fn a_sliced_first_load_reports_the_newest_row_it_keeps() {
         }
         let (a, b) = (run(&memory, u64::MAX).await, run(&sliced, 2 << 10).await);
         assert!(orders(&b).slices > 1, "{:?}", orders(&b));
+        assert_eq!(orders(&b).timings_ms.contains_key(&NodeStage::Dedup), dropping, "{:?}", orders(&b));
         assert_eq!(newest(&a), newest(&b), "dropping: {dropping}");
         assert_eq!(newest(&b).starts_with("newest 2030-01-01T00:00:00Z"), !dropping, "{}", newest(&b));
         assert_eq!(counts(orders(&a)), counts(orders(&b)));
@@ -217,28 +224,40 @@ async fn a_sliced_first_load_reports_the_newest_row_it_keeps() {
     }
 }
 
-/// A sliced first load (its slices resolved two at a time) whose set-level expectation fails
-/// commits nothing (no silver table, no dead letter), and the next run, the expectation fixed,
-/// loads what the same load in memory loads.
+/// A sliced first load whose set-level expectation fails commits nothing (no silver table, no
+/// dead letter, no intent: the next run is no resumed one), and the next run, the expectation
+/// fixed, loads what the same load in memory loads. With a `drop` expectation besides, the load
+/// runs as a rebuild does (its slices resolved two at a time): the same holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sliced_first_load_that_fails_its_audit_commits_nothing() {
     let (batches, _) = sample(3_000, 6, 44);
     let warn = r#"{ name = "has_orders", row_count = { min = 1 }, action = "warn" }"#;
     let fail = r#"{ name = "has_orders", row_count = { max = 10 }, action = "fail" }"#;
-    let (memory, sliced) = (Dir::example(), Dir::example());
-    for d in [&memory, &sliced] {
-        land(d, &batches);
-    }
-    sliced.edit(warn, fail);
-    let failed = run(&sliced, 2 << 10).await;
-    let errors: Vec<_> = failed.failed.iter().map(|f| f.error.clone()).collect();
-    assert!(errors.iter().any(|e| e.contains("has_orders")), "{errors:?}");
-    assert_eq!(sliced.version(Layer::Silver, "orders").await, None, "silver committed despite its audit");
-    assert_eq!(sliced.version(Layer::Quarantine, "orders").await, None, "the dead letter committed");
+    // Drops nothing here (every order has its own customer and day), but must read the rows.
+    let drop = r#"{ name = "one_order_a_day", unique = ["customer_id", "order_date", "order_id"], action = "drop" },"#;
+    for dropping in [false, true] {
+        let (memory, sliced) = (Dir::example(), Dir::example());
+        for d in [&memory, &sliced] {
+            land(d, &batches);
+            if dropping {
+                let first = r#"{ name = "order_date_plausible""#;
+                d.edit(first, &format!("{drop}\n  {first}"));
+            }
+        }
+        sliced.edit(warn, fail);
+        let failed = run(&sliced, 2 << 10).await;
+        let errors: Vec<_> = failed.failed.iter().map(|f| f.error.clone()).collect();
+        assert!(errors.iter().any(|e| e.contains("has_orders") && e.contains("rows = ")), "{errors:?}");
+        assert_eq!(errors.len(), 1, "one error, no follow-on: {errors:?}");
+        assert_eq!(sliced.version(Layer::Silver, "orders").await, None, "silver committed despite its audit");
+        assert_eq!(sliced.version(Layer::Quarantine, "orders").await, None, "the dead letter committed");
 
-    sliced.edit(fail, warn);
-    let (a, b) = (run(&memory, u64::MAX).await, run(&sliced, 2 << 10).await);
-    assert!(orders(&b).slices > 1, "{:?}", orders(&b));
-    assert_eq!(counts(orders(&a)), counts(orders(&b)));
-    assert_eq!(tables(&memory).await, tables(&sliced).await);
+        sliced.edit(fail, warn);
+        let (a, b) = (run(&memory, u64::MAX).await, run(&sliced, 2 << 10).await);
+        let (pa, pb) = (orders(&a), orders(&b));
+        assert!(pb.slices > 1 && !pb.resumed, "{pb:?}");
+        assert_eq!(pb.timings_ms.contains_key(&NodeStage::Dedup), dropping, "{pb:?}");
+        assert_eq!(counts(pa), counts(pb));
+        assert_eq!(tables(&memory).await, tables(&sliced).await, "dropping: {dropping}");
+    }
 }

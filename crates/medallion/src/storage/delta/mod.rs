@@ -572,8 +572,8 @@ impl Table {
 
     /// Writes `batches` in one commit: appended, or replacing the table's content.
     pub async fn write(self, batches: Vec<RecordBatch>, write: WriteOptions) -> Result<Table> {
-        if self.creates_in_parallel(&write) {
-            return self.create_in_parallel(once::stream(batches)?, write).await;
+        if self.creates_in_parallel(&write) || write.gate.holds() {
+            return self.write_stream(once::stream(batches)?, write).await;
         }
         let plan = once::plan(batches)?;
         self.write_plan(plan, write).await
@@ -582,7 +582,8 @@ impl Table {
     /// Writes the rows of `stream` in one commit, as [`Table::write`] does, holding one batch at a
     /// time: the files are written as the batches arrive and committed at the end. A stream that
     /// yields no batch writes no row (and still commits).
-    pub async fn write_stream(self, stream: SendableRecordBatchStream, write: WriteOptions) -> Result<Table> {
+    pub async fn write_stream(self, stream: SendableRecordBatchStream, mut write: WriteOptions) -> Result<Table> {
+        let stream = std::mem::take(&mut write.gate).hold(stream);
         if self.creates_in_parallel(&write) {
             return self.create_in_parallel(stream, write).await;
         }
@@ -1145,6 +1146,8 @@ pub struct WriteOptions {
     /// The rows have no order to keep (silver's): a write that creates an unpartitioned table
     /// then encodes them on every core at once, into a file per core, in any order.
     pub any_order: bool,
+    /// What the commit waits for: the files are written meanwhile (see [`Gate::hold`]).
+    pub gate: Gate,
 }
 
 /// Options of [`Table::upsert`].
@@ -1188,6 +1191,11 @@ impl Gate {
     /// Wait for `landed`.
     pub fn after(landed: impl Future<Output = Result<()>> + Send + 'static) -> Gate {
         Gate(Some(Box::pin(landed)))
+    }
+
+    /// Whether there is something to wait for.
+    pub fn holds(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Waits until the gate opens (its error when it does not).
