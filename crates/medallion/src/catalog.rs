@@ -568,19 +568,6 @@ pub fn result_schema(df: &DataFrame, context: &str) -> Result<SchemaRef> {
     Ok(Arc::new(plan.schema().as_arrow().clone()))
 }
 
-/// `batch` in `schema`'s column types, column by column (same count and order; a column already
-/// of its type is not copied).
-pub fn cast_to(batch: &RecordBatch, schema: &SchemaRef, context: &str) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| cast(c, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::arrow(context, e))?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::arrow(context, e))
-}
-
 /// `text` parsed as exactly one SQL expression (a filter written by a user), rendered back:
 /// anything around or after it (`1=1) OR (1=1`, a second statement) is an error, so the
 /// expression cannot escape the parentheses it is placed in.

@@ -26,7 +26,7 @@ use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine::{self, Reason, Rejected};
 use crate::runtime::{NodeStage, Now, Timings, ms};
 use crate::spec::Action;
-use crate::storage::delta::{Table, WriteOptions, rows_in};
+use crate::storage::delta::{Table, WriteOptions, cast_to, rows_in};
 use crate::storage::{Lake, Layer};
 
 /// What building a model did.
@@ -675,7 +675,7 @@ async fn untouched(
     let context = format!("reading the published rows of gold/{} the build keeps", model.name);
     let sql = format!("SELECT * FROM gold.{} WHERE {selection}", crate::spec::ident(&model.name));
     let batches = catalog::query(ctx, &sql, &context).await?;
-    batches.iter().map(|b| catalog::cast_to(b, schema, &context)).collect()
+    batches.iter().map(|b| cast_to(b, schema, &context)).collect()
 }
 
 /// The result in the types the model was planned with (and its expectations compiled against):

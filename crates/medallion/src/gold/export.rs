@@ -17,9 +17,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use crate::catalog;
 use crate::error::{Error, Result};
-use crate::storage::delta::Table;
+use crate::storage::delta::{Table, cast_to};
 use crate::storage::{Lake, Part};
 
 /// Where exports go in the lake.
@@ -95,7 +94,7 @@ async fn export(lake: &Lake, table: &Table, model: &str, version: i64) -> Result
             // Tests fail the table's read here, as a store gone mid-export does.
             crate::runtime::faults::check(&format!("gold/{model}"), "exporting")?;
             let batch = batch.map_err(|e| Error::sql(&context, e))?;
-            let batch = catalog::cast_to(&batch, &schema, &context)?;
+            let batch = cast_to(&batch, &schema, &context)?;
             writer.write(&batch).map_err(|e| Error::Internal(format!("{context}: {e}")))?;
             if writer.inner().len() >= PART_BYTES {
                 // Bytes already written are final: the writer counts its offsets itself.

@@ -13,8 +13,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Int32A
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 
 use crate::bronze::{BATCH_ID, SOURCE};
-use crate::catalog;
 use crate::error::{Error, Result};
+use crate::storage::delta::cast_to;
 
 /// The provenance columns kept as a dictionary.
 const ENCODED: [&str; 2] = [BATCH_ID, SOURCE];
@@ -116,7 +116,7 @@ impl Encoder {
 /// `batches` (of `schema`'s [`spilled_schema`], or of `schema` itself) in `schema`: their
 /// provenance columns as text again.
 pub(crate) fn decode_all(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    batches.iter().map(|b| catalog::cast_to(b, schema, "decoding provenance")).collect()
+    batches.iter().map(|b| cast_to(b, schema, "decoding provenance")).collect()
 }
 
 #[cfg(test)]

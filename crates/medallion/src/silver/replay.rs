@@ -35,7 +35,7 @@ use crate::quality::quarantine::{self, Reason, Rejected, Stored};
 use crate::runtime::Now;
 use crate::runtime::ledger::{self, ReplayIntent};
 use crate::spec::ident;
-use crate::storage::delta::{Gate, Table, Txn, WriteOptions};
+use crate::storage::delta::{Gate, Table, Txn, WriteOptions, cast_to};
 use crate::storage::{Lake, Layer};
 
 /// Settings of a replay.
@@ -546,7 +546,7 @@ async fn untouched(ctx: &SessionContext, table: &str, ids: &[String]) -> Result<
     );
     let mut out = Vec::new();
     for b in catalog::query(ctx, &sql, &context).await? {
-        out.push(catalog::cast_to(&b, &schema, &context)?);
+        out.push(cast_to(&b, &schema, &context)?);
     }
     Ok(out)
 }

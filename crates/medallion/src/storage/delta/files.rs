@@ -54,7 +54,7 @@ impl FileWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = conform(batch, &self.schema, &self.label)?;
+        let batch = cast_to(&batch, &self.schema, &format!("rows written to {}", self.label))?;
         self.writer.write(batch).await.map_err(|e| Error::delta(&self.label, e))
     }
 
@@ -66,15 +66,15 @@ impl FileWriter {
 }
 
 /// `batch`, whose columns are `schema`'s in its order, as a batch of `schema`: each column cast to
-/// the schema's type where it differs (a query may give `Utf8View` where the table has `Utf8`).
-pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef, label: &str) -> Result<RecordBatch> {
+/// the schema's type where it differs (a query may give `Utf8View` where a table has `Utf8`); a
+/// batch of another column count is an error (of `context`).
+pub fn cast_to(batch: &RecordBatch, schema: &SchemaRef, context: &str) -> Result<RecordBatch> {
     if batch.schema_ref() == schema {
-        return Ok(batch);
+        return Ok(batch.clone());
     }
-    let context = || format!("rows written to {label}");
     if batch.num_columns() != schema.fields().len() {
         let (given, wanted) = (batch.num_columns(), schema.fields().len());
-        return Err(Error::Internal(format!("{}: {given} columns for a table of {wanted}", context())));
+        return Err(Error::Internal(format!("{context}: {given} columns for a schema of {wanted}")));
     }
     let columns = batch
         .columns()
@@ -82,8 +82,8 @@ pub(super) fn conform(batch: RecordBatch, schema: &SchemaRef, label: &str) -> Re
         .zip(schema.fields())
         .map(|(c, f)| if c.data_type() == f.data_type() { Ok(Arc::clone(c)) } else { cast(c, f.data_type()) })
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::arrow(context(), e))?;
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::arrow(context(), e))
+        .map_err(|e| Error::arrow(context, e))?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::arrow(context, e))
 }
 
 fn parse(label: &str, adds: &[String]) -> Result<Vec<Add>> {

@@ -34,7 +34,7 @@ mod replace;
 mod rows;
 mod scan;
 pub use deltalake::operations::merge::MergeMetrics;
-pub use files::{FileWriter, rows_in};
+pub use files::{FileWriter, cast_to, rows_in};
 pub use keyed::KeyScan;
 pub(crate) use keyed::int_key_and_order;
 pub use rows::{InMemory, Pass, Rows};
@@ -615,11 +615,9 @@ impl Table {
             given.as_ref().try_into_kernel().map_err(|e| Error::arrow(format!("schema of {label}"), e))?;
         let schema: SchemaRef =
             Arc::new((&structure).try_into_arrow().map_err(|e| Error::arrow(format!("schema of {label}"), e))?);
+        let context = format!("rows written to {label}");
         let rows = |batch: Option<datafusion::error::Result<RecordBatch>>| match batch {
-            Some(batch) => {
-                files::conform(batch.map_err(|e| Error::sql(format!("rows written to {label}"), e))?, &schema, &label)
-                    .map(Some)
-            }
+            Some(batch) => cast_to(&batch.map_err(|e| Error::sql(&context, e))?, &schema, &context).map(Some),
             None => Ok(None),
         };
         // The first rows decide which columns get a dictionary.
