@@ -134,10 +134,9 @@ pub(crate) async fn promote(
     //    them twice.
     let slices = (read.slices, read.latest);
     let merged = merge(lake, table, &mut p, slices, (&spill, opts), (txn, meta), (gate, audit)).await;
-    // The audit's results, before the held-back gate's (as a promotion in memory has them), and
-    // the error that stopped the commits when it did.
-    // A dead letter held for the audit fails when the audit stops it, or when the merge failed
-    // before its audit: then the audit's error, or the merge's, is the one to report.
+    // The audit's results go before the held-back gate's (as a promotion in memory has them). A
+    // dead letter held for the audit fails when the audit stopped the commits, or when the merge
+    // failed before its audit: then the audit's error, or the merge's, is the one to report.
     let verdict = verdict.lock().unwrap_or_else(PoisonError::into_inner).take();
     let merged = match verdict {
         Some(Verdict { results, stopped }) => {

@@ -107,12 +107,12 @@ impl DeadLetter {
     async fn write(self) -> Result<Option<i64>> {
         let DeadLetter { node, table, rejects, replace, txn, meta, held } = self;
         faults::check(&node, "dead_letter")?;
-        if table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
-            return Ok(None);
-        }
         if rejects.is_empty() && !replace {
             // Nothing to commit, but what holds it still decides whether silver commits.
             held.pass().await?;
+            return Ok(None);
+        }
+        if table.txn_version(&txn.app_id).await?.unwrap_or(0) >= txn.version {
             return Ok(None);
         }
         let write = WriteOptions { gate: held, ..quarantine::write_options(txn, meta, replace) };
