@@ -251,6 +251,13 @@ async fn a_sliced_first_load_that_fails_its_audit_commits_nothing() {
         assert_eq!(errors.len(), 1, "one error, no follow-on: {errors:?}");
         assert_eq!(sliced.version(Layer::Silver, "orders").await, None, "silver committed despite its audit");
         assert_eq!(sliced.version(Layer::Quarantine, "orders").await, None, "the dead letter committed");
+        // Nor are the files the refused load wrote left behind (no vacuum sweeps a table without
+        // a commit).
+        let files = |layer: &str| {
+            let dir = sliced.dir.path().join(format!("lake/{layer}/orders"));
+            std::fs::read_dir(dir).map(|d| d.flatten().count()).unwrap_or(0)
+        };
+        assert_eq!((files("silver"), files("quarantine")), (0, 0), "dropping: {dropping}");
 
         sliced.edit(fail, warn);
         let (a, b) = (run(&memory, u64::MAX).await, run(&sliced, 2 << 10).await);

@@ -646,7 +646,24 @@ impl Table {
         let mut next = first;
         while let Some(batch) = next {
             writers.write(&batch).await.map_err(delta)?;
-            next = rows(stream.next().await)?;
+            next = match rows(stream.next().await) {
+                Ok(next) => next,
+                Err(e) => {
+                    // The rows stopped (a gate refused the commit, a reader failed): the files the
+                    // encoders wrote are named by no commit of a table that has none, which no
+                    // vacuum sweeps. Remove them once every encoder is done.
+                    if let Ok(written) = writers.finish().await {
+                        use object_store::ObjectStoreExt as _;
+                        let store = self.inner.object_store();
+                        for add in written {
+                            if let Ok(path) = object_store::path::Path::from_url_path(&add.path) {
+                                let _ = store.delete(&path).await;
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            };
         }
         let adds = writers.finish().await.map_err(delta)?;
         let properties = creation_properties(write.change_feed, write.deletion_vectors);
