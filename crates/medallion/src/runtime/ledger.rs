@@ -278,6 +278,16 @@ pub async fn record(lake: &Lake, table: &str, intent: &Intent) -> Result<()> {
     put(lake, &dir(table), table, intent).await
 }
 
+/// Opens the promotion of `intent` into silver `table`, before any of its commits: records it,
+/// unless it is `resumed` (the run that died recorded it), then passes the node's `intent` fault
+/// point.
+pub async fn open(lake: &Lake, table: &str, intent: &Intent, resumed: bool) -> Result<()> {
+    if !resumed {
+        record(lake, table, intent).await?;
+    }
+    super::faults::check(&format!("silver/{table}"), "intent")
+}
+
 /// Every replay intent of `table`, by number.
 pub async fn replay_intents(lake: &Lake, table: &str) -> Result<BTreeMap<i64, ReplayIntent>> {
     list(lake, &replay_dir(table)).await

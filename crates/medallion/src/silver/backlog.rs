@@ -62,7 +62,7 @@ use crate::quality::checks::newest_of;
 use crate::quality::gates::{GateResult, enforce};
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{NodeStage, Now, faults, ms};
+use crate::runtime::{NodeStage, Now, ms};
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
 
@@ -113,10 +113,7 @@ pub(crate) async fn promote(
     let letter = letter.await?;
     let verdict = Arc::new(Mutex::new(None));
     let (letter, audit) = if table.checks.is_empty() {
-        if !resumed {
-            ledger::record(lake, &table.name, &intent).await?;
-        }
-        faults::check(&node, "intent")?;
+        ledger::open(lake, &table.name, &intent, resumed).await?;
         (letter, None)
     } else {
         let (passed, on_passing) = tokio::sync::oneshot::channel();
@@ -275,10 +272,7 @@ impl Audit {
         let stopped = async {
             results = audit_unread(&table.checks, now, Keyed { keys: &table.keys, rows, newest: &newest }).await?;
             enforce(&node, &mut results)?;
-            if !resumed {
-                ledger::record(&lake, &table.name, &intent).await?;
-            }
-            faults::check(&node, "intent")
+            ledger::open(&lake, &table.name, &intent, resumed).await
         }
         .await
         .err();

@@ -533,10 +533,7 @@ async fn run_intent(
         let table_dropped = dropped.len() as u64;
         rejected.extend(dropped);
         p.expectations.extend(rate_results);
-        if !resumed {
-            ledger::record(lake, &table.name, &intent).await?;
-        }
-        crate::runtime::faults::check(&format!("silver/{}", table.name), "intent")?;
+        ledger::open(lake, &table.name, &intent, resumed).await?;
         p.rejected = rejected.len() as u64;
         p.top_reasons = top_reasons(&rejected, TOP_REASONS);
 

@@ -60,7 +60,7 @@ use crate::quality::checks::newest_of;
 use crate::quality::gates::enforce;
 use crate::quality::quarantine;
 use crate::runtime::ledger::{self, Intent};
-use crate::runtime::{NodeStage, faults, ms};
+use crate::runtime::{NodeStage, ms};
 use crate::spec::ident;
 use crate::storage::delta::{Gate, Table, Txn};
 use crate::storage::{Lake, Layer};
@@ -186,10 +186,7 @@ pub(crate) async fn rebuild(
     }
 
     // 4. Publish: intent, dead letter, tombstones, table.
-    if !resumed {
-        ledger::record(lake, &table.name, &intent).await?;
-    }
-    faults::check(&node, "intent")?;
+    ledger::open(lake, &table.name, &intent, resumed).await?;
     let meta = commit_meta(&opts.run_id, &intent, table);
     let txn = Txn { app_id: ledger::app_id(&table.name), version: intent.version };
     let rejects = Rejects::Spilled(Spilled::new(quarantine::schema(), rejects, p.rejected));

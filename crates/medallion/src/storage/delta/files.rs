@@ -94,13 +94,12 @@ fn parse(label: &str, adds: &[String]) -> Result<Vec<Add>> {
 
 /// The files `adds` describe, each with its object path under the table's root.
 fn parse_paths(label: &str, adds: &[String]) -> Result<Vec<(Path, Add)>> {
-    parse(label, adds)?
-        .into_iter()
-        .map(|a| match Path::from_url_path(&a.path) {
-            Ok(path) => Ok((path, a)),
-            Err(e) => Err(Error::Internal(format!("{label}: file path {}: {e}", a.path))),
-        })
-        .collect()
+    parse(label, adds)?.into_iter().map(|a| Ok((object_path(label, &a)?, a))).collect()
+}
+
+/// The object path of the file `add` describes, under the table's root.
+fn object_path(label: &str, add: &Add) -> Result<Path> {
+    Path::from_url_path(&add.path).map_err(|e| Error::Internal(format!("{label}: file path {}: {e}", add.path)))
 }
 
 /// Rows in the files `adds` describe (from their statistics).
@@ -262,8 +261,14 @@ impl Table {
     /// Deletes the files `adds` describe, written for this table and never committed (a build
     /// whose expectations stopped it): what `vacuum` would remove later, removed now.
     pub async fn discard_files(&self, adds: &[String]) -> Result<()> {
+        self.discard_written(&parse(&self.label, adds)?).await
+    }
+
+    /// [`Table::discard_files`] for the add actions a writer returned.
+    pub(super) async fn discard_written(&self, adds: &[Add]) -> Result<()> {
         let store = self.inner.object_store();
-        for (path, _) in parse_paths(&self.label, adds)? {
+        for add in adds {
+            let path = object_path(&self.label, add)?;
             match store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(cause) => return Err(Error::Storage { location: format!("{}/{path}", self.label), cause }),

@@ -652,14 +652,10 @@ impl Table {
                     // The rows stopped (a gate refused the commit, a reader failed): the files the
                     // encoders wrote are named by no commit of a table that has none, which no
                     // vacuum sweeps. Remove them once every encoder is done.
-                    if let Ok(written) = writers.finish().await {
-                        use object_store::ObjectStoreExt as _;
-                        let store = self.inner.object_store();
-                        for add in written {
-                            if let Ok(path) = object_store::path::Path::from_url_path(&add.path) {
-                                let _ = store.delete(&path).await;
-                            }
-                        }
+                    if let Ok(written) = writers.finish().await
+                        && let Err(left) = self.discard_written(&written).await
+                    {
+                        tracing::warn!(table = %label, "files of a refused first write left behind: {left}");
                     }
                     return Err(e);
                 }
