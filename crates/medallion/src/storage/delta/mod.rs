@@ -643,25 +643,28 @@ impl Table {
             }
             sink.close().await
         });
-        let mut next = first;
-        while let Some(batch) = next {
-            writers.write(&batch).await.map_err(delta)?;
-            next = match rows(stream.next().await) {
-                Ok(next) => next,
-                Err(e) => {
-                    // The rows stopped (a gate refused the commit, a reader failed): the files the
-                    // encoders wrote are named by no commit of a table that has none, which no
-                    // vacuum sweeps. Remove them once every encoder is done.
-                    if let Ok(written) = writers.finish().await
-                        && let Err(left) = self.discard_written(&written).await
-                    {
-                        tracing::warn!(table = %label, "files of a refused first write left behind: {left}");
-                    }
-                    return Err(e);
+        let written = async {
+            let mut next = first;
+            while let Some(batch) = next {
+                writers.write(&batch).await.map_err(delta)?;
+                next = rows(stream.next().await)?;
+            }
+            writers.finish().await.map_err(delta)
+        };
+        let adds = match written.await {
+            Ok(adds) => adds,
+            Err(e) => {
+                // The rows stopped (a gate refused the commit, a reader or an encoder failed): the
+                // files the encoders wrote are named by no commit of a table that has none, which
+                // no vacuum sweeps. Remove them once every encoder is done.
+                let mut left = writers.finish().await.unwrap_or_default();
+                left.extend(writers.abandoned());
+                if let Err(kept) = self.discard_written(&left).await {
+                    tracing::warn!(table = %label, "files of a refused first write left behind: {kept}");
                 }
-            };
-        }
-        let adds = writers.finish().await.map_err(delta)?;
+                return Err(e);
+            }
+        };
         let properties = creation_properties(write.change_feed, write.deletion_vectors);
         self.create_with(adds, structure, &properties, write.txn, write.metadata).await
     }
