@@ -90,11 +90,8 @@ pub(crate) async fn contents(lake: &Lake) -> Vec<(i64, Option<i64>, String)> {
 
 /// Parquet data files in the table directory `dir` (committed or not).
 fn data_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .expect("table dir")
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
-        .count()
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "parquet")).count()
 }
 
 /// A promotion's dead letter lands before its merge, written meanwhile: the keyed merge reads and
@@ -132,6 +129,47 @@ async fn a_merge_commits_only_past_its_gate() {
     let (merged, metrics) = merging.await.expect("task").expect("merged");
     assert_eq!(merged.version(), before.map(|v| v + 1));
     assert_eq!((metrics.num_target_rows_inserted, metrics.num_target_rows_updated), (500, 125));
+}
+
+/// A write that would create a table (a first load's dead letter) and whose gate fails leaves no
+/// file behind: the files it flushed before the gate's verdict are named by no commit of a table
+/// that has none, which no vacuum would sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_of_a_new_table_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let lake = Lake::open(&dir.path().display().to_string(), dir.path()).expect("lake");
+    let table = Table::open(&lake, Layer::Quarantine, "t").await.expect("open");
+    let rows: Vec<(i64, Option<i64>, String)> = (0..20_000).map(|k| (k, Some(k), format!("record {k:>40}"))).collect();
+    let rows: Vec<(i64, Option<i64>, &str)> = rows.iter().map(|(k, o, v)| (*k, *o, v.as_str())).collect();
+    let batches: Vec<RecordBatch> = rows.chunks(1_000).map(batch).collect();
+    let (reached, waiting) = tokio::sync::oneshot::channel();
+    let (refuses, refused) = tokio::sync::oneshot::channel::<()>();
+    let gate = Gate::after(async move {
+        let _ = reached.send(());
+        let _ = refused.await;
+        Err(medallion::Error::Internal("the audit failed".into()))
+    });
+    // Small files and row groups, as a dead letter's: several files are flushed before the end.
+    let write = WriteOptions { row_group_rows: Some(1_000), file_bytes: Some(64 << 10), gate, ..Default::default() };
+    let writing = tokio::spawn(table.write(batches, write));
+    waiting.await.expect("the write reaches its gate");
+    // Every row was handed to the writer; its files land as it encodes them.
+    let written = dir.path().join("quarantine/t");
+    for _ in 0..200 {
+        if data_files(&written) > 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let flushed = data_files(&written);
+    assert!(flushed > 1, "files are flushed before the gate's verdict: {flushed}");
+    refuses.send(()).expect("write waiting");
+    let stopped = writing.await.expect("task");
+    assert!(stopped.expect_err("refused").to_string().contains("the audit failed"));
+    assert_eq!(Table::open(&lake, Layer::Quarantine, "t").await.expect("open").version(), None);
+    assert_eq!(data_files(&written), 0, "no file left of a table never created");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(data_files(&written), 0, "nor written after the write returned");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

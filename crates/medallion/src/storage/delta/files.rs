@@ -266,14 +266,33 @@ impl Table {
 
     /// [`Table::discard_files`] for the add actions a writer returned.
     pub(super) async fn discard_written(&self, adds: &[Add]) -> Result<()> {
-        let store = self.inner.object_store();
-        for add in adds {
-            let path = object_path(&self.label, add)?;
-            match store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(cause) => return Err(Error::Storage { location: format!("{}/{path}", self.label), cause }),
-            }
-        }
-        Ok(())
+        let paths = adds.iter().map(|add| object_path(&self.label, add)).collect::<Result<Vec<_>>>()?;
+        delete(self.inner.object_store().as_ref(), &self.label, paths).await
     }
+}
+
+/// After a write that was to create the table `label` (in `store`, rooted at the table) failed:
+/// removes the data files under it while still no commit exists (those the write flushed before
+/// it failed, and any an earlier failed creation left), which no vacuum would sweep. A table with
+/// a commit is left alone.
+pub(super) async fn discard_uncreated(store: &dyn deltalake::ObjectStore, label: &str) -> Result<()> {
+    let storage = |cause| Error::Storage { location: label.to_string(), cause };
+    let log = Path::from("_delta_log");
+    let commits: Vec<_> = store.list(Some(&log)).try_collect().await.map_err(storage)?;
+    if commits.iter().any(|m| m.location.extension().is_some_and(|x| x == "json" || x == "parquet")) {
+        return Ok(());
+    }
+    let files: Vec<_> = store.list(None).try_collect().await.map_err(storage)?;
+    delete(store, label, files.into_iter().map(|m| m.location).filter(|p| !p.prefix_matches(&log))).await
+}
+
+/// Deletes `paths` of the table `label` from `store` (one already gone is no error).
+async fn delete(store: &dyn deltalake::ObjectStore, label: &str, paths: impl IntoIterator<Item = Path>) -> Result<()> {
+    for path in paths {
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(cause) => return Err(Error::Storage { location: format!("{label}/{path}"), cause }),
+        }
+    }
+    Ok(())
 }

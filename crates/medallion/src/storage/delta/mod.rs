@@ -678,6 +678,7 @@ impl Table {
     async fn write_plan(self, plan: datafusion::logical_expr::LogicalPlan, write: WriteOptions) -> Result<Table> {
         let label = self.label.clone();
         let mode = if write.overwrite { SaveMode::Overwrite } else { SaveMode::Append };
+        let store = self.inner.object_store();
         let mut builder = self
             .inner
             .write(Vec::new())
@@ -708,7 +709,17 @@ impl Table {
             }
             None => {}
         }
-        let inner = builder.await.map_err(|e| Error::delta(&label, e))?;
+        let inner = match builder.await {
+            Ok(inner) => inner,
+            Err(e) => {
+                if !self.exists
+                    && let Err(left) = files::discard_uncreated(store.as_ref(), &label).await
+                {
+                    tracing::warn!(table = %label, "files of a failed first write left behind: {left}");
+                }
+                return Err(Error::delta(&label, e));
+            }
+        };
         Ok(Table { label, inner, exists: true })
     }
 
