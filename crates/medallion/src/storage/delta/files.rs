@@ -274,8 +274,15 @@ impl Table {
 /// After a write that was to create the table `label` (in `store`, rooted at the table) failed:
 /// removes the data files under it while still no commit exists (those the write flushed before
 /// it failed, and any an earlier failed creation left), which no vacuum would sweep. A table with
-/// a commit is left alone.
-pub(super) async fn discard_uncreated(store: &dyn deltalake::ObjectStore, label: &str) -> Result<()> {
+/// a commit is left alone; files it could not remove are logged (the write's error is the one to
+/// report).
+pub(super) async fn discard_uncreated(store: &dyn deltalake::ObjectStore, label: &str) {
+    if let Err(left) = uncreated(store, label).await {
+        tracing::warn!(table = %label, "files of a failed first write left behind: {left}");
+    }
+}
+
+async fn uncreated(store: &dyn deltalake::ObjectStore, label: &str) -> Result<()> {
     let storage = |cause| Error::Storage { location: label.to_string(), cause };
     let log = Path::from("_delta_log");
     let commits: Vec<_> = store.list(Some(&log)).try_collect().await.map_err(storage)?;

@@ -654,14 +654,10 @@ impl Table {
         let adds = match written.await {
             Ok(adds) => adds,
             Err(e) => {
-                // The rows stopped (a gate refused the commit, a reader or an encoder failed): the
-                // files the encoders wrote are named by no commit of a table that has none, which
-                // no vacuum sweeps. Remove them once every encoder is done.
-                let mut left = writers.finish().await.unwrap_or_default();
-                left.extend(writers.abandoned());
-                if let Err(kept) = self.discard_written(&left).await {
-                    tracing::warn!(table = %label, "files of a refused first write left behind: {kept}");
-                }
+                // The rows stopped (a gate refused the commit, a reader or an encoder failed): once
+                // every encoder is done, the files they wrote (a failed one's too) are removed.
+                let _ = writers.finish().await;
+                files::discard_uncreated(store.as_ref(), &label).await;
                 return Err(e);
             }
         };
@@ -712,10 +708,8 @@ impl Table {
         let inner = match builder.await {
             Ok(inner) => inner,
             Err(e) => {
-                if !self.exists
-                    && let Err(left) = files::discard_uncreated(store.as_ref(), &label).await
-                {
-                    tracing::warn!(table = %label, "files of a failed first write left behind: {left}");
+                if !self.exists {
+                    files::discard_uncreated(store.as_ref(), &label).await;
                 }
                 return Err(Error::delta(&label, e));
             }

@@ -37,9 +37,6 @@ pub(super) struct Writers<E> {
     /// The error of a writer that stopped without one of its own (its task panicked or was
     /// cancelled), from what happened.
     stopped: fn(String) -> E,
-    /// The add actions of the writers that finished when another failed: files that no commit
-    /// will name (see [`Writers::abandoned`]).
-    abandoned: Vec<Add>,
 }
 
 impl<E: Send + 'static> Writers<E> {
@@ -61,7 +58,7 @@ impl<E: Send + 'static> Writers<E> {
             feeds.push(feed);
             tasks.push(tokio::spawn(run(writer, rows)));
         }
-        Writers { feeds, tasks, next: 0, stopped, abandoned: Vec::new() }
+        Writers { feeds, tasks, next: 0, stopped }
     }
 
     /// Hands `batch`'s rows to the writers, a slice each in turn. When a writer stopped, waits for
@@ -81,7 +78,7 @@ impl<E: Send + 'static> Writers<E> {
     }
 
     /// Ends the rows and waits for every writer: the add actions of all their files, or the first
-    /// error (the files of the writers that did finish are then [`Writers::abandoned`]).
+    /// error.
     pub(super) async fn finish(&mut self) -> Result<Vec<Add>, E> {
         self.feeds.clear();
         let mut adds = Vec::new();
@@ -95,18 +92,9 @@ impl<E: Send + 'static> Writers<E> {
             }
         }
         match failed {
-            Some(e) => {
-                self.abandoned.extend(adds);
-                Err(e)
-            }
+            Some(e) => Err(e),
             None => Ok(adds),
         }
-    }
-
-    /// After a write or finish that failed, the add actions of the files its other writers
-    /// finished: written, and named by no commit. (A failed writer's own files are not known.)
-    pub(super) fn abandoned(&mut self) -> Vec<Add> {
-        std::mem::take(&mut self.abandoned)
     }
 }
 
@@ -169,26 +157,5 @@ mod tests {
             }
         }
         assert_eq!(stopped.as_deref(), Some("the disk is full"), "a send to the failed writer fails with its error");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_files_of_writers_that_finished_beside_a_failed_one_are_abandoned() {
-        let mut writers = Writers::start(
-            vec![0, 1, 2],
-            |why| why,
-            |n, mut rows| async move {
-                while rows.recv().await.is_some() {}
-                match n {
-                    1 => Err("the disk is full".to_string()),
-                    _ => Ok(vec![Add { path: format!("part-{n}.parquet"), ..Add::default() }]),
-                }
-            },
-        );
-        writers.write(&rows(3 * SLICE_ROWS)).await.expect("written");
-        assert_eq!(writers.finish().await.err().as_deref(), Some("the disk is full"));
-        let abandoned: Vec<String> = writers.abandoned().into_iter().map(|a| a.path).collect();
-        assert_eq!(abandoned, vec!["part-0.parquet", "part-2.parquet"], "written, and named by no commit");
-        assert!(writers.abandoned().is_empty(), "handed over once");
-        assert!(writers.finish().await.expect("nothing left").is_empty());
     }
 }
