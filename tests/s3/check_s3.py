@@ -201,6 +201,16 @@ try:
     v0_after = med("show", "silver.orders", "--as-of", "0", "--limit", "1000000", "--format", "json", lake="s3://lake/e2e")
     check("time travel within the retention after maintenance", v0.returncode == 0 and sorted(v0.stdout.splitlines()) == sorted(v0_after.stdout.splitlines()) and v0.stdout, len(v0.stdout.splitlines()))
 
+    # A table never created (a first write killed before its commit left a file): vacuum lists
+    # the table's prefix on S3 too and removes the file once past the retention.
+    orphan = "e2e/quarantine/dim_customers/part-00000-killed.snappy.parquet"
+    s3.put_object(Bucket="lake", Key=orphan, Body=b"PAR1")
+    swept = med("vacuum", "quarantine/dim_customers", "--retain", "0s", "--force", "--format", "json", lake="s3://lake/e2e")
+    removed = [json.loads(l).get("removed") for l in swept.stdout.splitlines() if "quarantine/dim_customers" in l]
+    check("vacuum on s3 sweeps the files of a table never created",
+          swept.returncode == 0 and removed == [1] and not keys("e2e/quarantine/dim_customers"),
+          (removed, swept.stderr.strip()[-300:]))
+
     # Rebuild on S3 (issue 15), in slices: killed before its silver commit, finished by a plain
     # run, then again uninterrupted; each gives the tables of the clean run (same contract).
     slices = ["--slice-size", "256KiB"]

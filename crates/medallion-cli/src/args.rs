@@ -224,7 +224,8 @@ pub enum Command {
         target_size: Option<u64>,
     },
     /// Delete data and deletion-vector files no version younger than --retain references, and
-    /// older files no commit named (time travel before that stops working). Contents do not change.
+    /// older files no commit named, also under a table never created (a killed first load's); time
+    /// travel before that stops working. Contents do not change.
     Vacuum {
         /// A silver table or gold model (with its dead letter), or one layer's (`silver/orders`,
         /// `quarantine.orders`); all when omitted.

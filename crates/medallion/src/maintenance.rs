@@ -109,6 +109,27 @@ async fn sweep(t: Table, retain: Duration, force: bool, dry_run: bool) -> Result
     Ok((t, done))
 }
 
+/// Sweeps the files under `t`, a table never created, that are older than `retain` (a first write
+/// killed before its commit left them: [`Table::sweep_uncreated`]); None when there are none.
+async fn sweep_uncreated(t: &Table, retain: Duration, dry_run: bool) -> Result<Option<Maintained>> {
+    let (swept, bytes) = t.sweep_uncreated(retain, dry_run).await?;
+    if swept.is_empty() {
+        return Ok(None);
+    }
+    tracing::info!(table = %t.label, files = swept.len(), bytes, dry_run, "files of a table never created swept");
+    Ok(Some(Maintained {
+        table: t.label.clone(),
+        files_before: 0,
+        bytes_before: 0,
+        files_after: 0,
+        bytes_after: 0,
+        removed: swept.len() as u64,
+        added: 0,
+        purged_rows: 0,
+        version: None,
+    }))
+}
+
 /// The tables `only` names (a name: its silver or gold table and its dead letter; `silver/orders`,
 /// as runs and errors name a table, or `silver.orders`: that one) or all of them.
 fn tables(project: &Project, only: Option<&str>) -> Result<Vec<(Layer, String)>> {
@@ -155,7 +176,9 @@ pub async fn optimize(
     lock.release_after(optimized.await).await
 }
 
-/// Vacuums every table (or `only`), keeping the files of versions younger than `retain`. Holds
+/// Vacuums every table (or `only`), keeping the files of versions younger than `retain`; of a
+/// table never created, removes the files older than `retain` (a first write killed before its
+/// commit wrote them, and no commit will ever name them). Holds
 /// the lake's lock (waiting up to `lock_wait` for another writer), unless it only lists
 /// (`dry_run`): a full vacuum deletes files no commit names, and a run's or an ingest's files are
 /// such files until it commits (with a short `--retain`, they would go).
@@ -186,6 +209,8 @@ pub async fn vacuum(
             let t = Table::open(lake, layer, &name).await?;
             if t.exists() {
                 out.push(sweep(t, retain, force, dry_run).await?.1);
+            } else {
+                out.extend(sweep_uncreated(&t, retain, dry_run).await?);
             }
         }
         if only.is_none() {
@@ -345,6 +370,10 @@ pub async fn after_run(
             continue;
         };
         if !t.exists() {
+            if let Some((_, retain)) = vacuum_due {
+                vacuumed.extend(sweep_uncreated(&t, Duration::from_secs(retain.seconds), false).await?);
+                vacuumed_at.insert(label.clone(), now.to_rfc3339());
+            }
             checked.remove(&label);
             continue;
         }

@@ -47,7 +47,12 @@ fn ended_within(mut command: Command, seconds: u64) -> Output {
 
 /// The demo project, made by `medallion init` as `<dir>/demo`.
 fn demo(dir: &Path) -> PathBuf {
-    let proj = dir.join("demo");
+    demo_named(dir, "demo")
+}
+
+/// The demo project, made by `medallion init` as `<dir>/<name>`.
+fn demo_named(dir: &Path, name: &str) -> PathBuf {
+    let proj = dir.join(name);
     assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir).status.code(), Some(0));
     proj
 }
@@ -839,11 +844,7 @@ fn kill_loop(command: &str, delays_ms: &[u64], proj: &Path) {
 #[test]
 fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     let dir = tempfile::tempdir().expect("tmp");
-    let init = |name: &str| {
-        let proj = dir.path().join(name);
-        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
-        proj
-    };
+    let init = |name: &str| demo_named(dir.path(), name);
     let clean = init("clean");
     assert_eq!(run(&["run"], &clean).status.code(), Some(0));
     let want = contents(&clean);
@@ -1840,6 +1841,97 @@ fn optimize_and_vacuum_keep_contents_and_time_travel_within_retention() {
         .expect("silver");
     assert!(silver["files_after"].as_u64() > Some(1), "{silver}");
     assert_eq!(contents(&proj), before);
+}
+
+/// Issue 16 (crash safety): a first load killed after its files were written and before its
+/// commit leaves them under a table whose log holds nothing, which no commit will ever name.
+/// `vacuum` removes them once older than its retention (listing them on `--dry-run`), leaves the
+/// log alone, and the next run gives the clean tables.
+#[test]
+fn vacuum_sweeps_the_files_a_killed_first_load_left_under_a_table_never_created() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let init = |name: &str| demo_named(dir.path(), name);
+    let clean = init("clean");
+    assert_eq!(run(&["run"], &clean).status.code(), Some(0));
+    let want = contents(&clean);
+    // What the killed load left: silver's data files as written (copies of a clean run's), a
+    // deletion-vector file, the local store's staging file of an interrupted upload, and an empty
+    // log directory.
+    let proj = init("killed");
+    let table = proj.join("lake/silver/orders");
+    std::fs::create_dir_all(table.join("_delta_log")).expect("log dir");
+    let mut left = Vec::new();
+    for f in std::fs::read_dir(clean.join("lake/silver/orders")).expect("silver").flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".parquet") {
+            std::fs::copy(f.path(), table.join(&name)).expect("copy");
+            left.push(name);
+        }
+    }
+    assert!(!left.is_empty());
+    for name in ["deletion_vector_6f1c1f0e-2b8a-4d6e-9a3c-0d5b7e2f4a11.bin", "part-00001-killed.parquet#3"] {
+        std::fs::write(table.join(name), b"half").expect("write");
+    }
+    let files = |table: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(table)
+            .expect("table dir")
+            .flatten()
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(files(&table).len(), left.len() + 2);
+    let vacuum = |args: &[&str]| {
+        let out = run(&[&["vacuum", "orders", "--format", "json"], args].concat(), &proj);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let silver = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+            .find(|r| r["table"] == "silver/orders");
+        silver.map(|r| r["removed"].as_u64().expect("removed"))
+    };
+    // Younger than the default retention (7 days): kept, as a running first load's would be.
+    assert_eq!(vacuum(&[]), None);
+    assert_eq!(files(&table).len(), left.len() + 2);
+    // Listed, not removed.
+    assert_eq!(vacuum(&["--retain", "0s", "--force", "--dry-run"]), Some(left.len() as u64 + 2));
+    assert_eq!(files(&table).len(), left.len() + 2, "a dry run removes nothing");
+    // Eight days later, past the default retention.
+    for name in files(&table) {
+        age(&table.join(name), 8);
+    }
+    assert_eq!(vacuum(&[]), Some(left.len() as u64 + 2));
+    assert_eq!(files(&table), Vec::<String>::new(), "every file of the table never created is gone");
+    assert!(table.join("_delta_log").is_dir(), "the log directory is delta-rs's");
+    assert_eq!(vacuum(&["--retain", "0s", "--force"]), None, "nothing left to sweep");
+    let again = run(&["run"], &proj);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(contents(&proj), want);
+
+    // A table the runs never create (a dead letter nothing was rejected into) is swept by the
+    // vacuum policy after a run, past its retention.
+    let toml = proj.join("medallion.toml");
+    let config = std::fs::read_to_string(&toml).expect("read");
+    std::fs::write(&toml, config.replacen("[project]\n", "[project]\nvacuum_every = \"7d\"\n", 1)).expect("write");
+    let letter = proj.join("lake/quarantine/dim_customers");
+    std::fs::create_dir_all(&letter).expect("dir");
+    for name in ["part-00000-old.snappy.parquet", "part-00000-new.snappy.parquet"] {
+        std::fs::write(letter.join(name), b"PAR1").expect("write");
+    }
+    age(&letter.join("part-00000-old.snappy.parquet"), 8);
+    let out = run(&["run", "--format", "json"], &proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(files(&letter), ["part-00000-new.snappy.parquet"], "the young file waits for its retention");
+    assert!(text(&out.stdout).contains("quarantine/dim_customers"), "the run lists it: {}", text(&out.stdout));
+    assert_eq!(contents(&proj), want);
+}
+
+/// Sets `file`'s modification time `days` days back.
+fn age(file: &Path, days: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+    std::fs::File::options().write(true).open(file).expect("open").set_modified(then).expect("set mtime");
 }
 
 /// Issue 22 (security): `sql` runs queries only, and a replay filter is one expression. Each

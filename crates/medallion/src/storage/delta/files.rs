@@ -277,20 +277,70 @@ impl Table {
 /// a commit is left alone; files it could not remove are logged (the write's error is the one to
 /// report).
 pub(super) async fn discard_uncreated(store: &dyn deltalake::ObjectStore, label: &str) {
-    if let Err(left) = uncreated(store, label).await {
+    let discarded = async {
+        let files = uncommitted(store, label, None).await?.unwrap_or_default();
+        delete(store, label, files.into_iter().map(|m| m.location)).await
+    };
+    if let Err(left) = discarded.await {
         tracing::warn!(table = %label, "files of a failed first write left behind: {left}");
     }
 }
 
-async fn uncreated(store: &dyn deltalake::ObjectStore, label: &str) -> Result<()> {
+/// The files under the table `label` (`store` rooted at it) while its log holds no commit, last
+/// modified before `older_than` when given (outside `_delta_log`, which is delta-rs's); None once
+/// it has a commit (then every file is a live one or vacuum's to judge).
+async fn uncommitted(
+    store: &dyn deltalake::ObjectStore,
+    label: &str,
+    older_than: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<Vec<object_store::ObjectMeta>>> {
     let storage = |cause| Error::Storage { location: label.to_string(), cause };
     let log = Path::from("_delta_log");
     let commits: Vec<_> = store.list(Some(&log)).try_collect().await.map_err(storage)?;
     if commits.iter().any(|m| m.location.extension().is_some_and(|x| x == "json" || x == "parquet")) {
-        return Ok(());
+        return Ok(None);
     }
     let files: Vec<_> = store.list(None).try_collect().await.map_err(storage)?;
-    delete(store, label, files.into_iter().map(|m| m.location).filter(|p| !p.prefix_matches(&log))).await
+    Ok(Some(
+        files
+            .into_iter()
+            .filter(|m| !m.location.prefix_matches(&log) && older_than.is_none_or(|limit| m.last_modified <= limit))
+            .collect(),
+    ))
+}
+
+impl Table {
+    /// For a table that was never created: removes (unless `dry_run`) the files under it older
+    /// than `retain`, as vacuum does for a table's files no commit names. A first write killed
+    /// before its commit (or whose commit failed) leaves them; with no commit, no vacuum of the
+    /// table would ever run. Returns their paths (and the bytes they held); none once the table
+    /// has a commit. The caller holds the lake's lock unless `dry_run`: a first write in
+    /// progress has such files too.
+    pub async fn sweep_uncreated(&self, retain: std::time::Duration, dry_run: bool) -> Result<(Vec<String>, u64)> {
+        let store = self.inner.object_store();
+        let limit = chrono::Duration::from_std(retain).ok().and_then(|r| chrono::Utc::now().checked_sub_signed(r));
+        // A retention beyond the calendar keeps everything.
+        let Some(limit) = limit else { return Ok((Vec::new(), 0)) };
+        let Some(files) = uncommitted(store.as_ref(), &self.label, Some(limit)).await? else {
+            return Ok((Vec::new(), 0));
+        };
+        let bytes = files.iter().map(|m| m.size).sum();
+        let mut swept: Vec<String> = files.iter().map(|m| m.location.to_string()).collect();
+        if !dry_run {
+            delete(store.as_ref(), &self.label, files.into_iter().map(|m| m.location)).await?;
+        }
+        // A local store's staged uploads are listed by no store listing.
+        if let Ok(dir) = self.inner.table_url().to_file_path() {
+            let older_than = std::time::SystemTime::now().checked_sub(retain);
+            let staged = crate::storage::uploads::abandoned(&dir, older_than, dry_run).map_err(|e| {
+                let why = format!("listing {} for abandoned uploads: {e}", dir.display());
+                Error::delta(&self.label, DeltaTableError::Generic(why))
+            })?;
+            swept.extend(staged);
+        }
+        swept.sort();
+        Ok((swept, bytes))
+    }
 }
 
 /// Deletes `paths` of the table `label` from `store` (one already gone is no error).
