@@ -26,6 +26,8 @@ as `ok`/`FAIL`:
    one in process; and so does a small batch
    touching one day, which the incremental gold model rebuilds as one partition (on the cluster,
    the executors write it and the table's other rows again);
+3b. a job its scheduler cancels as stalled (`MEDALLION_FAULT_AT=cluster/scheduler:stall` on a
+   scheduler of its own): the run retries the node and gives the same tables;
 4. a scheduler that is not there: the run fails with one clear line, nothing committed.
 On failure the last lines of the scheduler's log (info: jobs submitted and finished, executors
 lost, tasks reset) and the executors' (warn; CLUSTER_LOG sets both) are printed, then every failed
@@ -193,13 +195,13 @@ try:
     processes.append(scheduler)
     wait_port(sched_port)
 
-    def executor(name, env=None, address=None):
+    def executor(name, env=None, address=None, scheduler_port=sched_port):
         """An executor with 1 slot; `address` = (flight port, gRPC port, work directory) to start it
         where another ran (as a service manager restarts one), else free ports and its own."""
         flight, grpc, work_dir = address or (free_port(), free_port(), None)
         if work_dir:
             Path(work_dir).mkdir(exist_ok=True)
-        p = subprocess.Popen([medallion, "executor", "--scheduler", f"127.0.0.1:{sched_port}",
+        p = subprocess.Popen([medallion, "executor", "--scheduler", f"127.0.0.1:{scheduler_port}",
                               "--bind", f"127.0.0.1:{flight}", "--grpc-port", str(grpc), "--slots", "1",
                               *(["--work-dir", str(work_dir)] if work_dir else []), "--project", str(project)],
                              env={**lake_env, "MEDALLION_LOG": os.environ.get("CLUSTER_LOG", "warn"), **(env or {})}, stdout=subprocess.DEVNULL,
@@ -418,6 +420,32 @@ try:
     after, expected = tables("cluster"), tables("inproc")
     check("... the same tables (all columns, commits per table)", not differences(after, expected),
           {t: (len(after[t][0]), after[t][1], len(expected[t][0]), expected[t][1]) for t in differences(after, expected)})
+
+    # 3b. A job its scheduler cancels as stalled (as after an executor was lost): the driver's
+    # node gets "Job … failed: Cancelled", its retries run it again in the same run, and the
+    # tables are those of the clean runs. A scheduler of its own, taking the first job it sees
+    # running for stalled (MEDALLION_FAULT_AT), with one executor.
+    stall_port = free_port()
+    stall_log = work / "scheduler-stall.log"
+    processes.append(subprocess.Popen(
+        [medallion, "scheduler", "--bind", f"127.0.0.1:{stall_port}", "--executor-timeout", "10s"],
+        env={**clean_env, "MEDALLION_LOG": "info", "MEDALLION_FAULT_AT": "cluster/scheduler:stall"},
+        stdout=subprocess.DEVNULL, stderr=open(stall_log, "w")))
+    wait_port(stall_port)
+    executor("stall", scheduler_port=stall_port)
+    time.sleep(2)
+    runs = []
+    for part in (0, 1):  # as two_runs, keeping both runs' output
+        upload("stalled", part)
+        runs.append(med("run", "--cluster", f"df://127.0.0.1:{stall_port}", lake="s3://lake/stalled"))
+    said = "".join(r.stderr for r in runs)
+    cancelled = [l for l in stall_log.read_text(errors="replace").splitlines() if "Cancelling job" in l]
+    check("a job its scheduler cancelled as stalled is retried within the run: exit 0, one job cancelled",
+          [r.returncode for r in runs] == [0, 0] and len(cancelled) == 1 and "failed: Cancelled" in said
+          and "retrying" in said, ([r.returncode for r in runs], cancelled, said.strip()[-600:]))
+    got = tables("stalled")
+    check("... the same tables as the clean runs", not differences(got, clean),
+          {t: (len(got[t][0]), got[t][1], len(clean[t][0]), clean[t][1]) for t in differences(got, clean)})
 
     # 4. No scheduler there.
     upload("nowhere")

@@ -273,7 +273,7 @@ impl Error {
                 ..
             } => true,
             Error::Delta { source, .. } => store_failed(source),
-            Error::Sql { source, .. } => store_failed(source),
+            Error::Sql { source, .. } => store_failed(source) || job_cancelled(source),
             _ => false,
         }
     }
@@ -298,6 +298,26 @@ impl Error {
     pub(crate) fn arrow(context: impl Into<String>, source: datafusion::arrow::error::ArrowError) -> Self {
         Error::sql(context, datafusion::error::DataFusionError::ArrowError(Box::new(source), None))
     }
+}
+
+/// Whether `error` is a cluster job's that its scheduler cancelled: Ballista fails such a job
+/// with the status `Cancelled`, which its client reports as "Job <id> failed: Cancelled". A
+/// medallion scheduler cancels only a job that stalled after an executor was lost (`cluster`'s
+/// stall watch), and the same work runs again on the cluster as it is (no commit was made for it).
+fn job_cancelled(error: &datafusion::error::DataFusionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(datafusion::error::DataFusionError::Execution(text)) =
+            e.downcast_ref::<datafusion::error::DataFusionError>()
+            && text.strip_prefix("Job ").and_then(|t| t.split_once(" failed: ")).is_some_and(|(id, why)| {
+                !id.is_empty() && !id.contains(char::is_whitespace) && why.trim_end() == "Cancelled"
+            })
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Whether `error` was caused by the object store failing to answer (a dropped connection, a 5xx
@@ -432,6 +452,29 @@ mod tests {
         );
         assert_eq!(explain(&down), "cannot reach http://127.0.0.1:1 (connection failed after 6 retries)");
         assert!(!explain(&down).contains('\n'));
+    }
+
+    /// A cluster job its scheduler cancelled (the stall watch's doing: an executor was lost) is
+    /// run again by the node's retries; a job that failed on its own is not.
+    #[test]
+    fn a_cluster_job_cancelled_by_its_scheduler_is_transient_and_a_failed_one_is_not() {
+        use datafusion::error::DataFusionError as F;
+        let job = |why: &str| F::Execution(format!("Job Ab3dE9x failed: {why}"));
+        assert!(Error::sql("gold model `daily_revenue`", job("Cancelled")).is_transient());
+        assert!(
+            Error::sql("q", F::Context("collecting".into(), Box::new(job("Cancelled")))).is_transient(),
+            "wrapped by DataFusion"
+        );
+        assert!(Error::sql("q", F::External(Box::new(job("Cancelled")))).is_transient(), "wrapped as external");
+        for why in [
+            "Task failed due to runtime execution error: Arrow error: Divide by zero error",
+            "Cancelled by the user; also",
+            "Job was Cancelled",
+        ] {
+            assert!(!Error::sql("q", job(why)).is_transient(), "{why}");
+        }
+        assert!(!Error::sql("q", F::Execution("Job  failed: Cancelled".into())).is_transient(), "no job id");
+        assert!(!Error::sql("q", F::Plan("Job x failed: Cancelled".into())).is_transient(), "not a job's status");
     }
 
     /// A store that dropped a connection fails a Delta log read (through the kernel) or a query's

@@ -33,6 +33,8 @@ pub(super) struct Look<J> {
     pub idle: Vec<J>,
     /// A task of some job runs, or no executor is registered: nothing is stalled now.
     pub busy: bool,
+    /// Jobs with a task running.
+    pub running: Vec<J>,
 }
 
 /// Per job, the looks in a row at which it was idle on an idle cluster, after `look`.
@@ -56,13 +58,31 @@ pub(super) fn stalled<J: Clone>(counts: &HashMap<J, u32>) -> Vec<J> {
 }
 
 /// Watches `scheduler`'s running jobs until the process ends, cancelling stalled ones.
+///
+/// A test hook: with `MEDALLION_FAULT_AT=cluster/scheduler:stall[:<times>]` the watch looks every
+/// 200 ms and takes the first job it sees running for stalled (the first `times` times, default
+/// once): the cancel path and the driver's retry run without an executor lost at the right moment.
 pub(super) async fn watch(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>) {
+    let forced = std::env::var("MEDALLION_FAULT_AT").is_ok_and(|f| f.starts_with("cluster/scheduler:stall"));
     let mut counts = HashMap::new();
-    let mut every = tokio::time::interval(LOOK_EVERY);
+    let mut every = tokio::time::interval(if forced { Duration::from_millis(200) } else { LOOK_EVERY });
     loop {
         every.tick().await;
-        counts = count(counts, look(&scheduler).await);
-        for job in stalled(&counts) {
+        let look = look(&scheduler).await;
+        let running = look.running.first().cloned();
+        counts = count(counts, look);
+        let jobs = stalled(&counts);
+        if forced
+            && jobs.is_empty()
+            && let Some(job) = running
+            && crate::runtime::faults::check("cluster/scheduler", "stall").is_err()
+        {
+            tracing::warn!("Cancelling job {job}: taken for stalled by MEDALLION_FAULT_AT");
+            if let Err(e) = scheduler.cancel_job(job.clone()).await {
+                tracing::error!("Failed to cancel job {job}: {e}");
+            }
+        }
+        for job in jobs {
             tracing::warn!(
                 "Cancelling job {job}: at {LOOKS} looks {}s apart it had no task running and none to run while the \
                  cluster was idle (Ballista lost track of its stages, likely after an executor was lost); a rerun \
@@ -79,11 +99,12 @@ pub(super) async fn watch(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPl
 
 async fn look(scheduler: &SchedulerServer<LogicalPlanNode, PhysicalPlanNode>) -> Look<ballista_core::JobId> {
     let executors = scheduler.state.executor_manager.get_executors_state().await.map_or(0, |e| e.len());
-    let mut look = Look { idle: Vec::new(), busy: executors == 0 };
+    let mut look = Look { idle: Vec::new(), busy: executors == 0, running: Vec::new() };
     for (job, info) in scheduler.state.task_manager.get_running_job_cache().iter() {
         let graph = info.execution_graph.read().await;
         if !graph.running_tasks().is_empty() {
             look.busy = true;
+            look.running.push(job.clone());
         } else if graph.available_tasks() == 0 && !graph.is_successful() {
             look.idle.push(job.clone());
         }
@@ -96,8 +117,9 @@ mod tests {
     use super::*;
 
     fn looks(seen: &[(&[&'static str], bool)]) -> HashMap<&'static str, u32> {
-        seen.iter()
-            .fold(HashMap::new(), |counts, (idle, busy)| count(counts, Look { idle: idle.to_vec(), busy: *busy }))
+        seen.iter().fold(HashMap::new(), |counts, (idle, busy)| {
+            count(counts, Look { idle: idle.to_vec(), busy: *busy, running: Vec::new() })
+        })
     }
 
     #[test]

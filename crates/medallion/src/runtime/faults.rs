@@ -10,7 +10,8 @@
 //! committed, gold not), `gold/<model>:export` (gold committed, its Parquet export not),
 //! `gold/<model>:exporting` (the export reading the table's rows), `silver/<table>:replay` (a
 //! replay's MERGE committed, its dead-letter rewrite not), `cluster/scan:execute` (an executor
-//! starts reading a shipped table's files), `maintenance:state` (the maintenance after a run
+//! starts reading a shipped table's files), `cluster/scheduler:stall` (a scheduler takes the first
+//! job it sees running for stalled and cancels it), `maintenance:state` (the maintenance after a run
 //! compacted, vacuumed and checkpointed what was due, and has not recorded what it checked). Unset,
 //! it costs one environment lookup.
 
