@@ -10,7 +10,8 @@
 //! [`LOOKS`] looks in a row, it has no task running and none to run while no task of any job
 //! runs and executors are registered. Executors that are alive ask for work every 50 ms while
 //! idle, so a job that could run a stage has done so well within that time. A stalled job is
-//! cancelled: its driver's node fails with the job's error, and a rerun runs it again.
+//! cancelled: its driver's node gets the job's error (`Job <id> failed: Cancelled`), which its
+//! retries take for transient, so the node runs again within the run (past them, the next run).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -85,8 +86,8 @@ pub(super) async fn watch(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPl
         for job in jobs {
             tracing::warn!(
                 "Cancelling job {job}: at {LOOKS} looks {}s apart it had no task running and none to run while the \
-                 cluster was idle (Ballista lost track of its stages, likely after an executor was lost); a rerun \
-                 runs it again",
+                 cluster was idle (Ballista lost track of its stages, likely after an executor was lost); the \
+                 driver's node runs it again",
                 LOOK_EVERY.as_secs()
             );
             counts.remove(&job);
