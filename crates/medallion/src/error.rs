@@ -305,19 +305,23 @@ impl Error {
 /// medallion scheduler cancels only a job that stalled after an executor was lost (`cluster`'s
 /// stall watch), and the same work runs again on the cluster as it is (no commit was made for it).
 fn job_cancelled(error: &datafusion::error::DataFusionError) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = cause {
-        if let Some(datafusion::error::DataFusionError::Execution(text)) =
+    causes(error).any(|e| {
+        let Some(datafusion::error::DataFusionError::Execution(text)) =
             e.downcast_ref::<datafusion::error::DataFusionError>()
-            && text.strip_prefix("Job ").and_then(|t| t.split_once(" failed: ")).is_some_and(|(id, why)| {
-                !id.is_empty() && !id.contains(char::is_whitespace) && why.trim_end() == "Cancelled"
-            })
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+        else {
+            return false;
+        };
+        text.strip_prefix("Job ").and_then(|t| t.split_once(" failed: ")).is_some_and(|(id, why)| {
+            !id.is_empty() && !id.contains(char::is_whitespace) && why.trim_end() == "Cancelled"
+        })
+    })
+}
+
+/// `error` and its causes, outermost first.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 /// Whether `error` was caused by the object store failing to answer (a dropped connection, a 5xx
@@ -325,30 +329,31 @@ fn job_cancelled(error: &datafusion::error::DataFusionError) -> bool {
 /// Delta log read through the kernel, a query's Parquet read. A store that answered with a client
 /// error (missing object, access denied, bad path) would answer the same again.
 fn store_failed(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        // The kernel keeps the store's error without naming it as its source.
-        let store = match e.downcast_ref::<buoyant_kernel::Error>() {
-            Some(buoyant_kernel::Error::ObjectStore(store)) => Some(store),
-            _ => e.downcast_ref::<object_store::Error>(),
-        };
-        if let Some(store) = store {
-            return match store {
-                object_store::Error::Generic { .. } => !answered_client_error(&store.to_string()),
-                object_store::Error::JoinError { .. } => true,
-                _ => false,
+    // The first cause that is the store's error (or a Parquet footer read's text of it) decides.
+    causes(error)
+        .find_map(|e| {
+            // The kernel keeps the store's error without naming it as its source.
+            let store = match e.downcast_ref::<buoyant_kernel::Error>() {
+                Some(buoyant_kernel::Error::ObjectStore(store)) => Some(store),
+                _ => e.downcast_ref::<object_store::Error>(),
             };
-        }
-        // DataFusion's Parquet reader keeps only the text of a failed footer read ("Failed to
-        // fetch metadata for file …: Object Store error: …").
-        if let Some(datafusion::parquet::errors::ParquetError::General(text)) =
-            e.downcast_ref::<datafusion::parquet::errors::ParquetError>()
-        {
-            return text.contains("Object Store error: Generic") && !answered_client_error(text);
-        }
-        cause = e.source();
-    }
-    false
+            if let Some(store) = store {
+                return Some(match store {
+                    object_store::Error::Generic { .. } => !answered_client_error(&store.to_string()),
+                    object_store::Error::JoinError { .. } => true,
+                    _ => false,
+                });
+            }
+            // DataFusion's Parquet reader keeps only the text of a failed footer read ("Failed to
+            // fetch metadata for file …: Object Store error: …").
+            match e.downcast_ref::<datafusion::parquet::errors::ParquetError>() {
+                Some(datafusion::parquet::errors::ParquetError::General(text)) => {
+                    Some(text.contains("Object Store error: Generic") && !answered_client_error(text))
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or(false)
 }
 
 /// Whether a store's error text says the server answered with a 4xx status.

@@ -112,11 +112,11 @@ async fn sweep(t: Table, retain: Duration, force: bool, dry_run: bool) -> Result
 /// Sweeps the files under `t`, a table never created, that are older than `retain` (a first write
 /// killed before its commit left them: [`Table::sweep_uncreated`]); None when there are none.
 async fn sweep_uncreated(t: &Table, retain: Duration, dry_run: bool) -> Result<Option<Maintained>> {
-    let (swept, bytes) = t.sweep_uncreated(retain, dry_run).await?;
+    let swept = t.sweep_uncreated(retain, dry_run).await?;
     if swept.is_empty() {
         return Ok(None);
     }
-    tracing::info!(table = %t.label, files = swept.len(), bytes, dry_run, "files of a table never created swept");
+    tracing::info!(table = %t.label, files = swept.len(), dry_run, "files of a table never created swept");
     Ok(Some(Maintained {
         table: t.label.clone(),
         files_before: 0,

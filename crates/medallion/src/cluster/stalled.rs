@@ -72,24 +72,21 @@ pub(super) async fn watch(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPl
         let look = look(&scheduler).await;
         let running = look.running.first().cloned();
         counts = count(counts, look);
-        let jobs = stalled(&counts);
+        let why = format!(
+            "at {LOOKS} looks {}s apart it had no task running and none to run while the cluster was idle \
+             (Ballista lost track of its stages, likely after an executor was lost); the driver's node runs it again",
+            LOOK_EVERY.as_secs()
+        );
+        let mut jobs: Vec<_> = stalled(&counts).into_iter().map(|job| (job, why.as_str())).collect();
         if forced
             && jobs.is_empty()
             && let Some(job) = running
             && crate::runtime::faults::check("cluster/scheduler", "stall").is_err()
         {
-            tracing::warn!("Cancelling job {job}: taken for stalled by MEDALLION_FAULT_AT");
-            if let Err(e) = scheduler.cancel_job(job.clone()).await {
-                tracing::error!("Failed to cancel job {job}: {e}");
-            }
+            jobs.push((job, "taken for stalled by MEDALLION_FAULT_AT"));
         }
-        for job in jobs {
-            tracing::warn!(
-                "Cancelling job {job}: at {LOOKS} looks {}s apart it had no task running and none to run while the \
-                 cluster was idle (Ballista lost track of its stages, likely after an executor was lost); the \
-                 driver's node runs it again",
-                LOOK_EVERY.as_secs()
-            );
+        for (job, why) in jobs {
+            tracing::warn!("Cancelling job {job}: {why}");
             counts.remove(&job);
             if let Err(e) = scheduler.cancel_job(job.clone()).await {
                 tracing::error!("Failed to cancel stalled job {job}: {e}");

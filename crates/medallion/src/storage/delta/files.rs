@@ -313,33 +313,23 @@ impl Table {
     /// For a table that was never created: removes (unless `dry_run`) the files under it older
     /// than `retain`, as vacuum does for a table's files no commit names. A first write killed
     /// before its commit (or whose commit failed) leaves them; with no commit, no vacuum of the
-    /// table would ever run. Returns their paths (and the bytes they held); none once the table
-    /// has a commit. The caller holds the lake's lock unless `dry_run`: a first write in
-    /// progress has such files too.
-    pub async fn sweep_uncreated(&self, retain: std::time::Duration, dry_run: bool) -> Result<(Vec<String>, u64)> {
+    /// table would ever run. Returns their paths; none once the table has a commit. The caller
+    /// holds the lake's lock unless `dry_run`: a first write in progress has such files too.
+    pub async fn sweep_uncreated(&self, retain: std::time::Duration, dry_run: bool) -> Result<Vec<String>> {
         let store = self.inner.object_store();
         let limit = chrono::Duration::from_std(retain).ok().and_then(|r| chrono::Utc::now().checked_sub_signed(r));
         // A retention beyond the calendar keeps everything.
-        let Some(limit) = limit else { return Ok((Vec::new(), 0)) };
+        let Some(limit) = limit else { return Ok(Vec::new()) };
         let Some(files) = uncommitted(store.as_ref(), &self.label, Some(limit)).await? else {
-            return Ok((Vec::new(), 0));
+            return Ok(Vec::new());
         };
-        let bytes = files.iter().map(|m| m.size).sum();
         let mut swept: Vec<String> = files.iter().map(|m| m.location.to_string()).collect();
         if !dry_run {
             delete(store.as_ref(), &self.label, files.into_iter().map(|m| m.location)).await?;
         }
-        // A local store's staged uploads are listed by no store listing.
-        if let Ok(dir) = self.inner.table_url().to_file_path() {
-            let older_than = std::time::SystemTime::now().checked_sub(retain);
-            let staged = crate::storage::uploads::abandoned(&dir, older_than, dry_run).map_err(|e| {
-                let why = format!("listing {} for abandoned uploads: {e}", dir.display());
-                Error::delta(&self.label, DeltaTableError::Generic(why))
-            })?;
-            swept.extend(staged);
-        }
+        swept.extend(self.sweep_staged(retain, dry_run)?);
         swept.sort();
-        Ok((swept, bytes))
+        Ok(swept)
     }
 }
 

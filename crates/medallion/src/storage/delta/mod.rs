@@ -1014,14 +1014,21 @@ impl Table {
             .await
             .map_err(|e| Error::delta(&label, e))?;
         let mut deleted = metrics.files_deleted;
-        if let Ok(dir) = inner.table_url().to_file_path() {
-            let older_than = std::time::SystemTime::now().checked_sub(retain.to_std().unwrap_or_default());
-            deleted.extend(crate::storage::uploads::abandoned(&dir, older_than, dry_run).map_err(|e| {
-                let why = format!("listing {} for abandoned uploads: {e}", dir.display());
-                Error::delta(&label, DeltaTableError::Generic(why))
-            })?);
-        }
-        Ok((Table { label, inner, exists: true }, deleted))
+        let vacuumed = Table { label, inner, exists: true };
+        deleted.extend(vacuumed.sweep_staged(retain.to_std().unwrap_or_default(), dry_run)?);
+        Ok((vacuumed, deleted))
+    }
+
+    /// On a local lake, the staging copies (`<file>#<n>`) of uploads a killed process left under
+    /// the table, older than `retain`: removed unless `dry_run`, their paths returned. No store
+    /// listing shows them ([`crate::storage::uploads`]); none on an object store.
+    pub(super) fn sweep_staged(&self, retain: std::time::Duration, dry_run: bool) -> Result<Vec<String>> {
+        let Ok(dir) = self.inner.table_url().to_file_path() else { return Ok(Vec::new()) };
+        let older_than = std::time::SystemTime::now().checked_sub(retain);
+        crate::storage::uploads::abandoned(&dir, older_than, dry_run).map_err(|e| {
+            let why = format!("listing {} for abandoned uploads: {e}", dir.display());
+            Error::delta(&self.label, DeltaTableError::Generic(why))
+        })
     }
 
     /// Upserts `rows` (unique per key) like [`Table::upsert`]: through the keyed merge when it
