@@ -152,15 +152,20 @@ try:
         for f in chosen:
             s3.upload_file(str(f), "lake", f"{prefix}/{f.relative_to(data)}")
 
-    def two_runs(prefix, *args, proj=project):
+    def runs(prefix, *args, proj=project):
         """The first batches, a run, the others, a run (so silver's second version has deletion
-        vectors for gold to read): the last failed run, or the second."""
-        upload(prefix, 0)
-        first = med("run", *args, lake=f"s3://lake/{prefix}", proj=proj)
-        if first.returncode != 0:
-            return first
-        upload(prefix, 1)
-        return med("run", *args, lake=f"s3://lake/{prefix}", proj=proj)
+        vectors for gold to read): both runs, or the first alone when it failed."""
+        done = []
+        for part in (0, 1):
+            upload(prefix, part)
+            done.append(med("run", *args, lake=f"s3://lake/{prefix}", proj=proj))
+            if done[-1].returncode != 0:
+                break
+        return done
+
+    def two_runs(prefix, *args, proj=project):
+        """`runs`: the failed run, or the second."""
+        return runs(prefix, *args, proj=proj)[-1]
 
     options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
                "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
@@ -434,15 +439,12 @@ try:
     wait_port(stall_port)
     executor("stall", scheduler_port=stall_port)
     time.sleep(2)
-    runs = []
-    for part in (0, 1):  # as two_runs, keeping both runs' output
-        upload("stalled", part)
-        runs.append(med("run", "--cluster", f"df://127.0.0.1:{stall_port}", lake="s3://lake/stalled"))
-    said = "".join(r.stderr for r in runs)
+    stalled = runs("stalled", "--cluster", f"df://127.0.0.1:{stall_port}")
+    said = "".join(r.stderr for r in stalled)
     cancelled = [l for l in stall_log.read_text(errors="replace").splitlines() if "Cancelling job" in l]
     check("a job its scheduler cancelled as stalled is retried within the run: exit 0, one job cancelled",
-          [r.returncode for r in runs] == [0, 0] and len(cancelled) == 1 and "failed: Cancelled" in said
-          and "retrying" in said, ([r.returncode for r in runs], cancelled, said.strip()[-600:]))
+          [r.returncode for r in stalled] == [0, 0] and len(cancelled) == 1 and "failed: Cancelled" in said
+          and "retrying" in said, ([r.returncode for r in stalled], cancelled, said.strip()[-600:]))
     got = tables("stalled")
     check("... the same tables as the clean runs", not differences(got, clean),
           {t: (len(got[t][0]), got[t][1], len(clean[t][0]), clean[t][1]) for t in differences(got, clean)})

@@ -786,6 +786,15 @@ fn a_transient_fault_is_retried_and_commits_once() {
     assert!(!text(&out.stderr).contains("attempts"), "{}", text(&out.stderr));
 }
 
+/// The [`contents`] of the demo project at `proj` after one run that succeeded: what the next run
+/// after a killed one must give.
+fn ran_clean(proj: &Path) -> String {
+    assert_eq!(run(&["run"], proj).status.code(), Some(0));
+    let want = contents(proj);
+    assert!(want.contains("bronze batches: 4"), "{want}");
+    want
+}
+
 /// What a finished pipeline holds, in a form two lakes can be compared by.
 fn contents(proj: &Path) -> String {
     let queries = [
@@ -845,10 +854,7 @@ fn kill_loop(command: &str, delays_ms: &[u64], proj: &Path) {
 fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     let dir = tempfile::tempdir().expect("tmp");
     let init = |name: &str| demo_named(dir.path(), name);
-    let clean = init("clean");
-    assert_eq!(run(&["run"], &clean).status.code(), Some(0));
-    let want = contents(&clean);
-    assert!(want.contains("bronze batches: 4"), "{want}");
+    let want = ran_clean(&init("clean"));
 
     let points = [
         "bronze/orders:ingest",
@@ -942,9 +948,7 @@ fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
             .count()
     };
     let clean = init("clean");
-    assert_eq!(run(&["run"], &clean).status.code(), Some(0));
-    let want = contents(&clean);
-    assert!(want.contains("bronze batches: 4"), "{want}");
+    let want = ran_clean(&clean);
     assert_eq!(vectors(&clean), 1, "the second run's merge marked replaced rows");
 
     let proj = killed_runs_give(&want, &ORDER_STEPS, &[15, 60, 120, 200, 320, 450, 600], init);
@@ -1852,8 +1856,7 @@ fn vacuum_sweeps_the_files_a_killed_first_load_left_under_a_table_never_created(
     let dir = tempfile::tempdir().expect("tmp");
     let init = |name: &str| demo_named(dir.path(), name);
     let clean = init("clean");
-    assert_eq!(run(&["run"], &clean).status.code(), Some(0));
-    let want = contents(&clean);
+    let want = ran_clean(&clean);
     // What the killed load left: silver's data files as written (copies of a clean run's), a
     // deletion-vector file, the local store's staging file of an interrupted upload, and an empty
     // log directory.
