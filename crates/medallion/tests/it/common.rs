@@ -223,3 +223,53 @@ pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// xorshift64*: a property test's sequences are the same on every machine, without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value below `n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// The seeds a property test runs: `defaults` (CI's), or as `MEDALLION_TEST_SEEDS` says for a
+/// longer hunt: a list (`3,99`) runs those, a count (`+200`) adds that many after the defaults.
+/// Each is printed as it starts, so a failing test's output names the seed a list reruns alone.
+pub fn seeds(defaults: &[u64]) -> impl Iterator<Item = u64> {
+    seeds_from(defaults, std::env::var("MEDALLION_TEST_SEEDS").ok().as_deref())
+        .into_iter()
+        .inspect(|seed| eprintln!("property test seed {seed}"))
+}
+
+fn seeds_from(defaults: &[u64], asked: Option<&str>) -> Vec<u64> {
+    let Some(asked) = asked.map(str::trim).filter(|a| !a.is_empty()) else { return defaults.to_vec() };
+    if let Some(count) = asked.strip_prefix('+') {
+        // Nonzero (a xorshift stays at 0) and apart from the usual small defaults.
+        let count: u64 = count.parse().unwrap_or_else(|_| refused(asked));
+        return defaults.iter().copied().chain((1..=count).map(|i| 10_000 + i)).collect();
+    }
+    asked
+        .split(',')
+        .map(|s| s.trim().parse::<u64>().ok().filter(|s| *s != 0).unwrap_or_else(|| refused(asked)))
+        .collect()
+}
+
+fn refused(asked: &str) -> ! {
+    panic!("MEDALLION_TEST_SEEDS: {asked:?} is neither a list of seeds (3,99) nor a count (+200)")
+}
+
+#[test]
+fn seeds_are_the_defaults_a_list_or_the_defaults_and_a_count_more() {
+    assert_eq!(seeds_from(&[3, 99], None), [3, 99]);
+    assert_eq!(seeds_from(&[3, 99], Some(" ")), [3, 99]);
+    assert_eq!(seeds_from(&[3, 99], Some("5, 8")), [5, 8]);
+    assert_eq!(seeds_from(&[3, 99], Some("+2")), [3, 99, 10_001, 10_002]);
+    for bad in ["x", "+", "1,,2", "0"] {
+        assert!(std::panic::catch_unwind(|| seeds_from(&[3], Some(bad))).is_err(), "{bad}");
+    }
+}

@@ -4,7 +4,7 @@
 use medallion::storage::delta::{Table, WriteOptions};
 use medallion::storage::{Lake, Layer};
 
-use crate::common::{first_i64, strings};
+use crate::common::{Rng, first_i64, seeds, strings};
 use crate::merge::{batch, contents, source, upsert};
 
 /// On a table with deletion vectors enabled, the keyed merge marks replaced rows
@@ -528,22 +528,6 @@ columns = [
     }
 }
 
-/// A small xorshift generator: the property test's sequences are the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const ACCOUNTS: &str = r#"[project]
 name = "accounts"
 
@@ -572,22 +556,22 @@ async fn random_sequences_give_the_same_silver_as_copy_on_write() {
     let silver = "SELECT id, seq, balance, coalesce(note, '-') FROM silver.accounts ORDER BY id";
     let dead = "SELECT count(*), count(_replayed_at) FROM quarantine.accounts";
     let mut purged = 0;
-    for seed in [7u64, 1_234_567, 987_654_321] {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    for seed in seeds(&[7, 1_234_567, 987_654_321]) {
+        let mut rng = Rng(seed);
         let mut dv = Lakehouse::new(&ACCOUNTS.replace("MERGE_MODE", "deletion_vectors"));
         let mut cow = Lakehouse::new(&ACCOUNTS.replace("MERGE_MODE", "copy_on_write"));
         let mut seq = 1_000i64;
         let mut fixed = false;
         for step in 0..9 {
-            let n = 20 + rng.below(60);
+            let n = 20 + rng.next(60);
             let records: Vec<String> = (0..n)
                 .map(|_| {
-                    let id = 1 + rng.below(150);
+                    let id = 1 + rng.next(150);
                     seq += 1;
                     // Mostly newer; some late (older than what silver may hold); a few rejected.
-                    let s = if rng.below(5) == 0 { seq - 1 - rng.below(900) as i64 } else { seq };
-                    let balance = if rng.below(12) == 0 { -1 - rng.below(3) as i64 } else { rng.below(1000) as i64 };
-                    let note = if rng.below(3) == 0 { "null".to_string() } else { format!("\"s{step}\"") };
+                    let s = if rng.next(5) == 0 { seq - 1 - rng.next(900) as i64 } else { seq };
+                    let balance = if rng.next(12) == 0 { -1 - rng.next(3) as i64 } else { rng.next(1000) as i64 };
+                    let note = if rng.next(3) == 0 { "null".to_string() } else { format!("\"s{step}\"") };
                     format!(r#"{{"id": {id}, "seq": {s}, "balance": {balance}, "note": {note}}}"#)
                 })
                 .collect();
@@ -600,7 +584,7 @@ async fn random_sequences_give_the_same_silver_as_copy_on_write() {
             let t = Table::open(&lake, Layer::Silver, "accounts").await.expect("open");
             let (deleted, rows) = t.deleted_rows().expect("share");
             assert!(deleted as f64 <= 0.15 * rows as f64, "after a run, the policy keeps the deleted share ≤ 15%");
-            match if step == 5 { 2 } else { rng.below(5) } {
+            match if step == 5 { 2 } else { rng.next(5) } {
                 0 => {
                     for lh in [&dv, &cow] {
                         let (project, lake) = lh.open().await;

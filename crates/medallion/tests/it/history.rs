@@ -8,7 +8,7 @@ use medallion::storage::delta::Table;
 use medallion::storage::{Lake, Layer};
 use serde::Deserialize;
 
-use crate::common::{query, strings, write_gz};
+use crate::common::{Rng, query, seeds, strings, write_gz};
 
 const SCD2: &str = r#"[project]
 name = "history"
@@ -342,25 +342,13 @@ expectations = [
 ]
 "#;
 
-/// xorshift64*: deterministic without a dependency.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 const BY_DAY: &str =
     "SELECT CAST(order_date AS VARCHAR), region, n, CAST(revenue AS VARCHAR) FROM gold.by_day ORDER BY 1, 2";
 const FROM_SILVER: &str = "SELECT CAST(order_date AS VARCHAR), region, count(*), CAST(sum(amount) AS VARCHAR) FROM silver.orders GROUP BY 1, 2 ORDER BY 1, 2";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incremental_model_equals_a_full_refresh_after_random_increments() {
-    for seed in [7u64, 42, 1234] {
+    for seed in seeds(&[7, 42, 1234]) {
         let mut rng = Rng(seed);
         let mut lh = Lakehouse::new(INCREMENTAL);
         std::fs::create_dir_all(lh.dir.path().join("gold")).expect("mkdir");
