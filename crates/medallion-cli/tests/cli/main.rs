@@ -915,31 +915,32 @@ fn killed_commands_give(
     proj
 }
 
+/// The demo `name` under `dir` published from two of its three order files, with merge-on-read
+/// silver orders; the third file (re-sending orders of the first two) landed for the next run.
+fn merge_on_read_demo(dir: &Path, name: &str) -> PathBuf {
+    let proj = demo_named(dir, name);
+    let toml = proj.join("medallion.toml");
+    let text = std::fs::read_to_string(&toml).expect("read");
+    let from = "order_by = \"_ingested_at\"\ncolumns = [\n  { name = \"order_id\"";
+    assert!(text.contains(from));
+    std::fs::write(
+        &toml,
+        text.replacen(from, &from.replacen("columns", "merge = \"deletion_vectors\"\ncolumns", 1), 1),
+    )
+    .expect("write");
+    std::fs::rename(proj.join("landing/orders-2024-03-03.ndjson"), proj.join("held.ndjson")).expect("hold");
+    assert_eq!(run(&["run"], &proj).status.code(), Some(0));
+    std::fs::rename(proj.join("held.ndjson"), proj.join("landing/orders-2024-03-03.ndjson")).expect("land");
+    proj
+}
+
 /// Issue 16: a second run merging re-sent orders into a silver table with deletion vectors, killed
 /// at any step or again and again at arbitrary moments, then run once more, gives the tables of an
 /// uninterrupted one; no vector file is left that a commit does not name after a vacuum.
 #[test]
 fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
     let dir = tempfile::tempdir().expect("tmp");
-    // A lake published from two of the three order files, with merge-on-read silver orders; the
-    // third file (re-sending orders of the first two) waits outside the landing directory.
-    let init = |name: &str| {
-        let proj = dir.path().join(name);
-        assert_eq!(run(&["init", proj.to_str().expect("utf8")], dir.path()).status.code(), Some(0));
-        let toml = proj.join("medallion.toml");
-        let text = std::fs::read_to_string(&toml).expect("read");
-        let from = "order_by = \"_ingested_at\"\ncolumns = [\n  { name = \"order_id\"";
-        assert!(text.contains(from));
-        std::fs::write(
-            &toml,
-            text.replacen(from, &from.replacen("columns", "merge = \"deletion_vectors\"\ncolumns", 1), 1),
-        )
-        .expect("write");
-        std::fs::rename(proj.join("landing/orders-2024-03-03.ndjson"), proj.join("held.ndjson")).expect("hold");
-        assert_eq!(run(&["run"], &proj).status.code(), Some(0));
-        std::fs::rename(proj.join("held.ndjson"), proj.join("landing/orders-2024-03-03.ndjson")).expect("land");
-        proj
-    };
+    let init = |name: &str| merge_on_read_demo(dir.path(), name);
     let vectors = |proj: &Path| {
         std::fs::read_dir(proj.join("lake/silver/orders"))
             .expect("silver")
@@ -2658,4 +2659,43 @@ fn queries_keep_to_the_memory_limit() {
     let low = run(&["--memory-limit", "64MiB", "sql", "SELECT 1"], &proj);
     assert_eq!(low.status.code(), Some(2));
     assert_eq!(text(&low.stderr), "error: invalid --memory-limit/MEDALLION_MEMORY_LIMIT `64MiB`: at least 128 MiB\n");
+}
+
+/// A longer crash hunt than CI's kill loops, run by hand: `cargo nextest run --workspace
+/// --all-features --run-ignored only -E 'test(a_kill_at_every_moment)'`. For each delay of
+/// `MEDALLION_TEST_KILLS` (`FROM..TO/STEP` in ms, default `5..600/7`), a fresh project's `run` is
+/// killed (SIGKILL) after that delay and again after half of it, then run to the end: the tables
+/// must be a clean run's. `MEDALLION_TEST_KILL_MODE`: `plain` (the demo's first run, default),
+/// `merge-on-read` (a second run merging re-sent orders into silver with deletion vectors) or
+/// `sliced` (a first run promoting in slices, `--slice-size 1KiB`).
+#[test]
+#[ignore = "a longer hunt, run by hand"]
+fn a_kill_at_every_moment_then_a_run_gives_the_clean_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mode = std::env::var("MEDALLION_TEST_KILL_MODE").unwrap_or_else(|_| "plain".into());
+    let (init, command): (fn(&Path, &str) -> PathBuf, &str) = match mode.as_str() {
+        "plain" => (demo_named, "run"),
+        "merge-on-read" => (merge_on_read_demo, "run"),
+        "sliced" => (demo_named, "run --slice-size 1KiB"),
+        other => panic!("MEDALLION_TEST_KILL_MODE: {other:?} is not plain, merge-on-read or sliced"),
+    };
+    let kills = std::env::var("MEDALLION_TEST_KILLS").unwrap_or_else(|_| "5..600/7".into());
+    let range = || -> Option<(u64, u64, usize)> {
+        let (span, step) = kills.split_once('/')?;
+        let (from, to) = span.split_once("..")?;
+        Some((from.parse().ok()?, to.parse().ok()?, step.parse().ok().filter(|s| *s > 0)?))
+    };
+    let (from, to, step) = range().unwrap_or_else(|| panic!("MEDALLION_TEST_KILLS: {kills:?} is not FROM..TO/STEP"));
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let clean = init(dir.path(), "clean");
+    assert_eq!(run(&words, &clean).status.code(), Some(0));
+    let want = contents(&clean);
+    for delay in (from..to).step_by(step) {
+        let proj = init(dir.path(), &format!("killed-{delay}"));
+        kill_loop(command, &[delay, delay / 2 + 3], &proj);
+        let again = run(&words, &proj);
+        assert_eq!(again.status.code(), Some(0), "{mode}, killed at {delay} ms: {}", text(&again.stderr));
+        assert_eq!(contents(&proj), want, "{mode}: after kills at {delay} and {} ms", delay / 2 + 3);
+        std::fs::remove_dir_all(&proj).expect("clean up");
+    }
 }
