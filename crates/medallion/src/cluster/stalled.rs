@@ -67,16 +67,16 @@ pub(super) async fn watch(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPl
     let forced = std::env::var("MEDALLION_FAULT_AT").is_ok_and(|f| f.starts_with("cluster/scheduler:stall"));
     let mut counts = HashMap::new();
     let mut every = tokio::time::interval(if forced { Duration::from_millis(200) } else { LOOK_EVERY });
+    let why = format!(
+        "at {LOOKS} looks {}s apart it had no task running and none to run while the cluster was idle \
+         (Ballista lost track of its stages, likely after an executor was lost); the driver's node runs it again",
+        LOOK_EVERY.as_secs()
+    );
     loop {
         every.tick().await;
         let look = look(&scheduler).await;
         let running = look.running.first().cloned();
         counts = count(counts, look);
-        let why = format!(
-            "at {LOOKS} looks {}s apart it had no task running and none to run while the cluster was idle \
-             (Ballista lost track of its stages, likely after an executor was lost); the driver's node runs it again",
-            LOOK_EVERY.as_secs()
-        );
         let mut jobs: Vec<_> = stalled(&counts).into_iter().map(|job| (job, why.as_str())).collect();
         if forced
             && jobs.is_empty()
