@@ -786,10 +786,11 @@ fn a_transient_fault_is_retried_and_commits_once() {
     assert!(!text(&out.stderr).contains("attempts"), "{}", text(&out.stderr));
 }
 
-/// The [`contents`] of the demo project at `proj` after one run that succeeded: what the next run
-/// after a killed one must give.
-fn ran_clean(proj: &Path) -> String {
-    assert_eq!(run(&["run"], proj).status.code(), Some(0));
+/// The [`contents`] of the demo project at `proj` after one `command` (`run` and its options) that
+/// succeeded: what the next one after a killed one must give.
+fn ran_clean(proj: &Path, command: &str) -> String {
+    let out = run(&command.split_whitespace().collect::<Vec<_>>(), proj);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let want = contents(proj);
     assert!(want.contains("bronze batches: 4"), "{want}");
     want
@@ -854,7 +855,7 @@ fn kill_loop(command: &str, delays_ms: &[u64], proj: &Path) {
 fn killed_at_any_step_the_next_run_gives_the_clean_tables() {
     let dir = tempfile::tempdir().expect("tmp");
     let init = |name: &str| demo_named(dir.path(), name);
-    let want = ran_clean(&init("clean"));
+    let want = ran_clean(&init("clean"), "run");
 
     let points = [
         "bronze/orders:ingest",
@@ -949,7 +950,7 @@ fn a_merge_on_read_run_killed_at_any_step_gives_the_clean_tables() {
             .count()
     };
     let clean = init("clean");
-    let want = ran_clean(&clean);
+    let want = ran_clean(&clean, "run");
     assert_eq!(vectors(&clean), 1, "the second run's merge marked replaced rows");
 
     let proj = killed_runs_give(&want, &ORDER_STEPS, &[15, 60, 120, 200, 320, 450, 600], init);
@@ -1857,7 +1858,7 @@ fn vacuum_sweeps_the_files_a_killed_first_load_left_under_a_table_never_created(
     let dir = tempfile::tempdir().expect("tmp");
     let init = |name: &str| demo_named(dir.path(), name);
     let clean = init("clean");
-    let want = ran_clean(&clean);
+    let want = ran_clean(&clean, "run");
     // What the killed load left: silver's data files as written (copies of a clean run's), a
     // deletion-vector file, the local store's staging file of an interrupted upload, and an empty
     // log directory.
@@ -2687,9 +2688,7 @@ fn a_kill_at_every_moment_then_a_run_gives_the_clean_tables() {
     };
     let (from, to, step) = range().unwrap_or_else(|| panic!("MEDALLION_TEST_KILLS: {kills:?} is not FROM..TO/STEP"));
     let words: Vec<&str> = command.split_whitespace().collect();
-    let clean = init(dir.path(), "clean");
-    assert_eq!(run(&words, &clean).status.code(), Some(0));
-    let want = contents(&clean);
+    let want = ran_clean(&init(dir.path(), "clean"), command);
     for delay in (from..to).step_by(step) {
         let proj = init(dir.path(), &format!("killed-{delay}"));
         kill_loop(command, &[delay, delay / 2 + 3], &proj);
